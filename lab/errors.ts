@@ -1,0 +1,18 @@
+// Typed errors of the lab, with codes a caller can switch on.
+
+export type LabErrorCode =
+  | 'ENOTROOT' // needs root (CAP_NET_ADMIN + CAP_SYS_ADMIN) for namespaces
+  | 'ENOCMD' // a system command is missing
+  | 'ECMD' // a system command failed
+  | 'ESERVER' // a lab server did not come up
+  | 'EBADNAME' // invalid lab or host name
+  | 'EHOST' // no such host in the lab
+
+export class LabError extends Error {
+  readonly code: LabErrorCode
+  constructor(code: LabErrorCode, message: string) {
+    super(message)
+    this.name = 'LabError'
+    this.code = code
+  }
+}

@@ -1,0 +1,38 @@
+// Entry point of a lab server process, started by the lab inside a host's namespace:
+//   node dist/lab/servers/run.js http|grpc --name NAME --port PORT
+// It runs until SIGTERM. (The DNS server is unbound, started by the lab directly.)
+
+import { parseArgs } from 'node:util'
+import { startGrpcServer } from './grpc-server.js'
+import { startHttpServer } from './http-server.js'
+
+async function main(): Promise<void> {
+  const { positionals, values } = parseArgs({
+    allowPositionals: true,
+    options: { name: { type: 'string' }, port: { type: 'string' } },
+  })
+  const kind = positionals[0]
+  const port = Number(values.port)
+  const name = values.name ?? kind ?? 'lab'
+  if (!Number.isInteger(port) || port < 1 || port > 65535) throw new Error(`--port must be 1..65535, got '${values.port}'`)
+  let close: () => void
+  if (kind === 'http') {
+    const s = await startHttpServer({ name, port })
+    close = () => s.close()
+  } else if (kind === 'grpc') {
+    const s = await startGrpcServer({ name, port })
+    close = () => s.forceShutdown()
+  } else {
+    throw new Error(`unknown server kind '${kind}' (expected http or grpc)`)
+  }
+  process.stdout.write(`${kind} server ${name} listening on :${port}\n`)
+  process.once('SIGTERM', () => {
+    close()
+    process.exit(0)
+  })
+}
+
+main().catch((err: Error) => {
+  process.stderr.write(`lab server: ${err.message}\n`)
+  process.exit(1)
+})

@@ -1,0 +1,153 @@
+// The lab's shape as data: which hosts exist, their addresses, labels and services, and how
+// namespaces and interfaces are named. Pure: lab.ts turns it into namespaces and veths.
+//
+// Every host hangs off the "node" namespace by one veth pair, Cilium style: the host has /32
+// addresses and a default route via the node's gateway address, which sits on every node-side
+// veth. So pods reach servers only by being forwarded through the node, where the agent's BPF
+// programs and proxy live.
+
+import { LabError } from './errors.js'
+
+/** Namespaces of every lab start with this; `lab down` finds leftovers by it. */
+export const NETNS_PREFIX = 'l7lab-'
+
+/** The node's address on every host-facing veth; each host's default gateway. */
+export const GATEWAY_IP = '198.18.0.1'
+
+/** Interface name of a host's end of its veth. */
+export const HOST_IFNAME = 'eth0'
+
+export type HostRole = 'pod' | 'server' | 'external'
+
+export type ServiceKind = 'http' | 'grpc' | 'dns'
+
+export interface LabService {
+  kind: ServiceKind
+  port: number
+}
+
+export interface LabHost {
+  /** Short name, [a-z0-9]+, also the DNS label under the `empire` zone for endpoints. */
+  name: string
+  /**
+   * `pod` and `server` are endpoints of the node (they get identities from their labels);
+   * `external` stands for the world outside the cluster (addresses that DNS names resolve to).
+   */
+  role: HostRole
+  /** The first one is the host's primary address. All are /32. */
+  addresses: string[]
+  labels: Record<string, string>
+  services: LabService[]
+}
+
+export interface DnsRecord {
+  name: string
+  type: 'A' | 'CNAME'
+  ttl: number
+  data: string
+}
+
+export const LAB_HOSTS: readonly LabHost[] = Object.freeze<LabHost[]>([
+  {
+    name: 'tiefighter',
+    role: 'pod',
+    addresses: ['198.18.1.10'],
+    labels: { org: 'empire', class: 'tiefighter', 'io.kubernetes.pod.namespace': 'default' },
+    services: [],
+  },
+  {
+    name: 'xwing',
+    role: 'pod',
+    addresses: ['198.18.1.20'],
+    labels: { org: 'alliance', class: 'xwing', 'io.kubernetes.pod.namespace': 'default' },
+    services: [],
+  },
+  {
+    name: 'deathstar',
+    role: 'server',
+    addresses: ['198.18.2.10'],
+    labels: { org: 'empire', class: 'deathstar', 'io.kubernetes.pod.namespace': 'default' },
+    services: [{ kind: 'http', port: 80 }],
+  },
+  {
+    name: 'grpc',
+    role: 'server',
+    addresses: ['198.18.2.20'],
+    labels: { org: 'empire', class: 'grpc', 'io.kubernetes.pod.namespace': 'default' },
+    services: [{ kind: 'grpc', port: 50051 }],
+  },
+  {
+    name: 'dns',
+    role: 'server',
+    addresses: ['198.18.2.53'],
+    labels: { 'k8s-app': 'kube-dns', 'io.kubernetes.pod.namespace': 'kube-system' },
+    services: [{ kind: 'dns', port: 53 }],
+  },
+  {
+    name: 'world',
+    role: 'external',
+    addresses: ['192.0.2.3', '192.0.2.4', '192.0.2.5', '203.0.113.7'],
+    labels: {},
+    services: [{ kind: 'http', port: 80 }],
+  },
+])
+
+/** Search domain of every host's resolver: `deathstar` means `deathstar.empire`. */
+export const SEARCH_DOMAIN = 'empire'
+
+/**
+ * What the lab DNS server answers. TTLs are real: `speeder.empire` is short on purpose so that
+ * FQDN expiry can be watched in seconds. Every other name gets REFUSED; nothing is recursed.
+ */
+export const DNS_RECORDS: readonly DnsRecord[] = Object.freeze<DnsRecord[]>([
+  { name: 'deathstar.empire', type: 'A', ttl: 300, data: '198.18.2.10' },
+  { name: 'grpc.empire', type: 'A', ttl: 300, data: '198.18.2.20' },
+  { name: 'dns.empire', type: 'A', ttl: 300, data: '198.18.2.53' },
+  { name: 'cantina.empire', type: 'A', ttl: 60, data: '192.0.2.3' },
+  { name: 'cantina.empire', type: 'A', ttl: 60, data: '192.0.2.4' },
+  { name: 'www.cantina.empire', type: 'CNAME', ttl: 60, data: 'cantina.empire' },
+  { name: 'speeder.empire', type: 'A', ttl: 3, data: '192.0.2.5' },
+  { name: 'hoth.alliance', type: 'A', ttl: 60, data: '203.0.113.7' },
+])
+
+/** Zones the DNS server is authoritative for (static: unknown names inside get NXDOMAIN). */
+export const DNS_ZONES: readonly string[] = Object.freeze(['empire', 'alliance'])
+
+const LAB_NAME_RE = /^[a-z0-9]{1,16}$/
+
+export function isValidLabName(name: string): boolean {
+  return LAB_NAME_RE.test(name)
+}
+
+export function nodeNetns(lab: string): string {
+  return `${NETNS_PREFIX}${lab}-node`
+}
+
+export function hostNetns(lab: string, host: string): string {
+  return `${NETNS_PREFIX}${lab}-${host}`
+}
+
+/** Node-side interface of a host's veth; at most 15 characters (IFNAMSIZ - 1). */
+export function nodeIfname(host: string): string {
+  return `lxc-${host}`
+}
+
+/** Splits a namespace name made by nodeNetns/hostNetns; null for anything else. */
+export function parseNetns(ns: string): { lab: string; host: string } | null {
+  if (!ns.startsWith(NETNS_PREFIX)) return null
+  const rest = ns.slice(NETNS_PREFIX.length).split('-')
+  if (rest.length !== 2 || !isValidLabName(rest[0]!) || !/^[a-z0-9]+$/.test(rest[1]!)) return null
+  return { lab: rest[0]!, host: rest[1]! }
+}
+
+export function findHost(name: string): LabHost {
+  const host = LAB_HOSTS.find((h) => h.name === name)
+  if (!host) throw new LabError('EHOST', `no lab host named '${name}' (hosts: ${LAB_HOSTS.map((h) => h.name).join(', ')})`)
+  return host
+}
+
+/** Text of /etc/resolv.conf for every lab host (ip netns exec bind-mounts /etc/netns/NS/). */
+export function resolvConf(): string {
+  const dns = findHost('dns')
+  return `search ${SEARCH_DOMAIN}\nnameserver ${dns.addresses[0]}\noptions ndots:1 timeout:1 attempts:2\n`
+}

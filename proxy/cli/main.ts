@@ -1,0 +1,52 @@
+#!/usr/bin/env node
+// The `l7proxy` command. Subcommands live in their own modules; this file parses the first word,
+// prints usage, and turns errors into exit codes: 2 for a bad command line, 1 for a failure.
+
+import { LabError } from '../../lab/errors.js'
+import { LAB_USAGE, labCommand } from './lab-command.js'
+import { UsageError } from './usage-error.js'
+
+const USAGE = `Usage: l7proxy <command> [options]
+
+Commands:
+${LAB_USAGE}
+  help                      show this text
+`
+
+function isParseArgsError(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code
+  return typeof code === 'string' && code.startsWith('ERR_PARSE_ARGS')
+}
+
+export async function main(argv: string[], out = (s: string) => void process.stdout.write(s), err = (s: string) => void process.stderr.write(s)): Promise<number> {
+  const [cmd, ...rest] = argv
+  try {
+    switch (cmd) {
+      case 'lab':
+        await labCommand(rest, out)
+        return 0
+      case 'help':
+      case '--help':
+      case '-h':
+        out(USAGE)
+        return 0
+      case undefined:
+        throw new UsageError('no command given')
+      default:
+        throw new UsageError(`unknown command '${cmd}'`)
+    }
+  } catch (e) {
+    if (e instanceof UsageError || isParseArgsError(e)) {
+      err(`l7proxy: error: ${(e as Error).message}\n\n${USAGE}`)
+      return 2
+    }
+    if (e instanceof LabError) {
+      err(`l7proxy: ${e.message} [${e.code}]\n`)
+      return 1
+    }
+    err(`l7proxy: unexpected error: ${(e as Error).stack ?? String(e)}\n`)
+    return 1
+  }
+}
+
+process.exitCode = await main(process.argv.slice(2))

@@ -1,0 +1,117 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Map layouts shared by every l7proxy BPF program. The TypeScript loader mirrors these structs
+ * in one module and checks their sizes at load time, so change both together.
+ *
+ * Byte order: addresses and ports are in network order, as they sit in the packet, so the
+ * datapath never converts; identities, ids and counters are in host order.
+ */
+#ifndef L7PROXY_MAPS_H
+#define L7PROXY_MAPS_H
+
+#include <linux/types.h>
+#include <bpf/bpf_helpers.h>
+
+/* Reserved identities, as in Cilium. 0 in a policy key means "any identity". */
+#define L7_IDENTITY_ANY 0
+#define L7_IDENTITY_HOST 1
+#define L7_IDENTITY_WORLD 2
+
+/* ipcache: which identity an address belongs to (longest prefix wins). */
+struct ipcache_key {
+	__u32 prefixlen; /* LPM trie: bits of addr that count */
+	__u32 addr;      /* IPv4, network order */
+};
+
+struct ipcache_value {
+	__u32 identity;
+};
+
+/* endpoints: the node-side veth's ifindex -> the endpoint behind it. */
+#define L7_EP_ENFORCE_INGRESS (1u << 0)
+#define L7_EP_ENFORCE_EGRESS (1u << 1)
+
+struct endpoint_value {
+	__u32 endpoint_id;
+	__u32 identity;
+	__u32 flags; /* L7_EP_ENFORCE_*: default deny applies in that direction */
+};
+
+/* policy: one entry per (endpoint, remote identity, port, protocol, direction). */
+#define L7_DIR_INGRESS 0
+#define L7_DIR_EGRESS 1
+
+struct policy_key {
+	__u32 endpoint_id;
+	__u32 remote_identity; /* L7_IDENTITY_ANY: every peer */
+	__u16 dport;           /* network order; 0 with protocol 0: every port */
+	__u8 protocol;         /* IPPROTO_TCP, IPPROTO_UDP, or 0: every protocol */
+	__u8 direction;        /* L7_DIR_* */
+};
+
+#define L7_POLICY_DENY (1u << 0)
+
+struct policy_value {
+	__u16 proxy_port; /* host order; non-zero: steer to the proxy listening there */
+	__u8 flags;       /* L7_POLICY_DENY */
+	__u8 pad;
+};
+
+/* counters: per-CPU packets and bytes for each (endpoint, verdict). */
+enum l7_verdict {
+	L7_VERDICT_NOT_ENFORCED = 0, /* endpoint has no policy in this direction */
+	L7_VERDICT_ALLOWED = 1,
+	L7_VERDICT_DENIED_BY_RULE = 2, /* a deny entry matched (deny wins) */
+	L7_VERDICT_DENIED_DEFAULT = 3, /* enforced and no entry allowed it */
+	L7_VERDICT_TO_PROXY = 4,       /* allowed at L3/L4, L7 rules apply: the proxy must see it */
+	L7_VERDICT_MAX,
+};
+
+struct counter_key {
+	__u32 endpoint_id;
+	__u32 verdict;
+};
+
+struct counter_value {
+	__u64 packets;
+	__u64 bytes;
+};
+
+#define L7_MAX_ENDPOINTS 1024
+#define L7_MAX_IPCACHE 65536
+#define L7_MAX_POLICY 65536
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__type(key, struct ipcache_key);
+	__type(value, struct ipcache_value);
+	__uint(max_entries, L7_MAX_IPCACHE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} l7_ipcache SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u32);
+	__type(value, struct endpoint_value);
+	__uint(max_entries, L7_MAX_ENDPOINTS);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} l7_endpoints SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct policy_key);
+	__type(value, struct policy_value);
+	__uint(max_entries, L7_MAX_POLICY);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} l7_policy SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__type(key, struct counter_key);
+	__type(value, struct counter_value);
+	__uint(max_entries, L7_MAX_ENDPOINTS * L7_VERDICT_MAX);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} l7_counters SEC(".maps");
+
+#endif /* L7PROXY_MAPS_H */
