@@ -263,8 +263,9 @@ export async function labDown(name?: string): Promise<DownResult> {
     await run(['ip', 'netns', 'del', ns])
     rmSync(etcNetnsDir(ns), { recursive: true, force: true })
   }
-  // ip netns exec only reads /etc/netns; once the lab's entries are gone an empty one means nothing.
-  rmdirIfEmpty('/etc/netns')
+  // ip netns exec only reads /etc/netns; an empty one means nothing once no lab exists (while
+  // another lab is being made, its namespaces exist before its /etc/netns entries).
+  if (!(await listNetns()).some((ns) => parseNetns(ns) !== null)) rmdirIfEmpty('/etc/netns')
   const labsDir = join(runDir(), 'lab')
   const stateDirs = name !== undefined ? [name] : safeReaddir(labsDir).filter(isValidLabName)
   for (const lab of stateDirs) rmSync(labStateDir(lab), { recursive: true, force: true })

@@ -6,7 +6,7 @@ import { existsSync } from 'node:fs'
 import { pathToFileURL } from 'node:url'
 import t from 'tap'
 import { labDown, labStateDir, labStatus } from '../lab/lab.js'
-import { isAlive, listNetns, netnsPids } from '../lab/netns.js'
+import { execCommand, isAlive, listNetns, netnsPids } from '../lab/netns.js'
 import { hostNetns } from '../lab/topology.js'
 import { distPath } from '../lib/project-root.js'
 import { runCli } from './fixtures/cli.js'
@@ -36,8 +36,12 @@ for (const when of ['during up', 'after up'] as const) {
     let out = ''
     child.stdout.on('data', (d: Buffer) => (out += d.toString()))
     if (when === 'during up') {
-      // A server is running but the lab is not finished: the state file is not written yet.
-      await until('the deathstar server to start', async () => (await netnsPids(hostNetns(name, 'deathstar'))).length > 0)
+      // A server is listening but the lab is not finished (later servers, the state file).
+      const deathstar = hostNetns(name, 'deathstar')
+      await until('the deathstar server to listen', async () => {
+        const r = await execCommand(['ss', '-N', deathstar, '-Hlnt'])
+        return r.code === 0 && /:80\s/.test(r.stdout)
+      })
     } else {
       await until('lab up to finish', async () => out.includes('UP'))
     }
