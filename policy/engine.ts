@@ -1,0 +1,426 @@
+// The policy engine: policy documents plus cluster state (endpoints on this node, identities in
+// the cluster, IPs learned for DNS names) in; the desired kernel map state and the proxies' L7
+// tables out. Every change is incremental: an identity appearing touches only the selectors that
+// match it and the map entries those selectors feed; a policy file changing recomputes only the
+// endpoints its old or new rules select. `takeDelta()` returns the net change since the last
+// call, for the map writers.
+
+import { formatPrefix, parsePrefix, type Prefix } from './cidr.js'
+import { resolveEndpointPolicy, selectsEndpoint, type ContributionSpec, type ProxyPorts, type ResolvedPolicy } from './endpoint-policy.js'
+import { PolicyError } from './errors.js'
+import { IdentityAllocator, RESERVED_IDENTITIES, type Identity } from './identity.js'
+import { EndpointL7Policy, dnsMatcher, httpMatcher, type L7Filter } from './l7-policy.js'
+import { splitSource } from './labels.js'
+import { MapState, decide, keyString, portBlocks, type MapDelta, type PolicyValue, type PortBlock } from './map-state.js'
+import type { Direction, DnsRuleSpec, HttpRuleSpec, RuleSpec, SelectorSpec } from './model.js'
+import { parsePolicyText } from './parse.js'
+import { SelectorCache, type CachedSelector, type SelectionDelta } from './selector-cache.js'
+
+export interface EndpointSpec {
+  /** Endpoint id on this node (the datapath keys its maps by it). */
+  id: number
+  /** Labels; a key without `source:` is a Kubernetes label. */
+  labels: Readonly<Record<string, string>>
+  ips: readonly string[]
+}
+
+export interface EndpointInfo {
+  id: number
+  identity: number
+  ips: readonly string[]
+  enforce: Record<Direction, boolean>
+  ruleIds: readonly string[]
+}
+
+export interface IpcacheDelta {
+  upserts: Array<[string, number]>
+  deletes: string[]
+}
+
+export interface EngineDelta {
+  /** Per endpoint; an endpoint that left has all its entries in `deletes`. */
+  policy: Map<number, MapDelta>
+  ipcache: IpcacheDelta
+  /** Endpoints added or whose identity or enforcement changed, and endpoints removed. */
+  endpoints: { upserts: EndpointInfo[]; deletes: number[] }
+}
+
+interface Contribution extends ContributionSpec {
+  endpoint: EndpointState
+  sel: CachedSelector
+  blocks: PortBlock[]
+}
+
+interface EndpointState {
+  id: number
+  identity: Identity
+  ips: readonly string[]
+  resolved: ResolvedPolicy
+  contributions: Contribution[]
+  map: MapState
+  l7: EndpointL7Policy
+  l7Selectors: CachedSelector[]
+}
+
+export interface EngineOptions {
+  proxyPorts: ProxyPorts
+}
+
+function labelList(labels: Readonly<Record<string, string>>) {
+  return Object.entries(labels).map(([k, value]) => ({ ...splitSource(k, 'k8s'), value }))
+}
+
+function cidrsOf(rules: readonly RuleSpec[]): string[] {
+  const out = new Set<string>()
+  const visit = (s: SelectorSpec): void => {
+    if (s.kind !== 'cidr') return
+    out.add(s.cidr)
+    for (const e of s.except) out.add(e)
+  }
+  for (const r of rules) {
+    for (const section of [r.ingress, r.ingressDeny, r.egress, r.egressDeny]) for (const pr of section) pr.peers?.forEach(visit)
+  }
+  return [...out]
+}
+
+export class PolicyEngine {
+  readonly identities = new IdentityAllocator()
+  readonly selectors = new SelectorCache()
+  private readonly proxyPorts: ProxyPorts
+  private readonly files = new Map<string, RuleSpec[]>()
+  private readonly fileCidrs = new Map<string, Identity[]>()
+  private readonly endpoints = new Map<number, EndpointState>()
+  private readonly bySelector = new Map<CachedSelector, Set<Contribution>>()
+  private readonly endpointIps = new Map<string, number>()
+  private readonly cidrIps = new Map<string, number>()
+  private ipJournal = new Map<string, number | null>()
+  private readonly fqdnNames = new Map<string, Set<string>>()
+  private readonly fqdnIps = new Map<string, { identity: Identity; names: Set<string> }>()
+  private removedEndpoints = new Map<number, MapDelta>()
+  private touchedEndpoints = new Set<number>()
+  private revision = 0
+
+  constructor(opts: EngineOptions) {
+    this.proxyPorts = opts.proxyPorts
+    for (const id of Object.values(RESERVED_IDENTITIES)) this.selectors.identityAdded(this.identities.get(id)!)
+  }
+
+  // ---- policy ---------------------------------------------------------------------------------
+
+  /** Parses and applies a policy file, replacing what it held before. On error nothing changes. */
+  loadFile(file: string, text: string): RuleSpec[] {
+    const rules = parsePolicyText(text, file)
+    this.setRules(file, rules)
+    return rules
+  }
+
+  /** Applies already-parsed rules under `file`'s name (replacing its previous rules). */
+  setRules(file: string, rules: RuleSpec[]): void {
+    const clash = rules.find((r) => this.ruleOwner(r.id) !== null && this.ruleOwner(r.id) !== file)
+    if (clash) {
+      throw new PolicyError([{ file, line: clash.line, column: 1, path: 'metadata.name', message: `policy ${clash.id} is already loaded from ${this.ruleOwner(clash.id)}` }])
+    }
+    const old = this.files.get(file) ?? []
+    const cidrs = cidrsOf(rules).map((c) => this.acquireCidr(parsePrefix(c) as Prefix))
+    if (rules.length > 0) this.files.set(file, rules)
+    else this.files.delete(file)
+    for (const id of this.fileCidrs.get(file) ?? []) this.releaseCidr(id)
+    if (cidrs.length > 0) this.fileCidrs.set(file, cidrs)
+    else this.fileCidrs.delete(file)
+    this.revision++
+    for (const ep of this.endpoints.values()) {
+      const labels = ep.identity.labels
+      if (old.some((r) => selectsEndpoint(r, labels)) || rules.some((r) => selectsEndpoint(r, labels))) this.recompute(ep)
+    }
+  }
+
+  removeFile(file: string): void {
+    this.setRules(file, [])
+  }
+
+  private ruleOwner(id: string): string | null {
+    for (const [file, rules] of this.files) if (rules.some((r) => r.id === id)) return file
+    return null
+  }
+
+  rules(): RuleSpec[] {
+    return [...this.files.values()].flat()
+  }
+
+  get policyRevision(): number {
+    return this.revision
+  }
+
+  // ---- identities and endpoints ------------------------------------------------------------------
+
+  private identityAdded(identity: Identity): void {
+    if (identity.prefix) this.setIp(this.cidrIps, formatPrefix(identity.prefix), identity.id)
+    this.applySelections(this.selectors.identityAdded(identity))
+  }
+
+  private identityRemoved(identity: Identity): void {
+    if (identity.prefix) this.setIp(this.cidrIps, formatPrefix(identity.prefix), null)
+    this.applySelections(this.selectors.identityRemoved(identity))
+  }
+
+  /** A cluster identity (e.g. pods on other nodes) with these labels; one reference. */
+  addIdentity(labels: Readonly<Record<string, string>>): number {
+    const { identity, created } = this.identities.acquireLabels(labelList(labels))
+    if (created) this.identityAdded(identity)
+    return identity.id
+  }
+
+  releaseIdentity(id: number): void {
+    const gone = this.identities.release(id)
+    if (gone) this.identityRemoved(gone)
+  }
+
+  private acquireCidr(prefix: Prefix): Identity {
+    const { identity, created } = this.identities.acquireCidr(prefix)
+    if (created) this.identityAdded(identity)
+    return identity
+  }
+
+  private releaseCidr(identity: Identity): void {
+    const gone = this.identities.release(identity.id)
+    if (gone) this.identityRemoved(gone)
+  }
+
+  upsertEndpoint(spec: EndpointSpec): void {
+    for (const ip of spec.ips) {
+      if (ip.includes('/') || typeof parsePrefix(ip) === 'string') throw new Error(`endpoint ${spec.id}: '${ip}' is not an IPv4 address`)
+    }
+    const { identity, created } = this.identities.acquireLabels(labelList(spec.labels))
+    if (created) this.identityAdded(identity)
+    const prev = this.endpoints.get(spec.id)
+    if (prev) {
+      for (const ip of prev.ips) if (!spec.ips.includes(ip)) this.setIp(this.endpointIps, `${ip}/32`, null)
+      const old = prev.identity
+      prev.ips = [...spec.ips]
+      if (old.id !== identity.id) {
+        prev.identity = identity
+        this.recompute(prev)
+      }
+      this.releaseIdentity(old.id) // the reference this endpoint held before
+    } else {
+      const ep: EndpointState = {
+        id: spec.id,
+        identity,
+        ips: [...spec.ips],
+        resolved: { enforce: { ingress: false, egress: false }, contributions: [], l7: [], ruleIds: [], warnings: [] },
+        contributions: [],
+        map: new MapState(),
+        l7: new EndpointL7Policy(spec.id, this.revision, []),
+        l7Selectors: [],
+      }
+      this.endpoints.set(spec.id, ep)
+      this.recompute(ep)
+    }
+    for (const ip of spec.ips) this.setIp(this.endpointIps, `${ip}/32`, identity.id)
+    this.touchedEndpoints.add(spec.id)
+  }
+
+  removeEndpoint(id: number): void {
+    const ep = this.endpoints.get(id)
+    if (!ep) return
+    for (const c of ep.contributions) this.detach(c)
+    for (const s of ep.l7Selectors) this.selectors.release(s)
+    this.removedEndpoints.set(id, ep.map.takeDelta())
+    this.endpoints.delete(id)
+    this.touchedEndpoints.delete(id)
+    for (const ip of ep.ips) this.setIp(this.endpointIps, `${ip}/32`, null)
+    this.releaseIdentity(ep.identity.id)
+  }
+
+  /** Replaces the IPs a DNS name resolved to (from an allowed DNS answer); [] forgets the name. */
+  setFqdnIps(name: string, ips: readonly string[]): void {
+    const key = name.toLowerCase().replace(/\.$/, '')
+    const before = this.fqdnNames.get(key) ?? new Set<string>()
+    const after = new Set(ips)
+    for (const ip of after) {
+      if (before.has(ip)) continue
+      let entry = this.fqdnIps.get(ip)
+      if (!entry) {
+        const prefix = parsePrefix(ip)
+        if (typeof prefix === 'string' || ip.includes('/')) throw new Error(`fqdn ${name}: '${ip}' is not an IPv4 address`)
+        entry = { identity: this.acquireCidr(prefix), names: new Set() }
+        this.fqdnIps.set(ip, entry)
+      }
+      entry.names.add(key)
+      this.applySelections(this.selectors.setNames(entry.identity.id, entry.names))
+    }
+    for (const ip of before) {
+      if (after.has(ip)) continue
+      const entry = this.fqdnIps.get(ip)!
+      entry.names.delete(key)
+      this.applySelections(this.selectors.setNames(entry.identity.id, entry.names))
+      if (entry.names.size === 0) {
+        this.fqdnIps.delete(ip)
+        this.releaseCidr(entry.identity)
+      }
+    }
+    if (after.size > 0) this.fqdnNames.set(key, after)
+    else this.fqdnNames.delete(key)
+  }
+
+  // ---- contributions -----------------------------------------------------------------------------
+
+  private recompute(ep: EndpointState): void {
+    const resolved = resolveEndpointPolicy(this.rules(), ep.identity.labels, this.proxyPorts)
+    const before = ep.resolved
+    const fresh = resolved.contributions.map((spec) => this.attach(ep, spec))
+    for (const c of ep.contributions) this.detach(c)
+    ep.contributions = fresh
+    ep.resolved = resolved
+    const oldSelectors = ep.l7Selectors
+    ep.l7Selectors = []
+    const filters: L7Filter[] = resolved.l7.map((f) => ({
+      direction: f.direction,
+      protocol: f.protocol,
+      port: f.port,
+      endPort: f.endPort,
+      parser: f.parser,
+      entries: f.entries.map((e) => {
+        const selector = this.selectors.acquire(e.selector)
+        ep.l7Selectors.push(selector)
+        return {
+          selector,
+          allowAllBy: e.allowAllBy,
+          http: f.parser === 'http' ? e.rules.map(({ ruleId, rule }) => ({ ruleId, matcher: httpMatcher(rule as HttpRuleSpec) })) : [],
+          dns: f.parser === 'dns' ? e.rules.map(({ ruleId, rule }) => ({ ruleId, matcher: dnsMatcher(rule as DnsRuleSpec) })) : [],
+        }
+      }),
+    }))
+    ep.l7 = new EndpointL7Policy(ep.id, this.revision, filters)
+    for (const s of oldSelectors) this.selectors.release(s)
+    if (before.enforce.ingress !== resolved.enforce.ingress || before.enforce.egress !== resolved.enforce.egress) this.touchedEndpoints.add(ep.id)
+  }
+
+  private attach(ep: EndpointState, spec: ContributionSpec): Contribution {
+    const sel = this.selectors.acquire(spec.selector)
+    const c: Contribution = { ...spec, endpoint: ep, sel, blocks: spec.protocol === 0 ? [{ port: 0, prefixLen: 0 }] : portBlocks(spec.port, spec.endPort) }
+    let set = this.bySelector.get(sel)
+    if (!set) this.bySelector.set(sel, (set = new Set()))
+    set.add(c)
+    if (sel.wildcard) this.entries(c, 0, true)
+    else for (const id of sel.selections) this.entries(c, id, true)
+    return c
+  }
+
+  private detach(c: Contribution): void {
+    if (c.sel.wildcard) this.entries(c, 0, false)
+    else for (const id of c.sel.selections) this.entries(c, id, false)
+    const set = this.bySelector.get(c.sel)!
+    set.delete(c)
+    if (set.size === 0) this.bySelector.delete(c.sel)
+    this.selectors.release(c.sel)
+  }
+
+  private entries(c: Contribution, identity: number, add: boolean): void {
+    for (const b of c.blocks) {
+      const key = keyString({ identity, direction: c.direction, protocol: c.protocol, port: b.port, prefixLen: b.prefixLen })
+      if (add) c.endpoint.map.add(key, c.deny, c.proxyPort)
+      else c.endpoint.map.remove(key, c.deny, c.proxyPort)
+    }
+  }
+
+  private applySelections(deltas: SelectionDelta[]): void {
+    for (const d of deltas) {
+      const users = this.bySelector.get(d.selector)
+      if (!users) continue
+      for (const c of users) {
+        for (const id of d.added) this.entries(c, id, true)
+        for (const id of d.removed) this.entries(c, id, false)
+      }
+    }
+  }
+
+  // ---- ipcache -----------------------------------------------------------------------------------
+
+  private ipValue(prefix: string): number | null {
+    return this.endpointIps.get(prefix) ?? this.cidrIps.get(prefix) ?? null
+  }
+
+  private setIp(table: Map<string, number>, prefix: string, identity: number | null): void {
+    if (!this.ipJournal.has(prefix)) this.ipJournal.set(prefix, this.ipValue(prefix))
+    if (identity === null) table.delete(prefix)
+    else table.set(prefix, identity)
+  }
+
+  /** Desired ipcache: prefix -> identity (endpoint addresses win over CIDR identities). */
+  ipcache(): Map<string, number> {
+    const out = new Map(this.cidrIps)
+    for (const [p, id] of this.endpointIps) out.set(p, id)
+    return out
+  }
+
+  /** The identity of an address by longest prefix, as the datapath's LPM lookup finds it. */
+  identityOf(ip: string): number {
+    const p = parsePrefix(ip)
+    if (typeof p === 'string') return RESERVED_IDENTITIES.world
+    for (let len = 32; len >= 0; len--) {
+      const mask = len === 0 ? 0 : (0xffffffff << (32 - len)) >>> 0
+      const v = this.ipValue(formatPrefix({ addr: (p.addr & mask) >>> 0, len }))
+      if (v !== null) return v
+    }
+    return RESERVED_IDENTITIES.world
+  }
+
+  // ---- outputs -----------------------------------------------------------------------------------
+
+  endpointInfo(id: number): EndpointInfo | undefined {
+    const ep = this.endpoints.get(id)
+    return ep && { id: ep.id, identity: ep.identity.id, ips: ep.ips, enforce: { ...ep.resolved.enforce }, ruleIds: ep.resolved.ruleIds }
+  }
+
+  endpointIds(): number[] {
+    return [...this.endpoints.keys()]
+  }
+
+  /** The whole desired policy map of an endpoint: key string -> value. */
+  policyMap(id: number): Map<string, PolicyValue> {
+    return this.endpoints.get(id)?.map.snapshot() ?? new Map()
+  }
+
+  l7Policy(id: number): EndpointL7Policy | undefined {
+    return this.endpoints.get(id)?.l7
+  }
+
+  /** What the datapath does with a packet (reference semantics; see map-state.ts). */
+  decide(endpointId: number, direction: Direction, remoteIdentity: number, protocol: number, port: number) {
+    const ep = this.endpoints.get(endpointId)
+    if (!ep) throw new Error(`no endpoint ${endpointId}`)
+    return decide((k) => ep.map.get(k), ep.resolved.enforce[direction], remoteIdentity, direction, protocol, port)
+  }
+
+  /** The net change since the last call. */
+  takeDelta(): EngineDelta {
+    const policy = new Map<number, MapDelta>(this.removedEndpoints)
+    for (const [id, ep] of this.endpoints) {
+      const d = ep.map.takeDelta()
+      // Removed and added again in this batch: the old entries the new state lacks go too.
+      const removed = this.removedEndpoints.get(id)
+      if (removed) {
+        const now = ep.map.snapshot()
+        d.deletes.push(...removed.deletes.filter((k) => !now.has(keyString(k)) && !d.deletes.some((x) => keyString(x) === keyString(k))))
+      }
+      if (d.upserts.length > 0 || d.deletes.length > 0) policy.set(id, d)
+      else policy.delete(id)
+    }
+    const ipcache: IpcacheDelta = { upserts: [], deletes: [] }
+    for (const [prefix, before] of this.ipJournal) {
+      const after = this.ipValue(prefix)
+      if (before === after) continue
+      if (after === null) ipcache.deletes.push(prefix)
+      else ipcache.upserts.push([prefix, after])
+    }
+    const endpoints = {
+      upserts: [...this.touchedEndpoints].map((id) => this.endpointInfo(id)!),
+      deletes: [...this.removedEndpoints.keys()].filter((id) => !this.endpoints.has(id)),
+    }
+    this.removedEndpoints = new Map()
+    this.touchedEndpoints = new Set()
+    this.ipJournal = new Map()
+    return { policy, ipcache, endpoints }
+  }
+}

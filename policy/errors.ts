@@ -1,0 +1,25 @@
+// Errors of the policy layer. A rejected document carries every problem found in it, each with
+// where it is (file, line, column, field path) and what was expected.
+
+export interface PolicyIssue {
+  file: string
+  line: number
+  column: number
+  /** Field path inside the document, e.g. `spec.ingress[0].toPorts[0].ports[0].port`. */
+  path: string
+  message: string
+}
+
+export function formatIssue(i: PolicyIssue): string {
+  return `${i.file}:${i.line}:${i.column}: ${i.path ? `${i.path}: ` : ''}${i.message}`
+}
+
+export class PolicyError extends Error {
+  readonly code = 'EPOLICY'
+  readonly issues: readonly PolicyIssue[]
+  constructor(issues: PolicyIssue[]) {
+    super(issues.map(formatIssue).join('\n'))
+    this.name = 'PolicyError'
+    this.issues = issues
+  }
+}

@@ -1,0 +1,98 @@
+// Security identities: a number for each distinct label set, as in Cilium. Reserved identities
+// are fixed; endpoint label sets get cluster identities from 256; CIDR prefixes (from toCIDR
+// rules and from IPs learned through toFQDNs) get node-local identities from 2^24. Identities are
+// reference counted and released when their last user goes.
+
+import { formatPrefix, type Prefix } from './cidr.js'
+import { LabelSet, type Label } from './labels.js'
+
+export const RESERVED_IDENTITIES = {
+  host: 1,
+  world: 2,
+  unmanaged: 3,
+  health: 4,
+  init: 5,
+  'remote-node': 6,
+  'kube-apiserver': 7,
+} as const
+
+export const ANY_IDENTITY = 0
+export const FIRST_CLUSTER_IDENTITY = 256
+export const FIRST_LOCAL_IDENTITY = 1 << 24
+
+export type IdentityKind = 'reserved' | 'endpoint' | 'cidr'
+
+export interface Identity {
+  readonly id: number
+  readonly kind: IdentityKind
+  readonly labels: LabelSet
+  /** For CIDR identities: the prefix they stand for. */
+  readonly prefix?: Prefix
+}
+
+export class IdentityAllocator {
+  private readonly byId = new Map<number, Identity>()
+  private readonly byCanonical = new Map<string, Identity>()
+  private readonly refs = new Map<number, number>()
+  private nextCluster = FIRST_CLUSTER_IDENTITY
+  private nextLocal = FIRST_LOCAL_IDENTITY
+
+  constructor() {
+    for (const [name, id] of Object.entries(RESERVED_IDENTITIES)) {
+      const identity: Identity = { id, kind: 'reserved', labels: new LabelSet([{ source: 'reserved', key: name, value: '' }]) }
+      this.byId.set(id, identity)
+      this.byCanonical.set(identity.labels.canonical, identity)
+    }
+  }
+
+  get(id: number): Identity | undefined {
+    return this.byId.get(id)
+  }
+
+  all(): IterableIterator<Identity> {
+    return this.byId.values()
+  }
+
+  private acquire(labels: LabelSet, make: () => Identity): { identity: Identity; created: boolean } {
+    const existing = this.byCanonical.get(labels.canonical)
+    if (existing) {
+      if (existing.kind !== 'reserved') this.refs.set(existing.id, (this.refs.get(existing.id) ?? 0) + 1)
+      return { identity: existing, created: false }
+    }
+    const identity = make()
+    this.byId.set(identity.id, identity)
+    this.byCanonical.set(labels.canonical, identity)
+    this.refs.set(identity.id, 1)
+    return { identity, created: true }
+  }
+
+  /** The identity of an endpoint label set (one reference). */
+  acquireLabels(labels: readonly Label[]): { identity: Identity; created: boolean } {
+    const set = new LabelSet(labels)
+    return this.acquire(set, () => ({ id: this.nextCluster++, kind: 'endpoint', labels: set }))
+  }
+
+  /** The identity of a CIDR prefix; it carries `cidr:<prefix>` and `reserved:world`, as in Cilium. */
+  acquireCidr(prefix: Prefix): { identity: Identity; created: boolean } {
+    const set = new LabelSet([
+      { source: 'cidr', key: formatPrefix(prefix), value: '' },
+      { source: 'reserved', key: 'world', value: '' },
+    ])
+    return this.acquire(set, () => ({ id: this.nextLocal++, kind: 'cidr', labels: set, prefix }))
+  }
+
+  /** Drops one reference; returns the identity if that was the last one (it is gone now). */
+  release(id: number): Identity | null {
+    const identity = this.byId.get(id)
+    if (!identity || identity.kind === 'reserved') return null
+    const n = (this.refs.get(id) ?? 0) - 1
+    if (n > 0) {
+      this.refs.set(id, n)
+      return null
+    }
+    this.refs.delete(id)
+    this.byId.delete(id)
+    this.byCanonical.delete(identity.labels.canonical)
+    return identity
+  }
+}

@@ -1,0 +1,107 @@
+// The L7 rule tables the proxies consult, per endpoint: for each port with L7 rules, which peers
+// (live selectors) may make which requests. A table is immutable and replaced whole when policy
+// changes; the identities a selector holds change in place as identities come and go.
+
+import { compileMatchName, compileMatchPattern, type DnsNameMatcher } from './dns-pattern.js'
+import { compileHttpRule, type HeaderAction, type HttpMatcher, type HttpRequestView } from './http-matcher.js'
+import type { L7Parser } from './endpoint-policy.js'
+import type { Direction, DnsRuleSpec, HttpRuleSpec } from './model.js'
+import type { CachedSelector } from './selector-cache.js'
+
+export interface L7Entry {
+  readonly selector: CachedSelector
+  readonly allowAllBy: string | null
+  readonly http: ReadonlyArray<{ ruleId: string; matcher: HttpMatcher }>
+  readonly dns: ReadonlyArray<{ ruleId: string; matcher: DnsNameMatcher }>
+}
+
+export interface L7Filter {
+  readonly direction: Direction
+  readonly protocol: 'TCP' | 'UDP'
+  readonly port: number
+  readonly endPort: number
+  readonly parser: L7Parser
+  readonly entries: readonly L7Entry[]
+}
+
+export interface L7Verdict {
+  allowed: boolean
+  /** The policy whose rule decided; null when nothing allowed it. */
+  ruleId: string | null
+  reason: string
+  /** Header changes an allowing headerMatches rule asks for. */
+  actions: HeaderAction[]
+}
+
+const MEMO_LIMIT = 10_000
+const httpMemo = new Map<string, HttpMatcher>()
+const dnsMemo = new Map<string, DnsNameMatcher>()
+
+function memo<T>(cache: Map<string, T>, key: string, make: () => T): T {
+  let v = cache.get(key)
+  if (v === undefined) {
+    if (cache.size >= MEMO_LIMIT) cache.clear()
+    cache.set(key, (v = make()))
+  }
+  return v
+}
+
+/** Compiles a rule once, however many endpoints and policies use it. */
+export function httpMatcher(rule: HttpRuleSpec): HttpMatcher {
+  return memo(httpMemo, JSON.stringify(rule), () => compileHttpRule(rule))
+}
+
+export function dnsMatcher(rule: DnsRuleSpec): DnsNameMatcher {
+  return memo(dnsMemo, JSON.stringify(rule), () =>
+    rule.matchName !== undefined ? compileMatchName(rule.matchName) : compileMatchPattern(rule.matchPattern!),
+  )
+}
+
+export class EndpointL7Policy {
+  constructor(
+    readonly endpointId: number,
+    readonly revision: number,
+    readonly filters: readonly L7Filter[],
+  ) {}
+
+  /** The filter for a destination port: an exact port before a range. */
+  find(direction: Direction, protocol: 'TCP' | 'UDP', port: number): L7Filter | undefined {
+    let best: L7Filter | undefined
+    for (const f of this.filters) {
+      if (f.direction !== direction || f.protocol !== protocol || port < f.port || port > f.endPort) continue
+      if (!best || f.endPort - f.port < best.endPort - best.port) best = f
+    }
+    return best
+  }
+}
+
+function denied(filter: L7Filter, why: string): L7Verdict {
+  return { allowed: false, ruleId: null, reason: `${why} on ${filter.direction} ${filter.protocol}/${filter.port}${filter.endPort !== filter.port ? `-${filter.endPort}` : ''}`, actions: [] }
+}
+
+export function evaluateHttp(filter: L7Filter, remoteIdentity: number, req: HttpRequestView): L7Verdict {
+  const actions: HeaderAction[] = []
+  let peerKnown = false
+  for (const e of filter.entries) {
+    if (!e.selector.selects(remoteIdentity)) continue
+    peerKnown = true
+    if (e.allowAllBy) return { allowed: true, ruleId: e.allowAllBy, reason: 'peer allowed every request', actions }
+    for (const { ruleId, matcher } of e.http) {
+      if (matcher.matches(req, actions)) return { allowed: true, ruleId, reason: 'request matched an http rule', actions }
+    }
+  }
+  return denied(filter, peerKnown ? 'no http rule matched' : `identity ${remoteIdentity} is not allowed`)
+}
+
+export function evaluateDns(filter: L7Filter, remoteIdentity: number, qname: string): L7Verdict {
+  let peerKnown = false
+  for (const e of filter.entries) {
+    if (!e.selector.selects(remoteIdentity)) continue
+    peerKnown = true
+    if (e.allowAllBy) return { allowed: true, ruleId: e.allowAllBy, reason: 'peer allowed every name', actions: [] }
+    for (const { ruleId, matcher } of e.dns) {
+      if (matcher.test(qname)) return { allowed: true, ruleId, reason: `name matched ${matcher.source}`, actions: [] }
+    }
+  }
+  return denied(filter, peerKnown ? `no dns rule matched '${qname}'` : `identity ${remoteIdentity} is not allowed`)
+}
