@@ -78,7 +78,9 @@ export function readK8sRules(f: Record<string, YNode>, doc: YNode, header: Docum
   }
   const sections: Record<Direction, PeerRuleSpec[]> = { ingress: [], egress: [] }
   for (const dir of ['ingress', 'egress'] as const) {
-    for (const item of s[dir]?.optionalList() ?? ((ok = false), [])) {
+    const items = s[dir] ? s[dir]!.optionalList() : []
+    if (items === null) ok = false
+    for (const item of items ?? []) {
       const r = readSection(item, dir, ns)
       if (r === null) ok = false
       else sections[dir].push(r)

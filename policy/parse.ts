@@ -69,8 +69,13 @@ export function parsePolicyText(text: string, file: string): RuleSpec[] {
     if (!f?.apiVersion || !f.kind || !f.metadata) continue
     const header = readHeader(f)
     if (!header) continue
+    const reported = ctx.issues.length
     const read = KINDS[header.kind]!.read(f, root, header, file)
-    if (!read) continue
+    if (!read) {
+      // Readers report what they reject; never drop a document silently.
+      if (ctx.issues.length === reported) ctx.report(root.offset, '', `${header.kind} ${header.name} was rejected without a reason (a bug: please report it)`)
+      continue
+    }
     for (const r of read) {
       const first = seen.get(r.id)
       if (first !== undefined) ctx.report(root.offset, 'metadata.name', `policy ${r.id} is defined twice in this file (first at line ${first})`)

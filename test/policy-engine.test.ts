@@ -1,0 +1,276 @@
+import t from 'tap'
+import { PolicyEngine } from '../policy/engine.js'
+import { RESERVED_IDENTITIES } from '../policy/identity.js'
+import { evaluateDns, evaluateHttp } from '../policy/l7-policy.js'
+import type { HttpRequestView } from '../policy/http-matcher.js'
+import { LAB_HOSTS } from '../lab/topology.js'
+
+const PORTS = { http: 15001, dns: 15053 }
+const TCP = 6
+const UDP = 17
+
+/** An engine with the lab's endpoints (ids 1.., in topology order) loaded. */
+function labEngine(): { e: PolicyEngine; ep: (name: string) => number; id: (name: string) => number } {
+  const e = new PolicyEngine({ proxyPorts: PORTS })
+  const ids = new Map<string, number>()
+  LAB_HOSTS.filter((h) => h.role !== 'external').forEach((h, i) => {
+    e.upsertEndpoint({ id: i + 1, labels: h.labels, ips: h.addresses })
+    ids.set(h.name, i + 1)
+  })
+  return {
+    e,
+    ep: (name) => ids.get(name)!,
+    id: (name) => e.identityOf(LAB_HOSTS.find((h) => h.name === name)!.addresses[0]!),
+  }
+}
+
+function req(method: string, path: string, headers: Record<string, string> = {}): HttpRequestView {
+  const lower = Object.fromEntries(Object.entries(headers).map(([k, v]) => [k.toLowerCase(), v]))
+  return { method, path, host: 'deathstar', header: (n) => lower[n] }
+}
+
+const STAR_WARS = `apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata:
+  name: rule1
+spec:
+  description: "L7 policy to restrict access to specific HTTP call"
+  endpointSelector:
+    matchLabels: { org: empire, class: deathstar }
+  ingress:
+  - fromEndpoints:
+    - matchLabels: { org: empire }
+    toPorts:
+    - ports: [ { port: "80", protocol: TCP } ]
+      rules:
+        http:
+        - { method: POST, path: "/v1/request-landing" }
+        - { method: PUT, path: "/v1/exhaust-port", headers: [ "X-Has-Force: True" ] }
+`
+
+t.test('the Cilium star-wars example, end to end', async (t) => {
+  const { e, ep, id } = labEngine()
+  e.loadFile('sw.yaml', STAR_WARS)
+  const ds = ep('deathstar')
+  t.same(e.endpointInfo(ds)!.enforce, { ingress: true, egress: false }, 'deathstar is default-deny at ingress only')
+  t.same(e.endpointInfo(ep('tiefighter'))!.enforce, { ingress: false, egress: false }, 'the pods are not selected')
+
+  const tie = e.decide(ds, 'ingress', id('tiefighter'), TCP, 80)
+  t.equal(tie.verdict, 'redirect', 'tiefighter -> deathstar:80 goes to the proxy')
+  t.equal(tie.proxyPort, PORTS.http)
+  t.equal(e.decide(ds, 'ingress', id('xwing'), TCP, 80).verdict, 'deny', 'xwing is denied at L3 (kernel)')
+  t.equal(e.decide(ds, 'ingress', id('tiefighter'), TCP, 443).verdict, 'deny', 'other ports are denied')
+  t.equal(e.decide(ds, 'ingress', RESERVED_IDENTITIES.world, TCP, 80).verdict, 'deny', 'the world is denied')
+  t.equal(e.decide(ep('tiefighter'), 'egress', id('deathstar'), TCP, 80).verdict, 'allow', "the tiefighter's egress is not enforced")
+
+  const f = e.l7Policy(ds)!.find('ingress', 'TCP', 80)!
+  t.ok(f, 'an L7 filter on ingress TCP/80')
+  t.equal(f.parser, 'http')
+  const land = evaluateHttp(f, id('tiefighter'), req('POST', '/v1/request-landing'))
+  t.match(land, { allowed: true, ruleId: 'CiliumNetworkPolicy/default/rule1' }, 'POST /v1/request-landing allowed, rule named')
+  const exhaust = evaluateHttp(f, id('tiefighter'), req('PUT', '/v1/exhaust-port'))
+  t.match(exhaust, { allowed: false, ruleId: null, reason: /no http rule matched on ingress TCP\/80/ }, 'PUT /v1/exhaust-port denied without the header')
+  t.match(evaluateHttp(f, id('tiefighter'), req('PUT', '/v1/exhaust-port', { 'X-Has-Force': 'True' })), { allowed: true }, 'allowed with it')
+  t.match(evaluateHttp(f, id('tiefighter'), req('GET', '/v1/request-landing')), { allowed: false }, 'GET is not POST')
+  t.match(evaluateHttp(f, id('xwing'), req('POST', '/v1/request-landing')), { allowed: false, reason: /identity \d+ is not allowed/ }, 'the proxy denies xwing too')
+})
+
+const cnp = (name: string, selector: string, body: string) => `apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: { name: ${name} }
+spec:
+  endpointSelector: { matchLabels: ${selector} }
+${body}`
+
+t.test('deny wins over allow, at every level', async (t) => {
+  const { e, ep, id } = labEngine()
+  e.loadFile(
+    'p.yaml',
+    cnp('allow', '{ class: deathstar }', '  ingress:\n  - fromEntities: [ all ]\n') +
+      '---\n' +
+      cnp('deny', '{ class: deathstar }', '  ingressDeny:\n  - fromEndpoints: [ { matchLabels: { class: xwing } } ]\n    toPorts: [ { ports: [ { port: "80", protocol: TCP } ] } ]\n'),
+  )
+  const ds = ep('deathstar')
+  t.equal(e.decide(ds, 'ingress', id('xwing'), TCP, 80).verdict, 'deny', 'xwing:80 denied although "all" is allowed')
+  t.equal(e.decide(ds, 'ingress', id('xwing'), TCP, 81).verdict, 'allow', 'xwing:81 allowed')
+  t.equal(e.decide(ds, 'ingress', id('tiefighter'), TCP, 80).verdict, 'allow', 'others allowed on 80')
+  e.loadFile('q.yaml', cnp('deny-all', '{ class: deathstar }', '  ingressDeny:\n  - fromEntities: [ cluster ]\n'))
+  t.equal(e.decide(ds, 'ingress', id('tiefighter'), UDP, 53).verdict, 'deny', 'an L3 deny beats an L3 allow')
+  t.equal(e.decide(ds, 'ingress', RESERVED_IDENTITIES.world, TCP, 80).verdict, 'allow', 'the world is not in the cluster')
+})
+
+t.test('toCIDRSet with except, and CIDR identities in the ipcache', async (t) => {
+  const { e, ep } = labEngine()
+  e.loadFile('c.yaml', cnp('cidr', '{ class: tiefighter }', '  egress:\n  - toCIDRSet: [ { cidr: 192.0.2.0/24, except: [ 192.0.2.4/32 ] } ]\n'))
+  const tf = ep('tiefighter')
+  const ipc = e.ipcache()
+  t.ok(ipc.has('192.0.2.0/24') && ipc.has('192.0.2.4/32'), 'the CIDR and its except get identities')
+  t.equal(e.decide(tf, 'egress', e.identityOf('192.0.2.3'), TCP, 80).verdict, 'allow', '192.0.2.3 is inside')
+  t.equal(e.decide(tf, 'egress', e.identityOf('192.0.2.4'), TCP, 80).verdict, 'deny', '192.0.2.4 is excepted')
+  t.equal(e.decide(tf, 'egress', e.identityOf('203.0.113.7'), TCP, 80).verdict, 'deny', 'outside is denied')
+  t.equal(e.identityOf('203.0.113.7'), RESERVED_IDENTITIES.world, 'unknown addresses are the world')
+  e.removeFile('c.yaml')
+  t.notOk(e.ipcache().has('192.0.2.0/24'), 'removing the policy releases its CIDR identities')
+  t.equal(e.endpointInfo(tf)!.enforce.egress, false, 'and the endpoint is no longer enforced')
+})
+
+t.test('entities: world, cluster, host, all', async (t) => {
+  const { e, ep, id } = labEngine()
+  const tf = ep('tiefighter')
+  e.loadFile('w.yaml', cnp('world', '{ class: tiefighter }', '  egress:\n  - toEntities: [ world ]\n'))
+  t.equal(e.decide(tf, 'egress', RESERVED_IDENTITIES.world, TCP, 443).verdict, 'allow', 'world allows unknown addresses')
+  t.equal(e.decide(tf, 'egress', id('deathstar'), TCP, 80).verdict, 'deny', 'world is not the cluster')
+  e.loadFile('w.yaml', cnp('world', '{ class: tiefighter }', '  egress:\n  - toEntities: [ cluster ]\n'))
+  t.equal(e.decide(tf, 'egress', id('deathstar'), TCP, 80).verdict, 'allow', 'cluster has the endpoints')
+  t.equal(e.decide(tf, 'egress', RESERVED_IDENTITIES.host, TCP, 80).verdict, 'allow', 'and the host')
+  t.equal(e.decide(tf, 'egress', RESERVED_IDENTITIES.world, TCP, 80).verdict, 'deny', 'not the world')
+  e.loadFile('w.yaml', cnp('world', '{ class: tiefighter }', '  egress:\n  - toEntities: [ host ]\n'))
+  t.equal(e.decide(tf, 'egress', RESERVED_IDENTITIES.host, TCP, 80).verdict, 'allow')
+  t.equal(e.decide(tf, 'egress', id('deathstar'), TCP, 80).verdict, 'deny')
+  e.loadFile('w.yaml', cnp('world', '{ class: tiefighter }', '  egress:\n  - toEntities: [ all ]\n'))
+  t.same([...e.policyMap(tf).keys()], ['0/egress/0/0/0'], '"all" is one wildcard entry, not one per identity')
+})
+
+t.test('default deny per direction, and enableDefaultDeny', async (t) => {
+  const { e, ep, id } = labEngine()
+  const ds = ep('deathstar')
+  e.loadFile('d.yaml', cnp('l4', '{ class: deathstar }', '  ingress:\n  - toPorts: [ { ports: [ { port: "80", protocol: TCP } ] } ]\n'))
+  t.equal(e.decide(ds, 'ingress', id('xwing'), TCP, 80).verdict, 'allow', 'a rule without peers allows every peer on its port')
+  t.equal(e.decide(ds, 'ingress', id('xwing'), TCP, 22).verdict, 'deny', 'and nothing else')
+  e.loadFile('d.yaml', cnp('l4', '{ class: deathstar }', '  enableDefaultDeny: { ingress: false }\n  ingressDeny:\n  - toPorts: [ { ports: [ { port: "22", protocol: TCP } ] } ]\n'))
+  t.equal(e.endpointInfo(ds)!.enforce.ingress, false, 'enableDefaultDeny: false keeps it default-allow')
+  t.equal(e.decide(ds, 'ingress', id('xwing'), TCP, 80).verdict, 'allow', 'so 80 passes')
+  t.equal(e.decide(ds, 'ingress', id('xwing'), TCP, 22).verdict, 'deny', 'but the deny still applies')
+  e.loadFile('d.yaml', cnp('l4', '{ class: deathstar }', '  egress: []\n  ingress: []\n'))
+  t.same(e.endpointInfo(ds)!.enforce, { ingress: false, egress: false }, 'empty sections do not enforce')
+  e.loadFile('d.yaml', cnp('l4', '{ class: deathstar }', '  enableDefaultDeny: { egress: true }\n'))
+  t.same(e.endpointInfo(ds)!.enforce, { ingress: false, egress: true }, 'enableDefaultDeny: true enforces with no rules')
+})
+
+t.test('namespaces restrict namespaced policies and their peers', async (t) => {
+  const e = new PolicyEngine({ proxyPorts: PORTS })
+  e.upsertEndpoint({ id: 1, labels: { app: 'db', 'io.kubernetes.pod.namespace': 'prod' }, ips: ['198.18.3.1'] })
+  e.upsertEndpoint({ id: 2, labels: { app: 'db', 'io.kubernetes.pod.namespace': 'dev' }, ips: ['198.18.3.2'] })
+  const webProd = e.addIdentity({ app: 'web', 'io.kubernetes.pod.namespace': 'prod' })
+  const webDev = e.addIdentity({ app: 'web', 'io.kubernetes.pod.namespace': 'dev' })
+  e.loadFile(
+    'n.yaml',
+    `apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: { name: db, namespace: prod }
+spec:
+  endpointSelector: { matchLabels: { app: db } }
+  ingress:
+  - fromEndpoints: [ { matchLabels: { app: web } } ]
+`,
+  )
+  t.equal(e.endpointInfo(1)!.enforce.ingress, true, 'selects the prod db')
+  t.equal(e.endpointInfo(2)!.enforce.ingress, false, 'not the dev db')
+  t.equal(e.decide(1, 'ingress', webProd, TCP, 5432).verdict, 'allow', 'web in prod may connect')
+  t.equal(e.decide(1, 'ingress', webDev, TCP, 5432).verdict, 'deny', 'web in dev may not')
+  e.loadFile(
+    'n.yaml',
+    `apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: { name: db, namespace: prod }
+spec:
+  endpointSelector: { matchLabels: { app: db } }
+  ingress:
+  - fromEndpoints: [ { matchLabels: { app: web, "k8s:io.kubernetes.pod.namespace": dev } } ]
+`,
+  )
+  t.equal(e.decide(1, 'ingress', webDev, TCP, 5432).verdict, 'allow', 'naming the namespace reaches across')
+  t.equal(e.decide(1, 'ingress', webProd, TCP, 5432).verdict, 'deny')
+})
+
+t.test('Kubernetes NetworkPolicy', async (t) => {
+  const e = new PolicyEngine({ proxyPorts: PORTS })
+  e.upsertEndpoint({ id: 1, labels: { app: 'api', 'io.kubernetes.pod.namespace': 'shop' }, ips: ['198.18.4.1'] })
+  const front = e.addIdentity({ app: 'front', 'io.kubernetes.pod.namespace': 'shop' })
+  const monitor = e.addIdentity({ app: 'prom', 'io.kubernetes.pod.namespace': 'monitoring', 'io.cilium.k8s.namespace.labels.team': 'sre' })
+  e.loadFile(
+    'k.yaml',
+    `apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: { name: api, namespace: shop }
+spec:
+  podSelector: { matchLabels: { app: api } }
+  policyTypes: [ Ingress, Egress ]
+  ingress:
+  - from:
+    - podSelector: { matchLabels: { app: front } }
+    ports: [ { port: 8080 } ]
+  - from:
+    - namespaceSelector: { matchLabels: { team: sre } }
+    - ipBlock: { cidr: 203.0.113.0/24, except: [ 203.0.113.128/25 ] }
+    ports: [ { protocol: TCP, port: 9000, endPort: 9010 } ]
+`,
+  )
+  t.same(e.endpointInfo(1)!.enforce, { ingress: true, egress: true }, 'policyTypes Ingress and Egress both enforce')
+  t.equal(e.decide(1, 'ingress', front, TCP, 8080).verdict, 'allow')
+  t.equal(e.decide(1, 'ingress', front, UDP, 8080).verdict, 'deny', 'port without protocol is TCP')
+  t.equal(e.decide(1, 'ingress', monitor, TCP, 9005).verdict, 'allow', 'namespaceSelector by namespace labels, port range')
+  t.equal(e.decide(1, 'ingress', monitor, TCP, 9011).verdict, 'deny')
+  t.equal(e.decide(1, 'ingress', e.identityOf('203.0.113.5'), TCP, 9000).verdict, 'allow', 'ipBlock')
+  t.equal(e.decide(1, 'ingress', e.identityOf('203.0.113.200'), TCP, 9000).verdict, 'deny', 'ipBlock except')
+  t.equal(e.decide(1, 'egress', front, TCP, 80).verdict, 'deny', 'egress enforced with no rules denies all')
+})
+
+t.test('toFQDNs selects exactly the IPs learned for matching names', async (t) => {
+  const { e, ep } = labEngine()
+  const tf = ep('tiefighter')
+  e.loadFile(
+    'f.yaml',
+    cnp(
+      'fqdn',
+      '{ class: tiefighter }',
+      `  egress:
+  - toEndpoints: [ { matchLabels: { "k8s:io.kubernetes.pod.namespace": kube-system, k8s-app: kube-dns } } ]
+    toPorts:
+    - ports: [ { port: "53", protocol: ANY } ]
+      rules: { dns: [ { matchPattern: "*.empire" } ] }
+  - toFQDNs: [ { matchName: cantina.empire } ]
+    toPorts: [ { ports: [ { port: "80", protocol: TCP } ] } ]
+`,
+    ),
+  )
+  const dns = e.identityOf('198.18.2.53')
+  t.equal(e.decide(tf, 'egress', dns, UDP, 53).verdict, 'redirect', 'DNS over UDP goes to the DNS proxy')
+  t.equal(e.decide(tf, 'egress', dns, TCP, 53).proxyPort, PORTS.dns, 'and over TCP')
+  const f = e.l7Policy(tf)!.find('egress', 'UDP', 53)!
+  t.match(evaluateDns(f, dns, 'cantina.empire.'), { allowed: true, ruleId: 'CiliumNetworkPolicy/default/fqdn' })
+  t.match(evaluateDns(f, dns, 'hoth.alliance.'), { allowed: false, reason: /no dns rule matched 'hoth.alliance.'/ })
+  t.equal(e.decide(tf, 'egress', e.identityOf('192.0.2.3'), TCP, 80).verdict, 'deny', 'nothing learned yet: denied')
+  e.takeDelta()
+  e.setFqdnIps('cantina.empire.', ['192.0.2.3', '192.0.2.4'])
+  const d = e.takeDelta()
+  t.same(d.ipcache.upserts.map(([p]) => p).sort(), ['192.0.2.3/32', '192.0.2.4/32'], 'learned IPs enter the ipcache')
+  t.equal(d.policy.get(tf)!.upserts.length, 2, 'and two policy entries, nothing else')
+  t.equal(e.decide(tf, 'egress', e.identityOf('192.0.2.3'), TCP, 80).verdict, 'allow', 'a learned IP is allowed')
+  t.equal(e.decide(tf, 'egress', e.identityOf('192.0.2.3'), TCP, 81).verdict, 'deny', 'on the rule port only')
+  e.setFqdnIps('hoth.alliance', ['203.0.113.7'])
+  t.equal(e.decide(tf, 'egress', e.identityOf('203.0.113.7'), TCP, 80).verdict, 'deny', 'IPs of other names stay blocked')
+  e.setFqdnIps('cantina.empire', ['192.0.2.4'])
+  t.equal(e.decide(tf, 'egress', e.identityOf('192.0.2.3'), TCP, 80).verdict, 'deny', 'an IP the name no longer has is blocked')
+  t.notOk(e.ipcache().has('192.0.2.3/32'), 'and leaves the ipcache')
+  e.setFqdnIps('cantina.empire', [])
+  t.equal(e.decide(tf, 'egress', e.identityOf('192.0.2.4'), TCP, 80).verdict, 'deny')
+})
+
+t.test('L3 rules and L4 rules without L7 are OR-ed into L7 ports', async (t) => {
+  const { e, ep, id } = labEngine()
+  e.loadFile(
+    'o.yaml',
+    STAR_WARS +
+      '---\n' +
+      cnp('xwing-l3', '{ class: deathstar }', '  ingress:\n  - fromEndpoints: [ { matchLabels: { class: xwing } } ]\n') +
+      '---\n' +
+      cnp('tie-80', '{ class: deathstar }', '  ingress:\n  - fromEndpoints: [ { matchLabels: { class: tiefighter } } ]\n    toPorts: [ { ports: [ { port: "80", protocol: TCP } ] } ]\n'),
+  )
+  const ds = ep('deathstar')
+  const f = e.l7Policy(ds)!.find('ingress', 'TCP', 80)!
+  t.match(evaluateHttp(f, id('xwing'), req('DELETE', '/anything')), { allowed: true, ruleId: 'CiliumNetworkPolicy/default/xwing-l3' }, 'an L3 allow allows every request')
+  t.match(evaluateHttp(f, id('tiefighter'), req('DELETE', '/anything')), { allowed: true, ruleId: 'CiliumNetworkPolicy/default/tie-80' }, 'an L4 allow on the port too')
+  t.match(evaluateHttp(f, id('grpc'), req('DELETE', '/anything')), { allowed: false }, 'the L7 rules still bind other empire peers')
+  t.equal(e.decide(ds, 'ingress', id('grpc'), TCP, 80).verdict, 'redirect')
+})
