@@ -1,4 +1,8 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import t from 'tap'
+import { projectRoot } from '../lib/project-root.js'
 import { runCli } from './fixtures/cli.js'
 
 const badArgs: Array<[string[], RegExp]> = [
@@ -12,6 +16,10 @@ const badArgs: Array<[string[], RegExp]> = [
   [['lab', 'down', '--name', 'x'.repeat(17)], /error: lab down: invalid --name/],
   [['lab', 'status', '-o', 'yaml'], /error: -o must be 'table' or 'json', got 'yaml'/],
   [['lab', 'status', '--name', 'main'], /error: lab status: Unknown option '--name'/],
+  [['policy'], /error: 'policy' needs a subcommand: validate/],
+  [['policy', 'apply', 'x.yaml'], /error: unknown policy subcommand 'apply'/],
+  [['policy', 'validate'], /error: policy validate: give at least one FILE/],
+  [['policy', 'validate', '--strict', 'x.yaml'], /error: policy validate: unknown option '--strict'/],
 ]
 
 for (const [args, message] of badArgs) {
@@ -30,4 +38,20 @@ t.test('help prints usage on stdout, exit 0', async (t) => {
     t.equal(r.code, 0)
     t.match(r.stdout, /Usage: l7proxy <command>[\s\S]*lab up/)
   }
+})
+
+t.test('policy validate: ok files, located errors, exit 1 on any problem', async (t) => {
+  const example = join(projectRoot(), 'policy/examples/star-wars.yaml')
+  const good = runCli(['policy', 'validate', example])
+  t.equal(good.code, 0, good.stderr)
+  t.match(good.stdout, /star-wars\.yaml: ok, 2 rules \(CiliumNetworkPolicy\/default\/deathstar-l7, CiliumNetworkPolicy\/default\/tiefighter-egress\)/)
+  const dir = mkdtempSync(join(tmpdir(), 'l7-cli-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const bad = join(dir, 'bad.yaml')
+  writeFileSync(bad, 'apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: { name: x }\nspec:\n  endpointSelector: {}\n  egress:\n  - toPorts: [ { ports: [ { port: "99999" } ] } ]\n')
+  const r = runCli(['policy', 'validate', example, bad, join(dir, 'missing.yaml')])
+  t.equal(r.code, 1)
+  t.match(r.stdout, /star-wars\.yaml: ok/, 'good files are still reported')
+  t.match(r.stderr, /bad\.yaml:7:\d+: spec\.egress\[0\]\.toPorts\[0\]\.ports\[0\]\.port: expected an integer from 0 to 65535/)
+  t.match(r.stderr, /missing\.yaml: cannot read: ENOENT/)
 })

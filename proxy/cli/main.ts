@@ -4,12 +4,14 @@
 
 import { LabError } from '../../lab/errors.js'
 import { LAB_USAGE, labCommand } from './lab-command.js'
+import { POLICY_USAGE, policyCommand } from './policy-command.js'
 import { UsageError } from './usage-error.js'
 
 const USAGE = `Usage: l7proxy <command> [options]
 
 Commands:
 ${LAB_USAGE}
+${POLICY_USAGE}
   help                      show this text
 `
 
@@ -25,6 +27,8 @@ export async function main(argv: string[], out = (s: string) => void process.std
       case 'lab':
         await labCommand(rest, out)
         return 0
+      case 'policy':
+        return policyCommand(rest, out, err)
       case 'help':
       case '--help':
       case '-h':
