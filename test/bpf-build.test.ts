@@ -60,3 +60,36 @@ kernelTest(t, 'the kernel verifier accepts every built program', async (t) => {
     if (src.endsWith('from-endpoint.bpf.c')) t.match(r.stdout, /sched_cls\s+name from_endpoint/, 'loaded as a TC classifier')
   }
 })
+
+kernelTest(t, 'a program the verifier rejects fails to load with the verifier log attached', async (t) => {
+  const dir = tempTree(
+    t,
+    [
+      '#include <linux/bpf.h>',
+      '#include <bpf/bpf_helpers.h>',
+      'SEC("tc")',
+      'int reads_past_the_packet(struct __sk_buff *skb)',
+      '{',
+      '\tunsigned char *data = (unsigned char *)(long)skb->data;',
+      '\treturn data[64]; /* no bounds check against data_end */',
+      '}',
+      'char LICENSE[] SEC("license") = "GPL";',
+      '',
+    ].join('\n'),
+  )
+  const { objects } = await buildBpf(dir, join(dir, 'out'))
+  const { BpfObject } = await import('../redirect-bpf/bpf-object.js')
+  const { ensureBpffs, removeBpffs } = await import('../redirect-bpf/bpffs.js')
+  const pinRoot = join('/run/l7proxy', `test-bpffs-verifier-${process.pid}`)
+  ensureBpffs(pinRoot)
+  t.teardown(() => removeBpffs(pinRoot))
+  let err: { code?: string; message?: string; verifierLog?: string } = {}
+  try {
+    BpfObject.load(objects[0]!, pinRoot).close()
+  } catch (e) {
+    err = e as typeof err
+  }
+  t.equal(err.code, 'ELOAD', 'a load error')
+  t.match(err.verifierLog, /invalid access to packet|R\d+ invalid mem access/, 'carrying the verifier log')
+  t.match(err.message, /cannot load BPF object .*bad\.bpf\.o: (EACCES|EINVAL)[\s\S]*verifier log:/, 'which the message shows')
+})

@@ -44,3 +44,10 @@ t.test('kernel tests fail when L7PROXY_REQUIRE_KERNEL=1', { skip: why }, async (
   t.match(r.stdout, /kernel test cannot run: the lab needs root .*\(L7PROXY_REQUIRE_KERNEL=1\)/)
   t.match(r.stdout, /^not ok/m)
 })
+
+t.test('loading BPF without privilege says which privilege is missing', { skip: why }, async (t) => {
+  const code = `import(${JSON.stringify(distPath('redirect-bpf/bpf-object.js'))}).then((m) => m.BpfObject.load(${JSON.stringify(distPath('redirect-bpf/progs/from-endpoint.bpf.o'))}, '/tmp')).catch((e) => { console.log(e.code + ': ' + e.message); process.exit(3) })`
+  const r = asNobody(['-e', code])
+  t.equal(r.status, 3, r.stderr)
+  t.match(r.stdout, /^EPERM: cannot load BPF object .*from-endpoint\.bpf\.o: EPERM \(needs root, or CAP_BPF \+ CAP_NET_ADMIN \+ CAP_PERFMON\)/)
+})

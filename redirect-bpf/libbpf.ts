@@ -1,0 +1,173 @@
+// The system's libbpf (libbpf.so.1) and the few libc calls the loader needs, through koffi.
+// Option structs are built as raw bytes at offsets checked against a compiled C sizeof/offsetof
+// (test/libbpf-abi.test.ts), so a layout mistake is caught by a test, not by a crash.
+
+import koffi, { type LibraryHandle } from 'koffi'
+
+export type BpfErrorCode = 'ENOLIBBPF' | 'EOPEN' | 'ELOAD' | 'EATTACH' | 'EMAP' | 'EPERM' | 'ELAYOUT' | 'ENETNS' | 'EMOUNT'
+
+export class BpfError extends Error {
+  readonly code: BpfErrorCode
+  /** errno from the failing call, when there was one. */
+  readonly errno: number | undefined
+  /** The kernel verifier's log, for load failures. */
+  readonly verifierLog: string | undefined
+  constructor(code: BpfErrorCode, message: string, opts: { errno?: number; verifierLog?: string } = {}) {
+    super(message)
+    this.name = 'BpfError'
+    this.code = code
+    this.errno = opts.errno
+    this.verifierLog = opts.verifierLog
+  }
+}
+
+const ERRNO_NAMES: Record<number, string> = {
+  1: 'EPERM',
+  2: 'ENOENT',
+  7: 'E2BIG',
+  9: 'EBADF',
+  13: 'EACCES',
+  14: 'EFAULT',
+  16: 'EBUSY',
+  17: 'EEXIST',
+  22: 'EINVAL',
+  28: 'ENOSPC',
+  95: 'EOPNOTSUPP',
+  524: 'ENOTSUPP',
+}
+
+export function errnoName(errno: number): string {
+  return ERRNO_NAMES[Math.abs(errno)] ?? `errno ${Math.abs(errno)}`
+}
+
+/** EPERM means a missing privilege: say which. (EACCES from a program load is the verifier.) */
+export function privilegeHint(errno: number): string {
+  return Math.abs(errno) === 1 ? ' (needs root, or CAP_BPF + CAP_NET_ADMIN + CAP_PERFMON)' : ''
+}
+
+// libbpf 1.1 layouts (bytes), as C compiles them on x86_64 and arm64.
+export const OPEN_OPTS = { size: 80, pinRootPath: 24, kernelLogBuf: 56, kernelLogSize: 64, kernelLogLevel: 72 } as const
+export const TC_HOOK = { size: 24, ifindex: 8, attachPoint: 12, parent: 16 } as const
+export const TC_OPTS = { size: 32, progFd: 8, flags: 12, progId: 16, handle: 20, priority: 24 } as const
+export const BPF_TC_INGRESS = 1
+export const BPF_TC_EGRESS = 2
+export const BPF_TC_F_REPLACE = 1
+
+type Fn = (...args: unknown[]) => unknown
+
+export interface Libbpf {
+  bpf_object__open_file: Fn
+  bpf_object__load: Fn
+  bpf_object__close: Fn
+  bpf_object__find_program_by_name: Fn
+  bpf_object__find_map_by_name: Fn
+  bpf_program__fd: Fn
+  bpf_map__fd: Fn
+  bpf_map__key_size: Fn
+  bpf_map__value_size: Fn
+  bpf_map__type: Fn
+  bpf_map__max_entries: Fn
+  bpf_tc_hook_create: Fn
+  bpf_tc_hook_destroy: Fn
+  bpf_tc_attach: Fn
+  bpf_tc_detach: Fn
+  bpf_tc_query: Fn
+  bpf_map_update_elem: Fn
+  bpf_map_lookup_elem: Fn
+  bpf_map_delete_elem: Fn
+  bpf_map_get_next_key: Fn
+  bpf_obj_get: Fn
+  libbpf_num_possible_cpus: Fn
+  libbpf_set_print: Fn
+  close: Fn
+  setns: Fn
+  open: Fn
+  mount: Fn
+  umount2: Fn
+  if_nametoindex: Fn
+  vsnprintf: Fn
+}
+
+let cached: Libbpf | undefined
+/** Recent libbpf messages (warnings, errors), attached to the errors they explain. */
+const recent: string[] = []
+
+export function libbpfMessages(): string {
+  return recent.join('')
+}
+
+export function clearLibbpfMessages(): void {
+  recent.length = 0
+}
+
+export function libbpf(): Libbpf {
+  if (cached) return cached
+  let lib: LibraryHandle
+  let libc: LibraryHandle
+  try {
+    lib = koffi.load('libbpf.so.1')
+    libc = koffi.load('libc.so.6')
+  } catch (e) {
+    throw new BpfError('ENOLIBBPF', `cannot load libbpf.so.1: ${(e as Error).message}; install Debian package libbpf1 (scripts/setup.sh does)`)
+  }
+  const f = (l: LibraryHandle, decl: string): Fn => l.func(decl) as Fn
+  const api: Libbpf = {
+    bpf_object__open_file: f(lib, 'void *bpf_object__open_file(const char *path, void *opts)'),
+    bpf_object__load: f(lib, 'int bpf_object__load(void *obj)'),
+    bpf_object__close: f(lib, 'void bpf_object__close(void *obj)'),
+    bpf_object__find_program_by_name: f(lib, 'void *bpf_object__find_program_by_name(void *obj, const char *name)'),
+    bpf_object__find_map_by_name: f(lib, 'void *bpf_object__find_map_by_name(void *obj, const char *name)'),
+    bpf_program__fd: f(lib, 'int bpf_program__fd(void *prog)'),
+    bpf_map__fd: f(lib, 'int bpf_map__fd(void *map)'),
+    bpf_map__key_size: f(lib, 'uint32_t bpf_map__key_size(void *map)'),
+    bpf_map__value_size: f(lib, 'uint32_t bpf_map__value_size(void *map)'),
+    bpf_map__type: f(lib, 'int bpf_map__type(void *map)'),
+    bpf_map__max_entries: f(lib, 'uint32_t bpf_map__max_entries(void *map)'),
+    bpf_tc_hook_create: f(lib, 'int bpf_tc_hook_create(void *hook)'),
+    bpf_tc_hook_destroy: f(lib, 'int bpf_tc_hook_destroy(void *hook)'),
+    bpf_tc_attach: f(lib, 'int bpf_tc_attach(void *hook, void *opts)'),
+    bpf_tc_detach: f(lib, 'int bpf_tc_detach(void *hook, void *opts)'),
+    bpf_tc_query: f(lib, 'int bpf_tc_query(void *hook, void *opts)'),
+    bpf_map_update_elem: f(lib, 'int bpf_map_update_elem(int fd, void *key, void *value, uint64_t flags)'),
+    bpf_map_lookup_elem: f(lib, 'int bpf_map_lookup_elem(int fd, void *key, void *value)'),
+    bpf_map_delete_elem: f(lib, 'int bpf_map_delete_elem(int fd, void *key)'),
+    bpf_map_get_next_key: f(lib, 'int bpf_map_get_next_key(int fd, void *key, void *next_key)'),
+    bpf_obj_get: f(lib, 'int bpf_obj_get(const char *path)'),
+    libbpf_num_possible_cpus: f(lib, 'int libbpf_num_possible_cpus()'),
+    libbpf_set_print: f(lib, 'void *libbpf_set_print(void *fn)'),
+    close: f(libc, 'int close(int fd)'),
+    setns: f(libc, 'int setns(int fd, int nstype)'),
+    open: f(libc, 'int open(const char *path, int flags)'),
+    mount: f(libc, 'int mount(const char *source, const char *target, const char *fstype, unsigned long flags, const void *data)'),
+    umount2: f(libc, 'int umount2(const char *target, int flags)'),
+    if_nametoindex: f(libc, 'unsigned int if_nametoindex(const char *name)'),
+    vsnprintf: f(libc, 'int vsnprintf(char *buf, size_t size, const char *fmt, void *ap)'),
+  }
+  // libbpf's messages go into `recent` (bounded) instead of stderr, to be put in errors.
+  const PrintFn = koffi.proto('int libbpf_print_fn(int level, const char *fmt, void *ap)')
+  const buf = Buffer.alloc(4096)
+  const cb = koffi.register((_level: number, fmt: string, ap: unknown) => {
+    const n = api.vsnprintf(buf, buf.length, fmt, ap) as number
+    recent.push(buf.toString('utf8', 0, Math.max(0, Math.min(n, buf.length - 1))))
+    if (recent.length > 64) recent.splice(0, recent.length - 64)
+    return 0
+  }, koffi.pointer(PrintFn))
+  api.libbpf_set_print(cb)
+  cached = api
+  return api
+}
+
+/** A NUL-terminated C string in a Buffer that stays alive as long as the caller holds it. */
+export function cString(s: string): Buffer {
+  return Buffer.from(`${s}\0`, 'utf8')
+}
+
+export function addressOf(buf: Buffer): bigint {
+  return koffi.address(buf) as bigint
+}
+
+/** Throws a BpfError for a negative libbpf return (which is -errno). */
+export function check(rc: number, code: BpfErrorCode, what: string): number {
+  if (rc < 0) throw new BpfError(code, `${what}: ${errnoName(rc)}${privilegeHint(rc)}`, { errno: -rc })
+  return rc
+}

@@ -1,0 +1,119 @@
+// The TypeScript mirror of include/l7proxy-maps.h: map names, key and value encodings, verdict
+// numbers. checkLayout compares every size with what the loaded object declares, so a header
+// changed without this file (or the reverse) fails at load time, not in the datapath.
+
+import { parsePrefix } from '../policy/cidr.js'
+import type { Direction } from '../policy/model.js'
+import type { BpfObject } from './bpf-object.js'
+import { BpfError } from './libbpf.js'
+
+export const MAP_LAYOUT = {
+  l7_ipcache: { key: 8, value: 4 },
+  l7_endpoints: { key: 4, value: 12 },
+  l7_policy: { key: 12, value: 4 },
+  l7_counters: { key: 8, value: 16 },
+} as const
+
+export type MapName = keyof typeof MAP_LAYOUT
+
+export const EP_ENFORCE_INGRESS = 1
+export const EP_ENFORCE_EGRESS = 2
+export const POLICY_DENY = 1
+
+export const VERDICTS = ['not-enforced', 'allowed', 'denied-by-rule', 'denied-default', 'to-proxy'] as const
+export type VerdictName = (typeof VERDICTS)[number]
+
+export function checkLayout(obj: BpfObject, names: readonly MapName[] = Object.keys(MAP_LAYOUT) as MapName[]): void {
+  for (const name of names) {
+    const map = obj.map(name)
+    const want = MAP_LAYOUT[name]
+    if (map.keySize !== want.key || map.valueSize !== want.value) {
+      throw new BpfError(
+        'ELAYOUT',
+        `map ${name} in ${obj.path} has key/value ${map.keySize}/${map.valueSize} bytes, redirect-bpf/map-layout.ts expects ${want.key}/${want.value}: the C header and its TS mirror disagree`,
+      )
+    }
+  }
+}
+
+export function ipcacheKey(prefix: string): Buffer {
+  const p = parsePrefix(prefix)
+  if (typeof p === 'string') throw new BpfError('EMAP', `ipcache: ${p}`)
+  const b = Buffer.alloc(8)
+  b.writeUInt32LE(p.len, 0)
+  b.writeUInt32BE(p.addr, 4) // network order, as in the packet
+  return b
+}
+
+export function u32(n: number): Buffer {
+  const b = Buffer.alloc(4)
+  b.writeUInt32LE(n >>> 0, 0)
+  return b
+}
+
+export function endpointValue(endpointId: number, identity: number, enforce: Record<Direction, boolean>): Buffer {
+  const b = Buffer.alloc(12)
+  b.writeUInt32LE(endpointId, 0)
+  b.writeUInt32LE(identity, 4)
+  b.writeUInt32LE((enforce.ingress ? EP_ENFORCE_INGRESS : 0) | (enforce.egress ? EP_ENFORCE_EGRESS : 0), 8)
+  return b
+}
+
+export interface PolicyMapKey {
+  endpointId: number
+  identity: number
+  /** 0: every port (with protocol 0, every protocol). */
+  port: number
+  protocol: number
+  direction: Direction
+}
+
+export function policyKey(k: PolicyMapKey): Buffer {
+  const b = Buffer.alloc(12)
+  b.writeUInt32LE(k.endpointId, 0)
+  b.writeUInt32LE(k.identity, 4)
+  b.writeUInt16BE(k.port, 8) // network order
+  b.writeUInt8(k.protocol, 10)
+  b.writeUInt8(k.direction === 'ingress' ? 0 : 1, 11)
+  return b
+}
+
+export function decodePolicyKey(b: Buffer): PolicyMapKey {
+  return { endpointId: b.readUInt32LE(0), identity: b.readUInt32LE(4), port: b.readUInt16BE(8), protocol: b.readUInt8(10), direction: b.readUInt8(11) === 0 ? 'ingress' : 'egress' }
+}
+
+export function policyValue(deny: boolean, proxyPort: number): Buffer {
+  const b = Buffer.alloc(4)
+  b.writeUInt16LE(proxyPort, 0)
+  b.writeUInt8(deny ? POLICY_DENY : 0, 2)
+  return b
+}
+
+export function decodePolicyValue(b: Buffer): { deny: boolean; proxyPort: number } {
+  return { deny: (b.readUInt8(2) & POLICY_DENY) !== 0, proxyPort: b.readUInt16LE(0) }
+}
+
+export interface Counter {
+  endpointId: number
+  verdict: VerdictName
+  packets: number
+  bytes: number
+}
+
+/** Sums the per-CPU counters. */
+export function readCounters(obj: BpfObject): Counter[] {
+  const map = obj.map('l7_counters')
+  const out: Counter[] = []
+  for (const key of map.keys()) {
+    const v = map.lookup(key)
+    if (!v) continue
+    let packets = 0n
+    let bytes = 0n
+    for (let off = 0; off + 16 <= v.length; off += 16) {
+      packets += v.readBigUInt64LE(off)
+      bytes += v.readBigUInt64LE(off + 8)
+    }
+    out.push({ endpointId: key.readUInt32LE(0), verdict: VERDICTS[key.readUInt32LE(4)] ?? 'not-enforced', packets: Number(packets), bytes: Number(bytes) })
+  }
+  return out
+}

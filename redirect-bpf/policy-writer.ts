@@ -1,0 +1,68 @@
+// Applies the policy engine's deltas to the kernel maps: only the entries that changed are
+// written or deleted, never a whole map. Upserts go before deletes, so replacing an entry never
+// leaves a gap in which a flow is decided by a missing entry.
+
+import type { EngineDelta } from '../policy/engine.js'
+import type { PolicyKey } from '../policy/map-state.js'
+import type { BpfObject } from './bpf-object.js'
+import { BpfError } from './libbpf.js'
+import { endpointValue, ipcacheKey, policyKey, policyValue, u32 } from './map-layout.js'
+
+export interface WriteStats {
+  upserts: number
+  deletes: number
+}
+
+/** The policy map keys one port, or every port: port ranges need the LPM map of the next datapath. */
+function mapKey(endpointId: number, k: PolicyKey): Buffer {
+  if (k.prefixLen !== 16 && !(k.prefixLen === 0 && k.port === 0)) {
+    throw new BpfError('EMAP', `endpoint ${endpointId}: port range entry ${k.port}/${k.prefixLen} (from endPort) is not supported by this datapath yet`)
+  }
+  return policyKey({ endpointId, identity: k.identity, port: k.port, protocol: k.protocol, direction: k.direction })
+}
+
+export class PolicyWriter {
+  /** endpoint id -> the ifindex its entry was written under. */
+  private readonly written = new Map<number, number>()
+
+  constructor(
+    private readonly obj: BpfObject,
+    /** The node-side ifindex of an endpoint's veth; undefined for endpoints not on this node. */
+    private readonly ifindexOf: (endpointId: number) => number | undefined,
+  ) {}
+
+  apply(delta: EngineDelta): WriteStats {
+    const policy = this.obj.map('l7_policy')
+    const ipcache = this.obj.map('l7_ipcache')
+    const endpoints = this.obj.map('l7_endpoints')
+    // Encode everything first: a delta the maps cannot hold is refused before anything is written.
+    const upserts: Array<[typeof policy, Buffer, Buffer]> = []
+    const deletes: Array<[typeof policy, Buffer]> = []
+    for (const [prefix, identity] of delta.ipcache.upserts) upserts.push([ipcache, ipcacheKey(prefix), u32(identity)])
+    for (const [id, d] of delta.policy) {
+      for (const [k, v] of d.upserts) upserts.push([policy, mapKey(id, k), policyValue(v.deny, v.proxyPort)])
+      for (const k of d.deletes) deletes.push([policy, mapKey(id, k)])
+    }
+    const endpointWrites: Array<[number, number, Buffer]> = []
+    for (const ep of delta.endpoints.upserts) {
+      const ifindex = this.ifindexOf(ep.id)
+      if (ifindex === undefined) continue
+      endpointWrites.push([ep.id, ifindex, endpointValue(ep.id, ep.identity, ep.enforce)])
+    }
+    for (const prefix of delta.ipcache.deletes) deletes.push([ipcache, ipcacheKey(prefix)])
+
+    for (const [map, k, v] of upserts) map.update(k, v)
+    for (const [id, ifindex, v] of endpointWrites) {
+      endpoints.update(u32(ifindex), v)
+      this.written.set(id, ifindex)
+    }
+    for (const [map, k] of deletes) map.delete(k)
+    for (const id of delta.endpoints.deletes) {
+      const ifindex = this.written.get(id)
+      if (ifindex === undefined) continue
+      endpoints.delete(u32(ifindex))
+      this.written.delete(id)
+    }
+    return { upserts: upserts.length + endpointWrites.length, deletes: deletes.length + delta.endpoints.deletes.length }
+  }
+}
