@@ -86,6 +86,10 @@ export interface Libbpf {
   umount2: Fn
   if_nametoindex: Fn
   vsnprintf: Fn
+  socket: Fn
+  setsockopt: Fn
+  bind: Fn
+  listen: Fn
 }
 
 let cached: Libbpf | undefined
@@ -142,6 +146,10 @@ export function libbpf(): Libbpf {
     umount2: f(libc, 'int umount2(const char *target, int flags)'),
     if_nametoindex: f(libc, 'unsigned int if_nametoindex(const char *name)'),
     vsnprintf: f(libc, 'int vsnprintf(char *buf, size_t size, const char *fmt, void *ap)'),
+    socket: f(libc, 'int socket(int domain, int type, int protocol)'),
+    setsockopt: f(libc, 'int setsockopt(int fd, int level, int name, const void *value, uint32_t len)'),
+    bind: f(libc, 'int bind(int fd, const void *addr, uint32_t len)'),
+    listen: f(libc, 'int listen(int fd, int backlog)'),
   }
   // libbpf's messages go into `recent` (bounded) instead of stderr, to be put in errors.
   const PrintFn = koffi.proto('int libbpf_print_fn(int level, const char *fmt, void *ap)')

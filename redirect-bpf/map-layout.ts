@@ -12,6 +12,7 @@ export const MAP_LAYOUT = {
   l7_endpoints: { key: 4, value: 12 },
   l7_policy: { key: 12, value: 4 },
   l7_counters: { key: 8, value: 16 },
+  l7_config: { key: 4, value: 8 },
 } as const
 
 export type MapName = keyof typeof MAP_LAYOUT
@@ -20,7 +21,7 @@ export const EP_ENFORCE_INGRESS = 1
 export const EP_ENFORCE_EGRESS = 2
 export const POLICY_DENY = 1
 
-export const VERDICTS = ['not-enforced', 'allowed', 'denied-by-rule', 'denied-default', 'to-proxy'] as const
+export const VERDICTS = ['not-enforced', 'allowed', 'denied-by-rule', 'denied-default', 'to-proxy', 'no-proxy'] as const
 export type VerdictName = (typeof VERDICTS)[number]
 
 export function checkLayout(obj: BpfObject, names: readonly MapName[] = Object.keys(MAP_LAYOUT) as MapName[]): void {
@@ -91,6 +92,18 @@ export function policyValue(deny: boolean, proxyPort: number): Buffer {
 
 export function decodePolicyValue(b: Buffer): { deny: boolean; proxyPort: number } {
   return { deny: (b.readUInt8(2) & POLICY_DENY) !== 0, proxyPort: b.readUInt16LE(0) }
+}
+
+/** enum l7_redirect_mode */
+export const MODE_NUMBERS = { none: 0, tproxy: 1, 'sk-assign': 2 } as const
+
+/** The one l7_config entry: redirect mode and the proxy's listening address. */
+export function writeConfig(obj: BpfObject, mode: keyof typeof MODE_NUMBERS, proxyAddr: string): void {
+  const v = Buffer.alloc(8)
+  v.writeUInt32LE(MODE_NUMBERS[mode], 0)
+  const key = ipcacheKey(proxyAddr)
+  key.copy(v, 4, 4, 8) // the address bytes, network order
+  obj.map('l7_config').update(u32(0), v)
 }
 
 export interface Counter {

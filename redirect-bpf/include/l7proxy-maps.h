@@ -63,7 +63,8 @@ enum l7_verdict {
 	L7_VERDICT_ALLOWED = 1,
 	L7_VERDICT_DENIED_BY_RULE = 2, /* a deny entry matched (deny wins) */
 	L7_VERDICT_DENIED_DEFAULT = 3, /* enforced and no entry allowed it */
-	L7_VERDICT_TO_PROXY = 4,       /* allowed at L3/L4, L7 rules apply: the proxy must see it */
+	L7_VERDICT_TO_PROXY = 4,       /* allowed at L3/L4, L7 rules apply: steered to the proxy */
+	L7_VERDICT_NO_PROXY = 5,       /* needed the proxy, which could not be reached: dropped */
 	L7_VERDICT_MAX,
 };
 
@@ -75,6 +76,23 @@ struct counter_key {
 struct counter_value {
 	__u64 packets;
 	__u64 bytes;
+};
+
+/* config: one entry, written by the loader at start: how flows reach the proxy. */
+enum l7_redirect_mode {
+	L7_MODE_NONE = 0,      /* nothing steers: flows that need the proxy are dropped */
+	L7_MODE_TPROXY = 1,    /* skb->mark carries the proxy port; a TPROXY rule delivers it */
+	L7_MODE_SK_ASSIGN = 2, /* bpf_sk_assign to the proxy's socket, mark for the local route */
+};
+
+/* The mark l7proxy's local route and TPROXY rules match (0xf00 bits), with the proxy port in the
+ * upper 16 bits for TPROXY. */
+#define L7_PROXY_MARK 0x200
+#define L7_PROXY_MARK_MASK 0xf00
+
+struct config_value {
+	__u32 mode; /* l7_redirect_mode */
+	__u32 proxy_addr; /* network order: where the proxy listens (127.0.0.1) */
 };
 
 #define L7_MAX_ENDPOINTS 1024
@@ -113,5 +131,13 @@ struct {
 	__uint(max_entries, L7_MAX_ENDPOINTS * L7_VERDICT_MAX);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } l7_counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct config_value);
+	__uint(max_entries, 1);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} l7_config SEC(".maps");
 
 #endif /* L7PROXY_MAPS_H */

@@ -9,16 +9,18 @@
  * that enforces egress and matches no entry is dropped (default deny). Every verdict is
  * counted per endpoint.
  *
- * An allow whose entry names a proxy port means L7 rules apply. Steering such packets by the
- * node's redirect mode is the datapath's next step; until a mode steers them they are dropped,
- * never passed around the proxy (fail closed). No connection tracking yet: every packet is
- * judged as a new flow.
+ * An allow whose entry names a proxy port means L7 rules apply, and the packet is steered to the
+ * proxy by the node's redirect mode (l7_config): TPROXY marks it with the proxy port for the
+ * netfilter TPROXY rule; sk-assign hands it to the proxy's socket with bpf_sk_assign. With no
+ * mode, or no proxy socket, it is dropped: never passed around the proxy (fail closed).
+ * No connection tracking yet: every packet is judged as a new flow.
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
 #include <linux/in.h>
 #include <linux/ip.h>
 #include <linux/pkt_cls.h>
+#include <linux/tcp.h>
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
 
@@ -77,6 +79,66 @@ static __always_inline __u32 egress_verdict(__u32 endpoint_id, __u32 identity, _
 	return *proxy_port ? L7_VERDICT_TO_PROXY : L7_VERDICT_ALLOWED;
 }
 
+/* Gives a TCP packet to the proxy's socket: its own connection's socket if there is one (an
+ * established or request socket: every packet after the SYN), else the proxy's listener. */
+static __always_inline int assign_to_proxy(struct __sk_buff *skb, struct iphdr *ip, __u32 proxy_addr, __u16 proxy_port)
+{
+	void *data_end = (void *)(long)skb->data_end;
+	struct bpf_sock_tuple tuple = {};
+	struct bpf_sock *sk;
+	__u16 *ports = (void *)ip + ip->ihl * 4;
+	long err;
+
+	if (ip->protocol != IPPROTO_TCP || (void *)(ports + 2) > data_end)
+		return -1; /* UDP steering comes with the DNS proxy */
+	tuple.ipv4.saddr = ip->saddr;
+	tuple.ipv4.daddr = ip->daddr;
+	tuple.ipv4.sport = ports[0];
+	tuple.ipv4.dport = ports[1];
+	sk = bpf_skc_lookup_tcp(skb, &tuple, sizeof(tuple.ipv4), BPF_F_CURRENT_NETNS, 0);
+	if (sk && sk->state == BPF_TCP_LISTEN) {
+		/* Our tuple hit a listener on the original destination: not the proxy's. */
+		bpf_sk_release(sk);
+		sk = NULL;
+	}
+	if (!sk) {
+		tuple.ipv4.daddr = proxy_addr;
+		tuple.ipv4.dport = bpf_htons(proxy_port);
+		sk = bpf_skc_lookup_tcp(skb, &tuple, sizeof(tuple.ipv4), BPF_F_CURRENT_NETNS, 0);
+		if (!sk)
+			return -1;
+		if (sk->state != BPF_TCP_LISTEN) {
+			bpf_sk_release(sk);
+			return -1;
+		}
+	}
+	err = bpf_sk_assign(skb, sk, 0);
+	bpf_sk_release(sk);
+	return err ? -1 : 0;
+}
+
+/* Steers a packet that needs the proxy; TC_ACT_SHOT when it cannot reach it. */
+static __always_inline int to_proxy(struct __sk_buff *skb, struct iphdr *ip, __u16 proxy_port)
+{
+	__u32 zero = 0;
+	struct config_value *cfg = bpf_map_lookup_elem(&l7_config, &zero);
+
+	if (!cfg)
+		return TC_ACT_SHOT;
+	switch (cfg->mode) {
+	case L7_MODE_TPROXY:
+		skb->mark = ((__u32)proxy_port << 16) | L7_PROXY_MARK;
+		return TC_ACT_OK;
+	case L7_MODE_SK_ASSIGN:
+		if (assign_to_proxy(skb, ip, cfg->proxy_addr, proxy_port) < 0)
+			return TC_ACT_SHOT;
+		skb->mark = L7_PROXY_MARK;
+		return TC_ACT_OK;
+	default:
+		return TC_ACT_SHOT;
+	}
+}
+
 SEC("tc")
 int from_endpoint(struct __sk_buff *skb)
 {
@@ -117,6 +179,12 @@ int from_endpoint(struct __sk_buff *skb)
 	}
 
 	verdict = egress_verdict(ep->endpoint_id, remote_identity(ip->daddr), dport, ip->protocol, &proxy_port);
+	if (verdict == L7_VERDICT_TO_PROXY) {
+		int act = to_proxy(skb, ip, proxy_port);
+
+		count(ep->endpoint_id, act == TC_ACT_OK ? L7_VERDICT_TO_PROXY : L7_VERDICT_NO_PROXY, skb->len);
+		return act;
+	}
 	count(ep->endpoint_id, verdict, skb->len);
 	return verdict == L7_VERDICT_ALLOWED ? TC_ACT_OK : TC_ACT_SHOT;
 

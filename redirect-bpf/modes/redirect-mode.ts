@@ -1,0 +1,63 @@
+// How steered flows reach the proxy, per node: the netfilter and policy-routing state each mode
+// needs in the node's network namespace, set up at start and removed at stop. The TC program
+// reads the mode from l7_config.
+//
+//   tproxy:    skb->mark = proxy port << 16 | 0x200; an iptables TPROXY rule per proxy port in a
+//              chain of our own delivers the flow to the transparent listener (2019 design)
+//   sk-assign: bpf_sk_assign at TC ingress; only the local route is needed (5.7+ design)
+// Both need `fwmark 0x200/0xf00 -> local route`, so steered packets are delivered locally.
+
+import { BpfError } from '../libbpf.js'
+
+export const REDIRECT_MODES = ['tproxy', 'sk-assign'] as const
+export type RedirectMode = (typeof REDIRECT_MODES)[number]
+/** Modes of the design that this datapath does not implement yet. */
+export const PLANNED_MODES = ['dnat', 'sockmap'] as const
+
+export const ROUTE_TABLE = 2004
+export const RULE_PREF = 9000
+export const CHAIN = 'L7PROXY_TPROXY'
+const MARK = 0x200
+const MARK_MASK = 0xf00
+
+export type Run = (argv: string[]) => { code: number; stderr: string }
+
+export function parseMode(s: string): RedirectMode {
+  if ((REDIRECT_MODES as readonly string[]).includes(s)) return s as RedirectMode
+  if ((PLANNED_MODES as readonly string[]).includes(s)) throw new BpfError('EATTACH', `redirect mode '${s}' is not implemented yet (available: ${REDIRECT_MODES.join(', ')})`)
+  throw new BpfError('EATTACH', `unknown redirect mode '${s}' (expected one of: ${[...REDIRECT_MODES, ...PLANNED_MODES].join(', ')})`)
+}
+
+function must(run: Run, argv: string[]): void {
+  const r = run(argv)
+  if (r.code !== 0) throw new BpfError('EATTACH', `'${argv.join(' ')}' failed: ${r.stderr.trim()}`)
+}
+
+/** Sets up the node state `mode` needs; idempotent (removes ours first). */
+export function setupMode(mode: RedirectMode, run: Run, proxyPorts: readonly number[], proxyAddr = '127.0.0.1'): void {
+  teardownModes(run)
+  must(run, ['ip', 'rule', 'add', 'fwmark', `${MARK}/${MARK_MASK}`, 'lookup', String(ROUTE_TABLE), 'pref', String(RULE_PREF)])
+  must(run, ['ip', 'route', 'replace', 'local', '0.0.0.0/0', 'dev', 'lo', 'table', String(ROUTE_TABLE)])
+  if (mode !== 'tproxy') return
+  must(run, ['iptables', '-w', '-t', 'mangle', '-N', CHAIN])
+  must(run, ['iptables', '-w', '-t', 'mangle', '-I', 'PREROUTING', '-j', CHAIN])
+  for (const port of proxyPorts) {
+    for (const proto of ['tcp', 'udp']) {
+      must(run, [
+        'iptables', '-w', '-t', 'mangle', '-A', CHAIN, '-p', proto,
+        '-m', 'mark', '--mark', `0x${((port << 16) | MARK).toString(16)}/0xffff${MARK_MASK.toString(16).padStart(4, '0')}`,
+        '-j', 'TPROXY', '--on-port', String(port), '--on-ip', proxyAddr, '--tproxy-mark', `${MARK}/${MARK_MASK}`,
+      ])
+    }
+  }
+}
+
+/** Removes whatever any mode set up; missing pieces are fine. */
+export function teardownModes(run: Run): void {
+  // One rule per call, until none is left; bounded in case something keeps adding them.
+  for (let i = 0; i < 16 && run(['ip', 'rule', 'del', 'pref', String(RULE_PREF)]).code === 0; i++);
+  run(['ip', 'route', 'flush', 'table', String(ROUTE_TABLE)])
+  run(['iptables', '-w', '-t', 'mangle', '-D', 'PREROUTING', '-j', CHAIN])
+  run(['iptables', '-w', '-t', 'mangle', '-F', CHAIN])
+  run(['iptables', '-w', '-t', 'mangle', '-X', CHAIN])
+}

@@ -1,0 +1,42 @@
+// Listening sockets the kernel may deliver other destinations' connections to (IP_TRANSPARENT),
+// made with libc through koffi and handed to Node by fd: `net.createServer().listen({ fd })`.
+// Accepted sockets' localAddress/localPort are then the original destination.
+
+import koffi from 'koffi'
+import { BpfError, errnoName, libbpf } from './libbpf.js'
+import { parseIPv4 } from '../policy/cidr.js'
+
+const AF_INET = 2
+const SOCK_STREAM = 1
+const SOCK_NONBLOCK = 0o4000
+const SOCK_CLOEXEC = 0o2000000
+const SOL_SOCKET = 1
+const SO_REUSEADDR = 2
+const SOL_IP = 0
+const IP_TRANSPARENT = 19
+
+function fail(what: string, fd: number): never {
+  const errno = koffi.errno()
+  if (fd >= 0) libbpf().close(fd)
+  throw new BpfError(errno === 1 ? 'EPERM' : 'EATTACH', `${what}: ${errnoName(errno)}${errno === 1 ? ' (IP_TRANSPARENT needs CAP_NET_ADMIN or CAP_NET_RAW)' : ''}`, { errno })
+}
+
+/** A TCP socket bound to address:port with IP_TRANSPARENT, listening; returns its fd. */
+export function transparentTcpListener(address: string, port: number, backlog = 1024): number {
+  const lib = libbpf()
+  const addr = parseIPv4(address)
+  if (addr === null) throw new BpfError('EATTACH', `'${address}' is not an IPv4 address`)
+  const fd = lib.socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0) as number
+  if (fd < 0) fail('socket', fd)
+  const one = Buffer.alloc(4)
+  one.writeInt32LE(1)
+  if ((lib.setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, one, 4) as number) !== 0) fail('SO_REUSEADDR', fd)
+  if ((lib.setsockopt(fd, SOL_IP, IP_TRANSPARENT, one, 4) as number) !== 0) fail('IP_TRANSPARENT', fd)
+  const sa = Buffer.alloc(16)
+  sa.writeUInt16LE(AF_INET, 0)
+  sa.writeUInt16BE(port, 2)
+  sa.writeUInt32BE(addr, 4)
+  if ((lib.bind(fd, sa, 16) as number) !== 0) fail(`bind ${address}:${port}`, fd)
+  if ((lib.listen(fd, backlog) as number) !== 0) fail('listen', fd)
+  return fd
+}
