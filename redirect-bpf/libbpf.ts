@@ -93,7 +93,8 @@ export interface Libbpf {
 }
 
 let cached: Libbpf | undefined
-/** Recent libbpf messages (warnings, errors), attached to the errors they explain. */
+const LIBBPF_WARN = 0
+/** Recent libbpf warnings, attached to the errors they explain. */
 const recent: string[] = []
 
 export function libbpfMessages(): string {
@@ -154,7 +155,8 @@ export function libbpf(): Libbpf {
   // libbpf's messages go into `recent` (bounded) instead of stderr, to be put in errors.
   const PrintFn = koffi.proto('int libbpf_print_fn(int level, const char *fmt, void *ap)')
   const buf = Buffer.alloc(4096)
-  const cb = koffi.register((_level: number, fmt: string, ap: unknown) => {
+  const cb = koffi.register((level: number, fmt: string, ap: unknown) => {
+    if (level > LIBBPF_WARN) return 0 // info and debug lines would drown the one that matters
     const n = api.vsnprintf(buf, buf.length, fmt, ap) as number
     recent.push(buf.toString('utf8', 0, Math.max(0, Math.min(n, buf.length - 1))))
     if (recent.length > 64) recent.splice(0, recent.length - 64)

@@ -13,6 +13,8 @@ export const MAP_LAYOUT = {
   l7_policy: { key: 12, value: 4 },
   l7_counters: { key: 8, value: 16 },
   l7_config: { key: 4, value: 8 },
+  l7_endpoint_ips: { key: 4, value: 12 },
+  l7_ct: { key: 16, value: 16 },
 } as const
 
 export type MapName = keyof typeof MAP_LAYOUT
@@ -44,6 +46,11 @@ export function ipcacheKey(prefix: string): Buffer {
   b.writeUInt32LE(p.len, 0)
   b.writeUInt32BE(p.addr, 4) // network order, as in the packet
   return b
+}
+
+/** An IPv4 address as the 4 bytes of the packet (network order). */
+export function ipv4Key(ip: string): Buffer {
+  return ipcacheKey(`${ip}/32`).subarray(4, 8)
 }
 
 export function u32(n: number): Buffer {
@@ -101,8 +108,7 @@ export const MODE_NUMBERS = { none: 0, tproxy: 1, 'sk-assign': 2 } as const
 export function writeConfig(obj: BpfObject, mode: keyof typeof MODE_NUMBERS, proxyAddr: string): void {
   const v = Buffer.alloc(8)
   v.writeUInt32LE(MODE_NUMBERS[mode], 0)
-  const key = ipcacheKey(proxyAddr)
-  key.copy(v, 4, 4, 8) // the address bytes, network order
+  ipv4Key(proxyAddr).copy(v, 4)
   obj.map('l7_config').update(u32(0), v)
 }
 

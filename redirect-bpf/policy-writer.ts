@@ -6,7 +6,7 @@ import type { EngineDelta } from '../policy/engine.js'
 import type { PolicyKey } from '../policy/map-state.js'
 import type { BpfObject } from './bpf-object.js'
 import { BpfError } from './libbpf.js'
-import { endpointValue, ipcacheKey, policyKey, policyValue, u32 } from './map-layout.js'
+import { endpointValue, ipcacheKey, ipv4Key, policyKey, policyValue, u32 } from './map-layout.js'
 
 export interface WriteStats {
   upserts: number
@@ -24,6 +24,8 @@ function mapKey(endpointId: number, k: PolicyKey): Buffer {
 export class PolicyWriter {
   /** endpoint id -> the ifindex its entry was written under. */
   private readonly written = new Map<number, number>()
+  /** endpoint id -> the addresses written for it in l7_endpoint_ips. */
+  private readonly writtenIps = new Map<number, readonly string[]>()
 
   constructor(
     private readonly obj: BpfObject,
@@ -35,6 +37,7 @@ export class PolicyWriter {
     const policy = this.obj.map('l7_policy')
     const ipcache = this.obj.map('l7_ipcache')
     const endpoints = this.obj.map('l7_endpoints')
+    const endpointIps = this.obj.map('l7_endpoint_ips')
     // Encode everything first: a delta the maps cannot hold is refused before anything is written.
     const upserts: Array<[typeof policy, Buffer, Buffer]> = []
     const deletes: Array<[typeof policy, Buffer]> = []
@@ -43,21 +46,26 @@ export class PolicyWriter {
       for (const [k, v] of d.upserts) upserts.push([policy, mapKey(id, k), policyValue(v.deny, v.proxyPort)])
       for (const k of d.deletes) deletes.push([policy, mapKey(id, k)])
     }
-    const endpointWrites: Array<[number, number, Buffer]> = []
+    const endpointWrites: Array<[number, number | undefined, Buffer, readonly string[]]> = []
     for (const ep of delta.endpoints.upserts) {
-      const ifindex = this.ifindexOf(ep.id)
-      if (ifindex === undefined) continue
-      endpointWrites.push([ep.id, ifindex, endpointValue(ep.id, ep.identity, ep.enforce)])
+      endpointWrites.push([ep.id, this.ifindexOf(ep.id), endpointValue(ep.id, ep.identity, ep.enforce), ep.ips])
     }
     for (const prefix of delta.ipcache.deletes) deletes.push([ipcache, ipcacheKey(prefix)])
 
     for (const [map, k, v] of upserts) map.update(k, v)
-    for (const [id, ifindex, v] of endpointWrites) {
+    for (const [id, ifindex, v, ips] of endpointWrites) {
+      // By address for its ingress policy; by the veth's ifindex (when it is on this node) for egress.
+      for (const ip of ips) endpointIps.update(ipv4Key(ip), v)
+      for (const ip of this.writtenIps.get(id) ?? []) if (!ips.includes(ip)) endpointIps.delete(ipv4Key(ip))
+      this.writtenIps.set(id, ips)
+      if (ifindex === undefined) continue
       endpoints.update(u32(ifindex), v)
       this.written.set(id, ifindex)
     }
     for (const [map, k] of deletes) map.delete(k)
     for (const id of delta.endpoints.deletes) {
+      for (const ip of this.writtenIps.get(id) ?? []) endpointIps.delete(ipv4Key(ip))
+      this.writtenIps.delete(id)
       const ifindex = this.written.get(id)
       if (ifindex === undefined) continue
       endpoints.delete(u32(ifindex))

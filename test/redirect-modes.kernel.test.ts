@@ -116,3 +116,66 @@ for (const mode of REDIRECT_MODES) {
     t.notMatch(inNode(['iptables', '-w', '-t', 'mangle', '-S']), /L7PROXY/, 'the TPROXY chain is gone')
   })
 }
+
+const STAR_WARS_INGRESS = `apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: { name: deathstar-l7 }
+spec:
+  endpointSelector: { matchLabels: { org: empire, class: deathstar } }
+  ingress:
+  - fromEndpoints: [ { matchLabels: { org: empire } } ]
+    toPorts:
+    - ports: [ { port: "80", protocol: TCP } ]
+      rules: { http: [ { method: POST, path: "/v1/request-landing" } ] }
+`
+
+kernelTest(t, 'ingress policy is enforced at the sender, and conntrack lets replies through', async (t) => {
+  const lab = await useLab(t)
+  const node = lab.netns('node')
+  const run: Run = (argv) => {
+    const r = spawnSync('ip', ['netns', 'exec', node, ...argv], { encoding: 'utf8', timeout: 10_000 })
+    return { code: r.status ?? 1, stderr: r.stderr }
+  }
+  const pinRoot = `/run/l7proxy/test-bpffs-${lab.name}`
+  ensureBpffs(pinRoot)
+  t.teardown(() => removeBpffs(pinRoot))
+  const engine = new PolicyEngine({ proxyPorts: { http: PROXY_PORT, dns: 15053 } })
+  const ids = new Map<string, number>()
+  LAB_HOSTS.filter((h) => h.role !== 'external').forEach((h, i) => {
+    engine.upsertEndpoint({ id: i + 1, labels: h.labels, ips: h.addresses })
+    ids.set(h.name, i + 1)
+  })
+  engine.loadFile('sw.yaml', STAR_WARS_INGRESS)
+  const ifindex = new Map<number, number>()
+  const obj = inNetns(node, () => {
+    const o = BpfObject.load(distPath('redirect-bpf/progs/from-endpoint.bpf.o'), pinRoot)
+    writeConfig(o, 'sk-assign', '127.0.0.1')
+    // Every host's veth: pods, servers and the outside world all send through the program.
+    for (const h of LAB_HOSTS) {
+      const idx = ifindexOf(nodeIfname(h.name))
+      if (ids.has(h.name)) ifindex.set(ids.get(h.name)!, idx)
+      attachTc(idx, 'ingress', o.programFd('from_endpoint'))
+    }
+    return o
+  })
+  t.teardown(() => obj.close())
+  new PolicyWriter(obj, (id) => ifindex.get(id)).apply(engine.takeDelta())
+  setupMode('sk-assign', run, [PROXY_PORT])
+  t.teardown(() => teardownModes(run))
+  const fd = inNetns(node, () => transparentTcpListener('127.0.0.1', PROXY_PORT))
+  const proxy = createServer((req, res) => res.end(`proxy saw ${req.socket.remoteAddress} -> ${req.socket.localAddress}:${req.socket.localPort}`))
+  await new Promise<void>((resolve) => proxy.listen({ fd }, resolve))
+  t.teardown(() => new Promise((r) => proxy.close(r)))
+
+  const tie = await curl(lab, 'tiefighter', ['http://198.18.2.10/v1/request-landing'])
+  t.equal(tie.stdout.trim(), 'proxy saw 198.18.1.10 -> 198.18.2.10:80', "deathstar's ingress L7 rule steers the tiefighter to the proxy")
+  t.not((await curl(lab, 'xwing', ['http://198.18.2.10/v1/'])).code, 0, 'the xwing is denied by deathstar ingress policy')
+  t.not((await curl(lab, 'world', ['http://198.18.2.10/v1/'])).code, 0, 'so is the outside world')
+  const denied = readCounters(obj).find((c) => c.endpointId === ids.get('deathstar') && c.verdict === 'denied-default')?.packets ?? 0
+  t.ok(denied > 0, 'counted on the deathstar as denied by default')
+  const out = await curl(lab, 'deathstar', ['http://192.0.2.3/v1/'])
+  t.equal(out.code, 0, `the deathstar's own connection out works: its replies pass by conntrack (${out.stderr})`)
+  t.match(out.stdout, /"name":"world"/)
+  const direct = await curl(lab, 'xwing', ['http://192.0.2.3/v1/'])
+  t.equal(direct.code, 0, 'flows between hosts without policy pass')
+})

@@ -37,6 +37,28 @@ struct endpoint_value {
 	__u32 flags; /* L7_EP_ENFORCE_*: default deny applies in that direction */
 };
 
+/* endpoint_ips: a local endpoint's address -> the endpoint (for its ingress policy). */
+
+/* ct: connections this node allowed, keyed by their first packet's tuple. Replies (the reversed
+ * tuple) pass without a policy lookup; later packets keep the first packet's verdict. */
+struct ct_key {
+	__u32 saddr; /* network order */
+	__u32 daddr;
+	__u16 sport; /* network order */
+	__u16 dport;
+	__u8 protocol;
+	__u8 pad[3];
+};
+
+struct ct_value {
+	__u64 last_seen_ns;
+	__u16 proxy_port; /* host order; non-zero: the connection goes to the proxy */
+	__u16 pad[3];
+};
+
+#define L7_CT_TCP_LIFETIME_NS (3600ULL * 1000000000ULL)
+#define L7_CT_UDP_LIFETIME_NS (60ULL * 1000000000ULL)
+
 /* policy: one entry per (endpoint, remote identity, port, protocol, direction). */
 #define L7_DIR_INGRESS 0
 #define L7_DIR_EGRESS 1
@@ -115,6 +137,22 @@ struct {
 	__uint(max_entries, L7_MAX_ENDPOINTS);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } l7_endpoints SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u32);
+	__type(value, struct endpoint_value);
+	__uint(max_entries, L7_MAX_ENDPOINTS);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} l7_endpoint_ips SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct ct_key);
+	__type(value, struct ct_value);
+	__uint(max_entries, 65536);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} l7_ct SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
