@@ -15,6 +15,7 @@ export const MAP_LAYOUT = {
   l7_config: { key: 4, value: 8 },
   l7_endpoint_ips: { key: 4, value: 12 },
   l7_ct: { key: 16, value: 16 },
+  l7_proxymap: { key: 8, value: 8 },
 } as const
 
 export type MapName = keyof typeof MAP_LAYOUT
@@ -135,4 +136,15 @@ export function readCounters(obj: BpfObject): Counter[] {
     out.push({ endpointId: key.readUInt32LE(0), verdict: VERDICTS[key.readUInt32LE(4)] ?? 'not-enforced', packets: Number(packets), bytes: Number(bytes) })
   }
   return out
+}
+
+/** Where a steered datagram from client address:port was going (the proxymap), or null. */
+export function originalDestination(obj: BpfObject, clientAddress: string, clientPort: number): { address: string; port: number } | null {
+  const key = Buffer.alloc(8)
+  ipv4Key(clientAddress).copy(key, 0)
+  key.writeUInt16BE(clientPort, 4)
+  key.writeUInt8(17, 6) // UDP
+  const v = obj.map('l7_proxymap').lookup(key)
+  if (!v) return null
+  return { address: `${v[0]}.${v[1]}.${v[2]}.${v[3]}`, port: v.readUInt16BE(4) }
 }

@@ -21,12 +21,14 @@ function fail(what: string, fd: number): never {
   throw new BpfError(errno === 1 ? 'EPERM' : 'EATTACH', `${what}: ${errnoName(errno)}${errno === 1 ? ' (IP_TRANSPARENT needs CAP_NET_ADMIN or CAP_NET_RAW)' : ''}`, { errno })
 }
 
-/** A TCP socket bound to address:port with IP_TRANSPARENT, listening; returns its fd. */
-export function transparentTcpListener(address: string, port: number, backlog = 1024): number {
+const SOCK_DGRAM = 2
+
+/** A socket of `type` with SO_REUSEADDR and IP_TRANSPARENT, bound to address:port. */
+function transparentSocket(type: number, address: string, port: number): number {
   const lib = libbpf()
   const addr = parseIPv4(address)
   if (addr === null) throw new BpfError('EATTACH', `'${address}' is not an IPv4 address`)
-  const fd = lib.socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0) as number
+  const fd = lib.socket(AF_INET, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0) as number
   if (fd < 0) fail('socket', fd)
   const one = Buffer.alloc(4)
   one.writeInt32LE(1)
@@ -37,6 +39,21 @@ export function transparentTcpListener(address: string, port: number, backlog = 
   sa.writeUInt16BE(port, 2)
   sa.writeUInt32BE(addr, 4)
   if ((lib.bind(fd, sa, 16) as number) !== 0) fail(`bind ${address}:${port}`, fd)
-  if ((lib.listen(fd, backlog) as number) !== 0) fail('listen', fd)
   return fd
+}
+
+/** A listening TCP socket with IP_TRANSPARENT: `net.createServer().listen({ fd })`. */
+export function transparentTcpListener(address: string, port: number, backlog = 1024): number {
+  const fd = transparentSocket(SOCK_STREAM, address, port)
+  if ((libbpf().listen(fd, backlog) as number) !== 0) fail('listen', fd)
+  return fd
+}
+
+/**
+ * A UDP socket with IP_TRANSPARENT: the proxy's receiving socket, or a reply socket bound to an
+ * original destination (a non-local address) so answers come from where the client sent to.
+ * Use with `dgram.createSocket('udp4').bind({ fd })`.
+ */
+export function transparentUdpSocket(address: string, port: number): number {
+  return transparentSocket(SOCK_DGRAM, address, port)
 }

@@ -1,36 +1,95 @@
-// Each implemented redirect mode steers a flow with L7 rules to a transparent listener on the
-// node, which sees the client's own address and the original destination; other flows go
-// straight to the server; with no listener the steered flow is dropped (fail closed).
+// Each implemented redirect mode steers flows with L7 rules to transparent sockets on the node,
+// which see the client's own address and recover the original destination; other flows go
+// straight to their server; with no proxy socket the steered flow is dropped (fail closed).
 
 import { spawnSync } from 'node:child_process'
+import { createSocket, type Socket } from 'node:dgram'
 import { createServer, type Server } from 'node:http'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { LAB_HOSTS, nodeIfname } from '../lab/topology.js'
 import { distPath } from '../lib/project-root.js'
 import { PolicyEngine } from '../policy/engine.js'
 import { BpfObject } from '../redirect-bpf/bpf-object.js'
 import { ensureBpffs, removeBpffs } from '../redirect-bpf/bpffs.js'
-import { checkLayout, readCounters, writeConfig, type VerdictName } from '../redirect-bpf/map-layout.js'
-import { REDIRECT_MODES, ROUTE_TABLE, parseMode, setupMode, teardownModes, type Run } from '../redirect-bpf/modes/redirect-mode.js'
+import { checkLayout, originalDestination, readCounters, writeConfig, type VerdictName } from '../redirect-bpf/map-layout.js'
+import { REDIRECT_MODES, ROUTE_TABLE, parseMode, setupMode, teardownModes, type RedirectMode, type Run } from '../redirect-bpf/modes/redirect-mode.js'
 import { inNetns } from '../redirect-bpf/netns.js'
 import { PolicyWriter } from '../redirect-bpf/policy-writer.js'
 import { attachTc, ifindexOf } from '../redirect-bpf/tc.js'
-import { transparentTcpListener } from '../redirect-bpf/transparent-socket.js'
+import { transparentTcpListener, transparentUdpSocket } from '../redirect-bpf/transparent-socket.js'
 import { kernelTest } from './fixtures/kernel.js'
 import { useLab, type LabHandle } from './fixtures/lab.js'
 
-const PROXY_PORT = 15001
-const POLICY = `apiVersion: cilium.io/v2
+const HTTP_PORT = 15001
+const DNS_PORT = 15053
+
+const cnp = (name: string, selector: string, body: string) => `apiVersion: cilium.io/v2
 kind: CiliumNetworkPolicy
-metadata: { name: tiefighter-l7 }
+metadata: { name: ${name} }
 spec:
-  endpointSelector: { matchLabels: { class: tiefighter } }
-  egress:
-  - toEndpoints: [ { matchLabels: { class: deathstar } } ]
-    toPorts:
-    - ports: [ { port: "80", protocol: TCP } ]
-      rules: { http: [ { method: GET } ] }
-`
+  endpointSelector: { matchLabels: ${selector} }
+${body}`
+
+interface SteeredLab {
+  lab: LabHandle
+  obj: BpfObject
+  run: Run
+  /** Endpoint id by host name. */
+  ids: Map<string, number>
+  count(host: string, verdict: VerdictName): number
+}
+
+/** A lab whose node runs from-endpoint on every host's veth in `mode`, with `policy` applied. */
+async function steeredLab(t: Test, mode: RedirectMode, policy: string): Promise<SteeredLab> {
+  const lab = await useLab(t)
+  const node = lab.netns('node')
+  const run: Run = (argv) => {
+    const r = spawnSync('ip', ['netns', 'exec', node, ...argv], { encoding: 'utf8', timeout: 10_000 })
+    return { code: r.status ?? 1, stderr: r.stderr }
+  }
+  const pinRoot = `/run/l7proxy/test-bpffs-${lab.name}`
+  ensureBpffs(pinRoot)
+  t.teardown(() => removeBpffs(pinRoot))
+  const engine = new PolicyEngine({ proxyPorts: { http: HTTP_PORT, dns: DNS_PORT } })
+  const ids = new Map<string, number>()
+  LAB_HOSTS.filter((h) => h.role !== 'external').forEach((h, i) => {
+    engine.upsertEndpoint({ id: i + 1, labels: h.labels, ips: h.addresses })
+    ids.set(h.name, i + 1)
+  })
+  engine.loadFile('policy.yaml', policy)
+  const ifindex = new Map<number, number>()
+  const obj = inNetns(node, () => {
+    const o = BpfObject.load(distPath('redirect-bpf/progs/from-endpoint.bpf.o'), pinRoot)
+    checkLayout(o)
+    writeConfig(o, mode, '127.0.0.1')
+    for (const h of LAB_HOSTS) {
+      const idx = ifindexOf(nodeIfname(h.name))
+      if (ids.has(h.name)) ifindex.set(ids.get(h.name)!, idx)
+      attachTc(idx, 'ingress', o.programFd('from_endpoint'))
+    }
+    return o
+  })
+  t.teardown(() => obj.close())
+  new PolicyWriter(obj, (id) => ifindex.get(id)).apply(engine.takeDelta())
+  setupMode(mode, run, [HTTP_PORT, DNS_PORT])
+  t.teardown(() => teardownModes(run))
+  const count = (host: string, verdict: VerdictName) =>
+    readCounters(obj).find((c) => c.endpointId === ids.get(host) && c.verdict === verdict)?.packets ?? 0
+  return { lab, obj, run, ids, count }
+}
+
+/** A test HTTP "proxy" on a transparent listener in the node: answers with what it saw. */
+async function httpProxy(t: Test, s: SteeredLab): Promise<{ close(): Promise<void> }> {
+  const fd = inNetns(s.lab.netns('node'), () => transparentTcpListener('127.0.0.1', HTTP_PORT))
+  const server: Server = createServer({ keepAlive: true }, (req, res) => {
+    res.end(JSON.stringify({ local: `${req.socket.localAddress}:${req.socket.localPort}`, remote: req.socket.remoteAddress, port: req.socket.remotePort }))
+  })
+  await new Promise<void>((resolve) => server.listen({ fd }, resolve))
+  let open = true
+  const close = () => (open ? ((open = false), new Promise<void>((r) => server.close(() => r()))) : Promise.resolve())
+  t.teardown(close)
+  return { close }
+}
 
 async function curl(lab: LabHandle, host: string, urls: string[]) {
   return lab.exec(host, ['curl', '-s', '--max-time', '3', ...urls.flatMap((u) => [u, '-w', '\\n'])], { timeoutMs: 15_000 })
@@ -42,54 +101,17 @@ t.test('redirect modes: names', async (t) => {
   t.throws(() => parseMode('magic'), { message: /unknown redirect mode 'magic'/ })
 })
 
+const TIEFIGHTER_HTTP = cnp(
+  'tiefighter-l7',
+  '{ class: tiefighter }',
+  '  egress:\n  - toEndpoints: [ { matchLabels: { class: deathstar } } ]\n    toPorts:\n    - ports: [ { port: "80", protocol: TCP } ]\n      rules: { http: [ { method: GET } ] }\n',
+)
+
 for (const mode of REDIRECT_MODES) {
-  kernelTest(t, `redirect mode ${mode}: L7 flows reach the proxy with their original destination`, async (t) => {
-    const lab = await useLab(t)
-    const node = lab.netns('node')
-    const run: Run = (argv) => {
-      const r = spawnSync('ip', ['netns', 'exec', node, ...argv], { encoding: 'utf8', timeout: 10_000 })
-      return { code: r.status ?? 1, stderr: r.stderr }
-    }
-    const pinRoot = `/run/l7proxy/test-bpffs-${lab.name}`
-    ensureBpffs(pinRoot)
-    t.teardown(() => removeBpffs(pinRoot))
-
-    const engine = new PolicyEngine({ proxyPorts: { http: PROXY_PORT, dns: 15053 } })
-    const ids = new Map<string, number>()
-    LAB_HOSTS.filter((h) => h.role !== 'external').forEach((h, i) => {
-      engine.upsertEndpoint({ id: i + 1, labels: h.labels, ips: h.addresses })
-      ids.set(h.name, i + 1)
-    })
-    engine.loadFile('l7.yaml', POLICY)
-    const ifindex = new Map<number, number>()
-    const obj = inNetns(node, () => {
-      const o = BpfObject.load(distPath('redirect-bpf/progs/from-endpoint.bpf.o'), pinRoot)
-      checkLayout(o)
-      writeConfig(o, mode, '127.0.0.1')
-      for (const pod of ['tiefighter', 'xwing']) {
-        const idx = ifindexOf(nodeIfname(pod))
-        ifindex.set(ids.get(pod)!, idx)
-        attachTc(idx, 'ingress', o.programFd('from_endpoint'))
-      }
-      return o
-    })
-    t.teardown(() => obj.close())
-    new PolicyWriter(obj, (id) => ifindex.get(id)).apply(engine.takeDelta())
-    setupMode(mode, run, [PROXY_PORT])
-    t.teardown(() => teardownModes(run))
-
-    const fd = inNetns(node, () => transparentTcpListener('127.0.0.1', PROXY_PORT))
-    const proxy: Server = createServer({ keepAlive: true }, (req, res) => {
-      res.setHeader('connection', 'keep-alive')
-      res.end(JSON.stringify({ local: `${req.socket.localAddress}:${req.socket.localPort}`, remote: req.socket.remoteAddress, port: req.socket.remotePort }))
-    })
-    await new Promise<void>((resolve) => proxy.listen({ fd }, resolve))
-    let proxyOpen = true
-    t.teardown(() => (proxyOpen ? new Promise((r) => proxy.close(r)) : undefined))
-
-    const tie = ids.get('tiefighter')!
-    const count = (verdict: VerdictName) => readCounters(obj).find((c) => c.endpointId === tie && c.verdict === verdict)?.packets ?? 0
-    const r = await curl(lab, 'tiefighter', ['http://198.18.2.10/v1/', 'http://198.18.2.10/v1/again'])
+  kernelTest(t, `redirect mode ${mode}: TCP flows with L7 rules reach the proxy with their original destination`, async (t) => {
+    const s = await steeredLab(t, mode, TIEFIGHTER_HTTP)
+    const proxy = await httpProxy(t, s)
+    const r = await curl(s.lab, 'tiefighter', ['http://198.18.2.10/v1/', 'http://198.18.2.10/v1/again'])
     t.equal(r.code, 0, `curl ok: ${r.stderr}`)
     const answers = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as { local: string; remote: string; port: number })
     t.equal(answers.length, 2, 'two requests answered')
@@ -98,84 +120,98 @@ for (const mode of REDIRECT_MODES) {
       t.equal(a.remote, '198.18.1.10', "and the client's own address")
     }
     t.equal(answers[0]!.port, answers[1]!.port, 'one connection carried both (established packets steered too)')
-    t.ok(count('to-proxy') > 0, 'counted as steered to the proxy')
+    t.ok(s.count('tiefighter', 'to-proxy') > 0, 'counted as steered to the proxy')
 
-    const direct = await lab.exec('xwing', ['curl', '-s', '-D', '-', '-o', '/dev/null', '--max-time', '3', 'http://198.18.2.10/v1/'], { timeoutMs: 10_000 })
+    const direct = await s.lab.exec('xwing', ['curl', '-s', '-D', '-', '-o', '/dev/null', '--max-time', '3', 'http://198.18.2.10/v1/'], { timeoutMs: 10_000 })
     t.match(direct.stdout, /x-lab-host: deathstar/i, 'a flow without L7 rules reaches the server itself')
 
-    await new Promise((resolve) => proxy.close(resolve))
-    proxyOpen = false
-    const down = await curl(lab, 'tiefighter', ['http://198.18.2.10/v1/'])
-    t.not(down.code, 0, 'no proxy listening: the steered flow is dropped, not let through')
-    if (mode === 'sk-assign') t.ok(count('no-proxy') > 0, 'counted as no proxy')
+    await proxy.close()
+    t.not((await curl(s.lab, 'tiefighter', ['http://198.18.2.10/v1/'])).code, 0, 'no proxy listening: the steered flow is dropped, not let through')
+    if (mode === 'sk-assign') t.ok(s.count('tiefighter', 'no-proxy') > 0, 'counted as no proxy')
 
-    teardownModes(run)
-    const inNode = (argv: string[]) => spawnSync('ip', ['netns', 'exec', node, ...argv], { encoding: 'utf8' }).stdout
+    teardownModes(s.run)
+    const inNode = (argv: string[]) => spawnSync('ip', ['netns', 'exec', s.lab.netns('node'), ...argv], { encoding: 'utf8' }).stdout
     t.notMatch(inNode(['ip', 'rule', 'show']), new RegExp(`lookup ${ROUTE_TABLE}`), 'the fwmark rule is gone')
     t.equal(inNode(['ip', 'route', 'show', 'table', String(ROUTE_TABLE)]).trim(), '', 'the local route is gone')
     t.notMatch(inNode(['iptables', '-w', '-t', 'mangle', '-S']), /L7PROXY/, 'the TPROXY chain is gone')
   })
+
+  kernelTest(t, `redirect mode ${mode}: DNS over UDP reaches the proxy, which answers from the original server`, async (t) => {
+    const s = await steeredLab(
+      t,
+      mode,
+      cnp(
+        'tiefighter-dns',
+        '{ class: tiefighter }',
+        '  egress:\n  - toEndpoints: [ { matchLabels: { k8s-app: kube-dns, "k8s:io.kubernetes.pod.namespace": kube-system } } ]\n    toPorts:\n    - ports: [ { port: "53", protocol: ANY } ]\n      rules: { dns: [ { matchPattern: "*.empire" } ] }\n',
+      ),
+    )
+    const node = s.lab.netns('node')
+    const seen: Array<{ client: string; destination: string }> = []
+    const replySockets = new Map<string, Socket>()
+    const proxy = createSocket('udp4')
+    proxy.on('message', (msg, rinfo) => {
+      const dest = originalDestination(s.obj, rinfo.address, rinfo.port)
+      seen.push({ client: `${rinfo.address}:${rinfo.port}`, destination: dest ? `${dest.address}:${dest.port}` : 'unknown' })
+      if (!dest || msg.length < 12) return
+      const key = `${dest.address}:${dest.port}`
+      let reply = replySockets.get(key)
+      if (!reply) {
+        const fd = inNetns(node, () => transparentUdpSocket(dest.address, dest.port))
+        reply = createSocket('udp4')
+        reply.bind({ fd })
+        replySockets.set(key, reply)
+      }
+      const answer = Buffer.from(msg)
+      answer[2] = answer[2]! | 0x80 // QR: a response
+      answer[3] = (answer[3]! & 0xf0) | 5 // RCODE REFUSED
+      reply.send(answer, rinfo.port, rinfo.address)
+    })
+    const fd = inNetns(node, () => transparentUdpSocket('127.0.0.1', DNS_PORT))
+    await new Promise<void>((resolve) => proxy.bind({ fd }, resolve))
+    let proxyOpen = true
+    const closeProxy = () => {
+      if (proxyOpen) proxy.close()
+      proxyOpen = false
+    }
+    t.teardown(() => {
+      closeProxy()
+      for (const r of replySockets.values()) r.close()
+    })
+
+    const dig = await s.lab.exec('tiefighter', ['dig', '+time=2', '+tries=1', '@198.18.2.53', 'cantina.empire'], { timeoutMs: 10_000 })
+    t.match(dig.stdout, /status: REFUSED/, 'the answer came back from 198.18.2.53:53 (dig accepts no other source)')
+    t.match(seen, [{ client: /^198\.18\.1\.10:\d+$/, destination: '198.18.2.53:53' }], 'the proxy saw the client and recovered the original destination')
+    t.ok(s.count('tiefighter', 'to-proxy') > 0, 'counted as steered')
+
+    const viaTcp = await s.lab.exec('tiefighter', ['dig', '+tcp', '+time=2', '+tries=1', '@198.18.2.53', 'cantina.empire'], { timeoutMs: 10_000 })
+    t.notMatch(viaTcp.stdout, /status:/, 'DNS over TCP is steered too: no TCP proxy here, so no answer')
+
+    closeProxy()
+    const down = await s.lab.exec('tiefighter', ['dig', '+time=1', '+tries=1', '@198.18.2.53', 'cantina.empire'], { timeoutMs: 10_000 })
+    t.notMatch(down.stdout, /status:/, 'no proxy socket: the query is dropped, never reaches the real server')
+    t.equal(seen.length, 1, 'and the closed proxy saw nothing more')
+  })
 }
 
-const STAR_WARS_INGRESS = `apiVersion: cilium.io/v2
-kind: CiliumNetworkPolicy
-metadata: { name: deathstar-l7 }
-spec:
-  endpointSelector: { matchLabels: { org: empire, class: deathstar } }
-  ingress:
-  - fromEndpoints: [ { matchLabels: { org: empire } } ]
-    toPorts:
-    - ports: [ { port: "80", protocol: TCP } ]
-      rules: { http: [ { method: POST, path: "/v1/request-landing" } ] }
-`
-
 kernelTest(t, 'ingress policy is enforced at the sender, and conntrack lets replies through', async (t) => {
-  const lab = await useLab(t)
-  const node = lab.netns('node')
-  const run: Run = (argv) => {
-    const r = spawnSync('ip', ['netns', 'exec', node, ...argv], { encoding: 'utf8', timeout: 10_000 })
-    return { code: r.status ?? 1, stderr: r.stderr }
-  }
-  const pinRoot = `/run/l7proxy/test-bpffs-${lab.name}`
-  ensureBpffs(pinRoot)
-  t.teardown(() => removeBpffs(pinRoot))
-  const engine = new PolicyEngine({ proxyPorts: { http: PROXY_PORT, dns: 15053 } })
-  const ids = new Map<string, number>()
-  LAB_HOSTS.filter((h) => h.role !== 'external').forEach((h, i) => {
-    engine.upsertEndpoint({ id: i + 1, labels: h.labels, ips: h.addresses })
-    ids.set(h.name, i + 1)
-  })
-  engine.loadFile('sw.yaml', STAR_WARS_INGRESS)
-  const ifindex = new Map<number, number>()
-  const obj = inNetns(node, () => {
-    const o = BpfObject.load(distPath('redirect-bpf/progs/from-endpoint.bpf.o'), pinRoot)
-    writeConfig(o, 'sk-assign', '127.0.0.1')
-    // Every host's veth: pods, servers and the outside world all send through the program.
-    for (const h of LAB_HOSTS) {
-      const idx = ifindexOf(nodeIfname(h.name))
-      if (ids.has(h.name)) ifindex.set(ids.get(h.name)!, idx)
-      attachTc(idx, 'ingress', o.programFd('from_endpoint'))
-    }
-    return o
-  })
-  t.teardown(() => obj.close())
-  new PolicyWriter(obj, (id) => ifindex.get(id)).apply(engine.takeDelta())
-  setupMode('sk-assign', run, [PROXY_PORT])
-  t.teardown(() => teardownModes(run))
-  const fd = inNetns(node, () => transparentTcpListener('127.0.0.1', PROXY_PORT))
-  const proxy = createServer((req, res) => res.end(`proxy saw ${req.socket.remoteAddress} -> ${req.socket.localAddress}:${req.socket.localPort}`))
-  await new Promise<void>((resolve) => proxy.listen({ fd }, resolve))
-  t.teardown(() => new Promise((r) => proxy.close(r)))
-
-  const tie = await curl(lab, 'tiefighter', ['http://198.18.2.10/v1/request-landing'])
-  t.equal(tie.stdout.trim(), 'proxy saw 198.18.1.10 -> 198.18.2.10:80', "deathstar's ingress L7 rule steers the tiefighter to the proxy")
-  t.not((await curl(lab, 'xwing', ['http://198.18.2.10/v1/'])).code, 0, 'the xwing is denied by deathstar ingress policy')
-  t.not((await curl(lab, 'world', ['http://198.18.2.10/v1/'])).code, 0, 'so is the outside world')
-  const denied = readCounters(obj).find((c) => c.endpointId === ids.get('deathstar') && c.verdict === 'denied-default')?.packets ?? 0
-  t.ok(denied > 0, 'counted on the deathstar as denied by default')
-  const out = await curl(lab, 'deathstar', ['http://192.0.2.3/v1/'])
+  const s = await steeredLab(
+    t,
+    'sk-assign',
+    cnp(
+      'deathstar-l7',
+      '{ org: empire, class: deathstar }',
+      '  ingress:\n  - fromEndpoints: [ { matchLabels: { org: empire } } ]\n    toPorts:\n    - ports: [ { port: "80", protocol: TCP } ]\n      rules: { http: [ { method: POST, path: "/v1/request-landing" } ] }\n',
+    ),
+  )
+  await httpProxy(t, s)
+  const tie = await curl(s.lab, 'tiefighter', ['http://198.18.2.10/v1/request-landing'])
+  t.match(JSON.parse(tie.stdout.trim()), { local: '198.18.2.10:80', remote: '198.18.1.10' }, "deathstar's ingress L7 rule steers the tiefighter to the proxy")
+  t.not((await curl(s.lab, 'xwing', ['http://198.18.2.10/v1/'])).code, 0, 'the xwing is denied by deathstar ingress policy')
+  t.not((await curl(s.lab, 'world', ['http://198.18.2.10/v1/'])).code, 0, 'so is the outside world')
+  t.ok(s.count('deathstar', 'denied-default') > 0, 'counted on the deathstar as denied by default')
+  const out = await curl(s.lab, 'deathstar', ['http://192.0.2.3/v1/'])
   t.equal(out.code, 0, `the deathstar's own connection out works: its replies pass by conntrack (${out.stderr})`)
   t.match(out.stdout, /"name":"world"/)
-  const direct = await curl(lab, 'xwing', ['http://192.0.2.3/v1/'])
-  t.equal(direct.code, 0, 'flows between hosts without policy pass')
+  t.equal((await curl(s.lab, 'xwing', ['http://192.0.2.3/v1/'])).code, 0, 'flows between hosts without policy pass')
 })

@@ -56,6 +56,21 @@ struct ct_value {
 	__u16 pad[3];
 };
 
+/* proxymap: where a steered datagram was going, keyed by its client, so the proxy can forward
+ * it to (and answer from) its original destination. */
+struct proxymap_key {
+	__u32 saddr; /* the client, network order */
+	__u16 sport;
+	__u8 protocol;
+	__u8 pad;
+};
+
+struct proxymap_value {
+	__u32 daddr; /* the original destination, network order */
+	__u16 dport;
+	__u16 pad;
+};
+
 #define L7_CT_TCP_LIFETIME_NS (3600ULL * 1000000000ULL)
 #define L7_CT_UDP_LIFETIME_NS (60ULL * 1000000000ULL)
 
@@ -153,6 +168,14 @@ struct {
 	__uint(max_entries, 65536);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } l7_ct SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct proxymap_key);
+	__type(value, struct proxymap_value);
+	__uint(max_entries, 65536);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} l7_proxymap SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
