@@ -6,6 +6,7 @@ import t from 'tap'
 import { distPath, projectRoot } from '../lib/project-root.js'
 import { buildBpf, findBpfSources } from '../redirect-bpf/build.js'
 import { kernelTest } from './fixtures/kernel.js'
+import { useBpffs } from './fixtures/lab.js'
 
 const srcDir = join(projectRoot(), 'redirect-bpf')
 
@@ -79,10 +80,7 @@ kernelTest(t, 'a program the verifier rejects fails to load with the verifier lo
   )
   const { objects } = await buildBpf(dir, join(dir, 'out'))
   const { BpfObject } = await import('../redirect-bpf/bpf-object.js')
-  const { ensureBpffs, removeBpffs } = await import('../redirect-bpf/bpffs.js')
-  const pinRoot = join('/run/l7proxy', `test-bpffs-verifier-${process.pid}`)
-  ensureBpffs(pinRoot)
-  t.teardown(() => removeBpffs(pinRoot))
+  const pinRoot = useBpffs(t, `verifier${process.pid}`)
   let err: { code?: string; message?: string; verifierLog?: string } = {}
   try {
     BpfObject.load(objects[0]!, pinRoot).close()

@@ -7,13 +7,13 @@ import { LAB_HOSTS, nodeIfname } from '../lab/topology.js'
 import { distPath } from '../lib/project-root.js'
 import { PolicyEngine } from '../policy/engine.js'
 import { BpfObject } from '../redirect-bpf/bpf-object.js'
-import { ensureBpffs, removeBpffs } from '../redirect-bpf/bpffs.js'
+import { removeBpffs } from '../redirect-bpf/bpffs.js'
 import { checkLayout, decodePolicyKey, readCounters, type VerdictName } from '../redirect-bpf/map-layout.js'
 import { inNetns } from '../redirect-bpf/netns.js'
 import { PolicyWriter } from '../redirect-bpf/policy-writer.js'
 import { attachTc, detachTc, ifindexOf, queryTc } from '../redirect-bpf/tc.js'
 import { kernelTest } from './fixtures/kernel.js'
-import { useLab, type LabHandle } from './fixtures/lab.js'
+import { useBpffs, useLab, type LabHandle } from './fixtures/lab.js'
 
 const OBJECT = distPath('redirect-bpf/progs/from-endpoint.bpf.o')
 const PODS = ['tiefighter', 'xwing']
@@ -39,9 +39,7 @@ function counter(obj: BpfObject, endpointId: number, verdict: VerdictName): numb
 
 kernelTest(t, 'datapath: egress L3/L4 policy enforced by the TC program, from engine deltas', async (t) => {
   const lab = await useLab(t)
-  const pinRoot = `/run/l7proxy/test-bpffs-${lab.name}`
-  ensureBpffs(pinRoot)
-  t.teardown(() => removeBpffs(pinRoot))
+  const pinRoot = useBpffs(t, lab.name)
 
   const engine = new PolicyEngine({ proxyPorts: { http: 15001, dns: 15053 } })
   const endpointIds = new Map<string, number>()
@@ -117,9 +115,7 @@ kernelTest(t, 'datapath: egress L3/L4 policy enforced by the TC program, from en
 })
 
 kernelTest(t, 'datapath: a map layout that disagrees with the object is refused at load', async (t) => {
-  const pinRoot = `/run/l7proxy/test-bpffs-layout-${process.pid}`
-  ensureBpffs(pinRoot)
-  t.teardown(() => removeBpffs(pinRoot))
+  const pinRoot = useBpffs(t, `layout${process.pid}`)
   const obj = BpfObject.load(OBJECT, pinRoot)
   t.teardown(() => obj.close())
   const policy = obj.map('l7_policy')

@@ -2,7 +2,7 @@
 // `l7proxy lab up` twice is harmless.
 
 import { spawn } from 'node:child_process'
-import { existsSync } from 'node:fs'
+import { existsSync, readFileSync } from 'node:fs'
 import { pathToFileURL } from 'node:url'
 import t from 'tap'
 import { labDown, labStateDir, labStatus } from '../lab/lab.js'
@@ -83,4 +83,30 @@ kernelTest(t, 'l7proxy lab up twice is harmless; status reports it; down removes
   t.equal(down.code, 0)
   t.same(await labNamespaces(name), [])
   t.match(runCli(['lab', 'down', '--name', name]).stdout, /nothing to remove/, 'down again is harmless')
+})
+
+kernelTest(t, 'a test process stopped by SIGTERM (a tap timeout) cleans up its lab and bpffs', async (t) => {
+  const fixture = pathToFileURL(distPath('test/fixtures/lab.js')).href
+  // The fixture with a minimal stand-in for tap's Test: teardowns that never get to run.
+  const code = `import(${JSON.stringify(fixture)}).then(async (m) => {
+    const t = { teardown() {} }
+    const lab = await m.useLab(t)
+    const dir = m.useBpffs(t, lab.name)
+    console.log(JSON.stringify({ name: lab.name, dir }))
+    setInterval(() => {}, 1000)
+  })`
+  const child = spawn(process.execPath, ['-e', code], { stdio: ['ignore', 'pipe', 'inherit'] })
+  const exited = new Promise<number | null>((r) => child.once('exit', (c) => r(c)))
+  let out = ''
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()))
+  await until('the child to bring its lab up', async () => out.includes('\n'))
+  const { name, dir } = JSON.parse(out) as { name: string; dir: string }
+  t.teardown(() => labDown(name).then(() => undefined))
+  t.ok((await labNamespaces(name)).length > 0, 'the child has a lab')
+  t.ok(existsSync(dir), 'and a bpffs')
+  child.kill('SIGTERM')
+  t.equal(await exited, 143, 'it exits as killed by SIGTERM')
+  t.same(await labNamespaces(name), [], 'its lab is gone')
+  t.notOk(readFileSync('/proc/mounts', 'utf8').includes(` ${dir} `), 'its bpffs is unmounted')
+  t.notOk(existsSync(dir), 'and removed')
 })

@@ -10,7 +10,6 @@ import { LAB_HOSTS, nodeIfname } from '../lab/topology.js'
 import { distPath } from '../lib/project-root.js'
 import { PolicyEngine } from '../policy/engine.js'
 import { BpfObject } from '../redirect-bpf/bpf-object.js'
-import { ensureBpffs, removeBpffs } from '../redirect-bpf/bpffs.js'
 import { checkLayout, originalDestination, readCounters, writeConfig, type VerdictName } from '../redirect-bpf/map-layout.js'
 import { REDIRECT_MODES, ROUTE_TABLE, parseMode, setupMode, teardownModes, type RedirectMode, type Run } from '../redirect-bpf/modes/redirect-mode.js'
 import { inNetns } from '../redirect-bpf/netns.js'
@@ -18,7 +17,7 @@ import { PolicyWriter } from '../redirect-bpf/policy-writer.js'
 import { attachTc, ifindexOf } from '../redirect-bpf/tc.js'
 import { transparentTcpListener, transparentUdpSocket } from '../redirect-bpf/transparent-socket.js'
 import { kernelTest } from './fixtures/kernel.js'
-import { useLab, type LabHandle } from './fixtures/lab.js'
+import { useBpffs, useLab, type LabHandle } from './fixtures/lab.js'
 
 const HTTP_PORT = 15001
 const DNS_PORT = 15053
@@ -47,9 +46,7 @@ async function steeredLab(t: Test, mode: RedirectMode, policy: string): Promise<
     const r = spawnSync('ip', ['netns', 'exec', node, ...argv], { encoding: 'utf8', timeout: 10_000 })
     return { code: r.status ?? 1, stderr: r.stderr }
   }
-  const pinRoot = `/run/l7proxy/test-bpffs-${lab.name}`
-  ensureBpffs(pinRoot)
-  t.teardown(() => removeBpffs(pinRoot))
+  const pinRoot = useBpffs(t, lab.name)
   const engine = new PolicyEngine({ proxyPorts: { http: HTTP_PORT, dns: DNS_PORT } })
   const ids = new Map<string, number>()
   LAB_HOSTS.filter((h) => h.role !== 'external').forEach((h, i) => {
