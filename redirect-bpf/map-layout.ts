@@ -103,7 +103,7 @@ export function decodePolicyValue(b: Buffer): { deny: boolean; proxyPort: number
 }
 
 /** enum l7_redirect_mode */
-export const MODE_NUMBERS = { none: 0, tproxy: 1, 'sk-assign': 2 } as const
+export const MODE_NUMBERS = { none: 0, tproxy: 1, 'sk-assign': 2, dnat: 3 } as const
 
 /** The one l7_config entry: redirect mode and the proxy's listening address. */
 export function writeConfig(obj: BpfObject, mode: keyof typeof MODE_NUMBERS, proxyAddr: string): void {
@@ -138,12 +138,15 @@ export function readCounters(obj: BpfObject): Counter[] {
   return out
 }
 
-/** Where a steered datagram from client address:port was going (the proxymap), or null. */
-export function originalDestination(obj: BpfObject, clientAddress: string, clientPort: number): { address: string; port: number } | null {
+/**
+ * Where a steered flow from client address:port was going (the proxymap), or null: for
+ * datagrams in every mode, and for connections in dnat mode.
+ */
+export function originalDestination(obj: BpfObject, clientAddress: string, clientPort: number, protocol: 'tcp' | 'udp'): { address: string; port: number } | null {
   const key = Buffer.alloc(8)
   ipv4Key(clientAddress).copy(key, 0)
   key.writeUInt16BE(clientPort, 4)
-  key.writeUInt8(17, 6) // UDP
+  key.writeUInt8(protocol === 'tcp' ? 6 : 17, 6)
   const v = obj.map('l7_proxymap').lookup(key)
   if (!v) return null
   return { address: `${v[0]}.${v[1]}.${v[2]}.${v[3]}`, port: v.readUInt16BE(4) }

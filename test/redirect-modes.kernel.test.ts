@@ -6,7 +6,7 @@ import { spawnSync } from 'node:child_process'
 import { createSocket, type Socket } from 'node:dgram'
 import { createServer, type Server } from 'node:http'
 import t, { type Test } from 'tap'
-import { LAB_HOSTS, nodeIfname } from '../lab/topology.js'
+import { GATEWAY_IP, LAB_HOSTS, nodeIfname } from '../lab/topology.js'
 import { distPath } from '../lib/project-root.js'
 import { PolicyEngine } from '../policy/engine.js'
 import { BpfObject } from '../redirect-bpf/bpf-object.js'
@@ -30,6 +30,9 @@ spec:
 ${body}`
 
 interface SteeredLab {
+  mode: RedirectMode
+  /** Where the proxies listen: loopback, or for dnat a node address the rewritten packets can reach. */
+  proxyAddr: string
   lab: LabHandle
   obj: BpfObject
   run: Run
@@ -47,6 +50,7 @@ async function steeredLab(t: Test, mode: RedirectMode, policy: string): Promise<
     return { code: r.status ?? 1, stderr: r.stderr }
   }
   const pinRoot = useBpffs(t, lab.name)
+  const proxyAddr = mode === 'dnat' ? GATEWAY_IP : '127.0.0.1'
   const engine = new PolicyEngine({ proxyPorts: { http: HTTP_PORT, dns: DNS_PORT } })
   const ids = new Map<string, number>()
   LAB_HOSTS.filter((h) => h.role !== 'external').forEach((h, i) => {
@@ -57,29 +61,35 @@ async function steeredLab(t: Test, mode: RedirectMode, policy: string): Promise<
   const ifindex = new Map<number, number>()
   const obj = inNetns(node, () => {
     const o = BpfObject.load(distPath('redirect-bpf/progs/from-endpoint.bpf.o'), pinRoot)
+    const reverse = BpfObject.load(distPath('redirect-bpf/progs/to-endpoint.bpf.o'), pinRoot) // shares the pinned maps
     checkLayout(o)
-    writeConfig(o, mode, '127.0.0.1')
+    writeConfig(o, mode, proxyAddr)
     for (const h of LAB_HOSTS) {
       const idx = ifindexOf(nodeIfname(h.name))
       if (ids.has(h.name)) ifindex.set(ids.get(h.name)!, idx)
       attachTc(idx, 'ingress', o.programFd('from_endpoint'))
+      attachTc(idx, 'egress', reverse.programFd('to_endpoint'))
     }
+    reverse.close() // attached programs stay
     return o
   })
   t.teardown(() => obj.close())
   new PolicyWriter(obj, (id) => ifindex.get(id)).apply(engine.takeDelta())
-  setupMode(mode, run, [HTTP_PORT, DNS_PORT])
+  setupMode(mode, run, [HTTP_PORT, DNS_PORT], proxyAddr)
   t.teardown(() => teardownModes(run))
   const count = (host: string, verdict: VerdictName) =>
     readCounters(obj).find((c) => c.endpointId === ids.get(host) && c.verdict === verdict)?.packets ?? 0
-  return { lab, obj, run, ids, count }
+  return { mode, proxyAddr, lab, obj, run, ids, count }
 }
 
 /** A test HTTP "proxy" on a transparent listener in the node: answers with what it saw. */
 async function httpProxy(t: Test, s: SteeredLab): Promise<{ close(): Promise<void> }> {
-  const fd = inNetns(s.lab.netns('node'), () => transparentTcpListener('127.0.0.1', HTTP_PORT))
+  const fd = inNetns(s.lab.netns('node'), () => transparentTcpListener(s.proxyAddr, HTTP_PORT))
   const server: Server = createServer({ keepAlive: true }, (req, res) => {
-    res.end(JSON.stringify({ local: `${req.socket.localAddress}:${req.socket.localPort}`, remote: req.socket.remoteAddress, port: req.socket.remotePort }))
+    const { localAddress, localPort, remoteAddress, remotePort } = req.socket
+    // The design's two ways to learn where the client was going: getsockname, or the proxymap.
+    const dest = s.mode === 'dnat' ? originalDestination(s.obj, remoteAddress!, remotePort!, 'tcp') : { address: localAddress!, port: localPort! }
+    res.end(JSON.stringify({ original: dest ? `${dest.address}:${dest.port}` : 'unknown', remote: remoteAddress, port: remotePort }))
   })
   await new Promise<void>((resolve) => server.listen({ fd }, resolve))
   let open = true
@@ -94,7 +104,7 @@ async function curl(lab: LabHandle, host: string, urls: string[]) {
 
 t.test('redirect modes: names', async (t) => {
   t.equal(parseMode('tproxy'), 'tproxy')
-  t.throws(() => parseMode('sockmap'), { message: /redirect mode 'sockmap' is not implemented yet \(available: tproxy, sk-assign\)/ })
+  t.throws(() => parseMode('sockmap'), { message: /redirect mode 'sockmap' is not implemented yet \(available: tproxy, sk-assign, dnat\)/ })
   t.throws(() => parseMode('magic'), { message: /unknown redirect mode 'magic'/ })
 })
 
@@ -110,10 +120,10 @@ for (const mode of REDIRECT_MODES) {
     const proxy = await httpProxy(t, s)
     const r = await curl(s.lab, 'tiefighter', ['http://198.18.2.10/v1/', 'http://198.18.2.10/v1/again'])
     t.equal(r.code, 0, `curl ok: ${r.stderr}`)
-    const answers = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as { local: string; remote: string; port: number })
+    const answers = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as { original: string; remote: string; port: number })
     t.equal(answers.length, 2, 'two requests answered')
     for (const a of answers) {
-      t.equal(a.local, '198.18.2.10:80', 'the proxy sees the original destination')
+      t.equal(a.original, '198.18.2.10:80', 'the proxy recovers the original destination')
       t.equal(a.remote, '198.18.1.10', "and the client's own address")
     }
     t.equal(answers[0]!.port, answers[1]!.port, 'one connection carried both (established packets steered too)')
@@ -148,11 +158,13 @@ for (const mode of REDIRECT_MODES) {
     const replySockets = new Map<string, Socket>()
     const proxy = createSocket('udp4')
     proxy.on('message', (msg, rinfo) => {
-      const dest = originalDestination(s.obj, rinfo.address, rinfo.port)
+      const dest = originalDestination(s.obj, rinfo.address, rinfo.port, 'udp')
       seen.push({ client: `${rinfo.address}:${rinfo.port}`, destination: dest ? `${dest.address}:${dest.port}` : 'unknown' })
       if (!dest || msg.length < 12) return
       const key = `${dest.address}:${dest.port}`
-      let reply = replySockets.get(key)
+      // dnat: the kernel reverse-translates the proxy's own replies; otherwise answer from a
+      // transparent socket bound to the original destination.
+      let reply = mode === 'dnat' ? proxy : replySockets.get(key)
       if (!reply) {
         const fd = inNetns(node, () => transparentUdpSocket(dest.address, dest.port))
         reply = createSocket('udp4')
@@ -164,7 +176,7 @@ for (const mode of REDIRECT_MODES) {
       answer[3] = (answer[3]! & 0xf0) | 5 // RCODE REFUSED
       reply.send(answer, rinfo.port, rinfo.address)
     })
-    const fd = inNetns(node, () => transparentUdpSocket('127.0.0.1', DNS_PORT))
+    const fd = inNetns(node, () => transparentUdpSocket(s.proxyAddr, DNS_PORT))
     await new Promise<void>((resolve) => proxy.bind({ fd }, resolve))
     let proxyOpen = true
     const closeProxy = () => {
@@ -203,7 +215,7 @@ kernelTest(t, 'ingress policy is enforced at the sender, and conntrack lets repl
   )
   await httpProxy(t, s)
   const tie = await curl(s.lab, 'tiefighter', ['http://198.18.2.10/v1/request-landing'])
-  t.match(JSON.parse(tie.stdout.trim()), { local: '198.18.2.10:80', remote: '198.18.1.10' }, "deathstar's ingress L7 rule steers the tiefighter to the proxy")
+  t.match(JSON.parse(tie.stdout.trim()), { original: '198.18.2.10:80', remote: '198.18.1.10' }, "deathstar's ingress L7 rule steers the tiefighter to the proxy")
   t.not((await curl(s.lab, 'xwing', ['http://198.18.2.10/v1/'])).code, 0, 'the xwing is denied by deathstar ingress policy')
   t.not((await curl(s.lab, 'world', ['http://198.18.2.10/v1/'])).code, 0, 'so is the outside world')
   t.ok(s.count('deathstar', 'denied-default') > 0, 'counted on the deathstar as denied by default')

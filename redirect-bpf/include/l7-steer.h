@@ -6,7 +6,10 @@
 #ifndef L7_STEER_H
 #define L7_STEER_H
 
+#include <linux/if_ether.h>
+#include <linux/ip.h>
 #include <linux/pkt_cls.h>
+#include <stddef.h>
 #include <bpf/bpf_endian.h>
 #include "l7proxy-maps.h"
 
@@ -57,12 +60,37 @@ static __always_inline int assign_udp_to_proxy(struct __sk_buff *skb, struct bpf
 	return err ? -1 : 0;
 }
 
-static __always_inline void remember_destination(struct bpf_sock_tuple *tuple, __u8 proto)
+static __always_inline void remember_destination(struct bpf_sock_tuple *tuple, __u8 proto, __u16 proxy_port)
 {
 	struct proxymap_key key = { .saddr = tuple->ipv4.saddr, .sport = tuple->ipv4.sport, .protocol = proto };
-	struct proxymap_value value = { .daddr = tuple->ipv4.daddr, .dport = tuple->ipv4.dport };
+	struct proxymap_value value = { .daddr = tuple->ipv4.daddr, .dport = tuple->ipv4.dport, .proxy_port = proxy_port };
 
 	bpf_map_update_elem(&l7_proxymap, &key, &value, BPF_ANY);
+}
+
+/* Rewrites one address (at addr_off) and one port (at port_off) of an IPv4 TCP/UDP packet, with
+ * the IP and L4 checksums, as NAT does. Shared by dnat (destination) and its reverse (source). */
+static __always_inline int rewrite(struct __sk_buff *skb, __u8 proto, __u32 l4_off, __u32 addr_off, __u32 port_off,
+				   __u32 old_addr, __u32 new_addr, __u16 old_port, __u16 new_port)
+{
+	__u32 csum_off = l4_off + (proto == IPPROTO_TCP ? 16 : 6);
+	__u64 flags = proto == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0;
+
+	if (bpf_l4_csum_replace(skb, csum_off, old_addr, new_addr, flags | BPF_F_PSEUDO_HDR | 4) ||
+	    bpf_l4_csum_replace(skb, csum_off, old_port, new_port, flags | 2) ||
+	    bpf_l3_csum_replace(skb, ETH_HLEN + offsetof(struct iphdr, check), old_addr, new_addr, 4) ||
+	    bpf_skb_store_bytes(skb, addr_off, &new_addr, 4, 0) || bpf_skb_store_bytes(skb, port_off, &new_port, 2, 0))
+		return -1;
+	return 0;
+}
+
+static __always_inline __u32 l4_offset(struct __sk_buff *skb)
+{
+	__u8 vihl;
+
+	if (bpf_skb_load_bytes(skb, ETH_HLEN, &vihl, 1))
+		return 0;
+	return ETH_HLEN + (vihl & 0xf) * 4;
 }
 
 static __always_inline int to_proxy(struct __sk_buff *skb, __u8 proto, struct bpf_sock_tuple *tuple, __u16 proxy_port)
@@ -73,8 +101,9 @@ static __always_inline int to_proxy(struct __sk_buff *skb, __u8 proto, struct bp
 
 	if (!cfg)
 		return TC_ACT_SHOT;
-	if (proto == IPPROTO_UDP) /* TCP proxies read it from getsockname() */
-		remember_destination(tuple, proto);
+	/* TCP proxies read the destination from getsockname(), except behind dnat. */
+	if (proto == IPPROTO_UDP || cfg->mode == L7_MODE_DNAT)
+		remember_destination(tuple, proto, proxy_port);
 	switch (cfg->mode) {
 	case L7_MODE_TPROXY:
 		skb->mark = ((__u32)proxy_port << 16) | L7_PROXY_MARK;
@@ -88,6 +117,14 @@ static __always_inline int to_proxy(struct __sk_buff *skb, __u8 proto, struct bp
 			return TC_ACT_SHOT;
 		skb->mark = L7_PROXY_MARK;
 		return TC_ACT_OK;
+	case L7_MODE_DNAT: {
+		__u32 l4_off = l4_offset(skb);
+
+		if (!l4_off || rewrite(skb, proto, l4_off, ETH_HLEN + offsetof(struct iphdr, daddr), l4_off + 2, tuple->ipv4.daddr,
+				       cfg->proxy_addr, tuple->ipv4.dport, bpf_htons(proxy_port)) < 0)
+			return TC_ACT_SHOT;
+		return TC_ACT_OK;
+	}
 	default:
 		return TC_ACT_SHOT;
 	}

@@ -56,8 +56,9 @@ struct ct_value {
 	__u16 pad[3];
 };
 
-/* proxymap: where a steered datagram was going, keyed by its client, so the proxy can forward
- * it to (and answer from) its original destination. */
+/* proxymap: where a steered flow was going, keyed by its client, so the proxy can forward it to
+ * its original destination: datagrams in every mode, connections too in dnat mode (where
+ * getsockname() only shows the proxy), whose replies it also reverse-translates. */
 struct proxymap_key {
 	__u32 saddr; /* the client, network order */
 	__u16 sport;
@@ -68,7 +69,7 @@ struct proxymap_key {
 struct proxymap_value {
 	__u32 daddr; /* the original destination, network order */
 	__u16 dport;
-	__u16 pad;
+	__u16 proxy_port; /* host order: the proxy it was steered to */
 };
 
 #define L7_CT_TCP_LIFETIME_NS (3600ULL * 1000000000ULL)
@@ -120,6 +121,7 @@ enum l7_redirect_mode {
 	L7_MODE_NONE = 0,      /* nothing steers: flows that need the proxy are dropped */
 	L7_MODE_TPROXY = 1,    /* skb->mark carries the proxy port; a TPROXY rule delivers it */
 	L7_MODE_SK_ASSIGN = 2, /* bpf_sk_assign to the proxy's socket, mark for the local route */
+	L7_MODE_DNAT = 3,      /* destination rewritten to the proxy, replies reverse-translated */
 };
 
 /* The mark l7proxy's local route and TPROXY rules match (0xf00 bits), with the proxy port in the

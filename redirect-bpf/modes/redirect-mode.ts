@@ -5,14 +5,17 @@
 //   tproxy:    skb->mark = proxy port << 16 | 0x200; an iptables TPROXY rule per proxy port in a
 //              chain of our own delivers the flow to the transparent listener (2019 design)
 //   sk-assign: bpf_sk_assign at TC ingress; only the local route is needed (5.7+ design)
-// Both need `fwmark 0x200/0xf00 -> local route`, so steered packets are delivered locally.
+//   dnat:      the destination is rewritten to the proxy on a node address, and to-endpoint
+//              reverse-translates replies; the original destination is in the proxymap (past)
+// tproxy and sk-assign need `fwmark 0x200/0xf00 -> local route`, so steered packets are
+// delivered locally; dnat needs nothing: its packets are addressed to the node.
 
 import { BpfError } from '../libbpf.js'
 
-export const REDIRECT_MODES = ['tproxy', 'sk-assign'] as const
+export const REDIRECT_MODES = ['tproxy', 'sk-assign', 'dnat'] as const
 export type RedirectMode = (typeof REDIRECT_MODES)[number]
 /** Modes of the design that this datapath does not implement yet. */
-export const PLANNED_MODES = ['dnat', 'sockmap'] as const
+export const PLANNED_MODES = ['sockmap'] as const
 
 export const ROUTE_TABLE = 2004
 export const RULE_PREF = 9000
@@ -36,6 +39,7 @@ function must(run: Run, argv: string[]): void {
 /** Sets up the node state `mode` needs; idempotent (removes ours first). */
 export function setupMode(mode: RedirectMode, run: Run, proxyPorts: readonly number[], proxyAddr = '127.0.0.1'): void {
   teardownModes(run)
+  if (mode === 'dnat') return
   must(run, ['ip', 'rule', 'add', 'fwmark', `${MARK}/${MARK_MASK}`, 'lookup', String(ROUTE_TABLE), 'pref', String(RULE_PREF)])
   must(run, ['ip', 'route', 'replace', 'local', '0.0.0.0/0', 'dev', 'lo', 'table', String(ROUTE_TABLE)])
   if (mode !== 'tproxy') return
