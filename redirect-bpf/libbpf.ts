@@ -77,6 +77,8 @@ export interface Libbpf {
   bpf_map_delete_elem: Fn
   bpf_map_get_next_key: Fn
   bpf_obj_get: Fn
+  bpf_prog_attach: Fn
+  bpf_prog_detach2: Fn
   libbpf_num_possible_cpus: Fn
   libbpf_set_print: Fn
   close: Fn
@@ -138,6 +140,8 @@ export function libbpf(): Libbpf {
     bpf_map_delete_elem: f(lib, 'int bpf_map_delete_elem(int fd, void *key)'),
     bpf_map_get_next_key: f(lib, 'int bpf_map_get_next_key(int fd, void *key, void *next_key)'),
     bpf_obj_get: f(lib, 'int bpf_obj_get(const char *path)'),
+    bpf_prog_attach: f(lib, 'int bpf_prog_attach(int prog_fd, int attachable_fd, int type, unsigned int flags)'),
+    bpf_prog_detach2: f(lib, 'int bpf_prog_detach2(int prog_fd, int attachable_fd, int type)'),
     libbpf_num_possible_cpus: f(lib, 'int libbpf_num_possible_cpus()'),
     libbpf_set_print: f(lib, 'void *libbpf_set_print(void *fn)'),
     close: f(libc, 'int close(int fd)'),

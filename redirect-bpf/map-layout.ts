@@ -16,6 +16,8 @@ export const MAP_LAYOUT = {
   l7_endpoint_ips: { key: 4, value: 12 },
   l7_ct: { key: 16, value: 16 },
   l7_proxymap: { key: 8, value: 8 },
+  l7_sockhash: { key: 16, value: 8 },
+  l7_sockmap_stats: { key: 4, value: 16 },
 } as const
 
 export type MapName = keyof typeof MAP_LAYOUT
@@ -103,7 +105,7 @@ export function decodePolicyValue(b: Buffer): { deny: boolean; proxyPort: number
 }
 
 /** enum l7_redirect_mode */
-export const MODE_NUMBERS = { none: 0, tproxy: 1, 'sk-assign': 2, dnat: 3 } as const
+export const MODE_NUMBERS = { none: 0, tproxy: 1, 'sk-assign': 2, dnat: 3, sockmap: 4 } as const
 
 /** The one l7_config entry: redirect mode and the proxy's listening address. */
 export function writeConfig(obj: BpfObject, mode: keyof typeof MODE_NUMBERS, proxyAddr: string): void {
@@ -150,4 +152,16 @@ export function originalDestination(obj: BpfObject, clientAddress: string, clien
   const v = obj.map('l7_proxymap').lookup(key)
   if (!v) return null
   return { address: `${v[0]}.${v[1]}.${v[2]}.${v[3]}`, port: v.readUInt16BE(4) }
+}
+
+/** Messages and bytes the sk_msg program moved socket to socket (sockmap mode). */
+export function readSockmapStats(obj: BpfObject): { messages: number; bytes: number } {
+  const v = obj.map('l7_sockmap_stats').lookup(u32(0))
+  let messages = 0n
+  let bytes = 0n
+  for (let off = 0; v && off + 16 <= v.length; off += 16) {
+    messages += v.readBigUInt64LE(off)
+    bytes += v.readBigUInt64LE(off + 8)
+  }
+  return { messages: Number(messages), bytes: Number(bytes) }
 }

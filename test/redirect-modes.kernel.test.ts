@@ -10,12 +10,14 @@ import { GATEWAY_IP, LAB_HOSTS, nodeIfname } from '../lab/topology.js'
 import { distPath } from '../lib/project-root.js'
 import { PolicyEngine } from '../policy/engine.js'
 import { BpfObject } from '../redirect-bpf/bpf-object.js'
-import { checkLayout, originalDestination, readCounters, writeConfig, type VerdictName } from '../redirect-bpf/map-layout.js'
+import { checkLayout, originalDestination, readCounters, readSockmapStats, writeConfig, type VerdictName } from '../redirect-bpf/map-layout.js'
 import { REDIRECT_MODES, ROUTE_TABLE, parseMode, setupMode, teardownModes, type RedirectMode, type Run } from '../redirect-bpf/modes/redirect-mode.js'
+import { attachSkMsg, attachSockops, cgroup2Root, createCgroup, detachSkMsg, detachSockops, joinCgroup, removeCgroup } from '../redirect-bpf/cgroup.js'
 import { inNetns } from '../redirect-bpf/netns.js'
 import { PolicyWriter } from '../redirect-bpf/policy-writer.js'
 import { attachTc, ifindexOf } from '../redirect-bpf/tc.js'
 import { transparentTcpListener, transparentUdpSocket } from '../redirect-bpf/transparent-socket.js'
+import { execCommand } from '../lab/netns.js'
 import { kernelTest } from './fixtures/kernel.js'
 import { useBpffs, useLab, type LabHandle } from './fixtures/lab.js'
 
@@ -39,6 +41,8 @@ interface SteeredLab {
   /** Endpoint id by host name. */
   ids: Map<string, number>
   count(host: string, verdict: VerdictName): number
+  /** sockmap mode: the cgroup whose processes' sockets sock_ops sees. */
+  cgroup: string | null
 }
 
 /** A lab whose node runs from-endpoint on every host's veth in `mode`, with `policy` applied. */
@@ -79,12 +83,35 @@ async function steeredLab(t: Test, mode: RedirectMode, policy: string): Promise<
   t.teardown(() => teardownModes(run))
   const count = (host: string, verdict: VerdictName) =>
     readCounters(obj).find((c) => c.endpointId === ids.get(host) && c.verdict === verdict)?.packets ?? 0
-  return { mode, proxyAddr, lab, obj, run, ids, count }
+  let cgroup: string | null = null
+  if (mode === 'sockmap') {
+    const cg = (cgroup = createCgroup(`l7lab-${lab.name}`))
+    t.teardown(() => removeCgroup(cg))
+    const sockops = BpfObject.load(distPath('redirect-bpf/progs/sockops.bpf.o'), pinRoot)
+    const skMsg = BpfObject.load(distPath('redirect-bpf/progs/sk-msg.bpf.o'), pinRoot)
+    attachSockops(sockops.programFd('steer_sockets'), cg)
+    attachSkMsg(skMsg.programFd('redirect_payload'), obj.map('l7_sockhash').fd)
+    t.teardown(() => {
+      detachSkMsg(skMsg.programFd('redirect_payload'), obj.map('l7_sockhash').fd)
+      detachSockops(sockops.programFd('steer_sockets'), cg)
+      sockops.close()
+      skMsg.close()
+    })
+  }
+  return { mode, proxyAddr, lab, obj, run, ids, count, cgroup }
 }
 
 /** A test HTTP "proxy" on a transparent listener in the node: answers with what it saw. */
 async function httpProxy(t: Test, s: SteeredLab): Promise<{ close(): Promise<void> }> {
-  const fd = inNetns(s.lab.netns('node'), () => transparentTcpListener(s.proxyAddr, HTTP_PORT))
+  // In sockmap mode the proxy's sockets must belong to the cgroup sock_ops watches; a socket's
+  // cgroup is fixed when it is made, and accepted sockets take the listener's.
+  if (s.cgroup) joinCgroup(s.cgroup)
+  let fd: number
+  try {
+    fd = inNetns(s.lab.netns('node'), () => transparentTcpListener(s.proxyAddr, HTTP_PORT))
+  } finally {
+    if (s.cgroup) joinCgroup(cgroup2Root())
+  }
   const server: Server = createServer({ keepAlive: true }, (req, res) => {
     const { localAddress, localPort, remoteAddress, remotePort } = req.socket
     // The design's two ways to learn where the client was going: getsockname, or the proxymap.
@@ -103,9 +130,8 @@ async function curl(lab: LabHandle, host: string, urls: string[]) {
 }
 
 t.test('redirect modes: names', async (t) => {
-  t.equal(parseMode('tproxy'), 'tproxy')
-  t.throws(() => parseMode('sockmap'), { message: /redirect mode 'sockmap' is not implemented yet \(available: tproxy, sk-assign, dnat\)/ })
-  t.throws(() => parseMode('magic'), { message: /unknown redirect mode 'magic'/ })
+  for (const m of ['tproxy', 'sk-assign', 'dnat', 'sockmap']) t.equal(parseMode(m), m)
+  t.throws(() => parseMode('magic'), { message: /unknown redirect mode 'magic' \(expected one of: tproxy, sk-assign, dnat, sockmap\)/ })
 })
 
 const TIEFIGHTER_HTTP = cnp(
@@ -223,4 +249,27 @@ kernelTest(t, 'ingress policy is enforced at the sender, and conntrack lets repl
   t.equal(out.code, 0, `the deathstar's own connection out works: its replies pass by conntrack (${out.stderr})`)
   t.match(out.stdout, /"name":"world"/)
   t.equal((await curl(s.lab, 'xwing', ['http://192.0.2.3/v1/'])).code, 0, 'flows between hosts without policy pass')
+})
+
+kernelTest(t, 'sockmap: payload between the pod and the proxy moves socket to socket through sk_msg', async (t) => {
+  const s = await steeredLab(t, 'sockmap', TIEFIGHTER_HTTP)
+  await httpProxy(t, s)
+  const before = readSockmapStats(s.obj)
+  // A client outside the cgroup: only the proxy's end is in the sockhash, so the normal path.
+  const outside = await curl(s.lab, 'tiefighter', ['http://198.18.2.10/v1/outside'])
+  t.match(JSON.parse(outside.stdout.trim()), { original: '198.18.2.10:80', remote: '198.18.1.10' }, 'a client outside the cgroup still works')
+  t.same(readSockmapStats(s.obj), before, 'and nothing was redirected: no peer in the sockhash')
+  // A client inside the cgroup: both ends are in the sockhash.
+  // Async: the proxy answering it lives in this process's event loop.
+  const inside = await execCommand(
+    ['sh', '-c', 'echo $$ > "$0/cgroup.procs" && exec ip netns exec "$1" curl -sS --max-time 3 http://198.18.2.10/v1/inside -w "\\n" http://198.18.2.10/v1/again', s.cgroup!, s.lab.netns('tiefighter')],
+    { timeoutMs: 15_000 },
+  )
+  const after = readSockmapStats(s.obj)
+  t.equal(inside.code, 0, `curl exit ${inside.code}: ${inside.stderr} (sk_msg moved ${after.messages - before.messages} messages, ${after.bytes - before.bytes} bytes)`)
+  const answers = inside.stdout.trim().split('\n').map((l) => JSON.parse(l) as { original: string; remote: string })
+  t.equal(answers.length, 2, 'both requests answered over the redirected path')
+  for (const a of answers) t.match(a, { original: '198.18.2.10:80', remote: '198.18.1.10' })
+  t.ok(after.messages - before.messages >= 4, `sk_msg moved ${after.messages - before.messages} messages (two requests, two responses)`)
+  t.ok(after.bytes - before.bytes > 200, `${after.bytes - before.bytes} bytes went socket to socket`)
 })

@@ -109,6 +109,7 @@ static __always_inline int to_proxy(struct __sk_buff *skb, __u8 proto, struct bp
 		skb->mark = ((__u32)proxy_port << 16) | L7_PROXY_MARK;
 		return TC_ACT_OK;
 	case L7_MODE_SK_ASSIGN:
+	case L7_MODE_SOCKMAP: /* connections reach the proxy as in sk-assign */
 		if (proto == IPPROTO_TCP)
 			err = assign_to_proxy(skb, tuple, cfg->proxy_addr, proxy_port);
 		else

@@ -122,6 +122,7 @@ enum l7_redirect_mode {
 	L7_MODE_TPROXY = 1,    /* skb->mark carries the proxy port; a TPROXY rule delivers it */
 	L7_MODE_SK_ASSIGN = 2, /* bpf_sk_assign to the proxy's socket, mark for the local route */
 	L7_MODE_DNAT = 3,      /* destination rewritten to the proxy, replies reverse-translated */
+	L7_MODE_SOCKMAP = 4,   /* steered as sk-assign, then payload moved socket to socket */
 };
 
 /* The mark l7proxy's local route and TPROXY rules match (0xf00 bits), with the proxy port in the
@@ -132,6 +133,15 @@ enum l7_redirect_mode {
 struct config_value {
 	__u32 mode; /* l7_redirect_mode */
 	__u32 proxy_addr; /* network order: where the proxy listens (127.0.0.1) */
+};
+
+/* sockhash: both local ends of a steered TCP connection (the pod's socket and the proxy's
+ * accepted one), keyed by each socket's own view of the tuple; ports in host order. */
+struct sock_key {
+	__u32 local_ip4; /* network order */
+	__u32 remote_ip4;
+	__u32 local_port;
+	__u32 remote_port;
 };
 
 #define L7_MAX_ENDPOINTS 1024
@@ -202,5 +212,22 @@ struct {
 	__uint(max_entries, 1);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } l7_config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKHASH);
+	__type(key, struct sock_key);
+	__type(value, __u64);
+	__uint(max_entries, 65536);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} l7_sockhash SEC(".maps");
+
+/* sockmap_stats: messages and bytes sk_msg moved socket to socket (index 0). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct counter_value);
+	__uint(max_entries, 1);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} l7_sockmap_stats SEC(".maps");
 
 #endif /* L7PROXY_MAPS_H */

@@ -7,15 +7,15 @@
 //   sk-assign: bpf_sk_assign at TC ingress; only the local route is needed (5.7+ design)
 //   dnat:      the destination is rewritten to the proxy on a node address, and to-endpoint
 //              reverse-translates replies; the original destination is in the proxymap (past)
+//   sockmap:   steered as sk-assign; sock_ops puts both local ends of the connection in a
+//              sockhash and sk_msg moves payload socket to socket (cgroup.ts attaches them)
 // tproxy and sk-assign need `fwmark 0x200/0xf00 -> local route`, so steered packets are
 // delivered locally; dnat needs nothing: its packets are addressed to the node.
 
 import { BpfError } from '../libbpf.js'
 
-export const REDIRECT_MODES = ['tproxy', 'sk-assign', 'dnat'] as const
+export const REDIRECT_MODES = ['tproxy', 'sk-assign', 'dnat', 'sockmap'] as const
 export type RedirectMode = (typeof REDIRECT_MODES)[number]
-/** Modes of the design that this datapath does not implement yet. */
-export const PLANNED_MODES = ['sockmap'] as const
 
 export const ROUTE_TABLE = 2004
 export const RULE_PREF = 9000
@@ -27,8 +27,7 @@ export type Run = (argv: string[]) => { code: number; stderr: string }
 
 export function parseMode(s: string): RedirectMode {
   if ((REDIRECT_MODES as readonly string[]).includes(s)) return s as RedirectMode
-  if ((PLANNED_MODES as readonly string[]).includes(s)) throw new BpfError('EATTACH', `redirect mode '${s}' is not implemented yet (available: ${REDIRECT_MODES.join(', ')})`)
-  throw new BpfError('EATTACH', `unknown redirect mode '${s}' (expected one of: ${[...REDIRECT_MODES, ...PLANNED_MODES].join(', ')})`)
+  throw new BpfError('EATTACH', `unknown redirect mode '${s}' (expected one of: ${REDIRECT_MODES.join(', ')})`)
 }
 
 function must(run: Run, argv: string[]): void {

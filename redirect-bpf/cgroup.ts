@@ -1,0 +1,86 @@
+// cgroup2 for the sockmap mode: sock_ops programs attach to a cgroup2 directory and see the
+// sockets of the processes in it. The machine's /sys/fs/cgroup is cgroup v1 with cgroup2 at
+// /sys/fs/cgroup/unified; where there is none, l7proxy mounts its own.
+
+import { mkdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import koffi from 'koffi'
+import { BpfError, check, cString, errnoName, libbpf } from './libbpf.js'
+
+const BPF_CGROUP_SOCK_OPS = 3
+const BPF_SK_MSG_VERDICT = 7
+const O_RDONLY_DIRECTORY_CLOEXEC = 0o2000000 | 0o200000
+
+function cgroup2Mounts(): string[] {
+  return readFileSync('/proc/self/mounts', 'utf8')
+    .split('\n')
+    .map((l) => l.split(' '))
+    .filter((f) => f[2] === 'cgroup2')
+    .map((f) => f[1]!)
+}
+
+/** A cgroup2 mount point: an existing one, or one l7proxy mounts under /run/l7proxy. */
+export function cgroup2Root(): string {
+  const existing = cgroup2Mounts()
+  if (existing.length > 0) return existing.includes('/sys/fs/cgroup/unified') ? '/sys/fs/cgroup/unified' : existing[0]!
+  const dir = '/run/l7proxy/cgroup2'
+  mkdirSync(dir, { recursive: true })
+  if ((libbpf().mount(cString('none'), cString(dir), cString('cgroup2'), 0, null) as number) !== 0) {
+    throw new BpfError('EMOUNT', `cannot mount cgroup2 at ${dir}: ${errnoName(koffi.errno())}`)
+  }
+  return dir
+}
+
+function openDir(dir: string): number {
+  const fd = libbpf().open(cString(dir), O_RDONLY_DIRECTORY_CLOEXEC) as number
+  if (fd < 0) throw new BpfError('EATTACH', `cannot open cgroup ${dir}: ${errnoName(koffi.errno())}`)
+  return fd
+}
+
+export function createCgroup(name: string): string {
+  const dir = join(cgroup2Root(), name)
+  mkdirSync(dir, { recursive: true })
+  return dir
+}
+
+/** Moves a process (and its future children) into a cgroup. */
+export function joinCgroup(dir: string, pid: number = process.pid): void {
+  writeFileSync(join(dir, 'cgroup.procs'), `${pid}\n`)
+}
+
+/** Moves every process of `dir` back to the root and removes it. */
+export function removeCgroup(dir: string): void {
+  const root = cgroup2Root()
+  try {
+    for (const pid of readFileSync(join(dir, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean)) joinCgroup(root, Number(pid))
+    rmdirSync(dir)
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e
+  }
+}
+
+export function attachSockops(progFd: number, cgroupDir: string): void {
+  const fd = openDir(cgroupDir)
+  try {
+    check(libbpf().bpf_prog_attach(progFd, fd, BPF_CGROUP_SOCK_OPS, 0) as number, 'EATTACH', `attaching sock_ops to ${cgroupDir}`)
+  } finally {
+    libbpf().close(fd)
+  }
+}
+
+export function detachSockops(progFd: number, cgroupDir: string): void {
+  const fd = openDir(cgroupDir)
+  try {
+    check(libbpf().bpf_prog_detach2(progFd, fd, BPF_CGROUP_SOCK_OPS) as number, 'EATTACH', `detaching sock_ops from ${cgroupDir}`)
+  } finally {
+    libbpf().close(fd)
+  }
+}
+
+export function attachSkMsg(progFd: number, sockhashFd: number): void {
+  check(libbpf().bpf_prog_attach(progFd, sockhashFd, BPF_SK_MSG_VERDICT, 0) as number, 'EATTACH', 'attaching sk_msg to the sockhash')
+}
+
+export function detachSkMsg(progFd: number, sockhashFd: number): void {
+  check(libbpf().bpf_prog_detach2(progFd, sockhashFd, BPF_SK_MSG_VERDICT) as number, 'EATTACH', 'detaching sk_msg from the sockhash')
+}
