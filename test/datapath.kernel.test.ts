@@ -1,5 +1,5 @@
-// The kernel datapath for real: from-endpoint.bpf.o loaded through libbpf (koffi) in the lab's
-// node namespace, attached to the pods' veths, its maps driven by the policy engine's deltas.
+// The kernel datapath for real: loaded through libbpf (koffi) in the lab's node namespace,
+// attached to the pods' veths, its maps driven by the policy engine's deltas.
 
 import { existsSync } from 'node:fs'
 import t from 'tap'
@@ -7,11 +7,11 @@ import { LAB_HOSTS, nodeIfname } from '../lab/topology.js'
 import { distPath } from '../lib/project-root.js'
 import { PolicyEngine } from '../policy/engine.js'
 import { BpfObject } from '../redirect-bpf/bpf-object.js'
+import { Datapath } from '../redirect-bpf/datapath.js'
 import { removeBpffs } from '../redirect-bpf/bpffs.js'
-import { checkLayout, decodePolicyKey, readCounters, type VerdictName } from '../redirect-bpf/map-layout.js'
+import { checkLayout, decodePolicyKey, type VerdictName } from '../redirect-bpf/map-layout.js'
 import { inNetns } from '../redirect-bpf/netns.js'
-import { PolicyWriter } from '../redirect-bpf/policy-writer.js'
-import { attachTc, detachTc, ifindexOf, queryTc } from '../redirect-bpf/tc.js'
+import { ifindexOf, queryTc } from '../redirect-bpf/tc.js'
 import { kernelTest } from './fixtures/kernel.js'
 import { useBpffs, useLab, type LabHandle } from './fixtures/lab.js'
 
@@ -33,14 +33,9 @@ async function curlCode(lab: LabHandle, host: string): Promise<number> {
   return r.code
 }
 
-function counter(obj: BpfObject, endpointId: number, verdict: VerdictName): number {
-  return readCounters(obj).find((c) => c.endpointId === endpointId && c.verdict === verdict)?.packets ?? 0
-}
-
 kernelTest(t, 'datapath: egress L3/L4 policy enforced by the TC program, from engine deltas', async (t) => {
   const lab = await useLab(t)
   const pinRoot = useBpffs(t, lab.name)
-
   const engine = new PolicyEngine({ proxyPorts: { http: 15001, dns: 15053 } })
   const endpointIds = new Map<string, number>()
   LAB_HOSTS.filter((h) => h.role !== 'external').forEach((h, i) => {
@@ -50,66 +45,57 @@ kernelTest(t, 'datapath: egress L3/L4 policy enforced by the TC program, from en
   engine.loadFile('xwing.yaml', policy(''))
   const xwing = endpointIds.get('xwing')!
   const tiefighter = endpointIds.get('tiefighter')!
-
-  const ifindex = new Map<number, number>()
-  let obj = inNetns(lab.netns('node'), () => {
-    const o = BpfObject.load(OBJECT, pinRoot)
-    checkLayout(o)
-    for (const pod of PODS) {
-      const idx = ifindexOf(nodeIfname(pod))
-      ifindex.set(endpointIds.get(pod)!, idx)
-      attachTc(idx, 'ingress', o.programFd('from_endpoint'))
-    }
-    return o
-  })
-  t.teardown(() => obj.close())
-  const writer = new PolicyWriter(obj, (id) => ifindex.get(id))
-  const first = writer.apply(engine.takeDelta())
+  // No proxy listens in this test: flows that need one must be dropped.
+  const start = () => {
+    const d = Datapath.start({ mode: 'sk-assign', pinRoot, proxyAddress: '127.0.0.1', proxyPorts: [15001, 15053], netns: lab.netns('node') })
+    for (const pod of PODS) d.attach(nodeIfname(pod), endpointIds.get(pod))
+    return d
+  }
+  let dp = start()
+  t.teardown(() => dp.stop())
+  const counter = (endpointId: number, verdict: VerdictName) => dp.counters().find((c) => c.endpointId === endpointId && c.verdict === verdict)?.packets ?? 0
+  const first = dp.apply(engine.takeDelta())
   t.ok(first.upserts > 0, `${first.upserts} entries written`)
 
   t.not(await curlCode(lab, 'xwing'), 0, 'xwing -> deathstar:80 is dropped (default deny at egress)')
-  t.ok(counter(obj, xwing, 'denied-default') > 0, 'and counted as denied by default')
+  t.ok(counter(xwing, 'denied-default') > 0, 'and counted as denied by default')
   const dig = await lab.exec('xwing', ['dig', '+short', '+time=2', '+tries=1', 'cantina.empire'])
   t.same(dig.stdout.trim().split('\n').sort(), ['192.0.2.3', '192.0.2.4'], 'xwing may still resolve through kube-dns:53')
-  t.ok(counter(obj, xwing, 'allowed') > 0, 'counted as allowed')
+  t.ok(counter(xwing, 'allowed') > 0, 'counted as allowed')
   t.equal(await curlCode(lab, 'tiefighter'), 0, 'the tiefighter, not selected, passes')
-  t.ok(counter(obj, tiefighter, 'not-enforced') > 0, 'counted as not enforced')
+  t.ok(counter(tiefighter, 'not-enforced') > 0, 'counted as not enforced')
 
   engine.loadFile('xwing.yaml', policy('  - toEndpoints: [ { matchLabels: { class: deathstar } } ]\n    toPorts: [ { ports: [ { port: "80", protocol: TCP } ] } ]\n'))
   const change = engine.takeDelta()
   t.same([...change.policy.keys()], [xwing], 'a policy change touches only the xwing')
   t.equal(change.policy.get(xwing)!.upserts.length, 1, 'with one new entry')
-  writer.apply(change)
+  dp.apply(change)
   t.equal(await curlCode(lab, 'xwing'), 0, 'after the live change xwing reaches deathstar:80')
 
   engine.loadFile('xwing.yaml', policy('  - toEndpoints: [ { matchLabels: { class: deathstar } } ]\n    toPorts:\n    - ports: [ { port: "80", protocol: TCP } ]\n      rules: { http: [ { method: GET } ] }\n'))
-  writer.apply(engine.takeDelta())
-  t.not(await curlCode(lab, 'xwing'), 0, 'a flow that needs the proxy is dropped while no redirect mode is set (fail closed)')
-  t.ok(counter(obj, xwing, 'no-proxy') > 0, 'counted as no-proxy')
+  dp.apply(engine.takeDelta())
+  t.not(await curlCode(lab, 'xwing'), 0, 'a flow that needs the proxy is dropped while no proxy listens (fail closed)')
+  t.ok(counter(xwing, 'no-proxy') > 0, 'counted as no-proxy')
 
-  const before = obj.map('l7_policy').keys().map((k) => JSON.stringify(decodePolicyKey(k))).sort()
-  const deniedBefore = counter(obj, xwing, 'denied-default')
-  obj.close()
-  obj = inNetns(lab.netns('node'), () => {
-    const o = BpfObject.load(OBJECT, pinRoot)
-    for (const idx of ifindex.values()) attachTc(idx, 'ingress', o.programFd('from_endpoint'))
-    return o
-  })
-  const after = obj.map('l7_policy').keys().map((k) => JSON.stringify(decodePolicyKey(k))).sort()
-  t.same(after, before, 'a restarted loader finds the pinned policy map as it was')
-  t.ok(counter(obj, xwing, 'denied-default') >= deniedBefore, 'and the counters')
-  t.not(await curlCode(lab, 'xwing'), 0, 'the replaced program enforces the same policy')
+  const policyKeys = () => dp.object.map('l7_policy').keys().map((k) => JSON.stringify(decodePolicyKey(k))).sort()
+  const before = policyKeys()
+  const deniedBefore = counter(xwing, 'denied-default')
+  dp.stop()
+  t.equal(await curlCode(lab, 'xwing'), 0, 'stopped: programs detached, no enforcement left behind')
+  dp = start()
+  t.same(policyKeys(), before, 'a restarted datapath finds the pinned policy map as it was')
+  t.ok(counter(xwing, 'denied-default') >= deniedBefore, 'and the counters')
+  t.not(await curlCode(lab, 'xwing'), 0, 'and enforces the same policy at once')
   t.equal(await lab.exec('xwing', ['dig', '+short', '+time=2', '+tries=1', 'speeder.empire']).then((r) => r.stdout.trim()), '192.0.2.5')
 
+  dp.stop()
   inNetns(lab.netns('node'), () => {
-    for (const idx of ifindex.values()) {
-      t.ok(queryTc(idx, 'ingress'), `program attached on ifindex ${idx}`)
-      t.equal(detachTc(idx, 'ingress'), true)
-      t.equal(queryTc(idx, 'ingress'), null, 'and gone after detach')
+    for (const pod of PODS) {
+      const idx = ifindexOf(nodeIfname(pod))
+      t.equal(queryTc(idx, 'ingress'), null, `nothing attached at ingress of ${nodeIfname(pod)}`)
+      t.equal(queryTc(idx, 'egress'), null, `nor at egress`)
     }
   })
-  t.equal(await curlCode(lab, 'xwing'), 0, 'detached: no enforcement left behind')
-  obj.close()
   removeBpffs(pinRoot)
   t.notOk(existsSync(pinRoot), 'pins and the bpffs are gone')
 })

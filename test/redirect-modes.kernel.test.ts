@@ -7,15 +7,12 @@ import { createSocket, type Socket } from 'node:dgram'
 import { createServer, type Server } from 'node:http'
 import t, { type Test } from 'tap'
 import { GATEWAY_IP, LAB_HOSTS, nodeIfname } from '../lab/topology.js'
-import { distPath } from '../lib/project-root.js'
 import { PolicyEngine } from '../policy/engine.js'
-import { BpfObject } from '../redirect-bpf/bpf-object.js'
-import { checkLayout, originalDestination, readCounters, readSockmapStats, writeConfig, type VerdictName } from '../redirect-bpf/map-layout.js'
-import { REDIRECT_MODES, ROUTE_TABLE, parseMode, setupMode, teardownModes, type RedirectMode, type Run } from '../redirect-bpf/modes/redirect-mode.js'
-import { attachSkMsg, attachSockops, cgroup2Root, createCgroup, detachSkMsg, detachSockops, joinCgroup, removeCgroup } from '../redirect-bpf/cgroup.js'
+import type { VerdictName } from '../redirect-bpf/map-layout.js'
+import { REDIRECT_MODES, ROUTE_TABLE, parseMode, type RedirectMode } from '../redirect-bpf/modes/redirect-mode.js'
+import { cgroup2Root, joinCgroup } from '../redirect-bpf/cgroup.js'
+import { Datapath } from '../redirect-bpf/datapath.js'
 import { inNetns } from '../redirect-bpf/netns.js'
-import { PolicyWriter } from '../redirect-bpf/policy-writer.js'
-import { attachTc, ifindexOf } from '../redirect-bpf/tc.js'
 import { transparentTcpListener, transparentUdpSocket } from '../redirect-bpf/transparent-socket.js'
 import { execCommand } from '../lab/netns.js'
 import { kernelTest } from './fixtures/kernel.js'
@@ -36,24 +33,15 @@ interface SteeredLab {
   /** Where the proxies listen: loopback, or for dnat a node address the rewritten packets can reach. */
   proxyAddr: string
   lab: LabHandle
-  obj: BpfObject
-  run: Run
+  dp: Datapath
   /** Endpoint id by host name. */
   ids: Map<string, number>
   count(host: string, verdict: VerdictName): number
-  /** sockmap mode: the cgroup whose processes' sockets sock_ops sees. */
-  cgroup: string | null
 }
 
-/** A lab whose node runs from-endpoint on every host's veth in `mode`, with `policy` applied. */
+/** A lab whose node runs the datapath on every host's veth in `mode`, with `policy` applied. */
 async function steeredLab(t: Test, mode: RedirectMode, policy: string): Promise<SteeredLab> {
   const lab = await useLab(t)
-  const node = lab.netns('node')
-  const run: Run = (argv) => {
-    const r = spawnSync('ip', ['netns', 'exec', node, ...argv], { encoding: 'utf8', timeout: 10_000 })
-    return { code: r.status ?? 1, stderr: r.stderr }
-  }
-  const pinRoot = useBpffs(t, lab.name)
   const proxyAddr = mode === 'dnat' ? GATEWAY_IP : '127.0.0.1'
   const engine = new PolicyEngine({ proxyPorts: { http: HTTP_PORT, dns: DNS_PORT } })
   const ids = new Map<string, number>()
@@ -62,60 +50,36 @@ async function steeredLab(t: Test, mode: RedirectMode, policy: string): Promise<
     ids.set(h.name, i + 1)
   })
   engine.loadFile('policy.yaml', policy)
-  const ifindex = new Map<number, number>()
-  const obj = inNetns(node, () => {
-    const o = BpfObject.load(distPath('redirect-bpf/progs/from-endpoint.bpf.o'), pinRoot)
-    const reverse = BpfObject.load(distPath('redirect-bpf/progs/to-endpoint.bpf.o'), pinRoot) // shares the pinned maps
-    checkLayout(o)
-    writeConfig(o, mode, proxyAddr)
-    for (const h of LAB_HOSTS) {
-      const idx = ifindexOf(nodeIfname(h.name))
-      if (ids.has(h.name)) ifindex.set(ids.get(h.name)!, idx)
-      attachTc(idx, 'ingress', o.programFd('from_endpoint'))
-      attachTc(idx, 'egress', reverse.programFd('to_endpoint'))
-    }
-    reverse.close() // attached programs stay
-    return o
+  const dp = Datapath.start({
+    mode,
+    pinRoot: useBpffs(t, lab.name),
+    proxyAddress: proxyAddr,
+    proxyPorts: [HTTP_PORT, DNS_PORT],
+    netns: lab.netns('node'),
+    cgroupName: `l7lab-${lab.name}`,
   })
-  t.teardown(() => obj.close())
-  new PolicyWriter(obj, (id) => ifindex.get(id)).apply(engine.takeDelta())
-  setupMode(mode, run, [HTTP_PORT, DNS_PORT], proxyAddr)
-  t.teardown(() => teardownModes(run))
-  const count = (host: string, verdict: VerdictName) =>
-    readCounters(obj).find((c) => c.endpointId === ids.get(host) && c.verdict === verdict)?.packets ?? 0
-  let cgroup: string | null = null
-  if (mode === 'sockmap') {
-    const cg = (cgroup = createCgroup(`l7lab-${lab.name}`))
-    t.teardown(() => removeCgroup(cg))
-    const sockops = BpfObject.load(distPath('redirect-bpf/progs/sockops.bpf.o'), pinRoot)
-    const skMsg = BpfObject.load(distPath('redirect-bpf/progs/sk-msg.bpf.o'), pinRoot)
-    attachSockops(sockops.programFd('steer_sockets'), cg)
-    attachSkMsg(skMsg.programFd('redirect_payload'), obj.map('l7_sockhash').fd)
-    t.teardown(() => {
-      detachSkMsg(skMsg.programFd('redirect_payload'), obj.map('l7_sockhash').fd)
-      detachSockops(sockops.programFd('steer_sockets'), cg)
-      sockops.close()
-      skMsg.close()
-    })
-  }
-  return { mode, proxyAddr, lab, obj, run, ids, count, cgroup }
+  t.teardown(() => dp.stop())
+  for (const h of LAB_HOSTS) dp.attach(nodeIfname(h.name), ids.get(h.name))
+  dp.apply(engine.takeDelta())
+  const count = (host: string, verdict: VerdictName) => dp.counters().find((c) => c.endpointId === ids.get(host) && c.verdict === verdict)?.packets ?? 0
+  return { mode, proxyAddr, lab, dp, ids, count }
 }
 
 /** A test HTTP "proxy" on a transparent listener in the node: answers with what it saw. */
 async function httpProxy(t: Test, s: SteeredLab): Promise<{ close(): Promise<void> }> {
   // In sockmap mode the proxy's sockets must belong to the cgroup sock_ops watches; a socket's
   // cgroup is fixed when it is made, and accepted sockets take the listener's.
-  if (s.cgroup) joinCgroup(s.cgroup)
+  if (s.dp.cgroup) joinCgroup(s.dp.cgroup)
   let fd: number
   try {
     fd = inNetns(s.lab.netns('node'), () => transparentTcpListener(s.proxyAddr, HTTP_PORT))
   } finally {
-    if (s.cgroup) joinCgroup(cgroup2Root())
+    if (s.dp.cgroup) joinCgroup(cgroup2Root())
   }
   const server: Server = createServer({ keepAlive: true }, (req, res) => {
     const { localAddress, localPort, remoteAddress, remotePort } = req.socket
     // The design's two ways to learn where the client was going: getsockname, or the proxymap.
-    const dest = s.mode === 'dnat' ? originalDestination(s.obj, remoteAddress!, remotePort!, 'tcp') : { address: localAddress!, port: localPort! }
+    const dest = s.mode === 'dnat' ? s.dp.originalDestination(remoteAddress!, remotePort!, 'tcp') : { address: localAddress!, port: localPort! }
     res.end(JSON.stringify({ original: dest ? `${dest.address}:${dest.port}` : 'unknown', remote: remoteAddress, port: remotePort }))
   })
   await new Promise<void>((resolve) => server.listen({ fd }, resolve))
@@ -162,7 +126,7 @@ for (const mode of REDIRECT_MODES) {
     t.not((await curl(s.lab, 'tiefighter', ['http://198.18.2.10/v1/'])).code, 0, 'no proxy listening: the steered flow is dropped, not let through')
     if (mode === 'sk-assign') t.ok(s.count('tiefighter', 'no-proxy') > 0, 'counted as no proxy')
 
-    teardownModes(s.run)
+    s.dp.stop()
     const inNode = (argv: string[]) => spawnSync('ip', ['netns', 'exec', s.lab.netns('node'), ...argv], { encoding: 'utf8' }).stdout
     t.notMatch(inNode(['ip', 'rule', 'show']), new RegExp(`lookup ${ROUTE_TABLE}`), 'the fwmark rule is gone')
     t.equal(inNode(['ip', 'route', 'show', 'table', String(ROUTE_TABLE)]).trim(), '', 'the local route is gone')
@@ -184,7 +148,7 @@ for (const mode of REDIRECT_MODES) {
     const replySockets = new Map<string, Socket>()
     const proxy = createSocket('udp4')
     proxy.on('message', (msg, rinfo) => {
-      const dest = originalDestination(s.obj, rinfo.address, rinfo.port, 'udp')
+      const dest = s.dp.originalDestination(rinfo.address, rinfo.port, 'udp')
       seen.push({ client: `${rinfo.address}:${rinfo.port}`, destination: dest ? `${dest.address}:${dest.port}` : 'unknown' })
       if (!dest || msg.length < 12) return
       const key = `${dest.address}:${dest.port}`
@@ -254,18 +218,18 @@ kernelTest(t, 'ingress policy is enforced at the sender, and conntrack lets repl
 kernelTest(t, 'sockmap: payload between the pod and the proxy moves socket to socket through sk_msg', async (t) => {
   const s = await steeredLab(t, 'sockmap', TIEFIGHTER_HTTP)
   await httpProxy(t, s)
-  const before = readSockmapStats(s.obj)
+  const before = s.dp.sockmapStats()
   // A client outside the cgroup: only the proxy's end is in the sockhash, so the normal path.
   const outside = await curl(s.lab, 'tiefighter', ['http://198.18.2.10/v1/outside'])
   t.match(JSON.parse(outside.stdout.trim()), { original: '198.18.2.10:80', remote: '198.18.1.10' }, 'a client outside the cgroup still works')
-  t.same(readSockmapStats(s.obj), before, 'and nothing was redirected: no peer in the sockhash')
+  t.same(s.dp.sockmapStats(), before, 'and nothing was redirected: no peer in the sockhash')
   // A client inside the cgroup: both ends are in the sockhash.
   // Async: the proxy answering it lives in this process's event loop.
   const inside = await execCommand(
-    ['sh', '-c', 'echo $$ > "$0/cgroup.procs" && exec ip netns exec "$1" curl -sS --max-time 3 http://198.18.2.10/v1/inside -w "\\n" http://198.18.2.10/v1/again', s.cgroup!, s.lab.netns('tiefighter')],
+    ['sh', '-c', 'echo $$ > "$0/cgroup.procs" && exec ip netns exec "$1" curl -sS --max-time 3 http://198.18.2.10/v1/inside -w "\\n" http://198.18.2.10/v1/again', s.dp.cgroup!, s.lab.netns('tiefighter')],
     { timeoutMs: 15_000 },
   )
-  const after = readSockmapStats(s.obj)
+  const after = s.dp.sockmapStats()
   t.equal(inside.code, 0, `curl exit ${inside.code}: ${inside.stderr} (sk_msg moved ${after.messages - before.messages} messages, ${after.bytes - before.bytes} bytes)`)
   const answers = inside.stdout.trim().split('\n').map((l) => JSON.parse(l) as { original: string; remote: string })
   t.equal(answers.length, 2, 'both requests answered over the redirected path')

@@ -1,0 +1,152 @@
+// The node's kernel datapath, whole: the BPF objects loaded with their maps pinned, the redirect
+// mode's node state, the programs attached to host veths, and policy deltas written to the maps.
+// The agent starts one; tests start one per lab. Everything runs in one network namespace (the
+// node's), named or the current one.
+
+import { spawnSync } from 'node:child_process'
+import type { EngineDelta } from '../policy/engine.js'
+import { BpfObject } from './bpf-object.js'
+import { ensureBpffs } from './bpffs.js'
+import { attachSkMsg, attachSockops, createCgroup, detachSkMsg, detachSockops, removeCgroup } from './cgroup.js'
+import { checkLayout, originalDestination, readCounters, readSockmapStats, writeConfig, type Counter } from './map-layout.js'
+import { setupMode, teardownModes, type RedirectMode, type Run } from './modes/redirect-mode.js'
+import { inNetns } from './netns.js'
+import { PolicyWriter, type WriteStats } from './policy-writer.js'
+import { attachTc, detachTc, ifindexOf } from './tc.js'
+import { distPath } from '../lib/project-root.js'
+
+export interface DatapathOptions {
+  mode: RedirectMode
+  /** A bpffs directory for the pinned maps (mounted if it is not one yet). */
+  pinRoot: string
+  /** Where the proxies listen: 127.0.0.1, or for dnat a node address rewritten packets reach. */
+  proxyAddress: string
+  proxyPorts: readonly number[]
+  /** The node's named network namespace (/run/netns/NAME); absent: the current one. */
+  netns?: string
+  /** sockmap: the cgroup (under cgroup2) whose processes' sockets sock_ops sees. */
+  cgroupName?: string
+}
+
+function object(name: string, pinRoot: string): BpfObject {
+  return BpfObject.load(distPath(`redirect-bpf/progs/${name}.bpf.o`), pinRoot)
+}
+
+export class Datapath {
+  /** The sockmap cgroup's directory, when the mode has one. */
+  readonly cgroup: string | null
+  private readonly attached = new Map<string, number>()
+  private readonly byEndpoint = new Map<number, number>()
+  private readonly writer: PolicyWriter
+  private sockmap: { sockops: BpfObject; skMsg: BpfObject } | null = null
+  private stopped = false
+
+  private constructor(
+    readonly opts: DatapathOptions,
+    private readonly fromEndpoint: BpfObject,
+    private readonly toEndpoint: BpfObject,
+  ) {
+    this.writer = new PolicyWriter(fromEndpoint, (id) => this.byEndpoint.get(id))
+    this.cgroup = opts.mode === 'sockmap' ? createCgroup(opts.cgroupName ?? 'l7proxy') : null
+  }
+
+  /** Runs work in the node's namespace. */
+  private inNode<T>(fn: () => T): T {
+    return this.opts.netns ? inNetns(this.opts.netns, fn) : fn()
+  }
+
+  /** Runs a command in the node's namespace. */
+  readonly run: Run = (argv) => {
+    const full = this.opts.netns ? ['ip', 'netns', 'exec', this.opts.netns, ...argv] : argv
+    const r = spawnSync(full[0]!, full.slice(1), { encoding: 'utf8', timeout: 10_000 })
+    return { code: r.status ?? 1, stderr: r.stderr ?? String(r.error ?? '') }
+  }
+
+  static start(opts: DatapathOptions): Datapath {
+    ensureBpffs(opts.pinRoot)
+    const from = object('from-endpoint', opts.pinRoot)
+    let dp: Datapath | undefined
+    try {
+      checkLayout(from)
+      const to = object('to-endpoint', opts.pinRoot) // shares the pinned maps
+      dp = new Datapath(opts, from, to)
+      writeConfig(from, opts.mode, opts.proxyAddress)
+      setupMode(opts.mode, dp.run, opts.proxyPorts, opts.proxyAddress)
+      if (dp.cgroup) {
+        const sockops = object('sockops', opts.pinRoot)
+        const skMsg = object('sk-msg', opts.pinRoot)
+        dp.sockmap = { sockops, skMsg }
+        attachSockops(sockops.programFd('steer_sockets'), dp.cgroup)
+        attachSkMsg(skMsg.programFd('redirect_payload'), from.map('l7_sockhash').fd)
+      }
+      return dp
+    } catch (e) {
+      if (dp) dp.stop()
+      else from.close()
+      throw e
+    }
+  }
+
+  /** Attaches the programs to a host veth (node side); `endpointId` when an endpoint is behind it. */
+  attach(ifname: string, endpointId?: number): number {
+    const ifindex = this.inNode(() => {
+      const idx = ifindexOf(ifname)
+      attachTc(idx, 'ingress', this.fromEndpoint.programFd('from_endpoint'))
+      attachTc(idx, 'egress', this.toEndpoint.programFd('to_endpoint'))
+      return idx
+    })
+    this.attached.set(ifname, ifindex)
+    if (endpointId !== undefined) this.byEndpoint.set(endpointId, ifindex)
+    return ifindex
+  }
+
+  apply(delta: EngineDelta): WriteStats {
+    return this.writer.apply(delta)
+  }
+
+  counters(): Counter[] {
+    return readCounters(this.fromEndpoint)
+  }
+
+  sockmapStats(): { messages: number; bytes: number } {
+    return readSockmapStats(this.fromEndpoint)
+  }
+
+  originalDestination(clientAddress: string, clientPort: number, protocol: 'tcp' | 'udp') {
+    return originalDestination(this.fromEndpoint, clientAddress, clientPort, protocol)
+  }
+
+  /** The loaded from-endpoint object (its maps), for inspection. */
+  get object(): BpfObject {
+    return this.fromEndpoint
+  }
+
+  /**
+   * Detaches everything, removes the mode's node state and the sockmap cgroup, and closes the
+   * objects. Pinned maps stay (a restart picks them up) unless the bpffs is removed too.
+   */
+  stop(): void {
+    if (this.stopped) return
+    this.stopped = true
+    if (this.sockmap && this.cgroup) {
+      detachSkMsg(this.sockmap.skMsg.programFd('redirect_payload'), this.fromEndpoint.map('l7_sockhash').fd)
+      detachSockops(this.sockmap.sockops.programFd('steer_sockets'), this.cgroup)
+      this.sockmap.sockops.close()
+      this.sockmap.skMsg.close()
+    }
+    if (this.cgroup) removeCgroup(this.cgroup)
+    try {
+      this.inNode(() => {
+        for (const ifindex of this.attached.values()) {
+          detachTc(ifindex, 'ingress')
+          detachTc(ifindex, 'egress')
+        }
+      })
+    } catch {
+      // The namespace or its interfaces are gone already: so are the attachments.
+    }
+    teardownModes(this.run)
+    this.fromEndpoint.close()
+    this.toEndpoint.close()
+  }
+}
