@@ -98,15 +98,21 @@ t.test('redirect modes: names', async (t) => {
   t.throws(() => parseMode('magic'), { message: /unknown redirect mode 'magic' \(expected one of: tproxy, sk-assign, dnat, sockmap\)/ })
 })
 
-const TIEFIGHTER_HTTP = cnp(
-  'tiefighter-l7',
-  '{ class: tiefighter }',
-  '  egress:\n  - toEndpoints: [ { matchLabels: { class: deathstar } } ]\n    toPorts:\n    - ports: [ { port: "80", protocol: TCP } ]\n      rules: { http: [ { method: GET } ] }\n',
-)
+// The tiefighter: L7 rules to the deathstar, plain L4 to the gRPC server. The xwing: only DNS.
+// (Not L4 to another host on port 80: once a port has L7 rules, every peer on it is proxied.)
+const TCP_POLICY =
+  cnp(
+    'tiefighter-l7',
+    '{ class: tiefighter }',
+    '  egress:\n  - toEndpoints: [ { matchLabels: { class: deathstar } } ]\n    toPorts:\n    - ports: [ { port: "80", protocol: TCP } ]\n      rules: { http: [ { method: GET } ] }\n' +
+      '  - toEndpoints: [ { matchLabels: { class: grpc } } ]\n    toPorts: [ { ports: [ { port: "50051", protocol: TCP } ] } ]\n',
+  ) +
+  '---\n' +
+  cnp('xwing-dns-only', '{ class: xwing }', '  egress:\n  - toEndpoints: [ { matchLabels: { k8s-app: kube-dns, "k8s:io.kubernetes.pod.namespace": kube-system } } ]\n    toPorts: [ { ports: [ { port: "53", protocol: ANY } ] } ]\n')
 
 for (const mode of REDIRECT_MODES) {
   kernelTest(t, `redirect mode ${mode}: TCP flows with L7 rules reach the proxy with their original destination`, async (t) => {
-    const s = await steeredLab(t, mode, TIEFIGHTER_HTTP)
+    const s = await steeredLab(t, mode, TCP_POLICY)
     const proxy = await httpProxy(t, s)
     const r = await curl(s.lab, 'tiefighter', ['http://198.18.2.10/v1/', 'http://198.18.2.10/v1/again'])
     t.equal(r.code, 0, `curl ok: ${r.stderr}`)
@@ -119,8 +125,14 @@ for (const mode of REDIRECT_MODES) {
     t.equal(answers[0]!.port, answers[1]!.port, 'one connection carried both (established packets steered too)')
     t.ok(s.count('tiefighter', 'to-proxy') > 0, 'counted as steered to the proxy')
 
-    const direct = await s.lab.exec('xwing', ['curl', '-s', '-D', '-', '-o', '/dev/null', '--max-time', '3', 'http://198.18.2.10/v1/'], { timeoutMs: 10_000 })
-    t.match(direct.stdout, /x-lab-host: deathstar/i, 'a flow without L7 rules reaches the server itself')
+    // HTTP/2 with prior knowledge: only the real gRPC server can answer it, not the test proxy.
+    const direct = await s.lab.exec('tiefighter', ['curl', '-s', '--http2-prior-knowledge', '-o', '/dev/null', '-w', '%{http_version} %{http_code}', '--max-time', '3', 'http://198.18.2.20:50051/'], { timeoutMs: 10_000 })
+    t.match(direct.stdout, /^2 [1-5]\d\d$/, `a flow without L7 rules reaches the server itself (${direct.stdout} ${direct.stderr})`)
+    t.ok(s.count('tiefighter', 'allowed') > 0, 'counted as allowed, not steered')
+    const denied = await s.lab.exec('xwing', ['curl', '-s', '-D', '-', '-o', '/dev/null', '--max-time', '2', 'http://198.18.2.10/v1/'], { timeoutMs: 10_000 })
+    t.not(denied.code, 0, 'a denied flow (xwing -> deathstar) never reaches the server')
+    t.notMatch(denied.stdout, /x-lab-host/i)
+    t.ok(s.count('xwing', 'denied-default') > 0, 'and the drop counter rises')
 
     await proxy.close()
     t.not((await curl(s.lab, 'tiefighter', ['http://198.18.2.10/v1/'])).code, 0, 'no proxy listening: the steered flow is dropped, not let through')
@@ -216,7 +228,7 @@ kernelTest(t, 'ingress policy is enforced at the sender, and conntrack lets repl
 })
 
 kernelTest(t, 'sockmap: payload between the pod and the proxy moves socket to socket through sk_msg', async (t) => {
-  const s = await steeredLab(t, 'sockmap', TIEFIGHTER_HTTP)
+  const s = await steeredLab(t, 'sockmap', TCP_POLICY)
   await httpProxy(t, s)
   const before = s.dp.sockmapStats()
   // A client outside the cgroup: only the proxy's end is in the sockhash, so the normal path.
