@@ -6,6 +6,7 @@
 import { spawnSync } from 'node:child_process'
 import type { EngineDelta } from '../policy/engine.js'
 import { BpfObject } from './bpf-object.js'
+import { BpfError } from './libbpf.js'
 import { ensureBpffs } from './bpffs.js'
 import { attachSkMsg, attachSockops, createCgroup, detachSkMsg, detachSockops, removeCgroup } from './cgroup.js'
 import { checkLayout, originalDestination, readCounters, readSockmapStats, writeConfig, type Counter } from './map-layout.js'
@@ -83,7 +84,8 @@ export class Datapath {
     } catch (e) {
       if (dp) dp.stop()
       else from.close()
-      throw e
+      const err = e as BpfError
+      throw new BpfError(err.code ?? 'EATTACH', `redirect mode '${opts.mode}' cannot start here: ${err.message}`, { errno: err.errno, verifierLog: err.verifierLog })
     }
   }
 

@@ -1,7 +1,10 @@
 // The kernel datapath for real: loaded through libbpf (koffi) in the lab's node namespace,
 // attached to the pods' veths, its maps driven by the policy engine's deltas.
 
-import { existsSync } from 'node:fs'
+import { execFileSync } from 'node:child_process'
+import { existsSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import t from 'tap'
 import { LAB_HOSTS, nodeIfname } from '../lab/topology.js'
 import { distPath } from '../lib/project-root.js'
@@ -115,4 +118,28 @@ kernelTest(t, 'datapath: a map layout that disagrees with the object is refused 
     ;(MAP_LAYOUT.l7_policy as { key: number }).key = saved
   }
   checkLayout(obj)
+})
+
+kernelTest(t, 'datapath: a mode the node cannot do is refused at start, with the reason, and leaves nothing', async (t) => {
+  const lab = await useLab(t)
+  const pinRoot = useBpffs(t, lab.name)
+  // A node without iptables (only `ip` on the PATH): TPROXY rules cannot be made.
+  const bin = mkdtempSync(join(tmpdir(), 'l7-path-'))
+  t.teardown(() => rmSync(bin, { recursive: true, force: true }))
+  symlinkSync(execFileSync('sh', ['-c', 'command -v ip'], { encoding: 'utf8' }).trim(), join(bin, 'ip'))
+  const path = process.env.PATH
+  process.env.PATH = bin
+  let err: { code?: string; message?: string } = {}
+  try {
+    Datapath.start({ mode: 'tproxy', pinRoot, proxyAddress: '127.0.0.1', proxyPorts: [15001], netns: lab.netns('node') })
+  } catch (e) {
+    err = e as typeof err
+  } finally {
+    process.env.PATH = path
+  }
+  t.equal(err.code, 'EATTACH')
+  t.match(err.message, /^redirect mode 'tproxy' cannot start here: 'iptables -w -t mangle -N L7PROXY_TPROXY' failed: .*iptables/, 'names the mode and what is missing')
+  const rules = await lab.exec('node', ['ip', 'rule', 'show'])
+  t.notMatch(rules.stdout, /lookup 2004/, 'the half-made setup was undone')
+  t.same(await lab.exec('node', ['ip', 'route', 'show', 'table', '2004']).then((r) => r.stdout.trim()), '', 'no local route left')
 })
