@@ -13,7 +13,7 @@ import { checkLayout, originalDestination, readCounters, readSockmapStats, write
 import { setupMode, teardownModes, type RedirectMode, type Run } from './modes/redirect-mode.js'
 import { inNetns } from './netns.js'
 import { PolicyWriter, type WriteStats } from './policy-writer.js'
-import { attachTc, detachTc, ifindexOf } from './tc.js'
+import { attachTc, detachTc, ifindexOf, removeClsact } from './tc.js'
 import { distPath } from '../lib/project-root.js'
 
 export interface DatapathOptions {
@@ -37,6 +37,8 @@ export class Datapath {
   /** The sockmap cgroup's directory, when the mode has one. */
   readonly cgroup: string | null
   private readonly attached = new Map<string, number>()
+  /** Interfaces whose clsact qdisc we created (and so remove at stop). */
+  private readonly ownClsact = new Set<number>()
   private readonly byEndpoint = new Map<number, number>()
   private readonly writer: PolicyWriter
   private sockmap: { sockops: BpfObject; skMsg: BpfObject } | null = null
@@ -93,7 +95,7 @@ export class Datapath {
   attach(ifname: string, endpointId?: number): number {
     const ifindex = this.inNode(() => {
       const idx = ifindexOf(ifname)
-      attachTc(idx, 'ingress', this.fromEndpoint.programFd('from_endpoint'))
+      if (attachTc(idx, 'ingress', this.fromEndpoint.programFd('from_endpoint'))) this.ownClsact.add(idx)
       attachTc(idx, 'egress', this.toEndpoint.programFd('to_endpoint'))
       return idx
     })
@@ -142,6 +144,7 @@ export class Datapath {
         for (const ifindex of this.attached.values()) {
           detachTc(ifindex, 'ingress')
           detachTc(ifindex, 'egress')
+          if (this.ownClsact.has(ifindex)) removeClsact(ifindex)
         }
       })
     } catch {

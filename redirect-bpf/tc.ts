@@ -33,13 +33,25 @@ function opts(progFd: number, flags: number): Buffer {
   return o
 }
 
-/** Attaches (or replaces) l7proxy's program on `ifindex`; creates the clsact qdisc if needed. */
-export function attachTc(ifindex: number, direction: TcDirection, progFd: number): void {
+/**
+ * Attaches (or replaces) l7proxy's program on `ifindex`, creating the clsact qdisc if needed;
+ * returns whether it created it (only then should removeClsact take it away again).
+ */
+export function attachTc(ifindex: number, direction: TcDirection, progFd: number): boolean {
   const lib = libbpf()
   const h = hook(ifindex, direction)
   const rc = lib.bpf_tc_hook_create(h) as number
   if (rc !== -17) check(rc, 'EATTACH', `creating clsact on ifindex ${ifindex}`) // EEXIST: already there
   check(lib.bpf_tc_attach(h, opts(progFd, BPF_TC_F_REPLACE)) as number, 'EATTACH', `attaching to ${direction} of ifindex ${ifindex}`)
+  return rc === 0
+}
+
+/** Removes the clsact qdisc of `ifindex` with every filter on it: only for one l7proxy made. */
+export function removeClsact(ifindex: number): void {
+  const h = hook(ifindex, 'ingress')
+  h.writeUInt32LE(BPF_TC_INGRESS | BPF_TC_EGRESS, TC_HOOK.attachPoint)
+  const rc = libbpf().bpf_tc_hook_destroy(h) as number
+  if (rc !== -2 && rc !== -22) check(rc, 'EATTACH', `removing clsact from ifindex ${ifindex}`)
 }
 
 /** The id of l7proxy's program on that hook, or null when none is attached. */

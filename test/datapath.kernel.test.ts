@@ -99,6 +99,8 @@ kernelTest(t, 'datapath: egress L3/L4 policy enforced by the TC program, from en
       t.equal(queryTc(idx, 'egress'), null, `nor at egress`)
     }
   })
+  const qdiscs = await lab.exec('node', ['tc', 'qdisc', 'show'])
+  t.notMatch(qdiscs.stdout, /clsact/, 'and the clsact qdiscs the datapath made are gone')
   removeBpffs(pinRoot)
   t.notOk(existsSync(pinRoot), 'pins and the bpffs are gone')
 })
