@@ -8,6 +8,11 @@
 // bits) contains N. Any covering deny entry drops it (deny wins); otherwise the most specific
 // covering allow (identity first, then protocol, then the longest port prefix) passes it, to the
 // proxy when its proxyPort is set; otherwise default deny applies if the endpoint enforces D.
+//
+// The kernel finds, per (identity, protocol), only the longest matching port block (an LPM
+// trie). So "deny wins" is resolved here down the port hierarchy: an allow entry inside a deny
+// block of the same identity, direction and protocol resolves to deny, and when a deny comes or
+// goes, the entries inside it are journaled with it.
 
 import type { Direction } from './model.js'
 
@@ -78,8 +83,21 @@ export interface MapDelta {
   deletes: PolicyKey[]
 }
 
+/** `identity/direction/protocol` of a key string, without parsing it (hot path). */
+function groupOf(key: string): string {
+  return key.slice(0, key.lastIndexOf('/', key.lastIndexOf('/') - 1))
+}
+
+interface Group {
+  keys: Set<string>
+  /** Entries of the group that hold a deny: push-down is only needed when there are some. */
+  denies: number
+}
+
 export class MapState {
   private readonly entries = new Map<string, Entry>()
+  /** (identity, direction, protocol) -> its keys and denies, for deny push-down. */
+  private readonly groups = new Map<string, Group>()
   /** Keys touched since the last takeDelta, with the value they had before. */
   private journal = new Map<string, PolicyValue | null>()
 
@@ -87,14 +105,46 @@ export class MapState {
     return this.entries.size
   }
 
-  private touch(key: string, e: Entry | undefined): void {
-    if (!this.journal.has(key)) this.journal.set(key, resolve(e))
+  /** The resolved value of `key`, with denies of enclosing port blocks pushed down. */
+  private resolveKey(key: string, e: Entry | undefined): PolicyValue | null {
+    const v = resolve(e)
+    if (!v || v.deny || !this.groups.get(groupOf(key))?.denies) return v
+    const k = parseKey(key)
+    for (let len = k.prefixLen - 1; len >= 0; len--) {
+      const port = len === 0 ? 0 : (k.port >> (16 - len)) << (16 - len)
+      const outer = this.entries.get(keyString({ ...k, port, prefixLen: len }))
+      if (outer && outer.deny > 0) return { deny: true, proxyPort: 0 }
+    }
+    return v
+  }
+
+  private touch(key: string): void {
+    if (!this.journal.has(key)) this.journal.set(key, this.resolveKey(key, this.entries.get(key)))
+  }
+
+  /** Before a deny appears or disappears at `key`, journal the entries inside its port block. */
+  private touchInside(key: string): void {
+    const k = parseKey(key)
+    for (const other of this.groups.get(groupOf(key))?.keys ?? []) {
+      const o = parseKey(other)
+      if (o.prefixLen > k.prefixLen && (k.prefixLen === 0 || o.port >> (16 - k.prefixLen) === k.port >> (16 - k.prefixLen))) this.touch(other)
+    }
   }
 
   add(key: string, deny: boolean, proxyPort: number): void {
     let e = this.entries.get(key)
-    this.touch(key, e)
-    if (!e) this.entries.set(key, (e = { allow: 0, deny: 0, proxy: null }))
+    this.touch(key)
+    const g = groupOf(key)
+    let group = this.groups.get(g)
+    if (!group) this.groups.set(g, (group = { keys: new Set(), denies: 0 }))
+    if (deny && !(e && e.deny > 0)) {
+      this.touchInside(key)
+      group.denies++
+    }
+    if (!e) {
+      this.entries.set(key, (e = { allow: 0, deny: 0, proxy: null }))
+      group.keys.add(key)
+    }
     if (deny) e.deny++
     else {
       e.allow++
@@ -105,7 +155,12 @@ export class MapState {
   remove(key: string, deny: boolean, proxyPort: number): void {
     const e = this.entries.get(key)
     if (!e) throw new Error(`policy map state: removing absent entry ${key}`)
-    this.touch(key, e)
+    this.touch(key)
+    const group = this.groups.get(groupOf(key))!
+    if (deny && e.deny === 1) {
+      this.touchInside(key)
+      group.denies--
+    }
     if (deny) e.deny--
     else {
       e.allow--
@@ -115,17 +170,21 @@ export class MapState {
         else e.proxy.delete(proxyPort)
       }
     }
-    if (e.allow === 0 && e.deny === 0) this.entries.delete(key)
+    if (e.allow === 0 && e.deny === 0) {
+      this.entries.delete(key)
+      group.keys.delete(key)
+      if (group.keys.size === 0) this.groups.delete(groupOf(key))
+    }
   }
 
   get(key: string): PolicyValue | null {
-    return resolve(this.entries.get(key))
+    return this.resolveKey(key, this.entries.get(key))
   }
 
   /** Every entry, resolved. */
   snapshot(): Map<string, PolicyValue> {
     const out = new Map<string, PolicyValue>()
-    for (const [k, e] of this.entries) out.set(k, resolve(e)!)
+    for (const [k, e] of this.entries) out.set(k, this.resolveKey(k, e)!)
     return out
   }
 
@@ -133,7 +192,7 @@ export class MapState {
   takeDelta(): MapDelta {
     const delta: MapDelta = { upserts: [], deletes: [] }
     for (const [key, before] of this.journal) {
-      const after = resolve(this.entries.get(key))
+      const after = this.resolveKey(key, this.entries.get(key))
       if (sameValue(before, after)) continue
       if (after === null) delta.deletes.push(parseKey(key))
       else delta.upserts.push([parseKey(key), after])

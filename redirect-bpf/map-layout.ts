@@ -10,7 +10,7 @@ import { BpfError } from './libbpf.js'
 export const MAP_LAYOUT = {
   l7_ipcache: { key: 8, value: 4 },
   l7_endpoints: { key: 4, value: 12 },
-  l7_policy: { key: 12, value: 4 },
+  l7_policy: { key: 16, value: 4 },
   l7_counters: { key: 8, value: 16 },
   l7_config: { key: 4, value: 8 },
   l7_endpoint_ips: { key: 4, value: 12 },
@@ -73,24 +73,39 @@ export function endpointValue(endpointId: number, identity: number, enforce: Rec
 export interface PolicyMapKey {
   endpointId: number
   identity: number
-  /** 0: every port (with protocol 0, every protocol). */
-  port: number
-  protocol: number
   direction: Direction
+  /** 0: every protocol (then with the whole port range). */
+  protocol: number
+  port: number
+  /** Bits of `port` that count: 16 one port, 0 every port. */
+  portPrefixLen: number
 }
 
+/** Key bits before the port (endpoint, identity, direction, protocol): L7_POLICY_PREFIX_FIXED. */
+const POLICY_PREFIX_FIXED = 80
+
 export function policyKey(k: PolicyMapKey): Buffer {
-  const b = Buffer.alloc(12)
-  b.writeUInt32LE(k.endpointId, 0)
-  b.writeUInt32LE(k.identity, 4)
-  b.writeUInt16BE(k.port, 8) // network order
-  b.writeUInt8(k.protocol, 10)
-  b.writeUInt8(k.direction === 'ingress' ? 0 : 1, 11)
+  const b = Buffer.alloc(16)
+  b.writeUInt32LE(POLICY_PREFIX_FIXED + k.portPrefixLen, 0)
+  // Host order, as the C struct holds them: these fields are always matched whole, so only the
+  // port (a prefix) must be in network order, high bits first.
+  b.writeUInt32LE(k.endpointId, 4)
+  b.writeUInt32LE(k.identity, 8)
+  b.writeUInt8(k.direction === 'ingress' ? 0 : 1, 12)
+  b.writeUInt8(k.protocol, 13)
+  b.writeUInt16BE(k.port, 14)
   return b
 }
 
 export function decodePolicyKey(b: Buffer): PolicyMapKey {
-  return { endpointId: b.readUInt32LE(0), identity: b.readUInt32LE(4), port: b.readUInt16BE(8), protocol: b.readUInt8(10), direction: b.readUInt8(11) === 0 ? 'ingress' : 'egress' }
+  return {
+    endpointId: b.readUInt32LE(4),
+    identity: b.readUInt32LE(8),
+    direction: b.readUInt8(12) === 0 ? 'ingress' : 'egress',
+    protocol: b.readUInt8(13),
+    port: b.readUInt16BE(14),
+    portPrefixLen: b.readUInt32LE(0) - POLICY_PREFIX_FIXED,
+  }
 }
 
 export function policyValue(deny: boolean, proxyPort: number): Buffer {

@@ -5,7 +5,6 @@
 import type { EngineDelta } from '../policy/engine.js'
 import type { PolicyKey } from '../policy/map-state.js'
 import type { BpfObject } from './bpf-object.js'
-import { BpfError } from './libbpf.js'
 import { endpointValue, ipcacheKey, ipv4Key, policyKey, policyValue, u32 } from './map-layout.js'
 
 export interface WriteStats {
@@ -13,12 +12,8 @@ export interface WriteStats {
   deletes: number
 }
 
-/** The policy map keys one port, or every port: port ranges need the LPM map of the next datapath. */
 function mapKey(endpointId: number, k: PolicyKey): Buffer {
-  if (k.prefixLen !== 16 && !(k.prefixLen === 0 && k.port === 0)) {
-    throw new BpfError('EMAP', `endpoint ${endpointId}: port range entry ${k.port}/${k.prefixLen} (from endPort) is not supported by this datapath yet`)
-  }
-  return policyKey({ endpointId, identity: k.identity, port: k.port, protocol: k.protocol, direction: k.direction })
+  return policyKey({ endpointId, identity: k.identity, direction: k.direction, protocol: k.protocol, port: k.port, portPrefixLen: k.prefixLen })
 }
 
 export class PolicyWriter {

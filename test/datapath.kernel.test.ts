@@ -110,12 +110,12 @@ kernelTest(t, 'datapath: a map layout that disagrees with the object is refused 
   const obj = BpfObject.load(OBJECT, pinRoot)
   t.teardown(() => obj.close())
   const policy = obj.map('l7_policy')
-  t.throws(() => policy.update(Buffer.alloc(8), Buffer.alloc(4)), { code: 'ELAYOUT', message: /key is 8 bytes, the map wants 12/ })
+  t.throws(() => policy.update(Buffer.alloc(8), Buffer.alloc(4)), { code: 'ELAYOUT', message: /key is 8 bytes, the map wants 16/ })
   const { MAP_LAYOUT } = await import('../redirect-bpf/map-layout.js')
   const saved = MAP_LAYOUT.l7_policy.key
-  ;(MAP_LAYOUT.l7_policy as { key: number }).key = 16
+  ;(MAP_LAYOUT.l7_policy as { key: number }).key = saved + 4
   try {
-    t.throws(() => checkLayout(obj), { code: 'ELAYOUT', message: /map l7_policy .* has key\/value 12\/4 bytes, redirect-bpf\/map-layout\.ts expects 16\/4/ })
+    t.throws(() => checkLayout(obj), { code: 'ELAYOUT', message: new RegExp(`map l7_policy .* has key/value ${saved}/4 bytes, redirect-bpf/map-layout\\.ts expects ${saved + 4}/4`) })
   } finally {
     ;(MAP_LAYOUT.l7_policy as { key: number }).key = saved
   }
@@ -144,4 +144,41 @@ kernelTest(t, 'datapath: a mode the node cannot do is refused at start, with the
   const rules = await lab.exec('node', ['ip', 'rule', 'show'])
   t.notMatch(rules.stdout, /lookup 2004/, 'the half-made setup was undone')
   t.same(await lab.exec('node', ['ip', 'route', 'show', 'table', '2004']).then((r) => r.stdout.trim()), '', 'no local route left')
+})
+
+kernelTest(t, 'datapath: port ranges (endPort) in the kernel, with deny winning inside them', async (t) => {
+  const lab = await useLab(t)
+  const engine = new PolicyEngine({ proxyPorts: { http: 15001, dns: 15053 } })
+  const ids = new Map<string, number>()
+  LAB_HOSTS.filter((h) => h.role !== 'external').forEach((h, i) => {
+    engine.upsertEndpoint({ id: i + 1, labels: h.labels, ips: h.addresses })
+    ids.set(h.name, i + 1)
+  })
+  const dp = Datapath.start({ mode: 'sk-assign', pinRoot: useBpffs(t, lab.name), proxyAddress: '127.0.0.1', proxyPorts: [15001, 15053], netns: lab.netns('node') })
+  t.teardown(() => dp.stop())
+  for (const pod of PODS) dp.attach(nodeIfname(pod), ids.get(pod))
+  const xwing = (egress: string) =>
+    engine.loadFile('r.yaml', `apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: { name: xwing-ranges }
+spec:
+  endpointSelector: { matchLabels: { class: xwing } }
+${egress}`)
+  const toDeathstar = (ports: string) => `  - toEndpoints: [ { matchLabels: { class: deathstar } } ]\n    toPorts: [ { ports: [ ${ports} ] } ]\n`
+
+  xwing(`  egress:\n${toDeathstar('{ port: "64", endPort: 127, protocol: TCP }')}`)
+  dp.apply(engine.takeDelta())
+  t.equal(await curlCode(lab, 'xwing'), 0, 'a range 64-127 allows port 80')
+  xwing(`  egress:\n${toDeathstar('{ port: "81", endPort: 127, protocol: TCP }')}`)
+  dp.apply(engine.takeDelta())
+  t.not(await curlCode(lab, 'xwing'), 0, 'a range 81-127 does not')
+  xwing(`  egress:\n${toDeathstar('{ port: "0", endPort: 1023, protocol: TCP }').replace('port: "0", endPort: 1023', 'port: "1", endPort: 1023')}  egressDeny:\n${toDeathstar('{ port: "80", protocol: TCP }')}`)
+  dp.apply(engine.takeDelta())
+  t.not(await curlCode(lab, 'xwing'), 0, 'a deny of port 80 inside an allowed range wins')
+  xwing(`  egress:\n${toDeathstar('{ port: "80", protocol: TCP }')}  egressDeny:\n${toDeathstar('{ port: "1", endPort: 1023, protocol: TCP }')}`)
+  dp.apply(engine.takeDelta())
+  t.not(await curlCode(lab, 'xwing'), 0, 'an allowed port inside a denied range stays denied')
+  xwing(`  egress:\n${toDeathstar('{ port: "80", protocol: TCP }')}`)
+  dp.apply(engine.takeDelta())
+  t.equal(await curlCode(lab, 'xwing'), 0, 'and is allowed once the deny is gone')
 })

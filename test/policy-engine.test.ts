@@ -274,3 +274,25 @@ t.test('L3 rules and L4 rules without L7 are OR-ed into L7 ports', async (t) => 
   t.match(evaluateHttp(f, id('grpc'), req('DELETE', '/anything')), { allowed: false }, 'the L7 rules still bind other empire peers')
   t.equal(e.decide(ds, 'ingress', id('grpc'), TCP, 80).verdict, 'redirect')
 })
+
+t.test('deny wins down the port hierarchy: allowed ports inside a denied range resolve to deny', async (t) => {
+  const { e, ep, id } = labEngine()
+  const tf = ep('tiefighter')
+  const ds = id('deathstar')
+  const allow80 = '  egress:\n  - toEndpoints: [ { matchLabels: { class: deathstar } } ]\n    toPorts: [ { ports: [ { port: "80", protocol: TCP } ] } ]\n'
+  const denyRange = '  egressDeny:\n  - toEndpoints: [ { matchLabels: { class: deathstar } } ]\n    toPorts: [ { ports: [ { port: "64", endPort: 127, protocol: TCP } ] } ]\n'
+  e.loadFile('a.yaml', cnp('allow', '{ class: tiefighter }', allow80))
+  e.takeDelta()
+  const key80 = `${ds}/egress/6/80/16`
+  t.same(e.policyMap(tf).get(key80), { deny: false, proxyPort: 0 })
+  e.loadFile('d.yaml', cnp('deny', '{ class: tiefighter }', denyRange))
+  const d = e.takeDelta().policy.get(tf)!
+  t.same(e.policyMap(tf).get(key80), { deny: true, proxyPort: 0 }, 'the exact allow now resolves to deny (the kernel finds only the longest block)')
+  t.ok(d.upserts.some(([k, v]) => k.port === 80 && k.prefixLen === 16 && v.deny), 'and the delta rewrites it')
+  t.ok(d.upserts.some(([k, v]) => k.port === 64 && k.prefixLen === 10 && v.deny), 'next to the deny block itself')
+  e.removeFile('d.yaml')
+  const back = e.takeDelta().policy.get(tf)!
+  t.same(e.policyMap(tf).get(key80), { deny: false, proxyPort: 0 }, 'removing the deny restores the allow')
+  t.ok(back.upserts.some(([k, v]) => k.port === 80 && !v.deny), 'through the delta')
+  t.ok(back.deletes.some((k) => k.port === 64 && k.prefixLen === 10), 'and the deny block is deleted')
+})

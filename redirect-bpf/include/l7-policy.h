@@ -28,7 +28,9 @@ static __always_inline __u32 identity_of(__u32 addr)
 	return v ? v->identity : L7_IDENTITY_WORLD;
 }
 
-/* One endpoint's verdict for one direction; for an allow with L7 rules, the proxy port. */
+/* One endpoint's verdict for one direction; for an allow with L7 rules, the proxy port. Four LPM
+ * lookups, most specific first: (identity, protocol), (identity, any), (any, protocol), (any,
+ * any); each finds the longest port block. Any deny wins; else the first allow decides. */
 static __always_inline __u32 policy_verdict(const struct endpoint_value *ep, __u8 direction, __u32 identity, __u16 dport,
 					    __u8 proto, __u16 *proxy_port)
 {
@@ -40,10 +42,10 @@ static __always_inline __u32 policy_verdict(const struct endpoint_value *ep, __u
 	if (!(ep->flags & enforce))
 		return L7_VERDICT_NOT_ENFORCED;
 	struct policy_key keys[4] = {
-		{ endpoint_id, identity, dport, proto, direction },
-		{ endpoint_id, identity, 0, 0, direction },
-		{ endpoint_id, L7_IDENTITY_ANY, dport, proto, direction },
-		{ endpoint_id, L7_IDENTITY_ANY, 0, 0, direction },
+		{ L7_POLICY_PREFIX_FULL, endpoint_id, identity, direction, proto, dport },
+		{ L7_POLICY_PREFIX_FULL, endpoint_id, identity, direction, 0, dport },
+		{ L7_POLICY_PREFIX_FULL, endpoint_id, L7_IDENTITY_ANY, direction, proto, dport },
+		{ L7_POLICY_PREFIX_FULL, endpoint_id, L7_IDENTITY_ANY, direction, 0, dport },
 	};
 #pragma unroll
 	for (int i = 0; i < 4; i++) {

@@ -75,16 +75,23 @@ struct proxymap_value {
 #define L7_CT_TCP_LIFETIME_NS (3600ULL * 1000000000ULL)
 #define L7_CT_UDP_LIFETIME_NS (60ULL * 1000000000ULL)
 
-/* policy: one entry per (endpoint, remote identity, port, protocol, direction). */
+/* policy: an LPM trie of (endpoint, remote identity, direction, protocol, port prefix), so one
+ * lookup finds the most specific port block (port ranges from endPort are prefix blocks). The
+ * engine resolves deny precedence down the port hierarchy before writing. */
 #define L7_DIR_INGRESS 0
 #define L7_DIR_EGRESS 1
 
+/* Bits of the key data before the port: endpoint_id, remote_identity, direction, protocol. */
+#define L7_POLICY_PREFIX_FIXED 80
+#define L7_POLICY_PREFIX_FULL 96
+
 struct policy_key {
+	__u32 prefixlen;       /* LPM: L7_POLICY_PREFIX_FIXED + port bits (0-16) */
 	__u32 endpoint_id;
 	__u32 remote_identity; /* L7_IDENTITY_ANY: every peer */
-	__u16 dport;           /* network order; 0 with protocol 0: every port */
-	__u8 protocol;         /* IPPROTO_TCP, IPPROTO_UDP, or 0: every protocol */
 	__u8 direction;        /* L7_DIR_* */
+	__u8 protocol;         /* IPPROTO_TCP, IPPROTO_UDP, or 0: every protocol (with port prefix 0) */
+	__u16 dport;           /* network order, so its high bits come first */
 };
 
 #define L7_POLICY_DENY (1u << 0)
@@ -190,10 +197,11 @@ struct {
 } l7_proxymap SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
 	__type(key, struct policy_key);
 	__type(value, struct policy_value);
 	__uint(max_entries, L7_MAX_POLICY);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } l7_policy SEC(".maps");
 
