@@ -49,12 +49,12 @@ kernelTest(t, 'datapath: egress L3/L4 policy enforced by the TC program, from en
   const xwing = endpointIds.get('xwing')!
   const tiefighter = endpointIds.get('tiefighter')!
   // No proxy listens in this test: flows that need one must be dropped.
-  const start = () => {
-    const d = Datapath.start({ mode: 'sk-assign', pinRoot, proxyAddress: '127.0.0.1', proxyPorts: [15001, 15053], netns: lab.netns('node') })
+  const start = (mode: 'sk-assign' | 'tproxy') => {
+    const d = Datapath.start({ mode, pinRoot, proxyAddress: '127.0.0.1', proxyPorts: [15001, 15053], netns: lab.netns('node') })
     for (const pod of PODS) d.attach(nodeIfname(pod), endpointIds.get(pod))
     return d
   }
-  let dp = start()
+  let dp = start('sk-assign')
   t.teardown(() => dp.stop())
   const counter = (endpointId: number, verdict: VerdictName) => dp.counters().find((c) => c.endpointId === endpointId && c.verdict === verdict)?.packets ?? 0
   const first = dp.apply(engine.takeDelta())
@@ -85,8 +85,9 @@ kernelTest(t, 'datapath: egress L3/L4 policy enforced by the TC program, from en
   const deniedBefore = counter(xwing, 'denied-default')
   dp.stop()
   t.equal(await curlCode(lab, 'xwing'), 0, 'stopped: programs detached, no enforcement left behind')
-  dp = start()
-  t.same(policyKeys(), before, 'a restarted datapath finds the pinned policy map as it was')
+  dp = start('tproxy') // a restart that also switches the redirect mode
+  t.same(policyKeys(), before, 'a restarted datapath, in another mode, finds the pinned policy map as it was')
+  t.match(await lab.exec('node', ['iptables', '-w', '-t', 'mangle', '-S']).then((r) => r.stdout), /L7PROXY_TPROXY/, 'with the new mode in place')
   t.ok(counter(xwing, 'denied-default') >= deniedBefore, 'and the counters')
   t.not(await curlCode(lab, 'xwing'), 0, 'and enforces the same policy at once')
   t.equal(await lab.exec('xwing', ['dig', '+short', '+time=2', '+tries=1', 'speeder.empire']).then((r) => r.stdout.trim()), '192.0.2.5')
