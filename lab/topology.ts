@@ -151,3 +151,22 @@ export function resolvConf(): string {
   const dns = findHost('dns')
   return `search ${SEARCH_DOMAIN}\nnameserver ${dns.addresses[0]}\noptions ndots:1 timeout:1 attempts:2\n`
 }
+
+export interface LabEndpoint {
+  /** Stable endpoint id: the host's position among the lab's endpoints, from 1. */
+  id: number
+  host: string
+  labels: Record<string, string>
+  ips: string[]
+}
+
+/** The lab's endpoints (pods and servers, not the outside world) as the agent registers them. */
+export function labEndpoints(): LabEndpoint[] {
+  return LAB_HOSTS.filter((h) => h.role !== 'external').map((h, i) => ({ id: i + 1, host: h.name, labels: h.labels, ips: h.addresses }))
+}
+
+export function labEndpointId(host: string): number {
+  const ep = labEndpoints().find((e) => e.host === host)
+  if (!ep) throw new LabError('EHOST', `lab host '${host}' is not an endpoint`)
+  return ep.id
+}

@@ -6,7 +6,7 @@ import { existsSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t from 'tap'
-import { LAB_HOSTS, nodeIfname } from '../lab/topology.js'
+import { labEndpoints, nodeIfname } from '../lab/topology.js'
 import { distPath } from '../lib/project-root.js'
 import { PolicyEngine } from '../policy/engine.js'
 import { BpfObject } from '../redirect-bpf/bpf-object.js'
@@ -41,10 +41,10 @@ kernelTest(t, 'datapath: egress L3/L4 policy enforced by the TC program, from en
   const pinRoot = useBpffs(t, lab.name)
   const engine = new PolicyEngine({ proxyPorts: { http: 15001, dns: 15053 } })
   const endpointIds = new Map<string, number>()
-  LAB_HOSTS.filter((h) => h.role !== 'external').forEach((h, i) => {
-    engine.upsertEndpoint({ id: i + 1, labels: h.labels, ips: h.addresses })
-    endpointIds.set(h.name, i + 1)
-  })
+  for (const ep of labEndpoints()) {
+    engine.upsertEndpoint(ep)
+    endpointIds.set(ep.host, ep.id)
+  }
   engine.loadFile('xwing.yaml', policy(''))
   const xwing = endpointIds.get('xwing')!
   const tiefighter = endpointIds.get('tiefighter')!
@@ -151,10 +151,10 @@ kernelTest(t, 'datapath: port ranges (endPort) in the kernel, with deny winning 
   const lab = await useLab(t)
   const engine = new PolicyEngine({ proxyPorts: { http: 15001, dns: 15053 } })
   const ids = new Map<string, number>()
-  LAB_HOSTS.filter((h) => h.role !== 'external').forEach((h, i) => {
-    engine.upsertEndpoint({ id: i + 1, labels: h.labels, ips: h.addresses })
-    ids.set(h.name, i + 1)
-  })
+  for (const ep of labEndpoints()) {
+    engine.upsertEndpoint(ep)
+    ids.set(ep.host, ep.id)
+  }
   const dp = Datapath.start({ mode: 'sk-assign', pinRoot: useBpffs(t, lab.name), proxyAddress: '127.0.0.1', proxyPorts: [15001, 15053], netns: lab.netns('node') })
   t.teardown(() => dp.stop())
   for (const pod of PODS) dp.attach(nodeIfname(pod), ids.get(pod))

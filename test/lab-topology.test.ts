@@ -11,6 +11,8 @@ import {
   nodeIfname,
   nodeNetns,
   parseNetns,
+  labEndpointId,
+  labEndpoints,
   resolvConf,
 } from '../lab/topology.js'
 
@@ -98,4 +100,12 @@ t.test('unbound config: authoritative zones, everything else refused', async (t)
 
 t.test('resolv.conf points pods at the lab DNS server with the empire search domain', async (t) => {
   t.equal(resolvConf(), 'search empire\nnameserver 198.18.2.53\noptions ndots:1 timeout:1 attempts:2\n')
+})
+
+t.test('the lab endpoints: pods and servers with stable ids, not the outside world', async (t) => {
+  const eps = labEndpoints()
+  t.same(eps.map((e) => [e.id, e.host]), [[1, 'tiefighter'], [2, 'xwing'], [3, 'deathstar'], [4, 'grpc'], [5, 'dns']])
+  t.same(eps[0]!.ips, ['198.18.1.10'])
+  t.equal(labEndpointId('deathstar'), 3)
+  t.throws(() => labEndpointId('world'), { code: 'EHOST', message: /'world' is not an endpoint/ })
 })

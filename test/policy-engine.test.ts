@@ -3,7 +3,7 @@ import { PolicyEngine } from '../policy/engine.js'
 import { RESERVED_IDENTITIES } from '../policy/identity.js'
 import { evaluateDns, evaluateHttp } from '../policy/l7-policy.js'
 import type { HttpRequestView } from '../policy/http-matcher.js'
-import { LAB_HOSTS } from '../lab/topology.js'
+import { LAB_HOSTS, labEndpoints } from '../lab/topology.js'
 
 const PORTS = { http: 15001, dns: 15053 }
 const TCP = 6
@@ -13,10 +13,10 @@ const UDP = 17
 function labEngine(): { e: PolicyEngine; ep: (name: string) => number; id: (name: string) => number } {
   const e = new PolicyEngine({ proxyPorts: PORTS })
   const ids = new Map<string, number>()
-  LAB_HOSTS.filter((h) => h.role !== 'external').forEach((h, i) => {
-    e.upsertEndpoint({ id: i + 1, labels: h.labels, ips: h.addresses })
-    ids.set(h.name, i + 1)
-  })
+  for (const ep of labEndpoints()) {
+    e.upsertEndpoint(ep)
+    ids.set(ep.host, ep.id)
+  }
   return {
     e,
     ep: (name) => ids.get(name)!,

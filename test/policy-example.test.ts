@@ -3,7 +3,7 @@
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import t from 'tap'
-import { LAB_HOSTS } from '../lab/topology.js'
+import { labEndpoints } from '../lab/topology.js'
 import { projectRoot } from '../lib/project-root.js'
 import { PolicyEngine } from '../policy/engine.js'
 import { evaluateDns, evaluateHttp } from '../policy/l7-policy.js'
@@ -11,10 +11,10 @@ import { evaluateDns, evaluateHttp } from '../policy/l7-policy.js'
 t.test('policy/examples/star-wars.yaml on the lab endpoints', async (t) => {
   const e = new PolicyEngine({ proxyPorts: { http: 15001, dns: 15053 } })
   const ep = new Map<string, number>()
-  LAB_HOSTS.filter((h) => h.role !== 'external').forEach((h, i) => {
-    e.upsertEndpoint({ id: i + 1, labels: h.labels, ips: h.addresses })
-    ep.set(h.name, i + 1)
-  })
+  for (const endpoint of labEndpoints()) {
+    e.upsertEndpoint(endpoint)
+    ep.set(endpoint.host, endpoint.id)
+  }
   const file = join(projectRoot(), 'policy/examples/star-wars.yaml')
   t.equal(e.loadFile(file, readFileSync(file, 'utf8')).length, 2)
   const id = (ip: string) => e.identityOf(ip)

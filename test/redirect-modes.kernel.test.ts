@@ -6,7 +6,7 @@ import { spawnSync } from 'node:child_process'
 import { createSocket, type Socket } from 'node:dgram'
 import { createServer, type Server } from 'node:http'
 import t, { type Test } from 'tap'
-import { GATEWAY_IP, LAB_HOSTS, nodeIfname } from '../lab/topology.js'
+import { GATEWAY_IP, LAB_HOSTS, labEndpoints, nodeIfname } from '../lab/topology.js'
 import { PolicyEngine } from '../policy/engine.js'
 import type { VerdictName } from '../redirect-bpf/map-layout.js'
 import { REDIRECT_MODES, ROUTE_TABLE, parseMode, type RedirectMode } from '../redirect-bpf/modes/redirect-mode.js'
@@ -45,10 +45,10 @@ async function steeredLab(t: Test, mode: RedirectMode, policy: string): Promise<
   const proxyAddr = mode === 'dnat' ? GATEWAY_IP : '127.0.0.1'
   const engine = new PolicyEngine({ proxyPorts: { http: HTTP_PORT, dns: DNS_PORT } })
   const ids = new Map<string, number>()
-  LAB_HOSTS.filter((h) => h.role !== 'external').forEach((h, i) => {
-    engine.upsertEndpoint({ id: i + 1, labels: h.labels, ips: h.addresses })
-    ids.set(h.name, i + 1)
-  })
+  for (const ep of labEndpoints()) {
+    engine.upsertEndpoint(ep)
+    ids.set(ep.host, ep.id)
+  }
   engine.loadFile('policy.yaml', policy)
   const dp = Datapath.start({
     mode,
