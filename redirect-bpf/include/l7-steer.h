@@ -84,16 +84,10 @@ static __always_inline int rewrite(struct __sk_buff *skb, __u8 proto, __u32 l4_o
 	return 0;
 }
 
-static __always_inline __u32 l4_offset(struct __sk_buff *skb)
-{
-	__u8 vihl;
 
-	if (bpf_skb_load_bytes(skb, ETH_HLEN, &vihl, 1))
-		return 0;
-	return ETH_HLEN + (vihl & 0xf) * 4;
-}
-
-static __always_inline int to_proxy(struct __sk_buff *skb, __u8 proto, struct bpf_sock_tuple *tuple, __u16 proxy_port)
+/* l4_off: where the TCP/UDP header starts, for dnat's rewrite. */
+static __always_inline int to_proxy(struct __sk_buff *skb, __u8 proto, __u32 l4_off, struct bpf_sock_tuple *tuple,
+				    __u16 proxy_port)
 {
 	__u32 zero = 0;
 	struct config_value *cfg = bpf_map_lookup_elem(&l7_config, &zero);
@@ -118,14 +112,11 @@ static __always_inline int to_proxy(struct __sk_buff *skb, __u8 proto, struct bp
 			return TC_ACT_SHOT;
 		skb->mark = L7_PROXY_MARK;
 		return TC_ACT_OK;
-	case L7_MODE_DNAT: {
-		__u32 l4_off = l4_offset(skb);
-
-		if (!l4_off || rewrite(skb, proto, l4_off, ETH_HLEN + offsetof(struct iphdr, daddr), l4_off + 2, tuple->ipv4.daddr,
-				       cfg->proxy_addr, tuple->ipv4.dport, bpf_htons(proxy_port)) < 0)
+	case L7_MODE_DNAT:
+		if (rewrite(skb, proto, l4_off, ETH_HLEN + offsetof(struct iphdr, daddr), l4_off + 2, tuple->ipv4.daddr,
+			    cfg->proxy_addr, tuple->ipv4.dport, bpf_htons(proxy_port)) < 0)
 			return TC_ACT_SHOT;
 		return TC_ACT_OK;
-	}
 	default:
 		return TC_ACT_SHOT;
 	}

@@ -97,7 +97,7 @@ steer:
 	tuple.ipv4.daddr = ip->daddr;
 	tuple.ipv4.sport = sport;
 	tuple.ipv4.dport = dport;
-	if (to_proxy(skb, ip->protocol, &tuple, proxy_port) == TC_ACT_OK)
+	if (to_proxy(skb, ip->protocol, ETH_HLEN + ip->ihl * 4, &tuple, proxy_port) == TC_ACT_OK)
 		return TC_ACT_OK;
 	count(src ? src->endpoint_id : dst->endpoint_id, L7_VERDICT_NO_PROXY, skb->len);
 	return TC_ACT_SHOT;
