@@ -92,6 +92,8 @@ export class PolicyEngine {
   private readonly endpoints = new Map<number, EndpointState>()
   private readonly bySelector = new Map<CachedSelector, Set<Contribution>>()
   private readonly endpointIps = new Map<string, number>()
+  /** A local endpoint's address -> its endpoint id. */
+  private readonly endpointAt_ = new Map<string, number>()
   private readonly cidrIps = new Map<string, number>()
   private ipJournal = new Map<string, number | null>()
   private readonly fqdnNames = new Map<string, Set<string>>()
@@ -194,7 +196,11 @@ export class PolicyEngine {
     if (created) this.identityAdded(identity)
     const prev = this.endpoints.get(spec.id)
     if (prev) {
-      for (const ip of prev.ips) if (!spec.ips.includes(ip)) this.setIp(this.endpointIps, `${ip}/32`, null)
+      for (const ip of prev.ips) {
+        if (spec.ips.includes(ip)) continue
+        this.setIp(this.endpointIps, `${ip}/32`, null)
+        this.endpointAt_.delete(ip)
+      }
       const old = prev.identity
       prev.ips = [...spec.ips]
       if (old.id !== identity.id) {
@@ -216,7 +222,10 @@ export class PolicyEngine {
       this.endpoints.set(spec.id, ep)
       this.recompute(ep)
     }
-    for (const ip of spec.ips) this.setIp(this.endpointIps, `${ip}/32`, identity.id)
+    for (const ip of spec.ips) {
+      this.setIp(this.endpointIps, `${ip}/32`, identity.id)
+      this.endpointAt_.set(ip, spec.id)
+    }
     this.touchedEndpoints.add(spec.id)
   }
 
@@ -228,7 +237,10 @@ export class PolicyEngine {
     this.removedEndpoints.set(id, ep.map.takeDelta())
     this.endpoints.delete(id)
     this.touchedEndpoints.delete(id)
-    for (const ip of ep.ips) this.setIp(this.endpointIps, `${ip}/32`, null)
+    for (const ip of ep.ips) {
+      this.setIp(this.endpointIps, `${ip}/32`, null)
+      this.endpointAt_.delete(ip)
+    }
     this.releaseIdentity(ep.identity.id)
   }
 
@@ -371,6 +383,11 @@ export class PolicyEngine {
   endpointInfo(id: number): EndpointInfo | undefined {
     const ep = this.endpoints.get(id)
     return ep && { id: ep.id, identity: ep.identity.id, ips: ep.ips, enforce: { ...ep.resolved.enforce }, ruleIds: ep.resolved.ruleIds }
+  }
+
+  /** The local endpoint with this address, if any. */
+  endpointAt(ip: string): number | undefined {
+    return this.endpointAt_.get(ip)
   }
 
   endpointIds(): number[] {
