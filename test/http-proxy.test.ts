@@ -4,6 +4,7 @@
 import { createHash } from 'node:crypto'
 import type { AddressInfo } from 'node:net'
 import { connect } from 'node:net'
+import { createServer } from 'node:http'
 import { Writable } from 'node:stream'
 import pino from 'pino'
 import t, { type Test } from 'tap'
@@ -142,4 +143,82 @@ t.test('an upstream that is down gives 502 and a log line', async (t) => {
   t.equal(r.status, 502)
   t.equal(await r.text(), 'Upstream unavailable\n')
   t.ok(s.logs.some((l) => String(l.msg).includes('upstream failed (502)')))
+})
+
+/** Sends raw bytes to the proxy and returns everything it answers before closing (bounded). */
+function rawRequest(proxyUrl: string, raw: string): Promise<string> {
+  return new Promise((resolve) => {
+    const sock = connect(Number(new URL(proxyUrl).port), '127.0.0.1', () => sock.write(raw))
+    let data = ''
+    sock.on('data', (d) => (data += d.toString()))
+    sock.on('error', () => undefined)
+    sock.on('close', () => resolve(data))
+    setTimeout(() => sock.destroy(), 1500)
+  })
+}
+
+t.test('confusing paths reach the server only in their normalized form, or not at all', async (t) => {
+  const s = await setup(t, TIEFIGHTER)
+  const via = async (target: string, method = 'POST') => rawRequest(s.proxyUrl, `${method} ${target} HTTP/1.1\r\nHost: deathstar\r\nContent-Length: 0\r\nConnection: close\r\n\r\n`)
+  for (const target of ['/v1/public/../echo', '/v1/%65cho', '/v1//echo', '/v1/./echo', '/x/../v1/echo']) {
+    const reply = await via(target)
+    t.match(reply, /^HTTP\/1\.1 200/, `${target} is /v1/echo`)
+    t.match(reply, /"url":"\/v1\/echo"/, `and the server got /v1/echo for ${target}`)
+  }
+  const bypass = await via('/v1/request-landing/../exhaust-port', 'PUT')
+  t.match(bypass, /^HTTP\/1\.1 403/, 'a dot-segment detour to /v1/exhaust-port is judged as /v1/exhaust-port')
+  for (const target of ['/v1/echo%2f..%2fexhaust-port', '/v1/x/%2e%2e/echo', '/v1/echo%00', '/v1/%zz']) {
+    t.match(await via(target), /^HTTP\/1\.1 400/, `${target} is refused`)
+  }
+})
+
+const H = 'Host: deathstar\r\n'
+const SMUGGLING: Array<[string, string]> = [
+  ['Content-Length with Transfer-Encoding', `POST /v1/echo HTTP/1.1\r\n${H}Content-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nX`],
+  ['Transfer-Encoding before Content-Length', `POST /v1/echo HTTP/1.1\r\n${H}Transfer-Encoding: chunked\r\nContent-Length: 6\r\n\r\n0\r\n\r\nX`],
+  ['two different Content-Lengths', `POST /v1/echo HTTP/1.1\r\n${H}Content-Length: 5\r\nContent-Length: 6\r\n\r\nhello!`],
+  ['two equal Content-Lengths', `POST /v1/echo HTTP/1.1\r\n${H}Content-Length: 5\r\nContent-Length: 5\r\n\r\nhello`],
+  ['a Content-Length list', `POST /v1/echo HTTP/1.1\r\n${H}Content-Length: 5, 5\r\n\r\nhello`],
+  ['a negative Content-Length', `POST /v1/echo HTTP/1.1\r\n${H}Content-Length: -1\r\n\r\nhello`],
+  ['a Content-Length with a plus sign', `POST /v1/echo HTTP/1.1\r\n${H}Content-Length: +5\r\n\r\nhello`],
+  ['a hexadecimal Content-Length', `POST /v1/echo HTTP/1.1\r\n${H}Content-Length: 0x5\r\n\r\nhello`],
+  ['Transfer-Encoding not ending in chunked', `POST /v1/echo HTTP/1.1\r\n${H}Transfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n`],
+  ['an unknown Transfer-Encoding', `POST /v1/echo HTTP/1.1\r\n${H}Transfer-Encoding: xchunked\r\n\r\n0\r\n\r\n`],
+  ['a space before the colon', `POST /v1/echo HTTP/1.1\r\n${H}Transfer-Encoding : chunked\r\n\r\n0\r\n\r\n`],
+  ['obs-fold', `POST /v1/echo HTTP/1.1\r\n${H}X-Note: a\r\n folded\r\nContent-Length: 0\r\n\r\n`],
+  ['obs-fold of Transfer-Encoding', `POST /v1/echo HTTP/1.1\r\n${H}Transfer-Encoding:\r\n chunked\r\n\r\n0\r\n\r\n`],
+  ['bare LF line endings', `POST /v1/echo HTTP/1.1\n${H.replace('\r', '')}Content-Length: 0\n\n`],
+  ['bare CR in a header', `POST /v1/echo HTTP/1.1\r\n${H}X-Note: a\rb\r\nContent-Length: 0\r\n\r\n`],
+  ['NUL in a header value', `POST /v1/echo HTTP/1.1\r\n${H}X-Note: a\u0000b\r\nContent-Length: 0\r\n\r\n`],
+  ['a space in a header name', `POST /v1/echo HTTP/1.1\r\n${H}X Note: a\r\nContent-Length: 0\r\n\r\n`],
+  ['an invalid chunk size', `POST /v1/echo HTTP/1.1\r\n${H}Transfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n`],
+  ['a chunk size that overflows', `POST /v1/echo HTTP/1.1\r\n${H}Transfer-Encoding: chunked\r\n\r\nFFFFFFFFFFFFFFFFF\r\nhello\r\n0\r\n\r\n`],
+  ['a chunk without its CRLF', `POST /v1/echo HTTP/1.1\r\n${H}Transfer-Encoding: chunked\r\n\r\n5\r\nhelloXX0\r\n\r\n`],
+  ['HTTP/1.0 with Transfer-Encoding', `POST /v1/echo HTTP/1.0\r\n${H}Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n`],
+  ['an invalid HTTP version', `POST /v1/echo HTTP/1.2\r\n${H}Content-Length: 0\r\n\r\n`],
+  ['duplicate Transfer-Encoding headers', `POST /v1/echo HTTP/1.1\r\n${H}Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n`],
+]
+
+// A framing error found mid-body (a bad chunk) can only stop a request that is already streaming:
+// the server may see it begin, never complete. So completed requests are what is counted.
+t.test(`${SMUGGLING.length} request-smuggling attempts: refused, and no request completes at the server`, async (t) => {
+  t.ok(SMUGGLING.length >= 20, 'at least 20 cases')
+  let upstreamRequests = 0
+  const upstream = createServer((req, res) => {
+    req.resume()
+    req.on('end', () => {
+      upstreamRequests++
+      res.end('upstream\n')
+    })
+  })
+  await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', () => r()))
+  t.teardown(() => new Promise<void>((r) => upstream.close(() => r())))
+  const s = await setup(t, TIEFIGHTER, (upstream.address() as AddressInfo).port)
+  for (const [name, raw] of SMUGGLING) {
+    const before = upstreamRequests
+    const reply = await rawRequest(s.proxyUrl, raw)
+    t.notMatch(reply, /^HTTP\/1\.[01] 2\d\d/, `${name}: not answered as a success (${JSON.stringify(reply.split('\r\n')[0] ?? '')})`)
+    t.notMatch(reply, /upstream/, `${name}: no upstream answer`)
+    t.equal(upstreamRequests, before, `${name}: no request completed at the server`)
+  }
 })

@@ -13,6 +13,7 @@ import { Pool } from 'undici'
 import type { PolicyEngine } from '../../policy/engine.js'
 import type { HttpRequestView } from '../../policy/http-matcher.js'
 import { httpVerdict, type Flow, type FlowVerdict } from './flow-verdict.js'
+import { normalizePath } from './request-path.js'
 
 export interface HttpProxyOptions {
   engine: PolicyEngine
@@ -126,12 +127,29 @@ export class HttpProxy {
     )
   }
 
+  /** 400 for a request whose meaning is ambiguous; it goes no further. */
+  private refuse(req: IncomingMessage, res: ServerResponse, flow: Flow, reason: string): void {
+    req.resume()
+    const body = `Bad request: ${reason}\n`
+    res.writeHead(400, { 'content-type': 'text/plain', 'content-length': Buffer.byteLength(body), connection: 'close' })
+    res.end(body)
+    this.opts.logger.info({ verdict: 'invalid', reason, path: req.url, source: `${flow.sourceAddress}:${flow.sourcePort}`, status: 400 }, 'http: ambiguous request refused')
+  }
+
   private handle(req: IncomingMessage, res: ServerResponse): void {
     const started = process.hrtime.bigint()
     const flow = (this.opts.flowOf ?? defaultFlow)(req.socket)
+    // HTTP/1.0 has no chunked framing: a Transfer-Encoding there is how requests get smuggled.
+    if (req.httpVersion === '1.0' && req.headers['transfer-encoding'] !== undefined) {
+      return this.refuse(req, res, flow, 'Transfer-Encoding in an HTTP/1.0 request')
+    }
+    // Rules see, and the server gets, one normalized path; ambiguous ones go no further.
+    const target = normalizePath(req.url!, req.method!)
+    if (!target.ok) return this.refuse(req, res, flow, target.reason)
+    const path = target.path
     const view: HttpRequestView = {
       method: req.method!,
-      path: req.url!,
+      path,
       host: req.headers.host ?? '',
       header: (name) => firstValue(req.headers[name]),
     }
@@ -153,7 +171,7 @@ export class HttpProxy {
     const hasBody = req.headers['content-length'] !== undefined || req.headers['transfer-encoding'] !== undefined
     const origin = (this.opts.originOf ?? ((f: Flow) => `http://${f.destAddress}:${f.destPort}`))(flow)
     this.pool(origin)
-      .request({ method: req.method as 'GET', path: req.url!, headers, body: hasBody ? req : null })
+      .request({ method: req.method as 'GET', path, headers, body: hasBody ? req : null })
       .then((up) => {
         res.writeHead(up.statusCode, endToEnd(up.headers))
         pipeline(up.body, res, () => undefined)

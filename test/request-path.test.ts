@@ -1,0 +1,63 @@
+import t from 'tap'
+import { normalizePath } from '../proxy/http/request-path.js'
+
+const normalized: Array<[string, string]> = [
+  ['/v1/request-landing', '/v1/request-landing'],
+  ['/v1/./request-landing', '/v1/request-landing'],
+  ['/v1/public/../request-landing', '/v1/request-landing'],
+  ['/v1//request-landing', '/v1/request-landing'],
+  ['//v1///request-landing', '/v1/request-landing'],
+  ['/v1/%72equest-landing', '/v1/request-landing'],
+  ['/%76%31/request%2Dlanding', '/v1/request-landing'],
+  ['/v1/a%7Eb', '/v1/a~b'],
+  ['/v1/space%20here', '/v1/space%20here'],
+  ['/v1/lower%2fslash'.replace('%2f', '%3a'), '/v1/lower%3Aslash'],
+  ['/../../etc/passwd', '/etc/passwd'],
+  ['/v1/..', '/'],
+  ['/v1/.', '/v1/'],
+  ['/v1/', '/v1/'],
+  ['/', '/'],
+  ['/v1/x?a=../b&c=%2f', '/v1/x?a=../b&c=%2f'],
+  ['/v1/a/b/../../c', '/v1/c'],
+  ['/v1/...', '/v1/...'],
+  ['/v1/.hidden', '/v1/.hidden'],
+]
+
+const refused: Array<[string, RegExp]> = [
+  ['/v1%2frequest-landing', /encoded slash/],
+  ['/v1%2Frequest-landing', /encoded slash/],
+  ['/v1%5cadmin', /encoded backslash/],
+  ['/v1\\admin', /backslash/],
+  ['/v1/%2e%2e/admin', /encoded dot segment/],
+  ['/v1/%2E%2E/admin', /encoded dot segment/],
+  ['/v1/.%2e/admin', /encoded dot segment/],
+  ['/v1/%2e./admin', /encoded dot segment/],
+  ['/v1/%2e/admin', /encoded dot segment/],
+  ['/v1/%00', /NUL/],
+  ['/v1/%zz', /invalid escape '%zz'/],
+  ['/v1/%4', /invalid escape/],
+  ['/v1/%', /invalid escape/],
+  ['/v1/\u0000x', /raw byte 0x00/],
+  ['/v1/\tx', /raw byte 0x09/],
+  ['/v1/ü', /raw byte 0xfc/],
+  ['v1/request-landing', /origin-form/],
+  ['http://deathstar/v1/request-landing', /origin-form/],
+]
+
+t.test(`${normalized.length} paths normalize to one form`, async (t) => {
+  for (const [input, want] of normalized) t.same(normalizePath(input, 'GET'), { ok: true, path: want }, `${input} -> ${want}`)
+})
+
+t.test(`${refused.length} ambiguous paths are refused`, async (t) => {
+  t.ok(normalized.length + refused.length >= 25, 'a corpus of at least 25 path-confusion cases')
+  for (const [input, why] of refused) {
+    const r = normalizePath(input, 'GET')
+    t.equal(r.ok, false, `${JSON.stringify(input)} refused`)
+    if (!r.ok) t.match(r.reason, why)
+  }
+})
+
+t.test('asterisk-form only for OPTIONS', async (t) => {
+  t.same(normalizePath('*', 'OPTIONS'), { ok: true, path: '*' })
+  t.match(normalizePath('*', 'GET'), { ok: false, reason: /only for OPTIONS/ })
+})
