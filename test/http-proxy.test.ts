@@ -222,3 +222,13 @@ t.test(`${SMUGGLING.length} request-smuggling attempts: refused, and no request 
     t.equal(upstreamRequests, before, `${name}: no request completed at the server`)
   }
 })
+
+t.test('more header fields than the limit are refused, not silently truncated', async (t) => {
+  const s = await setup(t, TIEFIGHTER)
+  const headers = (n: number) => Array.from({ length: n }, (_, i) => `X-H${i}: ${i}\r\n`).join('')
+  // Host, Content-Length and Connection besides the generated ones.
+  const ok = await rawRequest(s.proxyUrl, `POST /v1/echo HTTP/1.1\r\n${H}${headers(97)}Content-Length: 0\r\nConnection: close\r\n\r\n`)
+  t.match(ok, /^HTTP\/1\.1 200/, '100 header fields pass')
+  const tooMany = await rawRequest(s.proxyUrl, `POST /v1/echo HTTP/1.1\r\n${H}${headers(98)}Content-Length: 0\r\nConnection: close\r\n\r\n`)
+  t.match(tooMany, /^HTTP\/1\.1 400[\s\S]*more than 100 header fields/, '101 are refused')
+})

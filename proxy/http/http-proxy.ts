@@ -27,6 +27,8 @@ export interface HttpProxyOptions {
   upstreamConnectTimeoutMs?: number
   upstreamHeadersTimeoutMs?: number
   maxHeaderBytes?: number
+  /** Header fields per request; more is refused (400), never silently truncated. */
+  maxHeaders?: number
 }
 
 /** RFC 9110 7.6.1: never forwarded, nor any header the Connection header names. */
@@ -60,8 +62,10 @@ function firstValue(v: string | string[] | undefined): string | undefined {
 export class HttpProxy {
   readonly server: Server
   private readonly pools = new Map<string, Pool>()
+  private readonly maxHeaders: number
 
   constructor(private readonly opts: HttpProxyOptions) {
+    this.maxHeaders = opts.maxHeaders ?? 100
     this.server = createServer(
       {
         insecureHTTPParser: false,
@@ -72,6 +76,8 @@ export class HttpProxy {
       },
       (req, res) => this.handle(req, res),
     )
+    // Node drops headers beyond maxHeadersCount without a word: let one more through and refuse.
+    this.server.maxHeadersCount = this.maxHeaders + 1
     this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
       this.opts.logger.info({ verdict: 'invalid', error: err.code ?? err.message, source: socket.remoteAddress }, 'http: malformed request refused')
       if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n')
@@ -139,6 +145,7 @@ export class HttpProxy {
   private handle(req: IncomingMessage, res: ServerResponse): void {
     const started = process.hrtime.bigint()
     const flow = (this.opts.flowOf ?? defaultFlow)(req.socket)
+    if (req.rawHeaders.length / 2 > this.maxHeaders) return this.refuse(req, res, flow, `more than ${this.maxHeaders} header fields`)
     // HTTP/1.0 has no chunked framing: a Transfer-Encoding there is how requests get smuggled.
     if (req.httpVersion === '1.0' && req.headers['transfer-encoding'] !== undefined) {
       return this.refuse(req, res, flow, 'Transfer-Encoding in an HTTP/1.0 request')
