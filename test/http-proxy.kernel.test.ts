@@ -2,53 +2,111 @@
 // example star-wars policy, the proxy running in the node namespace as the agent will.
 
 import { spawn } from 'node:child_process'
-import { existsSync, rmSync } from 'node:fs'
+import { createHash, randomBytes } from 'node:crypto'
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { execCommand } from '../lab/netns.js'
 import { distPath, projectRoot } from '../lib/project-root.js'
 import { kernelTest } from './fixtures/kernel.js'
-import { useLab } from './fixtures/lab.js'
+import { useLab, type LabHandle } from './fixtures/lab.js'
+
+interface NodeProxy {
+  lab: LabHandle
+  pin: string
+  /** JSON log lines the node proxy printed so far. */
+  lines(): Array<Record<string, unknown>>
+  /** SIGTERMs it and returns its exit code. */
+  stop(): Promise<number | null>
+  curl(host: string, args: string[]): ReturnType<typeof execCommand>
+}
+
+/** A lab whose node runs the node proxy (test/fixtures/node-proxy.ts) in `mode` with `policyFile`. */
+async function nodeProxy(t: Test, mode: string, policyFile: string): Promise<NodeProxy> {
+  const lab = await useLab(t)
+  const pin = `/run/l7proxy/test-bpffs-${lab.name}` // mounted in the child's own mount namespace
+  const child = spawn(
+    'ip',
+    ['netns', 'exec', lab.netns('node'), process.execPath, distPath('test/fixtures/node-proxy.js'), '--mode', mode, '--policy', policyFile, '--pin', pin],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  )
+  const exited = new Promise<number | null>((r) => child.once('exit', (c) => r(c)))
+  let out = ''
+  let err = ''
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()))
+  child.stderr.on('data', (d: Buffer) => (err += d.toString()))
+  t.teardown(async () => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM')
+    await exited
+    rmSync(pin, { recursive: true, force: true }) // in case it could not
+  })
+  const deadline = Date.now() + 20_000
+  while (!out.includes('READY') && child.exitCode === null && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50))
+  t.ok(out.includes('READY'), `the node proxy is up (${err.trim()})`)
+  return {
+    lab,
+    pin,
+    lines: () => out.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>),
+    stop: () => {
+      child.kill('SIGTERM')
+      return exited
+    },
+    curl: (host, args) => execCommand(['ip', 'netns', 'exec', lab.netns(host), 'curl', '-s', '--max-time', '5', ...args], { timeoutMs: 20_000 }),
+  }
+}
 
 for (const mode of ['sk-assign', 'tproxy', 'dnat'] as const) {
   kernelTest(t, `http proxy in the lab (${mode}): star-wars allow and deny with real curl`, async (t) => {
-    const lab = await useLab(t)
-    const pin = `/run/l7proxy/test-bpffs-${lab.name}` // mounted in the child's own mount namespace
-    const child = spawn(
-      'ip',
-      ['netns', 'exec', lab.netns('node'), process.execPath, distPath('test/fixtures/node-proxy.js'), '--mode', mode, '--policy', join(projectRoot(), 'policy/examples/star-wars.yaml'), '--pin', pin],
-      { stdio: ['ignore', 'pipe', 'pipe'] },
-    )
-    const exited = new Promise<number | null>((r) => child.once('exit', (c) => r(c)))
-    let out = ''
-    let err = ''
-    child.stdout.on('data', (d: Buffer) => (out += d.toString()))
-    child.stderr.on('data', (d: Buffer) => (err += d.toString()))
-    t.teardown(async () => {
-      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM')
-      await exited
-      rmSync(pin, { recursive: true, force: true }) // in case it could not
-    })
-    const deadline = Date.now() + 20_000
-    while (!out.includes('READY') && child.exitCode === null && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50))
-    t.ok(out.includes('READY'), `the node proxy is up (${err.trim()})`)
-
-    const curl = (host: string, args: string[]) => execCommand(['ip', 'netns', 'exec', lab.netns(host), 'curl', '-s', '--max-time', '3', ...args], { timeoutMs: 15_000 })
-    const land = await curl('tiefighter', ['-X', 'POST', 'http://198.18.2.10/v1/request-landing'])
+    const p = await nodeProxy(t, mode, join(projectRoot(), 'policy/examples/star-wars.yaml'))
+    const land = await p.curl('tiefighter', ['-X', 'POST', 'http://198.18.2.10/v1/request-landing'])
     t.equal(land.stdout, 'Ship landed\n', 'tiefighter lands: POST /v1/request-landing reaches the deathstar')
-    const exhaust = await curl('tiefighter', ['-X', 'PUT', '-w', ' %{http_code}', 'http://198.18.2.10/v1/exhaust-port'])
+    const exhaust = await p.curl('tiefighter', ['-X', 'PUT', '-w', ' %{http_code}', 'http://198.18.2.10/v1/exhaust-port'])
     t.equal(exhaust.stdout, 'Access denied\n 403', 'PUT /v1/exhaust-port gets 403 from the proxy')
-    const keepAlive = await curl('tiefighter', ['-X', 'POST', '-w', '[%{http_code} %{num_connects}]', 'http://198.18.2.10/v1/request-landing', 'http://198.18.2.10/v1/not-a-rule'])
+    const keepAlive = await p.curl('tiefighter', ['-X', 'POST', '-w', '[%{http_code} %{num_connects}]', 'http://198.18.2.10/v1/request-landing', 'http://198.18.2.10/v1/not-a-rule'])
     t.equal(keepAlive.stdout, 'Ship landed\n[200 1]Access denied\n[403 0]', 'allowed then denied on one kept-alive connection')
-    const xwing = await curl('xwing', ['-X', 'POST', 'http://198.18.2.10/v1/request-landing'])
+    const xwing = await p.curl('xwing', ['-X', 'POST', 'http://198.18.2.10/v1/request-landing'])
     t.not(xwing.code, 0, 'the xwing is dropped in the kernel')
-    const lines = out.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>)
-    t.match(lines, [
+    t.match(p.lines(), [
       { verdict: 'allowed', method: 'POST', path: '/v1/request-landing', source: /^198\.18\.1\.10:/, destination: '198.18.2.10:80', rules: ['CiliumNetworkPolicy/default/deathstar-l7'] },
       { verdict: 'denied', method: 'PUT', path: '/v1/exhaust-port', status: 403 },
     ], 'each decision is logged with source, destination and rule')
-    child.kill('SIGTERM')
-    t.equal(await exited, 0, 'the node proxy stops cleanly on SIGTERM')
-    t.notOk(existsSync(pin), 'and removes its pin directory')
+    t.equal(await p.stop(), 0, 'the node proxy stops cleanly on SIGTERM')
+    t.notOk(existsSync(p.pin), 'and removes its pin directory')
   })
 }
+
+kernelTest(t, 'http proxy in the lab: a 10 MB upload and a chunked download stream through', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'l7-http-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const policy = join(dir, 'policy.yaml')
+  writeFileSync(
+    policy,
+    `apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: { name: deathstar-data }
+spec:
+  endpointSelector: { matchLabels: { class: deathstar } }
+  ingress:
+  - fromEndpoints: [ { matchLabels: { org: empire } } ]
+    toPorts:
+    - ports: [ { port: "80", protocol: TCP } ]
+      rules: { http: [ { method: POST, path: "/v1/echo" }, { method: GET, path: "/v1/bytes([?].*)?" } ] }
+`,
+  )
+  const upload = join(dir, 'upload.bin')
+  const data = randomBytes(10 * 1024 * 1024)
+  writeFileSync(upload, data)
+  // Paths are matched with their query, as Envoy's :path is in Cilium: hence the bytes pattern.
+  const p = await nodeProxy(t, 'sk-assign', policy)
+  const echo = await p.curl('tiefighter', ['--data-binary', `@${upload}`, '-H', 'content-type: application/octet-stream', 'http://198.18.2.10/v1/echo'])
+  t.equal(echo.code, 0, echo.stderr)
+  const seen = JSON.parse(echo.stdout) as { bodyBytes: number; bodySha256: string; remoteAddress: string }
+  t.equal(seen.bodyBytes, data.length, '10 MB arrived')
+  t.equal(seen.bodySha256, createHash('sha256').update(data).digest('hex'), 'intact')
+  const dl = await p.curl('tiefighter', ['-D', '-', '-o', '/dev/null', '-w', 'size=%{size_download}', 'http://198.18.2.10/v1/bytes?n=3000000'])
+  t.match(dl.stdout, /^HTTP\/1\.1 200/, 'the download is allowed')
+  t.match(dl.stdout, /transfer-encoding: chunked/i, 'as a chunked response')
+  t.match(dl.stdout, /size=3000000$/, 'all 3,000,000 bytes')
+  t.match(p.lines(), [{ verdict: 'allowed', path: '/v1/echo', status: 200 }, { verdict: 'allowed', path: '/v1/bytes?n=3000000', status: 200 }])
+})

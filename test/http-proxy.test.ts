@@ -232,3 +232,25 @@ t.test('more header fields than the limit are refused, not silently truncated', 
   const tooMany = await rawRequest(s.proxyUrl, `POST /v1/echo HTTP/1.1\r\n${H}${headers(98)}Content-Length: 0\r\nConnection: close\r\n\r\n`)
   t.match(tooMany, /^HTTP\/1\.1 400[\s\S]*more than 100 header fields/, '101 are refused')
 })
+
+t.test('Expect: 100-continue is answered by the proxy and the body forwarded', async (t) => {
+  const s = await setup(t, TIEFIGHTER)
+  const reply = await new Promise<string>((resolve) => {
+    const sock = connect(Number(new URL(s.proxyUrl).port), '127.0.0.1', () =>
+      sock.write(`POST /v1/echo HTTP/1.1\r\n${H}Content-Length: 5\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n`),
+    )
+    let data = ''
+    sock.on('data', (d) => {
+      data += d.toString()
+      if (data.startsWith('HTTP/1.1 100') && !data.includes('hello-sent')) {
+        data += '\n[hello-sent]\n'
+        sock.write('hello')
+      }
+    })
+    sock.on('close', () => resolve(data))
+    setTimeout(() => sock.destroy(), 2000)
+  })
+  t.match(reply, /^HTTP\/1\.1 100 Continue/, 'the client is told to continue')
+  t.match(reply, /HTTP\/1\.1 200 OK[\s\S]*"bodyBytes":5/, 'and the body reaches the server')
+  t.notMatch(reply, /"expect"/, 'without the Expect header')
+})

@@ -31,8 +31,11 @@ export interface HttpProxyOptions {
   maxHeaders?: number
 }
 
-/** RFC 9110 7.6.1: never forwarded, nor any header the Connection header names. */
-const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'proxy-authenticate', 'proxy-authorization', 'te', 'trailer', 'transfer-encoding', 'upgrade'])
+/**
+ * Never forwarded: RFC 9110 7.6.1's hop-by-hop fields, any header the Connection header names, and
+ * Expect (Node already answered the client's 100-continue; the upstream request is a new one).
+ */
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'proxy-authenticate', 'proxy-authorization', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'expect'])
 
 const DENIED_BODY = 'Access denied\n'
 
