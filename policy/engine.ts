@@ -93,7 +93,7 @@ export class PolicyEngine {
   private readonly bySelector = new Map<CachedSelector, Set<Contribution>>()
   private readonly endpointIps = new Map<string, number>()
   /** A local endpoint's address -> its endpoint id. */
-  private readonly endpointAt_ = new Map<string, number>()
+  private readonly endpointByIp = new Map<string, number>()
   private readonly cidrIps = new Map<string, number>()
   private ipJournal = new Map<string, number | null>()
   private readonly fqdnNames = new Map<string, Set<string>>()
@@ -199,7 +199,7 @@ export class PolicyEngine {
       for (const ip of prev.ips) {
         if (spec.ips.includes(ip)) continue
         this.setIp(this.endpointIps, `${ip}/32`, null)
-        this.endpointAt_.delete(ip)
+        this.endpointByIp.delete(ip)
       }
       const old = prev.identity
       prev.ips = [...spec.ips]
@@ -224,7 +224,7 @@ export class PolicyEngine {
     }
     for (const ip of spec.ips) {
       this.setIp(this.endpointIps, `${ip}/32`, identity.id)
-      this.endpointAt_.set(ip, spec.id)
+      this.endpointByIp.set(ip, spec.id)
     }
     this.touchedEndpoints.add(spec.id)
   }
@@ -239,7 +239,7 @@ export class PolicyEngine {
     this.touchedEndpoints.delete(id)
     for (const ip of ep.ips) {
       this.setIp(this.endpointIps, `${ip}/32`, null)
-      this.endpointAt_.delete(ip)
+      this.endpointByIp.delete(ip)
     }
     this.releaseIdentity(ep.identity.id)
   }
@@ -387,7 +387,7 @@ export class PolicyEngine {
 
   /** The local endpoint with this address, if any. */
   endpointAt(ip: string): number | undefined {
-    return this.endpointAt_.get(ip)
+    return this.endpointByIp.get(ip)
   }
 
   endpointIds(): number[] {

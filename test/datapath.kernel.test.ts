@@ -17,19 +17,20 @@ import { inNetns } from '../redirect-bpf/netns.js'
 import { ifindexOf, queryTc } from '../redirect-bpf/tc.js'
 import { kernelTest } from './fixtures/kernel.js'
 import { useBpffs, useLab, type LabHandle } from './fixtures/lab.js'
+import { cnp } from './fixtures/policy-text.js'
 
 const OBJECT = distPath('redirect-bpf/progs/from-endpoint.bpf.o')
 const PODS = ['tiefighter', 'xwing']
 
-const policy = (egress: string) => `apiVersion: cilium.io/v2
-kind: CiliumNetworkPolicy
-metadata: { name: xwing-egress }
-spec:
-  endpointSelector: { matchLabels: { class: xwing } }
-  egress:
+const policy = (egress: string) =>
+  cnp(
+    'xwing-egress',
+    '{ class: xwing }',
+    `  egress:
   - toEndpoints: [ { matchLabels: { "k8s:io.kubernetes.pod.namespace": kube-system, k8s-app: kube-dns } } ]
     toPorts: [ { ports: [ { port: "53", protocol: ANY } ] } ]
-${egress}`
+${egress}`,
+  )
 
 async function curlCode(lab: LabHandle, host: string): Promise<number> {
   const r = await lab.exec(host, ['curl', '-s', '-o', '/dev/null', '--max-time', '2', 'http://198.18.2.10/v1/'], { timeoutMs: 10_000 })
@@ -158,13 +159,7 @@ kernelTest(t, 'datapath: port ranges (endPort) in the kernel, with deny winning 
   const dp = Datapath.start({ mode: 'sk-assign', pinRoot: useBpffs(t, lab.name), proxyAddress: '127.0.0.1', proxyPorts: [15001, 15053], netns: lab.netns('node') })
   t.teardown(() => dp.stop())
   for (const pod of PODS) dp.attach(nodeIfname(pod), ids.get(pod))
-  const xwing = (egress: string) =>
-    engine.loadFile('r.yaml', `apiVersion: cilium.io/v2
-kind: CiliumNetworkPolicy
-metadata: { name: xwing-ranges }
-spec:
-  endpointSelector: { matchLabels: { class: xwing } }
-${egress}`)
+  const xwing = (body: string) => engine.loadFile('r.yaml', cnp('xwing-ranges', '{ class: xwing }', body))
   const toDeathstar = (ports: string) => `  - toEndpoints: [ { matchLabels: { class: deathstar } } ]\n    toPorts: [ { ports: [ ${ports} ] } ]\n`
 
   xwing(`  egress:\n${toDeathstar('{ port: "64", endPort: 127, protocol: TCP }')}`)

@@ -4,6 +4,7 @@ import { RESERVED_IDENTITIES } from '../policy/identity.js'
 import { evaluateDns, evaluateHttp } from '../policy/l7-policy.js'
 import type { HttpRequestView } from '../policy/http-matcher.js'
 import { LAB_HOSTS, labEndpoints } from '../lab/topology.js'
+import { cnp } from './fixtures/policy-text.js'
 
 const PORTS = { http: 15001, dns: 15053 }
 const TCP = 6
@@ -74,13 +75,6 @@ t.test('the Cilium star-wars example, end to end', async (t) => {
   t.match(evaluateHttp(f, id('tiefighter'), req('GET', '/v1/request-landing')), { allowed: false }, 'GET is not POST')
   t.match(evaluateHttp(f, id('xwing'), req('POST', '/v1/request-landing')), { allowed: false, reason: /identity \d+ is not allowed/ }, 'the proxy denies xwing too')
 })
-
-const cnp = (name: string, selector: string, body: string) => `apiVersion: cilium.io/v2
-kind: CiliumNetworkPolicy
-metadata: { name: ${name} }
-spec:
-  endpointSelector: { matchLabels: ${selector} }
-${body}`
 
 t.test('deny wins over allow, at every level', async (t) => {
   const { e, ep, id } = labEngine()

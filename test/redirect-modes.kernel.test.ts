@@ -17,16 +17,10 @@ import { transparentTcpListener, transparentUdpSocket } from '../redirect-bpf/tr
 import { execCommand } from '../lab/netns.js'
 import { kernelTest } from './fixtures/kernel.js'
 import { useBpffs, useLab, type LabHandle } from './fixtures/lab.js'
+import { cnp } from './fixtures/policy-text.js'
 
 const HTTP_PORT = 15001
 const DNS_PORT = 15053
-
-const cnp = (name: string, selector: string, body: string) => `apiVersion: cilium.io/v2
-kind: CiliumNetworkPolicy
-metadata: { name: ${name} }
-spec:
-  endpointSelector: { matchLabels: ${selector} }
-${body}`
 
 interface SteeredLab {
   mode: RedirectMode
