@@ -69,6 +69,12 @@ export class BpfMap {
   }
 }
 
+/**
+ * Buffers libbpf holds raw pointers into (the pin root, the verifier log) during open and load:
+ * referenced from here, so the collector cannot free them while it does.
+ */
+const buffersInUse = new Set<Buffer>()
+
 let cpus: number | undefined
 export function possibleCpus(): number {
   return (cpus ??= check(libbpf().libbpf_num_possible_cpus() as number, 'EMAP', 'counting possible CPUs'))
@@ -92,28 +98,33 @@ export class BpfObject {
     const opts = Buffer.alloc(OPEN_OPTS.size)
     const pin = cString(pinRoot)
     const log = Buffer.alloc(VERIFIER_LOG_BYTES)
-    opts.writeBigUInt64LE(BigInt(OPEN_OPTS.size), 0)
-    opts.writeBigUInt64LE(addressOf(pin), OPEN_OPTS.pinRootPath)
-    opts.writeBigUInt64LE(addressOf(log), OPEN_OPTS.kernelLogBuf)
-    opts.writeBigUInt64LE(BigInt(log.length), OPEN_OPTS.kernelLogSize)
-    const handle = lib.bpf_object__open_file(path, opts)
-    if (!handle) {
-      const errno = koffi.errno()
-      throw new BpfError('EOPEN', `cannot open BPF object ${path}: ${errnoName(errno)}\n${libbpfMessages()}`.trim(), { errno })
+    buffersInUse.add(pin).add(log)
+    try {
+      opts.writeBigUInt64LE(BigInt(OPEN_OPTS.size), 0)
+      opts.writeBigUInt64LE(addressOf(pin), OPEN_OPTS.pinRootPath)
+      opts.writeBigUInt64LE(addressOf(log), OPEN_OPTS.kernelLogBuf)
+      opts.writeBigUInt64LE(BigInt(log.length), OPEN_OPTS.kernelLogSize)
+      const handle = lib.bpf_object__open_file(path, opts)
+      if (!handle) {
+        const errno = koffi.errno()
+        throw new BpfError('EOPEN', `cannot open BPF object ${path}: ${errnoName(errno)}\n${libbpfMessages()}`.trim(), { errno })
+      }
+      const rc = lib.bpf_object__load(handle) as number
+      if (rc < 0) {
+        lib.bpf_object__close(handle)
+        const end = log.indexOf(0)
+        const verifierLog = log.toString('utf8', 0, end < 0 ? log.length : end).trim()
+        throw new BpfError(
+          rc === -1 ? 'EPERM' : 'ELOAD',
+          `cannot load BPF object ${path}: ${errnoName(rc)}${privilegeHint(rc)}\n${libbpfMessages()}${verifierLog ? `\nverifier log:\n${verifierLog}` : ''}`.trim(),
+          { errno: -rc, verifierLog },
+        )
+      }
+      return new BpfObject(path, handle)
+    } finally {
+      buffersInUse.delete(pin)
+      buffersInUse.delete(log)
     }
-    const rc = lib.bpf_object__load(handle) as number
-    if (rc < 0) {
-      lib.bpf_object__close(handle)
-      const end = log.indexOf(0)
-      const verifierLog = log.toString('utf8', 0, end < 0 ? log.length : end).trim()
-      throw new BpfError(
-        rc === -1 ? 'EPERM' : 'ELOAD',
-        `cannot load BPF object ${path}: ${errnoName(rc)}${privilegeHint(rc)}\n${libbpfMessages()}${verifierLog ? `\nverifier log:\n${verifierLog}` : ''}`.trim(),
-        { errno: -rc, verifierLog },
-      )
-    }
-    void pin // libbpf copied the pin root at open; the log buffer was needed until load returned
-    return new BpfObject(path, handle)
   }
 
   private live(): unknown {
