@@ -101,6 +101,7 @@ export class PolicyEngine {
   private removedEndpoints = new Map<number, MapDelta>()
   private touchedEndpoints = new Set<number>()
   private revision = 0
+  private generation = 0
 
   constructor(opts: EngineOptions) {
     this.proxyPorts = opts.proxyPorts
@@ -118,6 +119,7 @@ export class PolicyEngine {
 
   /** Applies already-parsed rules under `file`'s name (replacing its previous rules). */
   setRules(file: string, rules: RuleSpec[]): void {
+    this.generation++
     const clash = rules.find((r) => this.ruleOwner(r.id) !== null && this.ruleOwner(r.id) !== file)
     if (clash) {
       throw new PolicyError([{ file, line: clash.line, column: 1, path: 'metadata.name', message: `policy ${clash.id} is already loaded from ${this.ruleOwner(clash.id)}` }])
@@ -153,6 +155,11 @@ export class PolicyEngine {
     return this.revision
   }
 
+  /** Bumped by every change (rules, identities, endpoints, names): caches of lookups key on it. */
+  get stateGeneration(): number {
+    return this.generation
+  }
+
   // ---- identities and endpoints ------------------------------------------------------------------
 
   private identityAdded(identity: Identity): void {
@@ -167,12 +174,14 @@ export class PolicyEngine {
 
   /** A cluster identity (e.g. pods on other nodes) with these labels; one reference. */
   addIdentity(labels: Readonly<Record<string, string>>): number {
+    this.generation++
     const { identity, created } = this.identities.acquireLabels(labelList(labels))
     if (created) this.identityAdded(identity)
     return identity.id
   }
 
   releaseIdentity(id: number): void {
+    this.generation++
     const gone = this.identities.release(id)
     if (gone) this.identityRemoved(gone)
   }
@@ -189,6 +198,7 @@ export class PolicyEngine {
   }
 
   upsertEndpoint(spec: EndpointSpec): void {
+    this.generation++
     for (const ip of spec.ips) {
       if (ip.includes('/') || typeof parsePrefix(ip) === 'string') throw new Error(`endpoint ${spec.id}: '${ip}' is not an IPv4 address`)
     }
@@ -230,6 +240,7 @@ export class PolicyEngine {
   }
 
   removeEndpoint(id: number): void {
+    this.generation++
     const ep = this.endpoints.get(id)
     if (!ep) return
     for (const c of ep.contributions) this.detach(c)
@@ -246,6 +257,7 @@ export class PolicyEngine {
 
   /** Replaces the IPs a DNS name resolved to (from an allowed DNS answer); [] forgets the name. */
   setFqdnIps(name: string, ips: readonly string[]): void {
+    this.generation++
     const key = name.toLowerCase().replace(/\.$/, '')
     const before = this.fqdnNames.get(key) ?? new Set<string>()
     const after = new Set(ips)

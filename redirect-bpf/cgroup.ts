@@ -19,11 +19,13 @@ function cgroup2Mounts(): string[] {
     .map((f) => f[1]!)
 }
 
+const OWN_ROOT = '/run/l7proxy/cgroup2'
+
 /** A cgroup2 mount point: an existing one, or one l7proxy mounts under /run/l7proxy. */
 export function cgroup2Root(): string {
   const existing = cgroup2Mounts()
   if (existing.length > 0) return existing.includes('/sys/fs/cgroup/unified') ? '/sys/fs/cgroup/unified' : existing[0]!
-  const dir = '/run/l7proxy/cgroup2'
+  const dir = OWN_ROOT
   mkdirSync(dir, { recursive: true })
   if ((libbpf().mount(cString('none'), cString(dir), cString('cgroup2'), 0, null) as number) !== 0) {
     throw new BpfError('EMOUNT', `cannot mount cgroup2 at ${dir}: ${errnoName(koffi.errno())}`)
@@ -48,7 +50,7 @@ export function joinCgroup(dir: string, pid: number = process.pid): void {
   writeFileSync(join(dir, 'cgroup.procs'), `${pid}\n`)
 }
 
-/** Moves every process of `dir` back to the root and removes it. */
+/** Moves every process of `dir` back to the root and removes it, and the root if l7proxy mounted it. */
 export function removeCgroup(dir: string): void {
   const root = cgroup2Root()
   try {
@@ -57,6 +59,9 @@ export function removeCgroup(dir: string): void {
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e
   }
+  // Other groups may still use our mount (it is this mount namespace's view of the one hierarchy):
+  // a busy unmount fails and leaves it.
+  if (root === OWN_ROOT && (libbpf().umount2(cString(OWN_ROOT), 0) as number) === 0) rmdirSync(OWN_ROOT)
 }
 
 export function attachSockops(progFd: number, cgroupDir: string): void {

@@ -9,26 +9,28 @@ import { join } from 'node:path'
 import t, { type Test } from 'tap'
 import { execCommand } from '../lab/netns.js'
 import { distPath, projectRoot } from '../lib/project-root.js'
+import { cgroup2Root } from '../redirect-bpf/cgroup.js'
 import { kernelTest } from './fixtures/kernel.js'
 import { useLab, type LabHandle } from './fixtures/lab.js'
 
 interface NodeProxy {
   lab: LabHandle
   pin: string
-  /** JSON log lines the node proxy printed so far. */
+  /** JSON log lines the node proxy printed so far (they are flushed within a second, and at exit). */
   lines(): Array<Record<string, unknown>>
   /** SIGTERMs it and returns its exit code. */
   stop(): Promise<number | null>
   curl(host: string, args: string[]): ReturnType<typeof execCommand>
 }
 
-/** A lab whose node runs the node proxy (test/fixtures/node-proxy.ts) in `mode` with `policyFile`. */
+/** A lab whose node runs the node proxy (proxy/agent/lab-node.ts) in `mode` with `policyFile`. */
 async function nodeProxy(t: Test, mode: string, policyFile: string): Promise<NodeProxy> {
   const lab = await useLab(t)
   const pin = `/run/l7proxy/test-bpffs-${lab.name}` // mounted in the child's own mount namespace
+  const sockmap = mode === 'sockmap' ? ['--sockmap-cgroup', `l7lab-${lab.name}`] : []
   const child = spawn(
     'ip',
-    ['netns', 'exec', lab.netns('node'), process.execPath, distPath('test/fixtures/node-proxy.js'), '--mode', mode, '--policy', policyFile, '--pin', pin],
+    ['netns', 'exec', lab.netns('node'), process.execPath, distPath('proxy/agent/lab-node.js'), '--mode', mode, '--policy', policyFile, '--pin', pin, ...sockmap],
     { stdio: ['ignore', 'pipe', 'pipe'] },
   )
   const exited = new Promise<number | null>((r) => child.once('exit', (c) => r(c)))
@@ -67,11 +69,11 @@ for (const mode of ['sk-assign', 'tproxy', 'dnat'] as const) {
     t.equal(keepAlive.stdout, 'Ship landed\n[200 1]Access denied\n[403 0]', 'allowed then denied on one kept-alive connection')
     const xwing = await p.curl('xwing', ['-X', 'POST', 'http://198.18.2.10/v1/request-landing'])
     t.not(xwing.code, 0, 'the xwing is dropped in the kernel')
+    t.equal(await p.stop(), 0, 'the node proxy stops cleanly on SIGTERM')
     t.match(p.lines(), [
       { verdict: 'allowed', method: 'POST', path: '/v1/request-landing', source: /^198\.18\.1\.10:/, destination: '198.18.2.10:80', rules: ['CiliumNetworkPolicy/default/deathstar-l7'] },
       { verdict: 'denied', method: 'PUT', path: '/v1/exhaust-port', status: 403 },
     ], 'each decision is logged with source, destination and rule')
-    t.equal(await p.stop(), 0, 'the node proxy stops cleanly on SIGTERM')
     t.notOk(existsSync(p.pin), 'and removes its pin directory')
   })
 }
@@ -108,5 +110,47 @@ spec:
   t.match(dl.stdout, /^HTTP\/1\.1 200/, 'the download is allowed')
   t.match(dl.stdout, /transfer-encoding: chunked/i, 'as a chunked response')
   t.match(dl.stdout, /size=3000000$/, 'all 3,000,000 bytes')
+  t.equal(await p.stop(), 0)
   t.match(p.lines(), [{ verdict: 'allowed', path: '/v1/echo', status: 200 }, { verdict: 'allowed', path: '/v1/bytes?n=3000000', status: 200 }])
+})
+
+kernelTest(t, 'http proxy in the lab (sockmap): pod and proxy sockets exchange the requests through sk_msg', async (t) => {
+  const p = await nodeProxy(t, 'sockmap', join(projectRoot(), 'policy/examples/star-wars.yaml'))
+  // The tiefighter's curl joins the node's sockmap cgroup, as a pod's processes would.
+  const cgroup = join(cgroup2Root(), `l7lab-${p.lab.name}`)
+  const curl = (args: string[]) =>
+    execCommand(['sh', '-c', 'cg=$0 ns=$1; shift; echo $$ > "$cg/cgroup.procs" && exec ip netns exec "$ns" curl -s --max-time 5 "$@"', cgroup, p.lab.netns('tiefighter'), ...args], { timeoutMs: 20_000 })
+  const r = await curl(['-X', 'POST', '-w', '[%{http_code} %{num_connects}]', 'http://198.18.2.10/v1/request-landing', '--next', '-X', 'PUT', '-w', '[%{http_code} %{num_connects}]', 'http://198.18.2.10/v1/exhaust-port'])
+  t.equal(r.stdout, 'Ship landed\n[200 1]Access denied\n[403 0]', `allowed then denied on one connection (${r.stderr})`)
+  t.equal(await p.stop(), 0)
+  const lines = p.lines()
+  t.match(lines, [{ verdict: 'allowed', path: '/v1/request-landing' }, { verdict: 'denied', path: '/v1/exhaust-port', status: 403 }])
+  const stats = lines.find((l) => l.msg === 'datapath stopped') as { sockmap?: { messages: number; bytes: number } } | undefined
+  t.ok((stats?.sockmap?.messages ?? 0) >= 4, `sk_msg moved the two requests and two responses socket to socket (${JSON.stringify(stats?.sockmap)})`)
+})
+
+kernelTest(t, 'http proxy in the lab: an upstream that is down gives 502 and a log line', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'l7-http-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const policy = join(dir, 'policy.yaml')
+  // Port 8080 on the deathstar has L7 rules but nothing listening.
+  writeFileSync(
+    policy,
+    `apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: { name: deathstar-8080 }
+spec:
+  endpointSelector: { matchLabels: { class: deathstar } }
+  ingress:
+  - fromEndpoints: [ { matchLabels: { org: empire } } ]
+    toPorts:
+    - ports: [ { port: "8080", protocol: TCP } ]
+      rules: { http: [ { method: GET } ] }
+`,
+  )
+  const p = await nodeProxy(t, 'sk-assign', policy)
+  const r = await p.curl('tiefighter', ['-w', '[%{http_code}]', 'http://198.18.2.10:8080/v1/'])
+  t.equal(r.stdout, 'Upstream unavailable\n[502]', 'the client gets 502 from the proxy')
+  t.equal(await p.stop(), 0)
+  t.match(p.lines(), [{ msg: 'http: upstream failed (502)', origin: 'http://198.18.2.10:8080', error: 'ECONNREFUSED' }, { verdict: 'allowed', status: 502 }])
 })

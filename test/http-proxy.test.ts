@@ -35,12 +35,13 @@ interface Setup {
   proxyUrl: string
   logs: Array<Record<string, unknown>>
   proxy: HttpProxy
+  engine: PolicyEngine
 }
 
-async function setup(t: Test, source: string, upstreamPort?: number): Promise<Setup> {
+async function setup(t: Test, source: string, upstreamPort?: number, policy = STAR_WARS): Promise<Setup> {
   const engine = new PolicyEngine({ proxyPorts: { http: 15001, dns: 15053 } })
   for (const ep of labEndpoints()) engine.upsertEndpoint(ep)
-  engine.loadFile('sw.yaml', STAR_WARS)
+  engine.loadFile('sw.yaml', policy)
   let port = upstreamPort
   if (port === undefined) {
     const upstream = await startHttpServer({ name: 'deathstar', port: 0, host: '127.0.0.1' })
@@ -64,7 +65,7 @@ async function setup(t: Test, source: string, upstreamPort?: number): Promise<Se
   })
   await proxy.listen({ port: 0, host: '127.0.0.1' })
   t.teardown(() => proxy.close())
-  return { proxyUrl: `http://127.0.0.1:${(proxy.server.address() as AddressInfo).port}`, logs, proxy }
+  return { proxyUrl: `http://127.0.0.1:${(proxy.server.address() as AddressInfo).port}`, logs, proxy, engine }
 }
 
 const TIEFIGHTER = '198.18.1.10'
@@ -108,6 +109,71 @@ t.test('every request of a keep-alive connection is evaluated, and the connectio
   }
   t.same(statuses, [200, 403, 200])
   t.equal(connections, 1, 'all three on one connection')
+})
+
+t.test('a policy change applies to the next request of an open connection', async (t) => {
+  const s = await setup(t, TIEFIGHTER)
+  const client = new Client(s.proxyUrl, { pipelining: 1 })
+  t.teardown(() => client.close())
+  const land = async () => {
+    const r = await client.request({ method: 'POST', path: '/v1/request-landing', body: '' })
+    await r.body.text()
+    return r.statusCode
+  }
+  t.equal(await land(), 200, 'allowed while the rule is there')
+  s.engine.loadFile('sw.yaml', STAR_WARS.replace('path: "/v1/request-landing"', 'path: "/v1/other"'))
+  t.equal(await land(), 403, 'denied on the same connection once it is gone')
+  s.engine.loadFile('sw.yaml', STAR_WARS)
+  t.equal(await land(), 200, 'and allowed again')
+})
+
+t.test('hop-by-hop headers are dropped both ways; Host and end-to-end headers pass as sent', async (t) => {
+  const upstream = createServer((req, res) => {
+    const body = JSON.stringify(req.rawHeaders)
+    res.writeHead(200, { connection: 'x-upstream-hop', 'x-upstream-hop': '1', 'keep-alive': 'timeout=5', 'x-kept': 'yes', 'content-length': Buffer.byteLength(body) })
+    res.end(body)
+  })
+  await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', r))
+  t.teardown(() => new Promise<void>((r) => upstream.close(() => r())))
+  const s = await setup(t, TIEFIGHTER, (upstream.address() as AddressInfo).port)
+  const reply = await rawRequest(
+    s.proxyUrl,
+    'POST /v1/echo HTTP/1.1\r\nHost: Deathstar.Empire:80\r\nX-Dup: a\r\nConnection: close, X-Secret\r\nX-Secret: s\r\nTE: trailers\r\nKeep-Alive: timeout=9\r\nProxy-Authorization: Basic Zm9v\r\nX-Dup: b\r\nContent-Length: 0\r\n\r\n',
+  )
+  const [head, body] = reply.split('\r\n\r\n')
+  const seen = JSON.parse(body!) as string[]
+  const names = seen.filter((_, i) => i % 2 === 0).map((n) => n.toLowerCase())
+  t.same([seen[0]!.toLowerCase(), seen[1]], ['host', 'Deathstar.Empire:80'], 'Host first, its value as the client wrote it')
+  t.same(seen.filter((_, i) => i % 2 === 1 && /^[ab]$/.test(seen[i]!)), ['a', 'b'], 'repeated fields kept in order')
+  for (const hop of ['x-secret', 'te', 'keep-alive', 'proxy-authorization']) t.notOk(names.includes(hop), `${hop} not forwarded`)
+  t.match(head, /\r\nx-kept: yes/i, 'end-to-end response headers pass')
+  t.notMatch(head, /x-upstream-hop/i, 'a response header the upstream Connection named is dropped')
+  t.notMatch(head, /keep-alive: timeout=5/i, "the upstream's Keep-Alive is not the client's")
+})
+
+t.test('headerMatches mismatch actions reach the server as Cilium documents', async (t) => {
+  const policy = STAR_WARS.replace(
+    '- { method: POST, path: "/v1/echo" }',
+    `- method: POST
+          path: "/v1/echo"
+          headerMatches:
+          - { name: X-Token, value: "expected", mismatch: REPLACE }
+          - { name: X-Team, value: "empire", mismatch: ADD }
+          - { name: X-Debug, value: "off", mismatch: DELETE }
+          - { name: X-Audit, value: "yes", mismatch: LOG }`,
+  )
+  const s = await setup(t, TIEFIGHTER, undefined, policy)
+  const r = await fetch(`${s.proxyUrl}/v1/echo`, { method: 'POST', body: '', headers: { 'x-token': 'forged', 'x-team': 'rebels', 'x-debug': 'on', 'x-audit': 'no' } })
+  t.equal(r.status, 200, 'mismatches with actions do not fail the rule')
+  const seen = (await r.json()) as { headers: Record<string, string> }
+  t.equal(seen.headers['x-token'], 'expected', 'REPLACE: the value replaced')
+  t.equal(seen.headers['x-team'], 'rebels, empire', 'ADD: a value added beside the one sent')
+  t.notOk('x-debug' in seen.headers, 'DELETE: the header removed')
+  t.equal(seen.headers['x-audit'], 'no', 'LOG: left as it was')
+  t.match(s.logs, [{ msg: 'http: header mismatch', header: 'x-audit', expected: 'yes', got: 'no' }], 'and logged')
+  const ok = await fetch(`${s.proxyUrl}/v1/echo`, { method: 'POST', body: '', headers: { 'x-token': 'expected', 'x-team': 'empire', 'x-debug': 'off', 'x-audit': 'yes' } })
+  const untouched = (await ok.json()) as { headers: Record<string, string> }
+  t.match(untouched.headers, { 'x-token': 'expected', 'x-team': 'empire', 'x-debug': 'off', 'x-audit': 'yes' }, 'matching headers pass unchanged')
 })
 
 t.test('a 10 MB body is streamed through and arrives intact', async (t) => {
@@ -177,6 +243,7 @@ const SMUGGLING: Array<[string, string]> = [
   ['Content-Length with Transfer-Encoding', `POST /v1/echo HTTP/1.1\r\n${H}Content-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nX`],
   ['Transfer-Encoding before Content-Length', `POST /v1/echo HTTP/1.1\r\n${H}Transfer-Encoding: chunked\r\nContent-Length: 6\r\n\r\n0\r\n\r\nX`],
   ['two different Content-Lengths', `POST /v1/echo HTTP/1.1\r\n${H}Content-Length: 5\r\nContent-Length: 6\r\n\r\nhello!`],
+  ['two Host headers', `POST /v1/echo HTTP/1.1\r\nHost: deathstar\r\nHost: internal-admin\r\nContent-Length: 0\r\n\r\n`],
   ['two equal Content-Lengths', `POST /v1/echo HTTP/1.1\r\n${H}Content-Length: 5\r\nContent-Length: 5\r\n\r\nhello`],
   ['a Content-Length list', `POST /v1/echo HTTP/1.1\r\n${H}Content-Length: 5, 5\r\n\r\nhello`],
   ['a negative Content-Length', `POST /v1/echo HTTP/1.1\r\n${H}Content-Length: -1\r\n\r\nhello`],

@@ -79,6 +79,7 @@ function handle(name: string, req: IncomingMessage, res: ServerResponse): void {
           url: req.url,
           httpVersion: req.httpVersion,
           headers: req.headers,
+          rawHeaders: req.rawHeaders,
           bodyBytes: bytes,
           bodySha256: sha256,
           remoteAddress: req.socket.remoteAddress,

@@ -7,13 +7,14 @@
 
 import { createServer, type IncomingHttpHeaders, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
-import { pipeline } from 'node:stream'
 import type { Logger } from 'pino'
 import { Pool } from 'undici'
 import type { PolicyEngine } from '../../policy/engine.js'
-import type { HttpRequestView } from '../../policy/http-matcher.js'
-import { httpVerdict, type Flow, type FlowVerdict } from './flow-verdict.js'
+import type { HeaderAction, HttpRequestView } from '../../policy/http-matcher.js'
+import { FlowPolicy, httpVerdict, type Flow, type FlowVerdict } from './flow-verdict.js'
+import { endToEndRaw } from './hop-by-hop.js'
 import { normalizePath } from './request-path.js'
+import { ResponseRelay } from './response-relay.js'
 
 export interface HttpProxyOptions {
   engine: PolicyEngine
@@ -31,35 +32,76 @@ export interface HttpProxyOptions {
   maxHeaders?: number
 }
 
-/**
- * Never forwarded: RFC 9110 7.6.1's hop-by-hop fields, any header the Connection header names, and
- * Expect (Node already answered the client's 100-continue; the upstream request is a new one).
- */
-const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'proxy-authenticate', 'proxy-authorization', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'expect'])
-
 const DENIED_BODY = 'Access denied\n'
+const kConnection = Symbol('l7proxy.connection')
+
+/** What a client connection resolved to, kept on its socket for every request it carries. */
+interface ConnectionState {
+  flow: Flow
+  policy: FlowPolicy
+  origin: string
+}
+
+type ProxiedSocket = Socket & { [kConnection]?: ConnectionState }
 
 function defaultFlow(socket: Socket): Flow {
   return { sourceAddress: socket.remoteAddress!, sourcePort: socket.remotePort!, destAddress: socket.localAddress!, destPort: socket.localPort! }
 }
 
-function endToEnd(headers: IncomingHttpHeaders | Record<string, string | string[] | undefined>): Record<string, string | string[]> {
-  const named = new Set(
-    String(headers.connection ?? '')
-      .split(',')
-      .map((h) => h.trim().toLowerCase())
-      .filter(Boolean),
-  )
-  const out: Record<string, string | string[]> = {}
-  for (const [k, v] of Object.entries(headers)) {
-    if (v === undefined || HOP_BY_HOP.has(k) || named.has(k)) continue
-    out[k] = v
+function defaultOrigin(f: Flow): string {
+  return `http://${f.destAddress}:${f.destPort}`
+}
+
+/** One header's value as rules see it: repeated fields joined as RFC 9110 allows. */
+function headerValue(v: string | string[] | undefined): string | undefined {
+  return Array.isArray(v) ? v.join(', ') : v
+}
+
+function hostFields(raw: readonly string[]): number {
+  let n = 0
+  for (let i = 0; i < raw.length; i += 2) if (raw[i]!.length === 4 && raw[i]!.toLowerCase() === 'host') n++
+  return n
+}
+
+/** A request as the matchers see it: built once per request, no closures. */
+class RequestView implements HttpRequestView {
+  constructor(
+    readonly method: string,
+    readonly path: string,
+    readonly host: string,
+    private readonly headers: IncomingHttpHeaders,
+  ) {}
+
+  header(name: string): string | undefined {
+    return headerValue(this.headers[name])
   }
+}
+
+function indexOfHeader(raw: readonly string[], name: string): number {
+  for (let i = 0; i < raw.length; i += 2) if (raw[i]!.toLowerCase() === name) return i
+  return -1
+}
+
+function withoutHeader(raw: readonly string[], name: string): string[] {
+  const out: string[] = []
+  for (let i = 0; i < raw.length; i += 2) if (raw[i]!.toLowerCase() !== name) out.push(raw[i]!, raw[i + 1]!)
   return out
 }
 
-function firstValue(v: string | string[] | undefined): string | undefined {
-  return Array.isArray(v) ? v.join(', ') : v
+/** Applies headerMatches mismatch actions to a raw [name, value...] list. */
+function applyActions(raw: string[], actions: readonly HeaderAction[], log: (a: HeaderAction, got: string | undefined) => void): string[] {
+  let out = raw
+  for (const a of actions) {
+    const name = a.name.toLowerCase()
+    if (a.action === 'LOG') {
+      const i = indexOfHeader(out, name)
+      log(a, i < 0 ? undefined : out[i + 1])
+      continue
+    }
+    if (a.action === 'DELETE' || a.action === 'REPLACE') out = withoutHeader(out, name)
+    if ((a.action === 'ADD' || a.action === 'REPLACE') && a.value !== undefined) out.push(a.name, a.value)
+  }
+  return out
 }
 
 export class HttpProxy {
@@ -132,7 +174,7 @@ export class HttpProxy {
         status,
         ms: Number(process.hrtime.bigint() - started) / 1e6,
       },
-      `http ${verdict.allowed ? 'allowed' : 'denied'}`,
+      verdict.allowed ? 'http allowed' : 'http denied',
     )
   }
 
@@ -145,10 +187,25 @@ export class HttpProxy {
     this.opts.logger.info({ verdict: 'invalid', reason, path: req.url, source: `${flow.sourceAddress}:${flow.sourcePort}`, status: 400 }, 'http: ambiguous request refused')
   }
 
+  /** The connection's flow and policy, resolved at its first request and again after a policy change. */
+  private connection(socket: ProxiedSocket): ConnectionState {
+    let c = socket[kConnection]
+    if (c === undefined) {
+      const flow = (this.opts.flowOf ?? defaultFlow)(socket)
+      c = { flow, policy: new FlowPolicy(this.opts.engine, flow), origin: (this.opts.originOf ?? defaultOrigin)(flow) }
+      socket[kConnection] = c
+    } else c.policy = c.policy.current(this.opts.engine, c.flow)
+    return c
+  }
+
   private handle(req: IncomingMessage, res: ServerResponse): void {
     const started = process.hrtime.bigint()
-    const flow = (this.opts.flowOf ?? defaultFlow)(req.socket)
-    if (req.rawHeaders.length / 2 > this.maxHeaders) return this.refuse(req, res, flow, `more than ${this.maxHeaders} header fields`)
+    const conn = this.connection(req.socket)
+    const flow = conn.flow
+    const raw = req.rawHeaders
+    if (raw.length / 2 > this.maxHeaders) return this.refuse(req, res, flow, `more than ${this.maxHeaders} header fields`)
+    // RFC 9112 3.2: more than one Host is refused; rules and server could read different ones.
+    if (hostFields(raw) > 1) return this.refuse(req, res, flow, 'more than one Host header')
     // HTTP/1.0 has no chunked framing: a Transfer-Encoding there is how requests get smuggled.
     if (req.httpVersion === '1.0' && req.headers['transfer-encoding'] !== undefined) {
       return this.refuse(req, res, flow, 'Transfer-Encoding in an HTTP/1.0 request')
@@ -157,46 +214,23 @@ export class HttpProxy {
     const target = normalizePath(req.url!, req.method!)
     if (!target.ok) return this.refuse(req, res, flow, target.reason)
     const path = target.path
-    const view: HttpRequestView = {
-      method: req.method!,
-      path,
-      host: req.headers.host ?? '',
-      header: (name) => firstValue(req.headers[name]),
-    }
-    const verdict = httpVerdict(this.opts.engine, flow, view)
+    const verdict = httpVerdict(conn.policy, new RequestView(req.method!, path, req.headers.host ?? '', req.headers))
     if (!verdict.allowed) {
       req.resume() // drain the body: the connection stays usable for the next request
-      res.writeHead(403, { 'content-type': 'text/plain', 'content-length': Buffer.byteLength(DENIED_BODY) })
+      res.writeHead(403, { 'content-type': 'text/plain', 'content-length': DENIED_BODY.length })
       res.end(DENIED_BODY)
       this.log(req, flow, verdict, 403, started)
       return
     }
-    const headers = endToEnd(req.headers)
-    for (const a of verdict.actions) {
-      if (a.action === 'ADD' && a.value !== undefined) headers[a.name] = headers[a.name] === undefined ? a.value : [String(headers[a.name]), a.value]
-      else if (a.action === 'REPLACE' && a.value !== undefined) headers[a.name] = a.value
-      else if (a.action === 'DELETE') delete headers[a.name]
-      else if (a.action === 'LOG') this.opts.logger.info({ header: a.name, expected: a.value, got: headers[a.name] }, 'http: header mismatch')
+    let headers = endToEndRaw(raw, req.headers.connection)
+    if (verdict.actions.length > 0) {
+      headers = applyActions(headers, verdict.actions, (a, got) => this.opts.logger.info({ header: a.name, expected: a.value, got }, 'http: header mismatch'))
     }
     const hasBody = req.headers['content-length'] !== undefined || req.headers['transfer-encoding'] !== undefined
-    const origin = (this.opts.originOf ?? ((f: Flow) => `http://${f.destAddress}:${f.destPort}`))(flow)
-    this.pool(origin)
-      .request({ method: req.method as 'GET', path, headers, body: hasBody ? req : null })
-      .then((up) => {
-        res.writeHead(up.statusCode, endToEnd(up.headers))
-        pipeline(up.body, res, () => undefined)
-        this.log(req, flow, verdict, up.statusCode, started)
-      })
-      .catch((err: NodeJS.ErrnoException) => {
-        const timeout = err.code === 'UND_ERR_CONNECT_TIMEOUT' || err.code === 'UND_ERR_HEADERS_TIMEOUT'
-        const status = timeout ? 504 : 502
-        this.opts.logger.warn({ origin, error: err.code ?? err.message }, `http: upstream failed (${status})`)
-        if (!res.headersSent) {
-          const body = `${timeout ? 'Upstream timed out' : 'Upstream unavailable'}\n`
-          res.writeHead(status, { 'content-type': 'text/plain', 'content-length': Buffer.byteLength(body) })
-          res.end(body)
-        } else res.destroy()
-        this.log(req, flow, verdict, status, started)
-      })
+    const relay = new ResponseRelay(res, (status, error) => {
+      if (error && status !== 499) this.opts.logger.warn({ origin: conn.origin, error: error.code ?? error.message }, `http: upstream failed (${status})`)
+      this.log(req, flow, verdict, status, started)
+    })
+    this.pool(conn.origin).dispatch({ origin: conn.origin, method: req.method as 'GET', path, headers, body: hasBody ? req : null }, relay)
   }
 }

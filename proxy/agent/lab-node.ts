@@ -1,0 +1,82 @@
+// The node side of a lab, until the agent (issue 8) takes over: run inside the lab's node
+// namespace as
+//   ip netns exec l7lab-NAME-node node dist/proxy/agent/lab-node.js --mode M --policy FILE --pin DIR
+//     [--http builtin|external] [--sockmap-cgroup NAME]
+// It registers the lab's endpoints, loads the policy, starts the datapath on every host veth and
+// the HTTP proxy on a transparent listener (or, with --http external, leaves the port to another
+// proxy such as HAProxy), prints READY, logs flows as JSON lines on stdout, and stops cleanly on
+// SIGTERM. Tests and benchmarks drive it.
+
+import { readFileSync } from 'node:fs'
+import type { Socket } from 'node:net'
+import { parseArgs } from 'node:util'
+import pino from 'pino'
+import { LAB_HOSTS, labEndpoints, nodeIfname, GATEWAY_IP } from '../../lab/topology.js'
+import { PolicyEngine } from '../../policy/engine.js'
+import { joinCgroup, cgroup2Root } from '../../redirect-bpf/cgroup.js'
+import { removeBpffs } from '../../redirect-bpf/bpffs.js'
+import { Datapath } from '../../redirect-bpf/datapath.js'
+import { parseMode } from '../../redirect-bpf/modes/redirect-mode.js'
+import { transparentTcpListener } from '../../redirect-bpf/transparent-socket.js'
+import type { Flow } from '../http/flow-verdict.js'
+import { HttpProxy } from '../http/http-proxy.js'
+
+export const LAB_HTTP_PROXY_PORT = 15001
+export const LAB_DNS_PROXY_PORT = 15053
+
+const { values } = parseArgs({
+  options: {
+    mode: { type: 'string' },
+    policy: { type: 'string' },
+    pin: { type: 'string' },
+    http: { type: 'string', default: 'builtin' },
+    'sockmap-cgroup': { type: 'string' },
+  },
+})
+if (!values.policy || !values.pin || (values.http !== 'builtin' && values.http !== 'external')) {
+  process.stderr.write('usage: lab-node --mode M --policy FILE --pin DIR [--http builtin|external] [--sockmap-cgroup NAME]\n')
+  process.exit(2)
+}
+const mode = parseMode(values.mode ?? '')
+const engine = new PolicyEngine({ proxyPorts: { http: LAB_HTTP_PROXY_PORT, dns: LAB_DNS_PROXY_PORT } })
+for (const ep of labEndpoints()) engine.upsertEndpoint(ep)
+engine.loadFile(values.policy, readFileSync(values.policy, 'utf8'))
+const proxyAddress = mode === 'dnat' ? GATEWAY_IP : '127.0.0.1'
+const dp = Datapath.start({ mode, pinRoot: values.pin, proxyAddress, proxyPorts: [LAB_HTTP_PROXY_PORT, LAB_DNS_PROXY_PORT], ...(values['sockmap-cgroup'] ? { cgroupName: values['sockmap-cgroup'] } : {}) })
+for (const h of LAB_HOSTS) dp.attach(nodeIfname(h.name), labEndpoints().find((e) => e.host === h.name)?.id)
+dp.apply(engine.takeDelta())
+
+// Buffered: a flow line per request must not cost a write(2) per request; flushed at least
+// every second so a quiet node's lines are not held back, and at exit.
+const out = pino.destination({ dest: 1, sync: false, minLength: 4096 })
+setInterval(() => out.flush(), 1000).unref()
+process.once('exit', () => out.flushSync())
+const logger = pino({ base: null }, out)
+
+let proxy: HttpProxy | null = null
+if (values.http === 'builtin') {
+  // Where a connection was going: getsockname, or in dnat mode the proxymap.
+  const flowOf =
+    mode === 'dnat'
+      ? (socket: Socket): Flow => {
+          const d = dp.originalDestination(socket.remoteAddress!, socket.remotePort!, 'tcp')
+          return { sourceAddress: socket.remoteAddress!, sourcePort: socket.remotePort!, destAddress: d?.address ?? '0.0.0.0', destPort: d?.port ?? 0 }
+        }
+      : undefined
+  proxy = new HttpProxy({ engine, logger, ...(flowOf ? { flowOf } : {}) })
+  // sockmap: the proxy's sockets must be in the cgroup sock_ops watches; accepted sockets take
+  // the listener's cgroup, fixed when it is made.
+  if (dp.cgroup) joinCgroup(dp.cgroup)
+  const fd = transparentTcpListener(proxyAddress, LAB_HTTP_PROXY_PORT)
+  if (dp.cgroup) joinCgroup(cgroup2Root())
+  await proxy.listen({ fd })
+}
+process.stdout.write('READY\n')
+process.once('SIGTERM', () => {
+  void (proxy?.close() ?? Promise.resolve()).finally(() => {
+    logger.info({ mode, ...(dp.cgroup ? { sockmap: dp.sockmapStats() } : {}) }, 'datapath stopped')
+    dp.stop()
+    removeBpffs(values.pin!)
+    process.exit(0)
+  })
+})
