@@ -26,6 +26,8 @@ declare -A PACKAGES=(
   [curl]=/usr/bin/curl
   [bind9-dnsutils]=/usr/bin/dig
   [unbound]=/usr/sbin/unbound
+  [haproxy]=/usr/sbin/haproxy
+  [wrk]=/usr/bin/wrk
   [ca-certificates]=/etc/ssl/certs/ca-certificates.crt
 )
 NODE_MIN_MAJOR=20

@@ -1,59 +1,37 @@
 // The HTTP proxy in the lab, steered by the kernel in each mode: real curl from the pods, the
 // example star-wars policy, the proxy running in the node namespace as the agent will.
 
-import { spawn } from 'node:child_process'
 import { createHash, randomBytes } from 'node:crypto'
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t, { type Test } from 'tap'
 import { execCommand } from '../lab/netns.js'
-import { distPath, projectRoot } from '../lib/project-root.js'
+import { projectRoot } from '../lib/project-root.js'
+import { startLabNode, type LabNode } from '../proxy/agent/lab-node-process.js'
 import { cgroup2Root } from '../redirect-bpf/cgroup.js'
 import { kernelTest } from './fixtures/kernel.js'
 import { useLab, type LabHandle } from './fixtures/lab.js'
 
-interface NodeProxy {
+interface NodeProxy extends LabNode {
   lab: LabHandle
   pin: string
-  /** JSON log lines the node proxy printed so far (they are flushed within a second, and at exit). */
-  lines(): Array<Record<string, unknown>>
-  /** SIGTERMs it and returns its exit code. */
-  stop(): Promise<number | null>
   curl(host: string, args: string[]): ReturnType<typeof execCommand>
 }
 
 /** A lab whose node runs the node proxy (proxy/agent/lab-node.ts) in `mode` with `policyFile`. */
 async function nodeProxy(t: Test, mode: string, policyFile: string): Promise<NodeProxy> {
   const lab = await useLab(t)
-  const pin = `/run/l7proxy/test-bpffs-${lab.name}` // mounted in the child's own mount namespace
-  const sockmap = mode === 'sockmap' ? ['--sockmap-cgroup', `l7lab-${lab.name}`] : []
-  const child = spawn(
-    'ip',
-    ['netns', 'exec', lab.netns('node'), process.execPath, distPath('proxy/agent/lab-node.js'), '--mode', mode, '--policy', policyFile, '--pin', pin, ...sockmap],
-    { stdio: ['ignore', 'pipe', 'pipe'] },
-  )
-  const exited = new Promise<number | null>((r) => child.once('exit', (c) => r(c)))
-  let out = ''
-  let err = ''
-  child.stdout.on('data', (d: Buffer) => (out += d.toString()))
-  child.stderr.on('data', (d: Buffer) => (err += d.toString()))
+  const pin = `/run/l7proxy/test-bpffs-${lab.name}`
+  const node = await startLabNode({ lab: lab.name, mode, policyFile, pin, ...(mode === 'sockmap' ? { sockmapCgroup: `l7lab-${lab.name}` } : {}) })
   t.teardown(async () => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM')
-    await exited
+    await node.stop()
     rmSync(pin, { recursive: true, force: true }) // in case it could not
   })
-  const deadline = Date.now() + 20_000
-  while (!out.includes('READY') && child.exitCode === null && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50))
-  t.ok(out.includes('READY'), `the node proxy is up (${err.trim()})`)
   return {
+    ...node,
     lab,
     pin,
-    lines: () => out.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>),
-    stop: () => {
-      child.kill('SIGTERM')
-      return exited
-    },
     curl: (host, args) => execCommand(['ip', 'netns', 'exec', lab.netns(host), 'curl', '-s', '--max-time', '5', ...args], { timeoutMs: 20_000 }),
   }
 }
@@ -153,4 +131,31 @@ spec:
   t.equal(r.stdout, 'Upstream unavailable\n[502]', 'the client gets 502 from the proxy')
   t.equal(await p.stop(), 0)
   t.match(p.lines(), [{ msg: 'http: upstream failed (502)', origin: 'http://198.18.2.10:8080', error: 'ECONNREFUSED' }, { verdict: 'allowed', status: 502 }])
+})
+
+kernelTest(t, "http proxy in the lab: the server's egress default-deny does not cut the proxy's upstream", async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'l7-http-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const policy = join(dir, 'policy.yaml')
+  // The deathstar may only send DNS: its replies to the node's upstream connection still pass
+  // (to-endpoint tracks the node's SYN), but a connection it starts itself does not.
+  writeFileSync(
+    policy,
+    readFileSync(join(projectRoot(), 'policy/examples/star-wars.yaml'), 'utf8') +
+      `---
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: { name: deathstar-egress-dns-only }
+spec:
+  endpointSelector: { matchLabels: { class: deathstar } }
+  egress:
+  - toEndpoints: [ { matchLabels: { k8s-app: kube-dns, "k8s:io.kubernetes.pod.namespace": kube-system } } ]
+    toPorts: [ { ports: [ { port: "53", protocol: ANY } ] } ]
+`,
+  )
+  const p = await nodeProxy(t, 'sk-assign', policy)
+  const land = await p.curl('tiefighter', ['-X', 'POST', 'http://198.18.2.10/v1/request-landing'])
+  t.equal(land.stdout, 'Ship landed\n', 'the request and its answer cross the proxy')
+  const out = await p.curl('deathstar', ['-w', '%{http_code}', '--max-time', '2', 'http://192.0.2.3/v1/'])
+  t.not(out.code, 0, "the deathstar's own connections are still denied")
 })

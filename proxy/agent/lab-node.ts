@@ -19,10 +19,10 @@ import { Datapath } from '../../redirect-bpf/datapath.js'
 import { parseMode } from '../../redirect-bpf/modes/redirect-mode.js'
 import { transparentTcpListener } from '../../redirect-bpf/transparent-socket.js'
 import type { Flow } from '../http/flow-verdict.js'
+import { LAB_PROXY_PORTS } from './lab-node-process.js'
 import { HttpProxy } from '../http/http-proxy.js'
 
-export const LAB_HTTP_PROXY_PORT = 15001
-export const LAB_DNS_PROXY_PORT = 15053
+const { http: LAB_HTTP_PROXY_PORT, dns: LAB_DNS_PROXY_PORT } = LAB_PROXY_PORTS
 
 const { values } = parseArgs({
   options: {

@@ -5,7 +5,8 @@
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'proxy-authenticate', 'proxy-authorization', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'expect'])
 
 function connectionNamed(value: string | string[] | undefined): Set<string> | null {
-  if (value === undefined) return null
+  // The usual values name nothing beyond the fixed list: no set to build.
+  if (value === undefined || value === 'keep-alive' || value === 'close') return null
   const named = new Set<string>()
   for (const v of Array.isArray(value) ? value : [value]) {
     for (const token of v.split(',')) {
@@ -16,22 +17,18 @@ function connectionNamed(value: string | string[] | undefined): Set<string> | nu
   return named
 }
 
-/** Removes hop-by-hop fields from a parsed (lower-case keyed) header object, in place. */
-export function dropHopByHop(headers: Record<string, string | string[] | undefined>): void {
-  const named = connectionNamed(headers.connection)
-  for (const name of Object.keys(headers)) {
-    if (HOP_BY_HOP.has(name) || named?.has(name)) delete headers[name]
-  }
-}
-
-/** The end-to-end fields of a request's raw [name, value, name, value...] list, as a new list. */
-export function endToEndRaw(raw: readonly string[], connection: string | string[] | undefined): string[] {
+/**
+ * The end-to-end fields of a raw [name, value, name, value...] list (a request's rawHeaders, or
+ * a response's as undici gives them, in Buffers), as a new list of strings.
+ */
+export function endToEndRaw(raw: ReadonlyArray<string | Buffer>, connection: string | string[] | undefined): string[] {
   const named = connectionNamed(connection)
   const out: string[] = []
   for (let i = 0; i < raw.length; i += 2) {
-    const name = raw[i]!.toLowerCase()
-    if (HOP_BY_HOP.has(name) || named?.has(name)) continue
-    out.push(raw[i]!, raw[i + 1]!)
+    const name = raw[i]!.toString('latin1')
+    const lower = name.toLowerCase()
+    if (HOP_BY_HOP.has(lower) || named?.has(lower)) continue
+    out.push(name, raw[i + 1]!.toString('latin1'))
   }
   return out
 }

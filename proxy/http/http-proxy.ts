@@ -40,6 +40,8 @@ interface ConnectionState {
   flow: Flow
   policy: FlowPolicy
   origin: string
+  /** The proxy's logger with this connection's source and destination bound (serialized once). */
+  log: Logger
 }
 
 type ProxiedSocket = Socket & { [kConnection]?: ConnectionState }
@@ -158,8 +160,8 @@ export class HttpProxy {
     return p
   }
 
-  private log(req: IncomingMessage, flow: Flow, verdict: FlowVerdict, status: number, started: bigint): void {
-    this.opts.logger.info(
+  private log(req: IncomingMessage, conn: ConnectionState, verdict: FlowVerdict, status: number, started: bigint): void {
+    conn.log.info(
       {
         verdict: verdict.allowed ? 'allowed' : 'denied',
         rules: verdict.rules,
@@ -167,9 +169,7 @@ export class HttpProxy {
         method: req.method,
         path: req.url,
         host: req.headers.host,
-        source: `${flow.sourceAddress}:${flow.sourcePort}`,
         sourceIdentity: verdict.sourceIdentity,
-        destination: `${flow.destAddress}:${flow.destPort}`,
         destIdentity: verdict.destIdentity,
         status,
         ms: Number(process.hrtime.bigint() - started) / 1e6,
@@ -179,12 +179,12 @@ export class HttpProxy {
   }
 
   /** 400 for a request whose meaning is ambiguous; it goes no further. */
-  private refuse(req: IncomingMessage, res: ServerResponse, flow: Flow, reason: string): void {
+  private refuse(req: IncomingMessage, res: ServerResponse, conn: ConnectionState, reason: string): void {
     req.resume()
     const body = `Bad request: ${reason}\n`
     res.writeHead(400, { 'content-type': 'text/plain', 'content-length': Buffer.byteLength(body), connection: 'close' })
     res.end(body)
-    this.opts.logger.info({ verdict: 'invalid', reason, path: req.url, source: `${flow.sourceAddress}:${flow.sourcePort}`, status: 400 }, 'http: ambiguous request refused')
+    conn.log.info({ verdict: 'invalid', reason, path: req.url, status: 400 }, 'http: ambiguous request refused')
   }
 
   /** The connection's flow and policy, resolved at its first request and again after a policy change. */
@@ -192,7 +192,12 @@ export class HttpProxy {
     let c = socket[kConnection]
     if (c === undefined) {
       const flow = (this.opts.flowOf ?? defaultFlow)(socket)
-      c = { flow, policy: new FlowPolicy(this.opts.engine, flow), origin: (this.opts.originOf ?? defaultOrigin)(flow) }
+      c = {
+        flow,
+        policy: new FlowPolicy(this.opts.engine, flow),
+        origin: (this.opts.originOf ?? defaultOrigin)(flow),
+        log: this.opts.logger.child({ source: `${flow.sourceAddress}:${flow.sourcePort}`, destination: `${flow.destAddress}:${flow.destPort}` }),
+      }
       socket[kConnection] = c
     } else c.policy = c.policy.current(this.opts.engine, c.flow)
     return c
@@ -201,35 +206,34 @@ export class HttpProxy {
   private handle(req: IncomingMessage, res: ServerResponse): void {
     const started = process.hrtime.bigint()
     const conn = this.connection(req.socket)
-    const flow = conn.flow
     const raw = req.rawHeaders
-    if (raw.length / 2 > this.maxHeaders) return this.refuse(req, res, flow, `more than ${this.maxHeaders} header fields`)
+    if (raw.length / 2 > this.maxHeaders) return this.refuse(req, res, conn, `more than ${this.maxHeaders} header fields`)
     // RFC 9112 3.2: more than one Host is refused; rules and server could read different ones.
-    if (hostFields(raw) > 1) return this.refuse(req, res, flow, 'more than one Host header')
+    if (hostFields(raw) > 1) return this.refuse(req, res, conn, 'more than one Host header')
     // HTTP/1.0 has no chunked framing: a Transfer-Encoding there is how requests get smuggled.
     if (req.httpVersion === '1.0' && req.headers['transfer-encoding'] !== undefined) {
-      return this.refuse(req, res, flow, 'Transfer-Encoding in an HTTP/1.0 request')
+      return this.refuse(req, res, conn, 'Transfer-Encoding in an HTTP/1.0 request')
     }
     // Rules see, and the server gets, one normalized path; ambiguous ones go no further.
     const target = normalizePath(req.url!, req.method!)
-    if (!target.ok) return this.refuse(req, res, flow, target.reason)
+    if (!target.ok) return this.refuse(req, res, conn, target.reason)
     const path = target.path
     const verdict = httpVerdict(conn.policy, new RequestView(req.method!, path, req.headers.host ?? '', req.headers))
     if (!verdict.allowed) {
       req.resume() // drain the body: the connection stays usable for the next request
       res.writeHead(403, { 'content-type': 'text/plain', 'content-length': DENIED_BODY.length })
       res.end(DENIED_BODY)
-      this.log(req, flow, verdict, 403, started)
+      this.log(req, conn, verdict, 403, started)
       return
     }
     let headers = endToEndRaw(raw, req.headers.connection)
     if (verdict.actions.length > 0) {
-      headers = applyActions(headers, verdict.actions, (a, got) => this.opts.logger.info({ header: a.name, expected: a.value, got }, 'http: header mismatch'))
+      headers = applyActions(headers, verdict.actions, (a, got) => conn.log.info({ header: a.name, expected: a.value, got }, 'http: header mismatch'))
     }
     const hasBody = req.headers['content-length'] !== undefined || req.headers['transfer-encoding'] !== undefined
     const relay = new ResponseRelay(res, (status, error) => {
-      if (error && status !== 499) this.opts.logger.warn({ origin: conn.origin, error: error.code ?? error.message }, `http: upstream failed (${status})`)
-      this.log(req, flow, verdict, status, started)
+      if (error && status !== 499) conn.log.warn({ origin: conn.origin, error: error.code ?? error.message }, `http: upstream failed (${status})`)
+      this.log(req, conn, verdict, status, started)
     })
     this.pool(conn.origin).dispatch({ origin: conn.origin, method: req.method as 'GET', path, headers, body: hasBody ? req : null }, relay)
   }

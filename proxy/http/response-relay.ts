@@ -5,12 +5,18 @@
 
 import type { ServerResponse } from 'node:http'
 import type { Dispatcher } from 'undici'
-import { dropHopByHop } from './hop-by-hop.js'
+import { endToEndRaw } from './hop-by-hop.js'
 
 /** Told once: the status sent to the client, and the upstream error when there was one. */
 export type RelayDone = (status: number, error: NodeJS.ErrnoException | null) => void
 
 const TIMEOUTS = new Set(['UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT'])
+
+function flatten(headers: Record<string, string | string[] | undefined>): string[] {
+  const out: string[] = []
+  for (const [k, v] of Object.entries(headers)) for (const one of Array.isArray(v) ? v : [v ?? '']) out.push(k, one)
+  return out
+}
 
 export class ResponseRelay implements Dispatcher.DispatchHandler {
   private controller: Dispatcher.DispatchController | null = null
@@ -35,9 +41,12 @@ export class ResponseRelay implements Dispatcher.DispatchHandler {
     this.controller = controller
   }
 
-  onResponseStart(_c: Dispatcher.DispatchController, statusCode: number, headers: Record<string, string | string[] | undefined>): void {
-    dropHopByHop(headers)
-    this.res.writeHead(statusCode, headers as Record<string, string | string[]>)
+  onResponseStart(c: Dispatcher.DispatchController, statusCode: number, headers: Record<string, string | string[] | undefined>): void {
+    if (statusCode < 200) return // 1xx: Node answered the client's 100-continue itself
+    // undici's raw list keeps the server's field order and repeated fields as they were; its
+    // parsed object (documented, slower) when the controller has none.
+    const raw = (c as { rawHeaders?: Buffer[] }).rawHeaders ?? flatten(headers)
+    this.res.writeHead(statusCode, endToEndRaw(raw, headers.connection))
     this.done(statusCode, null)
   }
 

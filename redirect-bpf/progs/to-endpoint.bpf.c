@@ -3,6 +3,10 @@
  * Hook: TC egress (clsact) on the node side of every host's veth: packets the node sends to the
  * host.
  *
+ * A TCP connection the node itself opens to the host (the proxy's upstream connections, above
+ * all) is recorded in conntrack at its SYN, so the host's replies pass from-endpoint as replies
+ * even when the host's egress is enforced: as Cilium, the node may talk to its endpoints.
+ *
  * In dnat mode, from-endpoint rewrote steered flows' destination to the proxy; this program
  * reverse-translates the proxy's replies: a packet from the proxy's address and port to a client
  * whose flow the proxymap holds gets the original destination back as its source, so the client
@@ -13,12 +17,25 @@
 #include <linux/if_ether.h>
 #include <linux/in.h>
 #include <linux/ip.h>
+#include <linux/tcp.h>
 #include <linux/pkt_cls.h>
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
 
 #include "l7proxy-maps.h"
+#include "l7-ct.h"
 #include "l7-steer.h"
+
+/* A SYN that from-endpoint did not see (it has no conntrack entry): the node's own connection. */
+static __always_inline void track_node_syn(struct iphdr *ip, void *data_end)
+{
+	struct tcphdr *tcp = (void *)ip + ip->ihl * 4;
+
+	if (ip->protocol != IPPROTO_TCP || (void *)(tcp + 1) > data_end || !tcp->syn || tcp->ack)
+		return;
+	if (!ct_find(ip->saddr, ip->daddr, tcp->source, tcp->dest, IPPROTO_TCP))
+		ct_create(ip->saddr, ip->daddr, tcp->source, tcp->dest, IPPROTO_TCP, 0);
+}
 
 SEC("tc")
 int to_endpoint(struct __sk_buff *skb)
@@ -32,9 +49,10 @@ int to_endpoint(struct __sk_buff *skb)
 	struct proxymap_key key = {};
 	struct proxymap_value *orig;
 
-	if (!cfg || cfg->mode != L7_MODE_DNAT)
+	if ((void *)(ip + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP) || ip->ihl < 5)
 		return TC_ACT_OK;
-	if ((void *)(ip + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP) || ip->saddr != cfg->proxy_addr)
+	track_node_syn(ip, data_end);
+	if (!cfg || cfg->mode != L7_MODE_DNAT || ip->saddr != cfg->proxy_addr)
 		return TC_ACT_OK;
 	if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP)
 		return TC_ACT_OK;

@@ -1,0 +1,258 @@
+// HTTP proxy benchmark in the lab:
+//   npm run bench:http [-- --duration S --runs R --warmup S --connections C --mode M --lab NAME --out FILE]
+//
+// Keep-alive `GET /v1/` from the tiefighter pod to the deathstar with wrk, three ways on one lab,
+// the same cores and the same client:
+//   direct   an L3/L4 allow on port 80 and no L7 rule: the kernel passes it, no proxy
+//   l7proxy  the same allow with HTTP rules: steered (--mode) to l7proxy's HTTP proxy
+//   haproxy  the same steering, to HAProxy (Debian's) as a transparent proxy on the node with the
+//            same method/path rules, forwarding to the original destination
+// Before measuring, each way is checked: a denied request gets 403 through a proxy (and reaches
+// the server directly). Then one warm-up run and R measured runs; the run with the median
+// requests/s is reported, with the CPU the proxy process used. Prints a table, writes JSON.
+
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { dirname, join, resolve } from 'node:path'
+import { parseArgs } from 'node:util'
+import { labDown, labUp } from '../lab/lab.js'
+import { execCommand, isAlive, spawnDetachedIn, waitListening } from '../lab/netns.js'
+import { hostNetns, isValidLabName, nodeNetns } from '../lab/topology.js'
+import { projectRoot } from '../lib/project-root.js'
+import { LAB_PROXY_PORTS, startLabNode, type LabNode } from '../proxy/agent/lab-node-process.js'
+import { renderTable } from '../proxy/cli/table.js'
+import { parseMode, type RedirectMode } from '../redirect-bpf/modes/redirect-mode.js'
+import { haproxyConfig, type BenchRule } from './haproxy-config.js'
+
+const USAGE = 'usage: npm run bench:http [-- --duration S --runs R --warmup S --connections C --mode M --lab NAME --out FILE]'
+const TARGET = 'http://198.18.2.10/v1/'
+const RULES: BenchRule[] = [
+  { method: 'GET', path: '/v1/.*' },
+  { method: 'POST', path: '/v1/request-landing' },
+]
+const SCENARIOS = ['direct', 'l7proxy', 'haproxy'] as const
+type Scenario = (typeof SCENARIOS)[number]
+
+interface WrkResult {
+  requests: number
+  durationUs: number
+  bytes: number
+  errors: { connect: number; read: number; write: number; status: number; timeout: number }
+  latencyUs: { p50: number; p90: number; p99: number; max: number; mean: number }
+}
+
+interface Run extends WrkResult {
+  requestsPerSec: number
+  /** CPU the proxy process used during the run, in cores (null: no proxy). */
+  proxyCpuCores: number | null
+}
+
+function policy(withRules: boolean): string {
+  const rules = withRules ? `\n      rules:\n        http:\n${RULES.map((r) => `        - { method: ${r.method}, path: "${r.path}" }`).join('\n')}` : ''
+  return `apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: { name: bench-${withRules ? 'l7' : 'l4'} }
+spec:
+  endpointSelector: { matchLabels: { class: deathstar } }
+  ingress:
+  - fromEndpoints: [ { matchLabels: { org: empire } } ]
+    toPorts:
+    - ports: [ { port: "80", protocol: TCP } ]${rules}
+`
+}
+
+/** utime + stime of a process, in seconds. */
+function cpuSeconds(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ')
+  return (Number(fields[11]) + Number(fields[12])) / 100 // USER_HZ
+}
+
+async function wrk(seconds: number, connections: number, proxyPid: number | null): Promise<Run> {
+  const cpu0 = proxyPid === null ? 0 : cpuSeconds(proxyPid)
+  const t0 = process.hrtime.bigint()
+  const r = await execCommand(
+    ['ip', 'netns', 'exec', hostNetns(LAB, 'tiefighter'), 'wrk', '-t1', `-c${connections}`, `-d${seconds}s`, '--timeout', '5s', '-s', join(projectRoot(), 'bench/wrk-report.lua'), TARGET],
+    { timeoutMs: (seconds + 30) * 1000 },
+  )
+  const wall = Number(process.hrtime.bigint() - t0) / 1e9
+  const line = r.stdout.split('\n').find((l) => l.startsWith('{"requests"'))
+  if (r.code !== 0 || !line) throw new Error(`wrk failed (exit ${r.code}): ${r.stderr.trim() || r.stdout.trim()}`)
+  const w = JSON.parse(line) as WrkResult
+  return {
+    ...w,
+    requestsPerSec: w.requests / (w.durationUs / 1e6),
+    proxyCpuCores: proxyPid === null ? null : (cpuSeconds(proxyPid) - cpu0) / wall,
+  }
+}
+
+async function curlStatus(method: string, path: string): Promise<number> {
+  const r = await execCommand(['ip', 'netns', 'exec', hostNetns(LAB, 'tiefighter'), 'curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', '5', '-X', method, `http://198.18.2.10${path}`], {
+    timeoutMs: 15_000,
+  })
+  return Number(r.stdout)
+}
+
+interface Running {
+  node: LabNode
+  haproxyPid: number | null
+  proxyPid: number | null
+}
+
+async function startScenario(s: Scenario, mode: RedirectMode, dir: string, threads: number): Promise<Running> {
+  const policyFile = join(dir, `${s}.yaml`)
+  writeFileSync(policyFile, policy(s !== 'direct'))
+  const node = await startLabNode({ lab: LAB, mode, policyFile, pin: pinOf(s), http: s === 'haproxy' ? 'external' : 'builtin' })
+  if (s !== 'haproxy') return { node, haproxyPid: null, proxyPid: s === 'l7proxy' ? node.pid : null }
+  const cfg = join(dir, 'haproxy.cfg')
+  const listen = mode === 'dnat' ? '198.18.0.1' : '127.0.0.1'
+  writeFileSync(cfg, haproxyConfig({ rules: RULES, listen, port: LAB_PROXY_PORTS.http, threads }))
+  // -db: stay in the foreground, so its PID is ours to stop.
+  const log = join(dir, 'haproxy.log')
+  const pid = await spawnDetachedIn(nodeNetns(LAB), ['haproxy', '-db', '-f', cfg], log)
+  const running = { node, haproxyPid: pid, proxyPid: pid }
+  try {
+    await waitListening({ ns: nodeNetns(LAB), port: LAB_PROXY_PORTS.http, proto: 'tcp', pid, logFile: log, what: 'haproxy', timeoutMs: 10_000 })
+  } catch (e) {
+    await stopScenario(running)
+    throw e
+  }
+  return running
+}
+
+async function stopScenario(r: Running): Promise<void> {
+  if (r.haproxyPid !== null && isAlive(r.haproxyPid)) {
+    process.kill(r.haproxyPid, 'SIGTERM')
+    for (let i = 0; i < 100 && isAlive(r.haproxyPid); i++) await new Promise((res) => setTimeout(res, 50))
+    if (isAlive(r.haproxyPid)) process.kill(r.haproxyPid, 'SIGKILL')
+  }
+  await r.node.stop()
+}
+
+function pinOf(s: Scenario): string {
+  return `/run/l7proxy/bench-bpffs-${LAB}-${s}`
+}
+
+function median(runs: Run[]): Run {
+  return [...runs].sort((a, b) => a.requestsPerSec - b.requestsPerSec)[Math.floor(runs.length / 2)]!
+}
+
+class UsageError extends Error {}
+
+let LAB = 'bench'
+
+async function main(): Promise<void> {
+  let parsed
+  try {
+    parsed = parseArgs({
+      options: {
+      duration: { type: 'string', default: '10' },
+      runs: { type: 'string', default: '3' },
+      warmup: { type: 'string', default: '3' },
+      connections: { type: 'string', default: '32' },
+      mode: { type: 'string', default: 'sk-assign' },
+      lab: { type: 'string', default: 'bench' },
+      out: { type: 'string', default: 'bench-results/http.json' },
+      },
+    })
+  } catch (e) {
+    throw new UsageError((e as Error).message)
+  }
+  const values = parsed.values
+  const num = (name: 'duration' | 'runs' | 'warmup' | 'connections', min: number, max: number): number => {
+    const v = Number(values[name])
+    if (!Number.isInteger(v) || v < min || v > max) throw new UsageError(`--${name} must be a whole number from ${min} to ${max}, not '${values[name]}'`)
+    return v
+  }
+  if (!isValidLabName(values.lab!)) throw new UsageError(`--lab '${values.lab}' is not a valid lab name`)
+  LAB = values.lab!
+  const duration = num('duration', 1, 300)
+  const runs = num('runs', 1, 9)
+  const warmup = num('warmup', 0, 60)
+  const connections = num('connections', 1, 1000)
+  let mode: RedirectMode
+  try {
+    mode = parseMode(values.mode!)
+  } catch (e) {
+    throw new UsageError((e as Error).message)
+  }
+  // sockmap needs the client in the node's cgroup: the mode comparison (issue 9) measures it.
+  if (mode === 'sockmap') throw new UsageError('--mode sockmap is not measured here (the client would have to join the sockmap cgroup)')
+  const threads = 1 // l7proxy's HTTP proxy is one event loop; HAProxy gets as many threads
+
+  const dir = mkdtempSync(join(tmpdir(), 'l7-bench-http-'))
+  let running: Running | null = null
+  const cleanup = async (): Promise<void> => {
+    if (running) await stopScenario(running).catch(() => undefined)
+    running = null
+    await labDown(LAB).catch(() => undefined)
+    rmSync(dir, { recursive: true, force: true })
+    for (const s of SCENARIOS) rmSync(pinOf(s), { recursive: true, force: true })
+  }
+  const onSignal = (): void => void cleanup().finally(() => process.exit(130))
+  process.once('SIGINT', onSignal)
+  process.once('SIGTERM', onSignal)
+
+  const rows: Array<{ scenario: Scenario; check: { denied: number; allowed: number }; median: Run; runs: Run[] }> = []
+  try {
+    await labUp(LAB)
+    for (const s of SCENARIOS) {
+      running = await startScenario(s, mode, dir, threads)
+      const check = { allowed: await curlStatus('GET', '/v1/'), denied: await curlStatus('PUT', '/v1/exhaust-port') }
+      // Directly the server answers the PUT itself (503); through a proxy it is denied (403).
+      const want = s === 'direct' ? 503 : 403
+      if (check.allowed !== 200 || check.denied !== want) {
+        throw new Error(`${s}: GET /v1/ gave ${check.allowed} (want 200), PUT /v1/exhaust-port gave ${check.denied} (want ${want}): the traffic does not take the path this scenario measures`)
+      }
+      if (warmup > 0) await wrk(warmup, connections, null)
+      const measured: Run[] = []
+      for (let i = 0; i < runs; i++) measured.push(await wrk(duration, connections, running.proxyPid))
+      rows.push({ scenario: s, check, median: median(measured), runs: measured })
+      process.stderr.write(`${s}: ${measured.map((r) => Math.round(r.requestsPerSec)).join(', ')} req/s\n`)
+      await stopScenario(running)
+      running = null
+    }
+  } finally {
+    await cleanup()
+  }
+
+  const haproxy = rows.find((r) => r.scenario === 'haproxy')!.median
+  const l7 = rows.find((r) => r.scenario === 'l7proxy')!.median
+  const result = {
+    benchmark: 'http',
+    date: new Date().toISOString(),
+    node: process.version,
+    mode,
+    target: TARGET,
+    duration,
+    runs,
+    connections,
+    proxyThreads: threads,
+    rows,
+    l7proxyVsHaproxy: { requestsPerSec: l7.requestsPerSec / haproxy.requestsPerSec, p99: l7.latencyUs.p99 / haproxy.latencyUs.p99 },
+  }
+  const out = resolve(values.out!)
+  mkdirSync(dirname(out), { recursive: true })
+  writeFileSync(out, JSON.stringify(result, null, 2) + '\n')
+  const ms = (us: number): string => (us / 1000).toFixed(2)
+  process.stdout.write(
+    renderTable(
+      ['scenario', 'req/s', 'p50 ms', 'p90 ms', 'p99 ms', 'errors', 'proxy CPU', 'req/s vs haproxy'],
+      rows.map(({ scenario, median: m }) => [
+        scenario,
+        String(Math.round(m.requestsPerSec)),
+        ms(m.latencyUs.p50),
+        ms(m.latencyUs.p90),
+        ms(m.latencyUs.p99),
+        String(Object.values(m.errors).reduce((a, b) => a + b, 0)),
+        m.proxyCpuCores === null ? '-' : `${m.proxyCpuCores.toFixed(2)} cores`,
+        `${(m.requestsPerSec / haproxy.requestsPerSec).toFixed(2)}x`,
+      ]),
+    ),
+  )
+  process.stdout.write(`mode ${mode}, ${connections} connections, median of ${runs} x ${duration}s; wrote ${out}\n`)
+}
+
+main().catch((e: Error) => {
+  process.stderr.write(`bench:http: ${e.message}\n${e instanceof UsageError ? `${USAGE}\n` : ''}`)
+  process.exit(e instanceof UsageError ? 2 : 1)
+})

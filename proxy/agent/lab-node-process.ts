@@ -1,0 +1,59 @@
+// Starts lab-node.ts inside a lab's node namespace and talks to it: waits for READY, collects its
+// JSON lines, stops it by PID with SIGTERM. Used by the kernel tests and the HTTP benchmark.
+
+import { spawn } from 'node:child_process'
+import { nodeNetns } from '../../lab/topology.js'
+import { distPath } from '../../lib/project-root.js'
+
+/** Where lab-node's proxies listen (the datapath steers there). */
+export const LAB_PROXY_PORTS = { http: 15001, dns: 15053 } as const
+
+export interface LabNodeOptions {
+  lab: string
+  mode: string
+  policyFile: string
+  /** bpffs directory, mounted in the child's own mount namespace; the child removes it at stop. */
+  pin: string
+  /** 'external': the datapath steers to the HTTP port, and something else listens there. */
+  http?: 'builtin' | 'external'
+  sockmapCgroup?: string
+  readyTimeoutMs?: number
+}
+
+export interface LabNode {
+  readonly pid: number
+  /** JSON lines printed so far (flow lines are flushed within a second, and at exit). */
+  lines(): Array<Record<string, unknown>>
+  /** SIGTERM, then the exit code (null if it had to be killed after `timeoutMs`). */
+  stop(timeoutMs?: number): Promise<number | null>
+}
+
+export async function startLabNode(o: LabNodeOptions): Promise<LabNode> {
+  const args = [distPath('proxy/agent/lab-node.js'), '--mode', o.mode, '--policy', o.policyFile, '--pin', o.pin, '--http', o.http ?? 'builtin']
+  if (o.sockmapCgroup) args.push('--sockmap-cgroup', o.sockmapCgroup)
+  // `ip netns exec` execs node: the child's PID is the agent's.
+  const child = spawn('ip', ['netns', 'exec', nodeNetns(o.lab), process.execPath, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+  const exited = new Promise<number | null>((r) => child.once('exit', (c) => r(c)))
+  let out = ''
+  let err = ''
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()))
+  child.stderr.on('data', (d: Buffer) => (err += d.toString()))
+  const stop = async (timeoutMs = 10_000): Promise<number | null> => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM')
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs)
+    const code = await exited
+    clearTimeout(timer)
+    return code
+  }
+  const deadline = Date.now() + (o.readyTimeoutMs ?? 20_000)
+  while (!out.includes('READY\n') && child.exitCode === null && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50))
+  if (!out.includes('READY\n')) {
+    await stop()
+    throw new Error(`lab node (${o.mode}) did not start: ${err.trim() || 'no READY within the timeout'}`)
+  }
+  return {
+    pid: child.pid!,
+    lines: () => out.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>),
+    stop,
+  }
+}

@@ -1,0 +1,49 @@
+// The HTTP benchmark runs end to end in a lab of its own (short runs): every scenario is checked
+// to take the path it measures, and the JSON and table come out. Figures are not asserted.
+
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import t from 'tap'
+import { execCommand } from '../lab/netns.js'
+import { distPath } from '../lib/project-root.js'
+import { kernelTest } from './fixtures/kernel.js'
+
+interface Row {
+  scenario: string
+  check: { allowed: number; denied: number }
+  median: { requests: number; requestsPerSec: number; errors: Record<string, number>; latencyUs: { p50: number; p99: number }; proxyCpuCores: number | null }
+}
+
+t.test('bench:http refuses bad arguments with usage and exit 2', async (t) => {
+  for (const args of [['--duration', '0'], ['--runs', 'x'], ['--mode', 'magic'], ['--mode', 'sockmap'], ['--lab', 'Bad Name'], ['--frob']]) {
+    const r = await execCommand([process.execPath, distPath('bench/http.js'), ...args], { timeoutMs: 20_000 })
+    t.equal(r.code, 2, args.join(' '))
+    t.match(r.stderr, /^bench:http: .+\nusage: npm run bench:http/, 'says what is wrong and how to call it')
+  }
+})
+
+kernelTest(t, 'bench:http measures direct, l7proxy and haproxy in the lab', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'l7-bench-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const out = join(dir, 'http.json')
+  const lab = `b${process.pid}`
+  const r = await execCommand([process.execPath, distPath('bench/http.js'), '--duration', '1', '--runs', '1', '--warmup', '0', '--connections', '4', '--lab', lab, '--out', out], {
+    timeoutMs: 120_000,
+  })
+  t.equal(r.code, 0, r.stderr)
+  const result = JSON.parse(readFileSync(out, 'utf8')) as { rows: Row[]; l7proxyVsHaproxy: { requestsPerSec: number } }
+  t.same(result.rows.map((x) => x.scenario), ['direct', 'l7proxy', 'haproxy'])
+  for (const row of result.rows) {
+    t.equal(row.check.allowed, 200, `${row.scenario}: GET /v1/ allowed`)
+    t.equal(row.check.denied, row.scenario === 'direct' ? 503 : 403, `${row.scenario}: PUT /v1/exhaust-port ${row.scenario === 'direct' ? 'reaches the server' : 'denied by the proxy'}`)
+    t.ok(row.median.requests > 0, `${row.scenario}: ${row.median.requests} requests`)
+    t.same(Object.values(row.median.errors).filter((n) => n > 0), [], `${row.scenario}: no errors`)
+    t.ok(row.median.latencyUs.p99 >= row.median.latencyUs.p50, `${row.scenario}: p99 >= p50`)
+    t.equal(row.median.proxyCpuCores === null, row.scenario === 'direct', `${row.scenario}: proxy CPU measured when there is a proxy`)
+  }
+  t.ok(result.l7proxyVsHaproxy.requestsPerSec > 0)
+  t.match(r.stdout, /^scenario\s+req\/s\s+p50 ms.*\ndirect .*\nl7proxy .*\nhaproxy /m, 'and prints the table')
+  const left = await execCommand(['ip', 'netns', 'list'])
+  t.notMatch(left.stdout, new RegExp(`l7lab-${lab}-`), 'its lab is gone afterwards')
+})
