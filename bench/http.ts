@@ -16,16 +16,17 @@ import { tmpdir } from 'node:os'
 import { dirname, join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import { labDown, labUp } from '../lab/lab.js'
-import { execCommand, isAlive, spawnDetachedIn, waitListening } from '../lab/netns.js'
-import { hostNetns, isValidLabName, nodeNetns } from '../lab/topology.js'
+import { execIn, isAlive, spawnDetachedIn, waitListening } from '../lab/netns.js'
+import { findHost, hostNetns, isValidLabName, nodeNetns } from '../lab/topology.js'
 import { projectRoot } from '../lib/project-root.js'
-import { LAB_PROXY_PORTS, startLabNode, type LabNode } from '../proxy/agent/lab-node-process.js'
+import { LAB_PROXY_PORTS, labProxyAddress, startLabNode, type LabNode } from '../proxy/agent/lab-node-process.js'
 import { renderTable } from '../proxy/cli/table.js'
 import { parseMode, type RedirectMode } from '../redirect-bpf/modes/redirect-mode.js'
 import { haproxyConfig, type BenchRule } from './haproxy-config.js'
 
 const USAGE = 'usage: npm run bench:http [-- --duration S --runs R --warmup S --connections C --mode M --lab NAME --out FILE]'
-const TARGET = 'http://198.18.2.10/v1/'
+const DEATHSTAR = findHost('deathstar').addresses[0]!
+const TARGET = `http://${DEATHSTAR}/v1/`
 const RULES: BenchRule[] = [
   { method: 'GET', path: '/v1/.*' },
   { method: 'POST', path: '/v1/request-landing' },
@@ -70,8 +71,9 @@ function cpuSeconds(pid: number): number {
 async function wrk(seconds: number, connections: number, proxyPid: number | null): Promise<Run> {
   const cpu0 = proxyPid === null ? 0 : cpuSeconds(proxyPid)
   const t0 = process.hrtime.bigint()
-  const r = await execCommand(
-    ['ip', 'netns', 'exec', hostNetns(LAB, 'tiefighter'), 'wrk', '-t1', `-c${connections}`, `-d${seconds}s`, '--timeout', '5s', '-s', join(projectRoot(), 'bench/wrk-report.lua'), TARGET],
+  const r = await execIn(
+    hostNetns(LAB, 'tiefighter'),
+    ['wrk', '-t1', `-c${connections}`, `-d${seconds}s`, '--timeout', '5s', '-s', join(projectRoot(), 'bench/wrk-report.lua'), TARGET],
     { timeoutMs: (seconds + 30) * 1000 },
   )
   const wall = Number(process.hrtime.bigint() - t0) / 1e9
@@ -86,9 +88,7 @@ async function wrk(seconds: number, connections: number, proxyPid: number | null
 }
 
 async function curlStatus(method: string, path: string): Promise<number> {
-  const r = await execCommand(['ip', 'netns', 'exec', hostNetns(LAB, 'tiefighter'), 'curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', '5', '-X', method, `http://198.18.2.10${path}`], {
-    timeoutMs: 15_000,
-  })
+  const r = await execIn(hostNetns(LAB, 'tiefighter'), ['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', '5', '-X', method, `http://${DEATHSTAR}${path}`], { timeoutMs: 15_000 })
   return Number(r.stdout)
 }
 
@@ -104,8 +104,7 @@ async function startScenario(s: Scenario, mode: RedirectMode, dir: string, threa
   const node = await startLabNode({ lab: LAB, mode, policyFile, pin: pinOf(s), http: s === 'haproxy' ? 'external' : 'builtin' })
   if (s !== 'haproxy') return { node, haproxyPid: null, proxyPid: s === 'l7proxy' ? node.pid : null }
   const cfg = join(dir, 'haproxy.cfg')
-  const listen = mode === 'dnat' ? '198.18.0.1' : '127.0.0.1'
-  writeFileSync(cfg, haproxyConfig({ rules: RULES, listen, port: LAB_PROXY_PORTS.http, threads }))
+  writeFileSync(cfg, haproxyConfig({ rules: RULES, listen: labProxyAddress(mode), port: LAB_PROXY_PORTS.http, threads }))
   // -db: stay in the foreground, so its PID is ours to stop.
   const log = join(dir, 'haproxy.log')
   const pid = await spawnDetachedIn(nodeNetns(LAB), ['haproxy', '-db', '-f', cfg], log)
@@ -145,13 +144,13 @@ async function main(): Promise<void> {
   try {
     parsed = parseArgs({
       options: {
-      duration: { type: 'string', default: '10' },
-      runs: { type: 'string', default: '3' },
-      warmup: { type: 'string', default: '3' },
-      connections: { type: 'string', default: '32' },
-      mode: { type: 'string', default: 'sk-assign' },
-      lab: { type: 'string', default: 'bench' },
-      out: { type: 'string', default: 'bench-results/http.json' },
+        duration: { type: 'string', default: '10' },
+        runs: { type: 'string', default: '3' },
+        warmup: { type: 'string', default: '3' },
+        connections: { type: 'string', default: '32' },
+        mode: { type: 'string', default: 'sk-assign' },
+        lab: { type: 'string', default: 'bench' },
+        out: { type: 'string', default: 'bench-results/http.json' },
       },
     })
   } catch (e) {

@@ -4,13 +4,14 @@
 import { createHash, randomBytes } from 'node:crypto'
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
 import t, { type Test } from 'tap'
 import { execCommand } from '../lab/netns.js'
 import { projectRoot } from '../lib/project-root.js'
 import { startLabNode, type LabNode } from '../proxy/agent/lab-node-process.js'
 import { cgroup2Root } from '../redirect-bpf/cgroup.js'
 import { kernelTest } from './fixtures/kernel.js'
+import { cnp } from './fixtures/policy-text.js'
 import { useLab, type LabHandle } from './fixtures/lab.js'
 
 interface NodeProxy extends LabNode {
@@ -36,6 +37,15 @@ async function nodeProxy(t: Test, mode: string, policyFile: string): Promise<Nod
   }
 }
 
+/** Writes a policy file into a directory removed after the test. */
+function policyFile(t: Test, text: string): string {
+  const dir = mkdtempSync(join(tmpdir(), 'l7-http-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const file = join(dir, 'policy.yaml')
+  writeFileSync(file, text)
+  return file
+}
+
 for (const mode of ['sk-assign', 'tproxy', 'dnat'] as const) {
   kernelTest(t, `http proxy in the lab (${mode}): star-wars allow and deny with real curl`, async (t) => {
     const p = await nodeProxy(t, mode, join(projectRoot(), 'policy/examples/star-wars.yaml'))
@@ -57,24 +67,20 @@ for (const mode of ['sk-assign', 'tproxy', 'dnat'] as const) {
 }
 
 kernelTest(t, 'http proxy in the lab: a 10 MB upload and a chunked download stream through', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'l7-http-'))
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
-  const policy = join(dir, 'policy.yaml')
-  writeFileSync(
-    policy,
-    `apiVersion: cilium.io/v2
-kind: CiliumNetworkPolicy
-metadata: { name: deathstar-data }
-spec:
-  endpointSelector: { matchLabels: { class: deathstar } }
-  ingress:
+  const policy = policyFile(
+    t,
+    cnp(
+      'deathstar-data',
+      '{ class: deathstar }',
+      `  ingress:
   - fromEndpoints: [ { matchLabels: { org: empire } } ]
     toPorts:
     - ports: [ { port: "80", protocol: TCP } ]
       rules: { http: [ { method: POST, path: "/v1/echo" }, { method: GET, path: "/v1/bytes([?].*)?" } ] }
 `,
+    ),
   )
-  const upload = join(dir, 'upload.bin')
+  const upload = join(dirname(policy), 'upload.bin')
   const data = randomBytes(10 * 1024 * 1024)
   writeFileSync(upload, data)
   // Paths are matched with their query, as Envoy's :path is in Cilium: hence the bytes pattern.
@@ -108,23 +114,19 @@ kernelTest(t, 'http proxy in the lab (sockmap): pod and proxy sockets exchange t
 })
 
 kernelTest(t, 'http proxy in the lab: an upstream that is down gives 502 and a log line', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'l7-http-'))
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
-  const policy = join(dir, 'policy.yaml')
   // Port 8080 on the deathstar has L7 rules but nothing listening.
-  writeFileSync(
-    policy,
-    `apiVersion: cilium.io/v2
-kind: CiliumNetworkPolicy
-metadata: { name: deathstar-8080 }
-spec:
-  endpointSelector: { matchLabels: { class: deathstar } }
-  ingress:
+  const policy = policyFile(
+    t,
+    cnp(
+      'deathstar-8080',
+      '{ class: deathstar }',
+      `  ingress:
   - fromEndpoints: [ { matchLabels: { org: empire } } ]
     toPorts:
     - ports: [ { port: "8080", protocol: TCP } ]
       rules: { http: [ { method: GET } ] }
 `,
+    ),
   )
   const p = await nodeProxy(t, 'sk-assign', policy)
   const r = await p.curl('tiefighter', ['-w', '[%{http_code}]', 'http://198.18.2.10:8080/v1/'])
@@ -134,24 +136,17 @@ spec:
 })
 
 kernelTest(t, "http proxy in the lab: the server's egress default-deny does not cut the proxy's upstream", async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'l7-http-'))
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
-  const policy = join(dir, 'policy.yaml')
   // The deathstar may only send DNS: its replies to the node's upstream connection still pass
   // (to-endpoint tracks the node's SYN), but a connection it starts itself does not.
-  writeFileSync(
-    policy,
+  const policy = policyFile(
+    t,
     readFileSync(join(projectRoot(), 'policy/examples/star-wars.yaml'), 'utf8') +
-      `---
-apiVersion: cilium.io/v2
-kind: CiliumNetworkPolicy
-metadata: { name: deathstar-egress-dns-only }
-spec:
-  endpointSelector: { matchLabels: { class: deathstar } }
-  egress:
-  - toEndpoints: [ { matchLabels: { k8s-app: kube-dns, "k8s:io.kubernetes.pod.namespace": kube-system } } ]
-    toPorts: [ { ports: [ { port: "53", protocol: ANY } ] } ]
-`,
+      '---\n' +
+      cnp(
+        'deathstar-egress-dns-only',
+        '{ class: deathstar }',
+        '  egress:\n  - toEndpoints: [ { matchLabels: { k8s-app: kube-dns, "k8s:io.kubernetes.pod.namespace": kube-system } } ]\n    toPorts: [ { ports: [ { port: "53", protocol: ANY } ] } ]\n',
+      ),
   )
   const p = await nodeProxy(t, 'sk-assign', policy)
   const land = await p.curl('tiefighter', ['-X', 'POST', 'http://198.18.2.10/v1/request-landing'])

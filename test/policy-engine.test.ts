@@ -147,32 +147,21 @@ t.test('namespaces restrict namespaced policies and their peers', async (t) => {
   e.upsertEndpoint({ id: 2, labels: { app: 'db', 'io.kubernetes.pod.namespace': 'dev' }, ips: ['198.18.3.2'] })
   const webProd = e.addIdentity({ app: 'web', 'io.kubernetes.pod.namespace': 'prod' })
   const webDev = e.addIdentity({ app: 'web', 'io.kubernetes.pod.namespace': 'dev' })
-  e.loadFile(
-    'n.yaml',
-    `apiVersion: cilium.io/v2
+  // The db policy in namespace prod, admitting peers that match `from`.
+  const dbInProd = (from: string): string => `apiVersion: cilium.io/v2
 kind: CiliumNetworkPolicy
 metadata: { name: db, namespace: prod }
 spec:
   endpointSelector: { matchLabels: { app: db } }
   ingress:
-  - fromEndpoints: [ { matchLabels: { app: web } } ]
-`,
-  )
+  - fromEndpoints: [ { matchLabels: ${from} } ]
+`
+  e.loadFile('n.yaml', dbInProd('{ app: web }'))
   t.equal(e.endpointInfo(1)!.enforce.ingress, true, 'selects the prod db')
   t.equal(e.endpointInfo(2)!.enforce.ingress, false, 'not the dev db')
   t.equal(e.decide(1, 'ingress', webProd, TCP, 5432).verdict, 'allow', 'web in prod may connect')
   t.equal(e.decide(1, 'ingress', webDev, TCP, 5432).verdict, 'deny', 'web in dev may not')
-  e.loadFile(
-    'n.yaml',
-    `apiVersion: cilium.io/v2
-kind: CiliumNetworkPolicy
-metadata: { name: db, namespace: prod }
-spec:
-  endpointSelector: { matchLabels: { app: db } }
-  ingress:
-  - fromEndpoints: [ { matchLabels: { app: web, "k8s:io.kubernetes.pod.namespace": dev } } ]
-`,
-  )
+  e.loadFile('n.yaml', dbInProd('{ app: web, "k8s:io.kubernetes.pod.namespace": dev }'))
   t.equal(e.decide(1, 'ingress', webDev, TCP, 5432).verdict, 'allow', 'naming the namespace reaches across')
   t.equal(e.decide(1, 'ingress', webProd, TCP, 5432).verdict, 'deny')
 })

@@ -2,11 +2,16 @@
 // JSON lines, stops it by PID with SIGTERM. Used by the kernel tests and the HTTP benchmark.
 
 import { spawn } from 'node:child_process'
-import { nodeNetns } from '../../lab/topology.js'
+import { GATEWAY_IP, nodeNetns } from '../../lab/topology.js'
 import { distPath } from '../../lib/project-root.js'
 
 /** Where lab-node's proxies listen (the datapath steers there). */
 export const LAB_PROXY_PORTS = { http: 15001, dns: 15053 } as const
+
+/** The address the proxies listen on: in dnat mode one rewritten packets reach, else loopback. */
+export function labProxyAddress(mode: string): string {
+  return mode === 'dnat' ? GATEWAY_IP : '127.0.0.1'
+}
 
 export interface LabNodeOptions {
   lab: string

@@ -11,7 +11,7 @@ import { readFileSync } from 'node:fs'
 import type { Socket } from 'node:net'
 import { parseArgs } from 'node:util'
 import pino from 'pino'
-import { LAB_HOSTS, labEndpoints, nodeIfname, GATEWAY_IP } from '../../lab/topology.js'
+import { LAB_HOSTS, labEndpoints, nodeIfname } from '../../lab/topology.js'
 import { PolicyEngine } from '../../policy/engine.js'
 import { joinCgroup, cgroup2Root } from '../../redirect-bpf/cgroup.js'
 import { removeBpffs } from '../../redirect-bpf/bpffs.js'
@@ -19,7 +19,7 @@ import { Datapath } from '../../redirect-bpf/datapath.js'
 import { parseMode } from '../../redirect-bpf/modes/redirect-mode.js'
 import { transparentTcpListener } from '../../redirect-bpf/transparent-socket.js'
 import type { Flow } from '../http/flow-verdict.js'
-import { LAB_PROXY_PORTS } from './lab-node-process.js'
+import { LAB_PROXY_PORTS, labProxyAddress } from './lab-node-process.js'
 import { HttpProxy } from '../http/http-proxy.js'
 
 const { http: LAB_HTTP_PROXY_PORT, dns: LAB_DNS_PROXY_PORT } = LAB_PROXY_PORTS
@@ -39,11 +39,12 @@ if (!values.policy || !values.pin || (values.http !== 'builtin' && values.http !
 }
 const mode = parseMode(values.mode ?? '')
 const engine = new PolicyEngine({ proxyPorts: { http: LAB_HTTP_PROXY_PORT, dns: LAB_DNS_PROXY_PORT } })
-for (const ep of labEndpoints()) engine.upsertEndpoint(ep)
+const endpoints = labEndpoints()
+for (const ep of endpoints) engine.upsertEndpoint(ep)
 engine.loadFile(values.policy, readFileSync(values.policy, 'utf8'))
-const proxyAddress = mode === 'dnat' ? GATEWAY_IP : '127.0.0.1'
+const proxyAddress = labProxyAddress(mode)
 const dp = Datapath.start({ mode, pinRoot: values.pin, proxyAddress, proxyPorts: [LAB_HTTP_PROXY_PORT, LAB_DNS_PROXY_PORT], ...(values['sockmap-cgroup'] ? { cgroupName: values['sockmap-cgroup'] } : {}) })
-for (const h of LAB_HOSTS) dp.attach(nodeIfname(h.name), labEndpoints().find((e) => e.host === h.name)?.id)
+for (const h of LAB_HOSTS) dp.attach(nodeIfname(h.name), endpoints.find((e) => e.host === h.name)?.id)
 dp.apply(engine.takeDelta())
 
 // Buffered: a flow line per request must not cost a write(2) per request; flushed at least

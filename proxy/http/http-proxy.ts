@@ -59,11 +59,6 @@ function headerValue(v: string | string[] | undefined): string | undefined {
   return Array.isArray(v) ? v.join(', ') : v
 }
 
-function hostFields(raw: readonly string[]): number {
-  let n = 0
-  for (let i = 0; i < raw.length; i += 2) if (raw[i]!.length === 4 && raw[i]!.toLowerCase() === 'host') n++
-  return n
-}
 
 /** A request as the matchers see it: built once per request, no closures. */
 class RequestView implements HttpRequestView {
@@ -79,8 +74,9 @@ class RequestView implements HttpRequestView {
   }
 }
 
-function indexOfHeader(raw: readonly string[], name: string): number {
-  for (let i = 0; i < raw.length; i += 2) if (raw[i]!.toLowerCase() === name) return i
+/** Index of the first field called `name` (lower case) in a raw [name, value...] list, or -1. */
+function indexOfHeader(raw: readonly string[], name: string, from = 0): number {
+  for (let i = from; i < raw.length; i += 2) if (raw[i]!.length === name.length && raw[i]!.toLowerCase() === name) return i
   return -1
 }
 
@@ -209,7 +205,8 @@ export class HttpProxy {
     const raw = req.rawHeaders
     if (raw.length / 2 > this.maxHeaders) return this.refuse(req, res, conn, `more than ${this.maxHeaders} header fields`)
     // RFC 9112 3.2: more than one Host is refused; rules and server could read different ones.
-    if (hostFields(raw) > 1) return this.refuse(req, res, conn, 'more than one Host header')
+    const host = indexOfHeader(raw, 'host')
+    if (host >= 0 && indexOfHeader(raw, 'host', host + 2) >= 0) return this.refuse(req, res, conn, 'more than one Host header')
     // HTTP/1.0 has no chunked framing: a Transfer-Encoding there is how requests get smuggled.
     if (req.httpVersion === '1.0' && req.headers['transfer-encoding'] !== undefined) {
       return this.refuse(req, res, conn, 'Transfer-Encoding in an HTTP/1.0 request')
