@@ -218,6 +218,8 @@ function readHeaderMatch(n: YNode): HeaderMatchSpec | null {
   if (!/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(name)) return f.name!.fail(`'${name}' is not a valid header name`)
   const value = f.value ? f.value.scalarString() : undefined
   if (value === null) return null
+  // The proxy writes ADD/REPLACE values onto the wire as they are.
+  if (value !== undefined && /[\r\n\0]/.test(value)) return f.value!.fail('a header value must not contain CR, LF or NUL')
   let mismatch: HeaderMatchSpec['mismatch']
   if (f.mismatch) {
     const m = f.mismatch.string()

@@ -3,7 +3,7 @@
 
 import { createHash } from 'node:crypto'
 import type { AddressInfo } from 'node:net'
-import { connect } from 'node:net'
+import { connect, createServer as createNetServer } from 'node:net'
 import { createServer } from 'node:http'
 import { Writable } from 'node:stream'
 import pino from 'pino'
@@ -13,7 +13,7 @@ import { labEndpoints } from '../lab/topology.js'
 import { startHttpServer } from '../lab/servers/http-server.js'
 import { PolicyEngine } from '../policy/engine.js'
 import type { Flow } from '../proxy/http/flow-verdict.js'
-import { HttpProxy } from '../proxy/http/http-proxy.js'
+import { HttpProxy, type HttpProxyOptions } from '../proxy/http/http-proxy.js'
 
 const STAR_WARS = `apiVersion: cilium.io/v2
 kind: CiliumNetworkPolicy
@@ -38,7 +38,7 @@ interface Setup {
   engine: PolicyEngine
 }
 
-async function setup(t: Test, source: string, upstreamPort?: number, policy = STAR_WARS): Promise<Setup> {
+async function setup(t: Test, source: string, upstreamPort?: number, policy = STAR_WARS, extra: Partial<HttpProxyOptions> = {}): Promise<Setup> {
   const engine = new PolicyEngine({ proxyPorts: { http: 15001, dns: 15053 } })
   for (const ep of labEndpoints()) engine.upsertEndpoint(ep)
   engine.loadFile('sw.yaml', policy)
@@ -60,8 +60,9 @@ async function setup(t: Test, source: string, upstreamPort?: number, policy = ST
     logger: pino({ base: null }, sink),
     // As if the datapath had steered `source` -> deathstar:80 here.
     flowOf: (socket): Flow => ({ sourceAddress: source, sourcePort: socket.remotePort!, destAddress: '198.18.2.10', destPort: 80 }),
-    originOf: () => `http://127.0.0.1:${port}`,
+    originOf: () => ({ host: '127.0.0.1', port: port! }),
     upstreamConnectTimeoutMs: 2000,
+    ...extra,
   })
   await proxy.listen({ port: 0, host: '127.0.0.1' })
   t.teardown(() => proxy.close())
@@ -320,4 +321,82 @@ t.test('Expect: 100-continue is answered by the proxy and the body forwarded', a
   t.match(reply, /^HTTP\/1\.1 100 Continue/, 'the client is told to continue')
   t.match(reply, /HTTP\/1\.1 200 OK[\s\S]*"bodyBytes":5/, 'and the body reaches the server')
   t.notMatch(reply, /"expect"/, 'without the Expect header')
+})
+
+/** A server on loopback that answers each request head with `reply` (never, for null), and may close after. */
+async function rawServer(t: Test, reply: ((request: string) => string) | null, closeAfter = false): Promise<number> {
+  const server = createNetServer((sock) => {
+    let seen = ''
+    sock.on('data', (d) => {
+      seen += d.toString('latin1')
+      if (!seen.includes('\r\n\r\n') || reply === null) return
+      const out = reply(seen)
+      seen = ''
+      if (closeAfter) sock.end(out)
+      else sock.write(out)
+    })
+    sock.on('error', () => undefined)
+  })
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()))
+  t.teardown(() => {
+    server.close()
+    server.unref()
+  })
+  return (server.address() as AddressInfo).port
+}
+
+const PIPELINED = `POST /v1/request-landing HTTP/1.1\r\n${H}Content-Length: 0\r\n\r\nPUT /v1/exhaust-port HTTP/1.1\r\n${H}Content-Length: 4\r\n\r\nboomPOST /v1/request-landing HTTP/1.1\r\n${H}Content-Length: 0\r\nConnection: close\r\n\r\n`
+
+t.test('pipelined requests are answered in order, the denied one by the proxy', async (t) => {
+  const s = await setup(t, TIEFIGHTER)
+  const reply = await rawRequest(s.proxyUrl, PIPELINED)
+  const statuses = [...reply.matchAll(/HTTP\/1\.1 (\d{3})/g)].map((m) => Number(m[1]))
+  t.same(statuses, [200, 403, 200], 'allowed, denied, allowed')
+  t.equal(reply.split('Ship landed').length - 1, 2, 'both allowed answers are the server’s')
+  t.match(s.logs.map((l) => l.status), [200, 403, 200])
+})
+
+t.test('HEAD gets the head only, and the connection goes on', async (t) => {
+  const s = await setup(t, TIEFIGHTER, undefined, STAR_WARS.replace('- { method: POST, path: "/v1/echo" }', '- { method: "POST|HEAD", path: "/v1/echo" }'))
+  const reply = await rawRequest(s.proxyUrl, `HEAD /v1/echo HTTP/1.1\r\n${H}\r\nPOST /v1/request-landing HTTP/1.1\r\n${H}Content-Length: 0\r\nConnection: close\r\n\r\n`)
+  t.match(reply, /^HTTP\/1\.1 200 OK\r\n[\s\S]*?\r\n\r\nHTTP\/1\.1 200 OK\r\n[\s\S]*Ship landed\n$/, 'no body after the HEAD answer; the next answer follows it')
+})
+
+t.test('a response delimited by the server closing reaches an HTTP/1.1 client chunked, and the connection stays usable', async (t) => {
+  const port = await rawServer(t, () => 'HTTP/1.1 200 OK\r\n\r\nuntil the end', true)
+  const s = await setup(t, TIEFIGHTER, port)
+  let connections = 0
+  s.proxy.server.on('connection', () => connections++)
+  const client = new Client(s.proxyUrl, { pipelining: 1 })
+  t.teardown(() => client.close())
+  for (let i = 0; i < 2; i++) {
+    const r = await client.request({ method: 'POST', path: '/v1/echo', body: '' })
+    t.equal(r.statusCode, 200)
+    t.equal(r.headers['transfer-encoding'], 'chunked', 'chunk-encoded by the proxy')
+    t.equal(await r.body.text(), 'until the end')
+  }
+  t.equal(connections, 1, 'both on one client connection (the proxy reconnected upstream)')
+})
+
+t.test('an upstream that never answers gives 504 after the response timeout', async (t) => {
+  const port = await rawServer(t, null)
+  const s = await setup(t, TIEFIGHTER, port, STAR_WARS, { upstreamHeadersTimeoutMs: 200 })
+  const started = Date.now()
+  const reply = await rawRequest(s.proxyUrl, `POST /v1/echo HTTP/1.1\r\n${H}Content-Length: 0\r\n\r\n`)
+  t.match(reply, /^HTTP\/1\.1 504 Gateway Timeout[\s\S]*Upstream timed out/)
+  t.ok(Date.now() - started < 1400, 'answered before the client gave up')
+  t.ok(s.logs.some((l) => l.msg === 'http: upstream failed (504)' && l.error === 'ETIMEDOUT'))
+})
+
+t.test('a client that does not finish its request head gets 408', async (t) => {
+  const s = await setup(t, TIEFIGHTER, undefined, STAR_WARS, { headersTimeoutMs: 200 })
+  const reply = await rawRequest(s.proxyUrl, `POST /v1/echo HTTP/1.1\r\n${H}`)
+  t.match(reply, /^HTTP\/1\.1 408 Request Timeout/)
+  t.match(s.logs, [{ verdict: 'invalid', reason: 'request headers timed out', status: 408 }])
+})
+
+t.test('CONNECT and protocol upgrades are refused, never tunnelled', async (t) => {
+  const s = await setup(t, TIEFIGHTER)
+  t.match(await rawRequest(s.proxyUrl, `CONNECT deathstar:443 HTTP/1.1\r\n${H}\r\n`), /^HTTP\/1\.1 400[\s\S]*CONNECT is not proxied/)
+  t.match(await rawRequest(s.proxyUrl, `POST /v1/echo HTTP/1.1\r\n${H}Connection: upgrade\r\nUpgrade: websocket\r\nContent-Length: 0\r\n\r\n`), /^HTTP\/1\.1 400[\s\S]*protocol upgrades are not proxied/)
 })

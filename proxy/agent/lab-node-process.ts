@@ -2,6 +2,7 @@
 // JSON lines, stops it by PID with SIGTERM. Used by the kernel tests and the HTTP benchmark.
 
 import { spawn } from 'node:child_process'
+import { existsSync, readFileSync } from 'node:fs'
 import { GATEWAY_IP, nodeNetns } from '../../lab/topology.js'
 import { distPath } from '../../lib/project-root.js'
 
@@ -22,6 +23,8 @@ export interface LabNodeOptions {
   /** 'external': the datapath steers to the HTTP port, and something else listens there. */
   http?: 'builtin' | 'external'
   sockmapCgroup?: string
+  /** JSON lines go to this file instead of stdout (lines() then reads it). */
+  logFile?: string
   readyTimeoutMs?: number
 }
 
@@ -36,6 +39,7 @@ export interface LabNode {
 export async function startLabNode(o: LabNodeOptions): Promise<LabNode> {
   const args = [distPath('proxy/agent/lab-node.js'), '--mode', o.mode, '--policy', o.policyFile, '--pin', o.pin, '--http', o.http ?? 'builtin']
   if (o.sockmapCgroup) args.push('--sockmap-cgroup', o.sockmapCgroup)
+  if (o.logFile) args.push('--log', o.logFile)
   // `ip netns exec` execs node: the child's PID is the agent's.
   const child = spawn('ip', ['netns', 'exec', nodeNetns(o.lab), process.execPath, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
   const exited = new Promise<number | null>((r) => child.once('exit', (c) => r(c)))
@@ -58,7 +62,11 @@ export async function startLabNode(o: LabNodeOptions): Promise<LabNode> {
   }
   return {
     pid: child.pid!,
-    lines: () => out.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>),
+    lines: () =>
+      (o.logFile ? (existsSync(o.logFile) ? readFileSync(o.logFile, 'utf8') : '') : out)
+        .split('\n')
+        .filter((l) => l.startsWith('{'))
+        .map((l) => JSON.parse(l) as Record<string, unknown>),
     stop,
   }
 }

@@ -1,10 +1,11 @@
 // The node side of a lab, until the agent (issue 8) takes over: run inside the lab's node
 // namespace as
 //   ip netns exec l7lab-NAME-node node dist/proxy/agent/lab-node.js --mode M --policy FILE --pin DIR
-//     [--http builtin|external] [--sockmap-cgroup NAME]
+//     [--http builtin|external] [--sockmap-cgroup NAME] [--log FILE]
 // It registers the lab's endpoints, loads the policy, starts the datapath on every host veth and
 // the HTTP proxy on a transparent listener (or, with --http external, leaves the port to another
-// proxy such as HAProxy), prints READY, logs flows as JSON lines on stdout, and stops cleanly on
+// proxy such as HAProxy), prints READY, logs flows as JSON lines on stdout (or appends them to
+// FILE: a benchmark's reader must not compete with the proxy for CPU), and stops cleanly on
 // SIGTERM. Tests and benchmarks drive it.
 
 import { readFileSync } from 'node:fs'
@@ -31,10 +32,11 @@ const { values } = parseArgs({
     pin: { type: 'string' },
     http: { type: 'string', default: 'builtin' },
     'sockmap-cgroup': { type: 'string' },
+    log: { type: 'string' },
   },
 })
 if (!values.policy || !values.pin || (values.http !== 'builtin' && values.http !== 'external')) {
-  process.stderr.write('usage: lab-node --mode M --policy FILE --pin DIR [--http builtin|external] [--sockmap-cgroup NAME]\n')
+  process.stderr.write('usage: lab-node --mode M --policy FILE --pin DIR [--http builtin|external] [--sockmap-cgroup NAME] [--log FILE]\n')
   process.exit(2)
 }
 const mode = parseMode(values.mode ?? '')
@@ -49,7 +51,7 @@ dp.apply(engine.takeDelta())
 
 // Buffered: a flow line per request must not cost a write(2) per request; flushed at least
 // every second so a quiet node's lines are not held back, and at exit.
-const out = pino.destination({ dest: 1, sync: false, minLength: 4096 })
+const out = pino.destination({ dest: values.log ?? 1, sync: false, minLength: 4096, append: true })
 setInterval(() => out.flush(), 1000).unref()
 process.once('exit', () => out.flushSync())
 const logger = pino({ base: null }, out)

@@ -1,0 +1,416 @@
+// One steered client connection: its requests are parsed with llhttp (strict), each one checked
+// (framing, Host, path) and judged against the flow's L7 rules, allowed ones written to this
+// connection's own upstream connection with their bodies streamed, denied ones answered by the
+// proxy. Responses go back in request order: a queue of exchanges, the head of which is the one
+// answered next, whether by the upstream or by the proxy.
+
+import type { Socket } from 'node:net'
+import type { Logger } from 'pino'
+import type { PolicyEngine } from '../../policy/engine.js'
+import type { HeaderAction, HttpRequestView } from '../../policy/http-matcher.js'
+import { FlowLog } from './flow-log.js'
+import { FlowPolicy, httpVerdict, type Flow, type FlowVerdict } from './flow-verdict.js'
+import type { MessageHead, ParseError, ParserSink } from './http1-parser.js'
+import { Http1Parser } from './http1-parser.js'
+import { CHUNKED_END, CONTINUE, CRLF, chunkStart, chunkedCoding, localResponse, requestHead, responseHead } from './http1-writer.js'
+import { endToEndRaw, headerValue, indexOfHeader } from './hop-by-hop.js'
+import { normalizePath } from './request-path.js'
+import { UpstreamConnection, type ResponseSink, type UpstreamTimeouts } from './upstream-connection.js'
+
+/** Where a flow's requests go. */
+export interface Origin {
+  host: string
+  port: number
+}
+
+/** What every connection of one proxy shares. */
+export interface ProxyContext {
+  engine: PolicyEngine
+  logger: Logger
+  flowOf: (socket: Socket) => Flow
+  originOf: (flow: Flow) => Origin
+  maxHeaders: number
+  maxHeaderBytes: number
+  upstream: UpstreamTimeouts
+}
+
+const DENIED_BODY = 'Access denied\n'
+/** How long a connection the proxy ended may wait for the client to close in turn. */
+const LINGER_MS = 2_000
+const DENIED = localResponse(403, DENIED_BODY, false, false)
+
+/** A request as the matchers see it. */
+class RequestView implements HttpRequestView {
+  constructor(
+    readonly method: string,
+    readonly path: string,
+    readonly host: string,
+    private readonly raw: readonly string[],
+  ) {}
+
+  header(name: string): string | undefined {
+    return headerValue(this.raw, name)
+  }
+}
+
+function withoutHeader(raw: readonly string[], name: string): string[] {
+  const out: string[] = []
+  for (let i = 0; i < raw.length; i += 2) if (raw[i]!.toLowerCase() !== name) out.push(raw[i]!, raw[i + 1]!)
+  return out
+}
+
+/** Applies headerMatches mismatch actions to a raw [name, value...] list. */
+function applyActions(raw: string[], actions: readonly HeaderAction[], log: (a: HeaderAction, got: string | undefined) => void): string[] {
+  let out = raw
+  for (const a of actions) {
+    const name = a.name.toLowerCase()
+    if (a.action === 'LOG') {
+      log(a, headerValue(out, name))
+      continue
+    }
+    if (a.action === 'DELETE' || a.action === 'REPLACE') out = withoutHeader(out, name)
+    if ((a.action === 'ADD' || a.action === 'REPLACE') && a.value !== undefined) out.push(a.name, a.value)
+  }
+  return out
+}
+
+/** One request and its response. */
+class Exchange {
+  status = 0
+  /** Its response head has gone to the client. */
+  answering = false
+  /** The response body is chunk-encoded by the proxy on the way to the client. */
+  chunked = false
+  /** The response runs to the connection's end (an HTTP/1.0 client and no length). */
+  closeDelimited = false
+
+  constructor(
+    readonly method: string,
+    readonly url: string,
+    readonly host: string | undefined,
+    readonly started: number,
+    /** The proxy's own whole response, or null when the upstream answers. */
+    readonly local: string | null,
+    /** The L7 verdict; null for a request refused before any rule saw it. */
+    readonly verdict: FlowVerdict | null,
+    /** Why it was refused, when it was. */
+    readonly invalid: string | null,
+    /** The client connection ends after this response. */
+    readonly closeAfter: boolean,
+    readonly http10: boolean,
+    /** Owed a 100 Continue when it reaches the head of the queue. */
+    public continueWanted: boolean,
+  ) {}
+}
+
+export class ClientConnection implements ParserSink, ResponseSink {
+  private readonly parser: Http1Parser
+  private readonly flow: Flow
+  private readonly origin: Origin
+  private readonly log: Logger
+  private readonly flows: FlowLog
+  private policy: FlowPolicy
+  /** Requests answered in this order; the first is the one being answered. */
+  private readonly queue: Exchange[] = []
+  private upstream: UpstreamConnection | null = null
+  /** The request whose body is arriving goes upstream (chunk-encoded when `bodyChunked`). */
+  private forwarding = false
+  private bodyChunked = false
+  /** The last request the connection carries has been read; later ones are ignored. */
+  private lastRequestRead = false
+  /** Nothing more the client sends is read (a parse error, or the connection is ending). */
+  private discarding = false
+  private clientWaitsForUpstream = false
+  private upstreamWaitsForClient = false
+  /** For the proxy's sweep: when the pending request head began (0: none), and the last activity. */
+  headSince = 0
+  lastActive: number
+
+  constructor(
+    readonly socket: Socket,
+    private readonly ctx: ProxyContext,
+  ) {
+    this.lastActive = performance.now()
+    this.flow = ctx.flowOf(socket)
+    this.origin = ctx.originOf(this.flow)
+    this.policy = new FlowPolicy(ctx.engine, this.flow)
+    const bindings = { source: `${this.flow.sourceAddress}:${this.flow.sourcePort}`, destination: `${this.flow.destAddress}:${this.flow.destPort}` }
+    this.log = ctx.logger.child(bindings)
+    this.flows = new FlowLog(ctx.logger, bindings)
+    this.parser = new Http1Parser('request', ctx.maxHeaderBytes, this)
+    socket.on('data', this.onData)
+    socket.on('error', () => undefined) // a reset client: 'close' follows and cleans up
+    socket.once('close', this.onClose)
+  }
+
+  /** Idle and header deadlines, called by the proxy's sweep. */
+  sweep(now: number, headersMs: number, idleMs: number): void {
+    if (this.headSince > 0 && now - this.headSince > headersMs && this.queue.length === 0) {
+      this.log.info({ verdict: 'invalid', reason: 'request headers timed out', status: 408 }, 'http: slow request refused')
+      this.socket.write(localResponse(408, 'Request timed out\n', true, false))
+      this.end()
+      return
+    }
+    if (this.queue.length === 0 && !this.forwarding && now - this.lastActive > idleMs) {
+      this.socket.destroy()
+      return
+    }
+    this.upstream?.sweep(now, this.ctx.upstream)
+  }
+
+  /** Ends the connection now (the proxy is closing). */
+  destroy(): void {
+    this.socket.destroy()
+  }
+
+  private readonly onData = (data: Buffer): void => {
+    this.lastActive = performance.now()
+    if (this.discarding) return
+    // What parsing this read writes (local answers, 100s; request heads and bodies) leaves in
+    // one write per socket.
+    const up = this.upstream
+    this.socket.cork()
+    up?.socket.cork()
+    const err = this.parser.execute(data)
+    if (err) this.malformed(err)
+    up?.socket.uncork()
+    this.socket.uncork()
+  }
+
+  private readonly onClose = (): void => {
+    this.stop()
+    this.parser.close()
+    for (const ex of this.queue) if (ex.local === null) this.logExchange(ex, ex.answering ? ex.status : 499)
+    this.queue.length = 0
+    this.upstream?.retire()
+    this.upstream = null
+  }
+
+  /** Reads nothing more from the client; what is queued is still answered. */
+  private stop(): void {
+    this.lastRequestRead = true
+    this.discarding = true
+  }
+
+  /** Half-closes after the last answer; a client that does not close in turn is cut off. */
+  private end(): void {
+    this.stop()
+    this.socket.end()
+    this.socket.setTimeout(LINGER_MS, () => this.socket.destroy())
+  }
+
+  private malformed(err: ParseError): void {
+    this.log.info({ verdict: 'invalid', error: err.code, reason: err.reason }, 'http: malformed request refused')
+    this.stop()
+    // A request already streaming upstream must never complete there: cut it, and the client
+    // learns from the connection's end; with nothing in flight it gets a 400.
+    if (this.forwarding || this.queue.length > 0) {
+      this.socket.destroy()
+      return
+    }
+    this.socket.write(localResponse(400, 'Bad request\n', true, false))
+    this.end()
+  }
+
+  onMessageBegin(): void {
+    this.headSince = performance.now()
+  }
+
+  onHead(head: MessageHead): boolean {
+    this.headSince = 0
+    if (this.lastRequestRead) return true
+    const started = performance.now()
+    this.policy = this.policy.current(this.ctx.engine, this.flow)
+    const raw = head.raw
+    const hostAt = indexOfHeader(raw, 'host')
+    const host = hostAt < 0 ? undefined : raw[hostAt + 1]
+    const http10 = head.versionMinor === 0
+    const closeAfter = !head.keepAlive
+    const problem = this.framingProblem(head, hostAt, http10)
+    const target = problem === null ? normalizePath(head.url, head.method) : { ok: false as const, reason: problem }
+    if (!target.ok) {
+      this.stop()
+      const body = `Bad request: ${target.reason}\n`
+      this.enqueue(new Exchange(head.method, head.url, host, started, localResponse(400, body, true, head.method === 'HEAD'), null, target.reason, true, http10, false))
+      return true
+    }
+    const path = target.path
+    const verdict = httpVerdict(this.policy, new RequestView(head.method, path, host ?? '', raw))
+    const expectContinue = !http10 && /^100-continue$/i.test(headerValue(raw, 'expect') ?? '')
+    if (!verdict.allowed) {
+      // The body is read and dropped, so the connection stays usable; unless the client waits
+      // for a 100 that will not come: then whether a body follows is unknown, and it closes.
+      const close = closeAfter || expectContinue
+      if (close) this.stop()
+      const response = close || head.method === 'HEAD' ? localResponse(403, DENIED_BODY, close, head.method === 'HEAD') : DENIED
+      this.enqueue(new Exchange(head.method, head.url, host, started, response, verdict, null, close, http10, false))
+      return false
+    }
+    let fields = endToEndRaw(raw)
+    if (verdict.actions.length > 0) {
+      fields = applyActions(fields, verdict.actions, (a, got) => this.log.info({ header: a.name, expected: a.value, got }, 'http: header mismatch'))
+    }
+    if (closeAfter) this.lastRequestRead = true
+    const te = headerValue(raw, 'transfer-encoding')
+    this.bodyChunked = te !== undefined
+    this.forwarding = true
+    const upstream = (this.upstream ??= new UpstreamConnection(this.origin, this.ctx.maxHeaderBytes, this, this.socket, started))
+    upstream.sendHead(requestHead(head.method, path, fields, this.bodyChunked ? `transfer-encoding: ${te!}${CRLF}` : ''), started)
+    this.enqueue(new Exchange(head.method, head.url, host, started, null, verdict, null, closeAfter, http10, expectContinue))
+    return false
+  }
+
+  /** Why a request's head cannot be judged or forwarded safely, or null. */
+  private framingProblem(head: MessageHead, hostAt: number, http10: boolean): string | null {
+    const raw = head.raw
+    if (raw.length / 2 > this.ctx.maxHeaders) return `more than ${this.ctx.maxHeaders} header fields`
+    // RFC 9112 3.2: rules and server could read different hosts.
+    if (hostAt >= 0 && indexOfHeader(raw, 'host', hostAt + 2) >= 0) return 'more than one Host header'
+    // HTTP/1.0 has no chunked framing: a Transfer-Encoding there is how requests get smuggled.
+    if (http10 && indexOfHeader(raw, 'transfer-encoding') >= 0) return 'Transfer-Encoding in an HTTP/1.0 request'
+    if (head.upgrade) return head.method === 'CONNECT' ? 'CONNECT is not proxied' : 'protocol upgrades are not proxied'
+    return null
+  }
+
+  onBody(chunk: Buffer): void {
+    if (!this.forwarding || this.upstream === null) return
+    const up = this.upstream
+    let ok: boolean
+    if (this.bodyChunked) {
+      up.write(chunkStart(chunk.length))
+      up.write(chunk)
+      ok = up.write(CRLF)
+    } else ok = up.write(chunk)
+    if (!ok && !this.clientWaitsForUpstream) {
+      this.clientWaitsForUpstream = true
+      this.socket.pause()
+      up.socket.once('drain', this.resumeClient)
+    }
+  }
+
+  private readonly resumeClient = (): void => {
+    this.clientWaitsForUpstream = false
+    this.socket.resume()
+  }
+
+  onMessageComplete(): void {
+    if (this.forwarding && this.bodyChunked) this.upstream?.write(CHUNKED_END)
+    this.forwarding = false
+    // After the last request the rest of what the client sends is not read.
+    if (this.lastRequestRead) this.discarding = true
+  }
+
+  private enqueue(ex: Exchange): void {
+    this.queue.push(ex)
+    if (this.queue.length === 1) this.pump()
+  }
+
+  /** Answers what the proxy can from the head of the queue, up to the next upstream exchange. */
+  private pump(): void {
+    while (this.queue.length > 0) {
+      const ex = this.queue[0]!
+      if (ex.local === null) {
+        if (ex.continueWanted) {
+          ex.continueWanted = false
+          this.socket.write(CONTINUE)
+        }
+        return
+      }
+      this.socket.write(ex.local, 'latin1')
+      if (!this.finish(ex, ex.verdict === null ? 400 : 403)) return
+    }
+  }
+
+  /** Logs an answered exchange and takes it off the queue; false when the connection ends with it. */
+  private finish(ex: Exchange, status: number, close = ex.closeAfter || ex.closeDelimited): boolean {
+    this.queue.shift()
+    this.logExchange(ex, status)
+    if (!close) return true
+    this.end()
+    return false
+  }
+
+  private logExchange(ex: Exchange, status: number): void {
+    if (ex.invalid !== null) {
+      this.log.info({ verdict: 'invalid', reason: ex.invalid, path: ex.url, status }, 'http: ambiguous request refused')
+      return
+    }
+    this.flows.write({ verdict: ex.verdict!, method: ex.method, path: ex.url, host: ex.host, status, ms: performance.now() - ex.started })
+  }
+
+  // ---- responses from the upstream connection ----
+
+  onResponseHead(head: MessageHead): boolean {
+    const ex = this.queue[0]
+    if (ex === undefined || ex.local !== null) {
+      this.socket.destroy() // the upstream's accounting says this cannot happen
+      return true
+    }
+    if (head.status < 200) return false // 1xx: the proxy answered any 100-continue itself
+    const noBody = ex.method === 'HEAD' || head.status === 204 || head.status === 304
+    const raw = head.raw
+    let extra = ''
+    if (!noBody) {
+      const te = headerValue(raw, 'transfer-encoding')
+      if (te !== undefined || indexOfHeader(raw, 'content-length') < 0) {
+        // A body of unknown length: chunk-encoded for HTTP/1.1, to the connection's end for 1.0.
+        if (ex.http10) ex.closeDelimited = true
+        else {
+          ex.chunked = true
+          extra = `transfer-encoding: ${chunkedCoding(te)}${CRLF}`
+        }
+      }
+    }
+    if (ex.closeAfter || ex.closeDelimited) extra += `connection: close${CRLF}`
+    else if (ex.http10) extra += `connection: keep-alive${CRLF}`
+    ex.status = head.status
+    ex.answering = true
+    this.socket.write(responseHead(head.status, head.reason, endToEndRaw(raw), extra), 'latin1')
+    return noBody
+  }
+
+  onResponseBody(chunk: Buffer): void {
+    const ex = this.queue[0]!
+    let ok: boolean
+    if (ex.chunked) {
+      this.socket.write(chunkStart(chunk.length))
+      this.socket.write(chunk)
+      ok = this.socket.write(CRLF)
+    } else ok = this.socket.write(chunk)
+    if (!ok && !this.upstreamWaitsForClient && this.upstream !== null) {
+      this.upstreamWaitsForClient = true
+      this.upstream.socket.pause()
+      this.socket.once('drain', this.resumeUpstream)
+    }
+  }
+
+  private readonly resumeUpstream = (): void => {
+    this.upstreamWaitsForClient = false
+    this.upstream?.socket.resume()
+  }
+
+  onResponseComplete(): void {
+    const ex = this.queue[0]!
+    if (ex.chunked) this.socket.write(CHUNKED_END)
+    if (this.finish(ex, ex.status)) this.pump()
+  }
+
+  onUpstreamClosed(failure: { error: NodeJS.ErrnoException; timedOut: boolean } | null): void {
+    this.upstream = null
+    this.forwarding = false
+    const ex = this.queue[0]
+    if (failure === null || ex === undefined || ex.local !== null) return
+    if (ex.answering) {
+      // Mid-body: the client must see the response was cut.
+      this.logExchange(ex, ex.status)
+      this.socket.destroy()
+      return
+    }
+    const status = failure.timedOut ? 504 : 502
+    this.log.warn({ origin: `${this.origin.host}:${this.origin.port}`, error: failure.error.code ?? failure.error.message }, `http: upstream failed (${status})`)
+    // What was sent behind it may or may not have been processed: the connection ends here.
+    this.queue.length = 1
+    this.socket.write(localResponse(status, status === 504 ? 'Upstream timed out\n' : 'Upstream unavailable\n', true, ex.method === 'HEAD'))
+    this.finish(ex, status, true)
+  }
+}
