@@ -1,5 +1,5 @@
 // HTTP proxy benchmark in the lab:
-//   npm run bench:http [-- --duration S --runs R --warmup S --connections C --mode M --lab NAME --out FILE]
+//   npm run bench:http [-- --duration S --runs R --warmup S --connections C --threads T --mode M --lab NAME --out FILE]
 //
 // Keep-alive `GET /v1/` from the tiefighter pod to the deathstar with wrk, three ways on one lab,
 // the same cores and the same client:
@@ -7,12 +7,15 @@
 //   l7proxy  the same allow with HTTP rules: steered (--mode) to l7proxy's HTTP proxy
 //   haproxy  the same steering, to HAProxy (Debian's) as a transparent proxy on the node with the
 //            same method/path rules, forwarding to the original destination
-// Before measuring, each way is checked: a denied request gets 403 through a proxy (and reaches
-// the server directly). Then one warm-up run and R measured runs; the run with the median
-// requests/s is reported, with the CPU the proxy process used. Prints a table, writes JSON.
+// Both proxies get T threads (default: one per core). R rounds, each running the three ways in
+// turn (so machine drift does not favour one), each way started afresh, checked (a denied
+// request gets 403 through a proxy, and reaches the server directly), warmed up, measured; the
+// run with the median requests/s is reported, with the CPU the proxy process used. l7proxy's flow
+// log (written to a file, as a node's would be) must hold a line for every request wrk counted.
+// Prints a table, writes JSON.
 
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { availableParallelism, tmpdir } from 'node:os'
 import { dirname, join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import { labDown, labUp } from '../lab/lab.js'
@@ -24,7 +27,7 @@ import { renderTable } from '../proxy/cli/table.js'
 import { parseMode, type RedirectMode } from '../redirect-bpf/modes/redirect-mode.js'
 import { haproxyConfig, type BenchRule } from './haproxy-config.js'
 
-const USAGE = 'usage: npm run bench:http [-- --duration S --runs R --warmup S --connections C --mode M --lab NAME --out FILE]'
+const USAGE = 'usage: npm run bench:http [-- --duration S --runs R --warmup S --connections C --threads T --mode M --lab NAME --out FILE]'
 const DEATHSTAR = findHost('deathstar').addresses[0]!
 const TARGET = `http://${DEATHSTAR}/v1/`
 const RULES: BenchRule[] = [
@@ -46,6 +49,8 @@ interface Run extends WrkResult {
   requestsPerSec: number
   /** CPU the proxy process used during the run, in cores (null: no proxy). */
   proxyCpuCores: number | null
+  /** l7proxy: flow lines it logged while started for this run (checks, warm-up and run). */
+  flowLines?: number
 }
 
 function policy(withRules: boolean): string {
@@ -101,7 +106,7 @@ interface Running {
 async function startScenario(s: Scenario, mode: RedirectMode, dir: string, threads: number): Promise<Running> {
   const policyFile = join(dir, `${s}.yaml`)
   writeFileSync(policyFile, policy(s !== 'direct'))
-  const node = await startLabNode({ lab: LAB, mode, policyFile, pin: pinOf(s), http: s === 'haproxy' ? 'external' : 'builtin' })
+  const node = await startLabNode({ lab: LAB, mode, policyFile, pin: pinOf(s), http: s === 'haproxy' ? 'external' : 'builtin', threads, logFile: join(dir, `${s}-flows.log`) })
   if (s !== 'haproxy') return { node, haproxyPid: null, proxyPid: s === 'l7proxy' ? node.pid : null }
   const cfg = join(dir, 'haproxy.cfg')
   writeFileSync(cfg, haproxyConfig({ rules: RULES, listen: labProxyAddress(mode), port: LAB_PROXY_PORTS.http, threads }))
@@ -148,6 +153,7 @@ async function main(): Promise<void> {
         runs: { type: 'string', default: '3' },
         warmup: { type: 'string', default: '3' },
         connections: { type: 'string', default: '32' },
+        threads: { type: 'string', default: String(availableParallelism()) },
         mode: { type: 'string', default: 'sk-assign' },
         lab: { type: 'string', default: 'bench' },
         out: { type: 'string', default: 'bench-results/http.json' },
@@ -157,7 +163,7 @@ async function main(): Promise<void> {
     throw new UsageError((e as Error).message)
   }
   const values = parsed.values
-  const num = (name: 'duration' | 'runs' | 'warmup' | 'connections', min: number, max: number): number => {
+  const num = (name: 'duration' | 'runs' | 'warmup' | 'connections' | 'threads', min: number, max: number): number => {
     const v = Number(values[name])
     if (!Number.isInteger(v) || v < min || v > max) throw new UsageError(`--${name} must be a whole number from ${min} to ${max}, not '${values[name]}'`)
     return v
@@ -176,7 +182,7 @@ async function main(): Promise<void> {
   }
   // sockmap needs the client in the node's cgroup: the mode comparison (issue 9) measures it.
   if (mode === 'sockmap') throw new UsageError('--mode sockmap is not measured here (the client would have to join the sockmap cgroup)')
-  const threads = 1 // l7proxy's HTTP proxy is one event loop; HAProxy gets as many threads
+  const threads = num('threads', 1, 64)
 
   const dir = mkdtempSync(join(tmpdir(), 'l7-bench-http-'))
   let running: Running | null = null
@@ -191,28 +197,39 @@ async function main(): Promise<void> {
   process.once('SIGINT', onSignal)
   process.once('SIGTERM', onSignal)
 
-  const rows: Array<{ scenario: Scenario; check: { denied: number; allowed: number }; median: Run; runs: Run[] }> = []
+  const measured: Record<Scenario, Run[]> = { direct: [], l7proxy: [], haproxy: [] }
+  const checks: Record<Scenario, { denied: number; allowed: number } | null> = { direct: null, l7proxy: null, haproxy: null }
   try {
     await labUp(LAB)
-    for (const s of SCENARIOS) {
-      running = await startScenario(s, mode, dir, threads)
-      const check = { allowed: await curlStatus('GET', '/v1/'), denied: await curlStatus('PUT', '/v1/exhaust-port') }
-      // Directly the server answers the PUT itself (503); through a proxy it is denied (403).
-      const want = s === 'direct' ? 503 : 403
-      if (check.allowed !== 200 || check.denied !== want) {
-        throw new Error(`${s}: GET /v1/ gave ${check.allowed} (want 200), PUT /v1/exhaust-port gave ${check.denied} (want ${want}): the traffic does not take the path this scenario measures`)
+    for (let round = 0; round < runs; round++) {
+      for (const s of SCENARIOS) {
+        running = await startScenario(s, mode, dir, threads)
+        const check = { allowed: await curlStatus('GET', '/v1/'), denied: await curlStatus('PUT', '/v1/exhaust-port') }
+        // Directly the server answers the PUT itself (503); through a proxy it is denied (403).
+        const want = s === 'direct' ? 503 : 403
+        if (check.allowed !== 200 || check.denied !== want) {
+          throw new Error(`${s}: GET /v1/ gave ${check.allowed} (want 200), PUT /v1/exhaust-port gave ${check.denied} (want ${want}): the traffic does not take the path this scenario measures`)
+        }
+        checks[s] = check
+        const warm = warmup > 0 ? await wrk(warmup, connections, null) : null
+        const run = await wrk(duration, connections, running.proxyPid)
+        const node = running.node
+        await stopScenario(running)
+        running = null
+        if (s === 'l7proxy') {
+          run.flowLines = node.lines().filter((l) => l.msg === 'http allowed' || l.msg === 'http denied').length
+          const served = 2 + (warm?.requests ?? 0) + run.requests
+          if (run.flowLines < served) throw new Error(`l7proxy logged ${run.flowLines} flow lines for ${served} requests: a request went unlogged`)
+        }
+        rmSync(join(dir, `${s}-flows.log`), { force: true })
+        measured[s].push(run)
+        process.stderr.write(`round ${round + 1}/${runs} ${s}: ${Math.round(run.requestsPerSec)} req/s\n`)
       }
-      if (warmup > 0) await wrk(warmup, connections, null)
-      const measured: Run[] = []
-      for (let i = 0; i < runs; i++) measured.push(await wrk(duration, connections, running.proxyPid))
-      rows.push({ scenario: s, check, median: median(measured), runs: measured })
-      process.stderr.write(`${s}: ${measured.map((r) => Math.round(r.requestsPerSec)).join(', ')} req/s\n`)
-      await stopScenario(running)
-      running = null
     }
   } finally {
     await cleanup()
   }
+  const rows = SCENARIOS.map((s) => ({ scenario: s, check: checks[s]!, median: median(measured[s]), runs: measured[s] }))
 
   const haproxy = rows.find((r) => r.scenario === 'haproxy')!.median
   const l7 = rows.find((r) => r.scenario === 'l7proxy')!.median
@@ -248,7 +265,7 @@ async function main(): Promise<void> {
       ]),
     ),
   )
-  process.stdout.write(`mode ${mode}, ${connections} connections, median of ${runs} x ${duration}s; wrote ${out}\n`)
+  process.stdout.write(`mode ${mode}, ${threads} proxy threads, ${connections} connections, median of ${runs} interleaved x ${duration}s; wrote ${out}\n`)
 }
 
 main().catch((e: Error) => {

@@ -12,6 +12,7 @@ const SOCK_NONBLOCK = 0o4000
 const SOCK_CLOEXEC = 0o2000000
 const SOL_SOCKET = 1
 const SO_REUSEADDR = 2
+const SO_REUSEPORT = 15
 const SOL_IP = 0
 const IP_TRANSPARENT = 19
 
@@ -23,8 +24,8 @@ function fail(what: string, fd: number): never {
 
 const SOCK_DGRAM = 2
 
-/** A socket of `type` with SO_REUSEADDR and IP_TRANSPARENT, bound to address:port. */
-function transparentSocket(type: number, address: string, port: number): number {
+/** A socket of `type` with SO_REUSEADDR and IP_TRANSPARENT (and SO_REUSEPORT), bound to address:port. */
+function transparentSocket(type: number, address: string, port: number, reusePort = false): number {
   const lib = libbpf()
   const addr = parseIPv4(address)
   if (addr === null) throw new BpfError('EATTACH', `'${address}' is not an IPv4 address`)
@@ -33,6 +34,7 @@ function transparentSocket(type: number, address: string, port: number): number 
   const one = Buffer.alloc(4)
   one.writeInt32LE(1)
   if ((lib.setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, one, 4) as number) !== 0) fail('SO_REUSEADDR', fd)
+  if (reusePort && (lib.setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, one, 4) as number) !== 0) fail('SO_REUSEPORT', fd)
   if ((lib.setsockopt(fd, SOL_IP, IP_TRANSPARENT, one, 4) as number) !== 0) fail('IP_TRANSPARENT', fd)
   const sa = Buffer.alloc(16)
   sa.writeUInt16LE(AF_INET, 0)
@@ -42,9 +44,15 @@ function transparentSocket(type: number, address: string, port: number): number 
   return fd
 }
 
-/** A listening TCP socket with IP_TRANSPARENT: `net.createServer().listen({ fd })`. */
-export function transparentTcpListener(address: string, port: number, backlog = 1024): number {
-  const fd = transparentSocket(SOCK_STREAM, address, port)
+/**
+ * A listening TCP socket with IP_TRANSPARENT: `net.createServer().listen({ fd })`. With
+ * `reusePort`, several such sockets (one per proxy thread) form one group and the kernel spreads
+ * new connections over them by their addresses; the socket lookup that steering does (TPROXY,
+ * sk_assign) selects within the group too.
+ */
+export function transparentTcpListener(address: string, port: number, opts: { backlog?: number; reusePort?: boolean } = {}): number {
+  const fd = transparentSocket(SOCK_STREAM, address, port, opts.reusePort)
+  const backlog = opts.backlog ?? 1024
   if ((libbpf().listen(fd, backlog) as number) !== 0) fail('listen', fd)
   return fd
 }

@@ -12,11 +12,11 @@ import { kernelTest } from './fixtures/kernel.js'
 interface Row {
   scenario: string
   check: { allowed: number; denied: number }
-  median: { requests: number; requestsPerSec: number; errors: Record<string, number>; latencyUs: { p50: number; p99: number }; proxyCpuCores: number | null }
+  median: { requests: number; requestsPerSec: number; errors: Record<string, number>; latencyUs: { p50: number; p99: number }; proxyCpuCores: number | null; flowLines?: number }
 }
 
 t.test('bench:http refuses bad arguments with usage and exit 2', async (t) => {
-  for (const args of [['--duration', '0'], ['--runs', 'x'], ['--mode', 'magic'], ['--mode', 'sockmap'], ['--lab', 'Bad Name'], ['--frob']]) {
+  for (const args of [['--duration', '0'], ['--runs', 'x'], ['--mode', 'magic'], ['--mode', 'sockmap'], ['--threads', '0'], ['--lab', 'Bad Name'], ['--frob']]) {
     const r = await execCommand([process.execPath, distPath('bench/http.js'), ...args], { timeoutMs: 20_000 })
     t.equal(r.code, 2, args.join(' '))
     t.match(r.stderr, /^bench:http: .+\nusage: npm run bench:http/, 'says what is wrong and how to call it')
@@ -42,6 +42,8 @@ kernelTest(t, 'bench:http measures direct, l7proxy and haproxy in the lab', asyn
     t.ok(row.median.latencyUs.p99 >= row.median.latencyUs.p50, `${row.scenario}: p99 >= p50`)
     t.equal(row.median.proxyCpuCores === null, row.scenario === 'direct', `${row.scenario}: proxy CPU measured when there is a proxy`)
   }
+  const l7 = result.rows.find((x) => x.scenario === 'l7proxy')!.median
+  t.ok(l7.flowLines! >= l7.requests, `l7proxy logged a flow line for each of its ${l7.requests} requests (${l7.flowLines})`)
   t.ok(result.l7proxyVsHaproxy.requestsPerSec > 0)
   t.match(r.stdout, /^scenario\s+req\/s\s+p50 ms.*\ndirect .*\nl7proxy .*\nhaproxy /m, 'and prints the table')
   const left = await execCommand(['ip', 'netns', 'list'])

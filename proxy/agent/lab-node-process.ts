@@ -23,6 +23,8 @@ export interface LabNodeOptions {
   /** 'external': the datapath steers to the HTTP port, and something else listens there. */
   http?: 'builtin' | 'external'
   sockmapCgroup?: string
+  /** HTTP proxy threads (default: one per core). */
+  threads?: number
   /** JSON lines go to this file instead of stdout (lines() then reads it). */
   logFile?: string
   readyTimeoutMs?: number
@@ -40,6 +42,7 @@ export async function startLabNode(o: LabNodeOptions): Promise<LabNode> {
   const args = [distPath('proxy/agent/lab-node.js'), '--mode', o.mode, '--policy', o.policyFile, '--pin', o.pin, '--http', o.http ?? 'builtin']
   if (o.sockmapCgroup) args.push('--sockmap-cgroup', o.sockmapCgroup)
   if (o.logFile) args.push('--log', o.logFile)
+  if (o.threads !== undefined) args.push('--threads', String(o.threads))
   // `ip netns exec` execs node: the child's PID is the agent's.
   const child = spawn('ip', ['netns', 'exec', nodeNetns(o.lab), process.execPath, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
   const exited = new Promise<number | null>((r) => child.once('exit', (c) => r(c)))

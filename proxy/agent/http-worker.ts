@@ -1,0 +1,54 @@
+// A worker thread of the HTTP proxy: one more event loop, with its own HttpProxy on its own
+// listening socket of the proxy's SO_REUSEPORT group, so connections are spread over the cores.
+// Its policy engine is built from the same inputs as the main thread's (endpoints, policy
+// files), so it judges exactly as the main thread would. Log lines are batched to the main
+// thread, which writes every thread's lines to one destination (lines never interleave).
+
+import { parentPort, workerData } from 'node:worker_threads'
+import pino from 'pino'
+import { PolicyEngine, type EndpointSpec } from '../../policy/engine.js'
+import { HttpProxy } from '../http/http-proxy.js'
+
+export interface HttpWorkerInput {
+  /** A listening socket (made by the main thread, which owns the process's cgroup and netns). */
+  fd: number
+  proxyPorts: { http: number; dns: number }
+  endpoints: EndpointSpec[]
+  policies: Array<{ name: string; text: string }>
+}
+
+export type WorkerMessage = { type: 'ready' } | { type: 'log'; text: string }
+
+/** Lines are sent in batches of this size, or at least every FLUSH_MS. */
+const BATCH_BYTES = 16 * 1024
+const FLUSH_MS = 250
+
+const input = workerData as HttpWorkerInput
+const port = parentPort!
+let batch = ''
+const flush = (): void => {
+  if (batch === '') return
+  port.postMessage({ type: 'log', text: batch } satisfies WorkerMessage)
+  batch = ''
+}
+const sink = {
+  write(line: string): void {
+    batch += line
+    if (batch.length >= BATCH_BYTES) flush()
+  },
+}
+setInterval(flush, FLUSH_MS).unref()
+
+const engine = new PolicyEngine({ proxyPorts: input.proxyPorts })
+for (const ep of input.endpoints) engine.upsertEndpoint(ep)
+for (const p of input.policies) engine.loadFile(p.name, p.text)
+const proxy = new HttpProxy({ engine, logger: pino({ base: null }, sink) })
+await proxy.listen({ fd: input.fd })
+port.on('message', (m: { type: 'stop' }) => {
+  if (m.type !== 'stop') return
+  void proxy.close().finally(() => {
+    flush()
+    port.close()
+  })
+})
+port.postMessage({ type: 'ready' } satisfies WorkerMessage)

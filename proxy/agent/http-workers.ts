@@ -1,0 +1,37 @@
+// Starts and stops the HTTP proxy's worker threads (http-worker.ts), one per extra listening
+// socket, and writes the log lines they send.
+
+import { Worker } from 'node:worker_threads'
+import type { HttpWorkerInput, WorkerMessage } from './http-worker.js'
+
+export interface HttpWorkers {
+  stop(): Promise<void>
+}
+
+export async function startHttpWorkers(inputs: HttpWorkerInput[], writeLog: (text: string) => void): Promise<HttpWorkers> {
+  const workers = inputs.map((workerData) => new Worker(new URL('./http-worker.js', import.meta.url), { workerData }))
+  const exited = workers.map((w) => new Promise<void>((resolve) => w.once('exit', () => resolve())))
+  const stop = async (): Promise<void> => {
+    for (const w of workers) w.postMessage({ type: 'stop' })
+    // A worker's port closes once its proxy has closed and its last lines are sent.
+    const timer = setTimeout(() => workers.forEach((w) => void w.terminate()), 10_000)
+    await Promise.all(exited)
+    clearTimeout(timer)
+  }
+  try {
+    await Promise.all(
+      workers.map(
+        (w) =>
+          new Promise<void>((resolve, reject) => {
+            w.on('message', (m: WorkerMessage) => (m.type === 'log' ? writeLog(m.text) : resolve()))
+            w.once('error', reject)
+            w.once('exit', (code) => reject(new Error(`HTTP proxy worker exited (${code}) before it listened`)))
+          }),
+      ),
+    )
+  } catch (e) {
+    await stop()
+    throw e
+  }
+  return { stop }
+}
