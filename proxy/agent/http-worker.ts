@@ -8,6 +8,7 @@ import { parentPort, workerData } from 'node:worker_threads'
 import pino from 'pino'
 import { PolicyEngine, type EndpointSpec } from '../../policy/engine.js'
 import { HttpProxy } from '../http/http-proxy.js'
+import { LineBatcher } from './line-batcher.js'
 
 export interface HttpWorkerInput {
   /** A listening socket (made by the main thread, which owns the process's cgroup and netns). */
@@ -19,35 +20,19 @@ export interface HttpWorkerInput {
 
 export type WorkerMessage = { type: 'ready' } | { type: 'log'; text: string }
 
-/** Lines are sent in batches of this size, or at least every FLUSH_MS. */
-const BATCH_BYTES = 16 * 1024
-const FLUSH_MS = 250
-
 const input = workerData as HttpWorkerInput
 const port = parentPort!
-let batch = ''
-const flush = (): void => {
-  if (batch === '') return
-  port.postMessage({ type: 'log', text: batch } satisfies WorkerMessage)
-  batch = ''
-}
-const sink = {
-  write(line: string): void {
-    batch += line
-    if (batch.length >= BATCH_BYTES) flush()
-  },
-}
-setInterval(flush, FLUSH_MS).unref()
+const lines = new LineBatcher((text) => port.postMessage({ type: 'log', text } satisfies WorkerMessage))
 
 const engine = new PolicyEngine({ proxyPorts: input.proxyPorts })
 for (const ep of input.endpoints) engine.upsertEndpoint(ep)
 for (const p of input.policies) engine.loadFile(p.name, p.text)
-const proxy = new HttpProxy({ engine, logger: pino({ base: null }, sink) })
+const proxy = new HttpProxy({ engine, logger: pino({ base: null }, lines) })
 await proxy.listen({ fd: input.fd })
 port.on('message', (m: { type: 'stop' }) => {
   if (m.type !== 'stop') return
   void proxy.close().finally(() => {
-    flush()
+    lines.flush()
     port.close()
   })
 })

@@ -25,6 +25,7 @@ import type { Flow } from '../http/flow-verdict.js'
 import { LAB_PROXY_PORTS, labProxyAddress } from './lab-node-process.js'
 import { HttpProxy } from '../http/http-proxy.js'
 import { startHttpWorkers, type HttpWorkers } from './http-workers.js'
+import { LineBatcher } from './line-batcher.js'
 
 const { http: LAB_HTTP_PROXY_PORT, dns: LAB_DNS_PROXY_PORT } = LAB_PROXY_PORTS
 
@@ -55,12 +56,15 @@ const dp = Datapath.start({ mode, pinRoot: values.pin, proxyAddress, proxyPorts:
 for (const h of LAB_HOSTS) dp.attach(nodeIfname(h.name), endpoints.find((e) => e.host === h.name)?.id)
 dp.apply(engine.takeDelta())
 
-// Buffered: a flow line per request must not cost a write(2) per request; flushed at least
-// every second so a quiet node's lines are not held back, and at exit.
-const out = pino.destination({ dest: values.log ?? 1, sync: false, minLength: 4096, append: true })
-setInterval(() => out.flush(), 1000).unref()
-process.once('exit', () => out.flushSync())
-const logger = pino({ base: null }, out)
+// Every thread's lines reach `out` in batches; written out at least every quarter second, and
+// at exit.
+const out = pino.destination({ dest: values.log ?? 1, sync: false, append: true })
+const lines = new LineBatcher((text) => out.write(text))
+process.once('exit', () => {
+  lines.flush()
+  out.flushSync()
+})
+const logger = pino({ base: null }, lines)
 
 let proxy: HttpProxy | null = null
 let workers: HttpWorkers | null = null
@@ -84,7 +88,7 @@ if (values.http === 'builtin') {
   const proxyPorts = { http: LAB_HTTP_PROXY_PORT, dns: LAB_DNS_PROXY_PORT }
   workers = await startHttpWorkers(
     fds.slice(1).map((fd) => ({ fd, proxyPorts, endpoints, policies })),
-    (text) => out.write(text),
+    (text) => lines.write(text),
   )
 }
 process.stdout.write('READY\n')

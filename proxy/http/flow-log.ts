@@ -22,6 +22,13 @@ export class FlowLog {
   private readonly stream: { write(line: string): unknown }
   /** `,"source":...,"destination":...`, serialized once per connection. */
   private readonly bindings: string
+  // The verdict part of the last line (rules, reason, identities): a connection's requests mostly
+  // hit the same rule, whose strings are the same objects each time.
+  private lastRule: string | undefined = undefined
+  private lastReason = ''
+  private lastSource = 0
+  private lastDest = 0
+  private lastVerdict = ''
 
   constructor(
     private readonly logger: Logger,
@@ -35,12 +42,26 @@ export class FlowLog {
 
   write(l: FlowLine): void {
     if (!this.logger.isLevelEnabled('info')) return
-    const v = l.verdict
     const host = l.host === undefined ? '' : `,"host":${str(l.host)}`
     this.stream.write(
-      `{"level":${INFO},"time":${Date.now()}${this.bindings},"verdict":"${v.allowed ? 'allowed' : 'denied'}","rules":${str(v.rules)},"reason":${str(v.reason)},` +
-        `"method":${str(l.method)},"path":${str(l.path)}${host},"sourceIdentity":${v.sourceIdentity},"destIdentity":${v.destIdentity},` +
-        `"status":${l.status},"ms":${Math.round(l.ms * 1000) / 1000},"msg":"${v.allowed ? 'http allowed' : 'http denied'}"}\n`,
+      `{"level":${INFO},"time":${Date.now()}${this.bindings}${this.verdictPart(l.verdict)},"method":${str(l.method)},"path":${str(l.path)}${host},` +
+        `"status":${l.status},"ms":${Math.round(l.ms * 1000) / 1000},"msg":"${l.verdict.allowed ? 'http allowed' : 'http denied'}"}\n`,
     )
+  }
+
+  private verdictPart(v: FlowVerdict): string {
+    const rule = v.rules.length === 1 ? v.rules[0] : undefined
+    if (rule === undefined || rule !== this.lastRule || v.reason !== this.lastReason || v.sourceIdentity !== this.lastSource || v.destIdentity !== this.lastDest) {
+      const part =
+        `,"verdict":"${v.allowed ? 'allowed' : 'denied'}","rules":${str(v.rules)},"reason":${str(v.reason)},` +
+        `"sourceIdentity":${v.sourceIdentity},"destIdentity":${v.destIdentity}`
+      if (rule === undefined) return part
+      this.lastRule = rule
+      this.lastReason = v.reason
+      this.lastSource = v.sourceIdentity
+      this.lastDest = v.destIdentity
+      this.lastVerdict = part
+    }
+    return this.lastVerdict
   }
 }

@@ -1,0 +1,43 @@
+// Flow lines: pino's format through a fixed template, with the verdict part reused only while it
+// is really the same (rule, reason and both identities).
+
+import pino from 'pino'
+import t from 'tap'
+import type { FlowVerdict } from '../proxy/http/flow-verdict.js'
+import { FlowLog } from '../proxy/http/flow-log.js'
+
+function capture(level = 'info'): { lines: Array<Record<string, unknown>>; log: FlowLog } {
+  const lines: Array<Record<string, unknown>> = []
+  const logger = pino({ base: null, level }, { write: (s: string) => void lines.push(JSON.parse(s) as Record<string, unknown>) })
+  return { lines, log: new FlowLog(logger, { source: '198.18.1.10:4000', destination: '198.18.2.10:80' }) }
+}
+
+const RULE = 'CiliumNetworkPolicy/default/deathstar-l7'
+const allowed = (src: number, dst: number): FlowVerdict => ({ allowed: true, rules: [RULE], reason: 'request matched an http rule', actions: [], sourceIdentity: src, destIdentity: dst })
+
+t.test('a line has pino fields, the bindings and every flow field; strings are escaped', async (t) => {
+  const { lines, log } = capture()
+  log.write({ verdict: allowed(256, 258), method: 'GET', path: '/v1/"quoted"\\', host: 'death"star', status: 200, ms: 1.23456 })
+  t.match(lines[0], { level: 30, time: Number, source: '198.18.1.10:4000', destination: '198.18.2.10:80', verdict: 'allowed', rules: [RULE], method: 'GET', path: '/v1/"quoted"\\', host: 'death"star', sourceIdentity: 256, destIdentity: 258, status: 200, ms: 1.235, msg: 'http allowed' })
+})
+
+t.test('the verdict part follows identities, rules and denials', async (t) => {
+  const { lines, log } = capture()
+  log.write({ verdict: allowed(256, 258), method: 'GET', path: '/', host: undefined, status: 200, ms: 0 })
+  log.write({ verdict: allowed(16777217, 258), method: 'GET', path: '/', host: undefined, status: 200, ms: 0 })
+  log.write({ verdict: { allowed: false, rules: [], reason: 'no http rule matched', actions: [], sourceIdentity: 16777217, destIdentity: 258 }, method: 'PUT', path: '/', host: undefined, status: 403, ms: 0 })
+  log.write({ verdict: allowed(16777217, 258), method: 'GET', path: '/', host: undefined, status: 200, ms: 0 })
+  t.same(lines.map((l) => [l.verdict, l.sourceIdentity, l.rules, l.msg]), [
+    ['allowed', 256, [RULE], 'http allowed'],
+    ['allowed', 16777217, [RULE], 'http allowed'],
+    ['denied', 16777217, [], 'http denied'],
+    ['allowed', 16777217, [RULE], 'http allowed'],
+  ])
+  t.notOk('host' in lines[0]!, 'no host field without a Host header')
+})
+
+t.test("nothing is written below the logger's level", async (t) => {
+  const { lines, log } = capture('warn')
+  log.write({ verdict: allowed(256, 258), method: 'GET', path: '/', host: 'x', status: 200, ms: 0 })
+  t.equal(lines.length, 0)
+})
