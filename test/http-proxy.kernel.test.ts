@@ -37,6 +37,11 @@ async function nodeProxy(t: Test, mode: string, policyFile: string): Promise<Nod
   }
 }
 
+/** The HTTP proxy's lines (the agent's own start and stop lines left out). */
+function httpLines(lines: Array<Record<string, unknown>>): Array<Record<string, unknown>> {
+  return lines.filter((l) => String(l.msg).startsWith('http'))
+}
+
 /** Writes a policy file into a directory removed after the test. */
 function policyFile(t: Test, text: string): string {
   const dir = mkdtempSync(join(tmpdir(), 'l7-http-'))
@@ -96,7 +101,7 @@ kernelTest(t, 'http proxy in the lab: a 10 MB upload and a chunked download stre
   t.match(dl.stdout, /transfer-encoding: chunked/i, 'as a chunked response')
   t.match(dl.stdout, /size=3000000$/, 'all 3,000,000 bytes')
   t.equal(await p.stop(), 0)
-  t.match(p.lines(), [{ verdict: 'allowed', path: '/v1/echo', status: 200 }, { verdict: 'allowed', path: '/v1/bytes?n=3000000', status: 200 }])
+  t.match(httpLines(p.lines()), [{ verdict: 'allowed', path: '/v1/echo', status: 200 }, { verdict: 'allowed', path: '/v1/bytes?n=3000000', status: 200 }])
 })
 
 kernelTest(t, 'http proxy in the lab (sockmap): pod and proxy sockets exchange the requests through sk_msg', async (t) => {
@@ -133,7 +138,7 @@ kernelTest(t, 'http proxy in the lab: an upstream that is down gives 502 and a l
   const r = await p.curl('tiefighter', ['-w', '[%{http_code}]', 'http://198.18.2.10:8080/v1/'])
   t.equal(r.stdout, 'Upstream unavailable\n[502]', 'the client gets 502 from the proxy')
   t.equal(await p.stop(), 0)
-  t.match(p.lines(), [{ msg: 'http: upstream failed (502)', origin: '198.18.2.10:8080', error: 'ECONNREFUSED' }, { verdict: 'allowed', status: 502 }])
+  t.match(httpLines(p.lines()), [{ msg: 'http: upstream failed (502)', origin: '198.18.2.10:8080', error: 'ECONNREFUSED' }, { verdict: 'allowed', status: 502 }])
 })
 
 kernelTest(t, "http proxy in the lab: the server's egress default-deny does not cut the proxy's upstream", async (t) => {

@@ -18,7 +18,10 @@ export interface HttpWorkerInput {
   policies: Array<{ name: string; text: string }>
 }
 
+/** Worker to main thread. */
 export type WorkerMessage = { type: 'ready' } | { type: 'log'; text: string }
+/** Main thread to worker: stop, or a policy file the main thread has accepted (null: removed). */
+export type MainMessage = { type: 'stop' } | { type: 'policy'; file: string; text: string | null }
 
 const input = workerData as HttpWorkerInput
 const port = parentPort!
@@ -29,8 +32,13 @@ for (const ep of input.endpoints) engine.upsertEndpoint(ep)
 for (const p of input.policies) engine.loadFile(p.name, p.text)
 const proxy = new HttpProxy({ engine, logger: pino({ base: null }, lines) })
 await proxy.listen({ fd: input.fd })
-port.on('message', (m: { type: 'stop' }) => {
-  if (m.type !== 'stop') return
+port.on('message', (m: MainMessage) => {
+  if (m.type === 'policy') {
+    // Accepted by the main thread's engine from the same state: this one accepts it too.
+    if (m.text === null) engine.removeFile(m.file)
+    else engine.loadFile(m.file, m.text)
+    return
+  }
   void proxy.close().finally(() => {
     lines.flush()
     port.close()

@@ -2,17 +2,20 @@
 // socket, and writes the log lines they send.
 
 import { Worker } from 'node:worker_threads'
-import type { HttpWorkerInput, WorkerMessage } from './http-worker.js'
+import type { HttpWorkerInput, MainMessage, WorkerMessage } from './http-worker.js'
 
 export interface HttpWorkers {
+  /** A policy change the main thread's engine accepted; every worker applies it too. */
+  updatePolicy(file: string, text: string | null): void
   stop(): Promise<void>
 }
 
 export async function startHttpWorkers(inputs: HttpWorkerInput[], writeLog: (text: string) => void): Promise<HttpWorkers> {
   const workers = inputs.map((workerData) => new Worker(new URL('./http-worker.js', import.meta.url), { workerData }))
   const exited = workers.map((w) => new Promise<void>((resolve) => w.once('exit', () => resolve())))
+  const send = (m: MainMessage): void => workers.forEach((w) => w.postMessage(m))
   const stop = async (): Promise<void> => {
-    for (const w of workers) w.postMessage({ type: 'stop' })
+    send({ type: 'stop' })
     // A worker's port closes once its proxy has closed and its last lines are sent.
     const timer = setTimeout(() => workers.forEach((w) => void w.terminate()), 10_000)
     await Promise.all(exited)
@@ -33,5 +36,5 @@ export async function startHttpWorkers(inputs: HttpWorkerInput[], writeLog: (tex
     await stop()
     throw e
   }
-  return { stop }
+  return { stop, updatePolicy: (file, text) => send({ type: 'policy', file, text }) }
 }

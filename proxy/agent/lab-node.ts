@@ -1,13 +1,16 @@
-// The node side of a lab, until the agent (issue 8) takes over: run inside the lab's node
-// namespace as
-//   ip netns exec l7lab-NAME-node node dist/proxy/agent/lab-node.js --mode M --policy FILE --pin DIR
-//     [--http builtin|external] [--threads N] [--sockmap-cgroup NAME] [--log FILE]
-// It registers the lab's endpoints, loads the policy, starts the datapath on every host veth and
+// The agent's process on a lab node (what `l7proxy agent` runs, and tests and benchmarks drive):
+// run inside the lab's node namespace as
+//   ip netns exec l7lab-NAME-node node dist/proxy/agent/lab-node.js --mode M --pin DIR
+//     (--policy FILE | --policy-dir DIR) [--http builtin|external] [--threads N]
+//     [--sockmap-cgroup NAME] [--log FILE]
+// It registers the lab's endpoints, loads the policy (a file, or every policy file of a
+// directory, watched: a change is applied live to the engine, the kernel maps and every proxy
+// thread; a file that does not parse is refused and the previous policy stays), starts the datapath on every host veth and
 // the HTTP proxy on transparent listeners, one per thread (default: one per core; dnat mode: one,
 // as the proxymap is read where the datapath lives) (or, with --http external, leaves the port to another
 // proxy such as HAProxy), prints READY, logs flows as JSON lines on stdout (or appends them to
 // FILE: a benchmark's reader must not compete with the proxy for CPU), and stops cleanly on
-// SIGTERM. Tests and benchmarks drive it.
+// SIGTERM or SIGINT.
 
 import { readFileSync } from 'node:fs'
 import { availableParallelism } from 'node:os'
@@ -26,6 +29,7 @@ import { LAB_PROXY_PORTS, labProxyAddress } from './lab-node-process.js'
 import { HttpProxy } from '../http/http-proxy.js'
 import { startHttpWorkers, type HttpWorkers } from './http-workers.js'
 import { LineBatcher } from './line-batcher.js'
+import { PolicyDirectory } from './policy-dir.js'
 
 const { http: LAB_HTTP_PROXY_PORT, dns: LAB_DNS_PROXY_PORT } = LAB_PROXY_PORTS
 
@@ -33,6 +37,7 @@ const { values } = parseArgs({
   options: {
     mode: { type: 'string' },
     policy: { type: 'string' },
+    'policy-dir': { type: 'string' },
     pin: { type: 'string' },
     http: { type: 'string', default: 'builtin' },
     'sockmap-cgroup': { type: 'string' },
@@ -41,20 +46,14 @@ const { values } = parseArgs({
   },
 })
 const threadsArg = Number(values.threads ?? availableParallelism())
-if (!values.policy || !values.pin || (values.http !== 'builtin' && values.http !== 'external') || !Number.isInteger(threadsArg) || threadsArg < 1 || threadsArg > 64) {
-  process.stderr.write('usage: lab-node --mode M --policy FILE --pin DIR [--http builtin|external] [--threads N (1-64)] [--sockmap-cgroup NAME] [--log FILE]\n')
+if ((!values.policy && !values['policy-dir']) || !values.pin || (values.http !== 'builtin' && values.http !== 'external') || !Number.isInteger(threadsArg) || threadsArg < 1 || threadsArg > 64) {
+  process.stderr.write('usage: lab-node --mode M --pin DIR (--policy FILE | --policy-dir DIR) [--http builtin|external] [--threads N (1-64)] [--sockmap-cgroup NAME] [--log FILE]\n')
   process.exit(2)
 }
 const mode = parseMode(values.mode ?? '')
 const engine = new PolicyEngine({ proxyPorts: { http: LAB_HTTP_PROXY_PORT, dns: LAB_DNS_PROXY_PORT } })
 const endpoints = labEndpoints()
 for (const ep of endpoints) engine.upsertEndpoint(ep)
-const policies = [{ name: values.policy, text: readFileSync(values.policy, 'utf8') }]
-for (const p of policies) engine.loadFile(p.name, p.text)
-const proxyAddress = labProxyAddress(mode)
-const dp = Datapath.start({ mode, pinRoot: values.pin, proxyAddress, proxyPorts: [LAB_HTTP_PROXY_PORT, LAB_DNS_PROXY_PORT], ...(values['sockmap-cgroup'] ? { cgroupName: values['sockmap-cgroup'] } : {}) })
-for (const h of LAB_HOSTS) dp.attach(nodeIfname(h.name), endpoints.find((e) => e.host === h.name)?.id)
-dp.apply(engine.takeDelta())
 
 // Every thread's lines reach `out` in batches; written out at least every quarter second, and
 // at exit.
@@ -65,6 +64,34 @@ process.once('exit', () => {
   out.flushSync()
 })
 const logger = pino({ base: null }, lines)
+
+/** The policy files in force, as the proxy threads must load them too. */
+const policies = new Map<string, string>()
+/** Applies one file's change to the engine; false (and logged) when the file is refused. */
+function acceptPolicy(file: string, text: string | null): boolean {
+  if (text === null && !policies.has(file)) return false // a refused file went away: nothing was in force
+  try {
+    if (text === null) engine.removeFile(file)
+    else engine.loadFile(file, text)
+  } catch (e) {
+    logger.error({ file, error: (e as Error).message }, 'policy file refused; the previous policy stays in force')
+    return false
+  }
+  if (text === null) policies.delete(file)
+  else policies.set(file, text)
+  return true
+}
+if (values.policy) {
+  const text = readFileSync(values.policy, 'utf8')
+  engine.loadFile(values.policy, text) // a bad file given by name is a start-up error
+  policies.set(values.policy, text)
+}
+const policyDir = values['policy-dir'] ? new PolicyDirectory(values['policy-dir']) : null
+for (const c of policyDir?.scan() ?? []) acceptPolicy(c.file, c.text)
+const proxyAddress = labProxyAddress(mode)
+const dp = Datapath.start({ mode, pinRoot: values.pin, proxyAddress, proxyPorts: [LAB_HTTP_PROXY_PORT, LAB_DNS_PROXY_PORT], ...(values['sockmap-cgroup'] ? { cgroupName: values['sockmap-cgroup'] } : {}) })
+for (const h of LAB_HOSTS) dp.attach(nodeIfname(h.name), endpoints.find((e) => e.host === h.name)?.id)
+dp.apply(engine.takeDelta())
 
 let proxy: HttpProxy | null = null
 let workers: HttpWorkers | null = null
@@ -87,16 +114,34 @@ if (values.http === 'builtin') {
   await proxy.listen({ fd: fds[0]! })
   const proxyPorts = { http: LAB_HTTP_PROXY_PORT, dns: LAB_DNS_PROXY_PORT }
   workers = await startHttpWorkers(
-    fds.slice(1).map((fd) => ({ fd, proxyPorts, endpoints, policies })),
+    fds.slice(1).map((fd) => ({ fd, proxyPorts, endpoints, policies: [...policies].map(([name, text]) => ({ name, text })) })),
     (text) => lines.write(text),
   )
 }
+
+// Live policy: each accepted change reaches the kernel maps, then every proxy thread.
+policyDir?.watch((changes) => {
+  for (const c of changes) {
+    const started = performance.now()
+    if (!acceptPolicy(c.file, c.text)) continue
+    const written = dp.apply(engine.takeDelta())
+    workers?.updatePolicy(c.file, c.text)
+    logger.info(
+      { file: c.file, revision: engine.policyRevision, applyMs: performance.now() - started, sinceFileChangeMs: Date.now() - c.changedAt, maps: written },
+      c.text === null ? 'policy removed' : 'policy applied',
+    )
+  }
+})
+logger.info({ mode, policies: [...policies.keys()], revision: engine.policyRevision, httpThreads: proxy ? threads : 0 }, 'node agent started')
 process.stdout.write('READY\n')
-process.once('SIGTERM', () => {
+const shutdown = (): void => {
+  policyDir?.close()
   void Promise.all([proxy?.close(), workers?.stop()]).finally(() => {
     logger.info({ mode, httpThreads: proxy ? threads : 0, ...(dp.cgroup ? { sockmap: dp.sockmapStats() } : {}) }, 'datapath stopped')
     dp.stop()
     removeBpffs(values.pin!)
     process.exit(0)
   })
-})
+}
+process.once('SIGTERM', shutdown)
+process.once('SIGINT', shutdown)

@@ -3,6 +3,7 @@
 // prints usage, and turns errors into exit codes: 2 for a bad command line, 1 for a failure.
 
 import { LabError } from '../../lab/errors.js'
+import { AGENT_USAGE, agentCommand } from './agent-command.js'
 import { LAB_USAGE, labCommand } from './lab-command.js'
 import { POLICY_USAGE, policyCommand } from './policy-command.js'
 import { UsageError } from './usage-error.js'
@@ -10,6 +11,7 @@ import { UsageError } from './usage-error.js'
 const USAGE = `Usage: l7proxy <command> [options]
 
 Commands:
+${AGENT_USAGE}
 ${LAB_USAGE}
 ${POLICY_USAGE}
   help                      show this text
@@ -24,6 +26,8 @@ export async function main(argv: string[], out = (s: string) => void process.std
   const [cmd, ...rest] = argv
   try {
     switch (cmd) {
+      case 'agent':
+        return await agentCommand(rest, out)
       case 'lab':
         await labCommand(rest, out)
         return 0

@@ -1,0 +1,83 @@
+// `l7proxy agent` as a user runs it: a real process on a lab, its policy directory edited while
+// it runs. A rule removed from a file denies the next request, put back allows it again, a file
+// that does not parse is refused without changing anything, a file removed takes its rules with
+// it; no restart in between.
+
+import { spawn } from 'node:child_process'
+import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, unlinkSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import t from 'tap'
+import { distPath, projectRoot } from '../lib/project-root.js'
+import { kernelTest } from './fixtures/kernel.js'
+import { useLab } from './fixtures/lab.js'
+
+const LANDING = 'http://198.18.2.10/v1/request-landing'
+
+kernelTest(t, 'agent: policy file changes take effect live, a bad file changes nothing', async (t) => {
+  const lab = await useLab(t)
+  const dir = mkdtempSync(join(tmpdir(), 'l7-agent-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const file = join(dir, 'star-wars.yaml')
+  copyFileSync(join(projectRoot(), 'policy/examples/star-wars.yaml'), file)
+  const original = readFileSync(file, 'utf8')
+
+  const agent = spawn(process.execPath, [distPath('proxy/cli/main.js'), 'agent', '--lab', lab.name, '--policy-dir', dir, '--threads', '2'], { stdio: ['ignore', 'pipe', 'pipe'] })
+  let out = ''
+  agent.stdout.on('data', (d: Buffer) => (out += d.toString()))
+  agent.stderr.on('data', (d: Buffer) => (out += d.toString()))
+  const exited = new Promise<number | null>((r) => agent.once('exit', (c) => r(c)))
+  const pin = `/run/l7proxy/agent-bpffs-${lab.name}`
+  t.teardown(async () => {
+    if (agent.exitCode === null) agent.kill('SIGTERM')
+    const timer = setTimeout(() => agent.kill('SIGKILL'), 10_000)
+    await exited
+    clearTimeout(timer)
+    rmSync(pin, { recursive: true, force: true })
+  })
+  const lines = (): Array<Record<string, unknown>> => out.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>)
+  const waitFor = async (what: string, ok: () => Promise<boolean> | boolean, ms = 10_000): Promise<number> => {
+    const started = Date.now()
+    while (Date.now() - started < ms) {
+      if (await ok()) return Date.now() - started
+      await new Promise((r) => setTimeout(r, 50))
+    }
+    throw new Error(`${what}: not within ${ms} ms; agent said:\n${out}`)
+  }
+  const status = async (method: string, url: string): Promise<string> =>
+    (await lab.exec('tiefighter', ['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', '3', '-X', method, url])).stdout
+
+  // Log lines are written in batches (at least every 250 ms): wait for them too.
+  const line = async (msg: string): Promise<Record<string, unknown>> => {
+    await waitFor(`log line '${msg}'`, () => lines().some((l) => l.msg === msg))
+    return lines().find((l) => l.msg === msg)!
+  }
+  await waitFor('READY', () => out.includes('READY\n'), 30_000)
+  t.match(await line('node agent started'), { policies: [file], httpThreads: 2 })
+  t.equal(await status('POST', LANDING), '200', 'the example policy allows the landing')
+
+  writeFileSync(file, original.replace('path: "/v1/request-landing"', 'path: "/v1/other"'))
+  const denyMs = await waitFor('landing denied', async () => (await status('POST', LANDING)) === '403')
+  t.pass(`the rule taken out of the file denies the landing (seen after ${denyMs} ms)`)
+  const applied = await line('policy applied')
+  t.match(applied, { file, revision: 2, applyMs: Number, sinceFileChangeMs: Number }, 'the change and the time it took are logged')
+  t.ok((applied!.sinceFileChangeMs as number) < 2_000, `file change to enforcement: ${applied!.sinceFileChangeMs} ms`)
+
+  writeFileSync(join(dir, 'broken.yaml'), 'spec: [ unclosed\n')
+  t.match(await line('policy file refused; the previous policy stays in force'), { level: 50, file: join(dir, 'broken.yaml'), error: /broken\.yaml:\d+:\d+/ }, 'refused with where and why')
+  t.equal(await status('POST', LANDING), '403', 'and nothing changed')
+
+  writeFileSync(file, original)
+  await waitFor('landing allowed again', async () => (await status('POST', LANDING)) === '200')
+  t.pass('the rule put back allows it again, on the same agent')
+
+  unlinkSync(file)
+  await waitFor('exhaust port reached directly', async () => (await status('PUT', 'http://198.18.2.10/v1/exhaust-port')) === '503')
+  t.pass('with the file removed no rule guards the exhaust port: the server itself answers (503)')
+  t.match(await line('policy removed'), { file }, 'the removal is logged')
+
+  agent.kill('SIGTERM')
+  t.equal(await exited, 0, 'SIGTERM stops the agent cleanly')
+  t.ok(lines().some((l) => l.msg === 'datapath stopped'), 'after removing its datapath')
+  t.notOk(existsSync(pin), 'and its pinned maps')
+})
