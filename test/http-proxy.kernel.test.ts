@@ -114,7 +114,7 @@ kernelTest(t, 'http proxy in the lab (sockmap): pod and proxy sockets exchange t
   t.equal(r.stdout, 'Ship landed\n[200 1]Access denied\n[403 0]', `allowed then denied on one connection (${r.stderr})`)
   t.equal(await p.stop(), 0)
   const lines = p.lines()
-  t.match(lines, [{ verdict: 'allowed', path: '/v1/request-landing' }, { verdict: 'denied', path: '/v1/exhaust-port', status: 403 }])
+  t.match(httpLines(lines), [{ verdict: 'allowed', path: '/v1/request-landing' }, { verdict: 'denied', path: '/v1/exhaust-port', status: 403 }])
   const stats = lines.find((l) => l.msg === 'datapath stopped') as { sockmap?: { messages: number; bytes: number } } | undefined
   t.ok((stats?.sockmap?.messages ?? 0) >= 4, `sk_msg moved the two requests and two responses socket to socket (${JSON.stringify(stats?.sockmap)})`)
 })
