@@ -8,6 +8,7 @@ import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, unlinkSync
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t from 'tap'
+import { execCommand } from '../lab/netns.js'
 import { distPath, projectRoot } from '../lib/project-root.js'
 import { kernelTest } from './fixtures/kernel.js'
 import { useLab } from './fixtures/lab.js'
@@ -55,6 +56,22 @@ kernelTest(t, 'agent: policy file changes take effect live, a bad file changes n
   await waitFor('READY', () => out.includes('READY\n'), 30_000)
   t.match(await line('node agent started'), { policies: [file], httpThreads: 2 })
   t.equal(await status('POST', LANDING), '200', 'the example policy allows the landing')
+  t.equal(await status('PUT', 'http://198.18.2.10/v1/exhaust-port'), '403', 'and denies the exhaust port')
+
+  // A second terminal asks the agent what it is doing.
+  const cli = (...args: string[]) => execCommand([process.execPath, distPath('proxy/cli/main.js'), ...args, '--lab', lab.name], { timeoutMs: 20_000 })
+  const statusJson = async (): Promise<{ mode: string; policy: { revision: number; files: string[] }; http: { threads: number; requests: Record<string, number> } }> => JSON.parse((await cli('status', '-o', 'json')).stdout)
+  // Worker threads report their counters every second.
+  await waitFor('status counts both requests', async () => {
+    const s = await statusJson()
+    return s.http.requests.allowed >= 1 && s.http.requests.denied >= 1
+  })
+  t.match(await statusJson(), { mode: 'sk-assign', policy: { revision: 1, files: [file] }, http: { threads: 2 } }, 'status: mode, policy, threads')
+  t.match((await cli('status')).stdout, /^WHAT\s+STATE\nmode\s+sk-assign\n[\s\S]*http requests\s+allowed \d+, denied \d+/, 'and as a table')
+  const eps = JSON.parse((await cli('endpoint', 'list', '-o', 'json')).stdout) as Array<{ host: string; identity: number; enforce: { ingress: boolean } }>
+  t.match(eps.find((e) => e.host === 'deathstar'), { enforce: { ingress: true }, rules: ['CiliumNetworkPolicy/default/deathstar-l7'] }, 'endpoint list: the deathstar enforces ingress')
+  const ids = JSON.parse((await cli('identity', 'list', '-o', 'json')).stdout) as Array<{ id: number; labels: string[] }>
+  t.ok(ids.some((i) => i.id === eps.find((e) => e.host === 'deathstar')!.identity && i.labels.includes('k8s:class=deathstar')), 'identity list: the deathstar identity with its labels')
 
   writeFileSync(file, original.replace('path: "/v1/request-landing"', 'path: "/v1/other"'))
   const denyMs = await waitFor('landing denied', async () => (await status('POST', LANDING)) === '403')
@@ -80,4 +97,7 @@ kernelTest(t, 'agent: policy file changes take effect live, a bad file changes n
   t.equal(await exited, 0, 'SIGTERM stops the agent cleanly')
   t.ok(lines().some((l) => l.msg === 'datapath stopped'), 'after removing its datapath')
   t.notOk(existsSync(pin), 'and its pinned maps')
+  const gone = await cli('status')
+  t.equal(gone.code, 1, 'afterwards status fails')
+  t.match(gone.stderr, /no agent is running on lab/, 'and says why')
 })

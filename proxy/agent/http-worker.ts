@@ -7,7 +7,7 @@
 import { parentPort, workerData } from 'node:worker_threads'
 import pino from 'pino'
 import { PolicyEngine, type EndpointSpec } from '../../policy/engine.js'
-import { HttpProxy } from '../http/http-proxy.js'
+import { HttpProxy, type ProxyStats } from '../http/http-proxy.js'
 import { LineBatcher } from './line-batcher.js'
 
 export interface HttpWorkerInput {
@@ -19,7 +19,7 @@ export interface HttpWorkerInput {
 }
 
 /** Worker to main thread. */
-export type WorkerMessage = { type: 'ready' } | { type: 'log'; text: string }
+export type WorkerMessage = { type: 'ready' } | { type: 'log'; text: string } | { type: 'stats'; stats: ProxyStats; connections: number }
 /** Main thread to worker: stop, or a policy file the main thread has accepted (null: removed). */
 export type MainMessage = { type: 'stop' } | { type: 'policy'; file: string; text: string | null }
 
@@ -32,6 +32,10 @@ for (const ep of input.endpoints) engine.upsertEndpoint(ep)
 for (const p of input.policies) engine.loadFile(p.name, p.text)
 const proxy = new HttpProxy({ engine, logger: pino({ base: null }, lines) })
 await proxy.listen({ fd: input.fd })
+/** Counters go to the main thread (for status and metrics) every STATS_MS and at the end. */
+const STATS_MS = 1_000
+const sendStats = (): void => port.postMessage({ type: 'stats', stats: proxy.stats, connections: proxy.connectionCount } satisfies WorkerMessage)
+setInterval(sendStats, STATS_MS).unref()
 port.on('message', (m: MainMessage) => {
   if (m.type === 'policy') {
     // Accepted by the main thread's engine from the same state: this one accepts it too.
@@ -41,6 +45,7 @@ port.on('message', (m: MainMessage) => {
   }
   void proxy.close().finally(() => {
     lines.flush()
+    sendStats()
     port.close()
   })
 })

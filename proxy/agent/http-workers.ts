@@ -2,16 +2,20 @@
 // socket, and writes the log lines they send.
 
 import { Worker } from 'node:worker_threads'
+import type { ProxyStats } from '../http/http-proxy.js'
 import type { HttpWorkerInput, MainMessage, WorkerMessage } from './http-worker.js'
 
 export interface HttpWorkers {
   /** A policy change the main thread's engine accepted; every worker applies it too. */
   updatePolicy(file: string, text: string | null): void
+  /** The workers' latest counters (at most a second old), one entry per worker. */
+  stats(): Array<{ stats: ProxyStats; connections: number }>
   stop(): Promise<void>
 }
 
 export async function startHttpWorkers(inputs: HttpWorkerInput[], writeLog: (text: string) => void): Promise<HttpWorkers> {
   const workers = inputs.map((workerData) => new Worker(new URL('./http-worker.js', import.meta.url), { workerData }))
+  const latest = workers.map(() => ({ stats: { allowed: 0, denied: 0, invalid: 0, upstreamFailed: 0 }, connections: 0 }))
   const exited = workers.map((w) => new Promise<void>((resolve) => w.once('exit', () => resolve())))
   const send = (m: MainMessage): void => workers.forEach((w) => w.postMessage(m))
   const stop = async (): Promise<void> => {
@@ -24,9 +28,13 @@ export async function startHttpWorkers(inputs: HttpWorkerInput[], writeLog: (tex
   try {
     await Promise.all(
       workers.map(
-        (w) =>
+        (w, i) =>
           new Promise<void>((resolve, reject) => {
-            w.on('message', (m: WorkerMessage) => (m.type === 'log' ? writeLog(m.text) : resolve()))
+            w.on('message', (m: WorkerMessage) => {
+              if (m.type === 'log') writeLog(m.text)
+              else if (m.type === 'stats') latest[i] = { stats: m.stats, connections: m.connections }
+              else resolve()
+            })
             w.once('error', reject)
             w.once('exit', (code) => reject(new Error(`HTTP proxy worker exited (${code}) before it listened`)))
           }),
@@ -36,5 +44,5 @@ export async function startHttpWorkers(inputs: HttpWorkerInput[], writeLog: (tex
     await stop()
     throw e
   }
-  return { stop, updatePolicy: (file, text) => send({ type: 'policy', file, text }) }
+  return { stop, updatePolicy: (file, text) => send({ type: 'policy', file, text }), stats: () => latest }
 }

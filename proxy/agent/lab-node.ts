@@ -2,7 +2,7 @@
 // run inside the lab's node namespace as
 //   ip netns exec l7lab-NAME-node node dist/proxy/agent/lab-node.js --mode M --pin DIR
 //     (--policy FILE | --policy-dir DIR) [--http builtin|external] [--threads N]
-//     [--sockmap-cgroup NAME] [--log FILE]
+//     [--sockmap-cgroup NAME] [--log FILE] [--admin SOCKET]
 // It registers the lab's endpoints, loads the policy (a file, or every policy file of a
 // directory, watched: a change is applied live to the engine, the kernel maps and every proxy
 // thread; a file that does not parse is refused and the previous policy stays), starts the datapath on every host veth and
@@ -10,7 +10,7 @@
 // as the proxymap is read where the datapath lives) (or, with --http external, leaves the port to another
 // proxy such as HAProxy), prints READY, logs flows as JSON lines on stdout (or appends them to
 // FILE: a benchmark's reader must not compete with the proxy for CPU), and stops cleanly on
-// SIGTERM or SIGINT.
+// SIGTERM or SIGINT. With --admin it answers the CLI on that unix socket (admin-server.ts).
 
 import { readFileSync } from 'node:fs'
 import { availableParallelism } from 'node:os'
@@ -19,6 +19,8 @@ import { parseArgs } from 'node:util'
 import pino from 'pino'
 import { LAB_HOSTS, labEndpoints, nodeIfname } from '../../lab/topology.js'
 import { PolicyEngine } from '../../policy/engine.js'
+import { formatPrefix } from '../../policy/cidr.js'
+import { labelString } from '../../policy/labels.js'
 import { joinCgroup, cgroup2Root } from '../../redirect-bpf/cgroup.js'
 import { removeBpffs } from '../../redirect-bpf/bpffs.js'
 import { Datapath } from '../../redirect-bpf/datapath.js'
@@ -30,6 +32,7 @@ import { HttpProxy } from '../http/http-proxy.js'
 import { startHttpWorkers, type HttpWorkers } from './http-workers.js'
 import { LineBatcher } from './line-batcher.js'
 import { PolicyDirectory } from './policy-dir.js'
+import { startAdminServer } from './admin-server.js'
 
 const { http: LAB_HTTP_PROXY_PORT, dns: LAB_DNS_PROXY_PORT } = LAB_PROXY_PORTS
 
@@ -43,11 +46,12 @@ const { values } = parseArgs({
     'sockmap-cgroup': { type: 'string' },
     log: { type: 'string' },
     threads: { type: 'string' },
+    admin: { type: 'string' },
   },
 })
 const threadsArg = Number(values.threads ?? availableParallelism())
 if ((!values.policy && !values['policy-dir']) || !values.pin || (values.http !== 'builtin' && values.http !== 'external') || !Number.isInteger(threadsArg) || threadsArg < 1 || threadsArg > 64) {
-  process.stderr.write('usage: lab-node --mode M --pin DIR (--policy FILE | --policy-dir DIR) [--http builtin|external] [--threads N (1-64)] [--sockmap-cgroup NAME] [--log FILE]\n')
+  process.stderr.write('usage: lab-node --mode M --pin DIR (--policy FILE | --policy-dir DIR) [--http builtin|external] [--threads N (1-64)] [--sockmap-cgroup NAME] [--log FILE] [--admin SOCKET]\n')
   process.exit(2)
 }
 const mode = parseMode(values.mode ?? '')
@@ -132,11 +136,46 @@ policyDir?.watch((changes) => {
     )
   }
 })
+const startedAt = Date.now()
+const admin = values.admin
+  ? await startAdminServer(values.admin, {
+      '/v1/status': () => agentStatus(),
+      '/v1/endpoints': () =>
+        endpoints.map((ep) => {
+          const info = engine.endpointInfo(ep.id)
+          return { id: ep.id, host: ep.host, identity: info?.identity ?? null, ips: ep.ips, labels: ep.labels, enforce: info?.enforce ?? null, rules: info?.ruleIds ?? [] }
+        }),
+      '/v1/identities': () =>
+        [...engine.identities.all()].map((i) => ({ id: i.id, kind: i.kind, labels: i.labels.labels.map(labelString), ...(i.prefix ? { prefix: formatPrefix(i.prefix) } : {}) })),
+    })
+  : null
+
+/** What the agent is doing, for `l7proxy status`. */
+function agentStatus(): Record<string, unknown> {
+  const requests = { allowed: 0, denied: 0, invalid: 0, upstreamFailed: 0 }
+  let connections = 0
+  for (const t of [...(proxy ? [{ stats: proxy.stats, connections: proxy.connectionCount }] : []), ...(workers?.stats() ?? [])]) {
+    for (const k of Object.keys(requests) as Array<keyof typeof requests>) requests[k] += t.stats[k]
+    connections += t.connections
+  }
+  const kernel: Record<string, number> = {}
+  for (const c of dp.counters()) kernel[c.verdict] = (kernel[c.verdict] ?? 0) + c.packets
+  return {
+    mode,
+    pid: process.pid,
+    uptimeSeconds: Math.round((Date.now() - startedAt) / 1000),
+    policy: { revision: engine.policyRevision, files: [...policies.keys()], directory: values['policy-dir'] ?? null },
+    endpoints: endpoints.length,
+    identities: [...engine.identities.all()].length,
+    http: proxy ? { listening: `${proxyAddress}:${LAB_HTTP_PROXY_PORT}`, threads, connections, requests } : { listening: 'external', threads: 0 },
+    kernelPackets: kernel,
+  }
+}
 logger.info({ mode, policies: [...policies.keys()], revision: engine.policyRevision, httpThreads: proxy ? threads : 0 }, 'node agent started')
 process.stdout.write('READY\n')
 const shutdown = (): void => {
   policyDir?.close()
-  void Promise.all([proxy?.close(), workers?.stop()]).finally(() => {
+  void Promise.all([proxy?.close(), workers?.stop(), admin?.close()]).finally(() => {
     logger.info({ mode, httpThreads: proxy ? threads : 0, ...(dp.cgroup ? { sockmap: dp.sockmapStats() } : {}) }, 'datapath stopped')
     dp.stop()
     removeBpffs(values.pin!)

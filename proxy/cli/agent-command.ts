@@ -10,6 +10,7 @@ import { DEFAULT_LAB, labUp } from '../../lab/lab.js'
 import { findHost, isValidLabName, nodeNetns } from '../../lab/topology.js'
 import { distPath, projectRoot } from '../../lib/project-root.js'
 import { REDIRECT_MODES, type RedirectMode } from '../../redirect-bpf/modes/redirect-mode.js'
+import { agentSocketPath } from '../agent/admin-socket.js'
 import { UsageError } from './usage-error.js'
 
 export const AGENT_USAGE = `  agent [--lab NAME] [--mode M] [--policy-dir DIR] [--threads N]
@@ -46,7 +47,7 @@ export async function agentCommand(args: string[], out: (s: string) => void): Pr
   const deathstar = findHost('deathstar').addresses[0]!
   out(`try: ip netns exec l7lab-${lab}-tiefighter curl -s -XPOST http://${deathstar}/v1/request-landing\n`)
   out(`     ip netns exec l7lab-${lab}-tiefighter curl -s -XPUT http://${deathstar}/v1/exhaust-port\n`)
-  const argv = ['netns', 'exec', nodeNetns(lab), process.execPath, distPath('proxy/agent/lab-node.js'), '--mode', mode, '--policy-dir', dir, '--pin', `/run/l7proxy/agent-bpffs-${lab}`, '--threads', String(threads)]
+  const argv = ['netns', 'exec', nodeNetns(lab), process.execPath, distPath('proxy/agent/lab-node.js'), '--mode', mode, '--policy-dir', dir, '--pin', `/run/l7proxy/agent-bpffs-${lab}`, '--threads', String(threads), '--admin', agentSocketPath(lab)]
   if (mode === 'sockmap') argv.push('--sockmap-cgroup', `l7proxy-${lab}`)
   const child = spawn('ip', argv, { stdio: ['ignore', 'inherit', 'inherit'] })
   // Ctrl-C reaches the agent through the terminal's process group; a SIGTERM sent to this

@@ -4,6 +4,8 @@
 
 import { LabError } from '../../lab/errors.js'
 import { AGENT_USAGE, agentCommand } from './agent-command.js'
+import { AGENT_QUERY_USAGE, agentQueryCommand } from './agent-query-command.js'
+import { AdminError } from '../agent/admin-socket.js'
 import { LAB_USAGE, labCommand } from './lab-command.js'
 import { POLICY_USAGE, policyCommand } from './policy-command.js'
 import { UsageError } from './usage-error.js'
@@ -12,6 +14,7 @@ const USAGE = `Usage: l7proxy <command> [options]
 
 Commands:
 ${AGENT_USAGE}
+${AGENT_QUERY_USAGE}
 ${LAB_USAGE}
 ${POLICY_USAGE}
   help                      show this text
@@ -28,6 +31,10 @@ export async function main(argv: string[], out = (s: string) => void process.std
     switch (cmd) {
       case 'agent':
         return await agentCommand(rest, out)
+      case 'status':
+      case 'endpoint':
+      case 'identity':
+        return await agentQueryCommand(cmd, rest, out)
       case 'lab':
         await labCommand(rest, out)
         return 0
@@ -47,6 +54,10 @@ export async function main(argv: string[], out = (s: string) => void process.std
     if (e instanceof UsageError || isParseArgsError(e)) {
       err(`l7proxy: error: ${(e as Error).message}\n\n${USAGE}`)
       return 2
+    }
+    if (e instanceof AdminError) {
+      err(`l7proxy: ${e.message} [${e.code}]\n`)
+      return 1
     }
     if (e instanceof LabError) {
       err(`l7proxy: ${e.message} [${e.code}]\n`)

@@ -23,8 +23,19 @@ export interface Origin {
   port: number
 }
 
+/** Requests a proxy answered, by outcome (for status and metrics). */
+export interface ProxyStats {
+  allowed: number
+  denied: number
+  /** Refused before any rule saw them (malformed, ambiguous, too slow). */
+  invalid: number
+  /** Allowed ones the upstream failed (502/504). */
+  upstreamFailed: number
+}
+
 /** What every connection of one proxy shares. */
 export interface ProxyContext {
+  stats: ProxyStats
   engine: PolicyEngine
   logger: Logger
   flowOf: (socket: Socket) => Flow
@@ -146,6 +157,7 @@ export class ClientConnection implements ParserSink, ResponseSink {
   /** Idle and header deadlines, called by the proxy's sweep. */
   sweep(now: number, headersMs: number, idleMs: number): void {
     if (this.headSince > 0 && now - this.headSince > headersMs && this.queue.length === 0) {
+      this.ctx.stats.invalid++
       this.log.info({ verdict: 'invalid', reason: 'request headers timed out', status: 408 }, 'http: slow request refused')
       this.socket.write(localResponse(408, 'Request timed out\n', true, false))
       this.end()
@@ -200,6 +212,7 @@ export class ClientConnection implements ParserSink, ResponseSink {
   }
 
   private malformed(err: ParseError): void {
+    this.ctx.stats.invalid++
     this.log.info({ verdict: 'invalid', error: err.code, reason: err.reason }, 'http: malformed request refused')
     this.stop()
     // A request already streaming upstream must never complete there: cut it, and the client
@@ -331,6 +344,11 @@ export class ClientConnection implements ParserSink, ResponseSink {
   }
 
   private logExchange(ex: Exchange, status: number): void {
+    const stats = this.ctx.stats
+    if (ex.invalid !== null) stats.invalid++
+    else if (!ex.verdict!.allowed) stats.denied++
+    else if (status === 502 || status === 504) stats.upstreamFailed++
+    else stats.allowed++
     if (ex.invalid !== null) {
       this.log.info({ verdict: 'invalid', reason: ex.invalid, path: ex.url, status }, 'http: ambiguous request refused')
       return

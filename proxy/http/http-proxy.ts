@@ -8,10 +8,10 @@
 import { createServer, type Server, type Socket } from 'node:net'
 import type { Logger } from 'pino'
 import type { PolicyEngine } from '../../policy/engine.js'
-import { ClientConnection, type Origin, type ProxyContext } from './client-connection.js'
+import { ClientConnection, type Origin, type ProxyContext, type ProxyStats } from './client-connection.js'
 import type { Flow } from './flow-verdict.js'
 
-export type { Origin } from './client-connection.js'
+export type { Origin, ProxyStats } from './client-connection.js'
 
 export interface HttpProxyOptions {
   engine: PolicyEngine
@@ -40,6 +40,8 @@ function defaultOrigin(f: Flow): Origin {
 export class HttpProxy {
   readonly server: Server
   private readonly ctx: ProxyContext
+  /** Requests answered so far, by outcome. */
+  readonly stats: ProxyStats = { allowed: 0, denied: 0, invalid: 0, upstreamFailed: 0 }
   private readonly connections = new Set<ClientConnection>()
   private readonly sweeper: NodeJS.Timeout
   private readonly headersMs: number
@@ -49,6 +51,7 @@ export class HttpProxy {
     this.headersMs = opts.headersTimeoutMs ?? 10_000
     this.idleMs = opts.idleTimeoutMs ?? 60_000
     this.ctx = {
+      stats: this.stats,
       engine: opts.engine,
       logger: opts.logger,
       flowOf: opts.flowOf ?? defaultFlow,
@@ -71,6 +74,11 @@ export class HttpProxy {
   private sweep(): void {
     const now = performance.now()
     for (const c of this.connections) c.sweep(now, this.headersMs, this.idleMs)
+  }
+
+  /** Client connections open now. */
+  get connectionCount(): number {
+    return this.connections.size
   }
 
   /** Listens on a socket made elsewhere (a transparent listener's fd), or a port for tests. */

@@ -1,0 +1,45 @@
+// Where a lab's agent answers the CLI (a unix socket, mode 0600), and the client side of it:
+// GET a path, get JSON back. The server is admin-server.ts.
+
+import { request } from 'node:http'
+
+export function agentSocketPath(lab: string): string {
+  return `/run/l7proxy/agent-${lab}.sock`
+}
+
+export class AdminError extends Error {
+  constructor(
+    readonly code: 'ENOAGENT' | 'EADMIN',
+    message: string,
+  ) {
+    super(message)
+  }
+}
+
+/** GETs `path` from the agent at `socketPath`; its JSON answer, or an AdminError. */
+export function adminGet(socketPath: string, path: string, timeoutMs = 5_000): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    const req = request({ socketPath, path, method: 'GET', timeout: timeoutMs }, (res) => {
+      let body = ''
+      res.setEncoding('utf8')
+      res.on('data', (d: string) => (body += d))
+      res.on('end', () => {
+        let parsed: unknown
+        try {
+          parsed = JSON.parse(body)
+        } catch {
+          return reject(new AdminError('EADMIN', `the agent answered ${path} with something that is not JSON`))
+        }
+        if (res.statusCode !== 200) return reject(new AdminError('EADMIN', `the agent refused ${path}: ${(parsed as { error?: string }).error ?? res.statusCode}`))
+        resolve(parsed)
+      })
+    })
+    req.on('timeout', () => req.destroy(new AdminError('EADMIN', `the agent did not answer ${path} within ${timeoutMs} ms`)))
+    req.on('error', (e: NodeJS.ErrnoException) => {
+      if (e instanceof AdminError) return reject(e)
+      if (e.code === 'ENOENT' || e.code === 'ECONNREFUSED') return reject(new AdminError('ENOAGENT', `no agent is running there (${socketPath}: ${e.code})`))
+      reject(new AdminError('EADMIN', `${socketPath}: ${e.message}`))
+    })
+    req.end()
+  })
+}
