@@ -23,7 +23,10 @@ kernelTest(t, 'agent: policy file changes take effect live, a bad file changes n
   copyFileSync(join(projectRoot(), 'policy/examples/star-wars.yaml'), file)
   const original = readFileSync(file, 'utf8')
 
-  const agent = spawn(process.execPath, [distPath('proxy/cli/main.js'), 'agent', '--lab', lab.name, '--policy-dir', dir, '--threads', '2'], { stdio: ['ignore', 'pipe', 'pipe'] })
+  // Set up as a user would: a config file, with one setting from the environment.
+  const config = join(dir, 'agent.conf')
+  writeFileSync(config, `lab: ${lab.name}\npolicyDirectory: ${dir}\nproxy: { threads: 1 }\n`)
+  const agent = spawn(process.execPath, [distPath('proxy/cli/main.js'), 'agent', '--config', config], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, L7PROXY_THREADS: '2' } })
   let out = ''
   agent.stdout.on('data', (d: Buffer) => (out += d.toString()))
   agent.stderr.on('data', (d: Buffer) => (out += d.toString()))

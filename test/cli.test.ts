@@ -17,7 +17,6 @@ const badArgs: Array<[string[], RegExp]> = [
   [['lab', 'status', '-o', 'yaml'], /error: -o must be 'table' or 'json', got 'yaml'/],
   [['lab', 'status', '--name', 'main'], /error: lab status: Unknown option '--name'/],
   [['agent', '--mode', 'magic'], /error: agent: unknown --mode 'magic' \(expected one of: tproxy, sk-assign, dnat, sockmap\)/],
-  [['agent', '--policy-dir', '/nonexistent/policies'], /error: agent: --policy-dir '\/nonexistent\/policies' is not a directory/],
   [['agent', '--threads', '0'], /error: agent: --threads must be a whole number from 1 to 64, not '0'/],
   [['agent', '--lab', 'Bad_Name'], /error: agent: invalid --lab 'Bad_Name'/],
   [['agent', '--frob'], /error: agent: Unknown option '--frob'/],

@@ -14,6 +14,7 @@ export interface HttpWorkerInput {
   /** A listening socket (made by the main thread, which owns the process's cgroup and netns). */
   fd: number
   proxyPorts: { http: number; dns: number }
+  logLevel: string
   endpoints: EndpointSpec[]
   policies: Array<{ name: string; text: string }>
 }
@@ -30,7 +31,7 @@ const lines = new LineBatcher((text) => port.postMessage({ type: 'log', text } s
 const engine = new PolicyEngine({ proxyPorts: input.proxyPorts })
 for (const ep of input.endpoints) engine.upsertEndpoint(ep)
 for (const p of input.policies) engine.loadFile(p.name, p.text)
-const proxy = new HttpProxy({ engine, logger: pino({ base: null }, lines) })
+const proxy = new HttpProxy({ engine, logger: pino({ base: null, level: input.logLevel }, lines) })
 await proxy.listen({ fd: input.fd })
 /** Counters go to the main thread (for status and metrics) every STATS_MS and at the end. */
 const STATS_MS = 1_000

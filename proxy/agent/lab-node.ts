@@ -2,7 +2,8 @@
 // run inside the lab's node namespace as
 //   ip netns exec l7lab-NAME-node node dist/proxy/agent/lab-node.js --mode M --pin DIR
 //     (--policy FILE | --policy-dir DIR) [--http builtin|external] [--threads N]
-//     [--sockmap-cgroup NAME] [--log FILE] [--admin SOCKET]
+//     [--sockmap-cgroup NAME] [--log FILE] [--admin SOCKET] [--http-port P] [--dns-port P]
+//     [--log-level L]
 // It registers the lab's endpoints, loads the policy (a file, or every policy file of a
 // directory, watched: a change is applied live to the engine, the kernel maps and every proxy
 // thread; a file that does not parse is refused and the previous policy stays), starts the datapath on every host veth and
@@ -34,7 +35,6 @@ import { LineBatcher } from './line-batcher.js'
 import { PolicyDirectory } from './policy-dir.js'
 import { startAdminServer } from './admin-server.js'
 
-const { http: LAB_HTTP_PROXY_PORT, dns: LAB_DNS_PROXY_PORT } = LAB_PROXY_PORTS
 
 const { values } = parseArgs({
   options: {
@@ -47,15 +47,21 @@ const { values } = parseArgs({
     log: { type: 'string' },
     threads: { type: 'string' },
     admin: { type: 'string' },
+    'http-port': { type: 'string', default: String(LAB_PROXY_PORTS.http) },
+    'dns-port': { type: 'string', default: String(LAB_PROXY_PORTS.dns) },
+    'log-level': { type: 'string', default: 'info' },
   },
 })
 const threadsArg = Number(values.threads ?? availableParallelism())
-if ((!values.policy && !values['policy-dir']) || !values.pin || (values.http !== 'builtin' && values.http !== 'external') || !Number.isInteger(threadsArg) || threadsArg < 1 || threadsArg > 64) {
-  process.stderr.write('usage: lab-node --mode M --pin DIR (--policy FILE | --policy-dir DIR) [--http builtin|external] [--threads N (1-64)] [--sockmap-cgroup NAME] [--log FILE] [--admin SOCKET]\n')
+const HTTP_PORT = Number(values['http-port'])
+const DNS_PORT = Number(values['dns-port'])
+const port = (n: number): boolean => Number.isInteger(n) && n > 0 && n < 65536
+if (!port(HTTP_PORT) || !port(DNS_PORT) || !pino.levels.values[values['log-level']!] || (!values.policy && !values['policy-dir']) || !values.pin || (values.http !== 'builtin' && values.http !== 'external') || !Number.isInteger(threadsArg) || threadsArg < 1 || threadsArg > 64) {
+  process.stderr.write('usage: lab-node --mode M --pin DIR (--policy FILE | --policy-dir DIR) [--http builtin|external] [--threads N (1-64)] [--sockmap-cgroup NAME] [--log FILE] [--admin SOCKET] [--http-port P] [--dns-port P] [--log-level L]\n')
   process.exit(2)
 }
 const mode = parseMode(values.mode ?? '')
-const engine = new PolicyEngine({ proxyPorts: { http: LAB_HTTP_PROXY_PORT, dns: LAB_DNS_PROXY_PORT } })
+const engine = new PolicyEngine({ proxyPorts: { http: HTTP_PORT, dns: DNS_PORT } })
 const endpoints = labEndpoints()
 for (const ep of endpoints) engine.upsertEndpoint(ep)
 
@@ -67,7 +73,7 @@ process.once('exit', () => {
   lines.flush()
   out.flushSync()
 })
-const logger = pino({ base: null }, lines)
+const logger = pino({ base: null, level: values['log-level']! }, lines)
 
 /** The policy files in force, as the proxy threads must load them too. */
 const policies = new Map<string, string>()
@@ -93,7 +99,7 @@ if (values.policy) {
 const policyDir = values['policy-dir'] ? new PolicyDirectory(values['policy-dir']) : null
 for (const c of policyDir?.scan() ?? []) acceptPolicy(c.file, c.text)
 const proxyAddress = labProxyAddress(mode)
-const dp = Datapath.start({ mode, pinRoot: values.pin, proxyAddress, proxyPorts: [LAB_HTTP_PROXY_PORT, LAB_DNS_PROXY_PORT], ...(values['sockmap-cgroup'] ? { cgroupName: values['sockmap-cgroup'] } : {}) })
+const dp = Datapath.start({ mode, pinRoot: values.pin, proxyAddress, proxyPorts: [HTTP_PORT, DNS_PORT], ...(values['sockmap-cgroup'] ? { cgroupName: values['sockmap-cgroup'] } : {}) })
 for (const h of LAB_HOSTS) dp.attach(nodeIfname(h.name), endpoints.find((e) => e.host === h.name)?.id)
 dp.apply(engine.takeDelta())
 
@@ -113,12 +119,12 @@ if (values.http === 'builtin') {
   // sockmap: the proxy's sockets must be in the cgroup sock_ops watches; accepted sockets take
   // the listener's cgroup, fixed when it is made.
   if (dp.cgroup) joinCgroup(dp.cgroup)
-  const fds = Array.from({ length: threads }, () => transparentTcpListener(proxyAddress, LAB_HTTP_PROXY_PORT, { reusePort: true }))
+  const fds = Array.from({ length: threads }, () => transparentTcpListener(proxyAddress, HTTP_PORT, { reusePort: true }))
   if (dp.cgroup) joinCgroup(cgroup2Root())
   await proxy.listen({ fd: fds[0]! })
-  const proxyPorts = { http: LAB_HTTP_PROXY_PORT, dns: LAB_DNS_PROXY_PORT }
+  const proxyPorts = { http: HTTP_PORT, dns: DNS_PORT }
   workers = await startHttpWorkers(
-    fds.slice(1).map((fd) => ({ fd, proxyPorts, endpoints, policies: [...policies].map(([name, text]) => ({ name, text })) })),
+    fds.slice(1).map((fd) => ({ fd, proxyPorts, logLevel: values['log-level']!, endpoints, policies: [...policies].map(([name, text]) => ({ name, text })) })),
     (text) => lines.write(text),
   )
 }
@@ -167,7 +173,7 @@ function agentStatus(): Record<string, unknown> {
     policy: { revision: engine.policyRevision, files: [...policies.keys()], directory: values['policy-dir'] ?? null },
     endpoints: endpoints.length,
     identities: [...engine.identities.all()].length,
-    http: proxy ? { listening: `${proxyAddress}:${LAB_HTTP_PROXY_PORT}`, threads, connections, requests } : { listening: 'external', threads: 0 },
+    http: proxy ? { listening: `${proxyAddress}:${HTTP_PORT}`, threads, connections, requests } : { listening: 'external', threads: 0 },
     kernelPackets: kernel,
   }
 }

@@ -1,54 +1,98 @@
-// `l7proxy agent`: the node agent on a lab, in the foreground. It brings the lab up if it is not,
-// then runs the agent process (proxy/agent/lab-node.ts) inside the lab's node namespace with the
+// `l7proxy agent`: the node agent on a lab, in the foreground. Its configuration is the defaults,
+// then --config FILE, then L7PROXY_* variables, then flags (proxy/agent/config.ts); a bad file or
+// value is refused with where and why before anything starts. It brings the lab up if it is not,
+// runs the agent process (proxy/agent/lab-node.ts) inside the lab's node namespace with the
 // policy directory watched, and stops it (datapath removed, lab left up) on Ctrl-C or SIGTERM.
 
 import { spawn } from 'node:child_process'
-import { existsSync, statSync } from 'node:fs'
+import { existsSync, readFileSync, statSync } from 'node:fs'
 import { availableParallelism } from 'node:os'
 import { parseArgs } from 'node:util'
-import { DEFAULT_LAB, labUp } from '../../lab/lab.js'
+import { labUp } from '../../lab/lab.js'
 import { findHost, isValidLabName, nodeNetns } from '../../lab/topology.js'
-import { distPath, projectRoot } from '../../lib/project-root.js'
+import { distPath } from '../../lib/project-root.js'
 import { REDIRECT_MODES, type RedirectMode } from '../../redirect-bpf/modes/redirect-mode.js'
-import { agentSocketPath } from '../agent/admin-socket.js'
+import { ConfigError, LOG_LEVELS, environmentLayers, parseConfigText, resolveConfig, type AgentConfig, type ConfigLayer, type LogLevel } from '../agent/config.js'
 import { UsageError } from './usage-error.js'
 
-export const AGENT_USAGE = `  agent [--lab NAME] [--mode M] [--policy-dir DIR] [--threads N]
+export const AGENT_USAGE = `  agent [--config FILE] [--lab NAME] [--mode M] [--policy-dir DIR] [--threads N] [--log-level L]
                             run the node agent on a lab (brought up if needed) in the foreground:
                             the datapath in mode M (${REDIRECT_MODES.join(', ')}; default sk-assign),
                             the HTTP proxy on N threads (default: one per core), and every policy
-                            file in DIR (default: the examples), applied live as files change`
+                            file in DIR (default: the examples), applied live as files change;
+                            settings: defaults < FILE < L7PROXY_* variables < flags`
 
-export async function agentCommand(args: string[], out: (s: string) => void): Promise<number> {
-  let values: { lab?: string; mode?: string; 'policy-dir'?: string; threads?: string }
+/** The flags as one more layer; bad values are usage errors. */
+function flagLayer(args: string[]): { config?: string; layer: ConfigLayer } {
+  let v: { config?: string; lab?: string; mode?: string; 'policy-dir'?: string; threads?: string; 'log-level'?: string }
   try {
-    ;({ values } = parseArgs({
+    ;({ values: v } = parseArgs({
       args,
       strict: true,
       allowPositionals: false,
-      options: { lab: { type: 'string' }, mode: { type: 'string' }, 'policy-dir': { type: 'string' }, threads: { type: 'string' } },
+      options: { config: { type: 'string' }, lab: { type: 'string' }, mode: { type: 'string' }, 'policy-dir': { type: 'string' }, threads: { type: 'string' }, 'log-level': { type: 'string' } },
     }))
   } catch (e) {
     throw new UsageError(`agent: ${(e as Error).message}`)
   }
-  const lab = values.lab ?? DEFAULT_LAB
-  if (!isValidLabName(lab)) throw new UsageError(`agent: invalid --lab '${lab}': use 1-16 characters from a-z and 0-9`)
-  const mode = (values.mode ?? 'sk-assign') as RedirectMode
-  if (!REDIRECT_MODES.includes(mode)) throw new UsageError(`agent: unknown --mode '${values.mode}' (expected one of: ${REDIRECT_MODES.join(', ')})`)
-  const dir = values['policy-dir'] ?? `${projectRoot()}/policy/examples`
-  if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new UsageError(`agent: --policy-dir '${dir}' is not a directory`)
-  const threads = Number(values.threads ?? availableParallelism())
-  if (!Number.isInteger(threads) || threads < 1 || threads > 64) throw new UsageError(`agent: --threads must be a whole number from 1 to 64, not '${values.threads}'`)
+  const layer: ConfigLayer = {}
+  if (v.lab !== undefined) {
+    if (!isValidLabName(v.lab)) throw new UsageError(`agent: invalid --lab '${v.lab}': use 1-16 characters from a-z and 0-9`)
+    layer.lab = v.lab
+  }
+  if (v.mode !== undefined) {
+    if (!(REDIRECT_MODES as readonly string[]).includes(v.mode)) throw new UsageError(`agent: unknown --mode '${v.mode}' (expected one of: ${REDIRECT_MODES.join(', ')})`)
+    layer.mode = v.mode as RedirectMode
+  }
+  if (v['policy-dir'] !== undefined) layer.policyDirectory = v['policy-dir']
+  if (v.threads !== undefined) {
+    const n = Number(v.threads)
+    if (!Number.isInteger(n) || n < 1 || n > 64) throw new UsageError(`agent: --threads must be a whole number from 1 to 64, not '${v.threads}'`)
+    layer.proxy = { threads: n }
+  }
+  if (v['log-level'] !== undefined) {
+    if (!(LOG_LEVELS as readonly string[]).includes(v['log-level'])) throw new UsageError(`agent: unknown --log-level '${v['log-level']}' (expected one of: ${LOG_LEVELS.join(', ')})`)
+    layer.logging = { level: v['log-level'] as LogLevel }
+  }
+  return { ...(v.config !== undefined ? { config: v.config } : {}), layer }
+}
 
-  const { created } = await labUp(lab)
-  out(`${created ? 'brought lab' : 'lab'} '${lab}' up; starting the agent (${mode}, policies in ${dir})\n`)
+/** The configuration the agent would run with: every layer read and checked. */
+export function agentConfig(args: string[], env: NodeJS.ProcessEnv): AgentConfig {
+  const flags = flagLayer(args)
+  const layers: ConfigLayer[] = []
+  if (flags.config !== undefined) {
+    let text: string
+    try {
+      text = readFileSync(flags.config, 'utf8')
+    } catch (e) {
+      throw new ConfigError([{ file: flags.config, line: 0, column: 0, path: '', message: `cannot read it: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}` }])
+    }
+    layers.push(parseConfigText(text, flags.config))
+  }
+  layers.push(...environmentLayers(env), flags.layer)
+  const c = resolveConfig(layers)
+  if (!existsSync(c.policyDirectory) || !statSync(c.policyDirectory).isDirectory()) {
+    throw new ConfigError([{ file: 'agent', line: 0, column: 0, path: 'policyDirectory', message: `'${c.policyDirectory}' is not a directory` }])
+  }
+  return c
+}
+
+export async function agentCommand(args: string[], out: (s: string) => void): Promise<number> {
+  const c = agentConfig(args, process.env)
+  const threads = c.proxy.threads === 0 ? availableParallelism() : c.proxy.threads
+  const { created } = await labUp(c.lab)
+  out(`${created ? 'brought lab' : 'lab'} '${c.lab}' up; starting the agent (${c.mode}, policies in ${c.policyDirectory})\n`)
   // By address: the example's DNS rule steers the pods' lookups to the DNS proxy, which is not
   // there yet (issue 7), and steered traffic without a proxy is dropped.
   const deathstar = findHost('deathstar').addresses[0]!
-  out(`try: ip netns exec l7lab-${lab}-tiefighter curl -s -XPOST http://${deathstar}/v1/request-landing\n`)
-  out(`     ip netns exec l7lab-${lab}-tiefighter curl -s -XPUT http://${deathstar}/v1/exhaust-port\n`)
-  const argv = ['netns', 'exec', nodeNetns(lab), process.execPath, distPath('proxy/agent/lab-node.js'), '--mode', mode, '--policy-dir', dir, '--pin', `/run/l7proxy/agent-bpffs-${lab}`, '--threads', String(threads), '--admin', agentSocketPath(lab)]
-  if (mode === 'sockmap') argv.push('--sockmap-cgroup', `l7proxy-${lab}`)
+  out(`try: ip netns exec l7lab-${c.lab}-tiefighter curl -s -XPOST http://${deathstar}/v1/request-landing\n`)
+  out(`     ip netns exec l7lab-${c.lab}-tiefighter curl -s -XPUT http://${deathstar}/v1/exhaust-port\n`)
+  // prettier-ignore
+  const argv = ['netns', 'exec', nodeNetns(c.lab), process.execPath, distPath('proxy/agent/lab-node.js'),
+    '--mode', c.mode, '--policy-dir', c.policyDirectory, '--pin', c.bpffs, '--threads', String(threads), '--admin', c.admin.socket,
+    '--http-port', String(c.proxy.httpPort), '--dns-port', String(c.proxy.dnsPort), '--log-level', c.logging.level]
+  if (c.mode === 'sockmap') argv.push('--sockmap-cgroup', `l7proxy-${c.lab}`)
   const child = spawn('ip', argv, { stdio: ['ignore', 'inherit', 'inherit'] })
   // Ctrl-C reaches the agent through the terminal's process group; a SIGTERM sent to this
   // process alone is passed on.

@@ -6,6 +6,7 @@ import { LabError } from '../../lab/errors.js'
 import { AGENT_USAGE, agentCommand } from './agent-command.js'
 import { AGENT_QUERY_USAGE, agentQueryCommand } from './agent-query-command.js'
 import { AdminError } from '../agent/admin-socket.js'
+import { ConfigError } from '../agent/config.js'
 import { LAB_USAGE, labCommand } from './lab-command.js'
 import { POLICY_USAGE, policyCommand } from './policy-command.js'
 import { UsageError } from './usage-error.js'
@@ -53,6 +54,10 @@ export async function main(argv: string[], out = (s: string) => void process.std
   } catch (e) {
     if (e instanceof UsageError || isParseArgsError(e)) {
       err(`l7proxy: error: ${(e as Error).message}\n\n${USAGE}`)
+      return 2
+    }
+    if (e instanceof ConfigError) {
+      err(`l7proxy: bad configuration, nothing started:\n${e.message}\n`)
       return 2
     }
     if (e instanceof AdminError) {

@@ -1,0 +1,156 @@
+// The agent's configuration: defaults, then a YAML file, then environment variables, then
+// command-line flags, each overriding the one before. A file is checked whole: every problem is
+// reported with its line, column and field, and a bad file is refused (nothing starts).
+//
+//   lab: main                      # the lab whose node this agent serves
+//   mode: sk-assign                # tproxy | sk-assign | dnat | sockmap
+//   policyDirectory: /etc/l7proxy/policies
+//   proxy: { httpPort: 15001, dnsPort: 15053, threads: 0 }   # threads 0: one per core
+//   bpffs: /run/l7proxy/agent-bpffs-main
+//   logging: { level: info }       # trace | debug | info | warn | error | fatal
+//   admin: { socket: /run/l7proxy/agent-main.sock }
+
+import { LineCounter, parseDocument } from 'yaml'
+import { DEFAULT_LAB } from '../../lab/lab.js'
+import { isValidLabName } from '../../lab/topology.js'
+import { projectRoot } from '../../lib/project-root.js'
+import { formatIssue, type PolicyIssue } from '../../policy/errors.js'
+import { ReadContext, YNode } from '../../policy/yaml-reader.js'
+import { REDIRECT_MODES, type RedirectMode } from '../../redirect-bpf/modes/redirect-mode.js'
+import { agentSocketPath } from './admin-socket.js'
+import { LAB_PROXY_PORTS } from './lab-node-process.js'
+
+export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal'] as const
+export type LogLevel = (typeof LOG_LEVELS)[number]
+
+export interface AgentConfig {
+  lab: string
+  mode: RedirectMode
+  policyDirectory: string
+  proxy: { httpPort: number; dnsPort: number; threads: number }
+  bpffs: string
+  logging: { level: LogLevel }
+  admin: { socket: string }
+}
+
+/** What a file, the environment or flags may set; the rest comes from the layer below. */
+export interface ConfigLayer {
+  lab?: string
+  mode?: RedirectMode
+  policyDirectory?: string
+  proxy?: { httpPort?: number; dnsPort?: number; threads?: number }
+  bpffs?: string
+  logging?: { level?: LogLevel }
+  admin?: { socket?: string }
+}
+
+export class ConfigError extends Error {
+  readonly code = 'ECONFIG'
+  constructor(readonly issues: readonly PolicyIssue[]) {
+    super(issues.map(formatIssue).join('\n'))
+    this.name = 'ConfigError'
+  }
+}
+
+/** The built-in default: the lab `lab` (or `main`) with the example policies. */
+export function defaultConfig(lab = DEFAULT_LAB): AgentConfig {
+  return {
+    lab,
+    mode: 'sk-assign',
+    policyDirectory: `${projectRoot()}/policy/examples`,
+    proxy: { httpPort: LAB_PROXY_PORTS.http, dnsPort: LAB_PROXY_PORTS.dns, threads: 0 },
+    bpffs: `/run/l7proxy/agent-bpffs-${lab}`,
+    logging: { level: 'info' },
+    admin: { socket: agentSocketPath(lab) },
+  }
+}
+
+function oneOf<T extends string>(n: YNode, allowed: readonly T[], what: string): T | null {
+  const s = n.string()
+  if (s === null) return null
+  return (allowed as readonly string[]).includes(s) ? (s as T) : n.fail(`unknown ${what} '${s}'; expected one of: ${allowed.join(', ')}`)
+}
+
+function absolutePath(n: YNode): string | null {
+  const s = n.string()
+  if (s === null) return null
+  return s.startsWith('/') ? s : n.fail(`'${s}' is not an absolute path`)
+}
+
+/** Reads one layer from YAML text; every problem in it, or the layer. */
+export function parseConfigText(text: string, file: string): ConfigLayer {
+  const lines = new LineCounter()
+  const doc = parseDocument(text, { lineCounter: lines, uniqueKeys: true, prettyErrors: false })
+  if (doc.errors.length > 0) {
+    throw new ConfigError(
+      doc.errors.map((e) => {
+        const { line, col } = lines.linePos(e.pos[0])
+        return { file, line, column: col, path: '', message: `YAML: ${e.message.split('\n')[0]}` }
+      }),
+    )
+  }
+  const ctx = new ReadContext(file, lines)
+  const out: ConfigLayer = {}
+  if (doc.contents === null) return out // an empty file: all defaults
+  const f = new YNode(ctx, doc.contents, '', 0).fields(['lab', 'mode', 'policyDirectory', 'proxy', 'bpffs', 'logging', 'admin'])
+  if (f) {
+    if (f.lab) {
+      const lab = f.lab.string()
+      if (lab !== null) {
+        if (isValidLabName(lab)) out.lab = lab
+        else f.lab.fail(`'${lab}' is not a lab name (1-16 characters from a-z and 0-9)`)
+      }
+    }
+    if (f.mode) out.mode = oneOf(f.mode, REDIRECT_MODES, 'redirect mode') ?? undefined
+    if (f.policyDirectory) out.policyDirectory = absolutePath(f.policyDirectory) ?? undefined
+    if (f.bpffs) out.bpffs = absolutePath(f.bpffs) ?? undefined
+    const proxy = f.proxy?.fields(['httpPort', 'dnsPort', 'threads'])
+    if (proxy) {
+      out.proxy = {}
+      if (proxy.httpPort) out.proxy.httpPort = proxy.httpPort.integer(1, 65535) ?? undefined
+      if (proxy.dnsPort) out.proxy.dnsPort = proxy.dnsPort.integer(1, 65535) ?? undefined
+      if (proxy.threads) out.proxy.threads = proxy.threads.integer(0, 64) ?? undefined
+      if (out.proxy.httpPort !== undefined && out.proxy.httpPort === out.proxy.dnsPort) proxy.dnsPort!.fail('the DNS proxy needs a port of its own')
+    }
+    const logging = f.logging?.fields(['level'])
+    if (logging?.level) out.logging = { level: oneOf(logging.level, LOG_LEVELS, 'log level') ?? undefined }
+    const admin = f.admin?.fields(['socket'])
+    if (admin?.socket) out.admin = { socket: absolutePath(admin.socket) ?? undefined }
+  }
+  if (ctx.issues.length > 0) throw new ConfigError(ctx.issues)
+  return out
+}
+
+const ENVIRONMENT: Array<[string, (v: string) => string]> = [
+  ['L7PROXY_LAB', (v) => `lab: ${v}`],
+  ['L7PROXY_MODE', (v) => `mode: ${v}`],
+  ['L7PROXY_POLICY_DIR', (v) => `policyDirectory: ${v}`],
+  ['L7PROXY_THREADS', (v) => `proxy: { threads: ${v} }`],
+  ['L7PROXY_LOG_LEVEL', (v) => `logging: { level: ${v} }`],
+]
+
+/**
+ * The layers the environment gives, one per variable set (L7PROXY_LAB, _MODE, _POLICY_DIR,
+ * _THREADS, _LOG_LEVEL), each checked as the file's field would be and named by its variable.
+ */
+export function environmentLayers(env: NodeJS.ProcessEnv): ConfigLayer[] {
+  return ENVIRONMENT.filter(([name]) => env[name] !== undefined).map(([name, field]) => parseConfigText(field(JSON.stringify(env[name])), `$${name}`))
+}
+
+/**
+ * Defaults < each layer in order. Paths that name the lab (bpffs, admin socket) follow a lab set
+ * by a later layer unless a layer set them explicitly.
+ */
+export function resolveConfig(layers: readonly ConfigLayer[]): AgentConfig {
+  const lab = layers.reduce<string | undefined>((l, layer) => layer.lab ?? l, undefined)
+  const c = defaultConfig(lab)
+  for (const layer of layers) {
+    c.mode = layer.mode ?? c.mode
+    c.policyDirectory = layer.policyDirectory ?? c.policyDirectory
+    c.bpffs = layer.bpffs ?? c.bpffs
+    c.proxy = { httpPort: layer.proxy?.httpPort ?? c.proxy.httpPort, dnsPort: layer.proxy?.dnsPort ?? c.proxy.dnsPort, threads: layer.proxy?.threads ?? c.proxy.threads }
+    c.logging = { level: layer.logging?.level ?? c.logging.level }
+    c.admin = { socket: layer.admin?.socket ?? c.admin.socket }
+  }
+  return c
+}

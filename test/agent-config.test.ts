@@ -1,0 +1,80 @@
+// The agent's configuration: defaults, file, environment and flags in that order; a bad file or
+// value is refused with where and why, and nothing starts.
+
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import t from 'tap'
+import { projectRoot } from '../lib/project-root.js'
+import { ConfigError, defaultConfig, environmentLayers, parseConfigText, resolveConfig } from '../proxy/agent/config.js'
+import { agentConfig } from '../proxy/cli/agent-command.js'
+import { runCli } from './fixtures/cli.js'
+
+t.test('defaults: the lab main, sk-assign, the example policies, paths named by the lab', async (t) => {
+  t.same(defaultConfig(), {
+    lab: 'main',
+    mode: 'sk-assign',
+    policyDirectory: join(projectRoot(), 'policy/examples'),
+    proxy: { httpPort: 15001, dnsPort: 15053, threads: 0 },
+    bpffs: '/run/l7proxy/agent-bpffs-main',
+    logging: { level: 'info' },
+    admin: { socket: '/run/l7proxy/agent-main.sock' },
+  })
+})
+
+t.test('a file, then the environment, then flags: each overrides the one before', async (t) => {
+  const file = parseConfigText('lab: n1\nmode: tproxy\nproxy: { threads: 2, httpPort: 16001 }\nlogging: { level: debug }\n', 'c.yaml')
+  const env = environmentLayers({ L7PROXY_MODE: 'dnat', L7PROXY_THREADS: '3', PATH: '/bin' })
+  const c = resolveConfig([file, ...env, { proxy: { threads: 4 } }])
+  t.match(c, { lab: 'n1', mode: 'dnat', proxy: { httpPort: 16001, dnsPort: 15053, threads: 4 }, logging: { level: 'debug' } })
+  t.equal(c.bpffs, '/run/l7proxy/agent-bpffs-n1', 'paths follow the lab the file chose')
+  t.equal(c.admin.socket, '/run/l7proxy/agent-n1.sock')
+  t.same(resolveConfig([parseConfigText('', 'empty.yaml')]), defaultConfig(), 'an empty file is all defaults')
+})
+
+const BAD: Array<[string, string, RegExp]> = [
+  ['unknown field', 'mode: tproxy\nthreads: 2\n', /^c\.yaml:2:1: threads: unknown field 'threads'; expected one of: lab, mode/],
+  ['bad mode', 'mode: ebpf\n', /^c\.yaml:1:7: mode: unknown redirect mode 'ebpf'; expected one of: tproxy, sk-assign, dnat, sockmap/],
+  ['port out of range', 'proxy: { httpPort: 70000 }\n', /^c\.yaml:1:20: proxy\.httpPort: expected an integer from 1 to 65535, got the number 70000/],
+  ['one port for both proxies', 'proxy: { httpPort: 15001, dnsPort: 15001 }\n', /proxy\.dnsPort: the DNS proxy needs a port of its own/],
+  ['relative path', 'policyDirectory: policies\n', /policyDirectory: 'policies' is not an absolute path/],
+  ['bad log level', 'logging: { level: loud }\n', /logging\.level: unknown log level 'loud'/],
+  ['bad lab name', 'lab: Main_Lab\n', /lab: 'Main_Lab' is not a lab name/],
+  ['not YAML', 'mode: [tproxy\n', /^c\.yaml:\d+:\d+: YAML: /],
+  ['not a mapping', '- mode\n', /expected a mapping, got a list/],
+]
+
+t.test(`${BAD.length} bad files: refused with line, column, field and reason`, async (t) => {
+  const refusal = (text: string): ConfigError | null => {
+    try {
+      parseConfigText(text, 'c.yaml')
+    } catch (e) {
+      if (e instanceof ConfigError) return e
+      throw e
+    }
+    return null
+  }
+  for (const [name, text, message] of BAD) t.match(refusal(text)?.message, message, name)
+  t.match(refusal('mode: x\nproxy: { threads: 99 }\n')?.issues, [{ path: 'mode' }, { path: 'proxy.threads' }], 'every problem in one pass')
+})
+
+t.test('environment values are checked like the file, and named by their variable', async (t) => {
+  t.throws(() => environmentLayers({ L7PROXY_THREADS: 'many' }), /^\$L7PROXY_THREADS:1:\d+: proxy\.threads: expected an integer from 0 to 64, got the string 'many'/)
+})
+
+t.test('l7proxy agent refuses a bad config before starting anything (exit 2)', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'l7-config-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const file = join(dir, 'agent.yaml')
+  writeFileSync(file, 'mode: sk-assign\nproxy:\n  threads: lots\n')
+  const r = runCli(['agent', '--config', file])
+  t.equal(r.code, 2)
+  t.match(r.stderr, new RegExp(`^l7proxy: bad configuration, nothing started:\\n${file}:3:12: proxy\\.threads: expected an integer`))
+  const missing = runCli(['agent', '--config', join(dir, 'nope.yaml')])
+  t.equal(missing.code, 2)
+  t.match(missing.stderr, /nope\.yaml:0:0: cannot read it: ENOENT/)
+  const noDir = runCli(['agent', '--policy-dir', '/nonexistent/policies'])
+  t.equal(noDir.code, 2)
+  t.match(noDir.stderr, /policyDirectory: '\/nonexistent\/policies' is not a directory/)
+  t.match(agentConfig(['--threads', '2'], { L7PROXY_LAB: 'x1', L7PROXY_THREADS: '1' }), { lab: 'x1', proxy: { threads: 2 } }, 'without a file: environment, then flags')
+})
