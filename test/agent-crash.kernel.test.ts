@@ -1,0 +1,38 @@
+// An agent killed with kill -9 leaves the kernel failing closed: flows that need the proxy are
+// dropped while nothing listens, never let through, and flows that do not need it go on. A new
+// agent takes over the same node and policy, and allowed traffic flows again as soon as it is up.
+
+import { rmSync } from 'node:fs'
+import { join } from 'node:path'
+import t from 'tap'
+import { projectRoot } from '../lib/project-root.js'
+import { startLabNode } from '../proxy/agent/lab-node-process.js'
+import { kernelTest } from './fixtures/kernel.js'
+import { useLab } from './fixtures/lab.js'
+
+kernelTest(t, 'agent: kill -9 fails closed; a restarted agent enforces the same policy', async (t) => {
+  const lab = await useLab(t)
+  const pin = `/run/l7proxy/test-bpffs-${lab.name}`
+  t.teardown(() => rmSync(pin, { recursive: true, force: true }))
+  const policyFile = join(projectRoot(), 'policy/examples/star-wars.yaml')
+  const status = async (host: string, method: string, url: string): Promise<string> =>
+    (await lab.exec(host, ['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', '2', '-X', method, url])).stdout
+
+  const first = await startLabNode({ lab: lab.name, mode: 'sk-assign', policyFile, pin, threads: 2 })
+  t.equal(await status('tiefighter', 'POST', 'http://198.18.2.10/v1/request-landing'), '200', 'allowed while the agent runs')
+  process.kill(first.pid, 'SIGKILL')
+  await first.stop()
+
+  t.equal(await status('tiefighter', 'POST', 'http://198.18.2.10/v1/request-landing'), '000', 'with the agent dead, a flow that needs the proxy gets no answer')
+  t.equal(await status('tiefighter', 'PUT', 'http://198.18.2.10/v1/exhaust-port'), '000', 'and a request the proxy would deny never reaches the server (no 503)')
+  const dns = await lab.exec('xwing', ['dig', '+short', '+time=1', '+tries=1', '@198.18.2.53', 'deathstar.empire'])
+  t.equal(dns.stdout.trim(), '198.18.2.10', 'a flow no L7 rule steers (the xwing asking DNS) goes on as before')
+
+  const started = Date.now()
+  const second = await startLabNode({ lab: lab.name, mode: 'sk-assign', policyFile, pin, threads: 2 })
+  t.teardown(() => second.stop())
+  const restartMs = Date.now() - started
+  t.equal(await status('tiefighter', 'POST', 'http://198.18.2.10/v1/request-landing'), '200', `the new agent lets the landing through as soon as it is up (restart took ${restartMs} ms)`)
+  t.equal(await status('tiefighter', 'PUT', 'http://198.18.2.10/v1/exhaust-port'), '403', 'and denies what the policy denies')
+  t.equal(await second.stop(), 0, 'and stops cleanly')
+})
