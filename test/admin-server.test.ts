@@ -6,8 +6,8 @@ import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t from 'tap'
-import { startAdminServer } from '../proxy/agent/admin-server.js'
-import { AdminError, adminGet } from '../proxy/agent/admin-socket.js'
+import { AdminQueryError, startAdminServer } from '../proxy/agent/admin-server.js'
+import { AdminError, adminGet, adminStream } from '../proxy/agent/admin-socket.js'
 
 t.test('routes, errors, permissions, stale and live sockets', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'l7-admin-'))
@@ -36,4 +36,34 @@ t.test('routes, errors, permissions, stale and live sockets', async (t) => {
   await t.rejects(startAdminServer(join(dir, 'plain'), {}), /is not a socket/, 'a file that is not a socket is left alone')
   const none = join(dir, 'none.sock')
   await t.rejects(adminGet(none, '/v1/status'), new AdminError('ENOAGENT', `no agent is running there (${none}: ENOENT)`), 'no socket: no agent')
+})
+
+t.test('streams: JSON lines as they come, 400 for a bad query, the producer told when the reader goes', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'l7-admin-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const path = join(dir, 'agent.sock')
+  let stopped = 0
+  let push: ((v: unknown) => void) | null = null
+  const admin = await startAdminServer(path, {
+    '/v1/feed': {
+      stream: (q, write) => {
+        if (q.get('bad') !== null) throw new AdminQueryError('bad is bad')
+        write({ n: 0 })
+        push = write
+        return () => void stopped++
+      },
+    },
+  })
+  t.teardown(() => admin.close())
+  const got: unknown[] = []
+  const done = adminStream(path, '/v1/feed', (v) => {
+    got.push(v)
+    if (got.length === 1) setImmediate(() => push!({ n: 1 }))
+    return got.length < 2
+  })
+  await done
+  t.same(got, [{ n: 0 }, { n: 1 }], 'the first line, then one written later')
+  for (let i = 0; i < 50 && stopped === 0; i++) await new Promise((r) => setTimeout(r, 10))
+  t.equal(stopped, 1, 'the producer learns the reader left')
+  await t.rejects(adminStream(path, '/v1/feed?bad=1', () => true), { code: 'EADMIN', message: /bad is bad/ })
 })

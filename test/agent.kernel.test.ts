@@ -76,6 +76,30 @@ kernelTest(t, 'agent: policy file changes take effect live, a bad file changes n
   const ids = JSON.parse((await cli('identity', 'list', '-o', 'json')).stdout) as Array<{ id: number; labels: string[] }>
   t.ok(ids.some((i) => i.id === eps.find((e) => e.host === 'deathstar')!.identity && i.labels.includes('k8s:class=deathstar')), 'identity list: the deathstar identity with its labels')
 
+  // Flows: the proxy's decisions and the kernel's drops (the xwing is dropped before any proxy).
+  await lab.exec('xwing', ['curl', '-s', '-o', '/dev/null', '--max-time', '1', '-X', 'POST', LANDING])
+  type Flow = { protocol: string; verdict: string; path?: string; endpoint?: number }
+  const flows = async (...args: string[]): Promise<Flow[]> =>
+    (await cli('flows', ...args, '-o', 'json')).stdout
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as Flow)
+  const denied = (): Promise<Flow[]> => flows('--verdict', 'denied')
+  await waitFor('a kernel drop among the flows', async () => (await denied()).some((f) => f.protocol === 'kernel'))
+  t.match(await denied(), [{ protocol: 'http', verdict: 'denied', path: '/v1/exhaust-port' }], 'flows: the proxy denial, then')
+  t.ok((await denied()).some((f) => f.protocol === 'kernel' && f.verdict.startsWith('denied')), "the kernel's drop of the xwing")
+  const follower = spawn(process.execPath, [distPath('proxy/cli/main.js'), 'flows', '--follow', '--count', '1', '--verdict', 'allowed', '-o', 'json', '--lab', lab.name], { stdio: ['ignore', 'pipe', 'pipe'] })
+  let followed = ''
+  follower.stdout.on('data', (d: Buffer) => (followed += d.toString()))
+  const followerDone = new Promise<number | null>((r) => follower.once('exit', (c) => r(c)))
+  t.teardown(() => void follower.kill())
+  await waitFor('flows --follow sees a new request', async () => {
+    await status('POST', LANDING)
+    return follower.exitCode !== null
+  })
+  t.equal(await followerDone, 0, 'flows --follow --count 1 ends after one event')
+  t.match(JSON.parse(followed), { protocol: 'http', verdict: 'allowed', path: '/v1/request-landing', status: 200 }, 'the allowed landing, as it happened')
+
   writeFileSync(file, original.replace('path: "/v1/request-landing"', 'path: "/v1/other"'))
   const denyMs = await waitFor('landing denied', async () => (await status('POST', LANDING)) === '403')
   t.pass(`the rule taken out of the file denies the landing (seen after ${denyMs} ms)`)

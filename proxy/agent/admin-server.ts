@@ -1,12 +1,22 @@
-// The agent's admin API: HTTP on a unix socket (mode 0600: root's CLI only), GET-only, JSON.
-// Each route is a function of no arguments that returns what to send. A stale socket file of an
-// agent that died is replaced; a live agent's is not.
+// The agent's admin API: HTTP on a unix socket (mode 0600: root's CLI only), GET-only. A route
+// is a function of the query that returns what to send as JSON, or a stream: JSON lines written
+// as they come until the client goes (or reads too slowly). A stale socket file of an agent that
+// died is replaced; a live agent's is not.
 
 import { chmodSync, existsSync, lstatSync, unlinkSync } from 'node:fs'
 import { createServer, type Server } from 'node:http'
 import { AdminError, adminGet } from './admin-socket.js'
 
-export type AdminRoutes = Record<string, () => unknown>
+export type AdminRoute =
+  | ((query: URLSearchParams) => unknown)
+  | { stream: (query: URLSearchParams, write: (value: unknown) => void) => () => void }
+export type AdminRoutes = Record<string, AdminRoute>
+
+/** A query the route cannot take: 400 with the message. */
+export class AdminQueryError extends Error {}
+
+/** A streaming client this far behind is cut off rather than buffered for. */
+const MAX_STREAM_BACKLOG = 1 << 20
 
 export interface AdminServer {
   close(): Promise<void>
@@ -29,12 +39,29 @@ export async function startAdminServer(socketPath: string, routes: AdminRoutes):
     unlinkSync(socketPath)
   }
   const server: Server = createServer((req, res) => {
-    const route = req.method === 'GET' ? routes[(req.url ?? '').split('?')[0]!] : undefined
+    const url = new URL(req.url ?? '/', 'http://agent')
+    const route = req.method === 'GET' ? routes[url.pathname] : undefined
     if (!route) return send(res, req.method === 'GET' ? 404 : 405, { error: `${req.method} ${req.url}: no such admin call` })
     try {
-      send(res, 200, route())
+      if (typeof route === 'function') return send(res, 200, route(url.searchParams))
+      let stop = (): void => undefined
+      const start = (): void => {
+        if (!res.headersSent) res.writeHead(200, { 'content-type': 'application/x-ndjson' }).flushHeaders()
+      }
+      const write = (value: unknown): void => {
+        start()
+        if (res.writableLength > MAX_STREAM_BACKLOG) {
+          res.end(JSON.stringify({ error: 'the reader fell too far behind; stream ended' }) + '\n')
+          stop()
+          return
+        }
+        res.write(JSON.stringify(value) + '\n')
+      }
+      stop = route.stream(url.searchParams, write)
+      start()
+      res.on('close', stop)
     } catch (e) {
-      send(res, 500, { error: (e as Error).message })
+      send(res, e instanceof AdminQueryError ? 400 : 500, { error: (e as Error).message })
     }
   })
   await new Promise<void>((resolve, reject) => {

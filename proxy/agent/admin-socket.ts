@@ -43,3 +43,40 @@ export function adminGet(socketPath: string, path: string, timeoutMs = 5_000): P
     req.end()
   })
 }
+
+/**
+ * Reads a stream of JSON lines from `path`, calling `onValue` for each, until the agent ends it,
+ * `onValue` returns false, or the agent goes away. Resolves when it is over.
+ */
+export function adminStream(socketPath: string, path: string, onValue: (v: unknown) => boolean | void): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const req = request({ socketPath, path, method: 'GET' }, (res) => {
+      let pending = ''
+      res.setEncoding('utf8')
+      if (res.statusCode !== 200) {
+        res.on('data', (d: string) => (pending += d))
+        res.on('end', () => reject(new AdminError('EADMIN', `the agent refused ${path}: ${(JSON.parse(pending || '{}') as { error?: string }).error ?? res.statusCode}`)))
+        return
+      }
+      res.on('data', (d: string) => {
+        pending += d
+        let nl: number
+        while ((nl = pending.indexOf('\n')) >= 0) {
+          const line = pending.slice(0, nl)
+          pending = pending.slice(nl + 1)
+          if (line && onValue(JSON.parse(line)) === false) {
+            req.destroy()
+            return resolve()
+          }
+        }
+      })
+      res.on('end', () => resolve())
+      res.on('close', () => resolve())
+    })
+    req.on('error', (e: NodeJS.ErrnoException) => {
+      if (e.code === 'ENOENT' || e.code === 'ECONNREFUSED') return reject(new AdminError('ENOAGENT', `no agent is running there (${socketPath}: ${e.code})`))
+      reject(new AdminError('EADMIN', `${socketPath}: ${e.message}`))
+    })
+    req.end()
+  })
+}

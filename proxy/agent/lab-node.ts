@@ -33,7 +33,8 @@ import { HttpProxy } from '../http/http-proxy.js'
 import { startHttpWorkers, type HttpWorkers } from './http-workers.js'
 import { LineBatcher } from './line-batcher.js'
 import { PolicyDirectory } from './policy-dir.js'
-import { startAdminServer } from './admin-server.js'
+import { AdminQueryError, startAdminServer } from './admin-server.js'
+import { FlowFeed, FlowFilterError, parseFlowQuery } from './flow-feed.js'
 
 
 const { values } = parseArgs({
@@ -68,7 +69,12 @@ for (const ep of endpoints) engine.upsertEndpoint(ep)
 // Every thread's lines reach `out` in batches; written out at least every quarter second, and
 // at exit.
 const out = pino.destination({ dest: values.log ?? 1, sync: false, append: true })
-const lines = new LineBatcher((text) => out.write(text))
+// Everything logged also feeds `l7proxy flows`.
+const feed = new FlowFeed((id) => endpoints.find((e) => e.id === id)?.ips ?? [])
+const lines = new LineBatcher((text) => {
+  out.write(text)
+  feed.publishLog(text)
+})
 process.once('exit', () => {
   lines.flush()
   out.flushSync()
@@ -143,6 +149,16 @@ policyDir?.watch((changes) => {
   }
 })
 const startedAt = Date.now()
+feed.publishKernel(dp.counters()) // what the kernel counted before now is not news
+setInterval(() => feed.publishKernel(dp.counters()), 1_000).unref()
+/** A flow query, or a 400 saying what is wrong with it. */
+function flowQuery(q: URLSearchParams): ReturnType<typeof parseFlowQuery> {
+  try {
+    return parseFlowQuery(q)
+  } catch (e) {
+    throw e instanceof FlowFilterError ? new AdminQueryError(e.message) : e
+  }
+}
 const admin = values.admin
   ? await startAdminServer(values.admin, {
       '/v1/status': () => agentStatus(),
@@ -151,6 +167,17 @@ const admin = values.admin
           const info = engine.endpointInfo(ep.id)
           return { id: ep.id, host: ep.host, identity: info?.identity ?? null, ips: ep.ips, labels: ep.labels, enforce: info?.enforce ?? null, rules: info?.ruleIds ?? [] }
         }),
+      '/v1/flows': (q) => {
+        const { filter, last } = flowQuery(q)
+        return feed.recentEvents(filter).slice(-(last || 1_000))
+      },
+      '/v1/flows/follow': {
+        stream: (q, write) => {
+          const { filter, last } = flowQuery(q)
+          if (last > 0) for (const e of feed.recentEvents(filter).slice(-last)) write(e)
+          return feed.follow(filter, write)
+        },
+      },
       '/v1/identities': () =>
         [...engine.identities.all()].map((i) => ({ id: i.id, kind: i.kind, labels: i.labels.labels.map(labelString), ...(i.prefix ? { prefix: formatPrefix(i.prefix) } : {}) })),
     })

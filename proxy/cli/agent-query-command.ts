@@ -4,7 +4,7 @@
 import { parseArgs } from 'node:util'
 import { DEFAULT_LAB } from '../../lab/lab.js'
 import { isValidLabName } from '../../lab/topology.js'
-import { AdminError, adminGet, agentSocketPath } from '../agent/admin-socket.js'
+import { AdminError, adminGet, adminStream, agentSocketPath } from '../agent/admin-socket.js'
 import { renderTable } from './table.js'
 import { UsageError } from './usage-error.js'
 
@@ -14,7 +14,11 @@ export const AGENT_QUERY_USAGE = `  status [--lab NAME] [-o table|json]
   endpoint list [--lab NAME] [-o table|json]
                             the node's endpoints: identity, addresses, enforcement, rules
   identity list [--lab NAME] [-o table|json]
-                            the identities the agent knows, with labels or CIDR`
+                            the identities the agent knows, with labels or CIDR
+  flows [--follow] [--last N] [--verdict V] [--endpoint ID] [--protocol http|kernel] [--count N]
+        [--lab NAME] [-o table|json]
+                            the proxy's decisions and the kernel's drops: the last N (default 20),
+                            then with --follow each one as it happens (until Ctrl-C, or N with --count)`
 
 interface Status {
   mode: string
@@ -60,8 +64,74 @@ function statusText(s: Status): string {
   return renderTable(['WHAT', 'STATE'], rows)
 }
 
-/** `status`, `endpoint list`, `identity list`; returns the exit code. */
-export async function agentQueryCommand(cmd: 'status' | 'endpoint' | 'identity', args: string[], out: (s: string) => void): Promise<number> {
+function time(ms: number): string {
+  return new Date(ms).toISOString().slice(11, 23)
+}
+
+/** One flow event as a line for people. */
+export function flowLine(e: Record<string, unknown>): string {
+  if (e.protocol === 'kernel') return `${time(Number(e.time))}  kernel  ${String(e.verdict).padEnd(8)}  endpoint ${e.endpoint}: ${e.packets} packet(s) dropped`
+  const what = e.method === undefined ? `${e.reason ?? ''}` : `${e.method} ${e.path}`
+  const why = e.verdict === 'allowed' ? (e.rules as string[] | undefined)?.join(',') : e.reason
+  return `${time(Number(e.time))}  http    ${String(e.verdict).padEnd(8)}  ${e.source} -> ${e.destination}  ${what}  ${e.status ?? '-'}  ${why ?? ''}`.trimEnd()
+}
+
+async function flowsCommand(args: string[], out: (s: string) => void): Promise<number> {
+  let v: Record<string, string | boolean | undefined>
+  try {
+    ;({ values: v } = parseArgs({
+      args,
+      strict: true,
+      allowPositionals: false,
+      options: {
+        follow: { type: 'boolean', short: 'f' },
+        last: { type: 'string' },
+        verdict: { type: 'string' },
+        endpoint: { type: 'string' },
+        protocol: { type: 'string' },
+        count: { type: 'string' },
+        lab: { type: 'string' },
+        output: { type: 'string', short: 'o' },
+      },
+    }))
+  } catch (e) {
+    throw new UsageError(`flows: ${(e as Error).message}`)
+  }
+  const { lab, json } = options('flows', [...(v.lab ? ['--lab', String(v.lab)] : []), ...(v.output ? ['-o', String(v.output)] : [])])
+  const whole = (name: string, max: number): number | undefined => {
+    const raw = v[name]
+    if (raw === undefined) return undefined
+    const n = Number(raw)
+    if (!Number.isInteger(n) || n < 0 || n > max) throw new UsageError(`flows: --${name} must be a whole number from 0 to ${max}, not '${raw}'`)
+    return n
+  }
+  const count = whole('count', 1_000_000)
+  if (count === 0) throw new UsageError('flows: --count must be at least 1')
+  const q = new URLSearchParams()
+  q.set('last', String(whole('last', 1000) ?? (v.follow ? 0 : 20)))
+  for (const k of ['verdict', 'endpoint', 'protocol'] as const) if (v[k] !== undefined) q.set(k, String(v[k]))
+  const socket = agentSocketPath(lab)
+  const show = (e: unknown): void => out(json ? `${JSON.stringify(e)}\n` : `${flowLine(e as Record<string, unknown>)}\n`)
+  const noAgent = (e: unknown): never => {
+    if (e instanceof AdminError && e.code === 'ENOAGENT') throw new AdminError('ENOAGENT', `no agent is running on lab '${lab}' (start one: l7proxy agent --lab ${lab})`)
+    throw e
+  }
+  if (!v.follow) {
+    const events = (await adminGet(socket, `/v1/flows?${q}`).catch(noAgent)) as unknown[]
+    for (const e of count === undefined ? events : events.slice(-count)) show(e)
+    return 0
+  }
+  let seen = 0
+  await adminStream(socket, `/v1/flows/follow?${q}`, (e) => {
+    show(e)
+    return count === undefined || ++seen < count
+  }).catch(noAgent)
+  return 0
+}
+
+/** `status`, `endpoint list`, `identity list`, `flows`; returns the exit code. */
+export async function agentQueryCommand(cmd: 'status' | 'endpoint' | 'identity' | 'flows', args: string[], out: (s: string) => void): Promise<number> {
+  if (cmd === 'flows') return flowsCommand(args, out)
   let rest = args
   if (cmd !== 'status') {
     const [sub, ...more] = args

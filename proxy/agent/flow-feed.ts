@@ -1,0 +1,130 @@
+// What `l7proxy flows` shows: the proxy's decisions (the flow lines every thread logs) and the
+// kernel's drops (per-endpoint counter increases, read every second), kept as the last RECENT
+// events and passed to followers as they happen, each follower with its filter. Flow lines are
+// kept as text and parsed only when someone asks or watches: the proxy's hot path pays a search.
+
+import type { Counter } from '../../redirect-bpf/map-layout.js'
+
+export interface FlowEvent {
+  /** ms since the epoch */
+  time: number
+  protocol: 'http' | 'kernel'
+  /** http: allowed, denied or invalid; kernel: the drop's reason. */
+  verdict: string
+  [field: string]: unknown
+}
+
+export interface FlowFilter {
+  verdict?: string
+  endpoint?: number
+  protocol?: 'http' | 'kernel'
+}
+
+const RECENT = 1_000
+const VERDICTS = ['allowed', 'denied', 'invalid', 'denied-by-rule', 'denied-default', 'no-proxy']
+
+export class FlowFilterError extends Error {}
+
+/** A filter from query parameters (verdict, endpoint, protocol), and how many recent events to start with (last). */
+export function parseFlowQuery(q: URLSearchParams): { filter: FlowFilter; last: number } {
+  const filter: FlowFilter = {}
+  const verdict = q.get('verdict')
+  if (verdict !== null) {
+    if (!VERDICTS.includes(verdict)) throw new FlowFilterError(`unknown verdict '${verdict}'; expected one of: ${VERDICTS.join(', ')}`)
+    filter.verdict = verdict
+  }
+  const endpoint = q.get('endpoint')
+  if (endpoint !== null) {
+    if (!/^\d{1,5}$/.test(endpoint)) throw new FlowFilterError(`endpoint must be an endpoint id, not '${endpoint}'`)
+    filter.endpoint = Number(endpoint)
+  }
+  const protocol = q.get('protocol')
+  if (protocol !== null) {
+    if (protocol !== 'http' && protocol !== 'kernel') throw new FlowFilterError(`unknown protocol '${protocol}'; expected http or kernel`)
+    filter.protocol = protocol
+  }
+  const lastText = q.get('last') ?? '0'
+  const last = Number(lastText)
+  if (!Number.isInteger(last) || last < 0 || last > RECENT) throw new FlowFilterError(`last must be a whole number from 0 to ${RECENT}, not '${lastText}'`)
+  return { filter, last }
+}
+const KERNEL_DROPS = new Set(['denied-by-rule', 'denied-default', 'no-proxy'])
+
+/** An HTTP flow line as an event: its fields without pino's level and msg. */
+function httpEvent(line: string): FlowEvent {
+  const { level: _level, msg: _msg, ...fields } = JSON.parse(line) as Record<string, unknown>
+  return { ...fields, time: Number(fields.time), protocol: 'http', verdict: String(fields.verdict) }
+}
+
+export class FlowFeed {
+  /** A ring of the last RECENT events; HTTP ones as their log line. */
+  private readonly recent: Array<FlowEvent | string> = []
+  private next = 0
+  private readonly followers = new Set<{ filter: FlowFilter; send: (e: FlowEvent) => void }>()
+  private lastCounters = new Map<string, number>()
+  private primed = false
+
+  /** `endpointIps(id)`: the addresses of endpoint `id`, to match HTTP flows by either end. */
+  constructor(private readonly endpointIps: (id: number) => readonly string[]) {}
+
+  /** Whether an event passes a filter. */
+  matches(e: FlowEvent, f: FlowFilter): boolean {
+    if (f.protocol !== undefined && e.protocol !== f.protocol) return false
+    if (f.verdict !== undefined && !(e.verdict === f.verdict || (f.verdict === 'denied' && e.protocol === 'kernel'))) return false
+    if (f.endpoint !== undefined) {
+      if (e.protocol === 'kernel') return e.endpoint === f.endpoint
+      const ips = this.endpointIps(f.endpoint)
+      const ip = (a: unknown): string => String(a).split(':')[0]!
+      return ips.includes(ip(e.source)) || ips.includes(ip(e.destination))
+    }
+    return true
+  }
+
+  /** The recent events that pass `filter`, oldest first. */
+  recentEvents(filter: FlowFilter): FlowEvent[] {
+    const ordered = [...this.recent.slice(this.next), ...this.recent.slice(0, this.next)]
+    return ordered.map((e) => (typeof e === 'string' ? httpEvent(e) : e)).filter((e) => this.matches(e, filter))
+  }
+
+  /** Calls `send` with each new event that passes `filter`, until the returned function is called. */
+  follow(filter: FlowFilter, send: (e: FlowEvent) => void): () => void {
+    const f = { filter, send }
+    this.followers.add(f)
+    return () => this.followers.delete(f)
+  }
+
+  /** Log text (whole JSON lines); the HTTP flow lines in it become events. */
+  publishLog(text: string): void {
+    let at = 0
+    while (at < text.length) {
+      const end = text.indexOf('\n', at)
+      const line = text.slice(at, end < 0 ? text.length : end)
+      at = end < 0 ? text.length : end + 1
+      if (!line.includes('"msg":"http allowed"') && !line.includes('"msg":"http denied"') && !line.includes('"verdict":"invalid"')) continue
+      this.add(line)
+    }
+  }
+
+  /** The kernel's counters now: each drop counter that grew since the last call becomes an event. */
+  publishKernel(counters: readonly Counter[], now = Date.now()): void {
+    const next = new Map<string, number>()
+    for (const c of counters) {
+      if (!KERNEL_DROPS.has(c.verdict)) continue
+      const key = `${c.endpointId}/${c.verdict}`
+      next.set(key, c.packets)
+      const grew = c.packets - (this.lastCounters.get(key) ?? 0)
+      if (this.primed && grew > 0) this.add({ time: now, protocol: 'kernel', verdict: c.verdict, endpoint: c.endpointId, packets: grew })
+    }
+    this.lastCounters = next
+    this.primed = true // what was counted before the agent started is not news
+  }
+
+  private add(e: FlowEvent | string): void {
+    if (this.recent.length < RECENT) this.recent.push(e)
+    else this.recent[this.next] = e
+    this.next = (this.next + 1) % RECENT
+    if (this.followers.size === 0) return
+    const event = typeof e === 'string' ? httpEvent(e) : e
+    for (const f of this.followers) if (this.matches(event, f.filter)) f.send(event)
+  }
+}
