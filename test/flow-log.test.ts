@@ -3,7 +3,7 @@
 
 import pino from 'pino'
 import t from 'tap'
-import type { FlowVerdict } from '../proxy/http/flow-verdict.js'
+import type { FlowVerdict } from '../proxy/flow-verdict.js'
 import { FlowLog } from '../proxy/http/flow-log.js'
 
 function capture(level = 'info'): { lines: Array<Record<string, unknown>>; log: FlowLog } {

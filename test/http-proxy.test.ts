@@ -12,7 +12,7 @@ import { Client } from 'undici'
 import { labEndpoints } from '../lab/topology.js'
 import { startHttpServer } from '../lab/servers/http-server.js'
 import { PolicyEngine } from '../policy/engine.js'
-import type { Flow } from '../proxy/http/flow-verdict.js'
+import type { Flow } from '../proxy/flow-verdict.js'
 import { HttpProxy, type HttpProxyOptions } from '../proxy/http/http-proxy.js'
 
 const STAR_WARS = `apiVersion: cilium.io/v2

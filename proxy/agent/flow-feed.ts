@@ -8,8 +8,8 @@ import type { Counter } from '../../redirect-bpf/map-layout.js'
 export interface FlowEvent {
   /** ms since the epoch */
   time: number
-  protocol: 'http' | 'kernel'
-  /** http: allowed, denied or invalid; kernel: the drop's reason. */
+  protocol: 'http' | 'dns' | 'kernel'
+  /** http, dns: allowed, denied or invalid; kernel: the drop's reason. */
   verdict: string
   [field: string]: unknown
 }
@@ -17,7 +17,7 @@ export interface FlowEvent {
 export interface FlowFilter {
   verdict?: string
   endpoint?: number
-  protocol?: 'http' | 'kernel'
+  protocol?: 'http' | 'dns' | 'kernel'
 }
 
 const RECENT = 1_000
@@ -40,7 +40,7 @@ export function parseFlowQuery(q: URLSearchParams): { filter: FlowFilter; last: 
   }
   const protocol = q.get('protocol')
   if (protocol !== null) {
-    if (protocol !== 'http' && protocol !== 'kernel') throw new FlowFilterError(`unknown protocol '${protocol}'; expected http or kernel`)
+    if (protocol !== 'http' && protocol !== 'dns' && protocol !== 'kernel') throw new FlowFilterError(`unknown protocol '${protocol}'; expected http, dns or kernel`)
     filter.protocol = protocol
   }
   const lastText = q.get('last') ?? '0'
@@ -50,10 +50,10 @@ export function parseFlowQuery(q: URLSearchParams): { filter: FlowFilter; last: 
 }
 const KERNEL_DROPS = new Set(['denied-by-rule', 'denied-default', 'no-proxy'])
 
-/** An HTTP flow line as an event: its fields without pino's level and msg. */
-function httpEvent(line: string): FlowEvent {
-  const { level: _level, msg: _msg, ...fields } = JSON.parse(line) as Record<string, unknown>
-  return { ...fields, time: Number(fields.time), protocol: 'http', verdict: String(fields.verdict) }
+/** A proxy's flow line as an event: its fields without pino's level and msg. */
+function lineEvent(line: string): FlowEvent {
+  const { level: _level, msg, ...fields } = JSON.parse(line) as Record<string, unknown>
+  return { ...fields, time: Number(fields.time), protocol: String(msg).startsWith('dns') ? 'dns' : 'http', verdict: String(fields.verdict) }
 }
 
 export class FlowFeed {
@@ -83,7 +83,7 @@ export class FlowFeed {
   /** The recent events that pass `filter`, oldest first. */
   recentEvents(filter: FlowFilter): FlowEvent[] {
     const ordered = [...this.recent.slice(this.next), ...this.recent.slice(0, this.next)]
-    return ordered.map((e) => (typeof e === 'string' ? httpEvent(e) : e)).filter((e) => this.matches(e, filter))
+    return ordered.map((e) => (typeof e === 'string' ? lineEvent(e) : e)).filter((e) => this.matches(e, filter))
   }
 
   /** Calls `send` with each new event that passes `filter`, until the returned function is called. */
@@ -100,7 +100,7 @@ export class FlowFeed {
       const end = text.indexOf('\n', at)
       const line = text.slice(at, end < 0 ? text.length : end)
       at = end < 0 ? text.length : end + 1
-      if (!line.includes('"msg":"http allowed"') && !line.includes('"msg":"http denied"') && !line.includes('"verdict":"invalid"')) continue
+      if (!/"msg":"(http|dns)( allowed| denied|: )/.test(line) || !line.includes('"verdict":')) continue
       this.add(line)
     }
   }
@@ -124,7 +124,7 @@ export class FlowFeed {
     else this.recent[this.next] = e
     this.next = (this.next + 1) % RECENT
     if (this.followers.size === 0) return
-    const event = typeof e === 'string' ? httpEvent(e) : e
+    const event = typeof e === 'string' ? lineEvent(e) : e
     for (const f of this.followers) if (this.matches(event, f.filter)) f.send(event)
   }
 }

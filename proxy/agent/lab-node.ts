@@ -13,6 +13,7 @@
 // FILE: a benchmark's reader must not compete with the proxy for CPU), and stops cleanly on
 // SIGTERM or SIGINT. With --admin it answers the CLI on that unix socket (admin-server.ts).
 
+import { createSocket, type Socket as UdpSocket } from 'node:dgram'
 import { readFileSync } from 'node:fs'
 import { availableParallelism } from 'node:os'
 import type { Socket } from 'node:net'
@@ -26,8 +27,9 @@ import { joinCgroup, cgroup2Root } from '../../redirect-bpf/cgroup.js'
 import { removeBpffs } from '../../redirect-bpf/bpffs.js'
 import { Datapath } from '../../redirect-bpf/datapath.js'
 import { parseMode } from '../../redirect-bpf/modes/redirect-mode.js'
-import { transparentTcpListener } from '../../redirect-bpf/transparent-socket.js'
-import type { Flow } from '../http/flow-verdict.js'
+import { transparentTcpListener, transparentUdpSocket } from '../../redirect-bpf/transparent-socket.js'
+import { DnsProxy } from '../dns/dns-proxy.js'
+import type { Flow } from '../flow-verdict.js'
 import { LAB_PROXY_PORTS, labProxyAddress } from './lab-node-process.js'
 import { HttpProxy } from '../http/http-proxy.js'
 import { startHttpWorkers, type HttpWorkers } from './http-workers.js'
@@ -108,6 +110,28 @@ const proxyAddress = labProxyAddress(mode)
 const dp = Datapath.start({ mode, pinRoot: values.pin, proxyAddress, proxyPorts: [HTTP_PORT, DNS_PORT], ...(values['sockmap-cgroup'] ? { cgroupName: values['sockmap-cgroup'] } : {}) })
 for (const h of LAB_HOSTS) dp.attach(nodeIfname(h.name), endpoints.find((e) => e.host === h.name)?.id)
 dp.apply(engine.takeDelta())
+
+// The DNS proxy (main thread: it reads the proxymap): answers leave from the server the client
+// asked, through a transparent socket bound to that address (in dnat mode conntrack rewrites the
+// proxy's own answers back).
+const replySockets = new Map<string, UdpSocket>()
+const dns: DnsProxy = new DnsProxy({
+  engine,
+  logger,
+  originalDestination: (c) => dp.originalDestination(c.address, c.port, 'udp'),
+  replySocket: (server): UdpSocket => {
+    if (mode === 'dnat') return dns.socket
+    const key = `${server.address}:${server.port}`
+    let s = replySockets.get(key)
+    if (!s) {
+      s = createSocket('udp4')
+      s.bind({ fd: transparentUdpSocket(server.address, server.port) })
+      replySockets.set(key, s)
+    }
+    return s
+  },
+})
+await dns.listen({ fd: transparentUdpSocket(proxyAddress, DNS_PORT) })
 
 let proxy: HttpProxy | null = null
 let workers: HttpWorkers | null = null
@@ -201,6 +225,7 @@ function agentStatus(): Record<string, unknown> {
     endpoints: endpoints.length,
     identities: [...engine.identities.all()].length,
     http: proxy ? { listening: `${proxyAddress}:${HTTP_PORT}`, threads, connections, requests } : { listening: 'external', threads: 0 },
+    dns: { listening: `${proxyAddress}:${DNS_PORT}/udp`, queries: { ...dns.stats } },
     kernelPackets: kernel,
   }
 }
@@ -208,6 +233,8 @@ logger.info({ mode, policies: [...policies.keys()], revision: engine.policyRevis
 process.stdout.write('READY\n')
 const shutdown = (): void => {
   policyDir?.close()
+  dns.close()
+  for (const s of replySockets.values()) s.close()
   void Promise.all([proxy?.close(), workers?.stop(), admin?.close()]).finally(() => {
     logger.info({ mode, httpThreads: proxy ? threads : 0, ...(dp.cgroup ? { sockmap: dp.sockmapStats() } : {}) }, 'datapath stopped')
     dp.stop()

@@ -9,7 +9,7 @@ import { existsSync, readFileSync, statSync } from 'node:fs'
 import { availableParallelism } from 'node:os'
 import { parseArgs } from 'node:util'
 import { labUp } from '../../lab/lab.js'
-import { findHost, isValidLabName, nodeNetns } from '../../lab/topology.js'
+import { isValidLabName, nodeNetns } from '../../lab/topology.js'
 import { distPath } from '../../lib/project-root.js'
 import { REDIRECT_MODES, type RedirectMode } from '../../redirect-bpf/modes/redirect-mode.js'
 import { ConfigError, LOG_LEVELS, environmentLayers, parseConfigText, resolveConfig, type AgentConfig, type ConfigLayer, type LogLevel } from '../agent/config.js'
@@ -83,11 +83,9 @@ export async function agentCommand(args: string[], out: (s: string) => void): Pr
   const threads = c.proxy.threads === 0 ? availableParallelism() : c.proxy.threads
   const { created } = await labUp(c.lab)
   out(`${created ? 'brought lab' : 'lab'} '${c.lab}' up; starting the agent (${c.mode}, policies in ${c.policyDirectory})\n`)
-  // By address: the example's DNS rule steers the pods' lookups to the DNS proxy, which is not
-  // there yet (issue 7), and steered traffic without a proxy is dropped.
-  const deathstar = findHost('deathstar').addresses[0]!
-  out(`try: ip netns exec l7lab-${c.lab}-tiefighter curl -s -XPOST http://${deathstar}/v1/request-landing\n`)
-  out(`     ip netns exec l7lab-${c.lab}-tiefighter curl -s -XPUT http://${deathstar}/v1/exhaust-port\n`)
+  out(`try: ip netns exec l7lab-${c.lab}-tiefighter curl -s -XPOST http://deathstar/v1/request-landing\n`)
+  out(`     ip netns exec l7lab-${c.lab}-tiefighter curl -s -XPUT http://deathstar/v1/exhaust-port\n`)
+  out(`     ip netns exec l7lab-${c.lab}-tiefighter dig hoth.alliance\n`)
   // prettier-ignore
   const argv = ['netns', 'exec', nodeNetns(c.lab), process.execPath, distPath('proxy/agent/lab-node.js'),
     '--mode', c.mode, '--policy-dir', c.policyDirectory, '--pin', c.bpffs, '--threads', String(threads), '--admin', c.admin.socket,

@@ -15,7 +15,7 @@ export const AGENT_QUERY_USAGE = `  status [--lab NAME] [-o table|json]
                             the node's endpoints: identity, addresses, enforcement, rules
   identity list [--lab NAME] [-o table|json]
                             the identities the agent knows, with labels or CIDR
-  flows [--follow] [--last N] [--verdict V] [--endpoint ID] [--protocol http|kernel] [--count N]
+  flows [--follow] [--last N] [--verdict V] [--endpoint ID] [--protocol http|dns|kernel] [--count N]
         [--lab NAME] [-o table|json]
                             the proxy's decisions and the kernel's drops: the last N (default 20),
                             then with --follow each one as it happens (until Ctrl-C, or N with --count)`
@@ -71,6 +71,10 @@ function time(ms: number): string {
 /** One flow event as a line for people. */
 export function flowLine(e: Record<string, unknown>): string {
   if (e.protocol === 'kernel') return `${time(Number(e.time))}  kernel  ${String(e.verdict).padEnd(8)}  endpoint ${e.endpoint}: ${e.packets} packet(s) dropped`
+  if (e.protocol === 'dns') {
+    const why = e.verdict === 'allowed' ? (e.rules as string[] | undefined)?.join(',') : e.reason
+    return `${time(Number(e.time))}  dns     ${String(e.verdict).padEnd(8)}  ${e.source} -> ${e.destination}  ${e.qname ?? ''} ${e.qtype ?? ''}  ${e.rcode ?? '-'}  ${why ?? ''}`.trimEnd()
+  }
   const what = e.method === undefined ? `${e.reason ?? ''}` : `${e.method} ${e.path}`
   const why = e.verdict === 'allowed' ? (e.rules as string[] | undefined)?.join(',') : e.reason
   return `${time(Number(e.time))}  http    ${String(e.verdict).padEnd(8)}  ${e.source} -> ${e.destination}  ${what}  ${e.status ?? '-'}  ${why ?? ''}`.trimEnd()

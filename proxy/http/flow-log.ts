@@ -4,7 +4,7 @@
 // cost; the template is a few string joins. Other log lines go through pino as usual.
 
 import pino, { type Logger } from 'pino'
-import type { FlowVerdict } from './flow-verdict.js'
+import type { FlowVerdict } from '../flow-verdict.js'
 
 const INFO = 30
 const str = JSON.stringify

@@ -9,7 +9,7 @@ import { createServer, type Server, type Socket } from 'node:net'
 import type { Logger } from 'pino'
 import type { PolicyEngine } from '../../policy/engine.js'
 import { ClientConnection, type Origin, type ProxyContext, type ProxyStats } from './client-connection.js'
-import type { Flow } from './flow-verdict.js'
+import type { Flow } from '../flow-verdict.js'
 
 export type { Origin, ProxyStats } from './client-connection.js'
 

@@ -1,15 +1,15 @@
-// The L7 verdict for one HTTP request on a steered flow: the sender's egress rules (if the sender
-// is a local endpoint with L7 rules on that port) and the receiver's ingress rules (likewise)
-// must both allow it. A flow steered while no L7 rule applies any more (policy changed since the
+// The L7 verdict for one request on a steered flow (an HTTP request, a DNS question): the
+// sender's egress rules (if the sender is a local endpoint with L7 rules of that kind on that
+// port) and the receiver's ingress rules (likewise) must both allow it. A flow steered while no L7 rule applies any more (policy changed since the
 // kernel decided) falls back to the L3/L4 decision, so a removed allow is never kept open.
 //
 // What a flow resolves to (identities, endpoints, filters, L3/L4 decisions) is worked out once
 // per connection and engine generation (FlowPolicy); each request then only runs the matchers.
 
-import type { PolicyEngine } from '../../policy/engine.js'
-import type { HeaderAction, HttpRequestView } from '../../policy/http-matcher.js'
-import { evaluateHttp, type L7Filter } from '../../policy/l7-policy.js'
-import type { Direction } from '../../policy/model.js'
+import type { PolicyEngine } from '../policy/engine.js'
+import type { HeaderAction, HttpRequestView } from '../policy/http-matcher.js'
+import { evaluateDns, evaluateHttp, type L7Filter, type L7Verdict } from '../policy/l7-policy.js'
+import type { Direction } from '../policy/model.js'
 
 export interface Flow {
   sourceAddress: string
@@ -36,17 +36,29 @@ interface Side {
   filter: L7Filter
 }
 
+/** Which L7 rules a proxy applies: HTTP on TCP, or DNS on UDP or TCP. */
+export interface L7Kind {
+  parser: 'http' | 'dns'
+  protocol: 'TCP' | 'UDP'
+}
+
+const HTTP: L7Kind = { parser: 'http', protocol: 'TCP' }
+
 /** One flow as the engine saw it at `generation`. */
 export class FlowPolicy {
   readonly generation: number
   readonly sourceIdentity: number
   readonly destIdentity: number
-  /** The sides with HTTP rules, in order egress then ingress. */
+  /** The sides with rules of this kind, in order egress then ingress. */
   readonly sides: readonly Side[]
-  /** Set when a side without HTTP rules denies the flow at L3/L4. */
+  /** Set when a side without such rules denies the flow at L3/L4. */
   readonly l4Denial: string | null
 
-  constructor(engine: PolicyEngine, flow: Flow) {
+  constructor(
+    engine: PolicyEngine,
+    flow: Flow,
+    readonly kind: L7Kind = HTTP,
+  ) {
     this.generation = engine.stateGeneration
     this.sourceIdentity = engine.identityOf(flow.sourceAddress)
     this.destIdentity = engine.identityOf(flow.destAddress)
@@ -58,9 +70,9 @@ export class FlowPolicy {
     ]
     for (const [direction, endpoint, peer] of candidates) {
       if (endpoint === undefined) continue
-      const filter = engine.l7Policy(endpoint)?.find(direction, 'TCP', flow.destPort)
-      if (filter && filter.parser === 'http') sides.push({ direction, endpoint, peer, filter })
-      else if (denial === null && engine.decide(endpoint, direction, peer, 6, flow.destPort).verdict === 'deny') {
+      const filter = engine.l7Policy(endpoint)?.find(direction, kind.protocol, flow.destPort)
+      if (filter && filter.parser === kind.parser) sides.push({ direction, endpoint, peer, filter })
+      else if (denial === null && engine.decide(endpoint, direction, peer, kind.protocol === 'TCP' ? 6 : 17, flow.destPort).verdict === 'deny') {
         denial = `${direction} of endpoint ${endpoint}: denied at L3/L4`
       }
     }
@@ -70,18 +82,19 @@ export class FlowPolicy {
 
   /** This resolution, or a fresh one if the engine changed since. */
   current(engine: PolicyEngine, flow: Flow): FlowPolicy {
-    return engine.stateGeneration === this.generation ? this : new FlowPolicy(engine, flow)
+    return engine.stateGeneration === this.generation ? this : new FlowPolicy(engine, flow, this.kind)
   }
 }
 
-export function httpVerdict(policy: FlowPolicy, req: HttpRequestView): FlowVerdict {
+/** Both sides' rules applied by `evaluate`; the first side that denies decides. */
+function verdict(policy: FlowPolicy, evaluate: (filter: L7Filter, peer: number) => L7Verdict, what: string): FlowVerdict {
   const v: FlowVerdict = { allowed: false, rules: [], reason: '', actions: [], sourceIdentity: policy.sourceIdentity, destIdentity: policy.destIdentity }
   if (policy.l4Denial !== null) {
     v.reason = policy.l4Denial
     return v
   }
   for (const side of policy.sides) {
-    const r = evaluateHttp(side.filter, side.peer, req)
+    const r = evaluate(side.filter, side.peer)
     if (!r.allowed) {
       v.reason = `${side.direction} of endpoint ${side.endpoint}: ${r.reason}`
       return v
@@ -90,6 +103,15 @@ export function httpVerdict(policy: FlowPolicy, req: HttpRequestView): FlowVerdi
     for (const a of r.actions) v.actions.push(a)
   }
   v.allowed = true
-  v.reason = policy.sides.length === 0 ? 'no http rule applies (L3/L4 allows it)' : 'request matched an http rule'
+  v.reason = policy.sides.length === 0 ? `no ${policy.kind.parser} rule applies (L3/L4 allows it)` : what
   return v
+}
+
+export function httpVerdict(policy: FlowPolicy, req: HttpRequestView): FlowVerdict {
+  return verdict(policy, (filter, peer) => evaluateHttp(filter, peer, req), 'request matched an http rule')
+}
+
+/** For one question's name (lower case, no trailing dot). */
+export function dnsVerdict(policy: FlowPolicy, qname: string): FlowVerdict {
+  return verdict(policy, (filter, peer) => evaluateDns(filter, peer, qname), 'name matched a dns rule')
 }

@@ -1,0 +1,240 @@
+// The transparent DNS proxy over UDP: each steered query is parsed (dns-packet), its question
+// judged against the flow's DNS rules (the sender's egress, the server's ingress), allowed ones
+// forwarded to the server the client asked and its answer relayed back, denied ones answered by
+// the proxy (REFUSED, or NXDOMAIN if configured) without asking anyone. Answers reach the client
+// from the address and port it sent to. Malformed queries get FORMERR when their header can be
+// read, and are dropped otherwise. One log line per query.
+
+import { createSocket, type RemoteInfo, type Socket } from 'node:dgram'
+import dnsPacket from 'dns-packet'
+import type { Logger } from 'pino'
+import type { PolicyEngine } from '../../policy/engine.js'
+import { FlowPolicy, dnsVerdict, type Flow, type FlowVerdict, type L7Kind } from '../flow-verdict.js'
+
+export interface Endpoint {
+  address: string
+  port: number
+}
+
+export interface DnsProxyOptions {
+  engine: PolicyEngine
+  logger: Logger
+  /** Where a client's datagram was going (the datapath's proxymap); null if not known. */
+  originalDestination: (client: Endpoint) => Endpoint | null
+  /** The socket to answer from so the answer comes from `server` (made once per server). */
+  replySocket: (server: Endpoint) => Socket
+  /** The flow a query belongs to; by default its client and original destination. */
+  flowOf?: (client: Endpoint, server: Endpoint) => Flow
+  /** Where to send an allowed query; by default its original destination. */
+  upstreamOf?: (flow: Flow) => Endpoint
+  /** What a denied query gets. */
+  rejectCode?: 'REFUSED' | 'NXDOMAIN'
+  upstreamTimeoutMs?: number
+}
+
+export interface DnsStats {
+  allowed: number
+  denied: number
+  invalid: number
+  /** Allowed queries the server did not answer in time. */
+  timedOut: number
+}
+
+const DNS_UDP: L7Kind = { parser: 'dns', protocol: 'UDP' }
+const RCODE = { NOERROR: 0, FORMERR: 1, SERVFAIL: 2, NXDOMAIN: 3, NOTIMP: 4, REFUSED: 5 } as const
+const RCODE_NAMES: Record<number, string> = Object.fromEntries(Object.entries(RCODE).map(([k, v]) => [v, k]))
+const QR = 0x8000
+/** Kept from the query in the proxy's own answers: opcode and RD. */
+const KEPT_FLAGS = 0x7900
+const RA = 0x0080
+/** Flow resolutions kept for clients seen recently; cleared whole when it grows past this. */
+const MAX_FLOWS = 10_000
+
+interface Pending {
+  client: Endpoint
+  clientId: number
+  server: Endpoint
+  /** Where the query went (the server, unless told otherwise). */
+  upstream: Endpoint
+  started: number
+  qname: string
+  qtype: string
+  verdict: FlowVerdict
+  flow: Flow
+}
+
+/** The proxy's own answer to a query it read: its id and question, no records, `rcode`. */
+function answer(query: dnsPacket.Packet, raw: Buffer, rcode: number): Buffer {
+  // RA: the proxy stands for a recursive server.
+  return dnsPacket.encode({ type: 'response', id: query.id ?? 0, flags: (raw.readUInt16BE(2) & KEPT_FLAGS) | RA | rcode, questions: query.questions ?? [] })
+}
+
+/** FORMERR for a query that could not be read: its header only, with every count zero. */
+function formatError(raw: Buffer): Buffer {
+  const out = Buffer.alloc(12)
+  raw.copy(out, 0, 0, 2)
+  out.writeUInt16BE(QR | (raw.readUInt16BE(2) & KEPT_FLAGS) | RA | RCODE.FORMERR, 2)
+  return out
+}
+
+export class DnsProxy {
+  readonly socket: Socket = createSocket('udp4')
+  readonly stats: DnsStats = { allowed: 0, denied: 0, invalid: 0, timedOut: 0 }
+  private readonly upstream: Socket = createSocket('udp4')
+  private readonly pending = new Map<number, Pending>()
+  private readonly flows = new Map<string, FlowPolicy>()
+  private nextId = Math.floor(Math.random() * 0x10000)
+  private readonly sweeper: NodeJS.Timeout
+  private readonly rejectCode: number
+  private readonly timeoutMs: number
+
+  constructor(private readonly opts: DnsProxyOptions) {
+    this.rejectCode = RCODE[opts.rejectCode ?? 'REFUSED']
+    this.timeoutMs = opts.upstreamTimeoutMs ?? 5_000
+    this.socket.on('message', (msg, rinfo) => this.onQuery(msg, rinfo))
+    this.upstream.on('message', (msg, rinfo) => this.onAnswer(msg, rinfo))
+    // A datagram socket's errors (an ICMP error for one send) are no reason to stop.
+    this.socket.on('error', (e) => opts.logger.warn({ error: e.message }, 'dns: socket error'))
+    this.upstream.on('error', (e) => opts.logger.warn({ error: e.message }, 'dns: upstream socket error'))
+    this.sweeper = setInterval(() => this.sweep(), Math.max(50, Math.min(1000, this.timeoutMs / 4)))
+    this.sweeper.unref()
+  }
+
+  /** Receives on a socket made elsewhere (a transparent one's fd), or a port for tests. */
+  async listen(where: { fd: number } | { port: number; address: string }): Promise<void> {
+    await new Promise<void>((resolve) => this.upstream.bind(0, resolve))
+    await new Promise<void>((resolve) => ('fd' in where ? this.socket.bind({ fd: where.fd }, resolve) : this.socket.bind(where.port, where.address, resolve)))
+  }
+
+  close(): void {
+    clearInterval(this.sweeper)
+    this.socket.close()
+    this.upstream.close()
+  }
+
+  private policy(flow: Flow): FlowPolicy {
+    const key = `${flow.sourceAddress}:${flow.sourcePort}>${flow.destAddress}:${flow.destPort}`
+    const known = this.flows.get(key)
+    if (known && known.generation === this.opts.engine.stateGeneration) return known
+    if (this.flows.size >= MAX_FLOWS) this.flows.clear()
+    const p = new FlowPolicy(this.opts.engine, flow, DNS_UDP)
+    this.flows.set(key, p)
+    return p
+  }
+
+  private onQuery(msg: Buffer, rinfo: RemoteInfo): void {
+    const client = { address: rinfo.address, port: rinfo.port }
+    const server = this.opts.originalDestination(client)
+    if (server === null) {
+      this.stats.invalid++
+      this.opts.logger.warn({ source: `${client.address}:${client.port}` }, 'dns: query with no known destination dropped')
+      return
+    }
+    const reply = (data: Buffer): void => this.opts.replySocket(server).send(data, client.port, client.address)
+    const log = { source: `${client.address}:${client.port}`, destination: `${server.address}:${server.port}` }
+    let query: dnsPacket.Packet
+    try {
+      query = dnsPacket.decode(msg)
+    } catch (e) {
+      this.stats.invalid++
+      this.opts.logger.info({ ...log, verdict: 'invalid', reason: (e as Error).message }, 'dns: malformed query')
+      if (msg.length >= 12 && (msg.readUInt16BE(2) & QR) === 0) reply(formatError(msg))
+      return
+    }
+    if (query.type === 'response') return // not a query: nothing to answer
+    const questions = query.questions ?? []
+    const opcode = (msg.readUInt16BE(2) >> 11) & 0xf
+    if (opcode !== 0 || questions.length !== 1) {
+      this.stats.invalid++
+      const rcode = opcode !== 0 ? RCODE.NOTIMP : RCODE.FORMERR
+      this.opts.logger.info({ ...log, verdict: 'invalid', reason: opcode !== 0 ? `opcode ${opcode} is not QUERY` : `${questions.length} questions` }, 'dns: query refused')
+      reply(answer(query, msg, rcode))
+      return
+    }
+    const q = questions[0]!
+    const qname = q.name.toLowerCase().replace(/\.$/, '')
+    const flow = this.opts.flowOf ? this.opts.flowOf(client, server) : { sourceAddress: client.address, sourcePort: client.port, destAddress: server.address, destPort: server.port }
+    const verdict = dnsVerdict(this.policy(flow), qname)
+    const started = performance.now()
+    if (!verdict.allowed) {
+      this.stats.denied++
+      reply(answer(query, msg, this.rejectCode))
+      this.logQuery(flow, qname, q.type, verdict, this.rejectCode === RCODE.REFUSED ? 'REFUSED' : 'NXDOMAIN', started, [])
+      return
+    }
+    const id = this.freeId()
+    if (id === null) {
+      reply(answer(query, msg, RCODE.SERVFAIL)) // 65536 queries in flight: none more until some end
+      return
+    }
+    const upstream = this.opts.upstreamOf?.(flow) ?? server
+    this.pending.set(id, { client, clientId: msg.readUInt16BE(0), server, upstream, started, qname, qtype: q.type, verdict, flow })
+    const out = Buffer.from(msg)
+    out.writeUInt16BE(id, 0)
+    this.upstream.send(out, upstream.port, upstream.address)
+  }
+
+  private freeId(): number | null {
+    for (let i = 0; i < 0x10000; i++) {
+      const id = (this.nextId + i) & 0xffff
+      if (!this.pending.has(id)) {
+        this.nextId = (id + 1) & 0xffff
+        return id
+      }
+    }
+    return null
+  }
+
+  private onAnswer(msg: Buffer, rinfo: RemoteInfo): void {
+    if (msg.length < 12) return
+    const p = this.pending.get(msg.readUInt16BE(0))
+    // Only the server asked may answer (an answer from elsewhere is dropped, not relayed).
+    if (!p || rinfo.address !== p.upstream.address || rinfo.port !== p.upstream.port) return
+    this.pending.delete(msg.readUInt16BE(0))
+    const out = Buffer.from(msg)
+    out.writeUInt16BE(p.clientId, 0)
+    this.opts.replySocket(p.server).send(out, p.client.port, p.client.address)
+    this.stats.allowed++
+    const rcode = RCODE_NAMES[msg.readUInt16BE(2) & 0xf] ?? String(msg.readUInt16BE(2) & 0xf)
+    let answers: string[] = []
+    try {
+      answers = (dnsPacket.decode(msg).answers ?? []).map((r) => {
+        const data = (r as { data?: unknown }).data
+        return `${r.type} ${typeof data === 'string' ? data : JSON.stringify(data)}`
+      })
+    } catch {
+      // relayed as the server sent it; the log says it could not be read
+    }
+    this.logQuery(p.flow, p.qname, p.qtype, p.verdict, rcode, p.started, answers)
+  }
+
+  private sweep(): void {
+    const now = performance.now()
+    for (const [id, p] of this.pending) {
+      if (now - p.started <= this.timeoutMs) continue
+      this.pending.delete(id)
+      this.stats.timedOut++
+      this.logQuery(p.flow, p.qname, p.qtype, p.verdict, 'TIMEOUT', p.started, [])
+    }
+  }
+
+  private logQuery(flow: Flow, qname: string, qtype: string, v: FlowVerdict, rcode: string, started: number, answers: string[]): void {
+    this.opts.logger.info(
+      {
+        source: `${flow.sourceAddress}:${flow.sourcePort}`,
+        destination: `${flow.destAddress}:${flow.destPort}`,
+        verdict: v.allowed ? 'allowed' : 'denied',
+        rules: v.rules,
+        reason: v.reason,
+        qname,
+        qtype,
+        rcode,
+        answers,
+        sourceIdentity: v.sourceIdentity,
+        destIdentity: v.destIdentity,
+        ms: Math.round((performance.now() - started) * 1000) / 1000,
+      },
+      v.allowed ? 'dns allowed' : 'dns denied',
+    )
+  }
+}

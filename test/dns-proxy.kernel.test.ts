@@ -1,0 +1,34 @@
+// The DNS proxy in the lab, in each redirect mode: real dig and curl from the tiefighter with the
+// example policy (names under empire allowed, nothing else). dig accepts an answer only from the
+// server it asked, so every answer checked here came back from 198.18.2.53:53.
+
+import { join } from 'node:path'
+import t from 'tap'
+import { projectRoot } from '../lib/project-root.js'
+import { startLabNode } from '../proxy/agent/lab-node-process.js'
+import { kernelTest } from './fixtures/kernel.js'
+import { useLab } from './fixtures/lab.js'
+import { rmSync } from 'node:fs'
+
+for (const mode of ['sk-assign', 'tproxy', 'dnat'] as const) {
+  kernelTest(t, `dns proxy in the lab (${mode}): allowed names answered by the server, others refused by the proxy`, async (t) => {
+    const lab = await useLab(t)
+    const pin = `/run/l7proxy/test-bpffs-${lab.name}`
+    const node = await startLabNode({ lab: lab.name, mode, policyFile: join(projectRoot(), 'policy/examples/star-wars.yaml'), pin })
+    t.teardown(async () => {
+      await node.stop()
+      rmSync(pin, { recursive: true, force: true })
+    })
+    const dig = async (...args: string[]) => (await lab.exec('tiefighter', ['dig', '+time=2', '+tries=1', ...args], { timeoutMs: 10_000 })).stdout
+    t.same((await dig('+short', 'cantina.empire')).trim().split('\n').sort(), ['192.0.2.3', '192.0.2.4'], 'cantina.empire: the server’s answer')
+    t.match(await dig('hoth.alliance'), /status: REFUSED/, 'hoth.alliance: refused')
+    const landing = await lab.exec('tiefighter', ['curl', '-s', '--max-time', '5', '-X', 'POST', 'http://deathstar/v1/request-landing'], { timeoutMs: 15_000 })
+    t.equal(landing.stdout, 'Ship landed\n', 'a name resolved through the DNS proxy, then the request through the HTTP proxy')
+    t.equal(await node.stop(), 0)
+    const lines = node.lines()
+    const allowed = lines.find((l) => l.msg === 'dns allowed' && l.qname === 'cantina.empire')
+    t.match(allowed, { source: /^198\.18\.1\.10:/, destination: '198.18.2.53:53', rcode: 'NOERROR' }, 'the allowed query is logged')
+    t.same([...(allowed?.answers as string[])].sort(), ['A 192.0.2.3', 'A 192.0.2.4'], 'with its answers')
+    t.match(lines.find((l) => l.msg === 'dns denied'), { qname: 'hoth.alliance', rcode: 'REFUSED', reason: /no dns rule matched/ }, 'and the refused one with the reason')
+  })
+}

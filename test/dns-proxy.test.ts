@@ -1,0 +1,161 @@
+// The DNS proxy on loopback: queries are injected as if the datapath had steered the tiefighter's
+// (or the xwing's) lookups to the lab DNS server, and forwarded to a small server of the test's.
+
+import { createSocket, type Socket } from 'node:dgram'
+import type { AddressInfo } from 'node:net'
+import { Writable } from 'node:stream'
+import dnsPacket from 'dns-packet'
+import pino from 'pino'
+import t, { type Test } from 'tap'
+import { labEndpoints } from '../lab/topology.js'
+import { PolicyEngine } from '../policy/engine.js'
+import { DnsProxy, type DnsProxyOptions } from '../proxy/dns/dns-proxy.js'
+
+const POLICY = `apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: { name: tiefighter-dns }
+spec:
+  endpointSelector: { matchLabels: { class: tiefighter } }
+  egress:
+  - toEndpoints: [ { matchLabels: { "k8s:io.kubernetes.pod.namespace": kube-system, k8s-app: kube-dns } } ]
+    toPorts:
+    - ports: [ { port: "53", protocol: ANY } ]
+      rules: { dns: [ { matchPattern: "*.empire" } ] }
+`
+
+/** dns-packet's decoded answer; its types leave out the rcode it sets. */
+type Answer = dnsPacket.DecodedPacket & { rcode: string }
+
+interface Setup {
+  query(packet: Buffer | dnsPacket.Packet, timeoutMs?: number): Promise<dnsPacket.DecodedPacket | Buffer | null>
+  served: string[]
+  logs: Array<Record<string, unknown>>
+  proxy: DnsProxy
+}
+
+/** A server answering A queries with 192.0.2.3, or never when `silent`. */
+async function server(t: Test, served: string[], silent = false): Promise<Socket> {
+  const s = createSocket('udp4')
+  s.on('message', (msg, rinfo) => {
+    const q = dnsPacket.decode(msg)
+    served.push(q.questions![0]!.name)
+    if (silent) return
+    s.send(dnsPacket.encode({ type: 'response', id: q.id, flags: dnsPacket.RECURSION_DESIRED, questions: q.questions, answers: [{ type: 'A', name: q.questions![0]!.name, ttl: 60, data: '192.0.2.3' }] }), rinfo.port, rinfo.address)
+  })
+  await new Promise<void>((r) => s.bind(0, '127.0.0.1', r))
+  t.teardown(() => s.close())
+  return s
+}
+
+async function setup(t: Test, source = '198.18.1.10', extra: Partial<DnsProxyOptions> & { silent?: boolean } = {}): Promise<Setup> {
+  const engine = new PolicyEngine({ proxyPorts: { http: 15001, dns: 15053 } })
+  for (const ep of labEndpoints()) engine.upsertEndpoint(ep)
+  engine.loadFile('dns.yaml', POLICY)
+  const served: string[] = []
+  const upstream = (await server(t, served, extra.silent)).address() as AddressInfo
+  const logs: Array<Record<string, unknown>> = []
+  const sink = new Writable({
+    write(chunk, _e, cb) {
+      logs.push(JSON.parse(chunk.toString()) as Record<string, unknown>)
+      cb()
+    },
+  })
+  const proxy: DnsProxy = new DnsProxy({
+    engine,
+    logger: pino({ base: null }, sink),
+    // As if the datapath had steered `source` -> the lab DNS server here.
+    originalDestination: () => ({ address: '198.18.2.53', port: 53 }),
+    flowOf: (client, srv) => ({ sourceAddress: source, sourcePort: client.port, destAddress: srv.address, destPort: srv.port }),
+    upstreamOf: () => ({ address: '127.0.0.1', port: upstream.port }),
+    replySocket: () => proxy.socket,
+    ...extra,
+  })
+  await proxy.listen({ port: 0, address: '127.0.0.1' })
+  t.teardown(() => proxy.close())
+  const port = proxy.socket.address().port
+  const query = (packet: Buffer | dnsPacket.Packet, timeoutMs = 1000) =>
+    new Promise<dnsPacket.DecodedPacket | Buffer | null>((resolve) => {
+      const c = createSocket('udp4')
+      const done = (v: dnsPacket.DecodedPacket | Buffer | null) => {
+        clearTimeout(timer)
+        c.close()
+        resolve(v)
+      }
+      const timer = setTimeout(() => done(null), timeoutMs)
+      c.on('message', (m) => {
+        try {
+          done(dnsPacket.decode(m))
+        } catch {
+          done(m)
+        }
+      })
+      c.send(Buffer.isBuffer(packet) ? packet : dnsPacket.encode(packet), port, '127.0.0.1')
+    })
+  return { query, served, logs, proxy }
+}
+
+const ask = (name: string, id = 4242): dnsPacket.Packet => ({ type: 'query', id, flags: dnsPacket.RECURSION_DESIRED, questions: [{ type: 'A', name }] })
+
+t.test('an allowed name is forwarded and its answer relayed with the client id', async (t) => {
+  const s = await setup(t)
+  const a = (await s.query(ask('cantina.empire', 7))) as Answer
+  t.equal(a.id, 7)
+  t.equal(a.rcode, 'NOERROR')
+  t.match(a.answers, [{ type: 'A', name: 'cantina.empire', data: '192.0.2.3' }])
+  t.same(s.served, ['cantina.empire'])
+  t.match(s.logs, [{ msg: 'dns allowed', verdict: 'allowed', qname: 'cantina.empire', qtype: 'A', rcode: 'NOERROR', answers: ['A 192.0.2.3'], rules: ['CiliumNetworkPolicy/default/tiefighter-dns'], source: /^198\.18\.1\.10:/, destination: '198.18.2.53:53' }])
+  t.equal(s.proxy.stats.allowed, 1)
+})
+
+t.test('a name outside the rule gets REFUSED from the proxy; the server is never asked', async (t) => {
+  const s = await setup(t)
+  for (const name of ['hoth.alliance', 'empire', 'EVIL.com']) {
+    const a = (await s.query(ask(name, 9))) as Answer
+    t.equal(a.rcode, 'REFUSED', name)
+    t.equal(a.id, 9)
+    t.match(a.questions, [{ name }], 'with the question echoed')
+  }
+  t.same(s.served, [])
+  t.match(s.logs[0], { msg: 'dns denied', qname: 'hoth.alliance', rcode: 'REFUSED', reason: /no dns rule matched 'hoth.alliance'/ })
+  t.equal(s.proxy.stats.denied, 3)
+})
+
+t.test('names match case-insensitively', async (t) => {
+  const s = await setup(t)
+  t.equal(((await s.query(ask('Cantina.EMPIRE'))) as Answer).rcode, 'NOERROR')
+})
+
+t.test('NXDOMAIN instead of REFUSED when configured', async (t) => {
+  const s = await setup(t, '198.18.1.10', { rejectCode: 'NXDOMAIN' })
+  t.equal(((await s.query(ask('hoth.alliance'))) as Answer).rcode, 'NXDOMAIN')
+})
+
+t.test('malformed queries: FORMERR when the header can be read, dropped otherwise; never a crash', async (t) => {
+  const s = await setup(t)
+  const garbage = Buffer.concat([Buffer.from([0x12, 0x34, 0x01, 0x00, 0x00, 0x01, 0, 0, 0, 0, 0, 0]), Buffer.from([0x3f, 0x61])])
+  const r = (await s.query(garbage)) as Answer
+  t.equal(r.id, 0x1234)
+  t.equal(r.rcode, 'FORMERR')
+  t.equal(await s.query(Buffer.from([1, 2, 3, 4, 5]), 300), null, 'five bytes: no header, no answer')
+  const two = (await s.query({ type: 'query', id: 5, questions: [{ type: 'A', name: 'a.empire' }, { type: 'A', name: 'b.empire' }] })) as Answer
+  t.equal(two.rcode, 'FORMERR', 'two questions')
+  const notify = dnsPacket.encode(ask('cantina.empire'))
+  notify.writeUInt16BE((notify.readUInt16BE(2) & ~0x7800) | (4 << 11), 2) // opcode NOTIFY
+  t.equal(((await s.query(notify)) as Answer).rcode, 'NOTIMP', 'an opcode other than QUERY')
+  for (let i = 0; i < 50; i++) await s.query(Buffer.from(Array.from({ length: 12 + (i % 30) }, (_, j) => (i * 31 + j * 7) & 0xff)), 50)
+  t.same(s.served, [], 'none reached the server')
+  t.equal(((await s.query(ask('cantina.empire'))) as Answer).rcode, 'NOERROR', 'and the proxy still answers')
+})
+
+t.test('a server that does not answer: the query times out and is logged', async (t) => {
+  const s = await setup(t, '198.18.1.10', { silent: true, upstreamTimeoutMs: 200 })
+  t.equal(await s.query(ask('cantina.empire'), 600), null)
+  t.match(s.logs, [{ msg: 'dns allowed', rcode: 'TIMEOUT' }])
+  t.equal(s.proxy.stats.timedOut, 1)
+})
+
+t.test('the xwing has no DNS rule: its lookups are not the proxy’s to judge (L3/L4 decides)', async (t) => {
+  const s = await setup(t, '198.18.1.20')
+  t.equal(((await s.query(ask('hoth.alliance'))) as Answer).rcode, 'NOERROR')
+  t.match(s.logs, [{ reason: 'no dns rule applies (L3/L4 allows it)' }])
+})
