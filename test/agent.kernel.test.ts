@@ -76,6 +76,12 @@ kernelTest(t, 'agent: policy file changes take effect live, a bad file changes n
   const ids = JSON.parse((await cli('identity', 'list', '-o', 'json')).stdout) as Array<{ id: number; labels: string[] }>
   t.ok(ids.some((i) => i.id === eps.find((e) => e.host === 'deathstar')!.identity && i.labels.includes('k8s:class=deathstar')), 'identity list: the deathstar identity with its labels')
 
+  // What the DNS proxy learned for toFQDNs.
+  await lab.exec('tiefighter', ['dig', '+short', '+time=2', '+tries=1', 'cantina.empire'])
+  const learned = JSON.parse((await cli('fqdn', 'cache', 'list', '-o', 'json')).stdout) as Array<{ name: string; ips: Array<{ ip: string; expiresAt: number }> }>
+  t.same(learned.find((n) => n.name === 'cantina.empire')?.ips.map((i) => i.ip).sort(), ['192.0.2.3', '192.0.2.4'], 'fqdn cache list: cantina.empire and its addresses')
+  t.match((await cli('fqdn', 'cache', 'list')).stdout, /^NAME\s+IPS\s+SECONDS LEFT\ncantina\.empire\s+192\.0\.2\.\d,192\.0\.2\.\d\s+\d+,\d+/, 'and as a table')
+
   // Flows: the proxy's decisions and the kernel's drops (the xwing is dropped before any proxy).
   await lab.exec('xwing', ['curl', '-s', '-o', '/dev/null', '--max-time', '1', '-X', 'POST', LANDING])
   type Flow = { protocol: string; verdict: string; path?: string; endpoint?: number }

@@ -25,6 +25,8 @@ const badArgs: Array<[string[], RegExp]> = [
   [['endpoint'], /error: 'endpoint' needs the subcommand list/],
   [['identity', 'show'], /error: 'identity' needs the subcommand list, not 'show'/],
   [['endpoint', 'list', '--lab', 'Bad_Name'], /error: endpoint list: invalid --lab 'Bad_Name'/],
+  [['fqdn'], /error: 'fqdn' needs the subcommand 'cache list'/],
+  [['fqdn', 'cache', 'clean'], /error: 'fqdn' needs the subcommand 'cache list'/],
   [['flows', '--count', '0'], /error: flows: --count must be at least 1/],
   [['flows', '--last', 'x'], /error: flows: --last must be a whole number from 0 to 1000, not 'x'/],
   [['flows', '--bogus'], /error: flows: Unknown option '--bogus'/],

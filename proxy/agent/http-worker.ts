@@ -22,7 +22,7 @@ export interface HttpWorkerInput {
 /** Worker to main thread. */
 export type WorkerMessage = { type: 'ready' } | { type: 'log'; text: string } | { type: 'stats'; stats: ProxyStats; connections: number }
 /** Main thread to worker: stop, or a policy file the main thread has accepted (null: removed). */
-export type MainMessage = { type: 'stop' } | { type: 'policy'; file: string; text: string | null }
+export type MainMessage = { type: 'stop' } | { type: 'policy'; file: string; text: string | null } | { type: 'fqdn'; name: string; ips: string[] }
 
 const input = workerData as HttpWorkerInput
 const port = parentPort!
@@ -38,6 +38,10 @@ const STATS_MS = 1_000
 const sendStats = (): void => port.postMessage({ type: 'stats', stats: proxy.stats, connections: proxy.connectionCount } satisfies WorkerMessage)
 setInterval(sendStats, STATS_MS).unref()
 port.on('message', (m: MainMessage) => {
+  if (m.type === 'fqdn') {
+    engine.setFqdnIps(m.name, m.ips)
+    return
+  }
   if (m.type === 'policy') {
     // Accepted by the main thread's engine from the same state: this one accepts it too.
     if (m.text === null) engine.removeFile(m.file)

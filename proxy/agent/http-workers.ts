@@ -8,6 +8,8 @@ import type { HttpWorkerInput, MainMessage, WorkerMessage } from './http-worker.
 export interface HttpWorkers {
   /** A policy change the main thread's engine accepted; every worker applies it too. */
   updatePolicy(file: string, text: string | null): void
+  /** A name's IPs as the main thread's engine now has them (toFQDNs). */
+  updateFqdn(name: string, ips: string[]): void
   /** The workers' latest counters (at most a second old), one entry per worker. */
   stats(): Array<{ stats: ProxyStats; connections: number }>
   stop(): Promise<void>
@@ -44,5 +46,5 @@ export async function startHttpWorkers(inputs: HttpWorkerInput[], writeLog: (tex
     await stop()
     throw e
   }
-  return { stop, updatePolicy: (file, text) => send({ type: 'policy', file, text }), stats: () => latest }
+  return { stop, updatePolicy: (file, text) => send({ type: 'policy', file, text }), updateFqdn: (name, ips) => send({ type: 'fqdn', name, ips }), stats: () => latest }
 }

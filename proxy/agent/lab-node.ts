@@ -29,6 +29,7 @@ import { Datapath } from '../../redirect-bpf/datapath.js'
 import { parseMode } from '../../redirect-bpf/modes/redirect-mode.js'
 import { transparentTcpListener, transparentUdpSocket } from '../../redirect-bpf/transparent-socket.js'
 import { DnsProxy } from '../dns/dns-proxy.js'
+import { FqdnCache } from '../dns/fqdn-cache.js'
 import type { Flow } from '../flow-verdict.js'
 import { LAB_PROXY_PORTS, labProxyAddress } from './lab-node-process.js'
 import { HttpProxy } from '../http/http-proxy.js'
@@ -115,10 +116,22 @@ dp.apply(engine.takeDelta())
 // asked, through a transparent socket bound to that address (in dnat mode conntrack rewrites the
 // proxy's own answers back).
 const replySockets = new Map<string, UdpSocket>()
+let workers: HttpWorkers | null = null
+// What allowed answers taught (toFQDNs): names' IPs go to the engine, the maps and every proxy
+// thread; expired ones leave again.
+const fqdns = new FqdnCache()
+function applyFqdnChanges(names: readonly string[]): void {
+  if (names.length === 0) return
+  for (const name of names) engine.setFqdnIps(name, fqdns.ips(name))
+  dp.apply(engine.takeDelta())
+  for (const name of names) workers?.updateFqdn(name, fqdns.ips(name))
+}
+setInterval(() => applyFqdnChanges(fqdns.expire(Date.now())), 1_000).unref()
 const dns: DnsProxy = new DnsProxy({
   engine,
   logger,
   originalDestination: (c) => dp.originalDestination(c.address, c.port, 'udp'),
+  learn: (qname, answers) => applyFqdnChanges(fqdns.learn(qname, answers, Date.now())),
   replySocket: (server): UdpSocket => {
     if (mode === 'dnat') return dns.socket
     const key = `${server.address}:${server.port}`
@@ -134,7 +147,6 @@ const dns: DnsProxy = new DnsProxy({
 await dns.listen({ fd: transparentUdpSocket(proxyAddress, DNS_PORT) })
 
 let proxy: HttpProxy | null = null
-let workers: HttpWorkers | null = null
 const threads = mode === 'dnat' ? 1 : threadsArg
 if (values.http === 'builtin') {
   // Where a connection was going: getsockname, or in dnat mode the proxymap.
@@ -202,6 +214,7 @@ const admin = values.admin
           return feed.follow(filter, write)
         },
       },
+      '/v1/fqdn': () => fqdns.entries(),
       '/v1/identities': () =>
         [...engine.identities.all()].map((i) => ({ id: i.id, kind: i.kind, labels: i.labels.labels.map(labelString), ...(i.prefix ? { prefix: formatPrefix(i.prefix) } : {}) })),
     })

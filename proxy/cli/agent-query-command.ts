@@ -15,6 +15,8 @@ export const AGENT_QUERY_USAGE = `  status [--lab NAME] [-o table|json]
                             the node's endpoints: identity, addresses, enforcement, rules
   identity list [--lab NAME] [-o table|json]
                             the identities the agent knows, with labels or CIDR
+  fqdn cache list [--lab NAME] [-o table|json]
+                            what allowed DNS answers taught (toFQDNs): name, IPs, seconds left
   flows [--follow] [--last N] [--verdict V] [--endpoint ID] [--protocol http|dns|kernel] [--count N]
         [--lab NAME] [-o table|json]
                             the proxy's decisions and the kernel's drops: the last N (default 20),
@@ -134,17 +136,21 @@ async function flowsCommand(args: string[], out: (s: string) => void): Promise<n
 }
 
 /** `status`, `endpoint list`, `identity list`, `flows`; returns the exit code. */
-export async function agentQueryCommand(cmd: 'status' | 'endpoint' | 'identity' | 'flows', args: string[], out: (s: string) => void): Promise<number> {
+export async function agentQueryCommand(cmd: 'status' | 'endpoint' | 'identity' | 'fqdn' | 'flows', args: string[], out: (s: string) => void): Promise<number> {
   if (cmd === 'flows') return flowsCommand(args, out)
   let rest = args
-  if (cmd !== 'status') {
+  if (cmd === 'fqdn') {
+    const [sub, sub2, ...more] = args
+    if (sub !== 'cache' || sub2 !== 'list') throw new UsageError(`'fqdn' needs the subcommand 'cache list'`)
+    rest = more
+  } else if (cmd !== 'status') {
     const [sub, ...more] = args
     if (sub !== 'list') throw new UsageError(`'${cmd}' needs the subcommand list${sub === undefined ? '' : `, not '${sub}'`}`)
     rest = more
   }
-  const what = cmd === 'status' ? 'status' : `${cmd} list`
+  const what = cmd === 'status' ? 'status' : cmd === 'fqdn' ? 'fqdn cache list' : `${cmd} list`
   const { lab, json } = options(what, rest)
-  const path = cmd === 'status' ? '/v1/status' : cmd === 'endpoint' ? '/v1/endpoints' : '/v1/identities'
+  const path = { status: '/v1/status', endpoint: '/v1/endpoints', identity: '/v1/identities', fqdn: '/v1/fqdn' }[cmd]
   const body = await adminGet(agentSocketPath(lab), path).catch((e: unknown) => {
     if (e instanceof AdminError && e.code === 'ENOAGENT') throw new AdminError('ENOAGENT', `no agent is running on lab '${lab}' (start one: l7proxy agent --lab ${lab})`)
     throw e
@@ -157,6 +163,10 @@ export async function agentQueryCommand(cmd: 'status' | 'endpoint' | 'identity' 
   else if (cmd === 'endpoint') {
     const eps = body as Array<{ id: number; host: string; identity: number | null; ips: string[]; enforce: { ingress: boolean; egress: boolean } | null; rules: string[] }>
     out(renderTable(['ID', 'HOST', 'IDENTITY', 'ADDRESSES', 'INGRESS', 'EGRESS', 'RULES'], eps.map((e) => [String(e.id), e.host, String(e.identity ?? '-'), e.ips.join(','), e.enforce?.ingress ? 'enforced' : 'open', e.enforce?.egress ? 'enforced' : 'open', e.rules.join(',') || '-'])))
+  } else if (cmd === 'fqdn') {
+    const names = body as Array<{ name: string; ips: Array<{ ip: string; expiresAt: number }> }>
+    const left = (at: number): string => String(Math.max(0, Math.round((at - Date.now()) / 1000)))
+    out(renderTable(['NAME', 'IPS', 'SECONDS LEFT'], names.map((n) => [n.name, n.ips.map((i) => i.ip).join(','), n.ips.map((i) => left(i.expiresAt)).join(',')])))
   } else {
     const ids = body as Array<{ id: number; kind: string; labels: string[]; prefix?: string }>
     out(renderTable(['ID', 'KIND', 'LABELS / CIDR'], ids.map((i) => [String(i.id), i.kind, i.prefix ?? i.labels.join(' ')])))

@@ -35,6 +35,7 @@ export async function main(argv: string[], out = (s: string) => void process.std
       case 'status':
       case 'endpoint':
       case 'identity':
+      case 'fqdn':
       case 'flows':
         return await agentQueryCommand(cmd, rest, out)
       case 'lab':

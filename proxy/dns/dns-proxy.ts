@@ -10,6 +10,7 @@ import dnsPacket from 'dns-packet'
 import type { Logger } from 'pino'
 import type { PolicyEngine } from '../../policy/engine.js'
 import { FlowPolicy, dnsVerdict, type Flow, type FlowVerdict, type L7Kind } from '../flow-verdict.js'
+import type { AnswerRecord } from './fqdn-cache.js'
 
 export interface Endpoint {
   address: string
@@ -27,6 +28,11 @@ export interface DnsProxyOptions {
   flowOf?: (client: Endpoint, server: Endpoint) => Flow
   /** Where to send an allowed query; by default its original destination. */
   upstreamOf?: (flow: Flow) => Endpoint
+  /**
+   * Called with an allowed answer's records before the answer is released to the client: what it
+   * makes the kernel allow (toFQDNs) is in force by the time the client can connect.
+   */
+  learn?: (qname: string, answers: AnswerRecord[]) => void
   /** What a denied query gets. */
   rejectCode?: 'REFUSED' | 'NXDOMAIN'
   upstreamTimeoutMs?: number
@@ -191,21 +197,29 @@ export class DnsProxy {
     // Only the server asked may answer (an answer from elsewhere is dropped, not relayed).
     if (!p || rinfo.address !== p.upstream.address || rinfo.port !== p.upstream.port) return
     this.pending.delete(msg.readUInt16BE(0))
+    const rcode = RCODE_NAMES[msg.readUInt16BE(2) & 0xf] ?? String(msg.readUInt16BE(2) & 0xf)
+    let records: AnswerRecord[] = []
+    try {
+      records = (dnsPacket.decode(msg).answers ?? []) as AnswerRecord[]
+    } catch {
+      // relayed as the server sent it; nothing learned, and the log shows no answers
+    }
+    let enforceMs = 0
+    if (rcode === 'NOERROR' && records.length > 0 && this.opts.learn) {
+      const t0 = performance.now()
+      try {
+        this.opts.learn(p.qname, records)
+      } catch (e) {
+        this.opts.logger.error({ qname: p.qname, error: (e as Error).message }, 'dns: learning from an answer failed')
+      }
+      enforceMs = performance.now() - t0
+    }
     const out = Buffer.from(msg)
     out.writeUInt16BE(p.clientId, 0)
     this.opts.replySocket(p.server).send(out, p.client.port, p.client.address)
     this.stats.allowed++
-    const rcode = RCODE_NAMES[msg.readUInt16BE(2) & 0xf] ?? String(msg.readUInt16BE(2) & 0xf)
-    let answers: string[] = []
-    try {
-      answers = (dnsPacket.decode(msg).answers ?? []).map((r) => {
-        const data = (r as { data?: unknown }).data
-        return `${r.type} ${typeof data === 'string' ? data : JSON.stringify(data)}`
-      })
-    } catch {
-      // relayed as the server sent it; the log says it could not be read
-    }
-    this.logQuery(p.flow, p.qname, p.qtype, p.verdict, rcode, p.started, answers)
+    const answers = records.map((r) => `${r.type} ${typeof r.data === 'string' ? r.data : JSON.stringify(r.data)}`)
+    this.logQuery(p.flow, p.qname, p.qtype, p.verdict, rcode, p.started, answers, enforceMs)
   }
 
   private sweep(): void {
@@ -218,7 +232,7 @@ export class DnsProxy {
     }
   }
 
-  private logQuery(flow: Flow, qname: string, qtype: string, v: FlowVerdict, rcode: string, started: number, answers: string[]): void {
+  private logQuery(flow: Flow, qname: string, qtype: string, v: FlowVerdict, rcode: string, started: number, answers: string[], enforceMs?: number): void {
     this.opts.logger.info(
       {
         source: `${flow.sourceAddress}:${flow.sourcePort}`,
@@ -233,6 +247,8 @@ export class DnsProxy {
         sourceIdentity: v.sourceIdentity,
         destIdentity: v.destIdentity,
         ms: Math.round((performance.now() - started) * 1000) / 1000,
+        // From the answer's arrival to the maps allowing what it named being written.
+        ...(enforceMs ? { enforceMs: Math.round(enforceMs * 1000) / 1000 } : {}),
       },
       v.allowed ? 'dns allowed' : 'dns denied',
     )

@@ -1,0 +1,100 @@
+// What allowed DNS answers taught: name -> IPs, each with when it expires. Pure: the DNS proxy
+// feeds it answers, the agent asks it what changed and hands the names' current IP sets to the
+// policy engine (toFQDNs). A TTL below the minimum is raised to it (Cilium does the same: short
+// TTLs would make policy flap); a name keeps at most `maxIpsPerName` IPs, the ones learned last.
+
+export interface FqdnCacheOptions {
+  /** Seconds; default 3600, Cilium's --tofqdns-min-ttl. */
+  minTtlSeconds?: number
+  /** Default 50, Cilium's --tofqdns-endpoint-max-ip-per-hostname. */
+  maxIpsPerName?: number
+}
+
+/** A resource record as dns-packet decodes it. */
+export interface AnswerRecord {
+  name: string
+  type: string
+  ttl?: number
+  data?: unknown
+}
+
+export interface CacheEntry {
+  name: string
+  ips: Array<{ ip: string; expiresAt: number }>
+}
+
+function norm(name: string): string {
+  return name.toLowerCase().replace(/\.$/, '')
+}
+
+export class FqdnCache {
+  private readonly names = new Map<string, Map<string, number>>()
+  private readonly minTtlMs: number
+  private readonly maxIps: number
+
+  constructor(opts: FqdnCacheOptions = {}) {
+    this.minTtlMs = (opts.minTtlSeconds ?? 3600) * 1000
+    this.maxIps = opts.maxIpsPerName ?? 50
+  }
+
+  /**
+   * Learns from an answer to `qname`: its A records, reached through any CNAME chain from
+   * `qname`, belong to `qname` and to every name on the chain. Returns the names whose IP sets
+   * changed (not those whose IPs were only renewed).
+   */
+  learn(qname: string, answers: readonly AnswerRecord[], now: number): string[] {
+    const cnames = new Map<string, string>()
+    for (const r of answers) if (r.type === 'CNAME' && typeof r.data === 'string') cnames.set(norm(r.name), norm(r.data))
+    // The chain from the question, bounded (a loop in a bad answer ends it).
+    const chain = [norm(qname)]
+    for (let next = cnames.get(chain[0]!); next !== undefined && chain.length <= 16 && !chain.includes(next); next = cnames.get(next)) chain.push(next)
+    const onChain = new Set(chain)
+    const found: Array<{ ip: string; expiresAt: number }> = []
+    for (const r of answers) {
+      if (r.type !== 'A' || typeof r.data !== 'string' || !onChain.has(norm(r.name))) continue
+      found.push({ ip: r.data, expiresAt: now + Math.max((r.ttl ?? 0) * 1000, this.minTtlMs) })
+    }
+    if (found.length === 0) return []
+    const changed: string[] = []
+    for (const name of chain) {
+      const ips = this.names.get(name) ?? new Map<string, number>()
+      const before = new Set(ips.keys())
+      for (const f of found) {
+        const known = ips.get(f.ip)
+        ips.delete(f.ip) // re-inserted: most recently learned last
+        ips.set(f.ip, Math.max(f.expiresAt, known ?? 0))
+      }
+      while (ips.size > this.maxIps) ips.delete(ips.keys().next().value!)
+      this.names.set(name, ips)
+      if (ips.size !== before.size || [...ips.keys()].some((ip) => !before.has(ip))) changed.push(name)
+    }
+    return changed
+  }
+
+  /** Drops what expired by `now`; returns the names whose IP sets changed. */
+  expire(now: number): string[] {
+    const changed: string[] = []
+    for (const [name, ips] of this.names) {
+      let dropped = false
+      for (const [ip, expiresAt] of ips) {
+        if (expiresAt > now) continue
+        ips.delete(ip)
+        dropped = true
+      }
+      if (!dropped) continue
+      changed.push(name)
+      if (ips.size === 0) this.names.delete(name)
+    }
+    return changed
+  }
+
+  /** A name's current IPs (none when unknown). */
+  ips(name: string): string[] {
+    return [...(this.names.get(norm(name))?.keys() ?? [])]
+  }
+
+  /** Every name with its IPs and when each expires. */
+  entries(): CacheEntry[] {
+    return [...this.names].map(([name, ips]) => ({ name, ips: [...ips].map(([ip, expiresAt]) => ({ ip, expiresAt })) }))
+  }
+}

@@ -1,0 +1,37 @@
+// What the DNS proxy learns from allowed answers for toFQDNs: names through CNAME chains, the
+// minimum TTL, the cap on IPs per name, expiry.
+
+import t from 'tap'
+import { FqdnCache } from '../proxy/dns/fqdn-cache.js'
+
+const A = (name: string, ip: string, ttl = 60) => ({ type: 'A', name, data: ip, ttl })
+
+t.test('A records of the question and its CNAME chain belong to every name on the chain', async (t) => {
+  const c = new FqdnCache({ minTtlSeconds: 0 })
+  const changed = c.learn('www.cantina.empire', [{ type: 'CNAME', name: 'www.cantina.empire', data: 'cantina.empire', ttl: 60 }, A('cantina.empire', '192.0.2.3'), A('elsewhere.empire', '203.0.113.7')], 0)
+  t.same(changed.sort(), ['cantina.empire', 'www.cantina.empire'])
+  t.same(c.ips('www.cantina.empire'), ['192.0.2.3'])
+  t.same(c.ips('Cantina.Empire.'), ['192.0.2.3'], 'names match case- and trailing-dot-insensitively')
+  t.same(c.ips('elsewhere.empire'), [], 'a record off the chain teaches nothing')
+  t.same(c.learn('loop.empire', [{ type: 'CNAME', name: 'loop.empire', data: 'loop.empire' }, A('loop.empire', '192.0.2.9')], 0), ['loop.empire'], 'a CNAME loop ends the chain')
+  t.same(c.learn('nothing.empire', [], 0), [], 'no records: nothing changes')
+})
+
+t.test('TTLs: raised to the minimum, renewed by later answers, and expiry takes IPs out', async (t) => {
+  const c = new FqdnCache({ minTtlSeconds: 10 })
+  t.same(c.learn('speeder.empire', [A('speeder.empire', '192.0.2.5', 3)], 0), ['speeder.empire'])
+  t.same(c.expire(9_999), [], 'kept for the minimum TTL, not the 3 s the server said')
+  t.same(c.learn('speeder.empire', [A('speeder.empire', '192.0.2.5', 3)], 5_000), [], 'a renewal is no change')
+  t.same(c.expire(12_000), [], 'but it moves the expiry')
+  t.same(c.expire(15_000), ['speeder.empire'])
+  t.same(c.ips('speeder.empire'), [])
+  t.same(c.entries(), [], 'and the name is gone')
+})
+
+t.test('at most maxIpsPerName IPs a name: the ones learned last', async (t) => {
+  const c = new FqdnCache({ maxIpsPerName: 2, minTtlSeconds: 0 })
+  c.learn('many.empire', [A('many.empire', '192.0.2.1'), A('many.empire', '192.0.2.2')], 0)
+  t.same(c.learn('many.empire', [A('many.empire', '192.0.2.3')], 1), ['many.empire'])
+  t.same(c.ips('many.empire'), ['192.0.2.2', '192.0.2.3'])
+  t.match(c.entries(), [{ name: 'many.empire', ips: [{ ip: '192.0.2.2', expiresAt: 60_000 }, { ip: '192.0.2.3', expiresAt: 60_001 }] }])
+})
