@@ -29,6 +29,8 @@ for (const mode of ['sk-assign', 'tproxy', 'dnat'] as const) {
     t.match(await dig('speeder.empire'), /status: NOERROR/, 'speeder.empire resolves (the DNS rule allows *.empire)')
     t.equal(await httpStatus('http://192.0.2.5/'), '000', 'but no toFQDNs names it: its address stays closed')
     t.match(await dig('hoth.alliance'), /status: REFUSED/, 'hoth.alliance: refused')
+    t.match(await dig('+tcp', 'grpc.empire'), /status: NOERROR[\s\S]*grpc\.empire\.\s+\d+\s+IN\s+A\s+198\.18\.2\.20/, 'over TCP too: grpc.empire answered by the server')
+    t.match(await dig('+tcp', 'hoth.alliance'), /status: REFUSED/, 'and hoth.alliance refused')
     const landing = await lab.exec('tiefighter', ['curl', '-s', '--max-time', '5', '-X', 'POST', 'http://deathstar/v1/request-landing'], { timeoutMs: 15_000 })
     t.equal(landing.stdout, 'Ship landed\n', 'a name resolved through the DNS proxy, then the request through the HTTP proxy')
     t.equal(await node.stop(), 0)

@@ -2,7 +2,7 @@
 // (or the xwing's) lookups to the lab DNS server, and forwarded to a small server of the test's.
 
 import { createSocket, type Socket } from 'node:dgram'
-import type { AddressInfo } from 'node:net'
+import { connect as tcpConnect, createServer as createTcpServer, type AddressInfo } from 'node:net'
 import { Writable } from 'node:stream'
 import dnsPacket from 'dns-packet'
 import pino from 'pino'
@@ -27,23 +27,44 @@ spec:
 type Answer = dnsPacket.DecodedPacket & { rcode: string }
 
 interface Setup {
+  /** Sends queries over one TCP connection (in one write) and returns the answers, in order received. */
+  tcpQuery(packets: dnsPacket.Packet[], timeoutMs?: number): Promise<Answer[]>
   query(packet: Buffer | dnsPacket.Packet, timeoutMs?: number): Promise<dnsPacket.DecodedPacket | Buffer | null>
   served: string[]
   logs: Array<Record<string, unknown>>
   proxy: DnsProxy
 }
 
-/** A server answering A queries with 192.0.2.3, or never when `silent`. */
+/** A server (UDP, and TCP on the same port) answering A queries with 192.0.2.3, or never when `silent`. */
 async function server(t: Test, served: string[], silent = false): Promise<Socket> {
-  const s = createSocket('udp4')
-  s.on('message', (msg, rinfo) => {
+  const respond = (msg: Buffer): Buffer | null => {
     const q = dnsPacket.decode(msg)
     served.push(q.questions![0]!.name)
-    if (silent) return
-    s.send(dnsPacket.encode({ type: 'response', id: q.id, flags: dnsPacket.RECURSION_DESIRED, questions: q.questions, answers: [{ type: 'A', name: q.questions![0]!.name, ttl: 60, data: '192.0.2.3' }] }), rinfo.port, rinfo.address)
+    if (silent) return null
+    return dnsPacket.encode({ type: 'response', id: q.id, flags: dnsPacket.RECURSION_DESIRED, questions: q.questions, answers: [{ type: 'A', name: q.questions![0]!.name, ttl: 60, data: '192.0.2.3' }] })
+  }
+  const s = createSocket('udp4')
+  s.on('message', (msg, rinfo) => {
+    const a = respond(msg)
+    if (a) s.send(a, rinfo.port, rinfo.address)
   })
   await new Promise<void>((r) => s.bind(0, '127.0.0.1', r))
-  t.teardown(() => s.close())
+  const tcp = createTcpServer((c) => {
+    let buf = Buffer.alloc(0)
+    c.on('data', (d) => {
+      buf = Buffer.concat([buf, d])
+      while (buf.length >= 2 && buf.length >= 2 + buf.readUInt16BE(0)) {
+        const a = respond(buf.subarray(2, 2 + buf.readUInt16BE(0)))
+        buf = buf.subarray(2 + buf.readUInt16BE(0))
+        if (a) c.write(Buffer.concat([Buffer.from([a.length >> 8, a.length & 0xff]), a]))
+      }
+    })
+  })
+  await new Promise<void>((r) => tcp.listen(s.address().port, '127.0.0.1', r))
+  t.teardown(() => {
+    s.close()
+    tcp.close()
+  })
   return s
 }
 
@@ -65,6 +86,7 @@ async function setup(t: Test, source = '198.18.1.10', extra: Partial<DnsProxyOpt
     logger: pino({ base: null }, sink),
     // As if the datapath had steered `source` -> the lab DNS server here.
     originalDestination: () => ({ address: '198.18.2.53', port: 53 }),
+    tcpOriginalDestination: () => ({ address: '198.18.2.53', port: 53 }),
     flowOf: (client, srv) => ({ sourceAddress: source, sourcePort: client.port, destAddress: srv.address, destPort: srv.port }),
     upstreamOf: () => ({ address: '127.0.0.1', port: upstream.port }),
     replySocket: () => proxy.socket,
@@ -91,7 +113,28 @@ async function setup(t: Test, source = '198.18.1.10', extra: Partial<DnsProxyOpt
       })
       c.send(Buffer.isBuffer(packet) ? packet : dnsPacket.encode(packet), port, '127.0.0.1')
     })
-  return { query, served, logs, proxy }
+  const tcpQuery = (packets: dnsPacket.Packet[], timeoutMs = 1000) =>
+    new Promise<Answer[]>((resolve) => {
+      const got: Answer[] = []
+      const c = tcpConnect(port, '127.0.0.1', () => c.write(Buffer.concat(packets.map((p) => dnsPacket.streamEncode(p)))))
+      let buf = Buffer.alloc(0)
+      const done = () => {
+        clearTimeout(timer)
+        c.destroy()
+        resolve(got)
+      }
+      const timer = setTimeout(done, timeoutMs)
+      c.on('error', done)
+      c.on('data', (d) => {
+        buf = Buffer.concat([buf, d])
+        while (buf.length >= 2 && buf.length >= 2 + buf.readUInt16BE(0)) {
+          got.push(dnsPacket.decode(buf.subarray(2, 2 + buf.readUInt16BE(0))) as Answer)
+          buf = buf.subarray(2 + buf.readUInt16BE(0))
+        }
+        if (got.length === packets.length) done()
+      })
+    })
+  return { query, tcpQuery, served, logs, proxy }
 }
 
 const ask = (name: string, id = 4242): dnsPacket.Packet => ({ type: 'query', id, flags: dnsPacket.RECURSION_DESIRED, questions: [{ type: 'A', name }] })
@@ -158,4 +201,13 @@ t.test('the xwing has no DNS rule: its lookups are not the proxy’s to judge (L
   const s = await setup(t, '198.18.1.20')
   t.equal(((await s.query(ask('hoth.alliance'))) as Answer).rcode, 'NOERROR')
   t.match(s.logs, [{ reason: 'no dns rule applies (L3/L4 allows it)' }])
+})
+
+t.test('over TCP: queries in one write answered by id, allowed ones by the server, denied by the proxy', async (t) => {
+  const s = await setup(t)
+  const answers = await s.tcpQuery([ask('cantina.empire', 1), ask('hoth.alliance', 2), ask('deathstar.empire', 3)])
+  t.same(answers.map((a) => [a.id, a.rcode]).sort(), [[1, 'NOERROR'], [2, 'REFUSED'], [3, 'NOERROR']])
+  t.match(answers.find((a) => a.id === 1)?.answers, [{ type: 'A', data: '192.0.2.3' }])
+  t.same(s.served.sort(), ['cantina.empire', 'deathstar.empire'], 'only the allowed names reached the server')
+  t.match(s.logs.filter((l) => l.msg === 'dns denied'), [{ qname: 'hoth.alliance' }])
 })

@@ -131,6 +131,7 @@ const dns: DnsProxy = new DnsProxy({
   engine,
   logger,
   originalDestination: (c) => dp.originalDestination(c.address, c.port, 'udp'),
+  ...(mode === 'dnat' ? { tcpOriginalDestination: (s: Socket) => dp.originalDestination(s.remoteAddress!, s.remotePort!, 'tcp') } : {}),
   learn: (qname, answers) => applyFqdnChanges(fqdns.learn(qname, answers, Date.now())),
   replySocket: (server): UdpSocket => {
     if (mode === 'dnat') return dns.socket
@@ -144,7 +145,7 @@ const dns: DnsProxy = new DnsProxy({
     return s
   },
 })
-await dns.listen({ fd: transparentUdpSocket(proxyAddress, DNS_PORT) })
+await dns.listen({ fd: transparentUdpSocket(proxyAddress, DNS_PORT), tcpFd: transparentTcpListener(proxyAddress, DNS_PORT) })
 
 let proxy: HttpProxy | null = null
 const threads = mode === 'dnat' ? 1 : threadsArg

@@ -1,11 +1,13 @@
-// The transparent DNS proxy over UDP: each steered query is parsed (dns-packet), its question
+// The transparent DNS proxy, over UDP and TCP: each steered query is parsed (dns-packet), its question
 // judged against the flow's DNS rules (the sender's egress, the server's ingress), allowed ones
 // forwarded to the server the client asked and its answer relayed back, denied ones answered by
 // the proxy (REFUSED, or NXDOMAIN if configured) without asking anyone. Answers reach the client
 // from the address and port it sent to. Malformed queries get FORMERR when their header can be
-// read, and are dropped otherwise. One log line per query.
+// read, and are dropped otherwise. One log line per query. Over TCP (RFC 7766: length-prefixed
+// messages, several in flight) each client connection gets its own connection to the server.
 
 import { createSocket, type RemoteInfo, type Socket } from 'node:dgram'
+import { connect, createServer, type Server, type Socket as TcpSocket } from 'node:net'
 import dnsPacket from 'dns-packet'
 import type { Logger } from 'pino'
 import type { PolicyEngine } from '../../policy/engine.js'
@@ -22,6 +24,8 @@ export interface DnsProxyOptions {
   logger: Logger
   /** Where a client's datagram was going (the datapath's proxymap); null if not known. */
   originalDestination: (client: Endpoint) => Endpoint | null
+  /** Where a client's TCP connection was going; by default its local address (TPROXY, sk_assign). */
+  tcpOriginalDestination?: (socket: TcpSocket) => Endpoint | null
   /** The socket to answer from so the answer comes from `server` (made once per server). */
   replySocket: (server: Endpoint) => Socket
   /** The flow a query belongs to; by default its client and original destination. */
@@ -47,6 +51,9 @@ export interface DnsStats {
 }
 
 const DNS_UDP: L7Kind = { parser: 'dns', protocol: 'UDP' }
+const DNS_TCP: L7Kind = { parser: 'dns', protocol: 'TCP' }
+/** A TCP client connection with nothing in flight is closed after this long (RFC 7766 6.2.3). */
+const TCP_IDLE_MS = 10_000
 const RCODE = { NOERROR: 0, FORMERR: 1, SERVFAIL: 2, NXDOMAIN: 3, NOTIMP: 4, REFUSED: 5 } as const
 const RCODE_NAMES: Record<number, string> = Object.fromEntries(Object.entries(RCODE).map(([k, v]) => [v, k]))
 const QR = 0x8000
@@ -56,17 +63,21 @@ const RA = 0x0080
 /** Flow resolutions kept for clients seen recently; cleared whole when it grows past this. */
 const MAX_FLOWS = 10_000
 
-interface Pending {
-  client: Endpoint
-  clientId: number
-  server: Endpoint
-  /** Where the query went (the server, unless told otherwise). */
-  upstream: Endpoint
-  started: number
+/** A query that passed its rules: what relaying its answer needs. */
+interface Allowed {
+  flow: Flow
   qname: string
   qtype: string
   verdict: FlowVerdict
-  flow: Flow
+  started: number
+  /** Sends a message to the client, the way it asked. */
+  reply: (msg: Buffer) => void
+}
+
+interface Pending extends Allowed {
+  clientId: number
+  /** Where the query went (the server, unless told otherwise). */
+  upstream: Endpoint
 }
 
 /** The proxy's own answer to a query it read: its id and question, no records, `rcode`. */
@@ -86,8 +97,11 @@ function formatError(raw: Buffer): Buffer {
 export class DnsProxy {
   readonly socket: Socket = createSocket('udp4')
   readonly stats: DnsStats = { allowed: 0, denied: 0, invalid: 0, timedOut: 0 }
+  readonly tcp: Server = createServer((c) => this.onTcpClient(c))
   private readonly upstream: Socket = createSocket('udp4')
+  /** UDP queries in flight by the proxy's id; TCP ones by connection and client id. */
   private readonly pending = new Map<number, Pending>()
+  private readonly tcpPending = new Map<TcpSocket, Map<number, Pending>>()
   private readonly flows = new Map<string, FlowPolicy>()
   private nextId = Math.floor(Math.random() * 0x10000)
   private readonly sweeper: NodeJS.Timeout
@@ -106,24 +120,31 @@ export class DnsProxy {
     this.sweeper.unref()
   }
 
-  /** Receives on a socket made elsewhere (a transparent one's fd), or a port for tests. */
-  async listen(where: { fd: number } | { port: number; address: string }): Promise<void> {
+  /**
+   * Receives on sockets made elsewhere (transparent ones' fds: a UDP socket, and a TCP listener
+   * if given), or on a port for tests (both protocols).
+   */
+  async listen(where: { fd: number; tcpFd?: number } | { port: number; address: string }): Promise<void> {
     await new Promise<void>((resolve) => this.upstream.bind(0, resolve))
     await new Promise<void>((resolve) => ('fd' in where ? this.socket.bind({ fd: where.fd }, resolve) : this.socket.bind(where.port, where.address, resolve)))
+    const tcpAt = 'fd' in where ? (where.tcpFd === undefined ? null : { fd: where.tcpFd }) : { port: this.socket.address().port, host: where.address }
+    if (tcpAt) await new Promise<void>((resolve) => this.tcp.listen(tcpAt, resolve))
   }
 
   close(): void {
     clearInterval(this.sweeper)
     this.socket.close()
     this.upstream.close()
+    this.tcp.close()
+    for (const c of this.tcpPending.keys()) c.destroy()
   }
 
-  private policy(flow: Flow): FlowPolicy {
-    const key = `${flow.sourceAddress}:${flow.sourcePort}>${flow.destAddress}:${flow.destPort}`
+  private policy(flow: Flow, kind: L7Kind): FlowPolicy {
+    const key = `${kind.protocol}:${flow.sourceAddress}:${flow.sourcePort}>${flow.destAddress}:${flow.destPort}`
     const known = this.flows.get(key)
     if (known && known.generation === this.opts.engine.stateGeneration) return known
     if (this.flows.size >= MAX_FLOWS) this.flows.clear()
-    const p = new FlowPolicy(this.opts.engine, flow, DNS_UDP)
+    const p = new FlowPolicy(this.opts.engine, flow, kind)
     this.flows.set(key, p)
     return p
   }
@@ -137,6 +158,25 @@ export class DnsProxy {
       return
     }
     const reply = (data: Buffer): void => this.opts.replySocket(server).send(data, client.port, client.address)
+    const allowed = this.judge(msg, client, server, DNS_UDP, reply)
+    if (allowed === null) return
+    const id = this.freeId()
+    if (id === null) {
+      reply(answer(dnsPacket.decode(msg), msg, RCODE.SERVFAIL)) // 65536 queries in flight: none more until some end
+      return
+    }
+    const upstream = this.opts.upstreamOf?.(allowed.flow) ?? server
+    this.pending.set(id, { ...allowed, clientId: msg.readUInt16BE(0), upstream })
+    const out = Buffer.from(msg)
+    out.writeUInt16BE(id, 0)
+    this.upstream.send(out, upstream.port, upstream.address)
+  }
+
+  /**
+   * Checks a query and judges its question; answers it itself (and returns null) when it is
+   * malformed, odd or denied.
+   */
+  private judge(msg: Buffer, client: Endpoint, server: Endpoint, kind: L7Kind, reply: (data: Buffer) => void): Allowed | null {
     const log = { source: `${client.address}:${client.port}`, destination: `${server.address}:${server.port}` }
     let query: dnsPacket.Packet
     try {
@@ -145,9 +185,9 @@ export class DnsProxy {
       this.stats.invalid++
       this.opts.logger.info({ ...log, verdict: 'invalid', reason: (e as Error).message }, 'dns: malformed query')
       if (msg.length >= 12 && (msg.readUInt16BE(2) & QR) === 0) reply(formatError(msg))
-      return
+      return null
     }
-    if (query.type === 'response') return // not a query: nothing to answer
+    if (query.type === 'response') return null // not a query: nothing to answer
     const questions = query.questions ?? []
     const opcode = (msg.readUInt16BE(2) >> 11) & 0xf
     if (opcode !== 0 || questions.length !== 1) {
@@ -155,29 +195,20 @@ export class DnsProxy {
       const rcode = opcode !== 0 ? RCODE.NOTIMP : RCODE.FORMERR
       this.opts.logger.info({ ...log, verdict: 'invalid', reason: opcode !== 0 ? `opcode ${opcode} is not QUERY` : `${questions.length} questions` }, 'dns: query refused')
       reply(answer(query, msg, rcode))
-      return
+      return null
     }
     const q = questions[0]!
     const qname = q.name.toLowerCase().replace(/\.$/, '')
     const flow = this.opts.flowOf ? this.opts.flowOf(client, server) : { sourceAddress: client.address, sourcePort: client.port, destAddress: server.address, destPort: server.port }
-    const verdict = dnsVerdict(this.policy(flow), qname)
+    const verdict = dnsVerdict(this.policy(flow, kind), qname)
     const started = performance.now()
     if (!verdict.allowed) {
       this.stats.denied++
       reply(answer(query, msg, this.rejectCode))
       this.logQuery(flow, qname, q.type, verdict, this.rejectCode === RCODE.REFUSED ? 'REFUSED' : 'NXDOMAIN', started, [])
-      return
+      return null
     }
-    const id = this.freeId()
-    if (id === null) {
-      reply(answer(query, msg, RCODE.SERVFAIL)) // 65536 queries in flight: none more until some end
-      return
-    }
-    const upstream = this.opts.upstreamOf?.(flow) ?? server
-    this.pending.set(id, { client, clientId: msg.readUInt16BE(0), server, upstream, started, qname, qtype: q.type, verdict, flow })
-    const out = Buffer.from(msg)
-    out.writeUInt16BE(id, 0)
-    this.upstream.send(out, upstream.port, upstream.address)
+    return { flow, qname, qtype: q.type, verdict, started, reply }
   }
 
   private freeId(): number | null {
@@ -197,6 +228,13 @@ export class DnsProxy {
     // Only the server asked may answer (an answer from elsewhere is dropped, not relayed).
     if (!p || rinfo.address !== p.upstream.address || rinfo.port !== p.upstream.port) return
     this.pending.delete(msg.readUInt16BE(0))
+    const out = Buffer.from(msg)
+    out.writeUInt16BE(p.clientId, 0)
+    this.relay(p, out)
+  }
+
+  /** An answer for an allowed query (with the client's id): learned from, then released, then logged. */
+  private relay(p: Allowed, msg: Buffer): void {
     const rcode = RCODE_NAMES[msg.readUInt16BE(2) & 0xf] ?? String(msg.readUInt16BE(2) & 0xf)
     let records: AnswerRecord[] = []
     try {
@@ -214,9 +252,7 @@ export class DnsProxy {
       }
       enforceMs = performance.now() - t0
     }
-    const out = Buffer.from(msg)
-    out.writeUInt16BE(p.clientId, 0)
-    this.opts.replySocket(p.server).send(out, p.client.port, p.client.address)
+    p.reply(msg)
     this.stats.allowed++
     const answers = records.map((r) => `${r.type} ${typeof r.data === 'string' ? r.data : JSON.stringify(r.data)}`)
     this.logQuery(p.flow, p.qname, p.qtype, p.verdict, rcode, p.started, answers, enforceMs)
@@ -224,11 +260,13 @@ export class DnsProxy {
 
   private sweep(): void {
     const now = performance.now()
-    for (const [id, p] of this.pending) {
-      if (now - p.started <= this.timeoutMs) continue
-      this.pending.delete(id)
-      this.stats.timedOut++
-      this.logQuery(p.flow, p.qname, p.qtype, p.verdict, 'TIMEOUT', p.started, [])
+    for (const pending of [this.pending, ...this.tcpPending.values()]) {
+      for (const [id, p] of pending) {
+        if (now - p.started <= this.timeoutMs) continue
+        pending.delete(id)
+        this.stats.timedOut++
+        this.logQuery(p.flow, p.qname, p.qtype, p.verdict, 'TIMEOUT', p.started, [])
+      }
     }
   }
 
@@ -253,4 +291,68 @@ export class DnsProxy {
       v.allowed ? 'dns allowed' : 'dns denied',
     )
   }
+
+  // ---- TCP ----
+
+  private onTcpClient(c: TcpSocket): void {
+    const client = { address: c.remoteAddress!, port: c.remotePort! }
+    const server = this.opts.tcpOriginalDestination ? this.opts.tcpOriginalDestination(c) : { address: c.localAddress!, port: c.localPort! }
+    c.on('error', () => undefined)
+    if (server === null) {
+      this.stats.invalid++
+      c.destroy()
+      return
+    }
+    const pending = new Map<number, Pending>()
+    this.tcpPending.set(c, pending)
+    let up: TcpSocket | null = null
+    const reply = (m: Buffer): void => void c.write(frame(m))
+    c.setTimeout(TCP_IDLE_MS, () => c.destroy())
+    c.once('close', () => {
+      this.tcpPending.delete(c)
+      up?.destroy()
+    })
+    readFrames(c, (msg) => {
+      const allowed = this.judge(msg, client, server, DNS_TCP, reply)
+      if (allowed === null) return
+      const id = msg.readUInt16BE(0)
+      if (pending.has(id)) return reply(answer(dnsPacket.decode(msg), msg, RCODE.SERVFAIL)) // an id already in flight here
+      const upstream = this.opts.upstreamOf?.(allowed.flow) ?? server
+      pending.set(id, { ...allowed, clientId: id, upstream })
+      if (up === null) {
+        up = connect({ host: upstream.address, port: upstream.port })
+        up.on('error', () => undefined)
+        // The server went: what is still owed cannot come any more; the client may ask again.
+        up.once('close', () => c.end())
+        readFrames(up, (a) => {
+          const p = a.length >= 12 ? pending.get(a.readUInt16BE(0)) : undefined
+          if (!p) return
+          pending.delete(p.clientId)
+          this.relay(p, a)
+        })
+      }
+      up.write(frame(msg))
+    })
+  }
+}
+
+/** A DNS message with its TCP length prefix. */
+function frame(msg: Buffer): Buffer {
+  const out = Buffer.allocUnsafe(2 + msg.length)
+  out.writeUInt16BE(msg.length, 0)
+  msg.copy(out, 2)
+  return out
+}
+
+/** Calls `onMessage` with each length-prefixed message read from `s`. */
+function readFrames(s: TcpSocket, onMessage: (msg: Buffer) => void): void {
+  let buf: Buffer = Buffer.alloc(0)
+  s.on('data', (d: Buffer) => {
+    buf = buf.length === 0 ? d : Buffer.concat([buf, d])
+    while (buf.length >= 2 && buf.length >= 2 + buf.readUInt16BE(0)) {
+      const len = buf.readUInt16BE(0)
+      onMessage(buf.subarray(2, 2 + len))
+      buf = buf.subarray(2 + len)
+    }
+  })
 }
