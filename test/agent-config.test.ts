@@ -17,16 +17,17 @@ t.test('defaults: the lab main, sk-assign, the example policies, paths named by 
     policyDirectory: join(projectRoot(), 'policy/examples'),
     proxy: { httpPort: 15001, dnsPort: 15053, threads: 0 },
     bpffs: '/run/l7proxy/agent-bpffs-main',
+    dns: { rejectCode: 'REFUSED', minTtlSeconds: 3600, maxIpsPerName: 50 },
     logging: { level: 'info' },
     admin: { socket: '/run/l7proxy/agent-main.sock' },
   })
 })
 
 t.test('a file, then the environment, then flags: each overrides the one before', async (t) => {
-  const file = parseConfigText('lab: n1\nmode: tproxy\nproxy: { threads: 2, httpPort: 16001 }\nlogging: { level: debug }\n', 'c.yaml')
+  const file = parseConfigText('lab: n1\nmode: tproxy\nproxy: { threads: 2, httpPort: 16001 }\ndns: { rejectCode: NXDOMAIN, minTtlSeconds: 5 }\nlogging: { level: debug }\n', 'c.yaml')
   const env = environmentLayers({ L7PROXY_MODE: 'dnat', L7PROXY_THREADS: '3', PATH: '/bin' })
   const c = resolveConfig([file, ...env, { proxy: { threads: 4 } }])
-  t.match(c, { lab: 'n1', mode: 'dnat', proxy: { httpPort: 16001, dnsPort: 15053, threads: 4 }, logging: { level: 'debug' } })
+  t.match(c, { lab: 'n1', mode: 'dnat', proxy: { httpPort: 16001, dnsPort: 15053, threads: 4 }, dns: { rejectCode: 'NXDOMAIN', minTtlSeconds: 5, maxIpsPerName: 50 }, logging: { level: 'debug' } })
   t.equal(c.bpffs, '/run/l7proxy/agent-bpffs-n1', 'paths follow the lab the file chose')
   t.equal(c.admin.socket, '/run/l7proxy/agent-n1.sock')
   t.same(resolveConfig([parseConfigText('', 'empty.yaml')]), defaultConfig(), 'an empty file is all defaults')
@@ -38,6 +39,8 @@ const BAD: Array<[string, string, RegExp]> = [
   ['port out of range', 'proxy: { httpPort: 70000 }\n', /^c\.yaml:1:20: proxy\.httpPort: expected an integer from 1 to 65535, got the number 70000/],
   ['one port for both proxies', 'proxy: { httpPort: 15001, dnsPort: 15001 }\n', /proxy\.dnsPort: the DNS proxy needs a port of its own/],
   ['relative path', 'policyDirectory: policies\n', /policyDirectory: 'policies' is not an absolute path/],
+  ['bad reject code', 'dns: { rejectCode: SERVFAIL }\n', /dns\.rejectCode: unknown reject code 'SERVFAIL'; expected one of: REFUSED, NXDOMAIN/],
+  ['no IPs per name', 'dns: { maxIpsPerName: 0 }\n', /dns\.maxIpsPerName: expected an integer from 1 to 10000/],
   ['bad log level', 'logging: { level: loud }\n', /logging\.level: unknown log level 'loud'/],
   ['bad lab name', 'lab: Main_Lab\n', /lab: 'Main_Lab' is not a lab name/],
   ['not YAML', 'mode: [tproxy\n', /^c\.yaml:\d+:\d+: YAML: /],

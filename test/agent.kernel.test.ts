@@ -25,7 +25,7 @@ kernelTest(t, 'agent: policy file changes take effect live, a bad file changes n
 
   // Set up as a user would: a config file, with one setting from the environment.
   const config = join(dir, 'agent.conf')
-  writeFileSync(config, `lab: ${lab.name}\npolicyDirectory: ${dir}\nproxy: { threads: 1 }\n`)
+  writeFileSync(config, `lab: ${lab.name}\npolicyDirectory: ${dir}\nproxy: { threads: 1 }\ndns: { rejectCode: NXDOMAIN }\n`)
   const agent = spawn(process.execPath, [distPath('proxy/cli/main.js'), 'agent', '--config', config], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, L7PROXY_THREADS: '2' } })
   let out = ''
   agent.stdout.on('data', (d: Buffer) => (out += d.toString()))
@@ -75,6 +75,9 @@ kernelTest(t, 'agent: policy file changes take effect live, a bad file changes n
   t.match(eps.find((e) => e.host === 'deathstar'), { enforce: { ingress: true }, rules: ['CiliumNetworkPolicy/default/deathstar-l7'] }, 'endpoint list: the deathstar enforces ingress')
   const ids = JSON.parse((await cli('identity', 'list', '-o', 'json')).stdout) as Array<{ id: number; labels: string[] }>
   t.ok(ids.some((i) => i.id === eps.find((e) => e.host === 'deathstar')!.identity && i.labels.includes('k8s:class=deathstar')), 'identity list: the deathstar identity with its labels')
+
+  const refused = await lab.exec('tiefighter', ['dig', '+time=2', '+tries=1', 'hoth.alliance'])
+  t.match(refused.stdout, /status: NXDOMAIN/, 'the config asked denied names to get NXDOMAIN')
 
   // What the DNS proxy learned for toFQDNs.
   await lab.exec('tiefighter', ['dig', '+short', '+time=2', '+tries=1', 'cantina.empire'])

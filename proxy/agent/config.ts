@@ -7,6 +7,7 @@
 //   policyDirectory: /etc/l7proxy/policies
 //   proxy: { httpPort: 15001, dnsPort: 15053, threads: 0 }   # threads 0: one per core
 //   bpffs: /run/l7proxy/agent-bpffs-main
+//   dns: { rejectCode: REFUSED, minTtlSeconds: 3600, maxIpsPerName: 50 }
 //   logging: { level: info }       # trace | debug | info | warn | error | fatal
 //   admin: { socket: /run/l7proxy/agent-main.sock }
 
@@ -29,9 +30,13 @@ export interface AgentConfig {
   policyDirectory: string
   proxy: { httpPort: number; dnsPort: number; threads: number }
   bpffs: string
+  dns: { rejectCode: RejectCode; minTtlSeconds: number; maxIpsPerName: number }
   logging: { level: LogLevel }
   admin: { socket: string }
 }
+
+export const REJECT_CODES = ['REFUSED', 'NXDOMAIN'] as const
+export type RejectCode = (typeof REJECT_CODES)[number]
 
 /** What a file, the environment or flags may set; the rest comes from the layer below. */
 export interface ConfigLayer {
@@ -40,6 +45,7 @@ export interface ConfigLayer {
   policyDirectory?: string
   proxy?: { httpPort?: number; dnsPort?: number; threads?: number }
   bpffs?: string
+  dns?: { rejectCode?: RejectCode; minTtlSeconds?: number; maxIpsPerName?: number }
   logging?: { level?: LogLevel }
   admin?: { socket?: string }
 }
@@ -60,6 +66,8 @@ export function defaultConfig(lab = DEFAULT_LAB): AgentConfig {
     policyDirectory: `${projectRoot()}/policy/examples`,
     proxy: { httpPort: LAB_PROXY_PORTS.http, dnsPort: LAB_PROXY_PORTS.dns, threads: 0 },
     bpffs: `/run/l7proxy/agent-bpffs-${lab}`,
+    // Cilium's defaults: --tofqdns-min-ttl, --tofqdns-endpoint-max-ip-per-hostname.
+    dns: { rejectCode: 'REFUSED', minTtlSeconds: 3600, maxIpsPerName: 50 },
     logging: { level: 'info' },
     admin: { socket: agentSocketPath(lab) },
   }
@@ -92,7 +100,7 @@ export function parseConfigText(text: string, file: string): ConfigLayer {
   const ctx = new ReadContext(file, lines)
   const out: ConfigLayer = {}
   if (doc.contents === null) return out // an empty file: all defaults
-  const f = new YNode(ctx, doc.contents, '', 0).fields(['lab', 'mode', 'policyDirectory', 'proxy', 'bpffs', 'logging', 'admin'])
+  const f = new YNode(ctx, doc.contents, '', 0).fields(['lab', 'mode', 'policyDirectory', 'proxy', 'bpffs', 'dns', 'logging', 'admin'])
   if (f) {
     if (f.lab) {
       const lab = f.lab.string()
@@ -111,6 +119,13 @@ export function parseConfigText(text: string, file: string): ConfigLayer {
       if (proxy.dnsPort) out.proxy.dnsPort = proxy.dnsPort.integer(1, 65535) ?? undefined
       if (proxy.threads) out.proxy.threads = proxy.threads.integer(0, 64) ?? undefined
       if (out.proxy.httpPort !== undefined && out.proxy.httpPort === out.proxy.dnsPort) proxy.dnsPort!.fail('the DNS proxy needs a port of its own')
+    }
+    const dns = f.dns?.fields(['rejectCode', 'minTtlSeconds', 'maxIpsPerName'])
+    if (dns) {
+      out.dns = {}
+      if (dns.rejectCode) out.dns.rejectCode = oneOf(dns.rejectCode, REJECT_CODES, 'reject code') ?? undefined
+      if (dns.minTtlSeconds) out.dns.minTtlSeconds = dns.minTtlSeconds.integer(0, 604_800) ?? undefined
+      if (dns.maxIpsPerName) out.dns.maxIpsPerName = dns.maxIpsPerName.integer(1, 10_000) ?? undefined
     }
     const logging = f.logging?.fields(['level'])
     if (logging?.level) out.logging = { level: oneOf(logging.level, LOG_LEVELS, 'log level') ?? undefined }
@@ -149,6 +164,7 @@ export function resolveConfig(layers: readonly ConfigLayer[]): AgentConfig {
     c.policyDirectory = layer.policyDirectory ?? c.policyDirectory
     c.bpffs = layer.bpffs ?? c.bpffs
     c.proxy = { httpPort: layer.proxy?.httpPort ?? c.proxy.httpPort, dnsPort: layer.proxy?.dnsPort ?? c.proxy.dnsPort, threads: layer.proxy?.threads ?? c.proxy.threads }
+    c.dns = { rejectCode: layer.dns?.rejectCode ?? c.dns.rejectCode, minTtlSeconds: layer.dns?.minTtlSeconds ?? c.dns.minTtlSeconds, maxIpsPerName: layer.dns?.maxIpsPerName ?? c.dns.maxIpsPerName }
     c.logging = { level: layer.logging?.level ?? c.logging.level }
     c.admin = { socket: layer.admin?.socket ?? c.admin.socket }
   }

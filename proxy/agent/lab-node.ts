@@ -3,7 +3,7 @@
 //   ip netns exec l7lab-NAME-node node dist/proxy/agent/lab-node.js --mode M --pin DIR
 //     (--policy FILE | --policy-dir DIR) [--http builtin|external] [--threads N]
 //     [--sockmap-cgroup NAME] [--log FILE] [--admin SOCKET] [--http-port P] [--dns-port P]
-//     [--log-level L]
+//     [--log-level L] [--dns-reject REFUSED|NXDOMAIN] [--dns-min-ttl S] [--dns-max-ips N]
 // It registers the lab's endpoints, loads the policy (a file, or every policy file of a
 // directory, watched: a change is applied live to the engine, the kernel maps and every proxy
 // thread; a file that does not parse is refused and the previous policy stays), starts the datapath on every host veth and
@@ -54,14 +54,21 @@ const { values } = parseArgs({
     'http-port': { type: 'string', default: String(LAB_PROXY_PORTS.http) },
     'dns-port': { type: 'string', default: String(LAB_PROXY_PORTS.dns) },
     'log-level': { type: 'string', default: 'info' },
+    'dns-reject': { type: 'string', default: 'REFUSED' },
+    'dns-min-ttl': { type: 'string', default: '3600' },
+    'dns-max-ips': { type: 'string', default: '50' },
   },
 })
 const threadsArg = Number(values.threads ?? availableParallelism())
 const HTTP_PORT = Number(values['http-port'])
 const DNS_PORT = Number(values['dns-port'])
 const port = (n: number): boolean => Number.isInteger(n) && n > 0 && n < 65536
-if (!port(HTTP_PORT) || !port(DNS_PORT) || !pino.levels.values[values['log-level']!] || (!values.policy && !values['policy-dir']) || !values.pin || (values.http !== 'builtin' && values.http !== 'external') || !Number.isInteger(threadsArg) || threadsArg < 1 || threadsArg > 64) {
-  process.stderr.write('usage: lab-node --mode M --pin DIR (--policy FILE | --policy-dir DIR) [--http builtin|external] [--threads N (1-64)] [--sockmap-cgroup NAME] [--log FILE] [--admin SOCKET] [--http-port P] [--dns-port P] [--log-level L]\n')
+const DNS_MIN_TTL = Number(values['dns-min-ttl'])
+const DNS_MAX_IPS = Number(values['dns-max-ips'])
+const DNS_REJECT = values['dns-reject'] as 'REFUSED' | 'NXDOMAIN'
+const dnsOk = (DNS_REJECT === 'REFUSED' || DNS_REJECT === 'NXDOMAIN') && Number.isInteger(DNS_MIN_TTL) && DNS_MIN_TTL >= 0 && Number.isInteger(DNS_MAX_IPS) && DNS_MAX_IPS >= 1
+if (!dnsOk || !port(HTTP_PORT) || !port(DNS_PORT) || !pino.levels.values[values['log-level']!] || (!values.policy && !values['policy-dir']) || !values.pin || (values.http !== 'builtin' && values.http !== 'external') || !Number.isInteger(threadsArg) || threadsArg < 1 || threadsArg > 64) {
+  process.stderr.write('usage: lab-node --mode M --pin DIR (--policy FILE | --policy-dir DIR) [--http builtin|external] [--threads N (1-64)] [--sockmap-cgroup NAME] [--log FILE] [--admin SOCKET] [--http-port P] [--dns-port P] [--log-level L] [--dns-reject REFUSED|NXDOMAIN] [--dns-min-ttl S] [--dns-max-ips N]\n')
   process.exit(2)
 }
 const mode = parseMode(values.mode ?? '')
@@ -119,7 +126,7 @@ const replySockets = new Map<string, UdpSocket>()
 let workers: HttpWorkers | null = null
 // What allowed answers taught (toFQDNs): names' IPs go to the engine, the maps and every proxy
 // thread; expired ones leave again.
-const fqdns = new FqdnCache()
+const fqdns = new FqdnCache({ minTtlSeconds: DNS_MIN_TTL, maxIpsPerName: DNS_MAX_IPS })
 function applyFqdnChanges(names: readonly string[]): void {
   if (names.length === 0) return
   for (const name of names) engine.setFqdnIps(name, fqdns.ips(name))
@@ -132,6 +139,7 @@ const dns: DnsProxy = new DnsProxy({
   logger,
   originalDestination: (c) => dp.originalDestination(c.address, c.port, 'udp'),
   ...(mode === 'dnat' ? { tcpOriginalDestination: (s: Socket) => dp.originalDestination(s.remoteAddress!, s.remotePort!, 'tcp') } : {}),
+  rejectCode: DNS_REJECT,
   learn: (qname, answers) => applyFqdnChanges(fqdns.learn(qname, answers, Date.now())),
   replySocket: (server): UdpSocket => {
     if (mode === 'dnat') return dns.socket
