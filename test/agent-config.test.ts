@@ -17,6 +17,7 @@ t.test('defaults: the lab main, sk-assign, the example policies, paths named by 
     policyDirectory: join(projectRoot(), 'policy/examples'),
     proxy: { httpPort: 15001, dnsPort: 15053, threads: 0 },
     bpffs: '/run/l7proxy/agent-bpffs-main',
+    stateDirectory: '/run/l7proxy/state-main',
     dns: { rejectCode: 'REFUSED', minTtlSeconds: 3600, maxIpsPerName: 50 },
     logging: { level: 'info' },
     admin: { socket: '/run/l7proxy/agent-main.sock' },

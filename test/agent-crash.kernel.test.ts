@@ -1,8 +1,10 @@
 // An agent killed with kill -9 leaves the kernel failing closed: flows that need the proxy are
 // dropped while nothing listens, never let through, and flows that do not need it go on. A new
-// agent takes over the same node and policy, and allowed traffic flows again as soon as it is up.
+// agent takes over the same node and policy, and allowed traffic flows again as soon as it is up,
+// including to addresses the dead agent learned from DNS (toFQDNs, from its saved cache).
 
-import { rmSync } from 'node:fs'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t from 'tap'
 import { projectRoot } from '../lib/project-root.js'
@@ -18,8 +20,12 @@ kernelTest(t, 'agent: kill -9 fails closed; a restarted agent enforces the same 
   const status = async (host: string, method: string, url: string): Promise<string> =>
     (await lab.exec(host, ['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', '2', '-X', method, url])).stdout
 
-  const first = await startLabNode({ lab: lab.name, mode: 'sk-assign', policyFile, pin, threads: 2 })
+  const stateDir = mkdtempSync(join(tmpdir(), 'l7-state-'))
+  t.teardown(() => rmSync(stateDir, { recursive: true, force: true }))
+  const first = await startLabNode({ lab: lab.name, mode: 'sk-assign', policyFile, pin, threads: 2, stateDir })
   t.equal(await status('tiefighter', 'POST', 'http://198.18.2.10/v1/request-landing'), '200', 'allowed while the agent runs')
+  await lab.exec('tiefighter', ['dig', '+short', '+time=2', '+tries=1', 'cantina.empire'])
+  t.not(await status('tiefighter', 'GET', 'http://192.0.2.3/'), '000', 'cantina.empire resolved: its address is allowed (toFQDNs)')
   process.kill(first.pid, 'SIGKILL')
   await first.stop()
 
@@ -29,10 +35,12 @@ kernelTest(t, 'agent: kill -9 fails closed; a restarted agent enforces the same 
   t.equal(dns.stdout.trim(), '198.18.2.10', 'a flow no L7 rule steers (the xwing asking DNS) goes on as before')
 
   const started = Date.now()
-  const second = await startLabNode({ lab: lab.name, mode: 'sk-assign', policyFile, pin, threads: 2 })
+  const second = await startLabNode({ lab: lab.name, mode: 'sk-assign', policyFile, pin, threads: 2, stateDir })
   t.teardown(() => second.stop())
   const restartMs = Date.now() - started
   t.equal(await status('tiefighter', 'POST', 'http://198.18.2.10/v1/request-landing'), '200', `the new agent lets the landing through as soon as it is up (restart took ${restartMs} ms)`)
   t.equal(await status('tiefighter', 'PUT', 'http://198.18.2.10/v1/exhaust-port'), '403', 'and denies what the policy denies')
+  t.not(await status('tiefighter', 'GET', 'http://192.0.2.3/'), '000', 'cantina’s address is still allowed, with no new DNS query: the learned names were restored')
+  t.equal(await status('tiefighter', 'GET', 'http://192.0.2.5/'), '000', 'and nothing more')
   t.equal(await second.stop(), 0, 'and stops cleanly')
 })

@@ -25,7 +25,7 @@ kernelTest(t, 'agent: policy file changes take effect live, a bad file changes n
 
   // Set up as a user would: a config file, with one setting from the environment.
   const config = join(dir, 'agent.conf')
-  writeFileSync(config, `lab: ${lab.name}\npolicyDirectory: ${dir}\nproxy: { threads: 1 }\ndns: { rejectCode: NXDOMAIN }\n`)
+  writeFileSync(config, `lab: ${lab.name}\npolicyDirectory: ${dir}\nstateDirectory: ${dir}/state\nproxy: { threads: 1 }\ndns: { rejectCode: NXDOMAIN }\n`)
   const agent = spawn(process.execPath, [distPath('proxy/cli/main.js'), 'agent', '--config', config], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, L7PROXY_THREADS: '2' } })
   let out = ''
   agent.stdout.on('data', (d: Buffer) => (out += d.toString()))

@@ -1,8 +1,12 @@
 // What the DNS proxy learns from allowed answers for toFQDNs: names through CNAME chains, the
 // minimum TTL, the cap on IPs per name, expiry.
 
+import { existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import t from 'tap'
 import { FqdnCache } from '../proxy/dns/fqdn-cache.js'
+import { FqdnStore } from '../proxy/dns/fqdn-store.js'
 
 const A = (name: string, ip: string, ttl = 60) => ({ type: 'A', name, data: ip, ttl })
 
@@ -34,4 +38,24 @@ t.test('at most maxIpsPerName IPs a name: the ones learned last', async (t) => {
   t.same(c.learn('many.empire', [A('many.empire', '192.0.2.3')], 1), ['many.empire'])
   t.same(c.ips('many.empire'), ['192.0.2.2', '192.0.2.3'])
   t.match(c.entries(), [{ name: 'many.empire', ips: [{ ip: '192.0.2.2', expiresAt: 60_000 }, { ip: '192.0.2.3', expiresAt: 60_001 }] }])
+})
+
+t.test('saved and restored: what expired and what is malformed stay out; a corrupt file is set aside', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'l7-fqdn-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const store = new FqdnStore(dir)
+  t.same(store.load(), { entries: [], problem: null }, 'nothing saved yet')
+  const c = new FqdnCache({ minTtlSeconds: 0 })
+  c.learn('cantina.empire', [A('cantina.empire', '192.0.2.3', 60), A('cantina.empire', '192.0.2.4', 1)], 1_000)
+  store.save(c.entries())
+  t.equal(statSync(store.file).mode & 0o777, 0o600)
+  const back = new FqdnCache()
+  t.same(back.restore(store.load().entries, 5_000), ['cantina.empire'])
+  t.same(back.ips('cantina.empire'), ['192.0.2.3'], 'the address whose TTL ran out is not restored')
+  t.same(new FqdnCache().restore([{ name: 'x.empire', ips: [{ ip: 'not-an-ip', expiresAt: 9e15 }] }, 'junk', { name: 3 }], 0), [], 'malformed entries are skipped')
+  writeFileSync(store.file, '{ half')
+  const broken = store.load()
+  t.same(broken.entries, [])
+  t.match(broken.problem, /set aside as .*fqdn-cache\.json\.bad/)
+  t.ok(existsSync(`${store.file}.bad`) && !existsSync(store.file))
 })

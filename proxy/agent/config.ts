@@ -7,6 +7,7 @@
 //   policyDirectory: /etc/l7proxy/policies
 //   proxy: { httpPort: 15001, dnsPort: 15053, threads: 0 }   # threads 0: one per core
 //   bpffs: /run/l7proxy/agent-bpffs-main
+//   stateDirectory: /run/l7proxy/state-main   # the FQDN cache, kept across restarts
 //   dns: { rejectCode: REFUSED, minTtlSeconds: 3600, maxIpsPerName: 50 }
 //   logging: { level: info }       # trace | debug | info | warn | error | fatal
 //   admin: { socket: /run/l7proxy/agent-main.sock }
@@ -30,6 +31,7 @@ export interface AgentConfig {
   policyDirectory: string
   proxy: { httpPort: number; dnsPort: number; threads: number }
   bpffs: string
+  stateDirectory: string
   dns: { rejectCode: RejectCode; minTtlSeconds: number; maxIpsPerName: number }
   logging: { level: LogLevel }
   admin: { socket: string }
@@ -45,6 +47,7 @@ export interface ConfigLayer {
   policyDirectory?: string
   proxy?: { httpPort?: number; dnsPort?: number; threads?: number }
   bpffs?: string
+  stateDirectory?: string
   dns?: { rejectCode?: RejectCode; minTtlSeconds?: number; maxIpsPerName?: number }
   logging?: { level?: LogLevel }
   admin?: { socket?: string }
@@ -66,6 +69,8 @@ export function defaultConfig(lab = DEFAULT_LAB): AgentConfig {
     policyDirectory: `${projectRoot()}/policy/examples`,
     proxy: { httpPort: LAB_PROXY_PORTS.http, dnsPort: LAB_PROXY_PORTS.dns, threads: 0 },
     bpffs: `/run/l7proxy/agent-bpffs-${lab}`,
+    // Like Cilium's /var/run/cilium: kept across agent restarts, not across reboots.
+    stateDirectory: `/run/l7proxy/state-${lab}`,
     // Cilium's defaults: --tofqdns-min-ttl, --tofqdns-endpoint-max-ip-per-hostname.
     dns: { rejectCode: 'REFUSED', minTtlSeconds: 3600, maxIpsPerName: 50 },
     logging: { level: 'info' },
@@ -100,7 +105,7 @@ export function parseConfigText(text: string, file: string): ConfigLayer {
   const ctx = new ReadContext(file, lines)
   const out: ConfigLayer = {}
   if (doc.contents === null) return out // an empty file: all defaults
-  const f = new YNode(ctx, doc.contents, '', 0).fields(['lab', 'mode', 'policyDirectory', 'proxy', 'bpffs', 'dns', 'logging', 'admin'])
+  const f = new YNode(ctx, doc.contents, '', 0).fields(['lab', 'mode', 'policyDirectory', 'proxy', 'bpffs', 'stateDirectory', 'dns', 'logging', 'admin'])
   if (f) {
     if (f.lab) {
       const lab = f.lab.string()
@@ -112,6 +117,7 @@ export function parseConfigText(text: string, file: string): ConfigLayer {
     if (f.mode) out.mode = oneOf(f.mode, REDIRECT_MODES, 'redirect mode') ?? undefined
     if (f.policyDirectory) out.policyDirectory = absolutePath(f.policyDirectory) ?? undefined
     if (f.bpffs) out.bpffs = absolutePath(f.bpffs) ?? undefined
+    if (f.stateDirectory) out.stateDirectory = absolutePath(f.stateDirectory) ?? undefined
     const proxy = f.proxy?.fields(['httpPort', 'dnsPort', 'threads'])
     if (proxy) {
       out.proxy = {}
@@ -163,6 +169,7 @@ export function resolveConfig(layers: readonly ConfigLayer[]): AgentConfig {
     c.mode = layer.mode ?? c.mode
     c.policyDirectory = layer.policyDirectory ?? c.policyDirectory
     c.bpffs = layer.bpffs ?? c.bpffs
+    c.stateDirectory = layer.stateDirectory ?? c.stateDirectory
     c.proxy = { httpPort: layer.proxy?.httpPort ?? c.proxy.httpPort, dnsPort: layer.proxy?.dnsPort ?? c.proxy.dnsPort, threads: layer.proxy?.threads ?? c.proxy.threads }
     c.dns = { rejectCode: layer.dns?.rejectCode ?? c.dns.rejectCode, minTtlSeconds: layer.dns?.minTtlSeconds ?? c.dns.minTtlSeconds, maxIpsPerName: layer.dns?.maxIpsPerName ?? c.dns.maxIpsPerName }
     c.logging = { level: layer.logging?.level ?? c.logging.level }

@@ -17,6 +17,8 @@ export interface HttpWorkerInput {
   logLevel: string
   endpoints: EndpointSpec[]
   policies: Array<{ name: string; text: string }>
+  /** Names' IPs the main thread's engine has (toFQDNs), as this worker starts. */
+  fqdns: Array<{ name: string; ips: string[] }>
 }
 
 /** Worker to main thread. */
@@ -31,6 +33,7 @@ const lines = new LineBatcher((text) => port.postMessage({ type: 'log', text } s
 const engine = new PolicyEngine({ proxyPorts: input.proxyPorts })
 for (const ep of input.endpoints) engine.upsertEndpoint(ep)
 for (const p of input.policies) engine.loadFile(p.name, p.text)
+for (const f of input.fqdns) engine.setFqdnIps(f.name, f.ips)
 const proxy = new HttpProxy({ engine, logger: pino({ base: null, level: input.logLevel }, lines) })
 await proxy.listen({ fd: input.fd })
 /** Counters go to the main thread (for status and metrics) every STATS_MS and at the end. */

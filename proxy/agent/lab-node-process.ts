@@ -25,6 +25,8 @@ export interface LabNodeOptions {
   sockmapCgroup?: string
   /** HTTP proxy threads (default: one per core). */
   threads?: number
+  /** Where the agent keeps state across restarts (the FQDN cache); none by default. */
+  stateDir?: string
   /** JSON lines go to this file instead of stdout (lines() then reads it). */
   logFile?: string
   readyTimeoutMs?: number
@@ -43,6 +45,7 @@ export async function startLabNode(o: LabNodeOptions): Promise<LabNode> {
   if (o.sockmapCgroup) args.push('--sockmap-cgroup', o.sockmapCgroup)
   if (o.logFile) args.push('--log', o.logFile)
   if (o.threads !== undefined) args.push('--threads', String(o.threads))
+  if (o.stateDir !== undefined) args.push('--state', o.stateDir)
   // `ip netns exec` execs node: the child's PID is the agent's.
   const child = spawn('ip', ['netns', 'exec', nodeNetns(o.lab), process.execPath, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
   const exited = new Promise<number | null>((r) => child.once('exit', (c) => r(c)))

@@ -4,6 +4,7 @@
 //     (--policy FILE | --policy-dir DIR) [--http builtin|external] [--threads N]
 //     [--sockmap-cgroup NAME] [--log FILE] [--admin SOCKET] [--http-port P] [--dns-port P]
 //     [--log-level L] [--dns-reject REFUSED|NXDOMAIN] [--dns-min-ttl S] [--dns-max-ips N]
+//     [--state DIR]   (where the FQDN cache is kept across restarts)
 // It registers the lab's endpoints, loads the policy (a file, or every policy file of a
 // directory, watched: a change is applied live to the engine, the kernel maps and every proxy
 // thread; a file that does not parse is refused and the previous policy stays), starts the datapath on every host veth and
@@ -30,6 +31,7 @@ import { parseMode } from '../../redirect-bpf/modes/redirect-mode.js'
 import { transparentTcpListener, transparentUdpSocket } from '../../redirect-bpf/transparent-socket.js'
 import { DnsProxy } from '../dns/dns-proxy.js'
 import { FqdnCache } from '../dns/fqdn-cache.js'
+import { FqdnStore } from '../dns/fqdn-store.js'
 import type { Flow } from '../flow-verdict.js'
 import { LAB_PROXY_PORTS, labProxyAddress } from './lab-node-process.js'
 import { HttpProxy } from '../http/http-proxy.js'
@@ -57,6 +59,7 @@ const { values } = parseArgs({
     'dns-reject': { type: 'string', default: 'REFUSED' },
     'dns-min-ttl': { type: 'string', default: '3600' },
     'dns-max-ips': { type: 'string', default: '50' },
+    state: { type: 'string' },
   },
 })
 const threadsArg = Number(values.threads ?? availableParallelism())
@@ -68,7 +71,7 @@ const DNS_MAX_IPS = Number(values['dns-max-ips'])
 const DNS_REJECT = values['dns-reject'] as 'REFUSED' | 'NXDOMAIN'
 const dnsOk = (DNS_REJECT === 'REFUSED' || DNS_REJECT === 'NXDOMAIN') && Number.isInteger(DNS_MIN_TTL) && DNS_MIN_TTL >= 0 && Number.isInteger(DNS_MAX_IPS) && DNS_MAX_IPS >= 1
 if (!dnsOk || !port(HTTP_PORT) || !port(DNS_PORT) || !pino.levels.values[values['log-level']!] || (!values.policy && !values['policy-dir']) || !values.pin || (values.http !== 'builtin' && values.http !== 'external') || !Number.isInteger(threadsArg) || threadsArg < 1 || threadsArg > 64) {
-  process.stderr.write('usage: lab-node --mode M --pin DIR (--policy FILE | --policy-dir DIR) [--http builtin|external] [--threads N (1-64)] [--sockmap-cgroup NAME] [--log FILE] [--admin SOCKET] [--http-port P] [--dns-port P] [--log-level L] [--dns-reject REFUSED|NXDOMAIN] [--dns-min-ttl S] [--dns-max-ips N]\n')
+  process.stderr.write('usage: lab-node --mode M --pin DIR (--policy FILE | --policy-dir DIR) [--http builtin|external] [--threads N (1-64)] [--sockmap-cgroup NAME] [--log FILE] [--admin SOCKET] [--http-port P] [--dns-port P] [--log-level L] [--dns-reject REFUSED|NXDOMAIN] [--dns-min-ttl S] [--dns-max-ips N] [--state DIR]\n')
   process.exit(2)
 }
 const mode = parseMode(values.mode ?? '')
@@ -114,6 +117,17 @@ if (values.policy) {
 }
 const policyDir = values['policy-dir'] ? new PolicyDirectory(values['policy-dir']) : null
 for (const c of policyDir?.scan() ?? []) acceptPolicy(c.file, c.text)
+// What allowed DNS answers taught (toFQDNs), restored from the last run so a restart cuts no
+// allowed name: it is in the maps before the first packet is steered.
+const fqdns = new FqdnCache({ minTtlSeconds: DNS_MIN_TTL, maxIpsPerName: DNS_MAX_IPS })
+const fqdnStore = values.state ? new FqdnStore(values.state) : null
+if (fqdnStore) {
+  const saved = fqdnStore.load()
+  if (saved.problem) logger.warn({ problem: saved.problem }, 'fqdn cache not restored')
+  const names = fqdns.restore(saved.entries, Date.now())
+  for (const name of names) engine.setFqdnIps(name, fqdns.ips(name))
+  if (names.length > 0) logger.info({ names: names.length, file: fqdnStore.file }, 'fqdn cache restored')
+}
 const proxyAddress = labProxyAddress(mode)
 const dp = Datapath.start({ mode, pinRoot: values.pin, proxyAddress, proxyPorts: [HTTP_PORT, DNS_PORT], ...(values['sockmap-cgroup'] ? { cgroupName: values['sockmap-cgroup'] } : {}) })
 for (const h of LAB_HOSTS) dp.attach(nodeIfname(h.name), endpoints.find((e) => e.host === h.name)?.id)
@@ -124,14 +138,13 @@ dp.apply(engine.takeDelta())
 // proxy's own answers back).
 const replySockets = new Map<string, UdpSocket>()
 let workers: HttpWorkers | null = null
-// What allowed answers taught (toFQDNs): names' IPs go to the engine, the maps and every proxy
-// thread; expired ones leave again.
-const fqdns = new FqdnCache({ minTtlSeconds: DNS_MIN_TTL, maxIpsPerName: DNS_MAX_IPS })
+// Learned or expired names' IPs go to the engine, the maps and every proxy thread, and are saved.
 function applyFqdnChanges(names: readonly string[]): void {
   if (names.length === 0) return
   for (const name of names) engine.setFqdnIps(name, fqdns.ips(name))
   dp.apply(engine.takeDelta())
   for (const name of names) workers?.updateFqdn(name, fqdns.ips(name))
+  fqdnStore?.save(fqdns.entries())
 }
 setInterval(() => applyFqdnChanges(fqdns.expire(Date.now())), 1_000).unref()
 const dns: DnsProxy = new DnsProxy({
@@ -175,7 +188,7 @@ if (values.http === 'builtin') {
   await proxy.listen({ fd: fds[0]! })
   const proxyPorts = { http: HTTP_PORT, dns: DNS_PORT }
   workers = await startHttpWorkers(
-    fds.slice(1).map((fd) => ({ fd, proxyPorts, logLevel: values['log-level']!, endpoints, policies: [...policies].map(([name, text]) => ({ name, text })) })),
+    fds.slice(1).map((fd) => ({ fd, proxyPorts, logLevel: values['log-level']!, endpoints, fqdns: fqdns.entries().map((e) => ({ name: e.name, ips: e.ips.map((i) => i.ip) })), policies: [...policies].map(([name, text]) => ({ name, text })) })),
     (text) => lines.write(text),
   )
 }

@@ -93,7 +93,24 @@ export class FqdnCache {
     return [...(this.names.get(norm(name))?.keys() ?? [])]
   }
 
-  /** Every name with its IPs and when each expires. */
+  /**
+   * Takes in saved entries (a restart), dropping what expired by `now` and anything malformed;
+   * returns the names now known.
+   */
+  restore(entries: unknown, now: number): string[] {
+    if (!Array.isArray(entries)) return []
+    for (const e of entries as Array<Partial<CacheEntry>>) {
+      if (typeof e?.name !== 'string' || !Array.isArray(e.ips)) continue
+      const ips = new Map<string, number>()
+      for (const i of e.ips) {
+        if (typeof i?.ip === 'string' && /^\d{1,3}(\.\d{1,3}){3}$/.test(i.ip) && typeof i.expiresAt === 'number' && i.expiresAt > now) ips.set(i.ip, i.expiresAt)
+      }
+      if (ips.size > 0) this.names.set(norm(e.name), ips)
+    }
+    return [...this.names.keys()]
+  }
+
+  /** Every name with its IPs and when each expires (ms since the epoch). */
   entries(): CacheEntry[] {
     return [...this.names].map(([name, ips]) => ({ name, ips: [...ips].map(([ip, expiresAt]) => ({ ip, expiresAt })) }))
   }
