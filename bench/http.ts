@@ -14,17 +14,17 @@
 // log (written to a file, as a node's would be) must hold a line for every request wrk counted.
 // Prints a table, writes JSON.
 
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
-import { availableParallelism, tmpdir } from 'node:os'
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs'
+import { availableParallelism } from 'node:os'
 import { dirname, join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
-import { labDown, labUp } from '../lab/lab.js'
-import { execIn, isAlive, spawnDetachedIn, waitListening } from '../lab/netns.js'
+import { execIn } from '../lab/netns.js'
 import { findHost, hostNetns, isValidLabName, nodeNetns } from '../lab/topology.js'
 import { projectRoot } from '../lib/project-root.js'
 import { LAB_PROXY_PORTS, labProxyAddress, startLabNode, type LabNode } from '../proxy/agent/lab-node-process.js'
 import { renderTable } from '../proxy/cli/table.js'
 import { parseMode, type RedirectMode } from '../redirect-bpf/modes/redirect-mode.js'
+import { UsageError, cpuSeconds, inLabRounds, medianRun, runBench, startPeer, stopPeer, wholeOption } from './bench-support.js'
 import { haproxyConfig, type BenchRule } from './haproxy-config.js'
 
 const USAGE = 'usage: npm run bench:http [-- --duration S --runs R --warmup S --connections C --threads T --mode M --lab NAME --out FILE]'
@@ -67,11 +67,6 @@ spec:
 `
 }
 
-/** utime + stime of a process, in seconds. */
-function cpuSeconds(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ')
-  return (Number(fields[11]) + Number(fields[12])) / 100 // USER_HZ
-}
 
 async function wrk(seconds: number, connections: number, proxyPid: number | null): Promise<Run> {
   const cpu0 = proxyPid === null ? 0 : cpuSeconds(proxyPid)
@@ -111,24 +106,18 @@ async function startScenario(s: Scenario, mode: RedirectMode, dir: string, threa
   const cfg = join(dir, 'haproxy.cfg')
   writeFileSync(cfg, haproxyConfig({ rules: RULES, listen: labProxyAddress(mode), port: LAB_PROXY_PORTS.http, threads }))
   // -db: stay in the foreground, so its PID is ours to stop.
-  const log = join(dir, 'haproxy.log')
-  const pid = await spawnDetachedIn(nodeNetns(LAB), ['haproxy', '-db', '-f', cfg], log)
-  const running = { node, haproxyPid: pid, proxyPid: pid }
+  let pid: number
   try {
-    await waitListening({ ns: nodeNetns(LAB), port: LAB_PROXY_PORTS.http, proto: 'tcp', pid, logFile: log, what: 'haproxy', timeoutMs: 10_000 })
+    pid = await startPeer({ ns: nodeNetns(LAB), argv: ['haproxy', '-db', '-f', cfg], log: join(dir, 'haproxy.log'), port: LAB_PROXY_PORTS.http, proto: 'tcp', what: 'haproxy' })
   } catch (e) {
-    await stopScenario(running)
+    await node.stop()
     throw e
   }
-  return running
+  return { node, haproxyPid: pid, proxyPid: pid }
 }
 
 async function stopScenario(r: Running): Promise<void> {
-  if (r.haproxyPid !== null && isAlive(r.haproxyPid)) {
-    process.kill(r.haproxyPid, 'SIGTERM')
-    for (let i = 0; i < 100 && isAlive(r.haproxyPid); i++) await new Promise((res) => setTimeout(res, 50))
-    if (isAlive(r.haproxyPid)) process.kill(r.haproxyPid, 'SIGKILL')
-  }
+  if (r.haproxyPid !== null) await stopPeer(r.haproxyPid)
   await r.node.stop()
 }
 
@@ -136,11 +125,6 @@ function pinOf(s: Scenario): string {
   return `/run/l7proxy/bench-bpffs-${LAB}-${s}`
 }
 
-function median(runs: Run[]): Run {
-  return [...runs].sort((a, b) => a.requestsPerSec - b.requestsPerSec)[Math.floor(runs.length / 2)]!
-}
-
-class UsageError extends Error {}
 
 let LAB = 'bench'
 
@@ -163,11 +147,7 @@ async function main(): Promise<void> {
     throw new UsageError((e as Error).message)
   }
   const values = parsed.values
-  const num = (name: 'duration' | 'runs' | 'warmup' | 'connections' | 'threads', min: number, max: number): number => {
-    const v = Number(values[name])
-    if (!Number.isInteger(v) || v < min || v > max) throw new UsageError(`--${name} must be a whole number from ${min} to ${max}, not '${values[name]}'`)
-    return v
-  }
+  const num = (name: 'duration' | 'runs' | 'warmup' | 'connections' | 'threads', min: number, max: number): number => wholeOption(values, name, min, max)
   if (!isValidLabName(values.lab!)) throw new UsageError(`--lab '${values.lab}' is not a valid lab name`)
   LAB = values.lab!
   const duration = num('duration', 1, 300)
@@ -184,52 +164,37 @@ async function main(): Promise<void> {
   if (mode === 'sockmap') throw new UsageError('--mode sockmap is not measured here (the client would have to join the sockmap cgroup)')
   const threads = num('threads', 1, 64)
 
-  const dir = mkdtempSync(join(tmpdir(), 'l7-bench-http-'))
-  let running: Running | null = null
-  const cleanup = async (): Promise<void> => {
-    if (running) await stopScenario(running).catch(() => undefined)
-    running = null
-    await labDown(LAB).catch(() => undefined)
-    rmSync(dir, { recursive: true, force: true })
-    for (const s of SCENARIOS) rmSync(pinOf(s), { recursive: true, force: true })
-  }
-  const onSignal = (): void => void cleanup().finally(() => process.exit(130))
-  process.once('SIGINT', onSignal)
-  process.once('SIGTERM', onSignal)
-
-  const measured: Record<Scenario, Run[]> = { direct: [], l7proxy: [], haproxy: [] }
   const checks: Record<Scenario, { denied: number; allowed: number } | null> = { direct: null, l7proxy: null, haproxy: null }
-  try {
-    await labUp(LAB)
-    for (let round = 0; round < runs; round++) {
-      for (const s of SCENARIOS) {
-        running = await startScenario(s, mode, dir, threads)
-        const check = { allowed: await curlStatus('GET', '/v1/'), denied: await curlStatus('PUT', '/v1/exhaust-port') }
-        // Directly the server answers the PUT itself (503); through a proxy it is denied (403).
-        const want = s === 'direct' ? 503 : 403
-        if (check.allowed !== 200 || check.denied !== want) {
-          throw new Error(`${s}: GET /v1/ gave ${check.allowed} (want 200), PUT /v1/exhaust-port gave ${check.denied} (want ${want}): the traffic does not take the path this scenario measures`)
-        }
-        checks[s] = check
-        const warm = warmup > 0 ? await wrk(warmup, connections, null) : null
-        const run = await wrk(duration, connections, running.proxyPid)
-        const node = running.node
-        await stopScenario(running)
-        running = null
-        if (s === 'l7proxy') {
-          run.flowLines = node.lines().filter((l) => l.msg === 'http allowed' || l.msg === 'http denied').length
-          const served = 2 + (warm?.requests ?? 0) + run.requests
-          if (run.flowLines < served) throw new Error(`l7proxy logged ${run.flowLines} flow lines for ${served} requests: a request went unlogged`)
-        }
-        rmSync(join(dir, `${s}-flows.log`), { force: true })
-        measured[s].push(run)
-        process.stderr.write(`round ${round + 1}/${runs} ${s}: ${Math.round(run.requestsPerSec)} req/s\n`)
+  const measured = await inLabRounds({
+    lab: LAB,
+    tmpPrefix: 'l7-bench-http-',
+    scenarios: SCENARIOS,
+    rounds: runs,
+    pins: SCENARIOS.map(pinOf),
+    describe: (r: Run) => `${Math.round(r.requestsPerSec)} req/s`,
+    measure: async (s: Scenario, dir: string, hold) => {
+      const running = await startScenario(s, mode, dir, threads)
+      hold(() => stopScenario(running))
+      const check = { allowed: await curlStatus('GET', '/v1/'), denied: await curlStatus('PUT', '/v1/exhaust-port') }
+      // Directly the server answers the PUT itself (503); through a proxy it is denied (403).
+      const want = s === 'direct' ? 503 : 403
+      if (check.allowed !== 200 || check.denied !== want) {
+        throw new Error(`${s}: GET /v1/ gave ${check.allowed} (want 200), PUT /v1/exhaust-port gave ${check.denied} (want ${want}): the traffic does not take the path this scenario measures`)
       }
-    }
-  } finally {
-    await cleanup()
-  }
-  const rows = SCENARIOS.map((s) => ({ scenario: s, check: checks[s]!, median: median(measured[s]), runs: measured[s] }))
+      checks[s] = check
+      const warm = warmup > 0 ? await wrk(warmup, connections, null) : null
+      const run = await wrk(duration, connections, running.proxyPid)
+      await stopScenario(running)
+      if (s === 'l7proxy') {
+        run.flowLines = running.node.lines().filter((l) => l.msg === 'http allowed' || l.msg === 'http denied').length
+        const served = 2 + (warm?.requests ?? 0) + run.requests
+        if (run.flowLines < served) throw new Error(`l7proxy logged ${run.flowLines} flow lines for ${served} requests: a request went unlogged`)
+      }
+      rmSync(join(dir, `${s}-flows.log`), { force: true })
+      return run
+    },
+  })
+  const rows = SCENARIOS.map((s) => ({ scenario: s, check: checks[s]!, median: medianRun(measured[s], (r) => r.requestsPerSec), runs: measured[s] }))
 
   const haproxy = rows.find((r) => r.scenario === 'haproxy')!.median
   const l7 = rows.find((r) => r.scenario === 'l7proxy')!.median
@@ -268,7 +233,4 @@ async function main(): Promise<void> {
   process.stdout.write(`mode ${mode}, ${threads} proxy threads, ${connections} connections, median of ${runs} interleaved x ${duration}s; wrote ${out}\n`)
 }
 
-main().catch((e: Error) => {
-  process.stderr.write(`bench:http: ${e.message}\n${e instanceof UsageError ? `${USAGE}\n` : ''}`)
-  process.exit(e instanceof UsageError ? 2 : 1)
-})
+runBench('bench:http', USAGE, main)

@@ -28,6 +28,8 @@ declare -A PACKAGES=(
   [unbound]=/usr/sbin/unbound
   [haproxy]=/usr/sbin/haproxy
   [wrk]=/usr/bin/wrk
+  [dnsperf]=/usr/bin/dnsperf
+  [dnsdist]=/usr/bin/dnsdist
   [ca-certificates]=/etc/ssl/certs/ca-certificates.crt
 )
 NODE_MIN_MAJOR=20

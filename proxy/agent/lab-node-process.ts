@@ -22,6 +22,8 @@ export interface LabNodeOptions {
   pin: string
   /** 'external': the datapath steers to the HTTP port, and something else listens there. */
   http?: 'builtin' | 'external'
+  /** Likewise for the DNS port. */
+  dns?: 'builtin' | 'external'
   sockmapCgroup?: string
   /** HTTP proxy threads (default: one per core). */
   threads?: number
@@ -41,7 +43,7 @@ export interface LabNode {
 }
 
 export async function startLabNode(o: LabNodeOptions): Promise<LabNode> {
-  const args = [distPath('proxy/agent/lab-node.js'), '--mode', o.mode, '--policy', o.policyFile, '--pin', o.pin, '--http', o.http ?? 'builtin']
+  const args = [distPath('proxy/agent/lab-node.js'), '--mode', o.mode, '--policy', o.policyFile, '--pin', o.pin, '--http', o.http ?? 'builtin', '--dns', o.dns ?? 'builtin']
   if (o.sockmapCgroup) args.push('--sockmap-cgroup', o.sockmapCgroup)
   if (o.logFile) args.push('--log', o.logFile)
   if (o.threads !== undefined) args.push('--threads', String(o.threads))

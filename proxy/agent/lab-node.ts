@@ -49,6 +49,7 @@ const { values } = parseArgs({
     'policy-dir': { type: 'string' },
     pin: { type: 'string' },
     http: { type: 'string', default: 'builtin' },
+    dns: { type: 'string', default: 'builtin' },
     'sockmap-cgroup': { type: 'string' },
     log: { type: 'string' },
     threads: { type: 'string' },
@@ -70,8 +71,8 @@ const DNS_MIN_TTL = Number(values['dns-min-ttl'])
 const DNS_MAX_IPS = Number(values['dns-max-ips'])
 const DNS_REJECT = values['dns-reject'] as 'REFUSED' | 'NXDOMAIN'
 const dnsOk = (DNS_REJECT === 'REFUSED' || DNS_REJECT === 'NXDOMAIN') && Number.isInteger(DNS_MIN_TTL) && DNS_MIN_TTL >= 0 && Number.isInteger(DNS_MAX_IPS) && DNS_MAX_IPS >= 1
-if (!dnsOk || !port(HTTP_PORT) || !port(DNS_PORT) || !pino.levels.values[values['log-level']!] || (!values.policy && !values['policy-dir']) || !values.pin || (values.http !== 'builtin' && values.http !== 'external') || !Number.isInteger(threadsArg) || threadsArg < 1 || threadsArg > 64) {
-  process.stderr.write('usage: lab-node --mode M --pin DIR (--policy FILE | --policy-dir DIR) [--http builtin|external] [--threads N (1-64)] [--sockmap-cgroup NAME] [--log FILE] [--admin SOCKET] [--http-port P] [--dns-port P] [--log-level L] [--dns-reject REFUSED|NXDOMAIN] [--dns-min-ttl S] [--dns-max-ips N] [--state DIR]\n')
+if (!dnsOk || !port(HTTP_PORT) || !port(DNS_PORT) || !pino.levels.values[values['log-level']!] || (!values.policy && !values['policy-dir']) || !values.pin || (values.http !== 'builtin' && values.http !== 'external') || (values.dns !== 'builtin' && values.dns !== 'external') || !Number.isInteger(threadsArg) || threadsArg < 1 || threadsArg > 64) {
+  process.stderr.write('usage: lab-node --mode M --pin DIR (--policy FILE | --policy-dir DIR) [--http builtin|external] [--dns builtin|external] [--threads N (1-64)] [--sockmap-cgroup NAME] [--log FILE] [--admin SOCKET] [--http-port P] [--dns-port P] [--log-level L] [--dns-reject REFUSED|NXDOMAIN] [--dns-min-ttl S] [--dns-max-ips N] [--state DIR]\n')
   process.exit(2)
 }
 const mode = parseMode(values.mode ?? '')
@@ -166,7 +167,8 @@ const dns: DnsProxy = new DnsProxy({
     return s
   },
 })
-await dns.listen({ fd: transparentUdpSocket(proxyAddress, DNS_PORT), tcpFd: transparentTcpListener(proxyAddress, DNS_PORT) })
+// --dns external: the port is left to another DNS proxy (a benchmark's dnsdist).
+if (values.dns === 'builtin') await dns.listen({ fd: transparentUdpSocket(proxyAddress, DNS_PORT), tcpFd: transparentTcpListener(proxyAddress, DNS_PORT) })
 
 let proxy: HttpProxy | null = null
 const threads = mode === 'dnat' ? 1 : threadsArg

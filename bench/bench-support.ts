@@ -1,0 +1,113 @@
+// What the lab benchmarks share: bad arguments as usage errors (exit 2), whole-number options,
+// a process's CPU time, the median run, percentiles, peer proxies' processes, rounds in a lab
+// of their own with cleanup on every way out, and the exit codes.
+
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { labDown, labUp } from '../lab/lab.js'
+import { isAlive, spawnDetachedIn, waitListening } from '../lab/netns.js'
+
+export class UsageError extends Error {}
+
+/** utime + stime of a process, in seconds. */
+export function cpuSeconds(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ')
+  return (Number(fields[11]) + Number(fields[12])) / 100 // USER_HZ
+}
+
+/** The option `name` as a whole number in [min, max], or a usage error saying so. */
+export function wholeOption(values: Record<string, unknown>, name: string, min: number, max: number): number {
+  const v = Number(values[name])
+  if (!Number.isInteger(v) || v < min || v > max) throw new UsageError(`--${name} must be a whole number from ${min} to ${max}, not '${values[name]}'`)
+  return v
+}
+
+/** The run whose `key` is the median of the runs'. */
+export function medianRun<T>(runs: readonly T[], key: (r: T) => number): T {
+  return [...runs].sort((a, b) => key(a) - key(b))[Math.floor(runs.length / 2)]!
+}
+
+/** The p-th percentile (0-100) of `values` (nearest rank); NaN for none. */
+export function percentile(values: readonly number[], p: number): number {
+  if (values.length === 0) return NaN
+  const sorted = [...values].sort((a, b) => a - b)
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!
+}
+
+/** Runs a benchmark's main: a usage error exits 2 with the usage, any other error 1. */
+export function runBench(name: string, usage: string, main: () => Promise<void>): void {
+  main().catch((e: Error) => {
+    process.stderr.write(`${name}: ${e.message}\n${e instanceof UsageError ? `${usage}\n` : ''}`)
+    process.exit(e instanceof UsageError ? 2 : 1)
+  })
+}
+
+/**
+ * Starts a peer proxy (HAProxy, dnsdist) in the foreground inside `ns`, detached so its PID is
+ * ours to stop, and waits until it listens on `port`; stops it again if it does not.
+ */
+export async function startPeer(o: { ns: string; argv: readonly string[]; log: string; port: number; proto: 'tcp' | 'udp'; what: string }): Promise<number> {
+  const pid = await spawnDetachedIn(o.ns, o.argv, o.log)
+  try {
+    await waitListening({ ns: o.ns, port: o.port, proto: o.proto, pid, logFile: o.log, what: o.what, timeoutMs: 10_000 })
+  } catch (e) {
+    await stopPeer(pid)
+    throw e
+  }
+  return pid
+}
+
+/** SIGTERM, then SIGKILL after 5 s. */
+export async function stopPeer(pid: number): Promise<void> {
+  if (!isAlive(pid)) return
+  process.kill(pid, 'SIGTERM')
+  for (let i = 0; i < 100 && isAlive(pid); i++) await new Promise((res) => setTimeout(res, 50))
+  if (isAlive(pid)) process.kill(pid, 'SIGKILL')
+}
+
+/**
+ * Runs `measure` for each scenario in turn, `rounds` times (interleaved, so machine drift does
+ * not favour one), in a lab of its own and a scratch directory. `measure` starts and stops its
+ * scenario, and hands its stop to `hold` meanwhile, so an error or a signal still stops it; the
+ * lab, the directory and the pin directories are removed at the end in every case.
+ */
+export async function inLabRounds<S extends string, R>(o: {
+  lab: string
+  tmpPrefix: string
+  scenarios: readonly S[]
+  rounds: number
+  pins: readonly string[]
+  measure: (s: S, dir: string, hold: (stop: (() => Promise<void>) | null) => void) => Promise<R>
+  describe: (r: R) => string
+}): Promise<Record<S, R[]>> {
+  const dir = mkdtempSync(join(tmpdir(), o.tmpPrefix))
+  let stop: (() => Promise<void>) | null = null
+  const cleanup = async (): Promise<void> => {
+    if (stop) await stop().catch(() => undefined)
+    stop = null
+    await labDown(o.lab).catch(() => undefined)
+    rmSync(dir, { recursive: true, force: true })
+    for (const pin of o.pins) rmSync(pin, { recursive: true, force: true })
+  }
+  const onSignal = (): void => void cleanup().finally(() => process.exit(130))
+  process.once('SIGINT', onSignal)
+  process.once('SIGTERM', onSignal)
+  const results = Object.fromEntries(o.scenarios.map((s) => [s, [] as R[]])) as Record<S, R[]>
+  try {
+    await labUp(o.lab)
+    for (let round = 0; round < o.rounds; round++) {
+      for (const s of o.scenarios) {
+        const r = await o.measure(s, dir, (fn) => (stop = fn))
+        stop = null
+        results[s].push(r)
+        process.stderr.write(`round ${round + 1}/${o.rounds} ${s}: ${o.describe(r)}\n`)
+      }
+    }
+  } finally {
+    await cleanup()
+    process.off('SIGINT', onSignal)
+    process.off('SIGTERM', onSignal)
+  }
+  return results
+}
