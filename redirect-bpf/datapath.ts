@@ -9,7 +9,7 @@ import { BpfObject } from './bpf-object.js'
 import { BpfError } from './libbpf.js'
 import { ensureBpffs } from './bpffs.js'
 import { attachSkMsg, attachSockops, createCgroup, detachSkMsg, detachSockops, removeCgroup } from './cgroup.js'
-import { checkLayout, originalDestination, readCounters, readSockmapStats, writeConfig, type Counter } from './map-layout.js'
+import { checkLayout, decodePolicyKey, decodePolicyValue, originalDestination, readCounters, readSockmapStats, writeConfig, type Counter, type PolicyMapKey } from './map-layout.js'
 import { setupMode, teardownModes, type RedirectMode, type Run } from './modes/redirect-mode.js'
 import { inNetns } from './netns.js'
 import { PolicyWriter, type WriteStats } from './policy-writer.js'
@@ -106,6 +106,19 @@ export class Datapath {
 
   apply(delta: EngineDelta): WriteStats {
     return this.writer.apply(delta)
+  }
+
+  /** What the kernel's policy map holds for an endpoint, decoded (for `l7proxy bpf policy get`). */
+  policyEntries(endpointId: number): Array<PolicyMapKey & { deny: boolean; proxyPort: number }> {
+    const map = this.fromEndpoint.map('l7_policy')
+    const out: Array<PolicyMapKey & { deny: boolean; proxyPort: number }> = []
+    for (const k of map.keys()) {
+      const key = decodePolicyKey(k)
+      if (key.endpointId !== endpointId) continue
+      const v = map.lookup(k)
+      if (v) out.push({ ...key, ...decodePolicyValue(v) })
+    }
+    return out
   }
 
   counters(): Counter[] {

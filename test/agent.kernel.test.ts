@@ -79,6 +79,11 @@ kernelTest(t, 'agent: policy file changes take effect live, a bad file changes n
   const refused = await lab.exec('tiefighter', ['dig', '+time=2', '+tries=1', 'hoth.alliance'])
   t.match(refused.stdout, /status: NXDOMAIN/, 'the config asked denied names to get NXDOMAIN')
 
+  const kernel = JSON.parse((await cli('bpf', 'policy', 'get', '3', '-o', 'json')).stdout) as Array<{ direction: string; identity: number; protocol: number; port: number; proxyPort: number; deny: boolean }>
+  const tiefighter = eps.find((e) => e.host === 'tiefighter')!.identity
+  t.match(kernel.find((e) => e.direction === 'ingress' && e.identity === tiefighter), { protocol: 6, port: 80, deny: false, proxyPort: 15001 }, "bpf policy get: the deathstar's map steers the tiefighter's port 80 to the proxy")
+  t.match((await cli('bpf', 'policy', 'get', '3')).stdout, /^DIRECTION\s+IDENTITY\s+LABELS\s+PROTO\s+PORT\s+VERDICT\ningress\s+\d+\s+k8s:class=tiefighter.*TCP\s+80\s+redirect to 15001/, 'and as a table')
+
   // What the DNS proxy learned for toFQDNs.
   await lab.exec('tiefighter', ['dig', '+short', '+time=2', '+tries=1', 'cantina.empire'])
   const learned = JSON.parse((await cli('fqdn', 'cache', 'list', '-o', 'json')).stdout) as Array<{ name: string; ips: Array<{ ip: string; expiresAt: number }> }>

@@ -27,6 +27,8 @@ const badArgs: Array<[string[], RegExp]> = [
   [['endpoint', 'list', '--lab', 'Bad_Name'], /error: endpoint list: invalid --lab 'Bad_Name'/],
   [['fqdn'], /error: 'fqdn' needs the subcommand 'cache list'/],
   [['fqdn', 'cache', 'clean'], /error: 'fqdn' needs the subcommand 'cache list'/],
+  [['bpf'], /error: 'bpf' needs the subcommand 'policy get ENDPOINT'/],
+  [['bpf', 'policy', 'get', 'deathstar'], /error: bpf policy get: give an endpoint id \(see l7proxy endpoint list\), not 'deathstar'/],
   [['flows', '--count', '0'], /error: flows: --count must be at least 1/],
   [['flows', '--last', 'x'], /error: flows: --last must be a whole number from 0 to 1000, not 'x'/],
   [['flows', '--bogus'], /error: flows: Unknown option '--bogus'/],

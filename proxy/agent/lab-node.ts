@@ -239,6 +239,12 @@ const admin = values.admin
         },
       },
       '/v1/fqdn': () => fqdns.entries(),
+      '/v1/bpf/policy': (q) => {
+        const id = Number(q.get('endpoint'))
+        if (!endpoints.some((e) => e.id === id)) throw new AdminQueryError(`no endpoint '${q.get('endpoint')}' on this node (see l7proxy endpoint list)`)
+        const labels = (identity: number): string[] => engine.identities.get(identity)?.labels.labels.map(labelString) ?? []
+        return dp.policyEntries(id).map((e) => ({ ...e, labels: e.identity === 0 ? ['(any)'] : labels(e.identity) }))
+      },
       '/v1/identities': () =>
         [...engine.identities.all()].map((i) => ({ id: i.id, kind: i.kind, labels: i.labels.labels.map(labelString), ...(i.prefix ? { prefix: formatPrefix(i.prefix) } : {}) })),
     })

@@ -17,6 +17,8 @@ export const AGENT_QUERY_USAGE = `  status [--lab NAME] [-o table|json]
                             the identities the agent knows, with labels or CIDR
   fqdn cache list [--lab NAME] [-o table|json]
                             what allowed DNS answers taught (toFQDNs): name, IPs, seconds left
+  bpf policy get ENDPOINT [--lab NAME] [-o table|json]
+                            what the kernel's policy map holds for an endpoint, decoded
   flows [--follow] [--last N] [--verdict V] [--endpoint ID] [--protocol http|dns|kernel] [--count N]
         [--lab NAME] [-o table|json]
                             the proxy's decisions and the kernel's drops: the last N (default 20),
@@ -136,8 +138,32 @@ async function flowsCommand(args: string[], out: (s: string) => void): Promise<n
 }
 
 /** `status`, `endpoint list`, `identity list`, `flows`; returns the exit code. */
-export async function agentQueryCommand(cmd: 'status' | 'endpoint' | 'identity' | 'fqdn' | 'flows', args: string[], out: (s: string) => void): Promise<number> {
+/** `bpf policy get ENDPOINT`: the kernel map's entries for it, as they are. */
+async function bpfPolicyCommand(args: string[], out: (s: string) => void): Promise<number> {
+  const [sub, verb, endpoint, ...rest] = args
+  if (sub !== 'policy' || verb !== 'get') throw new UsageError(`'bpf' needs the subcommand 'policy get ENDPOINT'`)
+  if (endpoint === undefined || !/^\d{1,5}$/.test(endpoint)) throw new UsageError(`bpf policy get: give an endpoint id (see l7proxy endpoint list), not '${endpoint ?? ''}'`)
+  const { lab, json } = options('bpf policy get', rest)
+  const entries = (await adminGet(agentSocketPath(lab), `/v1/bpf/policy?endpoint=${endpoint}`).catch((e: unknown) => {
+    if (e instanceof AdminError && e.code === 'ENOAGENT') throw new AdminError('ENOAGENT', `no agent is running on lab '${lab}' (start one: l7proxy agent --lab ${lab})`)
+    throw e
+  })) as Array<{ direction: string; identity: number; labels: string[]; protocol: number; port: number; portPrefixLen: number; deny: boolean; proxyPort: number }>
+  if (json) {
+    out(JSON.stringify(entries, null, 2) + '\n')
+    return 0
+  }
+  const proto = (p: number): string => ({ 0: 'ANY', 6: 'TCP', 17: 'UDP' })[p] ?? String(p)
+  const port = (e: { port: number; portPrefixLen: number }): string => (e.portPrefixLen === 0 ? 'ANY' : e.portPrefixLen === 16 ? String(e.port) : `${e.port}/${e.portPrefixLen}`)
+  const rows = entries
+    .sort((a, b) => a.direction.localeCompare(b.direction) || a.identity - b.identity || a.port - b.port)
+    .map((e) => [e.direction, String(e.identity), e.labels.join(' ') || '-', proto(e.protocol), port(e), e.deny ? 'deny' : e.proxyPort ? `redirect to ${e.proxyPort}` : 'allow'])
+  out(renderTable(['DIRECTION', 'IDENTITY', 'LABELS', 'PROTO', 'PORT', 'VERDICT'], rows))
+  return 0
+}
+
+export async function agentQueryCommand(cmd: 'status' | 'endpoint' | 'identity' | 'fqdn' | 'flows' | 'bpf', args: string[], out: (s: string) => void): Promise<number> {
   if (cmd === 'flows') return flowsCommand(args, out)
+  if (cmd === 'bpf') return bpfPolicyCommand(args, out)
   let rest = args
   if (cmd === 'fqdn') {
     const [sub, sub2, ...more] = args
@@ -150,7 +176,7 @@ export async function agentQueryCommand(cmd: 'status' | 'endpoint' | 'identity' 
   }
   const what = cmd === 'status' ? 'status' : cmd === 'fqdn' ? 'fqdn cache list' : `${cmd} list`
   const { lab, json } = options(what, rest)
-  const path = { status: '/v1/status', endpoint: '/v1/endpoints', identity: '/v1/identities', fqdn: '/v1/fqdn' }[cmd]
+  const path = { status: '/v1/status', endpoint: '/v1/endpoints', identity: '/v1/identities', fqdn: '/v1/fqdn' }[cmd as 'status' | 'endpoint' | 'identity' | 'fqdn']
   const body = await adminGet(agentSocketPath(lab), path).catch((e: unknown) => {
     if (e instanceof AdminError && e.code === 'ENOAGENT') throw new AdminError('ENOAGENT', `no agent is running on lab '${lab}' (start one: l7proxy agent --lab ${lab})`)
     throw e

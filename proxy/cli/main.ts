@@ -36,6 +36,7 @@ export async function main(argv: string[], out = (s: string) => void process.std
       case 'endpoint':
       case 'identity':
       case 'fqdn':
+      case 'bpf':
       case 'flows':
         return await agentQueryCommand(cmd, rest, out)
       case 'lab':
