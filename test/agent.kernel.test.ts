@@ -134,6 +134,15 @@ kernelTest(t, 'agent: policy file changes take effect live, a bad file changes n
   t.pass('with the file removed no rule guards the exhaust port: the server itself answers (503)')
   t.match(await line('policy removed'), { file }, 'the removal is logged')
 
+  const metrics = (await cli('metrics')).stdout
+  const metric = (re: RegExp): number => Number(re.exec(metrics)?.[1] ?? NaN)
+  t.ok(metric(/^l7proxy_requests_total\{protocol="http",outcome="allowed"\} (\d+)$/m) >= 3, 'metrics: HTTP requests by outcome, from every thread')
+  t.ok(metric(/^l7proxy_requests_total\{protocol="dns",outcome="denied"\} (\d+)$/m) >= 1, 'DNS queries by outcome')
+  t.ok(metric(/^l7proxy_kernel_packets_total\{endpoint="1",verdict="to-proxy"\} (\d+)$/m) >= 1, "the kernel's counters")
+  t.equal(metric(/^l7proxy_policy_revision (\d+)$/m), (await line('policy removed')).revision, 'the policy revision')
+  t.equal(metric(/^l7proxy_policy_apply_seconds_count (\d+)$/m), 3, 'and the three policy changes applied, timed')
+  t.ok(metric(/^l7proxy_fqdn_names (\d+)$/m) >= 1, 'learned names')
+
   agent.kill('SIGTERM')
   t.equal(await exited, 0, 'SIGTERM stops the agent cleanly')
   t.ok(lines().some((l) => l.msg === 'datapath stopped'), 'after removing its datapath')

@@ -7,6 +7,14 @@ import { chmodSync, existsSync, lstatSync, unlinkSync } from 'node:fs'
 import { createServer, type Server } from 'node:http'
 import { AdminError, adminGet } from './admin-socket.js'
 
+/** A route's answer sent as it is, not as JSON (Prometheus' text format). */
+export class AdminText {
+  constructor(
+    readonly contentType: string,
+    readonly body: string,
+  ) {}
+}
+
 export type AdminRoute =
   | ((query: URLSearchParams) => unknown)
   | { stream: (query: URLSearchParams, write: (value: unknown) => void) => () => void }
@@ -38,12 +46,17 @@ export async function startAdminServer(socketPath: string, routes: AdminRoutes):
     if (alive) throw new Error(`another agent answers on ${socketPath}`)
     unlinkSync(socketPath)
   }
-  const server: Server = createServer((req, res) => {
+  const server: Server = createServer(async (req, res) => {
     const url = new URL(req.url ?? '/', 'http://agent')
     const route = req.method === 'GET' ? routes[url.pathname] : undefined
     if (!route) return send(res, req.method === 'GET' ? 404 : 405, { error: `${req.method} ${req.url}: no such admin call` })
     try {
-      if (typeof route === 'function') return send(res, 200, route(url.searchParams))
+      if (typeof route === 'function') {
+        const result = await route(url.searchParams)
+        if (!(result instanceof AdminText)) return send(res, 200, result)
+        res.writeHead(200, { 'content-type': result.contentType, 'content-length': Buffer.byteLength(result.body) })
+        return void res.end(result.body)
+      }
       let stop = (): void => undefined
       const start = (): void => {
         if (!res.headersSent) res.writeHead(200, { 'content-type': 'application/x-ndjson' }).flushHeaders()

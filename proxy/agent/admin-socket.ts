@@ -16,22 +16,22 @@ export class AdminError extends Error {
   }
 }
 
-/** GETs `path` from the agent at `socketPath`; its JSON answer, or an AdminError. */
-export function adminGet(socketPath: string, path: string, timeoutMs = 5_000): Promise<unknown> {
+/** GETs `path` from the agent at `socketPath`: its answer's text, or an AdminError. */
+export function adminGetText(socketPath: string, path: string, timeoutMs = 5_000): Promise<string> {
   return new Promise((resolve, reject) => {
     const req = request({ socketPath, path, method: 'GET', timeout: timeoutMs }, (res) => {
       let body = ''
       res.setEncoding('utf8')
       res.on('data', (d: string) => (body += d))
       res.on('end', () => {
-        let parsed: unknown
+        if (res.statusCode === 200) return resolve(body)
+        let why: string | number | undefined = res.statusCode
         try {
-          parsed = JSON.parse(body)
+          why = (JSON.parse(body) as { error?: string }).error ?? why
         } catch {
-          return reject(new AdminError('EADMIN', `the agent answered ${path} with something that is not JSON`))
+          // not JSON: the status says enough
         }
-        if (res.statusCode !== 200) return reject(new AdminError('EADMIN', `the agent refused ${path}: ${(parsed as { error?: string }).error ?? res.statusCode}`))
-        resolve(parsed)
+        reject(new AdminError('EADMIN', `the agent refused ${path}: ${why}`))
       })
     })
     req.on('timeout', () => req.destroy(new AdminError('EADMIN', `the agent did not answer ${path} within ${timeoutMs} ms`)))
@@ -42,6 +42,16 @@ export function adminGet(socketPath: string, path: string, timeoutMs = 5_000): P
     })
     req.end()
   })
+}
+
+/** GETs `path` from the agent at `socketPath`; its JSON answer, or an AdminError. */
+export async function adminGet(socketPath: string, path: string, timeoutMs = 5_000): Promise<unknown> {
+  const body = await adminGetText(socketPath, path, timeoutMs)
+  try {
+    return JSON.parse(body) as unknown
+  } catch {
+    throw new AdminError('EADMIN', `the agent answered ${path} with something that is not JSON`)
+  }
 }
 
 /**

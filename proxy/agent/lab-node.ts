@@ -38,7 +38,8 @@ import { HttpProxy } from '../http/http-proxy.js'
 import { startHttpWorkers, type HttpWorkers } from './http-workers.js'
 import { LineBatcher } from './line-batcher.js'
 import { PolicyDirectory } from './policy-dir.js'
-import { AdminQueryError, startAdminServer } from './admin-server.js'
+import { AdminQueryError, AdminText, startAdminServer } from './admin-server.js'
+import { AgentMetrics } from './metrics.js'
 import { FlowFeed, FlowFilterError, parseFlowQuery } from './flow-feed.js'
 
 
@@ -195,6 +196,15 @@ if (values.http === 'builtin') {
   )
 }
 
+const metrics = new AgentMetrics({
+  httpRequests: () => httpTotals().requests,
+  httpConnections: () => httpTotals().connections,
+  dnsQueries: () => ({ ...dns.stats }),
+  fqdnNames: () => fqdns.entries().length,
+  kernelCounters: () => dp.counters(),
+  policyRevision: () => engine.policyRevision,
+})
+
 // Live policy: each accepted change reaches the kernel maps, then every proxy thread.
 policyDir?.watch((changes) => {
   for (const c of changes) {
@@ -202,6 +212,7 @@ policyDir?.watch((changes) => {
     if (!acceptPolicy(c.file, c.text)) continue
     const written = dp.apply(engine.takeDelta())
     workers?.updatePolicy(c.file, c.text)
+    metrics.policyApply.observe((performance.now() - started) / 1000)
     logger.info(
       { file: c.file, revision: engine.policyRevision, applyMs: performance.now() - started, sinceFileChangeMs: Date.now() - c.changedAt, maps: written },
       c.text === null ? 'policy removed' : 'policy applied',
@@ -239,6 +250,7 @@ const admin = values.admin
         },
       },
       '/v1/fqdn': () => fqdns.entries(),
+      '/metrics': async () => new AdminText(metrics.registry.contentType, await metrics.text()),
       '/v1/bpf/policy': (q) => {
         const id = Number(q.get('endpoint'))
         if (!endpoints.some((e) => e.id === id)) throw new AdminQueryError(`no endpoint '${q.get('endpoint')}' on this node (see l7proxy endpoint list)`)
@@ -251,13 +263,19 @@ const admin = values.admin
   : null
 
 /** What the agent is doing, for `l7proxy status`. */
-function agentStatus(): Record<string, unknown> {
+/** Every HTTP proxy thread's counters, summed. */
+function httpTotals(): { requests: Record<string, number>; connections: number } {
   const requests = { allowed: 0, denied: 0, invalid: 0, upstreamFailed: 0 }
   let connections = 0
   for (const t of [...(proxy ? [{ stats: proxy.stats, connections: proxy.connectionCount }] : []), ...(workers?.stats() ?? [])]) {
     for (const k of Object.keys(requests) as Array<keyof typeof requests>) requests[k] += t.stats[k]
     connections += t.connections
   }
+  return { requests, connections }
+}
+
+function agentStatus(): Record<string, unknown> {
+  const { requests, connections } = httpTotals()
   const kernel: Record<string, number> = {}
   for (const c of dp.counters()) kernel[c.verdict] = (kernel[c.verdict] ?? 0) + c.packets
   return {

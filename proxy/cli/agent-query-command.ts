@@ -4,7 +4,7 @@
 import { parseArgs } from 'node:util'
 import { DEFAULT_LAB } from '../../lab/lab.js'
 import { isValidLabName } from '../../lab/topology.js'
-import { AdminError, adminGet, adminStream, agentSocketPath } from '../agent/admin-socket.js'
+import { AdminError, adminGet, adminGetText, adminStream, agentSocketPath } from '../agent/admin-socket.js'
 import { renderTable } from './table.js'
 import { UsageError } from './usage-error.js'
 
@@ -19,6 +19,7 @@ export const AGENT_QUERY_USAGE = `  status [--lab NAME] [-o table|json]
                             what allowed DNS answers taught (toFQDNs): name, IPs, seconds left
   bpf policy get ENDPOINT [--lab NAME] [-o table|json]
                             what the kernel's policy map holds for an endpoint, decoded
+  metrics [--lab NAME]      the agent's Prometheus metrics, in Prometheus' text format
   flows [--follow] [--last N] [--verdict V] [--endpoint ID] [--protocol http|dns|kernel] [--count N]
         [--lab NAME] [-o table|json]
                             the proxy's decisions and the kernel's drops: the last N (default 20),
@@ -66,6 +67,14 @@ function statusText(s: Status): string {
     ['kernel packets', counts(s.kernelPackets)],
   ]
   return renderTable(['WHAT', 'STATE'], rows)
+}
+
+/** Rethrows "no agent there" as "no agent on this lab, and how to start one". */
+function noAgentOn(lab: string): (e: unknown) => never {
+  return (e) => {
+    if (e instanceof AdminError && e.code === 'ENOAGENT') throw new AdminError('ENOAGENT', `no agent is running on lab '${lab}' (start one: l7proxy agent --lab ${lab})`)
+    throw e
+  }
 }
 
 function time(ms: number): string {
@@ -120,10 +129,7 @@ async function flowsCommand(args: string[], out: (s: string) => void): Promise<n
   for (const k of ['verdict', 'endpoint', 'protocol'] as const) if (v[k] !== undefined) q.set(k, String(v[k]))
   const socket = agentSocketPath(lab)
   const show = (e: unknown): void => out(json ? `${JSON.stringify(e)}\n` : `${flowLine(e as Record<string, unknown>)}\n`)
-  const noAgent = (e: unknown): never => {
-    if (e instanceof AdminError && e.code === 'ENOAGENT') throw new AdminError('ENOAGENT', `no agent is running on lab '${lab}' (start one: l7proxy agent --lab ${lab})`)
-    throw e
-  }
+  const noAgent = noAgentOn(lab)
   if (!v.follow) {
     const events = (await adminGet(socket, `/v1/flows?${q}`).catch(noAgent)) as unknown[]
     for (const e of count === undefined ? events : events.slice(-count)) show(e)
@@ -144,10 +150,7 @@ async function bpfPolicyCommand(args: string[], out: (s: string) => void): Promi
   if (sub !== 'policy' || verb !== 'get') throw new UsageError(`'bpf' needs the subcommand 'policy get ENDPOINT'`)
   if (endpoint === undefined || !/^\d{1,5}$/.test(endpoint)) throw new UsageError(`bpf policy get: give an endpoint id (see l7proxy endpoint list), not '${endpoint ?? ''}'`)
   const { lab, json } = options('bpf policy get', rest)
-  const entries = (await adminGet(agentSocketPath(lab), `/v1/bpf/policy?endpoint=${endpoint}`).catch((e: unknown) => {
-    if (e instanceof AdminError && e.code === 'ENOAGENT') throw new AdminError('ENOAGENT', `no agent is running on lab '${lab}' (start one: l7proxy agent --lab ${lab})`)
-    throw e
-  })) as Array<{ direction: string; identity: number; labels: string[]; protocol: number; port: number; portPrefixLen: number; deny: boolean; proxyPort: number }>
+  const entries = (await adminGet(agentSocketPath(lab), `/v1/bpf/policy?endpoint=${endpoint}`).catch(noAgentOn(lab))) as Array<{ direction: string; identity: number; labels: string[]; protocol: number; port: number; portPrefixLen: number; deny: boolean; proxyPort: number }>
   if (json) {
     out(JSON.stringify(entries, null, 2) + '\n')
     return 0
@@ -161,8 +164,15 @@ async function bpfPolicyCommand(args: string[], out: (s: string) => void): Promi
   return 0
 }
 
-export async function agentQueryCommand(cmd: 'status' | 'endpoint' | 'identity' | 'fqdn' | 'flows' | 'bpf', args: string[], out: (s: string) => void): Promise<number> {
+export async function agentQueryCommand(cmd: 'status' | 'endpoint' | 'identity' | 'fqdn' | 'flows' | 'bpf' | 'metrics', args: string[], out: (s: string) => void): Promise<number> {
   if (cmd === 'flows') return flowsCommand(args, out)
+  if (cmd === 'metrics') {
+    const { lab } = options('metrics', args)
+    out(
+      await adminGetText(agentSocketPath(lab), '/metrics').catch(noAgentOn(lab)),
+    )
+    return 0
+  }
   if (cmd === 'bpf') return bpfPolicyCommand(args, out)
   let rest = args
   if (cmd === 'fqdn') {
@@ -177,10 +187,7 @@ export async function agentQueryCommand(cmd: 'status' | 'endpoint' | 'identity' 
   const what = cmd === 'status' ? 'status' : cmd === 'fqdn' ? 'fqdn cache list' : `${cmd} list`
   const { lab, json } = options(what, rest)
   const path = { status: '/v1/status', endpoint: '/v1/endpoints', identity: '/v1/identities', fqdn: '/v1/fqdn' }[cmd as 'status' | 'endpoint' | 'identity' | 'fqdn']
-  const body = await adminGet(agentSocketPath(lab), path).catch((e: unknown) => {
-    if (e instanceof AdminError && e.code === 'ENOAGENT') throw new AdminError('ENOAGENT', `no agent is running on lab '${lab}' (start one: l7proxy agent --lab ${lab})`)
-    throw e
-  })
+  const body = await adminGet(agentSocketPath(lab), path).catch(noAgentOn(lab))
   if (json) {
     out(JSON.stringify(body, null, 2) + '\n')
     return 0

@@ -37,6 +37,7 @@ export async function main(argv: string[], out = (s: string) => void process.std
       case 'identity':
       case 'fqdn':
       case 'bpf':
+      case 'metrics':
       case 'flows':
         return await agentQueryCommand(cmd, rest, out)
       case 'lab':
