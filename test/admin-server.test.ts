@@ -23,7 +23,7 @@ t.test('routes, errors, permissions, stale and live sockets', async (t) => {
   t.ok(statSync(path).isSocket(), 'a stale socket file is there')
 
   let calls = 0
-  const admin = await startAdminServer(path, { '/v1/status': () => ({ calls: ++calls }), '/v1/broken': () => { throw new Error('it broke') } })
+  const admin = await startAdminServer(path, { '/v1/status': () => ({ calls: ++calls }), '/v1/broken': () => { throw new Error('it broke') }, 'POST /v1/reset': () => ({ calls: (calls = 0) }) })
   t.teardown(() => admin.close())
   t.equal(statSync(path).mode & 0o777, 0o600, 'only root may talk to it')
   t.same(await adminGet(path, '/v1/status'), { calls: 1 })
@@ -32,6 +32,9 @@ t.test('routes, errors, permissions, stale and live sockets', async (t) => {
   await t.rejects(startAdminServer(path, {}), /another agent answers/, 'a live agent keeps its socket')
   t.same(await adminGet(path, '/v1/status'), { calls: 3 }, 'and still answers (the check asked it once)')
 
+  t.same(await adminGet(path, '/v1/reset', 1000, 'POST'), { calls: 0 }, 'a POST route changes something')
+  await t.rejects(adminGet(path, '/v1/reset'), { code: 'EADMIN', message: /no such admin call/ }, 'and is not there for GET')
+  await t.rejects(adminGet(path, '/v1/status', 1000, 'POST'), { code: 'EADMIN', message: /no such admin call/ }, 'nor a GET route for POST')
   writeFileSync(join(dir, 'plain'), 'x')
   await t.rejects(startAdminServer(join(dir, 'plain'), {}), /is not a socket/, 'a file that is not a socket is left alone')
   const none = join(dir, 'none.sock')

@@ -90,6 +90,12 @@ kernelTest(t, 'agent: policy file changes take effect live, a bad file changes n
   t.same(learned.find((n) => n.name === 'cantina.empire')?.ips.map((i) => i.ip).sort(), ['192.0.2.3', '192.0.2.4'], 'fqdn cache list: cantina.empire and its addresses')
   t.match((await cli('fqdn', 'cache', 'list')).stdout, /^NAME\s+IPS\s+SECONDS LEFT\ncantina\.empire\s+192\.0\.2\.\d,192\.0\.2\.\d\s+\d+,\d+/, 'and as a table')
 
+  const cantinaOpen = async (): Promise<string> => status('GET', 'http://192.0.2.3/')
+  t.not(await cantinaOpen(), '000', 'cantina’s address is open while its name is known')
+  t.match((await cli('fqdn', 'cache', 'clean')).stdout, /^forgot \d+ name\(s\): .*cantina\.empire/, 'fqdn cache clean forgets the names')
+  t.equal(await cantinaOpen(), '000', 'and their addresses leave the maps at once')
+  t.same(JSON.parse((await cli('fqdn', 'cache', 'list', '-o', 'json')).stdout), [], 'the cache is empty')
+
   // Flows: the proxy's decisions and the kernel's drops (the xwing is dropped before any proxy).
   await lab.exec('xwing', ['curl', '-s', '-o', '/dev/null', '--max-time', '1', '-X', 'POST', LANDING])
   type Flow = { protocol: string; verdict: string; path?: string; endpoint?: number }
@@ -141,7 +147,8 @@ kernelTest(t, 'agent: policy file changes take effect live, a bad file changes n
   t.ok(metric(/^l7proxy_kernel_packets_total\{endpoint="1",verdict="to-proxy"\} (\d+)$/m) >= 1, "the kernel's counters")
   t.equal(metric(/^l7proxy_policy_revision (\d+)$/m), (await line('policy removed')).revision, 'the policy revision')
   t.equal(metric(/^l7proxy_policy_apply_seconds_count (\d+)$/m), 3, 'and the three policy changes applied, timed')
-  t.ok(metric(/^l7proxy_fqdn_names (\d+)$/m) >= 1, 'learned names')
+  const known = (JSON.parse((await cli('fqdn', 'cache', 'list', '-o', 'json')).stdout) as unknown[]).length
+  t.equal(metric(/^l7proxy_fqdn_names (\d+)$/m), known, 'learned names, as many as the cache lists')
 
   agent.kill('SIGTERM')
   t.equal(await exited, 0, 'SIGTERM stops the agent cleanly')

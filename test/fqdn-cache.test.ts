@@ -38,6 +38,8 @@ t.test('at most maxIpsPerName IPs a name: the ones learned last', async (t) => {
   t.same(c.learn('many.empire', [A('many.empire', '192.0.2.3')], 1), ['many.empire'])
   t.same(c.ips('many.empire'), ['192.0.2.2', '192.0.2.3'])
   t.match(c.entries(), [{ name: 'many.empire', ips: [{ ip: '192.0.2.2', expiresAt: 60_000 }, { ip: '192.0.2.3', expiresAt: 60_001 }] }])
+  t.same(c.clear(), ['many.empire'], 'clear: the names it forgot')
+  t.same(c.entries(), [])
 })
 
 t.test('saved and restored: what expired and what is malformed stay out; a corrupt file is set aside', async (t) => {

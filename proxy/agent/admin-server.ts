@@ -1,6 +1,7 @@
-// The agent's admin API: HTTP on a unix socket (mode 0600: root's CLI only), GET-only. A route
-// is a function of the query that returns what to send as JSON, or a stream: JSON lines written
-// as they come until the client goes (or reads too slowly). A stale socket file of an agent that
+// The agent's admin API: HTTP on a unix socket (mode 0600: root's CLI only). A route is a
+// function of the query that returns what to send as JSON, or a stream: JSON lines written as
+// they come until the client goes (or reads too slowly). Routes are GETs, except those whose key
+// starts with 'POST ' (the calls that change something). A stale socket file of an agent that
 // died is replaced; a live agent's is not.
 
 import { chmodSync, existsSync, lstatSync, unlinkSync } from 'node:fs'
@@ -48,8 +49,8 @@ export async function startAdminServer(socketPath: string, routes: AdminRoutes):
   }
   const server: Server = createServer(async (req, res) => {
     const url = new URL(req.url ?? '/', 'http://agent')
-    const route = req.method === 'GET' ? routes[url.pathname] : undefined
-    if (!route) return send(res, req.method === 'GET' ? 404 : 405, { error: `${req.method} ${req.url}: no such admin call` })
+    const route = req.method === 'GET' ? routes[url.pathname] : req.method === 'POST' ? routes[`POST ${url.pathname}`] : undefined
+    if (!route) return send(res, req.method === 'GET' || req.method === 'POST' ? 404 : 405, { error: `${req.method} ${req.url}: no such admin call` })
     try {
       if (typeof route === 'function') {
         const result = await route(url.searchParams)

@@ -17,9 +17,9 @@ export class AdminError extends Error {
 }
 
 /** GETs `path` from the agent at `socketPath`: its answer's text, or an AdminError. */
-export function adminGetText(socketPath: string, path: string, timeoutMs = 5_000): Promise<string> {
+export function adminGetText(socketPath: string, path: string, timeoutMs = 5_000, method: 'GET' | 'POST' = 'GET'): Promise<string> {
   return new Promise((resolve, reject) => {
-    const req = request({ socketPath, path, method: 'GET', timeout: timeoutMs }, (res) => {
+    const req = request({ socketPath, path, method, timeout: timeoutMs }, (res) => {
       let body = ''
       res.setEncoding('utf8')
       res.on('data', (d: string) => (body += d))
@@ -44,9 +44,9 @@ export function adminGetText(socketPath: string, path: string, timeoutMs = 5_000
   })
 }
 
-/** GETs `path` from the agent at `socketPath`; its JSON answer, or an AdminError. */
-export async function adminGet(socketPath: string, path: string, timeoutMs = 5_000): Promise<unknown> {
-  const body = await adminGetText(socketPath, path, timeoutMs)
+/** GETs (or POSTs to) `path` at the agent at `socketPath`; its JSON answer, or an AdminError. */
+export async function adminGet(socketPath: string, path: string, timeoutMs = 5_000, method: 'GET' | 'POST' = 'GET'): Promise<unknown> {
+  const body = await adminGetText(socketPath, path, timeoutMs, method)
   try {
     return JSON.parse(body) as unknown
   } catch {

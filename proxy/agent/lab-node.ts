@@ -250,6 +250,13 @@ const admin = values.admin
         },
       },
       '/v1/fqdn': () => fqdns.entries(),
+      // Forgetting names takes their addresses out of the maps: connections to them are cut.
+      'POST /v1/fqdn/clean': () => {
+        const removed = fqdns.clear()
+        applyFqdnChanges(removed)
+        logger.info({ names: removed.length }, 'fqdn cache cleaned')
+        return { removed }
+      },
       '/metrics': async () => new AdminText(metrics.registry.contentType, await metrics.text()),
       '/v1/bpf/policy': (q) => {
         const id = Number(q.get('endpoint'))

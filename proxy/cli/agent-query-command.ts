@@ -17,6 +17,8 @@ export const AGENT_QUERY_USAGE = `  status [--lab NAME] [-o table|json]
                             the identities the agent knows, with labels or CIDR
   fqdn cache list [--lab NAME] [-o table|json]
                             what allowed DNS answers taught (toFQDNs): name, IPs, seconds left
+  fqdn cache clean [--lab NAME]
+                            forget it all: the addresses leave the maps until names are asked again
   bpf policy get ENDPOINT [--lab NAME] [-o table|json]
                             what the kernel's policy map holds for an endpoint, decoded
   metrics [--lab NAME]      the agent's Prometheus metrics, in Prometheus' text format
@@ -177,7 +179,13 @@ export async function agentQueryCommand(cmd: 'status' | 'endpoint' | 'identity' 
   let rest = args
   if (cmd === 'fqdn') {
     const [sub, sub2, ...more] = args
-    if (sub !== 'cache' || sub2 !== 'list') throw new UsageError(`'fqdn' needs the subcommand 'cache list'`)
+    if (sub !== 'cache' || (sub2 !== 'list' && sub2 !== 'clean')) throw new UsageError(`'fqdn' needs the subcommand 'cache list' or 'cache clean'`)
+    if (sub2 === 'clean') {
+      const { lab } = options('fqdn cache clean', more)
+      const r = (await adminGet(agentSocketPath(lab), '/v1/fqdn/clean', 5_000, 'POST').catch(noAgentOn(lab))) as { removed: string[] }
+      out(`forgot ${r.removed.length} name(s)${r.removed.length ? `: ${r.removed.join(', ')}` : ''}\n`)
+      return 0
+    }
     rest = more
   } else if (cmd !== 'status') {
     const [sub, ...more] = args

@@ -88,6 +88,13 @@ export class FqdnCache {
     return changed
   }
 
+  /** Forgets everything; returns the names that were known. */
+  clear(): string[] {
+    const names = [...this.names.keys()]
+    this.names.clear()
+    return names
+  }
+
   /** A name's current IPs (none when unknown). */
   ips(name: string): string[] {
     return [...(this.names.get(norm(name))?.keys() ?? [])]
