@@ -37,6 +37,7 @@ import { LAB_PROXY_PORTS, labProxyAddress } from './lab-node-process.js'
 import { HttpProxy } from '../http/http-proxy.js'
 import { startHttpWorkers, type HttpWorkers } from './http-workers.js'
 import { LineBatcher } from './line-batcher.js'
+import { terminalLines } from './log-format.js'
 import { PolicyDirectory } from './policy-dir.js'
 import { AdminQueryError, AdminText, startAdminServer } from './admin-server.js'
 import { AgentMetrics } from './metrics.js'
@@ -86,8 +87,10 @@ for (const ep of endpoints) engine.upsertEndpoint(ep)
 const out = pino.destination({ dest: values.log ?? 1, sync: false, append: true })
 // Everything logged also feeds `l7proxy flows`.
 const feed = new FlowFeed((id) => endpoints.find((e) => e.id === id)?.ips ?? [])
+// A person at a terminal reads them as lines of text; a file or a pipe gets the JSON.
+const forTerminal = values.log === undefined && process.stdout.isTTY ? terminalLines(true) : null
 const lines = new LineBatcher((text) => {
-  out.write(text)
+  out.write(forTerminal ? forTerminal(text) : text)
   feed.publishLog(text)
 })
 process.once('exit', () => {
