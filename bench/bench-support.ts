@@ -7,6 +7,8 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { labDown, labUp } from '../lab/lab.js'
 import { isAlive, spawnDetachedIn, waitListening } from '../lab/netns.js'
+import type { LabNode } from '../proxy/agent/lab-node-process.js'
+import { parseMode, type RedirectMode } from '../redirect-bpf/modes/redirect-mode.js'
 
 export class UsageError extends Error {}
 
@@ -43,23 +45,60 @@ export function runBench(name: string, usage: string, main: () => Promise<void>)
   })
 }
 
-/**
- * Starts a peer proxy (HAProxy, dnsdist) in the foreground inside `ns`, detached so its PID is
- * ours to stop, and waits until it listens on `port`; stops it again if it does not.
- */
-export async function startPeer(o: { ns: string; argv: readonly string[]; log: string; port: number; proto: 'tcp' | 'udp'; what: string }): Promise<number> {
-  const pid = await spawnDetachedIn(o.ns, o.argv, o.log)
+/** --mode as a redirect mode, or a usage error saying which modes there are. */
+export function modeOption(value: string): RedirectMode {
   try {
+    return parseMode(value)
+  } catch (e) {
+    throw new UsageError((e as Error).message)
+  }
+}
+
+/** Where a benchmark scenario's lab node pins its maps. */
+export function benchPin(lab: string, scenario: string): string {
+  return `/run/l7proxy/bench-bpffs-${lab}-${scenario}`
+}
+
+/** A scenario's processes: its lab node, and a peer proxy (HAProxy, dnsdist) when it has one. */
+export interface RunningScenario {
+  node: LabNode
+  /** The process whose CPU is the proxy's (null: no proxy). */
+  proxyPid: number | null
+  peerPid: number | null
+}
+
+export interface PeerOptions {
+  ns: string
+  argv: readonly string[]
+  log: string
+  port: number
+  proto: 'tcp' | 'udp'
+  what: string
+}
+
+/**
+ * Starts a peer proxy next to `node`, in the foreground inside `ns`, detached so its PID is
+ * ours to stop, and waits until it listens on `port`; stops it, and the node, if it does not.
+ */
+export async function withPeer(node: LabNode, o: PeerOptions): Promise<RunningScenario> {
+  let pid: number | null = null
+  try {
+    pid = await spawnDetachedIn(o.ns, o.argv, o.log)
     await waitListening({ ns: o.ns, port: o.port, proto: o.proto, pid, logFile: o.log, what: o.what, timeoutMs: 10_000 })
   } catch (e) {
-    await stopPeer(pid)
+    await stopScenario({ node, proxyPid: pid, peerPid: pid })
     throw e
   }
-  return pid
+  return { node, proxyPid: pid, peerPid: pid }
+}
+
+export async function stopScenario(r: RunningScenario): Promise<void> {
+  if (r.peerPid !== null) await stopPeer(r.peerPid)
+  await r.node.stop()
 }
 
 /** SIGTERM, then SIGKILL after 5 s. */
-export async function stopPeer(pid: number): Promise<void> {
+async function stopPeer(pid: number): Promise<void> {
   if (!isAlive(pid)) return
   process.kill(pid, 'SIGTERM')
   for (let i = 0; i < 100 && isAlive(pid); i++) await new Promise((res) => setTimeout(res, 50))

@@ -20,10 +20,10 @@ import { dirname, join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import { execIn } from '../lab/netns.js'
 import { findHost, hostNetns, isValidLabName, nodeNetns } from '../lab/topology.js'
-import { LAB_PROXY_PORTS, labProxyAddress, startLabNode, type LabNode } from '../proxy/agent/lab-node-process.js'
+import { LAB_PROXY_PORTS, labProxyAddress, startLabNode } from '../proxy/agent/lab-node-process.js'
 import { renderTable } from '../proxy/cli/table.js'
-import { parseMode, type RedirectMode } from '../redirect-bpf/modes/redirect-mode.js'
-import { UsageError, cpuSeconds, inLabRounds, medianRun, percentile, runBench, startPeer, stopPeer, wholeOption } from './bench-support.js'
+import type { RedirectMode } from '../redirect-bpf/modes/redirect-mode.js'
+import { UsageError, benchPin, cpuSeconds, inLabRounds, medianRun, modeOption, percentile, runBench, stopScenario, wholeOption, withPeer, type RunningScenario } from './bench-support.js'
 
 const USAGE = 'usage: npm run bench:dns [-- --duration S --runs R --warmup S --clients C --outstanding Q --mode M --lab NAME --out FILE]'
 const DNS_SERVER = findHost('dns').addresses[0]!
@@ -106,36 +106,19 @@ async function dnsperf(o: { seconds: number; clients: number; outstanding: numbe
   }
 }
 
-interface Running {
-  node: LabNode
-  proxyPid: number | null
-  peerPid: number | null
-}
-
 function pinOf(s: Scenario): string {
-  return `/run/l7proxy/bench-bpffs-${LAB}-${s}`
+  return benchPin(LAB, s)
 }
 
-async function startScenario(s: Scenario, mode: RedirectMode, dir: string): Promise<Running> {
+async function startScenario(s: Scenario, mode: RedirectMode, dir: string): Promise<RunningScenario> {
   const policyFile = join(dir, `${s}.yaml`)
   writeFileSync(policyFile, policy(s !== 'direct'))
   const node = await startLabNode({ lab: LAB, mode, policyFile, pin: pinOf(s), dns: s === 'dnsdist' ? 'external' : 'builtin', logFile: join(dir, `${s}-flows.log`) })
   if (s !== 'dnsdist') return { node, proxyPid: s === 'l7proxy' ? node.pid : null, peerPid: null }
   const cfg = join(dir, 'dnsdist.conf')
   writeFileSync(cfg, dnsdistConfig(labProxyAddress(mode), LAB_PROXY_PORTS.dns))
-  try {
-    // --supervised: stay in the foreground without a console, so its PID is ours to stop.
-    const pid = await startPeer({ ns: nodeNetns(LAB), argv: ['dnsdist', '--supervised', '--disable-syslog', '-C', cfg], log: join(dir, 'dnsdist.log'), port: LAB_PROXY_PORTS.dns, proto: 'udp', what: 'dnsdist' })
-    return { node, proxyPid: pid, peerPid: pid }
-  } catch (e) {
-    await node.stop()
-    throw e
-  }
-}
-
-async function stopScenario(r: Running): Promise<void> {
-  if (r.peerPid !== null) await stopPeer(r.peerPid)
-  await r.node.stop()
+  // --supervised: stay in the foreground without a console, so its PID is ours to stop.
+  return withPeer(node, { ns: nodeNetns(LAB), argv: ['dnsdist', '--supervised', '--disable-syslog', '-C', cfg], log: join(dir, 'dnsdist.log'), port: LAB_PROXY_PORTS.dns, proto: 'udp', what: 'dnsdist' })
 }
 
 async function main(): Promise<void> {
@@ -163,12 +146,7 @@ async function main(): Promise<void> {
   const warmup = wholeOption(values, 'warmup', 0, 60)
   const clients = wholeOption(values, 'clients', 1, 256)
   const outstanding = wholeOption(values, 'outstanding', 1, 10_000)
-  let mode: RedirectMode
-  try {
-    mode = parseMode(values.mode!)
-  } catch (e) {
-    throw new UsageError((e as Error).message)
-  }
+  const mode = modeOption(values.mode!)
   if (mode === 'sockmap') throw new UsageError('--mode sockmap redirects TCP only; DNS is measured in dnat, tproxy or sk-assign')
   const scenarios = SCENARIOS.filter((s) => s !== 'dnsdist' || mode === 'dnat')
 

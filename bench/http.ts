@@ -21,10 +21,10 @@ import { parseArgs } from 'node:util'
 import { execIn } from '../lab/netns.js'
 import { findHost, hostNetns, isValidLabName, nodeNetns } from '../lab/topology.js'
 import { projectRoot } from '../lib/project-root.js'
-import { LAB_PROXY_PORTS, labProxyAddress, startLabNode, type LabNode } from '../proxy/agent/lab-node-process.js'
+import { LAB_PROXY_PORTS, labProxyAddress, startLabNode } from '../proxy/agent/lab-node-process.js'
 import { renderTable } from '../proxy/cli/table.js'
-import { parseMode, type RedirectMode } from '../redirect-bpf/modes/redirect-mode.js'
-import { UsageError, cpuSeconds, inLabRounds, medianRun, runBench, startPeer, stopPeer, wholeOption } from './bench-support.js'
+import type { RedirectMode } from '../redirect-bpf/modes/redirect-mode.js'
+import { UsageError, benchPin, cpuSeconds, inLabRounds, medianRun, modeOption, runBench, stopScenario, wholeOption, withPeer, type RunningScenario } from './bench-support.js'
 import { haproxyConfig, type BenchRule } from './haproxy-config.js'
 
 const USAGE = 'usage: npm run bench:http [-- --duration S --runs R --warmup S --connections C --threads T --mode M --lab NAME --out FILE]'
@@ -92,37 +92,19 @@ async function curlStatus(method: string, path: string): Promise<number> {
   return Number(r.stdout)
 }
 
-interface Running {
-  node: LabNode
-  haproxyPid: number | null
-  proxyPid: number | null
-}
-
-async function startScenario(s: Scenario, mode: RedirectMode, dir: string, threads: number): Promise<Running> {
+async function startScenario(s: Scenario, mode: RedirectMode, dir: string, threads: number): Promise<RunningScenario> {
   const policyFile = join(dir, `${s}.yaml`)
   writeFileSync(policyFile, policy(s !== 'direct'))
   const node = await startLabNode({ lab: LAB, mode, policyFile, pin: pinOf(s), http: s === 'haproxy' ? 'external' : 'builtin', threads, logFile: join(dir, `${s}-flows.log`) })
-  if (s !== 'haproxy') return { node, haproxyPid: null, proxyPid: s === 'l7proxy' ? node.pid : null }
+  if (s !== 'haproxy') return { node, proxyPid: s === 'l7proxy' ? node.pid : null, peerPid: null }
   const cfg = join(dir, 'haproxy.cfg')
   writeFileSync(cfg, haproxyConfig({ rules: RULES, listen: labProxyAddress(mode), port: LAB_PROXY_PORTS.http, threads }))
   // -db: stay in the foreground, so its PID is ours to stop.
-  let pid: number
-  try {
-    pid = await startPeer({ ns: nodeNetns(LAB), argv: ['haproxy', '-db', '-f', cfg], log: join(dir, 'haproxy.log'), port: LAB_PROXY_PORTS.http, proto: 'tcp', what: 'haproxy' })
-  } catch (e) {
-    await node.stop()
-    throw e
-  }
-  return { node, haproxyPid: pid, proxyPid: pid }
-}
-
-async function stopScenario(r: Running): Promise<void> {
-  if (r.haproxyPid !== null) await stopPeer(r.haproxyPid)
-  await r.node.stop()
+  return withPeer(node, { ns: nodeNetns(LAB), argv: ['haproxy', '-db', '-f', cfg], log: join(dir, 'haproxy.log'), port: LAB_PROXY_PORTS.http, proto: 'tcp', what: 'haproxy' })
 }
 
 function pinOf(s: Scenario): string {
-  return `/run/l7proxy/bench-bpffs-${LAB}-${s}`
+  return benchPin(LAB, s)
 }
 
 
@@ -154,12 +136,7 @@ async function main(): Promise<void> {
   const runs = num('runs', 1, 9)
   const warmup = num('warmup', 0, 60)
   const connections = num('connections', 1, 1000)
-  let mode: RedirectMode
-  try {
-    mode = parseMode(values.mode!)
-  } catch (e) {
-    throw new UsageError((e as Error).message)
-  }
+  const mode = modeOption(values.mode!)
   // sockmap needs the client in the node's cgroup: the mode comparison (issue 9) measures it.
   if (mode === 'sockmap') throw new UsageError('--mode sockmap is not measured here (the client would have to join the sockmap cgroup)')
   const threads = num('threads', 1, 64)

@@ -16,6 +16,23 @@ export class AdminError extends Error {
   }
 }
 
+/** The agent said no: its JSON error when it gave one, else the status. */
+function refusal(path: string, status: number | undefined, body: string): AdminError {
+  let why: string | number | undefined = status
+  try {
+    why = (JSON.parse(body) as { error?: string }).error ?? why
+  } catch {
+    // not JSON: the status says enough
+  }
+  return new AdminError('EADMIN', `the agent refused ${path}: ${why}`)
+}
+
+/** No socket, or nobody on it, means no agent; anything else is what it is. */
+function connectError(socketPath: string, e: NodeJS.ErrnoException): AdminError {
+  if (e.code === 'ENOENT' || e.code === 'ECONNREFUSED') return new AdminError('ENOAGENT', `no agent is running there (${socketPath}: ${e.code})`)
+  return new AdminError('EADMIN', `${socketPath}: ${e.message}`)
+}
+
 /** GETs `path` from the agent at `socketPath`: its answer's text, or an AdminError. */
 export function adminGetText(socketPath: string, path: string, timeoutMs = 5_000, method: 'GET' | 'POST' = 'GET'): Promise<string> {
   return new Promise((resolve, reject) => {
@@ -25,21 +42,11 @@ export function adminGetText(socketPath: string, path: string, timeoutMs = 5_000
       res.on('data', (d: string) => (body += d))
       res.on('end', () => {
         if (res.statusCode === 200) return resolve(body)
-        let why: string | number | undefined = res.statusCode
-        try {
-          why = (JSON.parse(body) as { error?: string }).error ?? why
-        } catch {
-          // not JSON: the status says enough
-        }
-        reject(new AdminError('EADMIN', `the agent refused ${path}: ${why}`))
+        reject(refusal(path, res.statusCode, body))
       })
     })
     req.on('timeout', () => req.destroy(new AdminError('EADMIN', `the agent did not answer ${path} within ${timeoutMs} ms`)))
-    req.on('error', (e: NodeJS.ErrnoException) => {
-      if (e instanceof AdminError) return reject(e)
-      if (e.code === 'ENOENT' || e.code === 'ECONNREFUSED') return reject(new AdminError('ENOAGENT', `no agent is running there (${socketPath}: ${e.code})`))
-      reject(new AdminError('EADMIN', `${socketPath}: ${e.message}`))
-    })
+    req.on('error', (e: NodeJS.ErrnoException) => reject(e instanceof AdminError ? e : connectError(socketPath, e)))
     req.end()
   })
 }
@@ -65,7 +72,7 @@ export function adminStream(socketPath: string, path: string, onValue: (v: unkno
       res.setEncoding('utf8')
       if (res.statusCode !== 200) {
         res.on('data', (d: string) => (pending += d))
-        res.on('end', () => reject(new AdminError('EADMIN', `the agent refused ${path}: ${(JSON.parse(pending || '{}') as { error?: string }).error ?? res.statusCode}`)))
+        res.on('end', () => reject(refusal(path, res.statusCode, pending)))
         return
       }
       res.on('data', (d: string) => {
@@ -83,10 +90,7 @@ export function adminStream(socketPath: string, path: string, onValue: (v: unkno
       res.on('end', () => resolve())
       res.on('close', () => resolve())
     })
-    req.on('error', (e: NodeJS.ErrnoException) => {
-      if (e.code === 'ENOENT' || e.code === 'ECONNREFUSED') return reject(new AdminError('ENOAGENT', `no agent is running there (${socketPath}: ${e.code})`))
-      reject(new AdminError('EADMIN', `${socketPath}: ${e.message}`))
-    })
+    req.on('error', (e: NodeJS.ErrnoException) => reject(connectError(socketPath, e)))
     req.end()
   })
 }

@@ -12,7 +12,7 @@ import { FlowLog } from './flow-log.js'
 import { FlowPolicy, httpVerdict, type Flow, type FlowVerdict } from '../flow-verdict.js'
 import type { MessageHead, ParseError, ParserSink } from './http1-parser.js'
 import { Http1Parser } from './http1-parser.js'
-import { CHUNKED_END, CONTINUE, CRLF, chunkStart, chunkedCoding, localResponse, requestHead, responseHead } from './http1-writer.js'
+import { CHUNKED_END, CONTINUE, CRLF, chunkedCoding, localResponse, requestHead, responseHead, writeBodyChunk } from './http1-writer.js'
 import { endToEndRaw, headerValue, indexOfHeader } from './hop-by-hop.js'
 import { normalizePath } from './request-path.js'
 import { UpstreamConnection, type ResponseSink, type UpstreamTimeouts } from './upstream-connection.js'
@@ -288,13 +288,7 @@ export class ClientConnection implements ParserSink, ResponseSink {
   onBody(chunk: Buffer): void {
     if (!this.forwarding || this.upstream === null) return
     const up = this.upstream
-    let ok: boolean
-    if (this.bodyChunked) {
-      up.write(chunkStart(chunk.length))
-      up.write(chunk)
-      ok = up.write(CRLF)
-    } else ok = up.write(chunk)
-    if (!ok && !this.clientWaitsForUpstream) {
+    if (!writeBodyChunk(up, chunk, this.bodyChunked) && !this.clientWaitsForUpstream) {
       this.clientWaitsForUpstream = true
       this.socket.pause()
       up.socket.once('drain', this.resumeClient)
@@ -388,14 +382,7 @@ export class ClientConnection implements ParserSink, ResponseSink {
   }
 
   onResponseBody(chunk: Buffer): void {
-    const ex = this.queue[0]!
-    let ok: boolean
-    if (ex.chunked) {
-      this.socket.write(chunkStart(chunk.length))
-      this.socket.write(chunk)
-      ok = this.socket.write(CRLF)
-    } else ok = this.socket.write(chunk)
-    if (!ok && !this.upstreamWaitsForClient && this.upstream !== null) {
+    if (!writeBodyChunk(this.socket, chunk, this.queue[0]!.chunked) && !this.upstreamWaitsForClient && this.upstream !== null) {
       this.upstreamWaitsForClient = true
       this.upstream.socket.pause()
       this.socket.once('drain', this.resumeUpstream)

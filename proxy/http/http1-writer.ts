@@ -29,9 +29,12 @@ export function responseHead(status: number, reason: string, raw: readonly strin
 export const CHUNKED_END = `0${CRLF}${CRLF}`
 export const CONTINUE = `HTTP/1.1 100 Continue${CRLF}${CRLF}`
 
-/** The line that opens a chunk of `length` bytes; the chunk ends with CRLF. */
-export function chunkStart(length: number): string {
-  return `${length.toString(16)}${CRLF}`
+/** Writes one piece of a body, chunk-framed when `chunked`; false when `to` asks for a pause. */
+export function writeBodyChunk(to: { write(data: Buffer | string): boolean }, chunk: Buffer, chunked: boolean): boolean {
+  if (!chunked) return to.write(chunk)
+  to.write(`${chunk.length.toString(16)}${CRLF}`)
+  to.write(chunk)
+  return to.write(CRLF)
 }
 export { CRLF }
 
