@@ -75,8 +75,17 @@ export class EndpointL7Policy {
   }
 }
 
-function denied(filter: L7Filter, why: string): L7Verdict {
-  return { allowed: false, ruleId: null, reason: `${why} on ${filter.direction} ${filter.protocol}/${filter.port}${filter.endPort !== filter.port ? `-${filter.endPort}` : ''}`, actions: [] }
+/** A denial's reason: why, where, and which policies had rules for this peer there (none allowed it). */
+function denied(filter: L7Filter, why: string, consulted: readonly L7Entry[] = []): L7Verdict {
+  let reason = `${why} on ${filter.direction} ${filter.protocol}/${filter.port}${filter.endPort !== filter.port ? `-${filter.endPort}` : ''}`
+  const policies = new Set<string>()
+  for (const e of consulted) for (const r of e.http.length > 0 ? e.http : e.dns) policies.add(r.ruleId)
+  if (policies.size > 0) reason += ` (policies: ${[...policies].join(', ')})`
+  return { allowed: false, ruleId: null, reason, actions: [] }
+}
+
+function selecting(filter: L7Filter, identity: number): L7Entry[] {
+  return filter.entries.filter((e) => e.selector.selects(identity))
 }
 
 export function evaluateHttp(filter: L7Filter, remoteIdentity: number, req: HttpRequestView): L7Verdict {
@@ -90,7 +99,7 @@ export function evaluateHttp(filter: L7Filter, remoteIdentity: number, req: Http
       if (matcher.matches(req, actions)) return { allowed: true, ruleId, reason: 'request matched an http rule', actions }
     }
   }
-  return denied(filter, peerKnown ? 'no http rule matched' : `identity ${remoteIdentity} is not allowed`)
+  return peerKnown ? denied(filter, 'no http rule matched', selecting(filter, remoteIdentity)) : denied(filter, `identity ${remoteIdentity} is not allowed`)
 }
 
 export function evaluateDns(filter: L7Filter, remoteIdentity: number, qname: string): L7Verdict {
@@ -103,5 +112,5 @@ export function evaluateDns(filter: L7Filter, remoteIdentity: number, qname: str
       if (matcher.test(qname)) return { allowed: true, ruleId, reason: `name matched ${matcher.source}`, actions: [] }
     }
   }
-  return denied(filter, peerKnown ? `no dns rule matched '${qname}'` : `identity ${remoteIdentity} is not allowed`)
+  return peerKnown ? denied(filter, `no dns rule matched '${qname}'`, selecting(filter, remoteIdentity)) : denied(filter, `identity ${remoteIdentity} is not allowed`)
 }

@@ -21,6 +21,7 @@ import {
   readDnsRule,
   readEntities,
   readFqdnSelectors,
+  readGrpcRule,
   readHttpRule,
   readLabelSelector,
   readPort,
@@ -52,24 +53,29 @@ export function restrictToNamespace(reqs: readonly LabelRequirement[], ns: strin
 
 /** The `rules` of a port rule; null after reporting a problem. */
 function readL7(n: YNode, dir: Direction): L7Spec | null {
-  const f = n.fields(['http', 'dns', 'kafka', 'l7proto', 'l7'])
+  const f = n.fields(['http', 'grpc', 'dns', 'kafka', 'l7proto', 'l7'])
   if (!f) return null
   for (const k of ['kafka', 'l7proto', 'l7'] as const) {
-    if (f[k]) return f[k]!.fail(`${k} rules are not supported by l7proxy (http and dns are)`)
+    if (f[k]) return f[k]!.fail(`${k} rules are not supported by l7proxy (http, grpc and dns are)`)
   }
-  if (f.http && f.dns) return n.fail('a port rule takes either http or dns rules, not both')
+  if (f.dns && (f.http || f.grpc)) return n.fail(`a port rule takes either ${f.http ? 'http' : 'grpc'} or dns rules, not both`)
   if (f.dns && dir === 'ingress') return f.dns.fail('dns rules apply only at egress')
-  const key = f.http ? 'http' : f.dns ? 'dns' : null
-  if (key === null) return n.fail('rules needs http or dns')
-  const items = f[key]!.list()
-  if (!items) return null
-  if (items.length === 0) return f[key]!.fail(`expected at least one ${key} rule (use [{}] to allow every request)`)
-  if (key === 'http') {
-    const rules = items.map(readHttpRule)
-    return rules.includes(null) ? null : { kind: 'http', rules: rules as NonNullable<(typeof rules)[number]>[] }
+  if (!f.http && !f.grpc && !f.dns) return n.fail('rules needs http, grpc or dns')
+  const lists: Array<[YNode, YNode[]]> = []
+  for (const key of ['http', 'grpc', 'dns'] as const) {
+    if (!f[key]) continue
+    const items = f[key]!.list()
+    if (!items) return null
+    if (items.length === 0) return f[key]!.fail(`expected at least one ${key} rule${key === 'dns' ? '' : ' (use http: [{}] to allow every request)'}`)
+    lists.push([f[key]!, items])
   }
-  const rules = items.map((i) => readDnsRule(i, 'dns rule'))
-  return rules.includes(null) ? null : { kind: 'dns', rules: rules as NonNullable<(typeof rules)[number]>[] }
+  if (f.dns) {
+    const rules = lists[0]![1].map((i) => readDnsRule(i, 'dns rule'))
+    return rules.includes(null) ? null : { kind: 'dns', rules: rules as NonNullable<(typeof rules)[number]>[] }
+  }
+  // gRPC rules are HTTP rules on the call's path: one matcher serves both.
+  const rules = lists.flatMap(([node, items]) => items.map(node === f.grpc ? readGrpcRule : readHttpRule))
+  return rules.includes(null) ? null : { kind: 'http', rules: rules as NonNullable<(typeof rules)[number]>[] }
 }
 
 function readPortRules(n: YNode, dir: Direction, deny: boolean): PortRuleSpec[] | null {

@@ -261,3 +261,28 @@ export function readHttpRule(n: YNode): HttpRuleSpec | null {
   }
   return spec
 }
+
+const PROTO_IDENT = '[A-Za-z_][A-Za-z0-9_]*'
+const GRPC_SERVICE = new RegExp(`^${PROTO_IDENT}(\\.${PROTO_IDENT})*$`)
+const GRPC_METHOD = new RegExp(`^${PROTO_IDENT}$`)
+
+/**
+ * l7proxy's `grpc: [{service, method}]`: a call is a POST to /<package.Service>/<Method>, so a
+ * rule is the HTTP rule Cilium users write by hand for it. Without `method`, every method of the
+ * service. Names are literal (protobuf full names), not patterns.
+ */
+export function readGrpcRule(n: YNode): HttpRuleSpec | null {
+  const f = n.fields(['service', 'method'], ['service'])
+  if (!f) return null
+  const service = f.service!.string()
+  if (service === null) return null
+  if (!GRPC_SERVICE.test(service)) return f.service!.fail(`'${service}' is not a gRPC service name (package.Service)`)
+  let method = '[^/]+'
+  if (f.method) {
+    const m = f.method.string()
+    if (m === null) return null
+    if (!GRPC_METHOD.test(m)) return f.method.fail(`'${m}' is not a gRPC method name`)
+    method = m
+  }
+  return { method: 'POST', path: `/${service.replaceAll('.', '\\.')}/${method}`, headers: [], headerMatches: [] }
+}

@@ -5,15 +5,11 @@ import { createHash } from 'node:crypto'
 import type { AddressInfo } from 'node:net'
 import { connect, createServer as createNetServer } from 'node:net'
 import { createServer } from 'node:http'
-import { Writable } from 'node:stream'
-import pino from 'pino'
 import t, { type Test } from 'tap'
 import { Client } from 'undici'
-import { labEndpoints } from '../lab/topology.js'
 import { startHttpServer } from '../lab/servers/http-server.js'
-import { PolicyEngine } from '../policy/engine.js'
-import type { Flow } from '../proxy/flow-verdict.js'
-import { HttpProxy, type HttpProxyOptions } from '../proxy/http/http-proxy.js'
+import type { HttpProxyOptions } from '../proxy/http/http-proxy.js'
+import { startLoopbackProxy, type LoopbackProxy } from './fixtures/loopback-proxy.js'
 
 const STAR_WARS = `apiVersion: cilium.io/v2
 kind: CiliumNetworkPolicy
@@ -31,42 +27,20 @@ spec:
         - { method: PUT, path: "/v1/exhaust-port", headers: [ "X-Has-Force: True" ] }
 `
 
-interface Setup {
+interface Setup extends LoopbackProxy {
   proxyUrl: string
-  logs: Array<Record<string, unknown>>
-  proxy: HttpProxy
-  engine: PolicyEngine
 }
 
+/** The proxy as if steered from `source` to deathstar:80, forwarding to a lab HTTP server (or `upstreamPort`). */
 async function setup(t: Test, source: string, upstreamPort?: number, policy = STAR_WARS, extra: Partial<HttpProxyOptions> = {}): Promise<Setup> {
-  const engine = new PolicyEngine({ proxyPorts: { http: 15001, dns: 15053 } })
-  for (const ep of labEndpoints()) engine.upsertEndpoint(ep)
-  engine.loadFile('sw.yaml', policy)
   let port = upstreamPort
   if (port === undefined) {
     const upstream = await startHttpServer({ name: 'deathstar', port: 0, host: '127.0.0.1' })
     t.teardown(() => new Promise<void>((r) => upstream.close(() => r())))
     port = (upstream.address() as AddressInfo).port
   }
-  const logs: Array<Record<string, unknown>> = []
-  const sink = new Writable({
-    write(chunk, _enc, cb) {
-      logs.push(JSON.parse(chunk.toString()) as Record<string, unknown>)
-      cb()
-    },
-  })
-  const proxy = new HttpProxy({
-    engine,
-    logger: pino({ base: null }, sink),
-    // As if the datapath had steered `source` -> deathstar:80 here.
-    flowOf: (socket): Flow => ({ sourceAddress: source, sourcePort: socket.remotePort!, destAddress: '198.18.2.10', destPort: 80 }),
-    originOf: () => ({ host: '127.0.0.1', port: port! }),
-    upstreamConnectTimeoutMs: 2000,
-    ...extra,
-  })
-  await proxy.listen({ port: 0, host: '127.0.0.1' })
-  t.teardown(() => proxy.close())
-  return { proxyUrl: `http://127.0.0.1:${(proxy.server.address() as AddressInfo).port}`, logs, proxy, engine }
+  const p = await startLoopbackProxy(t, { source, dest: { address: '198.18.2.10', port: 80 }, originPort: port, policy, extra })
+  return { ...p, proxyUrl: `http://127.0.0.1:${p.port}` }
 }
 
 const TIEFIGHTER = '198.18.1.10'

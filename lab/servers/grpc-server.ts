@@ -19,16 +19,25 @@ function metadataObject(md: grpc.Metadata): Record<string, string> {
   return out
 }
 
-type Unary = grpc.ServerUnaryCall<{ ship: string; payload: Buffer }, unknown>
+type Unary = grpc.ServerUnaryCall<{ ship: string; payload: Buffer; delayMs: number }, unknown>
+
+const MAX_DELAY_MS = 10_000
 
 function landing(message: string) {
   return (call: Unary, cb: grpc.sendUnaryData<unknown>): void => {
-    cb(null, {
-      message: `${message} (${call.request.ship})`,
-      peer: call.getPeer(),
-      payloadBytes: call.request.payload.length,
-      metadata: metadataObject(call.metadata),
-    })
+    const deadline = call.getDeadline()
+    const deadlineMs = deadline instanceof Date ? Math.max(0, deadline.getTime() - Date.now()) : Number.isFinite(deadline) ? Math.max(0, deadline - Date.now()) : 0
+    const reply = () =>
+      cb(null, {
+        message: `${message} (${call.request.ship})`,
+        peer: call.getPeer(),
+        payloadBytes: call.request.payload.length,
+        metadata: metadataObject(call.metadata),
+        deadlineMs,
+      })
+    if (call.request.delayMs <= 0) return reply()
+    const timer = setTimeout(reply, Math.min(call.request.delayMs, MAX_DELAY_MS))
+    call.once('cancelled', () => clearTimeout(timer))
   }
 }
 

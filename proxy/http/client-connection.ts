@@ -6,7 +6,6 @@
 
 import type { Socket } from 'node:net'
 import type { Logger } from 'pino'
-import type { PolicyEngine } from '../../policy/engine.js'
 import type { HeaderAction, HttpRequestView } from '../../policy/http-matcher.js'
 import { FlowLog } from './flow-log.js'
 import { FlowPolicy, httpVerdict, type Flow, type FlowVerdict } from '../flow-verdict.js'
@@ -15,35 +14,8 @@ import { Http1Parser } from './http1-parser.js'
 import { CHUNKED_END, CONTINUE, CRLF, chunkedCoding, localResponse, requestHead, responseHead, writeBodyChunk } from './http1-writer.js'
 import { endToEndRaw, headerValue, indexOfHeader } from './hop-by-hop.js'
 import { normalizePath } from './request-path.js'
-import { UpstreamConnection, type ResponseSink, type UpstreamTimeouts } from './upstream-connection.js'
-
-/** Where a flow's requests go. */
-export interface Origin {
-  host: string
-  port: number
-}
-
-/** Requests a proxy answered, by outcome (for status and metrics). */
-export interface ProxyStats {
-  allowed: number
-  denied: number
-  /** Refused before any rule saw them (malformed, ambiguous, too slow). */
-  invalid: number
-  /** Allowed ones the upstream failed (502/504). */
-  upstreamFailed: number
-}
-
-/** What every connection of one proxy shares. */
-export interface ProxyContext {
-  stats: ProxyStats
-  engine: PolicyEngine
-  logger: Logger
-  flowOf: (socket: Socket) => Flow
-  originOf: (flow: Flow) => Origin
-  maxHeaders: number
-  maxHeaderBytes: number
-  upstream: UpstreamTimeouts
-}
+import { countOutcome, type Origin, type ProxyContext } from './proxy-context.js'
+import { UpstreamConnection, type ResponseSink } from './upstream-connection.js'
 
 const DENIED_BODY = 'Access denied\n'
 /** How long a connection the proxy ended may wait for the client to close in turn. */
@@ -150,7 +122,6 @@ export class ClientConnection implements ParserSink, ResponseSink {
     this.flows = new FlowLog(ctx.logger, bindings)
     this.parser = new Http1Parser('request', ctx.maxHeaderBytes, this)
     socket.on('data', this.onData)
-    socket.on('error', () => undefined) // a reset client: 'close' follows and cleans up
     socket.once('close', this.onClose)
   }
 
@@ -338,11 +309,7 @@ export class ClientConnection implements ParserSink, ResponseSink {
   }
 
   private logExchange(ex: Exchange, status: number): void {
-    const stats = this.ctx.stats
-    if (ex.invalid !== null) stats.invalid++
-    else if (!ex.verdict!.allowed) stats.denied++
-    else if (status === 502 || status === 504) stats.upstreamFailed++
-    else stats.allowed++
+    countOutcome(this.ctx.stats, ex.invalid === null ? ex.verdict : null, status === 502 || status === 504)
     if (ex.invalid !== null) {
       this.log.info({ verdict: 'invalid', reason: ex.invalid, path: ex.url, status }, 'http: ambiguous request refused')
       return

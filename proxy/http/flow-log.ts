@@ -16,6 +16,10 @@ export interface FlowLine {
   host: string | undefined
   status: number
   ms: number
+  /** '2' for HTTP/2 streams; HTTP/1.x lines carry no such field. */
+  httpVersion?: '2'
+  /** A gRPC call's service and method, and the grpc-status it ended with (when it ended with one). */
+  grpc?: { service: string; method: string; status: string | undefined } | null
 }
 
 export class FlowLog {
@@ -42,9 +46,14 @@ export class FlowLog {
 
   write(l: FlowLine): void {
     if (!this.logger.isLevelEnabled('info')) return
-    const host = l.host === undefined ? '' : `,"host":${str(l.host)}`
+    let extra = l.host === undefined ? '' : `,"host":${str(l.host)}`
+    if (l.httpVersion !== undefined) extra += `,"httpVersion":"${l.httpVersion}"`
+    if (l.grpc) {
+      extra += `,"grpcService":${str(l.grpc.service)},"grpcMethod":${str(l.grpc.method)}`
+      if (l.grpc.status !== undefined) extra += `,"grpcStatus":${Number(l.grpc.status) || 0}`
+    }
     this.stream.write(
-      `{"level":${INFO},"time":${Date.now()}${this.bindings}${this.verdictPart(l.verdict)},"method":${str(l.method)},"path":${str(l.path)}${host},` +
+      `{"level":${INFO},"time":${Date.now()}${this.bindings}${this.verdictPart(l.verdict)},"method":${str(l.method)},"path":${str(l.path)}${extra},` +
         `"status":${l.status},"ms":${Math.round(l.ms * 1000) / 1000},"msg":"${l.verdict.allowed ? 'http allowed' : 'http denied'}"}\n`,
     )
   }

@@ -1,17 +1,21 @@
-// The transparent HTTP/1.1 proxy: accepts the connections the datapath steered to it and runs
-// each as a ClientConnection (client-connection.ts): requests parsed with Node's llhttp in its
-// strict mode, every request of a keep-alive connection judged against the flow's L7 rules,
-// allowed ones forwarded to the original destination over that connection's own upstream
-// connection with bodies streamed both ways, denied ones answered with 403, one log line each.
-// One timer sweeps every connection's deadlines (headers, idle, upstream connect and response).
+// The transparent HTTP proxy: accepts the connections the datapath steered to it and tells the
+// protocols apart by their first bytes. HTTP/1.x runs as a ClientConnection (client-connection.ts):
+// requests parsed with Node's llhttp in its strict mode, every request of a keep-alive connection
+// judged against the flow's L7 rules, allowed ones forwarded to the original destination over that
+// connection's own upstream connection with bodies streamed both ways, denied ones answered with
+// 403, one log line each. One timer sweeps those connections' deadlines (headers, idle, upstream
+// connect and response). A connection that opens with the HTTP/2 preface (h2c with prior
+// knowledge, as gRPC clients speak it) goes to the HTTP/2 side instead (proxy/http2/).
 
 import { createServer, type Server, type Socket } from 'node:net'
 import type { Logger } from 'pino'
 import type { PolicyEngine } from '../../policy/engine.js'
-import { ClientConnection, type Origin, type ProxyContext, type ProxyStats } from './client-connection.js'
+import { ClientConnection } from './client-connection.js'
 import type { Flow } from '../flow-verdict.js'
+import { H2Frontend, startsHttp2 } from '../http2/h2-frontend.js'
+import type { Origin, ProxyContext, ProxyStats } from './proxy-context.js'
 
-export type { Origin, ProxyStats } from './client-connection.js'
+export type { Origin, ProxyStats } from './proxy-context.js'
 
 export interface HttpProxyOptions {
   engine: PolicyEngine
@@ -43,6 +47,7 @@ export class HttpProxy {
   /** Requests answered so far, by outcome. */
   readonly stats: ProxyStats = { allowed: 0, denied: 0, invalid: 0, upstreamFailed: 0 }
   private readonly connections = new Set<ClientConnection>()
+  private readonly h2: H2Frontend
   private readonly sweeper: NodeJS.Timeout
   private readonly headersMs: number
   private readonly idleMs: number
@@ -59,16 +64,33 @@ export class HttpProxy {
       maxHeaders: opts.maxHeaders ?? 100,
       maxHeaderBytes: opts.maxHeaderBytes ?? 16 * 1024,
       upstream: { connectMs: opts.upstreamConnectTimeoutMs ?? 5_000, responseHeadMs: opts.upstreamHeadersTimeoutMs ?? 30_000 },
+      idleMs: this.idleMs,
     }
-    this.server = createServer({ noDelay: true }, (socket) => {
-      const c = new ClientConnection(socket, this.ctx)
-      this.connections.add(c)
-      socket.once('close', () => this.connections.delete(c))
-    })
+    this.h2 = new H2Frontend(this.ctx)
+    this.server = createServer({ noDelay: true }, this.onConnection)
     // Deadlines are checked a few times per shortest timeout, at most every second.
     const shortest = Math.min(this.headersMs, this.idleMs, this.ctx.upstream.connectMs, this.ctx.upstream.responseHeadMs)
     this.sweeper = setInterval(() => this.sweep(), Math.max(10, Math.min(1000, shortest / 4)))
     this.sweeper.unref()
+  }
+
+  /** Waits for a connection's first bytes (for at most the header timeout) to pick its protocol. */
+  private readonly onConnection = (socket: Socket): void => {
+    socket.on('error', () => undefined) // reset before it said anything: 'close' follows
+    socket.setTimeout(this.headersMs, () => socket.destroy())
+    socket.once('data', (first: Buffer) => {
+      socket.setTimeout(0)
+      socket.pause()
+      socket.unshift(first)
+      if (startsHttp2(first)) {
+        this.h2.accept(socket, this.ctx.flowOf(socket))
+        return
+      }
+      const c = new ClientConnection(socket, this.ctx)
+      this.connections.add(c)
+      socket.once('close', () => this.connections.delete(c))
+      socket.resume()
+    })
   }
 
   private sweep(): void {
@@ -76,9 +98,9 @@ export class HttpProxy {
     for (const c of this.connections) c.sweep(now, this.headersMs, this.idleMs)
   }
 
-  /** Client connections open now. */
+  /** Client connections open now (HTTP/1.x and HTTP/2). */
   get connectionCount(): number {
-    return this.connections.size
+    return this.connections.size + this.h2.connectionCount
   }
 
   /** Listens on a socket made elsewhere (a transparent listener's fd), or a port for tests. */
@@ -97,6 +119,7 @@ export class HttpProxy {
     clearInterval(this.sweeper)
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()))
     for (const c of this.connections) c.destroy()
+    this.h2.destroy()
     await closed
   }
 }

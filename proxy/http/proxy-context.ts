@@ -1,0 +1,44 @@
+// What every connection of one HTTP proxy shares, HTTP/1.1 and HTTP/2 alike: the policy engine,
+// the logger, how a socket maps to its flow and origin, limits, and the request counters.
+
+import type { Socket } from 'node:net'
+import type { Logger } from 'pino'
+import type { PolicyEngine } from '../../policy/engine.js'
+import type { Flow, FlowVerdict } from '../flow-verdict.js'
+import type { UpstreamTimeouts } from './upstream-connection.js'
+
+/** Where a flow's requests go. */
+export interface Origin {
+  host: string
+  port: number
+}
+
+/** Requests (HTTP/2 streams) a proxy answered, by outcome (for status and metrics). */
+export interface ProxyStats {
+  allowed: number
+  denied: number
+  /** Refused before any rule saw them (malformed, ambiguous, too slow). */
+  invalid: number
+  /** Allowed ones the upstream failed (502/504). */
+  upstreamFailed: number
+}
+
+export interface ProxyContext {
+  stats: ProxyStats
+  engine: PolicyEngine
+  logger: Logger
+  flowOf: (socket: Socket) => Flow
+  originOf: (flow: Flow) => Origin
+  maxHeaders: number
+  maxHeaderBytes: number
+  upstream: UpstreamTimeouts
+  idleMs: number
+}
+
+/** Counts one answered request: `verdict` null when it was refused before any rule saw it. */
+export function countOutcome(stats: ProxyStats, verdict: FlowVerdict | null, upstreamFailed: boolean): void {
+  if (verdict === null) stats.invalid++
+  else if (!verdict.allowed) stats.denied++
+  else if (upstreamFailed) stats.upstreamFailed++
+  else stats.allowed++
+}

@@ -1,0 +1,61 @@
+// The HTTP/2 side of the HTTP proxy: a never-listening node:http2 server that the proxy hands
+// the steered connections whose first bytes are the HTTP/2 preface. Its settings are the
+// connection-level limits: concurrent streams, header list size and count, frame size (nghttp2's
+// default maximum, 16 KiB: bigger frames are a FRAME_SIZE_ERROR), invalid frames and refused
+// streams before the connection is cut. nghttp2 itself bounds CONTINUATION frames per header
+// block; rapid resets are bounded per connection in h2-connection.ts.
+
+import http2, { type Http2Server, type ServerHttp2Session } from 'node:http2'
+import type { Socket } from 'node:net'
+import type { Flow } from '../flow-verdict.js'
+import type { ProxyContext } from '../http/proxy-context.js'
+import { H2Connection } from './h2-connection.js'
+
+const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1')
+const MAX_CONCURRENT_STREAMS = 100
+
+/** Whether a connection's first bytes are (the start of) the HTTP/2 client preface. */
+export function startsHttp2(first: Buffer): boolean {
+  const n = Math.min(first.length, PREFACE.length)
+  return n > 0 && first.compare(PREFACE, 0, n, 0, n) === 0
+}
+
+export class H2Frontend {
+  private readonly server: Http2Server
+  private readonly connections = new Set<H2Connection>()
+  /** The flow of the socket being handed over (sessions are made synchronously from it). */
+  private pending: Flow | null = null
+
+  constructor(ctx: ProxyContext) {
+    this.server = http2.createServer({
+      settings: { maxConcurrentStreams: MAX_CONCURRENT_STREAMS, maxHeaderListSize: ctx.maxHeaderBytes, enablePush: false },
+      // Pseudo-headers count too: four of them, besides the regular fields.
+      maxHeaderListPairs: ctx.maxHeaders + 4,
+      maxSessionInvalidFrames: 100,
+      maxSessionRejectedStreams: 100,
+    })
+    this.server.on('session', (session: ServerHttp2Session) => {
+      const c = new H2Connection(session, this.pending!, ctx)
+      this.connections.add(c)
+      session.once('close', () => this.connections.delete(c))
+    })
+  }
+
+  get connectionCount(): number {
+    return this.connections.size
+  }
+
+  /** Takes a connection whose first bytes (the preface) were read and put back. */
+  accept(socket: Socket, flow: Flow): void {
+    this.pending = flow
+    try {
+      this.server.emit('connection', socket)
+    } finally {
+      this.pending = null
+    }
+  }
+
+  destroy(): void {
+    for (const c of this.connections) c.destroy()
+  }
+}
