@@ -22,6 +22,7 @@ import { FlowPolicy, httpVerdict, type Flow, type FlowVerdict } from '../flow-ve
 import { FlowLog } from '../http/flow-log.js'
 import { countOutcome, type Origin, type ProxyContext } from '../http/proxy-context.js'
 import { normalizePath } from '../http/request-path.js'
+import { relay, resetStream } from './stream-relay.js'
 import { GRPC_DEADLINE_EXCEEDED, GRPC_INTERNAL, GRPC_PERMISSION_DENIED, GRPC_UNAVAILABLE, grpcCall, grpcTrailersOnly, isGrpc } from './grpc.js'
 
 const { NGHTTP2_NO_ERROR, NGHTTP2_CANCEL, NGHTTP2_REFUSED_STREAM, NGHTTP2_ENHANCE_YOUR_CALM, NGHTTP2_FLAG_END_STREAM } = constants
@@ -33,6 +34,10 @@ const { NGHTTP2_NO_ERROR, NGHTTP2_CANCEL, NGHTTP2_REFUSED_STREAM, NGHTTP2_ENHANC
  */
 const RESET_BURST = 100
 const RESET_RATE = 20
+/** How long an idle connection with open streams has to answer a PING. */
+const PING_WAIT_MS = 5_000
+/** RFC 9113 6.5.2: a field's size in a header list is its name and value plus 32. */
+const FIELD_OVERHEAD = 32
 
 class UpstreamFailure extends Error {
   constructor(
@@ -85,6 +90,18 @@ class StreamExchange {
   }
 }
 
+/** A request's header list size as SETTINGS_MAX_HEADER_LIST_SIZE counts it (node:http2 does not enforce it). */
+function headerListSize(headers: IncomingHttpHeaders): number {
+  let n = 0
+  for (const name in headers) {
+    const v = headers[name]
+    if (v === undefined) continue
+    if (Array.isArray(v)) for (const one of v) n += name.length + one.length + FIELD_OVERHEAD
+    else n += name.length + v.length + FIELD_OVERHEAD
+  }
+  return n
+}
+
 /** The request headers to send upstream: the client's, with the normalized path and header actions applied. */
 function upstreamHeaders(headers: IncomingHttpHeaders, path: string, actions: readonly HeaderAction[], log: (a: HeaderAction, got: string | undefined) => void): OutgoingHttpHeaders {
   const out: OutgoingHttpHeaders = { ...headers, ':path': path }
@@ -129,9 +146,25 @@ export class H2Connection {
       this.upstream?.destroy()
       this.upstream = null
     })
-    session.setTimeout(ctx.idleMs, () => {
-      if (this.streams === 0) session.close()
+    session.setTimeout(ctx.idleMs, this.onIdle)
+  }
+
+  /**
+   * Nothing crossed the connection for the idle time: without streams it closes; with some, a
+   * PING must come back within PING_WAIT_MS or it is cut. That also ends a connection nghttp2
+   * has given up on after a GOAWAY for a protocol error (it reads nothing more, so the streams
+   * it left open would otherwise hold it forever).
+   */
+  private readonly onIdle = (): void => {
+    const session = this.session
+    if (this.streams === 0) return session.close()
+    const timer = setTimeout(() => session.destroy(), PING_WAIT_MS)
+    timer.unref()
+    const sent = session.ping((err) => {
+      clearTimeout(timer)
+      if (err) session.destroy()
     })
+    if (!sent) session.destroy()
   }
 
   /** Ends the connection and its upstream now (the proxy is closing). */
@@ -150,6 +183,11 @@ export class H2Connection {
     this.streams++
     stream.on('error', () => undefined) // a reset stream: 'close' follows and tells
     stream.once('close', () => this.onStreamClosed(stream, ex))
+    if (headerListSize(headers) > this.ctx.maxHeaderBytes) {
+      ex.invalid = `header list above ${this.ctx.maxHeaderBytes} bytes`
+      this.answerLocally(stream, ex, 431, 'Request header fields too large\n', GRPC_INTERNAL)
+      return
+    }
     const target = method === 'CONNECT' || rawPath === undefined ? { ok: false as const, reason: 'CONNECT is not proxied' } : normalizePath(rawPath, method)
     if (!target.ok) {
       ex.invalid = target.reason
@@ -229,7 +267,7 @@ export class H2Connection {
     if (!endStream) {
       stream.on('trailers', (t: IncomingHttpHeaders) => (ex.requestTrailers = t))
       up.on('wantTrailers', () => up.sendTrailers(ex.requestTrailers ?? {}))
-      stream.pipe(up)
+      relay(stream, up)
     }
     up.on('response', (h: IncomingHttpHeaders, flags: number) => {
       if (stream.closed || stream.headersSent) return
@@ -241,7 +279,7 @@ export class H2Connection {
       }
       stream.respond(h, { waitForTrailers: true })
       stream.on('wantTrailers', () => stream.sendTrailers(ex.responseTrailers ?? {}))
-      up.pipe(stream)
+      relay(up, stream)
     })
     up.on('trailers', (t: IncomingHttpHeaders) => {
       ex.responseTrailers = t
@@ -255,14 +293,12 @@ export class H2Connection {
       else if (code !== NGHTTP2_NO_ERROR) this.reset(stream, ex, code)
     })
     // The client gave up (reset, deadline, connection gone): so does the upstream stream.
-    stream.once('close', () => {
-      if (!up.closed && !up.destroyed) up.close(stream.rstCode && stream.rstCode !== NGHTTP2_NO_ERROR ? stream.rstCode : NGHTTP2_CANCEL)
-    })
+    stream.once('close', () => resetStream(up, stream.rstCode && stream.rstCode !== NGHTTP2_NO_ERROR ? stream.rstCode : NGHTTP2_CANCEL))
   }
 
   private reset(stream: ServerHttp2Stream, ex: StreamExchange, code: number): void {
     ex.resetByProxy = true
-    stream.close(code)
+    resetStream(stream, code)
   }
 
   private upstreamFailed(stream: ServerHttp2Stream, ex: StreamExchange, failure: UpstreamFailure): void {
@@ -293,6 +329,6 @@ export class H2Connection {
     if (--this.resetTokens >= 0 || this.session.destroyed) return
     this.ctx.stats.invalid++
     this.log.warn({ verdict: 'invalid', reason: `more than ${RESET_BURST} streams reset by the client (${RESET_RATE}/s)` }, 'http2: rapid reset, connection closed')
-    this.session.destroy(undefined, NGHTTP2_ENHANCE_YOUR_CALM)
+    this.session.destroy(new Error('rapid reset'), NGHTTP2_ENHANCE_YOUR_CALM)
   }
 }
