@@ -273,10 +273,10 @@ const GRPC_METHOD = new RegExp(`^${PROTO_IDENT}$`)
  */
 export function readGrpcRule(n: YNode): HttpRuleSpec | null {
   const f = n.fields(['service', 'method'], ['service'])
-  if (!f) return null
-  const service = f.service!.string()
+  if (!f?.service) return null
+  const service = f.service.string()
   if (service === null) return null
-  if (!GRPC_SERVICE.test(service)) return f.service!.fail(`'${service}' is not a gRPC service name (package.Service)`)
+  if (!GRPC_SERVICE.test(service)) return f.service.fail(`'${service}' is not a gRPC service name (package.Service)`)
   let method = '[^/]+'
   if (f.method) {
     const m = f.method.string()

@@ -62,7 +62,7 @@ t.test('policy validate: ok files, located errors, exit 1 on any problem', async
   const example = join(projectRoot(), 'policy/examples/star-wars.yaml')
   const good = runCli(['policy', 'validate', example])
   t.equal(good.code, 0, good.stderr)
-  t.match(good.stdout, /star-wars\.yaml: ok, 2 rules \(CiliumNetworkPolicy\/default\/deathstar-l7, CiliumNetworkPolicy\/default\/tiefighter-egress\)/)
+  t.match(good.stdout, /star-wars\.yaml: ok, 3 rules \(CiliumNetworkPolicy\/default\/deathstar-l7, CiliumNetworkPolicy\/default\/tiefighter-egress, CiliumNetworkPolicy\/default\/deathstar-grpc\)/)
   const dir = mkdtempSync(join(tmpdir(), 'l7-cli-'))
   t.teardown(() => rmSync(dir, { recursive: true, force: true }))
   const bad = join(dir, 'bad.yaml')

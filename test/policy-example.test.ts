@@ -16,7 +16,7 @@ t.test('policy/examples/star-wars.yaml on the lab endpoints', async (t) => {
     ep.set(endpoint.host, endpoint.id)
   }
   const file = join(projectRoot(), 'policy/examples/star-wars.yaml')
-  t.equal(e.loadFile(file, readFileSync(file, 'utf8')).length, 2)
+  t.equal(e.loadFile(file, readFileSync(file, 'utf8')).length, 3)
   const id = (ip: string) => e.identityOf(ip)
   const [tie, xwing, deathstar, dns, cantina] = ['198.18.1.10', '198.18.1.20', '198.18.2.10', '198.18.2.53', '192.0.2.3'].map(id) as number[]
   const ds = ep.get('deathstar')!
@@ -36,4 +36,14 @@ t.test('policy/examples/star-wars.yaml on the lab endpoints', async (t) => {
   e.setFqdnIps('cantina.empire', ['192.0.2.3', '192.0.2.4'])
   t.equal(e.decide(tf, 'egress', id('192.0.2.3'), 6, 80).verdict, 'allow', 'and after')
   t.equal(e.decide(ep.get('xwing')!, 'egress', deathstar!, 6, 80).verdict, 'allow', "xwing's own egress is not restricted")
+  const grpcServer = ep.get('grpc')!
+  t.equal(e.decide(tf, 'egress', id('198.18.2.20'), 6, 50051).verdict, 'allow', 'tiefighter egress to the gRPC deathstar')
+  t.equal(e.decide(grpcServer, 'ingress', tie!, 6, 50051).verdict, 'redirect', 'whose ingress goes through the proxy')
+  const calls = e.l7Policy(grpcServer)!.find('ingress', 'TCP', 50051)!
+  const call = (method: string) => ({ method: 'POST', path: `/empire.Deathstar/${method}`, host: 'grpc.empire', header: () => undefined })
+  t.ok(evaluateHttp(calls, tie!, call('RequestLanding')).allowed, 'RequestLanding is allowed')
+  t.ok(evaluateHttp(calls, tie!, call('Chat')).allowed, 'and Chat')
+  t.notOk(evaluateHttp(calls, tie!, call('FireExhaustPort')).allowed, 'FireExhaustPort is not')
+  t.notOk(evaluateHttp(calls, tie!, { ...call('RequestLanding'), method: 'GET' }).allowed, 'a call is a POST')
+  t.notOk(evaluateHttp(calls, tie!, call('RequestLandingX')).allowed, 'method names are whole')
 })

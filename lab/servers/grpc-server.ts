@@ -27,14 +27,21 @@ function landing(message: string) {
   return (call: Unary, cb: grpc.sendUnaryData<unknown>): void => {
     const deadline = call.getDeadline()
     const deadlineMs = deadline instanceof Date ? Math.max(0, deadline.getTime() - Date.now()) : Number.isFinite(deadline) ? Math.max(0, deadline - Date.now()) : 0
+    // A trailer the client can check: trailing metadata made it back.
+    const trailer = new grpc.Metadata()
+    trailer.set('x-landed-ship', call.request.ship)
     const reply = () =>
-      cb(null, {
-        message: `${message} (${call.request.ship})`,
-        peer: call.getPeer(),
-        payloadBytes: call.request.payload.length,
-        metadata: metadataObject(call.metadata),
-        deadlineMs,
-      })
+      cb(
+        null,
+        {
+          message: `${message} (${call.request.ship})`,
+          peer: call.getPeer(),
+          payloadBytes: call.request.payload.length,
+          metadata: metadataObject(call.metadata),
+          deadlineMs,
+        },
+        trailer,
+      )
     if (call.request.delayMs <= 0) return reply()
     const timer = setTimeout(reply, Math.min(call.request.delayMs, MAX_DELAY_MS))
     call.once('cancelled', () => clearTimeout(timer))
