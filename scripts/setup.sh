@@ -28,6 +28,7 @@ declare -A PACKAGES=(
   [unbound]=/usr/sbin/unbound
   [haproxy]=/usr/sbin/haproxy
   [wrk]=/usr/bin/wrk
+  [nghttp2-client]=/usr/bin/h2load
   [dnsperf]=/usr/bin/dnsperf
   [dnsdist]=/usr/bin/dnsdist
   [ca-certificates]=/etc/ssl/certs/ca-certificates.crt

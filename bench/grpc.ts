@@ -1,0 +1,203 @@
+// gRPC benchmark in the lab:
+//   npm run bench:grpc [-- --duration S --runs R --warmup S --connections C --streams M --threads T --mode M --lab NAME --out FILE]
+//
+// Unary empire.Deathstar/RequestLanding calls from the tiefighter pod to the lab's gRPC server
+// (@grpc/grpc-js) with h2load (raw HTTP/2: each request a gRPC frame, content-type
+// application/grpc), two ways on one lab, the same cores and the same client:
+//   direct   an L3/L4 allow on port 50051 and no L7 rule: the kernel passes it, no proxy
+//   l7proxy  the same allow with grpc rules: steered (--mode) to l7proxy's proxy, per stream
+// R rounds interleave the two ways, each started afresh and checked with the lab's grpc-js client
+// (FireExhaustPort is PERMISSION_DENIED through the proxy and answered directly), warmed up and
+// measured; the run with the median calls/s is reported. Latency percentiles come from h2load's
+// per-request log; l7proxy's flow log must hold a line for every call h2load completed.
+// Prints a table, writes JSON.
+
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { availableParallelism } from 'node:os'
+import { dirname, join, resolve } from 'node:path'
+import { parseArgs } from 'node:util'
+import { execIn } from '../lab/netns.js'
+import { findHost, hostNetns, isValidLabName } from '../lab/topology.js'
+import { distPath } from '../lib/project-root.js'
+import { startLabNode } from '../proxy/agent/lab-node-process.js'
+import { renderTable } from '../proxy/cli/table.js'
+import type { RedirectMode } from '../redirect-bpf/modes/redirect-mode.js'
+import { UsageError, benchPin, cpuSeconds, inLabRounds, medianRun, modeOption, percentile, runBench, stopScenario, wholeOption, type RunningScenario } from './bench-support.js'
+
+const USAGE = 'usage: npm run bench:grpc [-- --duration S --runs R --warmup S --connections C --streams M --threads T --mode M --lab NAME --out FILE]'
+const SERVER = `${findHost('grpc').addresses[0]!}:50051`
+const CALL = '/empire.Deathstar/RequestLanding'
+const SCENARIOS = ['direct', 'l7proxy'] as const
+type Scenario = (typeof SCENARIOS)[number]
+
+interface Run {
+  calls: number
+  failed: number
+  callsPerSec: number
+  latencyMs: { p50: number; p90: number; p99: number; max: number }
+  proxyCpuCores: number | null
+  flowLines?: number
+}
+
+function policy(withRules: boolean): string {
+  const rules = withRules ? '\n      rules:\n        grpc:\n        - { service: empire.Deathstar, method: RequestLanding }' : ''
+  return `apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: { name: bench-grpc-${withRules ? 'l7' : 'l4'} }
+spec:
+  endpointSelector: { matchLabels: { class: grpc } }
+  ingress:
+  - fromEndpoints: [ { matchLabels: { org: empire } } ]
+    toPorts:
+    - ports: [ { port: "50051", protocol: TCP } ]${rules}
+`
+}
+
+/** One gRPC message (LandingRequest{ship}) in its 5-byte length-prefixed frame. */
+function grpcRequestBody(ship: string): Buffer {
+  const name = Buffer.from(ship)
+  const message = Buffer.concat([Buffer.from([0x0a, name.length]), name]) // field 1, length-delimited
+  const prefix = Buffer.alloc(5)
+  prefix.writeUInt32BE(message.length, 1)
+  return Buffer.concat([prefix, message])
+}
+
+let LAB = 'benchgrpc'
+
+async function h2load(o: { seconds: number; warmup: number; connections: number; streams: number; dir: string; pid: number | null }): Promise<Run> {
+  const body = join(o.dir, 'request.bin')
+  writeFileSync(body, grpcRequestBody('tiefighter'))
+  const log = join(o.dir, 'h2load.log')
+  rmSync(log, { force: true })
+  const cpu0 = o.pid === null ? 0 : cpuSeconds(o.pid)
+  const t0 = process.hrtime.bigint()
+  const argv = ['h2load', '-t1', '-c', String(o.connections), '-m', String(o.streams), '-D', String(o.seconds), '-d', body]
+  if (o.warmup > 0) argv.push(`--warm-up-time=${o.warmup}`)
+  argv.push('-H', 'content-type: application/grpc', '-H', 'te: trailers', `--log-file=${log}`, `http://${SERVER}${CALL}`)
+  const r = await execIn(hostNetns(LAB, 'tiefighter'), argv, { timeoutMs: (o.seconds + o.warmup + 30) * 1000 })
+  const wall = Number(process.hrtime.bigint() - t0) / 1e9 - o.warmup
+  const rps = /finished in [\d.]+m?s, ([\d.]+) req\/s/.exec(r.stdout)
+  const counts = /requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed/.exec(r.stdout)
+  if (r.code !== 0 || !rps || !counts) throw new Error(`h2load failed (exit ${r.code}): ${r.stderr.trim() || r.stdout.slice(-500)}`)
+  // Per request: start (us since epoch), HTTP status, us until the end of the response.
+  const latencies: number[] = []
+  for (const line of readFileSync(log, 'utf8').split('\n')) {
+    const us = Number(line.split('\t')[2])
+    if (line && Number.isFinite(us)) latencies.push(us / 1000)
+  }
+  return {
+    calls: Number(counts[4]),
+    failed: Number(counts[5]),
+    callsPerSec: Number(rps[1]),
+    latencyMs: { p50: percentile(latencies, 50), p90: percentile(latencies, 90), p99: percentile(latencies, 99), max: percentile(latencies, 100) },
+    proxyCpuCores: o.pid === null ? null : (cpuSeconds(o.pid) - cpu0) / wall,
+  }
+}
+
+/** The grpc-js client's verdict on a method: 'ok', or the status code's number. */
+async function callStatus(method: string): Promise<string> {
+  const r = await execIn(hostNetns(LAB, 'tiefighter'), [process.execPath, distPath('lab/clients/grpc-call.js'), '--target', SERVER, '--method', method, '--deadline-ms', '3000'], { timeoutMs: 20_000 })
+  const out = JSON.parse(r.stdout || '{}') as { ok?: boolean; code?: number }
+  return out.ok ? 'ok' : `status ${out.code ?? `exit ${r.code}`}`
+}
+
+async function main(): Promise<void> {
+  let values
+  try {
+    values = parseArgs({
+      options: {
+        duration: { type: 'string', default: '10' },
+        runs: { type: 'string', default: '3' },
+        warmup: { type: 'string', default: '2' },
+        connections: { type: 'string', default: '8' },
+        streams: { type: 'string', default: '8' },
+        threads: { type: 'string', default: String(availableParallelism()) },
+        mode: { type: 'string', default: 'sk-assign' },
+        lab: { type: 'string', default: 'benchgrpc' },
+        out: { type: 'string', default: 'bench-results/grpc.json' },
+      },
+    }).values
+  } catch (e) {
+    throw new UsageError((e as Error).message)
+  }
+  if (!isValidLabName(values.lab!)) throw new UsageError(`--lab '${values.lab}' is not a valid lab name`)
+  LAB = values.lab!
+  const duration = wholeOption(values, 'duration', 1, 300)
+  const runs = wholeOption(values, 'runs', 1, 9)
+  const warmup = wholeOption(values, 'warmup', 0, 60)
+  const connections = wholeOption(values, 'connections', 1, 1000)
+  const streams = wholeOption(values, 'streams', 1, 100)
+  const threads = wholeOption(values, 'threads', 1, 64)
+  const mode: RedirectMode = modeOption(values.mode!)
+
+  const checks: Partial<Record<Scenario, { allowed: string; denied: string }>> = {}
+  const measured = await inLabRounds({
+    lab: LAB,
+    tmpPrefix: 'l7-bench-grpc-',
+    scenarios: SCENARIOS,
+    rounds: runs,
+    pins: SCENARIOS.map((s) => benchPin(LAB, s)),
+    describe: (r: Run) => `${Math.round(r.callsPerSec)} calls/s`,
+    measure: async (s: Scenario, dir: string, hold) => {
+      const policyFile = join(dir, `${s}.yaml`)
+      writeFileSync(policyFile, policy(s === 'l7proxy'))
+      const flowLog = join(dir, `${s}-flows.log`)
+      const node = await startLabNode({ lab: LAB, mode, policyFile, pin: benchPin(LAB, s), threads, logFile: flowLog })
+      const running: RunningScenario = { node, proxyPid: s === 'l7proxy' ? node.pid : null, peerPid: null }
+      hold(() => stopScenario(running))
+      const check = { allowed: await callStatus('RequestLanding'), denied: await callStatus('FireExhaustPort') }
+      const want = s === 'direct' ? 'ok' : 'status 7'
+      if (check.allowed !== 'ok' || check.denied !== want) {
+        throw new Error(`${s}: RequestLanding gave ${check.allowed} (want ok), FireExhaustPort gave ${check.denied} (want ${want}): the calls do not take the path this scenario measures`)
+      }
+      checks[s] = check
+      const run = await h2load({ seconds: duration, warmup, connections, streams, dir, pid: running.proxyPid })
+      await stopScenario(running)
+      if (s === 'l7proxy') {
+        run.flowLines = node.lines().filter((l) => l.grpcMethod === 'RequestLanding').length
+        if (run.flowLines < run.calls) throw new Error(`l7proxy logged ${run.flowLines} flow lines for ${run.calls} calls: a call went unlogged`)
+      }
+      rmSync(flowLog, { force: true })
+      return run
+    },
+  })
+  const rows = SCENARIOS.map((s) => ({ scenario: s, check: checks[s]!, median: medianRun(measured[s], (r) => r.callsPerSec), runs: measured[s] }))
+  const [direct, l7] = [rows[0]!.median, rows[1]!.median]
+  const result = {
+    benchmark: 'grpc',
+    date: new Date().toISOString(),
+    node: process.version,
+    mode,
+    server: SERVER,
+    call: CALL,
+    duration,
+    runs,
+    connections,
+    streams,
+    threads,
+    rows,
+    l7proxyVsDirect: { callsPerSec: l7.callsPerSec / direct.callsPerSec, p99: l7.latencyMs.p99 / direct.latencyMs.p99 },
+  }
+  const out = resolve(values.out!)
+  mkdirSync(dirname(out), { recursive: true })
+  writeFileSync(out, JSON.stringify(result, null, 2) + '\n')
+  const f = (n: number): string => (Number.isFinite(n) ? n.toFixed(2) : '-')
+  process.stdout.write(
+    renderTable(
+      ['scenario', 'calls/s', 'p50 ms', 'p90 ms', 'p99 ms', 'failed', 'proxy CPU', 'vs direct'],
+      rows.map(({ scenario, median: m }) => [
+        scenario,
+        String(Math.round(m.callsPerSec)),
+        f(m.latencyMs.p50),
+        f(m.latencyMs.p90),
+        f(m.latencyMs.p99),
+        String(m.failed),
+        m.proxyCpuCores === null ? '-' : `${m.proxyCpuCores.toFixed(2)} cores`,
+        `${(m.callsPerSec / direct.callsPerSec).toFixed(2)}x`,
+      ]),
+    ),
+  )
+  process.stdout.write(`mode ${mode}, ${connections} connections x ${streams} streams, ${threads} proxy threads, median of ${runs} interleaved x ${duration}s; wrote ${out}\n`)
+}
+
+runBench('bench:grpc', USAGE, main)
