@@ -2,11 +2,13 @@
 // a process's CPU time, the median run, percentiles, peer proxies' processes, rounds in a lab
 // of their own with cleanup on every way out, and the exit codes.
 
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { dirname, join, resolve } from 'node:path'
+import { parseArgs } from 'node:util'
 import { labDown, labUp } from '../lab/lab.js'
 import { isAlive, spawnDetachedIn, waitListening } from '../lab/netns.js'
+import { isValidLabName } from '../lab/topology.js'
 import type { LabNode } from '../proxy/agent/lab-node-process.js'
 import { parseMode, type RedirectMode } from '../redirect-bpf/modes/redirect-mode.js'
 
@@ -16,6 +18,31 @@ export class UsageError extends Error {}
 export function cpuSeconds(pid: number): number {
   const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ')
   return (Number(fields[11]) + Number(fields[12])) / 100 // USER_HZ
+}
+
+/**
+ * A lab benchmark's command line: every option takes a value, `defaults` names them all; an
+ * unknown option, a missing value or a bad --lab name is a usage error.
+ */
+export function benchOptions<K extends string>(defaults: Record<K, string>): Record<K, string> {
+  const options: Record<string, { type: 'string'; default: string }> = {}
+  for (const [k, v] of Object.entries<string>(defaults)) options[k] = { type: 'string', default: v }
+  let values: Record<string, unknown>
+  try {
+    values = parseArgs({ options }).values
+  } catch (e) {
+    throw new UsageError((e as Error).message)
+  }
+  if ('lab' in values && !isValidLabName(String(values.lab))) throw new UsageError(`--lab '${values.lab}' is not a valid lab name`)
+  return values as Record<K, string>
+}
+
+/** Writes a benchmark's result as JSON (making its directory); returns where. */
+export function writeResult(out: string, result: unknown): string {
+  const path = resolve(out)
+  mkdirSync(dirname(path), { recursive: true })
+  writeFileSync(path, JSON.stringify(result, null, 2) + '\n')
+  return path
 }
 
 /** The option `name` as a whole number in [min, max], or a usage error saying so. */

@@ -14,16 +14,15 @@
 // percentiles from its per-query report, the proxy process's CPU, and for l7proxy the time from
 // an answer's arrival to the maps allowing its addresses being written (its log's enforceMs).
 
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs'
+import { rmSync, writeFileSync } from 'node:fs'
 import { availableParallelism } from 'node:os'
-import { dirname, join, resolve } from 'node:path'
-import { parseArgs } from 'node:util'
+import { join } from 'node:path'
 import { execIn } from '../lab/netns.js'
-import { findHost, hostNetns, isValidLabName, nodeNetns } from '../lab/topology.js'
+import { findHost, hostNetns, nodeNetns } from '../lab/topology.js'
 import { LAB_PROXY_PORTS, labProxyAddress, startLabNode } from '../proxy/agent/lab-node-process.js'
 import { renderTable } from '../proxy/cli/table.js'
 import type { RedirectMode } from '../redirect-bpf/modes/redirect-mode.js'
-import { UsageError, benchPin, cpuSeconds, inLabRounds, medianRun, modeOption, percentile, runBench, stopScenario, wholeOption, withPeer, type RunningScenario } from './bench-support.js'
+import { UsageError, benchOptions, benchPin, cpuSeconds, inLabRounds, medianRun, modeOption, percentile, runBench, stopScenario, wholeOption, writeResult, withPeer, type RunningScenario } from './bench-support.js'
 
 const USAGE = 'usage: npm run bench:dns [-- --duration S --runs R --warmup S --clients C --outstanding Q --mode M --lab NAME --out FILE]'
 const DNS_SERVER = findHost('dns').addresses[0]!
@@ -122,31 +121,23 @@ async function startScenario(s: Scenario, mode: RedirectMode, dir: string): Prom
 }
 
 async function main(): Promise<void> {
-  let values
-  try {
-    values = parseArgs({
-      options: {
-        duration: { type: 'string', default: '10' },
-        runs: { type: 'string', default: '3' },
-        warmup: { type: 'string', default: '2' },
-        clients: { type: 'string', default: String(availableParallelism() * 2) },
-        outstanding: { type: 'string', default: '100' },
-        mode: { type: 'string', default: 'dnat' },
-        lab: { type: 'string', default: 'benchdns' },
-        out: { type: 'string', default: 'bench-results/dns.json' },
-      },
-    }).values
-  } catch (e) {
-    throw new UsageError((e as Error).message)
-  }
-  if (!isValidLabName(values.lab!)) throw new UsageError(`--lab '${values.lab}' is not a valid lab name`)
-  LAB = values.lab!
+  const values = benchOptions({
+    duration: '10',
+    runs: '3',
+    warmup: '2',
+    clients: String(availableParallelism() * 2),
+    outstanding: '100',
+    mode: 'dnat',
+    lab: 'benchdns',
+    out: 'bench-results/dns.json',
+  })
+  LAB = values.lab
   const duration = wholeOption(values, 'duration', 1, 300)
   const runs = wholeOption(values, 'runs', 1, 9)
   const warmup = wholeOption(values, 'warmup', 0, 60)
   const clients = wholeOption(values, 'clients', 1, 256)
   const outstanding = wholeOption(values, 'outstanding', 1, 10_000)
-  const mode = modeOption(values.mode!)
+  const mode = modeOption(values.mode)
   if (mode === 'sockmap') throw new UsageError('--mode sockmap redirects TCP only; DNS is measured in dnat, tproxy or sk-assign')
   const scenarios = SCENARIOS.filter((s) => s !== 'dnsdist' || mode === 'dnat')
 
@@ -201,9 +192,7 @@ async function main(): Promise<void> {
     rows,
     l7proxyVsDnsdist: peer ? { queriesPerSec: l7.queriesPerSec / peer.queriesPerSec, p99: l7.latencyMs.p99 / peer.latencyMs.p99 } : null,
   }
-  const out = resolve(values.out!)
-  mkdirSync(dirname(out), { recursive: true })
-  writeFileSync(out, JSON.stringify(result, null, 2) + '\n')
+  const out = writeResult(values.out, result)
   const f = (n: number): string => (Number.isFinite(n) ? n.toFixed(2) : '-')
   process.stdout.write(
     renderTable(

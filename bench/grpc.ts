@@ -12,17 +12,16 @@
 // per-request log; l7proxy's flow log must hold a line for every call h2load completed.
 // Prints a table, writes JSON.
 
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { availableParallelism } from 'node:os'
-import { dirname, join, resolve } from 'node:path'
-import { parseArgs } from 'node:util'
+import { join } from 'node:path'
 import { execIn } from '../lab/netns.js'
-import { findHost, hostNetns, isValidLabName } from '../lab/topology.js'
+import { findHost, hostNetns } from '../lab/topology.js'
 import { distPath } from '../lib/project-root.js'
 import { startLabNode } from '../proxy/agent/lab-node-process.js'
 import { renderTable } from '../proxy/cli/table.js'
 import type { RedirectMode } from '../redirect-bpf/modes/redirect-mode.js'
-import { UsageError, benchPin, cpuSeconds, inLabRounds, medianRun, modeOption, percentile, runBench, stopScenario, wholeOption, type RunningScenario } from './bench-support.js'
+import { benchOptions, benchPin, cpuSeconds, inLabRounds, medianRun, modeOption, percentile, runBench, stopScenario, wholeOption, writeResult, type RunningScenario } from './bench-support.js'
 
 const USAGE = 'usage: npm run bench:grpc [-- --duration S --runs R --warmup S --connections C --streams M --threads T --mode M --lab NAME --out FILE]'
 const SERVER = `${findHost('grpc').addresses[0]!}:50051`
@@ -102,33 +101,25 @@ async function callStatus(method: string): Promise<string> {
 }
 
 async function main(): Promise<void> {
-  let values
-  try {
-    values = parseArgs({
-      options: {
-        duration: { type: 'string', default: '10' },
-        runs: { type: 'string', default: '3' },
-        warmup: { type: 'string', default: '2' },
-        connections: { type: 'string', default: '8' },
-        streams: { type: 'string', default: '8' },
-        threads: { type: 'string', default: String(availableParallelism()) },
-        mode: { type: 'string', default: 'sk-assign' },
-        lab: { type: 'string', default: 'benchgrpc' },
-        out: { type: 'string', default: 'bench-results/grpc.json' },
-      },
-    }).values
-  } catch (e) {
-    throw new UsageError((e as Error).message)
-  }
-  if (!isValidLabName(values.lab!)) throw new UsageError(`--lab '${values.lab}' is not a valid lab name`)
-  LAB = values.lab!
+  const values = benchOptions({
+    duration: '10',
+    runs: '3',
+    warmup: '2',
+    connections: '8',
+    streams: '8',
+    threads: String(availableParallelism()),
+    mode: 'sk-assign',
+    lab: 'benchgrpc',
+    out: 'bench-results/grpc.json',
+  })
+  LAB = values.lab
   const duration = wholeOption(values, 'duration', 1, 300)
   const runs = wholeOption(values, 'runs', 1, 9)
   const warmup = wholeOption(values, 'warmup', 0, 60)
   const connections = wholeOption(values, 'connections', 1, 1000)
   const streams = wholeOption(values, 'streams', 1, 100)
   const threads = wholeOption(values, 'threads', 1, 64)
-  const mode: RedirectMode = modeOption(values.mode!)
+  const mode: RedirectMode = modeOption(values.mode)
 
   const checks: Partial<Record<Scenario, { allowed: string; denied: string }>> = {}
   const measured = await inLabRounds({
@@ -178,9 +169,7 @@ async function main(): Promise<void> {
     rows,
     l7proxyVsDirect: { callsPerSec: l7.callsPerSec / direct.callsPerSec, p99: l7.latencyMs.p99 / direct.latencyMs.p99 },
   }
-  const out = resolve(values.out!)
-  mkdirSync(dirname(out), { recursive: true })
-  writeFileSync(out, JSON.stringify(result, null, 2) + '\n')
+  const out = writeResult(values.out, result)
   const f = (n: number): string => (Number.isFinite(n) ? n.toFixed(2) : '-')
   process.stdout.write(
     renderTable(

@@ -14,17 +14,16 @@
 // log (written to a file, as a node's would be) must hold a line for every request wrk counted.
 // Prints a table, writes JSON.
 
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs'
+import { rmSync, writeFileSync } from 'node:fs'
 import { availableParallelism } from 'node:os'
-import { dirname, join, resolve } from 'node:path'
-import { parseArgs } from 'node:util'
+import { join } from 'node:path'
 import { execIn } from '../lab/netns.js'
-import { findHost, hostNetns, isValidLabName, nodeNetns } from '../lab/topology.js'
+import { findHost, hostNetns, nodeNetns } from '../lab/topology.js'
 import { projectRoot } from '../lib/project-root.js'
 import { LAB_PROXY_PORTS, labProxyAddress, startLabNode } from '../proxy/agent/lab-node-process.js'
 import { renderTable } from '../proxy/cli/table.js'
 import type { RedirectMode } from '../redirect-bpf/modes/redirect-mode.js'
-import { UsageError, benchPin, cpuSeconds, inLabRounds, medianRun, modeOption, runBench, stopScenario, wholeOption, withPeer, type RunningScenario } from './bench-support.js'
+import { UsageError, benchOptions, benchPin, cpuSeconds, inLabRounds, medianRun, modeOption, runBench, stopScenario, wholeOption, writeResult, withPeer, type RunningScenario } from './bench-support.js'
 import { haproxyConfig, type BenchRule } from './haproxy-config.js'
 
 const USAGE = 'usage: npm run bench:http [-- --duration S --runs R --warmup S --connections C --threads T --mode M --lab NAME --out FILE]'
@@ -111,32 +110,23 @@ function pinOf(s: Scenario): string {
 let LAB = 'bench'
 
 async function main(): Promise<void> {
-  let parsed
-  try {
-    parsed = parseArgs({
-      options: {
-        duration: { type: 'string', default: '10' },
-        runs: { type: 'string', default: '3' },
-        warmup: { type: 'string', default: '3' },
-        connections: { type: 'string', default: '32' },
-        threads: { type: 'string', default: String(availableParallelism()) },
-        mode: { type: 'string', default: 'sk-assign' },
-        lab: { type: 'string', default: 'bench' },
-        out: { type: 'string', default: 'bench-results/http.json' },
-      },
-    })
-  } catch (e) {
-    throw new UsageError((e as Error).message)
-  }
-  const values = parsed.values
+  const values = benchOptions({
+    duration: '10',
+    runs: '3',
+    warmup: '3',
+    connections: '32',
+    threads: String(availableParallelism()),
+    mode: 'sk-assign',
+    lab: 'bench',
+    out: 'bench-results/http.json',
+  })
   const num = (name: 'duration' | 'runs' | 'warmup' | 'connections' | 'threads', min: number, max: number): number => wholeOption(values, name, min, max)
-  if (!isValidLabName(values.lab!)) throw new UsageError(`--lab '${values.lab}' is not a valid lab name`)
-  LAB = values.lab!
+  LAB = values.lab
   const duration = num('duration', 1, 300)
   const runs = num('runs', 1, 9)
   const warmup = num('warmup', 0, 60)
   const connections = num('connections', 1, 1000)
-  const mode = modeOption(values.mode!)
+  const mode = modeOption(values.mode)
   // sockmap needs the client in the node's cgroup: the mode comparison (issue 9) measures it.
   if (mode === 'sockmap') throw new UsageError('--mode sockmap is not measured here (the client would have to join the sockmap cgroup)')
   const threads = num('threads', 1, 64)
@@ -188,9 +178,7 @@ async function main(): Promise<void> {
     rows,
     l7proxyVsHaproxy: { requestsPerSec: l7.requestsPerSec / haproxy.requestsPerSec, p99: l7.latencyUs.p99 / haproxy.latencyUs.p99 },
   }
-  const out = resolve(values.out!)
-  mkdirSync(dirname(out), { recursive: true })
-  writeFileSync(out, JSON.stringify(result, null, 2) + '\n')
+  const out = writeResult(values.out, result)
   const ms = (us: number): string => (us / 1000).toFixed(2)
   process.stdout.write(
     renderTable(

@@ -7,13 +7,12 @@
 //     touched, next to how many entries really reference that identity (they must be equal).
 // Prints a table and writes JSON. Every loop is bounded by its count.
 
-import { mkdirSync, writeFileSync } from 'node:fs'
-import { dirname, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import { PolicyEngine } from '../policy/engine.js'
 import { parseKey } from '../policy/map-state.js'
 import type { RuleSpec } from '../policy/model.js'
 import { parsePolicyText } from '../policy/parse.js'
+import { writeResult } from './bench-support.js'
 
 const PORTS = { http: 15001, dns: 15053 }
 const APPS = 500
@@ -157,9 +156,7 @@ function main(): void {
         `${f(r.identityRemove.p50Ms)}/${f(r.identityRemove.p99Ms)}/${f(r.identityRemove.maxMs)}${r.identityRemove.exact ? '' : ' (MISMATCH)'}`,
     )
   }
-  const out = resolve(values.out)
-  mkdirSync(dirname(out), { recursive: true })
-  writeFileSync(out, JSON.stringify({ benchmark: 'policy', node: process.version, date: new Date().toISOString(), rows }, null, 2) + '\n')
+  const out = writeResult(values.out, { benchmark: 'policy', node: process.version, date: new Date().toISOString(), rows })
   console.log(`wrote ${out}`)
   if (rows.some((r) => !r.identityAdd.exact || !r.identityRemove.exact)) process.exitCode = 1
 }
