@@ -8,7 +8,7 @@
 // port, or on every port) are allowed every request there.
 
 import type { LabelSet } from './labels.js'
-import { DIRECTIONS, IPPROTO, type Direction, type DnsRuleSpec, type HttpRuleSpec, type L7Spec, type RuleSpec, type SelectorSpec } from './model.js'
+import { DIRECTIONS, IPPROTO, type Direction, type DnsRuleSpec, type HttpRuleSpec, type L7Spec, type TlsRuleSpec, type RuleSpec, type SelectorSpec } from './model.js'
 import { requirementsMatch, selectorKey } from './selector-cache.js'
 
 export interface ProxyPorts {
@@ -35,7 +35,7 @@ export interface L7EntrySpec {
   /** Set when a rule without L7 rules allows this peer every request: that rule's id. */
   allowAllBy: string | null
   /** The L7 rules (of the filter's parser) for this peer, each with the policy it came from. */
-  rules: Array<{ ruleId: string; rule: HttpRuleSpec | DnsRuleSpec }>
+  rules: Array<{ ruleId: string; rule: HttpRuleSpec | DnsRuleSpec | TlsRuleSpec }>
 }
 
 export interface L7FilterSpec {
@@ -113,7 +113,8 @@ function resolveDirection(dir: Direction, rules: RuleSpec[], proxyPorts: ProxyPo
     const parsers = [...new Set(f.entries.flatMap((e) => (e.l7 ? [e.l7.kind] : [])))]
     if (parsers.length > 1) out.warnings.push(`${dir} ${f.protocol}/${f.port}: both ${parsers.join(' and ')} rules on one port; ${parsers[0]} applies`)
     const parser = parsers[0] ?? null
-    const proxyPort = parser ? proxyPorts[parser] : 0
+    // TLS (serverNames) is the HTTP proxy's too: it tells the protocols apart by their first bytes.
+    const proxyPort = parser ? proxyPorts[parser === 'dns' ? 'dns' : 'http'] : 0
     for (const e of f.entries) {
       out.contributions.push({ direction: dir, deny: false, protocol: IPPROTO[f.protocol], port: f.port, endPort: f.endPort, proxyPort, selector: e.selector, ruleId: e.ruleId })
     }

@@ -9,10 +9,10 @@ import { formatPrefix, parsePrefix, type Prefix } from './cidr.js'
 import { resolveEndpointPolicy, selectsEndpoint, type ContributionSpec, type ProxyPorts, type ResolvedPolicy } from './endpoint-policy.js'
 import { PolicyError } from './errors.js'
 import { IdentityAllocator, RESERVED_IDENTITIES, type Identity } from './identity.js'
-import { EndpointL7Policy, dnsMatcher, httpMatcher, type L7Filter } from './l7-policy.js'
+import { EndpointL7Policy, httpMatcher, nameMatcher, type L7Filter } from './l7-policy.js'
 import { splitSource } from './labels.js'
 import { MapState, decide, keyString, portBlocks, type MapDelta, type PolicyValue, type PortBlock } from './map-state.js'
-import type { Direction, DnsRuleSpec, HttpRuleSpec, RuleSpec, SelectorSpec } from './model.js'
+import type { Direction, DnsRuleSpec, HttpRuleSpec, RuleSpec, SelectorSpec, TlsRuleSpec } from './model.js'
 import { parsePolicyText } from './parse.js'
 import { SelectorCache, type CachedSelector, type SelectionDelta } from './selector-cache.js'
 
@@ -311,7 +311,7 @@ export class PolicyEngine {
           selector,
           allowAllBy: e.allowAllBy,
           http: f.parser === 'http' ? e.rules.map(({ ruleId, rule }) => ({ ruleId, matcher: httpMatcher(rule as HttpRuleSpec) })) : [],
-          dns: f.parser === 'dns' ? e.rules.map(({ ruleId, rule }) => ({ ruleId, matcher: dnsMatcher(rule as DnsRuleSpec) })) : [],
+          names: f.parser === 'http' ? [] : e.rules.map(({ ruleId, rule }) => ({ ruleId, matcher: nameMatcher(rule as DnsRuleSpec | TlsRuleSpec) })),
         }
       }),
     }))

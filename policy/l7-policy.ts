@@ -5,14 +5,15 @@
 import { compileMatchName, compileMatchPattern, type DnsNameMatcher } from './dns-pattern.js'
 import { compileHttpRule, type HeaderAction, type HttpMatcher, type HttpRequestView } from './http-matcher.js'
 import type { L7Parser } from './endpoint-policy.js'
-import type { Direction, DnsRuleSpec, HttpRuleSpec } from './model.js'
+import type { Direction, DnsRuleSpec, HttpRuleSpec, TlsRuleSpec } from './model.js'
 import type { CachedSelector } from './selector-cache.js'
 
 export interface L7Entry {
   readonly selector: CachedSelector
   readonly allowAllBy: string | null
   readonly http: ReadonlyArray<{ ruleId: string; matcher: HttpMatcher }>
-  readonly dns: ReadonlyArray<{ ruleId: string; matcher: DnsNameMatcher }>
+  /** Name rules: DNS question names (dns parser), or TLS server names (tls parser). */
+  readonly names: ReadonlyArray<{ ruleId: string; matcher: DnsNameMatcher }>
 }
 
 export interface L7Filter {
@@ -35,7 +36,7 @@ export interface L7Verdict {
 
 const MEMO_LIMIT = 10_000
 const httpMemo = new Map<string, HttpMatcher>()
-const dnsMemo = new Map<string, DnsNameMatcher>()
+const nameMemo = new Map<string, DnsNameMatcher>()
 
 function memo<T>(cache: Map<string, T>, key: string, make: () => T): T {
   let v = cache.get(key)
@@ -51,9 +52,10 @@ export function httpMatcher(rule: HttpRuleSpec): HttpMatcher {
   return memo(httpMemo, JSON.stringify(rule), () => compileHttpRule(rule))
 }
 
-export function dnsMatcher(rule: DnsRuleSpec): DnsNameMatcher {
-  return memo(dnsMemo, JSON.stringify(rule), () =>
-    rule.matchName !== undefined ? compileMatchName(rule.matchName) : compileMatchPattern(rule.matchPattern!),
+/** A dns rule's matcher, or a serverNames entry's (a pattern as in matchPattern). */
+export function nameMatcher(rule: DnsRuleSpec | TlsRuleSpec): DnsNameMatcher {
+  return memo(nameMemo, JSON.stringify(rule), () =>
+    'serverName' in rule ? compileMatchPattern(rule.serverName) : rule.matchName !== undefined ? compileMatchName(rule.matchName) : compileMatchPattern(rule.matchPattern!),
   )
 }
 
@@ -79,7 +81,7 @@ export class EndpointL7Policy {
 function denied(filter: L7Filter, why: string, consulted: readonly L7Entry[] = []): L7Verdict {
   let reason = `${why} on ${filter.direction} ${filter.protocol}/${filter.port}${filter.endPort !== filter.port ? `-${filter.endPort}` : ''}`
   const policies = new Set<string>()
-  for (const e of consulted) for (const r of e.http.length > 0 ? e.http : e.dns) policies.add(r.ruleId)
+  for (const e of consulted) for (const r of e.http.length > 0 ? e.http : e.names) policies.add(r.ruleId)
   if (policies.size > 0) reason += ` (policies: ${[...policies].join(', ')})`
   return { allowed: false, ruleId: null, reason, actions: [] }
 }
@@ -102,15 +104,22 @@ export function evaluateHttp(filter: L7Filter, remoteIdentity: number, req: Http
   return peerKnown ? denied(filter, 'no http rule matched', selecting(filter, remoteIdentity)) : denied(filter, `identity ${remoteIdentity} is not allowed`)
 }
 
-export function evaluateDns(filter: L7Filter, remoteIdentity: number, qname: string): L7Verdict {
+/**
+ * A name against the filter's name rules: a DNS question's name (dns), or the server name a TLS
+ * ClientHello asked for (tls; null when it named none, which no rule matches).
+ */
+export function evaluateName(filter: L7Filter, remoteIdentity: number, name: string | null): L7Verdict {
   let peerKnown = false
   for (const e of filter.entries) {
     if (!e.selector.selects(remoteIdentity)) continue
     peerKnown = true
-    if (e.allowAllBy) return { allowed: true, ruleId: e.allowAllBy, reason: 'peer allowed every name', actions: [] }
-    for (const { ruleId, matcher } of e.dns) {
-      if (matcher.test(qname)) return { allowed: true, ruleId, reason: `name matched ${matcher.source}`, actions: [] }
+    if (e.allowAllBy) return { allowed: true, ruleId: e.allowAllBy, reason: `peer allowed every ${filter.parser === 'dns' ? 'name' : 'server name'}`, actions: [] }
+    if (name === null) continue
+    for (const { ruleId, matcher } of e.names) {
+      if (matcher.test(name)) return { allowed: true, ruleId, reason: `name matched ${matcher.source}`, actions: [] }
     }
   }
-  return peerKnown ? denied(filter, `no dns rule matched '${qname}'`, selecting(filter, remoteIdentity)) : denied(filter, `identity ${remoteIdentity} is not allowed`)
+  if (!peerKnown) return denied(filter, `identity ${remoteIdentity} is not allowed`)
+  const why = filter.parser === 'dns' ? `no dns rule matched '${name}'` : name === null ? 'the ClientHello names no server' : `no serverNames entry matched '${name}'`
+  return denied(filter, why, selecting(filter, remoteIdentity))
 }

@@ -58,7 +58,12 @@ export interface DnsRuleSpec {
   matchPattern?: string
 }
 
-export type L7Spec = { kind: 'http'; rules: readonly HttpRuleSpec[] } | { kind: 'dns'; rules: readonly DnsRuleSpec[] }
+/** One `serverNames` entry: a TLS server name, exact or with `*` inside a label (as matchPattern). */
+export interface TlsRuleSpec {
+  serverName: string
+}
+
+export type L7Spec = { kind: 'http'; rules: readonly HttpRuleSpec[] } | { kind: 'dns'; rules: readonly DnsRuleSpec[] } | { kind: 'tls'; rules: readonly TlsRuleSpec[] }
 
 export interface PortRuleSpec {
   ports: readonly PortSpec[]

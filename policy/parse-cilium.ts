@@ -22,6 +22,7 @@ import {
   readEntities,
   readFqdnSelectors,
   readGrpcRule,
+  readServerNames,
   readHttpRule,
   readLabelSelector,
   readPort,
@@ -87,7 +88,7 @@ function readPortRules(n: YNode, dir: Direction, deny: boolean): PortRuleSpec[] 
       ok = false
       continue
     }
-    for (const k of ['serverNames', 'terminatingTLS', 'originatingTLS', 'listener'] as const) {
+    for (const k of ['terminatingTLS', 'originatingTLS', 'listener'] as const) {
       if (f[k]) {
         f[k]!.fail(`${k} is not supported yet`)
         ok = false
@@ -120,6 +121,23 @@ function readPortRules(n: YNode, dir: Direction, deny: boolean): PortRuleSpec[] 
       if (l7.kind === 'dns' && ports.some((p) => p && p.port === 0)) {
         f.ports!.fail('dns rules need explicit ports (usually 53)')
         ok = false
+      }
+    }
+    if (f.serverNames) {
+      if (deny) {
+        f.serverNames.fail('deny rules cannot have serverNames: a deny applies to whole ports')
+        ok = false
+        continue
+      }
+      if (l7 !== null) {
+        f.serverNames.fail(`serverNames and ${l7.kind} rules on one port need TLS interception (terminatingTLS), which is not supported yet`)
+        ok = false
+        continue
+      }
+      l7 = readServerNames(f.serverNames)
+      if (l7 === null) {
+        ok = false
+        continue
       }
     }
     if (ports.includes(null)) {

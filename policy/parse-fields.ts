@@ -12,6 +12,7 @@ import {
   type Entity,
   type HeaderMatchSpec,
   type HttpRuleSpec,
+  type TlsRuleSpec,
   type LabelOperator,
   type LabelRequirement,
   type PortSpec,
@@ -285,4 +286,28 @@ export function readGrpcRule(n: YNode): HttpRuleSpec | null {
     method = m
   }
   return { method: 'POST', path: `/${service.replaceAll('.', '\\.')}/${method}`, headers: [], headerMatches: [] }
+}
+
+/**
+ * A port rule's `serverNames`: only TLS connections whose ClientHello names one of them pass
+ * (Cilium's meaning). Names compare case-insensitively; `*` matches within one label, as in
+ * matchPattern (`*.empire`).
+ */
+export function readServerNames(n: YNode): { kind: 'tls'; rules: TlsRuleSpec[] } | null {
+  const items = n.list()
+  if (!items) return null
+  if (items.length === 0) return n.fail('expected at least one server name')
+  const rules: TlsRuleSpec[] = []
+  for (const item of items) {
+    const name = item.string()
+    if (name === null) return null
+    try {
+      compileMatchPattern(name)
+    } catch (e) {
+      return item.fail((e as Error).message.replace('matchPattern', 'server name'))
+    }
+    if (name === '*' || name.endsWith('.')) return item.fail(`server name '${name}' must be a host name, without a trailing dot (use *.domain for many)`)
+    rules.push({ serverName: name })
+  }
+  return { kind: 'tls', rules }
 }

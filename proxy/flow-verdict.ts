@@ -8,7 +8,7 @@
 
 import type { PolicyEngine } from '../policy/engine.js'
 import type { HeaderAction, HttpRequestView } from '../policy/http-matcher.js'
-import { evaluateDns, evaluateHttp, type L7Filter, type L7Verdict } from '../policy/l7-policy.js'
+import { evaluateHttp, evaluateName, type L7Filter, type L7Verdict } from '../policy/l7-policy.js'
 import type { Direction } from '../policy/model.js'
 
 export interface Flow {
@@ -36,9 +36,9 @@ interface Side {
   filter: L7Filter
 }
 
-/** Which L7 rules a proxy applies: HTTP on TCP, or DNS on UDP or TCP. */
+/** Which L7 rules a proxy applies: HTTP or TLS server names on TCP, or DNS on UDP or TCP. */
 export interface L7Kind {
-  parser: 'http' | 'dns'
+  parser: 'http' | 'dns' | 'tls'
   protocol: 'TCP' | 'UDP'
 }
 
@@ -72,6 +72,9 @@ export class FlowPolicy {
       if (endpoint === undefined) continue
       const filter = engine.l7Policy(endpoint)?.find(direction, kind.protocol, flow.destPort)
       if (filter && filter.parser === kind.parser) sides.push({ direction, endpoint, peer, filter })
+      // Rules of another protocol on this port: this one cannot be judged by them (TLS where
+      // HTTP rules apply, plain HTTP where serverNames do): fail closed.
+      else if (filter) denial ??= `${direction} of endpoint ${endpoint}: ${filter.parser} rules apply on this port, the connection is ${kind.parser}`
       else if (denial === null && engine.decide(endpoint, direction, peer, kind.protocol === 'TCP' ? 6 : 17, flow.destPort).verdict === 'deny') {
         denial = `${direction} of endpoint ${endpoint}: denied at L3/L4`
       }
@@ -113,5 +116,10 @@ export function httpVerdict(policy: FlowPolicy, req: HttpRequestView): FlowVerdi
 
 /** For one question's name (lower case, no trailing dot). */
 export function dnsVerdict(policy: FlowPolicy, qname: string): FlowVerdict {
-  return verdict(policy, (filter, peer) => evaluateDns(filter, peer, qname), 'name matched a dns rule')
+  return verdict(policy, (filter, peer) => evaluateName(filter, peer, qname), 'name matched a dns rule')
+}
+
+/** For a TLS connection by the server name its ClientHello asked for (lower case; null: none). */
+export function tlsVerdict(policy: FlowPolicy, serverName: string | null): FlowVerdict {
+  return verdict(policy, (filter, peer) => evaluateName(filter, peer, serverName), 'server name matched a serverNames entry')
 }

@@ -1,7 +1,7 @@
 import t from 'tap'
 import { PolicyEngine } from '../policy/engine.js'
 import { RESERVED_IDENTITIES } from '../policy/identity.js'
-import { evaluateDns, evaluateHttp } from '../policy/l7-policy.js'
+import { evaluateName, evaluateHttp } from '../policy/l7-policy.js'
 import type { HttpRequestView } from '../policy/http-matcher.js'
 import { LAB_HOSTS, labEndpoints } from '../lab/topology.js'
 import { cnp } from './fixtures/policy-text.js'
@@ -221,8 +221,8 @@ t.test('toFQDNs selects exactly the IPs learned for matching names', async (t) =
   t.equal(e.decide(tf, 'egress', dns, UDP, 53).verdict, 'redirect', 'DNS over UDP goes to the DNS proxy')
   t.equal(e.decide(tf, 'egress', dns, TCP, 53).proxyPort, PORTS.dns, 'and over TCP')
   const f = e.l7Policy(tf)!.find('egress', 'UDP', 53)!
-  t.match(evaluateDns(f, dns, 'cantina.empire.'), { allowed: true, ruleId: 'CiliumNetworkPolicy/default/fqdn' })
-  t.match(evaluateDns(f, dns, 'hoth.alliance.'), { allowed: false, reason: /no dns rule matched 'hoth.alliance.'/ })
+  t.match(evaluateName(f, dns, 'cantina.empire.'), { allowed: true, ruleId: 'CiliumNetworkPolicy/default/fqdn' })
+  t.match(evaluateName(f, dns, 'hoth.alliance.'), { allowed: false, reason: /no dns rule matched 'hoth.alliance.'/ })
   t.equal(e.decide(tf, 'egress', e.identityOf('192.0.2.3'), TCP, 80).verdict, 'deny', 'nothing learned yet: denied')
   e.takeDelta()
   e.setFqdnIps('cantina.empire.', ['192.0.2.3', '192.0.2.4'])

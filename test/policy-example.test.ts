@@ -6,7 +6,7 @@ import t from 'tap'
 import { labEndpoints } from '../lab/topology.js'
 import { projectRoot } from '../lib/project-root.js'
 import { PolicyEngine } from '../policy/engine.js'
-import { evaluateDns, evaluateHttp } from '../policy/l7-policy.js'
+import { evaluateName, evaluateHttp } from '../policy/l7-policy.js'
 
 t.test('policy/examples/star-wars.yaml on the lab endpoints', async (t) => {
   const e = new PolicyEngine({ proxyPorts: { http: 15001, dns: 15053 } })
@@ -30,8 +30,8 @@ t.test('policy/examples/star-wars.yaml on the lab endpoints', async (t) => {
   t.equal(e.decide(tf, 'egress', deathstar!, 6, 80).verdict, 'allow', 'tiefighter egress to the deathstar, kernel only')
   t.equal(e.decide(tf, 'egress', dns!, 17, 53).verdict, 'redirect', 'DNS goes through the DNS proxy')
   const dnsFilter = e.l7Policy(tf)!.find('egress', 'UDP', 53)!
-  t.ok(evaluateDns(dnsFilter, dns!, 'cantina.empire').allowed)
-  t.notOk(evaluateDns(dnsFilter, dns!, 'hoth.alliance').allowed, 'names outside empire. are refused')
+  t.ok(evaluateName(dnsFilter, dns!, 'cantina.empire').allowed)
+  t.notOk(evaluateName(dnsFilter, dns!, 'hoth.alliance').allowed, 'names outside empire. are refused')
   t.equal(e.decide(tf, 'egress', cantina!, 6, 80).verdict, 'deny', 'cantina before its name is learned')
   e.setFqdnIps('cantina.empire', ['192.0.2.3', '192.0.2.4'])
   t.equal(e.decide(tf, 'egress', id('192.0.2.3'), 6, 80).verdict, 'allow', 'and after')

@@ -8,8 +8,8 @@ import type { Counter } from '../../redirect-bpf/map-layout.js'
 export interface FlowEvent {
   /** ms since the epoch */
   time: number
-  protocol: 'http' | 'dns' | 'kernel'
-  /** http, dns: allowed, denied or invalid; kernel: the drop's reason. */
+  protocol: FlowProtocol
+  /** http, dns, tls: allowed, denied or invalid; kernel: the drop's reason. */
   verdict: string
   [field: string]: unknown
 }
@@ -17,8 +17,11 @@ export interface FlowEvent {
 export interface FlowFilter {
   verdict?: string
   endpoint?: number
-  protocol?: 'http' | 'dns' | 'kernel'
+  protocol?: FlowProtocol
 }
+
+const PROTOCOLS = ['http', 'dns', 'tls', 'kernel'] as const
+export type FlowProtocol = (typeof PROTOCOLS)[number]
 
 const RECENT = 1_000
 const VERDICTS = ['allowed', 'denied', 'invalid', 'denied-by-rule', 'denied-default', 'no-proxy']
@@ -40,8 +43,8 @@ export function parseFlowQuery(q: URLSearchParams): { filter: FlowFilter; last: 
   }
   const protocol = q.get('protocol')
   if (protocol !== null) {
-    if (protocol !== 'http' && protocol !== 'dns' && protocol !== 'kernel') throw new FlowFilterError(`unknown protocol '${protocol}'; expected http, dns or kernel`)
-    filter.protocol = protocol
+    if (!(PROTOCOLS as readonly string[]).includes(protocol)) throw new FlowFilterError(`unknown protocol '${protocol}'; expected ${PROTOCOLS.join(', ')}`)
+    filter.protocol = protocol as FlowProtocol
   }
   const lastText = q.get('last') ?? '0'
   const last = Number(lastText)
@@ -53,7 +56,7 @@ const KERNEL_DROPS = new Set(['denied-by-rule', 'denied-default', 'no-proxy'])
 /** A proxy's flow line as an event: its fields without pino's level and msg. */
 function lineEvent(line: string): FlowEvent {
   const { level: _level, msg, ...fields } = JSON.parse(line) as Record<string, unknown>
-  return { ...fields, time: Number(fields.time), protocol: String(msg).startsWith('dns') ? 'dns' : 'http', verdict: String(fields.verdict) }
+  return { ...fields, time: Number(fields.time), protocol: String(msg).startsWith('dns') ? 'dns' : String(msg).startsWith('tls') ? 'tls' : 'http', verdict: String(fields.verdict) }
 }
 
 export class FlowFeed {
@@ -100,7 +103,7 @@ export class FlowFeed {
       const end = text.indexOf('\n', at)
       const line = text.slice(at, end < 0 ? text.length : end)
       at = end < 0 ? text.length : end + 1
-      if (!/"msg":"(http|dns)( allowed| denied|: )/.test(line) || !line.includes('"verdict":')) continue
+      if (!/"msg":"(http|dns|tls)( allowed| denied|: )/.test(line) || !line.includes('"verdict":')) continue
       this.add(line)
     }
   }

@@ -22,7 +22,7 @@ export const AGENT_QUERY_USAGE = `  status [--lab NAME] [-o table|json]
   bpf policy get ENDPOINT [--lab NAME] [-o table|json]
                             what the kernel's policy map holds for an endpoint, decoded
   metrics [--lab NAME]      the agent's Prometheus metrics, in Prometheus' text format
-  flows [--follow] [--last N] [--verdict V] [--endpoint ID] [--protocol http|dns|kernel] [--count N]
+  flows [--follow] [--last N] [--verdict V] [--endpoint ID] [--protocol http|dns|tls|kernel] [--count N]
         [--lab NAME] [-o table|json]
                             the proxy's decisions and the kernel's drops: the last N (default 20),
                             then with --follow each one as it happens (until Ctrl-C, or N with --count)`

@@ -5,7 +5,8 @@
 // connection's own upstream connection with bodies streamed both ways, denied ones answered with
 // 403, one log line each. One timer sweeps those connections' deadlines (headers, idle, upstream
 // connect and response). A connection that opens with the HTTP/2 preface (h2c with prior
-// knowledge, as gRPC clients speak it) goes to the HTTP/2 side instead (proxy/http2/).
+// knowledge, as gRPC clients speak it) goes to the HTTP/2 side instead (proxy/http2/), and one
+// that opens with a TLS handshake record to the server-name check (proxy/tls/).
 
 import { createServer, type Server, type Socket } from 'node:net'
 import type { Logger } from 'pino'
@@ -13,6 +14,7 @@ import type { PolicyEngine } from '../../policy/engine.js'
 import { ClientConnection } from './client-connection.js'
 import type { Flow } from '../flow-verdict.js'
 import { H2Frontend, startsHttp2 } from '../http2/h2-frontend.js'
+import { TlsConnection } from '../tls/tls-connection.js'
 import type { Origin, ProxyContext, ProxyStats } from './proxy-context.js'
 
 export type { Origin, ProxyStats } from './proxy-context.js'
@@ -33,6 +35,9 @@ export interface HttpProxyOptions {
   maxHeaders?: number
 }
 
+/** The content type of a TLS handshake record: how every TLS connection begins. */
+const TLS_HANDSHAKE = 0x16
+
 function defaultFlow(socket: Socket): Flow {
   return { sourceAddress: socket.remoteAddress!, sourcePort: socket.remotePort!, destAddress: socket.localAddress!, destPort: socket.localPort! }
 }
@@ -48,6 +53,7 @@ export class HttpProxy {
   readonly stats: ProxyStats = { allowed: 0, denied: 0, invalid: 0, upstreamFailed: 0 }
   private readonly connections = new Set<ClientConnection>()
   private readonly h2: H2Frontend
+  private readonly tunnels = new Set<TlsConnection>()
   private readonly sweeper: NodeJS.Timeout
   private readonly headersMs: number
   private readonly idleMs: number
@@ -86,6 +92,12 @@ export class HttpProxy {
         this.h2.accept(socket, this.ctx.flowOf(socket))
         return
       }
+      if (first[0] === TLS_HANDSHAKE) {
+        const c = new TlsConnection(socket, this.ctx, this.headersMs)
+        this.tunnels.add(c)
+        socket.once('close', () => this.tunnels.delete(c))
+        return
+      }
       const c = new ClientConnection(socket, this.ctx)
       this.connections.add(c)
       socket.once('close', () => this.connections.delete(c))
@@ -100,7 +112,7 @@ export class HttpProxy {
 
   /** Client connections open now (HTTP/1.x and HTTP/2). */
   get connectionCount(): number {
-    return this.connections.size + this.h2.connectionCount
+    return this.connections.size + this.h2.connectionCount + this.tunnels.size
   }
 
   /** Listens on a socket made elsewhere (a transparent listener's fd), or a port for tests. */
@@ -120,6 +132,7 @@ export class HttpProxy {
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()))
     for (const c of this.connections) c.destroy()
     this.h2.destroy()
+    for (const c of this.tunnels) c.destroy()
     await closed
   }
 }

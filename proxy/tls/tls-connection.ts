@@ -1,0 +1,110 @@
+// One steered connection that opened with a TLS record, on a port whose rules are serverNames:
+// its ClientHello is read (bounded, not terminated), the server name it asks for judged against
+// the flow's serverNames, and then either the connection is spliced to the original destination
+// unchanged (the hello first, then bytes both ways with back-pressure) or it is ended with a TLS
+// alert before any application data. One log line per connection.
+
+import { connect, type Socket } from 'node:net'
+import type { Logger } from 'pino'
+import { FlowPolicy, tlsVerdict, type Flow, type L7Kind } from '../flow-verdict.js'
+import { countOutcome, type ProxyContext } from '../http/proxy-context.js'
+import { MAX_HELLO_BYTES, parseClientHello, type ClientHello } from './client-hello.js'
+
+const TLS_KIND: L7Kind = { parser: 'tls', protocol: 'TCP' }
+/** A fatal alert record (TLS 1.2 framing, which TLS 1.3 clients accept before the handshake). */
+const alert = (description: number): Buffer => Buffer.from([21, 3, 3, 0, 2, 2, description])
+const ACCESS_DENIED = alert(49)
+const DECODE_ERROR = alert(50)
+/** The hello's records: its bytes plus a record header per 16 KiB, and some slack. */
+const MAX_BUFFERED = MAX_HELLO_BYTES + 4096
+
+export class TlsConnection {
+  private readonly flow: Flow
+  private readonly log: Logger
+  private readonly started = performance.now()
+  private chunks: Buffer[] = []
+  private buffered = 0
+  private upstream: Socket | null = null
+
+  constructor(
+    private readonly socket: Socket,
+    private readonly ctx: ProxyContext,
+    helloTimeoutMs: number,
+  ) {
+    this.flow = ctx.flowOf(socket)
+    this.log = ctx.logger.child({ source: `${this.flow.sourceAddress}:${this.flow.sourcePort}`, destination: `${this.flow.destAddress}:${this.flow.destPort}` })
+    socket.setTimeout(helloTimeoutMs, () => this.refuse(null, 'no complete ClientHello in time', null))
+    socket.on('data', this.onData)
+    socket.once('close', () => this.upstream?.destroy())
+    socket.resume()
+  }
+
+  destroy(): void {
+    this.socket.destroy()
+  }
+
+  private readonly onData = (data: Buffer): void => {
+    this.chunks.push(data)
+    this.buffered += data.length
+    const all = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks)
+    this.chunks = [all]
+    const r = parseClientHello(all)
+    if (r.state === 'incomplete' && this.buffered <= MAX_BUFFERED) return
+    this.socket.off('data', this.onData)
+    this.socket.pause()
+    if (r.state === 'complete') this.decide(r.hello, all)
+    else this.refuse(null, r.state === 'invalid' ? `malformed ClientHello: ${r.reason}` : `ClientHello above ${MAX_BUFFERED} bytes`, DECODE_ERROR)
+  }
+
+  private decide(hello: ClientHello, bytes: Buffer): void {
+    const verdict = tlsVerdict(new FlowPolicy(this.ctx.engine, this.flow, TLS_KIND), hello.serverName)
+    const line = {
+      verdict: verdict.allowed ? 'allowed' : 'denied',
+      rules: verdict.rules,
+      reason: verdict.reason,
+      sourceIdentity: verdict.sourceIdentity,
+      destIdentity: verdict.destIdentity,
+      serverName: hello.serverName,
+      alpn: hello.alpn,
+      ms: Math.round((performance.now() - this.started) * 1000) / 1000,
+    }
+    if (!verdict.allowed) {
+      countOutcome(this.ctx.stats, verdict, false)
+      this.log.info(line, 'tls denied')
+      this.socket.end(ACCESS_DENIED)
+      return
+    }
+    this.log.info(line, 'tls allowed')
+    this.splice(bytes)
+  }
+
+  /** The rest of the connection goes through unchanged; the hello first. */
+  private splice(hello: Buffer): void {
+    const origin = this.ctx.originOf(this.flow)
+    const up = connect({ host: origin.host, port: origin.port, noDelay: true })
+    this.upstream = up
+    up.setTimeout(this.ctx.upstream.connectMs, () => up.destroy(Object.assign(new Error('connect timed out'), { code: 'ETIMEDOUT' })))
+    up.once('connect', () => {
+      this.ctx.stats.allowed++
+      up.setTimeout(0)
+      this.socket.setTimeout(this.ctx.idleMs, () => this.socket.destroy())
+      up.write(hello)
+      this.socket.pipe(up)
+      up.pipe(this.socket)
+      this.socket.resume()
+    })
+    up.on('error', (e: NodeJS.ErrnoException) => {
+      if (!up.connecting) return // a reset mid-stream: 'close' ends the client too
+      this.ctx.stats.upstreamFailed++
+      this.log.warn({ origin: `${origin.host}:${origin.port}`, error: e.code ?? e.message }, 'tls: upstream failed')
+    })
+    up.once('close', () => this.socket.destroy())
+  }
+
+  private refuse(serverName: string | null, reason: string, alertRecord: Buffer | null): void {
+    countOutcome(this.ctx.stats, null, false)
+    this.log.info({ verdict: 'invalid', reason, serverName }, 'tls: connection refused')
+    if (alertRecord) this.socket.end(alertRecord)
+    else this.socket.destroy()
+  }
+}
