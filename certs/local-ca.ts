@@ -133,7 +133,8 @@ const IPV4 = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/
 /** A leaf certificate for `name` (a DNS name or an IPv4 address) signed by `ca`, valid `days`. */
 export async function issueLeaf(ca: LocalCa, name: string, days = 7): Promise<IssuedLeaf> {
   const isIp = IPV4.test(name) && name.split('.').every((o) => Number(o) <= 255)
-  if (!isIp && !DNS_NAME.test(name)) throw new CertError(`'${name}' is not a DNS name or IPv4 address`, 'ENAME')
+  // An all-numeric name that is not an address (300.1.1.1) is neither.
+  if (!isIp && (!DNS_NAME.test(name) || /^[\d.]+$/.test(name))) throw new CertError(`'${name}' is not a DNS name or IPv4 address`, 'ENAME')
   const keys = (await webcrypto.subtle.generateKey(ALG, true, ['sign', 'verify'])) as CryptoKeyPair
   const now = Date.now()
   const notAfter = new Date(Math.min(now + days * DAY_MS, ca.cert.notAfter.getTime()))

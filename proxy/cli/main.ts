@@ -6,6 +6,8 @@ import { LabError } from '../../lab/errors.js'
 import { AGENT_USAGE, agentCommand } from './agent-command.js'
 import { AGENT_QUERY_USAGE, agentQueryCommand } from './agent-query-command.js'
 import { AdminError } from '../agent/admin-socket.js'
+import { CertError } from '../../certs/local-ca.js'
+import { CERTS_USAGE, certsCommand } from './certs-command.js'
 import { ConfigError } from '../agent/config.js'
 import { LAB_USAGE, labCommand } from './lab-command.js'
 import { POLICY_USAGE, policyCommand } from './policy-command.js'
@@ -16,6 +18,7 @@ const USAGE = `Usage: l7proxy <command> [options]
 Commands:
 ${AGENT_USAGE}
 ${AGENT_QUERY_USAGE}
+${CERTS_USAGE}
 ${LAB_USAGE}
 ${POLICY_USAGE}
   help                      show this text
@@ -40,6 +43,8 @@ export async function main(argv: string[], out = (s: string) => void process.std
       case 'metrics':
       case 'flows':
         return await agentQueryCommand(cmd, rest, out)
+      case 'certs':
+        return await certsCommand(rest, out)
       case 'lab':
         await labCommand(rest, out)
         return 0
@@ -65,6 +70,10 @@ export async function main(argv: string[], out = (s: string) => void process.std
       return 2
     }
     if (e instanceof AdminError) {
+      err(`l7proxy: ${e.message} [${e.code}]\n`)
+      return 1
+    }
+    if (e instanceof CertError) {
       err(`l7proxy: ${e.message} [${e.code}]\n`)
       return 1
     }
