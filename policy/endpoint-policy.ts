@@ -8,7 +8,7 @@
 // port, or on every port) are allowed every request there.
 
 import type { LabelSet } from './labels.js'
-import { DIRECTIONS, IPPROTO, type Direction, type DnsRuleSpec, type HttpRuleSpec, type L7Spec, type TlsRuleSpec, type RuleSpec, type SelectorSpec } from './model.js'
+import { DIRECTIONS, IPPROTO, type Direction, type DnsRuleSpec, type HttpRuleSpec, type L7Spec, type TlsInterceptSpec, type TlsRuleSpec, type RuleSpec, type SelectorSpec } from './model.js'
 import { requirementsMatch, selectorKey } from './selector-cache.js'
 
 export interface ProxyPorts {
@@ -45,6 +45,8 @@ export interface L7FilterSpec {
   endPort: number
   parser: L7Parser
   entries: L7EntrySpec[]
+  /** TLS on this port is terminated and HTTP rules applied inside (when any rule here asks). */
+  intercept: TlsInterceptSpec | null
 }
 
 export interface ResolvedPolicy {
@@ -129,7 +131,9 @@ function resolveDirection(dir: Direction, rules: RuleSpec[], proxyPorts: ProxyPo
       if (e.l7 === null) entry.allowAllBy ??= e.ruleId
       else if (e.l7.kind === parser) for (const rule of e.l7.rules) entry.rules.push({ ruleId: e.ruleId, rule })
     }
-    out.l7.push({ direction: dir, protocol: f.protocol, port: f.port, endPort: f.endPort, parser, entries: [...merged.values()] })
+    const intercepts = f.entries.flatMap((e) => (e.l7?.kind === 'http' && e.l7.intercept ? [e.l7.intercept] : []))
+    if (new Set(intercepts.map((i) => i.trustedCA)).size > 1) out.warnings.push(`${dir} ${f.protocol}/${f.port}: rules name different originatingTLS trustedCA files; ${intercepts[0]!.trustedCA ?? 'the system trust store'} applies`)
+    out.l7.push({ direction: dir, protocol: f.protocol, port: f.port, endPort: f.endPort, parser, entries: [...merged.values()], intercept: intercepts[0] ?? null })
   }
 }
 

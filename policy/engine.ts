@@ -304,6 +304,7 @@ export class PolicyEngine {
       port: f.port,
       endPort: f.endPort,
       parser: f.parser,
+      intercept: f.intercept,
       entries: f.entries.map((e) => {
         const selector = this.selectors.acquire(e.selector)
         ep.l7Selectors.push(selector)

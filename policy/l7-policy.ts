@@ -5,7 +5,7 @@
 import { compileMatchName, compileMatchPattern, type DnsNameMatcher } from './dns-pattern.js'
 import { compileHttpRule, type HeaderAction, type HttpMatcher, type HttpRequestView } from './http-matcher.js'
 import type { L7Parser } from './endpoint-policy.js'
-import type { Direction, DnsRuleSpec, HttpRuleSpec, TlsRuleSpec } from './model.js'
+import type { Direction, DnsRuleSpec, HttpRuleSpec, TlsInterceptSpec, TlsRuleSpec } from './model.js'
 import type { CachedSelector } from './selector-cache.js'
 
 export interface L7Entry {
@@ -23,6 +23,8 @@ export interface L7Filter {
   readonly endPort: number
   readonly parser: L7Parser
   readonly entries: readonly L7Entry[]
+  /** Set when TLS on this port is terminated and these HTTP rules applied inside it. */
+  readonly intercept: TlsInterceptSpec | null
 }
 
 export interface L7Verdict {

@@ -63,7 +63,16 @@ export interface TlsRuleSpec {
   serverName: string
 }
 
-export type L7Spec = { kind: 'http'; rules: readonly HttpRuleSpec[] } | { kind: 'dns'; rules: readonly DnsRuleSpec[] } | { kind: 'tls'; rules: readonly TlsRuleSpec[] }
+/**
+ * TLS interception on a port (Cilium's terminatingTLS with originatingTLS): the proxy terminates
+ * TLS with a leaf from its local CA, applies the HTTP rules, and opens TLS to the server, verified
+ * against `trustedCA` (a PEM bundle file) or the system's trust store when null.
+ */
+export interface TlsInterceptSpec {
+  trustedCA: string | null
+}
+
+export type L7Spec = { kind: 'http'; rules: readonly HttpRuleSpec[]; intercept?: TlsInterceptSpec } | { kind: 'dns'; rules: readonly DnsRuleSpec[] } | { kind: 'tls'; rules: readonly TlsRuleSpec[] }
 
 export interface PortRuleSpec {
   ports: readonly PortSpec[]

@@ -22,6 +22,7 @@ import {
   readEntities,
   readFqdnSelectors,
   readGrpcRule,
+  readInterception,
   readServerNames,
   readHttpRule,
   readLabelSelector,
@@ -88,7 +89,7 @@ function readPortRules(n: YNode, dir: Direction, deny: boolean): PortRuleSpec[] 
       ok = false
       continue
     }
-    for (const k of ['terminatingTLS', 'originatingTLS', 'listener'] as const) {
+    for (const k of ['listener'] as const) {
       if (f[k]) {
         f[k]!.fail(`${k} is not supported yet`)
         ok = false
@@ -122,6 +123,24 @@ function readPortRules(n: YNode, dir: Direction, deny: boolean): PortRuleSpec[] 
         f.ports!.fail('dns rules need explicit ports (usually 53)')
         ok = false
       }
+    }
+    if (f.terminatingTLS || f.originatingTLS) {
+      const intercept = readInterception(f.terminatingTLS, f.originatingTLS, f.rules)
+      if (intercept === null) {
+        ok = false
+        continue
+      }
+      if (f.serverNames) {
+        f.serverNames.fail('serverNames together with terminatingTLS is not supported yet; match the name with an http host rule')
+        ok = false
+        continue
+      }
+      if (deny || l7 === null || l7.kind !== 'http') {
+        ;(f.terminatingTLS ?? f.originatingTLS)!.fail('TLS interception needs http rules on the port (rules: { http: [...] })')
+        ok = false
+        continue
+      }
+      l7 = { ...l7, intercept }
     }
     if (f.serverNames) {
       if (deny) {

@@ -12,6 +12,7 @@ import {
   type Entity,
   type HeaderMatchSpec,
   type HttpRuleSpec,
+  type TlsInterceptSpec,
   type TlsRuleSpec,
   type LabelOperator,
   type LabelRequirement,
@@ -310,4 +311,31 @@ export function readServerNames(n: YNode): { kind: 'tls'; rules: TlsRuleSpec[] }
     rules.push({ serverName: name })
   }
   return { kind: 'tls', rules }
+}
+
+/**
+ * terminatingTLS and originatingTLS (Cilium's TLSContext): l7proxy terminates with certificates
+ * minted by its local CA, so terminatingTLS is `{}`; originatingTLS may name `trustedCA`, a PEM
+ * bundle file to verify servers with (default: the system's trust store). Both are needed:
+ * intercepted traffic always leaves encrypted. Secret references are refused (no Kubernetes).
+ */
+export function readInterception(terminating: YNode | undefined, originating: YNode | undefined, rules: YNode | undefined): TlsInterceptSpec | null {
+  if (!terminating) return originating!.fail('originatingTLS without terminatingTLS: the proxy can only re-encrypt what it decrypted')
+  if (!originating) return terminating.fail('terminatingTLS needs originatingTLS too (use originatingTLS: {} to verify servers with the system trust store)')
+  if (!rules) return terminating.fail('TLS interception needs http rules on the port (rules: { http: [...] })')
+  const t = terminating.fields(['secret', 'certificate', 'privateKey', 'trustedCA'])
+  if (!t) return null
+  for (const k of ['secret', 'certificate', 'privateKey', 'trustedCA'] as const) {
+    if (t[k]) return t[k]!.fail(`${k} is not supported in terminatingTLS: l7proxy mints the certificates from its local CA ('l7proxy certs init'); write terminatingTLS: {}`)
+  }
+  const o = originating.fields(['secret', 'certificate', 'privateKey', 'trustedCA'])
+  if (!o) return null
+  for (const k of ['secret', 'certificate', 'privateKey'] as const) {
+    if (o[k]) return o[k]!.fail(`${k} is not supported in originatingTLS (client certificates are not presented); only trustedCA`)
+  }
+  if (!o.trustedCA) return { trustedCA: null }
+  const path = o.trustedCA.string()
+  if (path === null) return null
+  if (!path.startsWith('/')) return o.trustedCA.fail(`trustedCA must be an absolute path to a PEM bundle, not '${path}'`)
+  return { trustedCA: path }
 }

@@ -14,6 +14,7 @@ import { Http1Parser } from './http1-parser.js'
 import { CHUNKED_END, CONTINUE, CRLF, chunkedCoding, localResponse, requestHead, responseHead, writeBodyChunk } from './http1-writer.js'
 import { endToEndRaw, headerValue, indexOfHeader } from './hop-by-hop.js'
 import { normalizePath } from './request-path.js'
+import type { OriginTls } from '../tls/origin-socket.js'
 import { countOutcome, type Origin, type ProxyContext } from './proxy-context.js'
 import { UpstreamConnection, type ResponseSink } from './upstream-connection.js'
 
@@ -109,13 +110,15 @@ export class ClientConnection implements ParserSink, ResponseSink {
   headSince = 0
   lastActive: number
 
+  /** `intercepted`: the socket is the proxy's TLS termination of the flow; the origin is reached over TLS. */
   constructor(
     readonly socket: Socket,
     private readonly ctx: ProxyContext,
+    intercepted: { flow: Flow; tls: OriginTls } | null = null,
   ) {
     this.lastActive = performance.now()
-    this.flow = ctx.flowOf(socket)
-    this.origin = ctx.originOf(this.flow)
+    this.flow = intercepted?.flow ?? ctx.flowOf(socket)
+    this.origin = intercepted ? { ...ctx.originOf(this.flow), tls: intercepted.tls } : ctx.originOf(this.flow)
     this.policy = new FlowPolicy(ctx.engine, this.flow)
     const bindings = { source: `${this.flow.sourceAddress}:${this.flow.sourcePort}`, destination: `${this.flow.destAddress}:${this.flow.destPort}` }
     this.log = ctx.logger.child(bindings)

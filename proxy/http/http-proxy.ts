@@ -14,7 +14,9 @@ import type { PolicyEngine } from '../../policy/engine.js'
 import { ClientConnection } from './client-connection.js'
 import type { Flow } from '../flow-verdict.js'
 import { H2Frontend, startsHttp2 } from '../http2/h2-frontend.js'
-import { TlsConnection } from '../tls/tls-connection.js'
+import { TlsConnection, type HandOff } from '../tls/tls-connection.js'
+import { LeafCache } from '../../certs/leaf-cache.js'
+import { loadCa } from '../../certs/local-ca.js'
 import type { Origin, ProxyContext, ProxyStats } from './proxy-context.js'
 
 export type { Origin, ProxyStats } from './proxy-context.js'
@@ -33,6 +35,8 @@ export interface HttpProxyOptions {
   maxHeaderBytes?: number
   /** Header fields per request; more is refused (400), never silently truncated. */
   maxHeaders?: number
+  /** The local CA's directory, for ports whose rules intercept TLS (none: such TLS is refused). */
+  caDir?: string
 }
 
 /** The content type of a TLS handshake record: how every TLS connection begins. */
@@ -71,6 +75,7 @@ export class HttpProxy {
       maxHeaderBytes: opts.maxHeaderBytes ?? 16 * 1024,
       upstream: { connectMs: opts.upstreamConnectTimeoutMs ?? 5_000, responseHeadMs: opts.upstreamHeadersTimeoutMs ?? 30_000 },
       idleMs: this.idleMs,
+      leaves: opts.caDir ? new LeafCache(() => loadCa(opts.caDir!)) : null,
     }
     this.h2 = new H2Frontend(this.ctx)
     this.server = createServer({ noDelay: true }, this.onConnection)
@@ -93,7 +98,7 @@ export class HttpProxy {
         return
       }
       if (first[0] === TLS_HANDSHAKE) {
-        const c = new TlsConnection(socket, this.ctx, this.headersMs)
+        const c = new TlsConnection(socket, this.ctx, this.headersMs, this.adoptDecrypted)
         this.tunnels.add(c)
         socket.once('close', () => this.tunnels.delete(c))
         return
@@ -103,6 +108,14 @@ export class HttpProxy {
       socket.once('close', () => this.connections.delete(c))
       socket.resume()
     })
+  }
+
+  /** A connection whose TLS the proxy terminated, to the side its ALPN chose. */
+  private readonly adoptDecrypted: HandOff = (socket, protocol, flow, tls) => {
+    if (protocol === 'h2') return this.h2.accept(socket, flow, tls)
+    const c = new ClientConnection(socket, this.ctx, { flow, tls })
+    this.connections.add(c)
+    socket.once('close', () => this.connections.delete(c))
   }
 
   private sweep(): void {

@@ -5,13 +5,11 @@ import type { Socket } from 'node:net'
 import type { Logger } from 'pino'
 import type { PolicyEngine } from '../../policy/engine.js'
 import type { Flow, FlowVerdict } from '../flow-verdict.js'
+import type { LeafCache } from '../../certs/leaf-cache.js'
+import type { Origin } from '../tls/origin-socket.js'
 import type { UpstreamTimeouts } from './upstream-connection.js'
 
-/** Where a flow's requests go. */
-export interface Origin {
-  host: string
-  port: number
-}
+export type { Origin } from '../tls/origin-socket.js'
 
 /** Requests (HTTP/2 streams) a proxy answered, by outcome (for status and metrics). */
 export interface ProxyStats {
@@ -33,6 +31,8 @@ export interface ProxyContext {
   maxHeaderBytes: number
   upstream: UpstreamTimeouts
   idleMs: number
+  /** Leaf certificates for intercepted TLS; null when no CA is configured (interception refused). */
+  leaves: LeafCache | null
 }
 
 /** Counts one answered request: `verdict` null when it was refused before any rule saw it. */

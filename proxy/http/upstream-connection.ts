@@ -4,7 +4,8 @@
 // connection alone, so one client cannot leave a half-read response or a desynchronised
 // connection behind for another (the price of not sharing idle connections between clients).
 
-import { connect, type Socket } from 'node:net'
+import type { Socket } from 'node:net'
+import { connectOrigin, type Origin } from '../tls/origin-socket.js'
 import { Http1Parser, type MessageHead, type ParserSink } from './http1-parser.js'
 
 export interface ResponseSink {
@@ -42,7 +43,7 @@ export class UpstreamConnection implements ParserSink {
   private retired = false
 
   constructor(
-    origin: { host: string; port: number },
+    origin: Origin,
     maxHeaderBytes: number,
     private readonly sink: ResponseSink,
     /** The client's socket: what one read of responses writes to it leaves in one write. */
@@ -51,7 +52,7 @@ export class UpstreamConnection implements ParserSink {
   ) {
     this.openedAt = now
     this.parser = new Http1Parser('response', maxHeaderBytes, this)
-    this.socket = connect({ host: origin.host, port: origin.port, noDelay: true })
+    this.socket = connectOrigin(origin, 'http/1.1')
     this.socket.once('connect', () => (this.connected = true))
     this.socket.on('data', this.onData)
     this.socket.on('error', (e: NodeJS.ErrnoException) => (this.error ??= e))

@@ -6,7 +6,7 @@
 // propagated both ways and the upstream's GOAWAY passed to the client. Denied gRPC calls end with
 // grpc-status 7 (PERMISSION_DENIED) in a trailers-only response; other denied streams get a 403.
 
-import { connect as netConnect } from 'node:net'
+import { connectOrigin, type OriginTls } from '../tls/origin-socket.js'
 import http2, {
   constants,
   type ClientHttp2Session,
@@ -132,8 +132,10 @@ export class H2Connection {
     readonly session: ServerHttp2Session,
     private readonly flow: Flow,
     private readonly ctx: ProxyContext,
+    /** Set when the proxy terminated the client's TLS: the origin is reached over TLS too. */
+    tls: OriginTls | null,
   ) {
-    this.origin = ctx.originOf(flow)
+    this.origin = tls ? { ...ctx.originOf(flow), tls } : ctx.originOf(flow)
     this.policy = new FlowPolicy(ctx.engine, flow)
     const bindings = { source: `${flow.sourceAddress}:${flow.sourcePort}`, destination: `${flow.destAddress}:${flow.destPort}` }
     this.log = ctx.logger.child(bindings)
@@ -224,8 +226,8 @@ export class H2Connection {
     if (live !== null && !live.closed && !live.destroyed) return live
     const { host, port } = this.origin
     this.upstreamError = null
-    const s = http2.connect(`http://${host.includes(':') ? `[${host}]` : host}:${port}`, {
-      createConnection: () => netConnect({ host, port, noDelay: true }),
+    const s = http2.connect(`${this.origin.tls ? 'https' : 'http'}://${host.includes(':') ? `[${host}]` : host}:${port}`, {
+      createConnection: () => connectOrigin(this.origin, 'h2'),
       settings: { enablePush: false },
     })
     const connectTimer = setTimeout(() => {

@@ -9,6 +9,7 @@ import http2, { type Http2Server, type ServerHttp2Session } from 'node:http2'
 import type { Socket } from 'node:net'
 import type { Flow } from '../flow-verdict.js'
 import type { ProxyContext } from '../http/proxy-context.js'
+import type { OriginTls } from '../tls/origin-socket.js'
 import { H2Connection } from './h2-connection.js'
 
 const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1')
@@ -24,7 +25,7 @@ export class H2Frontend {
   private readonly server: Http2Server
   private readonly connections = new Set<H2Connection>()
   /** The flow of the socket being handed over (sessions are made synchronously from it). */
-  private pending: Flow | null = null
+  private pending: { flow: Flow; tls: OriginTls | null } | null = null
 
   constructor(ctx: ProxyContext) {
     this.server = http2.createServer({
@@ -35,7 +36,7 @@ export class H2Frontend {
       maxSessionRejectedStreams: 100,
     })
     this.server.on('session', (session: ServerHttp2Session) => {
-      const c = new H2Connection(session, this.pending!, ctx)
+      const c = new H2Connection(session, this.pending!.flow, ctx, this.pending!.tls)
       this.connections.add(c)
       session.once('close', () => this.connections.delete(c))
     })
@@ -45,9 +46,12 @@ export class H2Frontend {
     return this.connections.size
   }
 
-  /** Takes a connection whose first bytes (the preface) were read and put back. */
-  accept(socket: Socket, flow: Flow): void {
-    this.pending = flow
+  /**
+   * Takes a connection whose first bytes (the preface) were read and put back, or the proxy's
+   * TLS termination of one (`tls`: how to reach its origin over TLS).
+   */
+  accept(socket: Socket, flow: Flow, tls: OriginTls | null = null): void {
+    this.pending = { flow, tls }
     try {
       this.server.emit('connection', socket)
     } finally {
