@@ -17,6 +17,8 @@ type CryptoKeyPair = webcrypto.CryptoKeyPair
 
 const ALG = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' } as const
 const DAY_MS = 86_400_000
+/** Where the agent and `l7proxy certs` keep the CA unless told otherwise. */
+export const DEFAULT_CA_DIR = '/var/lib/l7proxy/ca'
 export const CA_CERT_FILE = 'ca.crt'
 export const CA_KEY_FILE = 'ca.key'
 

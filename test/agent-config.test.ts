@@ -18,6 +18,7 @@ t.test('defaults: the lab main, sk-assign, the example policies, paths named by 
     proxy: { httpPort: 15001, dnsPort: 15053, threads: 0 },
     bpffs: '/run/l7proxy/agent-bpffs-main',
     stateDirectory: '/run/l7proxy/state-main',
+    caDirectory: '/var/lib/l7proxy/ca',
     dns: { rejectCode: 'REFUSED', minTtlSeconds: 3600, maxIpsPerName: 50 },
     logging: { level: 'info' },
     admin: { socket: '/run/l7proxy/agent-main.sock' },
@@ -26,11 +27,12 @@ t.test('defaults: the lab main, sk-assign, the example policies, paths named by 
 
 t.test('a file, then the environment, then flags: each overrides the one before', async (t) => {
   const file = parseConfigText('lab: n1\nmode: tproxy\nproxy: { threads: 2, httpPort: 16001 }\ndns: { rejectCode: NXDOMAIN, minTtlSeconds: 5 }\nlogging: { level: debug }\n', 'c.yaml')
-  const env = environmentLayers({ L7PROXY_MODE: 'dnat', L7PROXY_THREADS: '3', PATH: '/bin' })
+  const env = environmentLayers({ L7PROXY_MODE: 'dnat', L7PROXY_THREADS: '3', L7PROXY_CA_DIR: '/etc/l7proxy/ca', PATH: '/bin' })
   const c = resolveConfig([file, ...env, { proxy: { threads: 4 } }])
   t.match(c, { lab: 'n1', mode: 'dnat', proxy: { httpPort: 16001, dnsPort: 15053, threads: 4 }, dns: { rejectCode: 'NXDOMAIN', minTtlSeconds: 5, maxIpsPerName: 50 }, logging: { level: 'debug' } })
   t.equal(c.bpffs, '/run/l7proxy/agent-bpffs-n1', 'paths follow the lab the file chose')
   t.equal(c.admin.socket, '/run/l7proxy/agent-n1.sock')
+  t.equal(c.caDirectory, '/etc/l7proxy/ca', 'L7PROXY_CA_DIR sets the CA directory')
   t.same(resolveConfig([parseConfigText('', 'empty.yaml')]), defaultConfig(), 'an empty file is all defaults')
 })
 

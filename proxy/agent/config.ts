@@ -8,6 +8,7 @@
 //   proxy: { httpPort: 15001, dnsPort: 15053, threads: 0 }   # threads 0: one per core
 //   bpffs: /run/l7proxy/agent-bpffs-main
 //   stateDirectory: /run/l7proxy/state-main   # the FQDN cache, kept across restarts
+//   caDirectory: /var/lib/l7proxy/ca          # the local CA for TLS interception (l7proxy certs init)
 //   dns: { rejectCode: REFUSED, minTtlSeconds: 3600, maxIpsPerName: 50 }
 //   logging: { level: info }       # trace | debug | info | warn | error | fatal
 //   admin: { socket: /run/l7proxy/agent-main.sock }
@@ -21,6 +22,7 @@ import { ReadContext, YNode } from '../../policy/yaml-reader.js'
 import { REDIRECT_MODES, type RedirectMode } from '../../redirect-bpf/modes/redirect-mode.js'
 import { agentSocketPath } from './admin-socket.js'
 import { LAB_PROXY_PORTS } from './lab-node-process.js'
+import { DEFAULT_CA_DIR } from '../../certs/local-ca.js'
 
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal'] as const
 export type LogLevel = (typeof LOG_LEVELS)[number]
@@ -32,6 +34,7 @@ export interface AgentConfig {
   proxy: { httpPort: number; dnsPort: number; threads: number }
   bpffs: string
   stateDirectory: string
+  caDirectory: string
   dns: { rejectCode: RejectCode; minTtlSeconds: number; maxIpsPerName: number }
   logging: { level: LogLevel }
   admin: { socket: string }
@@ -48,6 +51,7 @@ export interface ConfigLayer {
   proxy?: { httpPort?: number; dnsPort?: number; threads?: number }
   bpffs?: string
   stateDirectory?: string
+  caDirectory?: string
   dns?: { rejectCode?: RejectCode; minTtlSeconds?: number; maxIpsPerName?: number }
   logging?: { level?: LogLevel }
   admin?: { socket?: string }
@@ -71,6 +75,7 @@ export function defaultConfig(lab = DEFAULT_LAB): AgentConfig {
     bpffs: `/run/l7proxy/agent-bpffs-${lab}`,
     // Like Cilium's /var/run/cilium: kept across agent restarts, not across reboots.
     stateDirectory: `/run/l7proxy/state-${lab}`,
+    caDirectory: DEFAULT_CA_DIR,
     // Cilium's defaults: --tofqdns-min-ttl, --tofqdns-endpoint-max-ip-per-hostname.
     dns: { rejectCode: 'REFUSED', minTtlSeconds: 3600, maxIpsPerName: 50 },
     logging: { level: 'info' },
@@ -105,7 +110,7 @@ export function parseConfigText(text: string, file: string): ConfigLayer {
   const ctx = new ReadContext(file, lines)
   const out: ConfigLayer = {}
   if (doc.contents === null) return out // an empty file: all defaults
-  const f = new YNode(ctx, doc.contents, '', 0).fields(['lab', 'mode', 'policyDirectory', 'proxy', 'bpffs', 'stateDirectory', 'dns', 'logging', 'admin'])
+  const f = new YNode(ctx, doc.contents, '', 0).fields(['lab', 'mode', 'policyDirectory', 'proxy', 'bpffs', 'stateDirectory', 'caDirectory', 'dns', 'logging', 'admin'])
   if (f) {
     if (f.lab) {
       const lab = f.lab.string()
@@ -118,6 +123,7 @@ export function parseConfigText(text: string, file: string): ConfigLayer {
     if (f.policyDirectory) out.policyDirectory = absolutePath(f.policyDirectory) ?? undefined
     if (f.bpffs) out.bpffs = absolutePath(f.bpffs) ?? undefined
     if (f.stateDirectory) out.stateDirectory = absolutePath(f.stateDirectory) ?? undefined
+    if (f.caDirectory) out.caDirectory = absolutePath(f.caDirectory) ?? undefined
     const proxy = f.proxy?.fields(['httpPort', 'dnsPort', 'threads'])
     if (proxy) {
       out.proxy = {}
@@ -148,6 +154,7 @@ const ENVIRONMENT: Array<[string, (v: string) => string]> = [
   ['L7PROXY_POLICY_DIR', (v) => `policyDirectory: ${v}`],
   ['L7PROXY_THREADS', (v) => `proxy: { threads: ${v} }`],
   ['L7PROXY_LOG_LEVEL', (v) => `logging: { level: ${v} }`],
+  ['L7PROXY_CA_DIR', (v) => `caDirectory: ${v}`],
 ]
 
 /**
@@ -170,6 +177,7 @@ export function resolveConfig(layers: readonly ConfigLayer[]): AgentConfig {
     c.policyDirectory = layer.policyDirectory ?? c.policyDirectory
     c.bpffs = layer.bpffs ?? c.bpffs
     c.stateDirectory = layer.stateDirectory ?? c.stateDirectory
+    c.caDirectory = layer.caDirectory ?? c.caDirectory
     c.proxy = { httpPort: layer.proxy?.httpPort ?? c.proxy.httpPort, dnsPort: layer.proxy?.dnsPort ?? c.proxy.dnsPort, threads: layer.proxy?.threads ?? c.proxy.threads }
     c.dns = { rejectCode: layer.dns?.rejectCode ?? c.dns.rejectCode, minTtlSeconds: layer.dns?.minTtlSeconds ?? c.dns.minTtlSeconds, maxIpsPerName: layer.dns?.maxIpsPerName ?? c.dns.maxIpsPerName }
     c.logging = { level: layer.logging?.level ?? c.logging.level }

@@ -15,6 +15,8 @@ export interface HttpWorkerInput {
   fd: number
   proxyPorts: { http: number; dns: number }
   logLevel: string
+  /** The local CA for TLS interception (null: none). */
+  caDir: string | null
   endpoints: EndpointSpec[]
   policies: Array<{ name: string; text: string }>
   /** Names' IPs the main thread's engine has (toFQDNs), as this worker starts. */
@@ -34,7 +36,7 @@ const engine = new PolicyEngine({ proxyPorts: input.proxyPorts })
 for (const ep of input.endpoints) engine.upsertEndpoint(ep)
 for (const p of input.policies) engine.loadFile(p.name, p.text)
 for (const f of input.fqdns) engine.setFqdnIps(f.name, f.ips)
-const proxy = new HttpProxy({ engine, logger: pino({ base: null, level: input.logLevel }, lines) })
+const proxy = new HttpProxy({ engine, logger: pino({ base: null, level: input.logLevel }, lines), ...(input.caDir ? { caDir: input.caDir } : {}) })
 await proxy.listen({ fd: input.fd })
 /** Counters go to the main thread (for status and metrics) every STATS_MS and at the end. */
 const STATS_MS = 1_000

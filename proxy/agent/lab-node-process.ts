@@ -25,6 +25,8 @@ export interface LabNodeOptions {
   /** Likewise for the DNS port. */
   dns?: 'builtin' | 'external'
   sockmapCgroup?: string
+  /** The local CA for TLS interception. */
+  caDir?: string
   /** HTTP proxy threads (default: one per core). */
   threads?: number
   /** Where the agent keeps state across restarts (the FQDN cache); none by default. */
@@ -48,6 +50,7 @@ export async function startLabNode(o: LabNodeOptions): Promise<LabNode> {
   if (o.logFile) args.push('--log', o.logFile)
   if (o.threads !== undefined) args.push('--threads', String(o.threads))
   if (o.stateDir !== undefined) args.push('--state', o.stateDir)
+  if (o.caDir !== undefined) args.push('--ca-dir', o.caDir)
   // `ip netns exec` execs node: the child's PID is the agent's.
   const child = spawn('ip', ['netns', 'exec', nodeNetns(o.lab), process.execPath, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
   const exited = new Promise<number | null>((r) => child.once('exit', (c) => r(c)))

@@ -63,6 +63,7 @@ const { values } = parseArgs({
     'dns-min-ttl': { type: 'string', default: '3600' },
     'dns-max-ips': { type: 'string', default: '50' },
     state: { type: 'string' },
+    'ca-dir': { type: 'string' },
   },
 })
 const threadsArg = Number(values.threads ?? availableParallelism())
@@ -185,7 +186,7 @@ if (values.http === 'builtin') {
           return { sourceAddress: socket.remoteAddress!, sourcePort: socket.remotePort!, destAddress: d?.address ?? '0.0.0.0', destPort: d?.port ?? 0 }
         }
       : undefined
-  proxy = new HttpProxy({ engine, logger, ...(flowOf ? { flowOf } : {}) })
+  proxy = new HttpProxy({ engine, logger, ...(flowOf ? { flowOf } : {}), ...(values['ca-dir'] ? { caDir: values['ca-dir'] } : {}) })
   // sockmap: the proxy's sockets must be in the cgroup sock_ops watches; accepted sockets take
   // the listener's cgroup, fixed when it is made.
   if (dp.cgroup) joinCgroup(dp.cgroup)
@@ -194,7 +195,7 @@ if (values.http === 'builtin') {
   await proxy.listen({ fd: fds[0]! })
   const proxyPorts = { http: HTTP_PORT, dns: DNS_PORT }
   workers = await startHttpWorkers(
-    fds.slice(1).map((fd) => ({ fd, proxyPorts, logLevel: values['log-level']!, endpoints, fqdns: fqdns.entries().map((e) => ({ name: e.name, ips: e.ips.map((i) => i.ip) })), policies: [...policies].map(([name, text]) => ({ name, text })) })),
+    fds.slice(1).map((fd) => ({ fd, proxyPorts, caDir: values['ca-dir'] ?? null, logLevel: values['log-level']!, endpoints, fqdns: fqdns.entries().map((e) => ({ name: e.name, ips: e.ips.map((i) => i.ip) })), policies: [...policies].map(([name, text]) => ({ name, text })) })),
     (text) => lines.write(text),
   )
 }

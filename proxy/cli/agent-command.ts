@@ -90,7 +90,7 @@ export async function agentCommand(args: string[], out: (s: string) => void): Pr
   const argv = ['netns', 'exec', nodeNetns(c.lab), process.execPath, distPath('proxy/agent/lab-node.js'),
     '--mode', c.mode, '--policy-dir', c.policyDirectory, '--pin', c.bpffs, '--threads', String(threads), '--admin', c.admin.socket,
     '--http-port', String(c.proxy.httpPort), '--dns-port', String(c.proxy.dnsPort), '--log-level', c.logging.level,
-    '--state', c.stateDirectory, '--dns-reject', c.dns.rejectCode, '--dns-min-ttl', String(c.dns.minTtlSeconds), '--dns-max-ips', String(c.dns.maxIpsPerName)]
+    '--state', c.stateDirectory, '--ca-dir', c.caDirectory, '--dns-reject', c.dns.rejectCode, '--dns-min-ttl', String(c.dns.minTtlSeconds), '--dns-max-ips', String(c.dns.maxIpsPerName)]
   if (c.mode === 'sockmap') argv.push('--sockmap-cgroup', `l7proxy-${c.lab}`)
   const child = spawn('ip', argv, { stdio: ['ignore', 'inherit', 'inherit'] })
   // Ctrl-C reaches the agent through the terminal's process group; a SIGTERM sent to this

@@ -5,10 +5,8 @@ import { X509Certificate } from 'node:crypto'
 import { chmodSync, readFileSync, writeFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
-import { CA_CERT_FILE, initCa, issueLeaf, loadCa, summarize, type CertSummary } from '../../certs/local-ca.js'
+import { CA_CERT_FILE, DEFAULT_CA_DIR, initCa, issueLeaf, loadCa, summarize, type CertSummary } from '../../certs/local-ca.js'
 import { UsageError } from './usage-error.js'
-
-export const DEFAULT_CA_DIR = '/var/lib/l7proxy/ca'
 
 export const CERTS_USAGE = `  certs init [--dir DIR] [--days N]
                             create the local CA (DIR/ca.crt, DIR/ca.key mode 0600; default ${DEFAULT_CA_DIR})
