@@ -47,7 +47,8 @@ function streamBytes(res: ServerResponse, total: number): void {
   pump()
 }
 
-function handle(name: string, req: IncomingMessage, res: ServerResponse): void {
+/** The lab server's routes, for node:http and (through its compatibility API) node:http2. */
+export function handleLabRequest(name: string, req: IncomingMessage, res: ServerResponse): void {
   res.setHeader('x-lab-host', name)
   const url = new URL(req.url ?? '/', 'http://lab')
   const path = url.pathname
@@ -103,7 +104,7 @@ function handle(name: string, req: IncomingMessage, res: ServerResponse): void {
 }
 
 export function startHttpServer(opts: HttpServerOptions): Promise<Server> {
-  const server = createServer({ keepAliveTimeout: 60_000 }, (req, res) => handle(opts.name, req, res))
+  const server = createServer({ keepAliveTimeout: 60_000 }, (req, res) => handleLabRequest(opts.name, req, res))
   return new Promise((resolve, reject) => {
     server.once('error', reject)
     server.listen({ port: opts.port, host: opts.host ?? '0.0.0.0', backlog: 1024 }, () => resolve(server))

@@ -1,15 +1,16 @@
 // Entry point of a lab server process, started by the lab inside a host's namespace:
-//   node dist/lab/servers/run.js http|grpc --name NAME --port PORT
+//   node dist/lab/servers/run.js http|grpc|https --name NAME --port PORT [--ca-dir DIR (https)]
 // It runs until SIGTERM. (The DNS server is unbound, started by the lab directly.)
 
 import { parseArgs } from 'node:util'
 import { startGrpcServer } from './grpc-server.js'
 import { startHttpServer } from './http-server.js'
+import { startHttpsServer } from './https-server.js'
 
 async function main(): Promise<void> {
   const { positionals, values } = parseArgs({
     allowPositionals: true,
-    options: { name: { type: 'string' }, port: { type: 'string' } },
+    options: { name: { type: 'string' }, port: { type: 'string' }, 'ca-dir': { type: 'string' } },
   })
   const kind = positionals[0]
   const port = Number(values.port)
@@ -19,11 +20,15 @@ async function main(): Promise<void> {
   if (kind === 'http') {
     const s = await startHttpServer({ name, port })
     close = () => s.close()
+  } else if (kind === 'https') {
+    if (!values['ca-dir']) throw new Error('https needs --ca-dir (a CA made by l7proxy certs init)')
+    const s = await startHttpsServer({ name, port, caDir: values['ca-dir'] })
+    close = () => s.close()
   } else if (kind === 'grpc') {
     const s = await startGrpcServer({ name, port })
     close = () => s.forceShutdown()
   } else {
-    throw new Error(`unknown server kind '${kind}' (expected http or grpc)`)
+    throw new Error(`unknown server kind '${kind}' (expected http, https or grpc)`)
   }
   process.stdout.write(`${kind} server ${name} listening on :${port}\n`)
   process.once('SIGTERM', () => {
