@@ -45,6 +45,15 @@ export function writeResult(out: string, result: unknown): string {
   return path
 }
 
+/** Runs `measure` and adds the CPU `pid` used meanwhile, in cores (null when there is no pid). */
+export async function withProxyCpu<T extends object>(pid: number | null, measure: () => Promise<T>): Promise<T & { proxyCpuCores: number | null }> {
+  const cpu0 = pid === null ? 0 : cpuSeconds(pid)
+  const t0 = process.hrtime.bigint()
+  const r = await measure()
+  const wall = Number(process.hrtime.bigint() - t0) / 1e9
+  return { ...r, proxyCpuCores: pid === null ? null : (cpuSeconds(pid) - cpu0) / wall }
+}
+
 /** The option `name` as a whole number in [min, max], or a usage error saying so. */
 export function wholeOption(values: Record<string, unknown>, name: string, min: number, max: number): number {
   const v = Number(values[name])

@@ -22,7 +22,8 @@ import { findHost, hostNetns, nodeNetns } from '../lab/topology.js'
 import { LAB_PROXY_PORTS, labProxyAddress, startLabNode } from '../proxy/agent/lab-node-process.js'
 import { renderTable } from '../proxy/cli/table.js'
 import type { RedirectMode } from '../redirect-bpf/modes/redirect-mode.js'
-import { UsageError, benchOptions, benchPin, cpuSeconds, inLabRounds, medianRun, modeOption, percentile, runBench, stopScenario, wholeOption, writeResult, withPeer, type RunningScenario } from './bench-support.js'
+import { UsageError, benchOptions, benchPin, inLabRounds, medianRun, modeOption, percentile, runBench, stopScenario, wholeOption, withPeer, withProxyCpu, writeResult, type RunningScenario } from './bench-support.js'
+import { dnsperf, type LoadResult } from './load-generators.js'
 
 const USAGE = 'usage: npm run bench:dns [-- --duration S --runs R --warmup S --clients C --outstanding Q --mode M --lab NAME --out FILE]'
 const DNS_SERVER = findHost('dns').addresses[0]!
@@ -30,11 +31,7 @@ const NAMES = ['cantina.empire', 'deathstar.empire', 'grpc.empire', 'www.cantina
 const SCENARIOS = ['direct', 'l7proxy', 'dnsdist'] as const
 type Scenario = (typeof SCENARIOS)[number]
 
-interface Run {
-  queries: number
-  lost: number
-  queriesPerSec: number
-  latencyMs: { p50: number; p90: number; p99: number; max: number }
+interface Run extends LoadResult {
   proxyCpuCores: number | null
   /** l7proxy: answer arrival to maps written, over the allowed answers of this run. */
   enforceMs?: { p50: number; p99: number; max: number; answers: number }
@@ -76,33 +73,9 @@ async function digStatus(name: string): Promise<string> {
   return /status: (\w+)/.exec(r.stdout)?.[1] ?? 'no answer'
 }
 
-async function dnsperf(o: { seconds: number; clients: number; outstanding: number; file: string; pid: number | null }): Promise<Run> {
-  const cpu0 = o.pid === null ? 0 : cpuSeconds(o.pid)
-  const t0 = process.hrtime.bigint()
-  const r = await execIn(
-    hostNetns(LAB, 'tiefighter'),
-    ['dnsperf', '-s', DNS_SERVER, '-d', o.file, '-l', String(o.seconds), '-c', String(o.clients), '-q', String(o.outstanding), '-t', '2', '-v'],
-    { timeoutMs: (o.seconds + 30) * 1000 },
-  )
-  const wall = Number(process.hrtime.bigint() - t0) / 1e9
-  const qps = /Queries per second:\s+([\d.]+)/.exec(r.stdout)
-  const completed = /Queries completed:\s+(\d+)/.exec(r.stdout)
-  const lost = /Queries lost:\s+(\d+)/.exec(r.stdout)
-  if (r.code !== 0 || !qps || !completed) throw new Error(`dnsperf failed (exit ${r.code}): ${r.stderr.trim() || r.stdout.slice(-500)}`)
-  // -v: one line per answered query, its latency in seconds last.
-  const latencies: number[] = []
-  for (const line of r.stdout.split('\n')) {
-    if (!line.startsWith('> ')) continue
-    const s = Number(line.slice(line.lastIndexOf(' ') + 1))
-    if (Number.isFinite(s)) latencies.push(s * 1000)
-  }
-  return {
-    queries: Number(completed[1]),
-    lost: Number(lost?.[1] ?? 0),
-    queriesPerSec: Number(qps[1]),
-    latencyMs: { p50: percentile(latencies, 50), p90: percentile(latencies, 90), p99: percentile(latencies, 99), max: percentile(latencies, 100) },
-    proxyCpuCores: o.pid === null ? null : (cpuSeconds(o.pid) - cpu0) / wall,
-  }
+function dnsperfRun(o: { seconds: number; clients: number; outstanding: number; file: string; pid: number | null }): Promise<Run> {
+  const client = { ns: hostNetns(LAB, 'tiefighter'), cgroup: null }
+  return withProxyCpu(o.pid, () => dnsperf(client, { server: DNS_SERVER, seconds: o.seconds, clients: o.clients, outstanding: o.outstanding, queryFile: o.file }))
 }
 
 function pinOf(s: Scenario): string {
@@ -148,7 +121,7 @@ async function main(): Promise<void> {
     scenarios,
     rounds: runs,
     pins: SCENARIOS.map(pinOf),
-    describe: (r: Run) => `${Math.round(r.queriesPerSec)} queries/s`,
+    describe: (r: Run) => `${Math.round(r.opsPerSec)} queries/s`,
     measure: async (s: Scenario, dir: string, hold) => {
       const queryFile = join(dir, 'queries.txt')
       writeFileSync(queryFile, NAMES.map((n) => `${n} A\n`).join(''))
@@ -161,8 +134,8 @@ async function main(): Promise<void> {
         throw new Error(`${s}: cantina.empire gave ${check.allowed} (want NOERROR), hoth.alliance gave ${check.denied} (want ${want}): the queries do not take the path this scenario measures`)
       }
       checks[s] = check
-      if (warmup > 0) await dnsperf({ seconds: warmup, clients, outstanding, file: queryFile, pid: null })
-      const run = await dnsperf({ seconds: duration, clients, outstanding, file: queryFile, pid: running.proxyPid })
+      if (warmup > 0) await dnsperfRun({ seconds: warmup, clients, outstanding, file: queryFile, pid: null })
+      const run = await dnsperfRun({ seconds: duration, clients, outstanding, file: queryFile, pid: running.proxyPid })
       await stopScenario(running)
       if (s === 'l7proxy') {
         const enforce = running.node
@@ -175,7 +148,7 @@ async function main(): Promise<void> {
       return run
     },
   })
-  const rows = scenarios.map((s) => ({ scenario: s, check: checks[s]!, median: medianRun(measured[s], (r) => r.queriesPerSec), runs: measured[s] }))
+  const rows = scenarios.map((s) => ({ scenario: s, check: checks[s]!, median: medianRun(measured[s], (r) => r.opsPerSec), runs: measured[s] }))
   const peer = rows.find((r) => r.scenario === 'dnsdist')?.median
   const l7 = rows.find((r) => r.scenario === 'l7proxy')!.median
   const result = {
@@ -190,7 +163,7 @@ async function main(): Promise<void> {
     clients,
     outstanding,
     rows,
-    l7proxyVsDnsdist: peer ? { queriesPerSec: l7.queriesPerSec / peer.queriesPerSec, p99: l7.latencyMs.p99 / peer.latencyMs.p99 } : null,
+    l7proxyVsDnsdist: peer ? { queriesPerSec: l7.opsPerSec / peer.opsPerSec, p99: l7.latencyMs.p99 / peer.latencyMs.p99 } : null,
   }
   const out = writeResult(values.out, result)
   const f = (n: number): string => (Number.isFinite(n) ? n.toFixed(2) : '-')
@@ -199,14 +172,14 @@ async function main(): Promise<void> {
       ['scenario', 'queries/s', 'p50 ms', 'p90 ms', 'p99 ms', 'lost', 'proxy CPU', 'enforce p50/p99 ms', 'vs dnsdist'],
       rows.map(({ scenario, median: m }) => [
         scenario,
-        String(Math.round(m.queriesPerSec)),
+        String(Math.round(m.opsPerSec)),
         f(m.latencyMs.p50),
         f(m.latencyMs.p90),
         f(m.latencyMs.p99),
-        String(m.lost),
+        String(m.errors),
         m.proxyCpuCores === null ? '-' : `${m.proxyCpuCores.toFixed(2)} cores`,
         m.enforceMs ? `${f(m.enforceMs.p50)}/${f(m.enforceMs.p99)}` : '-',
-        peer ? `${(m.queriesPerSec / peer.queriesPerSec).toFixed(2)}x` : '-',
+        peer ? `${(m.opsPerSec / peer.opsPerSec).toFixed(2)}x` : '-',
       ]),
     ),
   )

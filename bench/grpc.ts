@@ -12,7 +12,7 @@
 // per-request log; l7proxy's flow log must hold a line for every call h2load completed.
 // Prints a table, writes JSON.
 
-import { readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { rmSync, writeFileSync } from 'node:fs'
 import { availableParallelism } from 'node:os'
 import { join } from 'node:path'
 import { execIn } from '../lab/netns.js'
@@ -21,7 +21,8 @@ import { distPath } from '../lib/project-root.js'
 import { startLabNode } from '../proxy/agent/lab-node-process.js'
 import { renderTable } from '../proxy/cli/table.js'
 import type { RedirectMode } from '../redirect-bpf/modes/redirect-mode.js'
-import { benchOptions, benchPin, cpuSeconds, inLabRounds, medianRun, modeOption, percentile, runBench, stopScenario, wholeOption, writeResult, type RunningScenario } from './bench-support.js'
+import { benchOptions, benchPin, inLabRounds, medianRun, modeOption, runBench, stopScenario, wholeOption, withProxyCpu, writeResult, type RunningScenario } from './bench-support.js'
+import { h2load, type LoadResult } from './load-generators.js'
 
 const USAGE = 'usage: npm run bench:grpc [-- --duration S --runs R --warmup S --connections C --streams M --threads T --mode M --lab NAME --out FILE]'
 const SERVER = `${findHost('grpc').addresses[0]!}:50051`
@@ -29,11 +30,7 @@ const CALL = '/empire.Deathstar/RequestLanding'
 const SCENARIOS = ['direct', 'l7proxy'] as const
 type Scenario = (typeof SCENARIOS)[number]
 
-interface Run {
-  calls: number
-  failed: number
-  callsPerSec: number
-  latencyMs: { p50: number; p90: number; p99: number; max: number }
+interface Run extends LoadResult {
   proxyCpuCores: number | null
   flowLines?: number
 }
@@ -63,34 +60,10 @@ function grpcRequestBody(ship: string): Buffer {
 
 let LAB = 'benchgrpc'
 
-async function h2load(o: { seconds: number; warmup: number; connections: number; streams: number; dir: string; pid: number | null }): Promise<Run> {
-  const body = join(o.dir, 'request.bin')
-  writeFileSync(body, grpcRequestBody('tiefighter'))
-  const log = join(o.dir, 'h2load.log')
-  rmSync(log, { force: true })
-  const cpu0 = o.pid === null ? 0 : cpuSeconds(o.pid)
-  const t0 = process.hrtime.bigint()
-  const argv = ['h2load', '-t1', '-c', String(o.connections), '-m', String(o.streams), '-D', String(o.seconds), '-d', body]
-  if (o.warmup > 0) argv.push(`--warm-up-time=${o.warmup}`)
-  argv.push('-H', 'content-type: application/grpc', '-H', 'te: trailers', `--log-file=${log}`, `http://${SERVER}${CALL}`)
-  const r = await execIn(hostNetns(LAB, 'tiefighter'), argv, { timeoutMs: (o.seconds + o.warmup + 30) * 1000 })
-  const wall = Number(process.hrtime.bigint() - t0) / 1e9 - o.warmup
-  const rps = /finished in [\d.]+m?s, ([\d.]+) req\/s/.exec(r.stdout)
-  const counts = /requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed/.exec(r.stdout)
-  if (r.code !== 0 || !rps || !counts) throw new Error(`h2load failed (exit ${r.code}): ${r.stderr.trim() || r.stdout.slice(-500)}`)
-  // Per request: start (us since epoch), HTTP status, us until the end of the response.
-  const latencies: number[] = []
-  for (const line of readFileSync(log, 'utf8').split('\n')) {
-    const us = Number(line.split('\t')[2])
-    if (line && Number.isFinite(us)) latencies.push(us / 1000)
-  }
-  return {
-    calls: Number(counts[4]),
-    failed: Number(counts[5]),
-    callsPerSec: Number(rps[1]),
-    latencyMs: { p50: percentile(latencies, 50), p90: percentile(latencies, 90), p99: percentile(latencies, 99), max: percentile(latencies, 100) },
-    proxyCpuCores: o.pid === null ? null : (cpuSeconds(o.pid) - cpu0) / wall,
-  }
+function h2loadRun(o: { seconds: number; warmup: number; connections: number; streams: number; dir: string; pid: number | null }): Promise<Run> {
+  const client = { ns: hostNetns(LAB, 'tiefighter'), cgroup: null }
+  const load = { url: `http://${SERVER}${CALL}`, body: grpcRequestBody('tiefighter'), headers: ['content-type: application/grpc', 'te: trailers'], ...o }
+  return withProxyCpu(o.pid, () => h2load(client, load))
 }
 
 /** The grpc-js client's verdict on a method: 'ok', or the status code's number. */
@@ -128,7 +101,7 @@ async function main(): Promise<void> {
     scenarios: SCENARIOS,
     rounds: runs,
     pins: SCENARIOS.map((s) => benchPin(LAB, s)),
-    describe: (r: Run) => `${Math.round(r.callsPerSec)} calls/s`,
+    describe: (r: Run) => `${Math.round(r.opsPerSec)} calls/s`,
     measure: async (s: Scenario, dir: string, hold) => {
       const policyFile = join(dir, `${s}.yaml`)
       writeFileSync(policyFile, policy(s === 'l7proxy'))
@@ -142,17 +115,17 @@ async function main(): Promise<void> {
         throw new Error(`${s}: RequestLanding gave ${check.allowed} (want ok), FireExhaustPort gave ${check.denied} (want ${want}): the calls do not take the path this scenario measures`)
       }
       checks[s] = check
-      const run = await h2load({ seconds: duration, warmup, connections, streams, dir, pid: running.proxyPid })
+      const run = await h2loadRun({ seconds: duration, warmup, connections, streams, dir, pid: running.proxyPid })
       await stopScenario(running)
       if (s === 'l7proxy') {
         run.flowLines = node.lines().filter((l) => l.grpcMethod === 'RequestLanding').length
-        if (run.flowLines < run.calls) throw new Error(`l7proxy logged ${run.flowLines} flow lines for ${run.calls} calls: a call went unlogged`)
+        if (run.flowLines < run.ops) throw new Error(`l7proxy logged ${run.flowLines} flow lines for ${run.ops} calls: a call went unlogged`)
       }
       rmSync(flowLog, { force: true })
       return run
     },
   })
-  const rows = SCENARIOS.map((s) => ({ scenario: s, check: checks[s]!, median: medianRun(measured[s], (r) => r.callsPerSec), runs: measured[s] }))
+  const rows = SCENARIOS.map((s) => ({ scenario: s, check: checks[s]!, median: medianRun(measured[s], (r) => r.opsPerSec), runs: measured[s] }))
   const [direct, l7] = [rows[0]!.median, rows[1]!.median]
   const result = {
     benchmark: 'grpc',
@@ -167,7 +140,7 @@ async function main(): Promise<void> {
     streams,
     threads,
     rows,
-    l7proxyVsDirect: { callsPerSec: l7.callsPerSec / direct.callsPerSec, p99: l7.latencyMs.p99 / direct.latencyMs.p99 },
+    l7proxyVsDirect: { callsPerSec: l7.opsPerSec / direct.opsPerSec, p99: l7.latencyMs.p99 / direct.latencyMs.p99 },
   }
   const out = writeResult(values.out, result)
   const f = (n: number): string => (Number.isFinite(n) ? n.toFixed(2) : '-')
@@ -176,13 +149,13 @@ async function main(): Promise<void> {
       ['scenario', 'calls/s', 'p50 ms', 'p90 ms', 'p99 ms', 'failed', 'proxy CPU', 'vs direct'],
       rows.map(({ scenario, median: m }) => [
         scenario,
-        String(Math.round(m.callsPerSec)),
+        String(Math.round(m.opsPerSec)),
         f(m.latencyMs.p50),
         f(m.latencyMs.p90),
         f(m.latencyMs.p99),
-        String(m.failed),
+        String(m.errors),
         m.proxyCpuCores === null ? '-' : `${m.proxyCpuCores.toFixed(2)} cores`,
-        `${(m.callsPerSec / direct.callsPerSec).toFixed(2)}x`,
+        `${(m.opsPerSec / direct.opsPerSec).toFixed(2)}x`,
       ]),
     ),
   )

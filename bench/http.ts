@@ -19,11 +19,11 @@ import { availableParallelism } from 'node:os'
 import { join } from 'node:path'
 import { execIn } from '../lab/netns.js'
 import { findHost, hostNetns, nodeNetns } from '../lab/topology.js'
-import { projectRoot } from '../lib/project-root.js'
 import { LAB_PROXY_PORTS, labProxyAddress, startLabNode } from '../proxy/agent/lab-node-process.js'
 import { renderTable } from '../proxy/cli/table.js'
 import type { RedirectMode } from '../redirect-bpf/modes/redirect-mode.js'
-import { UsageError, benchOptions, benchPin, cpuSeconds, inLabRounds, medianRun, modeOption, runBench, stopScenario, wholeOption, writeResult, withPeer, type RunningScenario } from './bench-support.js'
+import { UsageError, benchOptions, benchPin, inLabRounds, medianRun, modeOption, runBench, stopScenario, wholeOption, withPeer, withProxyCpu, writeResult, type RunningScenario } from './bench-support.js'
+import { wrk, type LoadResult } from './load-generators.js'
 import { haproxyConfig, type BenchRule } from './haproxy-config.js'
 
 const USAGE = 'usage: npm run bench:http [-- --duration S --runs R --warmup S --connections C --threads T --mode M --lab NAME --out FILE]'
@@ -36,16 +36,7 @@ const RULES: BenchRule[] = [
 const SCENARIOS = ['direct', 'l7proxy', 'haproxy'] as const
 type Scenario = (typeof SCENARIOS)[number]
 
-interface WrkResult {
-  requests: number
-  durationUs: number
-  bytes: number
-  errors: { connect: number; read: number; write: number; status: number; timeout: number }
-  latencyUs: { p50: number; p90: number; p99: number; max: number; mean: number }
-}
-
-interface Run extends WrkResult {
-  requestsPerSec: number
+interface Run extends LoadResult {
   /** CPU the proxy process used during the run, in cores (null: no proxy). */
   proxyCpuCores: number | null
   /** l7proxy: flow lines it logged while started for this run (checks, warm-up and run). */
@@ -67,23 +58,8 @@ spec:
 }
 
 
-async function wrk(seconds: number, connections: number, proxyPid: number | null): Promise<Run> {
-  const cpu0 = proxyPid === null ? 0 : cpuSeconds(proxyPid)
-  const t0 = process.hrtime.bigint()
-  const r = await execIn(
-    hostNetns(LAB, 'tiefighter'),
-    ['wrk', '-t1', `-c${connections}`, `-d${seconds}s`, '--timeout', '5s', '-s', join(projectRoot(), 'bench/wrk-report.lua'), TARGET],
-    { timeoutMs: (seconds + 30) * 1000 },
-  )
-  const wall = Number(process.hrtime.bigint() - t0) / 1e9
-  const line = r.stdout.split('\n').find((l) => l.startsWith('{"requests"'))
-  if (r.code !== 0 || !line) throw new Error(`wrk failed (exit ${r.code}): ${r.stderr.trim() || r.stdout.trim()}`)
-  const w = JSON.parse(line) as WrkResult
-  return {
-    ...w,
-    requestsPerSec: w.requests / (w.durationUs / 1e6),
-    proxyCpuCores: proxyPid === null ? null : (cpuSeconds(proxyPid) - cpu0) / wall,
-  }
+async function wrkRun(seconds: number, connections: number, proxyPid: number | null): Promise<Run> {
+  return withProxyCpu(proxyPid, () => wrk({ ns: hostNetns(LAB, 'tiefighter'), cgroup: null }, { url: TARGET, seconds, connections }))
 }
 
 async function curlStatus(method: string, path: string): Promise<number> {
@@ -138,7 +114,7 @@ async function main(): Promise<void> {
     scenarios: SCENARIOS,
     rounds: runs,
     pins: SCENARIOS.map(pinOf),
-    describe: (r: Run) => `${Math.round(r.requestsPerSec)} req/s`,
+    describe: (r: Run) => `${Math.round(r.opsPerSec)} req/s`,
     measure: async (s: Scenario, dir: string, hold) => {
       const running = await startScenario(s, mode, dir, threads)
       hold(() => stopScenario(running))
@@ -149,19 +125,19 @@ async function main(): Promise<void> {
         throw new Error(`${s}: GET /v1/ gave ${check.allowed} (want 200), PUT /v1/exhaust-port gave ${check.denied} (want ${want}): the traffic does not take the path this scenario measures`)
       }
       checks[s] = check
-      const warm = warmup > 0 ? await wrk(warmup, connections, null) : null
-      const run = await wrk(duration, connections, running.proxyPid)
+      const warm = warmup > 0 ? await wrkRun(warmup, connections, null) : null
+      const run = await wrkRun(duration, connections, running.proxyPid)
       await stopScenario(running)
       if (s === 'l7proxy') {
         run.flowLines = running.node.lines().filter((l) => l.msg === 'http allowed' || l.msg === 'http denied').length
-        const served = 2 + (warm?.requests ?? 0) + run.requests
+        const served = 2 + (warm?.ops ?? 0) + run.ops
         if (run.flowLines < served) throw new Error(`l7proxy logged ${run.flowLines} flow lines for ${served} requests: a request went unlogged`)
       }
       rmSync(join(dir, `${s}-flows.log`), { force: true })
       return run
     },
   })
-  const rows = SCENARIOS.map((s) => ({ scenario: s, check: checks[s]!, median: medianRun(measured[s], (r) => r.requestsPerSec), runs: measured[s] }))
+  const rows = SCENARIOS.map((s) => ({ scenario: s, check: checks[s]!, median: medianRun(measured[s], (r) => r.opsPerSec), runs: measured[s] }))
 
   const haproxy = rows.find((r) => r.scenario === 'haproxy')!.median
   const l7 = rows.find((r) => r.scenario === 'l7proxy')!.median
@@ -176,22 +152,22 @@ async function main(): Promise<void> {
     connections,
     proxyThreads: threads,
     rows,
-    l7proxyVsHaproxy: { requestsPerSec: l7.requestsPerSec / haproxy.requestsPerSec, p99: l7.latencyUs.p99 / haproxy.latencyUs.p99 },
+    l7proxyVsHaproxy: { requestsPerSec: l7.opsPerSec / haproxy.opsPerSec, p99: l7.latencyMs.p99 / haproxy.latencyMs.p99 },
   }
   const out = writeResult(values.out, result)
-  const ms = (us: number): string => (us / 1000).toFixed(2)
+  const ms = (n: number): string => n.toFixed(2)
   process.stdout.write(
     renderTable(
       ['scenario', 'req/s', 'p50 ms', 'p90 ms', 'p99 ms', 'errors', 'proxy CPU', 'req/s vs haproxy'],
       rows.map(({ scenario, median: m }) => [
         scenario,
-        String(Math.round(m.requestsPerSec)),
-        ms(m.latencyUs.p50),
-        ms(m.latencyUs.p90),
-        ms(m.latencyUs.p99),
-        String(Object.values(m.errors).reduce((a, b) => a + b, 0)),
+        String(Math.round(m.opsPerSec)),
+        ms(m.latencyMs.p50),
+        ms(m.latencyMs.p90),
+        ms(m.latencyMs.p99),
+        String(m.errors),
         m.proxyCpuCores === null ? '-' : `${m.proxyCpuCores.toFixed(2)} cores`,
-        `${(m.requestsPerSec / haproxy.requestsPerSec).toFixed(2)}x`,
+        `${(m.opsPerSec / haproxy.opsPerSec).toFixed(2)}x`,
       ]),
     ),
   )

@@ -12,7 +12,7 @@ import { kernelTest } from './fixtures/kernel.js'
 interface Row {
   scenario: string
   check: { allowed: string; denied: string }
-  median: { queries: number; lost: number; queriesPerSec: number; latencyMs: { p50: number; p99: number }; proxyCpuCores: number | null; enforceMs?: { answers: number } }
+  median: { ops: number; errors: number; opsPerSec: number; latencyMs: { p50: number; p99: number }; proxyCpuCores: number | null; enforceMs?: { answers: number } }
 }
 
 t.test('bench:dns refuses bad arguments with usage and exit 2', async (t) => {
@@ -34,7 +34,7 @@ kernelTest(t, 'bench:dns measures direct, l7proxy and dnsdist in the lab', async
   t.same(result.rows.map((x) => x.scenario), ['direct', 'l7proxy', 'dnsdist'])
   for (const row of result.rows) {
     t.same(row.check, { allowed: 'NOERROR', denied: row.scenario === 'direct' ? 'NOERROR' : 'REFUSED' }, `${row.scenario}: took its path`)
-    t.ok(row.median.queries > 0, `${row.scenario}: ${row.median.queries} queries`)
+    t.ok(row.median.ops > 0, `${row.scenario}: ${row.median.ops} queries`)
     t.ok(row.median.latencyMs.p99 >= row.median.latencyMs.p50, `${row.scenario}: p99 >= p50`)
     t.equal(row.median.proxyCpuCores === null, row.scenario === 'direct', `${row.scenario}: proxy CPU measured when there is a proxy`)
   }

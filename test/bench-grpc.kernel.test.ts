@@ -12,7 +12,7 @@ import { kernelTest } from './fixtures/kernel.js'
 interface Row {
   scenario: string
   check: { allowed: string; denied: string }
-  median: { calls: number; failed: number; callsPerSec: number; latencyMs: { p50: number; p99: number }; proxyCpuCores: number | null; flowLines?: number }
+  median: { ops: number; errors: number; opsPerSec: number; latencyMs: { p50: number; p99: number }; proxyCpuCores: number | null; flowLines?: number }
 }
 
 t.test('bench:grpc refuses bad arguments with usage and exit 2', async (t) => {
@@ -34,11 +34,11 @@ kernelTest(t, 'bench:grpc measures unary calls direct and through l7proxy in the
   t.same(result.rows.map((x) => x.scenario), ['direct', 'l7proxy'])
   for (const row of result.rows) {
     t.same(row.check, { allowed: 'ok', denied: row.scenario === 'direct' ? 'ok' : 'status 7' }, `${row.scenario}: took its path`)
-    t.ok(row.median.calls > 0 && row.median.failed === 0, `${row.scenario}: ${row.median.calls} calls, none failed`)
+    t.ok(row.median.ops > 0 && row.median.errors === 0, `${row.scenario}: ${row.median.ops} calls, none failed`)
     t.ok(row.median.latencyMs.p99 >= row.median.latencyMs.p50, `${row.scenario}: p99 >= p50`)
     t.equal(row.median.proxyCpuCores === null, row.scenario === 'direct', `${row.scenario}: proxy CPU measured when there is a proxy`)
   }
-  t.ok(result.rows[1]!.median.flowLines! >= result.rows[1]!.median.calls, 'l7proxy logged every call')
+  t.ok(result.rows[1]!.median.flowLines! >= result.rows[1]!.median.ops, 'l7proxy logged every call')
   t.ok(result.l7proxyVsDirect.callsPerSec > 0)
   t.match(r.stdout, /^scenario\s+calls\/s\s+p50 ms.*\ndirect .*\nl7proxy /m, 'and prints the table')
   const left = await execCommand(['ip', 'netns', 'list'])

@@ -12,7 +12,7 @@ import { kernelTest } from './fixtures/kernel.js'
 interface Row {
   scenario: string
   check: { allowed: number; denied: number }
-  median: { requests: number; requestsPerSec: number; errors: Record<string, number>; latencyUs: { p50: number; p99: number }; proxyCpuCores: number | null; flowLines?: number }
+  median: { ops: number; opsPerSec: number; errors: number; latencyMs: { p50: number; p99: number }; proxyCpuCores: number | null; flowLines?: number }
 }
 
 t.test('bench:http refuses bad arguments with usage and exit 2', async (t) => {
@@ -37,13 +37,13 @@ kernelTest(t, 'bench:http measures direct, l7proxy and haproxy in the lab', asyn
   for (const row of result.rows) {
     t.equal(row.check.allowed, 200, `${row.scenario}: GET /v1/ allowed`)
     t.equal(row.check.denied, row.scenario === 'direct' ? 503 : 403, `${row.scenario}: PUT /v1/exhaust-port ${row.scenario === 'direct' ? 'reaches the server' : 'denied by the proxy'}`)
-    t.ok(row.median.requests > 0, `${row.scenario}: ${row.median.requests} requests`)
-    t.same(Object.values(row.median.errors).filter((n) => n > 0), [], `${row.scenario}: no errors`)
-    t.ok(row.median.latencyUs.p99 >= row.median.latencyUs.p50, `${row.scenario}: p99 >= p50`)
+    t.ok(row.median.ops > 0, `${row.scenario}: ${row.median.ops} requests`)
+    t.equal(row.median.errors, 0, `${row.scenario}: no errors`)
+    t.ok(row.median.latencyMs.p99 >= row.median.latencyMs.p50, `${row.scenario}: p99 >= p50`)
     t.equal(row.median.proxyCpuCores === null, row.scenario === 'direct', `${row.scenario}: proxy CPU measured when there is a proxy`)
   }
   const l7 = result.rows.find((x) => x.scenario === 'l7proxy')!.median
-  t.ok(l7.flowLines! >= l7.requests, `l7proxy logged a flow line for each of its ${l7.requests} requests (${l7.flowLines})`)
+  t.ok(l7.flowLines! >= l7.ops, `l7proxy logged a flow line for each of its ${l7.ops} requests (${l7.flowLines})`)
   t.ok(result.l7proxyVsHaproxy.requestsPerSec > 0)
   t.match(r.stdout, /^scenario\s+req\/s\s+p50 ms.*\ndirect .*\nl7proxy .*\nhaproxy /m, 'and prints the table')
   const left = await execCommand(['ip', 'netns', 'list'])
