@@ -12,7 +12,10 @@ import { isValidLabName } from '../lab/topology.js'
 import type { LabNode } from '../proxy/agent/lab-node-process.js'
 import { parseMode, type RedirectMode } from '../redirect-bpf/modes/redirect-mode.js'
 
-export class UsageError extends Error {}
+import { UsageError } from '../proxy/cli/usage-error.js'
+
+// One class for a bad command line, whether a benchmark runs alone or as `l7proxy compare`.
+export { UsageError }
 
 /** utime + stime of a process, in seconds. */
 export function cpuSeconds(pid: number): number {
@@ -24,12 +27,12 @@ export function cpuSeconds(pid: number): number {
  * A lab benchmark's command line: every option takes a value, `defaults` names them all; an
  * unknown option, a missing value or a bad --lab name is a usage error.
  */
-export function benchOptions<K extends string>(defaults: Record<K, string>): Record<K, string> {
+export function benchOptions<K extends string>(defaults: Record<K, string>, args?: string[]): Record<K, string> {
   const options: Record<string, { type: 'string'; default: string }> = {}
   for (const [k, v] of Object.entries<string>(defaults)) options[k] = { type: 'string', default: v }
   let values: Record<string, unknown>
   try {
-    values = parseArgs({ options }).values
+    values = parseArgs({ options, ...(args ? { args } : {}) }).values
   } catch (e) {
     throw new UsageError((e as Error).message)
   }

@@ -285,10 +285,16 @@ function httpTotals(): { requests: Record<string, number>; connections: number }
   return { requests, connections }
 }
 
-function agentStatus(): Record<string, unknown> {
-  const { requests, connections } = httpTotals()
+/** Packets the kernel counted, by verdict, over every endpoint. */
+function kernelPacketTotals(): Record<string, number> {
   const kernel: Record<string, number> = {}
   for (const c of dp.counters()) kernel[c.verdict] = (kernel[c.verdict] ?? 0) + c.packets
+  return kernel
+}
+
+function agentStatus(): Record<string, unknown> {
+  const { requests, connections } = httpTotals()
+  const kernel = kernelPacketTotals()
   return {
     mode,
     pid: process.pid,
@@ -308,7 +314,9 @@ const shutdown = (): void => {
   dns.close()
   for (const s of replySockets.values()) s.close()
   void Promise.all([proxy?.close(), workers?.stop(), admin?.close()]).finally(() => {
-    logger.info({ mode, httpThreads: proxy ? threads : 0, ...(dp.cgroup ? { sockmap: dp.sockmapStats() } : {}) }, 'datapath stopped')
+    // What the process counted over its life: benchmarks read it to confirm the path taken.
+    const totals = { httpRequests: httpTotals().requests, dnsQueries: { ...dns.stats }, kernelPackets: kernelPacketTotals() }
+    logger.info({ mode, httpThreads: proxy ? threads : 0, ...totals, ...(dp.cgroup ? { sockmap: dp.sockmapStats() } : {}) }, 'datapath stopped')
     dp.stop()
     removeBpffs(values.pin!)
     process.exit(0)

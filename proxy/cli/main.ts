@@ -8,6 +8,7 @@ import { AGENT_QUERY_USAGE, agentQueryCommand } from './agent-query-command.js'
 import { AdminError } from '../agent/admin-socket.js'
 import { CertError } from '../../certs/local-ca.js'
 import { CERTS_USAGE, certsCommand } from './certs-command.js'
+import { COMPARE_USAGE, runCompare } from '../../bench/compare/compare.js'
 import { ConfigError } from '../agent/config.js'
 import { LAB_USAGE, labCommand } from './lab-command.js'
 import { POLICY_USAGE, policyCommand } from './policy-command.js'
@@ -19,6 +20,7 @@ Commands:
 ${AGENT_USAGE}
 ${AGENT_QUERY_USAGE}
 ${CERTS_USAGE}
+${COMPARE_USAGE}
 ${LAB_USAGE}
 ${POLICY_USAGE}
   help                      show this text
@@ -43,6 +45,8 @@ export async function main(argv: string[], out = (s: string) => void process.std
       case 'metrics':
       case 'flows':
         return await agentQueryCommand(cmd, rest, out)
+      case 'compare':
+        return await runCompare(rest, out, err)
       case 'certs':
         return await certsCommand(rest, out)
       case 'lab':

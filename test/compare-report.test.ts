@@ -1,0 +1,57 @@
+// The comparison's pure parts: when a run's counters confirm its mode's path, and the HTML report
+// (self-contained: inline SVG charts, no scripts or links, text escaped, invalid runs marked).
+
+import t from 'tap'
+import { pathProblem } from '../bench/compare/compare.js'
+import { renderReport } from '../bench/compare/report-html.js'
+import { WORKLOAD_DEFS, type ProxyTotals } from '../bench/compare/workloads.js'
+import type { LoadResult } from '../bench/load-generators.js'
+
+const load = (ops: number): LoadResult => ({ ops, errors: 0, seconds: 1, opsPerSec: ops, bytes: 0, latencyMs: { p50: 1, p90: 2, p99: 3, max: 4 } })
+const totals = (http: number, steered: number, sockmap?: number): ProxyTotals => ({
+  httpRequests: { allowed: http, denied: 0, invalid: 0, upstreamFailed: 0 },
+  dnsQueries: { allowed: 0, denied: 0 },
+  kernelPackets: { 'to-proxy': steered, allowed: 100 },
+  ...(sockmap === undefined ? {} : { sockmap: { messages: sockmap, bytes: sockmap * 100 } }),
+})
+
+t.test('a run counts only when the counters show the path its mode promises', async (t) => {
+  const w = WORKLOAD_DEFS['http-keepalive']
+  t.equal(pathProblem('none', w, totals(0, 0), load(10)), null, 'baseline: nothing reached the proxy')
+  t.match(pathProblem('none', w, totals(3, 9), load(10)), /with no L7 rule the proxy still saw 3 operations \(9 packets steered\)/)
+  t.equal(pathProblem('sk-assign', w, totals(12, 40), load(10)), null, 'the proxy saw every request (and the checks) and the kernel steered them')
+  t.match(pathProblem('tproxy', w, totals(7, 40), load(10)), /the proxy saw 7 of the 10 operations/)
+  t.match(pathProblem('dnat', w, totals(10, 0), load(10)), /no packet steered/)
+  t.match(pathProblem('sockmap', w, totals(10, 0, 0), load(10)), /sk_msg redirected no message/)
+  t.equal(pathProblem('sockmap', w, totals(10, 0, 20), load(10)), null)
+  t.match(pathProblem('sk-assign', w, totals(0, 0), load(0)), /no operation completed/)
+  t.equal(pathProblem('dnat', WORKLOAD_DEFS.dns, { ...totals(0, 5), dnsQueries: { allowed: 10, denied: 0 } }, load(10)), null, 'DNS counts the DNS proxy')
+})
+
+t.test('the HTML report is one self-contained page with a chart per figure', async (t) => {
+  const html = renderReport({
+    title: 'modes <compared>',
+    date: '2026-11-23',
+    machine: '2 cores',
+    settings: '1 run',
+    workloads: [
+      {
+        name: 'http-keepalive',
+        what: 'GET & more',
+        unit: 'req/s',
+        cells: [
+          { mode: 'none', valid: true, reason: null, opsPerSec: 18000, p50Ms: 1.4, p99Ms: 4.2, cpuUsPerOp: 20, runs: 3 },
+          { mode: 'sk-assign', valid: true, reason: null, opsPerSec: 13000, p50Ms: 2, p99Ms: 9, cpuUsPerOp: 107, runs: 3 },
+          { mode: 'tproxy', valid: false, reason: 'the proxy saw 7 of the 10 operations', opsPerSec: null, p50Ms: null, p99Ms: null, cpuUsPerOp: null, runs: 3 },
+        ],
+      },
+    ],
+  })
+  t.match(html, /^<!DOCTYPE html>/)
+  t.equal(html.match(/<svg /g)?.length, 3, 'throughput, latency and CPU charts')
+  t.equal(html.match(/<rect [^>]*><title>/g)?.length, 2 + 4 + 2, 'one bar per valid mode and series')
+  t.match(html, /<td>tproxy<\/td>.*no: the proxy saw 7 of the 10 operations/, 'the invalid run is marked with its reason')
+  t.match(html, /modes &#60;compared&#62;/, 'text is escaped')
+  t.match(html, /GET &#38; more/)
+  t.notMatch(html, /<script|<link|https?:\/\/(?!www\.w3\.org\/2000\/svg)/, 'no scripts, stylesheets or links to fetch')
+})
