@@ -4,6 +4,7 @@
 import { mkdirSync, readFileSync, readdirSync, rmSync, rmdirSync } from 'node:fs'
 import { BpfError, cString, errnoName, libbpf } from './libbpf.js'
 import koffi from 'koffi'
+import { resolve } from 'node:path'
 
 export function isBpffs(dir: string): boolean {
   const mounts = readFileSync('/proc/self/mounts', 'utf8')
@@ -13,10 +14,26 @@ export function isBpffs(dir: string): boolean {
   })
 }
 
+/**
+ * mkdir -p one component at a time: Node's recursive mkdirSync loops for ever where sysfs
+ * answers ENOENT for a directory it will not create (/sys/fs/bpf/x after `ip netns exec`).
+ */
+function makeDirs(dir: string): void {
+  let path = ''
+  for (const part of resolve(dir).split('/').filter(Boolean)) {
+    path += `/${part}`
+    try {
+      mkdirSync(path)
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw new BpfError('EMOUNT', `cannot create ${dir} for a bpffs: ${(e as NodeJS.ErrnoException).code} at ${path}`)
+    }
+  }
+}
+
 /** Mounts a bpffs at `dir` unless one is there already. */
 export function ensureBpffs(dir: string): void {
   if (isBpffs(dir)) return
-  mkdirSync(dir, { recursive: true })
+  makeDirs(dir)
   const rc = libbpf().mount(cString('bpf'), cString(dir), cString('bpf'), 0, null) as number
   if (rc !== 0) {
     const errno = koffi.errno()

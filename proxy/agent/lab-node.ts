@@ -116,10 +116,21 @@ function acceptPolicy(file: string, text: string | null): boolean {
   else policies.set(file, text)
   return true
 }
+/** A start-up step that failed: one line saying what, then exit 1 (nothing is attached yet). */
+function startup<T>(what: string, step: () => T): T {
+  try {
+    return step()
+  } catch (e) {
+    process.stderr.write(`lab-node: ${what}: ${(e as Error).message}\n`)
+    process.exit(1)
+  }
+}
 if (values.policy) {
-  const text = readFileSync(values.policy, 'utf8')
-  engine.loadFile(values.policy, text) // a bad file given by name is a start-up error
-  policies.set(values.policy, text)
+  const file = values.policy
+  // A bad file given by name is a start-up error.
+  const text = startup(`policy ${file}`, () => readFileSync(file, 'utf8'))
+  startup(`policy ${file}`, () => engine.loadFile(file, text))
+  policies.set(file, text)
 }
 const policyDir = values['policy-dir'] ? new PolicyDirectory(values['policy-dir']) : null
 for (const c of policyDir?.scan() ?? []) acceptPolicy(c.file, c.text)
@@ -135,7 +146,7 @@ if (fqdnStore) {
   if (names.length > 0) logger.info({ names: names.length, file: fqdnStore.file }, 'fqdn cache restored')
 }
 const proxyAddress = labProxyAddress(mode)
-const dp = Datapath.start({ mode, pinRoot: values.pin, proxyAddress, proxyPorts: [HTTP_PORT, DNS_PORT], ...(values['sockmap-cgroup'] ? { cgroupName: values['sockmap-cgroup'] } : {}) })
+const dp = startup('datapath', () => Datapath.start({ mode, pinRoot: values.pin!, proxyAddress, proxyPorts: [HTTP_PORT, DNS_PORT], ...(values['sockmap-cgroup'] ? { cgroupName: values['sockmap-cgroup'] } : {}) }))
 for (const h of LAB_HOSTS) dp.attach(nodeIfname(h.name), endpoints.find((e) => e.host === h.name)?.id)
 dp.apply(engine.takeDelta())
 
