@@ -1,7 +1,8 @@
 // One steered client connection: its requests are parsed with llhttp (strict), each one checked
-// (framing, Host, path) and judged against the flow's L7 rules, allowed ones written to this
-// connection's own upstream connection with their bodies streamed, denied ones answered by the
-// proxy. Responses go back in request order: a queue of exchanges, the head of which is the one
+// (framing, Host, path) and judged against the flow's L7 rules, allowed ones written to the
+// connection's upstream connection (taken from the pool of idle ones from this source to this
+// origin, or opened, and given back when the client is done) with their bodies streamed, denied
+// ones answered by the proxy. Responses go back in request order: a queue of exchanges, the head of which is the one
 // answered next, whether by the upstream or by the proxy.
 
 import type { Socket } from 'node:net'
@@ -17,6 +18,7 @@ import { normalizePath } from './request-path.js'
 import type { OriginTls } from '../tls/origin-socket.js'
 import { countOutcome, type Origin, type ProxyContext } from './proxy-context.js'
 import { UpstreamConnection, type ResponseSink } from './upstream-connection.js'
+import { poolKey } from './upstream-pool.js'
 
 const DENIED_BODY = 'Access denied\n'
 /** How long a connection the proxy ended may wait for the client to close in turn. */
@@ -97,6 +99,7 @@ export class ClientConnection implements ParserSink, ResponseSink {
   /** Requests answered in this order; the first is the one being answered. */
   private readonly queue: Exchange[] = []
   private upstream: UpstreamConnection | null = null
+  private readonly poolKey: string
   /** The request whose body is arriving goes upstream (chunk-encoded when `bodyChunked`). */
   private forwarding = false
   private bodyChunked = false
@@ -120,6 +123,7 @@ export class ClientConnection implements ParserSink, ResponseSink {
     this.flow = intercepted?.flow ?? ctx.flowOf(socket)
     this.origin = intercepted ? { ...ctx.originOf(this.flow), tls: intercepted.tls } : ctx.originOf(this.flow)
     this.policy = new FlowPolicy(ctx.engine, this.flow)
+    this.poolKey = poolKey(this.flow.sourceAddress, this.origin)
     const bindings = { source: `${this.flow.sourceAddress}:${this.flow.sourcePort}`, destination: `${this.flow.destAddress}:${this.flow.destPort}` }
     this.log = ctx.logger.child(bindings)
     this.flows = new FlowLog(ctx.logger, bindings)
@@ -168,8 +172,16 @@ export class ClientConnection implements ParserSink, ResponseSink {
     this.parser.close()
     for (const ex of this.queue) if (ex.local === null) this.logExchange(ex, ex.answering ? ex.status : 499)
     this.queue.length = 0
-    this.upstream?.retire()
+    this.releaseUpstream()
+  }
+
+  /** Gives the upstream connection back to the pool, which keeps it if nothing is half-done on it. */
+  private releaseUpstream(): void {
+    const up = this.upstream
+    if (up === null) return
     this.upstream = null
+    if (this.forwarding || this.clientWaitsForUpstream) up.retire()
+    else this.ctx.pool.park(this.poolKey, up, performance.now())
   }
 
   /** Reads nothing more from the client; what is queued is still answered. */
@@ -181,6 +193,7 @@ export class ClientConnection implements ParserSink, ResponseSink {
   /** Half-closes after the last answer; a client that does not close in turn is cut off. */
   private end(): void {
     this.stop()
+    this.releaseUpstream()
     this.socket.end()
     this.socket.setTimeout(LINGER_MS, () => this.socket.destroy())
   }
@@ -241,7 +254,7 @@ export class ClientConnection implements ParserSink, ResponseSink {
     const te = headerValue(raw, 'transfer-encoding')
     this.bodyChunked = te !== undefined
     this.forwarding = true
-    const upstream = (this.upstream ??= new UpstreamConnection(this.origin, this.ctx.maxHeaderBytes, this, this.socket, started))
+    const upstream = (this.upstream ??= this.ctx.pool.take(this.poolKey, started)?.adopt(this, this.socket) ?? new UpstreamConnection(this.origin, this.ctx.maxHeaderBytes, this, this.socket, started))
     upstream.sendHead(requestHead(head.method, path, fields, this.bodyChunked ? `transfer-encoding: ${te!}${CRLF}` : ''), started)
     this.enqueue(new Exchange(head.method, head.url, host, started, null, verdict, null, closeAfter, http10, expectContinue))
     return false

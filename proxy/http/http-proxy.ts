@@ -1,9 +1,9 @@
 // The transparent HTTP proxy: accepts the connections the datapath steered to it and tells the
 // protocols apart by their first bytes. HTTP/1.x runs as a ClientConnection (client-connection.ts):
 // requests parsed with Node's llhttp in its strict mode, every request of a keep-alive connection
-// judged against the flow's L7 rules, allowed ones forwarded to the original destination over that
-// connection's own upstream connection with bodies streamed both ways, denied ones answered with
-// 403, one log line each. One timer sweeps those connections' deadlines (headers, idle, upstream
+// judged against the flow's L7 rules, allowed ones forwarded to the original destination over one
+// upstream connection at a time (idle ones pooled per source and origin: upstream-pool.ts) with
+// bodies streamed both ways, denied ones answered with 403, one log line each. One timer sweeps those connections' deadlines (headers, idle, upstream
 // connect and response). A connection that opens with the HTTP/2 preface (h2c with prior
 // knowledge, as gRPC clients speak it) goes to the HTTP/2 side instead (proxy/http2/), and one
 // that opens with a TLS handshake record to the server-name check (proxy/tls/).
@@ -18,6 +18,7 @@ import { TlsConnection, type HandOff } from '../tls/tls-connection.js'
 import { LeafCache } from '../../certs/leaf-cache.js'
 import { loadCa } from '../../certs/local-ca.js'
 import type { Origin, ProxyContext, ProxyStats } from './proxy-context.js'
+import { DEFAULT_POOL_LIMITS, UpstreamPool, type UpstreamPoolLimits } from './upstream-pool.js'
 
 export type { Origin, ProxyStats } from './proxy-context.js'
 
@@ -35,6 +36,8 @@ export interface HttpProxyOptions {
   maxHeaderBytes?: number
   /** Header fields per request; more is refused (400), never silently truncated. */
   maxHeaders?: number
+  /** Idle upstream connections kept for reuse (defaults: DEFAULT_POOL_LIMITS). */
+  upstreamPool?: Partial<UpstreamPoolLimits>
   /** The local CA's directory, for ports whose rules intercept TLS (none: such TLS is refused). */
   caDir?: string
 }
@@ -74,6 +77,7 @@ export class HttpProxy {
       maxHeaders: opts.maxHeaders ?? 100,
       maxHeaderBytes: opts.maxHeaderBytes ?? 16 * 1024,
       upstream: { connectMs: opts.upstreamConnectTimeoutMs ?? 5_000, responseHeadMs: opts.upstreamHeadersTimeoutMs ?? 30_000 },
+      pool: new UpstreamPool({ ...DEFAULT_POOL_LIMITS, ...opts.upstreamPool }),
       idleMs: this.idleMs,
       leaves: opts.caDir ? new LeafCache(() => loadCa(opts.caDir!)) : null,
     }
@@ -121,6 +125,7 @@ export class HttpProxy {
   private sweep(): void {
     const now = performance.now()
     for (const c of this.connections) c.sweep(now, this.headersMs, this.idleMs)
+    this.ctx.pool.sweep(now)
   }
 
   /** Client connections open now (HTTP/1.x and HTTP/2). */
@@ -139,6 +144,11 @@ export class HttpProxy {
     })
   }
 
+  /** Idle upstream connections held for reuse now. */
+  get idleUpstreamCount(): number {
+    return this.ctx.pool.idleCount
+  }
+
   /** Stops accepting, ends every connection (and its upstream), and stops the sweep. */
   async close(): Promise<void> {
     clearInterval(this.sweeper)
@@ -146,6 +156,7 @@ export class HttpProxy {
     for (const c of this.connections) c.destroy()
     this.h2.destroy()
     for (const c of this.tunnels) c.destroy()
+    this.ctx.pool.close()
     await closed
   }
 }

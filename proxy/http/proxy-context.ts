@@ -8,6 +8,7 @@ import type { Flow, FlowVerdict } from '../flow-verdict.js'
 import type { LeafCache } from '../../certs/leaf-cache.js'
 import type { Origin } from '../tls/origin-socket.js'
 import type { UpstreamTimeouts } from './upstream-connection.js'
+import type { UpstreamPool } from './upstream-pool.js'
 
 export type { Origin } from '../tls/origin-socket.js'
 
@@ -30,6 +31,8 @@ export interface ProxyContext {
   maxHeaders: number
   maxHeaderBytes: number
   upstream: UpstreamTimeouts
+  /** Idle upstream HTTP/1.1 connections, for the next client connection from the same source. */
+  pool: UpstreamPool
   idleMs: number
   /** Leaf certificates for intercepted TLS; null when no CA is configured (interception refused). */
   leaves: LeafCache | null

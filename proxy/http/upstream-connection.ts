@@ -1,12 +1,14 @@
-// The proxy's connection to one client connection's original destination: requests are written
-// to it in order (several may be in flight when the client pipelines) and responses are parsed
-// with llhttp and handed, one event at a time, to the client side. It belongs to that client
-// connection alone, so one client cannot leave a half-read response or a desynchronised
-// connection behind for another (the price of not sharing idle connections between clients).
+// The proxy's connection to a client connection's original destination: requests are written to
+// it in order (several may be in flight when the client pipelines) and responses are parsed with
+// llhttp and handed, one event at a time, to the client side. It serves one client connection at
+// a time; between messages (nothing owed, nothing half-written) it may be parked in the
+// UpstreamPool for the next connection from the same source, never in the middle of one, so no
+// client can leave a half-read response or a desynchronised connection behind for another.
 
 import type { Socket } from 'node:net'
 import { connectOrigin, type Origin } from '../tls/origin-socket.js'
 import { Http1Parser, type MessageHead, type ParserSink } from './http1-parser.js'
+import { headerValue } from './hop-by-hop.js'
 
 export interface ResponseSink {
   /** A response head (1xx included); returns true when the response can carry no body. */
@@ -26,6 +28,25 @@ export interface UpstreamTimeouts {
   responseHeadMs: number
 }
 
+/** Where a parked connection reports its end (a response to nothing parked is an error too). */
+class ParkedSink implements ResponseSink {
+  constructor(private readonly gone: () => void) {}
+  onResponseHead(): boolean {
+    return true
+  }
+  onResponseBody(): void {}
+  onResponseComplete(): void {}
+  onUpstreamClosed(): void {
+    this.gone()
+  }
+}
+
+/** A server's `Keep-Alive: timeout=N`, less a margin for the request on its way, in ms. */
+function serverIdleMs(raw: readonly string[]): number {
+  const m = /(?:^|[\s,])timeout=(\d+)/i.exec(headerValue(raw, 'keep-alive') ?? '')
+  return m === null ? Infinity : Number(m[1]) * 1000 - 500
+}
+
 export class UpstreamConnection implements ParserSink {
   readonly socket: Socket
   private readonly parser: Http1Parser
@@ -41,13 +62,19 @@ export class UpstreamConnection implements ParserSink {
   private timedOut = false
   /** Closed on purpose (after a response that ends the connection, or by the client side). */
   private retired = false
+  /** Since when it has been parked idle. */
+  idleSince = 0
+  /** How long the server said it keeps an idle connection open (Infinity: it did not say). */
+  serverIdleMs = Infinity
+  /** The last final response's header fields, read when the connection is parked (not per response). */
+  private lastHead: readonly string[] = []
 
   constructor(
     origin: Origin,
     maxHeaderBytes: number,
-    private readonly sink: ResponseSink,
+    private sink: ResponseSink,
     /** The client's socket: what one read of responses writes to it leaves in one write. */
-    private readonly downstream: Socket,
+    private downstream: Socket | null,
     now: number,
   ) {
     this.openedAt = now
@@ -69,6 +96,27 @@ export class UpstreamConnection implements ParserSink {
     return this.socket.write(data, 'latin1')
   }
 
+  /** Between messages, healthy and kept open by the server: it may serve another client connection. */
+  get reusable(): boolean {
+    return this.connected && this.owed === 0 && this.keepAlive && this.error === null && !this.retired && !this.socket.destroyed
+  }
+
+  /** Parked idle in the pool: `gone` is called if it closes or the server sends anything. */
+  park(now: number, gone: () => void): void {
+    this.idleSince = now
+    this.serverIdleMs = serverIdleMs(this.lastHead)
+    this.sink = new ParkedSink(gone)
+    this.downstream = null
+    this.socket.resume() // a client that stopped reading may have paused it
+  }
+
+  /** Taken from the pool by a client connection. */
+  adopt(sink: ResponseSink, downstream: Socket): this {
+    this.sink = sink
+    this.downstream = downstream
+    return this
+  }
+
   /** Closes it without telling the sink (the client side is going away or has what it needs). */
   retire(): void {
     this.retired = true
@@ -86,9 +134,11 @@ export class UpstreamConnection implements ParserSink {
   }
 
   private readonly onData = (data: Buffer): void => {
-    this.downstream.cork()
+    // The sink may park this connection mid-read: uncork the socket that was corked.
+    const downstream = this.downstream
+    downstream?.cork()
     const err = this.parser.execute(data)
-    this.downstream.uncork()
+    downstream?.uncork()
     if (err) {
       this.error ??= err as NodeJS.ErrnoException
       this.socket.destroy()
@@ -119,6 +169,7 @@ export class UpstreamConnection implements ParserSink {
     this.informational = head.status < 200
     if (!this.informational) {
       this.keepAlive = head.keepAlive
+      this.lastHead = head.raw
       this.waitingSince = this.owed > 1 ? performance.now() : 0
     }
     return this.sink.onResponseHead(head)
