@@ -107,6 +107,32 @@ kernelTest(t, 'datapath: egress L3/L4 policy enforced by the TC program, from en
   t.notOk(existsSync(pinRoot), 'pins and the bpffs are gone')
 })
 
+kernelTest(t, 'datapath: a new connection on a tuple conntrack still holds is judged by the policy of now', async (t) => {
+  const lab = await useLab(t)
+  const engine = new PolicyEngine({ proxyPorts: { http: 15001, dns: 15053 } })
+  const ids = new Map<string, number>()
+  for (const ep of labEndpoints()) {
+    engine.upsertEndpoint(ep)
+    ids.set(ep.host, ep.id)
+  }
+  const dp = Datapath.start({ mode: 'sk-assign', pinRoot: useBpffs(t, lab.name), proxyAddress: '127.0.0.1', proxyPorts: [15001, 15053], netns: lab.netns('node') })
+  t.teardown(() => dp.stop())
+  for (const pod of PODS) dp.attach(nodeIfname(pod), ids.get(pod))
+  // The same source port each time: the client ends with a reset, so no TIME_WAIT holds the port.
+  const client = `const s = require('net').connect({ host: '198.18.2.10', port: 80, localPort: 41000 }, () => s.write('GET /v1/ HTTP/1.1\\r\\nHost: deathstar\\r\\n\\r\\n'));
+    s.on('data', (d) => { if (/^HTTP\\/1\\.1 200/.test(d.toString())) { s.resetAndDestroy(); process.exit(0) } });
+    s.on('error', () => process.exit(2)); setTimeout(() => process.exit(1), 2000)`
+  const fromPort = async () => (await lab.exec('xwing', [process.execPath, '-e', client], { timeoutMs: 10_000 })).code
+  engine.loadFile('xwing.yaml', policy('  - toEndpoints: [ { matchLabels: { class: deathstar } } ]\n    toPorts: [ { ports: [ { port: "80", protocol: TCP } ] } ]\n'))
+  dp.apply(engine.takeDelta())
+  t.equal(await fromPort(), 0, 'allowed: xwing:41000 -> deathstar:80')
+  t.equal(await fromPort(), 0, 'and again from the same port')
+  engine.loadFile('xwing.yaml', policy(''))
+  dp.apply(engine.takeDelta())
+  t.not(await fromPort(), 0, 'once the allow is gone, a new connection from that port is dropped, though conntrack knew its tuple')
+  t.not(await curlCode(lab, 'xwing'), 0, 'as from any other port')
+})
+
 kernelTest(t, 'datapath: a map layout that disagrees with the object is refused at load', async (t) => {
   const pinRoot = useBpffs(t, `layout${process.pid}`)
   const obj = BpfObject.load(OBJECT, pinRoot)

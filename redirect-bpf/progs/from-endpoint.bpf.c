@@ -7,7 +7,7 @@
  * endpoint) and the receiver's ingress policy (if the receiver is a local endpoint), each from
  * the ipcache identity of the peer and the policy map. Deny wins; an enforcing endpoint with no
  * matching entry drops it (default deny). The verdict is kept in conntrack: replies and later
- * packets pass without a lookup, and a flow that needs the proxy (an allow naming a proxy port:
+ * packets pass without a lookup (a SYN is always judged anew), and a flow that needs the proxy (an allow naming a proxy port:
  * L7 rules apply) is steered by the node's redirect mode on every packet, or dropped when the
  * proxy cannot be reached (fail closed). Every decision is counted per endpoint.
  */
@@ -64,6 +64,16 @@ int from_endpoint(struct __sk_buff *skb)
 			return TC_ACT_SHOT;
 		sport = ports[0];
 		dport = ports[1];
+		/* A SYN opens a new connection, even on a tuple conntrack still holds (a reused port):
+		 * it is judged by the policy of now, not by its predecessor's verdict. */
+		if (ip->protocol == IPPROTO_TCP) {
+			__u8 *flags = (void *)ports + 13;
+
+			if ((void *)(flags + 1) > data_end)
+				return TC_ACT_SHOT;
+			if ((*flags & 0x12) == 0x02)
+				goto judge;
+		}
 		if (ct_find(ip->daddr, ip->saddr, dport, sport, ip->protocol))
 			return TC_ACT_OK; /* a reply */
 		ct = ct_find(ip->saddr, ip->daddr, sport, dport, ip->protocol);
@@ -75,6 +85,7 @@ int from_endpoint(struct __sk_buff *skb)
 		}
 	}
 
+judge:
 	if (src)
 		egress = policy_verdict(src, L7_DIR_EGRESS, identity_of(ip->daddr), dport, ip->protocol, &egress_proxy);
 	if (dst)
