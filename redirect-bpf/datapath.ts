@@ -4,6 +4,7 @@
 // node's), named or the current one.
 
 import { spawnSync } from 'node:child_process'
+import { writeFileSync } from 'node:fs'
 import type { EngineDelta } from '../policy/engine.js'
 import { BpfObject } from './bpf-object.js'
 import { BpfError } from './libbpf.js'
@@ -75,6 +76,11 @@ export class Datapath {
       dp = new Datapath(opts, from, to)
       writeConfig(from, opts.mode, opts.proxyAddress)
       setupMode(opts.mode, dp.run, opts.proxyPorts, opts.proxyAddress)
+      // The transparent modes' accepted sockets carry the flows' own tuples; one left in TIME_WAIT
+      // would be matched by TCP early demux to a later, unsteered flow reusing the tuple, which IP
+      // forwarding then drops (a packet with a socket is never forwarded). Off for good: those
+      // sockets outlive the proxy by a minute.
+      if (opts.mode !== 'dnat') dp.inNode(() => writeFileSync('/proc/sys/net/ipv4/tcp_early_demux', '0'))
       if (dp.cgroup) {
         const sockops = object('sockops', opts.pinRoot)
         const skMsg = object('sk-msg', opts.pinRoot)

@@ -89,6 +89,7 @@ kernelTest(t, 'datapath: egress L3/L4 policy enforced by the TC program, from en
   dp = start('tproxy') // a restart that also switches the redirect mode
   t.same(policyKeys(), before, 'a restarted datapath, in another mode, finds the pinned policy map as it was')
   t.match(await lab.exec('node', ['iptables', '-w', '-t', 'mangle', '-S']).then((r) => r.stdout), /L7PROXY_TPROXY/, 'with the new mode in place')
+  t.equal((await lab.exec('node', ['sysctl', '-n', 'net.ipv4.tcp_early_demux'])).stdout.trim(), '0', 'and TCP early demux off in the node (a TIME_WAIT proxy socket would swallow a reused tuple)')
   t.ok(counter(xwing, 'denied-default') >= deniedBefore, 'and the counters')
   t.not(await curlCode(lab, 'xwing'), 0, 'and enforces the same policy at once')
   t.equal(await lab.exec('xwing', ['dig', '+short', '+time=2', '+tries=1', 'speeder.empire']).then((r) => r.stdout.trim()), '192.0.2.5')
