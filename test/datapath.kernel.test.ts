@@ -5,7 +5,7 @@ import { execFileSync } from 'node:child_process'
 import { existsSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { labEndpoints, nodeIfname } from '../lab/topology.js'
 import { distPath } from '../lib/project-root.js'
 import { PolicyEngine } from '../policy/engine.js'
@@ -35,6 +35,21 @@ ${egress}`,
 async function curlCode(lab: LabHandle, host: string): Promise<number> {
   const r = await lab.exec(host, ['curl', '-s', '-o', '/dev/null', '--max-time', '2', 'http://198.18.2.10/v1/'], { timeoutMs: 10_000 })
   return r.code
+}
+
+/** A lab with an sk-assign datapath on the pods and an engine holding the lab's endpoints (no proxy listens). */
+async function skAssignLab(t: Test): Promise<{ lab: LabHandle; engine: PolicyEngine; dp: Datapath }> {
+  const lab = await useLab(t)
+  const engine = new PolicyEngine({ proxyPorts: { http: 15001, dns: 15053 } })
+  const ids = new Map<string, number>()
+  for (const ep of labEndpoints()) {
+    engine.upsertEndpoint(ep)
+    ids.set(ep.host, ep.id)
+  }
+  const dp = Datapath.start({ mode: 'sk-assign', pinRoot: useBpffs(t, lab.name), proxyAddress: '127.0.0.1', proxyPorts: [15001, 15053], netns: lab.netns('node') })
+  t.teardown(() => dp.stop())
+  for (const pod of PODS) dp.attach(nodeIfname(pod), ids.get(pod))
+  return { lab, engine, dp }
 }
 
 kernelTest(t, 'datapath: egress L3/L4 policy enforced by the TC program, from engine deltas', async (t) => {
@@ -109,16 +124,7 @@ kernelTest(t, 'datapath: egress L3/L4 policy enforced by the TC program, from en
 })
 
 kernelTest(t, 'datapath: a new connection on a tuple conntrack still holds is judged by the policy of now', async (t) => {
-  const lab = await useLab(t)
-  const engine = new PolicyEngine({ proxyPorts: { http: 15001, dns: 15053 } })
-  const ids = new Map<string, number>()
-  for (const ep of labEndpoints()) {
-    engine.upsertEndpoint(ep)
-    ids.set(ep.host, ep.id)
-  }
-  const dp = Datapath.start({ mode: 'sk-assign', pinRoot: useBpffs(t, lab.name), proxyAddress: '127.0.0.1', proxyPorts: [15001, 15053], netns: lab.netns('node') })
-  t.teardown(() => dp.stop())
-  for (const pod of PODS) dp.attach(nodeIfname(pod), ids.get(pod))
+  const { lab, engine, dp } = await skAssignLab(t)
   // The same source port each time: the client ends with a reset, so no TIME_WAIT holds the port.
   const client = `const s = require('net').connect({ host: '198.18.2.10', port: 80, localPort: 41000 }, () => s.write('GET /v1/ HTTP/1.1\\r\\nHost: deathstar\\r\\n\\r\\n'));
     s.on('data', (d) => { if (/^HTTP\\/1\\.1 200/.test(d.toString())) { s.resetAndDestroy(); process.exit(0) } });
@@ -176,16 +182,7 @@ kernelTest(t, 'datapath: a mode the node cannot do is refused at start, with the
 })
 
 kernelTest(t, 'datapath: port ranges (endPort) in the kernel, with deny winning inside them', async (t) => {
-  const lab = await useLab(t)
-  const engine = new PolicyEngine({ proxyPorts: { http: 15001, dns: 15053 } })
-  const ids = new Map<string, number>()
-  for (const ep of labEndpoints()) {
-    engine.upsertEndpoint(ep)
-    ids.set(ep.host, ep.id)
-  }
-  const dp = Datapath.start({ mode: 'sk-assign', pinRoot: useBpffs(t, lab.name), proxyAddress: '127.0.0.1', proxyPorts: [15001, 15053], netns: lab.netns('node') })
-  t.teardown(() => dp.stop())
-  for (const pod of PODS) dp.attach(nodeIfname(pod), ids.get(pod))
+  const { lab, engine, dp } = await skAssignLab(t)
   const xwing = (body: string) => engine.loadFile('r.yaml', cnp('xwing-ranges', '{ class: xwing }', body))
   const toDeathstar = (ports: string) => `  - toEndpoints: [ { matchLabels: { class: deathstar } } ]\n    toPorts: [ { ports: [ ${ports} ] } ]\n`
 
