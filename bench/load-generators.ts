@@ -43,13 +43,11 @@ function latencies(values: number[]): LoadResult['latencyMs'] {
 
 /** wrk, one thread: `connections` kept alive, or (`closeEach`) a new connection per request. */
 export async function wrk(c: Client, o: { url: string; seconds: number; connections: number; closeEach?: boolean }): Promise<LoadResult> {
-  let argv = ['wrk', '-t1', `-c${o.connections}`, `-d${o.seconds}s`, '--timeout', '5s', '-s', join(projectRoot(), 'bench/wrk-report.lua')]
-  if (o.closeEach) {
-    // A client opening a connection per request to one server would otherwise run out of source
-    // ports held in its own TIME_WAIT (28k ports / 60 s: about 470 connections/s) and measure
-    // that. The sysctl is per network namespace: only the lab pod's changes.
-    argv = ['sh', '-c', 'sysctl -qw net.ipv4.tcp_tw_reuse=1 && exec "$0" "$@"', 'wrk', ...argv.slice(1), '-H', 'Connection: close']
-  }
+  const wrkArgv = ['wrk', '-t1', `-c${o.connections}`, `-d${o.seconds}s`, '--timeout', '5s', '-s', join(projectRoot(), 'bench/wrk-report.lua')]
+  // A client opening a connection per request to one server would otherwise run out of source
+  // ports held in its own TIME_WAIT (28k ports / 60 s: about 470 connections/s) and measure that.
+  // The sysctl is per network namespace: only the lab pod's changes.
+  const argv = o.closeEach ? ['sh', '-c', 'sysctl -qw net.ipv4.tcp_tw_reuse=1 && exec "$0" "$@"', ...wrkArgv, '-H', 'Connection: close'] : wrkArgv
   const r = await inClient(c, [...argv, o.url], (o.seconds + 30) * 1000)
   const line = r.stdout.split('\n').find((l) => l.startsWith('{"requests"'))
   if (r.code !== 0 || !line) fail('wrk', r)

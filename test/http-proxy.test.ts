@@ -9,7 +9,7 @@ import t, { type Test } from 'tap'
 import { Client } from 'undici'
 import { startHttpServer } from '../lab/servers/http-server.js'
 import type { HttpProxyOptions } from '../proxy/http/http-proxy.js'
-import { startLoopbackProxy, type LoopbackProxy } from './fixtures/loopback-proxy.js'
+import { rawExchange, startLoopbackProxy, type LoopbackProxy } from './fixtures/loopback-proxy.js'
 
 const STAR_WARS = `apiVersion: cilium.io/v2
 kind: CiliumNetworkPolicy
@@ -166,13 +166,7 @@ t.test('ambiguous framing is refused with 400 and never forwarded', async (t) =>
   const s = await setup(t, TIEFIGHTER)
   const port = Number(new URL(s.proxyUrl).port)
   const raw = 'POST /v1/request-landing HTTP/1.1\r\nHost: deathstar\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nPUT /v1/exhaust-port HTTP/1.1\r\nHost: deathstar\r\n\r\n'
-  const reply = await new Promise<string>((resolve) => {
-    const sock = connect(port, '127.0.0.1', () => sock.write(raw))
-    let data = ''
-    sock.on('data', (d) => (data += d.toString()))
-    sock.on('close', () => resolve(data))
-    setTimeout(() => sock.destroy(), 2000)
-  })
+  const reply = await rawExchange(port, raw, 2000)
   t.match(reply, /^HTTP\/1\.1 400 Bad Request/, 'Content-Length with Transfer-Encoding: 400')
   t.notMatch(reply, /Ship landed|Panic/, 'nothing reached the server')
   t.match(s.logs, [{ verdict: 'invalid' }])
@@ -188,14 +182,7 @@ t.test('an upstream that is down gives 502 and a log line', async (t) => {
 
 /** Sends raw bytes to the proxy and returns everything it answers before closing (bounded). */
 function rawRequest(proxyUrl: string, raw: string): Promise<string> {
-  return new Promise((resolve) => {
-    const sock = connect(Number(new URL(proxyUrl).port), '127.0.0.1', () => sock.write(raw))
-    let data = ''
-    sock.on('data', (d) => (data += d.toString()))
-    sock.on('error', () => undefined)
-    sock.on('close', () => resolve(data))
-    setTimeout(() => sock.destroy(), 1500)
-  })
+  return rawExchange(Number(new URL(proxyUrl).port), raw, 1500)
 }
 
 t.test('confusing paths reach the server only in their normalized form, or not at all', async (t) => {

@@ -6,7 +6,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { connect, type AddressInfo, type Socket } from 'node:net'
 import t, { type Test } from 'tap'
 import type { Flow } from '../proxy/flow-verdict.js'
-import { startLoopbackProxy, type LoopbackProxy } from './fixtures/loopback-proxy.js'
+import { rawExchange, startLoopbackProxy, type LoopbackProxy } from './fixtures/loopback-proxy.js'
 
 const OPEN_POLICY = `apiVersion: cilium.io/v2
 kind: CiliumNetworkPolicy
@@ -58,14 +58,7 @@ async function proxyTo(t: Test, u: Upstream): Promise<LoopbackProxy> {
 
 /** One request on a new connection from `from`, Connection: close; the whole answer once the proxy closes (bounded). */
 function once(p: LoopbackProxy, from: string, raw = 'GET / HTTP/1.1\r\nHost: deathstar\r\nConnection: close\r\n\r\n'): Promise<string> {
-  return new Promise((resolve) => {
-    const sock = connect({ port: p.port, host: '127.0.0.1', localAddress: from }, () => sock.write(raw))
-    let data = ''
-    sock.on('data', (d) => (data += d.toString()))
-    sock.on('error', () => undefined)
-    sock.on('close', () => resolve(data))
-    setTimeout(() => sock.destroy(), 2000)
-  })
+  return rawExchange(p.port, raw, 2000, from)
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))

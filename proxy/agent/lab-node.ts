@@ -128,8 +128,11 @@ function startup<T>(what: string, step: () => T): T {
 if (values.policy) {
   const file = values.policy
   // A bad file given by name is a start-up error.
-  const text = startup(`policy ${file}`, () => readFileSync(file, 'utf8'))
-  startup(`policy ${file}`, () => engine.loadFile(file, text))
+  const text = startup(`policy ${file}`, () => {
+    const t = readFileSync(file, 'utf8')
+    engine.loadFile(file, t)
+    return t
+  })
   policies.set(file, text)
 }
 const policyDir = values['policy-dir'] ? new PolicyDirectory(values['policy-dir']) : null

@@ -2,8 +2,8 @@
 // (framing, Host, path) and judged against the flow's L7 rules, allowed ones written to the
 // connection's upstream connection (taken from the pool of idle ones from this source to this
 // origin, or opened, and given back when the client is done) with their bodies streamed, denied
-// ones answered by the proxy. Responses go back in request order: a queue of exchanges, the head of which is the one
-// answered next, whether by the upstream or by the proxy.
+// ones answered by the proxy. Responses go back in request order: a queue of exchanges, the head
+// of which is the one answered next, whether by the upstream or by the proxy.
 
 import type { Socket } from 'node:net'
 import type { Logger } from 'pino'

@@ -3,8 +3,8 @@
 // requests parsed with Node's llhttp in its strict mode, every request of a keep-alive connection
 // judged against the flow's L7 rules, allowed ones forwarded to the original destination over one
 // upstream connection at a time (idle ones pooled per source and origin: upstream-pool.ts) with
-// bodies streamed both ways, denied ones answered with 403, one log line each. One timer sweeps those connections' deadlines (headers, idle, upstream
-// connect and response). A connection that opens with the HTTP/2 preface (h2c with prior
+// bodies streamed both ways, denied ones answered with 403, one log line each. One timer sweeps
+// those connections' deadlines (headers, idle, upstream connect and response) and the pool's. A connection that opens with the HTTP/2 preface (h2c with prior
 // knowledge, as gRPC clients speak it) goes to the HTTP/2 side instead (proxy/http2/), and one
 // that opens with a TLS handshake record to the server-name check (proxy/tls/).
 

@@ -62,10 +62,8 @@ export class UpstreamConnection implements ParserSink {
   private timedOut = false
   /** Closed on purpose (after a response that ends the connection, or by the client side). */
   private retired = false
-  /** Since when it has been parked idle. */
-  idleSince = 0
-  /** How long the server said it keeps an idle connection open (Infinity: it did not say). */
-  serverIdleMs = Infinity
+  /** While parked: when it stops being reusable (the pool's limit, or the server's sooner). */
+  idleUntil = 0
   /** The last final response's header fields, read when the connection is parked (not per response). */
   private lastHead: readonly string[] = []
 
@@ -101,10 +99,9 @@ export class UpstreamConnection implements ParserSink {
     return this.connected && this.owed === 0 && this.keepAlive && this.error === null && !this.retired && !this.socket.destroyed
   }
 
-  /** Parked idle in the pool: `gone` is called if it closes or the server sends anything. */
-  park(now: number, gone: () => void): void {
-    this.idleSince = now
-    this.serverIdleMs = serverIdleMs(this.lastHead)
+  /** Parked idle in the pool for at most `maxIdleMs`: `gone` is called if it closes or the server sends anything. */
+  park(now: number, maxIdleMs: number, gone: () => void): void {
+    this.idleUntil = now + Math.min(maxIdleMs, serverIdleMs(this.lastHead))
     this.sink = new ParkedSink(gone)
     this.downstream = null
     this.socket.resume() // a client that stopped reading may have paused it

@@ -45,7 +45,7 @@ export class UpstreamPool {
       const c = list.pop()!
       this.size--
       if (list.length === 0) this.idle.delete(key)
-      if (c.reusable && now - c.idleSince <= this.idleLimit(c)) return c
+      if (c.reusable && now <= c.idleUntil) return c
       c.retire()
     }
     return null
@@ -55,7 +55,7 @@ export class UpstreamPool {
   park(key: string, c: UpstreamConnection, now: number): void {
     const list = this.idle.get(key)
     if (this.closed || !c.reusable || this.size >= this.limits.total || (list?.length ?? 0) >= this.limits.perKey) return c.retire()
-    c.park(now, () => this.remove(key, c))
+    c.park(now, this.limits.idleMs, () => this.remove(key, c))
     if (list === undefined) this.idle.set(key, [c])
     else list.push(c)
     this.size++
@@ -64,7 +64,7 @@ export class UpstreamPool {
   /** Closes the connections idle for longer than they may be. */
   sweep(now: number): void {
     for (const [key, list] of this.idle) {
-      for (const c of [...list]) if (now - c.idleSince > this.idleLimit(c)) this.remove(key, c, true)
+      for (const c of [...list]) if (now > c.idleUntil) this.remove(key, c, true)
     }
   }
 
@@ -74,10 +74,6 @@ export class UpstreamPool {
     for (const list of this.idle.values()) for (const c of list) c.retire()
     this.idle.clear()
     this.size = 0
-  }
-
-  private idleLimit(c: UpstreamConnection): number {
-    return Math.min(this.limits.idleMs, c.serverIdleMs)
   }
 
   private remove(key: string, c: UpstreamConnection, retire = false): void {

@@ -7,15 +7,17 @@
  * endpoint) and the receiver's ingress policy (if the receiver is a local endpoint), each from
  * the ipcache identity of the peer and the policy map. Deny wins; an enforcing endpoint with no
  * matching entry drops it (default deny). The verdict is kept in conntrack: replies and later
- * packets pass without a lookup (a SYN is always judged anew), and a flow that needs the proxy (an allow naming a proxy port:
- * L7 rules apply) is steered by the node's redirect mode on every packet, or dropped when the
- * proxy cannot be reached (fail closed). Every decision is counted per endpoint.
+ * packets pass without a lookup (a SYN is always judged anew), and a flow that needs the proxy
+ * (an allow naming a proxy port: L7 rules apply) is steered by the node's redirect mode on every
+ * packet, or dropped when the proxy cannot be reached (fail closed). Every decision is counted
+ * per endpoint.
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
 #include <linux/in.h>
 #include <linux/ip.h>
 #include <linux/pkt_cls.h>
+#include <linux/tcp.h>
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
 
@@ -67,11 +69,11 @@ int from_endpoint(struct __sk_buff *skb)
 		/* A SYN opens a new connection, even on a tuple conntrack still holds (a reused port):
 		 * it is judged by the policy of now, not by its predecessor's verdict. */
 		if (ip->protocol == IPPROTO_TCP) {
-			__u8 *flags = (void *)ports + 13;
+			struct tcphdr *tcp = (void *)ports;
 
-			if ((void *)(flags + 1) > data_end)
+			if ((void *)(tcp + 1) > data_end)
 				return TC_ACT_SHOT;
-			if ((*flags & 0x12) == 0x02)
+			if (tcp->syn && !tcp->ack)
 				goto judge;
 		}
 		if (ct_find(ip->daddr, ip->saddr, dport, sport, ip->protocol))
