@@ -31,6 +31,7 @@ declare -A PACKAGES=(
   [nghttp2-client]=/usr/bin/h2load
   [dnsperf]=/usr/bin/dnsperf
   [dnsdist]=/usr/bin/dnsdist
+  [chromium]=/usr/bin/chromium
   [ca-certificates]=/etc/ssl/certs/ca-certificates.crt
 )
 NODE_MIN_MAJOR=20
