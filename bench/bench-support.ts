@@ -106,6 +106,11 @@ export interface RunningScenario {
   peerPid: number | null
 }
 
+/** A scenario with a peer proxy, which can say how many operations it has handled so far. */
+export interface RunningPeer extends RunningScenario {
+  handled(): Promise<number>
+}
+
 export interface PeerOptions {
   ns: string
   argv: readonly string[]

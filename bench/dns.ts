@@ -22,9 +22,10 @@ import { findHost, hostNetns, nodeNetns } from '../lab/topology.js'
 import { LAB_PROXY_PORTS, labProxyAddress, startLabNode } from '../proxy/agent/lab-node-process.js'
 import { renderTable } from '../proxy/cli/table.js'
 import type { RedirectMode } from '../redirect-bpf/modes/redirect-mode.js'
-import { UsageError, benchOptions, benchPin, inLabRounds, medianRun, modeOption, percentile, runBench, stopScenario, wholeOption, withPeer, withProxyCpu, writeResult, type RunningScenario } from './bench-support.js'
+import { UsageError, benchOptions, benchPin, inLabRounds, medianRun, modeOption, percentile, runBench, stopScenario, wholeOption, withProxyCpu, writeResult, type RunningScenario } from './bench-support.js'
 import { dnsperf, type LoadResult } from './load-generators.js'
 import { DNS_QUERY_NAMES } from './compare/workloads.js'
+import { startDnsdist } from './peers/dnsdist.js'
 
 const USAGE = 'usage: npm run bench:dns [-- --duration S --runs R --warmup S --clients C --outstanding Q --mode M --lab NAME --out FILE]'
 const DNS_SERVER = findHost('dns').addresses[0]!
@@ -53,21 +54,6 @@ spec:
 `
 }
 
-function dnsdistConfig(listen: string, port: number): string {
-  return [
-    `setLocal('${listen}:${port}')`,
-    // Its default ACL admits private ranges only; the lab's pods live in 198.18.0.0/15.
-    `setACL({ '198.18.0.0/15', '127.0.0.0/8' })`,
-    `newServer({ address = '${DNS_SERVER}:53' })`,
-    // Nothing leaves the lab: no security polling of the dnsdist version.
-    `setSecurityPollSuffix('')`,
-    `local empire = newSuffixMatchNode()`,
-    `empire:add(newDNSName('empire.'))`,
-    `addAction(NotRule(SuffixMatchNodeRule(empire, true)), RCodeAction(DNSRCode.REFUSED))`,
-    '',
-  ].join('\n')
-}
-
 let LAB = 'benchdns'
 
 async function digStatus(name: string): Promise<string> {
@@ -89,10 +75,7 @@ async function startScenario(s: Scenario, mode: RedirectMode, dir: string): Prom
   writeFileSync(policyFile, policy(s !== 'direct'))
   const node = await startLabNode({ lab: LAB, mode, policyFile, pin: pinOf(s), dns: s === 'dnsdist' ? 'external' : 'builtin', logFile: join(dir, `${s}-flows.log`) })
   if (s !== 'dnsdist') return { node, proxyPid: s === 'l7proxy' ? node.pid : null, peerPid: null }
-  const cfg = join(dir, 'dnsdist.conf')
-  writeFileSync(cfg, dnsdistConfig(labProxyAddress(mode), LAB_PROXY_PORTS.dns))
-  // --supervised: stay in the foreground without a console, so its PID is ours to stop.
-  return withPeer(node, { ns: nodeNetns(LAB), argv: ['dnsdist', '--supervised', '--disable-syslog', '-C', cfg], log: join(dir, 'dnsdist.log'), port: LAB_PROXY_PORTS.dns, proto: 'udp', what: 'dnsdist' })
+  return startDnsdist(node, nodeNetns(LAB), dir, { listen: labProxyAddress(mode), port: LAB_PROXY_PORTS.dns, server: `${DNS_SERVER}:53` })
 }
 
 async function main(): Promise<void> {

@@ -22,9 +22,9 @@ import { findHost, hostNetns, nodeNetns } from '../lab/topology.js'
 import { LAB_PROXY_PORTS, labProxyAddress, startLabNode } from '../proxy/agent/lab-node-process.js'
 import { renderTable } from '../proxy/cli/table.js'
 import type { RedirectMode } from '../redirect-bpf/modes/redirect-mode.js'
-import { UsageError, benchOptions, benchPin, inLabRounds, medianRun, modeOption, runBench, stopScenario, wholeOption, withPeer, withProxyCpu, writeResult, type RunningScenario } from './bench-support.js'
+import { UsageError, benchOptions, benchPin, inLabRounds, medianRun, modeOption, runBench, stopScenario, wholeOption, withProxyCpu, writeResult, type RunningScenario } from './bench-support.js'
 import { wrk, type LoadResult } from './load-generators.js'
-import { haproxyConfig, type BenchRule } from './haproxy-config.js'
+import { startHaproxy, type BenchRule } from './peers/haproxy.js'
 
 const USAGE = 'usage: npm run bench:http [-- --duration S --runs R --warmup S --connections C --threads T --mode M --lab NAME --out FILE]'
 const DEATHSTAR = findHost('deathstar').addresses[0]!
@@ -72,10 +72,7 @@ async function startScenario(s: Scenario, mode: RedirectMode, dir: string, threa
   writeFileSync(policyFile, policy(s !== 'direct'))
   const node = await startLabNode({ lab: LAB, mode, policyFile, pin: pinOf(s), http: s === 'haproxy' ? 'external' : 'builtin', threads, logFile: join(dir, `${s}-flows.log`) })
   if (s !== 'haproxy') return { node, proxyPid: s === 'l7proxy' ? node.pid : null, peerPid: null }
-  const cfg = join(dir, 'haproxy.cfg')
-  writeFileSync(cfg, haproxyConfig({ rules: RULES, listen: labProxyAddress(mode), port: LAB_PROXY_PORTS.http, threads }))
-  // -db: stay in the foreground, so its PID is ours to stop.
-  return withPeer(node, { ns: nodeNetns(LAB), argv: ['haproxy', '-db', '-f', cfg], log: join(dir, 'haproxy.log'), port: LAB_PROXY_PORTS.http, proto: 'tcp', what: 'haproxy' })
+  return startHaproxy(node, nodeNetns(LAB), dir, { rules: RULES, listen: labProxyAddress(mode), port: LAB_PROXY_PORTS.http, threads })
 }
 
 function pinOf(s: Scenario): string {

@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import t from 'tap'
-import { COMPARE_MODES } from '../bench/compare/compare.js'
+import { COMPARE_MODES, carries, modeLabel } from '../bench/compare/contenders.js'
 import { renderReport, type ReportWorkload } from '../bench/compare/report-html.js'
 import { WORKLOADS, WORKLOAD_DEFS } from '../bench/compare/workloads.js'
 import { kernelGate, kernelRequired } from './fixtures/kernel.js'
@@ -19,7 +19,7 @@ import { kernelGate, kernelRequired } from './fixtures/kernel.js'
 const CHROMIUM = '/usr/bin/chromium'
 
 interface Layout {
-  charts: Array<{ label: string; width: number; height: number; bars: number; visibleBars: number; outside: number }>
+  charts: Array<{ label: string; width: number; height: number; bars: number; visibleBars: number; outside: number; clippedText: number }>
   requests: number
 }
 
@@ -32,6 +32,10 @@ const charts = [...document.querySelectorAll('svg.chart')].map((svg) => {
     const b = r.getBoundingClientRect()
     return b.left < box.left || b.right > box.right + 0.5 || b.top < box.top || b.bottom > box.bottom + 0.5
   }).length
+  const clippedText = [...svg.querySelectorAll('text')].filter((x) => {
+    const b = x.getBoundingClientRect()
+    return b.left < box.left - 0.5 || b.right > box.right + 0.5
+  }).length
   let visibleBars = 0
   for (const r of bars) {
     // Scrolled into view first: elementFromPoint sees the viewport only.
@@ -39,7 +43,7 @@ const charts = [...document.querySelectorAll('svg.chart')].map((svg) => {
     const c = r.getBoundingClientRect()
     if (c.width > 0 && c.height > 0 && document.elementFromPoint(c.left + c.width / 2, c.top + c.height / 2) === r) visibleBars++
   }
-  return { label: svg.getAttribute('aria-label'), width: box.width, height: box.height, bars: bars.length, visibleBars, outside }
+  return { label: svg.getAttribute('aria-label'), width: box.width, height: box.height, bars: bars.length, visibleBars, outside, clippedText }
 })
 const out = document.createElement('pre')
 out.id = 'layout'
@@ -47,15 +51,15 @@ out.textContent = JSON.stringify({ charts, requests: performance.getEntriesByTyp
 document.body.append(out)
 </script>`
 
-/** A report of every workload in every mode, one of them invalid, as a real run would give. */
+/** A report of every workload in every mode and peer, one of them invalid, as a real run would give. */
 function sampleReport(): { html: string; workloads: ReportWorkload[] } {
   const workloads = WORKLOADS.map((name, wi): ReportWorkload => ({
     name,
     what: WORKLOAD_DEFS[name].what,
     unit: WORKLOAD_DEFS[name].unit,
-    cells: COMPARE_MODES.filter((m) => m !== 'sockmap' || WORKLOAD_DEFS[name].tcp).map((mode, mi) => {
+    cells: COMPARE_MODES.filter((m) => carries(m, WORKLOAD_DEFS[name])).map((mode, mi) => {
       const valid = !(wi === 1 && mode === 'dnat')
-      return { mode, valid, reason: valid ? null : 'the proxy saw 7 of the 10 operations', opsPerSec: valid ? 1000 * (mi + 1) + wi : null, p50Ms: valid ? 0.5 + mi : null, p99Ms: valid ? 2 + mi : null, cpuUsPerOp: valid ? 40 + 10 * mi : null, runs: 3 }
+      return { mode: modeLabel(mode), valid, reason: valid ? null : 'the proxy saw 7 of the 10 operations', opsPerSec: valid ? 1000 * (mi + 1) + wi : null, p50Ms: valid ? 0.5 + mi : null, p99Ms: valid ? 2 + mi : null, cpuUsPerOp: valid ? 40 + 10 * mi : null, runs: 3 }
     }),
   }))
   return { html: renderReport({ title: 'l7proxy: redirect modes compared', date: '2026-11-23', machine: '2 cores', settings: '3 runs', workloads }), workloads }
@@ -89,6 +93,7 @@ t.test('headless Chromium draws every chart and every bar of the report', gate.r
       t.ok(c.width > 100 && c.height > 50, `${c.label}: laid out at ${c.width}x${c.height}`)
       t.equal(c.visibleBars, c.bars, `${c.label}: every bar drawn and on top`)
       t.equal(c.outside, 0, `${c.label}: no bar outside its chart`)
+      t.equal(c.clippedText, 0, `${c.label}: no label or value cut off at its sides`)
     }
   }
   t.equal(layout.requests, 0, 'the page fetched nothing')

@@ -4,7 +4,8 @@
 import t from 'tap'
 import { pathProblem } from '../bench/compare/compare.js'
 import { renderReport } from '../bench/compare/report-html.js'
-import { WORKLOAD_DEFS, type ProxyTotals } from '../bench/compare/workloads.js'
+import { carries, contender, modeLabel, type CompareMode } from '../bench/compare/contenders.js'
+import { WORKLOADS, WORKLOAD_DEFS, type ProxyTotals } from '../bench/compare/workloads.js'
 import type { LoadResult } from '../bench/load-generators.js'
 
 const load = (ops: number): LoadResult => ({ ops, errors: 0, seconds: 1, opsPerSec: ops, bytes: 0, latencyMs: { p50: 1, p90: 2, p99: 3, max: 4 } })
@@ -26,6 +27,28 @@ t.test('a run counts only when the counters show the path its mode promises', as
   t.equal(pathProblem('sockmap', w, totals(10, 0, 20), load(10)), null)
   t.match(pathProblem('sk-assign', w, totals(0, 0), load(0)), /no operation completed/)
   t.equal(pathProblem('dnat', WORKLOAD_DEFS.dns, { ...totals(0, 5), dnsQueries: { allowed: 10, denied: 0 } }, load(10)), null, 'DNS counts the DNS proxy')
+})
+
+t.test("a peer's run counts when the kernel steered and the peer's own statistics saw every operation", async (t) => {
+  const w = WORKLOAD_DEFS['http-connect']
+  t.equal(pathProblem('haproxy', w, totals(0, 40), load(10), 10), null)
+  t.match(pathProblem('haproxy', w, totals(0, 40), load(10), 7), /haproxy handled 7 of the 10 operations/)
+  t.match(pathProblem('haproxy', w, totals(0, 40), load(10), null), /haproxy handled 0 of the 10/, 'no statistics is no confirmation')
+  t.match(pathProblem('haproxy', w, totals(4, 40), load(10), 10), /l7proxy saw 4 operations meant for haproxy/)
+  t.match(pathProblem('haproxy', w, totals(0, 0), load(10), 10), /no packet steered/, 'reached some other way: not the path measured')
+  t.equal(pathProblem('dnsdist', WORKLOAD_DEFS.dns, totals(0, 10), load(10), 10), null)
+  t.match(pathProblem('dnsdist', WORKLOAD_DEFS.dns, { ...totals(0, 10), dnsQueries: { allowed: 3, denied: 0 } }, load(10), 10), /l7proxy saw 3 operations meant for dnsdist/)
+})
+
+t.test('each peer carries only what it speaks, behind the steering it documents', async (t) => {
+  const carried = (m: CompareMode): string[] => WORKLOADS.filter((w) => carries(m, WORKLOAD_DEFS[w]))
+  t.same(carried('haproxy'), ['http-keepalive', 'http-connect', 'bulk', 'grpc'])
+  t.same(carried('dnsdist'), ['dns'])
+  t.same(carried('sockmap'), ['http-keepalive', 'http-connect', 'bulk', 'grpc'])
+  t.same(carried('none'), [...WORKLOADS])
+  t.same([contender('haproxy'), contender('dnsdist'), contender('none')], [{ datapath: 'tproxy', l7: true, peer: 'haproxy' }, { datapath: 'dnat', l7: true, peer: 'dnsdist' }, { datapath: 'sk-assign', l7: false, peer: null }])
+  t.equal(modeLabel('haproxy'), 'haproxy (tproxy)')
+  t.equal(modeLabel('sk-assign'), 'sk-assign')
 })
 
 t.test('the HTML report is one self-contained page with a chart per figure', async (t) => {

@@ -1,10 +1,11 @@
-// `l7proxy compare`: the same workloads once per redirect mode and once with no redirect at all
-// (mode none: the datapath enforces L3/L4, no L7 rule, nothing reaches the proxy), in a lab of
-// its own. Runs are interleaved (every mode of a workload in turn, R rounds) so machine drift
-// does not favour one; each run starts its node afresh, warms up, measures, and stops it, and
-// the node's own counters (kernel verdicts, proxy requests, sk_msg messages) must confirm the
-// path the mode promises, or the run is marked invalid and left out. Prints a table and writes
-// JSON and a self-contained HTML report.
+// `l7proxy compare`: the same workloads once per redirect mode, once with no redirect at all
+// (mode none: the datapath enforces L3/L4, no L7 rule, nothing reaches the proxy) and once per
+// peer proxy that applies (contenders.ts), in a lab of its own. Runs are interleaved (every mode
+// of a workload in turn, R rounds) so machine drift does not favour one; each run starts its
+// node (and peer) afresh, warms up, measures, and stops it, and the counters (kernel verdicts,
+// proxy requests, sk_msg messages, the peer's own statistics) must confirm the path the mode
+// promises, or the run is marked invalid and left out. Prints a table and writes JSON and a
+// self-contained HTML report.
 
 import { readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { availableParallelism, cpus, release } from 'node:os'
@@ -14,18 +15,17 @@ import { startLabNode } from '../../proxy/agent/lab-node-process.js'
 import { renderTable } from '../../proxy/cli/table.js'
 import { UsageError } from '../../proxy/cli/usage-error.js'
 import { cgroup2Root } from '../../redirect-bpf/cgroup.js'
-import { benchOptions, benchPin, cpuSeconds, inLabRounds, medianRun, wholeOption, writeResult } from '../bench-support.js'
+import { benchOptions, benchPin, cpuSeconds, inLabRounds, medianRun, stopScenario, wholeOption, writeResult } from '../bench-support.js'
 import type { LoadResult } from '../load-generators.js'
+import { COMPARE_MODES, carries, contender, modeLabel, startPeer, type CompareMode } from './contenders.js'
 import { renderReport, type ReportCell } from './report-html.js'
 import { WORKLOADS, WORKLOAD_DEFS, type ProxyTotals, type Workload, type WorkloadName } from './workloads.js'
 
-export const COMPARE_MODES = ['none', 'dnat', 'tproxy', 'sk-assign', 'sockmap'] as const
-type CompareMode = (typeof COMPARE_MODES)[number]
-
 export const COMPARE_USAGE = `  compare [--duration S] [--runs R] [--warmup S] [--modes none,dnat,...] [--workloads http-keepalive,...]
           [--threads T] [--lab NAME] [--out FILE.json]
-                            run every workload in every redirect mode in a lab of its own; writes
-                            JSON and an HTML report next to it (default bench-results/compare.json)`
+                            run every workload in every redirect mode (and with the peers haproxy
+                            and dnsdist) in a lab of its own; writes JSON and an HTML report next
+                            to it (default bench-results/compare.json)`
 
 interface Run extends LoadResult {
   valid: boolean
@@ -50,13 +50,19 @@ function listOption<T extends string>(raw: string, all: readonly T[], what: stri
   return [...new Set(items)] as T[]
 }
 
-/** Why a run's counters do not show the path its mode promises, or null. */
-export function pathProblem(mode: CompareMode, w: Workload, totals: ProxyTotals, load: LoadResult): string | null {
+/**
+ * Why a run's counters do not show the path its mode promises, or null. `peerHandled`: the
+ * operations a peer proxy counted over the measured run (null without a peer).
+ */
+export function pathProblem(mode: CompareMode, w: Workload, totals: ProxyTotals, load: LoadResult, peerHandled: number | null = null): string | null {
   const proxied = w.proxied(totals)
   const steered = totals.kernelPackets['to-proxy'] ?? 0
   if (load.ops === 0) return 'no operation completed'
   if (mode === 'none') return proxied > 0 || steered > 0 ? `with no L7 rule the proxy still saw ${proxied} operations (${steered} packets steered)` : null
-  if (proxied < load.ops) return `the proxy saw ${proxied} of the ${load.ops} operations`
+  if (contender(mode).peer !== null) {
+    if (proxied > 0) return `l7proxy saw ${proxied} operations meant for ${mode}`
+    if ((peerHandled ?? 0) < load.ops) return `${mode} handled ${peerHandled ?? 0} of the ${load.ops} operations`
+  } else if (proxied < load.ops) return `the proxy saw ${proxied} of the ${load.ops} operations`
   if (mode === 'sockmap') return (totals.sockmap?.messages ?? 0) === 0 ? 'sk_msg redirected no message' : null
   return steered === 0 ? 'the kernel counted no packet steered to the proxy' : null
 }
@@ -75,8 +81,7 @@ export async function runCompare(args: string[], out: (s: string) => void, err: 
   if (!values.out.endsWith('.json')) throw new UsageError(`--out must name a .json file (the HTML report goes next to it), not '${values.out}'`)
   const lab = values.lab
   const pin = benchPin(lab, 'compare')
-  // Every (workload, mode) pair the modes can carry: sockmap redirects TCP only.
-  const pairs = workloads.flatMap((w) => modes.filter((m) => m !== 'sockmap' || WORKLOAD_DEFS[w].tcp).map((m) => `${w}/${m}` as const))
+  const pairs = workloads.flatMap((w) => modes.filter((m) => carries(m, WORKLOAD_DEFS[w])).map((m) => `${w}/${m}` as const))
   const total = pairs.length * runs
   let done = 0
   const started = Date.now()
@@ -94,26 +99,34 @@ export async function runCompare(args: string[], out: (s: string) => void, err: 
     measure: async (pair, dir, hold) => {
       const [name, mode] = pair.split('/') as [WorkloadName, CompareMode]
       const w = WORKLOAD_DEFS[name]
+      const how = contender(mode)
       const policyFile = join(dir, 'policy.yaml')
-      writeFileSync(policyFile, w.policy(mode !== 'none'))
+      writeFileSync(policyFile, w.policy(how.l7))
       const logFile = join(dir, 'node.log')
       const cgroupName = `l7lab-${lab}`
-      const node = await startLabNode({ lab, mode: mode === 'none' ? 'sk-assign' : mode, policyFile, pin, threads, logFile, ...(mode === 'sockmap' ? { sockmapCgroup: cgroupName } : {}) })
+      const node = await startLabNode({ lab, mode: how.datapath, policyFile, pin, threads, logFile, ...(mode === 'sockmap' ? { sockmapCgroup: cgroupName } : {}), ...(how.peer === 'haproxy' ? { http: 'external' } : how.peer === 'dnsdist' ? { dns: 'external' } : {}) })
       hold(async () => void (await node.stop()))
+      const peer = how.peer === null ? null : await startPeer(how.peer, w, node, { lab, dir, threads })
+      if (peer) hold(() => stopScenario(peer))
+      const proxyPid = peer?.peerPid ?? node.pid
       try {
         const client = { ns: hostNetns(lab, 'tiefighter'), cgroup: mode === 'sockmap' ? join(cgroup2Root(), cgroupName) : null }
         if (warmup > 0) await w.run(client, { seconds: warmup, dir })
-        const cpu0 = cpuSeconds(node.pid)
+        const handled0 = peer ? await peer.handled() : 0
+        const cpu0 = cpuSeconds(proxyPid)
         const soft0 = softirqSeconds()
         const load = await w.run(client, { seconds: duration, dir })
-        const proxyCpuSeconds = cpuSeconds(node.pid) - cpu0
+        const proxyCpuSeconds = cpuSeconds(proxyPid) - cpu0
         const soft = softirqSeconds() - soft0
+        const peerHandled = peer ? (await peer.handled()) - handled0 : null
+        if (peer) await stopScenario(peer)
         await node.stop()
         const totals = node.lines().find((l) => l.msg === 'datapath stopped') as unknown as ProxyTotals | undefined
-        const reason = totals === undefined ? 'the node did not report its counters' : pathProblem(mode, w, totals, load)
+        const reason = totals === undefined ? 'the node did not report its counters' : pathProblem(mode, w, totals, load, peerHandled)
         const cpuSecondsUsed = (mode === 'none' ? 0 : proxyCpuSeconds) + soft
         return { ...load, valid: reason === null, reason, proxyCpuSeconds, softirqSeconds: soft, cpuUsPerOp: load.ops > 0 ? (cpuSecondsUsed / load.ops) * 1e6 : null }
       } finally {
+        if (peer) await stopScenario(peer)
         await node.stop()
         rmSync(logFile, { force: true })
       }
@@ -123,7 +136,7 @@ export async function runCompare(args: string[], out: (s: string) => void, err: 
   const results = workloads.map((name) => {
     const w = WORKLOAD_DEFS[name]
     const cells = modes
-      .filter((m) => m !== 'sockmap' || w.tcp)
+      .filter((m) => carries(m, w))
       .map((mode) => {
         const all = measured[`${name}/${mode}`]
         const valid = all.filter((r) => r.valid)
@@ -157,7 +170,7 @@ export async function runCompare(args: string[], out: (s: string) => void, err: 
         what: r.what,
         unit: r.unit,
         cells: r.cells.map(
-          (c): ReportCell => ({ mode: c.mode, valid: c.valid, reason: c.reason, opsPerSec: c.median?.opsPerSec ?? null, p50Ms: c.median?.latencyMs.p50 ?? null, p99Ms: c.median?.latencyMs.p99 ?? null, cpuUsPerOp: c.median?.cpuUsPerOp ?? null, runs: c.runs.length }),
+          (c): ReportCell => ({ mode: modeLabel(c.mode), valid: c.valid, reason: c.reason, opsPerSec: c.median?.opsPerSec ?? null, p50Ms: c.median?.latencyMs.p50 ?? null, p99Ms: c.median?.latencyMs.p99 ?? null, cpuUsPerOp: c.median?.cpuUsPerOp ?? null, runs: c.runs.length }),
         ),
       })),
     }),
@@ -167,7 +180,7 @@ export async function runCompare(args: string[], out: (s: string) => void, err: 
     renderTable(
       ['workload', 'mode', 'ops/s', 'spread', 'p50 ms', 'p99 ms', 'CPU us/op', 'path'],
       results.flatMap((r) =>
-        r.cells.map((c) => [r.name, c.mode, c.median ? `${Math.round(c.median.opsPerSec)} ${r.unit}` : '-', c.spread ? `${Math.round(c.spread.min)}-${Math.round(c.spread.max)}` : '-', f(c.median?.latencyMs.p50), f(c.median?.latencyMs.p99), f(c.median?.cpuUsPerOp, 1), c.valid ? 'confirmed' : `INVALID: ${c.reason}`]),
+        r.cells.map((c) => [r.name, modeLabel(c.mode), c.median ? `${Math.round(c.median.opsPerSec)} ${r.unit}` : '-', c.spread ? `${Math.round(c.spread.min)}-${Math.round(c.spread.max)}` : '-', f(c.median?.latencyMs.p50), f(c.median?.latencyMs.p99), f(c.median?.cpuUsPerOp, 1), c.valid ? 'confirmed' : `INVALID: ${c.reason}`]),
       ),
     ),
   )

@@ -43,7 +43,7 @@ function num(v: number | null, digits = 0): string {
 export function barChart(title: string, unit: string, modes: readonly string[], series: ReadonlyArray<{ name: string; values: ReadonlyArray<number | null> }>): string {
   const width = 520
   const rowH = 14 * series.length + 10
-  const left = 90
+  const left = 110
   const top = 28
   const height = top + modes.length * rowH + 24
   const max = Math.max(1e-9, ...series.flatMap((s) => s.values.filter((v): v is number => v !== null && Number.isFinite(v))))
@@ -99,6 +99,7 @@ tr.invalid{color:#a33}
 <h1>${esc(r.title)}</h1>
 <p>${esc(r.date)} · ${esc(r.machine)} · ${esc(r.settings)}</p>
 <p>Each figure is the median of interleaved runs whose kernel and proxy counters confirmed the path (mode <em>none</em>: nothing reached the proxy; other modes: the proxy saw every operation). Runs that failed the check are marked and left out. CPU per operation is the proxy process's CPU time plus the machine's softirq time, divided by the operations.</p>
+<p>Peers (<em>haproxy</em>, <em>dnsdist</em>) stand in for l7proxy's proxy with the same rules, behind the redirect mode named beside them; their own statistics must count every operation.</p>
 ${sections.join('\n')}
 </body></html>
 `

@@ -6,6 +6,7 @@ import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { findHost } from '../../lab/topology.js'
 import { bulk, dnsperf, h2load, wrk, type Client, type LoadResult } from '../load-generators.js'
+import type { BenchRule } from '../peers/haproxy.js'
 
 export const WORKLOADS = ['http-keepalive', 'http-connect', 'bulk', 'grpc', 'dns'] as const
 export type WorkloadName = (typeof WORKLOADS)[number]
@@ -14,8 +15,10 @@ export interface Workload {
   name: WorkloadName
   what: string
   unit: string
-  /** TCP only: sockmap redirects TCP, so DNS (UDP) is not measured there. */
-  tcp: boolean
+  /** What the proxy speaks: sockmap redirects TCP, so DNS (UDP) is not measured there. */
+  protocol: 'http1' | 'h2c' | 'dns'
+  /** The policy's L7 rules as method and path, for an HTTP peer (HAProxy). */
+  httpRules?: readonly BenchRule[]
   /** The policy: with `l7` the traffic is steered to the proxy, without it only allowed. */
   policy(l7: boolean): string
   run(client: Client, o: { seconds: number; dir: string }): Promise<LoadResult>
@@ -51,7 +54,8 @@ spec:
 `
 }
 
-const httpPolicy = (l7: boolean): string => ingress('compare-http', '{ class: deathstar }', 80, l7 ? '{ http: [ { method: GET, path: "/v1/.*" } ] }' : null)
+const HTTP_RULES: readonly BenchRule[] = [{ method: 'GET', path: '/v1/.*' }]
+const httpPolicy = (l7: boolean): string => ingress('compare-http', '{ class: deathstar }', 80, l7 ? `{ http: [ ${HTTP_RULES.map((r) => `{ method: ${r.method}, path: "${r.path}" }`).join(', ')} ] }` : null)
 const httpProxied = (t: ProxyTotals): number => t.httpRequests.allowed
 
 /** A gRPC LandingRequest{ship} in its 5-byte length-prefixed frame. */
@@ -68,7 +72,8 @@ export const WORKLOAD_DEFS: Record<WorkloadName, Workload> = {
     name: 'http-keepalive',
     what: 'GET /v1/ on 32 kept-alive connections (wrk)',
     unit: 'req/s',
-    tcp: true,
+    protocol: 'http1',
+    httpRules: HTTP_RULES,
     policy: httpPolicy,
     run: (c, o) => wrk(c, { url: `http://${DEATHSTAR}/v1/`, seconds: o.seconds, connections: 32 }),
     proxied: httpProxied,
@@ -77,7 +82,8 @@ export const WORKLOAD_DEFS: Record<WorkloadName, Workload> = {
     name: 'http-connect',
     what: 'GET /v1/ on a new connection each (wrk, Connection: close, 8 at a time)',
     unit: 'conn/s',
-    tcp: true,
+    protocol: 'http1',
+    httpRules: HTTP_RULES,
     policy: httpPolicy,
     run: (c, o) => wrk(c, { url: `http://${DEATHSTAR}/v1/`, seconds: o.seconds, connections: 8, closeEach: true }),
     proxied: httpProxied,
@@ -86,7 +92,8 @@ export const WORKLOAD_DEFS: Record<WorkloadName, Workload> = {
     name: 'bulk',
     what: `a ${BULK_BYTES / 1024 / 1024} MB response body, one transfer at a time (curl)`,
     unit: 'transfers/s',
-    tcp: true,
+    protocol: 'http1',
+    httpRules: HTTP_RULES,
     policy: httpPolicy,
     run: (c, o) => bulk(c, { url: `http://${DEATHSTAR}/v1/bytes?n=${BULK_BYTES}`, seconds: o.seconds }),
     proxied: httpProxied,
@@ -95,7 +102,9 @@ export const WORKLOAD_DEFS: Record<WorkloadName, Workload> = {
     name: 'grpc',
     what: 'unary RequestLanding calls, 4 connections x 8 streams (h2load)',
     unit: 'calls/s',
-    tcp: true,
+    protocol: 'h2c',
+    // gRPC's service and method rule, as HTTP/2 carries it.
+    httpRules: [{ method: 'POST', path: '/empire\\.Deathstar/RequestLanding' }],
     policy: (l7) => ingress('compare-grpc', '{ class: grpc }', 50051, l7 ? '{ grpc: [ { service: empire.Deathstar, method: RequestLanding } ] }' : null),
     run: (c, o) =>
       h2load(c, { url: `http://${GRPC}:50051/empire.Deathstar/RequestLanding`, seconds: o.seconds, warmup: 0, connections: 4, streams: 8, body: grpcBody('tiefighter'), headers: ['content-type: application/grpc', 'te: trailers'], dir: o.dir }),
@@ -105,7 +114,7 @@ export const WORKLOAD_DEFS: Record<WorkloadName, Workload> = {
     name: 'dns',
     what: 'A queries for names under empire, 4 clients x 50 outstanding (dnsperf)',
     unit: 'queries/s',
-    tcp: false,
+    protocol: 'dns',
     policy: (l7) => `apiVersion: cilium.io/v2
 kind: CiliumNetworkPolicy
 metadata: { name: compare-dns }
