@@ -14,6 +14,7 @@ import { checkLayout, decodePolicyKey, decodePolicyValue, originalDestination, r
 import { setupMode, teardownModes, type RedirectMode, type Run } from './modes/redirect-mode.js'
 import { inNetns } from './netns.js'
 import { PolicyWriter, type WriteStats } from './policy-writer.js'
+import { addProxyListener, attachSkLookup, detachSkLookup } from './sk-lookup.js'
 import { attachTc, detachTc, ifindexOf, removeClsact } from './tc.js'
 import { distPath } from '../lib/project-root.js'
 
@@ -43,6 +44,7 @@ export class Datapath {
   private readonly byEndpoint = new Map<number, number>()
   private readonly writer: PolicyWriter
   private sockmap: { sockops: BpfObject; skMsg: BpfObject } | null = null
+  private skLookup: { obj: BpfObject; link: number } | null = null
   private stopped = false
 
   private constructor(
@@ -81,6 +83,14 @@ export class Datapath {
       // forwarding then drops (a packet with a socket is never forwarded). Off for good: those
       // sockets outlive the proxy by a minute.
       if (opts.mode !== 'dnat') dp.inNode(() => writeFileSync('/proc/sys/net/ipv4/tcp_early_demux', '0'))
+      // sk_assign hands a SYN that reuses the tuple of a proxy socket in TIME_WAIT to that socket;
+      // the kernel then looks for a listener, and sk_lookup makes it find the proxy's (TPROXY
+      // does this itself).
+      if (opts.mode === 'sk-assign' || opts.mode === 'sockmap') {
+        const obj = object('sk-lookup', opts.pinRoot)
+        dp.skLookup = { obj, link: -1 }
+        dp.skLookup.link = attachSkLookup(obj.programFd('steer_time_wait_syn'), opts.netns)
+      }
       if (dp.cgroup) {
         const sockops = object('sockops', opts.pinRoot)
         const skMsg = object('sk-msg', opts.pinRoot)
@@ -108,6 +118,15 @@ export class Datapath {
     this.attached.set(ifname, ifindex)
     if (endpointId !== undefined) this.byEndpoint.set(endpointId, ifindex)
     return ifindex
+  }
+
+  /**
+   * Tells the datapath which listening socket is the proxy on `port`: in sk-assign and sockmap
+   * modes a SYN reusing a steered tuple whose proxy socket is in TIME_WAIT goes to it (without
+   * one, such SYNs are dropped). Any socket of a SO_REUSEPORT group stands for the group.
+   */
+  addProxyListener(port: number, socketFd: number): void {
+    if (this.skLookup) addProxyListener(this.fromEndpoint.map('l7_proxy_listeners'), port, socketFd)
   }
 
   apply(delta: EngineDelta): WriteStats {
@@ -158,6 +177,10 @@ export class Datapath {
       this.sockmap.skMsg.close()
     }
     if (this.cgroup) removeCgroup(this.cgroup)
+    if (this.skLookup) {
+      if (this.skLookup.link >= 0) detachSkLookup(this.skLookup.link)
+      this.skLookup.obj.close()
+    }
     try {
       this.inNode(() => {
         for (const ifindex of this.attached.values()) {

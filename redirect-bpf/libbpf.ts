@@ -79,6 +79,7 @@ export interface Libbpf {
   bpf_obj_get: Fn
   bpf_prog_attach: Fn
   bpf_prog_detach2: Fn
+  bpf_link_create: Fn
   libbpf_num_possible_cpus: Fn
   libbpf_set_print: Fn
   close: Fn
@@ -142,6 +143,7 @@ export function libbpf(): Libbpf {
     bpf_obj_get: f(lib, 'int bpf_obj_get(const char *path)'),
     bpf_prog_attach: f(lib, 'int bpf_prog_attach(int prog_fd, int attachable_fd, int type, unsigned int flags)'),
     bpf_prog_detach2: f(lib, 'int bpf_prog_detach2(int prog_fd, int attachable_fd, int type)'),
+    bpf_link_create: f(lib, 'int bpf_link_create(int prog_fd, int target_fd, int attach_type, void *opts)'),
     libbpf_num_possible_cpus: f(lib, 'int libbpf_num_possible_cpus()'),
     libbpf_set_print: f(lib, 'void *libbpf_set_print(void *fn)'),
     close: f(libc, 'int close(int fd)'),

@@ -8,6 +8,11 @@ import { BpfError, cString, errnoName, libbpf } from './libbpf.js'
 const CLONE_NEWNET = 0x40000000
 const O_RDONLY_CLOEXEC = 0o2000000
 
+/** An fd of the named namespace (/run/netns/NAME), or of this thread's when no name is given. */
+export function openNetns(name?: string): number {
+  return openNs(name === undefined ? '/proc/thread-self/ns/net' : `/run/netns/${name}`)
+}
+
 function openNs(path: string): number {
   const fd = libbpf().open(cString(path), O_RDONLY_CLOEXEC) as number
   if (fd < 0) throw new BpfError('ENETNS', `cannot open ${path}: ${errnoName(koffi.errno())}`)

@@ -162,3 +162,28 @@ kernelTest(t, "http proxy in the lab: the server's egress default-deny does not 
   const out = await p.curl('deathstar', ['-w', '%{http_code}', '--max-time', '2', 'http://192.0.2.3/v1/'])
   t.not(out.code, 0, "the deathstar's own connections are still denied")
 })
+
+// The proxy closes a `Connection: close` exchange first, so its side of the tuple stays in
+// TIME_WAIT in the node; sk_assign hands a new SYN on that tuple to it, and the kernel must then
+// find the proxy's listener (sk-lookup.bpf.c) or the client waits a second to retry.
+for (const mode of ['sk-assign', 'sockmap'] as const) {
+  kernelTest(t, `http proxy in the lab (${mode}): a SYN reusing the tuple of a proxy socket in TIME_WAIT reaches the proxy at once`, async (t) => {
+    const p = await nodeProxy(t, mode, join(projectRoot(), 'policy/examples/star-wars.yaml'))
+    const port = 41100
+    // Reads the whole answer and closes after the proxy does (the client keeps no TIME_WAIT).
+    const client = `const s = require('net').connect({ host: '198.18.2.10', port: 80, localPort: ${port} }, () => s.write('POST /v1/request-landing HTTP/1.1\\r\\nHost: deathstar\\r\\nConnection: close\\r\\nContent-Length: 0\\r\\n\\r\\n'));
+      let a = ''; s.on('data', (d) => (a += d)); s.on('end', () => { s.end(); process.stdout.write(a.split('\\r\\n')[0]) }); s.on('error', (e) => { console.error(e.message); process.exit(1) })`
+    const synRetrans = async (): Promise<number> => {
+      // /proc/net/netstat: a line of TcpExt names, then one of their values (this namespace's).
+      const [names, values] = (await p.lab.exec('tiefighter', ['cat', '/proc/net/netstat'])).stdout.split('\n').filter((l) => l.startsWith('TcpExt:')).map((l) => l.split(/\s+/))
+      return Number(values?.[names?.indexOf('TCPSynRetrans') ?? -1])
+    }
+    t.equal((await p.lab.exec('tiefighter', [process.execPath, '-e', client], { timeoutMs: 15_000 })).stdout, 'HTTP/1.1 200 OK', 'first connection from port 41100')
+    const tw = await p.lab.exec('node', ['ss', '-Htan', 'state', 'time-wait', `( dport = :${port} )`])
+    t.match(tw.stdout, /198\.18\.2\.10:80\s+198\.18\.1\.10:41100/, "the proxy's side of it is in TIME_WAIT in the node")
+    const before = await synRetrans()
+    t.ok(Number.isInteger(before), `the client's SYN retransmissions so far: ${before}`)
+    t.equal((await p.lab.exec('tiefighter', [process.execPath, '-e', client], { timeoutMs: 15_000 })).stdout, 'HTTP/1.1 200 OK', 'the same tuple again')
+    t.equal((await synRetrans()) - before, 0, 'and its SYN was answered the first time (no retransmission)')
+  })
+}

@@ -187,7 +187,11 @@ const dns: DnsProxy = new DnsProxy({
   },
 })
 // --dns external: the port is left to another DNS proxy (a benchmark's dnsdist).
-if (values.dns === 'builtin') await dns.listen({ fd: transparentUdpSocket(proxyAddress, DNS_PORT), tcpFd: transparentTcpListener(proxyAddress, DNS_PORT) })
+if (values.dns === 'builtin') {
+  const tcpFd = transparentTcpListener(proxyAddress, DNS_PORT)
+  dp.addProxyListener(DNS_PORT, tcpFd)
+  await dns.listen({ fd: transparentUdpSocket(proxyAddress, DNS_PORT), tcpFd })
+}
 
 let proxy: HttpProxy | null = null
 const threads = mode === 'dnat' ? 1 : threadsArg
@@ -206,6 +210,7 @@ if (values.http === 'builtin') {
   if (dp.cgroup) joinCgroup(dp.cgroup)
   const fds = Array.from({ length: threads }, () => transparentTcpListener(proxyAddress, HTTP_PORT, { reusePort: true }))
   if (dp.cgroup) joinCgroup(cgroup2Root())
+  dp.addProxyListener(HTTP_PORT, fds[0]!)
   await proxy.listen({ fd: fds[0]! })
   const proxyPorts = { http: HTTP_PORT, dns: DNS_PORT }
   workers = await startHttpWorkers(

@@ -229,6 +229,16 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } l7_sockhash SEC(".maps");
 
+/* proxy_listeners: the proxy's listening sockets by port (host order), for sk-lookup.bpf.c. The
+ * agent inserts them (the value is the socket's fd on update); a socket leaves when it closes. */
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKHASH);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, 16);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} l7_proxy_listeners SEC(".maps");
+
 /* sockmap_stats: messages and bytes sk_msg moved socket to socket (index 0). */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

@@ -1,0 +1,33 @@
+// The sk_lookup program (progs/sk-lookup.bpf.c) on the node's network namespace: attached by a
+// BPF link that lasts while its fd is open (so it goes with the agent, and a restart attaches
+// anew), and the proxy listeners it may select, by port.
+
+import { check, libbpf } from './libbpf.js'
+import type { BpfMap } from './bpf-object.js'
+import { openNetns } from './netns.js'
+
+const BPF_SK_LOOKUP = 36
+
+/** Attaches `progFd` to the named namespace (or this thread's); returns the link's fd. */
+export function attachSkLookup(progFd: number, netns?: string): number {
+  const nsFd = openNetns(netns)
+  try {
+    return check(libbpf().bpf_link_create(progFd, nsFd, BPF_SK_LOOKUP, null) as number, 'EATTACH', `attaching sk_lookup to network namespace ${netns ?? '(current)'}`)
+  } finally {
+    libbpf().close(nsFd)
+  }
+}
+
+/** Detaches: closing the link's last fd ends it. */
+export function detachSkLookup(linkFd: number): void {
+  libbpf().close(linkFd)
+}
+
+/** Makes a listening socket the one sk_lookup selects for `port` (l7_proxy_listeners). */
+export function addProxyListener(listeners: BpfMap, port: number, socketFd: number): void {
+  const key = Buffer.alloc(4)
+  key.writeUInt32LE(port)
+  const value = Buffer.alloc(8)
+  value.writeBigUInt64LE(BigInt(socketFd))
+  listeners.update(key, value)
+}
