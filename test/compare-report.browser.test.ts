@@ -1,6 +1,7 @@
 // The comparison's HTML report rendered by a real browser (Debian's headless Chromium): every
 // chart is laid out with a size, and every bar of a valid figure is drawn where it can be seen
-// (the topmost element at its centre), with no network. The report has no scripts of its own;
+// (the topmost element at its centre), the runs' spread as a whisker inside its chart, no label
+// cut off, and nothing fetched. The report has no scripts of its own;
 // the test appends one to a copy that measures the layout and writes it into the DOM, which
 // Chromium's --dump-dom then returns. Skips without Chromium, fails instead under
 // L7PROXY_REQUIRE_KERNEL=1 (CI installs it).
@@ -19,7 +20,7 @@ import { kernelGate, kernelRequired } from './fixtures/kernel.js'
 const CHROMIUM = '/usr/bin/chromium'
 
 interface Layout {
-  charts: Array<{ label: string; width: number; height: number; bars: number; visibleBars: number; outside: number; clippedText: number }>
+  charts: Array<{ label: string; width: number; height: number; bars: number; visibleBars: number; outside: number; clippedText: number; whiskers: number }>
   requests: number
 }
 
@@ -36,6 +37,10 @@ const charts = [...document.querySelectorAll('svg.chart')].map((svg) => {
     const b = x.getBoundingClientRect()
     return b.left < box.left - 0.5 || b.right > box.right + 0.5
   }).length
+  const whiskers = [...svg.querySelectorAll('path.whisker')].filter((x) => {
+    const b = x.getBoundingClientRect()
+    return b.width > 0 && b.left >= box.left && b.right <= box.right + 0.5
+  }).length
   let visibleBars = 0
   for (const r of bars) {
     // Scrolled into view first: elementFromPoint sees the viewport only.
@@ -43,7 +48,7 @@ const charts = [...document.querySelectorAll('svg.chart')].map((svg) => {
     const c = r.getBoundingClientRect()
     if (c.width > 0 && c.height > 0 && document.elementFromPoint(c.left + c.width / 2, c.top + c.height / 2) === r) visibleBars++
   }
-  return { label: svg.getAttribute('aria-label'), width: box.width, height: box.height, bars: bars.length, visibleBars, outside, clippedText }
+  return { label: svg.getAttribute('aria-label'), width: box.width, height: box.height, bars: bars.length, visibleBars, outside, clippedText, whiskers }
 })
 const out = document.createElement('pre')
 out.id = 'layout'
@@ -59,7 +64,7 @@ function sampleReport(): { html: string; workloads: ReportWorkload[] } {
     unit: WORKLOAD_DEFS[name].unit,
     cells: COMPARE_MODES.filter((m) => carries(m, WORKLOAD_DEFS[name])).map((mode, mi) => {
       const valid = !(wi === 1 && mode === 'dnat')
-      return { mode: modeLabel(mode), valid, reason: valid ? null : 'the proxy saw 7 of the 10 operations', opsPerSec: valid ? 1000 * (mi + 1) + wi : null, p50Ms: valid ? 0.5 + mi : null, p99Ms: valid ? 2 + mi : null, cpuUsPerOp: valid ? 40 + 10 * mi : null, runs: 3 }
+      return { mode: modeLabel(mode), valid, reason: valid ? null : 'the proxy saw 7 of the 10 operations', opsPerSec: valid ? 1000 * (mi + 1) + wi : null, spread: valid ? { min: 900 * (mi + 1), max: 1100 * (mi + 1) + wi } : null, p50Ms: valid ? 0.5 + mi : null, p99Ms: valid ? 2 + mi : null, cpuUsPerOp: valid ? 40 + 10 * mi : null, runs: 3 }
     }),
   }))
   return { html: renderReport({ title: 'l7proxy: redirect modes compared', date: '2026-11-23', machine: '2 cores', settings: '3 runs', workloads }), workloads }
@@ -88,6 +93,7 @@ t.test('headless Chromium draws every chart and every bar of the report', gate.r
     const valid = w.cells.filter((c) => c.valid).length
     const charts = layout.charts.slice(i * 3, i * 3 + 3)
     t.match(charts.map((c) => c.label), [`${w.name}: throughput`, `${w.name}: latency`, /CPU per operation/], `${w.name}: charts in order`)
+    t.same(charts.map((c) => c.whiskers), [valid, 0, 0], `${w.name}: the runs' spread drawn inside the throughput chart`)
     t.same(charts.map((c) => c.bars), [valid, 2 * valid, valid], `${w.name}: a bar per valid mode and series (${w.cells.length - valid} invalid left out)`)
     for (const c of charts) {
       t.ok(c.width > 100 && c.height > 50, `${c.label}: laid out at ${c.width}x${c.height}`)

@@ -63,9 +63,9 @@ t.test('the HTML report is one self-contained page with a chart per figure', asy
         what: 'GET & more',
         unit: 'req/s',
         cells: [
-          { mode: 'none', valid: true, reason: null, opsPerSec: 18000, p50Ms: 1.4, p99Ms: 4.2, cpuUsPerOp: 20, runs: 3 },
-          { mode: 'sk-assign', valid: true, reason: null, opsPerSec: 13000, p50Ms: 2, p99Ms: 9, cpuUsPerOp: 107, runs: 3 },
-          { mode: 'tproxy', valid: false, reason: 'the proxy saw 7 of the 10 operations', opsPerSec: null, p50Ms: null, p99Ms: null, cpuUsPerOp: null, runs: 3 },
+          { mode: 'none', valid: true, reason: null, opsPerSec: 18000, spread: { min: 17000, max: 19000 }, p50Ms: 1.4, p99Ms: 4.2, cpuUsPerOp: 20, runs: 3 },
+          { mode: 'sk-assign', valid: true, reason: null, opsPerSec: 13000, spread: null, p50Ms: 2, p99Ms: 9, cpuUsPerOp: 107, runs: 3 },
+          { mode: 'tproxy', valid: false, reason: 'the proxy saw 7 of the 10 operations', opsPerSec: null, spread: null, p50Ms: null, p99Ms: null, cpuUsPerOp: null, runs: 3 },
         ],
       },
     ],
@@ -73,6 +73,8 @@ t.test('the HTML report is one self-contained page with a chart per figure', asy
   t.match(html, /^<!DOCTYPE html>/)
   t.equal(html.match(/<svg /g)?.length, 3, 'throughput, latency and CPU charts')
   t.equal(html.match(/<rect [^>]*><title>/g)?.length, 2 + 4 + 2, 'one bar per valid mode and series')
+  t.equal(html.match(/class="whisker"/g)?.length, 1, "a whisker where the runs' spread is known")
+  t.match(html, /<title>none runs: 17,000-19,000 req\/s<\/title>/)
   t.match(html, /<td>tproxy<\/td>.*no: the proxy saw 7 of the 10 operations/, 'the invalid run is marked with its reason')
   t.match(html, /modes &#60;compared&#62;/, 'text is escaped')
   t.match(html, /GET &#38; more/)

@@ -170,7 +170,7 @@ export async function runCompare(args: string[], out: (s: string) => void, err: 
         what: r.what,
         unit: r.unit,
         cells: r.cells.map(
-          (c): ReportCell => ({ mode: modeLabel(c.mode), valid: c.valid, reason: c.reason, opsPerSec: c.median?.opsPerSec ?? null, p50Ms: c.median?.latencyMs.p50 ?? null, p99Ms: c.median?.latencyMs.p99 ?? null, cpuUsPerOp: c.median?.cpuUsPerOp ?? null, runs: c.runs.length }),
+          (c): ReportCell => ({ mode: modeLabel(c.mode), valid: c.valid, reason: c.reason, opsPerSec: c.median?.opsPerSec ?? null, spread: c.spread, p50Ms: c.median?.latencyMs.p50 ?? null, p99Ms: c.median?.latencyMs.p99 ?? null, cpuUsPerOp: c.median?.cpuUsPerOp ?? null, runs: c.runs.length }),
         ),
       })),
     }),

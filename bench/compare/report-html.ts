@@ -1,12 +1,14 @@
 // The comparison as one self-contained HTML page: per workload, bar charts (inline SVG, no
-// scripts, no network) of throughput, latency percentiles and CPU per operation by redirect
-// mode, and the table of every figure. Pure: a result in, a string out.
+// scripts, no network) of throughput (with the runs' spread as a whisker), latency percentiles
+// and CPU per operation by redirect mode, and the table of every figure. Pure: a result in, a string out.
 
 export interface ReportCell {
   mode: string
   valid: boolean
   reason: string | null
   opsPerSec: number | null
+  /** The lowest and highest operations/s of the valid runs (drawn as a whisker). */
+  spread: { min: number; max: number } | null
   p50Ms: number | null
   p99Ms: number | null
   cpuUsPerOp: number | null
@@ -39,14 +41,22 @@ function num(v: number | null, digits = 0): string {
   return v.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits })
 }
 
+export interface Series {
+  name: string
+  values: ReadonlyArray<number | null>
+  /** Per mode, the range its runs spanned, drawn as a whisker over the bar. */
+  ranges?: ReadonlyArray<{ min: number; max: number } | null>
+}
+
 /** One bar chart: a bar per mode (or a group of bars per mode, one per series). */
-export function barChart(title: string, unit: string, modes: readonly string[], series: ReadonlyArray<{ name: string; values: ReadonlyArray<number | null> }>): string {
+export function barChart(title: string, unit: string, modes: readonly string[], series: readonly Series[]): string {
   const width = 520
   const rowH = 14 * series.length + 10
   const left = 110
   const top = 28
   const height = top + modes.length * rowH + 24
-  const max = Math.max(1e-9, ...series.flatMap((s) => s.values.filter((v): v is number => v !== null && Number.isFinite(v))))
+  const finite = (v: number | null | undefined): v is number => typeof v === 'number' && Number.isFinite(v)
+  const max = Math.max(1e-9, ...series.flatMap((s) => [...s.values.filter(finite), ...(s.ranges ?? []).map((r) => r?.max).filter(finite)]))
   const scale = (width - left - 80) / max
   let bars = ''
   modes.forEach((mode, i) => {
@@ -61,7 +71,11 @@ export function barChart(title: string, unit: string, modes: readonly string[], 
       }
       const w = Math.max(1, v * scale)
       bars += `<rect x="${left}" y="${y}" width="${w.toFixed(1)}" height="12" fill="${COLORS[j % COLORS.length]}"><title>${esc(`${mode} ${s.name}: ${num(v, 2)} ${unit}`)}</title></rect>`
-      bars += `<text x="${(left + w + 4).toFixed(1)}" y="${y + 10}" class="value">${esc(num(v, v < 10 ? 2 : 0))}</text>`
+      const range = s.ranges?.[i] ?? null
+      const x1 = range ? left + range.min * scale : 0
+      const x2 = range ? left + range.max * scale : 0
+      if (range) bars += `<path d="M${x1.toFixed(1)} ${y + 3}v6M${x1.toFixed(1)} ${y + 6}H${x2.toFixed(1)}M${x2.toFixed(1)} ${y + 3}v6" class="whisker"><title>${esc(`${mode} runs: ${num(range.min)}-${num(range.max)} ${unit}`)}</title></path>`
+      bars += `<text x="${(Math.max(left + w, x2) + 4).toFixed(1)}" y="${y + 10}" class="value">${esc(num(v, v < 10 ? 2 : 0))}</text>`
     })
   })
   const legend = series.length > 1 ? series.map((s, j) => `<rect x="${left + j * 90}" y="${height - 14}" width="10" height="10" fill="${COLORS[j % COLORS.length]}"/><text x="${left + j * 90 + 14}" y="${height - 5}" class="label">${esc(s.name)}</text>`).join('') : ''
@@ -73,7 +87,7 @@ export function renderReport(r: ReportInput): string {
     const modes = w.cells.map((c) => c.mode)
     const valid = (f: (c: ReportCell) => number | null) => w.cells.map((c) => (c.valid ? f(c) : null))
     const charts = [
-      barChart(`${w.name}: throughput`, w.unit, modes, [{ name: w.unit, values: valid((c) => c.opsPerSec) }]),
+      barChart(`${w.name}: throughput`, w.unit, modes, [{ name: w.unit, values: valid((c) => c.opsPerSec), ranges: w.cells.map((c) => (c.valid ? c.spread : null)) }]),
       barChart(`${w.name}: latency`, 'ms', modes, [
         { name: 'p50', values: valid((c) => c.p50Ms) },
         { name: 'p99', values: valid((c) => c.p99Ms) },
@@ -92,7 +106,7 @@ export function renderReport(r: ReportInput): string {
 body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:1200px}
 h1{font-size:1.4em}h2{font-size:1.15em;margin-top:2em}
 .charts{display:flex;flex-wrap:wrap;gap:1em}
-.chart .title{font-size:13px;font-weight:600}.chart .label,.chart .value,.chart .na{font-size:11px}.chart .na{fill:#999}
+.chart .title{font-size:13px;font-weight:600}.chart .label,.chart .value,.chart .na{font-size:11px}.chart .na{fill:#999}.chart .whisker{stroke:#333;stroke-width:1.2;fill:none}
 table{border-collapse:collapse;margin-top:.5em}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}td:first-child,th:first-child{text-align:left}
 tr.invalid{color:#a33}
 </style></head><body>
