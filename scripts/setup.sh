@@ -32,6 +32,8 @@ declare -A PACKAGES=(
   [dnsperf]=/usr/bin/dnsperf
   [dnsdist]=/usr/bin/dnsdist
   [chromium]=/usr/bin/chromium
+  # chromium only recommends a font; the report test measures laid-out text.
+  [fonts-liberation]=/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf
   [ca-certificates]=/etc/ssl/certs/ca-certificates.crt
 )
 NODE_MIN_MAJOR=20
