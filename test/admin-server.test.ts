@@ -23,7 +23,7 @@ t.test('routes, errors, permissions, stale and live sockets', async (t) => {
   t.ok(statSync(path).isSocket(), 'a stale socket file is there')
 
   let calls = 0
-  const admin = await startAdminServer(path, { '/v1/status': () => ({ calls: ++calls }), '/v1/broken': () => { throw new Error('it broke') }, 'POST /v1/reset': () => ({ calls: (calls = 0) }) })
+  const admin = await startAdminServer(path, { '/v1/status': () => ({ calls: ++calls }), '/v1/broken': () => { throw new Error('it broke') }, 'POST /v1/reset': () => ({ calls: (calls = 0) }), 'POST /v1/echo': (_q, body) => ({ length: body.length, head: body.slice(0, 5) }) })
   t.teardown(() => admin.close())
   t.equal(statSync(path).mode & 0o777, 0o600, 'only root may talk to it')
   t.same(await adminGet(path, '/v1/status'), { calls: 1 })
@@ -34,6 +34,8 @@ t.test('routes, errors, permissions, stale and live sockets', async (t) => {
 
   t.same(await adminGet(path, '/v1/reset', 1000, 'POST'), { calls: 0 }, 'a POST route changes something')
   await t.rejects(adminGet(path, '/v1/reset'), { code: 'EADMIN', message: /no such admin call/ }, 'and is not there for GET')
+  t.same(await adminGet(path, '/v1/echo', 1000, 'POST', 'kind: Policy ✓'), { length: 14, head: 'kind:' }, 'a POST route gets the body as text')
+  await t.rejects(adminGet(path, '/v1/echo', 5000, 'POST', 'x'.repeat((1 << 20) + 1)), { code: 'EADMIN', message: /larger than 1048576 bytes/ }, 'one over 1 MiB is refused (413)')
   await t.rejects(adminGet(path, '/v1/status', 1000, 'POST'), { code: 'EADMIN', message: /no such admin call/ }, 'nor a GET route for POST')
   writeFileSync(join(dir, 'plain'), 'x')
   await t.rejects(startAdminServer(join(dir, 'plain'), {}), /is not a socket/, 'a file that is not a socket is left alone')

@@ -1,7 +1,8 @@
 // `l7proxy agent` as a user runs it: a real process on a lab, its policy directory edited while
 // it runs. A rule removed from a file denies the next request, put back allows it again, a file
 // that does not parse is refused without changing anything, a file removed takes its rules with
-// it; no restart in between.
+// it, a file imported through the CLI is enforced when the command returns; no restart in
+// between.
 
 import { spawn } from 'node:child_process'
 import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, unlinkSync, writeFileSync } from 'node:fs'
@@ -140,13 +141,34 @@ kernelTest(t, 'agent: policy file changes take effect live, a bad file changes n
   t.pass('with the file removed no rule guards the exhaust port: the server itself answers (503)')
   t.match(await line('policy removed'), { file }, 'the removal is logged')
 
+  // What is in force, and a policy file brought in from elsewhere through the agent.
+  type InForce = { revision: number; directory: string; files: Array<{ file: string; text: string }> }
+  const policyGet = async (): Promise<InForce> => JSON.parse((await cli('policy', 'get', '-o', 'json')).stdout) as InForce
+  t.match(await policyGet(), { directory: dir, files: [] }, 'policy get: nothing in force (broken.yaml was refused)')
+  const elsewhere = mkdtempSync(join(tmpdir(), 'l7-import-'))
+  t.teardown(() => rmSync(elsewhere, { recursive: true, force: true }))
+  writeFileSync(join(elsewhere, 'bad.yaml'), 'apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nspec: { endpointSelector: 7 }\n')
+  const bad = await cli('policy', 'import', join(elsewhere, 'bad.yaml'))
+  t.equal(bad.code, 1, 'policy import: an invalid file is refused')
+  t.match(bad.stderr, /bad\.yaml:\d+:\d+.*\n.*nothing imported/s, 'with where and why, and nothing imported')
+  t.notOk(existsSync(join(dir, 'bad.yaml')), 'and it is not written into the directory')
+  writeFileSync(join(elsewhere, 'imported.yaml'), original)
+  const imported = await cli('policy', 'import', join(elsewhere, 'imported.yaml'))
+  t.equal(imported.code, 0, imported.stderr)
+  t.match(imported.stdout, new RegExp(`imported\\.yaml: imported as ${join(dir, 'imported.yaml').replace(/\./g, '\\.')}, \\d+ rule\\(s\\); policy revision \\d+`), 'a valid one is written into the directory')
+  t.equal(await status('PUT', 'http://198.18.2.10/v1/exhaust-port'), '403', 'and enforced when import returns')
+  t.equal(readFileSync(join(dir, 'imported.yaml'), 'utf8'), original, 'the directory holds it as imported')
+  t.match(await policyGet(), { files: [{ file: join(dir, 'imported.yaml'), text: original }] }, 'policy get shows it with its text')
+  const revision = (await policyGet()).revision
+  t.equal((await cli('policy', 'get')).stdout, `# policy revision ${revision}, 1 file(s) from ${dir}\n---\n# ${join(dir, 'imported.yaml')}\n${original}`, 'and as YAML documents')
+
   const metrics = (await cli('metrics')).stdout
   const metric = (re: RegExp): number => Number(re.exec(metrics)?.[1] ?? NaN)
   t.ok(metric(/^l7proxy_requests_total\{protocol="http",outcome="allowed"\} (\d+)$/m) >= 3, 'metrics: HTTP requests by outcome, from every thread')
   t.ok(metric(/^l7proxy_requests_total\{protocol="dns",outcome="denied"\} (\d+)$/m) >= 1, 'DNS queries by outcome')
   t.ok(metric(/^l7proxy_kernel_packets_total\{endpoint="1",verdict="to-proxy"\} (\d+)$/m) >= 1, "the kernel's counters")
-  t.equal(metric(/^l7proxy_policy_revision (\d+)$/m), (await line('policy removed')).revision, 'the policy revision')
-  t.equal(metric(/^l7proxy_policy_apply_seconds_count (\d+)$/m), 3, 'and the three policy changes applied, timed')
+  t.equal(metric(/^l7proxy_policy_revision (\d+)$/m), revision, 'the policy revision')
+  t.equal(metric(/^l7proxy_policy_apply_seconds_count (\d+)$/m), 4, 'and the four policy changes applied (one imported), timed')
   const known = (JSON.parse((await cli('fqdn', 'cache', 'list', '-o', 'json')).stdout) as unknown[]).length
   t.equal(metric(/^l7proxy_fqdn_names (\d+)$/m), known, 'learned names, as many as the cache lists')
 

@@ -1,7 +1,7 @@
 // The agent's admin API: HTTP on a unix socket (mode 0600: root's CLI only). A route is a
 // function of the query that returns what to send as JSON, or a stream: JSON lines written as
 // they come until the client goes (or reads too slowly). Routes are GETs, except those whose key
-// starts with 'POST ' (the calls that change something). A stale socket file of an agent that
+// starts with 'POST ' (the calls that change something; they get the request body as text). A stale socket file of an agent that
 // died is replaced; a live agent's is not.
 
 import { chmodSync, existsSync, lstatSync, unlinkSync } from 'node:fs'
@@ -17,7 +17,7 @@ export class AdminText {
 }
 
 export type AdminRoute =
-  | ((query: URLSearchParams) => unknown)
+  | ((query: URLSearchParams, body: string) => unknown)
   | { stream: (query: URLSearchParams, write: (value: unknown) => void) => () => void }
 export type AdminRoutes = Record<string, AdminRoute>
 
@@ -26,6 +26,22 @@ export class AdminQueryError extends Error {}
 
 /** A streaming client this far behind is cut off rather than buffered for. */
 const MAX_STREAM_BACKLOG = 1 << 20
+/** The largest request body a POST may carry (a policy file). */
+const MAX_BODY_BYTES = 1 << 20
+
+/** A request's body as text, or null when it is larger than MAX_BODY_BYTES. */
+function readBody(req: import('node:http').IncomingMessage): Promise<string | null> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = []
+    let size = 0
+    req.on('data', (d: Buffer) => {
+      size += d.length
+      if (size <= MAX_BODY_BYTES) chunks.push(d)
+    })
+    req.on('end', () => resolve(size > MAX_BODY_BYTES ? null : Buffer.concat(chunks).toString('utf8')))
+    req.on('error', reject)
+  })
+}
 
 export interface AdminServer {
   close(): Promise<void>
@@ -53,7 +69,9 @@ export async function startAdminServer(socketPath: string, routes: AdminRoutes):
     if (!route) return send(res, req.method === 'GET' || req.method === 'POST' ? 404 : 405, { error: `${req.method} ${req.url}: no such admin call` })
     try {
       if (typeof route === 'function') {
-        const result = await route(url.searchParams)
+        const body = req.method === 'POST' ? await readBody(req) : ''
+        if (body === null) return send(res, 413, { error: `${req.url}: the body is larger than ${MAX_BODY_BYTES} bytes` })
+        const result = await route(url.searchParams, body)
         if (!(result instanceof AdminText)) return send(res, 200, result)
         res.writeHead(200, { 'content-type': result.contentType, 'content-length': Buffer.byteLength(result.body) })
         return void res.end(result.body)

@@ -33,10 +33,11 @@ function connectError(socketPath: string, e: NodeJS.ErrnoException): AdminError 
   return new AdminError('EADMIN', `${socketPath}: ${e.message}`)
 }
 
-/** GETs `path` from the agent at `socketPath`: its answer's text, or an AdminError. */
-export function adminGetText(socketPath: string, path: string, timeoutMs = 5_000, method: 'GET' | 'POST' = 'GET'): Promise<string> {
+/** GETs `path` from the agent at `socketPath` (or POSTs `body` to it): its answer's text, or an AdminError. */
+export function adminGetText(socketPath: string, path: string, timeoutMs = 5_000, method: 'GET' | 'POST' = 'GET', body = ''): Promise<string> {
   return new Promise((resolve, reject) => {
-    const req = request({ socketPath, path, method, timeout: timeoutMs }, (res) => {
+    const headers = method === 'POST' ? { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(body) } : {}
+    const req = request({ socketPath, path, method, headers, timeout: timeoutMs }, (res) => {
       let body = ''
       res.setEncoding('utf8')
       res.on('data', (d: string) => (body += d))
@@ -47,15 +48,15 @@ export function adminGetText(socketPath: string, path: string, timeoutMs = 5_000
     })
     req.on('timeout', () => req.destroy(new AdminError('EADMIN', `the agent did not answer ${path} within ${timeoutMs} ms`)))
     req.on('error', (e: NodeJS.ErrnoException) => reject(e instanceof AdminError ? e : connectError(socketPath, e)))
-    req.end()
+    req.end(body)
   })
 }
 
-/** GETs (or POSTs to) `path` at the agent at `socketPath`; its JSON answer, or an AdminError. */
-export async function adminGet(socketPath: string, path: string, timeoutMs = 5_000, method: 'GET' | 'POST' = 'GET'): Promise<unknown> {
-  const body = await adminGetText(socketPath, path, timeoutMs, method)
+/** GETs (or POSTs `body` to) `path` at the agent at `socketPath`; its JSON answer, or an AdminError. */
+export async function adminGet(socketPath: string, path: string, timeoutMs = 5_000, method: 'GET' | 'POST' = 'GET', body = ''): Promise<unknown> {
+  const text = await adminGetText(socketPath, path, timeoutMs, method, body)
   try {
-    return JSON.parse(body) as unknown
+    return JSON.parse(text) as unknown
   } catch {
     throw new AdminError('EADMIN', `the agent answered ${path} with something that is not JSON`)
   }

@@ -15,13 +15,17 @@
 // SIGTERM or SIGINT. With --admin it answers the CLI on that unix socket (admin-server.ts).
 
 import { createSocket, type Socket as UdpSocket } from 'node:dgram'
-import { readFileSync } from 'node:fs'
+import { existsSync, readFileSync, rmSync } from 'node:fs'
+import { join } from 'node:path'
 import { availableParallelism } from 'node:os'
 import type { Socket } from 'node:net'
 import { parseArgs } from 'node:util'
 import pino from 'pino'
 import { LAB_HOSTS, labEndpoints, nodeIfname } from '../../lab/topology.js'
 import { PolicyEngine } from '../../policy/engine.js'
+import { PolicyError } from '../../policy/errors.js'
+import { parsePolicyText } from '../../policy/parse.js'
+import { writeFileAtomic } from '../../lib/atomic-write.js'
 import { formatPrefix } from '../../policy/cidr.js'
 import { labelString } from '../../policy/labels.js'
 import { joinCgroup, cgroup2Root } from '../../redirect-bpf/cgroup.js'
@@ -38,7 +42,7 @@ import { HttpProxy } from '../http/http-proxy.js'
 import { startHttpWorkers, type HttpWorkers } from './http-workers.js'
 import { LineBatcher } from './line-batcher.js'
 import { terminalLines } from './log-format.js'
-import { PolicyDirectory } from './policy-dir.js'
+import { PolicyDirectory, type PolicyFileChange } from './policy-dir.js'
 import { AdminQueryError, AdminText, startAdminServer } from './admin-server.js'
 import { AgentMetrics } from './metrics.js'
 import { FlowFeed, FlowFilterError, parseFlowQuery } from './flow-feed.js'
@@ -102,19 +106,19 @@ const logger = pino({ base: null, level: values['log-level']! }, lines)
 
 /** The policy files in force, as the proxy threads must load them too. */
 const policies = new Map<string, string>()
-/** Applies one file's change to the engine; false (and logged) when the file is refused. */
-function acceptPolicy(file: string, text: string | null): boolean {
-  if (text === null && !policies.has(file)) return false // a refused file went away: nothing was in force
+/** Applies one file's change to the engine; why it was refused (and logged), or null. */
+function acceptPolicy(file: string, text: string | null): string | null {
+  if (text === null && !policies.has(file)) return 'not in force' // a refused file went away: nothing was in force
   try {
     if (text === null) engine.removeFile(file)
     else engine.loadFile(file, text)
   } catch (e) {
     logger.error({ file, error: (e as Error).message }, 'policy file refused; the previous policy stays in force')
-    return false
+    return (e as Error).message
   }
   if (text === null) policies.delete(file)
   else policies.set(file, text)
-  return true
+  return null
 }
 /** A start-up step that failed: one line saying what, then exit 1 (nothing is attached yet). */
 function startup<T>(what: string, step: () => T): T {
@@ -228,11 +232,17 @@ const metrics = new AgentMetrics({
   policyRevision: () => engine.policyRevision,
 })
 
-// Live policy: each accepted change reaches the kernel maps, then every proxy thread.
-policyDir?.watch((changes) => {
+// Live policy: each accepted change reaches the kernel maps, then every proxy thread. Returns
+// the files refused, with why.
+function applyPolicyChanges(changes: readonly PolicyFileChange[]): Map<string, string> {
+  const refused = new Map<string, string>()
   for (const c of changes) {
     const started = performance.now()
-    if (!acceptPolicy(c.file, c.text)) continue
+    const why = acceptPolicy(c.file, c.text)
+    if (why !== null) {
+      refused.set(c.file, why)
+      continue
+    }
     const written = dp.apply(engine.takeDelta())
     workers?.updatePolicy(c.file, c.text)
     metrics.policyApply.observe((performance.now() - started) / 1000)
@@ -241,7 +251,38 @@ policyDir?.watch((changes) => {
       c.text === null ? 'policy removed' : 'policy applied',
     )
   }
-})
+  return refused
+}
+policyDir?.watch((changes) => void applyPolicyChanges(changes))
+
+/**
+ * `l7proxy policy import`: a policy file written into the directory (atomically) and applied at
+ * once, as the watcher would; one that does not parse is refused before it is written, and one
+ * the engine refuses is taken back out (the previous text restored), so the directory holds
+ * what is enforced.
+ */
+function importPolicy(name: string | null, text: string): { file: string; revision: number; applyMs: number } {
+  if (!policyDir) throw new AdminQueryError('this agent enforces one policy file (--policy), not a directory: there is nowhere to import to')
+  if (name === null || !/^[A-Za-z0-9][A-Za-z0-9._-]{0,200}\.ya?ml$/.test(name)) throw new AdminQueryError(`'${name ?? ''}' is not a policy file name: letters, digits, '.', '_' and '-', ending in .yaml or .yml`)
+  try {
+    parsePolicyText(text, name)
+  } catch (e) {
+    throw e instanceof PolicyError ? new AdminQueryError(e.message) : e
+  }
+  const file = join(policyDir.dir, name)
+  const previous = existsSync(file) ? readFileSync(file, 'utf8') : null
+  const started = performance.now()
+  writeFileAtomic(file, text)
+  const why = applyPolicyChanges(policyDir.scan()).get(file)
+  if (why !== undefined) {
+    if (previous === null) rmSync(file, { force: true })
+    else writeFileAtomic(file, previous)
+    applyPolicyChanges(policyDir.scan())
+    throw new AdminQueryError(`${name}: ${why}`)
+  }
+  return { file, revision: engine.policyRevision, applyMs: performance.now() - started }
+}
+
 const startedAt = Date.now()
 feed.publishKernel(dp.counters()) // what the kernel counted before now is not news
 setInterval(() => feed.publishKernel(dp.counters()), 1_000).unref()
@@ -273,6 +314,8 @@ const admin = values.admin
         },
       },
       '/v1/fqdn': () => fqdns.entries(),
+      '/v1/policy': () => ({ revision: engine.policyRevision, directory: values['policy-dir'] ?? null, files: [...policies].map(([file, text]) => ({ file, text })) }),
+      'POST /v1/policy/import': (q, body) => importPolicy(q.get('name'), body),
       // Forgetting names takes their addresses out of the maps: connections to them are cut.
       'POST /v1/fqdn/clean': () => {
         const removed = fqdns.clear()

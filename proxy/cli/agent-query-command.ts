@@ -38,7 +38,8 @@ interface Status {
   kernelPackets: Record<string, number>
 }
 
-function options(what: string, args: string[]): { lab: string; json: boolean } {
+/** --lab and -o table|json, the options every query of a running agent takes. */
+export function options(what: string, args: string[]): { lab: string; json: boolean } {
   let values: { lab?: string; output?: string }
   try {
     ;({ values } = parseArgs({ args, strict: true, allowPositionals: false, options: { lab: { type: 'string' }, output: { type: 'string', short: 'o' } } }))
@@ -72,7 +73,7 @@ function statusText(s: Status): string {
 }
 
 /** Rethrows "no agent there" as "no agent on this lab, and how to start one". */
-function noAgentOn(lab: string): (e: unknown) => never {
+export function noAgentOn(lab: string): (e: unknown) => never {
   return (e) => {
     if (e instanceof AdminError && e.code === 'ENOAGENT') throw new AdminError('ENOAGENT', `no agent is running on lab '${lab}' (start one: l7proxy agent --lab ${lab})`)
     throw e

@@ -53,7 +53,7 @@ export async function main(argv: string[], out = (s: string) => void process.std
         await labCommand(rest, out)
         return 0
       case 'policy':
-        return policyCommand(rest, out, err)
+        return await policyCommand(rest, out, err)
       case 'help':
       case '--help':
       case '-h':

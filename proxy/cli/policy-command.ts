@@ -1,39 +1,106 @@
-// `l7proxy policy validate FILE...`: checks policy files offline, as the agent would load them.
+// `l7proxy policy validate FILE...` checks policy files offline, as the agent would load them;
+// `policy get` shows what a lab's running agent enforces (every file's text and the revision);
+// `policy import FILE...` validates the files, then has the agent write each into its policy
+// directory and apply it at once (all or nothing at validation: one bad file imports none).
 
 import { readFileSync } from 'node:fs'
+import { basename } from 'node:path'
 import { PolicyError } from '../../policy/errors.js'
 import { parsePolicyText } from '../../policy/parse.js'
+import { adminGet, agentSocketPath } from '../agent/admin-socket.js'
+import { noAgentOn, options } from './agent-query-command.js'
 import { UsageError } from './usage-error.js'
 
 export const POLICY_USAGE = `  policy validate FILE...    check policy files (CiliumNetworkPolicy, CiliumClusterwideNetworkPolicy,
-                            NetworkPolicy); prints each problem as file:line:column, exit 1 if any`
+                            NetworkPolicy); prints each problem as file:line:column, exit 1 if any
+  policy get [--lab NAME] [-o table|json]
+                            the policy the lab's running agent enforces: revision, and every file's
+                            text as YAML documents (json: { revision, directory, files: [{ file, text }] })
+  policy import FILE... [--lab NAME]
+                            validate the files, then have the agent write each into its policy
+                            directory (same name) and apply it at once; nothing is imported if
+                            one is invalid`
 
-/** Returns the exit code: 0 when every file is valid, 1 otherwise. */
-export function policyCommand(args: string[], out: (s: string) => void, err: (s: string) => void): number {
-  const [sub, ...files] = args
-  if (sub === undefined) throw new UsageError("'policy' needs a subcommand: validate")
-  if (sub !== 'validate') throw new UsageError(`unknown policy subcommand '${sub}' (expected validate)`)
-  if (files.length === 0) throw new UsageError('policy validate: give at least one FILE')
-  const unknown = files.find((f) => f.startsWith('-'))
-  if (unknown) throw new UsageError(`policy validate: unknown option '${unknown}'`)
-  let failed = 0
+interface PolicyInForce {
+  revision: number
+  directory: string | null
+  files: Array<{ file: string; text: string }>
+}
+
+/** Each file read and checked: its text, or the problems printed with `err`. */
+function readValid(files: readonly string[], err: (s: string) => void): Array<{ file: string; text: string; rules: string[] }> | null {
+  const ok: Array<{ file: string; text: string; rules: string[] }> = []
+  let failed = false
   for (const file of files) {
-    let text: string
     try {
-      text = readFileSync(file, 'utf8')
+      const text = readFileSync(file, 'utf8')
+      ok.push({ file, text, rules: parsePolicyText(text, file).map((r) => r.id) })
     } catch (e) {
-      err(`${file}: cannot read: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}\n`)
-      failed++
-      continue
-    }
-    try {
-      const rules = parsePolicyText(text, file)
-      out(`${file}: ok, ${rules.length} rule${rules.length === 1 ? '' : 's'} (${rules.map((r) => r.id).join(', ') || 'no documents'})\n`)
-    } catch (e) {
-      if (!(e instanceof PolicyError)) throw e
-      err(`${e.message}\n`)
-      failed++
+      if (e instanceof PolicyError) err(`${e.message}\n`)
+      else if ((e as NodeJS.ErrnoException).code) err(`${file}: cannot read: ${(e as NodeJS.ErrnoException).code}\n`)
+      else throw e
+      failed = true
     }
   }
-  return failed > 0 ? 1 : 0
+  return failed ? null : ok
+}
+
+function fileArgs(what: string, args: string[]): { files: string[]; rest: string[] } {
+  const files: string[] = []
+  const rest: string[] = []
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!
+    if (a.startsWith('-')) {
+      rest.push(a)
+      if (!a.includes('=') && i + 1 < args.length) rest.push(args[++i]!)
+    } else files.push(a)
+  }
+  if (files.length === 0) throw new UsageError(`${what}: give at least one FILE`)
+  return { files, rest }
+}
+
+/** Returns the exit code: 0 when everything went, 1 otherwise. */
+export async function policyCommand(args: string[], out: (s: string) => void, err: (s: string) => void): Promise<number> {
+  const [sub, ...rest] = args
+  if (sub === undefined) throw new UsageError("'policy' needs a subcommand: validate, get or import")
+  if (sub === 'validate') {
+    const unknown = rest.find((f) => f.startsWith('-'))
+    if (unknown) throw new UsageError(`policy validate: unknown option '${unknown}'`)
+    if (rest.length === 0) throw new UsageError('policy validate: give at least one FILE')
+    let failed = 0
+    for (const file of rest) {
+      const v = readValid([file], err)
+      if (v === null) failed++
+      else out(`${file}: ok, ${v[0]!.rules.length} rule${v[0]!.rules.length === 1 ? '' : 's'} (${v[0]!.rules.join(', ') || 'no documents'})\n`)
+    }
+    return failed > 0 ? 1 : 0
+  }
+  if (sub === 'get') {
+    const { lab, json } = options('policy get', rest)
+    const p = (await adminGet(agentSocketPath(lab), '/v1/policy').catch(noAgentOn(lab))) as PolicyInForce
+    if (json) out(JSON.stringify(p, null, 2) + '\n')
+    else {
+      out(`# policy revision ${p.revision}, ${p.files.length} file(s)${p.directory ? ` from ${p.directory}` : ''}\n`)
+      for (const f of p.files) out(`---\n# ${f.file}\n${f.text.replace(/^---[^\n]*\n/, '')}${f.text.endsWith('\n') ? '' : '\n'}`)
+    }
+    return 0
+  }
+  if (sub === 'import') {
+    const { files, rest: opts } = fileArgs('policy import', rest)
+    const { lab } = options('policy import', opts)
+    const valid = readValid(files, err)
+    if (valid === null) {
+      err('policy import: nothing imported\n')
+      return 1
+    }
+    const names = valid.map((v) => basename(v.file))
+    const twice = names.find((n, i) => names.indexOf(n) !== i)
+    if (twice) throw new UsageError(`policy import: two files are named '${twice}' (the agent's directory holds one)`)
+    for (const v of valid) {
+      const r = (await adminGet(agentSocketPath(lab), `/v1/policy/import?name=${encodeURIComponent(basename(v.file))}`, 15_000, 'POST', v.text).catch(noAgentOn(lab))) as { file: string; revision: number; applyMs: number }
+      out(`${v.file}: imported as ${r.file}, ${v.rules.length} rule(s); policy revision ${r.revision} (applied in ${r.applyMs.toFixed(1)} ms)\n`)
+    }
+    return 0
+  }
+  throw new UsageError(`unknown policy subcommand '${sub}' (expected validate, get or import)`)
 }

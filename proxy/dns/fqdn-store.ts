@@ -2,8 +2,9 @@
 // then renamed over) on every change, read back at start. A file that cannot be read or parsed
 // is set aside (renamed .bad) and the agent starts with an empty cache rather than not at all.
 
-import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, readFileSync, renameSync } from 'node:fs'
 import { join } from 'node:path'
+import { writeFileAtomic } from '../../lib/atomic-write.js'
 import type { CacheEntry } from './fqdn-cache.js'
 
 export class FqdnStore {
@@ -26,8 +27,6 @@ export class FqdnStore {
   }
 
   save(entries: readonly CacheEntry[]): void {
-    const tmp = `${this.file}.tmp`
-    writeFileSync(tmp, JSON.stringify(entries), { mode: 0o600 })
-    renameSync(tmp, this.file)
+    writeFileAtomic(this.file, JSON.stringify(entries), 0o600)
   }
 }
