@@ -33,6 +33,8 @@ const ERRNO_NAMES: Record<number, string> = {
   22: 'EINVAL',
   28: 'ENOSPC',
   95: 'EOPNOTSUPP',
+  98: 'EADDRINUSE',
+  99: 'EADDRNOTAVAIL',
   524: 'ENOTSUPP',
 }
 

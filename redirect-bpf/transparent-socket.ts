@@ -1,6 +1,7 @@
 // Listening sockets the kernel may deliver other destinations' connections to (IP_TRANSPARENT),
 // made with libc through koffi and handed to Node by fd: `net.createServer().listen({ fd })`.
-// Accepted sockets' localAddress/localPort are then the original destination.
+// Accepted sockets' localAddress/localPort are then the original destination. Also a plain
+// listener, made where its namespace is and handed to a process that runs in another.
 
 import koffi from 'koffi'
 import { BpfError, errnoName, libbpf } from './libbpf.js'
@@ -24,8 +25,8 @@ function fail(what: string, fd: number): never {
 
 const SOCK_DGRAM = 2
 
-/** A socket of `type` with SO_REUSEADDR and IP_TRANSPARENT (and SO_REUSEPORT), bound to address:port. */
-function transparentSocket(type: number, address: string, port: number, reusePort = false): number {
+/** A socket of `type` with SO_REUSEADDR and IP_TRANSPARENT (unless not `transparent`; and SO_REUSEPORT), bound to address:port. */
+function boundSocket(type: number, address: string, port: number, o: { reusePort?: boolean; transparent?: boolean } = {}): number {
   const lib = libbpf()
   const addr = parseIPv4(address)
   if (addr === null) throw new BpfError('EATTACH', `'${address}' is not an IPv4 address`)
@@ -34,8 +35,8 @@ function transparentSocket(type: number, address: string, port: number, reusePor
   const one = Buffer.alloc(4)
   one.writeInt32LE(1)
   if ((lib.setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, one, 4) as number) !== 0) fail('SO_REUSEADDR', fd)
-  if (reusePort && (lib.setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, one, 4) as number) !== 0) fail('SO_REUSEPORT', fd)
-  if ((lib.setsockopt(fd, SOL_IP, IP_TRANSPARENT, one, 4) as number) !== 0) fail('IP_TRANSPARENT', fd)
+  if (o.reusePort && (lib.setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, one, 4) as number) !== 0) fail('SO_REUSEPORT', fd)
+  if (o.transparent !== false && (lib.setsockopt(fd, SOL_IP, IP_TRANSPARENT, one, 4) as number) !== 0) fail('IP_TRANSPARENT', fd)
   const sa = Buffer.alloc(16)
   sa.writeUInt16LE(AF_INET, 0)
   sa.writeUInt16BE(port, 2)
@@ -51,8 +52,15 @@ function transparentSocket(type: number, address: string, port: number, reusePor
  * sk_assign) selects within the group too.
  */
 export function transparentTcpListener(address: string, port: number, opts: { backlog?: number; reusePort?: boolean } = {}): number {
-  const fd = transparentSocket(SOCK_STREAM, address, port, opts.reusePort)
-  const backlog = opts.backlog ?? 1024
+  return listening(boundSocket(SOCK_STREAM, address, port, { reusePort: opts.reusePort }), opts.backlog ?? 1024)
+}
+
+/** A plain listening TCP socket (no IP_TRANSPARENT), in this thread's namespace. */
+export function tcpListener(address: string, port: number): number {
+  return listening(boundSocket(SOCK_STREAM, address, port, { transparent: false }), 128)
+}
+
+function listening(fd: number, backlog: number): number {
   if ((libbpf().listen(fd, backlog) as number) !== 0) fail('listen', fd)
   return fd
 }
@@ -63,5 +71,5 @@ export function transparentTcpListener(address: string, port: number, opts: { ba
  * Use with `dgram.createSocket('udp4').bind({ fd })`.
  */
 export function transparentUdpSocket(address: string, port: number): number {
-  return transparentSocket(SOCK_DGRAM, address, port)
+  return boundSocket(SOCK_DGRAM, address, port)
 }

@@ -9,6 +9,8 @@ import { projectRoot } from '../lib/project-root.js'
 import { ConfigError, defaultConfig, environmentLayers, parseConfigText, resolveConfig } from '../proxy/agent/config.js'
 import { agentConfig } from '../proxy/cli/agent-command.js'
 import { runCli } from './fixtures/cli.js'
+import { createServer, type AddressInfo } from 'node:net'
+import { execCommand } from '../lab/netns.js'
 
 t.test('defaults: the lab main, sk-assign, the example policies, paths named by the lab', async (t) => {
   t.same(defaultConfig(), {
@@ -21,7 +23,7 @@ t.test('defaults: the lab main, sk-assign, the example policies, paths named by 
     caDirectory: '/var/lib/l7proxy/ca',
     dns: { rejectCode: 'REFUSED', minTtlSeconds: 3600, maxIpsPerName: 50 },
     logging: { level: 'info' },
-    admin: { socket: '/run/l7proxy/agent-main.sock' },
+    admin: { socket: '/run/l7proxy/agent-main.sock', metrics: { address: '127.0.0.1', port: 9962 } },
   })
 })
 
@@ -34,6 +36,8 @@ t.test('a file, then the environment, then flags: each overrides the one before'
   t.equal(c.admin.socket, '/run/l7proxy/agent-n1.sock')
   t.equal(c.caDirectory, '/etc/l7proxy/ca', 'L7PROXY_CA_DIR sets the CA directory')
   t.same(resolveConfig([parseConfigText('', 'empty.yaml')]), defaultConfig(), 'an empty file is all defaults')
+  t.same(resolveConfig([parseConfigText('admin: { metrics: 127.0.0.1:0 }\n', 'c.yaml')]).admin, { socket: '/run/l7proxy/agent-main.sock', metrics: { address: '127.0.0.1', port: 0 } }, 'metrics on any free port')
+  t.equal(resolveConfig([parseConfigText('admin: { metrics: 127.0.0.1:9100 }\n', 'c.yaml'), ...environmentLayers({ L7PROXY_METRICS: 'off' })]).admin.metrics, null, 'L7PROXY_METRICS=off turns them off')
 })
 
 const BAD: Array<[string, string, RegExp]> = [
@@ -45,6 +49,8 @@ const BAD: Array<[string, string, RegExp]> = [
   ['bad reject code', 'dns: { rejectCode: SERVFAIL }\n', /dns\.rejectCode: unknown reject code 'SERVFAIL'; expected one of: REFUSED, NXDOMAIN/],
   ['no IPs per name', 'dns: { maxIpsPerName: 0 }\n', /dns\.maxIpsPerName: expected an integer from 1 to 10000/],
   ['bad log level', 'logging: { level: loud }\n', /logging\.level: unknown log level 'loud'/],
+  ['bad metrics address', 'admin: { metrics: localhost:9962 }\n', /^c\.yaml:1:19: admin\.metrics: 'localhost:9962' is not ADDRESS:PORT \(e\.g\. 127\.0\.0\.1:9962\) or off/],
+  ['metrics port out of range', 'admin: { metrics: 127.0.0.1:99999 }\n', /admin\.metrics: '127\.0\.0\.1:99999' is not ADDRESS:PORT/],
   ['bad lab name', 'lab: Main_Lab\n', /lab: 'Main_Lab' is not a lab name/],
   ['not YAML', 'mode: [tproxy\n', /^c\.yaml:\d+:\d+: YAML: /],
   ['not a mapping', '- mode\n', /expected a mapping, got a list/],
@@ -83,4 +89,14 @@ t.test('l7proxy agent refuses a bad config before starting anything (exit 2)', a
   t.equal(noDir.code, 2)
   t.match(noDir.stderr, /policyDirectory: '\/nonexistent\/policies' is not a directory/)
   t.match(agentConfig(['--threads', '2'], { L7PROXY_LAB: 'x1', L7PROXY_THREADS: '1' }), { lab: 'x1', proxy: { threads: 2 } }, 'without a file: environment, then flags')
+
+  // A metrics port something else holds: said before anything starts (no lab is brought up).
+  const holder = createServer()
+  await new Promise<void>((r) => holder.listen(0, '127.0.0.1', r))
+  t.teardown(() => holder.close())
+  const port = (holder.address() as AddressInfo).port
+  const busy = runCli(['agent', '--lab', 'nometrics'], { env: { L7PROXY_METRICS: `127.0.0.1:${port}` } })
+  t.equal(busy.code, 2)
+  t.match(busy.stderr, new RegExp(`admin\\.metrics: cannot listen on 127\\.0\\.0\\.1:${port}: EADDRINUSE; choose another ADDRESS:PORT, or off`))
+  t.equal((await execCommand(['ip', 'netns', 'list'])).stdout.includes('l7lab-nometrics'), false, 'and no lab was brought up')
 })

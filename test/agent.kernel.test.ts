@@ -15,6 +15,8 @@ import { kernelTest } from './fixtures/kernel.js'
 import { useLab } from './fixtures/lab.js'
 
 const LANDING = 'http://198.18.2.10/v1/request-landing'
+/** A line of Prometheus' text format: HELP, TYPE, or a sample with optional labels. */
+const PROMETHEUS_LINE = /^(# HELP [a-zA-Z_:][\w:]* .*|# TYPE [a-zA-Z_:][\w:]* (counter|gauge|histogram|summary|untyped)|[a-zA-Z_:][\w:]*(\{[a-zA-Z_]\w*="(?:[^"\\]|\\.)*"(,[a-zA-Z_]\w*="(?:[^"\\]|\\.)*")*\})? (-?\d+(\.\d+)?(e[+-]?\d+)?|NaN|[+-]Inf))$/
 
 kernelTest(t, 'agent: policy file changes take effect live, a bad file changes nothing', async (t) => {
   const lab = await useLab(t)
@@ -26,7 +28,7 @@ kernelTest(t, 'agent: policy file changes take effect live, a bad file changes n
 
   // Set up as a user would: a config file, with one setting from the environment.
   const config = join(dir, 'agent.conf')
-  writeFileSync(config, `lab: ${lab.name}\npolicyDirectory: ${dir}\nstateDirectory: ${dir}/state\nproxy: { threads: 1 }\ndns: { rejectCode: NXDOMAIN }\n`)
+  writeFileSync(config, `lab: ${lab.name}\npolicyDirectory: ${dir}\nstateDirectory: ${dir}/state\nproxy: { threads: 1 }\ndns: { rejectCode: NXDOMAIN }\nadmin: { metrics: 127.0.0.1:0 }\n`)
   const agent = spawn(process.execPath, [distPath('proxy/cli/main.js'), 'agent', '--config', config], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, L7PROXY_THREADS: '2' } })
   let out = ''
   agent.stdout.on('data', (d: Buffer) => (out += d.toString()))
@@ -171,6 +173,19 @@ kernelTest(t, 'agent: policy file changes take effect live, a bad file changes n
   t.equal(metric(/^l7proxy_policy_apply_seconds_count (\d+)$/m), 4, 'and the four policy changes applied (one imported), timed')
   const known = (JSON.parse((await cli('fqdn', 'cache', 'list', '-o', 'json')).stdout) as unknown[]).length
   t.equal(metric(/^l7proxy_fqdn_names (\d+)$/m), known, 'learned names, as many as the cache lists')
+
+  // Prometheus scrapes a TCP port in the namespace the agent was started in (here any free one).
+  const url = (await line('metrics served')).url as string
+  t.match(url, /^http:\/\/127\.0\.0\.1:\d+\/metrics$/, 'the metrics port is logged')
+  const scraped = await execCommand(['curl', '-s', '--max-time', '5', '-D', '-', url], { timeoutMs: 10_000 })
+  const [head, body] = scraped.stdout.split('\r\n\r\n') as [string, string]
+  t.match(head, /^HTTP\/1\.1 200 OK\r\n[\s\S]*content-type: text\/plain; version=0\.0\.4; charset=utf-8/i, 'curl gets 200 and Prometheus text')
+  const notProm = body.split('\n').filter((l) => l !== '' && !PROMETHEUS_LINE.test(l))
+  t.same(notProm, [], 'every line is a HELP, a TYPE or a sample')
+  for (const name of ['l7proxy_requests_total', 'l7proxy_kernel_packets_total', 'l7proxy_kernel_bytes_total', 'l7proxy_http_connections', 'l7proxy_fqdn_names', 'l7proxy_policy_revision', 'l7proxy_policy_apply_seconds']) {
+    t.match(body, new RegExp(`^# TYPE ${name} \\w+$`, 'm'), `${name} is there`)
+  }
+  t.match(body, /^l7proxy_requests_total\{protocol="http",outcome="allowed"\} [1-9]\d*$/m, 'with the same counts as over the admin socket')
 
   agent.kill('SIGTERM')
   t.equal(await exited, 0, 'SIGTERM stops the agent cleanly')

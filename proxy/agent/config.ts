@@ -11,7 +11,7 @@
 //   caDirectory: /var/lib/l7proxy/ca          # the local CA for TLS interception (l7proxy certs init)
 //   dns: { rejectCode: REFUSED, minTtlSeconds: 3600, maxIpsPerName: 50 }
 //   logging: { level: info }       # trace | debug | info | warn | error | fatal
-//   admin: { socket: /run/l7proxy/agent-main.sock }
+//   admin: { socket: /run/l7proxy/agent-main.sock, metrics: 127.0.0.1:9962 }   # metrics: off for none
 
 import { LineCounter, parseDocument } from 'yaml'
 import { DEFAULT_LAB } from '../../lab/lab.js'
@@ -23,6 +23,7 @@ import { REDIRECT_MODES, type RedirectMode } from '../../redirect-bpf/modes/redi
 import { agentSocketPath } from './admin-socket.js'
 import { LAB_PROXY_PORTS } from './lab-node-process.js'
 import { DEFAULT_CA_DIR } from '../../certs/local-ca.js'
+import { parseIPv4 } from '../../policy/cidr.js'
 
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal'] as const
 export type LogLevel = (typeof LOG_LEVELS)[number]
@@ -37,7 +38,8 @@ export interface AgentConfig {
   caDirectory: string
   dns: { rejectCode: RejectCode; minTtlSeconds: number; maxIpsPerName: number }
   logging: { level: LogLevel }
-  admin: { socket: string }
+  /** metrics: where Prometheus scrapes /metrics (address:port, in the namespace the agent is started in), or null. */
+  admin: { socket: string; metrics: { address: string; port: number } | null }
 }
 
 export const REJECT_CODES = ['REFUSED', 'NXDOMAIN'] as const
@@ -54,7 +56,7 @@ export interface ConfigLayer {
   caDirectory?: string
   dns?: { rejectCode?: RejectCode; minTtlSeconds?: number; maxIpsPerName?: number }
   logging?: { level?: LogLevel }
-  admin?: { socket?: string }
+  admin?: { socket?: string; metrics?: { address: string; port: number } | null }
 }
 
 export class ConfigError extends Error {
@@ -79,7 +81,8 @@ export function defaultConfig(lab = DEFAULT_LAB): AgentConfig {
     // Cilium's defaults: --tofqdns-min-ttl, --tofqdns-endpoint-max-ip-per-hostname.
     dns: { rejectCode: 'REFUSED', minTtlSeconds: 3600, maxIpsPerName: 50 },
     logging: { level: 'info' },
-    admin: { socket: agentSocketPath(lab) },
+    // Next to Cilium's agent (9962), as Envoy's (9964) is.
+    admin: { socket: agentSocketPath(lab), metrics: { address: '127.0.0.1', port: 9962 } },
   }
 }
 
@@ -93,6 +96,19 @@ function absolutePath(n: YNode): string | null {
   const s = n.string()
   if (s === null) return null
   return s.startsWith('/') ? s : n.fail(`'${s}' is not an absolute path`)
+}
+
+/** `ADDRESS:PORT` (IPv4; port 0: any free one) or `off`. */
+function metricsAddress(n: YNode): { address: string; port: number } | null | undefined {
+  const s = n.string()
+  if (s === null) return undefined
+  if (s === 'off') return null
+  const m = /^(\d{1,3}(?:\.\d{1,3}){3}):(\d{1,5})$/.exec(s)
+  if (!m || parseIPv4(m[1]!) === null || Number(m[2]) > 65535) {
+    n.fail(`'${s}' is not ADDRESS:PORT (e.g. 127.0.0.1:9962) or off`)
+    return undefined
+  }
+  return { address: m[1]!, port: Number(m[2]) }
 }
 
 /** Reads one layer from YAML text; every problem in it, or the layer. */
@@ -141,8 +157,15 @@ export function parseConfigText(text: string, file: string): ConfigLayer {
     }
     const logging = f.logging?.fields(['level'])
     if (logging?.level) out.logging = { level: oneOf(logging.level, LOG_LEVELS, 'log level') ?? undefined }
-    const admin = f.admin?.fields(['socket'])
-    if (admin?.socket) out.admin = { socket: absolutePath(admin.socket) ?? undefined }
+    const admin = f.admin?.fields(['socket', 'metrics'])
+    if (admin) {
+      out.admin = {}
+      if (admin.socket) out.admin.socket = absolutePath(admin.socket) ?? undefined
+      if (admin.metrics) {
+        const m = metricsAddress(admin.metrics)
+        if (m !== undefined) out.admin.metrics = m
+      }
+    }
   }
   if (ctx.issues.length > 0) throw new ConfigError(ctx.issues)
   return out
@@ -155,11 +178,12 @@ const ENVIRONMENT: Array<[string, (v: string) => string]> = [
   ['L7PROXY_THREADS', (v) => `proxy: { threads: ${v} }`],
   ['L7PROXY_LOG_LEVEL', (v) => `logging: { level: ${v} }`],
   ['L7PROXY_CA_DIR', (v) => `caDirectory: ${v}`],
+  ['L7PROXY_METRICS', (v) => `admin: { metrics: ${v} }`],
 ]
 
 /**
  * The layers the environment gives, one per variable set (L7PROXY_LAB, _MODE, _POLICY_DIR,
- * _THREADS, _LOG_LEVEL), each checked as the file's field would be and named by its variable.
+ * _THREADS, _LOG_LEVEL, _CA_DIR, _METRICS), each checked as the file's field would be and named by its variable.
  */
 export function environmentLayers(env: NodeJS.ProcessEnv): ConfigLayer[] {
   return ENVIRONMENT.filter(([name]) => env[name] !== undefined).map(([name, field]) => parseConfigText(field(JSON.stringify(env[name])), `$${name}`))
@@ -181,7 +205,7 @@ export function resolveConfig(layers: readonly ConfigLayer[]): AgentConfig {
     c.proxy = { httpPort: layer.proxy?.httpPort ?? c.proxy.httpPort, dnsPort: layer.proxy?.dnsPort ?? c.proxy.dnsPort, threads: layer.proxy?.threads ?? c.proxy.threads }
     c.dns = { rejectCode: layer.dns?.rejectCode ?? c.dns.rejectCode, minTtlSeconds: layer.dns?.minTtlSeconds ?? c.dns.minTtlSeconds, maxIpsPerName: layer.dns?.maxIpsPerName ?? c.dns.maxIpsPerName }
     c.logging = { level: layer.logging?.level ?? c.logging.level }
-    c.admin = { socket: layer.admin?.socket ?? c.admin.socket }
+    c.admin = { socket: layer.admin?.socket ?? c.admin.socket, metrics: layer.admin?.metrics !== undefined ? layer.admin.metrics : c.admin.metrics }
   }
   return c
 }

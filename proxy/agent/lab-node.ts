@@ -5,6 +5,7 @@
 //     [--sockmap-cgroup NAME] [--log FILE] [--admin SOCKET] [--http-port P] [--dns-port P]
 //     [--log-level L] [--dns-reject REFUSED|NXDOMAIN] [--dns-min-ttl S] [--dns-max-ips N]
 //     [--state DIR]   (where the FQDN cache is kept across restarts)
+//     [--metrics-fd N]   (a listening socket to serve Prometheus' GET /metrics on)
 // It registers the lab's endpoints, loads the policy (a file, or every policy file of a
 // directory, watched: a change is applied live to the engine, the kernel maps and every proxy
 // thread; a file that does not parse is refused and the previous policy stays), starts the datapath on every host veth and
@@ -18,7 +19,8 @@ import { createSocket, type Socket as UdpSocket } from 'node:dgram'
 import { existsSync, readFileSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
 import { availableParallelism } from 'node:os'
-import type { Socket } from 'node:net'
+import { createServer as createHttpServer } from 'node:http'
+import type { AddressInfo, Socket } from 'node:net'
 import { parseArgs } from 'node:util'
 import pino from 'pino'
 import { LAB_HOSTS, labEndpoints, nodeIfname } from '../../lab/topology.js'
@@ -68,6 +70,7 @@ const { values } = parseArgs({
     'dns-max-ips': { type: 'string', default: '50' },
     state: { type: 'string' },
     'ca-dir': { type: 'string' },
+    'metrics-fd': { type: 'string' },
   },
 })
 const threadsArg = Number(values.threads ?? availableParallelism())
@@ -78,8 +81,9 @@ const DNS_MIN_TTL = Number(values['dns-min-ttl'])
 const DNS_MAX_IPS = Number(values['dns-max-ips'])
 const DNS_REJECT = values['dns-reject'] as 'REFUSED' | 'NXDOMAIN'
 const dnsOk = (DNS_REJECT === 'REFUSED' || DNS_REJECT === 'NXDOMAIN') && Number.isInteger(DNS_MIN_TTL) && DNS_MIN_TTL >= 0 && Number.isInteger(DNS_MAX_IPS) && DNS_MAX_IPS >= 1
-if (!dnsOk || !port(HTTP_PORT) || !port(DNS_PORT) || !pino.levels.values[values['log-level']!] || (!values.policy && !values['policy-dir']) || !values.pin || (values.http !== 'builtin' && values.http !== 'external') || (values.dns !== 'builtin' && values.dns !== 'external') || !Number.isInteger(threadsArg) || threadsArg < 1 || threadsArg > 64) {
-  process.stderr.write('usage: lab-node --mode M --pin DIR (--policy FILE | --policy-dir DIR) [--http builtin|external] [--dns builtin|external] [--threads N (1-64)] [--sockmap-cgroup NAME] [--log FILE] [--admin SOCKET] [--http-port P] [--dns-port P] [--log-level L] [--dns-reject REFUSED|NXDOMAIN] [--dns-min-ttl S] [--dns-max-ips N] [--state DIR]\n')
+const metricsFdOk = values['metrics-fd'] === undefined || /^([3-9]|[1-9]\d{1,3})$/.test(values['metrics-fd'])
+if (!metricsFdOk || !dnsOk || !port(HTTP_PORT) || !port(DNS_PORT) || !pino.levels.values[values['log-level']!] || (!values.policy && !values['policy-dir']) || !values.pin || (values.http !== 'builtin' && values.http !== 'external') || (values.dns !== 'builtin' && values.dns !== 'external') || !Number.isInteger(threadsArg) || threadsArg < 1 || threadsArg > 64) {
+  process.stderr.write('usage: lab-node --mode M --pin DIR (--policy FILE | --policy-dir DIR) [--http builtin|external] [--dns builtin|external] [--threads N (1-64)] [--sockmap-cgroup NAME] [--log FILE] [--admin SOCKET] [--http-port P] [--dns-port P] [--log-level L] [--dns-reject REFUSED|NXDOMAIN] [--dns-min-ttl S] [--dns-max-ips N] [--state DIR] [--metrics-fd N]\n')
   process.exit(2)
 }
 const mode = parseMode(values.mode ?? '')
@@ -283,6 +287,16 @@ function importPolicy(name: string | null, text: string): { file: string; revisi
   return { file, revision: engine.policyRevision, applyMs: performance.now() - started }
 }
 
+// Prometheus' scrape endpoint on a listener the agent command made in its own namespace.
+const metricsServer = values['metrics-fd'] === undefined ? null : createHttpServer((req, res) => {
+  if (req.method !== 'GET' || new URL(req.url ?? '/', 'http://agent').pathname !== '/metrics') return void res.writeHead(404).end('only GET /metrics here\n')
+  void metrics.text().then((text) => res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(text), () => res.writeHead(500).end())
+})
+if (metricsServer) {
+  await new Promise<void>((resolve) => metricsServer.listen({ fd: Number(values['metrics-fd']) }, resolve))
+  const a = metricsServer.address() as AddressInfo
+  logger.info({ url: `http://${a.address}:${a.port}/metrics` }, 'metrics served')
+}
 const startedAt = Date.now()
 feed.publishKernel(dp.counters()) // what the kernel counted before now is not news
 setInterval(() => feed.publishKernel(dp.counters()), 1_000).unref()
@@ -375,6 +389,8 @@ const shutdown = (): void => {
   policyDir?.close()
   dns.close()
   for (const s of replySockets.values()) s.close()
+  metricsServer?.close()
+  metricsServer?.closeAllConnections()
   void Promise.all([proxy?.close(), workers?.stop(), admin?.close()]).finally(() => {
     // What the process counted over its life: benchmarks read it to confirm the path taken.
     const totals = { httpRequests: httpTotals().requests, dnsQueries: { ...dns.stats }, kernelPackets: kernelPacketTotals() }

@@ -13,6 +13,7 @@ import { isValidLabName, nodeNetns } from '../../lab/topology.js'
 import { distPath } from '../../lib/project-root.js'
 import { REDIRECT_MODES, type RedirectMode } from '../../redirect-bpf/modes/redirect-mode.js'
 import { ConfigError, LOG_LEVELS, environmentLayers, parseConfigText, resolveConfig, type AgentConfig, type ConfigLayer, type LogLevel } from '../agent/config.js'
+import { tcpListener } from '../../redirect-bpf/transparent-socket.js'
 import { UsageError } from './usage-error.js'
 
 export const AGENT_USAGE = `  agent [--config FILE] [--lab NAME] [--mode M] [--policy-dir DIR] [--threads N] [--log-level L]
@@ -78,9 +79,24 @@ export function agentConfig(args: string[], env: NodeJS.ProcessEnv): AgentConfig
   return c
 }
 
+/**
+ * The metrics listener, made here (in the namespace the agent is started in, where Prometheus
+ * scrapes) and handed to the agent process in the lab's node namespace as its fd 3.
+ */
+function metricsListener(c: AgentConfig): number | null {
+  if (c.admin.metrics === null) return null
+  const { address, port } = c.admin.metrics
+  try {
+    return tcpListener(address, port)
+  } catch (e) {
+    throw new ConfigError([{ file: 'agent', line: 0, column: 0, path: 'admin.metrics', message: `cannot listen on ${address}:${port}: ${(e as Error).message.replace(/^bind [^:]+:\d+: /, '')}; choose another ADDRESS:PORT, or off` }])
+  }
+}
+
 export async function agentCommand(args: string[], out: (s: string) => void): Promise<number> {
   const c = agentConfig(args, process.env)
   const threads = c.proxy.threads === 0 ? availableParallelism() : c.proxy.threads
+  const metricsFd = metricsListener(c)
   const { created } = await labUp(c.lab)
   out(`${created ? 'brought lab' : 'lab'} '${c.lab}' up; starting the agent (${c.mode}, policies in ${c.policyDirectory})\n`)
   out(`try: ip netns exec l7lab-${c.lab}-tiefighter curl -s -XPOST http://deathstar/v1/request-landing\n`)
@@ -92,7 +108,8 @@ export async function agentCommand(args: string[], out: (s: string) => void): Pr
     '--http-port', String(c.proxy.httpPort), '--dns-port', String(c.proxy.dnsPort), '--log-level', c.logging.level,
     '--state', c.stateDirectory, '--ca-dir', c.caDirectory, '--dns-reject', c.dns.rejectCode, '--dns-min-ttl', String(c.dns.minTtlSeconds), '--dns-max-ips', String(c.dns.maxIpsPerName)]
   if (c.mode === 'sockmap') argv.push('--sockmap-cgroup', `l7proxy-${c.lab}`)
-  const child = spawn('ip', argv, { stdio: ['ignore', 'inherit', 'inherit'] })
+  if (metricsFd !== null) argv.push('--metrics-fd', '3')
+  const child = spawn('ip', argv, { stdio: ['ignore', 'inherit', 'inherit', ...(metricsFd !== null ? [metricsFd] : [])] })
   // Ctrl-C reaches the agent through the terminal's process group; a SIGTERM sent to this
   // process alone is passed on.
   const forward = (sig: NodeJS.Signals): void => void child.kill(sig)
