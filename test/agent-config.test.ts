@@ -7,7 +7,7 @@ import { join } from 'node:path'
 import t from 'tap'
 import { projectRoot } from '../lib/project-root.js'
 import { ConfigError, defaultConfig, environmentLayers, parseConfigText, resolveConfig } from '../proxy/agent/config.js'
-import { agentConfig } from '../proxy/cli/agent-command.js'
+import { agentConfig, changedSettings } from '../proxy/cli/agent-command.js'
 import { runCli } from './fixtures/cli.js'
 import { createServer, type AddressInfo } from 'node:net'
 import { execCommand } from '../lab/netns.js'
@@ -99,4 +99,10 @@ t.test('l7proxy agent refuses a bad config before starting anything (exit 2)', a
   t.equal(busy.code, 2)
   t.match(busy.stderr, new RegExp(`admin\\.metrics: cannot listen on 127\\.0\\.0\\.1:${port}: EADDRINUSE; choose another ADDRESS:PORT, or off`))
   t.equal((await execCommand(['ip', 'netns', 'list'])).stdout.includes('l7lab-nometrics'), false, 'and no lab was brought up')
+})
+
+t.test('SIGHUP restarts the agent only for settings that changed, and names them', async (t) => {
+  const a = defaultConfig()
+  t.same(changedSettings(a, defaultConfig()), [], 'the same configuration: nothing to do')
+  t.same(changedSettings(a, { ...a, dns: { ...a.dns, rejectCode: 'NXDOMAIN' }, admin: { ...a.admin, metrics: null } }), ['dns', 'admin'])
 })

@@ -2,7 +2,7 @@
 // it runs. A rule removed from a file denies the next request, put back allows it again, a file
 // that does not parse is refused without changing anything, a file removed takes its rules with
 // it, a file imported through the CLI is enforced when the command returns; no restart in
-// between.
+// between. Then SIGHUP: a bad configuration is refused, a changed one restarts the agent with it.
 
 import { spawn } from 'node:child_process'
 import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, unlinkSync, writeFileSync } from 'node:fs'
@@ -186,6 +186,22 @@ kernelTest(t, 'agent: policy file changes take effect live, a bad file changes n
     t.match(body, new RegExp(`^# TYPE ${name} \\w+$`, 'm'), `${name} is there`)
   }
   t.match(body, /^l7proxy_requests_total\{protocol="http",outcome="allowed"\} [1-9]\d*$/m, 'with the same counts as over the admin socket')
+
+  // SIGHUP: the configuration is read again; a bad one is refused, a changed one applied.
+  const hoth = async (): Promise<string> => /status: (\w+)/.exec((await lab.exec('tiefighter', ['dig', '+time=1', '+tries=1', 'hoth.alliance'])).stdout)?.[1] ?? 'no answer'
+  const conf = readFileSync(config, 'utf8')
+  writeFileSync(config, conf.replace('rejectCode: NXDOMAIN', 'rejectCode: SERVFAIL'))
+  agent.kill('SIGHUP')
+  await waitFor('the bad configuration refused', () => out.includes('SIGHUP: configuration refused, the running one stays'))
+  t.match(out, /SIGHUP: configuration refused, the running one stays:\n.*agent\.conf:\d+:\d+: dns\.rejectCode: unknown reject code 'SERVFAIL'/, 'SIGHUP with a bad file: refused with where and why')
+  t.equal(await hoth(), 'NXDOMAIN', 'and the agent goes on as configured')
+  writeFileSync(config, conf.replace('rejectCode: NXDOMAIN', 'rejectCode: REFUSED'))
+  agent.kill('SIGHUP')
+  await waitFor('the agent restarted', () => out.includes('SIGHUP: dns changed; restarting the agent process'))
+  await waitFor('denied names answered REFUSED', async () => (await hoth()) === 'REFUSED')
+  t.pass('SIGHUP with a changed file: the agent process restarts with it (denied names now REFUSED)')
+  t.equal(await status('POST', LANDING), '200', 'with the same policy in force')
+  t.equal(await status('PUT', 'http://198.18.2.10/v1/exhaust-port'), '403')
 
   agent.kill('SIGTERM')
   t.equal(await exited, 0, 'SIGTERM stops the agent cleanly')

@@ -3,9 +3,10 @@
 // value is refused with where and why before anything starts. It brings the lab up if it is not,
 // runs the agent process (proxy/agent/lab-node.ts) inside the lab's node namespace with the
 // policy directory watched, and stops it (datapath removed, lab left up) on Ctrl-C or SIGTERM.
+// SIGHUP reads the configuration again and, if it changed, restarts the agent process with it.
 
 import { spawn } from 'node:child_process'
-import { existsSync, readFileSync, statSync } from 'node:fs'
+import { closeSync, existsSync, readFileSync, statSync } from 'node:fs'
 import { availableParallelism } from 'node:os'
 import { parseArgs } from 'node:util'
 import { labUp } from '../../lab/lab.js'
@@ -93,15 +94,15 @@ function metricsListener(c: AgentConfig): number | null {
   }
 }
 
-export async function agentCommand(args: string[], out: (s: string) => void): Promise<number> {
-  const c = agentConfig(args, process.env)
+interface AgentProcess {
+  kill(sig: NodeJS.Signals): void
+  /** Its exit code (0 when it was stopped by SIGINT or SIGTERM). */
+  exited: Promise<number>
+}
+
+/** Runs the agent process (lab-node.ts) in the lab's node namespace with configuration `c`. */
+function startAgentProcess(c: AgentConfig, metricsFd: number | null): AgentProcess {
   const threads = c.proxy.threads === 0 ? availableParallelism() : c.proxy.threads
-  const metricsFd = metricsListener(c)
-  const { created } = await labUp(c.lab)
-  out(`${created ? 'brought lab' : 'lab'} '${c.lab}' up; starting the agent (${c.mode}, policies in ${c.policyDirectory})\n`)
-  out(`try: ip netns exec l7lab-${c.lab}-tiefighter curl -s -XPOST http://deathstar/v1/request-landing\n`)
-  out(`     ip netns exec l7lab-${c.lab}-tiefighter curl -s -XPUT http://deathstar/v1/exhaust-port\n`)
-  out(`     ip netns exec l7lab-${c.lab}-tiefighter dig hoth.alliance\n`)
   // prettier-ignore
   const argv = ['netns', 'exec', nodeNetns(c.lab), process.execPath, distPath('proxy/agent/lab-node.js'),
     '--mode', c.mode, '--policy-dir', c.policyDirectory, '--pin', c.bpffs, '--threads', String(threads), '--admin', c.admin.socket,
@@ -110,12 +111,73 @@ export async function agentCommand(args: string[], out: (s: string) => void): Pr
   if (c.mode === 'sockmap') argv.push('--sockmap-cgroup', `l7proxy-${c.lab}`)
   if (metricsFd !== null) argv.push('--metrics-fd', '3')
   const child = spawn('ip', argv, { stdio: ['ignore', 'inherit', 'inherit', ...(metricsFd !== null ? [metricsFd] : [])] })
+  return {
+    kill: (sig) => void child.kill(sig),
+    exited: new Promise<number>((resolve) => child.once('exit', (code, sig) => resolve(code ?? (sig === 'SIGINT' || sig === 'SIGTERM' ? 0 : 1)))),
+  }
+}
+
+async function announce(c: AgentConfig, out: (s: string) => void): Promise<void> {
+  const { created } = await labUp(c.lab)
+  out(`${created ? 'brought lab' : 'lab'} '${c.lab}' up; starting the agent (${c.mode}, policies in ${c.policyDirectory})\n`)
+  out(`try: ip netns exec l7lab-${c.lab}-tiefighter curl -s -XPOST http://deathstar/v1/request-landing\n`)
+  out(`     ip netns exec l7lab-${c.lab}-tiefighter curl -s -XPUT http://deathstar/v1/exhaust-port\n`)
+  out(`     ip netns exec l7lab-${c.lab}-tiefighter dig hoth.alliance\n`)
+}
+
+/** The top-level settings that differ between two configurations. */
+export function changedSettings(a: AgentConfig, b: AgentConfig): string[] {
+  return (Object.keys(a) as Array<keyof AgentConfig>).filter((k) => JSON.stringify(a[k]) !== JSON.stringify(b[k]))
+}
+
+export async function agentCommand(args: string[], out: (s: string) => void): Promise<number> {
+  let c = agentConfig(args, process.env)
+  let metricsFd = metricsListener(c)
+  await announce(c, out)
+  let agent = startAgentProcess(c, metricsFd)
+  // SIGHUP: the configuration read again (file, environment, flags). A bad one is refused and
+  // the running agent stays; a changed one replaces the agent process (pinned maps, the FQDN
+  // cache and policy carry over; steered flows fail closed for the moment in between).
+  let replacing = false
+  const reload = async (): Promise<void> => {
+    let next: AgentConfig
+    let nextFd: number | null
+    try {
+      next = agentConfig(args, process.env)
+      const changed = changedSettings(c, next)
+      if (changed.length === 0) return void out('l7proxy agent: SIGHUP: the configuration is unchanged\n')
+      nextFd = JSON.stringify(next.admin.metrics) === JSON.stringify(c.admin.metrics) ? metricsFd : metricsListener(next)
+      out(`l7proxy agent: SIGHUP: ${changed.join(', ')} changed; restarting the agent process\n`)
+    } catch (e) {
+      if (!(e instanceof ConfigError)) throw e
+      return void out(`l7proxy agent: SIGHUP: configuration refused, the running one stays:\n${e.message}\n`)
+    }
+    replacing = true
+    agent.kill('SIGTERM')
+    await agent.exited
+    if (nextFd !== metricsFd && metricsFd !== null) closeSync(metricsFd)
+    c = next
+    metricsFd = nextFd
+    await announce(c, out)
+    agent = startAgentProcess(c, metricsFd)
+    replacing = false
+  }
+  let reloads = Promise.resolve()
+  const onHup = (): void => void (reloads = reloads.then(reload))
   // Ctrl-C reaches the agent through the terminal's process group; a SIGTERM sent to this
   // process alone is passed on.
-  const forward = (sig: NodeJS.Signals): void => void child.kill(sig)
+  const forward = (sig: NodeJS.Signals): void => agent.kill(sig)
   process.on('SIGTERM', forward)
   process.on('SIGINT', () => undefined)
-  const code = await new Promise<number>((resolve) => child.once('exit', (c, sig) => resolve(c ?? (sig === 'SIGINT' || sig === 'SIGTERM' ? 0 : 1))))
-  process.off('SIGTERM', forward)
-  return code
+  process.on('SIGHUP', onHup)
+  try {
+    for (;;) {
+      const code = await agent.exited
+      if (!replacing) return code
+      await reloads
+    }
+  } finally {
+    process.off('SIGTERM', forward)
+    process.off('SIGHUP', onHup)
+  }
 }
