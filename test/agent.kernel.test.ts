@@ -182,10 +182,12 @@ kernelTest(t, 'agent: policy file changes take effect live, a bad file changes n
   t.match(head, /^HTTP\/1\.1 200 OK\r\n[\s\S]*content-type: text\/plain; version=0\.0\.4; charset=utf-8/i, 'curl gets 200 and Prometheus text')
   const notProm = body.split('\n').filter((l) => l !== '' && !PROMETHEUS_LINE.test(l))
   t.same(notProm, [], 'every line is a HELP, a TYPE or a sample')
-  for (const name of ['l7proxy_requests_total', 'l7proxy_kernel_packets_total', 'l7proxy_kernel_bytes_total', 'l7proxy_http_connections', 'l7proxy_fqdn_names', 'l7proxy_policy_revision', 'l7proxy_policy_apply_seconds']) {
+  for (const name of ['l7proxy_requests_total', 'l7proxy_kernel_packets_total', 'l7proxy_kernel_bytes_total', 'l7proxy_http_connections', 'l7proxy_fqdn_names', 'l7proxy_policy_revision', 'l7proxy_policy_apply_seconds', 'l7proxy_request_duration_seconds', 'l7proxy_dns_enforce_seconds']) {
     t.match(body, new RegExp(`^# TYPE ${name} \\w+$`, 'm'), `${name} is there`)
   }
   t.match(body, /^l7proxy_requests_total\{protocol="http",outcome="allowed"\} [1-9]\d*$/m, 'with the same counts as over the admin socket')
+  t.match(body, /^l7proxy_request_duration_seconds_count\{protocol="http"\} [1-9]\d*$/m, 'request durations from the proxy threads')
+  t.match(body, /^l7proxy_dns_enforce_seconds_count [1-9]\d*$/m, 'and answer-to-maps times from the DNS proxy')
 
   // SIGHUP: the configuration is read again; a bad one is refused, a changed one applied.
   const hoth = async (): Promise<string> => /status: (\w+)/.exec((await lab.exec('tiefighter', ['dig', '+time=1', '+tries=1', 'hoth.alliance'])).stdout)?.[1] ?? 'no answer'

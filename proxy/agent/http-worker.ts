@@ -9,6 +9,7 @@ import pino from 'pino'
 import { PolicyEngine, type EndpointSpec } from '../../policy/engine.js'
 import { HttpProxy, type ProxyStats } from '../http/http-proxy.js'
 import { LineBatcher } from './line-batcher.js'
+import type { HistogramSnapshot } from '../latency-histogram.js'
 
 export interface HttpWorkerInput {
   /** A listening socket (made by the main thread, which owns the process's cgroup and netns). */
@@ -24,7 +25,7 @@ export interface HttpWorkerInput {
 }
 
 /** Worker to main thread. */
-export type WorkerMessage = { type: 'ready' } | { type: 'log'; text: string } | { type: 'stats'; stats: ProxyStats; connections: number }
+export type WorkerMessage = { type: 'ready' } | { type: 'log'; text: string } | { type: 'stats'; stats: ProxyStats; connections: number; latency: HistogramSnapshot }
 /** Main thread to worker: stop, or a policy file the main thread has accepted (null: removed). */
 export type MainMessage = { type: 'stop' } | { type: 'policy'; file: string; text: string | null } | { type: 'fqdn'; name: string; ips: string[] }
 
@@ -40,7 +41,7 @@ const proxy = new HttpProxy({ engine, logger: pino({ base: null, level: input.lo
 await proxy.listen({ fd: input.fd })
 /** Counters go to the main thread (for status and metrics) every STATS_MS and at the end. */
 const STATS_MS = 1_000
-const sendStats = (): void => port.postMessage({ type: 'stats', stats: proxy.stats, connections: proxy.connectionCount } satisfies WorkerMessage)
+const sendStats = (): void => port.postMessage({ type: 'stats', stats: proxy.stats, connections: proxy.connectionCount, latency: proxy.latency.snapshot() } satisfies WorkerMessage)
 setInterval(sendStats, STATS_MS).unref()
 port.on('message', (m: MainMessage) => {
   if (m.type === 'fqdn') {

@@ -4,20 +4,21 @@
 import { Worker } from 'node:worker_threads'
 import type { ProxyStats } from '../http/http-proxy.js'
 import type { HttpWorkerInput, MainMessage, WorkerMessage } from './http-worker.js'
+import { emptySnapshot, type HistogramSnapshot } from '../latency-histogram.js'
 
 export interface HttpWorkers {
   /** A policy change the main thread's engine accepted; every worker applies it too. */
   updatePolicy(file: string, text: string | null): void
   /** A name's IPs as the main thread's engine now has them (toFQDNs). */
   updateFqdn(name: string, ips: string[]): void
-  /** The workers' latest counters (at most a second old), one entry per worker. */
-  stats(): Array<{ stats: ProxyStats; connections: number }>
+  /** The workers' latest counters and request durations (at most a second old), one entry per worker. */
+  stats(): Array<{ stats: ProxyStats; connections: number; latency: HistogramSnapshot }>
   stop(): Promise<void>
 }
 
 export async function startHttpWorkers(inputs: HttpWorkerInput[], writeLog: (text: string) => void): Promise<HttpWorkers> {
   const workers = inputs.map((workerData) => new Worker(new URL('./http-worker.js', import.meta.url), { workerData }))
-  const latest = workers.map(() => ({ stats: { allowed: 0, denied: 0, invalid: 0, upstreamFailed: 0 }, connections: 0 }))
+  const latest = workers.map(() => ({ stats: { allowed: 0, denied: 0, invalid: 0, upstreamFailed: 0 }, connections: 0, latency: emptySnapshot() }))
   const exited = workers.map((w) => new Promise<void>((resolve) => w.once('exit', () => resolve())))
   const send = (m: MainMessage): void => workers.forEach((w) => w.postMessage(m))
   const stop = async (): Promise<void> => {
@@ -34,7 +35,7 @@ export async function startHttpWorkers(inputs: HttpWorkerInput[], writeLog: (tex
           new Promise<void>((resolve, reject) => {
             w.on('message', (m: WorkerMessage) => {
               if (m.type === 'log') writeLog(m.text)
-              else if (m.type === 'stats') latest[i] = { stats: m.stats, connections: m.connections }
+              else if (m.type === 'stats') latest[i] = { stats: m.stats, connections: m.connections, latency: m.latency }
               else resolve()
             })
             w.once('error', reject)

@@ -43,6 +43,7 @@ import { LAB_PROXY_PORTS, labProxyAddress } from './lab-node-process.js'
 import { HttpProxy } from '../http/http-proxy.js'
 import { startHttpWorkers, type HttpWorkers } from './http-workers.js'
 import { LineBatcher } from './line-batcher.js'
+import { addSnapshots } from '../latency-histogram.js'
 import { terminalLines } from './log-format.js'
 import { PolicyDirectory, type PolicyFileChange } from './policy-dir.js'
 import { AdminQueryError, AdminText, startAdminServer } from './admin-server.js'
@@ -234,6 +235,8 @@ const metrics = new AgentMetrics({
   fqdnNames: () => fqdns.entries().length,
   kernelCounters: () => dp.counters(),
   policyRevision: () => engine.policyRevision,
+  requestDurations: () => ({ http: addSnapshots([...(proxy ? [proxy.latency.snapshot()] : []), ...(workers?.stats() ?? []).map((w) => w.latency)]), dns: dns.latency.snapshot() }),
+  dnsEnforce: () => dns.enforce.snapshot(),
 })
 
 // Live policy: each accepted change reaches the kernel maps, then every proxy thread. Returns

@@ -1,10 +1,12 @@
 // The agent's Prometheus metrics (prom-client), read from their sources when scraped: requests
-// by outcome and protocol from every proxy thread, DNS queries by outcome, learned names, the
-// kernel's per-endpoint verdict counters, the policy revision, and how long policy changes take
-// to apply (observed as they happen).
+// by outcome and protocol from every proxy thread and how long they took, DNS queries by outcome
+// and how long their answers waited for the maps, learned names, the kernel's per-endpoint
+// verdict counters, the policy revision, and how long policy changes take to apply (observed as
+// they happen).
 
 import { Counter, Gauge, Histogram, Registry } from 'prom-client'
 import type { Counter as KernelCounter } from '../../redirect-bpf/map-layout.js'
+import { LATENCY_BUCKETS, type HistogramSnapshot } from '../latency-histogram.js'
 
 export interface MetricSources {
   httpRequests(): Record<string, number>
@@ -13,6 +15,38 @@ export interface MetricSources {
   fqdnNames(): number
   kernelCounters(): KernelCounter[]
   policyRevision(): number
+  /** Every thread's request durations added up, by protocol (http, dns). */
+  requestDurations(): Record<string, HistogramSnapshot>
+  /** DNS answers' arrival to the maps written. */
+  dnsEnforce(): HistogramSnapshot
+}
+
+/**
+ * A histogram whose counts are kept elsewhere (each proxy thread counts its own, see
+ * latency-histogram.ts) and read when scraped: registered with the registry as prom-client's own
+ * metrics are, an object whose get() gives the name, help, type and samples.
+ */
+function snapshotHistogram(registry: Registry, name: string, help: string, label: string, read: () => Record<string, HistogramSnapshot>): void {
+  registry.registerMetric({
+    name,
+    help,
+    type: 'histogram',
+    get: () => {
+      const values: Array<{ metricName: string; labels: Record<string, string | number>; value: number }> = []
+      for (const [key, s] of Object.entries(read())) {
+        const labels = label ? { [label]: key } : {}
+        let cumulative = 0
+        LATENCY_BUCKETS.forEach((le, i) => {
+          cumulative += s.counts[i]!
+          values.push({ metricName: `${name}_bucket`, labels: { ...labels, le }, value: cumulative })
+        })
+        values.push({ metricName: `${name}_bucket`, labels: { ...labels, le: '+Inf' }, value: s.count })
+        values.push({ metricName: `${name}_sum`, labels, value: s.sum })
+        values.push({ metricName: `${name}_count`, labels, value: s.count })
+      }
+      return { name, help, type: 'histogram', values, aggregator: 'sum' }
+    },
+  } as unknown as Parameters<Registry['registerMetric']>[0])
 }
 
 export class AgentMetrics {
@@ -58,6 +92,8 @@ export class AgentMetrics {
     gauge('l7proxy_http_connections', 'Client connections open in the HTTP proxy threads.', () => src.httpConnections())
     gauge('l7proxy_fqdn_names', 'Names the DNS proxy learned addresses for (toFQDNs).', () => src.fqdnNames())
     gauge('l7proxy_policy_revision', 'The policy revision in force.', () => src.policyRevision())
+    snapshotHistogram(r, 'l7proxy_request_duration_seconds', 'How long the proxies took to answer a request, from its head to the end of the answer (refused malformed ones aside).', 'protocol', () => src.requestDurations())
+    snapshotHistogram(r, 'l7proxy_dns_enforce_seconds', "From an allowed DNS answer's arrival to the maps allowing the addresses it named being written.", '', () => ({ '': src.dnsEnforce() }))
     this.policyApply = new Histogram({
       name: 'l7proxy_policy_apply_seconds',
       help: 'From a policy file change being read to the engine, the maps and every thread having it.',

@@ -13,6 +13,7 @@ import type { Logger } from 'pino'
 import type { PolicyEngine } from '../../policy/engine.js'
 import { FlowPolicy, dnsVerdict, type Flow, type FlowVerdict, type L7Kind } from '../flow-verdict.js'
 import type { AnswerRecord } from './fqdn-cache.js'
+import { LatencyHistogram } from '../latency-histogram.js'
 
 export interface Endpoint {
   address: string
@@ -97,6 +98,10 @@ function formatError(raw: Buffer): Buffer {
 export class DnsProxy {
   readonly socket: Socket = createSocket('udp4')
   readonly stats: DnsStats = { allowed: 0, denied: 0, invalid: 0, timedOut: 0 }
+  /** How long answered queries took, from the query to the answer relayed (or refused). */
+  readonly latency = new LatencyHistogram()
+  /** From an allowed answer's arrival to the maps allowing what it named being written. */
+  readonly enforce = new LatencyHistogram()
   readonly tcp: Server = createServer((c) => this.onTcpClient(c))
   private readonly upstream: Socket = createSocket('udp4')
   /** UDP queries in flight by the proxy's id; TCP ones by connection and client id. */
@@ -271,6 +276,9 @@ export class DnsProxy {
   }
 
   private logQuery(flow: Flow, qname: string, qtype: string, v: FlowVerdict, rcode: string, started: number, answers: string[], enforceMs?: number): void {
+    const ms = performance.now() - started
+    if (rcode !== 'TIMEOUT') this.latency.observe(ms / 1000)
+    if (enforceMs) this.enforce.observe(enforceMs / 1000)
     this.opts.logger.info(
       {
         source: `${flow.sourceAddress}:${flow.sourcePort}`,
@@ -284,7 +292,7 @@ export class DnsProxy {
         answers,
         sourceIdentity: v.sourceIdentity,
         destIdentity: v.destIdentity,
-        ms: Math.round((performance.now() - started) * 1000) / 1000,
+        ms: Math.round(ms * 1000) / 1000,
         // From the answer's arrival to the maps allowing what it named being written.
         ...(enforceMs ? { enforceMs: Math.round(enforceMs * 1000) / 1000 } : {}),
       },

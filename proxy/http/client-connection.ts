@@ -330,7 +330,9 @@ export class ClientConnection implements ParserSink, ResponseSink {
       this.log.info({ verdict: 'invalid', reason: ex.invalid, path: ex.url, status }, 'http: ambiguous request refused')
       return
     }
-    this.flows.write({ verdict: ex.verdict!, method: ex.method, path: ex.url, host: ex.host, status, ms: performance.now() - ex.started })
+    const ms = performance.now() - ex.started
+    this.ctx.latency.observe(ms / 1000)
+    this.flows.write({ verdict: ex.verdict!, method: ex.method, path: ex.url, host: ex.host, status, ms })
   }
 
   // ---- responses from the upstream connection ----

@@ -19,6 +19,7 @@ import { LeafCache } from '../../certs/leaf-cache.js'
 import { loadCa } from '../../certs/local-ca.js'
 import type { Origin, ProxyContext, ProxyStats } from './proxy-context.js'
 import { DEFAULT_POOL_LIMITS, UpstreamPool, type UpstreamPoolLimits } from './upstream-pool.js'
+import { LatencyHistogram } from '../latency-histogram.js'
 
 export type { Origin, ProxyStats } from './proxy-context.js'
 
@@ -58,6 +59,8 @@ export class HttpProxy {
   private readonly ctx: ProxyContext
   /** Requests answered so far, by outcome. */
   readonly stats: ProxyStats = { allowed: 0, denied: 0, invalid: 0, upstreamFailed: 0 }
+  /** How long answered requests took (refused ones aside). */
+  readonly latency = new LatencyHistogram()
   private readonly connections = new Set<ClientConnection>()
   private readonly h2: H2Frontend
   private readonly tunnels = new Set<TlsConnection>()
@@ -70,6 +73,7 @@ export class HttpProxy {
     this.idleMs = opts.idleTimeoutMs ?? 60_000
     this.ctx = {
       stats: this.stats,
+      latency: this.latency,
       engine: opts.engine,
       logger: opts.logger,
       flowOf: opts.flowOf ?? defaultFlow,

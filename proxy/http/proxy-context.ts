@@ -1,5 +1,6 @@
 // What every connection of one HTTP proxy shares, HTTP/1.1 and HTTP/2 alike: the policy engine,
-// the logger, how a socket maps to its flow and origin, limits, and the request counters.
+// the logger, how a socket maps to its flow and origin, limits, and the request counters and
+// durations.
 
 import type { Socket } from 'node:net'
 import type { Logger } from 'pino'
@@ -9,6 +10,7 @@ import type { LeafCache } from '../../certs/leaf-cache.js'
 import type { Origin } from '../tls/origin-socket.js'
 import type { UpstreamTimeouts } from './upstream-connection.js'
 import type { UpstreamPool } from './upstream-pool.js'
+import type { LatencyHistogram } from '../latency-histogram.js'
 
 export type { Origin } from '../tls/origin-socket.js'
 
@@ -24,6 +26,8 @@ export interface ProxyStats {
 
 export interface ProxyContext {
   stats: ProxyStats
+  /** How long answered requests took, from their head to the end of the answer (refused ones aside). */
+  latency: LatencyHistogram
   engine: PolicyEngine
   logger: Logger
   flowOf: (socket: Socket) => Flow

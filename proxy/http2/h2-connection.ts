@@ -320,7 +320,9 @@ export class H2Connection {
       this.log.info({ verdict: 'invalid', reason: ex.invalid, path: ex.path, status, httpVersion: '2' }, 'http: ambiguous request refused')
       return
     }
-    this.flows.write({ verdict: ex.verdict!, method: ex.method, path: ex.path, host: ex.host, status, ms: performance.now() - ex.started, httpVersion: '2', grpc: ex.call && { ...ex.call, status: ex.grpcStatus } })
+    const ms = performance.now() - ex.started
+    this.ctx.latency.observe(ms / 1000)
+    this.flows.write({ verdict: ex.verdict!, method: ex.method, path: ex.path, host: ex.host, status, ms, httpVersion: '2', grpc: ex.call && { ...ex.call, status: ex.grpcStatus } })
   }
 
   /** A stream the client reset before its answer began: past the budget, the connection ends. */

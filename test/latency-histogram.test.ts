@@ -1,0 +1,52 @@
+// Request durations: counted into fixed buckets per thread (le semantics: a value on a bound
+// counts in that bound's bucket), added up across threads, and rendered as a Prometheus
+// histogram with cumulative buckets, +Inf, sum and count.
+
+import t from 'tap'
+import { AgentMetrics } from '../proxy/agent/metrics.js'
+import { LATENCY_BUCKETS, LatencyHistogram, addSnapshots, emptySnapshot } from '../proxy/latency-histogram.js'
+
+t.test('observations land in the first bucket whose bound they do not exceed', async (t) => {
+  const h = new LatencyHistogram()
+  for (const v of [0, 0.0001, 0.00011, 0.003, 10, 11]) h.observe(v)
+  const s = h.snapshot()
+  t.equal(s.counts.length, LATENCY_BUCKETS.length + 1, 'one count per bound, and one above them all')
+  t.equal(s.counts[0], 2, '0 and 0.0001 (on the bound) in le=0.0001')
+  t.equal(s.counts[1], 1, '0.00011 in le=0.00025')
+  t.equal(s.counts[LATENCY_BUCKETS.indexOf(0.005)], 1, '0.003 in le=0.005')
+  t.equal(s.counts[LATENCY_BUCKETS.length - 1], 1, '10 in le=10')
+  t.equal(s.counts[LATENCY_BUCKETS.length], 1, '11 above every bound')
+  t.equal(s.count, 6)
+  t.ok(Math.abs(s.sum - 21.00321) < 1e-9, 'sum of the values')
+  const again = addSnapshots([s, s, emptySnapshot()])
+  t.same(again.counts, s.counts.map((c) => 2 * c), 'snapshots add bucket by bucket')
+  t.equal(again.count, 12)
+})
+
+t.test('scraped as a Prometheus histogram: cumulative buckets by protocol, +Inf, sum, count', async (t) => {
+  const http = new LatencyHistogram()
+  for (const v of [0.0004, 0.0009, 0.02]) http.observe(v)
+  const enforce = new LatencyHistogram()
+  enforce.observe(0.0002)
+  const m = new AgentMetrics({
+    httpRequests: () => ({}),
+    httpConnections: () => 0,
+    dnsQueries: () => ({}),
+    fqdnNames: () => 0,
+    kernelCounters: () => [],
+    policyRevision: () => 1,
+    requestDurations: () => ({ http: http.snapshot(), dns: emptySnapshot() }),
+    dnsEnforce: () => enforce.snapshot(),
+  })
+  const text = await m.text()
+  t.match(text, /^# TYPE l7proxy_request_duration_seconds histogram$/m)
+  t.match(text, /^l7proxy_request_duration_seconds_bucket\{protocol="http",le="0\.0005"\} 1$/m, 'le=0.0005: one')
+  t.match(text, /^l7proxy_request_duration_seconds_bucket\{protocol="http",le="0\.001"\} 2$/m, 'le=0.001: two, cumulative')
+  t.match(text, /^l7proxy_request_duration_seconds_bucket\{protocol="http",le="0\.025"\} 3$/m)
+  t.match(text, /^l7proxy_request_duration_seconds_bucket\{protocol="http",le="\+Inf"\} 3$/m)
+  t.match(text, /^l7proxy_request_duration_seconds_sum\{protocol="http"\} 0\.0213$/m)
+  t.match(text, /^l7proxy_request_duration_seconds_count\{protocol="http"\} 3$/m)
+  t.match(text, /^l7proxy_request_duration_seconds_count\{protocol="dns"\} 0$/m)
+  t.match(text, /^l7proxy_dns_enforce_seconds_bucket\{le="0\.00025"\} 1$/m, 'an unlabelled one too')
+  t.match(text, /^l7proxy_dns_enforce_seconds_count 1$/m)
+})
