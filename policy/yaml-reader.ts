@@ -2,7 +2,7 @@
 // field; every mismatch is recorded with its line, column and field path, and reading goes on so
 // one pass reports every problem in the document.
 
-import { isMap, isScalar, isSeq, type LineCounter, type Node, type Pair } from 'yaml'
+import { LineCounter, isMap, isScalar, isSeq, parseDocument, type Node, type Pair } from 'yaml'
 import type { PolicyIssue } from './errors.js'
 
 export class ReadContext {
@@ -141,4 +141,19 @@ export class YNode {
     }
     return n
   }
+}
+
+/**
+ * One YAML document read for a located walk: its root (null for an empty document) and the
+ * context issues are recorded in; YAML syntax errors come back as issues with no root.
+ */
+export function readDocument(text: string, file: string): { root: YNode | null; ctx: ReadContext; syntax: PolicyIssue[] } {
+  const lines = new LineCounter()
+  const doc = parseDocument(text, { lineCounter: lines, uniqueKeys: true, prettyErrors: false })
+  const ctx = new ReadContext(file, lines)
+  const syntax = doc.errors.map((e): PolicyIssue => {
+    const { line, col } = lines.linePos(e.pos[0])
+    return { file, line, column: col, path: '', message: `YAML: ${e.message.split('\n')[0]}` }
+  })
+  return { root: syntax.length > 0 || doc.contents === null ? null : new YNode(ctx, doc.contents, '', 0), ctx, syntax }
 }

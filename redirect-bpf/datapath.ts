@@ -107,17 +107,27 @@ export class Datapath {
     }
   }
 
-  /** Attaches the programs to a host veth (node side); `endpointId` when an endpoint is behind it. */
+  /**
+   * Attaches the programs to a host veth (node side), once; `endpointId` when an endpoint is
+   * behind it (its policy is written for that interface from then on).
+   */
   attach(ifname: string, endpointId?: number): number {
-    const ifindex = this.inNode(() => {
-      const idx = ifindexOf(ifname)
-      if (attachTc(idx, 'ingress', this.fromEndpoint.programFd('from_endpoint'))) this.ownClsact.add(idx)
-      attachTc(idx, 'egress', this.toEndpoint.programFd('to_endpoint'))
-      return idx
-    })
+    const ifindex =
+      this.attached.get(ifname) ??
+      this.inNode(() => {
+        const idx = ifindexOf(ifname)
+        if (attachTc(idx, 'ingress', this.fromEndpoint.programFd('from_endpoint'))) this.ownClsact.add(idx)
+        attachTc(idx, 'egress', this.toEndpoint.programFd('to_endpoint'))
+        return idx
+      })
     this.attached.set(ifname, ifindex)
     if (endpointId !== undefined) this.byEndpoint.set(endpointId, ifindex)
     return ifindex
+  }
+
+  /** An endpoint gone (after its removal was applied): its interface stays attached, as any other. */
+  forgetEndpoint(endpointId: number): void {
+    this.byEndpoint.delete(endpointId)
   }
 
   /**

@@ -17,6 +17,7 @@ t.test('defaults: the lab main, sk-assign, the example policies, paths named by 
     lab: 'main',
     mode: 'sk-assign',
     policyDirectory: join(projectRoot(), 'policy/examples'),
+    endpointsFile: null,
     proxy: { httpPort: 15001, dnsPort: 15053, threads: 0 },
     bpffs: '/run/l7proxy/agent-bpffs-main',
     stateDirectory: '/run/l7proxy/state-main',
@@ -46,6 +47,7 @@ const BAD: Array<[string, string, RegExp]> = [
   ['port out of range', 'proxy: { httpPort: 70000 }\n', /^c\.yaml:1:20: proxy\.httpPort: expected an integer from 1 to 65535, got the number 70000/],
   ['one port for both proxies', 'proxy: { httpPort: 15001, dnsPort: 15001 }\n', /proxy\.dnsPort: the DNS proxy needs a port of its own/],
   ['relative path', 'policyDirectory: policies\n', /policyDirectory: 'policies' is not an absolute path/],
+  ['relative endpoints file', 'endpointsFile: endpoints.yaml\n', /endpointsFile: 'endpoints\.yaml' is not an absolute path/],
   ['bad reject code', 'dns: { rejectCode: SERVFAIL }\n', /dns\.rejectCode: unknown reject code 'SERVFAIL'; expected one of: REFUSED, NXDOMAIN/],
   ['no IPs per name', 'dns: { maxIpsPerName: 0 }\n', /dns\.maxIpsPerName: expected an integer from 1 to 10000/],
   ['bad log level', 'logging: { level: loud }\n', /logging\.level: unknown log level 'loud'/],
@@ -85,6 +87,12 @@ t.test('l7proxy agent refuses a bad config before starting anything (exit 2)', a
   const missing = runCli(['agent', '--config', join(dir, 'nope.yaml')])
   t.equal(missing.code, 2)
   t.match(missing.stderr, /nope\.yaml:0:0: cannot read it: ENOENT/)
+  const endpoints = join(dir, 'endpoints.yaml')
+  writeFileSync(endpoints, 'endpoints:\n- { id: 1, interface: lxc-x, ips: [10.0.0.300], labels: {} }\n')
+  writeFileSync(file, `endpointsFile: ${endpoints}\n`)
+  const badEndpoints = runCli(['agent', '--config', file])
+  t.equal(badEndpoints.code, 2, 'a bad endpoints file is refused before anything starts')
+  t.match(badEndpoints.stderr, /endpointsFile: '.*endpoints\.yaml' is refused:\n.*endpoints\.yaml:2:36: endpoints\[0\]\.ips\[0\]: '10\.0\.0\.300' is not an IPv4 address/)
   const noDir = runCli(['agent', '--policy-dir', '/nonexistent/policies'])
   t.equal(noDir.code, 2)
   t.match(noDir.stderr, /policyDirectory: '\/nonexistent\/policies' is not a directory/)

@@ -5,6 +5,7 @@
 //   lab: main                      # the lab whose node this agent serves
 //   mode: sk-assign                # tproxy | sk-assign | dnat | sockmap
 //   policyDirectory: /etc/l7proxy/policies
+//   endpointsFile: /etc/l7proxy/endpoints.yaml   # the node's endpoints (watched); default: the lab's
 //   proxy: { httpPort: 15001, dnsPort: 15053, threads: 0 }   # threads 0: one per core
 //   bpffs: /run/l7proxy/agent-bpffs-main
 //   stateDirectory: /run/l7proxy/state-main   # the FQDN cache, kept across restarts
@@ -13,12 +14,11 @@
 //   logging: { level: info }       # trace | debug | info | warn | error | fatal
 //   admin: { socket: /run/l7proxy/agent-main.sock, metrics: 127.0.0.1:9962 }   # metrics: off for none
 
-import { LineCounter, parseDocument } from 'yaml'
 import { DEFAULT_LAB } from '../../lab/lab.js'
 import { isValidLabName } from '../../lab/topology.js'
 import { projectRoot } from '../../lib/project-root.js'
 import { formatIssue, type PolicyIssue } from '../../policy/errors.js'
-import { ReadContext, YNode } from '../../policy/yaml-reader.js'
+import { readDocument, type YNode } from '../../policy/yaml-reader.js'
 import { REDIRECT_MODES, type RedirectMode } from '../../redirect-bpf/modes/redirect-mode.js'
 import { agentSocketPath } from './admin-socket.js'
 import { LAB_PROXY_PORTS } from './lab-node-process.js'
@@ -32,6 +32,8 @@ export interface AgentConfig {
   lab: string
   mode: RedirectMode
   policyDirectory: string
+  /** The node's endpoints from this file (endpoints-file.ts), or null: the lab's. */
+  endpointsFile: string | null
   proxy: { httpPort: number; dnsPort: number; threads: number }
   bpffs: string
   stateDirectory: string
@@ -50,6 +52,7 @@ export interface ConfigLayer {
   lab?: string
   mode?: RedirectMode
   policyDirectory?: string
+  endpointsFile?: string
   proxy?: { httpPort?: number; dnsPort?: number; threads?: number }
   bpffs?: string
   stateDirectory?: string
@@ -73,6 +76,7 @@ export function defaultConfig(lab = DEFAULT_LAB): AgentConfig {
     lab,
     mode: 'sk-assign',
     policyDirectory: `${projectRoot()}/policy/examples`,
+    endpointsFile: null,
     proxy: { httpPort: LAB_PROXY_PORTS.http, dnsPort: LAB_PROXY_PORTS.dns, threads: 0 },
     bpffs: `/run/l7proxy/agent-bpffs-${lab}`,
     // Like Cilium's /var/run/cilium: kept across agent restarts, not across reboots.
@@ -113,20 +117,11 @@ function metricsAddress(n: YNode): { address: string; port: number } | null | un
 
 /** Reads one layer from YAML text; every problem in it, or the layer. */
 export function parseConfigText(text: string, file: string): ConfigLayer {
-  const lines = new LineCounter()
-  const doc = parseDocument(text, { lineCounter: lines, uniqueKeys: true, prettyErrors: false })
-  if (doc.errors.length > 0) {
-    throw new ConfigError(
-      doc.errors.map((e) => {
-        const { line, col } = lines.linePos(e.pos[0])
-        return { file, line, column: col, path: '', message: `YAML: ${e.message.split('\n')[0]}` }
-      }),
-    )
-  }
-  const ctx = new ReadContext(file, lines)
+  const { root, ctx, syntax } = readDocument(text, file)
+  if (syntax.length > 0) throw new ConfigError(syntax)
   const out: ConfigLayer = {}
-  if (doc.contents === null) return out // an empty file: all defaults
-  const f = new YNode(ctx, doc.contents, '', 0).fields(['lab', 'mode', 'policyDirectory', 'proxy', 'bpffs', 'stateDirectory', 'caDirectory', 'dns', 'logging', 'admin'])
+  if (root === null) return out // an empty file: all defaults
+  const f = root.fields(['lab', 'mode', 'policyDirectory', 'endpointsFile', 'proxy', 'bpffs', 'stateDirectory', 'caDirectory', 'dns', 'logging', 'admin'])
   if (f) {
     if (f.lab) {
       const lab = f.lab.string()
@@ -137,6 +132,7 @@ export function parseConfigText(text: string, file: string): ConfigLayer {
     }
     if (f.mode) out.mode = oneOf(f.mode, REDIRECT_MODES, 'redirect mode') ?? undefined
     if (f.policyDirectory) out.policyDirectory = absolutePath(f.policyDirectory) ?? undefined
+    if (f.endpointsFile) out.endpointsFile = absolutePath(f.endpointsFile) ?? undefined
     if (f.bpffs) out.bpffs = absolutePath(f.bpffs) ?? undefined
     if (f.stateDirectory) out.stateDirectory = absolutePath(f.stateDirectory) ?? undefined
     if (f.caDirectory) out.caDirectory = absolutePath(f.caDirectory) ?? undefined
@@ -199,6 +195,7 @@ export function resolveConfig(layers: readonly ConfigLayer[]): AgentConfig {
   for (const layer of layers) {
     c.mode = layer.mode ?? c.mode
     c.policyDirectory = layer.policyDirectory ?? c.policyDirectory
+    c.endpointsFile = layer.endpointsFile ?? c.endpointsFile
     c.bpffs = layer.bpffs ?? c.bpffs
     c.stateDirectory = layer.stateDirectory ?? c.stateDirectory
     c.caDirectory = layer.caDirectory ?? c.caDirectory

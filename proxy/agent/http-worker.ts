@@ -6,7 +6,8 @@
 
 import { parentPort, workerData } from 'node:worker_threads'
 import pino from 'pino'
-import { PolicyEngine, type EndpointSpec } from '../../policy/engine.js'
+import { PolicyEngine } from '../../policy/engine.js'
+import { diffEndpoints, type NodeEndpoint } from './endpoints-file.js'
 import { HttpProxy, type ProxyStats } from '../http/http-proxy.js'
 import { LineBatcher } from './line-batcher.js'
 import type { HistogramSnapshot } from '../latency-histogram.js'
@@ -18,7 +19,7 @@ export interface HttpWorkerInput {
   logLevel: string
   /** The local CA for TLS interception (null: none). */
   caDir: string | null
-  endpoints: EndpointSpec[]
+  endpoints: NodeEndpoint[]
   policies: Array<{ name: string; text: string }>
   /** Names' IPs the main thread's engine has (toFQDNs), as this worker starts. */
   fqdns: Array<{ name: string; ips: string[] }>
@@ -27,7 +28,7 @@ export interface HttpWorkerInput {
 /** Worker to main thread. */
 export type WorkerMessage = { type: 'ready' } | { type: 'log'; text: string } | { type: 'stats'; stats: ProxyStats; connections: number; latency: HistogramSnapshot }
 /** Main thread to worker: stop, or a policy file the main thread has accepted (null: removed). */
-export type MainMessage = { type: 'stop' } | { type: 'policy'; file: string; text: string | null } | { type: 'fqdn'; name: string; ips: string[] }
+export type MainMessage = { type: 'stop' } | { type: 'policy'; file: string; text: string | null } | { type: 'fqdn'; name: string; ips: string[] } | { type: 'endpoints'; endpoints: NodeEndpoint[] }
 
 const input = workerData as HttpWorkerInput
 const port = parentPort!
@@ -43,7 +44,16 @@ await proxy.listen({ fd: input.fd })
 const STATS_MS = 1_000
 const sendStats = (): void => port.postMessage({ type: 'stats', stats: proxy.stats, connections: proxy.connectionCount, latency: proxy.latency.snapshot() } satisfies WorkerMessage)
 setInterval(sendStats, STATS_MS).unref()
+let endpoints = input.endpoints
 port.on('message', (m: MainMessage) => {
+  if (m.type === 'endpoints') {
+    // The main thread's engine took this change: the same steps here.
+    const { upserts, removes } = diffEndpoints(endpoints, m.endpoints)
+    for (const id of removes) engine.removeEndpoint(id)
+    for (const ep of upserts) engine.upsertEndpoint(ep)
+    endpoints = m.endpoints
+    return
+  }
   if (m.type === 'fqdn') {
     engine.setFqdnIps(m.name, m.ips)
     return

@@ -4,11 +4,14 @@
 import { Worker } from 'node:worker_threads'
 import type { ProxyStats } from '../http/http-proxy.js'
 import type { HttpWorkerInput, MainMessage, WorkerMessage } from './http-worker.js'
+import type { NodeEndpoint } from './endpoints-file.js'
 import { emptySnapshot, type HistogramSnapshot } from '../latency-histogram.js'
 
 export interface HttpWorkers {
   /** A policy change the main thread's engine accepted; every worker applies it too. */
   updatePolicy(file: string, text: string | null): void
+  /** The node's endpoints as the main thread's engine now has them. */
+  updateEndpoints(endpoints: NodeEndpoint[]): void
   /** A name's IPs as the main thread's engine now has them (toFQDNs). */
   updateFqdn(name: string, ips: string[]): void
   /** The workers' latest counters and request durations (at most a second old), one entry per worker. */
@@ -47,5 +50,5 @@ export async function startHttpWorkers(inputs: HttpWorkerInput[], writeLog: (tex
     await stop()
     throw e
   }
-  return { stop, updatePolicy: (file, text) => send({ type: 'policy', file, text }), updateFqdn: (name, ips) => send({ type: 'fqdn', name, ips }), stats: () => latest }
+  return { stop, updatePolicy: (file, text) => send({ type: 'policy', file, text }), updateFqdn: (name, ips) => send({ type: 'fqdn', name, ips }), updateEndpoints: (endpoints) => send({ type: 'endpoints', endpoints }), stats: () => latest }
 }

@@ -31,6 +31,8 @@ export interface LabNodeOptions {
   threads?: number
   /** Where the agent keeps state across restarts (the FQDN cache); none by default. */
   stateDir?: string
+  /** The node's endpoints from this file (watched) instead of the lab's. */
+  endpointsFile?: string
   /** JSON lines go to this file instead of stdout (lines() then reads it). */
   logFile?: string
   readyTimeoutMs?: number
@@ -51,6 +53,7 @@ export async function startLabNode(o: LabNodeOptions): Promise<LabNode> {
   if (o.threads !== undefined) args.push('--threads', String(o.threads))
   if (o.stateDir !== undefined) args.push('--state', o.stateDir)
   if (o.caDir !== undefined) args.push('--ca-dir', o.caDir)
+  if (o.endpointsFile !== undefined) args.push('--endpoints', o.endpointsFile)
   // `ip netns exec` execs node: the child's PID is the agent's.
   const child = spawn('ip', ['netns', 'exec', nodeNetns(o.lab), process.execPath, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
   const exited = new Promise<number | null>((r) => child.once('exit', (c) => r(c)))

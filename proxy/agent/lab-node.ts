@@ -6,6 +6,7 @@
 //     [--log-level L] [--dns-reject REFUSED|NXDOMAIN] [--dns-min-ttl S] [--dns-max-ips N]
 //     [--state DIR]   (where the FQDN cache is kept across restarts)
 //     [--metrics-fd N]   (a listening socket to serve Prometheus' GET /metrics on)
+//     [--endpoints FILE] (the node's endpoints from FILE, watched, instead of the lab's)
 // It registers the lab's endpoints, loads the policy (a file, or every policy file of a
 // directory, watched: a change is applied live to the engine, the kernel maps and every proxy
 // thread; a file that does not parse is refused and the previous policy stays), starts the datapath on every host veth and
@@ -16,7 +17,7 @@
 // SIGTERM or SIGINT. With --admin it answers the CLI on that unix socket (admin-server.ts).
 
 import { createSocket, type Socket as UdpSocket } from 'node:dgram'
-import { existsSync, readFileSync, rmSync } from 'node:fs'
+import { existsSync, readFileSync, rmSync, unwatchFile, watchFile } from 'node:fs'
 import { join } from 'node:path'
 import { availableParallelism } from 'node:os'
 import { createServer as createHttpServer } from 'node:http'
@@ -46,6 +47,7 @@ import { LineBatcher } from './line-batcher.js'
 import { addSnapshots } from '../latency-histogram.js'
 import { terminalLines } from './log-format.js'
 import { PolicyDirectory, type PolicyFileChange } from './policy-dir.js'
+import { diffEndpoints, parseEndpointsText, type NodeEndpoint } from './endpoints-file.js'
 import { AdminQueryError, AdminText, startAdminServer } from './admin-server.js'
 import { AgentMetrics } from './metrics.js'
 import { FlowFeed, FlowFilterError, parseFlowQuery } from './flow-feed.js'
@@ -72,6 +74,7 @@ const { values } = parseArgs({
     state: { type: 'string' },
     'ca-dir': { type: 'string' },
     'metrics-fd': { type: 'string' },
+    endpoints: { type: 'string' },
   },
 })
 const threadsArg = Number(values.threads ?? availableParallelism())
@@ -84,12 +87,16 @@ const DNS_REJECT = values['dns-reject'] as 'REFUSED' | 'NXDOMAIN'
 const dnsOk = (DNS_REJECT === 'REFUSED' || DNS_REJECT === 'NXDOMAIN') && Number.isInteger(DNS_MIN_TTL) && DNS_MIN_TTL >= 0 && Number.isInteger(DNS_MAX_IPS) && DNS_MAX_IPS >= 1
 const metricsFdOk = values['metrics-fd'] === undefined || /^([3-9]|[1-9]\d{1,3})$/.test(values['metrics-fd'])
 if (!metricsFdOk || !dnsOk || !port(HTTP_PORT) || !port(DNS_PORT) || !pino.levels.values[values['log-level']!] || (!values.policy && !values['policy-dir']) || !values.pin || (values.http !== 'builtin' && values.http !== 'external') || (values.dns !== 'builtin' && values.dns !== 'external') || !Number.isInteger(threadsArg) || threadsArg < 1 || threadsArg > 64) {
-  process.stderr.write('usage: lab-node --mode M --pin DIR (--policy FILE | --policy-dir DIR) [--http builtin|external] [--dns builtin|external] [--threads N (1-64)] [--sockmap-cgroup NAME] [--log FILE] [--admin SOCKET] [--http-port P] [--dns-port P] [--log-level L] [--dns-reject REFUSED|NXDOMAIN] [--dns-min-ttl S] [--dns-max-ips N] [--state DIR] [--metrics-fd N]\n')
+  process.stderr.write('usage: lab-node --mode M --pin DIR (--policy FILE | --policy-dir DIR) [--http builtin|external] [--dns builtin|external] [--threads N (1-64)] [--sockmap-cgroup NAME] [--log FILE] [--admin SOCKET] [--http-port P] [--dns-port P] [--log-level L] [--dns-reject REFUSED|NXDOMAIN] [--dns-min-ttl S] [--dns-max-ips N] [--state DIR] [--metrics-fd N] [--endpoints FILE]\n')
   process.exit(2)
 }
 const mode = parseMode(values.mode ?? '')
 const engine = new PolicyEngine({ proxyPorts: { http: HTTP_PORT, dns: DNS_PORT } })
-const endpoints = labEndpoints()
+// The node's endpoints: the lab's, or those of an endpoints file (watched below).
+const endpointsFile = values.endpoints ?? null
+let endpoints: NodeEndpoint[] = endpointsFile
+  ? startup(`endpoints ${endpointsFile}`, () => parseEndpointsText(readFileSync(endpointsFile, 'utf8'), endpointsFile))
+  : labEndpoints().map((e) => ({ ...e, interface: nodeIfname(e.host) }))
 for (const ep of endpoints) engine.upsertEndpoint(ep)
 
 // Every thread's lines reach `out` in batches; written out at least every quarter second, and
@@ -159,7 +166,12 @@ if (fqdnStore) {
 }
 const proxyAddress = labProxyAddress(mode)
 const dp = startup('datapath', () => Datapath.start({ mode, pinRoot: values.pin!, proxyAddress, proxyPorts: [HTTP_PORT, DNS_PORT], ...(values['sockmap-cgroup'] ? { cgroupName: values['sockmap-cgroup'] } : {}) }))
-for (const h of LAB_HOSTS) dp.attach(nodeIfname(h.name), endpoints.find((e) => e.host === h.name)?.id)
+// Every veth of the lab's node carries the programs (traffic from the outside world is judged
+// at its own); those with an endpoint behind them carry its policy.
+startup('endpoints', () => {
+  for (const h of LAB_HOSTS) dp.attach(nodeIfname(h.name))
+  for (const ep of endpoints) dp.attach(ep.interface, ep.id)
+})
 dp.apply(engine.takeDelta())
 
 // The DNS proxy (main thread: it reads the proxymap): answers leave from the server the client
@@ -290,6 +302,53 @@ function importPolicy(name: string | null, text: string): { file: string; revisi
   return { file, revision: engine.policyRevision, applyMs: performance.now() - started }
 }
 
+// Endpoints file changes, applied live: removed (or moved to another interface) endpoints leave
+// first, then new and changed ones are written; a file with any problem changes nothing.
+function applyEndpoints(next: NodeEndpoint[]): void {
+  const { upserts, removes } = diffEndpoints(endpoints, next)
+  if (upserts.length === 0 && removes.length === 0) return
+  try {
+    for (const ep of upserts) dp.attach(ep.interface)
+  } catch (e) {
+    logger.error({ file: endpointsFile, error: (e as Error).message }, 'endpoints file refused; the endpoints in force stay')
+    return
+  }
+  const moved = upserts.filter((ep) => endpoints.some((o) => o.id === ep.id && o.interface !== ep.interface)).map((ep) => ep.id)
+  const leaving = [...removes, ...moved]
+  for (const id of leaving) engine.removeEndpoint(id)
+  const removed = dp.apply(engine.takeDelta())
+  for (const id of leaving) dp.forgetEndpoint(id)
+  for (const ep of upserts) {
+    dp.attach(ep.interface, ep.id)
+    engine.upsertEndpoint(ep)
+  }
+  const written = dp.apply(engine.takeDelta())
+  const known = new Set(endpoints.map((e) => e.id))
+  endpoints = next
+  workers?.updateEndpoints(next)
+  logger.info(
+    { file: endpointsFile, added: upserts.filter((e) => !known.has(e.id)).map((e) => e.host), changed: upserts.filter((e) => known.has(e.id)).map((e) => e.host), removed: removes, maps: { upserts: removed.upserts + written.upserts, deletes: removed.deletes + written.deletes } },
+    'endpoints changed',
+  )
+}
+if (endpointsFile) {
+  let lastText = readFileSync(endpointsFile, 'utf8')
+  watchFile(endpointsFile, { interval: 500 }, () => {
+    let text: string
+    let next: NodeEndpoint[]
+    try {
+      text = readFileSync(endpointsFile, 'utf8')
+      if (text === lastText) return
+      next = parseEndpointsText(text, endpointsFile)
+    } catch (e) {
+      logger.error({ file: endpointsFile, error: (e as Error).message }, 'endpoints file refused; the endpoints in force stay')
+      return
+    }
+    lastText = text
+    applyEndpoints(next)
+  })
+}
+
 // Prometheus' scrape endpoint on a listener the agent command made in its own namespace.
 const metricsServer = values['metrics-fd'] === undefined ? null : createHttpServer((req, res) => {
   if (req.method !== 'GET' || new URL(req.url ?? '/', 'http://agent').pathname !== '/metrics') return void res.writeHead(404).end('only GET /metrics here\n')
@@ -390,6 +449,7 @@ logger.info({ mode, policies: [...policies.keys()], revision: engine.policyRevis
 process.stdout.write('READY\n')
 const shutdown = (): void => {
   policyDir?.close()
+  if (endpointsFile) unwatchFile(endpointsFile)
   dns.close()
   for (const s of replySockets.values()) s.close()
   metricsServer?.close()

@@ -15,6 +15,7 @@ import { distPath } from '../../lib/project-root.js'
 import { REDIRECT_MODES, type RedirectMode } from '../../redirect-bpf/modes/redirect-mode.js'
 import { ConfigError, LOG_LEVELS, environmentLayers, parseConfigText, resolveConfig, type AgentConfig, type ConfigLayer, type LogLevel } from '../agent/config.js'
 import { tcpListener } from '../../redirect-bpf/transparent-socket.js'
+import { EndpointsFileError, parseEndpointsText } from '../agent/endpoints-file.js'
 import { UsageError } from './usage-error.js'
 
 export const AGENT_USAGE = `  agent [--config FILE] [--lab NAME] [--mode M] [--policy-dir DIR] [--threads N] [--log-level L]
@@ -77,6 +78,14 @@ export function agentConfig(args: string[], env: NodeJS.ProcessEnv): AgentConfig
   if (!existsSync(c.policyDirectory) || !statSync(c.policyDirectory).isDirectory()) {
     throw new ConfigError([{ file: 'agent', line: 0, column: 0, path: 'policyDirectory', message: `'${c.policyDirectory}' is not a directory` }])
   }
+  if (c.endpointsFile !== null) {
+    try {
+      parseEndpointsText(readFileSync(c.endpointsFile, 'utf8'), c.endpointsFile)
+    } catch (e) {
+      const issues = e instanceof EndpointsFileError ? e.issues : [{ file: c.endpointsFile, line: 0, column: 0, path: '', message: `cannot read it: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}` }]
+      throw new ConfigError([{ file: 'agent', line: 0, column: 0, path: 'endpointsFile', message: `'${c.endpointsFile}' is refused:` }, ...issues])
+    }
+  }
   return c
 }
 
@@ -110,6 +119,7 @@ function startAgentProcess(c: AgentConfig, metricsFd: number | null): AgentProce
     '--state', c.stateDirectory, '--ca-dir', c.caDirectory, '--dns-reject', c.dns.rejectCode, '--dns-min-ttl', String(c.dns.minTtlSeconds), '--dns-max-ips', String(c.dns.maxIpsPerName)]
   if (c.mode === 'sockmap') argv.push('--sockmap-cgroup', `l7proxy-${c.lab}`)
   if (metricsFd !== null) argv.push('--metrics-fd', '3')
+  if (c.endpointsFile !== null) argv.push('--endpoints', c.endpointsFile)
   const child = spawn('ip', argv, { stdio: ['ignore', 'inherit', 'inherit', ...(metricsFd !== null ? [metricsFd] : [])] })
   return {
     kill: (sig) => void child.kill(sig),
