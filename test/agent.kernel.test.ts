@@ -15,6 +15,31 @@ import { kernelTest } from './fixtures/kernel.js'
 import { useLab } from './fixtures/lab.js'
 
 const LANDING = 'http://198.18.2.10/v1/request-landing'
+
+/** docs/cli-json.md's examples, by the command in the heading above them. */
+function documentedJson(): Map<string, unknown[]> {
+  const out = new Map<string, unknown[]>()
+  let cmd = ''
+  for (const part of readFileSync(join(projectRoot(), 'docs/cli-json.md'), 'utf8').split(/^```/m)) {
+    const heading = [...part.matchAll(/^## `l7proxy (.+?) -o json`$/gm)].at(-1)
+    if (heading) cmd = heading[1]!
+    if (part.startsWith('json\n')) out.set(cmd, [...(out.get(cmd) ?? []), JSON.parse(part.slice(5))])
+  }
+  return out
+}
+
+/** Where `actual` lacks a field of `doc`, or has it with another type (lists: every item against the first). */
+function undocumentedFields(doc: unknown, actual: unknown, path = ''): string[] {
+  if (Array.isArray(doc)) {
+    if (!Array.isArray(actual)) return [`${path}: not a list`]
+    return doc.length === 0 ? [] : actual.flatMap((a, i) => undocumentedFields(doc[0], a, `${path}[${i}]`))
+  }
+  if (doc !== null && typeof doc === 'object') {
+    if (actual === null || typeof actual !== 'object' || Array.isArray(actual)) return [`${path}: not an object`]
+    return Object.entries(doc).flatMap(([k, v]) => (k in actual ? undocumentedFields(v, (actual as Record<string, unknown>)[k], `${path}.${k}`) : [`${path}.${k}: missing`]))
+  }
+  return doc === null || typeof doc === typeof actual ? [] : [`${path}: a ${typeof actual}, documented as a ${typeof doc}`]
+}
 /** A line of Prometheus' text format: HELP, TYPE, or a sample with optional labels. */
 const PROMETHEUS_LINE = /^(# HELP [a-zA-Z_:][\w:]* .*|# TYPE [a-zA-Z_:][\w:]* (counter|gauge|histogram|summary|untyped)|[a-zA-Z_:][\w:]*(\{[a-zA-Z_]\w*="(?:[^"\\]|\\.)*"(,[a-zA-Z_]\w*="(?:[^"\\]|\\.)*")*\})? (-?\d+(\.\d+)?(e[+-]?\d+)?|NaN|[+-]Inf))$/
 
@@ -188,6 +213,22 @@ kernelTest(t, 'agent: policy file changes take effect live, a bad file changes n
   t.match(body, /^l7proxy_requests_total\{protocol="http",outcome="allowed"\} [1-9]\d*$/m, 'with the same counts as over the admin socket')
   t.match(body, /^l7proxy_request_duration_seconds_count\{protocol="http"\} [1-9]\d*$/m, 'request durations from the proxy threads')
   t.match(body, /^l7proxy_dns_enforce_seconds_count [1-9]\d*$/m, 'and answer-to-maps times from the DNS proxy')
+
+  // -o json, field by field as docs/cli-json.md documents it.
+  const docs = documentedJson()
+  t.same([...docs.keys()].sort(), ['bpf policy get ENDPOINT', 'endpoint list', 'flows', 'fqdn cache list', 'identity list', 'policy get', 'status'], 'docs/cli-json.md documents every query')
+  for (const [cmd, [example]] of docs) {
+    if (cmd === 'flows') continue
+    const actual = JSON.parse((await cli(...cmd.replace('ENDPOINT', '3').split(' '), '-o', 'json')).stdout) as unknown
+    t.same(undocumentedFields(example, actual), [], `${cmd} -o json: every documented field, with its type`)
+  }
+  const events = await flows('--last', '1000')
+  for (const example of docs.get('flows')!) {
+    const protocol = (example as { protocol: string }).protocol
+    const these = events.filter((e) => e.protocol === protocol && !(protocol === 'http' && e.verdict === 'invalid'))
+    t.ok(these.length > 0, `flows: ${these.length} ${protocol} events to check`)
+    t.same(these.flatMap((e) => undocumentedFields(example, e)), [], `flows -o json (${protocol}): every documented field, with its type`)
+  }
 
   // SIGHUP: the configuration is read again; a bad one is refused, a changed one applied.
   const hoth = async (): Promise<string> => /status: (\w+)/.exec((await lab.exec('tiefighter', ['dig', '+time=1', '+tries=1', 'hoth.alliance'])).stdout)?.[1] ?? 'no answer'
