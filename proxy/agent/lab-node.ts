@@ -7,14 +7,16 @@
 //     [--state DIR]   (where the FQDN cache is kept across restarts)
 //     [--metrics-fd N]   (a listening socket to serve Prometheus' GET /metrics on)
 //     [--endpoints FILE] (the node's endpoints from FILE, watched, instead of the lab's)
-// It registers the lab's endpoints, loads the policy (a file, or every policy file of a
-// directory, watched: a change is applied live to the engine, the kernel maps and every proxy
-// thread; a file that does not parse is refused and the previous policy stays), starts the datapath on every host veth and
+// It registers the lab's endpoints (or an endpoints file's, watched), loads the policy (a file,
+// or every policy file of a directory, watched: a change is applied live to the engine, the
+// kernel maps and every proxy thread; a file that does not parse is refused and the previous
+// policy stays; `policy import` writes into it), starts the datapath on every host veth and
 // the HTTP proxy on transparent listeners, one per thread (default: one per core; dnat mode: one,
 // as the proxymap is read where the datapath lives) (or, with --http external, leaves the port to another
 // proxy such as HAProxy), prints READY, logs flows as JSON lines on stdout (or appends them to
 // FILE: a benchmark's reader must not compete with the proxy for CPU), and stops cleanly on
-// SIGTERM or SIGINT. With --admin it answers the CLI on that unix socket (admin-server.ts).
+// SIGTERM or SIGINT. With --admin it answers the CLI on that unix socket (admin-server.ts); with
+// --metrics-fd it serves Prometheus on a listener the agent command made.
 
 import { createSocket, type Socket as UdpSocket } from 'node:dgram'
 import { existsSync, readFileSync, rmSync, unwatchFile, watchFile } from 'node:fs'
