@@ -241,6 +241,7 @@ kernelTest(t, 'agent: policy file changes take effect live, a bad file changes n
   writeFileSync(config, conf.replace('rejectCode: NXDOMAIN', 'rejectCode: REFUSED'))
   agent.kill('SIGHUP')
   await waitFor('the agent restarted', () => out.includes('SIGHUP: dns changed; restarting the agent process'))
+  await waitFor('the new agent process ready', () => out.split('READY\n').length === 3)
   await waitFor('denied names answered REFUSED', async () => (await hoth()) === 'REFUSED')
   t.pass('SIGHUP with a changed file: the agent process restarts with it (denied names now REFUSED)')
   t.equal(await status('POST', LANDING), '200', 'with the same policy in force')

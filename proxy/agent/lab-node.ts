@@ -92,6 +92,12 @@ if (!metricsFdOk || !dnsOk || !port(HTTP_PORT) || !port(DNS_PORT) || !pino.level
   process.stderr.write('usage: lab-node --mode M --pin DIR (--policy FILE | --policy-dir DIR) [--http builtin|external] [--dns builtin|external] [--threads N (1-64)] [--sockmap-cgroup NAME] [--log FILE] [--admin SOCKET] [--http-port P] [--dns-port P] [--log-level L] [--dns-reject REFUSED|NXDOMAIN] [--dns-min-ttl S] [--dns-max-ips N] [--state DIR] [--metrics-fd N] [--endpoints FILE]\n')
   process.exit(2)
 }
+// A stop asked for while still starting is kept and honoured once everything that has to be
+// taken down again is up (the default action would leave the datapath attached and pinned).
+let stopRequested = false
+const stopWhileStarting = (): void => void (stopRequested = true)
+process.once('SIGTERM', stopWhileStarting)
+process.once('SIGINT', stopWhileStarting)
 const mode = parseMode(values.mode ?? '')
 const engine = new PolicyEngine({ proxyPorts: { http: HTTP_PORT, dns: DNS_PORT } })
 // The node's endpoints: the lab's, or those of an endpoints file (watched below).
@@ -465,5 +471,8 @@ const shutdown = (): void => {
     process.exit(0)
   })
 }
+process.off('SIGTERM', stopWhileStarting)
+process.off('SIGINT', stopWhileStarting)
 process.once('SIGTERM', shutdown)
 process.once('SIGINT', shutdown)
+if (stopRequested) shutdown()
