@@ -10,7 +10,7 @@ import { BpfObject } from './bpf-object.js'
 import { BpfError } from './libbpf.js'
 import { ensureBpffs } from './bpffs.js'
 import { attachSkMsg, attachSockops, createCgroup, detachSkMsg, detachSockops, removeCgroup } from './cgroup.js'
-import { checkLayout, decodePolicyKey, decodePolicyValue, originalDestination, readCounters, readSockmapStats, writeConfig, type Counter, type PolicyMapKey } from './map-layout.js'
+import { checkLayout, decodePolicyKey, decodePolicyValue, liveCtDestinations, originalDestination, readCounters, readSockmapStats, writeConfig, type Counter, type PolicyMapKey } from './map-layout.js'
 import { setupMode, teardownModes, type RedirectMode, type Run } from './modes/redirect-mode.js'
 import { inNetns } from './netns.js'
 import { PolicyWriter, type WriteStats } from './policy-writer.js'
@@ -162,6 +162,11 @@ export class Datapath {
 
   sockmapStats(): { messages: number; bytes: number } {
     return readSockmapStats(this.fromEndpoint)
+  }
+
+  /** Addresses that connections conntrack holds alive go to (an FQDN address in use stays allowed). */
+  liveDestinations(): Set<string> {
+    return liveCtDestinations(this.fromEndpoint, process.hrtime.bigint())
   }
 
   originalDestination(clientAddress: string, clientPort: number, protocol: 'tcp' | 'udp') {

@@ -181,3 +181,25 @@ export function readSockmapStats(obj: BpfObject): { messages: number; bytes: num
   }
   return { messages: Number(messages), bytes: Number(bytes) }
 }
+
+/** Mirrors of l7proxy-maps.h: how long a conntrack entry lives after its last packet. */
+const CT_LIFETIME_NS = { tcp: 3600n * 1_000_000_000n, udp: 60n * 1_000_000_000n, closing: 10n * 1_000_000_000n }
+const CT_CLOSING = 1
+
+/**
+ * The destinations of the connections conntrack holds alive at `nowNs` (CLOCK_MONOTONIC, as
+ * bpf_ktime_get_ns; Node's process.hrtime reads the same clock): not lapsed, and a TCP one that
+ * sent FIN or RST for 10 s at most. An FQDN address in this set is in use.
+ */
+export function liveCtDestinations(obj: BpfObject, nowNs: bigint): Set<string> {
+  const map = obj.map('l7_ct')
+  const live = new Set<string>()
+  for (const k of map.keys()) {
+    const v = map.lookup(k)
+    if (!v) continue
+    const tcp = k[12] === 6
+    const lifetime = !tcp ? CT_LIFETIME_NS.udp : v.readUInt16LE(10) & CT_CLOSING ? CT_LIFETIME_NS.closing : CT_LIFETIME_NS.tcp
+    if (nowNs - v.readBigUInt64LE(0) <= lifetime) live.add(`${k[4]}.${k[5]}.${k[6]}.${k[7]}`)
+  }
+  return live
+}

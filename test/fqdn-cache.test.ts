@@ -32,6 +32,25 @@ t.test('TTLs: raised to the minimum, renewed by later answers, and expiry takes 
   t.same(c.entries(), [], 'and the name is gone')
 })
 
+t.test('zombies: an expired IP a connection still uses stays until the connection is gone', async (t) => {
+  const c = new FqdnCache({ minTtlSeconds: 0 })
+  c.learn('cantina.empire', [A('cantina.empire', '192.0.2.3', 5), A('cantina.empire', '192.0.2.4', 5)], 0)
+  const open = new Set(['192.0.2.3'])
+  const asked: string[] = []
+  const inUse = (ip: string): boolean => (asked.push(ip), open.has(ip))
+  t.same(c.expire(4_000, inUse), [], 'nothing expired yet')
+  t.same(asked, [], 'and no connection asked about')
+  t.same(c.expire(5_000, inUse), ['cantina.empire'], 'the unused IP goes at expiry')
+  t.same(c.ips('cantina.empire'), ['192.0.2.3'], 'the one a connection uses stays')
+  t.same(c.entries(6_000), [{ name: 'cantina.empire', ips: [{ ip: '192.0.2.3', expiresAt: 5_000, zombie: true }] }], 'listed as a zombie')
+  t.same(c.expire(6_000, inUse), [], 'still in use: still there')
+  open.clear()
+  t.same(c.expire(7_000, inUse), ['cantina.empire'], 'its connection closed: it goes')
+  t.same(c.entries(7_000), [])
+  c.learn('cantina.empire', [A('cantina.empire', '192.0.2.3', 5)], 8_000)
+  t.same(c.entries(9_000), [{ name: 'cantina.empire', ips: [{ ip: '192.0.2.3', expiresAt: 13_000 }] }], 'a new answer makes it live again')
+})
+
 t.test('at most maxIpsPerName IPs a name: the ones learned last', async (t) => {
   const c = new FqdnCache({ maxIpsPerName: 2, minTtlSeconds: 0 })
   c.learn('many.empire', [A('many.empire', '192.0.2.1'), A('many.empire', '192.0.2.2')], 0)

@@ -31,6 +31,10 @@ export interface LabNodeOptions {
   threads?: number
   /** Where the agent keeps state across restarts (the FQDN cache); none by default. */
   stateDir?: string
+  /** Answer the CLI's admin calls on this unix socket. */
+  admin?: string
+  /** Seconds; learned FQDN addresses live at least this long (default: the agent's 3600). */
+  dnsMinTtl?: number
   /** The node's endpoints from this file (watched) instead of the lab's. */
   endpointsFile?: string
   /** JSON lines go to this file instead of stdout (lines() then reads it). */
@@ -54,6 +58,8 @@ export async function startLabNode(o: LabNodeOptions): Promise<LabNode> {
   if (o.stateDir !== undefined) args.push('--state', o.stateDir)
   if (o.caDir !== undefined) args.push('--ca-dir', o.caDir)
   if (o.endpointsFile !== undefined) args.push('--endpoints', o.endpointsFile)
+  if (o.admin !== undefined) args.push('--admin', o.admin)
+  if (o.dnsMinTtl !== undefined) args.push('--dns-min-ttl', String(o.dnsMinTtl))
   // `ip netns exec` execs node: the child's PID is the agent's.
   const child = spawn('ip', ['netns', 'exec', nodeNetns(o.lab), process.execPath, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
   const exited = new Promise<number | null>((r) => child.once('exit', (c) => r(c)))

@@ -195,7 +195,12 @@ function applyFqdnChanges(names: readonly string[]): void {
   for (const name of names) workers?.updateFqdn(name, fqdns.ips(name))
   fqdnStore?.save(fqdns.entries())
 }
-setInterval(() => applyFqdnChanges(fqdns.expire(Date.now())), 1_000).unref()
+// Expired addresses a connection still uses stay until it is gone (conntrack, read only when
+// something expires).
+setInterval(() => {
+  let live: Set<string> | null = null
+  applyFqdnChanges(fqdns.expire(Date.now(), (ip) => (live ??= dp.liveDestinations()).has(ip)))
+}, 1_000).unref()
 const dns: DnsProxy = new DnsProxy({
   engine,
   logger,

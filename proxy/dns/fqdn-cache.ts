@@ -2,6 +2,8 @@
 // feeds it answers, the agent asks it what changed and hands the names' current IP sets to the
 // policy engine (toFQDNs). A TTL below the minimum is raised to it (Cilium does the same: short
 // TTLs would make policy flap); a name keeps at most `maxIpsPerName` IPs, the ones learned last.
+// An expired IP that a connection still uses stays (a zombie, as Cilium calls it) until that
+// connection is gone.
 
 export interface FqdnCacheOptions {
   /** Seconds; default 3600, Cilium's --tofqdns-min-ttl. */
@@ -20,7 +22,8 @@ export interface AnswerRecord {
 
 export interface CacheEntry {
   name: string
-  ips: Array<{ ip: string; expiresAt: number }>
+  /** zombie: expired, kept while a connection to it is open. */
+  ips: Array<{ ip: string; expiresAt: number; zombie?: true }>
 }
 
 function norm(name: string): string {
@@ -71,13 +74,16 @@ export class FqdnCache {
     return changed
   }
 
-  /** Drops what expired by `now`; returns the names whose IP sets changed. */
-  expire(now: number): string[] {
+  /**
+   * Drops what expired by `now`, but for IPs `inUse` says a connection still uses (asked only
+   * about expired ones); returns the names whose IP sets changed.
+   */
+  expire(now: number, inUse: (ip: string) => boolean = () => false): string[] {
     const changed: string[] = []
     for (const [name, ips] of this.names) {
       let dropped = false
       for (const [ip, expiresAt] of ips) {
-        if (expiresAt > now) continue
+        if (expiresAt > now || inUse(ip)) continue
         ips.delete(ip)
         dropped = true
       }
@@ -117,8 +123,8 @@ export class FqdnCache {
     return [...this.names.keys()]
   }
 
-  /** Every name with its IPs and when each expires (ms since the epoch). */
-  entries(): CacheEntry[] {
-    return [...this.names].map(([name, ips]) => ({ name, ips: [...ips].map(([ip, expiresAt]) => ({ ip, expiresAt })) }))
+  /** Every name with its IPs and when each expires (ms since the epoch); zombies marked. */
+  entries(now = Date.now()): CacheEntry[] {
+    return [...this.names].map(([name, ips]) => ({ name, ips: [...ips].map(([ip, expiresAt]) => (expiresAt <= now ? { ip, expiresAt, zombie: true as const } : { ip, expiresAt })) }))
   }
 }

@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /* Connection tracking: a connection's first allowed packet records its tuple; replies (the
- * reversed tuple) and later packets find it. Entries expire (TCP 1 h, UDP 60 s of silence). */
+ * reversed tuple) and later packets find it. Entries expire (TCP 1 h, UDP 60 s of silence; a
+ * TCP connection that sent a FIN or RST, 10 s), and the agent reads which are alive (an FQDN
+ * address in use stays allowed). */
 #ifndef L7_CT_H
 #define L7_CT_H
 
@@ -15,7 +17,9 @@ static __always_inline struct ct_value *ct_find(__u32 saddr, __u32 daddr, __u16 
 	if (!v)
 		return NULL;
 	now = bpf_ktime_get_ns();
-	lifetime = proto == IPPROTO_TCP ? L7_CT_TCP_LIFETIME_NS : L7_CT_UDP_LIFETIME_NS;
+	lifetime = proto != IPPROTO_TCP	       ? L7_CT_UDP_LIFETIME_NS :
+		   v->flags & L7_CT_CLOSING ? L7_CT_CLOSING_LIFETIME_NS :
+					      L7_CT_TCP_LIFETIME_NS;
 	if (now - v->last_seen_ns > lifetime)
 		return NULL; /* expired: judged anew, and overwritten */
 	v->last_seen_ns = now;

@@ -50,10 +50,14 @@ struct ct_key {
 	__u8 pad[3];
 };
 
+/* A TCP connection that sent a FIN or RST either way: kept only L7_CT_CLOSING_LIFETIME_NS more. */
+#define L7_CT_CLOSING (1u << 0)
+
 struct ct_value {
-	__u64 last_seen_ns;
+	__u64 last_seen_ns; /* bpf_ktime_get_ns (CLOCK_MONOTONIC) */
 	__u16 proxy_port; /* host order; non-zero: the connection goes to the proxy */
-	__u16 pad[3];
+	__u16 flags;      /* L7_CT_CLOSING */
+	__u16 pad[2];
 };
 
 /* proxymap: where a steered flow was going, keyed by its client, so the proxy can forward it to
@@ -74,6 +78,7 @@ struct proxymap_value {
 
 #define L7_CT_TCP_LIFETIME_NS (3600ULL * 1000000000ULL)
 #define L7_CT_UDP_LIFETIME_NS (60ULL * 1000000000ULL)
+#define L7_CT_CLOSING_LIFETIME_NS (10ULL * 1000000000ULL)
 
 /* policy: an LPM trie of (endpoint, remote identity, direction, protocol, port prefix), so one
  * lookup finds the most specific port block (port ranges from endPort are prefix blocks). The

@@ -7,7 +7,8 @@
  * endpoint) and the receiver's ingress policy (if the receiver is a local endpoint), each from
  * the ipcache identity of the peer and the policy map. Deny wins; an enforcing endpoint with no
  * matching entry drops it (default deny). The verdict is kept in conntrack: replies and later
- * packets pass without a lookup (a SYN is always judged anew), and a flow that needs the proxy
+ * packets pass without a lookup (a SYN is always judged anew; a FIN or RST marks the connection
+ * closing, so its entry soon lapses), and a flow that needs the proxy
  * (an allow naming a proxy port: L7 rules apply) is steered by the node's redirect mode on every
  * packet, or dropped when the proxy cannot be reached (fail closed). Every decision is counted
  * per endpoint.
@@ -38,6 +39,7 @@ int from_endpoint(struct __sk_buff *skb)
 	__u16 sport = 0, dport = 0, egress_proxy = 0, ingress_proxy = 0, proxy_port;
 	__u32 egress = L7_VERDICT_NOT_ENFORCED, ingress = L7_VERDICT_NOT_ENFORCED;
 	struct ct_value *ct;
+	__u8 closing = 0;
 
 	src = bpf_map_lookup_elem(&l7_endpoints, &ifindex);
 	if ((void *)(eth + 1) > data_end)
@@ -75,11 +77,18 @@ int from_endpoint(struct __sk_buff *skb)
 				return TC_ACT_SHOT;
 			if (tcp->syn && !tcp->ack)
 				goto judge;
+			closing = tcp->fin || tcp->rst;
 		}
-		if (ct_find(ip->daddr, ip->saddr, dport, sport, ip->protocol))
+		ct = ct_find(ip->daddr, ip->saddr, dport, sport, ip->protocol);
+		if (ct) {
+			if (closing)
+				ct->flags |= L7_CT_CLOSING;
 			return TC_ACT_OK; /* a reply */
+		}
 		ct = ct_find(ip->saddr, ip->daddr, sport, dport, ip->protocol);
 		if (ct) {
+			if (closing)
+				ct->flags |= L7_CT_CLOSING;
 			if (!ct->proxy_port)
 				return TC_ACT_OK;
 			proxy_port = ct->proxy_port;
