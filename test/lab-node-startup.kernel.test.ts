@@ -25,6 +25,8 @@ kernelTest(t, 'lab node: start-up errors name what failed and attach nothing', a
   const cases: Array<[string, Parameters<typeof startLabNode>[0], RegExp]> = [
     ['a missing policy file', { lab: lab.name, mode: 'sk-assign', policyFile: join(dir, 'none.yaml'), pin }, /lab-node: policy .*none\.yaml: ENOENT/],
     ['an invalid policy file', { lab: lab.name, mode: 'sk-assign', policyFile: bad, pin }, /lab-node: policy .*bad\.yaml: .*endpointSelector/],
+    // Logging to a file: exiting before the file is open must not turn into a crash trace.
+    ['an invalid policy file, logging to a file', { lab: lab.name, mode: 'sk-assign', policyFile: bad, pin, logFile: join(dir, 'node.log') }, /^lab node \(sk-assign\) did not start: lab-node: policy [^\n]*bad\.yaml: [^\n]*$/],
     ['a pin directory sysfs will not create', { lab: lab.name, mode: 'tproxy', policyFile: starWars, pin: '/sys/fs/bpf/l7proxy-startup-test/x' }, /lab-node: datapath: cannot create \/sys\/fs\/bpf\/l7proxy-startup-test\/x for a bpffs: \w+ at /],
   ]
   for (const [what, options, message] of cases) {

@@ -19,7 +19,7 @@
 // --metrics-fd it serves Prometheus on a listener the agent command made.
 
 import { createSocket, type Socket as UdpSocket } from 'node:dgram'
-import { existsSync, readFileSync, rmSync, unwatchFile, watchFile } from 'node:fs'
+import { existsSync, openSync, readFileSync, rmSync, unwatchFile, watchFile } from 'node:fs'
 import { join } from 'node:path'
 import { availableParallelism } from 'node:os'
 import { createServer as createHttpServer } from 'node:http'
@@ -109,7 +109,9 @@ for (const ep of endpoints) engine.upsertEndpoint(ep)
 
 // Every thread's lines reach `out` in batches; written out at least every quarter second, and
 // at exit.
-const out = pino.destination({ dest: values.log ?? 1, sync: false, append: true })
+// The file is opened here, at once: a destination still opening when a start-up error exits
+// would throw at exit instead of letting the error's one line stand.
+const out = pino.destination({ dest: values.log ? startup(`log ${values.log}`, () => openSync(values.log!, 'a')) : 1, sync: false })
 // Everything logged also feeds `l7proxy flows`.
 const feed = new FlowFeed((id) => endpoints.find((e) => e.id === id)?.ips ?? [])
 // A person at a terminal reads them as lines of text; a file or a pipe gets the JSON.
