@@ -102,8 +102,10 @@ const mode = parseMode(values.mode ?? '')
 const engine = new PolicyEngine({ proxyPorts: { http: HTTP_PORT, dns: DNS_PORT } })
 // The node's endpoints: the lab's, or those of an endpoints file (watched below).
 const endpointsFile = values.endpoints ?? null
+/** The endpoints file's text in force (read once here, so a change made meanwhile is not missed). */
+let endpointsText = endpointsFile ? startup(`endpoints ${endpointsFile}`, () => readFileSync(endpointsFile, 'utf8')) : ''
 let endpoints: NodeEndpoint[] = endpointsFile
-  ? startup(`endpoints ${endpointsFile}`, () => parseEndpointsText(readFileSync(endpointsFile, 'utf8'), endpointsFile))
+  ? startup(`endpoints ${endpointsFile}`, () => parseEndpointsText(endpointsText, endpointsFile))
   : labEndpoints().map((e) => ({ ...e, interface: nodeIfname(e.host) }))
 for (const ep of endpoints) engine.upsertEndpoint(ep)
 
@@ -347,21 +349,22 @@ function applyEndpoints(next: NodeEndpoint[]): void {
   )
 }
 if (endpointsFile) {
-  let lastText = readFileSync(endpointsFile, 'utf8')
-  watchFile(endpointsFile, { interval: 500 }, () => {
+  const reread = (): void => {
     let text: string
     let next: NodeEndpoint[]
     try {
       text = readFileSync(endpointsFile, 'utf8')
-      if (text === lastText) return
+      if (text === endpointsText) return
       next = parseEndpointsText(text, endpointsFile)
     } catch (e) {
       logger.error({ file: endpointsFile, error: (e as Error).message }, 'endpoints file refused; the endpoints in force stay')
       return
     }
-    lastText = text
+    endpointsText = text
     applyEndpoints(next)
-  })
+  }
+  watchFile(endpointsFile, { interval: 500 }, reread)
+  reread() // a change made while starting (the watch compares with the file as it finds it now)
 }
 
 // Prometheus' scrape endpoint on a listener the agent command made in its own namespace.
