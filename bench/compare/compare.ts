@@ -107,7 +107,9 @@ export async function runCompare(args: string[], out: (s: string) => void, err: 
       const node = await startLabNode({ lab, mode: how.datapath, policyFile, pin, threads, logFile, ...(mode === 'sockmap' ? { sockmapCgroup: cgroupName } : {}), ...(how.peer === 'haproxy' ? { http: 'external' } : how.peer === 'dnsdist' ? { dns: 'external' } : {}) })
       hold(async () => void (await node.stop()))
       const peer = how.peer === null ? null : await startPeer(how.peer, w, node, { lab, dir, threads })
-      if (peer) hold(() => stopScenario(peer))
+      // The peer (if any) and the node; stopping again is a no-op.
+      const stop = async (): Promise<void> => void (await (peer ? stopScenario(peer) : node.stop()))
+      hold(stop)
       const proxyPid = peer?.peerPid ?? node.pid
       try {
         const client = { ns: hostNetns(lab, 'tiefighter'), cgroup: mode === 'sockmap' ? join(cgroup2Root(), cgroupName) : null }
@@ -119,15 +121,13 @@ export async function runCompare(args: string[], out: (s: string) => void, err: 
         const proxyCpuSeconds = cpuSeconds(proxyPid) - cpu0
         const soft = softirqSeconds() - soft0
         const peerHandled = peer ? (await peer.handled()) - handled0 : null
-        if (peer) await stopScenario(peer)
-        await node.stop()
+        await stop()
         const totals = node.lines().find((l) => l.msg === 'datapath stopped') as unknown as ProxyTotals | undefined
         const reason = totals === undefined ? 'the node did not report its counters' : pathProblem(mode, w, totals, load, peerHandled)
         const cpuSecondsUsed = (mode === 'none' ? 0 : proxyCpuSeconds) + soft
         return { ...load, valid: reason === null, reason, proxyCpuSeconds, softirqSeconds: soft, cpuUsPerOp: load.ops > 0 ? (cpuSecondsUsed / load.ops) * 1e6 : null }
       } finally {
-        if (peer) await stopScenario(peer)
-        await node.stop()
+        await stop()
         rmSync(logFile, { force: true })
       }
     },

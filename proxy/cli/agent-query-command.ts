@@ -38,11 +38,15 @@ interface Status {
   kernelPackets: Record<string, number>
 }
 
-/** --lab and -o table|json, the options every query of a running agent takes. */
-export function options(what: string, args: string[]): { lab: string; json: boolean } {
+/**
+ * --lab and -o table|json, the options every query of a running agent takes; with `files`,
+ * the arguments that are not options too (otherwise there must be none).
+ */
+export function options(what: string, args: string[], o: { files?: boolean } = {}): { lab: string; json: boolean; files: string[] } {
   let values: { lab?: string; output?: string }
+  let positionals: string[]
   try {
-    ;({ values } = parseArgs({ args, strict: true, allowPositionals: false, options: { lab: { type: 'string' }, output: { type: 'string', short: 'o' } } }))
+    ;({ values, positionals } = parseArgs({ args, strict: true, allowPositionals: o.files === true, options: { lab: { type: 'string' }, output: { type: 'string', short: 'o' } } }))
   } catch (e) {
     throw new UsageError(`${what}: ${(e as Error).message}`)
   }
@@ -50,7 +54,7 @@ export function options(what: string, args: string[]): { lab: string; json: bool
   if (!isValidLabName(lab)) throw new UsageError(`${what}: invalid --lab '${lab}': use 1-16 characters from a-z and 0-9`)
   const output = values.output ?? 'table'
   if (output !== 'table' && output !== 'json') throw new UsageError(`-o must be 'table' or 'json', got '${output}'`)
-  return { lab, json: output === 'json' }
+  return { lab, json: output === 'json', files: positionals }
 }
 
 const counts = (r: Record<string, number> | undefined): string =>

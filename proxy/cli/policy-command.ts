@@ -45,20 +45,6 @@ function readValid(files: readonly string[], err: (s: string) => void): Array<{ 
   return failed ? null : ok
 }
 
-function fileArgs(what: string, args: string[]): { files: string[]; rest: string[] } {
-  const files: string[] = []
-  const rest: string[] = []
-  for (let i = 0; i < args.length; i++) {
-    const a = args[i]!
-    if (a.startsWith('-')) {
-      rest.push(a)
-      if (!a.includes('=') && i + 1 < args.length) rest.push(args[++i]!)
-    } else files.push(a)
-  }
-  if (files.length === 0) throw new UsageError(`${what}: give at least one FILE`)
-  return { files, rest }
-}
-
 /** Returns the exit code: 0 when everything went, 1 otherwise. */
 export async function policyCommand(args: string[], out: (s: string) => void, err: (s: string) => void): Promise<number> {
   const [sub, ...rest] = args
@@ -86,8 +72,8 @@ export async function policyCommand(args: string[], out: (s: string) => void, er
     return 0
   }
   if (sub === 'import') {
-    const { files, rest: opts } = fileArgs('policy import', rest)
-    const { lab } = options('policy import', opts)
+    const { lab, files } = options('policy import', rest, { files: true })
+    if (files.length === 0) throw new UsageError('policy import: give at least one FILE')
     const valid = readValid(files, err)
     if (valid === null) {
       err('policy import: nothing imported\n')
