@@ -4,8 +4,9 @@
 // per-request log), dnsperf (DNS, percentiles from its per-query lines) and curl (bulk bodies).
 // A client may run inside a cgroup (sockmap watches the sockets of one).
 
-import { readFileSync, rmSync, writeFileSync } from 'node:fs'
-import { join } from 'node:path'
+import { createReadStream, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { dirname, join } from 'node:path'
+import { createInterface } from 'node:readline'
 import { execCommand, type ExecResult } from '../lab/netns.js'
 import { projectRoot } from '../lib/project-root.js'
 import { percentile } from './bench-support.js'
@@ -97,19 +98,29 @@ export async function h2load(c: Client, o: { url: string; seconds: number; warmu
 
 /** dnsperf: `clients` sockets with up to `outstanding` queries in flight, names from `queryFile`. */
 export async function dnsperf(c: Client, o: { server: string; seconds: number; clients: number; outstanding: number; queryFile: string }): Promise<LoadResult> {
-  const r = await inClient(c, ['dnsperf', '-s', o.server, '-d', o.queryFile, '-l', String(o.seconds), '-c', String(o.clients), '-q', String(o.outstanding), '-t', '2', '-v'], (o.seconds + 30) * 1000)
-  const qps = /Queries per second:\s+([\d.]+)/.exec(r.stdout)
-  const completed = /Queries completed:\s+(\d+)/.exec(r.stdout)
-  const lost = /Queries lost:\s+(\d+)/.exec(r.stdout)
-  if (r.code !== 0 || !qps || !completed) fail('dnsperf', r)
-  // -v: one line per answered query, its latency in seconds last.
-  const times: number[] = []
-  for (const line of r.stdout.split('\n')) {
-    if (!line.startsWith('> ')) continue
-    const s = Number(line.slice(line.lastIndexOf(' ') + 1))
-    if (Number.isFinite(s)) times.push(s * 1000)
+  // -v prints a line per query: at 150k queries/s that is more than a pipe buffer we want to hold,
+  // so dnsperf writes to a file beside the query file, read a line at a time.
+  const report = join(dirname(o.queryFile), 'dnsperf.out')
+  const argv = ['dnsperf', '-s', o.server, '-d', o.queryFile, '-l', String(o.seconds), '-c', String(o.clients), '-q', String(o.outstanding), '-t', '2', '-v']
+  try {
+    const r = await inClient(c, ['sh', '-c', 'exec "$@" > "$0"', report, ...argv], (o.seconds + 30) * 1000)
+    const times: number[] = []
+    let summary = ''
+    for await (const line of createInterface({ input: createReadStream(report), crlfDelay: Infinity })) {
+      // '> ' lines: one per answered query, its latency in seconds last.
+      if (line.startsWith('> ')) {
+        const s = Number(line.slice(line.lastIndexOf(' ') + 1))
+        if (Number.isFinite(s)) times.push(s * 1000)
+      } else summary += line + '\n'
+    }
+    const qps = /Queries per second:\s+([\d.]+)/.exec(summary)
+    const completed = /Queries completed:\s+(\d+)/.exec(summary)
+    const lost = /Queries lost:\s+(\d+)/.exec(summary)
+    if (r.code !== 0 || !qps || !completed) fail('dnsperf', { ...r, stdout: summary })
+    return { ops: Number(completed[1]), errors: Number(lost?.[1] ?? 0), seconds: o.seconds, opsPerSec: Number(qps[1]), bytes: 0, latencyMs: latencies(times) }
+  } finally {
+    rmSync(report, { force: true })
   }
-  return { ops: Number(completed[1]), errors: Number(lost?.[1] ?? 0), seconds: o.seconds, opsPerSec: Number(qps[1]), bytes: 0, latencyMs: latencies(times) }
 }
 
 /** curl downloading `url` (a large body) again and again for `seconds`; latency is per transfer. */

@@ -95,6 +95,11 @@ export interface Libbpf {
   setsockopt: Fn
   bind: Fn
   listen: Fn
+  getsockname: Fn
+  recvmmsg: Fn
+  sendmmsg: Fn
+  /** Also run on libuv's threadpool: `poll.async(..., (err, result) => ...)`. */
+  poll: Fn & { async: (...args: unknown[]) => void }
 }
 
 let cached: Libbpf | undefined
@@ -159,6 +164,11 @@ export function libbpf(): Libbpf {
     setsockopt: f(libc, 'int setsockopt(int fd, int level, int name, const void *value, uint32_t len)'),
     bind: f(libc, 'int bind(int fd, const void *addr, uint32_t len)'),
     listen: f(libc, 'int listen(int fd, int backlog)'),
+    getsockname: f(libc, 'int getsockname(int fd, void *addr, uint32_t *len)'),
+    // Batched datagram I/O (proxy/dns/datagram-pump.ts): pointers into memory koffi allocated.
+    recvmmsg: f(libc, 'int recvmmsg(int fd, uintptr_t vec, unsigned int vlen, int flags, uintptr_t timeout)'),
+    sendmmsg: f(libc, 'int sendmmsg(int fd, uintptr_t vec, unsigned int vlen, int flags)'),
+    poll: libc.func('int poll(uintptr_t fds, unsigned long nfds, int timeout)') as Libbpf['poll'],
   }
   // libbpf's messages go into `recent` (bounded) instead of stderr, to be put in errors.
   const PrintFn = koffi.proto('int libbpf_print_fn(int level, const char *fmt, void *ap)')

@@ -73,3 +73,16 @@ function listening(fd: number, backlog: number): number {
 export function transparentUdpSocket(address: string, port: number): number {
   return boundSocket(SOCK_DGRAM, address, port)
 }
+
+/** A plain UDP socket in this thread's namespace (port 0: any free one). */
+export function udpSocket(address: string, port: number): number {
+  return boundSocket(SOCK_DGRAM, address, port, { transparent: false })
+}
+
+/** The port a socket is bound to. */
+export function localPort(fd: number): number {
+  const sa = Buffer.alloc(16)
+  const len = new Uint32Array([16])
+  if ((libbpf().getsockname(fd, sa, len) as number) !== 0) fail('getsockname', -1)
+  return sa.readUInt16BE(2)
+}

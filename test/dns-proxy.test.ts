@@ -89,12 +89,12 @@ async function setup(t: Test, source = '198.18.1.10', extra: Partial<DnsProxyOpt
     tcpOriginalDestination: () => ({ address: '198.18.2.53', port: 53 }),
     flowOf: (client, srv) => ({ sourceAddress: source, sourcePort: client.port, destAddress: srv.address, destPort: srv.port }),
     upstreamOf: () => ({ address: '127.0.0.1', port: upstream.port }),
-    replySocket: () => proxy.socket,
+    replySocket: () => proxy.listener,
     ...extra,
   })
   await proxy.listen({ port: 0, address: '127.0.0.1' })
   t.teardown(() => proxy.close())
-  const port = proxy.socket.address().port
+  const port = proxy.port
   const query = (packet: Buffer | dnsPacket.Packet, timeoutMs = 1000) =>
     new Promise<dnsPacket.DecodedPacket | Buffer | null>((resolve) => {
       const c = createSocket('udp4')

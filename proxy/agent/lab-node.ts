@@ -18,7 +18,6 @@
 // SIGTERM or SIGINT. With --admin it answers the CLI on that unix socket (admin-server.ts); with
 // --metrics-fd it serves Prometheus on a listener the agent command made.
 
-import { createSocket, type Socket as UdpSocket } from 'node:dgram'
 import { existsSync, openSync, readFileSync, rmSync, unwatchFile, watchFile } from 'node:fs'
 import { join } from 'node:path'
 import { availableParallelism } from 'node:os'
@@ -37,6 +36,7 @@ import { joinCgroup, cgroup2Root } from '../../redirect-bpf/cgroup.js'
 import { removeBpffs } from '../../redirect-bpf/bpffs.js'
 import { Datapath } from '../../redirect-bpf/datapath.js'
 import { parseMode } from '../../redirect-bpf/modes/redirect-mode.js'
+import { libbpf } from '../../redirect-bpf/libbpf.js'
 import { transparentTcpListener, transparentUdpSocket } from '../../redirect-bpf/transparent-socket.js'
 import { DnsProxy } from '../dns/dns-proxy.js'
 import { FqdnCache } from '../dns/fqdn-cache.js'
@@ -189,7 +189,7 @@ dp.apply(engine.takeDelta())
 // The DNS proxy (main thread: it reads the proxymap): answers leave from the server the client
 // asked, through a transparent socket bound to that address (in dnat mode conntrack rewrites the
 // proxy's own answers back).
-const replySockets = new Map<string, UdpSocket>()
+const replySockets = new Map<string, number>()
 let workers: HttpWorkers | null = null
 // Learned or expired names' IPs go to the engine, the maps and every proxy thread, and are saved.
 function applyFqdnChanges(names: readonly string[]): void {
@@ -212,16 +212,15 @@ const dns: DnsProxy = new DnsProxy({
   ...(mode === 'dnat' ? { tcpOriginalDestination: (s: Socket) => dp.originalDestination(s.remoteAddress!, s.remotePort!, 'tcp') } : {}),
   rejectCode: DNS_REJECT,
   learn: (qname, answers) => applyFqdnChanges(fqdns.learn(qname, answers, Date.now())),
-  replySocket: (server): UdpSocket => {
-    if (mode === 'dnat') return dns.socket
+  replySocket: (server): number => {
+    if (mode === 'dnat') return dns.listener
     const key = `${server.address}:${server.port}`
-    let s = replySockets.get(key)
-    if (!s) {
-      s = createSocket('udp4')
-      s.bind({ fd: transparentUdpSocket(server.address, server.port) })
-      replySockets.set(key, s)
+    let fd = replySockets.get(key)
+    if (fd === undefined) {
+      fd = transparentUdpSocket(server.address, server.port)
+      replySockets.set(key, fd)
     }
-    return s
+    return fd
   },
 })
 // --dns external: the port is left to another DNS proxy (a benchmark's dnsdist).
@@ -469,7 +468,7 @@ const shutdown = (): void => {
   policyDir?.close()
   if (endpointsFile) unwatchFile(endpointsFile)
   dns.close()
-  for (const s of replySockets.values()) s.close()
+  for (const fd of replySockets.values()) libbpf().close(fd)
   metricsServer?.close()
   metricsServer?.closeAllConnections()
   void Promise.all([proxy?.close(), workers?.stop(), admin?.close()]).finally(() => {

@@ -5,13 +5,19 @@
 // from the address and port it sent to. Malformed queries get FORMERR when their header can be
 // read, and are dropped otherwise. One log line per query. Over TCP (RFC 7766: length-prefixed
 // messages, several in flight) each client connection gets its own connection to the server.
+// UDP goes through a DatagramPump (batched reads and sends on raw sockets) and messages are read
+// from their bytes (dns-wire.ts): per datagram, Node's dgram and dns-packet cost more than all the
+// rest; each flow's identities and addresses are put into its logger once, not into every line.
 
-import { createSocket, type RemoteInfo, type Socket } from 'node:dgram'
 import { connect, createServer, type Server, type Socket as TcpSocket } from 'node:net'
-import dnsPacket from 'dns-packet'
 import type { Logger } from 'pino'
 import type { PolicyEngine } from '../../policy/engine.js'
+import { formatIPv4, parseIPv4 } from '../../policy/cidr.js'
+import { libbpf } from '../../redirect-bpf/libbpf.js'
+import { localPort, udpSocket } from '../../redirect-bpf/transparent-socket.js'
 import { FlowPolicy, dnsVerdict, type Flow, type FlowVerdict, type L7Kind } from '../flow-verdict.js'
+import { DatagramPump } from './datagram-pump.js'
+import { DnsWireError, HEADER_BYTES, readAnswers, readQuery, typeName, type QueryInfo } from './dns-wire.js'
 import type { AnswerRecord } from './fqdn-cache.js'
 import { LatencyHistogram } from '../latency-histogram.js'
 
@@ -27,8 +33,8 @@ export interface DnsProxyOptions {
   originalDestination: (client: Endpoint) => Endpoint | null
   /** Where a client's TCP connection was going; by default its local address (TPROXY, sk_assign). */
   tcpOriginalDestination?: (socket: TcpSocket) => Endpoint | null
-  /** The socket to answer from so the answer comes from `server` (made once per server). */
-  replySocket: (server: Endpoint) => Socket
+  /** The UDP socket (fd) to answer from so the answer comes from `server` (made once per server). */
+  replySocket: (server: Endpoint) => number
   /** The flow a query belongs to; by default its client and original destination. */
   flowOf?: (client: Endpoint, server: Endpoint) => Flow
   /** Where to send an allowed query; by default its original destination. */
@@ -64,9 +70,17 @@ const RA = 0x0080
 /** Flow resolutions kept for clients seen recently; cleared whole when it grows past this. */
 const MAX_FLOWS = 10_000
 
+/** A flow as the proxy last resolved it, with a logger that carries its addresses and identities. */
+interface FlowEntry {
+  policy: FlowPolicy
+  log: Logger
+}
+
 /** A query that passed its rules: what relaying its answer needs. */
 interface Allowed {
   flow: Flow
+  log: Logger
+  query: QueryInfo
   qname: string
   qtype: string
   verdict: FlowVerdict
@@ -79,35 +93,41 @@ interface Pending extends Allowed {
   clientId: number
   /** Where the query went (the server, unless told otherwise). */
   upstream: Endpoint
+  upstreamAddress: number
 }
 
-/** The proxy's own answer to a query it read: its id and question, no records, `rcode`. */
-function answer(query: dnsPacket.Packet, raw: Buffer, rcode: number): Buffer {
-  // RA: the proxy stands for a recursive server.
-  return dnsPacket.encode({ type: 'response', id: query.id ?? 0, flags: (raw.readUInt16BE(2) & KEPT_FLAGS) | RA | rcode, questions: query.questions ?? [] })
-}
-
-/** FORMERR for a query that could not be read: its header only, with every count zero. */
-function formatError(raw: Buffer): Buffer {
-  const out = Buffer.alloc(12)
-  raw.copy(out, 0, 0, 2)
-  out.writeUInt16BE(QR | (raw.readUInt16BE(2) & KEPT_FLAGS) | RA | RCODE.FORMERR, 2)
+/**
+ * The proxy's own answer to a query: its header with `rcode` (RA: the proxy stands for a
+ * recursive server) and its first question as sent, if it could be read; no records.
+ */
+function answer(raw: Buffer, query: QueryInfo | null, rcode: number): Buffer {
+  const length = query === null ? HEADER_BYTES : query.questionEnd
+  const out = Buffer.alloc(length)
+  raw.copy(out, 0, 0, length)
+  out.writeUInt16BE(QR | (raw.readUInt16BE(2) & KEPT_FLAGS) | RA | rcode, 2)
+  out.writeUInt16BE(query !== null && query.questions > 0 ? 1 : 0, 4)
+  out.fill(0, 6, HEADER_BYTES)
   return out
 }
 
 export class DnsProxy {
-  readonly socket: Socket = createSocket('udp4')
+  /** The UDP socket (fd) queries arrive on, once listening. */
+  listener = -1
   readonly stats: DnsStats = { allowed: 0, denied: 0, invalid: 0, timedOut: 0 }
   /** How long answered queries took, from the query to the answer relayed (or refused). */
   readonly latency = new LatencyHistogram()
   /** From an allowed answer's arrival to the maps allowing what it named being written. */
   readonly enforce = new LatencyHistogram()
   readonly tcp: Server = createServer((c) => this.onTcpClient(c))
-  private readonly upstream: Socket = createSocket('udp4')
+  /** Where allowed UDP queries leave for their servers from (fd). */
+  private upstream = -1
+  private pump: DatagramPump | null = null
   /** UDP queries in flight by the proxy's id; TCP ones by connection and client id. */
   private readonly pending = new Map<number, Pending>()
   private readonly tcpPending = new Map<TcpSocket, Map<number, Pending>>()
-  private readonly flows = new Map<string, FlowPolicy>()
+  private readonly flows = new Map<string, FlowEntry>()
+  /** Reused for each answer read (learning takes what it needs before the next). */
+  private readonly records: AnswerRecord[] = []
   private nextId = Math.floor(Math.random() * 0x10000)
   private readonly sweeper: NodeJS.Timeout
   private readonly rejectCode: number
@@ -116,65 +136,84 @@ export class DnsProxy {
   constructor(private readonly opts: DnsProxyOptions) {
     this.rejectCode = RCODE[opts.rejectCode ?? 'REFUSED']
     this.timeoutMs = opts.upstreamTimeoutMs ?? 5_000
-    this.socket.on('message', (msg, rinfo) => this.onQuery(msg, rinfo))
-    this.upstream.on('message', (msg, rinfo) => this.onAnswer(msg, rinfo))
-    // A datagram socket's errors (an ICMP error for one send) are no reason to stop.
-    this.socket.on('error', (e) => opts.logger.warn({ error: e.message }, 'dns: socket error'))
-    this.upstream.on('error', (e) => opts.logger.warn({ error: e.message }, 'dns: upstream socket error'))
     this.sweeper = setInterval(() => this.sweep(), Math.max(50, Math.min(1000, this.timeoutMs / 4)))
     this.sweeper.unref()
   }
 
   /**
-   * Receives on sockets made elsewhere (transparent ones' fds: a UDP socket, and a TCP listener
-   * if given), or on a port for tests (both protocols).
+   * Receives on sockets made elsewhere (transparent ones' fds: a UDP socket, now the proxy's to
+   * close, and a TCP listener if given), or on a port for tests (both protocols).
    */
   async listen(where: { fd: number; tcpFd?: number } | { port: number; address: string }): Promise<void> {
-    await new Promise<void>((resolve) => this.upstream.bind(0, resolve))
-    await new Promise<void>((resolve) => ('fd' in where ? this.socket.bind({ fd: where.fd }, resolve) : this.socket.bind(where.port, where.address, resolve)))
-    const tcpAt = 'fd' in where ? (where.tcpFd === undefined ? null : { fd: where.tcpFd }) : { port: this.socket.address().port, host: where.address }
+    this.upstream = udpSocket('0.0.0.0', 0)
+    this.listener = 'fd' in where ? where.fd : udpSocket(where.address, where.port)
+    const pump = new DatagramPump(
+      [this.listener, this.upstream],
+      (fd, data, address, port) => (fd === this.listener ? this.onQuery(data, address, port) : this.onAnswer(data, address, port)),
+      (e) => this.opts.logger.error({ error: e.message }, 'dns: handling a datagram failed'),
+    )
+    this.pump = pump
+    pump.start()
+    const tcpAt = 'fd' in where ? (where.tcpFd === undefined ? null : { fd: where.tcpFd }) : { port: this.port, host: where.address }
     if (tcpAt) await new Promise<void>((resolve) => this.tcp.listen(tcpAt, resolve))
+  }
+
+  /** The UDP port queries arrive on. */
+  get port(): number {
+    return localPort(this.listener)
   }
 
   close(): void {
     clearInterval(this.sweeper)
-    this.socket.close()
-    this.upstream.close()
+    this.pump?.close()
+    for (const fd of [this.listener, this.upstream]) if (fd >= 0) libbpf().close(fd)
+    this.listener = this.upstream = -1
     this.tcp.close()
     for (const c of this.tcpPending.keys()) c.destroy()
   }
 
-  private policy(flow: Flow, kind: L7Kind): FlowPolicy {
+  private flowEntry(flow: Flow, kind: L7Kind): FlowEntry {
     const key = `${kind.protocol}:${flow.sourceAddress}:${flow.sourcePort}>${flow.destAddress}:${flow.destPort}`
     const known = this.flows.get(key)
-    if (known && known.generation === this.opts.engine.stateGeneration) return known
+    if (known && known.policy.generation === this.opts.engine.stateGeneration) return known
     if (this.flows.size >= MAX_FLOWS) this.flows.clear()
-    const p = new FlowPolicy(this.opts.engine, flow, kind)
-    this.flows.set(key, p)
-    return p
+    const policy = new FlowPolicy(this.opts.engine, flow, kind)
+    const log = this.opts.logger.child({
+      source: `${flow.sourceAddress}:${flow.sourcePort}`,
+      destination: `${flow.destAddress}:${flow.destPort}`,
+      sourceIdentity: policy.sourceIdentity,
+      destIdentity: policy.destIdentity,
+    })
+    const entry = { policy, log }
+    this.flows.set(key, entry)
+    return entry
   }
 
-  private onQuery(msg: Buffer, rinfo: RemoteInfo): void {
-    const client = { address: rinfo.address, port: rinfo.port }
+  /** A datagram on the listening socket: `msg` is the pump's, valid until this returns. */
+  private onQuery(msg: Buffer, address: number, port: number): void {
+    const client = { address: formatIPv4(address), port }
     const server = this.opts.originalDestination(client)
     if (server === null) {
       this.stats.invalid++
       this.opts.logger.warn({ source: `${client.address}:${client.port}` }, 'dns: query with no known destination dropped')
       return
     }
-    const reply = (data: Buffer): void => this.opts.replySocket(server).send(data, client.port, client.address)
+    const pump = this.pump!
+    const replyFrom = this.opts.replySocket(server)
+    const reply = (data: Buffer): void => void pump.send(replyFrom, data, data.length, address, port)
     const allowed = this.judge(msg, client, server, DNS_UDP, reply)
     if (allowed === null) return
     const id = this.freeId()
     if (id === null) {
-      reply(answer(dnsPacket.decode(msg), msg, RCODE.SERVFAIL)) // 65536 queries in flight: none more until some end
+      reply(answer(msg, allowed.query, RCODE.SERVFAIL)) // 65536 queries in flight: none more until some end
       return
     }
     const upstream = this.opts.upstreamOf?.(allowed.flow) ?? server
-    this.pending.set(id, { ...allowed, clientId: msg.readUInt16BE(0), upstream })
-    const out = Buffer.from(msg)
-    out.writeUInt16BE(id, 0)
-    this.upstream.send(out, upstream.port, upstream.address)
+    const upstreamAddress = parseIPv4(upstream.address)
+    if (upstreamAddress === null) throw new DnsWireError(`server '${upstream.address}' is not an IPv4 address`)
+    this.pending.set(id, { ...allowed, clientId: msg.readUInt16BE(0), upstream, upstreamAddress })
+    msg.writeUInt16BE(id, 0)
+    pump.send(this.upstream, msg, msg.length, upstreamAddress, upstream.port)
   }
 
   /**
@@ -182,38 +221,38 @@ export class DnsProxy {
    * malformed, odd or denied.
    */
   private judge(msg: Buffer, client: Endpoint, server: Endpoint, kind: L7Kind, reply: (data: Buffer) => void): Allowed | null {
-    const log = { source: `${client.address}:${client.port}`, destination: `${server.address}:${server.port}` }
-    let query: dnsPacket.Packet
+    let query: QueryInfo
     try {
-      query = dnsPacket.decode(msg)
+      query = readQuery(msg)
     } catch (e) {
+      if (!(e instanceof DnsWireError)) throw e
       this.stats.invalid++
-      this.opts.logger.info({ ...log, verdict: 'invalid', reason: (e as Error).message }, 'dns: malformed query')
-      if (msg.length >= 12 && (msg.readUInt16BE(2) & QR) === 0) reply(formatError(msg))
+      this.opts.logger.info({ source: `${client.address}:${client.port}`, destination: `${server.address}:${server.port}`, verdict: 'invalid', reason: e.message }, 'dns: malformed query')
+      if (msg.length >= HEADER_BYTES && (msg.readUInt16BE(2) & QR) === 0) reply(answer(msg, null, RCODE.FORMERR))
       return null
     }
-    if (query.type === 'response') return null // not a query: nothing to answer
-    const questions = query.questions ?? []
-    const opcode = (msg.readUInt16BE(2) >> 11) & 0xf
-    if (opcode !== 0 || questions.length !== 1) {
+    if (query.response) return null // not a query: nothing to answer
+    if (query.opcode !== 0 || query.questions !== 1) {
       this.stats.invalid++
-      const rcode = opcode !== 0 ? RCODE.NOTIMP : RCODE.FORMERR
-      this.opts.logger.info({ ...log, verdict: 'invalid', reason: opcode !== 0 ? `opcode ${opcode} is not QUERY` : `${questions.length} questions` }, 'dns: query refused')
-      reply(answer(query, msg, rcode))
+      const rcode = query.opcode !== 0 ? RCODE.NOTIMP : RCODE.FORMERR
+      const reason = query.opcode !== 0 ? `opcode ${query.opcode} is not QUERY` : `${query.questions} questions`
+      this.opts.logger.info({ source: `${client.address}:${client.port}`, destination: `${server.address}:${server.port}`, verdict: 'invalid', reason }, 'dns: query refused')
+      reply(answer(msg, query, rcode))
       return null
     }
-    const q = questions[0]!
-    const qname = q.name.toLowerCase().replace(/\.$/, '')
+    const qname = query.name.toLowerCase()
+    const qtype = typeName(query.type)
     const flow = this.opts.flowOf ? this.opts.flowOf(client, server) : { sourceAddress: client.address, sourcePort: client.port, destAddress: server.address, destPort: server.port }
-    const verdict = dnsVerdict(this.policy(flow, kind), qname)
+    const { policy, log } = this.flowEntry(flow, kind)
+    const verdict = dnsVerdict(policy, qname)
     const started = performance.now()
     if (!verdict.allowed) {
       this.stats.denied++
-      reply(answer(query, msg, this.rejectCode))
-      this.logQuery(flow, qname, q.type, verdict, this.rejectCode === RCODE.REFUSED ? 'REFUSED' : 'NXDOMAIN', started, [])
+      reply(answer(msg, query, this.rejectCode))
+      this.logQuery(log, qname, qtype, verdict, this.rejectCode === RCODE.REFUSED ? 'REFUSED' : 'NXDOMAIN', started, [])
       return null
     }
-    return { flow, qname, qtype: q.type, verdict, started, reply }
+    return { flow, log, query, qname, qtype, verdict, started, reply }
   }
 
   private freeId(): number | null {
@@ -227,24 +266,26 @@ export class DnsProxy {
     return null
   }
 
-  private onAnswer(msg: Buffer, rinfo: RemoteInfo): void {
-    if (msg.length < 12) return
+  /** A datagram on the upstream socket: `msg` is the pump's, valid until this returns. */
+  private onAnswer(msg: Buffer, address: number, port: number): void {
+    if (msg.length < HEADER_BYTES) return
     const p = this.pending.get(msg.readUInt16BE(0))
     // Only the server asked may answer (an answer from elsewhere is dropped, not relayed).
-    if (!p || rinfo.address !== p.upstream.address || rinfo.port !== p.upstream.port) return
+    if (!p || address !== p.upstreamAddress || port !== p.upstream.port) return
     this.pending.delete(msg.readUInt16BE(0))
-    const out = Buffer.from(msg)
-    out.writeUInt16BE(p.clientId, 0)
-    this.relay(p, out)
+    msg.writeUInt16BE(p.clientId, 0)
+    this.relay(p, msg)
   }
 
   /** An answer for an allowed query (with the client's id): learned from, then released, then logged. */
   private relay(p: Allowed, msg: Buffer): void {
     const rcode = RCODE_NAMES[msg.readUInt16BE(2) & 0xf] ?? String(msg.readUInt16BE(2) & 0xf)
-    let records: AnswerRecord[] = []
+    const records = this.records
+    records.length = 0
     try {
-      records = (dnsPacket.decode(msg).answers ?? []) as AnswerRecord[]
-    } catch {
+      readAnswers(msg, records)
+    } catch (e) {
+      if (!(e instanceof DnsWireError)) throw e
       // relayed as the server sent it; nothing learned, and the log shows no answers
     }
     let enforceMs = 0
@@ -259,8 +300,8 @@ export class DnsProxy {
     }
     p.reply(msg)
     this.stats.allowed++
-    const answers = records.map((r) => `${r.type} ${typeof r.data === 'string' ? r.data : JSON.stringify(r.data)}`)
-    this.logQuery(p.flow, p.qname, p.qtype, p.verdict, rcode, p.started, answers, enforceMs)
+    const answers = records.map((r) => (r.data === undefined ? r.type : `${r.type} ${r.data as string}`))
+    this.logQuery(p.log, p.qname, p.qtype, p.verdict, rcode, p.started, answers, enforceMs)
   }
 
   private sweep(): void {
@@ -270,19 +311,18 @@ export class DnsProxy {
         if (now - p.started <= this.timeoutMs) continue
         pending.delete(id)
         this.stats.timedOut++
-        this.logQuery(p.flow, p.qname, p.qtype, p.verdict, 'TIMEOUT', p.started, [])
+        this.logQuery(p.log, p.qname, p.qtype, p.verdict, 'TIMEOUT', p.started, [])
       }
     }
   }
 
-  private logQuery(flow: Flow, qname: string, qtype: string, v: FlowVerdict, rcode: string, started: number, answers: string[], enforceMs?: number): void {
+  /** One line per query, on the flow's logger (which carries its addresses and identities). */
+  private logQuery(log: Logger, qname: string, qtype: string, v: FlowVerdict, rcode: string, started: number, answers: string[], enforceMs?: number): void {
     const ms = performance.now() - started
     if (rcode !== 'TIMEOUT') this.latency.observe(ms / 1000)
     if (enforceMs) this.enforce.observe(enforceMs / 1000)
-    this.opts.logger.info(
+    log.info(
       {
-        source: `${flow.sourceAddress}:${flow.sourcePort}`,
-        destination: `${flow.destAddress}:${flow.destPort}`,
         verdict: v.allowed ? 'allowed' : 'denied',
         rules: v.rules,
         reason: v.reason,
@@ -290,8 +330,6 @@ export class DnsProxy {
         qtype,
         rcode,
         answers,
-        sourceIdentity: v.sourceIdentity,
-        destIdentity: v.destIdentity,
         ms: Math.round(ms * 1000) / 1000,
         // From the answer's arrival to the maps allowing what it named being written.
         ...(enforceMs ? { enforceMs: Math.round(enforceMs * 1000) / 1000 } : {}),
@@ -324,9 +362,9 @@ export class DnsProxy {
       const allowed = this.judge(msg, client, server, DNS_TCP, reply)
       if (allowed === null) return
       const id = msg.readUInt16BE(0)
-      if (pending.has(id)) return reply(answer(dnsPacket.decode(msg), msg, RCODE.SERVFAIL)) // an id already in flight here
+      if (pending.has(id)) return reply(answer(msg, allowed.query, RCODE.SERVFAIL)) // an id already in flight here
       const upstream = this.opts.upstreamOf?.(allowed.flow) ?? server
-      pending.set(id, { ...allowed, clientId: id, upstream })
+      pending.set(id, { ...allowed, clientId: id, upstream, upstreamAddress: 0 })
       if (up === null) {
         up = connect({ host: upstream.address, port: upstream.port })
         up.on('error', () => undefined)

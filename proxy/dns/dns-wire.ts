@@ -1,0 +1,192 @@
+// DNS messages read straight from their bytes (RFC 1035 4.1), for the proxy's hot path: the whole
+// message is walked and checked (counts, label lengths, name length, compression pointers that
+// only point back, record lengths), but only what the proxy uses becomes a JS value: a query's
+// question, an answer's A, AAAA and CNAME records. dns-packet builds every record of every
+// section as objects, which cost more than the rest of relaying a query did.
+// Label bytes that are not letters, digits, '-' or '_' come out escaped as a master file writes
+// them ('\.', '\\', '\DDD' for the unprintable), as Cilium's DNS library does, so a label with a
+// dot in it can never read as two labels and pass a rule meant for another name.
+
+import type { AnswerRecord } from './fqdn-cache.js'
+
+export class DnsWireError extends Error {
+  override readonly name = 'DnsWireError'
+  readonly code = 'EDNSWIRE'
+}
+
+export const HEADER_BYTES = 12
+const MAX_NAME = 255
+const TYPE_NAMES: Record<number, string> = {
+  1: 'A', 2: 'NS', 5: 'CNAME', 6: 'SOA', 12: 'PTR', 13: 'HINFO', 15: 'MX', 16: 'TXT', 28: 'AAAA', 33: 'SRV', 35: 'NAPTR', 41: 'OPT', 43: 'DS', 46: 'RRSIG', 47: 'NSEC', 48: 'DNSKEY', 64: 'SVCB', 65: 'HTTPS', 252: 'AXFR', 255: 'ANY', 257: 'CAA',
+}
+
+/** A type's mnemonic, or RFC 3597's TYPEn for one without. */
+export function typeName(type: number): string {
+  return TYPE_NAMES[type] ?? `TYPE${type}`
+}
+
+/** What a query is judged by: its header fields and its first question. */
+export interface QueryInfo {
+  response: boolean
+  opcode: number
+  questions: number
+  /** The first question's name as sent (case kept, no trailing dot; '' for the root or no question). */
+  name: string
+  type: number
+  /** Where the first question ends (the header and it are what the proxy's own answers echo). */
+  questionEnd: number
+}
+
+// The name readName decoded last (no trailing dot; '' for the root): returned through here so
+// reading one allocates only its string.
+let decoded = ''
+
+function plainByte(b: number): boolean {
+  return (b >= 0x61 && b <= 0x7a) || (b >= 0x41 && b <= 0x5a) || (b >= 0x30 && b <= 0x39) || b === 0x2d || b === 0x5f
+}
+
+function label(msg: Buffer, start: number, end: number): string {
+  let i = start
+  while (i < end && plainByte(msg[i]!)) i++
+  if (i === end) return msg.toString('latin1', start, end)
+  let out = msg.toString('latin1', start, i)
+  for (; i < end; i++) {
+    const b = msg[i]!
+    if (plainByte(b)) out += String.fromCharCode(b)
+    else if (b === 0x2e || b === 0x5c) out += '\\' + String.fromCharCode(b)
+    else if (b > 0x20 && b < 0x7f) out += String.fromCharCode(b)
+    else out += '\\' + String(b).padStart(3, '0')
+  }
+  return out
+}
+
+/**
+ * Reads the name at `offset`; returns where the bytes that follow it start. With `decode` the
+ * name is left in `decoded`. Pointers must point before the labels they end, so there are no loops.
+ */
+function readName(msg: Buffer, offset: number, end: number, decode: boolean): number {
+  let next = -1
+  let bound = offset
+  let total = 0
+  let name = ''
+  for (;;) {
+    if (offset >= end) throw new DnsWireError('name runs past the end of the message')
+    const len = msg[offset]!
+    if (len === 0) {
+      if (next < 0) next = offset + 1
+      break
+    }
+    if ((len & 0xc0) === 0xc0) {
+      if (offset + 1 >= end) throw new DnsWireError('compression pointer runs past the end of the message')
+      const target = ((len & 0x3f) << 8) | msg[offset + 1]!
+      if (target >= bound) throw new DnsWireError('compression pointer does not point back')
+      if (next < 0) next = offset + 2
+      offset = bound = target
+      continue
+    }
+    if ((len & 0xc0) !== 0) throw new DnsWireError(`bad label type 0x${len.toString(16)}`)
+    total += len + 1
+    if (total >= MAX_NAME) throw new DnsWireError('name longer than 255 bytes')
+    if (offset + 1 + len > end) throw new DnsWireError('label runs past the end of the message')
+    if (decode) name = name === '' ? label(msg, offset + 1, offset + 1 + len) : name + '.' + label(msg, offset + 1, offset + 1 + len)
+    offset += 1 + len
+  }
+  if (decode) decoded = name
+  return next
+}
+
+/** Walks `count` resource records from `offset`; returns where they end. */
+function skipRecords(msg: Buffer, offset: number, end: number, count: number): number {
+  for (let i = 0; i < count; i++) {
+    offset = readName(msg, offset, end, false)
+    if (offset + 10 > end) throw new DnsWireError('record header runs past the end of the message')
+    offset += 10 + msg.readUInt16BE(offset + 8)
+    if (offset > end) throw new DnsWireError('record data runs past the end of the message')
+  }
+  return offset
+}
+
+function header(end: number): void {
+  if (end < HEADER_BYTES) throw new DnsWireError(`${end} bytes: shorter than a header`)
+}
+
+/** Reads and checks a whole query (the first `end` bytes of `msg`). Throws DnsWireError. */
+export function readQuery(msg: Buffer, end = msg.length): QueryInfo {
+  header(end)
+  const flags = msg.readUInt16BE(2)
+  const questions = msg.readUInt16BE(4)
+  let offset = HEADER_BYTES
+  let name = ''
+  let type = 0
+  let questionEnd = HEADER_BYTES
+  for (let i = 0; i < questions; i++) {
+    offset = readName(msg, offset, end, i === 0)
+    if (offset + 4 > end) throw new DnsWireError('question runs past the end of the message')
+    if (i === 0) {
+      name = decoded
+      type = msg.readUInt16BE(offset)
+      questionEnd = offset + 4
+    }
+    offset += 4
+  }
+  skipRecords(msg, offset, end, msg.readUInt16BE(6) + msg.readUInt16BE(8) + msg.readUInt16BE(10))
+  return { response: (flags & 0x8000) !== 0, opcode: (flags >> 11) & 0xf, questions, name, type, questionEnd }
+}
+
+function ipv6(msg: Buffer, at: number): string {
+  const groups: number[] = []
+  for (let i = 0; i < 16; i += 2) groups.push(msg.readUInt16BE(at + i))
+  // RFC 5952: the longest run of two or more zero groups becomes '::'.
+  let best = -1
+  let bestLen = 1
+  for (let i = 0; i < 8; ) {
+    let j = i
+    while (j < 8 && groups[j] === 0) j++
+    if (j - i > bestLen) [best, bestLen] = [i, j - i]
+    i = j === i ? i + 1 : j
+  }
+  const hex = groups.map((g) => g.toString(16))
+  return best < 0 ? hex.join(':') : `${hex.slice(0, best).join(':')}::${hex.slice(best + bestLen).join(':')}`
+}
+
+/**
+ * Reads and checks a whole answer (the first `end` bytes of `msg`): pushes its answer section's
+ * records onto `out` (A, AAAA and CNAME with their data; others with name, type and TTL only).
+ * Throws DnsWireError, having pushed nothing, if any part of the message is malformed.
+ */
+export function readAnswers(msg: Buffer, out: AnswerRecord[], end = msg.length): void {
+  header(end)
+  let offset = HEADER_BYTES
+  for (let i = msg.readUInt16BE(4); i > 0; i--) {
+    offset = readName(msg, offset, end, false) + 4
+    if (offset > end) throw new DnsWireError('question runs past the end of the message')
+  }
+  const first = out.length
+  try {
+    for (let i = msg.readUInt16BE(6); i > 0; i--) {
+      offset = readName(msg, offset, end, true)
+      const name = decoded
+      if (offset + 10 > end) throw new DnsWireError('record header runs past the end of the message')
+      const type = msg.readUInt16BE(offset)
+      const ttl = msg.readUInt32BE(offset + 4)
+      const rdlength = msg.readUInt16BE(offset + 8)
+      const data = offset + 10
+      offset = data + rdlength
+      if (offset > end) throw new DnsWireError('record data runs past the end of the message')
+      if (type === 1) {
+        if (rdlength !== 4) throw new DnsWireError(`A record of ${rdlength} bytes`)
+        out.push({ name, type: 'A', ttl, data: `${msg[data]}.${msg[data + 1]}.${msg[data + 2]}.${msg[data + 3]}` })
+      } else if (type === 28) {
+        if (rdlength !== 16) throw new DnsWireError(`AAAA record of ${rdlength} bytes`)
+        out.push({ name, type: 'AAAA', ttl, data: ipv6(msg, data) })
+      } else if (type === 5) {
+        if (readName(msg, data, offset, true) !== offset) throw new DnsWireError('CNAME name does not fill its record')
+        out.push({ name, type: 'CNAME', ttl, data: decoded })
+      } else out.push({ name, type: typeName(type), ttl })
+    }
+    skipRecords(msg, offset, end, msg.readUInt16BE(8) + msg.readUInt16BE(10))
+  } catch (e) {
+    out.length = first
+    throw e
+  }
+}
