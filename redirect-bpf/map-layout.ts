@@ -2,7 +2,7 @@
 // numbers. checkLayout compares every size with what the loaded object declares, so a header
 // changed without this file (or the reverse) fails at load time, not in the datapath.
 
-import { parsePrefix } from '../policy/cidr.js'
+import { parseIPv4, parsePrefix } from '../policy/cidr.js'
 import type { Direction } from '../policy/model.js'
 import type { BpfObject } from './bpf-object.js'
 import { BpfError } from './libbpf.js'
@@ -160,12 +160,16 @@ export function readCounters(obj: BpfObject): Counter[] {
  * Where a steered flow from client address:port was going (the proxymap), or null: for
  * datagrams in every mode, and for connections in dnat mode.
  */
+/** The proxymap key, filled for each lookup (the DNS proxy asks once per datagram). */
+const proxymapKey = Buffer.alloc(8)
+
 export function originalDestination(obj: BpfObject, clientAddress: string, clientPort: number, protocol: 'tcp' | 'udp'): { address: string; port: number } | null {
-  const key = Buffer.alloc(8)
-  ipv4Key(clientAddress).copy(key, 0)
-  key.writeUInt16BE(clientPort, 4)
-  key.writeUInt8(protocol === 'tcp' ? 6 : 17, 6)
-  const v = obj.map('l7_proxymap').lookup(key)
+  const addr = parseIPv4(clientAddress)
+  if (addr === null) return null
+  proxymapKey.writeUInt32BE(addr, 0) // network order, as in the packet
+  proxymapKey.writeUInt16BE(clientPort, 4)
+  proxymapKey.writeUInt8(protocol === 'tcp' ? 6 : 17, 6)
+  const v = obj.map('l7_proxymap').lookup(proxymapKey)
   if (!v) return null
   return { address: `${v[0]}.${v[1]}.${v[2]}.${v[3]}`, port: v.readUInt16BE(4) }
 }

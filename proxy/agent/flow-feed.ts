@@ -24,6 +24,7 @@ const PROTOCOLS = ['http', 'dns', 'tls', 'kernel'] as const
 export type FlowProtocol = (typeof PROTOCOLS)[number]
 
 const RECENT = 1_000
+const FLOW_MSG = /^"msg":"(http|dns|tls)( allowed| denied|: )/
 const VERDICTS = ['allowed', 'denied', 'invalid', 'denied-by-rule', 'denied-default', 'no-proxy']
 
 export class FlowFilterError extends Error {}
@@ -103,7 +104,8 @@ export class FlowFeed {
       const end = text.indexOf('\n', at)
       const line = text.slice(at, end < 0 ? text.length : end)
       at = end < 0 ? text.length : end + 1
-      if (!/"msg":"(http|dns|tls)( allowed| denied|: )/.test(line) || !line.includes('"verdict":')) continue
+      // pino writes msg last: only the line's end is read to tell a flow line from the rest.
+      if (!FLOW_MSG.test(line.slice(line.lastIndexOf('"msg":"'))) || !line.includes('"verdict":')) continue
       this.add(line)
     }
   }

@@ -96,6 +96,11 @@ interface Pending extends Allowed {
   upstreamAddress: number
 }
 
+/** A query in flight (written out field by field: one object shape for all of them). */
+function inFlight(a: Allowed, clientId: number, upstream: Endpoint, upstreamAddress: number): Pending {
+  return { flow: a.flow, log: a.log, query: a.query, qname: a.qname, qtype: a.qtype, verdict: a.verdict, started: a.started, reply: a.reply, clientId, upstream, upstreamAddress }
+}
+
 /**
  * The proxy's own answer to a query: its header with `rcode` (RA: the proxy stands for a
  * recursive server) and its first question as sent, if it could be read; no records.
@@ -211,7 +216,7 @@ export class DnsProxy {
     const upstream = this.opts.upstreamOf?.(allowed.flow) ?? server
     const upstreamAddress = parseIPv4(upstream.address)
     if (upstreamAddress === null) throw new DnsWireError(`server '${upstream.address}' is not an IPv4 address`)
-    this.pending.set(id, { ...allowed, clientId: msg.readUInt16BE(0), upstream, upstreamAddress })
+    this.pending.set(id, inFlight(allowed, msg.readUInt16BE(0), upstream, upstreamAddress))
     msg.writeUInt16BE(id, 0)
     pump.send(this.upstream, msg, msg.length, upstreamAddress, upstream.port)
   }
@@ -364,7 +369,7 @@ export class DnsProxy {
       const id = msg.readUInt16BE(0)
       if (pending.has(id)) return reply(answer(msg, allowed.query, RCODE.SERVFAIL)) // an id already in flight here
       const upstream = this.opts.upstreamOf?.(allowed.flow) ?? server
-      pending.set(id, { ...allowed, clientId: id, upstream, upstreamAddress: 0 })
+      pending.set(id, inFlight(allowed, id, upstream, 0))
       if (up === null) {
         up = connect({ host: upstream.address, port: upstream.port })
         up.on('error', () => undefined)
