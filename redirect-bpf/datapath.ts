@@ -170,7 +170,12 @@ export class Datapath {
   }
 
   originalDestination(clientAddress: string, clientPort: number, protocol: 'tcp' | 'udp') {
-    return originalDestination(this.fromEndpoint, clientAddress, clientPort, protocol)
+    return originalDestination(this.proxymapFd, clientAddress, clientPort, protocol)
+  }
+
+  /** The proxymap's fd, for proxy threads that read it themselves (originalDestination in map-layout.ts). */
+  get proxymapFd(): number {
+    return this.fromEndpoint.map('l7_proxymap').fd
   }
 
   /** The loaded from-endpoint object (its maps), for inspection. */

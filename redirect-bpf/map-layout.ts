@@ -2,10 +2,10 @@
 // numbers. checkLayout compares every size with what the loaded object declares, so a header
 // changed without this file (or the reverse) fails at load time, not in the datapath.
 
-import { parseIPv4, parsePrefix } from '../policy/cidr.js'
+import { formatIPv4, parseIPv4, parsePrefix } from '../policy/cidr.js'
 import type { Direction } from '../policy/model.js'
 import type { BpfObject } from './bpf-object.js'
-import { BpfError } from './libbpf.js'
+import { BpfError, check, libbpf } from './libbpf.js'
 
 export const MAP_LAYOUT = {
   l7_ipcache: { key: 8, value: 4 },
@@ -160,18 +160,38 @@ export function readCounters(obj: BpfObject): Counter[] {
  * Where a steered flow from client address:port was going (the proxymap), or null: for
  * datagrams in every mode, and for connections in dnat mode.
  */
-/** The proxymap key, filled for each lookup (the DNS proxy asks once per datagram). */
-const proxymapKey = Buffer.alloc(8)
+/** The proxymap key and value, filled for each lookup (the DNS proxy asks once per datagram). */
+const proxymapKey = Buffer.alloc(MAP_LAYOUT.l7_proxymap.key)
+const proxymapValue = Buffer.alloc(MAP_LAYOUT.l7_proxymap.value)
 
-export function originalDestination(obj: BpfObject, clientAddress: string, clientPort: number, protocol: 'tcp' | 'udp'): { address: string; port: number } | null {
-  const addr = parseIPv4(clientAddress)
-  if (addr === null) return null
-  proxymapKey.writeUInt32BE(addr, 0) // network order, as in the packet
+/** An IPv4 address (as a number) and port. */
+export interface Destination {
+  address: number
+  port: number
+}
+
+/**
+ * Where a steered client's flow was going, from the proxymap (by its fd: any thread of the
+ * process may ask), written into `out`; false if the datapath recorded none.
+ */
+export function proxymapLookup(proxymapFd: number, clientAddress: number, clientPort: number, protocol: 'tcp' | 'udp', out: Destination): boolean {
+  proxymapKey.writeUInt32BE(clientAddress, 0) // network order, as in the packet
   proxymapKey.writeUInt16BE(clientPort, 4)
   proxymapKey.writeUInt8(protocol === 'tcp' ? 6 : 17, 6)
-  const v = obj.map('l7_proxymap').lookup(proxymapKey)
-  if (!v) return null
-  return { address: `${v[0]}.${v[1]}.${v[2]}.${v[3]}`, port: v.readUInt16BE(4) }
+  const rc = libbpf().bpf_map_lookup_elem(proxymapFd, proxymapKey, proxymapValue) as number
+  if (rc === -2) return false
+  check(rc, 'EMAP', 'lookup in map l7_proxymap')
+  out.address = proxymapValue.readUInt32BE(0)
+  out.port = proxymapValue.readUInt16BE(4)
+  return true
+}
+
+/** proxymapLookup with addresses as text. */
+export function originalDestination(proxymapFd: number, clientAddress: string, clientPort: number, protocol: 'tcp' | 'udp'): { address: string; port: number } | null {
+  const addr = parseIPv4(clientAddress)
+  const out = { address: 0, port: 0 }
+  if (addr === null || !proxymapLookup(proxymapFd, addr, clientPort, protocol, out)) return null
+  return { address: formatIPv4(out.address), port: out.port }
 }
 
 /** Messages and bytes the sk_msg program moved socket to socket (sockmap mode). */

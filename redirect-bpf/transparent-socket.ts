@@ -68,10 +68,11 @@ function listening(fd: number, backlog: number): number {
 /**
  * A UDP socket with IP_TRANSPARENT: the proxy's receiving socket, or a reply socket bound to an
  * original destination (a non-local address) so answers come from where the client sent to.
- * Use with `dgram.createSocket('udp4').bind({ fd })`.
+ * With `reusePort`, receiving sockets (one per DNS proxy thread) form a group the kernel spreads
+ * clients over, by their addresses.
  */
-export function transparentUdpSocket(address: string, port: number): number {
-  return boundSocket(SOCK_DGRAM, address, port)
+export function transparentUdpSocket(address: string, port: number, opts: { reusePort?: boolean } = {}): number {
+  return boundSocket(SOCK_DGRAM, address, port, { reusePort: opts.reusePort })
 }
 
 /** A plain UDP socket in this thread's namespace (port 0: any free one). */

@@ -81,15 +81,19 @@ async function setup(t: Test, source = '198.18.1.10', extra: Partial<DnsProxyOpt
       cb()
     },
   })
-  const proxy: DnsProxy = new DnsProxy({
+  const proxy = new DnsProxy({
     engine,
     logger: pino({ base: null }, sink),
     // As if the datapath had steered `source` -> the lab DNS server here.
-    originalDestination: () => ({ address: '198.18.2.53', port: 53 }),
+    originalDestination: (_address, _port, out) => {
+      out.address = 0xc6120235 // 198.18.2.53
+      out.port = 53
+      return true
+    },
     tcpOriginalDestination: () => ({ address: '198.18.2.53', port: 53 }),
     flowOf: (client, srv) => ({ sourceAddress: source, sourcePort: client.port, destAddress: srv.address, destPort: srv.port }),
     upstreamOf: () => ({ address: '127.0.0.1', port: upstream.port }),
-    replySocket: () => proxy.listener,
+    answerFrom: 'listener',
     ...extra,
   })
   await proxy.listen({ port: 0, address: '127.0.0.1' })

@@ -3,7 +3,7 @@
 //   ip netns exec l7lab-NAME-node node dist/proxy/agent/lab-node.js --mode M --pin DIR
 //     (--policy FILE | --policy-dir DIR) [--http builtin|external] [--threads N]
 //     [--sockmap-cgroup NAME] [--log FILE] [--admin SOCKET] [--http-port P] [--dns-port P]
-//     [--log-level L] [--dns-reject REFUSED|NXDOMAIN] [--dns-min-ttl S] [--dns-max-ips N]
+//     [--log-level L] [--dns-reject REFUSED|NXDOMAIN] [--dns-min-ttl S] [--dns-max-ips N] [--dns-max-delay MS]
 //     [--state DIR]   (where the FQDN cache is kept across restarts)
 //     [--metrics-fd N]   (a listening socket to serve Prometheus' GET /metrics on)
 //     [--endpoints FILE] (the node's endpoints from FILE, watched, instead of the lab's)
@@ -35,16 +35,18 @@ import { labelString } from '../../policy/labels.js'
 import { joinCgroup, cgroup2Root } from '../../redirect-bpf/cgroup.js'
 import { removeBpffs } from '../../redirect-bpf/bpffs.js'
 import { Datapath } from '../../redirect-bpf/datapath.js'
+import { proxymapLookup } from '../../redirect-bpf/map-layout.js'
 import { parseMode } from '../../redirect-bpf/modes/redirect-mode.js'
-import { libbpf } from '../../redirect-bpf/libbpf.js'
 import { transparentTcpListener, transparentUdpSocket } from '../../redirect-bpf/transparent-socket.js'
-import { DnsProxy } from '../dns/dns-proxy.js'
+import { DnsProxy, type DnsStats } from '../dns/dns-proxy.js'
 import { FqdnCache } from '../dns/fqdn-cache.js'
 import { FqdnStore } from '../dns/fqdn-store.js'
 import type { Flow } from '../flow-verdict.js'
 import { LAB_PROXY_PORTS, labProxyAddress } from './lab-node-process.js'
 import { HttpProxy } from '../http/http-proxy.js'
-import { startHttpWorkers, type HttpWorkers } from './http-workers.js'
+import { startProxyWorkers, type ProxyWorkers } from './proxy-workers.js'
+import type { ProxyWorkerInput } from './proxy-worker.js'
+import type { LearnRequest } from '../dns/learn-relay.js'
 import { LineBatcher } from './line-batcher.js'
 import { addSnapshots } from '../latency-histogram.js'
 import { terminalLines } from './log-format.js'
@@ -73,6 +75,7 @@ const { values } = parseArgs({
     'dns-reject': { type: 'string', default: 'REFUSED' },
     'dns-min-ttl': { type: 'string', default: '3600' },
     'dns-max-ips': { type: 'string', default: '50' },
+    'dns-max-delay': { type: 'string', default: '100' },
     state: { type: 'string' },
     'ca-dir': { type: 'string' },
     'metrics-fd': { type: 'string' },
@@ -85,11 +88,13 @@ const DNS_PORT = Number(values['dns-port'])
 const port = (n: number): boolean => Number.isInteger(n) && n > 0 && n < 65536
 const DNS_MIN_TTL = Number(values['dns-min-ttl'])
 const DNS_MAX_IPS = Number(values['dns-max-ips'])
+/** How long another thread's DNS proxy holds an answer for this one to write what it taught. */
+const DNS_MAX_DELAY_MS = Number(values['dns-max-delay'])
 const DNS_REJECT = values['dns-reject'] as 'REFUSED' | 'NXDOMAIN'
-const dnsOk = (DNS_REJECT === 'REFUSED' || DNS_REJECT === 'NXDOMAIN') && Number.isInteger(DNS_MIN_TTL) && DNS_MIN_TTL >= 0 && Number.isInteger(DNS_MAX_IPS) && DNS_MAX_IPS >= 1
+const dnsOk = (DNS_REJECT === 'REFUSED' || DNS_REJECT === 'NXDOMAIN') && Number.isInteger(DNS_MIN_TTL) && DNS_MIN_TTL >= 0 && Number.isInteger(DNS_MAX_IPS) && DNS_MAX_IPS >= 1 && Number.isInteger(DNS_MAX_DELAY_MS) && DNS_MAX_DELAY_MS >= 1 && DNS_MAX_DELAY_MS <= 10_000
 const metricsFdOk = values['metrics-fd'] === undefined || /^([3-9]|[1-9]\d{1,3})$/.test(values['metrics-fd'])
 if (!metricsFdOk || !dnsOk || !port(HTTP_PORT) || !port(DNS_PORT) || !pino.levels.values[values['log-level']!] || (!values.policy && !values['policy-dir']) || !values.pin || (values.http !== 'builtin' && values.http !== 'external') || (values.dns !== 'builtin' && values.dns !== 'external') || !Number.isInteger(threadsArg) || threadsArg < 1 || threadsArg > 64) {
-  process.stderr.write('usage: lab-node --mode M --pin DIR (--policy FILE | --policy-dir DIR) [--http builtin|external] [--dns builtin|external] [--threads N (1-64)] [--sockmap-cgroup NAME] [--log FILE] [--admin SOCKET] [--http-port P] [--dns-port P] [--log-level L] [--dns-reject REFUSED|NXDOMAIN] [--dns-min-ttl S] [--dns-max-ips N] [--state DIR] [--metrics-fd N] [--endpoints FILE]\n')
+  process.stderr.write('usage: lab-node --mode M --pin DIR (--policy FILE | --policy-dir DIR) [--http builtin|external] [--dns builtin|external] [--threads N (1-64)] [--sockmap-cgroup NAME] [--log FILE] [--admin SOCKET] [--http-port P] [--dns-port P] [--log-level L] [--dns-reject REFUSED|NXDOMAIN] [--dns-min-ttl S] [--dns-max-ips N] [--dns-max-delay MS] [--state DIR] [--metrics-fd N] [--endpoints FILE]\n')
   process.exit(2)
 }
 // A stop asked for while still starting is kept and honoured once everything that has to be
@@ -186,11 +191,10 @@ startup('endpoints', () => {
 })
 dp.apply(engine.takeDelta())
 
-// The DNS proxy (main thread: it reads the proxymap): answers leave from the server the client
-// asked, through a transparent socket bound to that address (in dnat mode conntrack rewrites the
-// proxy's own answers back).
-const replySockets = new Map<string, number>()
-let workers: HttpWorkers | null = null
+// The DNS proxy, one per thread over UDP (TCP on this one): answers leave from the server the
+// client asked, through a transparent socket bound to that address (in dnat mode conntrack
+// rewrites the proxy's own answers back). What answers teach is learned on this thread.
+let workers: ProxyWorkers | null = null
 // Learned or expired names' IPs go to the engine, the maps and every proxy thread, and are saved.
 function applyFqdnChanges(names: readonly string[]): void {
   if (names.length === 0) return
@@ -208,30 +212,35 @@ setInterval(() => {
 const dns: DnsProxy = new DnsProxy({
   engine,
   logger,
-  originalDestination: (c) => dp.originalDestination(c.address, c.port, 'udp'),
+  originalDestination: (address, port, out) => proxymapLookup(dp.proxymapFd, address, port, 'udp', out),
   ...(mode === 'dnat' ? { tcpOriginalDestination: (s: Socket) => dp.originalDestination(s.remoteAddress!, s.remotePort!, 'tcp') } : {}),
   rejectCode: DNS_REJECT,
   learn: (qname, answers) => applyFqdnChanges(fqdns.learn(qname, answers, Date.now())),
-  replySocket: (server): number => {
-    if (mode === 'dnat') return dns.listener
-    const key = `${server.address}:${server.port}`
-    let fd = replySockets.get(key)
-    if (fd === undefined) {
-      fd = transparentUdpSocket(server.address, server.port)
-      replySockets.set(key, fd)
-    }
-    return fd
-  },
+  answerFrom: mode === 'dnat' ? 'listener' : 'server',
 })
+/** Learns from answers other threads' DNS proxies hold, all of them before the maps are written once. */
+function learnDns(answers: readonly LearnRequest[]): void {
+  const now = Date.now()
+  const changed = new Set<string>()
+  try {
+    for (const a of answers) for (const name of fqdns.learn(a.qname, a.records, now)) changed.add(name)
+    applyFqdnChanges([...changed])
+  } catch (e) {
+    logger.error({ answers: answers.length, error: (e as Error).message }, 'dns: learning from answers failed')
+  }
+}
 // --dns external: the port is left to another DNS proxy (a benchmark's dnsdist).
+const dnsFds = values.dns === 'builtin' ? Array.from({ length: threadsArg }, () => transparentUdpSocket(proxyAddress, DNS_PORT, { reusePort: true })) : []
 if (values.dns === 'builtin') {
   const tcpFd = transparentTcpListener(proxyAddress, DNS_PORT)
   dp.addProxyListener(DNS_PORT, tcpFd)
-  await dns.listen({ fd: transparentUdpSocket(proxyAddress, DNS_PORT), tcpFd })
+  await dns.listen({ fd: dnsFds[0]!, tcpFd })
 }
 
 let proxy: HttpProxy | null = null
+// dnat: one HTTP thread (only this one reads the proxymap for TCP).
 const threads = mode === 'dnat' ? 1 : threadsArg
+let httpFds: number[] = []
 if (values.http === 'builtin') {
   // Where a connection was going: getsockname, or in dnat mode the proxymap.
   const flowOf =
@@ -245,26 +254,40 @@ if (values.http === 'builtin') {
   // sockmap: the proxy's sockets must be in the cgroup sock_ops watches; accepted sockets take
   // the listener's cgroup, fixed when it is made.
   if (dp.cgroup) joinCgroup(dp.cgroup)
-  const fds = Array.from({ length: threads }, () => transparentTcpListener(proxyAddress, HTTP_PORT, { reusePort: true }))
+  httpFds = Array.from({ length: threads }, () => transparentTcpListener(proxyAddress, HTTP_PORT, { reusePort: true }))
   if (dp.cgroup) joinCgroup(cgroup2Root())
-  dp.addProxyListener(HTTP_PORT, fds[0]!)
-  await proxy.listen({ fd: fds[0]! })
-  const proxyPorts = { http: HTTP_PORT, dns: DNS_PORT }
-  workers = await startHttpWorkers(
-    fds.slice(1).map((fd) => ({ fd, proxyPorts, caDir: values['ca-dir'] ?? null, logLevel: values['log-level']!, endpoints, fqdns: fqdns.entries().map((e) => ({ name: e.name, ips: e.ips.map((i) => i.ip) })), policies: [...policies].map(([name, text]) => ({ name, text })) })),
-    (text) => lines.write(text),
-  )
+  dp.addProxyListener(HTTP_PORT, httpFds[0]!)
+  await proxy.listen({ fd: httpFds[0]! })
 }
+// The other threads: each with an HTTP proxy, a DNS proxy, or both, on the groups' other sockets.
+const workerInputs: ProxyWorkerInput[] = []
+for (let i = 1; i < Math.max(httpFds.length, dnsFds.length); i++) {
+  const udp = dnsFds[i]
+  workerInputs.push({
+    http: httpFds[i] === undefined ? null : { fd: httpFds[i]! },
+    dns: udp === undefined ? null : { fd: udp, proxymapFd: dp.proxymapFd, answerFrom: mode === 'dnat' ? 'listener' : 'server', rejectCode: DNS_REJECT, maxDelayMs: DNS_MAX_DELAY_MS },
+    proxyPorts: { http: HTTP_PORT, dns: DNS_PORT },
+    caDir: values['ca-dir'] ?? null,
+    logLevel: values['log-level']!,
+    endpoints,
+    fqdns: fqdns.entries().map((e) => ({ name: e.name, ips: e.ips.map((i) => i.ip) })),
+    policies: [...policies].map(([name, text]) => ({ name, text })),
+  })
+}
+if (workerInputs.length > 0) workers = await startProxyWorkers(workerInputs, { writeLog: (text) => lines.write(text), learnDns })
 
 const metrics = new AgentMetrics({
   httpRequests: () => httpTotals().requests,
   httpConnections: () => httpTotals().connections,
-  dnsQueries: () => ({ ...dns.stats }),
+  dnsQueries: () => ({ ...dnsTotals() }),
   fqdnNames: () => fqdns.entries().length,
   kernelCounters: () => dp.counters(),
   policyRevision: () => engine.policyRevision,
-  requestDurations: () => ({ http: addSnapshots([...(proxy ? [proxy.latency.snapshot()] : []), ...(workers?.stats() ?? []).map((w) => w.latency)]), dns: dns.latency.snapshot() }),
-  dnsEnforce: () => dns.enforce.snapshot(),
+  requestDurations: () => ({
+    http: addSnapshots([...(proxy ? [proxy.latency.snapshot()] : []), ...workerStats().flatMap((w) => (w.http ? [w.http.latency] : []))]),
+    dns: addSnapshots([dns.latency.snapshot(), ...workerStats().flatMap((w) => (w.dns ? [w.dns.latency] : []))]),
+  }),
+  dnsEnforce: () => addSnapshots([dns.enforce.snapshot(), ...workerStats().flatMap((w) => (w.dns ? [w.dns.enforce] : []))]),
 })
 
 // Live policy: each accepted change reaches the kernel maps, then every proxy thread. Returns
@@ -429,15 +452,26 @@ const admin = values.admin
   : null
 
 /** What the agent is doing, for `l7proxy status`. */
+function workerStats(): ReturnType<ProxyWorkers['stats']> {
+  return workers?.stats() ?? []
+}
+
 /** Every HTTP proxy thread's counters, summed. */
 function httpTotals(): { requests: Record<string, number>; connections: number } {
   const requests = { allowed: 0, denied: 0, invalid: 0, upstreamFailed: 0 }
   let connections = 0
-  for (const t of [...(proxy ? [{ stats: proxy.stats, connections: proxy.connectionCount }] : []), ...(workers?.stats() ?? [])]) {
+  for (const t of [...(proxy ? [{ stats: proxy.stats, connections: proxy.connectionCount }] : []), ...workerStats().flatMap((w) => (w.http ? [w.http] : []))]) {
     for (const k of Object.keys(requests) as Array<keyof typeof requests>) requests[k] += t.stats[k]
     connections += t.connections
   }
   return { requests, connections }
+}
+
+/** Every DNS proxy thread's counters, summed. */
+function dnsTotals(): DnsStats {
+  const total = { ...dns.stats }
+  for (const w of workerStats()) for (const k of Object.keys(total) as Array<keyof DnsStats>) total[k] += w.dns?.stats[k] ?? 0
+  return total
 }
 
 /** Packets the kernel counted, by verdict, over every endpoint. */
@@ -458,7 +492,7 @@ function agentStatus(): Record<string, unknown> {
     endpoints: endpoints.length,
     identities: [...engine.identities.all()].length,
     http: proxy ? { listening: `${proxyAddress}:${HTTP_PORT}`, threads, connections, requests } : { listening: 'external', threads: 0 },
-    dns: { listening: `${proxyAddress}:${DNS_PORT}/udp`, queries: { ...dns.stats } },
+    dns: { listening: `${proxyAddress}:${DNS_PORT}/udp`, threads: dnsFds.length, queries: dnsTotals() },
     kernelPackets: kernel,
   }
 }
@@ -468,12 +502,11 @@ const shutdown = (): void => {
   policyDir?.close()
   if (endpointsFile) unwatchFile(endpointsFile)
   dns.close()
-  for (const fd of replySockets.values()) libbpf().close(fd)
   metricsServer?.close()
   metricsServer?.closeAllConnections()
   void Promise.all([proxy?.close(), workers?.stop(), admin?.close()]).finally(() => {
     // What the process counted over its life: benchmarks read it to confirm the path taken.
-    const totals = { httpRequests: httpTotals().requests, dnsQueries: { ...dns.stats }, kernelPackets: kernelPacketTotals() }
+    const totals = { httpRequests: httpTotals().requests, dnsQueries: dnsTotals(), kernelPackets: kernelPacketTotals() }
     logger.info({ mode, httpThreads: proxy ? threads : 0, ...totals, ...(dp.cgroup ? { sockmap: dp.sockmapStats() } : {}) }, 'datapath stopped')
     dp.stop()
     removeBpffs(values.pin!)

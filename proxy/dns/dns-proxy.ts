@@ -14,7 +14,8 @@ import type { Logger } from 'pino'
 import type { PolicyEngine } from '../../policy/engine.js'
 import { formatIPv4, parseIPv4 } from '../../policy/cidr.js'
 import { libbpf } from '../../redirect-bpf/libbpf.js'
-import { localPort, udpSocket } from '../../redirect-bpf/transparent-socket.js'
+import type { Destination } from '../../redirect-bpf/map-layout.js'
+import { localPort, transparentUdpSocket, udpSocket } from '../../redirect-bpf/transparent-socket.js'
 import { FlowPolicy, dnsVerdict, type Flow, type FlowVerdict, type L7Kind } from '../flow-verdict.js'
 import { DatagramPump } from './datagram-pump.js'
 import { DnsWireError, HEADER_BYTES, readAnswers, readQuery, typeName, type QueryInfo } from './dns-wire.js'
@@ -29,21 +30,29 @@ export interface Endpoint {
 export interface DnsProxyOptions {
   engine: PolicyEngine
   logger: Logger
-  /** Where a client's datagram was going (the datapath's proxymap); null if not known. */
-  originalDestination: (client: Endpoint) => Endpoint | null
+  /**
+   * Where a client's datagram was going (the datapath's proxymap), written into `out`; false if
+   * not known. Addresses as numbers: asked once per datagram.
+   */
+  originalDestination: (clientAddress: number, clientPort: number, out: Destination) => boolean
   /** Where a client's TCP connection was going; by default its local address (TPROXY, sk_assign). */
   tcpOriginalDestination?: (socket: TcpSocket) => Endpoint | null
-  /** The UDP socket (fd) to answer from so the answer comes from `server` (made once per server). */
-  replySocket: (server: Endpoint) => number
+  /**
+   * How an answer comes from the address the client asked: `listener`, the socket the query came
+   * in on (dnat: conntrack rewrites it back); `server`, a transparent socket bound to the server's
+   * address and port (made once per server).
+   */
+  answerFrom: 'listener' | 'server'
   /** The flow a query belongs to; by default its client and original destination. */
   flowOf?: (client: Endpoint, server: Endpoint) => Flow
   /** Where to send an allowed query; by default its original destination. */
   upstreamOf?: (flow: Flow) => Endpoint
   /**
    * Called with an allowed answer's records before the answer is released to the client: what it
-   * makes the kernel allow (toFQDNs) is in force by the time the client can connect.
+   * makes the kernel allow (toFQDNs) is in force by the time the client can connect. A promise
+   * holds the answer until it settles. The array is reused once this returns: copy what is kept.
    */
-  learn?: (qname: string, answers: AnswerRecord[]) => void
+  learn?: (qname: string, answers: AnswerRecord[]) => void | Promise<void>
   /** What a denied query gets. */
   rejectCode?: 'REFUSED' | 'NXDOMAIN'
   upstreamTimeoutMs?: number
@@ -69,6 +78,17 @@ const KEPT_FLAGS = 0x7900
 const RA = 0x0080
 /** Flow resolutions kept for clients seen recently; cleared whole when it grows past this. */
 const MAX_FLOWS = 10_000
+
+/** A UDP client as last seen: what its queries to `server` resolve to, worked out once. */
+interface UdpClient {
+  server: Destination
+  flow: Flow
+  entry: FlowEntry
+  /** Sends a message to the client from the server's address. */
+  reply: (msg: Buffer) => void
+  upstream: Endpoint
+  upstreamAddress: number
+}
 
 /** A flow as the proxy last resolved it, with a logger that carries its addresses and identities. */
 interface FlowEntry {
@@ -131,6 +151,11 @@ export class DnsProxy {
   private readonly pending = new Map<number, Pending>()
   private readonly tcpPending = new Map<TcpSocket, Map<number, Pending>>()
   private readonly flows = new Map<string, FlowEntry>()
+  /** By address * 65536 + port. */
+  private readonly clients = new Map<number, UdpClient>()
+  private readonly destination: Destination = { address: 0, port: 0 }
+  /** answerFrom 'server': a transparent socket per server address. */
+  private readonly replySockets = new Map<string, number>()
   /** Reused for each answer read (learning takes what it needs before the next). */
   private readonly records: AnswerRecord[] = []
   private nextId = Math.floor(Math.random() * 0x10000)
@@ -171,8 +196,9 @@ export class DnsProxy {
   close(): void {
     clearInterval(this.sweeper)
     this.pump?.close()
-    for (const fd of [this.listener, this.upstream]) if (fd >= 0) libbpf().close(fd)
+    for (const fd of [this.listener, this.upstream, ...this.replySockets.values()]) if (fd >= 0) libbpf().close(fd)
     this.listener = this.upstream = -1
+    this.replySockets.clear()
     this.tcp.close()
     for (const c of this.tcpPending.keys()) c.destroy()
   }
@@ -196,43 +222,72 @@ export class DnsProxy {
 
   /** A datagram on the listening socket: `msg` is the pump's, valid until this returns. */
   private onQuery(msg: Buffer, address: number, port: number): void {
-    const client = { address: formatIPv4(address), port }
-    const server = this.opts.originalDestination(client)
-    if (server === null) {
+    if (!this.opts.originalDestination(address, port, this.destination)) {
       this.stats.invalid++
-      this.opts.logger.warn({ source: `${client.address}:${client.port}` }, 'dns: query with no known destination dropped')
+      this.opts.logger.warn({ source: `${formatIPv4(address)}:${port}` }, 'dns: query with no known destination dropped')
       return
     }
-    const pump = this.pump!
-    const replyFrom = this.opts.replySocket(server)
-    const reply = (data: Buffer): void => void pump.send(replyFrom, data, data.length, address, port)
-    const allowed = this.judge(msg, client, server, DNS_UDP, reply)
+    const c = this.udpClient(address, port, this.destination)
+    const allowed = this.judge(msg, c.flow, c.entry, c.reply)
     if (allowed === null) return
     const id = this.freeId()
     if (id === null) {
-      reply(answer(msg, allowed.query, RCODE.SERVFAIL)) // 65536 queries in flight: none more until some end
+      c.reply(answer(msg, allowed.query, RCODE.SERVFAIL)) // 65536 queries in flight: none more until some end
       return
     }
-    const upstream = this.opts.upstreamOf?.(allowed.flow) ?? server
+    this.pending.set(id, inFlight(allowed, msg.readUInt16BE(0), c.upstream, c.upstreamAddress))
+    msg.writeUInt16BE(id, 0)
+    this.pump!.send(this.upstream, msg, msg.length, c.upstreamAddress, c.upstream.port)
+  }
+
+  /** The client at address:port asking `server`: known, or worked out again (new server, new policy). */
+  private udpClient(address: number, port: number, server: Destination): UdpClient {
+    const key = address * 65536 + port
+    const known = this.clients.get(key)
+    if (known && known.server.address === server.address && known.server.port === server.port && known.entry.policy.generation === this.opts.engine.stateGeneration) return known
+    if (this.clients.size >= MAX_FLOWS) this.clients.clear()
+    const client = { address: formatIPv4(address), port }
+    const to = { address: formatIPv4(server.address), port: server.port }
+    const flow = this.opts.flowOf ? this.opts.flowOf(client, to) : { sourceAddress: client.address, sourcePort: port, destAddress: to.address, destPort: to.port }
+    const pump = this.pump!
+    const replyFrom = this.opts.answerFrom === 'listener' ? this.listener : this.serverSocket(to)
+    const upstream = this.opts.upstreamOf?.(flow) ?? to
     const upstreamAddress = parseIPv4(upstream.address)
     if (upstreamAddress === null) throw new DnsWireError(`server '${upstream.address}' is not an IPv4 address`)
-    this.pending.set(id, inFlight(allowed, msg.readUInt16BE(0), upstream, upstreamAddress))
-    msg.writeUInt16BE(id, 0)
-    pump.send(this.upstream, msg, msg.length, upstreamAddress, upstream.port)
+    const c: UdpClient = {
+      server: { address: server.address, port: server.port },
+      flow,
+      entry: this.flowEntry(flow, DNS_UDP),
+      reply: (data) => void pump.send(replyFrom, data, data.length, address, port),
+      upstream,
+      upstreamAddress,
+    }
+    this.clients.set(key, c)
+    return c
+  }
+
+  private serverSocket(server: Endpoint): number {
+    const key = `${server.address}:${server.port}`
+    let fd = this.replySockets.get(key)
+    if (fd === undefined) {
+      fd = transparentUdpSocket(server.address, server.port)
+      this.replySockets.set(key, fd)
+    }
+    return fd
   }
 
   /**
    * Checks a query and judges its question; answers it itself (and returns null) when it is
    * malformed, odd or denied.
    */
-  private judge(msg: Buffer, client: Endpoint, server: Endpoint, kind: L7Kind, reply: (data: Buffer) => void): Allowed | null {
+  private judge(msg: Buffer, flow: Flow, entry: FlowEntry, reply: (data: Buffer) => void): Allowed | null {
     let query: QueryInfo
     try {
       query = readQuery(msg)
     } catch (e) {
       if (!(e instanceof DnsWireError)) throw e
       this.stats.invalid++
-      this.opts.logger.info({ source: `${client.address}:${client.port}`, destination: `${server.address}:${server.port}`, verdict: 'invalid', reason: e.message }, 'dns: malformed query')
+      entry.log.info({ verdict: 'invalid', reason: e.message }, 'dns: malformed query')
       if (msg.length >= HEADER_BYTES && (msg.readUInt16BE(2) & QR) === 0) reply(answer(msg, null, RCODE.FORMERR))
       return null
     }
@@ -241,14 +296,13 @@ export class DnsProxy {
       this.stats.invalid++
       const rcode = query.opcode !== 0 ? RCODE.NOTIMP : RCODE.FORMERR
       const reason = query.opcode !== 0 ? `opcode ${query.opcode} is not QUERY` : `${query.questions} questions`
-      this.opts.logger.info({ source: `${client.address}:${client.port}`, destination: `${server.address}:${server.port}`, verdict: 'invalid', reason }, 'dns: query refused')
+      entry.log.info({ verdict: 'invalid', reason }, 'dns: query refused')
       reply(answer(msg, query, rcode))
       return null
     }
     const qname = query.name.toLowerCase()
     const qtype = typeName(query.type)
-    const flow = this.opts.flowOf ? this.opts.flowOf(client, server) : { sourceAddress: client.address, sourcePort: client.port, destAddress: server.address, destPort: server.port }
-    const { policy, log } = this.flowEntry(flow, kind)
+    const { policy, log } = entry
     const verdict = dnsVerdict(policy, qname)
     const started = performance.now()
     if (!verdict.allowed) {
@@ -293,19 +347,33 @@ export class DnsProxy {
       if (!(e instanceof DnsWireError)) throw e
       // relayed as the server sent it; nothing learned, and the log shows no answers
     }
-    let enforceMs = 0
-    if (rcode === 'NOERROR' && records.length > 0 && this.opts.learn) {
-      const t0 = performance.now()
-      try {
-        this.opts.learn(p.qname, records)
-      } catch (e) {
-        this.opts.logger.error({ qname: p.qname, error: (e as Error).message }, 'dns: learning from an answer failed')
-      }
-      enforceMs = performance.now() - t0
+    const answers = records.map((r) => (r.data === undefined ? r.type : `${r.type} ${r.data as string}`))
+    if (rcode !== 'NOERROR' || records.length === 0 || !this.opts.learn) return this.release(p, msg, rcode, answers, 0)
+    const t0 = performance.now()
+    let learned: void | Promise<void> = undefined
+    try {
+      learned = this.opts.learn(p.qname, records)
+    } catch (e) {
+      this.learnFailed(p, e as Error)
     }
+    if (!learned) return this.release(p, msg, rcode, answers, performance.now() - t0)
+    const held = Buffer.from(msg) // msg may be the pump's, reused for the next datagram
+    learned.then(
+      () => this.release(p, held, rcode, answers, performance.now() - t0),
+      (e: Error) => {
+        this.learnFailed(p, e)
+        this.release(p, held, rcode, answers, performance.now() - t0)
+      },
+    )
+  }
+
+  private learnFailed(p: Allowed, e: Error): void {
+    this.opts.logger.error({ qname: p.qname, error: e.message }, 'dns: learning from an answer failed')
+  }
+
+  private release(p: Allowed, msg: Buffer, rcode: string, answers: string[], enforceMs: number): void {
     p.reply(msg)
     this.stats.allowed++
-    const answers = records.map((r) => (r.data === undefined ? r.type : `${r.type} ${r.data as string}`))
     this.logQuery(p.log, p.qname, p.qtype, p.verdict, rcode, p.started, answers, enforceMs)
   }
 
@@ -358,13 +426,14 @@ export class DnsProxy {
     this.tcpPending.set(c, pending)
     let up: TcpSocket | null = null
     const reply = (m: Buffer): void => void c.write(frame(m))
+    const flow = this.opts.flowOf ? this.opts.flowOf(client, server) : { sourceAddress: client.address, sourcePort: client.port, destAddress: server.address, destPort: server.port }
     c.setTimeout(TCP_IDLE_MS, () => c.destroy())
     c.once('close', () => {
       this.tcpPending.delete(c)
       up?.destroy()
     })
     readFrames(c, (msg) => {
-      const allowed = this.judge(msg, client, server, DNS_TCP, reply)
+      const allowed = this.judge(msg, flow, this.flowEntry(flow, DNS_TCP), reply)
       if (allowed === null) return
       const id = msg.readUInt16BE(0)
       if (pending.has(id)) return reply(answer(msg, allowed.query, RCODE.SERVFAIL)) // an id already in flight here

@@ -1,0 +1,145 @@
+// A worker thread of the proxies: one more event loop, with its own HttpProxy and/or DnsProxy
+// (UDP) on its own sockets of the proxies' SO_REUSEPORT groups, so connections and DNS clients
+// are spread over the cores. Its policy engine is built from the same inputs as the main thread's
+// (endpoints, policy files), so it judges exactly as the main thread would. Log lines are
+// batched to the main thread, which writes every thread's lines to one destination (lines never
+// interleave).
+// What DNS answers teach is learned by the main thread (one FQDN cache, one writer of the maps),
+// through a LearnRelay (learn-relay.ts: batches, and answers held until their maps are written).
+
+import { parentPort, workerData } from 'node:worker_threads'
+import pino from 'pino'
+import { PolicyEngine } from '../../policy/engine.js'
+import { proxymapLookup } from '../../redirect-bpf/map-layout.js'
+import { DnsProxy, type DnsStats } from '../dns/dns-proxy.js'
+import { LearnRelay, type LearnRequest } from '../dns/learn-relay.js'
+import { diffEndpoints, type NodeEndpoint } from './endpoints-file.js'
+import { HttpProxy, type ProxyStats } from '../http/http-proxy.js'
+import { LineBatcher } from './line-batcher.js'
+import type { HistogramSnapshot } from '../latency-histogram.js'
+
+export interface DnsLaneInput {
+  /** This thread's UDP socket of the DNS proxy's group. */
+  fd: number
+  /** Where steered datagrams were going (map-layout.ts originalDestination). */
+  proxymapFd: number
+  answerFrom: 'listener' | 'server'
+  rejectCode: 'REFUSED' | 'NXDOMAIN'
+  /** How long an answer waits for the main thread to write what it taught. */
+  maxDelayMs: number
+}
+
+export interface ProxyWorkerInput {
+  /** A listening socket of the HTTP proxy (made by the main thread, which owns the process's cgroup and netns), or none. */
+  http: { fd: number } | null
+  dns: DnsLaneInput | null
+  proxyPorts: { http: number; dns: number }
+  logLevel: string
+  /** The local CA for TLS interception (null: none). */
+  caDir: string | null
+  endpoints: NodeEndpoint[]
+  policies: Array<{ name: string; text: string }>
+  /** Names' IPs the main thread's engine has (toFQDNs), as this worker starts. */
+  fqdns: Array<{ name: string; ips: string[] }>
+}
+
+export interface HttpThreadStats {
+  stats: ProxyStats
+  connections: number
+  latency: HistogramSnapshot
+}
+
+export interface DnsThreadStats {
+  stats: DnsStats
+  latency: HistogramSnapshot
+  enforce: HistogramSnapshot
+}
+
+/** Worker to main thread. */
+export type WorkerMessage =
+  | { type: 'ready' }
+  | { type: 'log'; text: string }
+  | { type: 'stats'; http: HttpThreadStats | null; dns: DnsThreadStats | null }
+  | { type: 'dns-learn'; batch: number; answers: LearnRequest[] }
+/** Main thread to worker: stop, a change the main thread's engine has taken, or a DNS batch learned. */
+export type MainMessage =
+  | { type: 'stop' }
+  | { type: 'policy'; file: string; text: string | null }
+  | { type: 'fqdn'; name: string; ips: string[] }
+  | { type: 'endpoints'; endpoints: NodeEndpoint[] }
+  | { type: 'dns-learned'; batch: number }
+
+const input = workerData as ProxyWorkerInput
+const port = parentPort!
+const lines = new LineBatcher((text) => port.postMessage({ type: 'log', text } satisfies WorkerMessage))
+const logger = pino({ base: null, level: input.logLevel }, lines)
+
+const engine = new PolicyEngine({ proxyPorts: input.proxyPorts })
+for (const ep of input.endpoints) engine.upsertEndpoint(ep)
+for (const p of input.policies) engine.loadFile(p.name, p.text)
+for (const f of input.fqdns) engine.setFqdnIps(f.name, f.ips)
+
+const http = input.http ? new HttpProxy({ engine, logger, ...(input.caDir ? { caDir: input.caDir } : {}) }) : null
+if (http && input.http) await http.listen({ fd: input.http.fd })
+
+const relay = input.dns
+  ? new LearnRelay({
+      maxDelayMs: input.dns.maxDelayMs,
+      send: (batch, answers) => port.postMessage({ type: 'dns-learn', batch, answers } satisfies WorkerMessage),
+      onLate: (batch, held) => logger.warn({ batch, answers: held, maxDelayMs: input.dns!.maxDelayMs }, 'dns: answers released before their addresses were in the maps (max delay)'),
+    })
+  : null
+for (const f of input.fqdns) relay?.setKnown(f.name, f.ips)
+const lane = input.dns
+const dns = lane
+  ? new DnsProxy({
+      engine,
+      logger,
+      originalDestination: (address, port, out) => proxymapLookup(lane.proxymapFd, address, port, 'udp', out),
+      rejectCode: lane.rejectCode,
+      answerFrom: lane.answerFrom,
+      learn: (qname, records) => relay!.learn(qname, records),
+    })
+  : null
+if (dns && lane) await dns.listen({ fd: lane.fd })
+
+/** Counters go to the main thread (for status and metrics) every STATS_MS and at the end. */
+const STATS_MS = 1_000
+const sendStats = (): void =>
+  port.postMessage({
+    type: 'stats',
+    http: http ? { stats: http.stats, connections: http.connectionCount, latency: http.latency.snapshot() } : null,
+    dns: dns ? { stats: dns.stats, latency: dns.latency.snapshot(), enforce: dns.enforce.snapshot() } : null,
+  } satisfies WorkerMessage)
+setInterval(sendStats, STATS_MS).unref()
+let endpoints = input.endpoints
+port.on('message', (m: MainMessage) => {
+  if (m.type === 'dns-learned') return relay?.learned(m.batch)
+  if (m.type === 'endpoints') {
+    // The main thread's engine took this change: the same steps here.
+    const { upserts, removes } = diffEndpoints(endpoints, m.endpoints)
+    for (const id of removes) engine.removeEndpoint(id)
+    for (const ep of upserts) engine.upsertEndpoint(ep)
+    endpoints = m.endpoints
+    return
+  }
+  if (m.type === 'fqdn') {
+    engine.setFqdnIps(m.name, m.ips)
+    relay?.setKnown(m.name, m.ips)
+    return
+  }
+  if (m.type === 'policy') {
+    // Accepted by the main thread's engine from the same state: this one accepts it too.
+    if (m.text === null) engine.removeFile(m.file)
+    else engine.loadFile(m.file, m.text)
+    return
+  }
+  dns?.close()
+  relay?.close()
+  void (http?.close() ?? Promise.resolve()).finally(() => {
+    lines.flush()
+    sendStats()
+    port.close()
+  })
+})
+port.postMessage({ type: 'ready' } satisfies WorkerMessage)

@@ -1,0 +1,63 @@
+// Starts and stops the proxies' worker threads (proxy-worker.ts), one per extra socket of the
+// HTTP and DNS proxies' groups, writes the log lines they send, and learns from the DNS answers
+// they hold (through `learnDns`, on this thread) before telling them to release them.
+
+import { Worker } from 'node:worker_threads'
+import type { LearnRequest } from '../dns/learn-relay.js'
+import type { DnsThreadStats, HttpThreadStats, MainMessage, ProxyWorkerInput, WorkerMessage } from './proxy-worker.js'
+import type { NodeEndpoint } from './endpoints-file.js'
+
+export interface ProxyWorkers {
+  /** A policy change the main thread's engine accepted; every worker applies it too. */
+  updatePolicy(file: string, text: string | null): void
+  /** The node's endpoints as the main thread's engine now has them. */
+  updateEndpoints(endpoints: NodeEndpoint[]): void
+  /** A name's IPs as the main thread's engine now has them (toFQDNs). */
+  updateFqdn(name: string, ips: string[]): void
+  /** The workers' latest counters and durations (at most a second old), one entry per worker. */
+  stats(): Array<{ http: HttpThreadStats | null; dns: DnsThreadStats | null }>
+  stop(): Promise<void>
+}
+
+export interface WorkerHooks {
+  writeLog: (text: string) => void
+  /** Learns from the answers (writing the maps) before it returns; never throws (logs what failed). */
+  learnDns: (answers: LearnRequest[]) => void
+}
+
+export async function startProxyWorkers(inputs: ProxyWorkerInput[], hooks: WorkerHooks): Promise<ProxyWorkers> {
+  const workers = inputs.map((workerData) => new Worker(new URL('./proxy-worker.js', import.meta.url), { workerData }))
+  const latest = workers.map((): { http: HttpThreadStats | null; dns: DnsThreadStats | null } => ({ http: null, dns: null }))
+  const exited = workers.map((w) => new Promise<void>((resolve) => w.once('exit', () => resolve())))
+  const send = (m: MainMessage): void => workers.forEach((w) => w.postMessage(m))
+  const stop = async (): Promise<void> => {
+    send({ type: 'stop' })
+    // A worker's port closes once its proxies have closed and its last lines are sent.
+    const timer = setTimeout(() => workers.forEach((w) => void w.terminate()), 10_000)
+    await Promise.all(exited)
+    clearTimeout(timer)
+  }
+  try {
+    await Promise.all(
+      workers.map(
+        (w, i) =>
+          new Promise<void>((resolve, reject) => {
+            w.on('message', (m: WorkerMessage) => {
+              if (m.type === 'log') hooks.writeLog(m.text)
+              else if (m.type === 'stats') latest[i] = { http: m.http, dns: m.dns }
+              else if (m.type === 'dns-learn') {
+                hooks.learnDns(m.answers)
+                w.postMessage({ type: 'dns-learned', batch: m.batch } satisfies MainMessage)
+              } else resolve()
+            })
+            w.once('error', reject)
+            w.once('exit', (code) => reject(new Error(`proxy worker exited (${code}) before it listened`)))
+          }),
+      ),
+    )
+  } catch (e) {
+    await stop()
+    throw e
+  }
+  return { stop, updatePolicy: (file, text) => send({ type: 'policy', file, text }), updateFqdn: (name, ips) => send({ type: 'fqdn', name, ips }), updateEndpoints: (endpoints) => send({ type: 'endpoints', endpoints }), stats: () => latest }
+}

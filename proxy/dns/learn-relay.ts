@@ -1,0 +1,99 @@
+// How a DNS proxy thread that does not own the FQDN cache has its answers learned: the answers
+// read together (one turn of the event loop) go to the owner in one batch. An answer that names
+// only addresses the maps already allow for its names (as the owner last said) is released at
+// once, and the batch only renews them; any other is held until the owner says the batch is
+// learned (maps written), or until maxDelayMs has passed: then it is released anyway and
+// `onLate` is told (Cilium's --tofqdns-proxy-response-max-delay does the same). Pure: the
+// caller carries batches to the owner and back.
+
+import type { AnswerRecord } from './fqdn-cache.js'
+
+/** An answer for the owner to learn from. */
+export interface LearnRequest {
+  qname: string
+  records: AnswerRecord[]
+}
+
+export interface LearnRelayOptions {
+  /** Carries a batch to the owner, which calls learned(id) once it has learned from it. */
+  send: (id: number, answers: LearnRequest[]) => void
+  maxDelayMs: number
+  /** Answers of batch `id` released because the owner took longer than maxDelayMs. */
+  onLate: (id: number, held: number) => void
+}
+
+interface Batch {
+  id: number
+  answers: LearnRequest[]
+  release: Array<() => void>
+}
+
+export class LearnRelay {
+  /** Each name's addresses as the owner (and so the maps) has them. */
+  private readonly known = new Map<string, Set<string>>()
+  private collecting: Batch | null = null
+  private nextId = 0
+  private readonly waiting = new Map<number, { release: Array<() => void>; timer: NodeJS.Timeout }>()
+
+  constructor(private readonly opts: LearnRelayOptions) {}
+
+  /** A name's addresses as the owner now has them (none: forgotten). */
+  setKnown(name: string, ips: readonly string[]): void {
+    if (ips.length === 0) this.known.delete(name)
+    else this.known.set(name, new Set(ips))
+  }
+
+  /** For DnsProxy's learn: nothing to wait for, or a promise settled when the answer may go. */
+  learn(qname: string, records: readonly AnswerRecord[]): Promise<void> | void {
+    if (this.collecting === null) {
+      this.collecting = { id: this.nextId++, answers: [], release: [] }
+      setImmediate(() => this.send()) // after the datagrams read together, so they go as one
+    }
+    const batch = this.collecting
+    batch.answers.push({ qname, records: records.slice() })
+    if (this.allowedAlready(qname, records)) return
+    return new Promise((resolve) => batch.release.push(resolve))
+  }
+
+  /** The owner has learned from batch `id`: its held answers go. */
+  learned(id: number): void {
+    const w = this.waiting.get(id)
+    if (!w) return // released already (max delay)
+    this.waiting.delete(id)
+    clearTimeout(w.timer)
+    for (const release of w.release) release()
+  }
+
+  /** Releases everything held (the thread is stopping). */
+  close(): void {
+    for (const id of [...this.waiting.keys()]) this.learned(id)
+  }
+
+  private send(): void {
+    const b = this.collecting!
+    this.collecting = null
+    if (b.release.length > 0) {
+      const timer = setTimeout(() => {
+        this.waiting.delete(b.id)
+        this.opts.onLate(b.id, b.release.length)
+        for (const release of b.release) release()
+      }, this.opts.maxDelayMs)
+      this.waiting.set(b.id, { release: b.release, timer })
+    }
+    this.opts.send(b.id, b.answers)
+  }
+
+  /**
+   * Whether every A record's address is one the maps allow for the question's name and for every
+   * CNAME target in the answer (what the owner files them under): nothing to wait for.
+   */
+  private allowedAlready(qname: string, records: readonly AnswerRecord[]): boolean {
+    const names = [this.known.get(qname)]
+    for (const r of records) if (r.type === 'CNAME') names.push(this.known.get(String(r.data).toLowerCase()))
+    for (const r of records) {
+      if (r.type !== 'A') continue
+      for (const ips of names) if (ips === undefined || !ips.has(r.data as string)) return false
+    }
+    return true
+  }
+}
