@@ -27,7 +27,7 @@ export interface CacheEntry {
 }
 
 function norm(name: string): string {
-  return name.toLowerCase().replace(/\.$/, '')
+  return (name.endsWith('.') ? name.slice(0, -1) : name).toLowerCase()
 }
 
 export class FqdnCache {
@@ -46,30 +46,29 @@ export class FqdnCache {
    * changed (not those whose IPs were only renewed).
    */
   learn(qname: string, answers: readonly AnswerRecord[], now: number): string[] {
-    const cnames = new Map<string, string>()
-    for (const r of answers) if (r.type === 'CNAME' && typeof r.data === 'string') cnames.set(norm(r.name), norm(r.data))
-    // The chain from the question, bounded (a loop in a bad answer ends it).
+    // The chain from the question, bounded (a loop in a bad answer ends it). Most answers have
+    // no CNAME: then it is the question alone, and nothing is built for it.
     const chain = [norm(qname)]
-    for (let next = cnames.get(chain[0]!); next !== undefined && chain.length <= 16 && !chain.includes(next); next = cnames.get(next)) chain.push(next)
-    const onChain = new Set(chain)
-    const found: Array<{ ip: string; expiresAt: number }> = []
-    for (const r of answers) {
-      if (r.type !== 'A' || typeof r.data !== 'string' || !onChain.has(norm(r.name))) continue
-      found.push({ ip: r.data, expiresAt: now + Math.max((r.ttl ?? 0) * 1000, this.minTtlMs) })
+    if (answers.some((r) => r.type === 'CNAME')) {
+      const cnames = new Map<string, string>()
+      for (const r of answers) if (r.type === 'CNAME' && typeof r.data === 'string') cnames.set(norm(r.name), norm(r.data))
+      for (let next = cnames.get(chain[0]!); next !== undefined && chain.length <= 16 && !chain.includes(next); next = cnames.get(next)) chain.push(next)
     }
-    if (found.length === 0) return []
     const changed: string[] = []
     for (const name of chain) {
-      const ips = this.names.get(name) ?? new Map<string, number>()
-      const before = new Set(ips.keys())
-      for (const f of found) {
-        const known = ips.get(f.ip)
-        ips.delete(f.ip) // re-inserted: most recently learned last
-        ips.set(f.ip, Math.max(f.expiresAt, known ?? 0))
+      let ips = this.names.get(name)
+      let grew = false
+      for (const r of answers) {
+        if (r.type !== 'A' || typeof r.data !== 'string' || !chain.includes(norm(r.name))) continue
+        if (ips === undefined) this.names.set(name, (ips = new Map()))
+        const known = ips.get(r.data)
+        if (known === undefined) grew = true
+        ips.delete(r.data) // re-inserted: most recently learned last
+        ips.set(r.data, Math.max(now + Math.max((r.ttl ?? 0) * 1000, this.minTtlMs), known ?? 0))
       }
-      while (ips.size > this.maxIps) ips.delete(ips.keys().next().value!)
-      this.names.set(name, ips)
-      if (ips.size !== before.size || [...ips.keys()].some((ip) => !before.has(ip))) changed.push(name)
+      // Over the limit only when an address was added, so the set changed either way.
+      while (ips !== undefined && ips.size > this.maxIps) ips.delete(ips.keys().next().value!)
+      if (grew) changed.push(name)
     }
     return changed
   }
