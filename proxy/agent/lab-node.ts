@@ -451,7 +451,6 @@ const admin = values.admin
     })
   : null
 
-/** What the agent is doing, for `l7proxy status`. */
 function workerStats(): ReturnType<ProxyWorkers['stats']> {
   return workers?.stats() ?? []
 }
@@ -467,10 +466,15 @@ function httpTotals(): { requests: Record<string, number>; connections: number }
   return { requests, connections }
 }
 
+/** Each DNS proxy thread's counters (the other threads' at most a second old). */
+function dnsByThread(): DnsStats[] {
+  return values.dns === 'builtin' ? [{ ...dns.stats }, ...workerStats().flatMap((w) => (w.dns ? [w.dns.stats] : []))] : []
+}
+
 /** Every DNS proxy thread's counters, summed. */
 function dnsTotals(): DnsStats {
-  const total = { ...dns.stats }
-  for (const w of workerStats()) for (const k of Object.keys(total) as Array<keyof DnsStats>) total[k] += w.dns?.stats[k] ?? 0
+  const total = { allowed: 0, denied: 0, invalid: 0, timedOut: 0 }
+  for (const t of dnsByThread()) for (const k of Object.keys(total) as Array<keyof DnsStats>) total[k] += t[k]
   return total
 }
 
@@ -481,6 +485,7 @@ function kernelPacketTotals(): Record<string, number> {
   return kernel
 }
 
+/** What the agent is doing, for `l7proxy status`. */
 function agentStatus(): Record<string, unknown> {
   const { requests, connections } = httpTotals()
   const kernel = kernelPacketTotals()
@@ -492,7 +497,7 @@ function agentStatus(): Record<string, unknown> {
     endpoints: endpoints.length,
     identities: [...engine.identities.all()].length,
     http: proxy ? { listening: `${proxyAddress}:${HTTP_PORT}`, threads, connections, requests } : { listening: 'external', threads: 0 },
-    dns: { listening: `${proxyAddress}:${DNS_PORT}/udp`, threads: dnsFds.length, queries: dnsTotals() },
+    dns: { listening: `${proxyAddress}:${DNS_PORT}/udp`, threads: dnsFds.length, queries: dnsTotals(), queriesByThread: dnsByThread() },
     kernelPackets: kernel,
   }
 }
