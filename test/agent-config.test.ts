@@ -22,7 +22,7 @@ t.test('defaults: the lab main, sk-assign, the example policies, paths named by 
     bpffs: '/run/l7proxy/agent-bpffs-main',
     stateDirectory: '/run/l7proxy/state-main',
     caDirectory: '/var/lib/l7proxy/ca',
-    dns: { rejectCode: 'REFUSED', minTtlSeconds: 3600, maxIpsPerName: 50 },
+    dns: { rejectCode: 'REFUSED', minTtlSeconds: 3600, maxIpsPerName: 50, maxDelayMs: 100 },
     logging: { level: 'info' },
     admin: { socket: '/run/l7proxy/agent-main.sock', metrics: { address: '127.0.0.1', port: 9962 } },
   })
@@ -50,6 +50,7 @@ const BAD: Array<[string, string, RegExp]> = [
   ['relative endpoints file', 'endpointsFile: endpoints.yaml\n', /endpointsFile: 'endpoints\.yaml' is not an absolute path/],
   ['bad reject code', 'dns: { rejectCode: SERVFAIL }\n', /dns\.rejectCode: unknown reject code 'SERVFAIL'; expected one of: REFUSED, NXDOMAIN/],
   ['no IPs per name', 'dns: { maxIpsPerName: 0 }\n', /dns\.maxIpsPerName: expected an integer from 1 to 10000/],
+  ['no delay', 'dns: { maxDelayMs: 0 }\n', /dns\.maxDelayMs: expected an integer from 1 to 10000/],
   ['bad log level', 'logging: { level: loud }\n', /logging\.level: unknown log level 'loud'/],
   ['bad metrics address', 'admin: { metrics: localhost:9962 }\n', /^c\.yaml:1:19: admin\.metrics: 'localhost:9962' is not ADDRESS:PORT \(e\.g\. 127\.0\.0\.1:9962\) or off/],
   ['metrics port out of range', 'admin: { metrics: 127.0.0.1:99999 }\n', /admin\.metrics: '127\.0\.0\.1:99999' is not ADDRESS:PORT/],

@@ -10,7 +10,7 @@
 //   bpffs: /run/l7proxy/agent-bpffs-main
 //   stateDirectory: /run/l7proxy/state-main   # the FQDN cache, kept across restarts
 //   caDirectory: /var/lib/l7proxy/ca          # the local CA for TLS interception (l7proxy certs init)
-//   dns: { rejectCode: REFUSED, minTtlSeconds: 3600, maxIpsPerName: 50 }
+//   dns: { rejectCode: REFUSED, minTtlSeconds: 3600, maxIpsPerName: 50, maxDelayMs: 100 }
 //   logging: { level: info }       # trace | debug | info | warn | error | fatal
 //   admin: { socket: /run/l7proxy/agent-main.sock, metrics: 127.0.0.1:9962 }   # metrics: off for none
 
@@ -38,7 +38,8 @@ export interface AgentConfig {
   bpffs: string
   stateDirectory: string
   caDirectory: string
-  dns: { rejectCode: RejectCode; minTtlSeconds: number; maxIpsPerName: number }
+  /** maxDelayMs: how long a DNS thread holds an answer for the maps to allow what it taught. */
+  dns: { rejectCode: RejectCode; minTtlSeconds: number; maxIpsPerName: number; maxDelayMs: number }
   logging: { level: LogLevel }
   /** metrics: where Prometheus scrapes /metrics (address:port, in the namespace the agent is started in), or null. */
   admin: { socket: string; metrics: { address: string; port: number } | null }
@@ -57,7 +58,7 @@ export interface ConfigLayer {
   bpffs?: string
   stateDirectory?: string
   caDirectory?: string
-  dns?: { rejectCode?: RejectCode; minTtlSeconds?: number; maxIpsPerName?: number }
+  dns?: { rejectCode?: RejectCode; minTtlSeconds?: number; maxIpsPerName?: number; maxDelayMs?: number }
   logging?: { level?: LogLevel }
   admin?: { socket?: string; metrics?: { address: string; port: number } | null }
 }
@@ -82,8 +83,9 @@ export function defaultConfig(lab = DEFAULT_LAB): AgentConfig {
     // Like Cilium's /var/run/cilium: kept across agent restarts, not across reboots.
     stateDirectory: `/run/l7proxy/state-${lab}`,
     caDirectory: DEFAULT_CA_DIR,
-    // Cilium's defaults: --tofqdns-min-ttl, --tofqdns-endpoint-max-ip-per-hostname.
-    dns: { rejectCode: 'REFUSED', minTtlSeconds: 3600, maxIpsPerName: 50 },
+    // Cilium's defaults: --tofqdns-min-ttl, --tofqdns-endpoint-max-ip-per-hostname,
+    // --tofqdns-proxy-response-max-delay.
+    dns: { rejectCode: 'REFUSED', minTtlSeconds: 3600, maxIpsPerName: 50, maxDelayMs: 100 },
     logging: { level: 'info' },
     // Next to Cilium's agent (9962), as Envoy's (9964) is.
     admin: { socket: agentSocketPath(lab), metrics: { address: '127.0.0.1', port: 9962 } },
@@ -144,12 +146,13 @@ export function parseConfigText(text: string, file: string): ConfigLayer {
       if (proxy.threads) out.proxy.threads = proxy.threads.integer(0, 64) ?? undefined
       if (out.proxy.httpPort !== undefined && out.proxy.httpPort === out.proxy.dnsPort) proxy.dnsPort!.fail('the DNS proxy needs a port of its own')
     }
-    const dns = f.dns?.fields(['rejectCode', 'minTtlSeconds', 'maxIpsPerName'])
+    const dns = f.dns?.fields(['rejectCode', 'minTtlSeconds', 'maxIpsPerName', 'maxDelayMs'])
     if (dns) {
       out.dns = {}
       if (dns.rejectCode) out.dns.rejectCode = oneOf(dns.rejectCode, REJECT_CODES, 'reject code') ?? undefined
       if (dns.minTtlSeconds) out.dns.minTtlSeconds = dns.minTtlSeconds.integer(0, 604_800) ?? undefined
       if (dns.maxIpsPerName) out.dns.maxIpsPerName = dns.maxIpsPerName.integer(1, 10_000) ?? undefined
+      if (dns.maxDelayMs) out.dns.maxDelayMs = dns.maxDelayMs.integer(1, 10_000) ?? undefined
     }
     const logging = f.logging?.fields(['level'])
     if (logging?.level) out.logging = { level: oneOf(logging.level, LOG_LEVELS, 'log level') ?? undefined }
@@ -200,7 +203,12 @@ export function resolveConfig(layers: readonly ConfigLayer[]): AgentConfig {
     c.stateDirectory = layer.stateDirectory ?? c.stateDirectory
     c.caDirectory = layer.caDirectory ?? c.caDirectory
     c.proxy = { httpPort: layer.proxy?.httpPort ?? c.proxy.httpPort, dnsPort: layer.proxy?.dnsPort ?? c.proxy.dnsPort, threads: layer.proxy?.threads ?? c.proxy.threads }
-    c.dns = { rejectCode: layer.dns?.rejectCode ?? c.dns.rejectCode, minTtlSeconds: layer.dns?.minTtlSeconds ?? c.dns.minTtlSeconds, maxIpsPerName: layer.dns?.maxIpsPerName ?? c.dns.maxIpsPerName }
+    c.dns = {
+      rejectCode: layer.dns?.rejectCode ?? c.dns.rejectCode,
+      minTtlSeconds: layer.dns?.minTtlSeconds ?? c.dns.minTtlSeconds,
+      maxIpsPerName: layer.dns?.maxIpsPerName ?? c.dns.maxIpsPerName,
+      maxDelayMs: layer.dns?.maxDelayMs ?? c.dns.maxDelayMs,
+    }
     c.logging = { level: layer.logging?.level ?? c.logging.level }
     c.admin = { socket: layer.admin?.socket ?? c.admin.socket, metrics: layer.admin?.metrics !== undefined ? layer.admin.metrics : c.admin.metrics }
   }

@@ -4,7 +4,8 @@
 // each handed over as a view into a buffer reused by the next call, and the sends that handling
 // them queued leave in one sendmmsg per socket. Readiness comes from poll() run on libuv's
 // threadpool (koffi's async call), so the event loop never blocks waiting; once woken, the pump
-// reads until the sockets are empty (bounded) before it polls again.
+// reads until the sockets are empty (bounded), and reads again each turn of the event loop while
+// that finds datagrams: only a turn that finds none waits in poll() again.
 
 import koffi from 'koffi'
 import { libbpf } from '../../redirect-bpf/libbpf.js'
@@ -108,9 +109,10 @@ export class DatagramPump {
   private readonly pollAt: number
   private readonly pollMem: Buffer
   private closed = false
-  /** A poll() is out on the threadpool (it reads pollfds until it returns). */
-  private polling = false
+  /** A poll() is out on the threadpool (it reads pollfds until it returns), or a drain is due. */
+  private waiting = false
   private draining = false
+  private freed = false
 
   /** Reads the sockets `receive` with `onDatagram`; `send` may go to any socket. */
   constructor(
@@ -177,11 +179,13 @@ export class DatagramPump {
     if (this.closed) return
     this.closed = true
     this.flush()
-    // A poll out on the threadpool, or a drain under way, still uses the memory: freed when it ends.
-    if (!this.polling && !this.draining) this.freeMemory()
+    // A poll out on the threadpool, or a drain under way or due, still uses the memory: freed when it ends.
+    if (!this.waiting && !this.draining) this.freeMemory()
   }
 
   private freeMemory(): void {
+    if (this.freed) return
+    this.freed = true
     this.rx.free()
     this.tx.free()
     koffi.free(this.pollPtr)
@@ -191,6 +195,7 @@ export class DatagramPump {
   private drain(): void {
     const { recvmmsg } = libbpf()
     this.draining = true
+    let total = 0
     for (let round = 0; round < MAX_ROUNDS; round++) {
       let got = 0
       for (const fd of this.receive) {
@@ -211,19 +216,21 @@ export class DatagramPump {
         }
       }
       this.flush()
+      total += got
       if (got === 0) break
     }
     this.draining = false
-    this.wait()
+    // While datagrams keep coming, read again after the event loop's other work (no poll); only
+    // a turn that found none waits in poll().
+    if (this.closed) return this.freeMemory()
+    this.waiting = true
+    if (total > 0) setImmediate(() => this.woken())
+    else libbpf().poll.async(this.pollAt, this.receive.length, POLL_MS, () => this.woken())
   }
 
-  private wait(): void {
-    if (this.closed) return this.freeMemory()
-    this.polling = true
-    libbpf().poll.async(this.pollAt, this.receive.length, POLL_MS, () => {
-      this.polling = false
-      if (this.closed) return this.freeMemory()
-      this.drain()
-    })
+  private woken(): void {
+    this.waiting = false
+    if (this.closed) this.freeMemory()
+    else this.drain()
   }
 }
