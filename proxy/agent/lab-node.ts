@@ -20,10 +20,8 @@
 
 import { existsSync, openSync, readFileSync, rmSync, unwatchFile, watchFile } from 'node:fs'
 import { join } from 'node:path'
-import { availableParallelism } from 'node:os'
 import { createServer as createHttpServer } from 'node:http'
 import type { AddressInfo, Socket } from 'node:net'
-import { parseArgs } from 'node:util'
 import pino from 'pino'
 import { LAB_HOSTS, labEndpoints, nodeIfname } from '../../lab/topology.js'
 import { PolicyEngine } from '../../policy/engine.js'
@@ -39,14 +37,13 @@ import { proxymapLookup } from '../../redirect-bpf/map-layout.js'
 import { parseMode } from '../../redirect-bpf/modes/redirect-mode.js'
 import { transparentTcpListener, transparentUdpSocket } from '../../redirect-bpf/transparent-socket.js'
 import { DnsProxy, type DnsStats } from '../dns/dns-proxy.js'
-import { FqdnCache } from '../dns/fqdn-cache.js'
-import { FqdnStore } from '../dns/fqdn-store.js'
+import { FqdnLearning } from './fqdn-learning.js'
 import type { Flow } from '../flow-verdict.js'
-import { LAB_PROXY_PORTS, labProxyAddress } from './lab-node-process.js'
+import { labProxyAddress } from './lab-node-process.js'
+import { LAB_NODE_USAGE, LabNodeUsageError, parseLabNodeArgs, type LabNodeArgs } from './lab-node-args.js'
 import { HttpProxy } from '../http/http-proxy.js'
 import { startProxyWorkers, type ProxyWorkers } from './proxy-workers.js'
 import type { ProxyWorkerInput } from './proxy-worker.js'
-import type { LearnRequest } from '../dns/learn-relay.js'
 import { LineBatcher } from './line-batcher.js'
 import { addSnapshots } from '../latency-histogram.js'
 import { terminalLines } from './log-format.js'
@@ -57,44 +54,12 @@ import { AgentMetrics } from './metrics.js'
 import { FlowFeed, FlowFilterError, parseFlowQuery } from './flow-feed.js'
 
 
-const { values } = parseArgs({
-  options: {
-    mode: { type: 'string' },
-    policy: { type: 'string' },
-    'policy-dir': { type: 'string' },
-    pin: { type: 'string' },
-    http: { type: 'string', default: 'builtin' },
-    dns: { type: 'string', default: 'builtin' },
-    'sockmap-cgroup': { type: 'string' },
-    log: { type: 'string' },
-    threads: { type: 'string' },
-    admin: { type: 'string' },
-    'http-port': { type: 'string', default: String(LAB_PROXY_PORTS.http) },
-    'dns-port': { type: 'string', default: String(LAB_PROXY_PORTS.dns) },
-    'log-level': { type: 'string', default: 'info' },
-    'dns-reject': { type: 'string', default: 'REFUSED' },
-    'dns-min-ttl': { type: 'string', default: '3600' },
-    'dns-max-ips': { type: 'string', default: '50' },
-    'dns-max-delay': { type: 'string', default: '100' },
-    state: { type: 'string' },
-    'ca-dir': { type: 'string' },
-    'metrics-fd': { type: 'string' },
-    endpoints: { type: 'string' },
-  },
-})
-const threadsArg = Number(values.threads ?? availableParallelism())
-const HTTP_PORT = Number(values['http-port'])
-const DNS_PORT = Number(values['dns-port'])
-const port = (n: number): boolean => Number.isInteger(n) && n > 0 && n < 65536
-const DNS_MIN_TTL = Number(values['dns-min-ttl'])
-const DNS_MAX_IPS = Number(values['dns-max-ips'])
-/** How long another thread's DNS proxy holds an answer for this one to write what it taught. */
-const DNS_MAX_DELAY_MS = Number(values['dns-max-delay'])
-const DNS_REJECT = values['dns-reject'] as 'REFUSED' | 'NXDOMAIN'
-const dnsOk = (DNS_REJECT === 'REFUSED' || DNS_REJECT === 'NXDOMAIN') && Number.isInteger(DNS_MIN_TTL) && DNS_MIN_TTL >= 0 && Number.isInteger(DNS_MAX_IPS) && DNS_MAX_IPS >= 1 && Number.isInteger(DNS_MAX_DELAY_MS) && DNS_MAX_DELAY_MS >= 1 && DNS_MAX_DELAY_MS <= 10_000
-const metricsFdOk = values['metrics-fd'] === undefined || /^([3-9]|[1-9]\d{1,3})$/.test(values['metrics-fd'])
-if (!metricsFdOk || !dnsOk || !port(HTTP_PORT) || !port(DNS_PORT) || !pino.levels.values[values['log-level']!] || (!values.policy && !values['policy-dir']) || !values.pin || (values.http !== 'builtin' && values.http !== 'external') || (values.dns !== 'builtin' && values.dns !== 'external') || !Number.isInteger(threadsArg) || threadsArg < 1 || threadsArg > 64) {
-  process.stderr.write('usage: lab-node --mode M --pin DIR (--policy FILE | --policy-dir DIR) [--http builtin|external] [--dns builtin|external] [--threads N (1-64)] [--sockmap-cgroup NAME] [--log FILE] [--admin SOCKET] [--http-port P] [--dns-port P] [--log-level L] [--dns-reject REFUSED|NXDOMAIN] [--dns-min-ttl S] [--dns-max-ips N] [--dns-max-delay MS] [--state DIR] [--metrics-fd N] [--endpoints FILE]\n')
+let args: LabNodeArgs
+try {
+  args = parseLabNodeArgs(process.argv.slice(2))
+} catch (e) {
+  if (!(e instanceof LabNodeUsageError)) throw e
+  process.stderr.write(`lab-node: ${e.message}\n${LAB_NODE_USAGE}\n`)
   process.exit(2)
 }
 // A stop asked for while still starting is kept and honoured once everything that has to be
@@ -103,10 +68,10 @@ let stopRequested = false
 const stopWhileStarting = (): void => void (stopRequested = true)
 process.once('SIGTERM', stopWhileStarting)
 process.once('SIGINT', stopWhileStarting)
-const mode = parseMode(values.mode ?? '')
-const engine = new PolicyEngine({ proxyPorts: { http: HTTP_PORT, dns: DNS_PORT } })
+const mode = parseMode(args.mode ?? '')
+const engine = new PolicyEngine({ proxyPorts: { http: args.httpPort, dns: args.dnsPort } })
 // The node's endpoints: the lab's, or those of an endpoints file (watched below).
-const endpointsFile = values.endpoints ?? null
+const endpointsFile = args.endpoints
 /** The endpoints file's text in force (read once here, so a change made meanwhile is not missed). */
 let endpointsText = endpointsFile ? startup(`endpoints ${endpointsFile}`, () => readFileSync(endpointsFile, 'utf8')) : ''
 let endpoints: NodeEndpoint[] = endpointsFile
@@ -118,11 +83,12 @@ for (const ep of endpoints) engine.upsertEndpoint(ep)
 // at exit.
 // The file is opened here, at once: a destination still opening when a start-up error exits
 // would throw at exit instead of letting the error's one line stand.
-const out = pino.destination({ dest: values.log ? startup(`log ${values.log}`, () => openSync(values.log!, 'a')) : 1, sync: false })
+const logFile = args.log
+const out = pino.destination({ dest: logFile ? startup(`log ${logFile}`, () => openSync(logFile, 'a')) : 1, sync: false })
 // Everything logged also feeds `l7proxy flows`.
 const feed = new FlowFeed((id) => endpoints.find((e) => e.id === id)?.ips ?? [])
 // A person at a terminal reads them as lines of text; a file or a pipe gets the JSON.
-const forTerminal = values.log === undefined && process.stdout.isTTY ? terminalLines(true) : null
+const forTerminal = args.log === null && process.stdout.isTTY ? terminalLines(true) : null
 const lines = new LineBatcher((text) => {
   out.write(forTerminal ? forTerminal(text) : text)
   feed.publishLog(text)
@@ -131,7 +97,7 @@ process.once('exit', () => {
   lines.flush()
   out.flushSync()
 })
-const logger = pino({ base: null, level: values['log-level']! }, lines)
+const logger = pino({ base: null, level: args.logLevel }, lines)
 
 /** The policy files in force, as the proxy threads must load them too. */
 const policies = new Map<string, string>()
@@ -158,8 +124,8 @@ function startup<T>(what: string, step: () => T): T {
     process.exit(1)
   }
 }
-if (values.policy) {
-  const file = values.policy
+if (args.policy) {
+  const file = args.policy
   // A bad file given by name is a start-up error.
   const text = startup(`policy ${file}`, () => {
     const t = readFileSync(file, 'utf8')
@@ -168,80 +134,55 @@ if (values.policy) {
   })
   policies.set(file, text)
 }
-const policyDir = values['policy-dir'] ? new PolicyDirectory(values['policy-dir']) : null
+const policyDir = args.policyDir ? new PolicyDirectory(args.policyDir) : null
 for (const c of policyDir?.scan() ?? []) acceptPolicy(c.file, c.text)
-// What allowed DNS answers taught (toFQDNs), restored from the last run so a restart cuts no
-// allowed name: it is in the maps before the first packet is steered.
-const fqdns = new FqdnCache({ minTtlSeconds: DNS_MIN_TTL, maxIpsPerName: DNS_MAX_IPS })
-const fqdnStore = values.state ? new FqdnStore(values.state) : null
-if (fqdnStore) {
-  const saved = fqdnStore.load()
-  if (saved.problem) logger.warn({ problem: saved.problem }, 'fqdn cache not restored')
-  const names = fqdns.restore(saved.entries, Date.now())
-  for (const name of names) engine.setFqdnIps(name, fqdns.ips(name))
-  if (names.length > 0) logger.info({ names: names.length, file: fqdnStore.file }, 'fqdn cache restored')
-}
 const proxyAddress = labProxyAddress(mode)
-const dp = startup('datapath', () => Datapath.start({ mode, pinRoot: values.pin!, proxyAddress, proxyPorts: [HTTP_PORT, DNS_PORT], ...(values['sockmap-cgroup'] ? { cgroupName: values['sockmap-cgroup'] } : {}) }))
+const dp = startup('datapath', () => Datapath.start({ mode, pinRoot: args.pin, proxyAddress, proxyPorts: [args.httpPort, args.dnsPort], ...(args.sockmapCgroup ? { cgroupName: args.sockmapCgroup } : {}) }))
 // Every veth of the lab's node carries the programs (traffic from the outside world is judged
 // at its own); those with an endpoint behind them carry its policy.
 startup('endpoints', () => {
   for (const h of LAB_HOSTS) dp.attach(nodeIfname(h.name))
   for (const ep of endpoints) dp.attach(ep.interface, ep.id)
 })
+let workers: ProxyWorkers | null = null
+// What allowed DNS answers taught, restored from the last run before the first map write, so a
+// restart cuts no allowed name.
+const fqdns = new FqdnLearning({
+  engine,
+  logger,
+  cache: { minTtlSeconds: args.dnsMinTtlSeconds, maxIpsPerName: args.dnsMaxIps },
+  stateDir: args.state,
+  writeMaps: () => dp.apply(engine.takeDelta()),
+  liveDestinations: () => dp.liveDestinations(),
+  tellThreads: (name, ips) => workers?.updateFqdn(name, ips),
+})
 dp.apply(engine.takeDelta())
 
 // The DNS proxy, one per thread over UDP (TCP on this one): answers leave from the server the
 // client asked, through a transparent socket bound to that address (in dnat mode conntrack
 // rewrites the proxy's own answers back). What answers teach is learned on this thread.
-let workers: ProxyWorkers | null = null
-// Learned or expired names' IPs go to the engine, the maps and every proxy thread, and are saved.
-function applyFqdnChanges(names: readonly string[]): void {
-  if (names.length === 0) return
-  for (const name of names) engine.setFqdnIps(name, fqdns.ips(name))
-  dp.apply(engine.takeDelta())
-  for (const name of names) workers?.updateFqdn(name, fqdns.ips(name))
-  fqdnStore?.save(fqdns.entries())
-}
-// Expired addresses a connection still uses stay until it is gone (conntrack, read only when
-// something expires).
-setInterval(() => {
-  let live: Set<string> | null = null
-  applyFqdnChanges(fqdns.expire(Date.now(), (ip) => (live ??= dp.liveDestinations()).has(ip)))
-}, 1_000).unref()
 const dns: DnsProxy = new DnsProxy({
   engine,
   logger,
   originalDestination: (address, port, out) => proxymapLookup(dp.proxymapFd, address, port, 'udp', out),
   ...(mode === 'dnat' ? { tcpOriginalDestination: (s: Socket) => dp.originalDestination(s.remoteAddress!, s.remotePort!, 'tcp') } : {}),
-  rejectCode: DNS_REJECT,
-  learn: (qname, answers) => applyFqdnChanges(fqdns.learn(qname, answers, Date.now())),
+  rejectCode: args.dnsReject,
+  learn: (qname, answers) => fqdns.learn(qname, answers),
   answerFrom: mode === 'dnat' ? 'listener' : 'server',
 })
-/** Learns from answers other threads' DNS proxies hold, all of them before the maps are written once. */
-function learnDns(answers: readonly LearnRequest[]): void {
-  const now = Date.now()
-  const changed = new Set<string>()
-  try {
-    for (const a of answers) for (const name of fqdns.learn(a.qname, a.records, now)) changed.add(name)
-    applyFqdnChanges([...changed])
-  } catch (e) {
-    logger.error({ answers: answers.length, error: (e as Error).message }, 'dns: learning from answers failed')
-  }
-}
 // --dns external: the port is left to another DNS proxy (a benchmark's dnsdist).
-const dnsFds = values.dns === 'builtin' ? Array.from({ length: threadsArg }, () => transparentUdpSocket(proxyAddress, DNS_PORT, { reusePort: true })) : []
-if (values.dns === 'builtin') {
-  const tcpFd = transparentTcpListener(proxyAddress, DNS_PORT)
-  dp.addProxyListener(DNS_PORT, tcpFd)
+const dnsFds = args.dns === 'builtin' ? Array.from({ length: args.threads }, () => transparentUdpSocket(proxyAddress, args.dnsPort, { reusePort: true })) : []
+if (args.dns === 'builtin') {
+  const tcpFd = transparentTcpListener(proxyAddress, args.dnsPort)
+  dp.addProxyListener(args.dnsPort, tcpFd)
   await dns.listen({ fd: dnsFds[0]!, tcpFd })
 }
 
 let proxy: HttpProxy | null = null
 // dnat: one HTTP thread (only this one reads the proxymap for TCP).
-const threads = mode === 'dnat' ? 1 : threadsArg
+const threads = mode === 'dnat' ? 1 : args.threads
 let httpFds: number[] = []
-if (values.http === 'builtin') {
+if (args.http === 'builtin') {
   // Where a connection was going: getsockname, or in dnat mode the proxymap.
   const flowOf =
     mode === 'dnat'
@@ -250,13 +191,13 @@ if (values.http === 'builtin') {
           return { sourceAddress: socket.remoteAddress!, sourcePort: socket.remotePort!, destAddress: d?.address ?? '0.0.0.0', destPort: d?.port ?? 0 }
         }
       : undefined
-  proxy = new HttpProxy({ engine, logger, ...(flowOf ? { flowOf } : {}), ...(values['ca-dir'] ? { caDir: values['ca-dir'] } : {}) })
+  proxy = new HttpProxy({ engine, logger, ...(flowOf ? { flowOf } : {}), ...(args.caDir ? { caDir: args.caDir } : {}) })
   // sockmap: the proxy's sockets must be in the cgroup sock_ops watches; accepted sockets take
   // the listener's cgroup, fixed when it is made.
   if (dp.cgroup) joinCgroup(dp.cgroup)
-  httpFds = Array.from({ length: threads }, () => transparentTcpListener(proxyAddress, HTTP_PORT, { reusePort: true }))
+  httpFds = Array.from({ length: threads }, () => transparentTcpListener(proxyAddress, args.httpPort, { reusePort: true }))
   if (dp.cgroup) joinCgroup(cgroup2Root())
-  dp.addProxyListener(HTTP_PORT, httpFds[0]!)
+  dp.addProxyListener(args.httpPort, httpFds[0]!)
   await proxy.listen({ fd: httpFds[0]! })
 }
 // The other threads: each with an HTTP proxy, a DNS proxy, or both, on the groups' other sockets.
@@ -265,16 +206,16 @@ for (let i = 1; i < Math.max(httpFds.length, dnsFds.length); i++) {
   const udp = dnsFds[i]
   workerInputs.push({
     http: httpFds[i] === undefined ? null : { fd: httpFds[i]! },
-    dns: udp === undefined ? null : { fd: udp, proxymapFd: dp.proxymapFd, answerFrom: mode === 'dnat' ? 'listener' : 'server', rejectCode: DNS_REJECT, maxDelayMs: DNS_MAX_DELAY_MS },
-    proxyPorts: { http: HTTP_PORT, dns: DNS_PORT },
-    caDir: values['ca-dir'] ?? null,
-    logLevel: values['log-level']!,
+    dns: udp === undefined ? null : { fd: udp, proxymapFd: dp.proxymapFd, answerFrom: mode === 'dnat' ? 'listener' : 'server', rejectCode: args.dnsReject, maxDelayMs: args.dnsMaxDelayMs },
+    proxyPorts: { http: args.httpPort, dns: args.dnsPort },
+    caDir: args.caDir,
+    logLevel: args.logLevel,
     endpoints,
-    fqdns: fqdns.entries().map((e) => ({ name: e.name, ips: e.ips.map((i) => i.ip) })),
+    fqdns: fqdns.names(),
     policies: [...policies].map(([name, text]) => ({ name, text })),
   })
 }
-if (workerInputs.length > 0) workers = await startProxyWorkers(workerInputs, { writeLog: (text) => lines.write(text), learnDns })
+if (workerInputs.length > 0) workers = await startProxyWorkers(workerInputs, { writeLog: (text) => lines.write(text), learnDns: (answers) => fqdns.learnAll(answers) })
 
 const metrics = new AgentMetrics({
   httpRequests: () => httpTotals().requests,
@@ -390,12 +331,12 @@ if (endpointsFile) {
 }
 
 // Prometheus' scrape endpoint on a listener the agent command made in its own namespace.
-const metricsServer = values['metrics-fd'] === undefined ? null : createHttpServer((req, res) => {
+const metricsServer = args.metricsFd === null ? null : createHttpServer((req, res) => {
   if (req.method !== 'GET' || new URL(req.url ?? '/', 'http://agent').pathname !== '/metrics') return void res.writeHead(404).end('only GET /metrics here\n')
   void metrics.text().then((text) => res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(text), () => res.writeHead(500).end())
 })
 if (metricsServer) {
-  await new Promise<void>((resolve) => metricsServer.listen({ fd: Number(values['metrics-fd']) }, resolve))
+  await new Promise<void>((resolve) => metricsServer.listen({ fd: args.metricsFd }, resolve))
   const a = metricsServer.address() as AddressInfo
   logger.info({ url: `http://${a.address}:${a.port}/metrics` }, 'metrics served')
 }
@@ -410,8 +351,8 @@ function flowQuery(q: URLSearchParams): ReturnType<typeof parseFlowQuery> {
     throw e instanceof FlowFilterError ? new AdminQueryError(e.message) : e
   }
 }
-const admin = values.admin
-  ? await startAdminServer(values.admin, {
+const admin = args.admin
+  ? await startAdminServer(args.admin, {
       '/v1/status': () => agentStatus(),
       '/v1/endpoints': () =>
         endpoints.map((ep) => {
@@ -430,12 +371,11 @@ const admin = values.admin
         },
       },
       '/v1/fqdn': () => fqdns.entries(),
-      '/v1/policy': () => ({ revision: engine.policyRevision, directory: values['policy-dir'] ?? null, files: [...policies].map(([file, text]) => ({ file, text })) }),
+      '/v1/policy': () => ({ revision: engine.policyRevision, directory: args.policyDir, files: [...policies].map(([file, text]) => ({ file, text })) }),
       'POST /v1/policy/import': (q, body) => importPolicy(q.get('name'), body),
       // Forgetting names takes their addresses out of the maps: connections to them are cut.
       'POST /v1/fqdn/clean': () => {
-        const removed = fqdns.clear()
-        applyFqdnChanges(removed)
+        const removed = fqdns.clean()
         logger.info({ names: removed.length }, 'fqdn cache cleaned')
         return { removed }
       },
@@ -468,7 +408,7 @@ function httpTotals(): { requests: Record<string, number>; connections: number }
 
 /** Each DNS proxy thread's counters (the other threads' at most a second old). */
 function dnsByThread(): DnsStats[] {
-  return values.dns === 'builtin' ? [{ ...dns.stats }, ...workerStats().flatMap((w) => (w.dns ? [w.dns.stats] : []))] : []
+  return args.dns === 'builtin' ? [{ ...dns.stats }, ...workerStats().flatMap((w) => (w.dns ? [w.dns.stats] : []))] : []
 }
 
 /** Every DNS proxy thread's counters, summed. */
@@ -493,11 +433,11 @@ function agentStatus(): Record<string, unknown> {
     mode,
     pid: process.pid,
     uptimeSeconds: Math.round((Date.now() - startedAt) / 1000),
-    policy: { revision: engine.policyRevision, files: [...policies.keys()], directory: values['policy-dir'] ?? null },
+    policy: { revision: engine.policyRevision, files: [...policies.keys()], directory: args.policyDir },
     endpoints: endpoints.length,
     identities: [...engine.identities.all()].length,
-    http: proxy ? { listening: `${proxyAddress}:${HTTP_PORT}`, threads, connections, requests } : { listening: 'external', threads: 0 },
-    dns: { listening: `${proxyAddress}:${DNS_PORT}/udp`, threads: dnsFds.length, queries: dnsTotals(), queriesByThread: dnsByThread() },
+    http: proxy ? { listening: `${proxyAddress}:${args.httpPort}`, threads, connections, requests } : { listening: 'external', threads: 0 },
+    dns: { listening: `${proxyAddress}:${args.dnsPort}/udp`, threads: dnsFds.length, queries: dnsTotals(), queriesByThread: dnsByThread() },
     kernelPackets: kernel,
   }
 }
@@ -505,6 +445,7 @@ logger.info({ mode, policies: [...policies.keys()], revision: engine.policyRevis
 process.stdout.write('READY\n')
 const shutdown = (): void => {
   policyDir?.close()
+  fqdns.close()
   if (endpointsFile) unwatchFile(endpointsFile)
   dns.close()
   metricsServer?.close()
@@ -514,7 +455,7 @@ const shutdown = (): void => {
     const totals = { httpRequests: httpTotals().requests, dnsQueries: dnsTotals(), kernelPackets: kernelPacketTotals() }
     logger.info({ mode, httpThreads: proxy ? threads : 0, ...totals, ...(dp.cgroup ? { sockmap: dp.sockmapStats() } : {}) }, 'datapath stopped')
     dp.stop()
-    removeBpffs(values.pin!)
+    removeBpffs(args.pin)
     process.exit(0)
   })
 }
