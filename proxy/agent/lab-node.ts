@@ -36,7 +36,7 @@ import { Datapath } from '../../redirect-bpf/datapath.js'
 import { proxymapLookup } from '../../redirect-bpf/map-layout.js'
 import { parseMode } from '../../redirect-bpf/modes/redirect-mode.js'
 import { transparentTcpListener, transparentUdpSocket } from '../../redirect-bpf/transparent-socket.js'
-import { DnsProxy, type DnsStats } from '../dns/dns-proxy.js'
+import { DnsProxy } from '../dns/dns-proxy.js'
 import { FqdnLearning } from './fqdn-learning.js'
 import type { Flow } from '../flow-verdict.js'
 import { labProxyAddress } from './lab-node-process.js'
@@ -45,7 +45,7 @@ import { HttpProxy } from '../http/http-proxy.js'
 import { startProxyWorkers, type ProxyWorkers } from './proxy-workers.js'
 import type { ProxyWorkerInput } from './proxy-worker.js'
 import { LineBatcher } from './line-batcher.js'
-import { addSnapshots } from '../latency-histogram.js'
+import { ProxyTotals } from './proxy-totals.js'
 import { terminalLines } from './log-format.js'
 import { PolicyDirectory, type PolicyFileChange } from './policy-dir.js'
 import { diffEndpoints, parseEndpointsText, type NodeEndpoint } from './endpoints-file.js'
@@ -217,18 +217,16 @@ for (let i = 1; i < Math.max(httpFds.length, dnsFds.length); i++) {
 }
 if (workerInputs.length > 0) workers = await startProxyWorkers(workerInputs, { writeLog: (text) => lines.write(text), learnDns: (answers) => fqdns.learnAll(answers) })
 
+const totals = new ProxyTotals({ http: () => proxy, dns: () => (args.dns === 'builtin' ? dns : null), workers: () => workers })
 const metrics = new AgentMetrics({
-  httpRequests: () => httpTotals().requests,
-  httpConnections: () => httpTotals().connections,
-  dnsQueries: () => ({ ...dnsTotals() }),
+  httpRequests: () => ({ ...totals.http().requests }),
+  httpConnections: () => totals.http().connections,
+  dnsQueries: () => ({ ...totals.dns() }),
   fqdnNames: () => fqdns.entries().length,
   kernelCounters: () => dp.counters(),
   policyRevision: () => engine.policyRevision,
-  requestDurations: () => ({
-    http: addSnapshots([...(proxy ? [proxy.latency.snapshot()] : []), ...workerStats().flatMap((w) => (w.http ? [w.http.latency] : []))]),
-    dns: addSnapshots([dns.latency.snapshot(), ...workerStats().flatMap((w) => (w.dns ? [w.dns.latency] : []))]),
-  }),
-  dnsEnforce: () => addSnapshots([dns.enforce.snapshot(), ...workerStats().flatMap((w) => (w.dns ? [w.dns.enforce] : []))]),
+  requestDurations: () => ({ http: totals.httpDurations(), dns: totals.dnsDurations() }),
+  dnsEnforce: () => totals.dnsEnforce(),
 })
 
 // Live policy: each accepted change reaches the kernel maps, then every proxy thread. Returns
@@ -391,33 +389,6 @@ const admin = args.admin
     })
   : null
 
-function workerStats(): ReturnType<ProxyWorkers['stats']> {
-  return workers?.stats() ?? []
-}
-
-/** Every HTTP proxy thread's counters, summed. */
-function httpTotals(): { requests: Record<string, number>; connections: number } {
-  const requests = { allowed: 0, denied: 0, invalid: 0, upstreamFailed: 0 }
-  let connections = 0
-  for (const t of [...(proxy ? [{ stats: proxy.stats, connections: proxy.connectionCount }] : []), ...workerStats().flatMap((w) => (w.http ? [w.http] : []))]) {
-    for (const k of Object.keys(requests) as Array<keyof typeof requests>) requests[k] += t.stats[k]
-    connections += t.connections
-  }
-  return { requests, connections }
-}
-
-/** Each DNS proxy thread's counters (the other threads' at most a second old). */
-function dnsByThread(): DnsStats[] {
-  return args.dns === 'builtin' ? [{ ...dns.stats }, ...workerStats().flatMap((w) => (w.dns ? [w.dns.stats] : []))] : []
-}
-
-/** Every DNS proxy thread's counters, summed. */
-function dnsTotals(): DnsStats {
-  const total = { allowed: 0, denied: 0, invalid: 0, timedOut: 0 }
-  for (const t of dnsByThread()) for (const k of Object.keys(total) as Array<keyof DnsStats>) total[k] += t[k]
-  return total
-}
-
 /** Packets the kernel counted, by verdict, over every endpoint. */
 function kernelPacketTotals(): Record<string, number> {
   const kernel: Record<string, number> = {}
@@ -427,7 +398,7 @@ function kernelPacketTotals(): Record<string, number> {
 
 /** What the agent is doing, for `l7proxy status`. */
 function agentStatus(): Record<string, unknown> {
-  const { requests, connections } = httpTotals()
+  const { requests, connections } = totals.http()
   const kernel = kernelPacketTotals()
   return {
     mode,
@@ -437,7 +408,7 @@ function agentStatus(): Record<string, unknown> {
     endpoints: endpoints.length,
     identities: [...engine.identities.all()].length,
     http: proxy ? { listening: `${proxyAddress}:${args.httpPort}`, threads, connections, requests } : { listening: 'external', threads: 0 },
-    dns: { listening: `${proxyAddress}:${args.dnsPort}/udp`, threads: dnsFds.length, queries: dnsTotals(), queriesByThread: dnsByThread() },
+    dns: { listening: `${proxyAddress}:${args.dnsPort}/udp`, threads: dnsFds.length, queries: totals.dns(), queriesByThread: totals.dnsByThread() },
     kernelPackets: kernel,
   }
 }
@@ -452,8 +423,8 @@ const shutdown = (): void => {
   metricsServer?.closeAllConnections()
   void Promise.all([proxy?.close(), workers?.stop(), admin?.close()]).finally(() => {
     // What the process counted over its life: benchmarks read it to confirm the path taken.
-    const totals = { httpRequests: httpTotals().requests, dnsQueries: dnsTotals(), kernelPackets: kernelPacketTotals() }
-    logger.info({ mode, httpThreads: proxy ? threads : 0, ...totals, ...(dp.cgroup ? { sockmap: dp.sockmapStats() } : {}) }, 'datapath stopped')
+    const counted = { httpRequests: totals.http().requests, dnsQueries: totals.dns(), kernelPackets: kernelPacketTotals() }
+    logger.info({ mode, httpThreads: proxy ? threads : 0, ...counted, ...(dp.cgroup ? { sockmap: dp.sockmapStats() } : {}) }, 'datapath stopped')
     dp.stop()
     removeBpffs(args.pin)
     process.exit(0)
