@@ -89,10 +89,12 @@ const out = pino.destination({ dest: logFile ? startup(`log ${logFile}`, () => o
 const feed = new FlowFeed((id) => endpoints.find((e) => e.id === id)?.ips ?? [])
 // A person at a terminal reads them as lines of text; a file or a pipe gets the JSON.
 const forTerminal = args.log === null && process.stdout.isTTY ? terminalLines(true) : null
-const lines = new LineBatcher((text) => {
+/** Writes whole lines out (a batch: this thread's, or one another thread sent). */
+function writeLines(text: string): void {
   out.write(forTerminal ? forTerminal(text) : text)
   feed.publishLog(text)
-})
+}
+const lines = new LineBatcher(writeLines)
 process.once('exit', () => {
   lines.flush()
   out.flushSync()
@@ -215,7 +217,7 @@ for (let i = 1; i < Math.max(httpFds.length, dnsFds.length); i++) {
     policies: [...policies].map(([name, text]) => ({ name, text })),
   })
 }
-if (workerInputs.length > 0) workers = await startProxyWorkers(workerInputs, { writeLog: (text) => lines.write(text), learnDns: (answers) => fqdns.learnAll(answers) })
+if (workerInputs.length > 0) workers = await startProxyWorkers(workerInputs, { writeLog: writeLines, learnDns: (answers) => fqdns.learnAll(answers) })
 
 const totals = new ProxyTotals({ http: () => proxy, dns: () => (args.dns === 'builtin' ? dns : null), workers: () => workers })
 const metrics = new AgentMetrics({
