@@ -49,11 +49,14 @@ t.test('an answer reaches the engine, the maps and the threads; the same one aga
   s.learning.learnAll([{ qname: 'bad.empire', records: null as unknown as AnswerRecord[] }])
   t.equal(s.writes(), 2, 'a batch that cannot be read changes nothing, and does not throw')
 
+  await new Promise((r) => setImmediate(r)) // saved once per turn, after the maps
   const next = setup(t, dir)
   t.same(next.engine.get('speeder.empire'), ['192.0.2.5'], 'the next agent restores what was learned')
   t.same(next.learning.clean().sort(), ['cantina.empire', 'speeder.empire'])
   t.same(next.engine.get('cantina.empire'), [], 'clean takes the addresses out')
   t.same(next.learning.entries(), [])
+  next.learning.close() // saves what the turn has not saved yet
+  t.same(setup(t, dir).engine.size, 0, 'and the next agent starts without them')
 })
 
 t.test('an expired address leaves, unless a connection still uses it', async (t) => {

@@ -1,6 +1,7 @@
 // What allowed DNS answers teach (toFQDNs), owned by the agent's main thread: the FQDN cache,
 // restored from the state directory at start (so a restart cuts no allowed name) and saved there
-// on every change. Names whose addresses changed (learned, expired, forgotten) reach the policy
+// after every change (once per turn of the event loop, after the answers waiting on it are
+// released: the file is for the next start, the maps are what enforce). Names whose addresses changed (learned, expired, forgotten) reach the policy
 // engine, the kernel maps and every other proxy thread before the call that changed them returns.
 // Expired addresses a connection still uses stay until it is gone (conntrack is read only when
 // something is due to expire).
@@ -31,6 +32,7 @@ export class FqdnLearning {
   private readonly cache: FqdnCache
   private readonly store: FqdnStore | null
   private readonly timer: NodeJS.Timeout
+  private saving: NodeJS.Immediate | null = null
 
   /** Restores the saved cache into the engine (the maps get it with the engine's next write). */
   constructor(private readonly opts: FqdnLearningOptions) {
@@ -83,8 +85,18 @@ export class FqdnLearning {
     return this.cache.entries().map((e) => ({ name: e.name, ips: e.ips.map((i) => i.ip) }))
   }
 
+  /** Stops expiring; what is not saved yet is saved now. */
   close(): void {
     clearInterval(this.timer)
+    if (this.saving) {
+      clearImmediate(this.saving)
+      this.save()
+    }
+  }
+
+  private save(): void {
+    this.saving = null
+    this.store?.save(this.cache.entries())
   }
 
   private apply(names: readonly string[]): void {
@@ -92,6 +104,6 @@ export class FqdnLearning {
     for (const name of names) this.opts.engine.setFqdnIps(name, this.cache.ips(name))
     this.opts.writeMaps()
     for (const name of names) this.opts.tellThreads(name, this.cache.ips(name))
-    this.store?.save(this.cache.entries())
+    if (this.store) this.saving ??= setImmediate(() => this.save())
   }
 }

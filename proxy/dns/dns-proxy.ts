@@ -78,6 +78,8 @@ const KEPT_FLAGS = 0x7900
 const RA = 0x0080
 /** Flow resolutions kept for clients seen recently; cleared whole when it grows past this. */
 const MAX_FLOWS = 10_000
+/** Names' verdicts kept over all flows; past this, every flow and client is resolved afresh. */
+const MAX_NAMED = 20_000
 
 /** A UDP client as last seen: what its queries to `server` resolve to, worked out once. */
 interface UdpClient {
@@ -93,6 +95,13 @@ interface UdpClient {
 /** A flow as the proxy last resolved it, with a logger that carries its addresses and identities. */
 interface FlowEntry {
   policy: FlowPolicy
+  log: Logger
+  /** Names asked on this flow: their verdict, and a logger that carries it and the name. */
+  names: Map<string, NamedVerdict>
+}
+
+interface NamedVerdict {
+  verdict: FlowVerdict
   log: Logger
 }
 
@@ -154,6 +163,8 @@ export class DnsProxy {
   /** By address * 65536 + port. */
   private readonly clients = new Map<number, UdpClient>()
   private readonly destination: Destination = { address: 0, port: 0 }
+  /** Names' verdicts kept in all flows' entries. */
+  private namedCount = 0
   /** answerFrom 'server': a transparent socket per server address. */
   private readonly replySockets = new Map<string, number>()
   /** Reused for each answer read (learning takes what it needs before the next). */
@@ -215,7 +226,7 @@ export class DnsProxy {
       sourceIdentity: policy.sourceIdentity,
       destIdentity: policy.destIdentity,
     })
-    const entry = { policy, log }
+    const entry = { policy, log, names: new Map<string, NamedVerdict>() }
     this.flows.set(key, entry)
     return entry
   }
@@ -302,16 +313,34 @@ export class DnsProxy {
     }
     const qname = query.name.toLowerCase()
     const qtype = typeName(query.type)
-    const { policy, log } = entry
-    const verdict = dnsVerdict(policy, qname)
+    const { verdict, log } = this.named(entry, qname)
     const started = performance.now()
     if (!verdict.allowed) {
       this.stats.denied++
       reply(answer(msg, query, this.rejectCode))
-      this.logQuery(log, qname, qtype, verdict, this.rejectCode === RCODE.REFUSED ? 'REFUSED' : 'NXDOMAIN', started, [])
+      this.logQuery(log, qtype, false, this.rejectCode === RCODE.REFUSED ? 'REFUSED' : 'NXDOMAIN', started, [])
       return null
     }
     return { flow, log, query, qname, qtype, verdict, started, reply }
+  }
+
+  /**
+   * A name's verdict on a flow, judged once per name and policy generation (the entry is made
+   * anew when the policy changes); its log fields go into a child logger once, not every line.
+   */
+  private named(entry: FlowEntry, qname: string): NamedVerdict {
+    let n = entry.names.get(qname)
+    if (n === undefined) {
+      if (++this.namedCount > MAX_NAMED) {
+        this.flows.clear()
+        this.clients.clear()
+        this.namedCount = 1
+      }
+      const verdict = dnsVerdict(entry.policy, qname)
+      n = { verdict, log: entry.log.child({ verdict: verdict.allowed ? 'allowed' : 'denied', rules: verdict.rules, reason: verdict.reason, qname }) }
+      entry.names.set(qname, n)
+    }
+    return n
   }
 
   private freeId(): number | null {
@@ -374,7 +403,7 @@ export class DnsProxy {
   private release(p: Allowed, msg: Buffer, rcode: string, answers: string[], enforceMs: number): void {
     p.reply(msg)
     this.stats.allowed++
-    this.logQuery(p.log, p.qname, p.qtype, p.verdict, rcode, p.started, answers, enforceMs)
+    this.logQuery(p.log, p.qtype, true, rcode, p.started, answers, enforceMs)
   }
 
   private sweep(): void {
@@ -384,31 +413,23 @@ export class DnsProxy {
         if (now - p.started <= this.timeoutMs) continue
         pending.delete(id)
         this.stats.timedOut++
-        this.logQuery(p.log, p.qname, p.qtype, p.verdict, 'TIMEOUT', p.started, [])
+        this.logQuery(p.log, p.qtype, true, 'TIMEOUT', p.started, [])
       }
     }
   }
 
-  /** One line per query, on the flow's logger (which carries its addresses and identities). */
-  private logQuery(log: Logger, qname: string, qtype: string, v: FlowVerdict, rcode: string, started: number, answers: string[], enforceMs?: number): void {
+  /**
+   * One line per query, on the name's logger (which carries the flow's addresses and
+   * identities, the verdict, its rules or reason, and the name).
+   */
+  private logQuery(log: Logger, qtype: string, allowed: boolean, rcode: string, started: number, answers: string[], enforceMs = 0): void {
     const ms = performance.now() - started
     if (rcode !== 'TIMEOUT') this.latency.observe(ms / 1000)
-    if (enforceMs) this.enforce.observe(enforceMs / 1000)
-    log.info(
-      {
-        verdict: v.allowed ? 'allowed' : 'denied',
-        rules: v.rules,
-        reason: v.reason,
-        qname,
-        qtype,
-        rcode,
-        answers,
-        ms: Math.round(ms * 1000) / 1000,
-        // From the answer's arrival to the maps allowing what it named being written.
-        ...(enforceMs ? { enforceMs: Math.round(enforceMs * 1000) / 1000 } : {}),
-      },
-      v.allowed ? 'dns allowed' : 'dns denied',
-    )
+    const line = { qtype, rcode, answers, ms: Math.round(ms * 1000) / 1000 }
+    if (enforceMs === 0) return log.info(line, allowed ? 'dns allowed' : 'dns denied')
+    this.enforce.observe(enforceMs / 1000)
+    // From the answer's arrival to the maps allowing what it named being written.
+    log.info({ ...line, enforceMs: Math.round(enforceMs * 1000) / 1000 }, 'dns allowed')
   }
 
   // ---- TCP ----
