@@ -82,25 +82,26 @@ for (const f of input.fqdns) engine.setFqdnIps(f.name, f.ips)
 const http = input.http ? new HttpProxy({ engine, logger, ...(input.caDir ? { caDir: input.caDir } : {}) }) : null
 if (http && input.http) await http.listen({ fd: input.http.fd })
 
-const relay = input.dns
+const lane = input.dns
+const relay = lane
   ? new LearnRelay({
-      maxDelayMs: input.dns.maxDelayMs,
+      maxDelayMs: lane.maxDelayMs,
       send: (batch, answers) => port.postMessage({ type: 'dns-learn', batch, answers } satisfies WorkerMessage),
-      onLate: (batch, held) => logger.warn({ batch, answers: held, maxDelayMs: input.dns!.maxDelayMs }, 'dns: answers released before their addresses were in the maps (max delay)'),
+      onLate: (batch, held) => logger.warn({ batch, answers: held, maxDelayMs: lane.maxDelayMs }, 'dns: answers released before their addresses were in the maps (max delay)'),
     })
   : null
 for (const f of input.fqdns) relay?.setKnown(f.name, f.ips)
-const lane = input.dns
-const dns = lane
-  ? new DnsProxy({
-      engine,
-      logger,
-      originalDestination: (address, port, out) => proxymapLookup(lane.proxymapFd, address, port, 'udp', out),
-      rejectCode: lane.rejectCode,
-      answerFrom: lane.answerFrom,
-      learn: (qname, records) => relay!.learn(qname, records),
-    })
-  : null
+const dns =
+  lane && relay
+    ? new DnsProxy({
+        engine,
+        logger,
+        originalDestination: (address, port, out) => proxymapLookup(lane.proxymapFd, address, port, 'udp', out),
+        rejectCode: lane.rejectCode,
+        answerFrom: lane.answerFrom,
+        learn: (qname, records) => relay.learn(qname, records),
+      })
+    : null
 if (dns && lane) await dns.listen({ fd: lane.fd })
 
 /** Counters go to the main thread (for status and metrics) every STATS_MS and at the end. */
