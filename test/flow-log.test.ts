@@ -4,7 +4,7 @@
 import pino from 'pino'
 import t from 'tap'
 import type { FlowVerdict } from '../proxy/flow-verdict.js'
-import { FlowLog } from '../proxy/http/flow-log.js'
+import { FlowLog } from '../proxy/flow-log.js'
 
 function capture(level = 'info'): { lines: Array<Record<string, unknown>>; log: FlowLog } {
   const lines: Array<Record<string, unknown>> = []
@@ -17,16 +17,16 @@ const allowed = (src: number, dst: number): FlowVerdict => ({ allowed: true, rul
 
 t.test('a line has pino fields, the bindings and every flow field; strings are escaped', async (t) => {
   const { lines, log } = capture()
-  log.write({ verdict: allowed(256, 258), method: 'GET', path: '/v1/"quoted"\\', host: 'death"star', status: 200, ms: 1.23456 })
+  log.http({ verdict: allowed(256, 258), method: 'GET', path: '/v1/"quoted"\\', host: 'death"star', status: 200, ms: 1.23456 })
   t.match(lines[0], { level: 30, time: Number, source: '198.18.1.10:4000', destination: '198.18.2.10:80', verdict: 'allowed', rules: [RULE], method: 'GET', path: '/v1/"quoted"\\', host: 'death"star', sourceIdentity: 256, destIdentity: 258, status: 200, ms: 1.235, msg: 'http allowed' })
 })
 
 t.test('the verdict part follows identities, rules and denials', async (t) => {
   const { lines, log } = capture()
-  log.write({ verdict: allowed(256, 258), method: 'GET', path: '/', host: undefined, status: 200, ms: 0 })
-  log.write({ verdict: allowed(16777217, 258), method: 'GET', path: '/', host: undefined, status: 200, ms: 0 })
-  log.write({ verdict: { allowed: false, rules: [], reason: 'no http rule matched', actions: [], sourceIdentity: 16777217, destIdentity: 258 }, method: 'PUT', path: '/', host: undefined, status: 403, ms: 0 })
-  log.write({ verdict: allowed(16777217, 258), method: 'GET', path: '/', host: undefined, status: 200, ms: 0 })
+  log.http({ verdict: allowed(256, 258), method: 'GET', path: '/', host: undefined, status: 200, ms: 0 })
+  log.http({ verdict: allowed(16777217, 258), method: 'GET', path: '/', host: undefined, status: 200, ms: 0 })
+  log.http({ verdict: { allowed: false, rules: [], reason: 'no http rule matched', actions: [], sourceIdentity: 16777217, destIdentity: 258 }, method: 'PUT', path: '/', host: undefined, status: 403, ms: 0 })
+  log.http({ verdict: allowed(16777217, 258), method: 'GET', path: '/', host: undefined, status: 200, ms: 0 })
   t.same(lines.map((l) => [l.verdict, l.sourceIdentity, l.rules, l.msg]), [
     ['allowed', 256, [RULE], 'http allowed'],
     ['allowed', 16777217, [RULE], 'http allowed'],
@@ -38,6 +38,18 @@ t.test('the verdict part follows identities, rules and denials', async (t) => {
 
 t.test("nothing is written below the logger's level", async (t) => {
   const { lines, log } = capture('warn')
-  log.write({ verdict: allowed(256, 258), method: 'GET', path: '/', host: 'x', status: 200, ms: 0 })
+  log.http({ verdict: allowed(256, 258), method: 'GET', path: '/', host: 'x', status: 200, ms: 0 })
   t.equal(lines.length, 0)
+})
+
+t.test('a DNS line: the name, type, rcode and answers; enforceMs only when an answer taught addresses', async (t) => {
+  const { lines, log } = capture()
+  const dns: FlowVerdict = { allowed: true, rules: ['CiliumNetworkPolicy/default/tiefighter-egress'], reason: 'name matched a dns rule', actions: [], sourceIdentity: 256, destIdentity: 260 }
+  log.dns({ verdict: dns, qname: 'cantina.empire', qtype: 'A', rcode: 'NOERROR', answers: ['A 192.0.2.3', 'A 192.0.2.4'], ms: 0.51234, enforceMs: 0.0421 })
+  log.dns({ verdict: dns, qname: 'x\\.evil"', qtype: 'AAAA', rcode: 'NOERROR', answers: [], ms: 1, enforceMs: 0 })
+  log.dns({ verdict: { ...dns, allowed: false, rules: [], reason: "no dns rule matched 'hoth.alliance'" }, qname: 'hoth.alliance', qtype: 'A', rcode: 'REFUSED', answers: [], ms: 0.01, enforceMs: 0 })
+  t.match(lines[0], { level: 30, source: '198.18.1.10:4000', verdict: 'allowed', rules: ['CiliumNetworkPolicy/default/tiefighter-egress'], sourceIdentity: 256, destIdentity: 260, qname: 'cantina.empire', qtype: 'A', rcode: 'NOERROR', answers: ['A 192.0.2.3', 'A 192.0.2.4'], ms: 0.512, enforceMs: 0.042, msg: 'dns allowed' })
+  t.match(lines[1], { qname: 'x\\.evil"', qtype: 'AAAA', answers: [] })
+  t.notOk('enforceMs' in lines[1]!, 'nothing taught: no enforceMs')
+  t.match(lines[2], { verdict: 'denied', rules: [], reason: /no dns rule matched/, rcode: 'REFUSED', msg: 'dns denied' })
 })

@@ -7,7 +7,8 @@
 // messages, several in flight) each client connection gets its own connection to the server.
 // UDP goes through a DatagramPump (batched reads and sends on raw sockets) and messages are read
 // from their bytes (dns-wire.ts): per datagram, Node's dgram and dns-packet cost more than all the
-// rest; each flow's identities and addresses are put into its logger once, not into every line.
+// rest. A flow's addresses, and each name's verdict on it, are worked out once; its lines go
+// through a FlowLog's fixed template, as the HTTP proxy's do.
 
 import { connect, createServer, type Server, type Socket as TcpSocket } from 'node:net'
 import type { Logger } from 'pino'
@@ -16,6 +17,7 @@ import { formatIPv4, parseIPv4 } from '../../policy/cidr.js'
 import { libbpf } from '../../redirect-bpf/libbpf.js'
 import type { Destination } from '../../redirect-bpf/map-layout.js'
 import { localPort, transparentUdpSocket, udpSocket } from '../../redirect-bpf/transparent-socket.js'
+import { FlowLog } from '../flow-log.js'
 import { FlowPolicy, dnsVerdict, type Flow, type FlowVerdict, type L7Kind } from '../flow-verdict.js'
 import { DatagramPump } from './datagram-pump.js'
 import { DnsWireError, HEADER_BYTES, readAnswers, readQuery, typeName, type QueryInfo } from './dns-wire.js'
@@ -92,23 +94,22 @@ interface UdpClient {
   upstreamAddress: number
 }
 
-/** A flow as the proxy last resolved it, with a logger that carries its addresses and identities. */
+/** A flow as the proxy last resolved it. */
 interface FlowEntry {
   policy: FlowPolicy
-  log: Logger
-  /** Names asked on this flow: their verdict, and a logger that carries it and the name. */
-  names: Map<string, NamedVerdict>
-}
-
-interface NamedVerdict {
-  verdict: FlowVerdict
-  log: Logger
+  /** `host:port` of each end, for log lines. */
+  source: string
+  destination: string
+  /** Its query lines. */
+  flows: FlowLog
+  /** Names asked on this flow, and their verdicts. */
+  names: Map<string, FlowVerdict>
 }
 
 /** A query that passed its rules: what relaying its answer needs. */
 interface Allowed {
   flow: Flow
-  log: Logger
+  flows: FlowLog
   query: QueryInfo
   qname: string
   qtype: string
@@ -127,7 +128,7 @@ interface Pending extends Allowed {
 
 /** A query in flight (written out field by field: one object shape for all of them). */
 function inFlight(a: Allowed, clientId: number, upstream: Endpoint, upstreamAddress: number): Pending {
-  return { flow: a.flow, log: a.log, query: a.query, qname: a.qname, qtype: a.qtype, verdict: a.verdict, started: a.started, reply: a.reply, clientId, upstream, upstreamAddress }
+  return { flow: a.flow, flows: a.flows, query: a.query, qname: a.qname, qtype: a.qtype, verdict: a.verdict, started: a.started, reply: a.reply, clientId, upstream, upstreamAddress }
 }
 
 /**
@@ -219,14 +220,9 @@ export class DnsProxy {
     const known = this.flows.get(key)
     if (known && known.policy.generation === this.opts.engine.stateGeneration) return known
     if (this.flows.size >= MAX_FLOWS) this.flows.clear()
-    const policy = new FlowPolicy(this.opts.engine, flow, kind)
-    const log = this.opts.logger.child({
-      source: `${flow.sourceAddress}:${flow.sourcePort}`,
-      destination: `${flow.destAddress}:${flow.destPort}`,
-      sourceIdentity: policy.sourceIdentity,
-      destIdentity: policy.destIdentity,
-    })
-    const entry = { policy, log, names: new Map<string, NamedVerdict>() }
+    const source = `${flow.sourceAddress}:${flow.sourcePort}`
+    const destination = `${flow.destAddress}:${flow.destPort}`
+    const entry = { policy: new FlowPolicy(this.opts.engine, flow, kind), source, destination, flows: new FlowLog(this.opts.logger, { source, destination }), names: new Map<string, FlowVerdict>() }
     this.flows.set(key, entry)
     return entry
   }
@@ -298,7 +294,7 @@ export class DnsProxy {
     } catch (e) {
       if (!(e instanceof DnsWireError)) throw e
       this.stats.invalid++
-      entry.log.info({ verdict: 'invalid', reason: e.message }, 'dns: malformed query')
+      this.opts.logger.info({ source: entry.source, destination: entry.destination, verdict: 'invalid', reason: e.message }, 'dns: malformed query')
       if (msg.length >= HEADER_BYTES && (msg.readUInt16BE(2) & QR) === 0) reply(answer(msg, null, RCODE.FORMERR))
       return null
     }
@@ -307,40 +303,36 @@ export class DnsProxy {
       this.stats.invalid++
       const rcode = query.opcode !== 0 ? RCODE.NOTIMP : RCODE.FORMERR
       const reason = query.opcode !== 0 ? `opcode ${query.opcode} is not QUERY` : `${query.questions} questions`
-      entry.log.info({ verdict: 'invalid', reason }, 'dns: query refused')
+      this.opts.logger.info({ source: entry.source, destination: entry.destination, verdict: 'invalid', reason }, 'dns: query refused')
       reply(answer(msg, query, rcode))
       return null
     }
     const qname = query.name.toLowerCase()
     const qtype = typeName(query.type)
-    const { verdict, log } = this.named(entry, qname)
+    const verdict = this.verdictOf(entry, qname)
     const started = performance.now()
     if (!verdict.allowed) {
       this.stats.denied++
       reply(answer(msg, query, this.rejectCode))
-      this.logQuery(log, qtype, false, this.rejectCode === RCODE.REFUSED ? 'REFUSED' : 'NXDOMAIN', started, [])
+      this.logQuery(entry.flows, verdict, qname, qtype, this.rejectCode === RCODE.REFUSED ? 'REFUSED' : 'NXDOMAIN', started, [])
       return null
     }
-    return { flow, log, query, qname, qtype, verdict, started, reply }
+    return { flow, flows: entry.flows, query, qname, qtype, verdict, started, reply }
   }
 
-  /**
-   * A name's verdict on a flow, judged once per name and policy generation (the entry is made
-   * anew when the policy changes); its log fields go into a child logger once, not every line.
-   */
-  private named(entry: FlowEntry, qname: string): NamedVerdict {
-    let n = entry.names.get(qname)
-    if (n === undefined) {
+  /** A name's verdict on a flow, judged once per name and policy generation (the entry is made anew when the policy changes). */
+  private verdictOf(entry: FlowEntry, qname: string): FlowVerdict {
+    let v = entry.names.get(qname)
+    if (v === undefined) {
       if (++this.namedCount > MAX_NAMED) {
         this.flows.clear()
         this.clients.clear()
         this.namedCount = 1
       }
-      const verdict = dnsVerdict(entry.policy, qname)
-      n = { verdict, log: entry.log.child({ verdict: verdict.allowed ? 'allowed' : 'denied', rules: verdict.rules, reason: verdict.reason, qname }) }
-      entry.names.set(qname, n)
+      v = dnsVerdict(entry.policy, qname)
+      entry.names.set(qname, v)
     }
-    return n
+    return v
   }
 
   private freeId(): number | null {
@@ -403,7 +395,7 @@ export class DnsProxy {
   private release(p: Allowed, msg: Buffer, rcode: string, answers: string[], enforceMs: number): void {
     p.reply(msg)
     this.stats.allowed++
-    this.logQuery(p.log, p.qtype, true, rcode, p.started, answers, enforceMs)
+    this.logQuery(p.flows, p.verdict, p.qname, p.qtype, rcode, p.started, answers, enforceMs)
   }
 
   private sweep(): void {
@@ -413,23 +405,17 @@ export class DnsProxy {
         if (now - p.started <= this.timeoutMs) continue
         pending.delete(id)
         this.stats.timedOut++
-        this.logQuery(p.log, p.qtype, true, 'TIMEOUT', p.started, [])
+        this.logQuery(p.flows, p.verdict, p.qname, p.qtype, 'TIMEOUT', p.started, [])
       }
     }
   }
 
-  /**
-   * One line per query, on the name's logger (which carries the flow's addresses and
-   * identities, the verdict, its rules or reason, and the name).
-   */
-  private logQuery(log: Logger, qtype: string, allowed: boolean, rcode: string, started: number, answers: string[], enforceMs = 0): void {
+  /** One line per query; its duration and (for an answer that taught addresses) its enforcement time counted. */
+  private logQuery(flows: FlowLog, verdict: FlowVerdict, qname: string, qtype: string, rcode: string, started: number, answers: string[], enforceMs = 0): void {
     const ms = performance.now() - started
     if (rcode !== 'TIMEOUT') this.latency.observe(ms / 1000)
-    const line = { qtype, rcode, answers, ms: Math.round(ms * 1000) / 1000 }
-    if (enforceMs === 0) return log.info(line, allowed ? 'dns allowed' : 'dns denied')
-    this.enforce.observe(enforceMs / 1000)
-    // From the answer's arrival to the maps allowing what it named being written.
-    log.info({ ...line, enforceMs: Math.round(enforceMs * 1000) / 1000 }, 'dns allowed')
+    if (enforceMs > 0) this.enforce.observe(enforceMs / 1000)
+    flows.dns({ verdict, qname, qtype, rcode, answers, ms, enforceMs })
   }
 
   // ---- TCP ----

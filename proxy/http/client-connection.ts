@@ -8,7 +8,7 @@
 import type { Socket } from 'node:net'
 import type { Logger } from 'pino'
 import type { HeaderAction, HttpRequestView } from '../../policy/http-matcher.js'
-import { FlowLog } from './flow-log.js'
+import { FlowLog } from '../flow-log.js'
 import { FlowPolicy, httpVerdict, type Flow, type FlowVerdict } from '../flow-verdict.js'
 import type { MessageHead, ParseError, ParserSink } from './http1-parser.js'
 import { Http1Parser } from './http1-parser.js'
@@ -332,7 +332,7 @@ export class ClientConnection implements ParserSink, ResponseSink {
     }
     const ms = performance.now() - ex.started
     this.ctx.latency.observe(ms / 1000)
-    this.flows.write({ verdict: ex.verdict!, method: ex.method, path: ex.url, host: ex.host, status, ms })
+    this.flows.http({ verdict: ex.verdict!, method: ex.method, path: ex.url, host: ex.host, status, ms })
   }
 
   // ---- responses from the upstream connection ----

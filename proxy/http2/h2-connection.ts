@@ -19,7 +19,7 @@ import http2, {
 import type { Logger } from 'pino'
 import type { HeaderAction, HttpRequestView } from '../../policy/http-matcher.js'
 import { FlowPolicy, httpVerdict, type Flow, type FlowVerdict } from '../flow-verdict.js'
-import { FlowLog } from '../http/flow-log.js'
+import { FlowLog } from '../flow-log.js'
 import { countOutcome, type Origin, type ProxyContext } from '../http/proxy-context.js'
 import { normalizePath } from '../http/request-path.js'
 import { relay, resetStream } from './stream-relay.js'
@@ -322,7 +322,7 @@ export class H2Connection {
     }
     const ms = performance.now() - ex.started
     this.ctx.latency.observe(ms / 1000)
-    this.flows.write({ verdict: ex.verdict!, method: ex.method, path: ex.path, host: ex.host, status, ms, httpVersion: '2', grpc: ex.call && { ...ex.call, status: ex.grpcStatus } })
+    this.flows.http({ verdict: ex.verdict!, method: ex.method, path: ex.path, host: ex.host, status, ms, httpVersion: '2', grpc: ex.call && { ...ex.call, status: ex.grpcStatus } })
   }
 
   /** A stream the client reset before its answer began: past the budget, the connection ends. */
