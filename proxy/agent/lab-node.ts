@@ -18,16 +18,12 @@
 // SIGTERM or SIGINT. With --admin it answers the CLI on that unix socket (admin-server.ts); with
 // --metrics-fd it serves Prometheus on a listener the agent command made.
 
-import { existsSync, openSync, readFileSync, rmSync, unwatchFile, watchFile } from 'node:fs'
-import { join } from 'node:path'
+import { openSync, readFileSync, unwatchFile, watchFile } from 'node:fs'
 import { createServer as createHttpServer } from 'node:http'
 import type { AddressInfo, Socket } from 'node:net'
 import pino from 'pino'
 import { LAB_HOSTS, labEndpoints, nodeIfname } from '../../lab/topology.js'
 import { PolicyEngine } from '../../policy/engine.js'
-import { PolicyError } from '../../policy/errors.js'
-import { parsePolicyText } from '../../policy/parse.js'
-import { writeFileAtomic } from '../../lib/atomic-write.js'
 import { formatPrefix } from '../../policy/cidr.js'
 import { labelString } from '../../policy/labels.js'
 import { joinCgroup, cgroup2Root } from '../../redirect-bpf/cgroup.js'
@@ -47,7 +43,7 @@ import type { ProxyWorkerInput } from './proxy-worker.js'
 import { LineBatcher } from './line-batcher.js'
 import { ProxyTotals } from './proxy-totals.js'
 import { terminalLines } from './log-format.js'
-import { PolicyDirectory, type PolicyFileChange } from './policy-dir.js'
+import { PolicyFiles } from './policy-files.js'
 import { diffEndpoints, parseEndpointsText, type NodeEndpoint } from './endpoints-file.js'
 import { AdminQueryError, AdminText, startAdminServer } from './admin-server.js'
 import { AgentMetrics } from './metrics.js'
@@ -101,22 +97,6 @@ process.once('exit', () => {
 })
 const logger = pino({ base: null, level: args.logLevel }, lines)
 
-/** The policy files in force, as the proxy threads must load them too. */
-const policies = new Map<string, string>()
-/** Applies one file's change to the engine; why it was refused (and logged), or null. */
-function acceptPolicy(file: string, text: string | null): string | null {
-  if (text === null && !policies.has(file)) return 'not in force' // a refused file went away: nothing was in force
-  try {
-    if (text === null) engine.removeFile(file)
-    else engine.loadFile(file, text)
-  } catch (e) {
-    logger.error({ file, error: (e as Error).message }, 'policy file refused; the previous policy stays in force')
-    return (e as Error).message
-  }
-  if (text === null) policies.delete(file)
-  else policies.set(file, text)
-  return null
-}
 /** A start-up step that failed: one line saying what, then exit 1 (nothing is attached yet). */
 function startup<T>(what: string, step: () => T): T {
   try {
@@ -126,18 +106,8 @@ function startup<T>(what: string, step: () => T): T {
     process.exit(1)
   }
 }
-if (args.policy) {
-  const file = args.policy
-  // A bad file given by name is a start-up error.
-  const text = startup(`policy ${file}`, () => {
-    const t = readFileSync(file, 'utf8')
-    engine.loadFile(file, t)
-    return t
-  })
-  policies.set(file, text)
-}
-const policyDir = args.policyDir ? new PolicyDirectory(args.policyDir) : null
-for (const c of policyDir?.scan() ?? []) acceptPolicy(c.file, c.text)
+// A bad file given by name is a start-up error; a directory's bad files are refused and logged.
+const policies = startup(`policy ${args.policy ?? args.policyDir}`, () => new PolicyFiles({ engine, logger, file: args.policy, dir: args.policyDir }))
 const proxyAddress = labProxyAddress(mode)
 const dp = startup('datapath', () => Datapath.start({ mode, pinRoot: args.pin, proxyAddress, proxyPorts: [args.httpPort, args.dnsPort], ...(args.sockmapCgroup ? { cgroupName: args.sockmapCgroup } : {}) }))
 // Every veth of the lab's node carries the programs (traffic from the outside world is judged
@@ -214,7 +184,7 @@ for (let i = 1; i < Math.max(httpFds.length, dnsFds.length); i++) {
     logLevel: args.logLevel,
     endpoints,
     fqdns: fqdns.names(),
-    policies: [...policies].map(([name, text]) => ({ name, text })),
+    policies: [...policies.texts].map(([name, text]) => ({ name, text })),
   })
 }
 if (workerInputs.length > 0) workers = await startProxyWorkers(workerInputs, { writeLog: writeLines, learnDns: (answers) => fqdns.learnAll(answers) })
@@ -231,56 +201,12 @@ const metrics = new AgentMetrics({
   dnsEnforce: () => totals.dnsEnforce(),
 })
 
-// Live policy: each accepted change reaches the kernel maps, then every proxy thread. Returns
-// the files refused, with why.
-function applyPolicyChanges(changes: readonly PolicyFileChange[]): Map<string, string> {
-  const refused = new Map<string, string>()
-  for (const c of changes) {
-    const started = performance.now()
-    const why = acceptPolicy(c.file, c.text)
-    if (why !== null) {
-      refused.set(c.file, why)
-      continue
-    }
-    const written = dp.apply(engine.takeDelta())
-    workers?.updatePolicy(c.file, c.text)
-    metrics.policyApply.observe((performance.now() - started) / 1000)
-    logger.info(
-      { file: c.file, revision: engine.policyRevision, applyMs: performance.now() - started, sinceFileChangeMs: Date.now() - c.changedAt, maps: written },
-      c.text === null ? 'policy removed' : 'policy applied',
-    )
-  }
-  return refused
-}
-policyDir?.watch((changes) => void applyPolicyChanges(changes))
-
-/**
- * `l7proxy policy import`: a policy file written into the directory (atomically) and applied at
- * once, as the watcher would; one that does not parse is refused before it is written, and one
- * the engine refuses is taken back out (the previous text restored), so the directory holds
- * what is enforced.
- */
-function importPolicy(name: string | null, text: string): { file: string; revision: number; applyMs: number } {
-  if (!policyDir) throw new AdminQueryError('this agent enforces one policy file (--policy), not a directory: there is nowhere to import to')
-  if (name === null || !/^[A-Za-z0-9][A-Za-z0-9._-]{0,200}\.ya?ml$/.test(name)) throw new AdminQueryError(`'${name ?? ''}' is not a policy file name: letters, digits, '.', '_' and '-', ending in .yaml or .yml`)
-  try {
-    parsePolicyText(text, name)
-  } catch (e) {
-    throw e instanceof PolicyError ? new AdminQueryError(e.message) : e
-  }
-  const file = join(policyDir.dir, name)
-  const previous = existsSync(file) ? readFileSync(file, 'utf8') : null
-  const started = performance.now()
-  writeFileAtomic(file, text)
-  const why = applyPolicyChanges(policyDir.scan()).get(file)
-  if (why !== undefined) {
-    if (previous === null) rmSync(file, { force: true })
-    else writeFileAtomic(file, previous)
-    applyPolicyChanges(policyDir.scan())
-    throw new AdminQueryError(`${name}: ${why}`)
-  }
-  return { file, revision: engine.policyRevision, applyMs: performance.now() - started }
-}
+// Live policy: each accepted change reaches the kernel maps, then every proxy thread.
+policies.watch({
+  writeMaps: () => dp.apply(engine.takeDelta()),
+  tellThreads: (file, text) => workers?.updatePolicy(file, text),
+  observe: (seconds) => metrics.policyApply.observe(seconds),
+})
 
 // Endpoints file changes, applied live: removed (or moved to another interface) endpoints leave
 // first, then new and changed ones are written; a file with any problem changes nothing.
@@ -371,8 +297,8 @@ const admin = args.admin
         },
       },
       '/v1/fqdn': () => fqdns.entries(),
-      '/v1/policy': () => ({ revision: engine.policyRevision, directory: args.policyDir, files: [...policies].map(([file, text]) => ({ file, text })) }),
-      'POST /v1/policy/import': (q, body) => importPolicy(q.get('name'), body),
+      '/v1/policy': () => ({ revision: engine.policyRevision, directory: policies.dir, files: [...policies.texts].map(([file, text]) => ({ file, text })) }),
+      'POST /v1/policy/import': (q, body) => policies.import(q.get('name'), body),
       // Forgetting names takes their addresses out of the maps: connections to them are cut.
       'POST /v1/fqdn/clean': () => {
         const removed = fqdns.clean()
@@ -406,7 +332,7 @@ function agentStatus(): Record<string, unknown> {
     mode,
     pid: process.pid,
     uptimeSeconds: Math.round((Date.now() - startedAt) / 1000),
-    policy: { revision: engine.policyRevision, files: [...policies.keys()], directory: args.policyDir },
+    policy: { revision: engine.policyRevision, files: [...policies.texts.keys()], directory: policies.dir },
     endpoints: endpoints.length,
     identities: [...engine.identities.all()].length,
     http: proxy ? { listening: `${proxyAddress}:${args.httpPort}`, threads, connections, requests } : { listening: 'external', threads: 0 },
@@ -414,10 +340,10 @@ function agentStatus(): Record<string, unknown> {
     kernelPackets: kernel,
   }
 }
-logger.info({ mode, policies: [...policies.keys()], revision: engine.policyRevision, httpThreads: proxy ? threads : 0 }, 'node agent started')
+logger.info({ mode, policies: [...policies.texts.keys()], revision: engine.policyRevision, httpThreads: proxy ? threads : 0 }, 'node agent started')
 process.stdout.write('READY\n')
 const shutdown = (): void => {
-  policyDir?.close()
+  policies.close()
   fqdns.close()
   if (endpointsFile) unwatchFile(endpointsFile)
   dns.close()
