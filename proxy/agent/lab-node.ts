@@ -18,11 +18,11 @@
 // SIGTERM or SIGINT. With --admin it answers the CLI on that unix socket (admin-server.ts); with
 // --metrics-fd it serves Prometheus on a listener the agent command made.
 
-import { openSync, readFileSync, unwatchFile, watchFile } from 'node:fs'
+import { openSync } from 'node:fs'
 import { createServer as createHttpServer } from 'node:http'
 import type { AddressInfo, Socket } from 'node:net'
 import pino from 'pino'
-import { LAB_HOSTS, labEndpoints, nodeIfname } from '../../lab/topology.js'
+import { LAB_HOSTS, nodeIfname } from '../../lab/topology.js'
 import { PolicyEngine } from '../../policy/engine.js'
 import { formatPrefix } from '../../policy/cidr.js'
 import { labelString } from '../../policy/labels.js'
@@ -44,7 +44,7 @@ import { LineBatcher } from './line-batcher.js'
 import { ProxyTotals } from './proxy-totals.js'
 import { terminalLines } from './log-format.js'
 import { PolicyFiles } from './policy-files.js'
-import { diffEndpoints, parseEndpointsText, type NodeEndpoint } from './endpoints-file.js'
+import { NodeEndpoints } from './node-endpoints.js'
 import { AdminQueryError, AdminText, startAdminServer } from './admin-server.js'
 import { AgentMetrics } from './metrics.js'
 import { FlowFeed, FlowFilterError, parseFlowQuery } from './flow-feed.js'
@@ -66,14 +66,6 @@ process.once('SIGTERM', stopWhileStarting)
 process.once('SIGINT', stopWhileStarting)
 const mode = parseMode(args.mode ?? '')
 const engine = new PolicyEngine({ proxyPorts: { http: args.httpPort, dns: args.dnsPort } })
-// The node's endpoints: the lab's, or those of an endpoints file (watched below).
-const endpointsFile = args.endpoints
-/** The endpoints file's text in force (read once here, so a change made meanwhile is not missed). */
-let endpointsText = endpointsFile ? startup(`endpoints ${endpointsFile}`, () => readFileSync(endpointsFile, 'utf8')) : ''
-let endpoints: NodeEndpoint[] = endpointsFile
-  ? startup(`endpoints ${endpointsFile}`, () => parseEndpointsText(endpointsText, endpointsFile))
-  : labEndpoints().map((e) => ({ ...e, interface: nodeIfname(e.host) }))
-for (const ep of endpoints) engine.upsertEndpoint(ep)
 
 // Every thread's lines reach `out` in batches; written out at least every quarter second, and
 // at exit.
@@ -82,7 +74,7 @@ for (const ep of endpoints) engine.upsertEndpoint(ep)
 const logFile = args.log
 const out = pino.destination({ dest: logFile ? startup(`log ${logFile}`, () => openSync(logFile, 'a')) : 1, sync: false })
 // Everything logged also feeds `l7proxy flows`.
-const feed = new FlowFeed((id) => endpoints.find((e) => e.id === id)?.ips ?? [])
+const feed = new FlowFeed((id) => endpoints.list.find((e) => e.id === id)?.ips ?? [])
 // A person at a terminal reads them as lines of text; a file or a pipe gets the JSON.
 const forTerminal = args.log === null && process.stdout.isTTY ? terminalLines(true) : null
 /** Writes whole lines out (a batch: this thread's, or one another thread sent). */
@@ -106,6 +98,8 @@ function startup<T>(what: string, step: () => T): T {
     process.exit(1)
   }
 }
+// The node's endpoints: the lab's, or those of an endpoints file (watched once the datapath is up).
+const endpoints = startup(args.endpoints ? `endpoints ${args.endpoints}` : 'endpoints', () => new NodeEndpoints(args.endpoints, engine, logger))
 // A bad file given by name is a start-up error; a directory's bad files are refused and logged.
 const policies = startup(`policy ${args.policy ?? args.policyDir}`, () => new PolicyFiles({ engine, logger, file: args.policy, dir: args.policyDir }))
 const proxyAddress = labProxyAddress(mode)
@@ -114,7 +108,7 @@ const dp = startup('datapath', () => Datapath.start({ mode, pinRoot: args.pin, p
 // at its own); those with an endpoint behind them carry its policy.
 startup('endpoints', () => {
   for (const h of LAB_HOSTS) dp.attach(nodeIfname(h.name))
-  for (const ep of endpoints) dp.attach(ep.interface, ep.id)
+  for (const ep of endpoints.list) dp.attach(ep.interface, ep.id)
 })
 let workers: ProxyWorkers | null = null
 // What allowed DNS answers taught, restored from the last run before the first map write, so a
@@ -182,7 +176,7 @@ for (let i = 1; i < Math.max(httpFds.length, dnsFds.length); i++) {
     proxyPorts: { http: args.httpPort, dns: args.dnsPort },
     caDir: args.caDir,
     logLevel: args.logLevel,
-    endpoints,
+    endpoints: endpoints.list,
     fqdns: fqdns.names(),
     policies: [...policies.texts].map(([name, text]) => ({ name, text })),
   })
@@ -208,53 +202,12 @@ policies.watch({
   observe: (seconds) => metrics.policyApply.observe(seconds),
 })
 
-// Endpoints file changes, applied live: removed (or moved to another interface) endpoints leave
-// first, then new and changed ones are written; a file with any problem changes nothing.
-function applyEndpoints(next: NodeEndpoint[]): void {
-  const { upserts, removes } = diffEndpoints(endpoints, next)
-  if (upserts.length === 0 && removes.length === 0) return
-  try {
-    for (const ep of upserts) dp.attach(ep.interface)
-  } catch (e) {
-    logger.error({ file: endpointsFile, error: (e as Error).message }, 'endpoints file refused; the endpoints in force stay')
-    return
-  }
-  const moved = upserts.filter((ep) => endpoints.some((o) => o.id === ep.id && o.interface !== ep.interface)).map((ep) => ep.id)
-  const leaving = [...removes, ...moved]
-  for (const id of leaving) engine.removeEndpoint(id)
-  const removed = dp.apply(engine.takeDelta())
-  for (const id of leaving) dp.forgetEndpoint(id)
-  for (const ep of upserts) {
-    dp.attach(ep.interface, ep.id)
-    engine.upsertEndpoint(ep)
-  }
-  const written = dp.apply(engine.takeDelta())
-  const known = new Set(endpoints.map((e) => e.id))
-  endpoints = next
-  workers?.updateEndpoints(next)
-  logger.info(
-    { file: endpointsFile, added: upserts.filter((e) => !known.has(e.id)).map((e) => e.host), changed: upserts.filter((e) => known.has(e.id)).map((e) => e.host), removed: removes, maps: { upserts: removed.upserts + written.upserts, deletes: removed.deletes + written.deletes } },
-    'endpoints changed',
-  )
-}
-if (endpointsFile) {
-  const reread = (): void => {
-    let text: string
-    let next: NodeEndpoint[]
-    try {
-      text = readFileSync(endpointsFile, 'utf8')
-      if (text === endpointsText) return
-      next = parseEndpointsText(text, endpointsFile)
-    } catch (e) {
-      logger.error({ file: endpointsFile, error: (e as Error).message }, 'endpoints file refused; the endpoints in force stay')
-      return
-    }
-    endpointsText = text
-    applyEndpoints(next)
-  }
-  watchFile(endpointsFile, { interval: 500 }, reread)
-  reread() // a change made while starting (the watch compares with the file as it finds it now)
-}
+endpoints.watch({
+  attach: (ifname, id) => void dp.attach(ifname, id),
+  forget: (id) => dp.forgetEndpoint(id),
+  writeMaps: () => dp.apply(engine.takeDelta()),
+  tellThreads: (list) => workers?.updateEndpoints(list),
+})
 
 // Prometheus' scrape endpoint on a listener the agent command made in its own namespace.
 const metricsServer = args.metricsFd === null ? null : createHttpServer((req, res) => {
@@ -281,7 +234,7 @@ const admin = args.admin
   ? await startAdminServer(args.admin, {
       '/v1/status': () => agentStatus(),
       '/v1/endpoints': () =>
-        endpoints.map((ep) => {
+        endpoints.list.map((ep) => {
           const info = engine.endpointInfo(ep.id)
           return { id: ep.id, host: ep.host, identity: info?.identity ?? null, ips: ep.ips, labels: ep.labels, enforce: info?.enforce ?? null, rules: info?.ruleIds ?? [] }
         }),
@@ -308,7 +261,7 @@ const admin = args.admin
       '/metrics': async () => new AdminText(metrics.registry.contentType, await metrics.text()),
       '/v1/bpf/policy': (q) => {
         const id = Number(q.get('endpoint'))
-        if (!endpoints.some((e) => e.id === id)) throw new AdminQueryError(`no endpoint '${q.get('endpoint')}' on this node (see l7proxy endpoint list)`)
+        if (!endpoints.list.some((e) => e.id === id)) throw new AdminQueryError(`no endpoint '${q.get('endpoint')}' on this node (see l7proxy endpoint list)`)
         const labels = (identity: number): string[] => engine.identities.get(identity)?.labels.labels.map(labelString) ?? []
         return dp.policyEntries(id).map((e) => ({ ...e, labels: e.identity === 0 ? ['(any)'] : labels(e.identity) }))
       },
@@ -333,7 +286,7 @@ function agentStatus(): Record<string, unknown> {
     pid: process.pid,
     uptimeSeconds: Math.round((Date.now() - startedAt) / 1000),
     policy: { revision: engine.policyRevision, files: [...policies.texts.keys()], directory: policies.dir },
-    endpoints: endpoints.length,
+    endpoints: endpoints.list.length,
     identities: [...engine.identities.all()].length,
     http: proxy ? { listening: `${proxyAddress}:${args.httpPort}`, threads, connections, requests } : { listening: 'external', threads: 0 },
     dns: { listening: `${proxyAddress}:${args.dnsPort}/udp`, threads: dnsFds.length, queries: totals.dns(), queriesByThread: totals.dnsByThread() },
@@ -345,7 +298,7 @@ process.stdout.write('READY\n')
 const shutdown = (): void => {
   policies.close()
   fqdns.close()
-  if (endpointsFile) unwatchFile(endpointsFile)
+  endpoints.close()
   dns.close()
   metricsServer?.close()
   metricsServer?.closeAllConnections()

@@ -1,0 +1,107 @@
+// The node's endpoints: the lab's, or those of an endpoints file, read at start and watched.
+// A change is applied live: removed (or moved to another interface) endpoints leave the engine
+// and the maps first, then new and changed ones are attached and written, then every other proxy
+// thread is told; a file with any problem is refused whole, with where and why, and nothing
+// changes.
+
+import { readFileSync, unwatchFile, watchFile } from 'node:fs'
+import type { Logger } from 'pino'
+import { labEndpoints, nodeIfname } from '../../lab/topology.js'
+import type { PolicyEngine } from '../../policy/engine.js'
+import type { WriteStats } from '../../redirect-bpf/policy-writer.js'
+import { diffEndpoints, parseEndpointsText, type NodeEndpoint } from './endpoints-file.js'
+
+/** What a change of endpoints is applied to, once the datapath is up. */
+export interface EndpointSinks {
+  /** Puts the programs on an interface (with the endpoint's policy when `id` is given). */
+  attach: (ifname: string, id?: number) => void
+  /** Drops what the datapath keeps for an endpoint that left. */
+  forget: (id: number) => void
+  writeMaps: () => WriteStats
+  tellThreads: (endpoints: NodeEndpoint[]) => void
+}
+
+const WATCH_MS = 500
+
+export class NodeEndpoints {
+  /** The endpoints in force. */
+  list: NodeEndpoint[]
+  /** The file's text in force (read once at start, so a change made meanwhile is not missed). */
+  private text = ''
+  private watching = false
+
+  /** Reads them (a bad file throws) and registers them with the engine. */
+  constructor(
+    readonly file: string | null,
+    private readonly engine: PolicyEngine,
+    private readonly logger: Logger,
+  ) {
+    if (file) {
+      this.text = readFileSync(file, 'utf8')
+      this.list = parseEndpointsText(this.text, file)
+    } else this.list = labEndpoints().map((e) => ({ ...e, interface: nodeIfname(e.host) }))
+    for (const ep of this.list) engine.upsertEndpoint(ep)
+  }
+
+  /** From now on, changes to the file are applied to `sinks` (and one made while starting, now). */
+  watch(sinks: EndpointSinks): void {
+    const file = this.file
+    if (!file) return
+    const reread = (): void => {
+      let text: string
+      let next: NodeEndpoint[]
+      try {
+        text = readFileSync(file, 'utf8')
+        if (text === this.text) return
+        next = parseEndpointsText(text, file)
+      } catch (e) {
+        this.logger.error({ file, error: (e as Error).message }, 'endpoints file refused; the endpoints in force stay')
+        return
+      }
+      this.text = text
+      this.apply(next, sinks)
+    }
+    watchFile(file, { interval: WATCH_MS }, reread)
+    this.watching = true
+    reread() // the watch compares with the file as it finds it now
+  }
+
+  close(): void {
+    if (this.watching && this.file) unwatchFile(this.file)
+    this.watching = false
+  }
+
+  private apply(next: NodeEndpoint[], sinks: EndpointSinks): void {
+    const { upserts, removes } = diffEndpoints(this.list, next)
+    if (upserts.length === 0 && removes.length === 0) return
+    try {
+      for (const ep of upserts) sinks.attach(ep.interface)
+    } catch (e) {
+      this.logger.error({ file: this.file, error: (e as Error).message }, 'endpoints file refused; the endpoints in force stay')
+      return
+    }
+    const moved = upserts.filter((ep) => this.list.some((o) => o.id === ep.id && o.interface !== ep.interface)).map((ep) => ep.id)
+    const leaving = [...removes, ...moved]
+    for (const id of leaving) this.engine.removeEndpoint(id)
+    const removed = sinks.writeMaps()
+    for (const id of leaving) sinks.forget(id)
+    for (const ep of upserts) {
+      sinks.attach(ep.interface, ep.id)
+      this.engine.upsertEndpoint(ep)
+    }
+    const written = sinks.writeMaps()
+    const known = new Set(this.list.map((e) => e.id))
+    this.list = next
+    sinks.tellThreads(next)
+    this.logger.info(
+      {
+        file: this.file,
+        added: upserts.filter((e) => !known.has(e.id)).map((e) => e.host),
+        changed: upserts.filter((e) => known.has(e.id)).map((e) => e.host),
+        removed: removes,
+        maps: { upserts: removed.upserts + written.upserts, deletes: removed.deletes + written.deletes },
+      },
+      'endpoints changed',
+    )
+  }
+}

@@ -1,0 +1,82 @@
+// The node's endpoints without the kernel: an endpoints file read at start (a bad one is an
+// error), then watched: a change leaves removed endpoints first, attaches and writes new ones,
+// tells the other threads; a bad file, or an interface that cannot be attached, changes nothing.
+
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import pino from 'pino'
+import t from 'tap'
+import { PolicyEngine } from '../policy/engine.js'
+import { NodeEndpoints } from '../proxy/agent/node-endpoints.js'
+
+const ONE = 'endpoints:\n- { id: 1, name: tiefighter, interface: lxc-tf, ips: [198.18.1.10], labels: { class: tiefighter } }\n'
+const TWO = ONE + '- { id: 3, name: deathstar, interface: lxc-ds, ips: [198.18.2.10], labels: { class: deathstar } }\n'
+
+/** Waits (bounded) until `done` holds; the file is polled every 500 ms. */
+async function until(done: () => boolean): Promise<boolean> {
+  for (let i = 0; i < 40 && !done(); i++) await new Promise((r) => setTimeout(r, 100))
+  return done()
+}
+
+t.test('read at start, then each change applied in order; bad ones change nothing', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'l7-node-endpoints-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const file = join(dir, 'endpoints.yaml')
+  writeFileSync(file, ONE)
+  const engine = new PolicyEngine({ proxyPorts: { http: 15001, dns: 15053 } })
+  const refused: string[] = []
+  const logger = pino({ level: 'info' }, { write: (l: string) => void (JSON.parse(l).level === 50 && refused.push(JSON.parse(l).error as string)) })
+  const eps = new NodeEndpoints(file, engine, logger)
+  t.teardown(() => eps.close())
+  t.same(eps.list.map((e) => e.id), [1])
+  t.ok(engine.endpointAt('198.18.1.10') !== undefined, 'registered with the engine')
+
+  const steps: string[] = []
+  let told: number[][] = []
+  let failAttach = false
+  eps.watch({
+    attach: (ifname, id) => {
+      if (failAttach) throw new Error(`no interface ${ifname}`)
+      steps.push(id === undefined ? `attach ${ifname}` : `attach ${ifname} ${id}`)
+    },
+    forget: (id) => void steps.push(`forget ${id}`),
+    writeMaps: () => (steps.push('write'), { upserts: 0, deletes: 0 }),
+    tellThreads: (list) => void told.push(list.map((e) => e.id)),
+  })
+
+  writeFileSync(file, TWO)
+  t.ok(await until(() => told.length === 1), 'the change is applied')
+  t.same([...steps], ['attach lxc-ds', 'write', 'attach lxc-ds 3', 'write'], 'the new interface checked, then attached with its endpoint and written')
+  t.same(told, [[1, 3]])
+  t.ok(engine.endpointAt('198.18.2.10') !== undefined)
+
+  writeFileSync(file, 'endpoints: [\n')
+  t.ok(await until(() => refused.length === 1), 'a file that does not parse is refused')
+  t.match(refused[0], /endpoints\.yaml:\d+:\d+/)
+  t.same(eps.list.map((e) => e.id), [1, 3], 'and the endpoints in force stay')
+
+  failAttach = true
+  writeFileSync(file, ONE.replace('lxc-tf', 'lxc-moved'))
+  t.ok(await until(() => refused.length === 2), 'an interface that cannot be attached is refused')
+  t.same(eps.list.map((e) => e.interface), ['lxc-tf', 'lxc-ds'])
+
+  failAttach = false
+  steps.length = 0
+  told = []
+  writeFileSync(file, ONE)
+  t.ok(await until(() => told.length === 1))
+  t.same([...steps], ['write', 'forget 3', 'write'], 'the removed endpoint leaves the maps, then the datapath forgets it')
+  t.equal(engine.endpointAt('198.18.2.10'), undefined)
+})
+
+t.test('a bad file at start is an error; without a file, the lab’s endpoints', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'l7-node-endpoints-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  writeFileSync(join(dir, 'bad.yaml'), 'pods: []\n')
+  const engine = new PolicyEngine({ proxyPorts: { http: 15001, dns: 15053 } })
+  t.throws(() => new NodeEndpoints(join(dir, 'bad.yaml'), engine, pino({ level: 'silent' })), /unknown field 'pods'/)
+  const lab = new NodeEndpoints(null, engine, pino({ level: 'silent' }))
+  t.ok(lab.list.length > 0)
+  t.ok(lab.list.every((e) => e.interface.length > 0))
+})
