@@ -1,19 +1,14 @@
 // The agent's process on a lab node (what `l7proxy agent` runs, and tests and benchmarks drive):
 // run inside the lab's node namespace as
 //   ip netns exec l7lab-NAME-node node dist/proxy/agent/lab-node.js --mode M --pin DIR
-//     (--policy FILE | --policy-dir DIR) [--http builtin|external] [--threads N]
-//     [--sockmap-cgroup NAME] [--log FILE] [--admin SOCKET] [--http-port P] [--dns-port P]
-//     [--log-level L] [--dns-reject REFUSED|NXDOMAIN] [--dns-min-ttl S] [--dns-max-ips N] [--dns-max-delay MS]
-//     [--state DIR]   (where the FQDN cache is kept across restarts)
-//     [--metrics-fd N]   (a listening socket to serve Prometheus' GET /metrics on)
-//     [--endpoints FILE] (the node's endpoints from FILE, watched, instead of the lab's)
-// It registers the lab's endpoints (or an endpoints file's, watched), loads the policy (a file,
-// or every policy file of a directory, watched: a change is applied live to the engine, the
-// kernel maps and every proxy thread; a file that does not parse is refused and the previous
-// policy stays; `policy import` writes into it), starts the datapath on every host veth and
-// the HTTP proxy on transparent listeners, one per thread (default: one per core; dnat mode: one,
-// as the proxymap is read where the datapath lives) (or, with --http external, leaves the port to another
-// proxy such as HAProxy), prints READY, logs flows as JSON lines on stdout (or appends them to
+//     (--policy FILE | --policy-dir DIR) [options: lab-node-args.ts]
+// It registers the lab's endpoints (or an endpoints file's, watched: node-endpoints.ts), loads
+// the policy (a file, or every policy file of a directory, watched: policy-files.ts), restores
+// what DNS answers taught (fqdn-learning.ts), starts the datapath on every host veth, and the
+// proxies on transparent sockets, one per thread (default: one per core): HTTP (dnat mode: one
+// thread, as only this one reads the proxymap for TCP) and DNS over UDP (TCP on this thread);
+// with --http or --dns external it leaves that port to another proxy (a benchmark's HAProxy or
+// dnsdist). It prints READY, logs flows as JSON lines on stdout (or appends them to
 // FILE: a benchmark's reader must not compete with the proxy for CPU), and stops cleanly on
 // SIGTERM or SIGINT. With --admin it answers the CLI on that unix socket (admin-server.ts); with
 // --metrics-fd it serves Prometheus on a listener the agent command made.
