@@ -59,7 +59,7 @@ let stopRequested = false
 const stopWhileStarting = (): void => void (stopRequested = true)
 process.once('SIGTERM', stopWhileStarting)
 process.once('SIGINT', stopWhileStarting)
-const mode = parseMode(args.mode ?? '')
+const mode = parseMode(args.mode)
 const engine = new PolicyEngine({ proxyPorts: { http: args.httpPort, dns: args.dnsPort } })
 
 // Every thread's lines reach `out` in batches; written out at least every quarter second, and
@@ -106,6 +106,8 @@ startup('endpoints', () => {
   for (const ep of endpoints.list) dp.attach(ep.interface, ep.id)
 })
 let workers: ProxyWorkers | null = null
+/** The engine's pending changes to the kernel maps (policy, endpoints, learned names alike). */
+const writeMaps = (): ReturnType<Datapath['apply']> => dp.apply(engine.takeDelta())
 // What allowed DNS answers taught, restored from the last run before the first map write, so a
 // restart cuts no allowed name.
 const fqdns = new FqdnLearning({
@@ -113,15 +115,16 @@ const fqdns = new FqdnLearning({
   logger,
   cache: { minTtlSeconds: args.dnsMinTtlSeconds, maxIpsPerName: args.dnsMaxIps },
   stateDir: args.state,
-  writeMaps: () => dp.apply(engine.takeDelta()),
+  writeMaps,
   liveDestinations: () => dp.liveDestinations(),
   tellThreads: (name, ips) => workers?.updateFqdn(name, ips),
 })
-dp.apply(engine.takeDelta())
+writeMaps()
 
 // The DNS proxy, one per thread over UDP (TCP on this one): answers leave from the server the
 // client asked, through a transparent socket bound to that address (in dnat mode conntrack
 // rewrites the proxy's own answers back). What answers teach is learned on this thread.
+const answerFrom = mode === 'dnat' ? 'listener' : 'server'
 const dns: DnsProxy = new DnsProxy({
   engine,
   logger,
@@ -129,7 +132,7 @@ const dns: DnsProxy = new DnsProxy({
   ...(mode === 'dnat' ? { tcpOriginalDestination: (s: Socket) => dp.originalDestination(s.remoteAddress!, s.remotePort!, 'tcp') } : {}),
   rejectCode: args.dnsReject,
   learn: (qname, answers) => fqdns.learn(qname, answers),
-  answerFrom: mode === 'dnat' ? 'listener' : 'server',
+  answerFrom,
 })
 // --dns external: the port is left to another DNS proxy (a benchmark's dnsdist).
 const dnsFds = args.dns === 'builtin' ? Array.from({ length: args.threads }, () => transparentUdpSocket(proxyAddress, args.dnsPort, { reusePort: true })) : []
@@ -167,7 +170,7 @@ for (let i = 1; i < Math.max(httpFds.length, dnsFds.length); i++) {
   const udp = dnsFds[i]
   workerInputs.push({
     http: httpFds[i] === undefined ? null : { fd: httpFds[i]! },
-    dns: udp === undefined ? null : { fd: udp, proxymapFd: dp.proxymapFd, answerFrom: mode === 'dnat' ? 'listener' : 'server', rejectCode: args.dnsReject, maxDelayMs: args.dnsMaxDelayMs },
+    dns: udp === undefined ? null : { fd: udp, proxymapFd: dp.proxymapFd, answerFrom, rejectCode: args.dnsReject, maxDelayMs: args.dnsMaxDelayMs },
     proxyPorts: { http: args.httpPort, dns: args.dnsPort },
     caDir: args.caDir,
     logLevel: args.logLevel,
@@ -192,7 +195,7 @@ const metrics = new AgentMetrics({
 
 // Live policy: each accepted change reaches the kernel maps, then every proxy thread.
 policies.watch({
-  writeMaps: () => dp.apply(engine.takeDelta()),
+  writeMaps,
   tellThreads: (file, text) => workers?.updatePolicy(file, text),
   observe: (seconds) => metrics.policyApply.observe(seconds),
 })
@@ -200,7 +203,7 @@ policies.watch({
 endpoints.watch({
   attach: (ifname, id) => void dp.attach(ifname, id),
   forget: (id) => dp.forgetEndpoint(id),
-  writeMaps: () => dp.apply(engine.takeDelta()),
+  writeMaps,
   tellThreads: (list) => workers?.updateEndpoints(list),
 })
 

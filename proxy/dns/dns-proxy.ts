@@ -1,4 +1,4 @@
-// The transparent DNS proxy, over UDP and TCP: each steered query is parsed (dns-packet), its question
+// The transparent DNS proxy, over UDP and TCP: each steered query is read (dns-wire.ts), its question
 // judged against the flow's DNS rules (the sender's egress, the server's ingress), allowed ones
 // forwarded to the server the client asked and its answer relayed back, denied ones answered by
 // the proxy (REFUSED, or NXDOMAIN if configured) without asking anyone. Answers reach the client
@@ -6,8 +6,7 @@
 // read, and are dropped otherwise. One log line per query. Over TCP (RFC 7766: length-prefixed
 // messages, several in flight) each client connection gets its own connection to the server.
 // UDP goes through a DatagramPump (batched reads and sends on raw sockets) and messages are read
-// from their bytes (dns-wire.ts): per datagram, Node's dgram and dns-packet cost more than all the
-// rest. A flow's addresses, and each name's verdict on it, are worked out once; its lines go
+// from their bytes: per datagram, Node's dgram and dns-packet cost more than all the rest. A flow's addresses, and each name's verdict on it, are worked out once; its lines go
 // through a FlowLog's fixed template, as the HTTP proxy's do.
 
 import { connect, createServer, type Server, type Socket as TcpSocket } from 'node:net'
