@@ -109,15 +109,22 @@ export class ClientConnection implements ParserSink, ResponseSink {
   private discarding = false
   private clientWaitsForUpstream = false
   private upstreamWaitsForClient = false
+  /** Within one read's callbacks: the client's socket, and this upstream's if there was one, are corked. */
+  private corked = false
+  private corkedUpstream: UpstreamConnection | null = null
   /** For the proxy's sweep: when the pending request head began (0: none), and the last activity. */
   headSince = 0
   lastActive: number
 
-  /** `intercepted`: the socket is the proxy's TLS termination of the flow; the origin is reached over TLS. */
+  /**
+   * `intercepted`: the socket is the proxy's TLS termination of the flow; the origin is reached
+   * over TLS. `first`: bytes already read from the socket (to tell its protocol).
+   */
   constructor(
     readonly socket: Socket,
     private readonly ctx: ProxyContext,
     intercepted: { flow: Flow; tls: OriginTls } | null = null,
+    first: Buffer | null = null,
   ) {
     this.lastActive = performance.now()
     this.flow = intercepted?.flow ?? ctx.flowOf(socket)
@@ -128,8 +135,8 @@ export class ClientConnection implements ParserSink, ResponseSink {
     this.log = ctx.logger.child(bindings)
     this.flows = new FlowLog(ctx.logger, bindings)
     this.parser = new Http1Parser('request', ctx.maxHeaderBytes, this)
-    socket.on('data', this.onData)
     socket.once('close', this.onClose)
+    this.parser.readFrom(socket, first)
   }
 
   /** Idle and header deadlines, called by the proxy's sweep. */
@@ -153,17 +160,22 @@ export class ClientConnection implements ParserSink, ResponseSink {
     this.socket.destroy()
   }
 
-  private readonly onData = (data: Buffer): void => {
-    this.lastActive = performance.now()
-    if (this.discarding) return
-    // What parsing this read writes (local answers, 100s; request heads and bodies) leaves in
-    // one write per socket.
-    const up = this.upstream
+  // What parsing one read writes (local answers, 100s; request heads and bodies) leaves in one
+  // write per socket.
+  onReadStart(): void {
+    this.corked = true
     this.socket.cork()
-    up?.socket.cork()
-    const err = this.parser.execute(data)
-    if (err) this.malformed(err)
-    up?.socket.uncork()
+    this.corkedUpstream = this.upstream
+    this.corkedUpstream?.socket.cork()
+  }
+
+  onReadEnd(err: ParseError | null): void {
+    this.lastActive = performance.now()
+    if (err !== null && !this.discarding) this.malformed(err)
+    if (!this.corked) return
+    this.corked = false
+    this.corkedUpstream?.socket.uncork()
+    this.corkedUpstream = null
     this.socket.uncork()
   }
 
@@ -277,14 +289,14 @@ export class ClientConnection implements ParserSink, ResponseSink {
     const up = this.upstream
     if (!writeBodyChunk(up, chunk, this.bodyChunked) && !this.clientWaitsForUpstream) {
       this.clientWaitsForUpstream = true
-      this.socket.pause()
+      this.parser.pauseReading()
       up.socket.once('drain', this.resumeClient)
     }
   }
 
   private readonly resumeClient = (): void => {
     this.clientWaitsForUpstream = false
-    this.socket.resume()
+    this.parser.resumeReading()
   }
 
   onMessageComplete(): void {
@@ -369,14 +381,14 @@ export class ClientConnection implements ParserSink, ResponseSink {
   onResponseBody(chunk: Buffer): void {
     if (!writeBodyChunk(this.socket, chunk, this.queue[0]!.chunked) && !this.upstreamWaitsForClient && this.upstream !== null) {
       this.upstreamWaitsForClient = true
-      this.upstream.socket.pause()
+      this.upstream.pauseReading()
       this.socket.once('drain', this.resumeUpstream)
     }
   }
 
   private readonly resumeUpstream = (): void => {
     this.upstreamWaitsForClient = false
-    this.upstream?.socket.resume()
+    this.upstream?.resumeReading()
   }
 
   onResponseComplete(): void {

@@ -99,31 +99,28 @@ export class HttpProxy {
     socket.setTimeout(this.headersMs, () => socket.destroy())
     socket.once('data', (first: Buffer) => {
       socket.setTimeout(0)
-      socket.pause()
-      socket.unshift(first)
-      if (startsHttp2(first)) {
-        this.h2.accept(socket, this.ctx.flowOf(socket))
-        return
-      }
-      if (first[0] === TLS_HANDSHAKE) {
+      if (startsHttp2(first) || first[0] === TLS_HANDSHAKE) {
+        socket.pause()
+        socket.unshift(first)
+        if (first[0] !== TLS_HANDSHAKE) return this.h2.accept(socket, this.ctx.flowOf(socket))
         const c = new TlsConnection(socket, this.ctx, this.headersMs, this.adoptDecrypted)
         this.tunnels.add(c)
         socket.once('close', () => this.tunnels.delete(c))
         return
       }
-      const c = new ClientConnection(socket, this.ctx)
-      this.connections.add(c)
-      socket.once('close', () => this.connections.delete(c))
-      socket.resume()
+      this.track(new ClientConnection(socket, this.ctx, null, first))
     })
   }
 
   /** A connection whose TLS the proxy terminated, to the side its ALPN chose. */
   private readonly adoptDecrypted: HandOff = (socket, protocol, flow, tls) => {
     if (protocol === 'h2') return this.h2.accept(socket, flow, tls)
-    const c = new ClientConnection(socket, this.ctx, { flow, tls })
+    this.track(new ClientConnection(socket, this.ctx, { flow, tls }))
+  }
+
+  private track(c: ClientConnection): void {
     this.connections.add(c)
-    socket.once('close', () => this.connections.delete(c))
+    c.socket.once('close', () => this.connections.delete(c))
   }
 
   private sweep(): void {

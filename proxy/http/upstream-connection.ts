@@ -7,7 +7,7 @@
 
 import type { Socket } from 'node:net'
 import { connectOrigin, type Origin } from '../tls/origin-socket.js'
-import { Http1Parser, type MessageHead, type ParserSink } from './http1-parser.js'
+import { Http1Parser, type MessageHead, type ParseError, type ParserSink } from './http1-parser.js'
 import { headerValue } from './hop-by-hop.js'
 
 export interface ResponseSink {
@@ -66,6 +66,8 @@ export class UpstreamConnection implements ParserSink {
   idleUntil = 0
   /** The last final response's header fields, read when the connection is parked (not per response). */
   private lastHead: readonly string[] = []
+  /** The client's socket, corked for the callbacks of one read. */
+  private corked: Socket | null = null
 
   constructor(
     origin: Origin,
@@ -79,9 +81,9 @@ export class UpstreamConnection implements ParserSink {
     this.parser = new Http1Parser('response', maxHeaderBytes, this)
     this.socket = connectOrigin(origin, 'http/1.1')
     this.socket.once('connect', () => (this.connected = true))
-    this.socket.on('data', this.onData)
     this.socket.on('error', (e: NodeJS.ErrnoException) => (this.error ??= e))
     this.socket.once('close', this.onClose)
+    this.parser.readFrom(this.socket)
   }
 
   /** A request head: one more response is owed. */
@@ -104,7 +106,16 @@ export class UpstreamConnection implements ParserSink {
     this.idleUntil = now + Math.min(maxIdleMs, serverIdleMs(this.lastHead))
     this.sink = new ParkedSink(gone)
     this.downstream = null
-    this.socket.resume() // a client that stopped reading may have paused it
+    this.parser.resumeReading() // a client that stopped reading may have paused it
+  }
+
+  /** Stops reading responses (back-pressure: the client cannot take more now). */
+  pauseReading(): void {
+    this.parser.pauseReading()
+  }
+
+  resumeReading(): void {
+    this.parser.resumeReading()
   }
 
   /** Taken from the pool by a client connection. */
@@ -130,25 +141,25 @@ export class UpstreamConnection implements ParserSink {
     this.socket.destroy()
   }
 
-  private readonly onData = (data: Buffer): void => {
-    // The sink may park this connection mid-read: uncork the socket that was corked.
-    const downstream = this.downstream
-    downstream?.cork()
-    const err = this.parser.execute(data)
-    downstream?.uncork()
-    if (err) {
-      this.error ??= err as NodeJS.ErrnoException
-      this.socket.destroy()
-    }
+  // What one read of responses writes to the client leaves in one write. The sink may park this
+  // connection mid-read: the socket that was corked is the one uncorked.
+  onReadStart(): void {
+    this.corked = this.downstream
+    this.corked?.cork()
+  }
+
+  onReadEnd(err: ParseError | null): void {
+    this.corked?.uncork()
+    this.corked = null
+    if (err === null) return
+    this.error ??= err as NodeJS.ErrnoException
+    this.socket.destroy()
   }
 
   private readonly onClose = (): void => {
     if (this.retired) return
     // A body that runs to the connection's end completes here; a cut one is an error.
-    if (!this.error && this.owed > 0) {
-      const err = this.parser.finish()
-      if (err) this.error = err as NodeJS.ErrnoException
-    }
+    if (!this.error && this.owed > 0) this.parser.finish()
     this.parser.close()
     if (this.owed === 0 && !this.error) return this.sink.onUpstreamClosed(null)
     const error = this.error ?? Object.assign(new Error('upstream closed the connection'), { code: 'ECONNRESET' })
