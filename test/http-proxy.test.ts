@@ -162,6 +162,108 @@ t.test('a 10 MB body is streamed through and arrives intact', async (t) => {
   t.equal(seen.bodySha256, createHash('sha256').update(body).digest('hex'))
 })
 
+// Back-pressure: 128 MB, far more than the kernel's socket buffers on both hops hold (a few MB
+// each); a proxy that kept reading from the fast side would take all of it in while the slow side
+// stalls.
+const BIG = 128 * 1024 * 1024
+const PIECE = Buffer.alloc(64 * 1024, 0x61)
+const STALL_MS = 600
+
+/** Writes `total` bytes to `sock` as fast as it accepts them; `sent()` counts what it has accepted. */
+function pour(sock: { write(b: Buffer): boolean; once(e: 'drain', f: () => void): unknown }, total: number): { sent: () => number } {
+  let sent = 0
+  const more = (): void => {
+    while (sent < total) {
+      const n = Math.min(PIECE.length, total - sent)
+      sent += n
+      if (!sock.write(n === PIECE.length ? PIECE : PIECE.subarray(0, n))) return void sock.once('drain', more)
+    }
+  }
+  more()
+  return { sent: () => sent }
+}
+
+const stall = (): Promise<void> => new Promise((r) => setTimeout(r, STALL_MS))
+
+t.test('a client that stops reading holds the upstream back; the response then arrives whole', async (t) => {
+  let poured: { sent: () => number } | null = null
+  const server = createNetServer((sock) => {
+    sock.on('error', () => undefined)
+    sock.once('data', () => {
+      sock.write(`HTTP/1.1 200 OK\r\nContent-Length: ${BIG}\r\n\r\n`)
+      poured = pour(sock, BIG)
+    })
+  })
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()))
+  t.teardown(() => server.close())
+  const s = await setup(t, TIEFIGHTER, (server.address() as AddressInfo).port)
+  const client = connect({ port: Number(new URL(s.proxyUrl).port), host: '127.0.0.1' })
+  t.teardown(() => client.destroy())
+  client.pause()
+  client.write('POST /v1/echo HTTP/1.1\r\nHost: deathstar\r\nContent-Length: 0\r\n\r\n')
+  await stall()
+  const whileStalled = poured === null ? 0 : (poured as { sent: () => number }).sent()
+  t.ok(whileStalled > 0, 'the upstream began to answer')
+  t.ok(whileStalled < BIG / 2, `the upstream was held back (${(whileStalled / 2 ** 20).toFixed(1)} MB of 128 written while the client did not read)`)
+  let received = 0
+  let head = ''
+  const done = new Promise<void>((resolve) => {
+    client.on('data', (d: Buffer) => {
+      if (!head.includes('\r\n\r\n')) {
+        head += d.toString('latin1')
+        const end = head.indexOf('\r\n\r\n')
+        if (end >= 0) received += Buffer.byteLength(head, 'latin1') - end - 4
+      } else received += d.length
+      if (received >= BIG) resolve()
+    })
+    setTimeout(resolve, 20_000).unref()
+  })
+  client.resume()
+  await done
+  t.match(head, /^HTTP\/1\.1 200 OK\r\n/)
+  t.equal(received, BIG, 'then every byte arrives')
+})
+
+t.test('an upstream that stops reading holds the client back; the body then arrives whole', async (t) => {
+  let bodyBytes = 0
+  const server = createNetServer((sock) => {
+    sock.on('error', () => undefined)
+    let head = ''
+    const onData = (d: Buffer): void => {
+      if (!head.includes('\r\n\r\n')) {
+        head += d.toString('latin1')
+        const end = head.indexOf('\r\n\r\n')
+        if (end < 0) return
+        bodyBytes += Buffer.byteLength(head, 'latin1') - end - 4
+        sock.pause()
+        setTimeout(() => sock.resume(), STALL_MS)
+      } else bodyBytes += d.length
+      if (bodyBytes === BIG) sock.write(`HTTP/1.1 200 OK\r\nContent-Length: ${String(bodyBytes).length}\r\n\r\n${bodyBytes}`)
+    }
+    sock.on('data', onData)
+  })
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()))
+  t.teardown(() => server.close())
+  const s = await setup(t, TIEFIGHTER, (server.address() as AddressInfo).port)
+  const client = connect({ port: Number(new URL(s.proxyUrl).port), host: '127.0.0.1' })
+  t.teardown(() => client.destroy())
+  let reply = ''
+  const answered = new Promise<void>((resolve) => {
+    client.on('data', (d: Buffer) => {
+      reply += d.toString('latin1')
+      if (reply.endsWith(String(BIG))) resolve()
+    })
+    setTimeout(resolve, 20_000).unref()
+  })
+  client.write(`POST /v1/echo HTTP/1.1\r\nHost: deathstar\r\nContent-Length: ${BIG}\r\n\r\n`)
+  const poured = pour(client, BIG)
+  await stall()
+  const whileStalled = poured.sent()
+  t.ok(whileStalled < BIG / 2, `the client was held back (${(whileStalled / 2 ** 20).toFixed(1)} MB of 128 accepted while the upstream did not read)`)
+  await answered
+  t.match(reply, new RegExp(`^HTTP/1\\.1 200 OK\\r\\n[^]*\\r\\n\\r\\n${BIG}$`), 'then every byte arrives')
+})
+
 t.test('ambiguous framing is refused with 400 and never forwarded', async (t) => {
   const s = await setup(t, TIEFIGHTER)
   const port = Number(new URL(s.proxyUrl).port)

@@ -266,7 +266,7 @@ export class ClientConnection implements ParserSink, ResponseSink {
     const te = headerValue(raw, 'transfer-encoding')
     this.bodyChunked = te !== undefined
     this.forwarding = true
-    const upstream = (this.upstream ??= this.ctx.pool.take(this.poolKey, started)?.adopt(this, this.socket) ?? new UpstreamConnection(this.origin, this.ctx.maxHeaderBytes, this, this.socket, started))
+    const upstream = (this.upstream ??= this.ctx.pool.take(this.poolKey, started)?.adopt(this) ?? new UpstreamConnection(this.origin, this.ctx.maxHeaderBytes, this, started))
     upstream.sendHead(requestHead(head.method, path, fields, this.bodyChunked ? `transfer-encoding: ${te!}${CRLF}` : ''), started)
     this.enqueue(new Exchange(head.method, head.url, host, started, null, verdict, null, closeAfter, http10, expectContinue))
     return false
@@ -395,6 +395,15 @@ export class ClientConnection implements ParserSink, ResponseSink {
     const ex = this.queue[0]!
     if (ex.chunked) this.socket.write(CHUNKED_END)
     if (this.finish(ex, ex.status)) this.pump()
+  }
+
+  // What one read of the upstream writes to the client (the responses it completes) leaves in one write.
+  onUpstreamReadStart(): void {
+    this.socket.cork()
+  }
+
+  onUpstreamReadEnd(): void {
+    this.socket.uncork()
   }
 
   onUpstreamClosed(failure: { error: NodeJS.ErrnoException; timedOut: boolean } | null): void {

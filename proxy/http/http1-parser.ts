@@ -33,7 +33,8 @@ export interface ParserSink {
   onReadStart(): void
   /** After every read of the socket: `err` when its bytes were not HTTP (reading stops then). */
   onReadEnd(err: ParseError | null): void
-  onMessageBegin(): void
+  /** The first byte of a message (left out, the parser skips a call per message). */
+  onMessageBegin?(): void
   /** Returns true to read no body (a response to HEAD). */
   onHead(head: MessageHead): boolean
   onBody(chunk: Buffer): void
@@ -104,9 +105,12 @@ export class Http1Parser {
   ) {
     const p = new HTTPParser()
     p.initialize(kind === 'request' ? HTTPParser.REQUEST : HTTPParser.RESPONSE, {}, maxHeaderBytes, HTTPParser.kLenientNone)
-    p[HTTPParser.kOnMessageBegin] = () => {
-      this.readStart()
-      sink.onMessageBegin()
+    const begin = sink.onMessageBegin?.bind(sink)
+    if (begin !== undefined) {
+      p[HTTPParser.kOnMessageBegin] = () => {
+        this.readStart()
+        begin()
+      }
     }
     p[HTTPParser.kOnHeaders] = (raw: string[], url: string) => {
       for (const f of raw) this.pendingRaw.push(f)

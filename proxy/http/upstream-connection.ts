@@ -11,6 +11,9 @@ import { Http1Parser, type MessageHead, type ParseError, type ParserSink } from 
 import { headerValue } from './hop-by-hop.js'
 
 export interface ResponseSink {
+  /** Around the callbacks of one read of the upstream: what they write can leave in one write. */
+  onUpstreamReadStart(): void
+  onUpstreamReadEnd(): void
   /** A response head (1xx included); returns true when the response can carry no body. */
   onResponseHead(head: MessageHead): boolean
   onResponseBody(chunk: Buffer): void
@@ -31,6 +34,8 @@ export interface UpstreamTimeouts {
 /** Where a parked connection reports its end (a response to nothing parked is an error too). */
 class ParkedSink implements ResponseSink {
   constructor(private readonly gone: () => void) {}
+  onUpstreamReadStart(): void {}
+  onUpstreamReadEnd(): void {}
   onResponseHead(): boolean {
     return true
   }
@@ -66,15 +71,13 @@ export class UpstreamConnection implements ParserSink {
   idleUntil = 0
   /** The last final response's header fields, read when the connection is parked (not per response). */
   private lastHead: readonly string[] = []
-  /** The client's socket, corked for the callbacks of one read. */
-  private corked: Socket | null = null
+  /** The sink told of the current read's start (the sink may change within it: parked). */
+  private readSink: ResponseSink | null = null
 
   constructor(
     origin: Origin,
     maxHeaderBytes: number,
     private sink: ResponseSink,
-    /** The client's socket: what one read of responses writes to it leaves in one write. */
-    private downstream: Socket | null,
     now: number,
   ) {
     this.openedAt = now
@@ -105,7 +108,6 @@ export class UpstreamConnection implements ParserSink {
   park(now: number, maxIdleMs: number, gone: () => void): void {
     this.idleUntil = now + Math.min(maxIdleMs, serverIdleMs(this.lastHead))
     this.sink = new ParkedSink(gone)
-    this.downstream = null
     this.parser.resumeReading() // a client that stopped reading may have paused it
   }
 
@@ -119,9 +121,8 @@ export class UpstreamConnection implements ParserSink {
   }
 
   /** Taken from the pool by a client connection. */
-  adopt(sink: ResponseSink, downstream: Socket): this {
+  adopt(sink: ResponseSink): this {
     this.sink = sink
-    this.downstream = downstream
     return this
   }
 
@@ -141,16 +142,14 @@ export class UpstreamConnection implements ParserSink {
     this.socket.destroy()
   }
 
-  // What one read of responses writes to the client leaves in one write. The sink may park this
-  // connection mid-read: the socket that was corked is the one uncorked.
   onReadStart(): void {
-    this.corked = this.downstream
-    this.corked?.cork()
+    this.readSink = this.sink
+    this.sink.onUpstreamReadStart()
   }
 
   onReadEnd(err: ParseError | null): void {
-    this.corked?.uncork()
-    this.corked = null
+    this.readSink?.onUpstreamReadEnd()
+    this.readSink = null
     if (err === null) return
     this.error ??= err as NodeJS.ErrnoException
     this.socket.destroy()
@@ -165,8 +164,6 @@ export class UpstreamConnection implements ParserSink {
     const error = this.error ?? Object.assign(new Error('upstream closed the connection'), { code: 'ECONNRESET' })
     this.sink.onUpstreamClosed({ error, timedOut: this.timedOut })
   }
-
-  onMessageBegin(): void {}
 
   onHead(head: MessageHead): boolean {
     if (this.owed === 0 || this.error) {
