@@ -5,6 +5,7 @@
 // lines go through pino as usual.
 
 import pino, { type Logger } from 'pino'
+import type { AnswerRecord } from './dns/fqdn-cache.js'
 import type { FlowVerdict } from './flow-verdict.js'
 
 const INFO = 30
@@ -28,16 +29,38 @@ export interface FlowLine {
 export interface DnsFlowLine {
   verdict: FlowVerdict
   qname: string
+  /** As typeName gives it (`A`, `TYPE65`): JSON-safe as it is. */
   qtype: string
+  /** An RCODE's name, its number, or TIMEOUT: JSON-safe as it is. */
   rcode: string
-  /** The answer's records, as `A 192.0.2.3`. */
-  answers: readonly string[]
+  /** The answer's records as a JSON array (answersJson). */
+  answers: string
   ms: number
   /** From the answer's arrival to the maps allowing what it named; 0 for none (the line leaves it out). */
   enforceMs: number
 }
 
 const round = (ms: number): number => Math.round(ms * 1000) / 1000
+
+export const NO_ANSWERS = '[]'
+
+/**
+ * A DNS answer's records for its line, `["A 192.0.2.3","CNAME b.empire"]`: built once when the
+ * answer is read (its records are reused for the next). Addresses and type names need no
+ * escaping; names may (a label can hold any byte).
+ */
+export function answersJson(records: readonly AnswerRecord[]): string {
+  if (records.length === 0) return NO_ANSWERS
+  let s = '['
+  for (let i = 0; i < records.length; i++) {
+    const r = records[i]!
+    if (i > 0) s += ','
+    if (r.data === undefined) s += `"${r.type}"`
+    else if (r.type === 'A' || r.type === 'AAAA') s += `"${r.type} ${r.data as string}"`
+    else s += str(`${r.type} ${r.data as string}`)
+  }
+  return s + ']'
+}
 
 export class FlowLog {
   private readonly stream: { write(line: string): unknown }
@@ -75,7 +98,7 @@ export class FlowLog {
   dns(l: DnsFlowLine): void {
     if (!this.logger.isLevelEnabled('info')) return
     const enforce = l.enforceMs > 0 ? `,"enforceMs":${round(l.enforceMs)}` : ''
-    this.line(l.verdict, `,"qname":${str(l.qname)},"qtype":${str(l.qtype)},"rcode":${str(l.rcode)},"answers":${str(l.answers)},"ms":${round(l.ms)}${enforce}`, l.verdict.allowed ? 'dns allowed' : 'dns denied')
+    this.line(l.verdict, `,"qname":${str(l.qname)},"qtype":"${l.qtype}","rcode":"${l.rcode}","answers":${l.answers},"ms":${round(l.ms)}${enforce}`, l.verdict.allowed ? 'dns allowed' : 'dns denied')
   }
 
   /** `fields`: serialized, each with its leading comma. */

@@ -51,6 +51,33 @@ t.test('addresses the maps already allow go at once, and are still sent to be re
   t.equal(sent.length, 2, 'the next turn makes the next batch')
 })
 
+t.test('renewals go once per batch for each name and set of records, with the longest TTL', async (t) => {
+  const { r, sent } = relay()
+  r.setKnown('cantina.empire', ['192.0.2.3', '192.0.2.4'])
+  r.setKnown('hangar.empire', ['192.0.2.7'])
+  for (let i = 0; i < 100; i++) t.equal(r.learn('cantina.empire', [{ ...A('cantina.empire', '192.0.2.3'), ttl: 30 + (i % 7) }]), undefined)
+  r.learn('cantina.empire', [A('cantina.empire', '192.0.2.4')])
+  r.learn('cantina.empire', [A('cantina.empire', '192.0.2.3'), A('cantina.empire', '192.0.2.4')])
+  r.learn('hangar.empire', [A('hangar.empire', '192.0.2.7')])
+  const held = r.learn('cantina.empire', [A('cantina.empire', '192.0.2.9')])
+  await tick()
+  t.same(
+    sent[0]!.answers.map((a) => [a.qname, a.records.map((x) => `${x.data as string}/${x.ttl ?? 0}`).join(' ')]),
+    [
+      ['cantina.empire', '192.0.2.3/36'],
+      ['cantina.empire', '192.0.2.4/30'],
+      ['cantina.empire', '192.0.2.3/30 192.0.2.4/30'],
+      ['hangar.empire', '192.0.2.7/30'],
+      ['cantina.empire', '192.0.2.9/30'],
+    ],
+    'one renewal per distinct answer (its longest TTL), and the new address as it came',
+  )
+  t.ok(held instanceof Promise)
+  r.learn('cantina.empire', [A('cantina.empire', '192.0.2.3')])
+  await tick()
+  t.equal(sent[1]!.answers.length, 1, 'the next batch renews again')
+})
+
 t.test('a CNAME target the maps do not know yet holds the answer', async (t) => {
   const { r } = relay()
   r.setKnown('www.empire', ['192.0.2.5'])

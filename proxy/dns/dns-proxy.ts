@@ -16,7 +16,7 @@ import { formatIPv4, parseIPv4 } from '../../policy/cidr.js'
 import { libbpf } from '../../redirect-bpf/libbpf.js'
 import type { Destination } from '../../redirect-bpf/map-layout.js'
 import { localPort, transparentUdpSocket, udpSocket } from '../../redirect-bpf/transparent-socket.js'
-import { FlowLog } from '../flow-log.js'
+import { FlowLog, NO_ANSWERS, answersJson } from '../flow-log.js'
 import { FlowPolicy, dnsVerdict, type Flow, type FlowVerdict, type L7Kind } from '../flow-verdict.js'
 import { DatagramPump } from './datagram-pump.js'
 import { DnsWireError, HEADER_BYTES, readAnswers, readQuery, typeName, type QueryInfo } from './dns-wire.js'
@@ -313,7 +313,7 @@ export class DnsProxy {
     if (!verdict.allowed) {
       this.stats.denied++
       reply(answer(msg, query, this.rejectCode))
-      this.logQuery(entry.flows, verdict, qname, qtype, this.rejectCode === RCODE.REFUSED ? 'REFUSED' : 'NXDOMAIN', started, [])
+      this.logQuery(entry.flows, verdict, qname, qtype, this.rejectCode === RCODE.REFUSED ? 'REFUSED' : 'NXDOMAIN', started, NO_ANSWERS)
       return null
     }
     return { flow, flows: entry.flows, query, qname, qtype, verdict, started, reply }
@@ -367,7 +367,7 @@ export class DnsProxy {
       if (!(e instanceof DnsWireError)) throw e
       // relayed as the server sent it; nothing learned, and the log shows no answers
     }
-    const answers = records.map((r) => (r.data === undefined ? r.type : `${r.type} ${r.data as string}`))
+    const answers = answersJson(records)
     if (rcode !== 'NOERROR' || records.length === 0 || !this.opts.learn) return this.release(p, msg, rcode, answers, 0)
     const t0 = performance.now()
     let learned: void | Promise<void> = undefined
@@ -391,7 +391,7 @@ export class DnsProxy {
     this.opts.logger.error({ qname: p.qname, error: e.message }, 'dns: learning from an answer failed')
   }
 
-  private release(p: Allowed, msg: Buffer, rcode: string, answers: string[], enforceMs: number): void {
+  private release(p: Allowed, msg: Buffer, rcode: string, answers: string, enforceMs: number): void {
     p.reply(msg)
     this.stats.allowed++
     this.logQuery(p.flows, p.verdict, p.qname, p.qtype, rcode, p.started, answers, enforceMs)
@@ -404,13 +404,13 @@ export class DnsProxy {
         if (now - p.started <= this.timeoutMs) continue
         pending.delete(id)
         this.stats.timedOut++
-        this.logQuery(p.flows, p.verdict, p.qname, p.qtype, 'TIMEOUT', p.started, [])
+        this.logQuery(p.flows, p.verdict, p.qname, p.qtype, 'TIMEOUT', p.started, NO_ANSWERS)
       }
     }
   }
 
   /** One line per query; its duration and (for an answer that taught addresses) its enforcement time counted. */
-  private logQuery(flows: FlowLog, verdict: FlowVerdict, qname: string, qtype: string, rcode: string, started: number, answers: string[], enforceMs = 0): void {
+  private logQuery(flows: FlowLog, verdict: FlowVerdict, qname: string, qtype: string, rcode: string, started: number, answers: string, enforceMs = 0): void {
     const ms = performance.now() - started
     if (rcode !== 'TIMEOUT') this.latency.observe(ms / 1000)
     if (enforceMs > 0) this.enforce.observe(enforceMs / 1000)

@@ -3,8 +3,11 @@
 // only addresses the maps already allow for its names (as the owner last said) is released at
 // once, and the batch only renews them; any other is held until the owner says the batch is
 // learned (maps written), or until maxDelayMs has passed: then it is released anyway and
-// `onLate` is told (Cilium's --tofqdns-proxy-response-max-delay does the same). Pure: the
-// caller carries batches to the owner and back.
+// `onLate` is told (Cilium's --tofqdns-proxy-response-max-delay does the same). Answers that
+// only renew go once per batch for each name and set of records (with their longest TTLs): a
+// busy name is answered thousands of times a second, and each copy would cost the owner a
+// message to read and a cache update that changes nothing more. Pure: the caller carries
+// batches to the owner and back.
 
 import type { AnswerRecord } from './fqdn-cache.js'
 
@@ -26,6 +29,8 @@ interface Batch {
   id: number
   answers: LearnRequest[]
   release: Array<() => void>
+  /** Per name, the renewals in `answers` (usually one). */
+  renewals: Map<string, LearnRequest[]>
 }
 
 export class LearnRelay {
@@ -46,13 +51,21 @@ export class LearnRelay {
   /** For DnsProxy's learn: nothing to wait for, or a promise settled when the answer may go. */
   learn(qname: string, records: readonly AnswerRecord[]): Promise<void> | void {
     if (this.collecting === null) {
-      this.collecting = { id: this.nextId++, answers: [], release: [] }
+      this.collecting = { id: this.nextId++, answers: [], release: [], renewals: new Map() }
       setImmediate(() => this.send()) // after the datagrams read together, so they go as one
     }
     const batch = this.collecting
-    batch.answers.push({ qname, records: records.slice() })
-    if (this.allowedAlready(qname, records)) return
-    return new Promise((resolve) => batch.release.push(resolve))
+    if (!this.allowedAlready(qname, records)) {
+      batch.answers.push({ qname, records: records.slice() })
+      return new Promise((resolve) => batch.release.push(resolve))
+    }
+    const renewals = batch.renewals.get(qname)
+    const same = renewals?.find((r) => sameRecords(r.records, records))
+    if (same !== undefined) return keepLongestTtl(same.records, records)
+    const renewal = { qname, records: records.slice() }
+    batch.answers.push(renewal)
+    if (renewals === undefined) batch.renewals.set(qname, [renewal])
+    else renewals.push(renewal)
   }
 
   /** The owner has learned from batch `id`: its held answers go. */
@@ -95,5 +108,24 @@ export class LearnRelay {
       for (const ips of names) if (ips === undefined || !ips.has(r.data as string)) return false
     }
     return true
+  }
+}
+
+/** The same records in the same order (names, types and data; TTLs aside). */
+function sameRecords(a: readonly AnswerRecord[], b: readonly AnswerRecord[]): boolean {
+  if (a.length !== b.length) return false
+  for (let i = 0; i < a.length; i++) {
+    const x = a[i]!
+    const y = b[i]!
+    if (x.type !== y.type || x.data !== y.data || x.name !== y.name) return false
+  }
+  return true
+}
+
+/** Raises each kept record's TTL to the later answer's where that is longer. */
+function keepLongestTtl(kept: AnswerRecord[], later: readonly AnswerRecord[]): void {
+  for (let i = 0; i < kept.length; i++) {
+    const ttl = later[i]!.ttl
+    if (ttl !== undefined && (kept[i]!.ttl ?? 0) < ttl) kept[i] = { ...kept[i]!, ttl }
   }
 }
