@@ -154,6 +154,38 @@ t.test('an allowed name is forwarded and its answer relayed with the client id',
   t.equal(s.proxy.stats.allowed, 1)
 })
 
+t.test("a client's destination is looked up once per read of datagrams, and again in the next", async (t) => {
+  let lookups = 0
+  let server = 0xc6120235 // 198.18.2.53
+  const s = await setup(t, '198.18.1.10', {
+    originalDestination: (_address, _port, out) => {
+      lookups++
+      out.address = server
+      out.port = 53
+      return true
+    },
+  })
+  const client = createSocket('udp4')
+  t.teardown(() => client.close())
+  const BURST = 200
+  const answered = new Promise<number>((resolve) => {
+    let n = 0
+    client.on('message', () => ++n === BURST && resolve(n))
+    setTimeout(() => resolve(n), 5_000).unref()
+  })
+  await new Promise<void>((r) => client.bind(0, '127.0.0.1', r))
+  for (let i = 0; i < BURST; i++) client.send(dnsPacket.encode(ask('cantina.empire', i)), s.proxy.port, '127.0.0.1')
+  t.equal(await answered, BURST, 'every query answered')
+  t.ok(lookups < BURST / 2, `${lookups} lookups for ${BURST} queries from one client`)
+  t.ok(s.logs.every((l) => l.destination === '198.18.2.53:53'), 'all to the server the datapath named')
+  // The same client socket now sends to another server: its next read looks it up again.
+  server = 0xc6120236 // 198.18.2.54
+  const next = new Promise<void>((resolve) => client.once('message', () => resolve()))
+  client.send(dnsPacket.encode(ask('cantina.empire', 999)), s.proxy.port, '127.0.0.1')
+  await next
+  t.equal(s.logs.at(-1)!.destination, '198.18.2.54:53', 'judged and logged as a query to the new server')
+})
+
 t.test('a name outside the rule gets REFUSED from the proxy; the server is never asked', async (t) => {
   const s = await setup(t)
   for (const name of ['hoth.alliance', 'empire', 'EVIL.com']) {

@@ -101,6 +101,12 @@ export interface PumpStats {
 
 export class DatagramPump {
   readonly stats: PumpStats = { received: 0, sent: 0, dropped: 0 }
+  /**
+   * Counts the reads (recvmmsg calls) that returned datagrams: the datagrams of one read were all
+   * queued before it, so what the handler looks up about a sender (its original destination)
+   * holds for the rest of that read.
+   */
+  batch = 0
   private readonly rx = new Ring()
   private readonly tx = new Ring()
   private readonly txSocket = new Int32Array(BATCH)
@@ -206,6 +212,7 @@ export class DatagramPump {
         }
         got += n
         this.stats.received += n
+        this.batch++
         for (let i = 0; i < n; i++) {
           this.rx.reset(i)
           try {

@@ -33,7 +33,8 @@ export interface DnsProxyOptions {
   logger: Logger
   /**
    * Where a client's datagram was going (the datapath's proxymap), written into `out`; false if
-   * not known. Addresses as numbers: asked once per datagram.
+   * not known. Addresses as numbers. Asked once per client per read of datagrams: the datagrams
+   * of one read were all queued before it, so one answer holds for all of a client's.
    */
   originalDestination: (clientAddress: number, clientPort: number, out: Destination) => boolean
   /** Where a client's TCP connection was going; by default its local address (TPROXY, sk_assign). */
@@ -85,6 +86,8 @@ const MAX_NAMED = 20_000
 /** A UDP client as last seen: what its queries to `server` resolve to, worked out once. */
 interface UdpClient {
   server: Destination
+  /** The pump's read in which `server` was last looked up. */
+  batch: number
   flow: Flow
   entry: FlowEntry
   /** Sends a message to the client from the server's address. */
@@ -228,12 +231,12 @@ export class DnsProxy {
 
   /** A datagram on the listening socket: `msg` is the pump's, valid until this returns. */
   private onQuery(msg: Buffer, address: number, port: number): void {
-    if (!this.opts.originalDestination(address, port, this.destination)) {
+    const c = this.udpClient(address, port)
+    if (c === null) {
       this.stats.invalid++
       this.opts.logger.warn({ source: `${formatIPv4(address)}:${port}` }, 'dns: query with no known destination dropped')
       return
     }
-    const c = this.udpClient(address, port, this.destination)
     const allowed = this.judge(msg, c.flow, c.entry, c.reply)
     if (allowed === null) return
     const id = this.freeId()
@@ -246,11 +249,22 @@ export class DnsProxy {
     this.pump!.send(this.upstream, msg, msg.length, c.upstreamAddress, c.upstream.port)
   }
 
-  /** The client at address:port asking `server`: known, or worked out again (new server, new policy). */
-  private udpClient(address: number, port: number, server: Destination): UdpClient {
+  /**
+   * The client at address:port and the server it asked: as looked up earlier in this read, known
+   * (same server, same policy), or worked out again; null when the datapath has no destination.
+   */
+  private udpClient(address: number, port: number): UdpClient | null {
     const key = address * 65536 + port
     const known = this.clients.get(key)
-    if (known && known.server.address === server.address && known.server.port === server.port && known.entry.policy.generation === this.opts.engine.stateGeneration) return known
+    const batch = this.pump!.batch
+    const generation = this.opts.engine.stateGeneration
+    if (known && known.batch === batch && known.entry.policy.generation === generation) return known
+    const server = this.destination
+    if (!this.opts.originalDestination(address, port, server)) return null
+    if (known && known.server.address === server.address && known.server.port === server.port && known.entry.policy.generation === generation) {
+      known.batch = batch
+      return known
+    }
     if (this.clients.size >= MAX_FLOWS) this.clients.clear()
     const client = { address: formatIPv4(address), port }
     const to = { address: formatIPv4(server.address), port: server.port }
@@ -262,6 +276,7 @@ export class DnsProxy {
     if (upstreamAddress === null) throw new DnsWireError(`server '${upstream.address}' is not an IPv4 address`)
     const c: UdpClient = {
       server: { address: server.address, port: server.port },
+      batch,
       flow,
       entry: this.flowEntry(flow, DNS_UDP),
       reply: (data) => void pump.send(replyFrom, data, data.length, address, port),
