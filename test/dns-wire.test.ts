@@ -51,6 +51,18 @@ t.test('label bytes that are not plain come out escaped, so no label reads as tw
   t.equal(readQuery(msg).name, 'cantina\\.emp.\\\\.\\000\\127.EMPIRE')
 })
 
+t.test('records that point at an escaped question name, alone or after labels of their own, read it escaped', async (t) => {
+  const question = [11, ...Buffer.from('cantina.emp'), 6, ...Buffer.from('EMPIRE'), 0, 0, 1, 0, 1]
+  const rr = (name: number[], last: number) => [...name, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, last]
+  const msg = Buffer.from([0, 1, 0x81, 0x80, 0, 1, 0, 3, 0, 0, 0, 0, ...question, ...rr([0xc0, 12], 3), ...rr([1, 0x78, 0xc0, 12], 4), ...rr([0xc0, 12], 5)])
+  const out: AnswerRecord[] = []
+  readAnswers(msg, out)
+  t.same(
+    out.map((r) => `${r.name} ${r.data as string}`),
+    ['cantina\\.emp.EMPIRE 192.0.2.3', 'x.cantina\\.emp.EMPIRE 192.0.2.4', 'cantina\\.emp.EMPIRE 192.0.2.5'],
+  )
+})
+
 /** A query for cantina.empire A with its bytes changed by `edit`. */
 function query(edit: (b: Buffer) => Buffer): Buffer {
   return edit(dnsPacket.encode({ type: 'query', id: 7, questions: [{ type: 'A', name: 'cantina.empire' }] }))

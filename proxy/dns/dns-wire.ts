@@ -40,17 +40,17 @@ export interface QueryInfo {
 // The name readName decoded last (no trailing dot; '' for the root): returned through here so
 // reading one allocates only its string.
 let decoded = ''
+/** A name's bytes with dots between labels, made into one string (most names are plain). */
+const scratch = Buffer.allocUnsafe(MAX_NAME)
 
 function plainByte(b: number): boolean {
   return (b >= 0x61 && b <= 0x7a) || (b >= 0x41 && b <= 0x5a) || (b >= 0x30 && b <= 0x39) || b === 0x2d || b === 0x5f
 }
 
-function label(msg: Buffer, start: number, end: number): string {
-  let i = start
-  while (i < end && plainByte(msg[i]!)) i++
-  if (i === end) return msg.toString('latin1', start, end)
-  let out = msg.toString('latin1', start, i)
-  for (; i < end; i++) {
+/** A label as text, its bytes other than [A-Za-z0-9_-] escaped (`\.`, `\\`, `\DDD`) as Cilium's DNS library does. */
+function escapedLabel(msg: Buffer, start: number, end: number): string {
+  let out = ''
+  for (let i = start; i < end; i++) {
     const b = msg[i]!
     if (plainByte(b)) out += String.fromCharCode(b)
     else if (b === 0x2e || b === 0x5c) out += '\\' + String.fromCharCode(b)
@@ -65,10 +65,12 @@ function label(msg: Buffer, start: number, end: number): string {
  * name is left in `decoded`. Pointers must point before the labels they end, so there are no loops.
  */
 function readName(msg: Buffer, offset: number, end: number, decode: boolean): number {
+  const start = offset
   let next = -1
   let bound = offset
   let total = 0
-  let name = ''
+  let length = 0
+  let plain = true
   for (;;) {
     if (offset >= end) throw new DnsWireError('name runs past the end of the message')
     const len = msg[offset]!
@@ -88,11 +90,32 @@ function readName(msg: Buffer, offset: number, end: number, decode: boolean): nu
     total += len + 1
     if (total >= MAX_NAME) throw new DnsWireError('name longer than 255 bytes')
     if (offset + 1 + len > end) throw new DnsWireError('label runs past the end of the message')
-    if (decode) name = name === '' ? label(msg, offset + 1, offset + 1 + len) : name + '.' + label(msg, offset + 1, offset + 1 + len)
+    if (decode) {
+      if (length > 0) scratch[length++] = 0x2e
+      for (let i = offset + 1; i <= offset + len; i++) {
+        const b = msg[i]!
+        if (!plainByte(b)) plain = false
+        scratch[length++] = b
+      }
+    }
     offset += 1 + len
   }
-  if (decode) decoded = name
+  if (decode) decoded = plain ? scratch.toString('latin1', 0, length) : escapedName(msg, start)
   return next
+}
+
+/** The name at `offset` (already checked by readName) with its odd bytes escaped. */
+function escapedName(msg: Buffer, offset: number): string {
+  let name = ''
+  for (let len = msg[offset]!; len !== 0; len = msg[offset]!) {
+    if ((len & 0xc0) === 0xc0) {
+      offset = ((len & 0x3f) << 8) | msg[offset + 1]!
+      continue
+    }
+    name += (name === '' ? '' : '.') + escapedLabel(msg, offset + 1, offset + 1 + len)
+    offset += 1 + len
+  }
+  return name
 }
 
 /** Walks `count` resource records from `offset`; returns where they end. */
@@ -162,10 +185,22 @@ export function readAnswers(msg: Buffer, out: AnswerRecord[], end = msg.length):
     if (offset > end) throw new DnsWireError('question runs past the end of the message')
   }
   const first = out.length
+  // Records mostly name the question by a pointer to it (offset 12): decoded once for all of them.
+  let question: string | null = null
   try {
     for (let i = msg.readUInt16BE(6); i > 0; i--) {
-      offset = readName(msg, offset, end, true)
-      const name = decoded
+      let name: string
+      if (msg.readUInt16BE(4) > 0 && offset + 1 < end && msg[offset] === 0xc0 && msg[offset + 1] === HEADER_BYTES) {
+        if (question === null) {
+          readName(msg, HEADER_BYTES, end, true)
+          question = decoded
+        }
+        name = question
+        offset += 2
+      } else {
+        offset = readName(msg, offset, end, true)
+        name = decoded
+      }
       if (offset + 10 > end) throw new DnsWireError('record header runs past the end of the message')
       const type = msg.readUInt16BE(offset)
       const ttl = msg.readUInt32BE(offset + 4)
