@@ -83,17 +83,21 @@ const MAX_FLOWS = 10_000
 /** Names' verdicts kept over all flows; past this, every flow and client is resolved afresh. */
 const MAX_NAMED = 20_000
 
+/** How a client's queries go: where allowed ones are sent, and how answers get back. */
+interface Route {
+  /** Sends a message to the client, the way it asked (from the server's address). */
+  reply: (msg: Buffer) => void
+  /** Where allowed queries go (the server, unless told otherwise); its address as a number for UDP. */
+  upstream: Endpoint
+  upstreamAddress: number
+}
+
 /** A UDP client as last seen: what its queries to `server` resolve to, worked out once. */
-interface UdpClient {
+interface UdpClient extends Route {
   server: Destination
   /** The pump's read in which `server` was last looked up. */
   batch: number
-  flow: Flow
   entry: FlowEntry
-  /** Sends a message to the client from the server's address. */
-  reply: (msg: Buffer) => void
-  upstream: Endpoint
-  upstreamAddress: number
 }
 
 /** A flow as the proxy last resolved it. */
@@ -108,29 +112,17 @@ interface FlowEntry {
   names: Map<string, FlowVerdict>
 }
 
-/** A query that passed its rules: what relaying its answer needs. */
-interface Allowed {
-  flow: Flow
+/** A query that passed its rules, in flight: what relaying its answer needs. */
+interface Pending {
+  route: Route
   flows: FlowLog
   query: QueryInfo
   qname: string
   qtype: string
   verdict: FlowVerdict
   started: number
-  /** Sends a message to the client, the way it asked. */
-  reply: (msg: Buffer) => void
-}
-
-interface Pending extends Allowed {
+  /** The id the client gave it. */
   clientId: number
-  /** Where the query went (the server, unless told otherwise). */
-  upstream: Endpoint
-  upstreamAddress: number
-}
-
-/** A query in flight (written out field by field: one object shape for all of them). */
-function inFlight(a: Allowed, clientId: number, upstream: Endpoint, upstreamAddress: number): Pending {
-  return { flow: a.flow, flows: a.flows, query: a.query, qname: a.qname, qtype: a.qtype, verdict: a.verdict, started: a.started, reply: a.reply, clientId, upstream, upstreamAddress }
 }
 
 /**
@@ -237,14 +229,14 @@ export class DnsProxy {
       this.opts.logger.warn({ source: `${formatIPv4(address)}:${port}` }, 'dns: query with no known destination dropped')
       return
     }
-    const allowed = this.judge(msg, c.flow, c.entry, c.reply)
+    const allowed = this.judge(msg, c, c.entry)
     if (allowed === null) return
     const id = this.freeId()
     if (id === null) {
       c.reply(answer(msg, allowed.query, RCODE.SERVFAIL)) // 65536 queries in flight: none more until some end
       return
     }
-    this.pending.set(id, inFlight(allowed, msg.readUInt16BE(0), c.upstream, c.upstreamAddress))
+    this.pending.set(id, allowed)
     msg.writeUInt16BE(id, 0)
     this.pump!.send(this.upstream, msg, msg.length, c.upstreamAddress, c.upstream.port)
   }
@@ -277,7 +269,6 @@ export class DnsProxy {
     const c: UdpClient = {
       server: { address: server.address, port: server.port },
       batch,
-      flow,
       entry: this.flowEntry(flow, DNS_UDP),
       reply: (data) => void pump.send(replyFrom, data, data.length, address, port),
       upstream,
@@ -301,7 +292,8 @@ export class DnsProxy {
    * Checks a query and judges its question; answers it itself (and returns null) when it is
    * malformed, odd or denied.
    */
-  private judge(msg: Buffer, flow: Flow, entry: FlowEntry, reply: (data: Buffer) => void): Allowed | null {
+  private judge(msg: Buffer, route: Route, entry: FlowEntry): Pending | null {
+    const reply = route.reply
     let query: QueryInfo
     try {
       query = readQuery(msg)
@@ -331,7 +323,7 @@ export class DnsProxy {
       this.logQuery(entry.flows, verdict, qname, qtype, this.rejectCode === RCODE.REFUSED ? 'REFUSED' : 'NXDOMAIN', started, NO_ANSWERS)
       return null
     }
-    return { flow, flows: entry.flows, query, qname, qtype, verdict, started, reply }
+    return { route, flows: entry.flows, query, qname, qtype, verdict, started, clientId: msg.readUInt16BE(0) }
   }
 
   /** A name's verdict on a flow, judged once per name and policy generation (the entry is made anew when the policy changes). */
@@ -365,14 +357,14 @@ export class DnsProxy {
     if (msg.length < HEADER_BYTES) return
     const p = this.pending.get(msg.readUInt16BE(0))
     // Only the server asked may answer (an answer from elsewhere is dropped, not relayed).
-    if (!p || address !== p.upstreamAddress || port !== p.upstream.port) return
+    if (!p || address !== p.route.upstreamAddress || port !== p.route.upstream.port) return
     this.pending.delete(msg.readUInt16BE(0))
     msg.writeUInt16BE(p.clientId, 0)
     this.relay(p, msg)
   }
 
   /** An answer for an allowed query (with the client's id): learned from, then released, then logged. */
-  private relay(p: Allowed, msg: Buffer): void {
+  private relay(p: Pending, msg: Buffer): void {
     const rcode = RCODE_NAMES[msg.readUInt16BE(2) & 0xf] ?? String(msg.readUInt16BE(2) & 0xf)
     const records = this.records
     records.length = 0
@@ -402,12 +394,12 @@ export class DnsProxy {
     )
   }
 
-  private learnFailed(p: Allowed, e: Error): void {
+  private learnFailed(p: Pending, e: Error): void {
     this.opts.logger.error({ qname: p.qname, error: e.message }, 'dns: learning from an answer failed')
   }
 
-  private release(p: Allowed, msg: Buffer, rcode: string, answers: string, enforceMs: number): void {
-    p.reply(msg)
+  private release(p: Pending, msg: Buffer, rcode: string, answers: string, enforceMs: number): void {
+    p.route.reply(msg)
     this.stats.allowed++
     this.logQuery(p.flows, p.verdict, p.qname, p.qtype, rcode, p.started, answers, enforceMs)
   }
@@ -448,18 +440,18 @@ export class DnsProxy {
     let up: TcpSocket | null = null
     const reply = (m: Buffer): void => void c.write(frame(m))
     const flow = this.opts.flowOf ? this.opts.flowOf(client, server) : { sourceAddress: client.address, sourcePort: client.port, destAddress: server.address, destPort: server.port }
+    const upstream = this.opts.upstreamOf?.(flow) ?? server
+    const route: Route = { reply, upstream, upstreamAddress: 0 }
     c.setTimeout(TCP_IDLE_MS, () => c.destroy())
     c.once('close', () => {
       this.tcpPending.delete(c)
       up?.destroy()
     })
     readFrames(c, (msg) => {
-      const allowed = this.judge(msg, flow, this.flowEntry(flow, DNS_TCP), reply)
+      const allowed = this.judge(msg, route, this.flowEntry(flow, DNS_TCP))
       if (allowed === null) return
-      const id = msg.readUInt16BE(0)
-      if (pending.has(id)) return reply(answer(msg, allowed.query, RCODE.SERVFAIL)) // an id already in flight here
-      const upstream = this.opts.upstreamOf?.(allowed.flow) ?? server
-      pending.set(id, inFlight(allowed, id, upstream, 0))
+      if (pending.has(allowed.clientId)) return reply(answer(msg, allowed.query, RCODE.SERVFAIL)) // an id already in flight here
+      pending.set(allowed.clientId, allowed)
       if (up === null) {
         up = connect({ host: upstream.address, port: upstream.port })
         up.on('error', () => undefined)
