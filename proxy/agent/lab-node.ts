@@ -10,7 +10,7 @@
 // with --http or --dns external it leaves that port to another proxy (a benchmark's HAProxy or
 // dnsdist). It prints READY, logs flows as JSON lines on stdout (or appends them to
 // FILE: a benchmark's reader must not compete with the proxy for CPU), and stops cleanly on
-// SIGTERM or SIGINT. With --admin it answers the CLI on that unix socket (admin-server.ts); with
+// SIGTERM or SIGINT. With --admin it answers the CLI on that unix socket (admin-routes.ts); with
 // --metrics-fd it serves Prometheus on a listener the agent command made.
 
 import { openSync } from 'node:fs'
@@ -19,8 +19,6 @@ import type { AddressInfo, Socket } from 'node:net'
 import pino from 'pino'
 import { LAB_HOSTS, nodeIfname } from '../../lab/topology.js'
 import { PolicyEngine } from '../../policy/engine.js'
-import { formatPrefix } from '../../policy/cidr.js'
-import { labelString } from '../../policy/labels.js'
 import { joinCgroup, cgroup2Root } from '../../redirect-bpf/cgroup.js'
 import { removeBpffs } from '../../redirect-bpf/bpffs.js'
 import { Datapath } from '../../redirect-bpf/datapath.js'
@@ -40,9 +38,10 @@ import { ProxyTotals } from './proxy-totals.js'
 import { terminalLines } from './log-format.js'
 import { PolicyFiles } from './policy-files.js'
 import { NodeEndpoints } from './node-endpoints.js'
-import { AdminQueryError, AdminText, startAdminServer } from './admin-server.js'
+import { startAdminServer } from './admin-server.js'
+import { adminRoutes } from './admin-routes.js'
 import { AgentMetrics } from './metrics.js'
-import { FlowFeed, FlowFilterError, parseFlowQuery } from './flow-feed.js'
+import { FlowFeed } from './flow-feed.js'
 
 
 let args: LabNodeArgs
@@ -220,52 +219,8 @@ if (metricsServer) {
 const startedAt = Date.now()
 feed.publishKernel(dp.counters()) // what the kernel counted before now is not news
 setInterval(() => feed.publishKernel(dp.counters()), 1_000).unref()
-/** A flow query, or a 400 saying what is wrong with it. */
-function flowQuery(q: URLSearchParams): ReturnType<typeof parseFlowQuery> {
-  try {
-    return parseFlowQuery(q)
-  } catch (e) {
-    throw e instanceof FlowFilterError ? new AdminQueryError(e.message) : e
-  }
-}
 const admin = args.admin
-  ? await startAdminServer(args.admin, {
-      '/v1/status': () => agentStatus(),
-      '/v1/endpoints': () =>
-        endpoints.list.map((ep) => {
-          const info = engine.endpointInfo(ep.id)
-          return { id: ep.id, host: ep.host, identity: info?.identity ?? null, ips: ep.ips, labels: ep.labels, enforce: info?.enforce ?? null, rules: info?.ruleIds ?? [] }
-        }),
-      '/v1/flows': (q) => {
-        const { filter, last } = flowQuery(q)
-        return feed.recentEvents(filter).slice(-(last || 1_000))
-      },
-      '/v1/flows/follow': {
-        stream: (q, write) => {
-          const { filter, last } = flowQuery(q)
-          if (last > 0) for (const e of feed.recentEvents(filter).slice(-last)) write(e)
-          return feed.follow(filter, write)
-        },
-      },
-      '/v1/fqdn': () => fqdns.entries(),
-      '/v1/policy': () => ({ revision: engine.policyRevision, directory: policies.dir, files: [...policies.texts].map(([file, text]) => ({ file, text })) }),
-      'POST /v1/policy/import': (q, body) => policies.import(q.get('name'), body),
-      // Forgetting names takes their addresses out of the maps: connections to them are cut.
-      'POST /v1/fqdn/clean': () => {
-        const removed = fqdns.clean()
-        logger.info({ names: removed.length }, 'fqdn cache cleaned')
-        return { removed }
-      },
-      '/metrics': async () => new AdminText(metrics.registry.contentType, await metrics.text()),
-      '/v1/bpf/policy': (q) => {
-        const id = Number(q.get('endpoint'))
-        if (!endpoints.list.some((e) => e.id === id)) throw new AdminQueryError(`no endpoint '${q.get('endpoint')}' on this node (see l7proxy endpoint list)`)
-        const labels = (identity: number): string[] => engine.identities.get(identity)?.labels.labels.map(labelString) ?? []
-        return dp.policyEntries(id).map((e) => ({ ...e, labels: e.identity === 0 ? ['(any)'] : labels(e.identity) }))
-      },
-      '/v1/identities': () =>
-        [...engine.identities.all()].map((i) => ({ id: i.id, kind: i.kind, labels: i.labels.labels.map(labelString), ...(i.prefix ? { prefix: formatPrefix(i.prefix) } : {}) })),
-    })
+  ? await startAdminServer(args.admin, adminRoutes({ engine, endpoints, feed, fqdns, policies, metrics, datapath: dp, logger, status: () => agentStatus() }))
   : null
 
 /** Packets the kernel counted, by verdict, over every endpoint. */

@@ -1,0 +1,106 @@
+// The agent's admin routes against a real policy engine and flow feed (no kernel): what the CLI
+// is shown, and bad queries refused with what is wrong.
+
+import { Writable } from 'node:stream'
+import pino from 'pino'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import t, { type Test } from 'tap'
+import { labEndpoints } from '../lab/topology.js'
+import { PolicyEngine } from '../policy/engine.js'
+import { AdminQueryError, type AdminRoute } from '../proxy/agent/admin-server.js'
+import { adminRoutes } from '../proxy/agent/admin-routes.js'
+import { FlowFeed } from '../proxy/agent/flow-feed.js'
+import { PolicyFiles } from '../proxy/agent/policy-files.js'
+import { Registry } from 'prom-client'
+
+const POLICY = `apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: { name: deathstar-l7 }
+spec:
+  endpointSelector: { matchLabels: { class: deathstar } }
+  ingress:
+  - fromEndpoints: [ { matchLabels: { org: empire } } ]
+    toPorts:
+    - ports: [ { port: "80", protocol: TCP } ]
+      rules: { http: [ { method: POST, path: "/v1/request-landing" } ] }
+`
+
+function setup(t: Test) {
+  const engine = new PolicyEngine({ proxyPorts: { http: 15001, dns: 15053 } })
+  const list = labEndpoints()
+  for (const ep of list) engine.upsertEndpoint(ep)
+  const lines: Array<Record<string, unknown>> = []
+  const logger = pino({ base: null }, new Writable({ write: (c: Buffer, _e, cb) => (lines.push(JSON.parse(c.toString()) as Record<string, unknown>), cb()) }))
+  const dir = mkdtempSync(join(tmpdir(), 'l7-admin-routes-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const policies = new PolicyFiles({ engine, logger, file: null, dir })
+  t.teardown(() => policies.close())
+  const feed = new FlowFeed((id) => list.find((e) => e.id === id)?.ips ?? [])
+  const cleaned: string[][] = []
+  const deathstar = list.find((e) => e.host === 'deathstar')!
+  const tiefighter = engine.endpointInfo(list.find((e) => e.host === 'tiefighter')!.id)!.identity
+  const routes = adminRoutes({
+    engine,
+    endpoints: { list },
+    feed,
+    fqdns: { entries: () => [], clean: () => (cleaned.push(['cantina.empire']), ['cantina.empire']) },
+    policies,
+    metrics: { registry: new Registry(), text: async () => 'l7proxy_up 1\n' },
+    datapath: {
+      policyEntries: (id) =>
+        id === deathstar.id
+          ? [
+              { endpointId: id, identity: tiefighter, direction: 'ingress', protocol: 6, port: 80, portPrefixLen: 16, deny: false, proxyPort: 15001 },
+              { endpointId: id, identity: 0, direction: 'egress', protocol: 0, port: 0, portPrefixLen: 0, deny: false, proxyPort: 0 },
+            ]
+          : [],
+    },
+    logger,
+    status: () => ({ mode: 'sk-assign' }),
+  })
+  const call = (route: string, query = '', body = ''): unknown => (routes[route] as Extract<AdminRoute, (...a: never[]) => unknown>)(new URLSearchParams(query), body)
+  const get = (path: string, query = ''): unknown => call(path, query)
+  t.match(call('POST /v1/policy/import', 'name=sw.yaml', POLICY), { file: 'sw.yaml', revision: Number }, 'a policy imported through its route')
+  return { routes, get, feed, lines, cleaned, deathstar }
+}
+
+t.test('endpoints, policy and identities as the engine has them', async (t) => {
+  const { get, deathstar } = setup(t)
+  const eps = get('/v1/endpoints') as Array<Record<string, unknown>>
+  t.match(eps.find((e) => e.id === deathstar.id), { host: 'deathstar', ips: deathstar.ips, identity: Number, rules: ['CiliumNetworkPolicy/default/deathstar-l7'] })
+  t.match(get('/v1/policy'), { revision: Number, files: [{ file: 'sw.yaml', text: POLICY }] })
+  t.ok((get('/v1/identities') as Array<{ labels: string[] }>).some((i) => i.labels.includes('k8s:class=deathstar')), 'identities with their labels')
+  t.same(get('/v1/status'), { mode: 'sk-assign' })
+})
+
+t.test('flows: the feed through a filter; a bad filter is a query error saying what', async (t) => {
+  const { get, feed } = setup(t)
+  feed.publishLog(`${JSON.stringify({ level: 30, time: 5, source: '198.18.1.10:1', destination: '198.18.2.10:80', verdict: 'denied', path: '/x', msg: 'http denied' })}\n`)
+  t.match(get('/v1/flows', 'verdict=denied'), [{ protocol: 'http', path: '/x' }])
+  t.same(get('/v1/flows', 'verdict=allowed'), [])
+  t.throws(() => get('/v1/flows', 'verdict=maybe'), { constructor: AdminQueryError, message: /unknown verdict 'maybe'/ })
+  t.throws(() => get('/v1/flows', 'last=-1'), { constructor: AdminQueryError, message: /last must be a whole number/ })
+})
+
+t.test("bpf policy: an endpoint's entries with their identities' labels; an unknown endpoint is a query error", async (t) => {
+  const { get, deathstar } = setup(t)
+  const entries = get('/v1/bpf/policy', `endpoint=${deathstar.id}`) as Array<{ identity: number; labels: string[] }>
+  t.ok(entries[0]!.labels.includes('k8s:class=tiefighter'), 'a peer by its labels')
+  t.same(entries[1]!.labels, ['(any)'], 'identity 0 is any')
+  t.throws(() => get('/v1/bpf/policy', 'endpoint=999'), { constructor: AdminQueryError, message: /no endpoint '999' on this node/ })
+})
+
+t.test('metrics in Prometheus text format, not JSON', async (t) => {
+  const { get } = setup(t)
+  t.match(await get('/metrics'), { contentType: /^text\/plain/, body: 'l7proxy_up 1\n' })
+})
+
+t.test('cleaning the FQDN cache says what went, and logs it', async (t) => {
+  const { routes, lines, cleaned } = setup(t)
+  const clean = routes['POST /v1/fqdn/clean'] as Extract<AdminRoute, (...a: never[]) => unknown>
+  t.same(clean(new URLSearchParams(), ''), { removed: ['cantina.empire'] })
+  t.same(cleaned, [['cantina.empire']])
+  t.match(lines.at(-1), { msg: 'fqdn cache cleaned', names: 1 })
+})
