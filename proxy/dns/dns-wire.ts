@@ -3,9 +3,9 @@
 // only point back, record lengths), but only what the proxy uses becomes a JS value: a query's
 // question, an answer's A, AAAA and CNAME records. dns-packet builds every record of every
 // section as objects, which cost more than the rest of relaying a query did.
-// Label bytes that are not letters, digits, '-' or '_' come out escaped as a master file writes
-// them ('\.', '\\', '\DDD' for the unprintable), as Cilium's DNS library does, so a label with a
-// dot in it can never read as two labels and pass a rule meant for another name.
+// A label's dots, backslashes and unprintable bytes come out escaped as a master file writes
+// them ('\.', '\\', '\DDD'), as Cilium's DNS library does, so a label with a dot in it can
+// never read as two labels and pass a rule meant for another name.
 
 import type { AnswerRecord } from './fqdn-cache.js'
 
@@ -40,24 +40,30 @@ export interface QueryInfo {
 // The name readName decoded last (no trailing dot; '' for the root): returned through here so
 // reading one allocates only its string.
 let decoded = ''
-/** A name's bytes with dots between labels, made into one string (most names are plain). */
-const scratch = Buffer.allocUnsafe(MAX_NAME)
+/** A name as text, dots between labels, built as bytes and made into one string: a byte escaped takes at most 4. */
+const scratch = Buffer.allocUnsafe(MAX_NAME * 4)
+const BACKSLASH = 0x5c
+const DOT = 0x2e
 
-function plainByte(b: number): boolean {
-  return (b >= 0x61 && b <= 0x7a) || (b >= 0x41 && b <= 0x5a) || (b >= 0x30 && b <= 0x39) || b === 0x2d || b === 0x5f
-}
-
-/** A label as text, its bytes other than [A-Za-z0-9_-] escaped (`\.`, `\\`, `\DDD`) as Cilium's DNS library does. */
-function escapedLabel(msg: Buffer, start: number, end: number): string {
-  let out = ''
-  for (let i = start; i < end; i++) {
-    const b = msg[i]!
-    if (plainByte(b)) out += String.fromCharCode(b)
-    else if (b === 0x2e || b === 0x5c) out += '\\' + String.fromCharCode(b)
-    else if (b > 0x20 && b < 0x7f) out += String.fromCharCode(b)
-    else out += '\\' + String(b).padStart(3, '0')
+/**
+ * Writes label byte `b` into scratch at `at` as Cilium's DNS library prints it: `.` and `\` as
+ * `\.` and `\\`, other printable ASCII as it is, the rest as `\DDD`; returns where the next goes.
+ */
+function putLabelByte(b: number, at: number): number {
+  if (b === DOT || b === BACKSLASH) {
+    scratch[at] = BACKSLASH
+    scratch[at + 1] = b
+    return at + 2
   }
-  return out
+  if (b > 0x20 && b < 0x7f) {
+    scratch[at] = b
+    return at + 1
+  }
+  scratch[at] = BACKSLASH
+  scratch[at + 1] = 0x30 + Math.floor(b / 100)
+  scratch[at + 2] = 0x30 + (Math.floor(b / 10) % 10)
+  scratch[at + 3] = 0x30 + (b % 10)
+  return at + 4
 }
 
 /**
@@ -65,12 +71,10 @@ function escapedLabel(msg: Buffer, start: number, end: number): string {
  * name is left in `decoded`. Pointers must point before the labels they end, so there are no loops.
  */
 function readName(msg: Buffer, offset: number, end: number, decode: boolean): number {
-  const start = offset
   let next = -1
   let bound = offset
   let total = 0
   let length = 0
-  let plain = true
   for (;;) {
     if (offset >= end) throw new DnsWireError('name runs past the end of the message')
     const len = msg[offset]!
@@ -91,31 +95,13 @@ function readName(msg: Buffer, offset: number, end: number, decode: boolean): nu
     if (total >= MAX_NAME) throw new DnsWireError('name longer than 255 bytes')
     if (offset + 1 + len > end) throw new DnsWireError('label runs past the end of the message')
     if (decode) {
-      if (length > 0) scratch[length++] = 0x2e
-      for (let i = offset + 1; i <= offset + len; i++) {
-        const b = msg[i]!
-        if (!plainByte(b)) plain = false
-        scratch[length++] = b
-      }
+      if (length > 0) scratch[length++] = DOT
+      for (let i = offset + 1; i <= offset + len; i++) length = putLabelByte(msg[i]!, length)
     }
     offset += 1 + len
   }
-  if (decode) decoded = plain ? scratch.toString('latin1', 0, length) : escapedName(msg, start)
+  if (decode) decoded = scratch.toString('latin1', 0, length)
   return next
-}
-
-/** The name at `offset` (already checked by readName) with its odd bytes escaped. */
-function escapedName(msg: Buffer, offset: number): string {
-  let name = ''
-  for (let len = msg[offset]!; len !== 0; len = msg[offset]!) {
-    if ((len & 0xc0) === 0xc0) {
-      offset = ((len & 0x3f) << 8) | msg[offset + 1]!
-      continue
-    }
-    name += (name === '' ? '' : '.') + escapedLabel(msg, offset + 1, offset + 1 + len)
-    offset += 1 + len
-  }
-  return name
 }
 
 /** Walks `count` resource records from `offset`; returns where they end. */
