@@ -247,15 +247,15 @@ export class DnsProxy {
    */
   private udpClient(address: number, port: number): UdpClient | null {
     const key = address * 65536 + port
-    const known = this.clients.get(key)
     const batch = this.pump!.batch
-    const generation = this.opts.engine.stateGeneration
-    if (known && known.batch === batch && known.entry.policy.generation === generation) return known
+    const known = this.clients.get(key)
+    const current = known !== undefined && known.entry.policy.generation === this.opts.engine.stateGeneration ? known : null
+    if (current?.batch === batch) return current
     const server = this.destination
     if (!this.opts.originalDestination(address, port, server)) return null
-    if (known && known.server.address === server.address && known.server.port === server.port && known.entry.policy.generation === generation) {
-      known.batch = batch
-      return known
+    if (current !== null && current.server.address === server.address && current.server.port === server.port) {
+      current.batch = batch
+      return current
     }
     if (this.clients.size >= MAX_FLOWS) this.clients.clear()
     const client = { address: formatIPv4(address), port }
