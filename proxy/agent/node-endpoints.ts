@@ -4,7 +4,7 @@
 // thread is told; a file with any problem is refused whole, with where and why, and nothing
 // changes.
 
-import { readFileSync, unwatchFile, watchFile } from 'node:fs'
+import { readFileSync } from 'node:fs'
 import type { Logger } from 'pino'
 import { labEndpoints, nodeIfname } from '../../lab/topology.js'
 import type { PolicyEngine } from '../../policy/engine.js'
@@ -28,7 +28,7 @@ export class NodeEndpoints {
   list: NodeEndpoint[]
   /** The file's text in force (read once at start, so a change made meanwhile is not missed). */
   private text = ''
-  private watching = false
+  private poll: NodeJS.Timeout | null = null
 
   /** Reads them (a bad file throws) and registers them with the engine. */
   constructor(
@@ -61,14 +61,15 @@ export class NodeEndpoints {
       this.text = text
       this.apply(next, sinks)
     }
-    watchFile(file, { interval: WATCH_MS }, reread)
-    this.watching = true
-    reread() // the watch compares with the file as it finds it now
+    // Read and compared every WATCH_MS, not watched by stat: a stat watcher takes its first look
+    // asynchronously, and a change made before that look is never reported.
+    this.poll = setInterval(reread, WATCH_MS)
+    reread() // one made while starting
   }
 
   close(): void {
-    if (this.watching && this.file) unwatchFile(this.file)
-    this.watching = false
+    if (this.poll !== null) clearInterval(this.poll)
+    this.poll = null
   }
 
   private apply(next: NodeEndpoint[], sinks: EndpointSinks): void {
