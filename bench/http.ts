@@ -126,7 +126,9 @@ async function main(): Promise<void> {
       const run = await wrkRun(duration, connections, running.proxyPid)
       await stopScenario(running)
       if (s === 'l7proxy') {
-        run.flowLines = running.node.lines().filter((l) => l.msg === 'http allowed' || l.msg === 'http denied').length
+        let flowLines = 0
+        await running.node.eachLine((l) => void (l.endsWith('"msg":"http allowed"}') || l.endsWith('"msg":"http denied"}') ? flowLines++ : 0))
+        run.flowLines = flowLines
         const served = 2 + (warm?.ops ?? 0) + run.ops
         if (run.flowLines < served) throw new Error(`l7proxy logged ${run.flowLines} flow lines for ${served} requests: a request went unlogged`)
       }

@@ -2,7 +2,8 @@
 // JSON lines, stops it by PID with SIGTERM. Used by the kernel tests and the HTTP benchmark.
 
 import { spawn } from 'node:child_process'
-import { existsSync, readFileSync } from 'node:fs'
+import { createReadStream, existsSync, readFileSync } from 'node:fs'
+import { createInterface } from 'node:readline'
 import { GATEWAY_IP, nodeNetns } from '../../lab/topology.js'
 import { distPath } from '../../lib/project-root.js'
 
@@ -46,6 +47,11 @@ export interface LabNode {
   readonly pid: number
   /** JSON lines printed so far (flow lines are flushed within a second, and at exit). */
   lines(): Array<Record<string, unknown>>
+  /**
+   * Each line printed so far, as text, read a line at a time: a benchmark's log outgrows what
+   * one string can hold (512 MB), so it is never read whole.
+   */
+  eachLine(visit: (line: string) => void): Promise<void>
   /** SIGTERM, then the exit code (null if it had to be killed after `timeoutMs`). */
   stop(timeoutMs?: number): Promise<number | null>
 }
@@ -87,6 +93,11 @@ export async function startLabNode(o: LabNodeOptions): Promise<LabNode> {
         .split('\n')
         .filter((l) => l.startsWith('{'))
         .map((l) => JSON.parse(l) as Record<string, unknown>),
+    eachLine: async (visit) => {
+      if (!o.logFile) return out.split('\n').forEach(visit)
+      if (!existsSync(o.logFile)) return
+      for await (const line of createInterface({ input: createReadStream(o.logFile), crlfDelay: Infinity })) visit(line)
+    },
     stop,
   }
 }
