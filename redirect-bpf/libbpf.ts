@@ -98,8 +98,8 @@ export interface Libbpf {
   getsockname: Fn
   recvmmsg: Fn
   sendmmsg: Fn
-  /** Also run on libuv's threadpool: `poll.async(..., (err, result) => ...)`. */
-  poll: Fn & { async: (...args: unknown[]) => void }
+  /** Variadic: `fcntl(fd, cmd, 'int', arg)`. */
+  fcntl: Fn
 }
 
 let cached: Libbpf | undefined
@@ -168,7 +168,7 @@ export function libbpf(): Libbpf {
     // Batched datagram I/O (proxy/dns/datagram-pump.ts): pointers into memory koffi allocated.
     recvmmsg: f(libc, 'int recvmmsg(int fd, uintptr_t vec, unsigned int vlen, int flags, uintptr_t timeout)'),
     sendmmsg: f(libc, 'int sendmmsg(int fd, uintptr_t vec, unsigned int vlen, int flags)'),
-    poll: libc.func('int poll(uintptr_t fds, unsigned long nfds, int timeout)') as Libbpf['poll'],
+    fcntl: f(libc, 'int fcntl(int fd, int cmd, ...)'),
   }
   // libbpf's messages go into `recent` (bounded) instead of stderr, to be put in errors.
   const PrintFn = koffi.proto('int libbpf_print_fn(int level, const char *fmt, void *ap)')

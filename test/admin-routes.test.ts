@@ -77,7 +77,7 @@ t.test('endpoints, policy and identities as the engine has them', async (t) => {
 
 t.test('flows: the feed through a filter; a bad filter is a query error saying what', async (t) => {
   const { get, feed } = setup(t)
-  feed.publishLog(`${JSON.stringify({ level: 30, time: 5, source: '198.18.1.10:1', destination: '198.18.2.10:80', verdict: 'denied', path: '/x', msg: 'http denied' })}\n`)
+  feed.publishLines(Buffer.from(`${JSON.stringify({ level: 30, time: 5, source: '198.18.1.10:1', destination: '198.18.2.10:80', verdict: 'denied', path: '/x', msg: 'http denied' })}\n`), 1)
   t.match(get('/v1/flows', 'verdict=denied'), [{ protocol: 'http', path: '/x' }])
   t.same(get('/v1/flows', 'verdict=allowed'), [])
   t.throws(() => get('/v1/flows', 'verdict=maybe'), { constructor: AdminQueryError, message: /unknown verdict 'maybe'/ })

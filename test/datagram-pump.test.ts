@@ -67,7 +67,7 @@ t.test('a closed pump sends nothing and reads nothing more', async (t) => {
   t.equal(pump.send(fd, Buffer.from('x'), 1, LOOPBACK, 9), false)
   const client = createSocket('udp4')
   await new Promise<void>((r) => client.send(Buffer.from('late'), localPort(fd), '127.0.0.1', () => r()))
-  await new Promise((r) => setTimeout(r, 300)) // past a poll() that was out (200 ms)
+  await new Promise((r) => setTimeout(r, 300))
   client.close()
   libbpf().close(fd)
   t.equal(read, 0)

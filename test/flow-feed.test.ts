@@ -12,6 +12,11 @@ function line(verdict: string, source: string, path: string, time = 1000): strin
   return JSON.stringify({ level: 30, time, source, destination: '198.18.2.10:80', verdict, path, msg })
 }
 
+/** Publishes log text as the agent does: a chunk of whole lines. */
+function publish(feed: FlowFeed, text: string): void {
+  feed.publishLines(Buffer.from(text), text.split('\n').length - 1)
+}
+
 t.test('flow lines become events; other log lines do not', async (t) => {
   const feed = new FlowFeed((id) => ENDPOINT_IPS[id] ?? [])
   const text = [
@@ -20,7 +25,7 @@ t.test('flow lines become events; other log lines do not', async (t) => {
     line('denied', '198.18.1.20:2000', '/b'),
     line('invalid', '198.18.1.10:3000', '/%zz'),
   ].join('\n') + '\n'
-  feed.publishLog(text)
+  publish(feed, text)
   t.match(feed.recentEvents({}), [
     { protocol: 'http', verdict: 'allowed', path: '/a', time: 1000 },
     { protocol: 'http', verdict: 'denied', path: '/b' },
@@ -50,11 +55,11 @@ t.test('followers get new events through their filter until they stop; the ring 
   const feed = new FlowFeed((id) => ENDPOINT_IPS[id] ?? [])
   const got: string[] = []
   const stop = feed.follow({ verdict: 'denied' }, (e) => got.push(String(e.path)))
-  feed.publishLog(line('allowed', '198.18.1.10:1', '/x') + '\n' + line('denied', '198.18.1.10:2', '/y') + '\n')
+  publish(feed, line('allowed', '198.18.1.10:1', '/x') + '\n' + line('denied', '198.18.1.10:2', '/y') + '\n')
   stop()
-  feed.publishLog(line('denied', '198.18.1.10:3', '/z') + '\n')
+  publish(feed, line('denied', '198.18.1.10:3', '/z') + '\n')
   t.same(got, ['/y'])
-  for (let i = 0; i < 1200; i++) feed.publishLog(line('allowed', '198.18.1.10:4', `/${i}`, i) + '\n')
+  for (let i = 0; i < 1200; i++) publish(feed, line('allowed', '198.18.1.10:4', `/${i}`, i) + '\n')
   const all = feed.recentEvents({})
   t.equal(all.length, 1000)
   t.equal(all[0]!.path, '/200', 'oldest first')

@@ -1,7 +1,8 @@
 // What `l7proxy flows` shows: the proxy's decisions (the flow lines every thread logs) and the
 // kernel's drops (per-endpoint counter increases, read every second), kept as the last RECENT
-// events and passed to followers as they happen, each follower with its filter. Flow lines are
-// kept as text and parsed only when someone asks or watches: the proxy's hot path pays a search.
+// events and passed to followers as they happen, each follower with its filter. Log lines are
+// kept as the chunks of bytes they were written in and read only when someone asks, or as they
+// come while someone follows: the proxy's hot path pays nothing per line.
 
 import type { Counter } from '../../redirect-bpf/map-layout.js'
 
@@ -24,6 +25,8 @@ const PROTOCOLS = ['http', 'dns', 'tls', 'kernel'] as const
 export type FlowProtocol = (typeof PROTOCOLS)[number]
 
 const RECENT = 1_000
+/** Lines (and kernel events) kept: a few lines are not flow lines, so more than RECENT. */
+const KEEP = 2 * RECENT
 const FLOW_MSG = /^"msg":"(http|dns|tls)( allowed| denied|: )/
 const VERDICTS = ['allowed', 'denied', 'invalid', 'denied-by-rule', 'denied-default', 'no-proxy']
 
@@ -60,10 +63,30 @@ function lineEvent(line: string): FlowEvent {
   return { ...fields, time: Number(fields.time), protocol: String(msg).startsWith('dns') ? 'dns' : String(msg).startsWith('tls') ? 'tls' : 'http', verdict: String(fields.verdict) }
 }
 
+/** The flow lines among whole log lines, as events. */
+function flowEvents(bytes: Buffer): FlowEvent[] {
+  const events: FlowEvent[] = []
+  for (const line of bytes.toString().split('\n')) {
+    // pino writes msg last: only the line's end is read to tell a flow line from the rest.
+    if (FLOW_MSG.test(line.slice(line.lastIndexOf('"msg":"'))) && line.includes('"verdict":')) events.push(lineEvent(line))
+  }
+  return events
+}
+
+/** Log lines as written, and how many. */
+class LineChunk {
+  constructor(
+    readonly bytes: Buffer,
+    readonly lines: number,
+  ) {}
+}
+
+const weight = (e: FlowEvent | LineChunk): number => (e instanceof LineChunk ? e.lines : 1)
+
 export class FlowFeed {
-  /** A ring of the last RECENT events; HTTP ones as their log line. */
-  private readonly recent: Array<FlowEvent | string> = []
-  private next = 0
+  /** Kernel events and chunks of log lines, oldest first: the last KEEP lines' and events' worth. */
+  private readonly recent: Array<FlowEvent | LineChunk> = []
+  private held = 0
   private readonly followers = new Set<{ filter: FlowFilter; send: (e: FlowEvent) => void }>()
   private lastCounters = new Map<string, number>()
   private primed = false
@@ -84,10 +107,14 @@ export class FlowFeed {
     return true
   }
 
-  /** The recent events that pass `filter`, oldest first. */
+  /** The last RECENT events that pass `filter`, oldest first. */
   recentEvents(filter: FlowFilter): FlowEvent[] {
-    const ordered = [...this.recent.slice(this.next), ...this.recent.slice(0, this.next)]
-    return ordered.map((e) => (typeof e === 'string' ? lineEvent(e) : e)).filter((e) => this.matches(e, filter))
+    const events: FlowEvent[] = []
+    for (const e of this.recent) {
+      if (e instanceof LineChunk) for (const f of flowEvents(e.bytes)) events.push(f)
+      else events.push(e)
+    }
+    return events.slice(-RECENT).filter((e) => this.matches(e, filter))
   }
 
   /** Calls `send` with each new event that passes `filter`, until the returned function is called. */
@@ -97,17 +124,10 @@ export class FlowFeed {
     return () => this.followers.delete(f)
   }
 
-  /** Log text (whole JSON lines); the HTTP flow lines in it become events. */
-  publishLog(text: string): void {
-    let at = 0
-    while (at < text.length) {
-      const end = text.indexOf('\n', at)
-      const line = text.slice(at, end < 0 ? text.length : end)
-      at = end < 0 ? text.length : end + 1
-      // pino writes msg last: only the line's end is read to tell a flow line from the rest.
-      if (!FLOW_MSG.test(line.slice(line.lastIndexOf('"msg":"'))) || !line.includes('"verdict":')) continue
-      this.add(line)
-    }
+  /** Whole JSON log lines, `lines` of them; the flow lines among them are events. The bytes are kept as they are. */
+  publishLines(bytes: Buffer, lines: number): void {
+    this.keep(new LineChunk(bytes, lines))
+    if (this.followers.size > 0) for (const e of flowEvents(bytes)) this.tell(e)
   }
 
   /** The kernel's counters now: each drop counter that grew since the last call becomes an event. */
@@ -118,18 +138,23 @@ export class FlowFeed {
       const key = `${c.endpointId}/${c.verdict}`
       next.set(key, c.packets)
       const grew = c.packets - (this.lastCounters.get(key) ?? 0)
-      if (this.primed && grew > 0) this.add({ time: now, protocol: 'kernel', verdict: c.verdict, endpoint: c.endpointId, packets: grew })
+      if (this.primed && grew > 0) {
+        const e: FlowEvent = { time: now, protocol: 'kernel', verdict: c.verdict, endpoint: c.endpointId, packets: grew }
+        this.keep(e)
+        this.tell(e)
+      }
     }
     this.lastCounters = next
     this.primed = true // what was counted before the agent started is not news
   }
 
-  private add(e: FlowEvent | string): void {
-    if (this.recent.length < RECENT) this.recent.push(e)
-    else this.recent[this.next] = e
-    this.next = (this.next + 1) % RECENT
-    if (this.followers.size === 0) return
-    const event = typeof e === 'string' ? lineEvent(e) : e
-    for (const f of this.followers) if (this.matches(event, f.filter)) f.send(event)
+  private keep(e: FlowEvent | LineChunk): void {
+    this.recent.push(e)
+    this.held += weight(e)
+    while (this.recent.length > 1 && this.held - weight(this.recent[0]!) >= KEEP) this.held -= weight(this.recent.shift()!)
+  }
+
+  private tell(e: FlowEvent): void {
+    for (const f of this.followers) if (this.matches(e, f.filter)) f.send(e)
   }
 }

@@ -33,7 +33,7 @@ import { LAB_NODE_USAGE, LabNodeUsageError, parseLabNodeArgs, type LabNodeArgs }
 import { HttpProxy } from '../http/http-proxy.js'
 import { startProxyWorkers, type ProxyWorkers } from './proxy-workers.js'
 import type { ProxyWorkerInput } from './proxy-worker.js'
-import { LineBatcher } from './line-batcher.js'
+import { LineChunks } from './line-chunks.js'
 import { ProxyTotals } from './proxy-totals.js'
 import { terminalLines } from './log-format.js'
 import { PolicyFiles } from './policy-files.js'
@@ -61,22 +61,22 @@ process.once('SIGINT', stopWhileStarting)
 const mode = parseMode(args.mode)
 const engine = new PolicyEngine({ proxyPorts: { http: args.httpPort, dns: args.dnsPort } })
 
-// Every thread's lines reach `out` in batches; written out at least every quarter second, and
-// at exit.
+// Every thread's lines reach `out` in chunks of bytes; written out at least every quarter
+// second, and at exit.
 // The file is opened here, at once: a destination still opening when a start-up error exits
 // would throw at exit instead of letting the error's one line stand.
 const logFile = args.log
-const out = pino.destination({ dest: logFile ? startup(`log ${logFile}`, () => openSync(logFile, 'a')) : 1, sync: false })
+const out = pino.destination({ dest: logFile ? startup(`log ${logFile}`, () => openSync(logFile, 'a')) : 1, sync: false, contentMode: 'buffer' }) as unknown as { write(bytes: Buffer): boolean; flushSync(): void }
 // Everything logged also feeds `l7proxy flows`.
 const feed = new FlowFeed((id) => endpoints.list.find((e) => e.id === id)?.ips ?? [])
 // A person at a terminal reads them as lines of text; a file or a pipe gets the JSON.
 const forTerminal = args.log === null && process.stdout.isTTY ? terminalLines(true) : null
-/** Writes whole lines out (a batch: this thread's, or one another thread sent). */
-function writeLines(text: string): void {
-  out.write(forTerminal ? forTerminal(text) : text)
-  feed.publishLog(text)
+/** Writes whole lines out (a chunk: this thread's, or one another thread sent). */
+function writeLines(chunk: Buffer, lines: number): void {
+  out.write(forTerminal ? Buffer.from(forTerminal(chunk.toString())) : chunk)
+  feed.publishLines(chunk, lines)
 }
-const lines = new LineBatcher(writeLines)
+const lines = new LineChunks(writeLines)
 process.once('exit', () => {
   lines.flush()
   out.flushSync()

@@ -1,8 +1,8 @@
 // A worker thread of the proxies: one more event loop, with its own HttpProxy and/or DnsProxy
 // (UDP) on its own sockets of the proxies' SO_REUSEPORT groups, so connections and DNS clients
 // are spread over the cores. Its policy engine is built from the same inputs as the main thread's
-// (endpoints, policy files), so it judges exactly as the main thread would. Log lines are
-// batched to the main thread, which writes every thread's lines to one destination (lines never
+// (endpoints, policy files), so it judges exactly as the main thread would. Log lines go to the
+// main thread in chunks, which writes every thread's lines to one destination (lines never
 // interleave).
 // What DNS answers teach is learned by the main thread (one FQDN cache, one writer of the maps),
 // through a LearnRelay (learn-relay.ts: batches, and answers held until their maps are written).
@@ -15,7 +15,7 @@ import { DnsProxy, type DnsStats } from '../dns/dns-proxy.js'
 import { LearnRelay, type LearnRequest } from '../dns/learn-relay.js'
 import { diffEndpoints, type NodeEndpoint } from './endpoints-file.js'
 import { HttpProxy, type ProxyStats } from '../http/http-proxy.js'
-import { LineBatcher } from './line-batcher.js'
+import { LineChunks } from './line-chunks.js'
 import type { HistogramSnapshot } from '../latency-histogram.js'
 
 export interface DnsLaneInput {
@@ -58,7 +58,8 @@ export interface DnsThreadStats {
 /** Worker to main thread. */
 export type WorkerMessage =
   | { type: 'ready' }
-  | { type: 'log'; text: string }
+  /** Whole log lines (a chunk's memory, transferred). */
+  | { type: 'log'; chunk: Uint8Array; lines: number }
   | { type: 'stats'; http: HttpThreadStats | null; dns: DnsThreadStats | null }
   | { type: 'dns-learn'; batch: number; answers: LearnRequest[] }
 /** Main thread to worker: stop, a change the main thread's engine has taken, or a DNS batch learned. */
@@ -71,7 +72,7 @@ export type MainMessage =
 
 const input = workerData as ProxyWorkerInput
 const port = parentPort!
-const lines = new LineBatcher((text) => port.postMessage({ type: 'log', text } satisfies WorkerMessage))
+const lines = new LineChunks((chunk, count) => port.postMessage({ type: 'log', chunk, lines: count } satisfies WorkerMessage, [chunk.buffer]))
 const logger = pino({ base: null, level: input.logLevel }, lines)
 
 const engine = new PolicyEngine({ proxyPorts: input.proxyPorts })

@@ -20,7 +20,8 @@ export interface ProxyWorkers {
 }
 
 export interface WorkerHooks {
-  writeLog: (text: string) => void
+  /** Whole log lines; the chunk's memory is the hook's. */
+  writeLog: (chunk: Buffer, lines: number) => void
   /** Learns from the answers (writing the maps) before it returns; never throws (logs what failed). */
   learnDns: (answers: LearnRequest[]) => void
 }
@@ -43,7 +44,7 @@ export async function startProxyWorkers(inputs: ProxyWorkerInput[], hooks: Worke
         (w, i) =>
           new Promise<void>((resolve, reject) => {
             w.on('message', (m: WorkerMessage) => {
-              if (m.type === 'log') hooks.writeLog(m.text)
+              if (m.type === 'log') hooks.writeLog(Buffer.from(m.chunk.buffer, m.chunk.byteOffset, m.chunk.byteLength), m.lines)
               else if (m.type === 'stats') latest[i] = { http: m.http, dns: m.dns }
               else if (m.type === 'dns-learn') {
                 hooks.learnDns(m.answers)

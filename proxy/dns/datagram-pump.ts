@@ -1,13 +1,15 @@
 // Batched UDP I/O on raw sockets through libc (koffi), for the DNS proxy's hot path. Node's dgram
 // costs a JS callback, a Buffer, an address object and a deferred send per datagram, more than
-// the proxy's own work on it; here recvmmsg drains up to BATCH datagrams a call from each socket,
-// each handed over as a view into a buffer reused by the next call, and the sends that handling
-// them queued leave in one sendmmsg per socket. Readiness comes from poll() run on libuv's
-// threadpool (koffi's async call), so the event loop never blocks waiting; once woken, the pump
-// reads until the sockets are empty (bounded), and reads again each turn of the event loop while
-// that finds datagrams: only a turn that finds none waits in poll() again.
+// the proxy's own work on it; here recvmmsg drains up to BATCH datagrams a call, each handed over
+// as a view into a buffer reused by the next call, and the sends that handling them queued leave
+// in one sendmmsg per socket. Readiness comes from libuv's own epoll: a dgram socket on a copy of
+// each fd, whose read of the first datagram of a wakeup starts the drain (so a wakeup costs no
+// thread, unlike a poll() on the threadpool: that cost more than the queries themselves when
+// they came a few at a time).
 
+import { createSocket, type RemoteInfo, type Socket } from 'node:dgram'
 import koffi from 'koffi'
+import { parseIPv4 } from '../../policy/cidr.js'
 import { libbpf } from '../../redirect-bpf/libbpf.js'
 
 const BATCH = 64
@@ -16,14 +18,14 @@ const SLOT = 65536
 const MSGHDR = 64 // struct mmsghdr on x86-64: msghdr (56) + msg_len + padding
 const IOVEC = 16
 const SOCKADDR = 16
-const POLLFD = 8
-const POLLIN = 1
 const MSG_DONTWAIT = 0x40
 const EAGAIN = 11
-/** Read rounds over all sockets per wakeup, so a flood cannot hold the event loop for long. */
-const MAX_ROUNDS = 16
-/** poll() returns this often when idle, so close() never waits on a blocked thread for long. */
-const POLL_MS = 200
+const F_DUPFD_CLOEXEC = 1030
+/**
+ * recvmmsg calls per wakeup of a socket: libuv reads again (a bounded number of times) while
+ * the socket has datagrams, so a flood cannot hold the event loop for long.
+ */
+const MAX_ROUNDS = 2
 
 /** Called for each datagram read: `data` is valid only until the handler returns. */
 export type DatagramHandler = (socket: number, data: Buffer, address: number, port: number) => void
@@ -102,42 +104,41 @@ export interface PumpStats {
 export class DatagramPump {
   readonly stats: PumpStats = { received: 0, sent: 0, dropped: 0 }
   /**
-   * Counts the reads (recvmmsg calls) that returned datagrams: the datagrams of one read were all
-   * queued before it, so what the handler looks up about a sender (its original destination)
-   * holds for the rest of that read.
+   * Counts the reads that returned datagrams: the datagrams of one read were all queued before
+   * it, so what the handler looks up about a sender (its original destination) holds for the
+   * rest of that read.
    */
   batch = 0
   private readonly rx = new Ring()
   private readonly tx = new Ring()
   private readonly txSocket = new Int32Array(BATCH)
   private queued = 0
-  private readonly pollPtr: unknown
-  private readonly pollAt: number
-  private readonly pollMem: Buffer
+  /** libuv's watch on each socket (a dgram socket on a copy of its fd, closed with it). */
+  private readonly watchers: Socket[] = []
   private closed = false
-  /** A poll() is out on the threadpool (it reads pollfds until it returns), or a drain is due. */
-  private waiting = false
+  /** Inside a wakeup: its sends leave together when it ends. */
   private draining = false
-  private freed = false
 
-  /** Reads the sockets `receive` with `onDatagram`; `send` may go to any socket. */
+  /** Reads the sockets `receive` with `onDatagram`; `send` may go to any socket. The fds stay the caller's. */
   constructor(
     private readonly receive: readonly number[],
     private readonly onDatagram: DatagramHandler,
     private readonly onError: (e: Error) => void,
   ) {
     libbpf()
-    this.pollPtr = koffi.alloc('uint8_t', POLLFD * receive.length)
-    this.pollAt = Number(koffi.address(this.pollPtr))
-    this.pollMem = Buffer.from(koffi.view(this.pollPtr, POLLFD * receive.length))
-    receive.forEach((fd, i) => {
-      this.pollMem.writeInt32LE(fd, i * POLLFD)
-      this.pollMem.writeInt16LE(POLLIN, i * POLLFD + 4)
-    })
   }
 
   start(): void {
-    this.drain()
+    const { fcntl } = libbpf()
+    for (const fd of this.receive) {
+      const copy = fcntl(fd, F_DUPFD_CLOEXEC, 'int', 0) as number
+      if (copy < 0) throw new Error(`datagram pump: cannot copy socket ${fd} (errno ${koffi.errno()})`)
+      const watcher = createSocket('udp4')
+      watcher.on('message', (first: Buffer, from: RemoteInfo) => this.woken(fd, first, from))
+      watcher.on('error', (e) => this.onError(e))
+      watcher.bind({ fd: copy })
+      this.watchers.push(watcher)
+    }
   }
 
   /**
@@ -154,7 +155,7 @@ export class DatagramPump {
     data.copy(this.tx.slots[i]!, 0, 0, length)
     this.tx.setSend(i, address, port, length)
     this.txSocket[i] = socket
-    if (this.queued === 1 && !this.draining) setImmediate(() => this.flush()) // a send from outside a batch
+    if (this.queued === 1 && !this.draining) setImmediate(() => this.flush()) // a send from outside a wakeup
     return true
   }
 
@@ -185,59 +186,43 @@ export class DatagramPump {
     if (this.closed) return
     this.closed = true
     this.flush()
-    // A poll out on the threadpool, or a drain under way or due, still uses the memory: freed when it ends.
-    if (!this.waiting && !this.draining) this.freeMemory()
+    for (const w of this.watchers) w.close()
+    // The rings stay until no wakeup can use them: after the watchers' handles have closed.
+    setImmediate(() => {
+      this.rx.free()
+      this.tx.free()
+    })
   }
 
-  private freeMemory(): void {
-    if (this.freed) return
-    this.freed = true
-    this.rx.free()
-    this.tx.free()
-    koffi.free(this.pollPtr)
-  }
-
-  /** Reads until every socket is empty (or MAX_ROUNDS), then waits for more. */
-  private drain(): void {
-    const { recvmmsg } = libbpf()
+  /** libuv found `fd` readable and read its first datagram: that one, then the rest in batches. */
+  private woken(fd: number, first: Buffer, from: RemoteInfo): void {
+    if (this.closed) return
     this.draining = true
-    let total = 0
+    this.stats.received++
+    this.batch++
+    this.handle(fd, first, parseIPv4(from.address) ?? 0, from.port)
+    const { recvmmsg } = libbpf()
     for (let round = 0; round < MAX_ROUNDS; round++) {
-      let got = 0
-      for (const fd of this.receive) {
-        const n = recvmmsg(fd, this.rx.header(0), BATCH, MSG_DONTWAIT, 0) as number
-        if (n < 0) {
-          if (koffi.errno() !== EAGAIN) this.stats.dropped++ // an ICMP error reported on the socket: read on
-          continue
-        }
-        got += n
-        this.stats.received += n
-        this.batch++
-        for (let i = 0; i < n; i++) {
-          this.rx.reset(i)
-          try {
-            this.onDatagram(fd, this.rx.slots[i]!.subarray(0, this.rx.received(i)), this.rx.address(i), this.rx.port(i))
-          } catch (e) {
-            this.onError(e as Error)
-          }
-        }
+      const n = recvmmsg(fd, this.rx.header(0), BATCH, MSG_DONTWAIT, 0) as number
+      if (n < 0 && koffi.errno() !== EAGAIN) this.stats.dropped++ // an ICMP error reported on the socket: read on
+      if (n <= 0) break
+      this.stats.received += n
+      this.batch++
+      for (let i = 0; i < n; i++) {
+        this.rx.reset(i)
+        this.handle(fd, this.rx.slots[i]!.subarray(0, this.rx.received(i)), this.rx.address(i), this.rx.port(i))
       }
-      this.flush()
-      total += got
-      if (got === 0) break
+      if (n < BATCH) break
     }
+    this.flush()
     this.draining = false
-    // While datagrams keep coming, read again after the event loop's other work (no poll); only
-    // a turn that found none waits in poll().
-    if (this.closed) return this.freeMemory()
-    this.waiting = true
-    if (total > 0) setImmediate(() => this.woken())
-    else libbpf().poll.async(this.pollAt, this.receive.length, POLL_MS, () => this.woken())
   }
 
-  private woken(): void {
-    this.waiting = false
-    if (this.closed) this.freeMemory()
-    else this.drain()
+  private handle(fd: number, data: Buffer, address: number, port: number): void {
+    try {
+      this.onDatagram(fd, data, address, port)
+    } catch (e) {
+      this.onError(e as Error)
+    }
   }
 }
