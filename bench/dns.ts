@@ -1,12 +1,14 @@
 // DNS proxy benchmark in the lab:
-//   npm run bench:dns [-- --duration S --runs R --warmup S --clients C --outstanding Q --mode M --lab NAME --out FILE]
+//   npm run bench:dns [-- --duration S --runs R --warmup S --clients C --outstanding Q --threads T --mode M --lab NAME --out FILE]
 //
 // dnsperf from the tiefighter pod against the lab DNS server (unbound), three ways on one lab,
 // the same cores and the same client, with names under empire (allowed by the rule):
 //   direct   an L3/L4 allow on port 53 and no DNS rule: the kernel passes it, no proxy
 //   l7proxy  the same allow with the DNS rule `*.empire`: steered (--mode) to l7proxy's DNS proxy
+//            on T threads (default 1, the agent's default)
 //   dnsdist  the same steering, to Debian's dnsdist on the node with the same rule (REFUSED
-//            otherwise) forwarding to the lab server
+//            otherwise) forwarding to the lab server (its defaults: one listening thread and
+//            one per server for the answers)
 // dnsdist cannot answer from the original server's address, so it is measured where the kernel
 // does that for it: in dnat mode (the default here; with another mode its row is left out).
 // Each way is checked first (hoth.alliance: answered directly, REFUSED through a proxy), then
@@ -27,7 +29,7 @@ import { dnsperf, type LoadResult } from './load-generators.js'
 import { DNS_QUERY_NAMES } from './compare/workloads.js'
 import { startDnsdist } from './peers/dnsdist.js'
 
-const USAGE = 'usage: npm run bench:dns [-- --duration S --runs R --warmup S --clients C --outstanding Q --mode M --lab NAME --out FILE]'
+const USAGE = 'usage: npm run bench:dns [-- --duration S --runs R --warmup S --clients C --outstanding Q --threads T --mode M --lab NAME --out FILE]'
 const DNS_SERVER = findHost('dns').addresses[0]!
 // All allowed by `*.empire` (www.cantina.empire is not: `*` stays within one label).
 const NAMES = DNS_QUERY_NAMES
@@ -72,10 +74,10 @@ function pinOf(s: Scenario): string {
   return benchPin(LAB, s)
 }
 
-async function startScenario(s: Scenario, mode: RedirectMode, dir: string): Promise<RunningScenario> {
+async function startScenario(s: Scenario, mode: RedirectMode, dir: string, dnsThreads: number): Promise<RunningScenario> {
   const policyFile = join(dir, `${s}.yaml`)
   writeFileSync(policyFile, policy(s !== 'direct'))
-  const node = await startLabNode({ lab: LAB, mode, policyFile, pin: pinOf(s), dns: s === 'dnsdist' ? 'external' : 'builtin', logFile: join(dir, `${s}-flows.log`) })
+  const node = await startLabNode({ lab: LAB, mode, policyFile, pin: pinOf(s), dns: s === 'dnsdist' ? 'external' : 'builtin', dnsThreads, logFile: join(dir, `${s}-flows.log`) })
   if (s !== 'dnsdist') return { node, proxyPid: s === 'l7proxy' ? node.pid : null, peerPid: null }
   return startDnsdist(node, nodeNetns(LAB), dir, { listen: labProxyAddress(mode), port: LAB_PROXY_PORTS.dns, server: `${DNS_SERVER}:53` })
 }
@@ -87,6 +89,7 @@ async function main(): Promise<void> {
     warmup: '2',
     clients: String(availableParallelism() * 2),
     outstanding: '100',
+    threads: '1',
     mode: 'dnat',
     lab: 'benchdns',
     out: 'bench-results/dns.json',
@@ -97,6 +100,7 @@ async function main(): Promise<void> {
   const warmup = wholeOption(values, 'warmup', 0, 60)
   const clients = wholeOption(values, 'clients', 1, 256)
   const outstanding = wholeOption(values, 'outstanding', 1, 10_000)
+  const threads = wholeOption(values, 'threads', 1, 64)
   const mode = modeOption(values.mode)
   if (mode === 'sockmap') throw new UsageError('--mode sockmap redirects TCP only; DNS is measured in dnat, tproxy or sk-assign')
   const scenarios = SCENARIOS.filter((s) => s !== 'dnsdist' || mode === 'dnat')
@@ -112,7 +116,7 @@ async function main(): Promise<void> {
     measure: async (s: Scenario, dir: string, hold) => {
       const queryFile = join(dir, 'queries.txt')
       writeFileSync(queryFile, NAMES.map((n) => `${n} A\n`).join(''))
-      const running = await startScenario(s, mode, dir)
+      const running = await startScenario(s, mode, dir, threads)
       hold(() => stopScenario(running))
       // The lab server answers hoth.alliance itself; through a proxy the rule refuses it.
       const check = { allowed: await digStatus('cantina.empire'), denied: await digStatus('hoth.alliance') }
@@ -150,6 +154,7 @@ async function main(): Promise<void> {
     runs,
     clients,
     outstanding,
+    threads,
     rows,
     l7proxyVsDnsdist: peer ? { queriesPerSec: l7.opsPerSec / peer.opsPerSec, p99: l7.latencyMs.p99 / peer.latencyMs.p99 } : null,
   }
@@ -171,7 +176,7 @@ async function main(): Promise<void> {
       ]),
     ),
   )
-  process.stdout.write(`mode ${mode}, ${clients} clients, ${outstanding} outstanding, median of ${runs} interleaved x ${duration}s; wrote ${out}\n`)
+  process.stdout.write(`mode ${mode}, ${clients} clients, ${outstanding} outstanding, l7proxy on ${threads} DNS thread(s), median of ${runs} interleaved x ${duration}s; wrote ${out}\n`)
 }
 
 runBench('bench:dns', USAGE, main)

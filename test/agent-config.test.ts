@@ -22,7 +22,7 @@ t.test('defaults: the lab main, sk-assign, the example policies, paths named by 
     bpffs: '/run/l7proxy/agent-bpffs-main',
     stateDirectory: '/run/l7proxy/state-main',
     caDirectory: '/var/lib/l7proxy/ca',
-    dns: { rejectCode: 'REFUSED', minTtlSeconds: 3600, maxIpsPerName: 50, maxDelayMs: 100 },
+    dns: { rejectCode: 'REFUSED', minTtlSeconds: 3600, maxIpsPerName: 50, maxDelayMs: 100, threads: 1 },
     logging: { level: 'info' },
     admin: { socket: '/run/l7proxy/agent-main.sock', metrics: { address: '127.0.0.1', port: 9962 } },
   })
@@ -30,9 +30,9 @@ t.test('defaults: the lab main, sk-assign, the example policies, paths named by 
 
 t.test('a file, then the environment, then flags: each overrides the one before', async (t) => {
   const file = parseConfigText('lab: n1\nmode: tproxy\nproxy: { threads: 2, httpPort: 16001 }\ndns: { rejectCode: NXDOMAIN, minTtlSeconds: 5 }\nlogging: { level: debug }\n', 'c.yaml')
-  const env = environmentLayers({ L7PROXY_MODE: 'dnat', L7PROXY_THREADS: '3', L7PROXY_CA_DIR: '/etc/l7proxy/ca', PATH: '/bin' })
+  const env = environmentLayers({ L7PROXY_MODE: 'dnat', L7PROXY_THREADS: '3', L7PROXY_DNS_THREADS: '2', L7PROXY_CA_DIR: '/etc/l7proxy/ca', PATH: '/bin' })
   const c = resolveConfig([file, ...env, { proxy: { threads: 4 } }])
-  t.match(c, { lab: 'n1', mode: 'dnat', proxy: { httpPort: 16001, dnsPort: 15053, threads: 4 }, dns: { rejectCode: 'NXDOMAIN', minTtlSeconds: 5, maxIpsPerName: 50 }, logging: { level: 'debug' } })
+  t.match(c, { lab: 'n1', mode: 'dnat', proxy: { httpPort: 16001, dnsPort: 15053, threads: 4 }, dns: { rejectCode: 'NXDOMAIN', minTtlSeconds: 5, maxIpsPerName: 50, threads: 2 }, logging: { level: 'debug' } })
   t.equal(c.bpffs, '/run/l7proxy/agent-bpffs-n1', 'paths follow the lab the file chose')
   t.equal(c.admin.socket, '/run/l7proxy/agent-n1.sock')
   t.equal(c.caDirectory, '/etc/l7proxy/ca', 'L7PROXY_CA_DIR sets the CA directory')
@@ -70,7 +70,7 @@ t.test(`${BAD.length} bad files: refused with line, column, field and reason`, a
     return null
   }
   for (const [name, text, message] of BAD) t.match(refusal(text)?.message, message, name)
-  t.match(refusal('mode: x\nproxy: { threads: 99 }\n')?.issues, [{ path: 'mode' }, { path: 'proxy.threads' }], 'every problem in one pass')
+  t.match(refusal('mode: x\nproxy: { threads: 99 }\ndns: { threads: 0 }\n')?.issues, [{ path: 'mode' }, { path: 'proxy.threads' }, { path: 'dns.threads' }], 'every problem in one pass')
 })
 
 t.test('environment values are checked like the file, and named by their variable', async (t) => {

@@ -22,7 +22,7 @@ for (const mode of ['dnat', 'sk-assign'] as const) {
     const pin = `/run/l7proxy/test-bpffs-${lab.name}`
     const dir = mkdtempSync(join(tmpdir(), 'l7-dns-threads-'))
     const admin = join(dir, 'admin.sock')
-    const node = await startLabNode({ lab: lab.name, mode, policyFile: join(projectRoot(), 'policy/examples/star-wars.yaml'), pin, threads: 2, admin })
+    const node = await startLabNode({ lab: lab.name, mode, policyFile: join(projectRoot(), 'policy/examples/star-wars.yaml'), pin, dnsThreads: 2, admin })
     t.teardown(async () => {
       await node.stop()
       rmSync(pin, { recursive: true, force: true })

@@ -10,8 +10,9 @@ t.test('defaults and typed values', async (t) => {
   const a = parseLabNodeArgs(BASE)
   t.match(a, { mode: 'sk-assign', pin: '/run/l7proxy/x', policy: 'p.yaml', policyDir: null, http: 'builtin', dns: 'builtin', httpPort: 15001, dnsPort: 15053, logLevel: 'info', dnsReject: 'REFUSED', dnsMinTtlSeconds: 3600, dnsMaxIps: 50, dnsMaxDelayMs: 100, metricsFd: null, state: null })
   t.ok(a.threads >= 1)
-  const b = parseLabNodeArgs([...BASE, '--threads', '3', '--dns', 'external', '--dns-max-delay', '250', '--metrics-fd', '3', '--dns-reject', 'NXDOMAIN', '--log-level', 'warn'])
-  t.match(b, { threads: 3, dns: 'external', dnsMaxDelayMs: 250, metricsFd: 3, dnsReject: 'NXDOMAIN', logLevel: 'warn' })
+  t.equal(a.dnsThreads, 1, 'one DNS thread unless asked')
+  const b = parseLabNodeArgs([...BASE, '--threads', '3', '--dns-threads', '2', '--dns', 'external', '--dns-max-delay', '250', '--metrics-fd', '3', '--dns-reject', 'NXDOMAIN', '--log-level', 'warn'])
+  t.match(b, { threads: 3, dnsThreads: 2, dns: 'external', dnsMaxDelayMs: 250, metricsFd: 3, dnsReject: 'NXDOMAIN', logLevel: 'warn' })
 })
 
 t.test('what is wrong, said once', async (t) => {
@@ -21,6 +22,7 @@ t.test('what is wrong, said once', async (t) => {
     [['--mode', 'dnat', '--pin', 'x'], /--policy or --policy-dir is required/],
     [[...BASE, '--threads', '0'], /--threads: expected an integer from 1 to 64, got '0'/],
     [[...BASE, '--threads', '2.5'], /--threads: expected an integer/],
+    [[...BASE, '--dns-threads', '65'], /--dns-threads: expected an integer from 1 to 64, got '65'/],
     [[...BASE, '--http-port', '70000'], /--http-port: expected an integer from 1 to 65535/],
     [[...BASE, '--dns-max-delay', '0'], /--dns-max-delay: expected an integer from 1 to 10000/],
     [[...BASE, '--dns-reject', 'SERVFAIL'], /--dns-reject: expected REFUSED or NXDOMAIN, got 'SERVFAIL'/],

@@ -6,11 +6,11 @@
 //   mode: sk-assign                # tproxy | sk-assign | dnat | sockmap
 //   policyDirectory: /etc/l7proxy/policies
 //   endpointsFile: /etc/l7proxy/endpoints.yaml   # the node's endpoints (watched); default: the lab's
-//   proxy: { httpPort: 15001, dnsPort: 15053, threads: 0 }   # threads 0: one per core
+//   proxy: { httpPort: 15001, dnsPort: 15053, threads: 0 }   # HTTP threads; 0: one per core
 //   bpffs: /run/l7proxy/agent-bpffs-main
 //   stateDirectory: /run/l7proxy/state-main   # the FQDN cache, kept across restarts
 //   caDirectory: /var/lib/l7proxy/ca          # the local CA for TLS interception (l7proxy certs init)
-//   dns: { rejectCode: REFUSED, minTtlSeconds: 3600, maxIpsPerName: 50, maxDelayMs: 100 }
+//   dns: { rejectCode: REFUSED, minTtlSeconds: 3600, maxIpsPerName: 50, maxDelayMs: 100, threads: 1 }
 //   logging: { level: info }       # trace | debug | info | warn | error | fatal
 //   admin: { socket: /run/l7proxy/agent-main.sock, metrics: 127.0.0.1:9962 }   # metrics: off for none
 
@@ -38,8 +38,12 @@ export interface AgentConfig {
   bpffs: string
   stateDirectory: string
   caDirectory: string
-  /** maxDelayMs: how long a DNS thread holds an answer for the maps to allow what it taught. */
-  dns: { rejectCode: RejectCode; minTtlSeconds: number; maxIpsPerName: number; maxDelayMs: number }
+  /**
+   * maxDelayMs: how long a DNS thread holds an answer for the maps to allow what it taught;
+   * threads: how many serve UDP (1, as dnsdist and unbound default to: one serves over 100k
+   * queries/s, and a second costs each query more CPU than it saves unless cores sit idle).
+   */
+  dns: { rejectCode: RejectCode; minTtlSeconds: number; maxIpsPerName: number; maxDelayMs: number; threads: number }
   logging: { level: LogLevel }
   /** metrics: where Prometheus scrapes /metrics (address:port, in the namespace the agent is started in), or null. */
   admin: { socket: string; metrics: { address: string; port: number } | null }
@@ -58,7 +62,7 @@ export interface ConfigLayer {
   bpffs?: string
   stateDirectory?: string
   caDirectory?: string
-  dns?: { rejectCode?: RejectCode; minTtlSeconds?: number; maxIpsPerName?: number; maxDelayMs?: number }
+  dns?: { rejectCode?: RejectCode; minTtlSeconds?: number; maxIpsPerName?: number; maxDelayMs?: number; threads?: number }
   logging?: { level?: LogLevel }
   admin?: { socket?: string; metrics?: { address: string; port: number } | null }
 }
@@ -85,7 +89,7 @@ export function defaultConfig(lab = DEFAULT_LAB): AgentConfig {
     caDirectory: DEFAULT_CA_DIR,
     // Cilium's defaults: --tofqdns-min-ttl, --tofqdns-endpoint-max-ip-per-hostname,
     // --tofqdns-proxy-response-max-delay.
-    dns: { rejectCode: 'REFUSED', minTtlSeconds: 3600, maxIpsPerName: 50, maxDelayMs: 100 },
+    dns: { rejectCode: 'REFUSED', minTtlSeconds: 3600, maxIpsPerName: 50, maxDelayMs: 100, threads: 1 },
     logging: { level: 'info' },
     // Next to Cilium's agent (9962), as Envoy's (9964) is.
     admin: { socket: agentSocketPath(lab), metrics: { address: '127.0.0.1', port: 9962 } },
@@ -146,13 +150,14 @@ export function parseConfigText(text: string, file: string): ConfigLayer {
       if (proxy.threads) out.proxy.threads = proxy.threads.integer(0, 64) ?? undefined
       if (out.proxy.httpPort !== undefined && out.proxy.httpPort === out.proxy.dnsPort) proxy.dnsPort!.fail('the DNS proxy needs a port of its own')
     }
-    const dns = f.dns?.fields(['rejectCode', 'minTtlSeconds', 'maxIpsPerName', 'maxDelayMs'])
+    const dns = f.dns?.fields(['rejectCode', 'minTtlSeconds', 'maxIpsPerName', 'maxDelayMs', 'threads'])
     if (dns) {
       out.dns = {}
       if (dns.rejectCode) out.dns.rejectCode = oneOf(dns.rejectCode, REJECT_CODES, 'reject code') ?? undefined
       if (dns.minTtlSeconds) out.dns.minTtlSeconds = dns.minTtlSeconds.integer(0, 604_800) ?? undefined
       if (dns.maxIpsPerName) out.dns.maxIpsPerName = dns.maxIpsPerName.integer(1, 10_000) ?? undefined
       if (dns.maxDelayMs) out.dns.maxDelayMs = dns.maxDelayMs.integer(1, 10_000) ?? undefined
+      if (dns.threads) out.dns.threads = dns.threads.integer(1, 64) ?? undefined
     }
     const logging = f.logging?.fields(['level'])
     if (logging?.level) out.logging = { level: oneOf(logging.level, LOG_LEVELS, 'log level') ?? undefined }
@@ -175,6 +180,7 @@ const ENVIRONMENT: Array<[string, (v: string) => string]> = [
   ['L7PROXY_MODE', (v) => `mode: ${v}`],
   ['L7PROXY_POLICY_DIR', (v) => `policyDirectory: ${v}`],
   ['L7PROXY_THREADS', (v) => `proxy: { threads: ${v} }`],
+  ['L7PROXY_DNS_THREADS', (v) => `dns: { threads: ${v} }`],
   ['L7PROXY_LOG_LEVEL', (v) => `logging: { level: ${v} }`],
   ['L7PROXY_CA_DIR', (v) => `caDirectory: ${v}`],
   ['L7PROXY_METRICS', (v) => `admin: { metrics: ${v} }`],
@@ -182,7 +188,7 @@ const ENVIRONMENT: Array<[string, (v: string) => string]> = [
 
 /**
  * The layers the environment gives, one per variable set (L7PROXY_LAB, _MODE, _POLICY_DIR,
- * _THREADS, _LOG_LEVEL, _CA_DIR, _METRICS), each checked as the file's field would be and named by its variable.
+ * _THREADS, _DNS_THREADS, _LOG_LEVEL, _CA_DIR, _METRICS), each checked as the file's field would be and named by its variable.
  */
 export function environmentLayers(env: NodeJS.ProcessEnv): ConfigLayer[] {
   return ENVIRONMENT.filter(([name]) => env[name] !== undefined).map(([name, field]) => parseConfigText(field(JSON.stringify(env[name])), `$${name}`))
@@ -208,6 +214,7 @@ export function resolveConfig(layers: readonly ConfigLayer[]): AgentConfig {
       minTtlSeconds: layer.dns?.minTtlSeconds ?? c.dns.minTtlSeconds,
       maxIpsPerName: layer.dns?.maxIpsPerName ?? c.dns.maxIpsPerName,
       maxDelayMs: layer.dns?.maxDelayMs ?? c.dns.maxDelayMs,
+      threads: layer.dns?.threads ?? c.dns.threads,
     }
     c.logging = { level: layer.logging?.level ?? c.logging.level }
     c.admin = { socket: layer.admin?.socket ?? c.admin.socket, metrics: layer.admin?.metrics !== undefined ? layer.admin.metrics : c.admin.metrics }

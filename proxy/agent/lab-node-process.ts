@@ -30,6 +30,8 @@ export interface LabNodeOptions {
   caDir?: string
   /** HTTP proxy threads (default: one per core). */
   threads?: number
+  /** DNS proxy (UDP) threads (default 1). */
+  dnsThreads?: number
   /** Where the agent keeps state across restarts (the FQDN cache); none by default. */
   stateDir?: string
   /** Answer the CLI's admin calls on this unix socket. */
@@ -61,6 +63,7 @@ export async function startLabNode(o: LabNodeOptions): Promise<LabNode> {
   if (o.sockmapCgroup) args.push('--sockmap-cgroup', o.sockmapCgroup)
   if (o.logFile) args.push('--log', o.logFile)
   if (o.threads !== undefined) args.push('--threads', String(o.threads))
+  if (o.dnsThreads !== undefined) args.push('--dns-threads', String(o.dnsThreads))
   if (o.stateDir !== undefined) args.push('--state', o.stateDir)
   if (o.caDir !== undefined) args.push('--ca-dir', o.caDir)
   if (o.endpointsFile !== undefined) args.push('--endpoints', o.endpointsFile)

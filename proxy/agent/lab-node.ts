@@ -134,7 +134,7 @@ const dns: DnsProxy = new DnsProxy({
   answerFrom,
 })
 // --dns external: the port is left to another DNS proxy (a benchmark's dnsdist).
-const dnsFds = args.dns === 'builtin' ? Array.from({ length: args.threads }, () => transparentUdpSocket(proxyAddress, args.dnsPort, { reusePort: true })) : []
+const dnsFds = args.dns === 'builtin' ? Array.from({ length: args.dnsThreads }, () => transparentUdpSocket(proxyAddress, args.dnsPort, { reusePort: true })) : []
 if (args.dns === 'builtin') {
   const tcpFd = transparentTcpListener(proxyAddress, args.dnsPort)
   dp.addProxyListener(args.dnsPort, tcpFd)

@@ -116,7 +116,7 @@ function startAgentProcess(c: AgentConfig, metricsFd: number | null): AgentProce
   const argv = ['netns', 'exec', nodeNetns(c.lab), process.execPath, distPath('proxy/agent/lab-node.js'),
     '--mode', c.mode, '--policy-dir', c.policyDirectory, '--pin', c.bpffs, '--threads', String(threads), '--admin', c.admin.socket,
     '--http-port', String(c.proxy.httpPort), '--dns-port', String(c.proxy.dnsPort), '--log-level', c.logging.level,
-    '--state', c.stateDirectory, '--ca-dir', c.caDirectory, '--dns-reject', c.dns.rejectCode, '--dns-min-ttl', String(c.dns.minTtlSeconds), '--dns-max-ips', String(c.dns.maxIpsPerName), '--dns-max-delay', String(c.dns.maxDelayMs)]
+    '--state', c.stateDirectory, '--ca-dir', c.caDirectory, '--dns-reject', c.dns.rejectCode, '--dns-min-ttl', String(c.dns.minTtlSeconds), '--dns-max-ips', String(c.dns.maxIpsPerName), '--dns-max-delay', String(c.dns.maxDelayMs), '--dns-threads', String(c.dns.threads)]
   if (c.mode === 'sockmap') argv.push('--sockmap-cgroup', `l7proxy-${c.lab}`)
   if (metricsFd !== null) argv.push('--metrics-fd', '3')
   if (c.endpointsFile !== null) argv.push('--endpoints', c.endpointsFile)
