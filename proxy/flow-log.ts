@@ -36,11 +36,26 @@ export interface DnsFlowLine {
   /** The answer's records as a JSON array (answersJson). */
   answers: string
   ms: number
-  /** From the answer's arrival to the maps allowing what it named; 0 for none (the line leaves it out). */
-  enforceMs: number
+  /**
+   * From the answer's arrival to the maps allowing the addresses it named (0: they did already);
+   * null for an answer with none (the line leaves it out).
+   */
+  enforceMs: number | null
 }
 
 const round = (ms: number): number => Math.round(ms * 1000) / 1000
+
+/** A line's start, `{"level":30,"time":<ms>`: made again only when the millisecond changes (many lines share one). */
+let headMs = 0
+let headText = ''
+function lineHead(): string {
+  const now = Date.now()
+  if (now !== headMs) {
+    headMs = now
+    headText = `{"level":${INFO},"time":${now}`
+  }
+  return headText
+}
 
 export const NO_ANSWERS = '[]'
 
@@ -97,13 +112,13 @@ export class FlowLog {
 
   dns(l: DnsFlowLine): void {
     if (!this.logger.isLevelEnabled('info')) return
-    const enforce = l.enforceMs > 0 ? `,"enforceMs":${round(l.enforceMs)}` : ''
+    const enforce = l.enforceMs === null ? '' : `,"enforceMs":${round(l.enforceMs)}`
     this.line(l.verdict, `,"qname":${str(l.qname)},"qtype":"${l.qtype}","rcode":"${l.rcode}","answers":${l.answers},"ms":${round(l.ms)}${enforce}`, l.verdict.allowed ? 'dns allowed' : 'dns denied')
   }
 
   /** `fields`: serialized, each with its leading comma. */
   private line(verdict: FlowVerdict, fields: string, msg: string): void {
-    this.stream.write(`{"level":${INFO},"time":${Date.now()}${this.bindings}${this.verdictPart(verdict)}${fields},"msg":"${msg}"}\n`)
+    this.stream.write(`${lineHead()}${this.bindings}${this.verdictPart(verdict)}${fields},"msg":"${msg}"}\n`)
   }
 
   private verdictPart(v: FlowVerdict): string {

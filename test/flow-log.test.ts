@@ -42,7 +42,7 @@ t.test("nothing is written below the logger's level", async (t) => {
   t.equal(lines.length, 0)
 })
 
-t.test('a DNS line: the name, type, rcode and answers; enforceMs only when an answer taught addresses', async (t) => {
+t.test('a DNS line: the name, type, rcode and answers; enforceMs for an answer with addresses (0: allowed already)', async (t) => {
   const { lines, log } = capture()
   const dns: FlowVerdict = { allowed: true, rules: ['CiliumNetworkPolicy/default/tiefighter-egress'], reason: 'name matched a dns rule', actions: [], sourceIdentity: 256, destIdentity: 260 }
   const records = [
@@ -55,12 +55,14 @@ t.test('a DNS line: the name, type, rcode and answers; enforceMs only when an an
     { name: 'y\\.evil"\\\\', type: 'AAAA', ttl: 60, data: '2001:db8::1' },
     { name: 'y\\.evil"\\\\', type: 'TYPE65' },
   ]
-  log.dns({ verdict: dns, qname: 'x\\.evil"', qtype: 'AAAA', rcode: 'NOERROR', answers: answersJson(odd), ms: 1, enforceMs: 0 })
-  log.dns({ verdict: { ...dns, allowed: false, rules: [], reason: "no dns rule matched 'hoth.alliance'" }, qname: 'hoth.alliance', qtype: 'A', rcode: 'REFUSED', answers: NO_ANSWERS, ms: 0.01, enforceMs: 0 })
+  log.dns({ verdict: dns, qname: 'x\\.evil"', qtype: 'AAAA', rcode: 'NOERROR', answers: answersJson(odd), ms: 1, enforceMs: null })
+  log.dns({ verdict: { ...dns, allowed: false, rules: [], reason: "no dns rule matched 'hoth.alliance'" }, qname: 'hoth.alliance', qtype: 'A', rcode: 'REFUSED', answers: NO_ANSWERS, ms: 0.01, enforceMs: null })
   t.match(lines[0], { level: 30, source: '198.18.1.10:4000', verdict: 'allowed', rules: ['CiliumNetworkPolicy/default/tiefighter-egress'], sourceIdentity: 256, destIdentity: 260, qname: 'cantina.empire', qtype: 'A', rcode: 'NOERROR', answers: ['A 192.0.2.3', 'A 192.0.2.4'], ms: 0.512, enforceMs: 0.042, msg: 'dns allowed' })
   t.same(lines[1]!.answers, ['CNAME y\\.evil"\\\\', 'AAAA 2001:db8::1', 'TYPE65'], 'a name with a backslash and a quote stays one JSON string')
   t.match(lines[1], { qname: 'x\\.evil"', qtype: 'AAAA' })
   t.same(lines[2]!.answers, [])
-  t.notOk('enforceMs' in lines[1]!, 'nothing taught: no enforceMs')
+  t.notOk('enforceMs' in lines[1]!, 'nothing to enforce: no enforceMs')
+  log.dns({ verdict: dns, qname: 'cantina.empire', qtype: 'A', rcode: 'NOERROR', answers: answersJson(records), ms: 0.2, enforceMs: 0 })
+  t.equal(lines[3]!.enforceMs, 0, 'addresses the maps allowed already: 0')
   t.match(lines[2], { verdict: 'denied', rules: [], reason: /no dns rule matched/, rcode: 'REFUSED', msg: 'dns denied' })
 })

@@ -8,7 +8,7 @@
 
 import type { Logger } from 'pino'
 import type { PolicyEngine } from '../../policy/engine.js'
-import { FqdnCache, type AnswerRecord, type CacheEntry, type FqdnCacheOptions } from '../dns/fqdn-cache.js'
+import { FqdnCache, type CacheEntry, type FqdnCacheOptions } from '../dns/fqdn-cache.js'
 import { FqdnStore } from '../dns/fqdn-store.js'
 import type { LearnRequest } from '../dns/learn-relay.js'
 
@@ -52,12 +52,7 @@ export class FqdnLearning {
     this.timer.unref()
   }
 
-  /** One answer (this thread's DNS proxy): in force when this returns. */
-  learn(qname: string, answers: readonly AnswerRecord[]): void {
-    this.apply(this.cache.learn(qname, answers, Date.now()))
-  }
-
-  /** Answers another thread holds: all learned, then the maps written once. Never throws (logs what failed). */
+  /** Answers a thread holds (learn-relay.ts): all learned, then the maps written once. Never throws (logs what failed). */
   learnAll(answers: readonly LearnRequest[]): void {
     const now = Date.now()
     const changed = new Set<string>()

@@ -26,6 +26,7 @@ import { proxymapLookup } from '../../redirect-bpf/map-layout.js'
 import { parseMode } from '../../redirect-bpf/modes/redirect-mode.js'
 import { transparentTcpListener, transparentUdpSocket } from '../../redirect-bpf/transparent-socket.js'
 import { DnsProxy } from '../dns/dns-proxy.js'
+import { LearnRelay } from '../dns/learn-relay.js'
 import { FqdnLearning } from './fqdn-learning.js'
 import type { Flow } from '../flow-verdict.js'
 import { labProxyAddress } from './lab-node-process.js'
@@ -116,9 +117,24 @@ const fqdns = new FqdnLearning({
   stateDir: args.state,
   writeMaps,
   liveDestinations: () => dp.liveDestinations(),
-  tellThreads: (name, ips) => workers?.updateFqdn(name, ips),
+  tellThreads: (name, ips) => {
+    relay.setKnown(name, ips)
+    workers?.updateFqdn(name, ips)
+  },
 })
 writeMaps()
+// This thread's DNS answers are learned as another thread's are (learn-relay.ts), only without
+// the trip between threads: those read together are learned together once read, an answer that
+// names nothing new goes at once, and a busy name's renewals are learned once per batch.
+const relay: LearnRelay = new LearnRelay({
+  maxDelayMs: args.dnsMaxDelayMs,
+  send: (batch, answers) => {
+    fqdns.learnAll(answers)
+    relay.learned(batch)
+  },
+  onLate: (batch, held) => logger.warn({ batch, answers: held, maxDelayMs: args.dnsMaxDelayMs }, 'dns: answers released before their addresses were in the maps (max delay)'),
+})
+for (const f of fqdns.names()) relay.setKnown(f.name, f.ips)
 
 // The DNS proxy, one per thread over UDP (TCP on this one): answers leave from the server the
 // client asked, through a transparent socket bound to that address (in dnat mode conntrack
@@ -130,7 +146,7 @@ const dns: DnsProxy = new DnsProxy({
   originalDestination: (address, port, out) => proxymapLookup(dp.proxymapFd, address, port, 'udp', out),
   ...(mode === 'dnat' ? { tcpOriginalDestination: (s: Socket) => dp.originalDestination(s.remoteAddress!, s.remotePort!, 'tcp') } : {}),
   rejectCode: args.dnsReject,
-  learn: (qname, answers) => fqdns.learn(qname, answers),
+  learn: (qname, answers) => relay.learn(qname, answers),
   answerFrom,
 })
 // --dns external: the port is left to another DNS proxy (a benchmark's dnsdist).

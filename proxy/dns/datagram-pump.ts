@@ -118,6 +118,7 @@ export class DatagramPump {
   private closed = false
   /** Inside a wakeup: its sends leave together when it ends. */
   private draining = false
+  private wokenAt = 0
 
   /** Reads the sockets `receive` with `onDatagram`; `send` may go to any socket. The fds stay the caller's. */
   constructor(
@@ -126,6 +127,14 @@ export class DatagramPump {
     private readonly onError: (e: Error) => void,
   ) {
     libbpf()
+  }
+
+  /**
+   * performance.now() as of the current wakeup's first read (one clock read for all the
+   * datagrams read together: the time they were there); outside a wakeup, now.
+   */
+  get now(): number {
+    return this.draining ? this.wokenAt : performance.now()
   }
 
   start(): void {
@@ -198,6 +207,7 @@ export class DatagramPump {
   private woken(fd: number, first: Buffer, from: RemoteInfo): void {
     if (this.closed) return
     this.draining = true
+    this.wokenAt = performance.now()
     this.stats.received++
     this.batch++
     this.handle(fd, first, parseIPv4(from.address) ?? 0, from.port)

@@ -209,6 +209,11 @@ export class DnsProxy {
     for (const c of this.tcpPending.keys()) c.destroy()
   }
 
+  /** performance.now(), read once for all the datagrams of a read (their arrival) inside one. */
+  private now(): number {
+    return this.pump ? this.pump.now : performance.now()
+  }
+
   private flowEntry(flow: Flow, kind: L7Kind): FlowEntry {
     const key = `${kind.protocol}:${flow.sourceAddress}:${flow.sourcePort}>${flow.destAddress}:${flow.destPort}`
     const known = this.flows.get(key)
@@ -313,10 +318,10 @@ export class DnsProxy {
       reply(answer(msg, query, rcode))
       return null
     }
-    const qname = query.name.toLowerCase()
+    const qname = query.name
     const qtype = typeName(query.type)
     const verdict = this.verdictOf(entry, qname)
-    const started = performance.now()
+    const started = this.now()
     if (!verdict.allowed) {
       this.stats.denied++
       reply(answer(msg, query, this.rejectCode))
@@ -375,15 +380,15 @@ export class DnsProxy {
       // relayed as the server sent it; nothing learned, and the log shows no answers
     }
     const answers = answersJson(records)
-    if (rcode !== 'NOERROR' || records.length === 0 || !this.opts.learn) return this.release(p, msg, rcode, answers, 0)
-    const t0 = performance.now()
+    if (rcode !== 'NOERROR' || records.length === 0 || !this.opts.learn) return this.release(p, msg, rcode, answers, null)
+    const t0 = this.now()
     let learned: void | Promise<void> = undefined
     try {
       learned = this.opts.learn(p.qname, records)
     } catch (e) {
       this.learnFailed(p, e as Error)
     }
-    if (!learned) return this.release(p, msg, rcode, answers, performance.now() - t0)
+    if (!learned) return this.release(p, msg, rcode, answers, 0) // in force already: nothing waited for
     const held = Buffer.from(msg) // msg may be the pump's, reused for the next datagram
     learned.then(
       () => this.release(p, held, rcode, answers, performance.now() - t0),
@@ -398,7 +403,7 @@ export class DnsProxy {
     this.opts.logger.error({ qname: p.qname, error: e.message }, 'dns: learning from an answer failed')
   }
 
-  private release(p: Pending, msg: Buffer, rcode: string, answers: string, enforceMs: number): void {
+  private release(p: Pending, msg: Buffer, rcode: string, answers: string, enforceMs: number | null): void {
     p.route.reply(msg)
     this.stats.allowed++
     this.logQuery(p.flows, p.verdict, p.qname, p.qtype, rcode, p.started, answers, enforceMs)
@@ -416,11 +421,14 @@ export class DnsProxy {
     }
   }
 
-  /** One line per query; its duration and (for an answer that taught addresses) its enforcement time counted. */
-  private logQuery(flows: FlowLog, verdict: FlowVerdict, qname: string, qtype: string, rcode: string, started: number, answers: string, enforceMs = 0): void {
-    const ms = performance.now() - started
+  /**
+   * One line per query; its duration and (for an answer with addresses) its enforcement time
+   * counted: 0 when the maps allowed them already.
+   */
+  private logQuery(flows: FlowLog, verdict: FlowVerdict, qname: string, qtype: string, rcode: string, started: number, answers: string, enforceMs: number | null = null): void {
+    const ms = this.now() - started
     if (rcode !== 'TIMEOUT') this.latency.observe(ms / 1000)
-    if (enforceMs > 0) this.enforce.observe(enforceMs / 1000)
+    if (enforceMs !== null) this.enforce.observe(enforceMs / 1000)
     flows.dns({ verdict, qname, qtype, rcode, answers, ms, enforceMs })
   }
 

@@ -5,7 +5,9 @@
 // section as objects, which cost more than the rest of relaying a query did.
 // A label's dots, backslashes and unprintable bytes come out escaped as a master file writes
 // them ('\.', '\\', '\DDD'), as Cilium's DNS library does, so a label with a dot in it can
-// never read as two labels and pass a rule meant for another name.
+// never read as two labels and pass a rule meant for another name. Names come out in lower
+// case (names compare without case; rules, the log and the FQDN cache all use lower case), so
+// no second string is made to lower-case them.
 
 import type { AnswerRecord } from './fqdn-cache.js'
 
@@ -30,7 +32,7 @@ export interface QueryInfo {
   response: boolean
   opcode: number
   questions: number
-  /** The first question's name as sent (case kept, no trailing dot; '' for the root or no question). */
+  /** The first question's name, in lower case (no trailing dot; '' for the root or no question). */
   name: string
   type: number
   /** Where the first question ends (the header and it are what the proxy's own answers echo). */
@@ -47,7 +49,8 @@ const DOT = 0x2e
 
 /**
  * Writes label byte `b` into scratch at `at` as Cilium's DNS library prints it: `.` and `\` as
- * `\.` and `\\`, other printable ASCII as it is, the rest as `\DDD`; returns where the next goes.
+ * `\.` and `\\`, other printable ASCII as it is (letters in lower case), the rest as `\DDD`;
+ * returns where the next goes.
  */
 function putLabelByte(b: number, at: number): number {
   if (b === DOT || b === BACKSLASH) {
@@ -56,7 +59,7 @@ function putLabelByte(b: number, at: number): number {
     return at + 2
   }
   if (b > 0x20 && b < 0x7f) {
-    scratch[at] = b
+    scratch[at] = b >= 0x41 && b <= 0x5a ? b | 0x20 : b
     return at + 1
   }
   scratch[at] = BACKSLASH
