@@ -154,7 +154,7 @@ export async function runCompare(args: string[], out: (s: string) => void, err: 
     return { name, what: w.what, unit: w.unit, cells }
   })
   const machine = `${cpus().length} cores (${cpus()[0]?.model ?? 'unknown CPU'}), Linux ${release()}, Node ${process.version}`
-  const settings = `${runs} interleaved run(s) x ${duration} s after ${warmup} s warm-up, ${threads} proxy thread(s)`
+  const settings = `${runs} interleaved run(s) x ${duration} s after ${warmup} s warm-up, ${threads} HTTP proxy thread(s), one DNS thread`
   const json = { benchmark: 'compare', date: new Date().toISOString(), machine, settings, duration, runs, warmup, threads, modes, workloads: results }
   const jsonPath = writeResult(values.out, json)
   const htmlPath = jsonPath.replace(/\.json$/, '.html')
