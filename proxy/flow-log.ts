@@ -43,7 +43,24 @@ export interface DnsFlowLine {
   enforceMs: number | null
 }
 
-const round = (ms: number): number => Math.round(ms * 1000) / 1000
+/**
+ * A duration in ms as JSON with at most 3 decimals (what Math.round(ms * 1000) / 1000 prints),
+ * made from whole numbers: printing a fraction cost more than the rest of a line's numbers.
+ */
+export function msJson(ms: number): string {
+  const us = Math.round(ms * 1000)
+  if (!(us >= 0 && us < 1e9)) return String(Math.round(ms * 1000) / 1000)
+  const whole = Math.floor(us / 1000)
+  let frac = us - whole * 1000
+  if (frac === 0) return `${whole}`
+  let digits = 3
+  while (frac % 10 === 0) {
+    frac /= 10
+    digits--
+  }
+  const pad = frac < 10 ? digits - 1 : frac < 100 ? digits - 2 : 0
+  return `${whole}.${pad === 2 ? '00' : pad === 1 ? '0' : ''}${frac}`
+}
 
 /** A line's start, `{"level":30,"time":<ms>`: made again only when the millisecond changes (many lines share one). */
 let headMs = 0
@@ -107,13 +124,13 @@ export class FlowLog {
       extra += `,"grpcService":${str(l.grpc.service)},"grpcMethod":${str(l.grpc.method)}`
       if (l.grpc.status !== undefined) extra += `,"grpcStatus":${Number(l.grpc.status) || 0}`
     }
-    this.line(l.verdict, `,"method":${str(l.method)},"path":${str(l.path)}${extra},"status":${l.status},"ms":${round(l.ms)}`, l.verdict.allowed ? 'http allowed' : 'http denied')
+    this.line(l.verdict, `,"method":${str(l.method)},"path":${str(l.path)}${extra},"status":${l.status},"ms":${msJson(l.ms)}`, l.verdict.allowed ? 'http allowed' : 'http denied')
   }
 
   dns(l: DnsFlowLine): void {
     if (!this.logger.isLevelEnabled('info')) return
-    const enforce = l.enforceMs === null ? '' : `,"enforceMs":${round(l.enforceMs)}`
-    this.line(l.verdict, `,"qname":${str(l.qname)},"qtype":"${l.qtype}","rcode":"${l.rcode}","answers":${l.answers},"ms":${round(l.ms)}${enforce}`, l.verdict.allowed ? 'dns allowed' : 'dns denied')
+    const enforce = l.enforceMs === null ? '' : `,"enforceMs":${msJson(l.enforceMs)}`
+    this.line(l.verdict, `,"qname":${str(l.qname)},"qtype":"${l.qtype}","rcode":"${l.rcode}","answers":${l.answers},"ms":${msJson(l.ms)}${enforce}`, l.verdict.allowed ? 'dns allowed' : 'dns denied')
   }
 
   /** `fields`: serialized, each with its leading comma. */

@@ -2,9 +2,10 @@
 // is really the same (rule, reason and both identities).
 
 import pino from 'pino'
+import fc from 'fast-check'
 import t from 'tap'
 import type { FlowVerdict } from '../proxy/flow-verdict.js'
-import { FlowLog, NO_ANSWERS, answersJson } from '../proxy/flow-log.js'
+import { FlowLog, NO_ANSWERS, answersJson, msJson } from '../proxy/flow-log.js'
 
 function capture(level = 'info'): { lines: Array<Record<string, unknown>>; log: FlowLog } {
   const lines: Array<Record<string, unknown>> = []
@@ -65,4 +66,10 @@ t.test('a DNS line: the name, type, rcode and answers; enforceMs for an answer w
   log.dns({ verdict: dns, qname: 'cantina.empire', qtype: 'A', rcode: 'NOERROR', answers: answersJson(records), ms: 0.2, enforceMs: 0 })
   t.equal(lines[3]!.enforceMs, 0, 'addresses the maps allowed already: 0')
   t.match(lines[2], { verdict: 'denied', rules: [], reason: /no dns rule matched/, rcode: 'REFUSED', msg: 'dns denied' })
+})
+
+t.test('durations print as Math.round(ms * 1000) / 1000 would, from whole numbers', async (t) => {
+  for (const ms of [0, 0.0004, 0.0005, 0.001, 0.005, 0.05, 0.5, 0.512, 1, 1.23456, 10.1, 999.9995, 123456.789, 2e6, -1]) t.equal(msJson(ms), String(Math.round(ms * 1000) / 1000), String(ms))
+  fc.assert(fc.property(fc.double({ min: 0, max: 1e7, noNaN: true }), (ms) => msJson(ms) === String(Math.round(ms * 1000) / 1000)))
+  fc.assert(fc.property(fc.integer({ min: 0, max: 999_999_999 }), (us) => msJson(us / 1000) === String(us / 1000)))
 })

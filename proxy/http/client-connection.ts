@@ -115,6 +115,8 @@ export class ClientConnection implements ParserSink, ResponseSink {
   /** For the proxy's sweep: when the pending request head began (0: none), and the last activity. */
   headSince = 0
   lastActive: number
+  /** When the read being parsed began (one clock read for all it holds). */
+  private readAt = 0
 
   /**
    * `intercepted`: the socket is the proxy's TLS termination of the flow; the origin is reached
@@ -163,6 +165,7 @@ export class ClientConnection implements ParserSink, ResponseSink {
   // What parsing one read writes (local answers, 100s; request heads and bodies) leaves in one
   // write per socket.
   onReadStart(): void {
+    this.readAt = performance.now()
     this.corked = true
     this.socket.cork()
     this.corkedUpstream = this.upstream
@@ -170,7 +173,8 @@ export class ClientConnection implements ParserSink, ResponseSink {
   }
 
   onReadEnd(err: ParseError | null): void {
-    this.lastActive = performance.now()
+    // A read with no parser event never started (corked says whether it did): its time is now.
+    this.lastActive = this.corked ? this.readAt : performance.now()
     if (err !== null && !this.discarding) this.malformed(err)
     if (!this.corked) return
     this.corked = false
@@ -225,13 +229,13 @@ export class ClientConnection implements ParserSink, ResponseSink {
   }
 
   onMessageBegin(): void {
-    this.headSince = performance.now()
+    this.headSince = this.readAt
   }
 
   onHead(head: MessageHead): boolean {
     this.headSince = 0
     if (this.lastRequestRead) return true
-    const started = performance.now()
+    const started = this.readAt
     this.policy = this.policy.current(this.ctx.engine, this.flow)
     const raw = head.raw
     const hostAt = indexOfHeader(raw, 'host')

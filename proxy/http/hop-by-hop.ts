@@ -4,6 +4,13 @@
 // re-framed on each hop (http1-writer.ts).
 
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'proxy-authenticate', 'proxy-authorization', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'expect'])
+/** Which name lengths the fixed list has: a field of another length is end-to-end without being lower-cased. */
+const HOP_LENGTHS = new Uint8Array(32)
+for (const name of HOP_BY_HOP) HOP_LENGTHS[name.length] = 1
+
+function isHopByHop(name: string): boolean {
+  return name.length < 32 && HOP_LENGTHS[name.length] === 1 && HOP_BY_HOP.has(name.toLowerCase())
+}
 
 /** Index of the first field called `name` (lower case) in a raw [name, value...] list, or -1. */
 export function indexOfHeader(raw: readonly string[], name: string, from = 0): number {
@@ -40,8 +47,7 @@ export function endToEndRaw(raw: readonly string[]): string[] {
   const out: string[] = []
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i]!
-    const lower = name.toLowerCase()
-    if (HOP_BY_HOP.has(lower) || named?.has(lower)) continue
+    if (isHopByHop(name) || (named !== null && named.has(name.toLowerCase()))) continue
     out.push(name, raw[i + 1]!)
   }
   return out
