@@ -73,3 +73,11 @@ t.test('queries: filters checked, with what is wrong', async (t) => {
   t.throws(() => parseFlowQuery(new URLSearchParams('protocol=udp')), /unknown protocol 'udp'/)
   t.throws(() => parseFlowQuery(new URLSearchParams('last=5000')), /last must be a whole number from 0 to 1000/)
 })
+
+t.test('what is kept is bounded in bytes too, however long the lines', async (t) => {
+  const feed = new FlowFeed(() => [])
+  const big = line('allowed', '198.18.1.10:5', `/${'x'.repeat(100_000)}`)
+  for (let i = 0; i < 100; i++) publish(feed, big + '\n')
+  t.ok(feed.heldBytes <= 4 * 1024 * 1024 + 200_000, `${feed.heldBytes} bytes kept for 100 lines of 100 kB`)
+  t.equal(feed.recentEvents({}).length, Math.floor(feed.heldBytes / (big.length + 1)), 'the newest of them')
+})

@@ -27,6 +27,8 @@ export type FlowProtocol = (typeof PROTOCOLS)[number]
 const RECENT = 1_000
 /** Lines (and kernel events) kept: a few lines are not flow lines, so more than RECENT. */
 const KEEP = 2 * RECENT
+/** And no more log bytes than this, whatever the lines' length. */
+const KEEP_BYTES = 4 * 1024 * 1024
 const FLOW_MSG = /^"msg":"(http|dns|tls)( allowed| denied|: )/
 const VERDICTS = ['allowed', 'denied', 'invalid', 'denied-by-rule', 'denied-default', 'no-proxy']
 
@@ -82,11 +84,14 @@ class LineChunk {
 }
 
 const weight = (e: FlowEvent | LineChunk): number => (e instanceof LineChunk ? e.lines : 1)
+const bytesOf = (e: FlowEvent | LineChunk): number => (e instanceof LineChunk ? e.bytes.length : 0)
 
 export class FlowFeed {
   /** Kernel events and chunks of log lines, oldest first: the last KEEP lines' and events' worth. */
   private readonly recent: Array<FlowEvent | LineChunk> = []
   private held = 0
+  /** The log bytes kept (line-chunks.ts keeps a chunk's memory within twice its bytes). */
+  heldBytes = 0
   private readonly followers = new Set<{ filter: FlowFilter; send: (e: FlowEvent) => void }>()
   private lastCounters = new Map<string, number>()
   private primed = false
@@ -151,7 +156,12 @@ export class FlowFeed {
   private keep(e: FlowEvent | LineChunk): void {
     this.recent.push(e)
     this.held += weight(e)
-    while (this.recent.length > 1 && this.held - weight(this.recent[0]!) >= KEEP) this.held -= weight(this.recent.shift()!)
+    this.heldBytes += bytesOf(e)
+    while (this.recent.length > 1 && (this.held - weight(this.recent[0]!) >= KEEP || this.heldBytes > KEEP_BYTES)) {
+      const gone = this.recent.shift()!
+      this.held -= weight(gone)
+      this.heldBytes -= bytesOf(gone)
+    }
   }
 
   private tell(e: FlowEvent): void {

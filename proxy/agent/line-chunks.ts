@@ -7,7 +7,10 @@
 const CHUNK_BYTES = 64 * 1024
 const FLUSH_MS = 250
 
-/** Whole lines, and how many. Its memory (an ArrayBuffer of its own) is the receiver's: a chunk is never reused. */
+/**
+ * Whole lines, and how many. Its memory (an ArrayBuffer of its own, at most twice the bytes) is
+ * the receiver's: a chunk is never reused.
+ */
 export type ChunkHandler = (chunk: Buffer<ArrayBuffer>, lines: number) => void
 
 export class LineChunks {
@@ -33,9 +36,17 @@ export class LineChunks {
 
   flush(): void {
     if (this.used === 0) return
-    const full = this.chunk.subarray(0, this.used)
+    let full: Buffer<ArrayBuffer>
+    if (this.used < CHUNK_BYTES / 2) {
+      // Mostly empty (the timer's flush of a quiet thread): its bytes are copied out, so what the
+      // flow feed keeps of a few lines does not hold a whole chunk's memory.
+      full = Buffer.allocUnsafeSlow(this.used)
+      this.chunk.copy(full, 0, 0, this.used)
+    } else {
+      full = this.chunk.subarray(0, this.used)
+      this.chunk = Buffer.allocUnsafeSlow(CHUNK_BYTES)
+    }
     const lines = this.lines
-    this.chunk = Buffer.allocUnsafeSlow(CHUNK_BYTES)
     this.used = this.lines = 0
     this.deliver(full, lines)
   }
