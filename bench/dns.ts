@@ -34,7 +34,7 @@ const DNS_SERVER = findHost('dns').addresses[0]!
 // All allowed by `*.empire` (www.cantina.empire is not: `*` stays within one label).
 const NAMES = DNS_QUERY_NAMES
 const SCENARIOS = ['direct', 'l7proxy', 'dnsdist'] as const
-/** A query line's time from the answer to the maps written (only lines of answers that taught addresses have it). */
+/** A query line's time from the answer to the maps allowing its addresses (only answers with addresses have it; 0: allowed already). */
 const ENFORCE_MS = /"enforceMs":([\d.e-]+)/
 type Scenario = (typeof SCENARIOS)[number]
 

@@ -119,7 +119,9 @@ async function main(): Promise<void> {
       await stopScenario(running)
       if (s === 'l7proxy') {
         let flowLines = 0
-        await node.eachLine((l) => void (l.includes('"grpcMethod":"RequestLanding"') ? flowLines++ : 0))
+        await node.eachLine((l) => {
+          if (l.includes('"grpcMethod":"RequestLanding"')) flowLines++
+        })
         run.flowLines = flowLines
         if (run.flowLines < run.ops) throw new Error(`l7proxy logged ${run.flowLines} flow lines for ${run.ops} calls: a call went unlogged`)
       }

@@ -127,7 +127,9 @@ async function main(): Promise<void> {
       await stopScenario(running)
       if (s === 'l7proxy') {
         let flowLines = 0
-        await running.node.eachLine((l) => void (l.endsWith('"msg":"http allowed"}') || l.endsWith('"msg":"http denied"}') ? flowLines++ : 0))
+        await running.node.eachLine((l) => {
+          if (l.endsWith('"msg":"http allowed"}') || l.endsWith('"msg":"http denied"}')) flowLines++
+        })
         run.flowLines = flowLines
         const served = 2 + (warm?.ops ?? 0) + run.ops
         if (run.flowLines < served) throw new Error(`l7proxy logged ${run.flowLines} flow lines for ${served} requests: a request went unlogged`)

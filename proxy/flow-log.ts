@@ -49,7 +49,7 @@ export interface DnsFlowLine {
  */
 export function msJson(ms: number): string {
   const us = Math.round(ms * 1000)
-  if (!(us >= 0 && us < 1e9)) return String(Math.round(ms * 1000) / 1000)
+  if (!(us >= 0 && us < 1e9)) return String(us / 1000)
   const whole = Math.floor(us / 1000)
   let frac = us - whole * 1000
   if (frac === 0) return `${whole}`

@@ -26,7 +26,7 @@ import { proxymapLookup } from '../../redirect-bpf/map-layout.js'
 import { parseMode } from '../../redirect-bpf/modes/redirect-mode.js'
 import { transparentTcpListener, transparentUdpSocket } from '../../redirect-bpf/transparent-socket.js'
 import { DnsProxy } from '../dns/dns-proxy.js'
-import { LearnRelay } from '../dns/learn-relay.js'
+import { LearnRelay, warnLate } from '../dns/learn-relay.js'
 import { FqdnLearning } from './fqdn-learning.js'
 import type { Flow } from '../flow-verdict.js'
 import { labProxyAddress } from './lab-node-process.js'
@@ -132,7 +132,7 @@ const relay: LearnRelay = new LearnRelay({
     fqdns.learnAll(answers)
     relay.learned(batch)
   },
-  onLate: (batch, held) => logger.warn({ batch, answers: held, maxDelayMs: args.dnsMaxDelayMs }, 'dns: answers released before their addresses were in the maps (max delay)'),
+  onLate: warnLate(logger, args.dnsMaxDelayMs),
 })
 for (const f of fqdns.names()) relay.setKnown(f.name, f.ips)
 

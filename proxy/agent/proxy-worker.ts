@@ -12,7 +12,7 @@ import pino from 'pino'
 import { PolicyEngine } from '../../policy/engine.js'
 import { proxymapLookup } from '../../redirect-bpf/map-layout.js'
 import { DnsProxy, type DnsStats } from '../dns/dns-proxy.js'
-import { LearnRelay, type LearnRequest } from '../dns/learn-relay.js'
+import { LearnRelay, warnLate, type LearnRequest } from '../dns/learn-relay.js'
 import { diffEndpoints, type NodeEndpoint } from './endpoints-file.js'
 import { HttpProxy, type ProxyStats } from '../http/http-proxy.js'
 import { LineChunks } from './line-chunks.js'
@@ -88,7 +88,7 @@ const relay = lane
   ? new LearnRelay({
       maxDelayMs: lane.maxDelayMs,
       send: (batch, answers) => port.postMessage({ type: 'dns-learn', batch, answers } satisfies WorkerMessage),
-      onLate: (batch, held) => logger.warn({ batch, answers: held, maxDelayMs: lane.maxDelayMs }, 'dns: answers released before their addresses were in the maps (max delay)'),
+      onLate: warnLate(logger, lane.maxDelayMs),
     })
   : null
 for (const f of input.fqdns) relay?.setKnown(f.name, f.ips)

@@ -214,7 +214,7 @@ export class DatagramPump {
     const { recvmmsg } = libbpf()
     for (let round = 0; round < MAX_ROUNDS; round++) {
       const n = recvmmsg(fd, this.rx.header(0), BATCH, MSG_DONTWAIT, 0) as number
-      if (n < 0 && koffi.errno() !== EAGAIN) this.stats.dropped++ // an ICMP error reported on the socket: read on
+      if (n < 0 && koffi.errno() !== EAGAIN) this.stats.dropped++ // an ICMP error reported on the socket: libuv's next read goes past it
       if (n <= 0) break
       this.stats.received += n
       this.batch++

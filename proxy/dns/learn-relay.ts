@@ -9,6 +9,7 @@
 // message to read and a cache update that changes nothing more. Pure: the caller carries
 // batches to the owner and back.
 
+import type { Logger } from 'pino'
 import type { AnswerRecord } from './fqdn-cache.js'
 
 /** An answer for the owner to learn from. */
@@ -31,6 +32,11 @@ interface Batch {
   release: Array<() => void>
   /** Per name, the renewals in `answers` (usually one). */
   renewals: Map<string, LearnRequest[]>
+}
+
+/** The `onLate` of a proxy thread's relay: a warning with the batch, how many it held, and the bound. */
+export function warnLate(logger: Logger, maxDelayMs: number): LearnRelayOptions['onLate'] {
+  return (batch, held) => logger.warn({ batch, answers: held, maxDelayMs }, 'dns: answers released before their addresses were in the maps (max delay)')
 }
 
 export class LearnRelay {
