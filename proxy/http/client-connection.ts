@@ -18,6 +18,7 @@ import { normalizePath } from './request-path.js'
 import type { OriginTls } from '../tls/origin-socket.js'
 import { countOutcome, type Origin, type ProxyContext } from './proxy-context.js'
 import { UpstreamConnection, type ResponseSink } from './upstream-connection.js'
+import { SocketWriter } from './socket-writer.js'
 import { poolKey } from './upstream-pool.js'
 
 const DENIED_BODY = 'Access denied\n'
@@ -91,6 +92,8 @@ class Exchange {
 
 export class ClientConnection implements ParserSink, ResponseSink {
   private readonly parser: Http1Parser
+  /** All the proxy writes to the client. */
+  private readonly out: SocketWriter
   private readonly flow: Flow
   private readonly origin: Origin
   private readonly log: Logger
@@ -109,9 +112,9 @@ export class ClientConnection implements ParserSink, ResponseSink {
   private discarding = false
   private clientWaitsForUpstream = false
   private upstreamWaitsForClient = false
-  /** Within one read's callbacks: the client's socket, and this upstream's if there was one, are corked. */
-  private corked = false
-  private corkedUpstream: UpstreamConnection | null = null
+  /** Within one read's callbacks: writes to the client, and to this upstream if there was one, are held. */
+  private holding = false
+  private heldUpstream: UpstreamConnection | null = null
   /** For the proxy's sweep: when the pending request head began (0: none), and the last activity. */
   headSince = 0
   lastActive: number
@@ -136,6 +139,7 @@ export class ClientConnection implements ParserSink, ResponseSink {
     const bindings = { source: `${this.flow.sourceAddress}:${this.flow.sourcePort}`, destination: `${this.flow.destAddress}:${this.flow.destPort}` }
     this.log = ctx.logger.child(bindings)
     this.flows = new FlowLog(ctx.logger, bindings)
+    this.out = new SocketWriter(socket)
     this.parser = new Http1Parser('request', ctx.maxHeaderBytes, this)
     socket.once('close', this.onClose)
     this.parser.readFrom(socket, first)
@@ -146,7 +150,7 @@ export class ClientConnection implements ParserSink, ResponseSink {
     if (this.headSince > 0 && now - this.headSince > headersMs && this.queue.length === 0) {
       this.ctx.stats.invalid++
       this.log.info({ verdict: 'invalid', reason: 'request headers timed out', status: 408 }, 'http: slow request refused')
-      this.socket.write(localResponse(408, 'Request timed out\n', true, false))
+      this.out.write(localResponse(408, 'Request timed out\n', true, false))
       this.end()
       return
     }
@@ -166,21 +170,21 @@ export class ClientConnection implements ParserSink, ResponseSink {
   // write per socket.
   onReadStart(): void {
     this.readAt = performance.now()
-    this.corked = true
-    this.socket.cork()
-    this.corkedUpstream = this.upstream
-    this.corkedUpstream?.socket.cork()
+    this.holding = true
+    this.out.hold()
+    this.heldUpstream = this.upstream
+    this.heldUpstream?.out.hold()
   }
 
   onReadEnd(err: ParseError | null): void {
-    // A read with no parser event never started (corked says whether it did): its time is now.
-    this.lastActive = this.corked ? this.readAt : performance.now()
+    // A read with no parser event never started (holding says whether it did): its time is now.
+    this.lastActive = this.holding ? this.readAt : performance.now()
     if (err !== null && !this.discarding) this.malformed(err)
-    if (!this.corked) return
-    this.corked = false
-    this.corkedUpstream?.socket.uncork()
-    this.corkedUpstream = null
-    this.socket.uncork()
+    if (!this.holding) return
+    this.holding = false
+    this.heldUpstream?.out.release()
+    this.heldUpstream = null
+    this.out.release()
   }
 
   private readonly onClose = (): void => {
@@ -210,7 +214,7 @@ export class ClientConnection implements ParserSink, ResponseSink {
   private end(): void {
     this.stop()
     this.releaseUpstream()
-    this.socket.end()
+    this.out.end()
     this.socket.setTimeout(LINGER_MS, () => this.socket.destroy())
   }
 
@@ -224,7 +228,7 @@ export class ClientConnection implements ParserSink, ResponseSink {
       this.socket.destroy()
       return
     }
-    this.socket.write(localResponse(400, 'Bad request\n', true, false))
+    this.out.write(localResponse(400, 'Bad request\n', true, false))
     this.end()
   }
 
@@ -294,7 +298,7 @@ export class ClientConnection implements ParserSink, ResponseSink {
     if (!writeBodyChunk(up, chunk, this.bodyChunked) && !this.clientWaitsForUpstream) {
       this.clientWaitsForUpstream = true
       this.parser.pauseReading()
-      up.socket.once('drain', this.resumeClient)
+      up.out.whenDrained(this.resumeClient)
     }
   }
 
@@ -322,11 +326,11 @@ export class ClientConnection implements ParserSink, ResponseSink {
       if (ex.local === null) {
         if (ex.continueWanted) {
           ex.continueWanted = false
-          this.socket.write(CONTINUE)
+          this.out.write(CONTINUE)
         }
         return
       }
-      this.socket.write(ex.local, 'latin1')
+      this.out.write(ex.local)
       if (!this.finish(ex, ex.verdict === null ? 400 : 403)) return
     }
   }
@@ -378,15 +382,15 @@ export class ClientConnection implements ParserSink, ResponseSink {
     else if (ex.http10) extra += `connection: keep-alive${CRLF}`
     ex.status = head.status
     ex.answering = true
-    this.socket.write(responseHead(head.status, head.reason, endToEndRaw(raw), extra), 'latin1')
+    this.out.write(responseHead(head.status, head.reason, endToEndRaw(raw), extra))
     return noBody
   }
 
   onResponseBody(chunk: Buffer): void {
-    if (!writeBodyChunk(this.socket, chunk, this.queue[0]!.chunked) && !this.upstreamWaitsForClient && this.upstream !== null) {
+    if (!writeBodyChunk(this.out, chunk, this.queue[0]!.chunked) && !this.upstreamWaitsForClient && this.upstream !== null) {
       this.upstreamWaitsForClient = true
       this.upstream.pauseReading()
-      this.socket.once('drain', this.resumeUpstream)
+      this.out.whenDrained(this.resumeUpstream)
     }
   }
 
@@ -397,17 +401,17 @@ export class ClientConnection implements ParserSink, ResponseSink {
 
   onResponseComplete(): void {
     const ex = this.queue[0]!
-    if (ex.chunked) this.socket.write(CHUNKED_END)
+    if (ex.chunked) this.out.write(CHUNKED_END)
     if (this.finish(ex, ex.status)) this.pump()
   }
 
   // What one read of the upstream writes to the client (the responses it completes) leaves in one write.
   onUpstreamReadStart(): void {
-    this.socket.cork()
+    this.out.hold()
   }
 
   onUpstreamReadEnd(): void {
-    this.socket.uncork()
+    this.out.release()
   }
 
   onUpstreamClosed(failure: { error: NodeJS.ErrnoException; timedOut: boolean } | null): void {
@@ -425,7 +429,7 @@ export class ClientConnection implements ParserSink, ResponseSink {
     this.log.warn({ origin: `${this.origin.host}:${this.origin.port}`, error: failure.error.code ?? failure.error.message }, `http: upstream failed (${status})`)
     // What was sent behind it may or may not have been processed: the connection ends here.
     this.queue.length = 1
-    this.socket.write(localResponse(status, status === 504 ? 'Upstream timed out\n' : 'Upstream unavailable\n', true, ex.method === 'HEAD'))
+    this.out.write(localResponse(status, status === 504 ? 'Upstream timed out\n' : 'Upstream unavailable\n', true, ex.method === 'HEAD'))
     this.finish(ex, status, true)
   }
 }

@@ -9,6 +9,7 @@ import type { Socket } from 'node:net'
 import { connectOrigin, type Origin } from '../tls/origin-socket.js'
 import { Http1Parser, type MessageHead, type ParseError, type ParserSink } from './http1-parser.js'
 import { headerValue } from './hop-by-hop.js'
+import { SocketWriter } from './socket-writer.js'
 
 export interface ResponseSink {
   /** Around the callbacks of one read of the upstream: what they write can leave in one write. */
@@ -54,6 +55,8 @@ function serverIdleMs(raw: readonly string[]): number {
 
 export class UpstreamConnection implements ParserSink {
   readonly socket: Socket
+  /** All the proxy writes to the origin. */
+  readonly out: SocketWriter
   private readonly parser: Http1Parser
   private connected = false
   private readonly openedAt: number
@@ -83,6 +86,7 @@ export class UpstreamConnection implements ParserSink {
     this.openedAt = now
     this.parser = new Http1Parser('response', maxHeaderBytes, this)
     this.socket = connectOrigin(origin, 'http/1.1')
+    this.out = new SocketWriter(this.socket)
     this.socket.once('connect', () => (this.connected = true))
     this.socket.on('error', (e: NodeJS.ErrnoException) => (this.error ??= e))
     this.socket.once('close', this.onClose)
@@ -92,11 +96,11 @@ export class UpstreamConnection implements ParserSink {
   /** A request head: one more response is owed. */
   sendHead(head: string, now: number): boolean {
     if (this.owed++ === 0) this.waitingSince = now
-    return this.socket.write(head, 'latin1')
+    return this.out.write(head)
   }
 
   write(data: Buffer | string): boolean {
-    return this.socket.write(data, 'latin1')
+    return this.out.write(data)
   }
 
   /** Between messages, healthy and kept open by the server: it may serve another client connection. */

@@ -1,0 +1,174 @@
+// Everything the HTTP/1.1 proxy writes to one socket. A plain TCP socket is written the way
+// node:net writes it underneath, straight to its native handle (libuv tries the write at once
+// and queues what the kernel does not take), without net.Socket's Writable: that state machine,
+// its buffered entries, a write request object per write and a nextTick per completion were
+// ~10% of a proxied request's CPU. What one read's callbacks write is collected (`hold`) and
+// leaves in one writev (`release`).
+// A TLS socket, or one still connecting, or one whose Writable still holds bytes, is written
+// through Writable as usual; once a socket is written directly it never goes back, so bytes keep
+// their order: libuv sends queued writes, and a later end()'s shutdown, in the order given.
+// The handle's calling convention is node's own (lib/internal/stream_base_commons.js); this
+// file is the only place that knows it.
+
+import type { Socket } from 'node:net'
+import { TLSSocket } from 'node:tls'
+import { getSystemErrorName } from 'node:util'
+
+/** Past this many bytes queued (written but not yet taken by the kernel) write() says wait, as Writable's default. */
+const HIGH_WATER = 16 * 1024
+
+/** A write request: node's WriteWrap, reused while writes complete at once. */
+interface WriteReq {
+  oncomplete: (status: number) => void
+  /** What a write still in libuv's queue holds, kept alive with it. */
+  data: string | Buffer | Array<string | Buffer> | null
+}
+
+interface NativeStream {
+  writeQueueSize: number
+  writeLatin1String(req: WriteReq, s: string): number
+  writeBuffer(req: WriteReq, b: Buffer): number
+  /** `chunks`: [data, encoding, data, encoding...], or only Buffers when `allBuffers`. */
+  writev(req: WriteReq, chunks: Array<string | Buffer>, allBuffers: boolean): number
+}
+
+interface StreamWrapBinding {
+  WriteWrap: new () => WriteReq
+  streamBaseState: Int32Array
+  kLastWriteWasAsync: number
+}
+
+const { WriteWrap, streamBaseState, kLastWriteWasAsync } = (process as unknown as { binding(name: string): StreamWrapBinding }).binding('stream_wrap')
+
+export class SocketWriter {
+  /** Set once the socket is written straight to its handle (from then on, always). */
+  private handle: NativeStream | null = null
+  private direct = false
+  private req: WriteReq | null = null
+  private holding = false
+  /** What is held for one write: [data, 'latin1' | 'buffer', ...], and its bytes. */
+  private held: Array<string | Buffer> = []
+  private heldBytes = 0
+  /** This writer corked Writable while holding (before the socket could be written directly). */
+  private corked = false
+  private waiter: (() => void) | null = null
+
+  /** A TLS socket's handle takes cleartext through its own JS layer: it is always written through Writable. */
+  private readonly plain: boolean
+
+  constructor(readonly socket: Socket) {
+    this.plain = !(socket instanceof TLSSocket)
+  }
+
+  /** Holds what is written until release(), to leave in one write. */
+  hold(): void {
+    this.holding = true
+  }
+
+  release(): void {
+    this.holding = false
+    if (this.corked) {
+      this.corked = false
+      this.socket.uncork()
+    }
+    if (this.held.length > 0) this.flush()
+  }
+
+  /** Latin1 strings or bytes; false when the peer is behind (whenDrained says when it caught up). */
+  write(data: string | Buffer): boolean {
+    if (!this.directNow()) {
+      if (this.holding && !this.corked) {
+        this.corked = true
+        this.socket.cork()
+      }
+      return this.socket.write(data, 'latin1')
+    }
+    if (!this.holding) {
+      this.send(data)
+      return this.handle!.writeQueueSize < HIGH_WATER
+    }
+    this.held.push(data, typeof data === 'string' ? 'latin1' : 'buffer')
+    this.heldBytes += data.length
+    return this.heldBytes + this.handle!.writeQueueSize < HIGH_WATER
+  }
+
+  /** Calls `fn` once the peer has caught up, after a write returned false. */
+  whenDrained(fn: () => void): void {
+    if (!this.direct) {
+      this.socket.once('drain', fn)
+      return
+    }
+    this.waiter = fn
+    if (!this.holding) this.drained()
+  }
+
+  /** Sends what is held, then half-closes once everything written has gone. */
+  end(): void {
+    this.release()
+    this.socket.end()
+  }
+
+  private directNow(): boolean {
+    if (this.direct) return true
+    const s = this.socket
+    // Writable's bytes (written while connecting, or through it before) go first, all of them.
+    if (!this.plain || s.connecting || s.destroyed || s.writableLength > 0 || s.writableCorked > 0) return false
+    const handle = (s as unknown as { _handle: (NativeStream & { isStreamBase?: boolean }) | null })._handle
+    if (handle?.isStreamBase !== true) return false
+    this.handle = handle
+    this.direct = true
+    return true
+  }
+
+  private flush(): void {
+    const held = this.held
+    if (held.length === 2) this.send(held[0]!)
+    else {
+      const req = this.request()
+      this.afterWrite(req, this.handle!.writev(req, held, false), held)
+    }
+    this.held = []
+    this.heldBytes = 0
+    this.drained()
+  }
+
+  private send(data: string | Buffer): void {
+    const req = this.request()
+    this.afterWrite(req, typeof data === 'string' ? this.handle!.writeLatin1String(req, data) : this.handle!.writeBuffer(req, data), data)
+  }
+
+  private request(): WriteReq {
+    if (this.req !== null) return this.req
+    const req = new WriteWrap()
+    req.oncomplete = this.completed
+    req.data = null
+    return (this.req = req)
+  }
+
+  private afterWrite(req: WriteReq, err: number, data: WriteReq['data']): void {
+    if (err !== 0) return this.fail(err)
+    // Not all taken at once: libuv keeps the request (and the request the bytes) until it is.
+    if (streamBaseState[kLastWriteWasAsync] !== 0) {
+      req.data = data
+      this.req = null
+    }
+  }
+
+  private readonly completed = (status: number): void => {
+    if (status < 0) this.fail(status)
+    else this.drained()
+  }
+
+  private drained(): void {
+    if (this.waiter === null || this.handle!.writeQueueSize > 0) return
+    const fn = this.waiter
+    this.waiter = null
+    fn()
+  }
+
+  private fail(status: number): void {
+    if (this.socket.destroyed) return
+    const code = getSystemErrorName(status)
+    this.socket.destroy(Object.assign(new Error(`write ${code}`), { code, errno: status, syscall: 'write' }))
+  }
+}
