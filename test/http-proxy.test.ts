@@ -364,6 +364,21 @@ t.test('more header fields than the limit are refused, not silently truncated', 
   t.match(tooMany, /^HTTP\/1\.1 400[\s\S]*more than 100 header fields/, '101 are refused')
 })
 
+t.test('a request head above the size limit (16 KiB) is refused and never reaches the upstream', async (t) => {
+  let reached = 0
+  const upstream = createServer((req, res) => {
+    reached++
+    res.end('upstream\n')
+  })
+  await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', () => r()))
+  t.teardown(() => new Promise<void>((r) => upstream.close(() => r())))
+  const s = await setup(t, TIEFIGHTER, (upstream.address() as AddressInfo).port)
+  const big = (n: number) => `POST /v1/echo HTTP/1.1\r\n${H}X-Big: ${'b'.repeat(n)}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n`
+  t.match(await rawRequest(s.proxyUrl, big(15 * 1024)), /^HTTP\/1\.1 200/, '15 KiB of header passes')
+  t.match(await rawRequest(s.proxyUrl, big(17 * 1024)), /^HTTP\/1\.1 400/, '17 KiB is refused')
+  t.equal(reached, 1, 'only the first reached the upstream')
+})
+
 t.test('Expect: 100-continue is answered by the proxy and the body forwarded', async (t) => {
   const s = await setup(t, TIEFIGHTER)
   const reply = await new Promise<string>((resolve) => {

@@ -1,16 +1,16 @@
-// Node's own llhttp binding (the parser behind node:http), driven directly on raw sockets: the
-// proxy pays for parsing and nothing else (no IncomingMessage, no streams per request). Strict:
-// no leniency flags, so conflicting framing, obs-fold, bare LF and bad characters are errors.
-// The binding is reached through `node:_http_common`, the module node:http itself uses; this file
-// is the only place that knows its calling convention.
-// A plain TCP socket is read the way node:http's server reads it: the parser consumes the socket's
-// native handle, so each read goes from libuv into llhttp in C++ (into one shared buffer) and JS
-// sees only the parser's callbacks; no Buffer, stream push or 'data' event per read. Other
-// sockets (TLS) are read through their 'data' events.
+// llhttp (undici's WebAssembly build, llhttp-wasm.ts) driven on raw sockets: the proxy pays for
+// parsing and nothing else (no IncomingMessage, no streams per request). Strict: no leniency
+// flags, so conflicting framing, obs-fold, bare LF and bad characters are errors; a head larger
+// than `maxHeaderBytes` is one too (HPE_HEADER_OVERFLOW, as node's parser names it).
+// A plain TCP socket is read the way node:net reads one given its own buffer: libuv reads into
+// one buffer this thread shares, and the handle's onread runs the parser on it; no Buffer,
+// stream push or 'data' event per read. Other sockets (TLS) are read through their 'data' events.
+// Only strings the proxy uses are made (start line, header names and values); body bytes are
+// copied out of the parser's memory, since a write may keep them past the next read.
 
 import type { Socket } from 'node:net'
-import { createRequire } from 'node:module'
 import { TLSSocket } from 'node:tls'
+import { INPUT_BYTES, PAUSED_UPGRADE, REQUEST, RESPONSE, llhttp, type Llhttp, type LlhttpHandler } from './llhttp-wasm.js'
 
 /** A request's or response's start line and header fields, as sent (raw name/value pairs). */
 export interface MessageHead {
@@ -29,11 +29,11 @@ export interface MessageHead {
 }
 
 export interface ParserSink {
-  /** Before the first of the callbacks one read of the socket causes. */
+  /** At the start of every read of the socket (and of finish()). */
   onReadStart(): void
   /** After every read of the socket: `err` when its bytes were not HTTP (reading stops then). */
   onReadEnd(err: ParseError | null): void
-  /** The first byte of a message (left out, the parser skips a call per message). */
+  /** The first byte of a message. */
   onMessageBegin?(): void
   /** Returns true to read no body (a response to HEAD). */
   onHead(head: MessageHead): boolean
@@ -47,117 +47,66 @@ export interface ParseError extends Error {
   reason?: string
 }
 
-interface NativeParser {
-  initialize(type: number, resource: object, maxHeaderSize: number, lenient: number): void
-  execute(data: Buffer): number | ParseError
-  finish(): undefined | ParseError
-  close(): void
-  consume(handle: object): void
-  unconsume(): void
-  [callback: number]: (...args: never[]) => unknown
-}
-
-interface HttpCommon {
-  HTTPParser: {
-    new (): NativeParser
-    REQUEST: number
-    RESPONSE: number
-    kOnMessageBegin: number
-    kOnHeaders: number
-    kOnHeadersComplete: number
-    kOnBody: number
-    kOnMessageComplete: number
-    kOnExecute: number
-    kLenientNone: number
-  }
-  methods: string[]
-}
-
-const { HTTPParser, methods } = createRequire(import.meta.url)('node:_http_common') as HttpCommon
-
-/** A native stream handle (libuv TCP); `reading` is how node:net tracks it, kept in step here. */
+/** A native stream handle (libuv TCP), as node:net drives it; `reading` is net's, kept in step here. */
 interface StreamHandle {
   reading: boolean
   readStart(): number
   readStop(): number
+  useUserBuffer(buf: Uint8Array): void
+  onread: (this: StreamHandle, ab: ArrayBuffer | undefined) => unknown
 }
 
-function closeNative(p: NativeParser): void {
-  p.unconsume()
-  p.close()
+interface StreamWrapState {
+  streamBaseState: Int32Array
+  kReadBytesOrError: number
 }
 
-export class Http1Parser {
-  private readonly native: NativeParser
-  // llhttp hands over header fields in batches of 32 when there are more; collected here.
-  private pendingRaw: string[] = []
-  private pendingUrl = ''
-  /** Some callback of the current read has run (its sink's onReadStart has been called). */
-  private inRead = false
+const { streamBaseState, kReadBytesOrError } = (process as unknown as { binding(name: string): StreamWrapState }).binding('stream_wrap')
+
+/** Where libuv reads plain sockets on this thread: each read is parsed before the next. */
+let readBuffer: Buffer | null = null
+
+const HEADER_OVERFLOW = { code: 'HPE_HEADER_OVERFLOW', reason: 'Header overflow' }
+
+function parseError(e: { code: string; reason: string }): ParseError {
+  return Object.assign(new Error(`Parse Error: ${e.reason}`), e)
+}
+
+/** Which part of the head the last span belonged to (a part may come in several spans). */
+const enum Part {
+  None,
+  Field,
+  Value,
+}
+
+export class Http1Parser implements LlhttpHandler {
+  private readonly wasm: Llhttp
+  private readonly ptr: number
+  private readonly kind: 'request' | 'response'
+  private raw: string[] = []
+  private url = ''
+  private reason = ''
+  private part = Part.None
+  /** The next span is the first of an execute: it may continue the previous one's part. */
+  private fresh = false
+  private headBytes = 0
+  /** An error a callback found (llhttp reports only that a callback failed). */
+  private failure: { code: string; reason: string } | null = null
+  /** Unusable (an error, or closed): reads are dropped. */
+  private dead = false
+  private freed = false
   private socket: Socket | null = null
-  /** The socket's native handle while the parser consumes it. */
+  /** The socket's native handle while this parser reads it. */
   private handle: StreamHandle | null = null
 
   constructor(
     kind: 'request' | 'response',
-    maxHeaderBytes: number,
+    private readonly maxHeaderBytes: number,
     private readonly sink: ParserSink,
   ) {
-    const p = new HTTPParser()
-    p.initialize(kind === 'request' ? HTTPParser.REQUEST : HTTPParser.RESPONSE, {}, maxHeaderBytes, HTTPParser.kLenientNone)
-    const begin = sink.onMessageBegin?.bind(sink)
-    if (begin !== undefined) {
-      p[HTTPParser.kOnMessageBegin] = () => {
-        this.readStart()
-        begin()
-      }
-    }
-    p[HTTPParser.kOnHeaders] = (raw: string[], url: string) => {
-      for (const f of raw) this.pendingRaw.push(f)
-      this.pendingUrl += url
-    }
-    p[HTTPParser.kOnHeadersComplete] = (
-      _major: number,
-      versionMinor: number,
-      raw: string[] | undefined,
-      method: number | undefined,
-      url: string | undefined,
-      status: number | undefined,
-      reason: string | undefined,
-      upgrade: boolean,
-      keepAlive: boolean,
-    ): number => {
-      this.readStart()
-      if (raw === undefined) {
-        raw = this.pendingRaw
-        this.pendingRaw = []
-      }
-      if (url === undefined) {
-        url = this.pendingUrl
-        this.pendingUrl = ''
-      }
-      const head: MessageHead = {
-        versionMinor,
-        raw,
-        method: method === undefined ? '' : methods[method]!,
-        url,
-        status: status ?? 0,
-        reason: reason ?? '',
-        upgrade,
-        keepAlive,
-      }
-      return sink.onHead(head) ? 1 : 0
-    }
-    p[HTTPParser.kOnBody] = (chunk: Buffer) => {
-      this.readStart()
-      sink.onBody(chunk)
-    }
-    p[HTTPParser.kOnMessageComplete] = () => {
-      this.readStart()
-      sink.onMessageComplete()
-    }
-    p[HTTPParser.kOnExecute] = this.executed
-    this.native = p
+    this.kind = kind
+    this.wasm = llhttp()
+    this.ptr = this.wasm.alloc(kind === 'request' ? REQUEST : RESPONSE)
   }
 
   /**
@@ -166,12 +115,21 @@ export class Http1Parser {
    */
   readFrom(socket: Socket, first: Buffer | null = null): void {
     this.socket = socket
-    if (first !== null && !this.executed(this.native.execute(first))) return
     const handle = (socket as unknown as { _handle: (StreamHandle & { isStreamBase?: boolean }) | null })._handle
-    if (!(socket instanceof TLSSocket) && handle?.isStreamBase === true) {
-      this.native.consume(handle)
+    if (!(socket instanceof TLSSocket) && handle?.isStreamBase === true && typeof handle.useUserBuffer === 'function') {
       this.handle = handle
+      // net's own reader still handles the end of the stream and read errors.
+      const netRead = handle.onread
+      const buf = (readBuffer ??= Buffer.allocUnsafeSlow(INPUT_BYTES))
+      handle.useUserBuffer(buf)
+      handle.onread = (ab) => {
+        const n = streamBaseState[kReadBytesOrError]!
+        if (n > 0) this.parse(buf, n)
+        else if (n < 0) return netRead.call(handle, ab)
+        return undefined
+      }
     } else socket.on('data', this.onData)
+    if (first !== null) this.parse(first, first.length)
   }
 
   /** Stops reading the socket (back-pressure: the other side cannot take more now). */
@@ -191,39 +149,142 @@ export class Http1Parser {
     h.readStart()
   }
 
-  private readStart(): void {
-    if (this.inRead) return
-    this.inRead = true
-    this.sink.onReadStart()
-  }
-
   private readonly onData = (data: Buffer): void => {
-    this.executed(this.native.execute(data))
+    this.parse(data, data.length)
   }
 
-  /** After one read's bytes went through the parser; false when they were not HTTP. */
-  private readonly executed = (r: number | ParseError): boolean => {
-    this.inRead = false
-    const err = typeof r === 'number' ? null : r
-    if (err !== null) this.stopReading()
+  /** One read's bytes, then the sink's onReadEnd. */
+  private parse(data: Uint8Array, length: number): void {
+    if (this.dead) return
+    this.sink.onReadStart()
+    let err: ParseError | null = null
+    for (let at = 0; at < length && err === null; at += INPUT_BYTES) {
+      const n = Math.min(length - at, INPUT_BYTES)
+      this.wasm.mem.set(at === 0 && n === data.length ? data : data.subarray(at, at + n), this.wasm.input)
+      err = this.run(this.wasm.fn.llhttp_execute, n)
+    }
     this.sink.onReadEnd(err)
-    return err === null
   }
 
-  private stopReading(): void {
-    if (this.handle !== null) this.native.unconsume()
-    else this.socket?.off('data', this.onData)
-    this.handle = null
+  /** Runs llhttp (execute, or finish) with this parser's callbacks; the error it ended with, if any. */
+  private run(step: (p: number, data: number, len: number) => number, n: number): ParseError | null {
+    const w = this.wasm
+    const outer = w.current
+    w.current = this
+    this.fresh = true
+    let ret: number
+    try {
+      ret = step(this.ptr, w.input, n)
+    } finally {
+      w.current = outer
+    }
+    if (ret === 0 || ret === PAUSED_UPGRADE) return null
+    this.dead = true
+    return parseError(this.failure ?? w.error(this.ptr, ret))
   }
 
   /** The peer closed: completes a body delimited by the connection's end; a cut one is an error (to onReadEnd). */
   finish(): void {
-    this.executed(this.native.finish() ?? 0)
+    if (this.dead) return
+    this.sink.onReadStart()
+    this.sink.onReadEnd(this.run((p) => this.wasm.fn.llhttp_finish(p), 0))
   }
 
-  /** Frees the native parser once the current call stack (maybe its own callback) has unwound. */
+  /** Frees the parser once the current call stack (maybe its own callback) has unwound. */
   close(): void {
     this.socket?.off('data', this.onData)
-    setImmediate(closeNative, this.native)
+    if (this.freed) return
+    this.freed = this.dead = true
+    setImmediate(() => this.wasm.fn.llhttp_free(this.ptr))
+  }
+
+  // ---- llhttp's callbacks ----
+
+  onMessageBegin(): number {
+    this.raw = []
+    this.url = this.reason = ''
+    this.part = Part.None
+    this.headBytes = 0
+    this.sink.onMessageBegin?.()
+    return 0
+  }
+
+  /** Counts a span of the head against the limit; false past it. */
+  private counted(len: number): boolean {
+    this.headBytes += len
+    if (this.headBytes <= this.maxHeaderBytes) return true
+    this.failure = HEADER_OVERFLOW
+    return false
+  }
+
+  onUrl(at: number, len: number): number {
+    if (!this.counted(len)) return -1
+    this.url += this.wasm.latin1(at, len)
+    this.fresh = false
+    return 0
+  }
+
+  onStatus(at: number, len: number): number {
+    if (!this.counted(len)) return -1
+    this.reason += this.wasm.latin1(at, len)
+    this.fresh = false
+    return 0
+  }
+
+  onHeaderField(at: number, len: number): number {
+    if (!this.counted(len)) return -1
+    const s = this.wasm.latin1(at, len)
+    const raw = this.raw
+    if (this.part === Part.Field && this.continues(at)) raw[raw.length - 1] += s
+    else {
+      if (this.part === Part.Field) raw.push('') // the last field's value was empty
+      raw.push(s)
+    }
+    this.part = Part.Field
+    return 0
+  }
+
+  onHeaderValue(at: number, len: number): number {
+    if (!this.counted(len)) return -1
+    const s = this.wasm.latin1(at, len)
+    const raw = this.raw
+    if (this.part === Part.Value) raw[raw.length - 1] += s
+    else raw.push(s)
+    this.part = Part.Value
+    return 0
+  }
+
+  /** A span at the start of an execute's input, right after one of the same part: the same name or value, cut by a read. */
+  private continues(at: number): boolean {
+    const fresh = this.fresh
+    this.fresh = false
+    return fresh && at === this.wasm.input
+  }
+
+  onHeadersComplete(status: number, upgrade: number, keepAlive: number): number {
+    if (this.part === Part.Field) this.raw.push('')
+    const w = this.wasm
+    const request = this.kind === 'request'
+    const head: MessageHead = {
+      versionMinor: w.fn.llhttp_get_http_minor(this.ptr),
+      raw: this.raw,
+      method: request ? w.method(this.ptr) : '',
+      url: this.url,
+      status: request ? 0 : status,
+      reason: this.reason,
+      upgrade: upgrade === 1,
+      keepAlive: keepAlive === 1,
+    }
+    return this.sink.onHead(head) ? 1 : 0
+  }
+
+  onBody(at: number, len: number): number {
+    this.sink.onBody(Buffer.copyBytesFrom(this.wasm.mem, at, len))
+    return 0
+  }
+
+  onMessageComplete(): number {
+    this.sink.onMessageComplete()
+    return 0
   }
 }

@@ -1,0 +1,134 @@
+// The HTTP/1.1 parser (llhttp's WebAssembly build) as the proxy drives it: heads the same however
+// the bytes are cut into reads, the header-size limit, pipelined messages, responses without a
+// body, bodies that end with the connection, and the strict errors llhttp names.
+
+import { EventEmitter } from 'node:events'
+import type { Socket } from 'node:net'
+import t from 'tap'
+import { Http1Parser, type MessageHead } from '../proxy/http/http1-parser.js'
+
+type Event = (string | number | boolean)[]
+
+/** A socket stand-in read through 'data' events (the path TLS sockets take), and what the parser reported. */
+function parser(kind: 'request' | 'response', maxHeaderBytes = 16 * 1024, skipBody = false): { feed: (...chunks: string[]) => void; finish: () => void; events: Event[] } {
+  const events: Event[] = []
+  const socket = Object.assign(new EventEmitter(), { pause: () => undefined, resume: () => undefined })
+  const p = new Http1Parser(kind, maxHeaderBytes, {
+    onReadStart: () => undefined,
+    onReadEnd: (e) => void (e && events.push(['error', e.code, e.reason ?? ''])),
+    onMessageBegin: () => void events.push(['begin']),
+    onHead: (h: MessageHead) => {
+      events.push(['head', h.method, h.url, h.status, h.reason, h.versionMinor, h.keepAlive, h.upgrade, ...h.raw])
+      return skipBody
+    },
+    onBody: (b) => void events.push(['body', b.toString('latin1')]),
+    onMessageComplete: () => void events.push(['complete']),
+  })
+  p.readFrom(socket as unknown as Socket)
+  return { feed: (...chunks) => chunks.forEach((c) => socket.emit('data', Buffer.from(c, 'latin1'))), finish: () => p.finish(), events }
+}
+
+const REQUEST = 'POST /v1/a%20b?x=1 HTTP/1.1\r\nHost: deathstar.empire\r\nX-Empty:\r\nX-Long-Header-Name: a value, with spaces\r\nX-Blank: \r\nContent-Length: 5\r\n\r\nhello'
+
+t.test('a request gives the same head and body however its bytes are cut into reads', async (t) => {
+  const whole = parser('request')
+  whole.feed(REQUEST)
+  t.same(whole.events, [
+    ['begin'],
+    ['head', 'POST', '/v1/a%20b?x=1', 0, '', 1, true, false, 'Host', 'deathstar.empire', 'X-Empty', '', 'X-Long-Header-Name', 'a value, with spaces', 'X-Blank', '', 'Content-Length', '5'],
+    ['body', 'hello'],
+    ['complete'],
+  ])
+  const heads = (e: Event[]): Event[] => e.filter((x) => x[0] !== 'body')
+  const body = (e: Event[]): string => e.filter((x) => x[0] === 'body').map((x) => x[1]).join('')
+  let cuts = 0
+  for (let i = 1; i < REQUEST.length; i++) {
+    for (let j = i; j < REQUEST.length; j += 5) {
+      const p = parser('request')
+      p.feed(REQUEST.slice(0, i), REQUEST.slice(i, j), REQUEST.slice(j))
+      if (JSON.stringify(heads(p.events)) !== JSON.stringify(heads(whole.events)) || body(p.events) !== 'hello') t.fail(`cut at ${i} and ${j}: ${JSON.stringify(p.events)}`)
+      cuts++
+    }
+  }
+  t.ok(cuts > 1000, `${cuts} ways of cutting it agree`)
+})
+
+t.test('a head larger than the limit is an error; one at the limit is not', async (t) => {
+  // What counts: the URL, header names and values (as node's parser counts them).
+  const head = (valueBytes: number): string => `GET /abc HTTP/1.1\r\nHost: ${'h'.repeat(valueBytes)}\r\n\r\n`
+  const limit = 4 + 4 + 100
+  const at = parser('request', limit)
+  at.feed(head(100))
+  t.equal(at.events[1]?.[0], 'head')
+  const over = parser('request', limit)
+  over.feed(head(101))
+  t.same(over.events, [['begin'], ['error', 'HPE_HEADER_OVERFLOW', 'Header overflow']])
+  const slow = parser('request', limit)
+  slow.feed(...head(101).split(''))
+  t.same(slow.events.at(-1), ['error', 'HPE_HEADER_OVERFLOW', 'Header overflow'], 'also when it comes a byte at a time')
+  slow.feed('GET / HTTP/1.1\r\n\r\n')
+  t.equal(slow.events.length, 2, 'after an error nothing more is parsed')
+})
+
+t.test('pipelined requests in one read come out one by one, HTTP/1.0 not kept alive', async (t) => {
+  const p = parser('request')
+  p.feed('GET / HTTP/1.1\r\nHost: a\r\n\r\nDELETE /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\nGET /y HTTP/1.0\r\n\r\n')
+  t.same(
+    p.events.filter((e) => e[0] === 'head').map((e) => [e[1], e[2], e[6]]),
+    [
+      ['GET', '/', true],
+      ['DELETE', '/x', true],
+      ['GET', '/y', false],
+    ],
+  )
+  t.same(p.events.filter((e) => e[0] === 'body'), [['body', 'abc']])
+  t.equal(p.events.filter((e) => e[0] === 'complete').length, 3)
+})
+
+t.test('responses: status and reason; no body when the sink says so; a body to the end of the connection', async (t) => {
+  const head = parser('response', 16 * 1024, true)
+  head.feed('HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nHTTP/1.1 404 Not Found\r\nContent-Length: 3\r\n\r\n')
+  t.same(
+    head.events.filter((e) => e[0] === 'head').map((e) => [e[3], e[4]]),
+    [
+      [200, 'OK'],
+      [404, 'Not Found'],
+    ],
+    'a response to HEAD carries no body: the next starts right after its head',
+  )
+  const eof = parser('response')
+  eof.feed('HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\npart one, ', 'part two')
+  t.notOk(eof.events.some((e) => e[0] === 'complete'), 'not complete while the connection is open')
+  eof.finish()
+  t.same(eof.events.slice(-3), [['body', 'part one, '], ['body', 'part two'], ['complete']])
+  const cut = parser('response')
+  cut.feed('HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc')
+  cut.finish()
+  t.equal(cut.events.at(-1)?.[0], 'error', 'a body cut short by the end of the connection is an error')
+})
+
+t.test('strict: the errors llhttp names', async (t) => {
+  const cases: Array<[string, string]> = [
+    ['GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n', 'HPE_UNEXPECTED_CONTENT_LENGTH'],
+    ['GET / HTTP/1.1\nHost: a\r\n\r\n', 'HPE_INVALID_VERSION'],
+    ['GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n  folded\r\n\r\n', 'HPE_INVALID_HEADER_TOKEN'],
+    ['GET / HTTP/1.1\r\nHo st: a\r\n\r\n', 'HPE_INVALID_HEADER_TOKEN'],
+    ['POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n', 'HPE_INVALID_TRANSFER_ENCODING'],
+  ]
+  for (const [bytes, code] of cases) {
+    const p = parser('request')
+    p.feed(bytes)
+    const err = p.events.find((e) => e[0] === 'error')
+    t.equal(err?.[1], code, JSON.stringify(bytes))
+    t.notOk(p.events.some((e) => e[0] === 'head'), 'and no head')
+  }
+})
+
+t.test('an upgrade request stops the parser without an error', async (t) => {
+  const p = parser('request')
+  p.feed('GET /chat HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n\x00\x01binary')
+  t.equal(p.events.find((e) => e[0] === 'head')?.[7], true, 'the head says upgrade')
+  t.notOk(p.events.some((e) => e[0] === 'error'))
+  p.feed('more bytes that are not HTTP')
+  t.notOk(p.events.some((e) => e[0] === 'error'), 'nor later')
+})
