@@ -366,7 +366,7 @@ t.test('more header fields than the limit are refused, not silently truncated', 
 
 t.test('a request head above the size limit (16 KiB) is refused and never reaches the upstream', async (t) => {
   let reached = 0
-  const upstream = createServer((req, res) => {
+  const upstream = createServer((_req, res) => {
     reached++
     res.end('upstream\n')
   })

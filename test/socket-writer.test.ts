@@ -5,10 +5,10 @@
 
 import { once } from 'node:events'
 import { connect, createServer, type AddressInfo, type Server, type Socket } from 'node:net'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { SocketWriter } from '../proxy/http/socket-writer.js'
 
-async function listening(t: Parameters<Parameters<typeof t.test>[1]>[0], onSocket: (s: Socket) => void): Promise<number> {
+async function listening(t: Test, onSocket: (s: Socket) => void): Promise<number> {
   const server: Server = createServer(onSocket)
   server.listen(0, '127.0.0.1')
   await once(server, 'listening')
@@ -24,8 +24,8 @@ function received(s: Socket): Promise<Buffer> {
 }
 
 t.test('bytes written while connecting, then directly, held or not, arrive whole and in order', async (t) => {
-  let got: Promise<Buffer> | null = null
-  const port = await listening(t, (s) => (got = received(s)))
+  const peer: { got: Promise<Buffer> | null } = { got: null }
+  const port = await listening(t, (s) => (peer.got = received(s)))
   const client = connect(port, '127.0.0.1')
   const out = new SocketWriter(client)
   const expected: Buffer[] = []
@@ -46,19 +46,20 @@ t.test('bytes written while connecting, then directly, held or not, arrive whole
   }
   out.end()
   await once(client, 'close')
-  t.ok(got, 'the server saw the connection')
-  t.same(await got!, Buffer.concat(expected))
+  t.ok(peer.got, 'the server saw the connection')
+  t.same(await peer.got, Buffer.concat(expected))
 })
 
 t.test('a peer that does not read: write() says wait, whenDrained() fires once it has caught up', async (t) => {
-  let server: Socket | null = null
+  const peer: { socket: Socket | null } = { socket: null }
   const port = await listening(t, (s) => {
-    server = s
+    peer.socket = s
     s.pause()
   })
   const client = connect(port, '127.0.0.1')
   await once(client, 'connect')
-  while (server === null) await new Promise((r) => setImmediate(r))
+  while (peer.socket === null) await new Promise((r) => setImmediate(r))
+  const server = peer.socket
   const out = new SocketWriter(client)
   const chunk = Buffer.alloc(64 * 1024, 7)
   let written = 0
@@ -72,8 +73,8 @@ t.test('a peer that does not read: write() says wait, whenDrained() fires once i
   out.whenDrained(() => (drained = true))
   await new Promise((r) => setTimeout(r, 50))
   t.notOk(drained, 'not drained while the peer does not read')
-  const all = received(server!)
-  server!.resume()
+  const all = received(server)
+  server.resume()
   const deadline = Date.now() + 5000
   while (!drained && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5))
   t.ok(drained, 'drained once the peer reads')
@@ -82,12 +83,12 @@ t.test('a peer that does not read: write() says wait, whenDrained() fires once i
 })
 
 t.test('held writes that fill the window: whenDrained() called while held fires after release', async (t) => {
-  let server: Socket | null = null
-  const port = await listening(t, (s) => (server = s))
+  const peer: { socket: Socket | null } = { socket: null }
+  const port = await listening(t, (s) => (peer.socket = s))
   const client = connect(port, '127.0.0.1')
   await once(client, 'connect')
-  while (server === null) await new Promise((r) => setImmediate(r))
-  const all = received(server!)
+  while (peer.socket === null) await new Promise((r) => setImmediate(r))
+  const all = received(peer.socket)
   const out = new SocketWriter(client)
   out.write('x') // direct from here on
   out.hold()
