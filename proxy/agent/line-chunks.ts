@@ -17,6 +17,8 @@ export class LineChunks {
   private chunk = Buffer.allocUnsafeSlow(CHUNK_BYTES)
   private used = 0
   private lines = 0
+  /** A line too large for a chunk, being written. */
+  private alone: Buffer<ArrayBuffer> | null = null
   private readonly timer: NodeJS.Timeout
 
   constructor(private readonly deliver: ChunkHandler) {
@@ -24,25 +26,47 @@ export class LineChunks {
     this.timer.unref()
   }
 
+  /** A line as a string (pino's lines). */
   write(line: string): void {
-    // A UTF-16 unit takes at most 3 bytes: a line that may not fit starts the next chunk.
-    if (line.length * 3 > CHUNK_BYTES - this.used) {
+    // A UTF-16 unit takes at most 3 bytes.
+    const buf = this.reserve(line.length * 3)
+    this.commit(this.lineStart + buf.write(line, this.lineStart))
+  }
+
+  /**
+   * Room for one line of at most `max` bytes, to be written from `lineStart` and then committed
+   * (commit(end)). A line that may not fit starts the next chunk; one larger than a chunk goes alone.
+   */
+  reserve(max: number): Buffer {
+    if (max > CHUNK_BYTES - this.used) {
       this.flush()
-      if (line.length * 3 > CHUNK_BYTES) return this.deliver(ownBytes(line), 1)
+      if (max > CHUNK_BYTES) return (this.alone = Buffer.allocUnsafeSlow(max))
     }
-    this.used += this.chunk.write(line, this.used)
-    this.lines++
+    return this.chunk
+  }
+
+  get lineStart(): number {
+    return this.alone === null ? this.used : 0
+  }
+
+  commit(end: number): void {
+    const alone = this.alone
+    if (alone === null) {
+      this.used = end
+      this.lines++
+      return
+    }
+    this.alone = null
+    this.deliver(ownBytes(alone, end), 1)
   }
 
   flush(): void {
     if (this.used === 0) return
     let full: Buffer<ArrayBuffer>
-    if (this.used < CHUNK_BYTES / 2) {
-      // Mostly empty (the timer's flush of a quiet thread): its bytes are copied out, so what the
-      // flow feed keeps of a few lines does not hold a whole chunk's memory.
-      full = Buffer.allocUnsafeSlow(this.used)
-      this.chunk.copy(full, 0, 0, this.used)
-    } else {
+    // Mostly empty (the timer's flush of a quiet thread): its bytes are copied out, so what the
+    // flow feed keeps of a few lines does not hold a whole chunk's memory.
+    if (this.used < CHUNK_BYTES / 2) full = ownBytes(this.chunk, this.used)
+    else {
       full = this.chunk.subarray(0, this.used)
       this.chunk = Buffer.allocUnsafeSlow(CHUNK_BYTES)
     }
@@ -52,9 +76,9 @@ export class LineChunks {
   }
 }
 
-/** A string's bytes in memory of their own (never a slice of Buffer's shared pool). */
-function ownBytes(line: string): Buffer<ArrayBuffer> {
-  const bytes = Buffer.allocUnsafeSlow(Buffer.byteLength(line))
-  bytes.write(line)
+/** The first `length` bytes in memory of their own and of their size. */
+function ownBytes(from: Buffer<ArrayBuffer>, length: number): Buffer<ArrayBuffer> {
+  const bytes = Buffer.allocUnsafeSlow(length)
+  from.copy(bytes, 0, 0, length)
   return bytes
 }
