@@ -1,3 +1,4 @@
+import fc from 'fast-check'
 import t from 'tap'
 import { normalizePath } from '../proxy/http/request-path.js'
 
@@ -60,4 +61,17 @@ t.test(`${refused.length} ambiguous paths are refused`, async (t) => {
 t.test('asterisk-form only for OPTIONS', async (t) => {
   t.same(normalizePath('*', 'OPTIONS'), { ok: true, path: '*' })
   t.match(normalizePath('*', 'GET'), { ok: false, reason: /only for OPTIONS/ })
+})
+
+t.test('normalizing is idempotent, and a normal path comes back as it is', async (t) => {
+  const piece = fc.constantFrom('a', 'B', '/', '.', '..', '%2e', '%41', '%7e', '%3a', '~', '-', '?', '=', '//')
+  fc.assert(
+    fc.property(fc.array(piece, { maxLength: 12 }), (pieces) => {
+      const r = normalizePath(`/${pieces.join('')}`, 'GET')
+      if (!r.ok) return true
+      const again = normalizePath(r.path, 'GET')
+      return again.ok && again.path === r.path
+    }),
+  )
+  for (const p of ['/', '/v1/', '/v1/request-landing', '/a/b.c/d?x=/./..//%2e', '/a-b_c~d/e']) t.same(normalizePath(p, 'GET'), { ok: true, path: p })
 })
