@@ -1,5 +1,5 @@
 // HTTP proxy benchmark in the lab:
-//   npm run bench:http [-- --duration S --runs R --warmup S --connections C --threads T --mode M --lab NAME --out FILE]
+//   npm run bench:http [-- --duration S --runs R --warmup S --connections C --threads T --mode M --cpus shared|split --lab NAME --out FILE]
 //
 // Keep-alive `GET /v1/` from the tiefighter pod to the deathstar with wrk, three ways on one lab,
 // the same cores and the same client:
@@ -7,7 +7,8 @@
 //   l7proxy  the same allow with HTTP rules: steered (--mode) to l7proxy's HTTP proxy
 //   haproxy  the same steering, to HAProxy (Debian's) as a transparent proxy on the node with the
 //            same method/path rules, forwarding to the original destination
-// Both proxies get T threads (default: one per core). R rounds, each running the three ways in
+// Both proxies get T threads (default: one per core; with --cpus split, one). --cpus split puts
+// the proxy alone on the last CPU and wrk and the servers on the others (bench-support.ts). R rounds, each running the three ways in
 // turn (so machine drift does not favour one), each way started afresh, checked (a denied
 // request gets 403 through a proxy, and reaches the server directly), warmed up, measured; the
 // run with the median requests/s is reported, with the CPU the proxy process used. l7proxy's flow
@@ -22,11 +23,11 @@ import { findHost, hostNetns, nodeNetns } from '../lab/topology.js'
 import { LAB_PROXY_PORTS, labProxyAddress, startLabNode } from '../proxy/agent/lab-node-process.js'
 import { renderTable } from '../proxy/cli/table.js'
 import type { RedirectMode } from '../redirect-bpf/modes/redirect-mode.js'
-import { UsageError, benchOptions, benchPin, inLabRounds, medianRun, modeOption, runBench, stopScenario, wholeOption, withProxyCpu, writeResult, type RunningScenario } from './bench-support.js'
+import { UsageError, benchOptions, benchPin, cpuLayoutOption, inLabRounds, medianRun, modeOption, pinLabServers, pinProcess, runBench, stopScenario, wholeOption, withProxyCpu, writeResult, type CpuLayout, type RunningScenario } from './bench-support.js'
 import { wrk, type LoadResult } from './load-generators.js'
 import { startHaproxy, type BenchRule } from './peers/haproxy.js'
 
-const USAGE = 'usage: npm run bench:http [-- --duration S --runs R --warmup S --connections C --threads T --mode M --lab NAME --out FILE]'
+const USAGE = 'usage: npm run bench:http [-- --duration S --runs R --warmup S --connections C --threads T --mode M --cpus shared|split --lab NAME --out FILE]'
 const DEATHSTAR = findHost('deathstar').addresses[0]!
 const TARGET = `http://${DEATHSTAR}/v1/`
 const RULES: BenchRule[] = [
@@ -58,8 +59,8 @@ spec:
 }
 
 
-async function wrkRun(seconds: number, connections: number, proxyPid: number | null): Promise<Run> {
-  return withProxyCpu(proxyPid, () => wrk({ ns: hostNetns(LAB, 'tiefighter'), cgroup: null }, { url: TARGET, seconds, connections }))
+async function wrkRun(seconds: number, connections: number, proxyPid: number | null, cpus: string | null): Promise<Run> {
+  return withProxyCpu(proxyPid, () => wrk({ ns: hostNetns(LAB, 'tiefighter'), cgroup: null }, { url: TARGET, seconds, connections, cpus }))
 }
 
 async function curlStatus(method: string, path: string): Promise<number> {
@@ -88,8 +89,9 @@ async function main(): Promise<void> {
     runs: '3',
     warmup: '3',
     connections: '32',
-    threads: String(availableParallelism()),
+    threads: '',
     mode: 'sk-assign',
+    cpus: 'shared',
     lab: 'bench',
     out: 'bench-results/http.json',
   })
@@ -102,6 +104,8 @@ async function main(): Promise<void> {
   const mode = modeOption(values.mode)
   // sockmap needs the client in the node's cgroup: the mode comparison (issue 9) measures it.
   if (mode === 'sockmap') throw new UsageError('--mode sockmap is not measured here (the client would have to join the sockmap cgroup)')
+  const layout: CpuLayout = cpuLayoutOption(values.cpus)
+  if (values.threads === '') values.threads = layout.proxy === null ? String(availableParallelism()) : '1'
   const threads = num('threads', 1, 64)
 
   const checks: Record<Scenario, { denied: number; allowed: number } | null> = { direct: null, l7proxy: null, haproxy: null }
@@ -112,9 +116,11 @@ async function main(): Promise<void> {
     rounds: runs,
     pins: SCENARIOS.map(pinOf),
     describe: (r: Run) => `${Math.round(r.opsPerSec)} req/s`,
+    prepare: (lab) => pinLabServers(layout, lab),
     measure: async (s: Scenario, dir: string, hold) => {
       const running = await startScenario(s, mode, dir, threads)
       hold(() => stopScenario(running))
+      if (layout.proxy !== null) pinProcess(running.proxyPid ?? running.node.pid, layout.proxy)
       const check = { allowed: await curlStatus('GET', '/v1/'), denied: await curlStatus('PUT', '/v1/exhaust-port') }
       // Directly the server answers the PUT itself (503); through a proxy it is denied (403).
       const want = s === 'direct' ? 503 : 403
@@ -122,8 +128,8 @@ async function main(): Promise<void> {
         throw new Error(`${s}: GET /v1/ gave ${check.allowed} (want 200), PUT /v1/exhaust-port gave ${check.denied} (want ${want}): the traffic does not take the path this scenario measures`)
       }
       checks[s] = check
-      const warm = warmup > 0 ? await wrkRun(warmup, connections, null) : null
-      const run = await wrkRun(duration, connections, running.proxyPid)
+      const warm = warmup > 0 ? await wrkRun(warmup, connections, null, layout.rest) : null
+      const run = await wrkRun(duration, connections, running.proxyPid, layout.rest)
       await stopScenario(running)
       if (s === 'l7proxy') {
         let flowLines = 0
@@ -151,6 +157,7 @@ async function main(): Promise<void> {
     duration,
     runs,
     connections,
+    cpus: layout.name,
     proxyThreads: threads,
     rows,
     l7proxyVsHaproxy: { requestsPerSec: l7.opsPerSec / haproxy.opsPerSec, p99: l7.latencyMs.p99 / haproxy.latencyMs.p99 },
@@ -172,7 +179,7 @@ async function main(): Promise<void> {
       ]),
     ),
   )
-  process.stdout.write(`mode ${mode}, ${threads} proxy threads, ${connections} connections, median of ${runs} interleaved x ${duration}s; wrote ${out}\n`)
+  process.stdout.write(`mode ${mode}, ${threads} proxy threads, cpus ${layout.name}${layout.proxy === null ? '' : ` (proxy on CPU ${layout.proxy}, wrk and servers on ${layout.rest})`}, ${connections} connections, median of ${runs} interleaved x ${duration}s; wrote ${out}\n`)
 }
 
 runBench('bench:http', USAGE, main)

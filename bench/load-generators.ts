@@ -43,8 +43,8 @@ function latencies(values: number[]): LoadResult['latencyMs'] {
 }
 
 /** wrk, one thread: `connections` kept alive, or (`closeEach`) a new connection per request. */
-export async function wrk(c: Client, o: { url: string; seconds: number; connections: number; closeEach?: boolean }): Promise<LoadResult> {
-  const wrkArgv = ['wrk', '-t1', `-c${o.connections}`, `-d${o.seconds}s`, '--timeout', '5s', '-s', join(projectRoot(), 'bench/wrk-report.lua')]
+export async function wrk(c: Client, o: { url: string; seconds: number; connections: number; closeEach?: boolean; cpus?: string | null }): Promise<LoadResult> {
+  const wrkArgv = [...(o.cpus ? ['taskset', '-c', o.cpus] : []), 'wrk', '-t1', `-c${o.connections}`, `-d${o.seconds}s`, '--timeout', '5s', '-s', join(projectRoot(), 'bench/wrk-report.lua')]
   // A client opening a connection per request to one server would otherwise run out of source
   // ports held in its own TIME_WAIT (28k ports / 60 s: about 470 connections/s) and measure that.
   // The sysctl is per network namespace: only the lab pod's changes.

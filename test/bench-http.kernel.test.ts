@@ -16,36 +16,40 @@ interface Row {
 }
 
 t.test('bench:http refuses bad arguments with usage and exit 2', async (t) => {
-  for (const args of [['--duration', '0'], ['--runs', 'x'], ['--mode', 'magic'], ['--mode', 'sockmap'], ['--threads', '0'], ['--lab', 'Bad Name'], ['--frob']]) {
+  for (const args of [['--duration', '0'], ['--runs', 'x'], ['--mode', 'magic'], ['--mode', 'sockmap'], ['--threads', '0'], ['--cpus', 'both'], ['--lab', 'Bad Name'], ['--frob']]) {
     const r = await execCommand([process.execPath, distPath('bench/http.js'), ...args], { timeoutMs: 20_000 })
     t.equal(r.code, 2, args.join(' '))
     t.match(r.stderr, /^bench:http: .+\nusage: npm run bench:http/, 'says what is wrong and how to call it')
   }
 })
 
-kernelTest(t, 'bench:http measures direct, l7proxy and haproxy in the lab', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'l7-bench-'))
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
-  const out = join(dir, 'http.json')
-  const lab = `b${process.pid}`
-  const r = await execCommand([process.execPath, distPath('bench/http.js'), '--duration', '1', '--runs', '1', '--warmup', '0', '--connections', '4', '--lab', lab, '--out', out], {
-    timeoutMs: 120_000,
+for (const cpus of ['shared', 'split']) {
+  kernelTest(t, `bench:http measures direct, l7proxy and haproxy in the lab (--cpus ${cpus})`, async (t) => {
+    const dir = mkdtempSync(join(tmpdir(), 'l7-bench-'))
+    t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+    const out = join(dir, 'http.json')
+    const lab = `b${process.pid}`
+    const r = await execCommand([process.execPath, distPath('bench/http.js'), '--duration', '1', '--runs', '1', '--warmup', '0', '--connections', '4', '--lab', lab, '--cpus', cpus, '--out', out], {
+      timeoutMs: 120_000,
+    })
+    t.equal(r.code, 0, r.stderr)
+    const result = JSON.parse(readFileSync(out, 'utf8')) as { rows: Row[]; cpus: string; proxyThreads: number; l7proxyVsHaproxy: { requestsPerSec: number } }
+    t.equal(result.cpus, cpus)
+    if (cpus === 'split') t.equal(result.proxyThreads, 1, 'one proxy thread on its one CPU')
+    t.same(result.rows.map((x) => x.scenario), ['direct', 'l7proxy', 'haproxy'])
+    for (const row of result.rows) {
+      t.equal(row.check.allowed, 200, `${row.scenario}: GET /v1/ allowed`)
+      t.equal(row.check.denied, row.scenario === 'direct' ? 503 : 403, `${row.scenario}: PUT /v1/exhaust-port ${row.scenario === 'direct' ? 'reaches the server' : 'denied by the proxy'}`)
+      t.ok(row.median.ops > 0, `${row.scenario}: ${row.median.ops} requests`)
+      t.equal(row.median.errors, 0, `${row.scenario}: no errors`)
+      t.ok(row.median.latencyMs.p99 >= row.median.latencyMs.p50, `${row.scenario}: p99 >= p50`)
+      t.equal(row.median.proxyCpuCores === null, row.scenario === 'direct', `${row.scenario}: proxy CPU measured when there is a proxy`)
+    }
+    const l7 = result.rows.find((x) => x.scenario === 'l7proxy')!.median
+    t.ok(l7.flowLines! >= l7.ops, `l7proxy logged a flow line for each of its ${l7.ops} requests (${l7.flowLines})`)
+    t.ok(result.l7proxyVsHaproxy.requestsPerSec > 0)
+    t.match(r.stdout, /^scenario\s+req\/s\s+p50 ms.*\ndirect .*\nl7proxy .*\nhaproxy /m, 'and prints the table')
+    const left = await execCommand(['ip', 'netns', 'list'])
+    t.notMatch(left.stdout, new RegExp(`l7lab-${lab}-`), 'its lab is gone afterwards')
   })
-  t.equal(r.code, 0, r.stderr)
-  const result = JSON.parse(readFileSync(out, 'utf8')) as { rows: Row[]; l7proxyVsHaproxy: { requestsPerSec: number } }
-  t.same(result.rows.map((x) => x.scenario), ['direct', 'l7proxy', 'haproxy'])
-  for (const row of result.rows) {
-    t.equal(row.check.allowed, 200, `${row.scenario}: GET /v1/ allowed`)
-    t.equal(row.check.denied, row.scenario === 'direct' ? 503 : 403, `${row.scenario}: PUT /v1/exhaust-port ${row.scenario === 'direct' ? 'reaches the server' : 'denied by the proxy'}`)
-    t.ok(row.median.ops > 0, `${row.scenario}: ${row.median.ops} requests`)
-    t.equal(row.median.errors, 0, `${row.scenario}: no errors`)
-    t.ok(row.median.latencyMs.p99 >= row.median.latencyMs.p50, `${row.scenario}: p99 >= p50`)
-    t.equal(row.median.proxyCpuCores === null, row.scenario === 'direct', `${row.scenario}: proxy CPU measured when there is a proxy`)
-  }
-  const l7 = result.rows.find((x) => x.scenario === 'l7proxy')!.median
-  t.ok(l7.flowLines! >= l7.ops, `l7proxy logged a flow line for each of its ${l7.ops} requests (${l7.flowLines})`)
-  t.ok(result.l7proxyVsHaproxy.requestsPerSec > 0)
-  t.match(r.stdout, /^scenario\s+req\/s\s+p50 ms.*\ndirect .*\nl7proxy .*\nhaproxy /m, 'and prints the table')
-  const left = await execCommand(['ip', 'netns', 'list'])
-  t.notMatch(left.stdout, new RegExp(`l7lab-${lab}-`), 'its lab is gone afterwards')
-})
+}
