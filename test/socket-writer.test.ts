@@ -117,5 +117,10 @@ t.test('a write to a socket the peer reset destroys it with the error, without t
     await new Promise((r) => setTimeout(r, 5))
   }
   t.ok(client.destroyed, 'destroyed')
+  out.hold()
+  out.write('held after the end')
+  out.release()
+  out.write(Buffer.from('and written'))
+  t.pass('writing to the destroyed socket drops the bytes without throwing')
   t.ok(errors.length <= 1 && errors.every((c) => /ECONNRESET|EPIPE/.test(c)), `errors: ${errors.join(', ')}`)
 })

@@ -122,8 +122,9 @@ export class SocketWriter {
 
   private flush(): void {
     const held = this.held
+    // A destroyed socket's handle is closed: what was held goes nowhere, as Writable would drop it.
     if (held.length === 2) this.send(held[0]!)
-    else {
+    else if (!this.socket.destroyed) {
       const req = this.request()
       this.afterWrite(req, this.handle!.writev(req, held, false), held)
     }
@@ -133,6 +134,7 @@ export class SocketWriter {
   }
 
   private send(data: string | Buffer): void {
+    if (this.socket.destroyed) return
     const req = this.request()
     this.afterWrite(req, typeof data === 'string' ? this.handle!.writeLatin1String(req, data) : this.handle!.writeBuffer(req, data), data)
   }
