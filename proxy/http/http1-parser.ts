@@ -9,8 +9,8 @@
 // copied out of the parser's memory, since a write may keep them past the next read.
 
 import type { Socket } from 'node:net'
-import { TLSSocket } from 'node:tls'
 import { INPUT_BYTES, PAUSED_UPGRADE, REQUEST, RESPONSE, llhttp, type Llhttp, type LlhttpHandler } from './llhttp-wasm.js'
+import { nativeStream, readResult, type NativeStream } from './native-stream.js'
 
 /** A request's or response's start line and header fields, as sent (raw name/value pairs). */
 export interface MessageHead {
@@ -47,22 +47,6 @@ export interface ParseError extends Error {
   reason?: string
 }
 
-/** A native stream handle (libuv TCP), as node:net drives it; `reading` is net's, kept in step here. */
-interface StreamHandle {
-  reading: boolean
-  readStart(): number
-  readStop(): number
-  useUserBuffer(buf: Uint8Array): void
-  onread: (this: StreamHandle, ab: ArrayBuffer | undefined) => unknown
-}
-
-interface StreamWrapState {
-  streamBaseState: Int32Array
-  kReadBytesOrError: number
-}
-
-const { streamBaseState, kReadBytesOrError } = (process as unknown as { binding(name: string): StreamWrapState }).binding('stream_wrap')
-
 /** Where libuv reads plain sockets on this thread: each read is parsed before the next. */
 let readBuffer: Buffer | null = null
 
@@ -97,7 +81,7 @@ export class Http1Parser implements LlhttpHandler {
   private freed = false
   private socket: Socket | null = null
   /** The socket's native handle while this parser reads it. */
-  private handle: StreamHandle | null = null
+  private handle: NativeStream | null = null
 
   constructor(
     kind: 'request' | 'response',
@@ -115,15 +99,15 @@ export class Http1Parser implements LlhttpHandler {
    */
   readFrom(socket: Socket, first: Buffer | null = null): void {
     this.socket = socket
-    const handle = (socket as unknown as { _handle: (StreamHandle & { isStreamBase?: boolean }) | null })._handle
-    if (!(socket instanceof TLSSocket) && handle?.isStreamBase === true && typeof handle.useUserBuffer === 'function') {
+    const handle = nativeStream(socket)
+    if (handle !== null) {
       this.handle = handle
       // net's own reader still handles the end of the stream and read errors.
       const netRead = handle.onread
       const buf = (readBuffer ??= Buffer.allocUnsafeSlow(INPUT_BYTES))
       handle.useUserBuffer(buf)
       handle.onread = (ab) => {
-        const n = streamBaseState[kReadBytesOrError]!
+        const n = readResult()
         if (n > 0) this.parse(buf, n)
         else if (n < 0) return netRead.call(handle, ab)
         return undefined

@@ -2,43 +2,19 @@
 // node:net writes it underneath, straight to its native handle (libuv tries the write at once
 // and queues what the kernel does not take), without net.Socket's Writable: that state machine,
 // its buffered entries, a write request object per write and a nextTick per completion were
-// ~10% of a proxied request's CPU. What one read's callbacks write is collected (`hold`) and
-// leaves in one writev (`release`).
+// 3% of a proxied request's CPU here. What one read's callbacks write is collected (`hold`) and
+// leaves in one writev (`release`). Node's calling convention for the handle is in
+// native-stream.ts.
 // A TLS socket, or one still connecting, or one whose Writable still holds bytes, is written
 // through Writable as usual; once a socket is written directly it never goes back, so bytes keep
 // their order: libuv sends queued writes, and a later end()'s shutdown, in the order given.
-// The handle's calling convention is node's own (lib/internal/stream_base_commons.js); this
-// file is the only place that knows it.
 
 import type { Socket } from 'node:net'
-import { TLSSocket } from 'node:tls'
 import { getSystemErrorName } from 'node:util'
+import { WriteWrap, lastWriteWasAsync, nativeStream, type NativeStream, type WriteReq } from './native-stream.js'
 
 /** Past this many bytes queued (written but not yet taken by the kernel) write() says wait, as Writable's default. */
 const HIGH_WATER = 16 * 1024
-
-/** A write request: node's WriteWrap, reused while writes complete at once. */
-interface WriteReq {
-  oncomplete: (status: number) => void
-  /** What a write still in libuv's queue holds, kept alive with it. */
-  data: string | Buffer | Array<string | Buffer> | null
-}
-
-interface NativeStream {
-  writeQueueSize: number
-  writeLatin1String(req: WriteReq, s: string): number
-  writeBuffer(req: WriteReq, b: Buffer): number
-  /** `chunks`: [data, encoding, data, encoding...], or only Buffers when `allBuffers`. */
-  writev(req: WriteReq, chunks: Array<string | Buffer>, allBuffers: boolean): number
-}
-
-interface StreamWrapBinding {
-  WriteWrap: new () => WriteReq
-  streamBaseState: Int32Array
-  kLastWriteWasAsync: number
-}
-
-const { WriteWrap, streamBaseState, kLastWriteWasAsync } = (process as unknown as { binding(name: string): StreamWrapBinding }).binding('stream_wrap')
 
 export class SocketWriter {
   /** Set once the socket is written straight to its handle (from then on, always). */
@@ -53,12 +29,7 @@ export class SocketWriter {
   private corked = false
   private waiter: (() => void) | null = null
 
-  /** A TLS socket's handle takes cleartext through its own JS layer: it is always written through Writable. */
-  private readonly plain: boolean
-
-  constructor(readonly socket: Socket) {
-    this.plain = !(socket instanceof TLSSocket)
-  }
+  constructor(readonly socket: Socket) {}
 
   /** Holds what is written until release(), to leave in one write. */
   hold(): void {
@@ -112,9 +83,10 @@ export class SocketWriter {
     if (this.direct) return true
     const s = this.socket
     // Writable's bytes (written while connecting, or through it before) go first, all of them.
-    if (!this.plain || s.connecting || s.destroyed || s.writableLength > 0 || s.writableCorked > 0) return false
-    const handle = (s as unknown as { _handle: (NativeStream & { isStreamBase?: boolean }) | null })._handle
-    if (handle?.isStreamBase !== true) return false
+    if (s.connecting || s.destroyed || s.writableLength > 0 || s.writableCorked > 0) return false
+    // A TLS socket has none (its handle takes ciphertext): it is always written through Writable.
+    const handle = nativeStream(s)
+    if (handle === null) return false
     this.handle = handle
     this.direct = true
     return true
@@ -150,7 +122,7 @@ export class SocketWriter {
   private afterWrite(req: WriteReq, err: number, data: WriteReq['data']): void {
     if (err !== 0) return this.fail(err)
     // Not all taken at once: libuv keeps the request (and the request the bytes) until it is.
-    if (streamBaseState[kLastWriteWasAsync] !== 0) {
+    if (lastWriteWasAsync()) {
       req.data = data
       this.req = null
     }
