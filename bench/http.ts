@@ -166,7 +166,7 @@ async function main(): Promise<void> {
   const ms = (n: number): string => n.toFixed(2)
   process.stdout.write(
     renderTable(
-      ['scenario', 'req/s', 'p50 ms', 'p90 ms', 'p99 ms', 'errors', 'proxy CPU', 'req/s vs haproxy'],
+      ['scenario', 'req/s', 'p50 ms', 'p90 ms', 'p99 ms', 'errors', 'proxy CPU', 'CPU a request', 'req/s vs haproxy'],
       rows.map(({ scenario, median: m }) => [
         scenario,
         String(Math.round(m.opsPerSec)),
@@ -175,6 +175,7 @@ async function main(): Promise<void> {
         ms(m.latencyMs.p99),
         String(m.errors),
         m.proxyCpuCores === null ? '-' : `${m.proxyCpuCores.toFixed(2)} cores`,
+        m.proxyCpuCores === null ? '-' : `${((m.proxyCpuCores / m.opsPerSec) * 1e6).toFixed(1)} us`,
         `${(m.opsPerSec / haproxy.opsPerSec).toFixed(2)}x`,
       ]),
     ),
