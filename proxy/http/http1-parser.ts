@@ -56,6 +56,12 @@ function parseError(e: { code: string; reason: string }): ParseError {
   return Object.assign(new Error(`Parse Error: ${e.reason}`), e)
 }
 
+function withoutTrailingOws(v: string): string {
+  let end = v.length
+  while (end > 0 && (v.charCodeAt(end - 1) === 0x20 || v.charCodeAt(end - 1) === 0x09)) end--
+  return end === v.length ? v : v.slice(0, end)
+}
+
 /** Which part of the head the last span belonged to (a part may come in several spans). */
 const enum Part {
   None,
@@ -246,7 +252,10 @@ export class Http1Parser implements LlhttpHandler {
   }
 
   onHeadersComplete(status: number, upgrade: number, keepAlive: number): number {
-    if (this.part === Part.Field) this.raw.push('')
+    const raw = this.raw
+    if (this.part === Part.Field) raw.push('')
+    // A value's span ends where its line does: trailing whitespace (OWS) is not part of it.
+    for (let i = 1; i < raw.length; i += 2) raw[i] = withoutTrailingOws(raw[i]!)
     const w = this.wasm
     const request = this.kind === 'request'
     const head: MessageHead = {
