@@ -167,13 +167,20 @@ const piece = (good: string[], bad: string[]): fc.Arbitrary<string> => fc.oneof(
 
 /**
  * Events compared between the two parsers: error codes may be named differently between llhttp
- * versions, where each stops may not. After an upgrade's head nothing counts: node hands the
+ * versions, where each stops may not; a body may come in more pieces. After an upgrade's head nothing counts: node hands the
  * socket over (ignoring errors in what follows), the proxy refuses upgrades and reads no further.
  */
 function shape(e: Event[]): string {
-  const events = e.filter((x) => x[0] !== 'begin')
+  const events: Event[] = []
+  for (const x of e) {
+    const last = events.at(-1)
+    if (x[0] === 'begin') continue
+    // A body read in two pieces is the same body.
+    if (x[0] === 'body' && last?.[0] === 'body') last[1] = `${last[1] as string}${x[1] as string}`
+    else events.push(x[0] === 'error' ? ['error'] : [...x])
+  }
   const upgrade = events.findIndex((x) => x[0] === 'head' && x[7] === true)
-  return JSON.stringify((upgrade < 0 ? events : events.slice(0, upgrade + 1)).map((x) => (x[0] === 'error' ? ['error'] : x)))
+  return JSON.stringify(upgrade < 0 ? events : events.slice(0, upgrade + 1))
 }
 
 t.test('what it accepts, and how it reads it, is what node:http reads (differential, 10000 generated requests)', async (t) => {
@@ -195,9 +202,11 @@ t.test('what it accepts, and how it reads it, is what node:http reads (different
   const request = fc.tuple(line, fc.array(header, { maxLength: 4 }), eol, body).map(([l, hs, end, b]) => l.join('') + hs.map((h) => h.join('')).join('') + end + b)
   let accepted = 0
   fc.assert(
-    fc.property(request, (bytes) => {
+    fc.property(request, fc.nat(), (bytes, at) => {
+      // Ours reads it in two pieces, cut anywhere.
+      const cut = at % (bytes.length + 1)
       const ours = parser('request')
-      ours.feed(bytes)
+      ours.feed(bytes.slice(0, cut), bytes.slice(cut))
       const theirs = nodeParse(bytes)
       if (!theirs.some((e) => e[0] === 'error')) accepted++
       return shape(ours.events) === shape(theirs)
@@ -225,9 +234,10 @@ t.test('responses too: what it accepts and how it frames them is what node:http 
   const response = fc.tuple(status, fc.array(header, { maxLength: 3 }), eol, body).map(([l, hs, end, b]) => l.join('') + hs.map((h) => h.join('')).join('') + end + b)
   let accepted = 0
   fc.assert(
-    fc.property(response, (bytes) => {
+    fc.property(response, fc.nat(), (bytes, at) => {
+      const cut = at % (bytes.length + 1)
       const ours = parser('response')
-      ours.feed(bytes)
+      ours.feed(bytes.slice(0, cut), bytes.slice(cut))
       const theirs = nodeParse(bytes, 'response')
       if (!theirs.some((e) => e[0] === 'error')) accepted++
       return shape(ours.events) === shape(theirs)
