@@ -183,6 +183,27 @@ function shape(e: Event[]): string {
   return JSON.stringify(upgrade < 0 ? events : events.slice(0, upgrade + 1))
 }
 
+/**
+ * Runs `runs` messages from `message` through both parsers (ours reading each in two pieces,
+ * cut anywhere) and asserts they agree; how many node's accepted.
+ */
+function differential(kind: 'request' | 'response', start: fc.Arbitrary<string[]>, header: fc.Arbitrary<string[]>, eol: fc.Arbitrary<string>, body: fc.Arbitrary<string>, runs: number): number {
+  const message = fc.tuple(start, fc.array(header, { maxLength: 4 }), eol, body).map(([l, hs, end, b]) => l.join('') + hs.map((h) => h.join('')).join('') + end + b)
+  let accepted = 0
+  fc.assert(
+    fc.property(message, fc.nat(), (bytes, at) => {
+      const cut = at % (bytes.length + 1)
+      const ours = parser(kind)
+      ours.feed(bytes.slice(0, cut), bytes.slice(cut))
+      const theirs = nodeParse(bytes, kind)
+      if (!theirs.some((e) => e[0] === 'error')) accepted++
+      return shape(ours.events) === shape(theirs)
+    }),
+    { numRuns: runs },
+  )
+  return accepted
+}
+
 t.test('what it accepts, and how it reads it, is what node:http reads (differential, 10000 generated requests)', async (t) => {
   const eol = piece(['\r\n'], ['\n', '\r', '\r\n ', '\r\n\t'])
   const line = fc.tuple(
@@ -199,20 +220,7 @@ t.test('what it accepts, and how it reads it, is what node:http reads (different
     eol,
   )
   const body = fc.constantFrom('', 'hello', '5\r\nhello\r\n0\r\n\r\n', '0\r\n\r\n', 'zz\r\n', '5\nhello\n0\n\n', 'GET / HTTP/1.1\r\nHost: a\r\n\r\n')
-  const request = fc.tuple(line, fc.array(header, { maxLength: 4 }), eol, body).map(([l, hs, end, b]) => l.join('') + hs.map((h) => h.join('')).join('') + end + b)
-  let accepted = 0
-  fc.assert(
-    fc.property(request, fc.nat(), (bytes, at) => {
-      // Ours reads it in two pieces, cut anywhere.
-      const cut = at % (bytes.length + 1)
-      const ours = parser('request')
-      ours.feed(bytes.slice(0, cut), bytes.slice(cut))
-      const theirs = nodeParse(bytes)
-      if (!theirs.some((e) => e[0] === 'error')) accepted++
-      return shape(ours.events) === shape(theirs)
-    }),
-    { numRuns: 10000 },
-  )
+  const accepted = differential('request', line, header, eol, body, 10_000)
   t.ok(accepted > 500, `${accepted} of them accepted by both`)
 })
 
@@ -231,18 +239,6 @@ t.test('responses too: what it accepts and how it frames them is what node:http 
     eol,
   )
   const body = fc.constantFrom('', 'hello', '5\r\nhello\r\n0\r\n\r\n', '0\r\n\r\n', '5\r\nhelloXX', 'HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n')
-  const response = fc.tuple(status, fc.array(header, { maxLength: 3 }), eol, body).map(([l, hs, end, b]) => l.join('') + hs.map((h) => h.join('')).join('') + end + b)
-  let accepted = 0
-  fc.assert(
-    fc.property(response, fc.nat(), (bytes, at) => {
-      const cut = at % (bytes.length + 1)
-      const ours = parser('response')
-      ours.feed(bytes.slice(0, cut), bytes.slice(cut))
-      const theirs = nodeParse(bytes, 'response')
-      if (!theirs.some((e) => e[0] === 'error')) accepted++
-      return shape(ours.events) === shape(theirs)
-    }),
-    { numRuns: 5000 },
-  )
+  const accepted = differential('response', status, header, eol, body, 5000)
   t.ok(accepted > 500, `${accepted} of them accepted by both`)
 })
