@@ -112,8 +112,7 @@ export class ClientConnection implements ParserSink, ResponseSink {
   private discarding = false
   private clientWaitsForUpstream = false
   private upstreamWaitsForClient = false
-  /** Within one read's callbacks: writes to the client, and to this upstream if there was one, are held. */
-  private holding = false
+  /** The upstream whose writes are held during the current read (the one there was at its start). */
   private heldUpstream: UpstreamConnection | null = null
   /** For the proxy's sweep: when the pending request head began (0: none), and the last activity. */
   headSince = 0
@@ -170,18 +169,14 @@ export class ClientConnection implements ParserSink, ResponseSink {
   // write per socket.
   onReadStart(): void {
     this.readAt = performance.now()
-    this.holding = true
     this.out.hold()
     this.heldUpstream = this.upstream
     this.heldUpstream?.out.hold()
   }
 
   onReadEnd(err: ParseError | null): void {
-    // A read with no parser event never started (holding says whether it did): its time is now.
-    this.lastActive = this.holding ? this.readAt : performance.now()
+    this.lastActive = this.readAt
     if (err !== null && !this.discarding) this.malformed(err)
-    if (!this.holding) return
-    this.holding = false
     this.heldUpstream?.out.release()
     this.heldUpstream = null
     this.out.release()

@@ -77,8 +77,6 @@ export class Http1Parser implements LlhttpHandler {
   private url = ''
   private reason = ''
   private part = Part.None
-  /** The next span is the first of an execute: it may continue the previous one's part. */
-  private fresh = false
   private headBytes = 0
   /** An error a callback found (llhttp reports only that a callback failed). */
   private failure: { code: string; reason: string } | null = null
@@ -161,7 +159,6 @@ export class Http1Parser implements LlhttpHandler {
     const w = this.wasm
     const outer = w.current
     w.current = this
-    this.fresh = true
     let ret: number
     try {
       ret = step(this.ptr, w.input, n)
@@ -210,50 +207,39 @@ export class Http1Parser implements LlhttpHandler {
   onUrl(at: number, len: number): number {
     if (!this.counted(len)) return -1
     this.url += this.wasm.latin1(at, len)
-    this.fresh = false
     return 0
   }
 
   onStatus(at: number, len: number): number {
     if (!this.counted(len)) return -1
     this.reason += this.wasm.latin1(at, len)
-    this.fresh = false
     return 0
   }
 
   onHeaderField(at: number, len: number): number {
-    if (!this.counted(len)) return -1
-    const s = this.wasm.latin1(at, len)
-    const raw = this.raw
-    if (this.part === Part.Field && this.continues(at)) raw[raw.length - 1] += s
-    else {
-      if (this.part === Part.Field) raw.push('') // the last field's value was empty
-      raw.push(s)
-    }
-    this.part = Part.Field
-    return 0
+    return this.span(Part.Field, at, len)
   }
 
   onHeaderValue(at: number, len: number): number {
+    return this.span(Part.Value, at, len)
+  }
+
+  /**
+   * A span of a header name or value. llhttp calls back for every value, an empty one too (with
+   * no bytes), so a span of the same part as the last one is its continuation, cut by a read.
+   */
+  private span(part: Part, at: number, len: number): number {
     if (!this.counted(len)) return -1
     const s = this.wasm.latin1(at, len)
     const raw = this.raw
-    if (this.part === Part.Value) raw[raw.length - 1] += s
+    if (this.part === part) raw[raw.length - 1] += s
     else raw.push(s)
-    this.part = Part.Value
+    this.part = part
     return 0
-  }
-
-  /** A span at the start of an execute's input, right after one of the same part: the same name or value, cut by a read. */
-  private continues(at: number): boolean {
-    const fresh = this.fresh
-    this.fresh = false
-    return fresh && at === this.wasm.input
   }
 
   onHeadersComplete(status: number, upgrade: number, keepAlive: number): number {
     const raw = this.raw
-    if (this.part === Part.Field) raw.push('')
     // A value's span ends where its line does: trailing whitespace (OWS) is not part of it.
     for (let i = 1; i < raw.length; i += 2) raw[i] = withoutTrailingOws(raw[i]!)
     const w = this.wasm
