@@ -19,7 +19,6 @@ const HIGH_WATER = 16 * 1024
 export class SocketWriter {
   /** Set once the socket is written straight to its handle (from then on, always). */
   private handle: NativeStream | null = null
-  private direct = false
   private req: WriteReq | null = null
   private holding = false
   /** What is held for one write: [data, 'latin1' | 'buffer', ...], and its bytes. */
@@ -65,7 +64,7 @@ export class SocketWriter {
 
   /** Calls `fn` once the peer has caught up, after a write returned false. */
   whenDrained(fn: () => void): void {
-    if (!this.direct) {
+    if (this.handle === null) {
       this.socket.once('drain', fn)
       return
     }
@@ -80,7 +79,7 @@ export class SocketWriter {
   }
 
   private directNow(): boolean {
-    if (this.direct) return true
+    if (this.handle !== null) return true
     const s = this.socket
     // Writable's bytes (written while connecting, or through it before) go first, all of them.
     if (s.connecting || s.destroyed || s.writableLength > 0 || s.writableCorked > 0) return false
@@ -88,7 +87,6 @@ export class SocketWriter {
     const handle = nativeStream(s)
     if (handle === null) return false
     this.handle = handle
-    this.direct = true
     return true
   }
 
