@@ -21,7 +21,10 @@ export function putString(buf: Buffer, at: number, s: string): number {
   return o
 }
 
-/** Text known to be JSON already, and ASCII (keys, numbers' text, names from fixed tables). */
+/**
+ * A string of one-byte characters, byte by byte: text known to be JSON already and ASCII (keys,
+ * numbers' text, names from fixed tables); also latin1 text such as HTTP heads (http1-writer.ts).
+ */
 export function putAscii(buf: Buffer, at: number, s: string): number {
   for (let i = 0; i < s.length; i++) buf[at + i] = s.charCodeAt(i)
   return at + s.length

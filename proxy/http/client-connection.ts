@@ -13,7 +13,8 @@ import { FlowPolicy, httpVerdict, type Flow, type FlowVerdict } from '../flow-ve
 import type { MessageHead, ParseError, ParserSink } from './http1-parser.js'
 import { Http1Parser } from './http1-parser.js'
 import { CHUNKED_END, CONTINUE, CRLF, chunkedCoding, localResponse, requestHead, responseHead, writeBodyChunk } from './http1-writer.js'
-import { endToEndRaw, headerValue, indexOfHeader } from './hop-by-hop.js'
+import { dropHopByHop } from './hop-by-hop.js'
+import { HeadFields } from './head-fields.js'
 import { normalizePath } from './request-path.js'
 import type { OriginTls } from '../tls/origin-socket.js'
 import { countOutcome, type Origin, type ProxyContext } from './proxy-context.js'
@@ -32,11 +33,11 @@ class RequestView implements HttpRequestView {
     readonly method: string,
     readonly path: string,
     readonly host: string,
-    private readonly raw: readonly string[],
+    private readonly fields: HeadFields,
   ) {}
 
   header(name: string): string | undefined {
-    return headerValue(this.raw, name)
+    return this.fields.get(name)
   }
 }
 
@@ -46,19 +47,19 @@ function withoutHeader(raw: readonly string[], name: string): string[] {
   return out
 }
 
-/** Applies headerMatches mismatch actions to a raw [name, value...] list. */
-function applyActions(raw: string[], actions: readonly HeaderAction[], log: (a: HeaderAction, got: string | undefined) => void): string[] {
-  let out = raw
+/** The forwarded fields of a head with headerMatches mismatch actions applied (rare: made as strings). */
+function applyActions(fields: HeadFields, actions: readonly HeaderAction[], log: (a: HeaderAction, got: string | undefined) => void): HeadFields {
+  let raw = fields.toRaw(true)
   for (const a of actions) {
     const name = a.name.toLowerCase()
     if (a.action === 'LOG') {
-      log(a, headerValue(out, name))
+      log(a, HeadFields.fromRaw(raw).get(name))
       continue
     }
-    if (a.action === 'DELETE' || a.action === 'REPLACE') out = withoutHeader(out, name)
-    if ((a.action === 'ADD' || a.action === 'REPLACE') && a.value !== undefined) out.push(a.name, a.value)
+    if (a.action === 'DELETE' || a.action === 'REPLACE') raw = withoutHeader(raw, name)
+    if ((a.action === 'ADD' || a.action === 'REPLACE') && a.value !== undefined) raw.push(a.name, a.value)
   }
-  return out
+  return HeadFields.fromRaw(raw)
 }
 
 /** One request and its response. */
@@ -236,9 +237,9 @@ export class ClientConnection implements ParserSink, ResponseSink {
     if (this.lastRequestRead) return true
     const started = this.readAt
     this.policy = this.policy.current(this.ctx.engine, this.flow)
-    const raw = head.raw
-    const hostAt = indexOfHeader(raw, 'host')
-    const host = hostAt < 0 ? undefined : raw[hostAt + 1]
+    const fields = head.fields
+    const hostAt = fields.indexOf('host')
+    const host = hostAt < 0 ? undefined : fields.value(hostAt)
     const http10 = head.versionMinor === 0
     const closeAfter = !head.keepAlive
     const problem = this.framingProblem(head, hostAt, http10)
@@ -250,8 +251,9 @@ export class ClientConnection implements ParserSink, ResponseSink {
       return true
     }
     const path = target.path
-    const verdict = httpVerdict(this.policy, new RequestView(head.method, path, host ?? '', raw))
-    const expectContinue = !http10 && /^100-continue$/i.test(headerValue(raw, 'expect') ?? '')
+    const verdict = httpVerdict(this.policy, new RequestView(head.method, path, host ?? '', fields))
+    const expect = http10 ? undefined : fields.get('expect')
+    const expectContinue = expect !== undefined && /^100-continue$/i.test(expect)
     if (!verdict.allowed) {
       // The body is read and dropped, so the connection stays usable; unless the client waits
       // for a 100 that will not come: then whether a body follows is unknown, and it closes.
@@ -261,28 +263,26 @@ export class ClientConnection implements ParserSink, ResponseSink {
       this.enqueue(new Exchange(head.method, head.url, host, started, response, verdict, null, close, http10, false))
       return false
     }
-    let fields = endToEndRaw(raw)
-    if (verdict.actions.length > 0) {
-      fields = applyActions(fields, verdict.actions, (a, got) => this.log.info({ header: a.name, expected: a.value, got }, 'http: header mismatch'))
-    }
+    dropHopByHop(fields)
+    const te = fields.get('transfer-encoding')
+    const forwarded = verdict.actions.length === 0 ? fields : applyActions(fields, verdict.actions, (a, got) => this.log.info({ header: a.name, expected: a.value, got }, 'http: header mismatch'))
     if (closeAfter) this.lastRequestRead = true
-    const te = headerValue(raw, 'transfer-encoding')
     this.bodyChunked = te !== undefined
     this.forwarding = true
     const upstream = (this.upstream ??= this.ctx.pool.take(this.poolKey, started)?.adopt(this) ?? new UpstreamConnection(this.origin, this.ctx.maxHeaderBytes, this, started))
-    upstream.sendHead(requestHead(head.method, path, fields, this.bodyChunked ? `transfer-encoding: ${te!}${CRLF}` : ''), started)
+    upstream.sendHead(requestHead(head.method, path, forwarded, this.bodyChunked ? `transfer-encoding: ${te!}${CRLF}` : ''), started)
     this.enqueue(new Exchange(head.method, head.url, host, started, null, verdict, null, closeAfter, http10, expectContinue))
     return false
   }
 
   /** Why a request's head cannot be judged or forwarded safely, or null. */
   private framingProblem(head: MessageHead, hostAt: number, http10: boolean): string | null {
-    const raw = head.raw
-    if (raw.length / 2 > this.ctx.maxHeaders) return `more than ${this.ctx.maxHeaders} header fields`
+    const fields = head.fields
+    if (fields.count > this.ctx.maxHeaders) return `more than ${this.ctx.maxHeaders} header fields`
     // RFC 9112 3.2: rules and server could read different hosts.
-    if (hostAt >= 0 && indexOfHeader(raw, 'host', hostAt + 2) >= 0) return 'more than one Host header'
+    if (hostAt >= 0 && fields.indexOf('host', hostAt + 1) >= 0) return 'more than one Host header'
     // HTTP/1.0 has no chunked framing: a Transfer-Encoding there is how requests get smuggled.
-    if (http10 && indexOfHeader(raw, 'transfer-encoding') >= 0) return 'Transfer-Encoding in an HTTP/1.0 request'
+    if (http10 && fields.indexOf('transfer-encoding') >= 0) return 'Transfer-Encoding in an HTTP/1.0 request'
     if (head.upgrade) return head.method === 'CONNECT' ? 'CONNECT is not proxied' : 'protocol upgrades are not proxied'
     return null
   }
@@ -360,11 +360,11 @@ export class ClientConnection implements ParserSink, ResponseSink {
     }
     if (head.status < 200) return false // 1xx: the proxy answered any 100-continue itself
     const noBody = ex.method === 'HEAD' || head.status === 204 || head.status === 304
-    const raw = head.raw
+    const fields = head.fields
     let extra = ''
     if (!noBody) {
-      const te = headerValue(raw, 'transfer-encoding')
-      if (te !== undefined || indexOfHeader(raw, 'content-length') < 0) {
+      const te = fields.get('transfer-encoding')
+      if (te !== undefined || fields.indexOf('content-length') < 0) {
         // A body of unknown length: chunk-encoded for HTTP/1.1, to the connection's end for 1.0.
         if (ex.http10) ex.closeDelimited = true
         else {
@@ -377,7 +377,8 @@ export class ClientConnection implements ParserSink, ResponseSink {
     else if (ex.http10) extra += `connection: keep-alive${CRLF}`
     ex.status = head.status
     ex.answering = true
-    this.out.write(responseHead(head.status, head.reason, endToEndRaw(raw), extra))
+    dropHopByHop(fields)
+    this.out.write(responseHead(head.status, head.reason, fields, extra))
     return noBody
   }
 

@@ -3,52 +3,37 @@
 // client's 100-continue itself), and Transfer-Encoding is the proxy's to write: bodies are
 // re-framed on each hop (http1-writer.ts).
 
-const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'proxy-authenticate', 'proxy-authorization', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'expect'])
-/** Which name lengths the fixed list has: a field of another length is end-to-end without being lower-cased. */
-const HOP_LENGTHS = new Uint8Array(32)
-for (const name of HOP_BY_HOP) HOP_LENGTHS[name.length] = 1
+import type { HeadFields } from './head-fields.js'
 
-function isHopByHop(name: string): boolean {
-  return name.length < 32 && HOP_LENGTHS[name.length] === 1 && HOP_BY_HOP.has(name.toLowerCase())
-}
+const HOP_BY_HOP = ['connection', 'keep-alive', 'proxy-connection', 'proxy-authenticate', 'proxy-authorization', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'expect']
+/** The fixed list by name length: a field of another length is end-to-end without looking at its bytes. */
+const BY_LENGTH: string[][] = []
+for (const name of HOP_BY_HOP) (BY_LENGTH[name.length] ??= []).push(name)
 
-/** Index of the first field called `name` (lower case) in a raw [name, value...] list, or -1. */
-export function indexOfHeader(raw: readonly string[], name: string, from = 0): number {
-  for (let i = from; i < raw.length; i += 2) if (raw[i]!.length === name.length && raw[i]!.toLowerCase() === name) return i
-  return -1
-}
-
-/** Every value of the fields called `name` (lower case), joined as RFC 9110 5.3 allows; or undefined. */
-export function headerValue(raw: readonly string[], name: string): string | undefined {
-  let i = indexOfHeader(raw, name)
-  if (i < 0) return undefined
-  let v = raw[i + 1]!
-  while ((i = indexOfHeader(raw, name, i + 2)) >= 0) v += `, ${raw[i + 1]!}`
-  return v
+function inFixedList(fields: HeadFields, i: number): boolean {
+  const names = BY_LENGTH[fields.nameLength(i)]
+  if (names === undefined) return false
+  for (const name of names) if (fields.nameIs(i, name)) return true
+  return false
 }
 
 /** Field names the Connection header lists beyond the fixed set; null when none (the usual case). */
-function connectionNamed(raw: readonly string[]): Set<string> | null {
+function connectionNamed(fields: HeadFields): Set<string> | null {
   let named: Set<string> | null = null
-  for (let i = indexOfHeader(raw, 'connection'); i >= 0; i = indexOfHeader(raw, 'connection', i + 2)) {
-    const v = raw[i + 1]!
-    if (v === 'keep-alive' || v === 'close') continue
-    for (const token of v.split(',')) {
+  for (let i = fields.indexOf('connection'); i >= 0; i = fields.indexOf('connection', i + 1)) {
+    if (fields.valueIs(i, 'keep-alive') || fields.valueIs(i, 'close')) continue
+    for (const token of fields.value(i).split(',')) {
       const t = token.trim().toLowerCase()
-      if (t && !HOP_BY_HOP.has(t)) (named ??= new Set()).add(t)
+      if (t && !HOP_BY_HOP.includes(t)) (named ??= new Set()).add(t)
     }
   }
   return named
 }
 
-/** The end-to-end fields of a raw [name, value, name, value...] list, as a new list. */
-export function endToEndRaw(raw: readonly string[]): string[] {
-  const named = connectionNamed(raw)
-  const out: string[] = []
-  for (let i = 0; i < raw.length; i += 2) {
-    const name = raw[i]!
-    if (isHopByHop(name) || (named !== null && named.has(name.toLowerCase()))) continue
-    out.push(name, raw[i + 1]!)
+/** Marks the hop-by-hop fields of a head as not forwarded. */
+export function dropHopByHop(fields: HeadFields): void {
+  const named = connectionNamed(fields)
+  for (let i = 0; i < fields.count; i++) {
+    if (inFixedList(fields, i) || (named !== null && named.has(fields.name(i).toLowerCase()))) fields.drop(i)
   }
-  return out
 }

@@ -5,18 +5,21 @@
 // A plain TCP socket is read the way node:net reads one given its own buffer: libuv reads into
 // one buffer this thread shares, and the handle's onread runs the parser on it; no Buffer,
 // stream push or 'data' event per read. Other sockets (TLS) are read through their 'data' events.
-// Only strings the proxy uses are made (start line, header names and values); body bytes are
-// copied out of the parser's memory, since a write may keep them past the next read.
+// Header fields stay bytes where llhttp found them (head-fields.ts): a head read in one read is
+// handed over as spans of the parser's memory; one cut across reads is copied out as it comes.
+// Strings are made of the start line only. Body bytes are copied out of the parser's memory,
+// since a write may keep them past the next read.
 
 import type { Socket } from 'node:net'
+import { HeadFields, type ByteStore, type Latin1Buffer } from './head-fields.js'
 import { INPUT_BYTES, PAUSED_UPGRADE, REQUEST, RESPONSE, llhttp, type Llhttp, type LlhttpHandler } from './llhttp-wasm.js'
 import { nativeStream, readResult, type NativeStream } from './native-stream.js'
 
 /** A request's or response's start line and header fields, as sent (raw name/value pairs). */
 export interface MessageHead {
   versionMinor: number
-  /** [name, value, name, value...] in wire order, names as sent. */
-  raw: string[]
+  /** The header fields in wire order, names as sent; valid only during onHead. */
+  fields: HeadFields
   /** Requests only. */
   method: string
   url: string
@@ -56,10 +59,22 @@ function parseError(e: { code: string; reason: string }): ParseError {
   return Object.assign(new Error(`Parse Error: ${e.reason}`), e)
 }
 
-function withoutTrailingOws(v: string): string {
-  let end = v.length
-  while (end > 0 && (v.charCodeAt(end - 1) === 0x20 || v.charCodeAt(end - 1) === 0x09)) end--
-  return end === v.length ? v : v.slice(0, end)
+/** A head's bytes copied out of the parser's memory, for a head that takes more than one read. */
+class HeadCopy implements ByteStore {
+  mem: Latin1Buffer = Buffer.allocUnsafeSlow(1024) as Latin1Buffer
+  used = 0
+
+  /** Appends `length` bytes of `from` at `at`; where they went. */
+  append(from: Buffer, at: number, length: number): number {
+    if (this.used + length > this.mem.length) {
+      const mem = Buffer.allocUnsafeSlow(Math.max(this.mem.length * 2, this.used + length)) as Latin1Buffer
+      this.mem.copy(mem, 0, 0, this.used)
+      this.mem = mem
+    }
+    from.copy(this.mem, this.used, at, at + length)
+    this.used += length
+    return this.used - length
+  }
 }
 
 /** Which part of the head the last span belonged to (a part may come in several spans). */
@@ -73,7 +88,12 @@ export class Http1Parser implements LlhttpHandler {
   private readonly wasm: Llhttp
   private readonly ptr: number
   private readonly kind: 'request' | 'response'
-  private raw: string[] = []
+  private readonly fields: HeadFields
+  /** Where the head being read is copied once it outlasts a read (null: it is in the parser's memory). */
+  private copy: HeadCopy | null = null
+  private spare: HeadCopy | null = null
+  /** Between a message's first byte and the end of its head. */
+  private inHead = false
   private url = ''
   private reason = ''
   private part = Part.None
@@ -95,6 +115,7 @@ export class Http1Parser implements LlhttpHandler {
     this.kind = kind
     this.wasm = llhttp()
     this.ptr = this.wasm.alloc(kind === 'request' ? REQUEST : RESPONSE)
+    this.fields = new HeadFields(this.wasm)
   }
 
   /**
@@ -165,6 +186,12 @@ export class Http1Parser implements LlhttpHandler {
     } finally {
       w.current = outer
     }
+    // The input is overwritten by the next read: a head still being read keeps its bytes.
+    if (this.inHead && this.copy === null) {
+      this.copy = this.spare ?? new HeadCopy()
+      this.copy.used = 0
+      this.fields.moveTo(this.copy)
+    }
     if (ret === 0 || ret === PAUSED_UPGRADE) return null
     this.dead = true
     return parseError(this.failure ?? w.error(this.ptr, ret))
@@ -188,7 +215,8 @@ export class Http1Parser implements LlhttpHandler {
   // ---- llhttp's callbacks ----
 
   onMessageBegin(): number {
-    this.raw = []
+    this.fields.reset(this.wasm)
+    this.inHead = true
     this.url = this.reason = ''
     this.part = Part.None
     this.headBytes = 0
@@ -230,23 +258,26 @@ export class Http1Parser implements LlhttpHandler {
    */
   private span(part: Part, at: number, len: number): number {
     if (!this.counted(len)) return -1
-    const s = this.wasm.latin1(at, len)
-    const raw = this.raw
-    if (this.part === part) raw[raw.length - 1] += s
-    else raw.push(s)
+    const f = this.fields
+    // A head being copied out gets each span appended: a continuation lands right after its start.
+    if (this.copy !== null) at = this.copy.append(this.wasm.mem, at, len)
+    if (this.part === part) f.extendLast(part === Part.Field ? 1 : 3, len)
+    else if (part === Part.Field) f.addName(at, len)
+    else f.setValue(f.count - 1, at, len)
     this.part = part
     return 0
   }
 
   onHeadersComplete(status: number, upgrade: number, keepAlive: number): number {
-    const raw = this.raw
+    const fields = this.fields
     // A value's span ends where its line does: trailing whitespace (OWS) is not part of it.
-    for (let i = 1; i < raw.length; i += 2) raw[i] = withoutTrailingOws(raw[i]!)
+    for (let i = 0; i < fields.count; i++) fields.trimValue(i)
+    this.inHead = false
     const w = this.wasm
     const request = this.kind === 'request'
     const head: MessageHead = {
       versionMinor: w.fn.llhttp_get_http_minor(this.ptr),
-      raw: this.raw,
+      fields,
       method: request ? w.method(this.ptr) : '',
       url: this.url,
       status: request ? 0 : status,
@@ -254,7 +285,12 @@ export class Http1Parser implements LlhttpHandler {
       upgrade: upgrade === 1,
       keepAlive: keepAlive === 1,
     }
-    return this.sink.onHead(head) ? 1 : 0
+    const noBody = this.sink.onHead(head)
+    if (this.copy !== null) {
+      this.spare = this.copy
+      this.copy = null
+    }
+    return noBody ? 1 : 0
   }
 
   onBody(at: number, len: number): number {

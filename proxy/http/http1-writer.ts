@@ -1,6 +1,10 @@
-// What the proxy writes on either hop: message heads built from raw field lists (names and values
-// as received, which llhttp has already checked, or policy values checked at load), chunked
-// framing, and its own short responses. Header bytes are latin1 both ways, as llhttp reads them.
+// What the proxy writes on either hop: message heads built from a head's fields (the bytes
+// received, which llhttp has already checked, or policy values checked at load), less those not
+// forwarded; chunked framing; and its own short responses. Header bytes are latin1 both ways,
+// as llhttp reads them.
+
+import { putAscii } from '../json-bytes.js'
+import type { HeadFields } from './head-fields.js'
 
 const CRLF = '\r\n'
 
@@ -10,20 +14,59 @@ export function chunkedCoding(received: string | undefined): string {
   return /(^|[\s,])chunked\s*$/i.test(received) ? received : `${received}, chunked`
 }
 
-function fields(raw: readonly string[]): string {
-  let s = ''
-  for (let i = 0; i < raw.length; i += 2) s += `${raw[i]!}: ${raw[i + 1]!}${CRLF}`
-  return s
+/** Bytes the forwarded fields take as lines. */
+function fieldsRoom(fields: HeadFields): number {
+  let size = 0
+  for (let i = 0; i < fields.count; i++) if (!fields.isDropped(i)) size += fields.nameLength(i) + fields.valueLength(i) + 4
+  return size
 }
 
+/** The forwarded fields as `name: value` lines, then `extra` and the blank line; out must be exactly that long from `at`. */
+function putFields(out: Buffer, at: number, fields: HeadFields, extra: string): Buffer {
+  const from = fields.bytes
+  for (let i = 0; i < fields.count; i++) {
+    if (fields.isDropped(i)) continue
+    at = copyBytes(from, fields.nameAt(i), fields.nameLength(i), out, at)
+    out[at++] = 0x3a // ':'
+    out[at++] = 0x20
+    at = copyBytes(from, fields.valueAt(i), fields.valueLength(i), out, at)
+    out[at++] = 0x0d
+    out[at++] = 0x0a
+  }
+  at = putAscii(out, at, extra)
+  out[at++] = 0x0d
+  out[at] = 0x0a
+  return out
+}
+
+/** A field's few bytes: a loop, where Buffer.copy would make a view of its source first. */
+function copyBytes(from: Buffer, at: number, length: number, to: Buffer, into: number): number {
+  if (length > 64) return into + from.copy(to, into, at, at + length)
+  for (let k = 0; k < length; k++) to[into + k] = from[at + k]!
+  return into + length
+}
+
+// Heads are written byte by byte: a start line joined as a string and then written into the
+// buffer cost more (flattening, and a C++ call per string) than all of its fields.
+const HTTP11 = ' HTTP/1.1\r\n'
+
 /** A request head; `extra` holds lines the proxy adds (framing), each ending in CRLF. */
-export function requestHead(method: string, path: string, raw: readonly string[], extra: string): string {
-  return `${method} ${path} HTTP/1.1${CRLF}${fields(raw)}${extra}${CRLF}`
+export function requestHead(method: string, path: string, fields: HeadFields, extra: string): Buffer {
+  const out = Buffer.allocUnsafe(method.length + 1 + path.length + HTTP11.length + fieldsRoom(fields) + extra.length + 2)
+  let at = putAscii(out, 0, method)
+  out[at++] = 0x20
+  at = putAscii(out, putAscii(out, at, path), HTTP11)
+  return putFields(out, at, fields, extra)
 }
 
 /** A response head for the client; `extra` as for requestHead. */
-export function responseHead(status: number, reason: string, raw: readonly string[], extra: string): string {
-  return `HTTP/1.1 ${status} ${reason}${CRLF}${fields(raw)}${extra}${CRLF}`
+export function responseHead(status: number, reason: string, fields: HeadFields, extra: string): Buffer {
+  const code = String(status)
+  const out = Buffer.allocUnsafe(9 + code.length + 1 + reason.length + 2 + fieldsRoom(fields) + extra.length + 2)
+  let at = putAscii(out, putAscii(out, 0, 'HTTP/1.1 '), code)
+  out[at++] = 0x20
+  at = putAscii(out, putAscii(out, at, reason), CRLF)
+  return putFields(out, at, fields, extra)
 }
 
 export const CHUNKED_END = `0${CRLF}${CRLF}`

@@ -5,6 +5,7 @@
 // native parser pays a C++-to-JS callback (with its async-hooks scope) per event.
 
 import { createRequire } from 'node:module'
+import type { Latin1Buffer } from './head-fields.js'
 
 /** What llhttp calls back; a non-zero return is an error (on_headers_complete: 1 = no body). */
 export interface LlhttpHandler {
@@ -25,8 +26,6 @@ interface Wasm {
 }
 const WA = (globalThis as unknown as { WebAssembly: Wasm }).WebAssembly
 
-/** Buffer's latin1 decoder without toString()'s argument handling. */
-type Latin1 = Buffer & { latin1Slice(start: number, end: number): string }
 
 interface Exports {
   memory: { buffer: ArrayBuffer }
@@ -63,7 +62,7 @@ function compile(): object {
 export class Llhttp {
   readonly fn: Exports
   /** The instance's memory; replaced when it grows (only allocations grow it). */
-  mem: Latin1
+  mem: Latin1Buffer
   current: LlhttpHandler | null = null
   /** Where input is copied for execute. */
   readonly input: number
@@ -85,12 +84,12 @@ export class Llhttp {
     })
     this.fn = instance.exports as unknown as Exports
     this.input = this.fn.malloc(INPUT_BYTES)
-    this.mem = Buffer.from(this.fn.memory.buffer) as Latin1
+    this.mem = Buffer.from(this.fn.memory.buffer) as Latin1Buffer
   }
 
   alloc(type: number): number {
     const p = this.fn.llhttp_alloc(type)
-    if (this.mem.buffer !== this.fn.memory.buffer) this.mem = Buffer.from(this.fn.memory.buffer) as Latin1
+    if (this.mem.buffer !== this.fn.memory.buffer) this.mem = Buffer.from(this.fn.memory.buffer) as Latin1Buffer
     return p
   }
 

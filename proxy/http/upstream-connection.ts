@@ -8,7 +8,6 @@
 import type { Socket } from 'node:net'
 import { connectOrigin, type Origin } from '../tls/origin-socket.js'
 import { Http1Parser, type MessageHead, type ParseError, type ParserSink } from './http1-parser.js'
-import { headerValue } from './hop-by-hop.js'
 import { SocketWriter } from './socket-writer.js'
 
 export interface ResponseSink {
@@ -47,9 +46,9 @@ class ParkedSink implements ResponseSink {
   }
 }
 
-/** A server's `Keep-Alive: timeout=N`, less a margin for the request on its way, in ms. */
-function serverIdleMs(raw: readonly string[]): number {
-  const m = /(?:^|[\s,])timeout=(\d+)/i.exec(headerValue(raw, 'keep-alive') ?? '')
+/** A server's `Keep-Alive: timeout=N` (the header's value), less a margin for the request on its way, in ms. */
+function serverIdleMs(keepAlive: string | undefined): number {
+  const m = /(?:^|[\s,])timeout=(\d+)/i.exec(keepAlive ?? '')
   return m === null ? Infinity : Number(m[1]) * 1000 - 500
 }
 
@@ -72,8 +71,8 @@ export class UpstreamConnection implements ParserSink {
   private retired = false
   /** While parked: when it stops being reusable (the pool's limit, or the server's sooner). */
   idleUntil = 0
-  /** The last final response's header fields, read when the connection is parked (not per response). */
-  private lastHead: readonly string[] = []
+  /** The last final response's Keep-Alive header, read when the connection is parked (not per response). */
+  private lastKeepAlive: string | undefined = undefined
   /** The sink told of the current read's start (the sink may change within it: parked). */
   private readSink: ResponseSink | null = null
 
@@ -94,7 +93,7 @@ export class UpstreamConnection implements ParserSink {
   }
 
   /** A request head: one more response is owed. */
-  sendHead(head: string, now: number): boolean {
+  sendHead(head: Buffer, now: number): boolean {
     if (this.owed++ === 0) this.waitingSince = now
     return this.out.write(head)
   }
@@ -110,7 +109,7 @@ export class UpstreamConnection implements ParserSink {
 
   /** Parked idle in the pool for at most `maxIdleMs`: `gone` is called if it closes or the server sends anything. */
   park(now: number, maxIdleMs: number, gone: () => void): void {
-    this.idleUntil = now + Math.min(maxIdleMs, serverIdleMs(this.lastHead))
+    this.idleUntil = now + Math.min(maxIdleMs, serverIdleMs(this.lastKeepAlive))
     this.sink = new ParkedSink(gone)
     this.parser.resumeReading() // a client that stopped reading may have paused it
   }
@@ -178,7 +177,7 @@ export class UpstreamConnection implements ParserSink {
     this.informational = head.status < 200
     if (!this.informational) {
       this.keepAlive = head.keepAlive
-      this.lastHead = head.raw
+      this.lastKeepAlive = head.fields.get('keep-alive')
       this.waitingSince = this.owed > 1 ? performance.now() : 0
     }
     return this.sink.onResponseHead(head)
