@@ -18,10 +18,16 @@ import { UsageError } from '../proxy/cli/usage-error.js'
 // One class for a bad command line, whether a benchmark runs alone or as `l7proxy compare`.
 export { UsageError }
 
+/** A process's CPU time in seconds: in user space (utime) and in the kernel on its behalf (stime). */
+export function cpuTimes(pid: number): { user: number; system: number } {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ')
+  return { user: Number(fields[11]) / 100, system: Number(fields[12]) / 100 } // USER_HZ
+}
+
 /** utime + stime of a process, in seconds. */
 export function cpuSeconds(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ')
-  return (Number(fields[11]) + Number(fields[12])) / 100 // USER_HZ
+  const t = cpuTimes(pid)
+  return t.user + t.system
 }
 
 /**
@@ -49,13 +55,18 @@ export function writeResult(out: string, result: unknown): string {
   return path
 }
 
-/** Runs `measure` and adds the CPU `pid` used meanwhile, in cores (null when there is no pid). */
-export async function withProxyCpu<T extends object>(pid: number | null, measure: () => Promise<T>): Promise<T & { proxyCpuCores: number | null }> {
-  const cpu0 = pid === null ? 0 : cpuSeconds(pid)
+/**
+ * Runs `measure` and adds the CPU `pid` used meanwhile, in cores, and the part of it spent in
+ * the kernel (system calls: for a proxy mostly TCP); both null when there is no pid.
+ */
+export async function withProxyCpu<T extends object>(pid: number | null, measure: () => Promise<T>): Promise<T & { proxyCpuCores: number | null; proxySystemCores: number | null }> {
+  const cpu0 = pid === null ? null : cpuTimes(pid)
   const t0 = process.hrtime.bigint()
   const r = await measure()
   const wall = Number(process.hrtime.bigint() - t0) / 1e9
-  return { ...r, proxyCpuCores: pid === null ? null : (cpuSeconds(pid) - cpu0) / wall }
+  if (cpu0 === null) return { ...r, proxyCpuCores: null, proxySystemCores: null }
+  const cpu1 = cpuTimes(pid!)
+  return { ...r, proxyCpuCores: (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / wall, proxySystemCores: (cpu1.system - cpu0.system) / wall }
 }
 
 /** The option `name` as a whole number in [min, max], or a usage error saying so. */

@@ -40,6 +40,8 @@ type Scenario = (typeof SCENARIOS)[number]
 interface Run extends LoadResult {
   /** CPU the proxy process used during the run, in cores (null: no proxy). */
   proxyCpuCores: number | null
+  /** The part of it in the kernel, in cores. */
+  proxySystemCores: number | null
   /** l7proxy: flow lines it logged while started for this run (checks, warm-up and run). */
   flowLines?: number
 }
@@ -166,7 +168,7 @@ async function main(): Promise<void> {
   const ms = (n: number): string => n.toFixed(2)
   process.stdout.write(
     renderTable(
-      ['scenario', 'req/s', 'p50 ms', 'p90 ms', 'p99 ms', 'errors', 'proxy CPU', 'CPU a request', 'req/s vs haproxy'],
+      ['scenario', 'req/s', 'p50 ms', 'p90 ms', 'p99 ms', 'errors', 'proxy CPU', 'CPU a request', 'of it kernel', 'req/s vs haproxy'],
       rows.map(({ scenario, median: m }) => [
         scenario,
         String(Math.round(m.opsPerSec)),
@@ -176,6 +178,7 @@ async function main(): Promise<void> {
         String(m.errors),
         m.proxyCpuCores === null ? '-' : `${m.proxyCpuCores.toFixed(2)} cores`,
         m.proxyCpuCores === null ? '-' : `${((m.proxyCpuCores / m.opsPerSec) * 1e6).toFixed(1)} us`,
+        m.proxySystemCores === null ? '-' : `${((m.proxySystemCores / m.opsPerSec) * 1e6).toFixed(1)} us`,
         `${(m.opsPerSec / haproxy.opsPerSec).toFixed(2)}x`,
       ]),
     ),

@@ -12,7 +12,7 @@ import { kernelTest } from './fixtures/kernel.js'
 interface Row {
   scenario: string
   check: { allowed: number; denied: number }
-  median: { ops: number; opsPerSec: number; errors: number; latencyMs: { p50: number; p99: number }; proxyCpuCores: number | null; flowLines?: number }
+  median: { ops: number; opsPerSec: number; errors: number; latencyMs: { p50: number; p99: number }; proxyCpuCores: number | null; proxySystemCores: number | null; flowLines?: number }
 }
 
 t.test('bench:http refuses bad arguments with usage and exit 2', async (t) => {
@@ -44,6 +44,8 @@ for (const cpus of ['shared', 'split']) {
       t.equal(row.median.errors, 0, `${row.scenario}: no errors`)
       t.ok(row.median.latencyMs.p99 >= row.median.latencyMs.p50, `${row.scenario}: p99 >= p50`)
       t.equal(row.median.proxyCpuCores === null, row.scenario === 'direct', `${row.scenario}: proxy CPU measured when there is a proxy`)
+      const { proxyCpuCores: cpu, proxySystemCores: kernel } = row.median
+      if (cpu !== null) t.ok(kernel !== null && kernel >= 0 && kernel <= cpu, `${row.scenario}: its kernel part (${kernel}) is part of its CPU (${cpu})`)
     }
     const l7 = result.rows.find((x) => x.scenario === 'l7proxy')!.median
     t.ok(l7.flowLines! >= l7.ops, `l7proxy logged a flow line for each of its ${l7.ops} requests (${l7.flowLines})`)
