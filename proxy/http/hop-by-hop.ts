@@ -10,30 +10,33 @@ const HOP_BY_HOP = ['connection', 'keep-alive', 'proxy-connection', 'proxy-authe
 const BY_LENGTH: string[][] = []
 for (const name of HOP_BY_HOP) (BY_LENGTH[name.length] ??= []).push(name)
 
-function inFixedList(fields: HeadFields, i: number): boolean {
+/** Which name of the fixed list field i has, or null: a field of another length is not compared at all. */
+function fixedName(fields: HeadFields, i: number): string | null {
   const names = BY_LENGTH[fields.nameLength(i)]
-  if (names === undefined) return false
-  for (const name of names) if (fields.nameIs(i, name)) return true
-  return false
+  if (names === undefined) return null
+  for (let k = 0; k < names.length; k++) if (fields.nameIs(i, names[k]!)) return names[k]!
+  return null
 }
 
-/** Field names the Connection header lists beyond the fixed set; null when none (the usual case). */
-function connectionNamed(fields: HeadFields): Set<string> | null {
-  let named: Set<string> | null = null
-  for (let i = fields.indexOf('connection'); i >= 0; i = fields.indexOf('connection', i + 1)) {
-    if (fields.valueIs(i, 'keep-alive') || fields.valueIs(i, 'close')) continue
-    for (const token of fields.value(i).split(',')) {
-      const t = token.trim().toLowerCase()
-      if (t && !HOP_BY_HOP.includes(t)) (named ??= new Set()).add(t)
-    }
+/** Adds the field names a Connection header lists beyond the fixed set to `named`; returns it (or null if none). */
+function connectionNames(fields: HeadFields, i: number, named: Set<string> | null): Set<string> | null {
+  if (fields.valueIs(i, 'keep-alive') || fields.valueIs(i, 'close')) return named
+  for (const token of fields.value(i).split(',')) {
+    const t = token.trim().toLowerCase()
+    if (t && !HOP_BY_HOP.includes(t)) (named ??= new Set()).add(t)
   }
   return named
 }
 
 /** Marks the hop-by-hop fields of a head as not forwarded. */
 export function dropHopByHop(fields: HeadFields): void {
-  const named = connectionNamed(fields)
+  let named: Set<string> | null = null
   for (let i = 0; i < fields.count; i++) {
-    if (inFixedList(fields, i) || (named !== null && named.has(fields.name(i).toLowerCase()))) fields.drop(i)
+    const name = fixedName(fields, i)
+    if (name === null) continue
+    fields.drop(i)
+    if (name === 'connection') named = connectionNames(fields, i, named)
   }
+  // Rare: fields a Connection header names, wherever they stand.
+  if (named !== null) for (let i = 0; i < fields.count; i++) if (named.has(fields.name(i).toLowerCase())) fields.drop(i)
 }
