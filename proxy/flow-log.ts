@@ -8,7 +8,7 @@
 import pino, { type Logger } from 'pino'
 import type { AnswerRecord } from './dns/fqdn-cache.js'
 import type { FlowVerdict } from './flow-verdict.js'
-import { putAscii, putInt, putMs, putString, stringRoom } from './json-bytes.js'
+import { NUMBER_ROOM, putAscii, putInt, putMs, putString, stringRoom } from './json-bytes.js'
 
 const INFO = 30
 const str = JSON.stringify
@@ -75,6 +75,18 @@ const MSG = {
   http: { allowed: ascii(',"msg":"http allowed"}\n'), denied: ascii(',"msg":"http denied"}\n') },
   dns: { allowed: ascii(',"msg":"dns allowed"}\n'), denied: ascii(',"msg":"dns denied"}\n') },
 }
+/** `{"level":30,"time":<ms>` for the ms it was made in: the lines of one ms (dozens, under load) share it. */
+let startMs = -1
+let start = Buffer.alloc(0)
+
+function lineStart(now: number): Buffer {
+  if (now === startMs) return start
+  const b = Buffer.allocUnsafe(LINE_START.length + NUMBER_ROOM)
+  start = b.subarray(0, putInt(b, putAscii(b, 0, LINE_START), now))
+  startMs = now
+  return start
+}
+
 /** Room for a line's fixed parts: its start and time, keys, numbers, msg. */
 const FIXED_ROOM = 320
 
@@ -124,7 +136,7 @@ export class FlowLog {
   }
 
   http(l: FlowLine): void {
-    if (!this.logger.isLevelEnabled('info')) return
+    if (this.logger.levelVal > INFO) return
     const verdict = this.verdictPart(l.verdict)
     const grpc = l.grpc
     const room = FIXED_ROOM + this.bindings.length + verdict.length + stringRoom(l.method) + stringRoom(l.path) + (l.host === undefined ? 0 : stringRoom(l.host)) + (grpc ? stringRoom(grpc.service) + stringRoom(grpc.method) : 0)
@@ -152,7 +164,7 @@ export class FlowLog {
   }
 
   dns(l: DnsFlowLine): void {
-    if (!this.logger.isLevelEnabled('info')) return
+    if (this.logger.levelVal > INFO) return
     const verdict = this.verdictPart(l.verdict)
     const room = FIXED_ROOM + this.bindings.length + verdict.length + stringRoom(l.qname) + l.qtype.length + l.rcode.length + l.answers.length * 3
     let at = this.begin(room, verdict)
@@ -173,7 +185,10 @@ export class FlowLog {
   /** Starts a line in `buf` (at most `room` bytes): `{"level":30,"time":<ms>`, the bindings and the verdict part. */
   private begin(room: number, verdict: Buffer): number {
     const buf = (this.buf = this.out.reserve(room))
-    let at = putInt(buf, putAscii(buf, this.out.lineStart, LINE_START), Date.now())
+    const first = lineStart(Date.now())
+    let at = this.out.lineStart
+    buf.set(first, at)
+    at += first.length
     buf.set(this.bindings, at)
     at += this.bindings.length
     buf.set(verdict, at)

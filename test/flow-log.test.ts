@@ -22,6 +22,21 @@ t.test('a line has pino fields, the bindings and every flow field; strings are e
   t.match(lines[0], { level: 30, time: Number, source: '198.18.1.10:4000', destination: '198.18.2.10:80', verdict: 'allowed', rules: [RULE], method: 'GET', path: '/v1/"quoted"\\', host: 'death"star', sourceIdentity: 256, destIdentity: 258, status: 200, ms: 1.235, msg: 'http allowed' })
 })
 
+t.test("a line's time is the ms it was written in, for lines of one ms and of the next", async (t) => {
+  const { lines, log } = capture()
+  const line = (): void => log.http({ verdict: allowed(256, 258), method: 'GET', path: '/', host: undefined, status: 200, ms: 0 })
+  const before = Date.now()
+  line()
+  line()
+  const after = Date.now()
+  await new Promise((resolve) => setTimeout(resolve, 5))
+  const later = Date.now()
+  line()
+  const times = lines.map((l) => l.time as number)
+  t.ok(times[0]! >= before && times[1]! >= times[0]! && times[1]! <= after, `${times.slice(0, 2)} within [${before}, ${after}]`)
+  t.ok(later > after && times[2]! >= later, `a later ms's line says so (${times[2]} >= ${later})`)
+})
+
 t.test('the verdict part follows identities, rules and denials', async (t) => {
   const { lines, log } = capture()
   log.http({ verdict: allowed(256, 258), method: 'GET', path: '/', host: undefined, status: 200, ms: 0 })
