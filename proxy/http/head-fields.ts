@@ -1,7 +1,7 @@
 // A message head's header fields as spans of the bytes the parser read: a name or value becomes a
 // string only when asked for. The proxy looks at a few fields of a head (Host, framing, what
 // rules name) and forwards the rest as the bytes they came in, so making a string of each field
-// and joining them again (most of a head's cost) is left out. Names are tokens (ASCII, as llhttp
+// and joining them again is left out. Names are tokens (ASCII, as llhttp
 // checks them); names given to look-ups are lower case.
 // The bytes are the parser's: a HeadFields is valid only during the onHead call that hands it over.
 
@@ -55,9 +55,9 @@ export class HeadFields {
     this.spans[i * SPAN + 3] = length
   }
 
-  /** Lengthens the last field's name (part 1) or value (part 3) by bytes that follow it. */
-  extendLast(part: 1 | 3, length: number): void {
-    this.spans[(this.count - 1) * SPAN + part] += length
+  /** Lengthens the last field's name or value by bytes that follow it (a span cut by a read). */
+  extendLast(part: 'name' | 'value', length: number): void {
+    this.spans[(this.count - 1) * SPAN + (part === 'name' ? 1 : 3)] += length
   }
 
   /** Copies every field's bytes to `to` (the head goes on in a later read) and points the spans there. */
@@ -108,20 +108,17 @@ export class HeadFields {
 
   /** Whether field i is called `lower` (a lower-case name), compared as HTTP compares names (ASCII case-insensitive). */
   nameIs(i: number, lower: string): boolean {
-    const len = this.nameLength(i)
-    if (len !== lower.length) return false
-    const b = this.bytes
-    const at = this.nameAt(i)
-    for (let k = 0; k < len; k++) if (lowerAscii(b[at + k]!) !== lower.charCodeAt(k)) return false
-    return true
+    return this.bytesAre(this.nameAt(i), this.nameLength(i), lower)
   }
 
   /** Whether field i's value is `lower` (ASCII lower case), compared without case. */
   valueIs(i: number, lower: string): boolean {
-    const len = this.valueLength(i)
+    return this.bytesAre(this.valueAt(i), this.valueLength(i), lower)
+  }
+
+  private bytesAre(at: number, len: number, lower: string): boolean {
     if (len !== lower.length) return false
     const b = this.bytes
-    const at = this.valueAt(i)
     for (let k = 0; k < len; k++) if (lowerAscii(b[at + k]!) !== lower.charCodeAt(k)) return false
     return true
   }

@@ -15,7 +15,7 @@ import { HeadFields, type ByteStore, type Latin1Buffer } from './head-fields.js'
 import { INPUT_BYTES, PAUSED_UPGRADE, REQUEST, RESPONSE, llhttp, type Llhttp, type LlhttpHandler } from './llhttp-wasm.js'
 import { nativeStream, readResult, type NativeStream } from './native-stream.js'
 
-/** A request's or response's start line and header fields, as sent (raw name/value pairs). */
+/** A request's or response's start line and header fields, as sent. */
 export interface MessageHead {
   versionMinor: number
   /** The header fields in wire order, names as sent; valid only during onHead. */
@@ -89,9 +89,10 @@ export class Http1Parser implements LlhttpHandler {
   private readonly ptr: number
   private readonly kind: 'request' | 'response'
   private readonly fields: HeadFields
-  /** Where the head being read is copied once it outlasts a read (null: it is in the parser's memory). */
-  private copy: HeadCopy | null = null
-  private spare: HeadCopy | null = null
+  /** Where a head that outlasts a read is copied (made at the first such head, then kept). */
+  private headCopy: HeadCopy | null = null
+  /** The head being read is in headCopy (not in the parser's memory). */
+  private copying = false
   /** Between a message's first byte and the end of its head. */
   private inHead = false
   private url = ''
@@ -187,10 +188,11 @@ export class Http1Parser implements LlhttpHandler {
       w.current = outer
     }
     // The input is overwritten by the next read: a head still being read keeps its bytes.
-    if (this.inHead && this.copy === null) {
-      this.copy = this.spare ?? new HeadCopy()
-      this.copy.used = 0
-      this.fields.moveTo(this.copy)
+    if (this.inHead && !this.copying) {
+      const copy = (this.headCopy ??= new HeadCopy())
+      copy.used = 0
+      this.fields.moveTo(copy)
+      this.copying = true
     }
     if (ret === 0 || ret === PAUSED_UPGRADE) return null
     this.dead = true
@@ -217,6 +219,7 @@ export class Http1Parser implements LlhttpHandler {
   onMessageBegin(): number {
     this.fields.reset(this.wasm)
     this.inHead = true
+    this.copying = false
     this.url = this.reason = ''
     this.part = Part.None
     this.headBytes = 0
@@ -260,8 +263,8 @@ export class Http1Parser implements LlhttpHandler {
     if (!this.counted(len)) return -1
     const f = this.fields
     // A head being copied out gets each span appended: a continuation lands right after its start.
-    if (this.copy !== null) at = this.copy.append(this.wasm.mem, at, len)
-    if (this.part === part) f.extendLast(part === Part.Field ? 1 : 3, len)
+    if (this.copying) at = this.headCopy!.append(this.wasm.mem, at, len)
+    if (this.part === part) f.extendLast(part === Part.Field ? 'name' : 'value', len)
     else if (part === Part.Field) f.addName(at, len)
     else f.setValue(f.count - 1, at, len)
     this.part = part
@@ -286,10 +289,7 @@ export class Http1Parser implements LlhttpHandler {
       keepAlive: keepAlive === 1,
     }
     const noBody = this.sink.onHead(head)
-    if (this.copy !== null) {
-      this.spare = this.copy
-      this.copy = null
-    }
+    this.copying = false
     return noBody ? 1 : 0
   }
 
