@@ -110,17 +110,26 @@ export function answersJson(records: readonly AnswerRecord[]): string {
   return s + ']'
 }
 
+// The verdict part of the last line this thread wrote (rules, reason, identities): requests
+// mostly hit the rule the one before hit (on the same connection or another), whose strings are
+// the same objects each time.
+const last = { rule: undefined as string | undefined, reason: '', source: 0, dest: 0, part: Buffer.alloc(0) }
+
+function verdictPart(v: FlowVerdict): Buffer {
+  const rule = v.rules.length === 1 ? v.rules[0] : undefined
+  if (rule !== undefined && rule === last.rule && v.reason === last.reason && v.sourceIdentity === last.source && v.destIdentity === last.dest) return last.part
+  const part = Buffer.from(
+    `,"verdict":"${v.allowed ? 'allowed' : 'denied'}","rules":${str(v.rules)},"reason":${str(v.reason)},` +
+      `"sourceIdentity":${v.sourceIdentity},"destIdentity":${v.destIdentity}`,
+  )
+  if (rule !== undefined) Object.assign(last, { rule, reason: v.reason, source: v.sourceIdentity, dest: v.destIdentity, part })
+  return part
+}
+
 export class FlowLog {
   private readonly out: LineSink
   /** `,"source":...,"destination":...`, serialized once per connection. */
   private readonly bindings: Buffer
-  // The verdict part of the last line (rules, reason, identities): a connection's requests mostly
-  // hit the same rule, whose strings are the same objects each time.
-  private lastRule: string | undefined = undefined
-  private lastReason = ''
-  private lastSource = 0
-  private lastDest = 0
-  private lastVerdict: Buffer = Buffer.alloc(0)
   /** The line being written. */
   private buf: Buffer = Buffer.alloc(0)
 
@@ -137,7 +146,7 @@ export class FlowLog {
 
   http(l: FlowLine): void {
     if (this.logger.levelVal > INFO) return
-    const verdict = this.verdictPart(l.verdict)
+    const verdict = verdictPart(l.verdict)
     const grpc = l.grpc
     const room = FIXED_ROOM + this.bindings.length + verdict.length + stringRoom(l.method) + stringRoom(l.path) + (l.host === undefined ? 0 : stringRoom(l.host)) + (grpc ? stringRoom(grpc.service) + stringRoom(grpc.method) : 0)
     let at = this.begin(room, verdict)
@@ -165,7 +174,7 @@ export class FlowLog {
 
   dns(l: DnsFlowLine): void {
     if (this.logger.levelVal > INFO) return
-    const verdict = this.verdictPart(l.verdict)
+    const verdict = verdictPart(l.verdict)
     const room = FIXED_ROOM + this.bindings.length + verdict.length + stringRoom(l.qname) + l.qtype.length + l.rcode.length + l.answers.length * 3
     let at = this.begin(room, verdict)
     const buf = this.buf
@@ -198,22 +207,5 @@ export class FlowLog {
   private end(at: number, msg: Buffer): void {
     this.buf.set(msg, at)
     this.out.commit(at + msg.length)
-  }
-
-  private verdictPart(v: FlowVerdict): Buffer {
-    const rule = v.rules.length === 1 ? v.rules[0] : undefined
-    if (rule === undefined || rule !== this.lastRule || v.reason !== this.lastReason || v.sourceIdentity !== this.lastSource || v.destIdentity !== this.lastDest) {
-      const part = Buffer.from(
-        `,"verdict":"${v.allowed ? 'allowed' : 'denied'}","rules":${str(v.rules)},"reason":${str(v.reason)},` +
-          `"sourceIdentity":${v.sourceIdentity},"destIdentity":${v.destIdentity}`,
-      )
-      if (rule === undefined) return part
-      this.lastRule = rule
-      this.lastReason = v.reason
-      this.lastSource = v.sourceIdentity
-      this.lastDest = v.destIdentity
-      this.lastVerdict = part
-    }
-    return this.lastVerdict
   }
 }

@@ -4,7 +4,9 @@
 // kernel decided) falls back to the L3/L4 decision, so a removed allow is never kept open.
 //
 // What a flow resolves to (identities, endpoints, filters, L3/L4 decisions) is worked out once
-// per connection and engine generation (FlowPolicy); each request then only runs the matchers.
+// per source address, destination and port, and engine generation (FlowPolicy.of, cached: a
+// pod's connections to one server resolve alike, and an L3/L4 decision alone is dozens of map
+// look-ups); each request then only runs the matchers.
 
 import type { PolicyEngine } from '../policy/engine.js'
 import type { HeaderAction, HttpRequestView } from '../policy/http-matcher.js'
@@ -44,6 +46,10 @@ export interface L7Kind {
 
 const HTTP: L7Kind = { parser: 'http', protocol: 'TCP' }
 
+/** Resolutions of an engine's current generation, by flow; emptied when full (a bound, not an LRU). */
+const resolved = new WeakMap<PolicyEngine, { generation: number; flows: Map<string, FlowPolicy> }>()
+const MAX_RESOLVED = 4096
+
 /** One flow as the engine saw it at `generation`. */
 export class FlowPolicy {
   readonly generation: number
@@ -54,10 +60,23 @@ export class FlowPolicy {
   /** Set when a side without such rules denies the flow at L3/L4. */
   readonly l4Denial: string | null
 
-  constructor(
+  /** The flow's resolution at the engine's current generation (made once, then shared). */
+  static of(engine: PolicyEngine, flow: Flow, kind: L7Kind = HTTP): FlowPolicy {
+    let cache = resolved.get(engine)
+    if (cache === undefined || cache.generation !== engine.stateGeneration) resolved.set(engine, (cache = { generation: engine.stateGeneration, flows: new Map() }))
+    const key = `${kind.parser} ${kind.protocol} ${flow.sourceAddress} ${flow.destAddress} ${flow.destPort}`
+    let policy = cache.flows.get(key)
+    if (policy === undefined) {
+      if (cache.flows.size >= MAX_RESOLVED) cache.flows.clear()
+      cache.flows.set(key, (policy = new FlowPolicy(engine, flow, kind)))
+    }
+    return policy
+  }
+
+  private constructor(
     engine: PolicyEngine,
     flow: Flow,
-    readonly kind: L7Kind = HTTP,
+    readonly kind: L7Kind,
   ) {
     this.generation = engine.stateGeneration
     this.sourceIdentity = engine.identityOf(flow.sourceAddress)
@@ -85,7 +104,7 @@ export class FlowPolicy {
 
   /** This resolution, or a fresh one if the engine changed since. */
   current(engine: PolicyEngine, flow: Flow): FlowPolicy {
-    return engine.stateGeneration === this.generation ? this : new FlowPolicy(engine, flow, this.kind)
+    return engine.stateGeneration === this.generation ? this : FlowPolicy.of(engine, flow, this.kind)
   }
 }
 

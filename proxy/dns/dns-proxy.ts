@@ -221,7 +221,7 @@ export class DnsProxy {
     if (this.flows.size >= MAX_FLOWS) this.flows.clear()
     const source = `${flow.sourceAddress}:${flow.sourcePort}`
     const destination = `${flow.destAddress}:${flow.destPort}`
-    const entry = { policy: new FlowPolicy(this.opts.engine, flow, kind), source, destination, flows: new FlowLog(this.opts.logger, { source, destination }), names: new Map<string, FlowVerdict>() }
+    const entry = { policy: FlowPolicy.of(this.opts.engine, flow, kind), source, destination, flows: new FlowLog(this.opts.logger, { source, destination }), names: new Map<string, FlowVerdict>() }
     this.flows.set(key, entry)
     return entry
   }

@@ -97,7 +97,8 @@ export class ClientConnection implements ParserSink, ResponseSink {
   private readonly out: SocketWriter
   private readonly flow: Flow
   private readonly origin: Origin
-  private readonly log: Logger
+  private readonly bindings: { source: string; destination: string }
+  private childLog: Logger | null = null
   private readonly flows: FlowLog
   private policy: FlowPolicy
   /** Requests answered in this order; the first is the one being answered. */
@@ -134,15 +135,19 @@ export class ClientConnection implements ParserSink, ResponseSink {
     this.lastActive = performance.now()
     this.flow = intercepted?.flow ?? ctx.flowOf(socket)
     this.origin = intercepted ? { ...ctx.originOf(this.flow), tls: intercepted.tls } : ctx.originOf(this.flow)
-    this.policy = new FlowPolicy(ctx.engine, this.flow)
+    this.policy = FlowPolicy.of(ctx.engine, this.flow)
     this.poolKey = poolKey(this.flow.sourceAddress, this.origin)
-    const bindings = { source: `${this.flow.sourceAddress}:${this.flow.sourcePort}`, destination: `${this.flow.destAddress}:${this.flow.destPort}` }
-    this.log = ctx.logger.child(bindings)
-    this.flows = new FlowLog(ctx.logger, bindings)
+    this.bindings = { source: `${this.flow.sourceAddress}:${this.flow.sourcePort}`, destination: `${this.flow.destAddress}:${this.flow.destPort}` }
+    this.flows = new FlowLog(ctx.logger, this.bindings)
     this.out = new SocketWriter(socket)
     this.parser = new Http1Parser('request', ctx.maxHeaderBytes, this)
     socket.once('close', this.onClose)
     this.parser.readFrom(socket, first)
+  }
+
+  /** The connection's logger for lines other than flow lines (rare: made when first needed). */
+  private get log(): Logger {
+    return (this.childLog ??= this.ctx.logger.child(this.bindings))
   }
 
   /** Idle and header deadlines, called by the proxy's sweep. */

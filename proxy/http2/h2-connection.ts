@@ -136,7 +136,7 @@ export class H2Connection {
     tls: OriginTls | null,
   ) {
     this.origin = tls ? { ...ctx.originOf(flow), tls } : ctx.originOf(flow)
-    this.policy = new FlowPolicy(ctx.engine, flow)
+    this.policy = FlowPolicy.of(ctx.engine, flow)
     const bindings = { source: `${flow.sourceAddress}:${flow.sourcePort}`, destination: `${flow.destAddress}:${flow.destPort}` }
     this.log = ctx.logger.child(bindings)
     this.flows = new FlowLog(ctx.logger, bindings)

@@ -68,12 +68,12 @@ export class TlsConnection {
   }
 
   private decide(hello: ClientHello, bytes: Buffer): void {
-    const intercept = new FlowPolicy(this.ctx.engine, this.flow).sides.find((s) => s.filter.intercept)?.filter.intercept
+    const intercept = FlowPolicy.of(this.ctx.engine, this.flow).sides.find((s) => s.filter.intercept)?.filter.intercept
     if (intercept) {
       this.intercept(hello, bytes, intercept).catch((e: Error) => this.refuse(hello.serverName, `cannot intercept: ${e.message}`, INTERNAL_ERROR))
       return
     }
-    const verdict = tlsVerdict(new FlowPolicy(this.ctx.engine, this.flow, TLS_KIND), hello.serverName)
+    const verdict = tlsVerdict(FlowPolicy.of(this.ctx.engine, this.flow, TLS_KIND), hello.serverName)
     const line = {
       verdict: verdict.allowed ? 'allowed' : 'denied',
       rules: verdict.rules,
