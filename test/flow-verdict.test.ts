@@ -5,22 +5,23 @@ import t from 'tap'
 import { PolicyEngine } from '../policy/engine.js'
 import { FlowPolicy, httpVerdict, type Flow } from '../proxy/flow-verdict.js'
 import { LAB_HOSTS, labEndpoints } from '../lab/topology.js'
+import { cnp } from './fixtures/policy-text.js'
 
 const addr = (name: string): string => LAB_HOSTS.find((h) => h.name === name)!.addresses[0]!
 const flow = (from: string, port = 80, sourcePort = 40000): Flow => ({ sourceAddress: addr(from), sourcePort, destAddress: addr('deathstar'), destPort: port })
 const request = (method: string, path: string) => ({ method, path, host: 'deathstar', header: () => undefined })
 
-const POLICY = (path: string): string => `apiVersion: cilium.io/v2
-kind: CiliumNetworkPolicy
-metadata: { name: l7 }
-spec:
-  endpointSelector: { matchLabels: { class: deathstar } }
-  ingress:
+const POLICY = (path: string): string =>
+  cnp(
+    'l7',
+    '{ class: deathstar }',
+    `  ingress:
   - fromEndpoints: [ { matchLabels: { org: empire } } ]
     toPorts:
     - ports: [ { port: "80", protocol: TCP } ]
       rules: { http: [ { method: GET, path: "${path}" } ] }
-`
+`,
+  )
 
 t.test("a flow's resolution is shared by its connections and made anew when the engine changes", async (t) => {
   const e = new PolicyEngine({ proxyPorts: { http: 15001, dns: 15053 } })
