@@ -473,6 +473,25 @@ t.test('a client that does not finish its request head gets 408', async (t) => {
   t.match(s.logs, [{ verdict: 'invalid', reason: 'request headers timed out', status: 408 }])
 })
 
+t.test('a client that connects and sends nothing is disconnected after the header timeout', async (t) => {
+  const s = await setup(t, TIEFIGHTER, undefined, STAR_WARS, { headersTimeoutMs: 200 })
+  const url = new URL(s.proxyUrl)
+  const started = Date.now()
+  const socket = connect({ host: url.hostname, port: Number(url.port) })
+  t.teardown(() => socket.destroy())
+  let took: number | null = null
+  await new Promise<void>((resolve) => {
+    const giveUp = setTimeout(resolve, 3000)
+    socket.once('close', () => {
+      took = Date.now() - started
+      clearTimeout(giveUp)
+      resolve()
+    })
+    socket.resume()
+  })
+  t.ok(took !== null && took >= 150 && took < 2000, `closed by the proxy after ${took} ms`)
+})
+
 t.test('CONNECT and protocol upgrades are refused, never tunnelled', async (t) => {
   const s = await setup(t, TIEFIGHTER)
   t.match(await rawRequest(s.proxyUrl, `CONNECT deathstar:443 HTTP/1.1\r\n${H}\r\n`), /^HTTP\/1\.1 400[\s\S]*CONNECT is not proxied/)
