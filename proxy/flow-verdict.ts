@@ -21,6 +21,11 @@ export interface Flow {
   destPort: number
 }
 
+/** A flow's two ends as log lines name them (each `address:port`). */
+export function flowEnds(flow: Flow): { source: string; destination: string } {
+  return { source: `${flow.sourceAddress}:${flow.sourcePort}`, destination: `${flow.destAddress}:${flow.destPort}` }
+}
+
 export interface FlowVerdict {
   allowed: boolean
   /** Policies whose rules allowed it, or the one reason it was denied. */

@@ -17,7 +17,7 @@ import { libbpf } from '../../redirect-bpf/libbpf.js'
 import type { Destination } from '../../redirect-bpf/map-layout.js'
 import { localPort, transparentUdpSocket, udpSocket } from '../../redirect-bpf/transparent-socket.js'
 import { FlowLog, NO_ANSWERS, answersJson } from '../flow-log.js'
-import { FlowPolicy, dnsVerdict, type Flow, type FlowVerdict, type L7Kind } from '../flow-verdict.js'
+import { FlowPolicy, dnsVerdict, flowEnds, type Flow, type FlowVerdict, type L7Kind } from '../flow-verdict.js'
 import { DatagramPump } from './datagram-pump.js'
 import { DnsWireError, HEADER_BYTES, readAnswers, readQuery, typeName, type QueryInfo } from './dns-wire.js'
 import type { AnswerRecord } from './fqdn-cache.js'
@@ -219,9 +219,8 @@ export class DnsProxy {
     const known = this.flows.get(key)
     if (known && known.policy.generation === this.opts.engine.stateGeneration) return known
     if (this.flows.size >= MAX_FLOWS) this.flows.clear()
-    const source = `${flow.sourceAddress}:${flow.sourcePort}`
-    const destination = `${flow.destAddress}:${flow.destPort}`
-    const entry = { policy: FlowPolicy.of(this.opts.engine, flow, kind), source, destination, flows: new FlowLog(this.opts.logger, { source, destination }), names: new Map<string, FlowVerdict>() }
+    const ends = flowEnds(flow)
+    const entry = { policy: FlowPolicy.of(this.opts.engine, flow, kind), ...ends, flows: new FlowLog(this.opts.logger, ends), names: new Map<string, FlowVerdict>() }
     this.flows.set(key, entry)
     return entry
   }

@@ -9,7 +9,7 @@ import type { Socket } from 'node:net'
 import type { Logger } from 'pino'
 import type { HeaderAction, HttpRequestView } from '../../policy/http-matcher.js'
 import { FlowLog } from '../flow-log.js'
-import { FlowPolicy, httpVerdict, type Flow, type FlowVerdict } from '../flow-verdict.js'
+import { FlowPolicy, flowEnds, httpVerdict, type Flow, type FlowVerdict } from '../flow-verdict.js'
 import type { MessageHead, ParseError, ParserSink } from './http1-parser.js'
 import { Http1Parser } from './http1-parser.js'
 import { CHUNKED_END, CONTINUE, CRLF, chunkedCoding, localResponse, requestHead, responseHead, writeBodyChunk } from './http1-writer.js'
@@ -137,7 +137,7 @@ export class ClientConnection implements ParserSink, ResponseSink {
     this.origin = intercepted ? { ...ctx.originOf(this.flow), tls: intercepted.tls } : ctx.originOf(this.flow)
     this.policy = FlowPolicy.of(ctx.engine, this.flow)
     this.poolKey = poolKey(this.flow.sourceAddress, this.origin)
-    this.bindings = { source: `${this.flow.sourceAddress}:${this.flow.sourcePort}`, destination: `${this.flow.destAddress}:${this.flow.destPort}` }
+    this.bindings = flowEnds(this.flow)
     this.flows = new FlowLog(ctx.logger, this.bindings)
     this.out = new SocketWriter(socket)
     this.parser = new Http1Parser('request', ctx.maxHeaderBytes, this)

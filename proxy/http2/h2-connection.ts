@@ -18,7 +18,7 @@ import http2, {
 } from 'node:http2'
 import type { Logger } from 'pino'
 import type { HeaderAction, HttpRequestView } from '../../policy/http-matcher.js'
-import { FlowPolicy, httpVerdict, type Flow, type FlowVerdict } from '../flow-verdict.js'
+import { FlowPolicy, flowEnds, httpVerdict, type Flow, type FlowVerdict } from '../flow-verdict.js'
 import { FlowLog } from '../flow-log.js'
 import { countOutcome, type Origin, type ProxyContext } from '../http/proxy-context.js'
 import { normalizePath } from '../http/request-path.js'
@@ -137,7 +137,7 @@ export class H2Connection {
   ) {
     this.origin = tls ? { ...ctx.originOf(flow), tls } : ctx.originOf(flow)
     this.policy = FlowPolicy.of(ctx.engine, flow)
-    const bindings = { source: `${flow.sourceAddress}:${flow.sourcePort}`, destination: `${flow.destAddress}:${flow.destPort}` }
+    const bindings = flowEnds(flow)
     this.log = ctx.logger.child(bindings)
     this.flows = new FlowLog(ctx.logger, bindings)
     session.on('stream', this.onStream)

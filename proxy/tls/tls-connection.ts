@@ -11,7 +11,7 @@ import { connect, type Socket } from 'node:net'
 import { TLSSocket } from 'node:tls'
 import type { Logger } from 'pino'
 import type { TlsInterceptSpec } from '../../policy/model.js'
-import { FlowPolicy, tlsVerdict, type Flow, type L7Kind } from '../flow-verdict.js'
+import { FlowPolicy, flowEnds, tlsVerdict, type Flow, type L7Kind } from '../flow-verdict.js'
 import { countOutcome, type ProxyContext } from '../http/proxy-context.js'
 import { MAX_HELLO_BYTES, parseClientHello, type ClientHello } from './client-hello.js'
 import type { OriginTls } from './origin-socket.js'
@@ -43,7 +43,7 @@ export class TlsConnection {
     private readonly handOff: HandOff,
   ) {
     this.flow = ctx.flowOf(socket)
-    this.log = ctx.logger.child({ source: `${this.flow.sourceAddress}:${this.flow.sourcePort}`, destination: `${this.flow.destAddress}:${this.flow.destPort}` })
+    this.log = ctx.logger.child(flowEnds(this.flow))
     socket.setTimeout(helloTimeoutMs, () => this.refuse(null, 'no complete ClientHello in time', null))
     socket.on('data', this.onData)
     socket.once('close', () => this.upstream?.destroy())
