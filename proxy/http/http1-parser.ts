@@ -219,7 +219,6 @@ export class Http1Parser implements LlhttpHandler {
   onMessageBegin(): number {
     this.fields.reset(this.wasm)
     this.inHead = true
-    this.copying = false
     this.url = this.reason = ''
     this.part = Part.None
     this.headBytes = 0
