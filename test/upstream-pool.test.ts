@@ -4,6 +4,7 @@
 
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import { connect, type AddressInfo, type Socket } from 'node:net'
+import type { SocketEnds } from '../proxy/http/http-proxy.js'
 import t, { type Test } from 'tap'
 import type { Flow } from '../proxy/flow-verdict.js'
 import { rawExchange, startLoopbackProxy, type LoopbackProxy } from './fixtures/loopback-proxy.js'
@@ -52,7 +53,7 @@ async function proxyTo(t: Test, u: Upstream): Promise<LoopbackProxy> {
     dest: { address: '198.18.2.10', port: 80 },
     originPort: (u.server.address() as AddressInfo).port,
     policy: OPEN_POLICY,
-    extra: { flowOf: (s: Socket): Flow => ({ sourceAddress: SOURCES[s.remoteAddress!]!, sourcePort: s.remotePort!, destAddress: '198.18.2.10', destPort: 80 }) },
+    extra: { flowOf: (s: SocketEnds): Flow => ({ sourceAddress: SOURCES[s.remoteAddress!]!, sourcePort: s.remotePort!, destAddress: '198.18.2.10', destPort: 80 }) },
   })
 }
 

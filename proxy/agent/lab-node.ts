@@ -31,7 +31,7 @@ import { FqdnLearning } from './fqdn-learning.js'
 import type { Flow } from '../flow-verdict.js'
 import { labProxyAddress } from './lab-node-process.js'
 import { LAB_NODE_USAGE, LabNodeUsageError, parseLabNodeArgs, type LabNodeArgs } from './lab-node-args.js'
-import { HttpProxy } from '../http/http-proxy.js'
+import { HttpProxy, type SocketEnds } from '../http/http-proxy.js'
 import { startProxyWorkers, type ProxyWorkers } from './proxy-workers.js'
 import type { ProxyWorkerInput } from './proxy-worker.js'
 import { LineChunks } from './line-chunks.js'
@@ -165,7 +165,7 @@ if (args.http === 'builtin') {
   // Where a connection was going: getsockname, or in dnat mode the proxymap.
   const flowOf =
     mode === 'dnat'
-      ? (socket: Socket): Flow => {
+      ? (socket: SocketEnds): Flow => {
           const d = dp.originalDestination(socket.remoteAddress!, socket.remotePort!, 'tcp')
           return { sourceAddress: socket.remoteAddress!, sourcePort: socket.remotePort!, destAddress: d?.address ?? '0.0.0.0', destPort: d?.port ?? 0 }
         }

@@ -20,6 +20,7 @@ import type { OriginTls } from '../tls/origin-socket.js'
 import { countOutcome, type Origin, type ProxyContext } from './proxy-context.js'
 import { UpstreamConnection, type ResponseSink } from './upstream-connection.js'
 import { SocketWriter } from './socket-writer.js'
+import type { RawSocket } from './raw-socket.js'
 import { poolKey } from './upstream-pool.js'
 
 const DENIED_BODY = 'Access denied\n'
@@ -127,7 +128,7 @@ export class ClientConnection implements ParserSink, ResponseSink {
    * over TLS. `first`: bytes already read from the socket (to tell its protocol).
    */
   constructor(
-    readonly socket: Socket,
+    readonly socket: Socket | RawSocket,
     private readonly ctx: ProxyContext,
     intercepted: { flow: Flow; tls: OriginTls } | null = null,
     first: Buffer | null = null,

@@ -8,7 +8,7 @@
 // knowledge, as gRPC clients speak it) goes to the HTTP/2 side instead (proxy/http2/), and one
 // that opens with a TLS handshake record to the server-name check (proxy/tls/).
 
-import { createServer, type Server, type Socket } from 'node:net'
+import { createServer, type Server } from 'node:net'
 import type { Logger } from 'pino'
 import type { PolicyEngine } from '../../policy/engine.js'
 import { ClientConnection } from './client-connection.js'
@@ -17,17 +17,19 @@ import { H2Frontend, startsHttp2 } from '../http2/h2-frontend.js'
 import { TlsConnection, type HandOff } from '../tls/tls-connection.js'
 import { LeafCache } from '../../certs/leaf-cache.js'
 import { loadCa } from '../../certs/local-ca.js'
-import type { Origin, ProxyContext, ProxyStats } from './proxy-context.js'
+import type { Origin, ProxyContext, ProxyStats, SocketEnds } from './proxy-context.js'
+import { acceptHandles, readBytes, readResult, type TcpHandle } from './native-stream.js'
+import { RawSocket } from './raw-socket.js'
 import { DEFAULT_POOL_LIMITS, UpstreamPool, type UpstreamPoolLimits } from './upstream-pool.js'
 import { LatencyHistogram } from '../latency-histogram.js'
 
-export type { Origin, ProxyStats } from './proxy-context.js'
+export type { Origin, ProxyStats, SocketEnds } from './proxy-context.js'
 
 export interface HttpProxyOptions {
   engine: PolicyEngine
   logger: Logger
   /** The flow a connection belongs to; by default its peer and its (original) local address. */
-  flowOf?: (socket: Socket) => Flow
+  flowOf?: (socket: SocketEnds) => Flow
   /** Where to connect for a flow; by default its original destination. */
   originOf?: (flow: Flow) => Origin
   headersTimeoutMs?: number
@@ -46,7 +48,7 @@ export interface HttpProxyOptions {
 /** The content type of a TLS handshake record: how every TLS connection begins. */
 const TLS_HANDSHAKE = 0x16
 
-function defaultFlow(socket: Socket): Flow {
+function defaultFlow(socket: SocketEnds): Flow {
   return { sourceAddress: socket.remoteAddress!, sourcePort: socket.remotePort!, destAddress: socket.localAddress!, destPort: socket.localPort! }
 }
 
@@ -62,6 +64,10 @@ export class HttpProxy {
   /** How long answered requests took (refused ones aside). */
   readonly latency = new LatencyHistogram()
   private readonly connections = new Set<ClientConnection>()
+  /** Connections yet to send their first bytes, and since when. */
+  private readonly sniffing = new Map<RawSocket, number>()
+  /** Connections accepted so far. */
+  accepted = 0
   private readonly h2: H2Frontend
   private readonly tunnels = new Set<TlsConnection>()
   private readonly sweeper: NodeJS.Timeout
@@ -86,30 +92,40 @@ export class HttpProxy {
       leaves: opts.caDir ? new LeafCache(() => loadCa(opts.caDir!)) : null,
     }
     this.h2 = new H2Frontend(this.ctx)
-    this.server = createServer({ noDelay: true }, this.onConnection)
+    // The server listens (and closes); its connections are taken as bare handles.
+    this.server = createServer()
     // Deadlines are checked a few times per shortest timeout, at most every second.
     const shortest = Math.min(this.headersMs, this.idleMs, this.ctx.upstream.connectMs, this.ctx.upstream.responseHeadMs)
     this.sweeper = setInterval(() => this.sweep(), Math.max(10, Math.min(1000, shortest / 4)))
     this.sweeper.unref()
   }
 
-  /** Waits for a connection's first bytes (for at most the header timeout) to pick its protocol. */
-  private readonly onConnection = (socket: Socket): void => {
-    socket.on('error', () => undefined) // reset before it said anything: 'close' follows
-    socket.setTimeout(this.headersMs, () => socket.destroy())
-    socket.once('data', (first: Buffer) => {
-      socket.setTimeout(0)
-      if (startsHttp2(first) || first[0] === TLS_HANDSHAKE) {
-        socket.pause()
-        socket.unshift(first)
-        if (first[0] !== TLS_HANDSHAKE) return this.h2.accept(socket, this.ctx.flowOf(socket))
-        const c = new TlsConnection(socket, this.ctx, this.headersMs, this.adoptDecrypted)
-        this.tunnels.add(c)
-        socket.once('close', () => this.tunnels.delete(c))
-        return
-      }
-      this.track(new ClientConnection(socket, this.ctx, null, first))
-    })
+  /**
+   * Waits for a connection's first bytes (for at most the header timeout: the sweep ends it) to
+   * pick its protocol. The connection is a bare handle (raw-socket.ts) until it turns out to be
+   * TLS or HTTP/2, which get a net.Socket.
+   */
+  private readonly onConnection = (handle: TcpHandle): void => {
+    this.accepted++
+    handle.setNoDelay(true)
+    const raw = new RawSocket(handle)
+    const passOn = handle.onread
+    this.sniffing.set(raw, performance.now())
+    raw.once('close', () => this.sniffing.delete(raw))
+    handle.onread = (ab) => {
+      const n = readResult()
+      if (n <= 0 || ab === undefined) return passOn.call(handle, ab)
+      handle.onread = passOn
+      this.sniffing.delete(raw)
+      const first = readBytes(ab, n)
+      if (!startsHttp2(first) && first[0] !== TLS_HANDSHAKE) return this.track(new ClientConnection(raw, this.ctx, null, first))
+      const socket = raw.toNetSocket(first)
+      socket.on('error', () => undefined) // reset before it said anything: 'close' follows
+      if (first[0] !== TLS_HANDSHAKE) return this.h2.accept(socket, this.ctx.flowOf(socket))
+      const c = new TlsConnection(socket, this.ctx, this.headersMs, this.adoptDecrypted)
+      this.tunnels.add(c)
+      socket.once('close', () => this.tunnels.delete(c))
+    }
   }
 
   /** A connection whose TLS the proxy terminated, to the side its ALPN chose. */
@@ -125,6 +141,7 @@ export class HttpProxy {
 
   private sweep(): void {
     const now = performance.now()
+    for (const [raw, since] of this.sniffing) if (now - since > this.headersMs) raw.destroy()
     for (const c of this.connections) c.sweep(now, this.headersMs, this.idleMs)
     this.ctx.pool.sweep(now)
   }
@@ -140,6 +157,7 @@ export class HttpProxy {
       this.server.once('error', reject)
       this.server.listen(where, () => {
         this.server.off('error', reject)
+        acceptHandles(this.server, this.onConnection)
         resolve()
       })
     })
@@ -155,6 +173,7 @@ export class HttpProxy {
     clearInterval(this.sweeper)
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()))
     for (const c of this.connections) c.destroy()
+    for (const raw of this.sniffing.keys()) raw.destroy()
     this.h2.destroy()
     for (const c of this.tunnels) c.destroy()
     this.ctx.pool.close()

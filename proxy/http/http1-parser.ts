@@ -11,6 +11,7 @@
 // since a write may keep them past the next read.
 
 import type { Socket } from 'node:net'
+import type { RawSocket } from './raw-socket.js'
 import { HeadFields, type ByteStore, type Latin1Buffer } from './head-fields.js'
 import { INPUT_BYTES, PAUSED_UPGRADE, REQUEST, RESPONSE, llhttp, type Llhttp, type LlhttpHandler } from './llhttp-wasm.js'
 import { nativeStream, readResult, type NativeStream } from './native-stream.js'
@@ -104,7 +105,7 @@ export class Http1Parser implements LlhttpHandler {
   /** Unusable (an error, or closed): reads are dropped. */
   private dead = false
   private freed = false
-  private socket: Socket | null = null
+  private socket: Socket | RawSocket | null = null
   /** The socket's native handle while this parser reads it. */
   private handle: NativeStream | null = null
 
@@ -123,7 +124,7 @@ export class Http1Parser implements LlhttpHandler {
    * Parses what `socket` reads from now on, after `first` (bytes already read from it). An error
    * leaves the parser unusable: it stops reading (the socket's later bytes go nowhere).
    */
-  readFrom(socket: Socket, first: Buffer | null = null): void {
+  readFrom(socket: Socket | RawSocket, first: Buffer | null = null): void {
     this.socket = socket
     const handle = nativeStream(socket)
     if (handle !== null) {
@@ -142,10 +143,15 @@ export class Http1Parser implements LlhttpHandler {
     if (first !== null) this.parse(first, first.length)
   }
 
+  /** The socket read through its 'data' events: only a net.Socket (a RawSocket always has a handle). */
+  private get viaStream(): Socket | null {
+    return this.socket as Socket | null
+  }
+
   /** Stops reading the socket (back-pressure: the other side cannot take more now). */
   pauseReading(): void {
     const h = this.handle
-    if (h === null) return void this.socket?.pause()
+    if (h === null) return void this.viaStream?.pause()
     if (!h.reading || this.socket!.destroyed) return
     h.reading = false
     h.readStop()
@@ -153,7 +159,7 @@ export class Http1Parser implements LlhttpHandler {
 
   resumeReading(): void {
     const h = this.handle
-    if (h === null) return void this.socket?.resume()
+    if (h === null) return void this.viaStream?.resume()
     if (h.reading || this.socket!.destroyed) return
     h.reading = true
     h.readStart()

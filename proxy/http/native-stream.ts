@@ -2,10 +2,12 @@
 // and how node:net itself reads and writes it (lib/internal/stream_base_commons.js): the HTTP/1.1
 // proxy drives sockets this way, without net.Socket's Readable and Writable per read and write.
 // Node internals: this file is the only place that knows them (http1-parser.ts reads through
-// it, socket-writer.ts writes); their tests would catch a Node release that changed them.
+// it, socket-writer.ts writes, raw-socket.ts accepts, shuts down and closes); their tests would
+// catch a Node release that changed them.
 
-import type { Socket } from 'node:net'
+import type { Server, Socket } from 'node:net'
 import { TLSSocket } from 'node:tls'
+import type { RawSocket } from './raw-socket.js'
 
 /** A write request: node's WriteWrap. */
 export interface WriteReq {
@@ -32,23 +34,66 @@ export interface NativeStream {
   writev(req: WriteReq, chunks: Array<string | Buffer>, allBuffers: boolean): number
 }
 
+/** A shutdown request: node's ShutdownWrap. */
+export interface ShutdownReq {
+  /** Called once the write side is shut down (after every queued write); status < 0: failed. */
+  oncomplete: (status: number) => void
+}
+
+/** An address as getsockname/getpeername fill it in. */
+export interface HandleAddress {
+  address?: string
+  port?: number
+}
+
+/** A TCP connection's handle (node's tcp_wrap TCP), as net.Server hands accepted ones to onconnection. */
+export interface TcpHandle extends NativeStream {
+  setNoDelay(on: boolean): number
+  getsockname(out: HandleAddress): number
+  getpeername(out: HandleAddress): number
+  /** 0, or an error; oncomplete follows either way unless it failed at once. */
+  shutdown(req: ShutdownReq): number
+  close(cb: () => void): void
+}
+
 interface StreamWrapBinding {
   WriteWrap: new () => WriteReq
+  ShutdownWrap: new () => ShutdownReq
   streamBaseState: Int32Array
   kReadBytesOrError: number
+  kArrayBufferOffset: number
   kLastWriteWasAsync: number
 }
 
 const binding = (process as unknown as { binding(name: 'stream_wrap'): StreamWrapBinding }).binding('stream_wrap')
-const { streamBaseState, kReadBytesOrError, kLastWriteWasAsync } = binding
+const { streamBaseState, kReadBytesOrError, kArrayBufferOffset, kLastWriteWasAsync } = binding
 
 export const WriteWrap = binding.WriteWrap
+export const ShutdownWrap = binding.ShutdownWrap
 
 /** The native handle of a plain TCP socket (null for a TLS socket, whose handle takes ciphertext, or one with none yet). */
-export function nativeStream(socket: Socket): NativeStream | null {
+export function nativeStream(socket: Socket | RawSocket): NativeStream | null {
   if (socket instanceof TLSSocket) return null
   const handle = (socket as unknown as { _handle: (NativeStream & { isStreamBase?: boolean }) | null })._handle
   return handle?.isStreamBase === true && typeof handle.useUserBuffer === 'function' ? handle : null
+}
+
+/**
+ * A listening server's accepted connections go to `accept` as bare handles (no net.Socket is
+ * made for them); to be called once it listens, before the loop runs again. A failed accept
+ * (EMFILE, say) is passed over: libuv tries again on the next readiness.
+ */
+export function acceptHandles(server: Server, accept: (handle: TcpHandle) => void): void {
+  const listening = (server as unknown as { _handle: { onconnection: (err: number, handle: TcpHandle | undefined) => void } | null })._handle
+  if (listening === null || typeof listening.onconnection !== 'function') throw new Error('acceptHandles: the server is not listening')
+  listening.onconnection = (err, handle) => {
+    if (err === 0 && handle !== undefined) accept(handle)
+  }
+}
+
+/** In onread of a handle with no user buffer: the bytes read, in the ArrayBuffer node passed. */
+export function readBytes(ab: ArrayBuffer, length: number): Buffer {
+  return Buffer.from(ab, streamBaseState[kArrayBufferOffset]!, length)
 }
 
 /** In onread: the bytes read, 0, or a negative libuv error (EOF among them). */

@@ -2,7 +2,6 @@
 // the logger, how a socket maps to its flow and origin, limits, and the request counters and
 // durations.
 
-import type { Socket } from 'node:net'
 import type { Logger } from 'pino'
 import type { PolicyEngine } from '../../policy/engine.js'
 import type { Flow, FlowVerdict } from '../flow-verdict.js'
@@ -24,13 +23,21 @@ export interface ProxyStats {
   upstreamFailed: number
 }
 
+/** A connection's two ends, as net.Socket (and RawSocket) tell them. */
+export interface SocketEnds {
+  readonly remoteAddress?: string | undefined
+  readonly remotePort?: number | undefined
+  readonly localAddress?: string | undefined
+  readonly localPort?: number | undefined
+}
+
 export interface ProxyContext {
   stats: ProxyStats
   /** How long answered requests took, from their head to the end of the answer (refused ones aside). */
   latency: LatencyHistogram
   engine: PolicyEngine
   logger: Logger
-  flowOf: (socket: Socket) => Flow
+  flowOf: (socket: SocketEnds) => Flow
   originOf: (flow: Flow) => Origin
   maxHeaders: number
   maxHeaderBytes: number

@@ -10,6 +10,7 @@
 // their order: libuv sends queued writes, and a later end()'s shutdown, in the order given.
 
 import type { Socket } from 'node:net'
+import { RawSocket } from './raw-socket.js'
 import { getSystemErrorName } from 'node:util'
 import { WriteWrap, lastWriteWasAsync, nativeStream, type NativeStream, type WriteReq } from './native-stream.js'
 
@@ -28,7 +29,7 @@ export class SocketWriter {
   private corked = false
   private waiter: (() => void) | null = null
 
-  constructor(readonly socket: Socket) {}
+  constructor(readonly socket: Socket | RawSocket) {}
 
   /** Holds what is written until release(), to leave in one write. */
   hold(): void {
@@ -39,7 +40,7 @@ export class SocketWriter {
     this.holding = false
     if (this.corked) {
       this.corked = false
-      this.socket.uncork()
+      this.viaWritable.uncork()
     }
     if (this.held.length > 0) this.flush()
   }
@@ -49,9 +50,9 @@ export class SocketWriter {
     if (!this.directNow()) {
       if (this.holding && !this.corked) {
         this.corked = true
-        this.socket.cork()
+        this.viaWritable.cork()
       }
-      return this.socket.write(data, 'latin1')
+      return this.viaWritable.write(data, 'latin1')
     }
     if (!this.holding) {
       this.send(data)
@@ -78,9 +79,19 @@ export class SocketWriter {
     this.socket.end()
   }
 
+  /** The socket as Writable: only ever a net.Socket (a RawSocket has none: directNow holds for it from the first write). */
+  private get viaWritable(): Socket {
+    return this.socket as Socket
+  }
+
   private directNow(): boolean {
     if (this.handle !== null) return true
     const s = this.socket
+    // A bare connection has nothing but its handle (destroyed or not: then nothing is sent).
+    if (s instanceof RawSocket) {
+      this.handle = s._handle
+      return true
+    }
     // Writable's bytes (written while connecting, or through it before) go first, all of them.
     if (s.connecting || s.destroyed || s.writableLength > 0 || s.writableCorked > 0) return false
     // A TLS socket has none (its handle takes ciphertext): it is always written through Writable.
