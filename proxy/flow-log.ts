@@ -7,7 +7,7 @@
 
 import pino, { type Logger } from 'pino'
 import type { AnswerRecord } from './dns/fqdn-cache.js'
-import type { FlowVerdict } from './flow-verdict.js'
+import type { FlowEnds, FlowVerdict } from './flow-verdict.js'
 import { NUMBER_ROOM, putAscii, putInt, putMs, putString, stringRoom } from './json-bytes.js'
 
 const INFO = 30
@@ -128,27 +128,29 @@ function verdictPart(v: FlowVerdict): Buffer {
 
 export class FlowLog {
   private readonly out: LineSink
-  /** `,"source":...,"destination":...`, serialized once per connection. */
-  private readonly bindings: Buffer
+  /** `,"source":...,"destination":...`, written out at the first line and copied from then on. */
+  private endsBytes: Buffer | null = null
   /** The line being written. */
   private buf: Buffer = Buffer.alloc(0)
 
   constructor(
     private readonly logger: Logger,
-    bindings: Record<string, string>,
+    private readonly ends: FlowEnds,
   ) {
     const stream = (logger as unknown as Record<symbol, { write(line: string): unknown } & Partial<LineSink>>)[pino.symbols.streamSym]!
     this.out = typeof stream.reserve === 'function' ? (stream as LineSink) : new StringLines(stream)
-    let b = ''
-    for (const [k, v] of Object.entries(bindings)) b += `,${str(k)}:${str(v)}`
-    this.bindings = Buffer.from(b)
+  }
+
+  /** Room for the ends' part of a line. */
+  private get endsRoom(): number {
+    return this.endsBytes?.length ?? stringRoom(this.ends.source) + stringRoom(this.ends.destination) + 32
   }
 
   http(l: FlowLine): void {
     if (this.logger.levelVal > INFO) return
     const verdict = verdictPart(l.verdict)
     const grpc = l.grpc
-    const room = FIXED_ROOM + this.bindings.length + verdict.length + stringRoom(l.method) + stringRoom(l.path) + (l.host === undefined ? 0 : stringRoom(l.host)) + (grpc ? stringRoom(grpc.service) + stringRoom(grpc.method) : 0)
+    const room = FIXED_ROOM + this.endsRoom + verdict.length + stringRoom(l.method) + stringRoom(l.path) + (l.host === undefined ? 0 : stringRoom(l.host)) + (grpc ? stringRoom(grpc.service) + stringRoom(grpc.method) : 0)
     let at = this.begin(room, verdict)
     const buf = this.buf
     at = putAscii(buf, at, ',"method":')
@@ -175,7 +177,7 @@ export class FlowLog {
   dns(l: DnsFlowLine): void {
     if (this.logger.levelVal > INFO) return
     const verdict = verdictPart(l.verdict)
-    const room = FIXED_ROOM + this.bindings.length + verdict.length + stringRoom(l.qname) + l.qtype.length + l.rcode.length + l.answers.length * 3
+    const room = FIXED_ROOM + this.endsRoom + verdict.length + stringRoom(l.qname) + l.qtype.length + l.rcode.length + l.answers.length * 3
     let at = this.begin(room, verdict)
     const buf = this.buf
     at = putString(buf, putAscii(buf, at, ',"qname":'), l.qname)
@@ -191,15 +193,23 @@ export class FlowLog {
     this.end(at, l.verdict.allowed ? MSG.dns.allowed : MSG.dns.denied)
   }
 
-  /** Starts a line in `buf` (at most `room` bytes): `{"level":30,"time":<ms>`, the bindings and the verdict part. */
+  /** Starts a line in `buf` (at most `room` bytes): `{"level":30,"time":<ms>`, the ends and the verdict part. */
   private begin(room: number, verdict: Buffer): number {
     const buf = (this.buf = this.out.reserve(room))
     const first = lineStart(Date.now())
     let at = this.out.lineStart
     buf.set(first, at)
     at += first.length
-    buf.set(this.bindings, at)
-    at += this.bindings.length
+    if (this.endsBytes === null) {
+      const from = at
+      at = putString(buf, putAscii(buf, at, ',"source":'), this.ends.source)
+      at = putString(buf, putAscii(buf, at, ',"destination":'), this.ends.destination)
+      // A copy: the line's bytes leave with their chunk.
+      this.endsBytes = Buffer.from(buf.subarray(from, at))
+    } else {
+      buf.set(this.endsBytes, at)
+      at += this.endsBytes.length
+    }
     buf.set(verdict, at)
     return at + verdict.length
   }

@@ -22,7 +22,13 @@ export interface Flow {
 }
 
 /** A flow's two ends as log lines name them (each `address:port`). */
-export function flowEnds(flow: Flow): { source: string; destination: string } {
+/** A flow's two ends as its log lines name them: `address:port`. */
+export interface FlowEnds {
+  source: string
+  destination: string
+}
+
+export function flowEnds(flow: Flow): FlowEnds {
   return { source: `${flow.sourceAddress}:${flow.sourcePort}`, destination: `${flow.destAddress}:${flow.destPort}` }
 }
 
