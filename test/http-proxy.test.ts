@@ -495,3 +495,21 @@ t.test('CONNECT and protocol upgrades are refused, never tunnelled', async (t) =
   t.match(await rawRequest(s.proxyUrl, `CONNECT deathstar:443 HTTP/1.1\r\n${H}\r\n`), /^HTTP\/1\.1 400[\s\S]*CONNECT is not proxied/)
   t.match(await rawRequest(s.proxyUrl, `POST /v1/echo HTTP/1.1\r\n${H}Connection: upgrade\r\nUpgrade: websocket\r\nContent-Length: 0\r\n\r\n`), /^HTTP\/1\.1 400[\s\S]*protocol upgrades are not proxied/)
 })
+
+t.test('clients that reset at once, before or after sending a request, leave the proxy serving and nothing open', async (t) => {
+  const s = await setup(t, TIEFIGHTER)
+  const port = Number(new URL(s.proxyUrl).port)
+  const resetAtOnce = (request: boolean): Promise<void> =>
+    new Promise((resolve) => {
+      const c = connect({ host: '127.0.0.1', port }, () => {
+        if (request) c.write(`POST /v1/request-landing HTTP/1.1\r\n${H}Content-Length: 0\r\n\r\n`)
+        c.resetAndDestroy()
+      })
+      c.on('error', () => undefined)
+      c.on('close', () => resolve())
+    })
+  for (let i = 0; i < 100; i++) await Promise.all([resetAtOnce(false), resetAtOnce(true), resetAtOnce(true)])
+  t.match(await rawRequest(s.proxyUrl, `POST /v1/request-landing HTTP/1.1\r\n${H}Content-Length: 0\r\nConnection: close\r\n\r\n`), /^HTTP\/1\.1 200/, 'still serving')
+  for (let i = 0; i < 100 && s.proxy.connectionCount > 0; i++) await new Promise((r) => setTimeout(r, 20))
+  t.equal(s.proxy.connectionCount, 0, 'every reset connection is gone')
+})

@@ -96,7 +96,6 @@ export class ClientConnection implements ParserSink, ResponseSink {
   private readonly parser: Http1Parser
   /** All the proxy writes to the client. */
   private readonly out: SocketWriter
-  private readonly flow: Flow
   private readonly origin: Origin
   private readonly bindings: { source: string; destination: string }
   private childLog: Logger | null = null
@@ -124,18 +123,18 @@ export class ClientConnection implements ParserSink, ResponseSink {
   private readAt = 0
 
   /**
-   * `intercepted`: the socket is the proxy's TLS termination of the flow; the origin is reached
-   * over TLS. `first`: bytes already read from the socket (to tell its protocol).
+   * `first`: bytes already read from the socket (to tell its protocol). `tls`: the socket is the
+   * proxy's TLS termination of the flow; the origin is reached over TLS.
    */
   constructor(
     readonly socket: Socket | RawSocket,
     private readonly ctx: ProxyContext,
-    intercepted: { flow: Flow; tls: OriginTls } | null = null,
-    first: Buffer | null = null,
+    private readonly flow: Flow,
+    first: Buffer | null,
+    tls: OriginTls | null = null,
   ) {
     this.lastActive = performance.now()
-    this.flow = intercepted?.flow ?? ctx.flowOf(socket)
-    this.origin = intercepted ? { ...ctx.originOf(this.flow), tls: intercepted.tls } : ctx.originOf(this.flow)
+    this.origin = tls ? { ...ctx.originOf(flow), tls } : ctx.originOf(flow)
     this.policy = FlowPolicy.of(ctx.engine, this.flow)
     this.poolKey = poolKey(this.flow.sourceAddress, this.origin)
     this.bindings = flowEnds(this.flow)

@@ -17,13 +17,21 @@ import { H2Frontend, startsHttp2 } from '../http2/h2-frontend.js'
 import { TlsConnection, type HandOff } from '../tls/tls-connection.js'
 import { LeafCache } from '../../certs/leaf-cache.js'
 import { loadCa } from '../../certs/local-ca.js'
-import type { Origin, ProxyContext, ProxyStats, SocketEnds } from './proxy-context.js'
+import type { Origin, ProxyContext, ProxyStats } from './proxy-context.js'
 import { acceptHandles, readBytes, readResult, type TcpHandle } from './native-stream.js'
 import { RawSocket } from './raw-socket.js'
 import { DEFAULT_POOL_LIMITS, UpstreamPool, type UpstreamPoolLimits } from './upstream-pool.js'
 import { LatencyHistogram } from '../latency-histogram.js'
 
-export type { Origin, ProxyStats, SocketEnds } from './proxy-context.js'
+export type { Origin, ProxyStats } from './proxy-context.js'
+
+/** A connection's two ends, as net.Socket and RawSocket tell them: what flowOf works from. */
+export interface SocketEnds {
+  readonly remoteAddress?: string | undefined
+  readonly remotePort?: number | undefined
+  readonly localAddress?: string | undefined
+  readonly localPort?: number | undefined
+}
 
 export interface HttpProxyOptions {
   engine: PolicyEngine
@@ -72,17 +80,18 @@ export class HttpProxy {
   private readonly tunnels = new Set<TlsConnection>()
   private readonly sweeper: NodeJS.Timeout
   private readonly headersMs: number
+  private readonly flowOf: (socket: SocketEnds) => Flow
   private readonly idleMs: number
 
   constructor(opts: HttpProxyOptions) {
     this.headersMs = opts.headersTimeoutMs ?? 10_000
+    this.flowOf = opts.flowOf ?? defaultFlow
     this.idleMs = opts.idleTimeoutMs ?? 60_000
     this.ctx = {
       stats: this.stats,
       latency: this.latency,
       engine: opts.engine,
       logger: opts.logger,
-      flowOf: opts.flowOf ?? defaultFlow,
       originOf: opts.originOf ?? defaultOrigin,
       maxHeaders: opts.maxHeaders ?? 100,
       maxHeaderBytes: opts.maxHeaderBytes ?? 16 * 1024,
@@ -109,6 +118,9 @@ export class HttpProxy {
     this.accepted++
     handle.setNoDelay(true)
     const raw = new RawSocket(handle)
+    // Its ends are read at once, while it is surely connected: after a reset they are unknown.
+    if (raw.remoteAddress === undefined || raw.localAddress === undefined) return raw.destroy()
+    const flow = this.flowOf(raw)
     const passOn = handle.onread
     this.sniffing.set(raw, performance.now())
     raw.once('close', () => this.sniffing.delete(raw))
@@ -118,11 +130,11 @@ export class HttpProxy {
       handle.onread = passOn
       this.sniffing.delete(raw)
       const first = readBytes(ab, n)
-      if (!startsHttp2(first) && first[0] !== TLS_HANDSHAKE) return this.track(new ClientConnection(raw, this.ctx, null, first))
+      if (!startsHttp2(first) && first[0] !== TLS_HANDSHAKE) return this.track(new ClientConnection(raw, this.ctx, flow, first))
       const socket = raw.toNetSocket(first)
       socket.on('error', () => undefined) // reset before it said anything: 'close' follows
-      if (first[0] !== TLS_HANDSHAKE) return this.h2.accept(socket, this.ctx.flowOf(socket))
-      const c = new TlsConnection(socket, this.ctx, this.headersMs, this.adoptDecrypted)
+      if (first[0] !== TLS_HANDSHAKE) return this.h2.accept(socket, flow)
+      const c = new TlsConnection(socket, this.ctx, flow, this.headersMs, this.adoptDecrypted)
       this.tunnels.add(c)
       socket.once('close', () => this.tunnels.delete(c))
     }
@@ -131,7 +143,7 @@ export class HttpProxy {
   /** A connection whose TLS the proxy terminated, to the side its ALPN chose. */
   private readonly adoptDecrypted: HandOff = (socket, protocol, flow, tls) => {
     if (protocol === 'h2') return this.h2.accept(socket, flow, tls)
-    this.track(new ClientConnection(socket, this.ctx, { flow, tls }))
+    this.track(new ClientConnection(socket, this.ctx, flow, null, tls))
   }
 
   private track(c: ClientConnection): void {

@@ -23,21 +23,12 @@ export interface ProxyStats {
   upstreamFailed: number
 }
 
-/** A connection's two ends, as net.Socket (and RawSocket) tell them. */
-export interface SocketEnds {
-  readonly remoteAddress?: string | undefined
-  readonly remotePort?: number | undefined
-  readonly localAddress?: string | undefined
-  readonly localPort?: number | undefined
-}
-
 export interface ProxyContext {
   stats: ProxyStats
   /** How long answered requests took, from their head to the end of the answer (refused ones aside). */
   latency: LatencyHistogram
   engine: PolicyEngine
   logger: Logger
-  flowOf: (socket: SocketEnds) => Flow
   originOf: (flow: Flow) => Origin
   maxHeaders: number
   maxHeaderBytes: number

@@ -120,10 +120,11 @@ export class RawSocket extends EventEmitter {
   /** A net.Socket on this connection's handle, `first` (bytes already read) to be read again first. */
   toNetSocket(first: Buffer): Socket {
     const h = this._handle
-    // net.Socket starts reading the handle itself.
+    // net.Socket starts reading the handle itself; this one is done with it.
     h.reading = false
     h.readStop()
     this.destroyed = true
+    this.setTimeout(0)
     // net.Socket takes a handle, as net.Server makes the sockets it accepts (not in its types).
     const socket = new Socket({ handle: h, readable: true, writable: true } as SocketConstructorOpts)
     socket.unshift(first)

@@ -29,7 +29,6 @@ const DECODE_ERROR = alert(50)
 const MAX_BUFFERED = MAX_HELLO_BYTES + 4096
 
 export class TlsConnection {
-  private readonly flow: Flow
   private readonly log: Logger
   private readonly started = performance.now()
   private chunks: Buffer[] = []
@@ -39,10 +38,10 @@ export class TlsConnection {
   constructor(
     private readonly socket: Socket,
     private readonly ctx: ProxyContext,
+    private readonly flow: Flow,
     helloTimeoutMs: number,
     private readonly handOff: HandOff,
   ) {
-    this.flow = ctx.flowOf(socket)
     this.log = ctx.logger.child(flowEnds(this.flow))
     socket.setTimeout(helloTimeoutMs, () => this.refuse(null, 'no complete ClientHello in time', null))
     socket.on('data', this.onData)
