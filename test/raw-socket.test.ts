@@ -1,9 +1,11 @@
-// Accepted connections as bare handles (RawSocket): they read from the start, tell their two ends, are written through
-// SocketWriter, end as net.Socket does by default (the peer's EOF ends this side too; both ended,
-// the handle closes and 'close' follows, once), are cut by destroy() or a deadline, and can become
-// a net.Socket that reads the bytes already taken first.
+// Accepted connections as bare handles (RawSocket): they have TCP_NODELAY, read from the start,
+// tell their two ends, are written through SocketWriter, end as net.Socket does by default (the
+// peer's EOF ends this side too; both ended, the handle closes and 'close' follows, once), are
+// cut by destroy() or a deadline, and can become a net.Socket that reads the bytes already taken
+// first.
 
 import { once } from 'node:events'
+import koffi from 'koffi'
 import { connect, createServer, type AddressInfo, type Socket } from 'node:net'
 import t, { type Test } from 'tap'
 import { acceptHandles, readBytes, readResult } from '../proxy/http/native-stream.js'
@@ -48,6 +50,14 @@ async function until(cond: () => boolean, what: string): Promise<void> {
   for (let i = 0; i < 200 && !cond(); i++) await new Promise((r) => setTimeout(r, 10))
   if (!cond()) throw new Error(`gave up waiting: ${what}`)
 }
+
+t.test('accepted connections have TCP_NODELAY (from the listening socket)', async (t) => {
+  const getsockopt = koffi.load('libc.so.6').func('int getsockopt(int, int, int, _Out_ uint8_t *, _Inout_ uint32_t *)')
+  const { raw } = await pair(t)
+  const value = Buffer.alloc(4)
+  t.equal(getsockopt((raw._handle as unknown as { fd: number }).fd, 6 /* IPPROTO_TCP */, 1 /* TCP_NODELAY */, value, [4]), 0)
+  t.equal(value.readInt32LE(), 1)
+})
 
 t.test('a bare connection tells both of its ends', async (t) => {
   const { raw, client } = await pair(t)

@@ -116,7 +116,6 @@ export class HttpProxy {
    */
   private readonly onConnection = (handle: TcpHandle): void => {
     this.accepted++
-    handle.setNoDelay(true)
     const raw = new RawSocket(handle)
     // Its ends are read at once, while it is surely connected: after a reset they are unknown.
     if (raw.remoteAddress === undefined || raw.localAddress === undefined) return raw.destroy()

@@ -48,7 +48,6 @@ export interface HandleAddress {
 
 /** A TCP connection's handle (node's tcp_wrap TCP), as net.Server hands accepted ones to onconnection. */
 export interface TcpHandle extends NativeStream {
-  setNoDelay(on: boolean): number
   getsockname(out: HandleAddress): number
   getpeername(out: HandleAddress): number
   /** 0, or an error; oncomplete follows either way unless it failed at once. */
@@ -80,12 +79,15 @@ export function nativeStream(socket: Socket | RawSocket): NativeStream | null {
 
 /**
  * A listening server's accepted connections go to `accept` as bare handles (no net.Socket is
- * made for them); to be called once it listens, before the loop runs again. A failed accept
- * (EMFILE, say) is passed over: libuv tries again on the next readiness.
+ * made for them), with TCP_NODELAY, which they take from the listening socket (Linux copies it
+ * to accepted ones: no setsockopt per connection); to be called once it listens, before the loop
+ * runs again. A failed accept (EMFILE, say) is passed over: libuv tries again on the next readiness.
  */
 export function acceptHandles(server: Server, accept: (handle: TcpHandle) => void): void {
-  const listening = (server as unknown as { _handle: { onconnection: (err: number, handle: TcpHandle | undefined) => void } | null })._handle
+  type Listening = { onconnection: (err: number, handle: TcpHandle | undefined) => void; setNoDelay(on: boolean): number }
+  const listening = (server as unknown as { _handle: Listening | null })._handle
   if (listening === null || typeof listening.onconnection !== 'function') throw new Error('acceptHandles: the server is not listening')
+  listening.setNoDelay(true)
   listening.onconnection = (err, handle) => {
     if (err === 0 && handle !== undefined) accept(handle)
   }
