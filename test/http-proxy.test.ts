@@ -513,3 +513,57 @@ t.test('clients that reset at once, before or after sending a request, leave the
   for (let i = 0; i < 100 && s.proxy.connectionCount > 0; i++) await new Promise((r) => setTimeout(r, 20))
   t.equal(s.proxy.connectionCount, 0, 'every reset connection is gone')
 })
+
+/** Sends `raw`, half-closes, and returns everything the proxy answers until it closes (bounded). */
+function halfClosedExchange(proxyUrl: string, raw: string): Promise<{ reply: string; closed: boolean }> {
+  return new Promise((resolve) => {
+    const c = connect({ host: '127.0.0.1', port: Number(new URL(proxyUrl).port), allowHalfOpen: true }, () => c.end(raw))
+    let reply = ''
+    const giveUp = setTimeout(() => {
+      c.destroy()
+      resolve({ reply, closed: false })
+    }, 3000)
+    c.on('data', (d: Buffer) => (reply += d.toString('latin1')))
+    c.on('error', () => undefined)
+    c.on('close', () => {
+      clearTimeout(giveUp)
+      resolve({ reply, closed: true })
+    })
+  })
+}
+
+t.test('a client that half-closes after its requests gets every answer, in order, then the connection ends', async (t) => {
+  const s = await setup(t, TIEFIGHTER)
+  const { reply, closed } = await halfClosedExchange(
+    s.proxyUrl,
+    `POST /v1/request-landing HTTP/1.1\r\n${H}Content-Length: 0\r\n\r\nPUT /v1/exhaust-port HTTP/1.1\r\n${H}Content-Length: 0\r\n\r\nPOST /v1/echo HTTP/1.1\r\n${H}Content-Length: 5\r\n\r\nhello`,
+  )
+  t.ok(closed, 'the proxy closed the connection after the answers')
+  t.same(
+    [...reply.matchAll(/HTTP\/1\.1 (\d{3})/g)].map((m) => m[1]),
+    ['200', '403', '200'],
+    'allowed, denied, allowed: each answered',
+  )
+  t.match(reply, /"bodyBytes":5/, 'the last body reached the server whole')
+  for (let i = 0; i < 100 && s.proxy.connectionCount > 0; i++) await new Promise((r) => setTimeout(r, 20))
+  t.equal(s.proxy.connectionCount, 0)
+})
+
+t.test('a client that half-closes in the middle of a request body: the request never completes at the server', async (t) => {
+  let completed = 0
+  const upstream = createServer((req, res) => {
+    req.resume()
+    req.on('end', () => {
+      completed++
+      res.end('done')
+    })
+  })
+  await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', r))
+  t.teardown(() => new Promise<void>((r) => upstream.close(() => r())))
+  const s = await setup(t, TIEFIGHTER, (upstream.address() as AddressInfo).port)
+  const { reply, closed } = await halfClosedExchange(s.proxyUrl, `POST /v1/echo HTTP/1.1\r\n${H}Content-Length: 10\r\n\r\nhalf`)
+  t.ok(closed, 'the connection ends')
+  t.notMatch(reply, /HTTP\/1\.1 200/, 'no answer from the server')
+  await new Promise((r) => setTimeout(r, 100))
+  t.equal(completed, 0, 'the server never saw the request complete')
+})

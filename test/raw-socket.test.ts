@@ -92,6 +92,22 @@ t.test("the peer's EOF ends this side too, and the connection closes", async (t)
   t.ok(raw.destroyed)
 })
 
+t.test("with allowHalfOpen the peer's EOF is told as 'end', and this side writes on until end()", async (t) => {
+  const { raw, client, closes } = await pair(t)
+  raw.allowHalfOpen = true
+  const got = readAll(client)
+  const ended = once(raw, 'end')
+  client.end()
+  await ended
+  await new Promise((r) => setTimeout(r, 30))
+  t.equal(closes(), 0, 'still open after the EOF')
+  const out = new SocketWriter(raw)
+  out.write('answer after the EOF')
+  out.end()
+  t.equal(await got, 'answer after the EOF')
+  await until(() => closes() === 1, 'close once both sides ended')
+})
+
 t.test('destroy() cuts the connection at once; a write to it after goes nowhere', async (t) => {
   const { raw, client, closes } = await pair(t)
   const clientClosed = once(client, 'close')

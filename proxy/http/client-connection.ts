@@ -112,6 +112,8 @@ export class ClientConnection implements ParserSink, ResponseSink {
   private lastRequestRead = false
   /** Nothing more the client sends is read (a parse error, or the connection is ending). */
   private discarding = false
+  /** The client half-closed: it sends nothing more, and the connection ends after its last answer. */
+  private clientEnded = false
   private clientWaitsForUpstream = false
   private upstreamWaitsForClient = false
   /** The upstream whose writes are held during the current read (the one there was at its start). */
@@ -141,6 +143,8 @@ export class ClientConnection implements ParserSink, ResponseSink {
     this.flows = new FlowLog(ctx.logger, this.bindings)
     this.out = new SocketWriter(socket)
     this.parser = new Http1Parser('request', ctx.maxHeaderBytes, this)
+    socket.allowHalfOpen = true
+    socket.once('end', this.onClientEnd)
     socket.once('close', this.onClose)
     this.parser.readFrom(socket, first)
   }
@@ -194,6 +198,18 @@ export class ClientConnection implements ParserSink, ResponseSink {
     for (const ex of this.queue) if (ex.local === null) this.logExchange(ex, ex.answering ? ex.status : 499)
     this.queue.length = 0
     this.releaseUpstream()
+  }
+
+  /**
+   * The client half-closed (as `nc -N` or a request piped into a socket do): what it asked is
+   * still answered, as HAProxy and nginx do, then the connection ends. A request it cut short is
+   * refused like any malformed one, and never completes upstream.
+   */
+  private readonly onClientEnd = (): void => {
+    this.clientEnded = true
+    this.parser.finish()
+    this.stop()
+    if (this.queue.length === 0 && !this.forwarding) this.end()
   }
 
   /** Gives the upstream connection back to the pool, which keeps it if nothing is half-done on it. */
@@ -339,7 +355,7 @@ export class ClientConnection implements ParserSink, ResponseSink {
   private finish(ex: Exchange, status: number, close = ex.closeAfter || ex.closeDelimited): boolean {
     this.queue.shift()
     this.logExchange(ex, status)
-    if (!close) return true
+    if (!close && !(this.clientEnded && this.queue.length === 0)) return true
     this.end()
     return false
   }

@@ -2,9 +2,9 @@
 // proxy reads it (http1-parser.ts) and writes it (socket-writer.ts) through the handle anyway,
 // and a net.Socket per connection (its stream states, the nextTicks of its end, its timer) was
 // about a fifth of a short connection's CPU, and most of what it left to the garbage collector.
-// It offers the few members of net.Socket the proxy uses. Its end follows net's default
-// (allowHalfOpen false): the peer's EOF ends this side too, after what was queued, and the handle
-// is closed once both sides are done; 'close' follows. A connection that turns out to be TLS or
+// It offers the few members of net.Socket the proxy uses. Its end follows net's: the peer's EOF
+// ends this side too, after what was queued (or, with allowHalfOpen, is told as 'end' and this
+// side goes on until end()), and the handle is closed once both sides are done; 'close' follows. A connection that turns out to be TLS or
 // HTTP/2 becomes a net.Socket after all (toNetSocket) for the code that speaks those.
 
 import { EventEmitter } from 'node:events'
@@ -21,6 +21,8 @@ export class RawSocket extends EventEmitter {
   readonly connecting = false
   readonly writableLength = 0
   readonly writableCorked = 0
+  /** As net.Socket's: the peer's EOF is told ('end') and this side stays open until end(). */
+  allowHalfOpen = false
   /** The write side is being (or has been) shut down. */
   private ending = false
   private shutDown = false
@@ -53,6 +55,7 @@ export class RawSocket extends EventEmitter {
     this._handle.reading = false
     this._handle.readStop()
     if (n !== UV_EOF || this.shutDown) this.destroy()
+    else if (this.allowHalfOpen) this.emit('end')
     else this.end()
   }
 
