@@ -567,3 +567,42 @@ t.test('a client that half-closes in the middle of a request body: the request n
   await new Promise((r) => setTimeout(r, 100))
   t.equal(completed, 0, 'the server never saw the request complete')
 })
+
+t.test('first bytes of every protocol, cut by a reset or a close at any point, leave the proxy serving and nothing open', async (t) => {
+  const s = await setup(t, TIEFIGHTER)
+  const port = Number(new URL(s.proxyUrl).port)
+  const starts = [
+    Buffer.from(`POST /v1/request-landing HTTP/1.1\r\n${H}Content-Length: 4\r\n\r\nbody`),
+    Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00'),
+    Buffer.from([0x16, 0x03, 0x01, 0x00, 0x40, 0x01, 0x00, 0x00, 0x3c, 0x03, 0x03]),
+    Buffer.from('\x00\xff garbage \r\n\r\n'),
+  ]
+  let seed = 7
+  const next = (n: number): number => {
+    seed = (seed * 1103515245 + 12345) % 2147483648
+    return seed % n
+  }
+  const cut = (bytes: Buffer, reset: boolean): Promise<void> =>
+    new Promise((resolve) => {
+      const c = connect({ host: '127.0.0.1', port }, () => {
+        c.write(bytes)
+        if (reset) c.resetAndDestroy()
+        else c.end()
+      })
+      c.on('data', () => undefined)
+      c.on('error', () => undefined)
+      c.setTimeout(2000, () => c.destroy())
+      c.on('close', () => resolve())
+    })
+  for (let i = 0; i < 60; i++) {
+    const tries: Array<Promise<void>> = []
+    for (let j = 0; j < 4; j++) {
+      const start = starts[next(starts.length)]!
+      tries.push(cut(start.subarray(0, 1 + next(start.length)), next(2) === 0))
+    }
+    await Promise.all(tries)
+  }
+  t.match(await rawRequest(s.proxyUrl, `POST /v1/request-landing HTTP/1.1\r\n${H}Content-Length: 0\r\nConnection: close\r\n\r\n`), /^HTTP\/1\.1 200/, 'still serving')
+  for (let i = 0; i < 150 && s.proxy.connectionCount > 0; i++) await new Promise((r) => setTimeout(r, 20))
+  t.equal(s.proxy.connectionCount, 0, 'every cut connection is gone')
+})
