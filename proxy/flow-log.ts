@@ -5,6 +5,7 @@
 // cost; a template of joined strings ~1.1 µs (half of it making and encoding the joined string).
 // Other log lines go through pino as usual.
 
+import { Buffer } from 'node:buffer'
 import pino, { type Logger } from 'pino'
 import type { AnswerRecord } from './dns/fqdn-cache.js'
 import type { FlowEnds, FlowVerdict } from './flow-verdict.js'

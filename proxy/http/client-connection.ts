@@ -5,6 +5,7 @@
 // ones answered by the proxy. Responses go back in request order: a queue of exchanges, the head
 // of which is the one answered next, whether by the upstream or by the proxy.
 
+import { performance } from 'node:perf_hooks'
 import type { Socket } from 'node:net'
 import type { Logger } from 'pino'
 import type { HeaderAction, HttpRequestView } from '../../policy/http-matcher.js'

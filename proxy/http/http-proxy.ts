@@ -9,6 +9,7 @@
 // that opens with a TLS handshake record to the server-name check (proxy/tls/).
 
 import { createServer, type Server } from 'node:net'
+import { performance } from 'node:perf_hooks'
 import type { Logger } from 'pino'
 import type { PolicyEngine } from '../../policy/engine.js'
 import { ClientConnection } from './client-connection.js'

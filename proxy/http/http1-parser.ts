@@ -10,6 +10,7 @@
 // Strings are made of the start line only. Body bytes are copied out of the parser's memory,
 // since a write may keep them past the next read.
 
+import { Buffer } from 'node:buffer'
 import type { Socket } from 'node:net'
 import type { RawSocket } from './raw-socket.js'
 import { HeadFields, type ByteStore, type Latin1Buffer } from './head-fields.js'

@@ -3,6 +3,7 @@
 // forwarded; chunked framing; and its own short responses. Header bytes are latin1 both ways,
 // as llhttp reads them.
 
+import { Buffer } from 'node:buffer'
 import { putAscii } from '../json-bytes.js'
 import type { HeadFields } from './head-fields.js'
 

@@ -4,6 +4,7 @@
 // callbacks are offsets into it. Calls between JS and WebAssembly cost a few ns, where node's
 // native parser pays a C++-to-JS callback (with its async-hooks scope) per event.
 
+import { Buffer } from 'node:buffer'
 import { createRequire } from 'node:module'
 import type { Latin1Buffer } from './head-fields.js'
 

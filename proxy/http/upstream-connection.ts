@@ -6,6 +6,7 @@
 // client can leave a half-read response or a desynchronised connection behind for another.
 
 import type { Socket } from 'node:net'
+import { performance } from 'node:perf_hooks'
 import { connectOrigin, type Origin } from '../tls/origin-socket.js'
 import { Http1Parser, type MessageHead, type ParseError, type ParserSink } from './http1-parser.js'
 import { SocketWriter } from './socket-writer.js'
