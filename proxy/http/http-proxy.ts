@@ -75,8 +75,7 @@ export class HttpProxy {
   private readonly connections = new Set<ClientConnection>()
   /** Connections yet to send their first bytes, and since when. */
   private readonly sniffing = new Map<RawSocket, number>()
-  /** Connections accepted so far. */
-  accepted = 0
+  private acceptedCount = 0
   private readonly h2: H2Frontend
   private readonly tunnels = new Set<TlsConnection>()
   private readonly sweeper: NodeJS.Timeout
@@ -116,7 +115,7 @@ export class HttpProxy {
    * TLS or HTTP/2, which get a net.Socket.
    */
   private readonly onConnection = (handle: TcpHandle): void => {
-    this.accepted++
+    this.acceptedCount++
     const raw = new RawSocket(handle)
     // Its ends are read at once, while it is surely connected: after a reset they are unknown.
     if (raw.remoteAddress === undefined || raw.localAddress === undefined) return raw.destroy()
@@ -156,6 +155,11 @@ export class HttpProxy {
     for (const [raw, since] of this.sniffing) if (now - since > this.headersMs) raw.destroy()
     for (const c of this.connections) c.sweep(now, this.headersMs, this.idleMs)
     this.ctx.pool.sweep(now)
+  }
+
+  /** Connections accepted so far. */
+  get accepted(): number {
+    return this.acceptedCount
   }
 
   /** Client connections open now (HTTP/1.x and HTTP/2). */

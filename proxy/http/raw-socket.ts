@@ -1,11 +1,11 @@
 // An accepted plain TCP connection driven on its libuv handle, without a net.Socket: the HTTP/1.1
 // proxy reads it (http1-parser.ts) and writes it (socket-writer.ts) through the handle anyway,
 // and a net.Socket per connection (its stream states, the nextTicks of its end, its timer) was
-// about a fifth of a short connection's CPU, and most of what it left to the garbage collector.
-// It offers the few members of net.Socket the proxy uses. Its end follows net's: the peer's EOF
-// ends this side too, after what was queued (or, with allowHalfOpen, is told as 'end' and this
-// side goes on until end()), and the handle is closed once both sides are done; 'close' follows. A connection that turns out to be TLS or
-// HTTP/2 becomes a net.Socket after all (toNetSocket) for the code that speaks those.
+// a third of a short connection's CPU. It offers the few members of net.Socket the proxy uses.
+// Its end follows net's: the peer's EOF ends this side too, after what was queued (or, with
+// allowHalfOpen, is told as 'end' and this side goes on until end()), and the handle is closed
+// once both sides are done; 'close' follows. A connection that turns out to be TLS or HTTP/2
+// becomes a net.Socket after all (toNetSocket) for the code that speaks those.
 
 import { EventEmitter } from 'node:events'
 import { Socket, type SocketConstructorOpts } from 'node:net'
