@@ -19,7 +19,8 @@ import { TlsConnection, type HandOff } from '../tls/tls-connection.js'
 import { LeafCache } from '../../certs/leaf-cache.js'
 import { loadCa } from '../../certs/local-ca.js'
 import type { Origin, ProxyContext, ProxyStats } from './proxy-context.js'
-import { acceptHandles, readBytes, readResult, type TcpHandle } from './native-stream.js'
+import { acceptHandles, readInto, readResult, type TcpHandle } from './native-stream.js'
+import { threadReadBuffer } from './http1-parser.js'
 import { RawSocket } from './raw-socket.js'
 import { DEFAULT_POOL_LIMITS, UpstreamPool, type UpstreamPoolLimits } from './upstream-pool.js'
 import { LatencyHistogram } from '../latency-histogram.js'
@@ -123,14 +124,18 @@ export class HttpProxy {
     const passOn = handle.onread
     this.sniffing.set(raw, performance.now())
     raw.once('close', () => this.sniffing.delete(raw))
+    // Read where the HTTP/1.1 parser reads (no buffer allocated for a first read).
+    const buf = threadReadBuffer()
+    readInto(handle, buf)
     handle.onread = (ab) => {
       const n = readResult()
-      if (n <= 0 || ab === undefined) return passOn.call(handle, ab)
+      if (n <= 0) return passOn.call(handle, ab)
       handle.onread = passOn
       this.sniffing.delete(raw)
-      const first = readBytes(ab, n)
+      // A view of the thread's buffer: parsed at once, or copied for TLS and HTTP/2.
+      const first = buf.subarray(0, n)
       if (!startsHttp2(first) && first[0] !== TLS_HANDSHAKE) return this.track(new ClientConnection(raw, this.ctx, flow, first))
-      const socket = raw.toNetSocket(first)
+      const socket = raw.toNetSocket(Buffer.from(first))
       socket.on('error', () => undefined) // reset before it said anything: 'close' follows
       if (first[0] !== TLS_HANDSHAKE) return this.h2.accept(socket, flow)
       const c = new TlsConnection(socket, this.ctx, flow, this.headersMs, this.adoptDecrypted)

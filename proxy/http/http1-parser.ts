@@ -15,7 +15,7 @@ import type { Socket } from 'node:net'
 import type { RawSocket } from './raw-socket.js'
 import { HeadFields, type ByteStore, type Latin1Buffer } from './head-fields.js'
 import { INPUT_BYTES, PAUSED_UPGRADE, REQUEST, RESPONSE, llhttp, type Llhttp, type LlhttpHandler } from './llhttp-wasm.js'
-import { nativeStream, readResult, type NativeStream } from './native-stream.js'
+import { nativeStream, readInto, readResult, type NativeStream } from './native-stream.js'
 
 /** A request's or response's start line and header fields, as sent. */
 export interface MessageHead {
@@ -52,8 +52,12 @@ export interface ParseError extends Error {
   reason?: string
 }
 
-/** Where libuv reads plain sockets on this thread: each read is parsed before the next. */
+/** Where libuv reads plain sockets on this thread: each read is handled (parsed) before the next. */
 let readBuffer: Buffer | null = null
+
+export function threadReadBuffer(): Buffer {
+  return (readBuffer ??= Buffer.allocUnsafeSlow(INPUT_BYTES))
+}
 
 const HEADER_OVERFLOW = { code: 'HPE_HEADER_OVERFLOW', reason: 'Header overflow' }
 
@@ -132,8 +136,8 @@ export class Http1Parser implements LlhttpHandler {
       this.handle = handle
       // net's own reader still handles the end of the stream and read errors.
       const netRead = handle.onread
-      const buf = (readBuffer ??= Buffer.allocUnsafeSlow(INPUT_BYTES))
-      handle.useUserBuffer(buf)
+      const buf = threadReadBuffer()
+      readInto(handle, buf)
       handle.onread = (ab) => {
         const n = readResult()
         if (n > 0) this.parse(buf, n)

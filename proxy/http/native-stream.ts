@@ -22,8 +22,10 @@ export interface NativeStream {
   reading: boolean
   readStart(): number
   readStop(): number
-  /** Reads go into `buf` (one the caller keeps), and onread gets only their length. */
+  /** Reads go into `buf` (one the caller keeps), and onread gets only their length: use readInto. */
   useUserBuffer(buf: Uint8Array): void
+  /** The buffer readInto gave it. */
+  userBuffer?: Buffer
   /** Called after every read: its length (or a negative error, or EOF) in readResult(). */
   onread: (this: NativeStream, ab: ArrayBuffer | undefined) => unknown
   /** Bytes written and not yet taken by the kernel. */
@@ -93,9 +95,29 @@ export function acceptHandles(server: Server, accept: (handle: TcpHandle) => voi
   }
 }
 
-/** In onread of a handle with no user buffer: the bytes read, in the ArrayBuffer node passed. */
-export function readBytes(ab: ArrayBuffer, length: number): Buffer {
-  return Buffer.from(ab, streamBaseState[kArrayBufferOffset]!, length)
+/** Has libuv read `handle` into `buf` from now on (node stacks one more reader per call: once per buffer). */
+export function readInto(handle: NativeStream, buf: Buffer): void {
+  if (handle.userBuffer === buf) return
+  handle.useUserBuffer(buf)
+  handle.userBuffer = buf
+}
+
+/**
+ * For a handle read into a buffer of ours that has become a net.Socket's: net's reader takes
+ * each read as an ArrayBuffer of its own (node's default), so each is copied into one.
+ */
+export function readAsNetDoes(handle: NativeStream): void {
+  const buf = handle.userBuffer
+  if (buf === undefined) return
+  const netRead = handle.onread
+  handle.onread = (ab) => {
+    const n = readResult()
+    if (n <= 0) return netRead.call(handle, ab)
+    const copy = new ArrayBuffer(n)
+    new Uint8Array(copy).set(buf.subarray(0, n))
+    streamBaseState[kArrayBufferOffset] = 0
+    return netRead.call(handle, copy)
+  }
 }
 
 /** In onread: the bytes read, 0, or a negative libuv error (EOF among them). */

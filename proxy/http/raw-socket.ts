@@ -9,7 +9,7 @@
 
 import { EventEmitter } from 'node:events'
 import { Socket, type SocketConstructorOpts } from 'node:net'
-import { ShutdownWrap, readResult, type HandleAddress, type TcpHandle } from './native-stream.js'
+import { ShutdownWrap, readAsNetDoes, readResult, type HandleAddress, type TcpHandle } from './native-stream.js'
 
 const noop = (): void => undefined
 
@@ -130,6 +130,7 @@ export class RawSocket extends EventEmitter {
     this.setTimeout(0)
     // net.Socket takes a handle, as net.Server makes the sockets it accepts (not in its types).
     const socket = new Socket({ handle: h, readable: true, writable: true } as SocketConstructorOpts)
+    readAsNetDoes(h)
     socket.unshift(first)
     return socket
   }
