@@ -21,7 +21,6 @@ export interface Flow {
   destPort: number
 }
 
-/** A flow's two ends as log lines name them (each `address:port`). */
 /** A flow's two ends as its log lines name them: `address:port`. */
 export interface FlowEnds {
   source: string

@@ -10,7 +10,7 @@ import type { Socket } from 'node:net'
 import type { Logger } from 'pino'
 import type { HeaderAction, HttpRequestView } from '../../policy/http-matcher.js'
 import { FlowLog } from '../flow-log.js'
-import { FlowPolicy, flowEnds, httpVerdict, type Flow, type FlowVerdict } from '../flow-verdict.js'
+import { FlowPolicy, flowEnds, httpVerdict, type Flow, type FlowEnds, type FlowVerdict } from '../flow-verdict.js'
 import type { MessageHead, ParseError, ParserSink } from './http1-parser.js'
 import { Http1Parser } from './http1-parser.js'
 import { CHUNKED_END, CONTINUE, CRLF, chunkedCoding, localResponse, requestHead, responseHead, writeBodyChunk } from './http1-writer.js'
@@ -98,7 +98,7 @@ export class ClientConnection implements ParserSink, ResponseSink {
   /** All the proxy writes to the client. */
   private readonly out: SocketWriter
   private readonly origin: Origin
-  private readonly bindings: { source: string; destination: string }
+  private readonly bindings: FlowEnds
   private childLog: Logger | null = null
   private readonly flows: FlowLog
   private policy: FlowPolicy

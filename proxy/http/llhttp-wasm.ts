@@ -27,7 +27,6 @@ interface Wasm {
 }
 const WA = (globalThis as unknown as { WebAssembly: Wasm }).WebAssembly
 
-
 interface Exports {
   memory: { buffer: ArrayBuffer }
   malloc(size: number): number

@@ -1,5 +1,5 @@
 // What every connection of one HTTP proxy shares, HTTP/1.1 and HTTP/2 alike: the policy engine,
-// the logger, how a socket maps to its flow and origin, limits, and the request counters and
+// the logger, where a flow's requests go (its origin), limits, and the request counters and
 // durations.
 
 import type { Logger } from 'pino'

@@ -16,11 +16,6 @@ const noop = (): void => undefined
 export class RawSocket extends EventEmitter {
   readonly _handle: TcpHandle
   destroyed = false
-  // What SocketWriter checks before writing to the handle directly: never connecting, and no
-  // Writable holding bytes.
-  readonly connecting = false
-  readonly writableLength = 0
-  readonly writableCorked = 0
   /** As net.Socket's: the peer's EOF is told ('end') and this side stays open until end(). */
   allowHalfOpen = false
   /** The write side is being (or has been) shut down. */
