@@ -286,6 +286,26 @@ function rawRequest(proxyUrl: string, raw: string): Promise<string> {
   return rawExchange(Number(new URL(proxyUrl).port), raw, 1500)
 }
 
+/** An upstream that answers `upstream` to each request it reads whole, and counts them. */
+async function countingUpstream(t: Test): Promise<{ port: number; completed: () => number }> {
+  let completed = 0
+  const upstream = createServer((req, res) => {
+    req.resume()
+    req.on('end', () => {
+      completed++
+      res.end('upstream\n')
+    })
+  })
+  await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', () => r()))
+  t.teardown(() => new Promise<void>((r) => upstream.close(() => r())))
+  return { port: (upstream.address() as AddressInfo).port, completed: () => completed }
+}
+
+/** Waits (at most `tries` x 20 ms) until the proxy has no connection open. */
+async function untilNoConnections(s: Setup, tries: number): Promise<void> {
+  for (let i = 0; i < tries && s.proxy.connectionCount > 0; i++) await new Promise((r) => setTimeout(r, 20))
+}
+
 t.test('confusing paths reach the server only in their normalized form, or not at all', async (t) => {
   const s = await setup(t, TIEFIGHTER)
   const via = async (target: string, method = 'POST') => rawRequest(s.proxyUrl, `${method} ${target} HTTP/1.1\r\nHost: deathstar\r\nContent-Length: 0\r\nConnection: close\r\n\r\n`)
@@ -333,23 +353,14 @@ const SMUGGLING: Array<[string, string]> = [
 // the server may see it begin, never complete. So completed requests are what is counted.
 t.test(`${SMUGGLING.length} request-smuggling attempts: refused, and no request completes at the server`, async (t) => {
   t.ok(SMUGGLING.length >= 20, 'at least 20 cases')
-  let upstreamRequests = 0
-  const upstream = createServer((req, res) => {
-    req.resume()
-    req.on('end', () => {
-      upstreamRequests++
-      res.end('upstream\n')
-    })
-  })
-  await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', () => r()))
-  t.teardown(() => new Promise<void>((r) => upstream.close(() => r())))
-  const s = await setup(t, TIEFIGHTER, (upstream.address() as AddressInfo).port)
+  const upstream = await countingUpstream(t)
+  const s = await setup(t, TIEFIGHTER, upstream.port)
   for (const [name, raw] of SMUGGLING) {
-    const before = upstreamRequests
+    const before = upstream.completed()
     const reply = await rawRequest(s.proxyUrl, raw)
     t.notMatch(reply, /^HTTP\/1\.[01] 2\d\d/, `${name}: not answered as a success (${JSON.stringify(reply.split('\r\n')[0] ?? '')})`)
     t.notMatch(reply, /upstream/, `${name}: no upstream answer`)
-    t.equal(upstreamRequests, before, `${name}: no request completed at the server`)
+    t.equal(upstream.completed(), before, `${name}: no request completed at the server`)
   }
 })
 
@@ -510,7 +521,7 @@ t.test('clients that reset at once, before or after sending a request, leave the
     })
   for (let i = 0; i < 100; i++) await Promise.all([resetAtOnce(false), resetAtOnce(true), resetAtOnce(true)])
   t.match(await rawRequest(s.proxyUrl, `POST /v1/request-landing HTTP/1.1\r\n${H}Content-Length: 0\r\nConnection: close\r\n\r\n`), /^HTTP\/1\.1 200/, 'still serving')
-  for (let i = 0; i < 100 && s.proxy.connectionCount > 0; i++) await new Promise((r) => setTimeout(r, 20))
+  await untilNoConnections(s, 100)
   t.equal(s.proxy.connectionCount, 0, 'every reset connection is gone')
 })
 
@@ -545,27 +556,18 @@ t.test('a client that half-closes after its requests gets every answer, in order
     'allowed, denied, allowed: each answered',
   )
   t.match(reply, /"bodyBytes":5/, 'the last body reached the server whole')
-  for (let i = 0; i < 100 && s.proxy.connectionCount > 0; i++) await new Promise((r) => setTimeout(r, 20))
+  await untilNoConnections(s, 100)
   t.equal(s.proxy.connectionCount, 0)
 })
 
 t.test('a client that half-closes in the middle of a request body: the request never completes at the server', async (t) => {
-  let completed = 0
-  const upstream = createServer((req, res) => {
-    req.resume()
-    req.on('end', () => {
-      completed++
-      res.end('done')
-    })
-  })
-  await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', r))
-  t.teardown(() => new Promise<void>((r) => upstream.close(() => r())))
-  const s = await setup(t, TIEFIGHTER, (upstream.address() as AddressInfo).port)
+  const upstream = await countingUpstream(t)
+  const s = await setup(t, TIEFIGHTER, upstream.port)
   const { reply, closed } = await halfClosedExchange(s.proxyUrl, `POST /v1/echo HTTP/1.1\r\n${H}Content-Length: 10\r\n\r\nhalf`)
   t.ok(closed, 'the connection ends')
   t.notMatch(reply, /HTTP\/1\.1 200/, 'no answer from the server')
   await new Promise((r) => setTimeout(r, 100))
-  t.equal(completed, 0, 'the server never saw the request complete')
+  t.equal(upstream.completed(), 0, 'the server never saw the request complete')
 })
 
 t.test('first bytes of every protocol, cut by a reset or a close at any point, leave the proxy serving and nothing open', async (t) => {
@@ -603,6 +605,6 @@ t.test('first bytes of every protocol, cut by a reset or a close at any point, l
     await Promise.all(tries)
   }
   t.match(await rawRequest(s.proxyUrl, `POST /v1/request-landing HTTP/1.1\r\n${H}Content-Length: 0\r\nConnection: close\r\n\r\n`), /^HTTP\/1\.1 200/, 'still serving')
-  for (let i = 0; i < 150 && s.proxy.connectionCount > 0; i++) await new Promise((r) => setTimeout(r, 20))
+  await untilNoConnections(s, 150)
   t.equal(s.proxy.connectionCount, 0, 'every cut connection is gone')
 })
