@@ -94,6 +94,7 @@ class Exchange {
 }
 
 export class ClientConnection implements ParserSink, ResponseSink {
+  openSlot = -1
   private readonly parser: Http1Parser
   /** All the proxy writes to the client. */
   private readonly out: SocketWriter

@@ -24,6 +24,7 @@ import { threadReadBuffer } from './http1-parser.js'
 import { RawSocket } from './raw-socket.js'
 import { DEFAULT_POOL_LIMITS, UpstreamPool, type UpstreamPoolLimits } from './upstream-pool.js'
 import { LatencyHistogram } from '../latency-histogram.js'
+import { OpenSet } from '../open-set.js'
 
 export type { Origin, ProxyStats } from './proxy-context.js'
 
@@ -73,12 +74,12 @@ export class HttpProxy {
   readonly stats: ProxyStats = { allowed: 0, denied: 0, invalid: 0, upstreamFailed: 0 }
   /** How long answered requests took (refused ones aside). */
   readonly latency = new LatencyHistogram()
-  private readonly connections = new Set<ClientConnection>()
-  /** Connections yet to send their first bytes, and since when. */
-  private readonly sniffing = new Map<RawSocket, number>()
+  private readonly connections = new OpenSet<ClientConnection>()
+  /** Connections yet to send their first bytes. */
+  private readonly sniffing = new OpenSet<RawSocket>()
   private acceptedCount = 0
   private readonly h2: H2Frontend
-  private readonly tunnels = new Set<TlsConnection>()
+  private readonly tunnels = new OpenSet<TlsConnection>()
   private readonly sweeper: NodeJS.Timeout
   private readonly headersMs: number
   private readonly flowOf: (socket: SocketEnds) => Flow
@@ -122,7 +123,7 @@ export class HttpProxy {
     if (raw.remoteAddress === undefined || raw.localAddress === undefined) return raw.destroy()
     const flow = this.flowOf(raw)
     const passOn = handle.onread
-    this.sniffing.set(raw, performance.now())
+    this.sniffing.add(raw)
     raw.once('close', () => this.sniffing.delete(raw))
     // Read where the HTTP/1.1 parser reads (no buffer allocated for a first read).
     const buf = threadReadBuffer()
@@ -157,8 +158,10 @@ export class HttpProxy {
 
   private sweep(): void {
     const now = performance.now()
-    for (const [raw, since] of this.sniffing) if (now - since > this.headersMs) raw.destroy()
-    for (const c of this.connections) c.sweep(now, this.headersMs, this.idleMs)
+    this.sniffing.forEach((raw) => {
+      if (now - raw.acceptedAt > this.headersMs) raw.destroy()
+    })
+    this.connections.forEach((c) => c.sweep(now, this.headersMs, this.idleMs))
     this.ctx.pool.sweep(now)
   }
 
@@ -193,10 +196,10 @@ export class HttpProxy {
   async close(): Promise<void> {
     clearInterval(this.sweeper)
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()))
-    for (const c of this.connections) c.destroy()
-    for (const raw of this.sniffing.keys()) raw.destroy()
+    this.connections.forEach((c) => c.destroy())
+    this.sniffing.forEach((raw) => raw.destroy())
     this.h2.destroy()
-    for (const c of this.tunnels) c.destroy()
+    this.tunnels.forEach((c) => c.destroy())
     this.ctx.pool.close()
     await closed
   }

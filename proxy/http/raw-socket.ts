@@ -8,6 +8,7 @@
 // becomes a net.Socket after all (toNetSocket) for the code that speaks those.
 
 import { EventEmitter } from 'node:events'
+import { performance } from 'node:perf_hooks'
 import { Socket, type SocketConstructorOpts } from 'node:net'
 import { ShutdownWrap, readAsNetDoes, readResult, type HandleAddress, type TcpHandle } from './native-stream.js'
 
@@ -15,6 +16,9 @@ const noop = (): void => undefined
 
 export class RawSocket extends EventEmitter {
   readonly _handle: TcpHandle
+  /** When it was made (performance.now()): the proxy ends one that says nothing for too long. */
+  readonly acceptedAt = performance.now()
+  openSlot = -1
   destroyed = false
   /** As net.Socket's: the peer's EOF is told ('end') and this side stays open until end(). */
   allowHalfOpen = false

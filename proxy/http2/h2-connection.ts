@@ -117,6 +117,7 @@ function upstreamHeaders(headers: IncomingHttpHeaders, path: string, actions: re
 }
 
 export class H2Connection {
+  openSlot = -1
   private readonly log: Logger
   private readonly flows: FlowLog
   private readonly origin: Origin

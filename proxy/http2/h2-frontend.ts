@@ -10,6 +10,7 @@ import type { Socket } from 'node:net'
 import type { Flow } from '../flow-verdict.js'
 import type { ProxyContext } from '../http/proxy-context.js'
 import type { OriginTls } from '../tls/origin-socket.js'
+import { OpenSet } from '../open-set.js'
 import { H2Connection } from './h2-connection.js'
 
 const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1')
@@ -23,7 +24,7 @@ export function startsHttp2(first: Buffer): boolean {
 
 export class H2Frontend {
   private readonly server: Http2Server
-  private readonly connections = new Set<H2Connection>()
+  private readonly connections = new OpenSet<H2Connection>()
   /** The flow of the socket being handed over (sessions are made synchronously from it). */
   private pending: { flow: Flow; tls: OriginTls | null } | null = null
 
@@ -60,6 +61,6 @@ export class H2Frontend {
   }
 
   destroy(): void {
-    for (const c of this.connections) c.destroy()
+    this.connections.forEach((c) => c.destroy())
   }
 }

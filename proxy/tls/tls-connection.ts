@@ -29,6 +29,7 @@ const DECODE_ERROR = alert(50)
 const MAX_BUFFERED = MAX_HELLO_BYTES + 4096
 
 export class TlsConnection {
+  openSlot = -1
   private readonly log: Logger
   private readonly started = performance.now()
   private chunks: Buffer[] = []
