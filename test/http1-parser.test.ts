@@ -271,3 +271,81 @@ t.test('responses too: what it accepts and how it frames them is what node:http 
   const accepted = differential('response', status, header, eol, body, 5000)
   t.ok(accepted > 500, `${accepted} of them accepted by both`)
 })
+
+/** A request parser read through 'data' events whose heads (method, url) and errors are recorded; `onComplete` runs in its own callback. */
+function recorded(onComplete: (p: Http1Parser) => void = () => undefined): { p: Http1Parser; feed: (s: string) => void; seen: string[] } {
+  const seen: string[] = []
+  const socket = Object.assign(new EventEmitter(), { pause: () => undefined, resume: () => undefined })
+  const p: Http1Parser = new Http1Parser('request', 16 * 1024, {
+    onReadStart: () => undefined,
+    onReadEnd: (e) => void (e && seen.push(`error ${e.code}`)),
+    onHead: (h: MessageHead) => {
+      seen.push(`${h.method} ${h.url} ${h.fields.toRaw().join(' ')}`)
+      return false
+    },
+    onBody: (b) => void seen.push(`body ${b.toString('latin1')}`),
+    onMessageComplete: () => onComplete(p),
+  })
+  p.readFrom(socket as unknown as Socket)
+  return { p, feed: (s) => void socket.emit('data', Buffer.from(s, 'latin1')), seen }
+}
+
+t.test('a closed parser\'s state serves the next one from its start: after an error, mid-head, mid-body', async (t) => {
+  const failed = recorded()
+  failed.feed('GET / HTTP/1.1\r\nHo st: x\r\n\r\n')
+  t.same(failed.seen, ['error HPE_INVALID_HEADER_TOKEN'])
+  failed.p.close()
+  const midHead = recorded()
+  midHead.feed('POST /half HTTP/1.1\r\nHost: a\r\nX-Cut: ab')
+  midHead.p.close()
+  const midBody = recorded()
+  midBody.feed('POST /body HTTP/1.1\r\nContent-Length: 10\r\n\r\nhello')
+  midBody.p.close()
+  t.same(midBody.seen, ['POST /body Content-Length 10', 'body hello'])
+  // Each of these takes one of the three states above; none carries anything of its last use.
+  for (let i = 0; i < 4; i++) {
+    const next = recorded()
+    next.feed(`GET /next${i} HTTP/1.1\r\nHost: deathstar\r\n\r\n`)
+    t.same(next.seen, [`GET /next${i} Host deathstar`], `parser ${i} made after the closes`)
+    next.p.close()
+  }
+})
+
+t.test('a parser closed in its own callback keeps its state until llhttp is done with it', async (t) => {
+  const state = (p: Http1Parser): number => (p as unknown as { ptr: number }).ptr
+  let made: ReturnType<typeof recorded> | null = null
+  // As a connection that ends at its first answer: the parser is closed, and a new connection's
+  // parser made, while llhttp still runs the first over the rest of its read.
+  const first = recorded((p) => {
+    if (made !== null) return
+    p.close()
+    made = recorded()
+  })
+  first.feed('GET /one HTTP/1.1\r\nHost: a\r\n\r\nPUT /two HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nxyz')
+  t.same(first.seen, ['GET /one Host a', 'PUT /two Host a Content-Length 3', 'body xyz'], 'the closed parser read the rest of its read')
+  t.not(state(made!.p), state(first.p), 'the parser made meanwhile has a state of its own')
+  made!.feed('GET /second-connection HTTP/1.1\r\nHost: b\r\n\r\n')
+  t.same(made!.seen, ['GET /second-connection Host b'])
+  const after = recorded()
+  t.equal(state(after.p), state(first.p), 'once llhttp is done with it, the next parser takes it')
+  after.feed('GET /after HTTP/1.1\r\nHost: c\r\n\r\n')
+  t.same(after.seen, ['GET /after Host c'])
+  made!.p.close()
+  after.p.close()
+})
+
+t.test('parsers made and closed many times over in one turn of the event loop reuse their state (llhttp\'s memory does not grow)', async (t) => {
+  // Warm: some states exist to reuse.
+  for (let i = 0; i < 4; i++) recorded().p.close()
+  const memory = llhttp().fn.memory
+  const before = memory.buffer.byteLength
+  for (let i = 0; i < 20_000; i++) {
+    const r = recorded()
+    if (i % 1000 === 0) {
+      r.feed('GET / HTTP/1.1\r\nHost: a\r\n\r\n')
+      t.equal(r.seen.length, 1)
+    }
+    r.p.close()
+  }
+  t.equal(memory.buffer.byteLength, before)
+})

@@ -65,6 +65,20 @@ function parseError(e: { code: string; reason: string }): ParseError {
   return Object.assign(new Error(`Parse Error: ${e.reason}`), e)
 }
 
+/**
+ * A closed parser's llhttp state and field table, kept for the next parser of its kind on this
+ * thread: making them (llhttp_alloc, two typed arrays with their own memory) and freeing the
+ * state later (an immediate per connection, since close() may come from the parser's own callback)
+ * cost ~4 µs of a short connection's CPU.
+ */
+interface SpareParser {
+  ptr: number
+  fields: HeadFields
+}
+const spares: Record<'request' | 'response', SpareParser[]> = { request: [], response: [] }
+/** Past this many spares of a kind (the most connections this thread had open at once, bounded), a closed parser's state is freed. */
+const MAX_SPARES = 1024
+
 /** A head's bytes copied out of the parser's memory, for a head that takes more than one read. */
 class HeadCopy implements ByteStore {
   mem: Latin1Buffer = Buffer.allocUnsafeSlow(1024) as Latin1Buffer
@@ -95,6 +109,8 @@ export class Http1Parser implements LlhttpHandler {
   private readonly ptr: number
   private readonly kind: 'request' | 'response'
   private readonly fields: HeadFields
+  /** How deep llhttp is running this parser now: close() leaves its state to be recycled after. */
+  private running = 0
   /** Where a head that outlasts a read is copied (made at the first such head, then kept). */
   private headCopy: HeadCopy | null = null
   /** The head being read is in headCopy (not in the parser's memory). */
@@ -110,6 +126,8 @@ export class Http1Parser implements LlhttpHandler {
   /** Unusable (an error, or closed): reads are dropped. */
   private dead = false
   private freed = false
+  /** Its llhttp state has gone to the spares (or been freed). */
+  private recycled = false
   private socket: Socket | RawSocket | null = null
   /** The socket's native handle while this parser reads it. */
   private handle: NativeStream | null = null
@@ -121,8 +139,15 @@ export class Http1Parser implements LlhttpHandler {
   ) {
     this.kind = kind
     this.wasm = llhttp()
-    this.ptr = this.wasm.alloc(kind === 'request' ? REQUEST : RESPONSE)
-    this.fields = new HeadFields(this.wasm)
+    const spare = spares[kind].pop()
+    if (spare !== undefined) {
+      this.wasm.fn.llhttp_reset(spare.ptr)
+      this.ptr = spare.ptr
+      this.fields = spare.fields
+    } else {
+      this.ptr = this.wasm.alloc(kind === 'request' ? REQUEST : RESPONSE)
+      this.fields = new HeadFields(this.wasm)
+    }
   }
 
   /**
@@ -192,22 +217,23 @@ export class Http1Parser implements LlhttpHandler {
     const w = this.wasm
     const outer = w.current
     w.current = this
-    let ret: number
+    this.running++
     try {
-      ret = step(this.ptr, w.input, n)
+      const ret = step(this.ptr, w.input, n)
+      // The input is overwritten by the next read: a head still being read keeps its bytes.
+      if (this.inHead && !this.copying && !this.freed) {
+        const copy = (this.headCopy ??= new HeadCopy())
+        copy.used = 0
+        this.fields.moveTo(copy)
+        this.copying = true
+      }
+      if (ret === 0 || ret === PAUSED_UPGRADE) return null
+      this.dead = true
+      return parseError(this.failure ?? w.error(this.ptr, ret))
     } finally {
       w.current = outer
+      if (--this.running === 0 && this.freed) this.recycle()
     }
-    // The input is overwritten by the next read: a head still being read keeps its bytes.
-    if (this.inHead && !this.copying) {
-      const copy = (this.headCopy ??= new HeadCopy())
-      copy.used = 0
-      this.fields.moveTo(copy)
-      this.copying = true
-    }
-    if (ret === 0 || ret === PAUSED_UPGRADE) return null
-    this.dead = true
-    return parseError(this.failure ?? w.error(this.ptr, ret))
   }
 
   /** The peer closed: completes a body delimited by the connection's end; a cut one is an error (to onReadEnd). */
@@ -217,12 +243,20 @@ export class Http1Parser implements LlhttpHandler {
     this.sink.onReadEnd(this.run((p) => this.wasm.fn.llhttp_finish(p), 0))
   }
 
-  /** Frees the parser once the current call stack (maybe its own callback) has unwound. */
+  /** Done with the parser: its state goes to the next parser of its kind once llhttp is no longer running it (close() may come from its own callback). */
   close(): void {
     this.socket?.off('data', this.onData)
     if (this.freed) return
     this.freed = this.dead = true
-    setImmediate(() => this.wasm.fn.llhttp_free(this.ptr))
+    if (this.running === 0) this.recycle()
+  }
+
+  private recycle(): void {
+    if (this.recycled) return
+    this.recycled = true
+    const kept = spares[this.kind]
+    if (kept.length < MAX_SPARES) kept.push({ ptr: this.ptr, fields: this.fields })
+    else this.wasm.fn.llhttp_free(this.ptr)
   }
 
   // ---- llhttp's callbacks ----

@@ -32,6 +32,7 @@ interface Exports {
   malloc(size: number): number
   llhttp_alloc(type: number): number
   llhttp_free(p: number): void
+  llhttp_reset(p: number): void
   llhttp_execute(p: number, data: number, len: number): number
   llhttp_finish(p: number): number
   llhttp_get_method(p: number): number
