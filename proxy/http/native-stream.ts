@@ -45,6 +45,7 @@ export interface ShutdownReq {
 /** An address as getsockname/getpeername fill it in. */
 export interface HandleAddress {
   address?: string
+  family?: string
   port?: number
 }
 

@@ -14,6 +14,9 @@ import { ShutdownWrap, readAsNetDoes, readResult, type HandleAddress, type TcpHa
 
 const noop = (): void => undefined
 
+/** For getpeername/getsockname to fill in: with node's keys already in its order, its writes change no object shape (~150 ns a call). */
+const filledIn = (): HandleAddress => ({ address: undefined, family: undefined, port: undefined })
+
 export class RawSocket extends EventEmitter {
   readonly _handle: TcpHandle
   /** When it was made (performance.now()): the proxy ends one that says nothing for too long. */
@@ -76,7 +79,7 @@ export class RawSocket extends EventEmitter {
 
   private peerAddress(): HandleAddress {
     if (this.peer === null) {
-      this.peer = {}
+      this.peer = filledIn()
       if (!this.destroyed) this._handle.getpeername(this.peer)
     }
     return this.peer
@@ -84,7 +87,7 @@ export class RawSocket extends EventEmitter {
 
   private localAddressInfo(): HandleAddress {
     if (this.local === null) {
-      this.local = {}
+      this.local = filledIn()
       if (!this.destroyed) this._handle.getsockname(this.local)
     }
     return this.local
