@@ -199,7 +199,11 @@ export class Http1Parser implements LlhttpHandler {
     this.parse(data, data.length)
   }
 
-  /** One read's bytes, then the sink's onReadEnd. */
+  /**
+   * One read's bytes, then the sink's onReadEnd. Never from inside another parser's callback: the
+   * thread's parsers share llhttp's input, which the outer one is still reading (the proxy feeds
+   * parsers only from reads, and a new connection's first bytes from the listener's).
+   */
   private parse(data: Uint8Array, length: number): void {
     if (this.dead) return
     this.sink.onReadStart()
