@@ -130,6 +130,8 @@ export interface PeerOptions {
   port: number
   proto: 'tcp' | 'udp'
   what: string
+  /** A cgroup2 directory to start it in (sockmap's), or none. */
+  cgroup?: string | null
 }
 
 /**
@@ -139,7 +141,7 @@ export interface PeerOptions {
 export async function withPeer(node: LabNode, o: PeerOptions): Promise<RunningScenario> {
   let pid: number | null = null
   try {
-    pid = await spawnDetachedIn(o.ns, o.argv, o.log)
+    pid = await spawnDetachedIn(o.ns, o.argv, o.log, o.cgroup ?? null)
     await waitListening({ ns: o.ns, port: o.port, proto: o.proto, pid, logFile: o.log, what: o.what, timeoutMs: 10_000 })
   } catch (e) {
     await stopScenario({ node, proxyPid: pid, peerPid: pid })

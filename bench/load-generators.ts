@@ -7,7 +7,7 @@
 import { createReadStream, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { createInterface } from 'node:readline'
-import { execCommand, type ExecResult } from '../lab/netns.js'
+import { execCommand, netnsArgv, type ExecResult } from '../lab/netns.js'
 import { projectRoot } from '../lib/project-root.js'
 import { percentile } from './bench-support.js'
 
@@ -30,8 +30,7 @@ export interface Client {
 }
 
 function inClient(c: Client, argv: readonly string[], timeoutMs: number): Promise<ExecResult> {
-  const wrapped = c.cgroup === null ? ['ip', 'netns', 'exec', c.ns, ...argv] : ['sh', '-c', 'cg=$0 ns=$1; shift; echo $$ > "$cg/cgroup.procs" && exec ip netns exec "$ns" "$@"', c.cgroup, c.ns, ...argv]
-  return execCommand(wrapped, { timeoutMs })
+  return execCommand(netnsArgv(c.ns, argv, c.cgroup), { timeoutMs })
 }
 
 function fail(tool: string, r: ExecResult): never {

@@ -10,6 +10,7 @@
 import { mkdirSync, readFileSync, readdirSync, rmSync, rmdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { distPath } from '../lib/project-root.js'
+import { cgroup2Root, createCgroup, removeCgroup } from '../redirect-bpf/cgroup.js'
 import { LabError } from './errors.js'
 import {
   execIn,
@@ -32,6 +33,7 @@ import {
   findHost,
   hostNetns,
   isValidLabName,
+  labCgroupName,
   nodeIfname,
   nodeNetns,
   parseNetns,
@@ -153,7 +155,7 @@ async function wireHost(name: string, node: string, host: LabHost): Promise<void
   await run(['ip', '-n', ns, 'route', 'add', 'default', 'via', GATEWAY_IP, 'dev', HOST_IFNAME])
 }
 
-async function startService(name: string, host: LabHost, svc: LabService, dir: string): Promise<LabProcess> {
+async function startService(name: string, host: LabHost, svc: LabService, dir: string, cgroup: string): Promise<LabProcess> {
   const ns = hostNetns(name, host.name)
   const log = join(dir, `${host.name}-${svc.kind}.log`)
   let argv: string[]
@@ -164,7 +166,7 @@ async function startService(name: string, host: LabHost, svc: LabService, dir: s
   } else {
     argv = [process.execPath, distPath('lab/servers/run.js'), svc.kind, '--name', host.name, '--port', String(svc.port)]
   }
-  const pid = await spawnDetachedIn(ns, argv, log)
+  const pid = await spawnDetachedIn(ns, argv, log, cgroup)
   const what = `${svc.kind} server on ${host.name}`
   await waitListening({ ns, port: svc.port, proto: svc.kind === 'dns' ? 'udp' : 'tcp', pid, logFile: log, what })
   if (svc.kind === 'dns') await waitListening({ ns, port: svc.port, proto: 'tcp', pid, logFile: log, what })
@@ -178,9 +180,11 @@ async function create(name: string): Promise<LabState> {
   await addNamespace(node)
   await sysctls(node, ['net.ipv4.ip_forward=1'])
   for (const host of LAB_HOSTS) await wireHost(name, node, host)
+  // The servers are the lab's pods: in sockmap mode sock_ops sees their sockets in this group.
+  const cgroup = createCgroup(labCgroupName(name)).dir
   const processes: LabProcess[] = []
   for (const host of LAB_HOSTS) {
-    for (const svc of host.services) processes.push(await startService(name, host, svc, dir))
+    for (const svc of host.services) processes.push(await startService(name, host, svc, dir, cgroup))
   }
   const state: LabState = {
     name,
@@ -269,7 +273,16 @@ export async function labDown(name?: string): Promise<DownResult> {
   const labsDir = join(runDir(), 'lab')
   const stateDirs = name !== undefined ? [name] : safeReaddir(labsDir).filter(isValidLabName)
   for (const lab of stateDirs) rmSync(labStateDir(lab), { recursive: true, force: true })
+  removeLabCgroups(name)
   return { namespaces, killed }
+}
+
+/** The lab's cgroup (or every lab's), once its processes are gone. */
+function removeLabCgroups(name: string | undefined): void {
+  const root = cgroup2Root()
+  const prefix = labCgroupName('')
+  const groups = name !== undefined ? [labCgroupName(name)] : safeReaddir(root).filter((d) => d.startsWith(prefix) && isValidLabName(d.slice(prefix.length)))
+  for (const g of groups) removeCgroup(join(root, g))
 }
 
 function rmdirIfEmpty(dir: string): void {

@@ -91,11 +91,21 @@ export function runIn(ns: string, argv: readonly string[], opts: ExecOptions = {
   return run(['ip', 'netns', 'exec', ns, ...argv], opts)
 }
 
-/** Starts a long-running process inside `ns`, detached from us, output appended to `logFile`. */
-export function spawnDetachedIn(ns: string, argv: readonly string[], logFile: string): Promise<number> {
+/**
+ * The command that runs `argv` inside `ns`; with `cgroup` (a cgroup2 directory) its process joins
+ * that group first, so whatever it starts is in it from its first socket on.
+ */
+export function netnsArgv(ns: string, argv: readonly string[], cgroup: string | null = null): string[] {
+  if (cgroup === null) return ['ip', 'netns', 'exec', ns, ...argv]
+  return ['sh', '-c', 'cg=$0 ns=$1; shift; echo $$ > "$cg/cgroup.procs" && exec ip netns exec "$ns" "$@"', cgroup, ns, ...argv]
+}
+
+/** Starts a long-running process inside `ns` (and `cgroup`), detached from us, output appended to `logFile`. */
+export function spawnDetachedIn(ns: string, argv: readonly string[], logFile: string, cgroup: string | null = null): Promise<number> {
   const out = openSync(logFile, 'a')
   try {
-    const child = spawn('ip', ['netns', 'exec', ns, ...argv], { detached: true, stdio: ['ignore', out, out] })
+    const [cmd, ...args] = netnsArgv(ns, argv, cgroup)
+    const child = spawn(cmd!, args, { detached: true, stdio: ['ignore', out, out] })
     return new Promise((resolve, reject) => {
       child.once('error', (err) => reject(new LabError('ENOCMD', `cannot start '${argv.join(' ')}' in ${ns}: ${err.message}`)))
       child.once('spawn', () => {

@@ -123,6 +123,15 @@ export function nodeNetns(lab: string): string {
   return `${NETNS_PREFIX}${lab}-node`
 }
 
+/**
+ * The lab's cgroup2 group (a directory under the cgroup2 root): its servers run in it, and in
+ * sockmap mode the node's agent and the benchmarks' clients join it, as a node's pods and agent
+ * share the cgroup sock_ops watches.
+ */
+export function labCgroupName(lab: string): string {
+  return `${NETNS_PREFIX}${lab}`
+}
+
 export function hostNetns(lab: string, host: string): string {
   return `${NETNS_PREFIX}${lab}-${host}`
 }

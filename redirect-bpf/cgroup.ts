@@ -2,7 +2,7 @@
 // sockets of the processes in it. The machine's /sys/fs/cgroup is cgroup v1 with cgroup2 at
 // /sys/fs/cgroup/unified; where there is none, l7proxy mounts its own.
 
-import { mkdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import koffi from 'koffi'
 import { BpfError, check, cString, errnoName, libbpf } from './libbpf.js'
@@ -39,10 +39,12 @@ function openDir(dir: string): number {
   return fd
 }
 
-export function createCgroup(name: string): string {
+/** The group `name`, made unless it exists; `made`: this call made it (its maker removes it). */
+export function createCgroup(name: string): { dir: string; made: boolean } {
   const dir = join(cgroup2Root(), name)
+  const made = !existsSync(dir)
   mkdirSync(dir, { recursive: true })
-  return dir
+  return { dir, made }
 }
 
 /** Moves a process (and its future children) into a cgroup. */

@@ -27,7 +27,7 @@ export interface DatapathOptions {
   proxyPorts: readonly number[]
   /** The node's named network namespace (/run/netns/NAME); absent: the current one. */
   netns?: string
-  /** sockmap: the cgroup (under cgroup2) whose processes' sockets sock_ops sees. */
+  /** sockmap: the cgroup (under cgroup2) whose processes' sockets sock_ops sees; made (and removed at stop) unless it exists. */
   cgroupName?: string
 }
 
@@ -38,6 +38,8 @@ function object(name: string, pinRoot: string): BpfObject {
 export class Datapath {
   /** The sockmap cgroup's directory, when the mode has one. */
   readonly cgroup: string | null
+  /** The cgroup was made for this datapath (a lab's is the lab's to remove). */
+  private readonly ownCgroup: boolean
   private readonly attached = new Map<string, number>()
   /** Interfaces whose clsact qdisc we created (and so remove at stop). */
   private readonly ownClsact = new Set<number>()
@@ -53,7 +55,9 @@ export class Datapath {
     private readonly toEndpoint: BpfObject,
   ) {
     this.writer = new PolicyWriter(fromEndpoint, (id) => this.byEndpoint.get(id))
-    this.cgroup = opts.mode === 'sockmap' ? createCgroup(opts.cgroupName ?? 'l7proxy') : null
+    const cgroup = opts.mode === 'sockmap' ? createCgroup(opts.cgroupName ?? 'l7proxy') : null
+    this.cgroup = cgroup?.dir ?? null
+    this.ownCgroup = cgroup?.made ?? false
   }
 
   /** Runs work in the node's namespace. */
@@ -184,7 +188,7 @@ export class Datapath {
   }
 
   /**
-   * Detaches everything, removes the mode's node state and the sockmap cgroup, and closes the
+   * Detaches everything, removes the mode's node state and the sockmap cgroup it made, and closes the
    * objects. Pinned maps stay (a restart picks them up) unless the bpffs is removed too.
    */
   stop(): void {
@@ -196,7 +200,7 @@ export class Datapath {
       this.sockmap.sockops.close()
       this.sockmap.skMsg.close()
     }
-    if (this.cgroup) removeCgroup(this.cgroup)
+    if (this.cgroup && this.ownCgroup) removeCgroup(this.cgroup)
     if (this.skLookup) {
       if (this.skLookup.link >= 0) detachSkLookup(this.skLookup.link)
       this.skLookup.obj.close()

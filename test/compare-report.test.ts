@@ -36,6 +36,8 @@ t.test("a peer's run counts when the kernel steered and the peer's own statistic
   t.match(pathProblem('haproxy', w, totals(0, 40), load(10), null), /haproxy handled 0 of the 10/, 'no statistics is no confirmation')
   t.match(pathProblem('haproxy', w, totals(4, 40), load(10), 10), /l7proxy saw 4 operations meant for haproxy/)
   t.match(pathProblem('haproxy', w, totals(0, 0), load(10), 10), /no packet steered/, 'reached some other way: not the path measured')
+  t.equal(pathProblem('haproxy-sockmap', WORKLOAD_DEFS['http-keepalive'], totals(0, 40, 20), load(10), 10), null)
+  t.match(pathProblem('haproxy-sockmap', WORKLOAD_DEFS['http-keepalive'], totals(0, 40, 0), load(10), 10), /sk_msg redirected no message/, 'behind sockmap, sk_msg must have carried its payload')
   t.equal(pathProblem('dnsdist', WORKLOAD_DEFS.dns, totals(0, 10), load(10), 10), null)
   t.match(pathProblem('dnsdist', WORKLOAD_DEFS.dns, { ...totals(0, 10), dnsQueries: { allowed: 3, denied: 0 } }, load(10), 10), /l7proxy saw 3 operations meant for dnsdist/)
 })
@@ -43,11 +45,13 @@ t.test("a peer's run counts when the kernel steered and the peer's own statistic
 t.test('each peer carries only what it speaks, behind the steering it documents', async (t) => {
   const carried = (m: CompareMode): string[] => WORKLOADS.filter((w) => carries(m, WORKLOAD_DEFS[w]))
   t.same(carried('haproxy'), ['http-keepalive', 'http-connect', 'bulk', 'grpc'])
+  t.same(carried('haproxy-sockmap'), ['http-keepalive', 'bulk', 'grpc'], 'behind sk_assign, not a connection per operation (TIME_WAIT reuse)')
   t.same(carried('dnsdist'), ['dns'])
   t.same(carried('sockmap'), ['http-keepalive', 'http-connect', 'bulk', 'grpc'])
   t.same(carried('none'), [...WORKLOADS])
-  t.same([contender('haproxy'), contender('dnsdist'), contender('none')], [{ datapath: 'tproxy', l7: true, peer: 'haproxy' }, { datapath: 'dnat', l7: true, peer: 'dnsdist' }, { datapath: 'sk-assign', l7: false, peer: null }])
+  t.same([contender('haproxy'), contender('haproxy-sockmap'), contender('dnsdist'), contender('none')], [{ datapath: 'tproxy', l7: true, peer: 'haproxy' }, { datapath: 'sockmap', l7: true, peer: 'haproxy' }, { datapath: 'dnat', l7: true, peer: 'dnsdist' }, { datapath: 'sk-assign', l7: false, peer: null }])
   t.equal(modeLabel('haproxy'), 'haproxy (tproxy)')
+  t.equal(modeLabel('haproxy-sockmap'), 'haproxy (sockmap)')
   t.equal(modeLabel('sk-assign'), 'sk-assign')
 })
 

@@ -6,10 +6,11 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import t, { type Test } from 'tap'
-import { execCommand } from '../lab/netns.js'
+import { execCommand, netnsArgv } from '../lab/netns.js'
 import { projectRoot } from '../lib/project-root.js'
 import { startLabNode, type LabNode } from '../proxy/agent/lab-node-process.js'
 import { cgroup2Root } from '../redirect-bpf/cgroup.js'
+import { labCgroupName } from '../lab/topology.js'
 import { kernelTest } from './fixtures/kernel.js'
 import { cnp } from './fixtures/policy-text.js'
 import { useLab, type LabHandle } from './fixtures/lab.js'
@@ -24,16 +25,18 @@ interface NodeProxy extends LabNode {
 async function nodeProxy(t: Test, mode: string, policyFile: string): Promise<NodeProxy> {
   const lab = await useLab(t)
   const pin = `/run/l7proxy/test-bpffs-${lab.name}`
-  const node = await startLabNode({ lab: lab.name, mode, policyFile, pin, ...(mode === 'sockmap' ? { sockmapCgroup: `l7lab-${lab.name}` } : {}) })
+  const node = await startLabNode({ lab: lab.name, mode, policyFile, pin, ...(mode === 'sockmap' ? { sockmapCgroup: labCgroupName(lab.name) } : {}) })
   t.teardown(async () => {
     await node.stop()
     rmSync(pin, { recursive: true, force: true }) // in case it could not
   })
+  // sockmap: curl runs in the lab's cgroup, as a pod's processes (and the lab's servers) do.
+  const cgroup = mode === 'sockmap' ? join(cgroup2Root(), labCgroupName(lab.name)) : null
   return {
     ...node,
     lab,
     pin,
-    curl: (host, args) => execCommand(['ip', 'netns', 'exec', lab.netns(host), 'curl', '-s', '--max-time', '5', ...args], { timeoutMs: 20_000 }),
+    curl: (host, args) => execCommand(netnsArgv(lab.netns(host), ['curl', '-s', '--max-time', '5', ...args], cgroup), { timeoutMs: 20_000 }),
   }
 }
 
@@ -72,53 +75,64 @@ for (const mode of ['sk-assign', 'tproxy', 'dnat'] as const) {
   })
 }
 
-kernelTest(t, 'http proxy in the lab: a 10 MB upload and a chunked download stream through', async (t) => {
-  const policy = policyFile(
-    t,
-    cnp(
-      'deathstar-data',
-      '{ class: deathstar }',
-      `  ingress:
-  - fromEndpoints: [ { matchLabels: { org: empire } } ]
-    toPorts:
-    - ports: [ { port: "80", protocol: TCP } ]
-      rules: { http: [ { method: POST, path: "/v1/echo" }, { method: GET, path: "/v1/bytes([?].*)?" } ] }
-`,
-    ),
-  )
-  const upload = join(dirname(policy), 'upload.bin')
-  const data = randomBytes(10 * 1024 * 1024)
-  writeFileSync(upload, data)
-  // Paths are matched with their query, as Envoy's :path is in Cilium: hence the bytes pattern.
-  const p = await nodeProxy(t, 'sk-assign', policy)
-  const echo = await p.curl('tiefighter', ['--data-binary', `@${upload}`, '-H', 'content-type: application/octet-stream', 'http://198.18.2.10/v1/echo'])
-  t.equal(echo.code, 0, echo.stderr)
-  const seen = JSON.parse(echo.stdout) as { bodyBytes: number; bodySha256: string; remoteAddress: string }
-  t.equal(seen.bodyBytes, data.length, '10 MB arrived')
-  t.equal(seen.bodySha256, createHash('sha256').update(data).digest('hex'), 'intact')
-  const dl = await p.curl('tiefighter', ['-D', '-', '-o', '/dev/null', '-w', 'size=%{size_download}', 'http://198.18.2.10/v1/bytes?n=3000000'])
-  t.match(dl.stdout, /^HTTP\/1\.1 200/, 'the download is allowed')
-  t.match(dl.stdout, /transfer-encoding: chunked/i, 'as a chunked response')
-  t.match(dl.stdout, /size=3000000$/, 'all 3,000,000 bytes')
-  t.equal(await p.stop(), 0)
-  // Two connections, maybe two proxy threads: their lines in either order.
-  const byPath = httpLines(p.lines()).sort((a, b) => String(a.path).localeCompare(String(b.path)))
-  t.match(byPath, [{ verdict: 'allowed', path: '/v1/bytes?n=3000000', status: 200 }, { verdict: 'allowed', path: '/v1/echo', status: 200 }], 'both logged')
-})
+/** What sk_msg moved socket to socket, from a stopped node's last line (sockmap mode). */
+function sockmapStats(lines: Array<Record<string, unknown>>): { messages: number; bytes: number } {
+  const stopped = lines.find((l) => l.msg === 'datapath stopped') as { sockmap?: { messages: number; bytes: number } } | undefined
+  return stopped?.sockmap ?? { messages: 0, bytes: 0 }
+}
+
+for (const mode of ['sk-assign', 'sockmap'] as const) {
+  kernelTest(t, `http proxy in the lab (${mode}): a 10 MB upload and a chunked download stream through`, async (t) => {
+    const policy = policyFile(
+      t,
+      cnp(
+        'deathstar-data',
+        '{ class: deathstar }',
+        `  ingress:
+    - fromEndpoints: [ { matchLabels: { org: empire } } ]
+      toPorts:
+      - ports: [ { port: "80", protocol: TCP } ]
+        rules: { http: [ { method: POST, path: "/v1/echo" }, { method: GET, path: "/v1/bytes([?].*)?" } ] }
+  `,
+      ),
+    )
+    const upload = join(dirname(policy), 'upload.bin')
+    const data = randomBytes(10 * 1024 * 1024)
+    writeFileSync(upload, data)
+    // Paths are matched with their query, as Envoy's :path is in Cilium: hence the bytes pattern.
+    const p = await nodeProxy(t, mode, policy)
+    const echo = await p.curl('tiefighter', ['--data-binary', `@${upload}`, '-H', 'content-type: application/octet-stream', 'http://198.18.2.10/v1/echo'])
+    t.equal(echo.code, 0, echo.stderr)
+    const seen = JSON.parse(echo.stdout) as { bodyBytes: number; bodySha256: string; remoteAddress: string }
+    t.equal(seen.bodyBytes, data.length, '10 MB arrived')
+    t.equal(seen.bodySha256, createHash('sha256').update(data).digest('hex'), 'intact')
+    const dl = await p.curl('tiefighter', ['-D', '-', '-o', '/dev/null', '-w', 'size=%{size_download}', 'http://198.18.2.10/v1/bytes?n=3000000'])
+    t.match(dl.stdout, /^HTTP\/1\.1 200/, 'the download is allowed')
+    t.match(dl.stdout, /transfer-encoding: chunked/i, 'as a chunked response')
+    t.match(dl.stdout, /size=3000000$/, 'all 3,000,000 bytes')
+    t.equal(await p.stop(), 0)
+    // Two connections, maybe two proxy threads: their lines in either order.
+    const byPath = httpLines(p.lines()).sort((a, b) => String(a.path).localeCompare(String(b.path)))
+    t.match(byPath, [{ verdict: 'allowed', path: '/v1/bytes?n=3000000', status: 200 }, { verdict: 'allowed', path: '/v1/echo', status: 200 }], 'both logged')
+    if (mode === 'sockmap') {
+      // Each body crosses two hops, pod-proxy and proxy-deathstar (the node's own connection,
+      // both ends in the cgroup): sk_msg carried both, so at least twice the bodies' bytes.
+      const moved = sockmapStats(p.lines())
+      t.ok(moved.bytes >= 2 * (data.length + 3_000_000), `sk_msg moved both hops' bytes (${JSON.stringify(moved)})`)
+    }
+  })
+}
 
 kernelTest(t, 'http proxy in the lab (sockmap): pod and proxy sockets exchange the requests through sk_msg', async (t) => {
   const p = await nodeProxy(t, 'sockmap', join(projectRoot(), 'policy/examples/star-wars.yaml'))
-  // The tiefighter's curl joins the node's sockmap cgroup, as a pod's processes would.
-  const cgroup = join(cgroup2Root(), `l7lab-${p.lab.name}`)
-  const curl = (args: string[]) =>
-    execCommand(['sh', '-c', 'cg=$0 ns=$1; shift; echo $$ > "$cg/cgroup.procs" && exec ip netns exec "$ns" curl -s --max-time 5 "$@"', cgroup, p.lab.netns('tiefighter'), ...args], { timeoutMs: 20_000 })
-  const r = await curl(['-X', 'POST', '-w', '[%{http_code} %{num_connects}]', 'http://198.18.2.10/v1/request-landing', '--next', '-X', 'PUT', '-w', '[%{http_code} %{num_connects}]', 'http://198.18.2.10/v1/exhaust-port'])
+  const r = await p.curl('tiefighter', ['-X', 'POST', '-w', '[%{http_code} %{num_connects}]', 'http://198.18.2.10/v1/request-landing', '--next', '-X', 'PUT', '-w', '[%{http_code} %{num_connects}]', 'http://198.18.2.10/v1/exhaust-port'])
   t.equal(r.stdout, 'Ship landed\n[200 1]Access denied\n[403 0]', `allowed then denied on one connection (${r.stderr})`)
   t.equal(await p.stop(), 0)
   const lines = p.lines()
   t.match(httpLines(lines), [{ verdict: 'allowed', path: '/v1/request-landing' }, { verdict: 'denied', path: '/v1/exhaust-port', status: 403 }])
-  const stats = lines.find((l) => l.msg === 'datapath stopped') as { sockmap?: { messages: number; bytes: number } } | undefined
-  t.ok((stats?.sockmap?.messages ?? 0) >= 4, `sk_msg moved the two requests and two responses socket to socket (${JSON.stringify(stats?.sockmap)})`)
+  const moved = sockmapStats(lines)
+  // Pod to proxy and back: two requests, two answers; proxy to deathstar and back: one each.
+  t.ok(moved.messages >= 6, `sk_msg moved the requests and answers socket to socket on both hops (${JSON.stringify(moved)})`)
 })
 
 kernelTest(t, 'http proxy in the lab: an upstream that is down gives 502 and a log line', async (t) => {

@@ -1,10 +1,13 @@
 // The lab for real: namespaces, veths through the node, the servers, real clients in the pods.
 
-import { existsSync } from 'node:fs'
+import { existsSync, readFileSync } from 'node:fs'
+import { join } from 'node:path'
 import t from 'tap'
 import { labStateDir, labStatus, labUp } from '../lab/lab.js'
 import { execCommand, listNetns } from '../lab/netns.js'
 import { distPath } from '../lib/project-root.js'
+import { cgroup2Root } from '../redirect-bpf/cgroup.js'
+import { labCgroupName } from '../lab/topology.js'
 import { kernelTest } from './fixtures/kernel.js'
 import { useLab, type LabHandle } from './fixtures/lab.js'
 
@@ -87,6 +90,8 @@ kernelTest(t, 'lab: teardown removes namespaces, processes and files', async (t)
     pids = lab.state.processes.map((p) => p.pid)
     t.equal(pids.length, 4, 'four servers: deathstar, grpc, dns, world')
     t.ok(existsSync(`/etc/netns/${lab.netns('tiefighter')}/resolv.conf`))
+    const inGroup = readFileSync(join(cgroup2Root(), labCgroupName(name), 'cgroup.procs'), 'utf8').split('\n').filter(Boolean).map(Number)
+    t.same(pids.filter((p) => !inGroup.includes(p)), [], "the servers run in the lab's cgroup (the pods sockmap's sock_ops sees)")
   })
   // The subtest's teardown ran: the lab must be gone without a trace.
   const left = (await listNetns()).filter((ns) => ns.startsWith(`l7lab-${name}-`))
@@ -94,5 +99,6 @@ kernelTest(t, 'lab: teardown removes namespaces, processes and files', async (t)
   t.same(pids.filter((p) => existsSync(`/proc/${p}`)), [], 'no server process is left')
   t.notOk(existsSync(labStateDir(name)), 'state directory removed')
   t.notOk(existsSync(`/etc/netns/l7lab-${name}-tiefighter`), '/etc/netns entries removed')
+  t.notOk(existsSync(join(cgroup2Root(), labCgroupName(name))), 'its cgroup removed')
   t.notOk((await labStatus()).some((s) => s.name === name), 'status no longer lists it')
 })

@@ -6,7 +6,7 @@ import { spawnSync } from 'node:child_process'
 import { createSocket, type Socket } from 'node:dgram'
 import { createServer, type Server } from 'node:http'
 import t, { type Test } from 'tap'
-import { GATEWAY_IP, LAB_HOSTS, labEndpoints, nodeIfname } from '../lab/topology.js'
+import { GATEWAY_IP, LAB_HOSTS, labCgroupName, labEndpoints, nodeIfname } from '../lab/topology.js'
 import { PolicyEngine } from '../policy/engine.js'
 import type { VerdictName } from '../redirect-bpf/map-layout.js'
 import { REDIRECT_MODES, ROUTE_TABLE, parseMode, type RedirectMode } from '../redirect-bpf/modes/redirect-mode.js'
@@ -50,7 +50,7 @@ async function steeredLab(t: Test, mode: RedirectMode, policy: string): Promise<
     proxyAddress: proxyAddr,
     proxyPorts: [HTTP_PORT, DNS_PORT],
     netns: lab.netns('node'),
-    cgroupName: `l7lab-${lab.name}`,
+    cgroupName: labCgroupName(lab.name),
   })
   t.teardown(() => dp.stop())
   for (const h of LAB_HOSTS) dp.attach(nodeIfname(h.name), ids.get(h.name))

@@ -10,7 +10,7 @@
 import { readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { availableParallelism, cpus, release } from 'node:os'
 import { join } from 'node:path'
-import { hostNetns } from '../../lab/topology.js'
+import { hostNetns, labCgroupName } from '../../lab/topology.js'
 import { startLabNode } from '../../proxy/agent/lab-node-process.js'
 import { renderTable } from '../../proxy/cli/table.js'
 import { UsageError } from '../../proxy/cli/usage-error.js'
@@ -63,7 +63,7 @@ export function pathProblem(mode: CompareMode, w: Workload, totals: ProxyTotals,
     if (proxied > 0) return `l7proxy saw ${proxied} operations meant for ${mode}`
     if ((peerHandled ?? 0) < load.ops) return `${mode} handled ${peerHandled ?? 0} of the ${load.ops} operations`
   } else if (proxied < load.ops) return `the proxy saw ${proxied} of the ${load.ops} operations`
-  if (mode === 'sockmap') return (totals.sockmap?.messages ?? 0) === 0 ? 'sk_msg redirected no message' : null
+  if (contender(mode).datapath === 'sockmap') return (totals.sockmap?.messages ?? 0) === 0 ? 'sk_msg redirected no message' : null
   return steered === 0 ? 'the kernel counted no packet steered to the proxy' : null
 }
 
@@ -103,16 +103,17 @@ export async function runCompare(args: string[], out: (s: string) => void, err: 
       const policyFile = join(dir, 'policy.yaml')
       writeFileSync(policyFile, w.policy(how.l7))
       const logFile = join(dir, 'node.log')
-      const cgroupName = `l7lab-${lab}`
-      const node = await startLabNode({ lab, mode: how.datapath, policyFile, pin, threads, logFile, ...(mode === 'sockmap' ? { sockmapCgroup: cgroupName } : {}), ...(how.peer === 'haproxy' ? { http: 'external' } : how.peer === 'dnsdist' ? { dns: 'external' } : {}) })
+      // sockmap: the node, the peer (if any) and the client are in the lab's cgroup, as its servers are.
+      const cgroup = how.datapath === 'sockmap' ? join(cgroup2Root(), labCgroupName(lab)) : null
+      const node = await startLabNode({ lab, mode: how.datapath, policyFile, pin, threads, logFile, ...(cgroup ? { sockmapCgroup: labCgroupName(lab) } : {}), ...(how.peer === 'haproxy' ? { http: 'external' } : how.peer === 'dnsdist' ? { dns: 'external' } : {}) })
       hold(async () => void (await node.stop()))
-      const peer = how.peer === null ? null : await startPeer(how.peer, w, node, { lab, dir, threads })
+      const peer = how.peer === null ? null : await startPeer(mode, w, node, { lab, dir, threads, cgroup })
       // The peer (if any) and the node; stopping again is a no-op.
       const stop = async (): Promise<void> => void (await (peer ? stopScenario(peer) : node.stop()))
       hold(stop)
       const proxyPid = peer?.peerPid ?? node.pid
       try {
-        const client = { ns: hostNetns(lab, 'tiefighter'), cgroup: mode === 'sockmap' ? join(cgroup2Root(), cgroupName) : null }
+        const client = { ns: hostNetns(lab, 'tiefighter'), cgroup }
         if (warmup > 0) await w.run(client, { seconds: warmup, dir })
         const handled0 = peer ? await peer.handled() : 0
         const cpu0 = cpuSeconds(proxyPid)

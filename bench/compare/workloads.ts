@@ -19,6 +19,8 @@ export interface Workload {
   protocol: 'http1' | 'h2c' | 'dns'
   /** The policy's L7 rules as method and path, for an HTTP peer (HAProxy). */
   httpRules?: readonly BenchRule[]
+  /** Each operation is a new connection, the proxy closing it first (its side stays in TIME_WAIT while the client reuses ports). */
+  connectionPerOp?: true
   /** The policy: with `l7` the traffic is steered to the proxy, without it only allowed. */
   policy(l7: boolean): string
   run(client: Client, o: { seconds: number; dir: string }): Promise<LoadResult>
@@ -84,6 +86,7 @@ export const WORKLOAD_DEFS: Record<WorkloadName, Workload> = {
     unit: 'conn/s',
     protocol: 'http1',
     httpRules: HTTP_RULES,
+    connectionPerOp: true,
     policy: httpPolicy,
     run: (c, o) => wrk(c, { url: `http://${DEATHSTAR}/v1/`, seconds: o.seconds, connections: 8, closeEach: true }),
     proxied: httpProxied,

@@ -53,13 +53,13 @@ export function haproxyConfig(o: HaproxyOptions): string {
   ].join('\n')
 }
 
-/** Starts HAProxy in `ns` next to `node`, its config, socket and log in `dir`; waits until it listens. */
-export async function startHaproxy(node: LabNode, ns: string, dir: string, o: Omit<HaproxyOptions, 'statsSocket'>): Promise<RunningPeer> {
+/** Starts HAProxy in `ns` (and `cgroup`) next to `node`, its config, socket and log in `dir`; waits until it listens. */
+export async function startHaproxy(node: LabNode, ns: string, dir: string, o: Omit<HaproxyOptions, 'statsSocket'>, cgroup: string | null = null): Promise<RunningPeer> {
   const cfg = join(dir, 'haproxy.cfg')
   const statsSocket = join(dir, 'haproxy.sock')
   writeFileSync(cfg, haproxyConfig({ ...o, statsSocket }))
   // -db: stay in the foreground, so its PID is ours to stop.
-  const running = await withPeer(node, { ns, argv: ['haproxy', '-db', '-f', cfg], log: join(dir, 'haproxy.log'), port: o.port, proto: 'tcp', what: 'haproxy' })
+  const running = await withPeer(node, { ns, argv: ['haproxy', '-db', '-f', cfg], log: join(dir, 'haproxy.log'), port: o.port, proto: 'tcp', what: 'haproxy', cgroup })
   return { ...running, handled: () => haproxyRequests(statsSocket) }
 }
 

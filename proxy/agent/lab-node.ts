@@ -19,7 +19,7 @@ import type { AddressInfo, Socket } from 'node:net'
 import pino from 'pino'
 import { LAB_HOSTS, nodeIfname } from '../../lab/topology.js'
 import { PolicyEngine } from '../../policy/engine.js'
-import { joinCgroup, cgroup2Root } from '../../redirect-bpf/cgroup.js'
+import { joinCgroup } from '../../redirect-bpf/cgroup.js'
 import { removeBpffs } from '../../redirect-bpf/bpffs.js'
 import { Datapath } from '../../redirect-bpf/datapath.js'
 import { proxymapLookup } from '../../redirect-bpf/map-layout.js'
@@ -171,11 +171,11 @@ if (args.http === 'builtin') {
         }
       : undefined
   proxy = new HttpProxy({ engine, logger, ...(flowOf ? { flowOf } : {}), ...(args.caDir ? { caDir: args.caDir } : {}) })
-  // sockmap: the proxy's sockets must be in the cgroup sock_ops watches; accepted sockets take
-  // the listener's cgroup, fixed when it is made.
+  // sockmap: the proxy's sockets must be in the cgroup sock_ops watches (a socket's cgroup is
+  // fixed when it is made; accepted ones take their listener's): the listeners' and the upstream
+  // connections' alike, so the process stays in it.
   if (dp.cgroup) joinCgroup(dp.cgroup)
   httpFds = Array.from({ length: threads }, () => transparentTcpListener(proxyAddress, args.httpPort, { reusePort: true }))
-  if (dp.cgroup) joinCgroup(cgroup2Root())
   dp.addProxyListener(args.httpPort, httpFds[0]!)
   await proxy.listen({ fd: httpFds[0]! })
 }

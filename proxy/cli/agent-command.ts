@@ -10,7 +10,7 @@ import { closeSync, existsSync, readFileSync, statSync } from 'node:fs'
 import { availableParallelism } from 'node:os'
 import { parseArgs } from 'node:util'
 import { labUp } from '../../lab/lab.js'
-import { isValidLabName, nodeNetns } from '../../lab/topology.js'
+import { isValidLabName, labCgroupName, nodeNetns } from '../../lab/topology.js'
 import { distPath } from '../../lib/project-root.js'
 import { REDIRECT_MODES, type RedirectMode } from '../../redirect-bpf/modes/redirect-mode.js'
 import { ConfigError, LOG_LEVELS, environmentLayers, parseConfigText, resolveConfig, type AgentConfig, type ConfigLayer, type LogLevel } from '../agent/config.js'
@@ -117,7 +117,7 @@ function startAgentProcess(c: AgentConfig, metricsFd: number | null): AgentProce
     '--mode', c.mode, '--policy-dir', c.policyDirectory, '--pin', c.bpffs, '--threads', String(threads), '--admin', c.admin.socket,
     '--http-port', String(c.proxy.httpPort), '--dns-port', String(c.proxy.dnsPort), '--log-level', c.logging.level,
     '--state', c.stateDirectory, '--ca-dir', c.caDirectory, '--dns-reject', c.dns.rejectCode, '--dns-min-ttl', String(c.dns.minTtlSeconds), '--dns-max-ips', String(c.dns.maxIpsPerName), '--dns-max-delay', String(c.dns.maxDelayMs), '--dns-threads', String(c.dns.threads)]
-  if (c.mode === 'sockmap') argv.push('--sockmap-cgroup', `l7proxy-${c.lab}`)
+  if (c.mode === 'sockmap') argv.push('--sockmap-cgroup', labCgroupName(c.lab))
   if (metricsFd !== null) argv.push('--metrics-fd', '3')
   if (c.endpointsFile !== null) argv.push('--endpoints', c.endpointsFile)
   const child = spawn('ip', argv, { stdio: ['ignore', 'inherit', 'inherit', ...(metricsFd !== null ? [metricsFd] : [])] })

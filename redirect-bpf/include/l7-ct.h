@@ -26,10 +26,11 @@ static __always_inline struct ct_value *ct_find(__u32 saddr, __u32 daddr, __u16 
 	return v;
 }
 
-static __always_inline void ct_create(__u32 saddr, __u32 daddr, __u16 sport, __u16 dport, __u8 proto, __u16 proxy_port)
+static __always_inline void ct_create(__u32 saddr, __u32 daddr, __u16 sport, __u16 dport, __u8 proto, __u16 proxy_port,
+				      __u16 flags)
 {
 	struct ct_key key = { .saddr = saddr, .daddr = daddr, .sport = sport, .dport = dport, .protocol = proto };
-	struct ct_value v = { .last_seen_ns = bpf_ktime_get_ns(), .proxy_port = proxy_port };
+	struct ct_value v = { .last_seen_ns = bpf_ktime_get_ns(), .proxy_port = proxy_port, .flags = flags };
 
 	bpf_map_update_elem(&l7_ct, &key, &v, BPF_ANY);
 }

@@ -52,11 +52,14 @@ struct ct_key {
 
 /* A TCP connection that sent a FIN or RST either way: kept only L7_CT_CLOSING_LIFETIME_NS more. */
 #define L7_CT_CLOSING (1u << 0)
+/* Opened by the node (to-endpoint saw its SYN first: the proxy's upstream connections, above all):
+ * in sockmap mode its two local sockets are paired in the sockhash as a steered flow's are. */
+#define L7_CT_FROM_NODE (1u << 1)
 
 struct ct_value {
 	__u64 last_seen_ns; /* bpf_ktime_get_ns (CLOCK_MONOTONIC) */
 	__u16 proxy_port; /* host order; non-zero: the connection goes to the proxy */
-	__u16 flags;      /* L7_CT_CLOSING */
+	__u16 flags;      /* L7_CT_CLOSING, L7_CT_FROM_NODE */
 	__u16 pad[2];
 };
 

@@ -110,7 +110,7 @@ judge:
 		return TC_ACT_SHOT;
 	proxy_port = ingress_proxy ? ingress_proxy : egress_proxy;
 	if (dport)
-		ct_create(ip->saddr, ip->daddr, sport, dport, ip->protocol, proxy_port);
+		ct_create(ip->saddr, ip->daddr, sport, dport, ip->protocol, proxy_port, 0);
 	if (!proxy_port)
 		return TC_ACT_OK;
 

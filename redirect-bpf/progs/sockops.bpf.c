@@ -2,11 +2,14 @@
 /*
  * Hook: sock_ops on the lab's (or node's) cgroup2, for every TCP socket its processes make.
  *
- * In sockmap mode, when a connection is established, decides whether it is one of the flows
- * from-endpoint steered to the proxy (its conntrack entry names a proxy port), seen from either
- * end: the pod's socket (its tuple is the flow's) or the proxy's accepted socket (sk_assign kept
- * the original tuple, so it is the mirror image). Those sockets go into the sockhash, where
- * sk-msg.bpf.c moves their payload socket to socket. Every other socket is left alone.
+ * In sockmap mode, when a connection is established, decides whether both its ends are local
+ * sockets worth pairing, seen from either end: a flow from-endpoint steered to the proxy (its
+ * conntrack entry names a proxy port) has the pod's socket (its tuple is the flow's) and the
+ * proxy's accepted one (sk_assign kept the original tuple: the mirror image); a connection the
+ * node opened to a host (to-endpoint marked it: the proxy's upstream connections) has the
+ * proxy's socket and the host's server's. Those sockets go into the sockhash, where sk-msg.bpf.c
+ * moves their payload socket to socket; a socket whose other end never shows up here (a server
+ * outside the cgroup) keeps the normal path. Every other socket is left alone.
  */
 #include <linux/bpf.h>
 #include <linux/in.h>
@@ -15,12 +18,12 @@
 
 #include "l7proxy-maps.h"
 
-static __always_inline int steered(__u32 saddr, __u32 daddr, __u16 sport, __u16 dport)
+static __always_inline int paired(__u32 saddr, __u32 daddr, __u16 sport, __u16 dport)
 {
 	struct ct_key key = { .saddr = saddr, .daddr = daddr, .sport = sport, .dport = dport, .protocol = IPPROTO_TCP };
 	struct ct_value *v = bpf_map_lookup_elem(&l7_ct, &key);
 
-	return v && v->proxy_port;
+	return v && (v->proxy_port || (v->flags & L7_CT_FROM_NODE));
 }
 
 SEC("sockops")
@@ -41,8 +44,8 @@ int steer_sockets(struct bpf_sock_ops *skops)
 	key.remote_port = bpf_ntohl(skops->remote_port); /* network order in the upper half */
 	lport = bpf_htons(key.local_port);
 	rport = bpf_htons(key.remote_port);
-	/* The pod's socket: the flow as it left. The proxy's socket: the same flow reversed. */
-	if (steered(key.local_ip4, key.remote_ip4, lport, rport) || steered(key.remote_ip4, key.local_ip4, rport, lport))
+	/* The socket that connected: the flow as it left. The one that accepted: the same flow reversed. */
+	if (paired(key.local_ip4, key.remote_ip4, lport, rport) || paired(key.remote_ip4, key.local_ip4, rport, lport))
 		bpf_sock_hash_update(skops, &l7_sockhash, &key, BPF_NOEXIST);
 	return 1;
 }

@@ -34,7 +34,7 @@ static __always_inline void track_node_syn(struct iphdr *ip, void *data_end)
 	if (ip->protocol != IPPROTO_TCP || (void *)(tcp + 1) > data_end || !tcp->syn || tcp->ack)
 		return;
 	if (!ct_find(ip->saddr, ip->daddr, tcp->source, tcp->dest, IPPROTO_TCP))
-		ct_create(ip->saddr, ip->daddr, tcp->source, tcp->dest, IPPROTO_TCP, 0);
+		ct_create(ip->saddr, ip->daddr, tcp->source, tcp->dest, IPPROTO_TCP, 0, L7_CT_FROM_NODE);
 }
 
 SEC("tc")
