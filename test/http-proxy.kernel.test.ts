@@ -89,11 +89,11 @@ for (const mode of ['sk-assign', 'sockmap'] as const) {
         'deathstar-data',
         '{ class: deathstar }',
         `  ingress:
-    - fromEndpoints: [ { matchLabels: { org: empire } } ]
-      toPorts:
-      - ports: [ { port: "80", protocol: TCP } ]
-        rules: { http: [ { method: POST, path: "/v1/echo" }, { method: GET, path: "/v1/bytes([?].*)?" } ] }
-  `,
+  - fromEndpoints: [ { matchLabels: { org: empire } } ]
+    toPorts:
+    - ports: [ { port: "80", protocol: TCP } ]
+      rules: { http: [ { method: POST, path: "/v1/echo" }, { method: GET, path: "/v1/bytes([?].*)?" } ] }
+`,
       ),
     )
     const upload = join(dirname(policy), 'upload.bin')
