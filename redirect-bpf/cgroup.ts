@@ -61,9 +61,17 @@ export function removeCgroup(dir: string): void {
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e
   }
-  // Other groups may still use our mount (it is this mount namespace's view of the one hierarchy):
-  // a busy unmount fails and leaves it.
-  if (root === OWN_ROOT && (libbpf().umount2(cString(OWN_ROOT), 0) as number) === 0) rmdirSync(OWN_ROOT)
+  releaseCgroup2Root()
+}
+
+/**
+ * Unmounts the cgroup2 mount l7proxy made (where this mount namespace had none, as under
+ * `ip netns exec`, which remounts /sys) and removes its directory. Other groups may still use
+ * it (it is this mount namespace's view of the one hierarchy): a busy unmount fails and leaves it.
+ */
+export function releaseCgroup2Root(): void {
+  if (!cgroup2Mounts().includes(OWN_ROOT)) return
+  if ((libbpf().umount2(cString(OWN_ROOT), 0) as number) === 0) rmdirSync(OWN_ROOT)
 }
 
 export function attachSockops(progFd: number, cgroupDir: string): void {

@@ -9,7 +9,7 @@ import type { EngineDelta } from '../policy/engine.js'
 import { BpfObject } from './bpf-object.js'
 import { BpfError } from './libbpf.js'
 import { ensureBpffs } from './bpffs.js'
-import { attachSkMsg, attachSockops, createCgroup, detachSkMsg, detachSockops, removeCgroup } from './cgroup.js'
+import { attachSkMsg, attachSockops, createCgroup, detachSkMsg, detachSockops, releaseCgroup2Root, removeCgroup } from './cgroup.js'
 import { checkLayout, decodePolicyKey, decodePolicyValue, liveCtDestinations, originalDestination, readCounters, readSockmapStats, writeConfig, type Counter, type PolicyMapKey } from './map-layout.js'
 import { setupMode, teardownModes, type RedirectMode, type Run } from './modes/redirect-mode.js'
 import { inNetns } from './netns.js'
@@ -201,6 +201,7 @@ export class Datapath {
       this.sockmap.skMsg.close()
     }
     if (this.cgroup && this.ownCgroup) removeCgroup(this.cgroup)
+    else if (this.cgroup) releaseCgroup2Root()
     if (this.skLookup) {
       if (this.skLookup.link >= 0) detachSkLookup(this.skLookup.link)
       this.skLookup.obj.close()

@@ -52,7 +52,8 @@ export interface Series {
 export function barChart(title: string, unit: string, modes: readonly string[], series: readonly Series[]): string {
   const width = 520
   const rowH = 14 * series.length + 10
-  const left = 110
+  // Room for the longest mode label at 11px (about 6.5px a character), at least 110.
+  const left = Math.max(110, 12 + Math.ceil(6.5 * Math.max(0, ...modes.map((m) => m.length))))
   const top = 28
   const height = top + modes.length * rowH + 24
   const finite = (v: number | null | undefined): v is number => typeof v === 'number' && Number.isFinite(v)
