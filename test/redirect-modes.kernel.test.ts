@@ -3,6 +3,8 @@
 // straight to their server; with no proxy socket the steered flow is dropped (fail closed).
 
 import { spawnSync } from 'node:child_process'
+import { existsSync } from 'node:fs'
+import { join } from 'node:path'
 import { createSocket, type Socket } from 'node:dgram'
 import { createServer, type Server } from 'node:http'
 import t, { type Test } from 'tap'
@@ -10,11 +12,11 @@ import { GATEWAY_IP, LAB_HOSTS, labCgroupName, labEndpoints, nodeIfname } from '
 import { PolicyEngine } from '../policy/engine.js'
 import type { VerdictName } from '../redirect-bpf/map-layout.js'
 import { REDIRECT_MODES, ROUTE_TABLE, parseMode, type RedirectMode } from '../redirect-bpf/modes/redirect-mode.js'
-import { cgroup2Root, joinCgroup } from '../redirect-bpf/cgroup.js'
+import { cgroup2Root, joinCgroup, removeCgroup } from '../redirect-bpf/cgroup.js'
 import { Datapath } from '../redirect-bpf/datapath.js'
 import { inNetns } from '../redirect-bpf/netns.js'
 import { transparentTcpListener, transparentUdpSocket } from '../redirect-bpf/transparent-socket.js'
-import { execCommand } from '../lab/netns.js'
+import { execCommand, netnsArgv } from '../lab/netns.js'
 import { kernelTest } from './fixtures/kernel.js'
 import { useBpffs, useLab, type LabHandle } from './fixtures/lab.js'
 import { cnp } from './fixtures/policy-text.js'
@@ -231,10 +233,7 @@ kernelTest(t, 'sockmap: payload between the pod and the proxy moves socket to so
   t.same(s.dp.sockmapStats(), before, 'and nothing was redirected: no peer in the sockhash')
   // A client inside the cgroup: both ends are in the sockhash.
   // Async: the proxy answering it lives in this process's event loop.
-  const inside = await execCommand(
-    ['sh', '-c', 'echo $$ > "$0/cgroup.procs" && exec ip netns exec "$1" curl -sS --max-time 3 http://198.18.2.10/v1/inside -w "\\n" http://198.18.2.10/v1/again', s.dp.cgroup!, s.lab.netns('tiefighter')],
-    { timeoutMs: 15_000 },
-  )
+  const inside = await execCommand(netnsArgv(s.lab.netns('tiefighter'), ['curl', '-sS', '--max-time', '3', 'http://198.18.2.10/v1/inside', '-w', '\\n', 'http://198.18.2.10/v1/again'], s.dp.cgroup), { timeoutMs: 15_000 })
   const after = s.dp.sockmapStats()
   t.equal(inside.code, 0, `curl exit ${inside.code}: ${inside.stderr} (sk_msg moved ${after.messages - before.messages} messages, ${after.bytes - before.bytes} bytes)`)
   const answers = inside.stdout.trim().split('\n').map((l) => JSON.parse(l) as { original: string; remote: string })
@@ -242,4 +241,20 @@ kernelTest(t, 'sockmap: payload between the pod and the proxy moves socket to so
   for (const a of answers) t.match(a, { original: '198.18.2.10:80', remote: '198.18.1.10' })
   t.ok(after.messages - before.messages >= 4, `sk_msg moved ${after.messages - before.messages} messages (two requests, two responses)`)
   t.ok(after.bytes - before.bytes > 200, `${after.bytes - before.bytes} bytes went socket to socket`)
+})
+
+kernelTest(t, "sockmap: a datapath removes a cgroup it made, and leaves one it found (the lab's)", async (t) => {
+  const lab = await useLab(t)
+  const pinRoot = useBpffs(t, lab.name)
+  const start = (cgroupName: string): Datapath => Datapath.start({ mode: 'sockmap', pinRoot, proxyAddress: '127.0.0.1', proxyPorts: [HTTP_PORT, DNS_PORT], netns: lab.netns('node'), cgroupName })
+  const labGroup = join(cgroup2Root(), labCgroupName(lab.name))
+  start(labCgroupName(lab.name)).stop()
+  t.ok(existsSync(labGroup), "the lab's cgroup stays after the datapath stops: the lab made it, and its servers are in it")
+  // Not a lab's name: lab down would not take it, so it is this test's to remove if the datapath does not.
+  const name = `${labCgroupName(lab.name)}-own`
+  t.teardown(() => removeCgroup(join(cgroup2Root(), name)))
+  const made = start(name)
+  t.ok(existsSync(join(cgroup2Root(), name)), 'a cgroup that did not exist is made')
+  made.stop()
+  t.notOk(existsSync(join(cgroup2Root(), name)), 'and removed when the datapath stops')
 })
