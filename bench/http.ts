@@ -7,6 +7,8 @@
 //   l7proxy  the same allow with HTTP rules: steered (--mode) to l7proxy's HTTP proxy
 //   haproxy  the same steering, to HAProxy (Debian's) as a transparent proxy on the node with the
 //            same method/path rules, forwarding to the original destination
+// In sockmap mode wrk, the node's agent and HAProxy run in the lab's cgroup (its servers' too), so
+// both proxies have both hops shortcut.
 // Both proxies get T threads (default: one per core; with --cpus split, one). --cpus split puts
 // the proxy alone on the last CPU and wrk and the servers on the others (bench-support.ts). R rounds, each running the three ways in
 // turn (so machine drift does not favour one), each way started afresh, checked (a denied
@@ -18,12 +20,13 @@
 import { rmSync, writeFileSync } from 'node:fs'
 import { availableParallelism } from 'node:os'
 import { join } from 'node:path'
-import { execIn } from '../lab/netns.js'
-import { findHost, hostNetns, nodeNetns } from '../lab/topology.js'
+import { execCommand, netnsArgv } from '../lab/netns.js'
+import { findHost, hostNetns, labCgroupName, nodeNetns } from '../lab/topology.js'
+import { cgroup2Root } from '../redirect-bpf/cgroup.js'
 import { LAB_PROXY_PORTS, labProxyAddress, startLabNode } from '../proxy/agent/lab-node-process.js'
 import { renderTable } from '../proxy/cli/table.js'
 import type { RedirectMode } from '../redirect-bpf/modes/redirect-mode.js'
-import { UsageError, benchOptions, benchPin, cpuLayoutOption, inLabRounds, medianRun, modeOption, pinLabServers, pinProcess, runBench, stopScenario, wholeOption, withProxyCpu, writeResult, type CpuLayout, type RunningScenario } from './bench-support.js'
+import { benchOptions, benchPin, cpuLayoutOption, inLabRounds, medianRun, modeOption, pinLabServers, pinProcess, runBench, stopScenario, wholeOption, withProxyCpu, writeResult, type CpuLayout, type RunningScenario } from './bench-support.js'
 import { wrk, type LoadResult } from './load-generators.js'
 import { startHaproxy, type BenchRule } from './peers/haproxy.js'
 
@@ -44,6 +47,8 @@ interface Run extends LoadResult {
   proxySystemCores: number | null
   /** l7proxy: flow lines it logged while started for this run (checks, warm-up and run). */
   flowLines?: number
+  /** sockmap, through a proxy: messages sk_msg moved socket to socket over the node's life. */
+  sockmapMessages?: number
 }
 
 function policy(withRules: boolean): string {
@@ -61,21 +66,27 @@ spec:
 }
 
 
-async function wrkRun(seconds: number, connections: number, proxyPid: number | null, cpus: string | null): Promise<Run> {
-  return withProxyCpu(proxyPid, () => wrk({ ns: hostNetns(LAB, 'tiefighter'), cgroup: null }, { url: TARGET, seconds, connections, cpus }))
+/** In sockmap mode the client, the node's agent and HAProxy are in the lab's cgroup (as its servers are); else null. */
+function sockmapCgroup(mode: RedirectMode): string | null {
+  return mode === 'sockmap' ? join(cgroup2Root(), labCgroupName(LAB)) : null
 }
 
-async function curlStatus(method: string, path: string): Promise<number> {
-  const r = await execIn(hostNetns(LAB, 'tiefighter'), ['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', '5', '-X', method, `http://${DEATHSTAR}${path}`], { timeoutMs: 15_000 })
+async function wrkRun(seconds: number, connections: number, proxyPid: number | null, cpus: string | null, cgroup: string | null): Promise<Run> {
+  return withProxyCpu(proxyPid, () => wrk({ ns: hostNetns(LAB, 'tiefighter'), cgroup }, { url: TARGET, seconds, connections, cpus }))
+}
+
+async function curlStatus(method: string, path: string, cgroup: string | null): Promise<number> {
+  const r = await execCommand(netnsArgv(hostNetns(LAB, 'tiefighter'), ['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', '5', '-X', method, `http://${DEATHSTAR}${path}`], cgroup), { timeoutMs: 15_000 })
   return Number(r.stdout)
 }
 
 async function startScenario(s: Scenario, mode: RedirectMode, dir: string, threads: number): Promise<RunningScenario> {
   const policyFile = join(dir, `${s}.yaml`)
   writeFileSync(policyFile, policy(s !== 'direct'))
-  const node = await startLabNode({ lab: LAB, mode, policyFile, pin: pinOf(s), http: s === 'haproxy' ? 'external' : 'builtin', threads, logFile: join(dir, `${s}-flows.log`) })
+  const cgroup = sockmapCgroup(mode)
+  const node = await startLabNode({ lab: LAB, mode, policyFile, pin: pinOf(s), http: s === 'haproxy' ? 'external' : 'builtin', threads, logFile: join(dir, `${s}-flows.log`), ...(cgroup ? { sockmapCgroup: labCgroupName(LAB) } : {}) })
   if (s !== 'haproxy') return { node, proxyPid: s === 'l7proxy' ? node.pid : null, peerPid: null }
-  return startHaproxy(node, nodeNetns(LAB), dir, { rules: RULES, listen: labProxyAddress(mode), port: LAB_PROXY_PORTS.http, threads })
+  return startHaproxy(node, nodeNetns(LAB), dir, { rules: RULES, listen: labProxyAddress(mode), port: LAB_PROXY_PORTS.http, threads }, cgroup)
 }
 
 function pinOf(s: Scenario): string {
@@ -104,8 +115,7 @@ async function main(): Promise<void> {
   const warmup = num('warmup', 0, 60)
   const connections = num('connections', 1, 1000)
   const mode = modeOption(values.mode)
-  // sockmap needs the client in the node's cgroup: the mode comparison (issue 9) measures it.
-  if (mode === 'sockmap') throw new UsageError('--mode sockmap is not measured here (the client would have to join the sockmap cgroup)')
+  const cgroup = sockmapCgroup(mode)
   const layout: CpuLayout = cpuLayoutOption(values.cpus)
   if (values.threads === '') values.threads = layout.proxy === null ? String(availableParallelism()) : '1'
   const threads = num('threads', 1, 64)
@@ -123,24 +133,30 @@ async function main(): Promise<void> {
       const running = await startScenario(s, mode, dir, threads)
       hold(() => stopScenario(running))
       if (layout.proxy !== null) pinProcess(running.proxyPid ?? running.node.pid, layout.proxy)
-      const check = { allowed: await curlStatus('GET', '/v1/'), denied: await curlStatus('PUT', '/v1/exhaust-port') }
+      const check = { allowed: await curlStatus('GET', '/v1/', cgroup), denied: await curlStatus('PUT', '/v1/exhaust-port', cgroup) }
       // Directly the server answers the PUT itself (503); through a proxy it is denied (403).
       const want = s === 'direct' ? 503 : 403
       if (check.allowed !== 200 || check.denied !== want) {
         throw new Error(`${s}: GET /v1/ gave ${check.allowed} (want 200), PUT /v1/exhaust-port gave ${check.denied} (want ${want}): the traffic does not take the path this scenario measures`)
       }
       checks[s] = check
-      const warm = warmup > 0 ? await wrkRun(warmup, connections, null, layout.rest) : null
-      const run = await wrkRun(duration, connections, running.proxyPid, layout.rest)
+      const warm = warmup > 0 ? await wrkRun(warmup, connections, null, layout.rest, cgroup) : null
+      const run = await wrkRun(duration, connections, running.proxyPid, layout.rest, cgroup)
       await stopScenario(running)
+      let flowLines = 0
+      let stopped = '{}'
+      await running.node.eachLine((l) => {
+        if (l.endsWith('"msg":"http allowed"}') || l.endsWith('"msg":"http denied"}')) flowLines++
+        else if (l.endsWith('"msg":"datapath stopped"}')) stopped = l
+      })
       if (s === 'l7proxy') {
-        let flowLines = 0
-        await running.node.eachLine((l) => {
-          if (l.endsWith('"msg":"http allowed"}') || l.endsWith('"msg":"http denied"}')) flowLines++
-        })
         run.flowLines = flowLines
         const served = 2 + (warm?.ops ?? 0) + run.ops
         if (run.flowLines < served) throw new Error(`l7proxy logged ${run.flowLines} flow lines for ${served} requests: a request went unlogged`)
+      }
+      if (cgroup !== null && s !== 'direct') {
+        run.sockmapMessages = (JSON.parse(stopped) as { sockmap?: { messages: number } }).sockmap?.messages ?? 0
+        if (run.sockmapMessages === 0) throw new Error(`${s}: sk_msg moved no message: the traffic did not take sockmap's path`)
       }
       rmSync(join(dir, `${s}-flows.log`), { force: true })
       return run

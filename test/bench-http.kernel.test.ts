@@ -12,29 +12,34 @@ import { kernelTest } from './fixtures/kernel.js'
 interface Row {
   scenario: string
   check: { allowed: number; denied: number }
-  median: { ops: number; opsPerSec: number; errors: number; latencyMs: { p50: number; p99: number }; proxyCpuCores: number | null; proxySystemCores: number | null; flowLines?: number }
+  median: { ops: number; opsPerSec: number; errors: number; latencyMs: { p50: number; p99: number }; proxyCpuCores: number | null; proxySystemCores: number | null; flowLines?: number; sockmapMessages?: number }
 }
 
 t.test('bench:http refuses bad arguments with usage and exit 2', async (t) => {
-  for (const args of [['--duration', '0'], ['--runs', 'x'], ['--mode', 'magic'], ['--mode', 'sockmap'], ['--threads', '0'], ['--cpus', 'both'], ['--lab', 'Bad Name'], ['--frob']]) {
+  for (const args of [['--duration', '0'], ['--runs', 'x'], ['--mode', 'magic'], ['--threads', '0'], ['--cpus', 'both'], ['--lab', 'Bad Name'], ['--frob']]) {
     const r = await execCommand([process.execPath, distPath('bench/http.js'), ...args], { timeoutMs: 20_000 })
     t.equal(r.code, 2, args.join(' '))
     t.match(r.stderr, /^bench:http: .+\nusage: npm run bench:http/, 'says what is wrong and how to call it')
   }
 })
 
-for (const cpus of ['shared', 'split']) {
-  kernelTest(t, `bench:http measures direct, l7proxy and haproxy in the lab (--cpus ${cpus})`, async (t) => {
+for (const [cpus, mode] of [
+  ['shared', 'sk-assign'],
+  ['split', 'sk-assign'],
+  ['shared', 'sockmap'],
+] as const) {
+  kernelTest(t, `bench:http measures direct, l7proxy and haproxy in the lab (--cpus ${cpus}, --mode ${mode})`, async (t) => {
     const dir = mkdtempSync(join(tmpdir(), 'l7-bench-'))
     t.teardown(() => rmSync(dir, { recursive: true, force: true }))
     const out = join(dir, 'http.json')
     const lab = `b${process.pid}`
-    const r = await execCommand([process.execPath, distPath('bench/http.js'), '--duration', '1', '--runs', '1', '--warmup', '0', '--connections', '4', '--lab', lab, '--cpus', cpus, '--out', out], {
+    const r = await execCommand([process.execPath, distPath('bench/http.js'), '--duration', '1', '--runs', '1', '--warmup', '0', '--connections', '4', '--lab', lab, '--cpus', cpus, '--mode', mode, '--out', out], {
       timeoutMs: 120_000,
     })
     t.equal(r.code, 0, r.stderr)
-    const result = JSON.parse(readFileSync(out, 'utf8')) as { rows: Row[]; cpus: string; proxyThreads: number; l7proxyVsHaproxy: { requestsPerSec: number } }
+    const result = JSON.parse(readFileSync(out, 'utf8')) as { rows: Row[]; cpus: string; mode: string; proxyThreads: number; l7proxyVsHaproxy: { requestsPerSec: number } }
     t.equal(result.cpus, cpus)
+    t.equal(result.mode, mode)
     if (cpus === 'split') t.equal(result.proxyThreads, 1, 'one proxy thread on its one CPU')
     t.same(result.rows.map((x) => x.scenario), ['direct', 'l7proxy', 'haproxy'])
     for (const row of result.rows) {
@@ -46,6 +51,8 @@ for (const cpus of ['shared', 'split']) {
       t.equal(row.median.proxyCpuCores === null, row.scenario === 'direct', `${row.scenario}: proxy CPU measured when there is a proxy`)
       const { proxyCpuCores: cpu, proxySystemCores: kernel } = row.median
       if (cpu !== null) t.ok(kernel !== null && kernel >= 0 && kernel <= cpu, `${row.scenario}: its kernel part (${kernel}) is part of its CPU (${cpu})`)
+      // sockmap: both proxies' hops go socket to socket (wrk, the agent and HAProxy in the lab's cgroup).
+      if (mode === 'sockmap' && row.scenario !== 'direct') t.ok((row.median.sockmapMessages ?? 0) > 0, `${row.scenario}: sk_msg moved ${row.median.sockmapMessages} messages`)
     }
     const l7 = result.rows.find((x) => x.scenario === 'l7proxy')!.median
     t.ok(l7.flowLines! >= l7.ops, `l7proxy logged a flow line for each of its ${l7.ops} requests (${l7.flowLines})`)
