@@ -6,7 +6,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import t, { type Test } from 'tap'
-import { execCommand, netnsArgv } from '../lab/netns.js'
+import { execCommand, isAlive, netnsArgv, spawnDetachedIn, waitListening } from '../lab/netns.js'
 import { projectRoot } from '../lib/project-root.js'
 import { startLabNode, type LabNode } from '../proxy/agent/lab-node-process.js'
 import { cgroup2Root } from '../redirect-bpf/cgroup.js'
@@ -133,6 +133,50 @@ kernelTest(t, 'http proxy in the lab (sockmap): pod and proxy sockets exchange t
   const moved = sockmapStats(lines)
   // Pod to proxy and back: two requests, two answers; proxy to deathstar and back: one each.
   t.ok(moved.messages >= 6, `sk_msg moved the requests and answers socket to socket on both hops (${JSON.stringify(moved)})`)
+})
+
+// The proxy-server hop is shortcut too (both sockets in the lab's cgroup): a server that reads
+// slowly must hold the upload back through it, and every byte still arrive in order.
+kernelTest(t, 'http proxy in the lab (sockmap): an upload to a slow server on the shortcut hop arrives whole', async (t) => {
+  const policy = policyFile(
+    t,
+    cnp(
+      'deathstar-8080',
+      '{ class: deathstar }',
+      `  ingress:
+  - fromEndpoints: [ { matchLabels: { org: empire } } ]
+    toPorts:
+    - ports: [ { port: "8080", protocol: TCP } ]
+      rules: { http: [ { method: POST } ] }
+`,
+    ),
+  )
+  const p = await nodeProxy(t, 'sockmap', policy)
+  // Pauses 5 ms after every read (at most ~13 MB/s), so the proxy's writes outrun it.
+  const slow = `const h = require('node:crypto'); require('node:http').createServer((req, res) => {
+    const sha = h.createHash('sha256'); let n = 0
+    req.on('data', (d) => { sha.update(d); n += d.length; req.pause(); setTimeout(() => req.resume(), 5) })
+    req.on('end', () => res.end(JSON.stringify({ n, sha: sha.digest('hex') })))
+  }).listen(8080, '198.18.2.10')`
+  const log = join(dirname(policy), 'slow.log')
+  const ns = p.lab.netns('deathstar')
+  const pid = await spawnDetachedIn(ns, [process.execPath, '-e', slow], log, join(cgroup2Root(), labCgroupName(p.lab.name)))
+  t.teardown(async () => {
+    if (!isAlive(pid)) return
+    process.kill(pid)
+    for (let i = 0; i < 100 && isAlive(pid); i++) await new Promise((r) => setTimeout(r, 20))
+  })
+  await waitListening({ ns, port: 8080, proto: 'tcp', pid, logFile: log, what: 'slow server' })
+  const data = randomBytes(8 * 1024 * 1024)
+  const upload = join(dirname(policy), 'slow-upload.bin')
+  writeFileSync(upload, data)
+  const started = Date.now()
+  const r = await p.curl('tiefighter', ['--max-time', '15', '--data-binary', `@${upload}`, 'http://198.18.2.10:8080/up'])
+  t.equal(r.code, 0, `curl: ${r.stderr}`)
+  t.same(JSON.parse(r.stdout || '{}'), { n: data.length, sha: createHash('sha256').update(data).digest('hex') }, `8 MB arrived whole and in order (${Date.now() - started} ms)`)
+  t.equal(await p.stop(), 0)
+  const moved = sockmapStats(p.lines())
+  t.ok(moved.bytes >= 2 * data.length, `both hops carried it socket to socket (${JSON.stringify(moved)})`)
 })
 
 kernelTest(t, 'http proxy in the lab: an upstream that is down gives 502 and a log line', async (t) => {
