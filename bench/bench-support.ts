@@ -8,7 +8,7 @@ import { availableParallelism, tmpdir } from 'node:os'
 import { dirname, join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import { labDown, labUp, type LabState } from '../lab/lab.js'
-import { isAlive, spawnDetachedIn, waitListening } from '../lab/netns.js'
+import { spawnDetachedIn, stopProcess, waitListening } from '../lab/netns.js'
 import { isValidLabName } from '../lab/topology.js'
 import type { LabNode } from '../proxy/agent/lab-node-process.js'
 import { parseMode, type RedirectMode } from '../redirect-bpf/modes/redirect-mode.js'
@@ -151,16 +151,8 @@ export async function withPeer(node: LabNode, o: PeerOptions): Promise<RunningSc
 }
 
 export async function stopScenario(r: RunningScenario): Promise<void> {
-  if (r.peerPid !== null) await stopPeer(r.peerPid)
+  if (r.peerPid !== null) await stopProcess(r.peerPid)
   await r.node.stop()
-}
-
-/** SIGTERM, then SIGKILL after 5 s. */
-async function stopPeer(pid: number): Promise<void> {
-  if (!isAlive(pid)) return
-  process.kill(pid, 'SIGTERM')
-  for (let i = 0; i < 100 && isAlive(pid); i++) await new Promise((res) => setTimeout(res, 50))
-  if (isAlive(pid)) process.kill(pid, 'SIGKILL')
 }
 
 /**

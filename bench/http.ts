@@ -80,10 +80,9 @@ async function curlStatus(method: string, path: string, cgroup: string | null): 
   return Number(r.stdout)
 }
 
-async function startScenario(s: Scenario, mode: RedirectMode, dir: string, threads: number): Promise<RunningScenario> {
+async function startScenario(s: Scenario, mode: RedirectMode, dir: string, threads: number, cgroup: string | null): Promise<RunningScenario> {
   const policyFile = join(dir, `${s}.yaml`)
   writeFileSync(policyFile, policy(s !== 'direct'))
-  const cgroup = sockmapCgroup(mode)
   const node = await startLabNode({ lab: LAB, mode, policyFile, pin: pinOf(s), http: s === 'haproxy' ? 'external' : 'builtin', threads, logFile: join(dir, `${s}-flows.log`), ...(cgroup ? { sockmapCgroup: labCgroupName(LAB) } : {}) })
   if (s !== 'haproxy') return { node, proxyPid: s === 'l7proxy' ? node.pid : null, peerPid: null }
   return startHaproxy(node, nodeNetns(LAB), dir, { rules: RULES, listen: labProxyAddress(mode), port: LAB_PROXY_PORTS.http, threads }, cgroup)
@@ -130,7 +129,7 @@ async function main(): Promise<void> {
     describe: (r: Run) => `${Math.round(r.opsPerSec)} req/s`,
     prepare: (lab) => pinLabServers(layout, lab),
     measure: async (s: Scenario, dir: string, hold) => {
-      const running = await startScenario(s, mode, dir, threads)
+      const running = await startScenario(s, mode, dir, threads, cgroup)
       hold(() => stopScenario(running))
       if (layout.proxy !== null) pinProcess(running.proxyPid ?? running.node.pid, layout.proxy)
       const check = { allowed: await curlStatus('GET', '/v1/', cgroup), denied: await curlStatus('PUT', '/v1/exhaust-port', cgroup) }

@@ -127,6 +127,14 @@ export function isAlive(pid: number): boolean {
   }
 }
 
+/** Ends a process we started: SIGTERM, then SIGKILL after 5 s. */
+export async function stopProcess(pid: number): Promise<void> {
+  if (!isAlive(pid)) return
+  process.kill(pid, 'SIGTERM')
+  for (let i = 0; i < 100 && isAlive(pid); i++) await new Promise((res) => setTimeout(res, 50))
+  if (isAlive(pid)) process.kill(pid, 'SIGKILL')
+}
+
 function tail(file: string, lines = 20): string {
   try {
     return readFileSync(file, 'utf8').trimEnd().split('\n').slice(-lines).join('\n')

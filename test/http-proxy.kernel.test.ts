@@ -6,7 +6,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import t, { type Test } from 'tap'
-import { execCommand, isAlive, netnsArgv, spawnDetachedIn, waitListening } from '../lab/netns.js'
+import { execCommand, netnsArgv, spawnDetachedIn, stopProcess, waitListening } from '../lab/netns.js'
 import { projectRoot } from '../lib/project-root.js'
 import { startLabNode, type LabNode } from '../proxy/agent/lab-node-process.js'
 import { cgroup2Root } from '../redirect-bpf/cgroup.js'
@@ -75,6 +75,23 @@ for (const mode of ['sk-assign', 'tproxy', 'dnat'] as const) {
   })
 }
 
+/** A policy file allowing the empire `method` on the deathstar's port 8080, through the proxy. */
+function port8080Policy(t: Test, method: string): string {
+  return policyFile(
+    t,
+    cnp(
+      'deathstar-8080',
+      '{ class: deathstar }',
+      `  ingress:
+  - fromEndpoints: [ { matchLabels: { org: empire } } ]
+    toPorts:
+    - ports: [ { port: "8080", protocol: TCP } ]
+      rules: { http: [ { method: ${method} } ] }
+`,
+    ),
+  )
+}
+
 /** What sk_msg moved socket to socket, from a stopped node's last line (sockmap mode). */
 function sockmapStats(lines: Array<Record<string, unknown>>): { messages: number; bytes: number } {
   const stopped = lines.find((l) => l.msg === 'datapath stopped') as { sockmap?: { messages: number; bytes: number } } | undefined
@@ -138,19 +155,7 @@ kernelTest(t, 'http proxy in the lab (sockmap): pod and proxy sockets exchange t
 // The proxy-server hop is shortcut too (both sockets in the lab's cgroup): a server that reads
 // slowly must hold the upload back through it, and every byte still arrive in order.
 kernelTest(t, 'http proxy in the lab (sockmap): an upload to a slow server on the shortcut hop arrives whole', async (t) => {
-  const policy = policyFile(
-    t,
-    cnp(
-      'deathstar-8080',
-      '{ class: deathstar }',
-      `  ingress:
-  - fromEndpoints: [ { matchLabels: { org: empire } } ]
-    toPorts:
-    - ports: [ { port: "8080", protocol: TCP } ]
-      rules: { http: [ { method: POST } ] }
-`,
-    ),
-  )
+  const policy = port8080Policy(t, 'POST')
   const p = await nodeProxy(t, 'sockmap', policy)
   // Pauses 5 ms after every read (at most ~13 MB/s), so the proxy's writes outrun it.
   const slow = `const h = require('node:crypto'); require('node:http').createServer((req, res) => {
@@ -161,11 +166,7 @@ kernelTest(t, 'http proxy in the lab (sockmap): an upload to a slow server on th
   const log = join(dirname(policy), 'slow.log')
   const ns = p.lab.netns('deathstar')
   const pid = await spawnDetachedIn(ns, [process.execPath, '-e', slow], log, join(cgroup2Root(), labCgroupName(p.lab.name)))
-  t.teardown(async () => {
-    if (!isAlive(pid)) return
-    process.kill(pid)
-    for (let i = 0; i < 100 && isAlive(pid); i++) await new Promise((r) => setTimeout(r, 20))
-  })
+  t.teardown(() => stopProcess(pid))
   await waitListening({ ns, port: 8080, proto: 'tcp', pid, logFile: log, what: 'slow server' })
   const data = randomBytes(8 * 1024 * 1024)
   const upload = join(dirname(policy), 'slow-upload.bin')
@@ -181,19 +182,7 @@ kernelTest(t, 'http proxy in the lab (sockmap): an upload to a slow server on th
 
 kernelTest(t, 'http proxy in the lab: an upstream that is down gives 502 and a log line', async (t) => {
   // Port 8080 on the deathstar has L7 rules but nothing listening.
-  const policy = policyFile(
-    t,
-    cnp(
-      'deathstar-8080',
-      '{ class: deathstar }',
-      `  ingress:
-  - fromEndpoints: [ { matchLabels: { org: empire } } ]
-    toPorts:
-    - ports: [ { port: "8080", protocol: TCP } ]
-      rules: { http: [ { method: GET } ] }
-`,
-    ),
-  )
+  const policy = port8080Policy(t, 'GET')
   const p = await nodeProxy(t, 'sk-assign', policy)
   const r = await p.curl('tiefighter', ['-w', '[%{http_code}]', 'http://198.18.2.10:8080/v1/'])
   t.equal(r.stdout, 'Upstream unavailable\n[502]', 'the client gets 502 from the proxy')
