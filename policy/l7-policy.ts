@@ -2,7 +2,7 @@
 // (live selectors) may make which requests. A table is immutable and replaced whole when policy
 // changes; the identities a selector holds change in place as identities come and go.
 
-import { compileMatchName, compileMatchPattern, type DnsNameMatcher } from './dns-pattern.js'
+import { compileMatchName, compileMatchPattern, compileServerName, type DnsNameMatcher } from './dns-pattern.js'
 import { compileHttpRule, type HeaderAction, type HttpMatcher, type HttpRequestView } from './http-matcher.js'
 import type { L7Parser } from './endpoint-policy.js'
 import type { Direction, DnsRuleSpec, HttpRuleSpec, TlsInterceptSpec, TlsRuleSpec } from './model.js'
@@ -54,10 +54,10 @@ export function httpMatcher(rule: HttpRuleSpec): HttpMatcher {
   return memo(httpMemo, JSON.stringify(rule), () => compileHttpRule(rule))
 }
 
-/** A dns rule's matcher, or a serverNames entry's (a pattern as in matchPattern). */
+/** A dns rule's matcher, or a serverNames entry's. */
 export function nameMatcher(rule: DnsRuleSpec | TlsRuleSpec): DnsNameMatcher {
   return memo(nameMemo, JSON.stringify(rule), () =>
-    'serverName' in rule ? compileMatchPattern(rule.serverName) : rule.matchName !== undefined ? compileMatchName(rule.matchName) : compileMatchPattern(rule.matchPattern!),
+    'serverName' in rule ? compileServerName(rule.serverName) : rule.matchName !== undefined ? compileMatchName(rule.matchName) : compileMatchPattern(rule.matchPattern!),
   )
 }
 

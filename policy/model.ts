@@ -58,7 +58,7 @@ export interface DnsRuleSpec {
   matchPattern?: string
 }
 
-/** One `serverNames` entry: a TLS server name, exact or with `*` inside a label (as matchPattern). */
+/** One `serverNames` entry: a TLS server name or pattern (cilium-envoy's: `*` within a label, `**` for labels). */
 export interface TlsRuleSpec {
   serverName: string
 }

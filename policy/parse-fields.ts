@@ -3,7 +3,8 @@
 // reported at its line) and returns null after reporting a problem.
 
 import { formatPrefix, parsePrefix, prefixContains } from './cidr.js'
-import { compileMatchName, compileMatchPattern } from './dns-pattern.js'
+import { compileMatchName, compileMatchPattern, compileServerName } from './dns-pattern.js'
+import { PROXY_OWNED_FIELDS } from './http-fields.js'
 import { compileHttpRule } from './http-matcher.js'
 import { ANY_SOURCE, splitSource } from './labels.js'
 import {
@@ -229,6 +230,9 @@ function readHeaderMatch(n: YNode): HeaderMatchSpec | null {
     if (!MISMATCH.includes(m as (typeof MISMATCH)[number])) return f.mismatch.fail(`unknown mismatch action '${m}'; expected one of: ${MISMATCH.join(', ')}`)
     mismatch = m as HeaderMatchSpec['mismatch']
     if (mismatch !== 'DELETE' && mismatch !== 'LOG' && value === undefined) return n.fail(`mismatch ${m} needs a 'value' to set`)
+    if (mismatch !== 'LOG' && PROXY_OWNED_FIELDS.has(name.toLowerCase().replaceAll('_', '-'))) {
+      return f.mismatch.fail(`mismatch ${m} cannot change '${name}': the proxy writes framing, Host and hop-by-hop fields itself`)
+    }
   }
   const out: HeaderMatchSpec = { name }
   if (value !== undefined) out.value = value
@@ -291,8 +295,8 @@ export function readGrpcRule(n: YNode): HttpRuleSpec | null {
 
 /**
  * A port rule's `serverNames`: only TLS connections whose ClientHello names one of them pass
- * (Cilium's meaning). Names compare case-insensitively; `*` matches within one label, as in
- * matchPattern (`*.empire`).
+ * (Cilium's meaning). Names compare case-insensitively; patterns as cilium-envoy reads them
+ * (dns-pattern.ts: `*.empire`, `**.empire`, `*` for any name).
  */
 export function readServerNames(n: YNode): { kind: 'tls'; rules: TlsRuleSpec[] } | null {
   const items = n.list()
@@ -303,11 +307,10 @@ export function readServerNames(n: YNode): { kind: 'tls'; rules: TlsRuleSpec[] }
     const name = item.string()
     if (name === null) return null
     try {
-      compileMatchPattern(name)
+      compileServerName(name)
     } catch (e) {
-      return item.fail((e as Error).message.replace('matchPattern', 'server name'))
+      return item.fail((e as Error).message)
     }
-    if (name === '*' || name.endsWith('.')) return item.fail(`server name '${name}' must be a host name, without a trailing dot (use *.domain for many)`)
     rules.push({ serverName: name })
   }
   return { kind: 'tls', rules }

@@ -4,12 +4,14 @@
 // - a pattern whose shape cannot backtrack badly runs on V8's ordinary engine (fast): no
 //   quantified group that contains a quantifier or an alternation, and at most one unbounded
 //   quantifier (`*`, `+`, `{n,}`) in the whole pattern;
-// - any other pattern runs on V8's linear-time engine (the `l` flag);
+// - any other pattern runs on V8's linear-time engine (the `l` flag; a case-insensitive one with
+//   its letters' cases spelled out, case-fold.ts, since that engine takes no `i`);
 // - a pattern neither can run safely (e.g. a large counted repetition of a group) is refused.
 //
 // RE2 has no backreferences or lookaround, so they are refused too, as Cilium would.
 
 import { setFlagsFromString } from 'node:v8'
+import { foldCase } from './case-fold.js'
 
 setFlagsFromString('--enable-experimental-regexp-engine')
 
@@ -127,7 +129,8 @@ export function compileAnchored(pattern: string, extraFlags = ''): SafeRegex {
   }
   let linear: RegExp
   try {
-    linear = new RegExp(anchored, allFlags + 'l')
+    // The linear engine takes no `i`: the pattern spells its letters' cases out instead.
+    linear = allFlags.includes('i') ? new RegExp(foldCase(anchored), allFlags.replace('i', '') + 'l') : new RegExp(anchored, allFlags + 'l')
   } catch {
     throw new RegexError(
       'pattern could backtrack catastrophically (nested or repeated quantifiers) and cannot run in linear time; simplify it',

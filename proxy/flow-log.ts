@@ -18,7 +18,10 @@ const str = JSON.stringify
 export interface FlowLine {
   verdict: FlowVerdict
   method: string
+  /** The path the rules judged and the server got (normalized). */
   path: string
+  /** The request target as the client sent it, when it is not `path`. */
+  target?: string
   host: string | undefined
   status: number
   ms: number
@@ -151,13 +154,14 @@ export class FlowLog {
     if (this.logger.levelVal > INFO) return
     const verdict = verdictPart(l.verdict)
     const grpc = l.grpc
-    const room = FIXED_ROOM + this.endsRoom + verdict.length + stringRoom(l.method) + stringRoom(l.path) + (l.host === undefined ? 0 : stringRoom(l.host)) + (grpc ? stringRoom(grpc.service) + stringRoom(grpc.method) : 0)
+    const room = FIXED_ROOM + this.endsRoom + verdict.length + stringRoom(l.method) + stringRoom(l.path) + (l.target === undefined ? 0 : stringRoom(l.target)) + (l.host === undefined ? 0 : stringRoom(l.host)) + (grpc ? stringRoom(grpc.service) + stringRoom(grpc.method) : 0)
     let at = this.begin(room, verdict)
     const buf = this.buf
     at = putAscii(buf, at, ',"method":')
     at = putString(buf, at, l.method)
     at = putAscii(buf, at, ',"path":')
     at = putString(buf, at, l.path)
+    if (l.target !== undefined) at = putString(buf, putAscii(buf, at, ',"target":'), l.target)
     if (l.host !== undefined) {
       at = putAscii(buf, at, ',"host":')
       at = putString(buf, at, l.host)

@@ -1,5 +1,5 @@
 import t from 'tap'
-import { compileMatchName, compileMatchPattern, fqdn } from '../policy/dns-pattern.js'
+import { compileMatchName, compileMatchPattern, compileServerName, fqdn } from '../policy/dns-pattern.js'
 import { compileHttpRule, type HeaderAction, type HttpRequestView } from '../policy/http-matcher.js'
 import { portBlocks } from '../policy/map-state.js'
 import { compileAnchored } from '../policy/regex.js'
@@ -26,6 +26,11 @@ t.test('regexes are anchored, RE2 syntax, and never backtrack catastrophically',
   t.throws(() => compileAnchored('a(?=b)'), { code: 'EREGEX', message: /lookahead/ })
   t.throws(() => compileAnchored('[a-'), { code: 'EREGEX', message: /invalid regular expression/ })
   t.ok(compileAnchored('[.*+]x').test('*x'), 'quantifier characters inside a class are literal')
+  const ci = compileAnchored('(?i).*REGEX.*')
+  t.equal(ci.engine, 'linear', "a case-insensitive pattern of Cilium's tests runs on the linear engine")
+  t.ok(ci.test('a-regex-b') && ci.test('ReGeX') && !ci.test('re gex'))
+  const host = compileAnchored('[a-f]+(?<sub>\\.api)*\\.EMPIRE.*', 'i')
+  t.ok(host.test('BEEF.Api.api.empire:80') && !host.test('beefg.empire'), 'host rules (matched without case) too')
   t.equal(compileAnchored('[.*+]x[*]').engine, 'backtracking')
 })
 
@@ -58,10 +63,51 @@ t.test("DNS matchPattern with Cilium's wildcard meaning", async (t) => {
     ['**.empire', 'empire', false],
     ['cantina.empire', 'cantina.empire.', true],
     ['*.empire', 'under_score.empire', true],
+    // Cilium PR 43420: a leading `**.` spans labels; `**` alone or `***` matches all; elsewhere `**` is `*`.
+    ['**', 'a.b.c', true],
+    ['**.', 'a', true],
+    ['***', 'x.y.z.', true],
+    ['**.empire', 'deathstar.empire.', true],
+    ['a.**.empire', 'a.b.empire', true],
+    ['a.**.empire', 'a.b.c.empire', false],
+    ['**cantina.empire', 'mycantina.empire', true],
+    ['**cantina.empire', 'a.cantina.empire', false],
+    ['***.empire', 'a.b.empire', false],
   ]
   for (const [pattern, name, want] of cases) t.equal(compileMatchPattern(pattern).test(name), want, `${pattern} ${want ? 'matches' : 'does not match'} ${name}`)
   t.throws(() => compileMatchPattern('[a-z].empire'), { message: /may only contain/ })
-  t.throws(() => compileMatchPattern('a.**.empire'), { message: /leading/ })
+  t.throws(() => compileMatchPattern('example..com'), { message: /empty label/ })
+  t.throws(() => compileMatchName('.empire'), { message: /empty label/ })
+})
+
+t.test("TLS serverNames with cilium-envoy's SNI pattern meaning", async (t) => {
+  const cases: Array<[string, string, boolean]> = [
+    ['*', 'api.empire', true],
+    ['*', 'empire', true],
+    ['*', '', false],
+    ['api.empire', 'API.Empire', true],
+    ['api.empire', 'api.empire.x', false],
+    ['*.cilium.io', 'www.cilium.io', true],
+    ['*.cilium.io', 'foo.bar.cilium.io', false],
+    ['*.cilium.io', 'cilium.io', false],
+    ['*cilium.io', 'cilium.io', true],
+    ['*cilium.io', 'sub-cilium.io', true],
+    ['*cilium.io', 'www.cilium.io', false],
+    ['sub*.cilium.io', 'subdomain.cilium.io', true],
+    ['sub*.cilium.io', 'blog-sub.cilium.io', false],
+    ['**.cilium.io', 'test.app.cilium.io', true],
+    ['**.cilium.io', 'cilium.io', false],
+    ['sub.**.example.com', 'sub.a.b.example.com', true],
+    ['sub.**.example.com', 'sub.a.example.com', true],
+    ['sub.**.example.com', 'sub.example.com', false],
+    ['a*b*c.empire', 'axxbyyc.empire', true],
+  ]
+  for (const [pattern, name, want] of cases) t.equal(compileServerName(pattern).test(name), want, `${pattern} ${want ? 'matches' : 'does not match'} ${JSON.stringify(name)}`)
+  for (const bad of ['api.empire.', 'a..b', '***', 'a**.empire', '.empire', 'a b']) t.throws(() => compileServerName(bad), { code: 'EDNSPATTERN' }, `'${bad}' refused`)
+  const deep = compileServerName('**.**.**.**.**.**.x')
+  const start = process.hrtime.bigint()
+  t.notOk(deep.test(`${'a.'.repeat(120)}y`))
+  t.ok(Number(process.hrtime.bigint() - start) / 1e6 < 2000, 'many ** labels against a long name finish (linear-time engine)')
 })
 
 function req(method: string, path: string, headers: Record<string, string> = {}, host = 'deathstar'): HttpRequestView {

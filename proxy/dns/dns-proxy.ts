@@ -117,6 +117,8 @@ interface Pending {
   route: Route
   flows: FlowLog
   query: QueryInfo
+  /** The query's header and question as the client sent them (a message of the proxy's own echoes them). */
+  question: Buffer
   qname: string
   qtype: string
   verdict: FlowVerdict
@@ -327,7 +329,8 @@ export class DnsProxy {
       this.logQuery(entry.flows, verdict, qname, qtype, this.rejectCode === RCODE.REFUSED ? 'REFUSED' : 'NXDOMAIN', started, NO_ANSWERS)
       return null
     }
-    return { route, flows: entry.flows, query, qname, qtype, verdict, started, clientId: msg.readUInt16BE(0) }
+    const question = Buffer.from(msg.subarray(0, query.questionEnd))
+    return { route, flows: entry.flows, query, question, qname, qtype, verdict, started, clientId: msg.readUInt16BE(0) }
   }
 
   /** A name's verdict on a flow, judged once per name and policy generation (the entry is made anew when the policy changes). */
@@ -376,7 +379,10 @@ export class DnsProxy {
       readAnswers(msg, records)
     } catch (e) {
       if (!(e instanceof DnsWireError)) throw e
-      // relayed as the server sent it; nothing learned, and the log shows no answers
+      // A client's parser could read it otherwise than the proxy did: nothing is learned from it
+      // or relayed; the client gets SERVFAIL for its own question.
+      this.opts.logger.warn({ qname: p.qname, error: e.message }, 'dns: malformed answer from the server replaced by SERVFAIL')
+      return this.release(p, answer(p.question, p.query, RCODE.SERVFAIL), 'SERVFAIL', NO_ANSWERS, null)
     }
     const answers = answersJson(records)
     if (rcode !== 'NOERROR' || records.length === 0 || !this.opts.learn) return this.release(p, msg, rcode, answers, null)

@@ -107,13 +107,66 @@ function readName(msg: Buffer, offset: number, end: number, decode: boolean): nu
   return next
 }
 
-/** Walks `count` resource records from `offset`; returns where they end. */
-function skipRecords(msg: Buffer, offset: number, end: number, count: number): number {
+/**
+ * How each type's data is laid out (RFC 1035 3.3, and the RFCs of the later types): byte counts,
+ * names, character-strings (`string`; `strings`: one or more to the end), `options` (code, length,
+ * value: EDNS options, SVCB parameters) or `bitmaps` (NSEC type windows) to the end, a CAA tag, or
+ * `rest` (anything). Types not here are opaque.
+ */
+type Part = number | 'name' | 'string' | 'strings' | 'options' | 'bitmaps' | 'tag' | 'rest'
+const ONE_NAME: Part[] = ['name']
+const PREFERENCE_NAME: Part[] = [2, 'name']
+const KEY: Part[] = [4, 'rest']
+const SVCB: Part[] = [2, 'name', 'options']
+const LAYOUTS: Record<number, Part[]> = {
+  1: [4], 2: ONE_NAME, 3: ONE_NAME, 4: ONE_NAME, 5: ONE_NAME, 6: ['name', 'name', 20], 7: ONE_NAME, 8: ONE_NAME, 9: ONE_NAME,
+  12: ONE_NAME, 13: ['string', 'string'], 14: ['name', 'name'], 15: PREFERENCE_NAME, 16: ['strings'], 17: ['name', 'name'],
+  18: PREFERENCE_NAME, 21: PREFERENCE_NAME, 26: [2, 'name', 'name'], 28: [16], 33: [6, 'name'], 35: [4, 'string', 'string', 'string', 'name'],
+  36: PREFERENCE_NAME, 39: ONE_NAME, 41: ['options'], 43: KEY, 44: [2, 'rest'], 46: [18, 'name', 'rest'], 47: ['name', 'bitmaps'],
+  48: KEY, 52: [3, 'rest'], 59: KEY, 60: KEY, 64: SVCB, 65: SVCB, 99: ['strings'], 257: [1, 'tag', 'rest'],
+}
+
+const shortData = (type: number): DnsWireError => new DnsWireError(`${typeName(type)} record data shorter than its contents`)
+
+/** Checks a record's data (`at` to `end`) against its type's layout; throws DnsWireError naming what is wrong. */
+function checkData(msg: Buffer, type: number, at: number, end: number): void {
+  const layout = LAYOUTS[type]
+  if (layout === undefined) return
+  for (const part of layout) {
+    if (typeof part === 'number') at += part
+    else if (part === 'name') at = readName(msg, at, end, false)
+    else if (part === 'rest') at = end
+    else if (part === 'string' || part === 'tag') {
+      if (at >= end) throw shortData(type)
+      if (part === 'tag' && (msg[at] === 0 || msg[at]! > 15)) throw new DnsWireError(`${typeName(type)} record with a tag of ${msg[at]} bytes`)
+      at += 1 + msg[at]!
+    } else {
+      // strings: at least one; options, bitmaps: any number, each filling its own length.
+      if (part === 'strings' && at === end) throw new DnsWireError(`${typeName(type)} record without a string`)
+      while (at < end) {
+        if (part === 'strings') at += 1 + msg[at]!
+        else if (part === 'options') at += at + 4 <= end ? 4 + msg.readUInt16BE(at + 2) : 4
+        else {
+          const length = at + 2 <= end ? msg[at + 1]! : 0
+          if (length < 1 || length > 32) throw new DnsWireError(`${typeName(type)} record with a malformed type bitmap`)
+          at += 2 + length
+        }
+      }
+    }
+    if (at > end) throw shortData(type)
+  }
+  if (at !== end) throw new DnsWireError(`${typeName(type)} record data longer than its contents`)
+}
+
+/** Walks `count` resource records from `offset` (their data checked against its type, if `checked`); returns where they end. */
+function skipRecords(msg: Buffer, offset: number, end: number, count: number, checked = false): number {
   for (let i = 0; i < count; i++) {
     offset = readName(msg, offset, end, false)
     if (offset + 10 > end) throw new DnsWireError('record header runs past the end of the message')
-    offset += 10 + msg.readUInt16BE(offset + 8)
+    const data = offset + 10
+    offset = data + msg.readUInt16BE(offset + 8)
     if (offset > end) throw new DnsWireError('record data runs past the end of the message')
+    if (checked) checkData(msg, msg.readUInt16BE(data - 10), data, offset)
   }
   return offset
 }
@@ -162,8 +215,9 @@ function ipv6(msg: Buffer, at: number): string {
 }
 
 /**
- * Reads and checks a whole answer (the first `end` bytes of `msg`): pushes its answer section's
- * records onto `out` (A, AAAA and CNAME with their data; others with name, type and TTL only).
+ * Reads and checks a whole answer (the first `end` bytes of `msg`), every record's data against
+ * its type's layout: pushes its answer section's records onto `out` (A, AAAA and CNAME with their
+ * data; others with name, type and TTL only).
  * Throws DnsWireError, having pushed nothing, if any part of the message is malformed.
  */
 export function readAnswers(msg: Buffer, out: AnswerRecord[], end = msg.length): void {
@@ -206,9 +260,12 @@ export function readAnswers(msg: Buffer, out: AnswerRecord[], end = msg.length):
       } else if (type === 5) {
         if (readName(msg, data, offset, true) !== offset) throw new DnsWireError('CNAME name does not fill its record')
         out.push({ name, type: 'CNAME', ttl, data: decoded })
-      } else out.push({ name, type: typeName(type), ttl })
+      } else {
+        checkData(msg, type, data, offset)
+        out.push({ name, type: typeName(type), ttl })
+      }
     }
-    skipRecords(msg, offset, end, msg.readUInt16BE(8) + msg.readUInt16BE(10))
+    skipRecords(msg, offset, end, msg.readUInt16BE(8) + msg.readUInt16BE(10), true)
   } catch (e) {
     out.length = first
     throw e

@@ -17,6 +17,7 @@ import { CHUNKED_END, CONTINUE, CRLF, chunkedCoding, localResponse, requestHead,
 import { dropHopByHop } from './hop-by-hop.js'
 import { HeadFields } from './head-fields.js'
 import { normalizePath } from './request-path.js'
+import { forwardedFraming, requestHeadProblem } from './request-head.js'
 import type { OriginTls } from '../tls/origin-socket.js'
 import { countOutcome, type Origin, type ProxyContext } from './proxy-context.js'
 import { UpstreamConnection, type ResponseSink } from './upstream-connection.js'
@@ -76,7 +77,10 @@ class Exchange {
 
   constructor(
     readonly method: string,
+    /** The target as sent. */
     readonly url: string,
+    /** The target as judged and forwarded (normalized; `url` when refused before judging). */
+    readonly path: string,
     readonly host: string | undefined,
     readonly started: number,
     /** The proxy's own whole response, or null when the upstream answers. */
@@ -265,12 +269,12 @@ export class ClientConnection implements ParserSink, ResponseSink {
     const host = hostAt < 0 ? undefined : fields.value(hostAt)
     const http10 = head.versionMinor === 0
     const closeAfter = !head.keepAlive
-    const problem = this.framingProblem(head, hostAt, http10)
+    const problem = requestHeadProblem(head, hostAt, this.ctx.maxHeaders)
     const target = problem === null ? normalizePath(head.url, head.method) : { ok: false as const, reason: problem }
     if (!target.ok) {
       this.stop()
       const body = `Bad request: ${target.reason}\n`
-      this.enqueue(new Exchange(head.method, head.url, host, started, localResponse(400, body, true, head.method === 'HEAD'), null, target.reason, true, http10, false))
+      this.enqueue(new Exchange(head.method, head.url, head.url, host, started, localResponse(400, body, true, head.method === 'HEAD'), null, target.reason, true, http10, false))
       return true
     }
     const path = target.path
@@ -283,31 +287,19 @@ export class ClientConnection implements ParserSink, ResponseSink {
       const close = closeAfter || expectContinue
       if (close) this.stop()
       const response = close || head.method === 'HEAD' ? localResponse(403, DENIED_BODY, close, head.method === 'HEAD') : DENIED
-      this.enqueue(new Exchange(head.method, head.url, host, started, response, verdict, null, close, http10, false))
+      this.enqueue(new Exchange(head.method, head.url, path, host, started, response, verdict, null, close, http10, false))
       return false
     }
     dropHopByHop(fields)
-    const te = fields.get('transfer-encoding')
+    const framing = forwardedFraming(fields)
     const forwarded = verdict.actions.length === 0 ? fields : applyActions(fields, verdict.actions, (a, got) => this.log.info({ header: a.name, expected: a.value, got }, 'http: header mismatch'))
     if (closeAfter) this.lastRequestRead = true
-    this.bodyChunked = te !== undefined
+    this.bodyChunked = framing.startsWith('transfer-encoding')
     this.forwarding = true
     const upstream = (this.upstream ??= this.ctx.pool.take(this.poolKey, started)?.adopt(this) ?? new UpstreamConnection(this.origin, this.ctx.maxHeaderBytes, this, started))
-    upstream.sendHead(requestHead(head.method, path, forwarded, this.bodyChunked ? `transfer-encoding: ${te!}${CRLF}` : ''), started)
-    this.enqueue(new Exchange(head.method, head.url, host, started, null, verdict, null, closeAfter, http10, expectContinue))
+    upstream.sendHead(requestHead(head.method, path, forwarded, framing), started)
+    this.enqueue(new Exchange(head.method, head.url, path, host, started, null, verdict, null, closeAfter, http10, expectContinue))
     return false
-  }
-
-  /** Why a request's head cannot be judged or forwarded safely, or null. */
-  private framingProblem(head: MessageHead, hostAt: number, http10: boolean): string | null {
-    const fields = head.fields
-    if (fields.count > this.ctx.maxHeaders) return `more than ${this.ctx.maxHeaders} header fields`
-    // RFC 9112 3.2: rules and server could read different hosts.
-    if (hostAt >= 0 && fields.indexOf('host', hostAt + 1) >= 0) return 'more than one Host header'
-    // HTTP/1.0 has no chunked framing: a Transfer-Encoding there is how requests get smuggled.
-    if (http10 && fields.indexOf('transfer-encoding') >= 0) return 'Transfer-Encoding in an HTTP/1.0 request'
-    if (head.upgrade) return head.method === 'CONNECT' ? 'CONNECT is not proxied' : 'protocol upgrades are not proxied'
-    return null
   }
 
   onBody(chunk: Buffer): void {
@@ -370,7 +362,7 @@ export class ClientConnection implements ParserSink, ResponseSink {
     }
     const ms = performance.now() - ex.started
     this.ctx.latency.observe(ms / 1000)
-    this.flows.http({ verdict: ex.verdict!, method: ex.method, path: ex.url, host: ex.host, status, ms })
+    this.flows.http({ verdict: ex.verdict!, method: ex.method, path: ex.path, target: ex.path === ex.url ? undefined : ex.url, host: ex.host, status, ms })
   }
 
   // ---- responses from the upstream connection ----
@@ -387,8 +379,11 @@ export class ClientConnection implements ParserSink, ResponseSink {
     let extra = ''
     if (!noBody) {
       const te = fields.get('transfer-encoding')
-      if (te !== undefined || fields.indexOf('content-length') < 0) {
-        // A body of unknown length: chunk-encoded for HTTP/1.1, to the connection's end for 1.0.
+      const cl = fields.indexOf('content-length')
+      if (te !== undefined || cl < 0) {
+        // A body of unknown length: chunk-encoded for HTTP/1.1, to the connection's end for 1.0;
+        // a Content-Length beside a Transfer-Encoding is not what frames it, and is not passed on.
+        if (cl >= 0) fields.drop(cl)
         if (ex.http10) ex.closeDelimited = true
         else {
           ex.chunked = true

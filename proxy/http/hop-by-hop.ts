@@ -3,9 +3,9 @@
 // client's 100-continue itself), and Transfer-Encoding is the proxy's to write: bodies are
 // re-framed on each hop (http1-writer.ts).
 
+import { HOP_BY_HOP_FIELDS as HOP_BY_HOP } from '../../policy/http-fields.js'
 import type { HeadFields } from './head-fields.js'
 
-const HOP_BY_HOP = ['connection', 'keep-alive', 'proxy-connection', 'proxy-authenticate', 'proxy-authorization', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'expect']
 /** The fixed list by name length: a field of another length is end-to-end without looking at its bytes. */
 const BY_LENGTH: string[][] = []
 for (const name of HOP_BY_HOP) (BY_LENGTH[name.length] ??= []).push(name)

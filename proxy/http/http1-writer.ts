@@ -9,10 +9,12 @@ import type { HeadFields } from './head-fields.js'
 
 const CRLF = '\r\n'
 
-/** Transfer-Encoding for a body the proxy chunk-encodes: the sender's codings, chunked last. */
+/** Transfer-Encoding for a body the proxy chunk-encodes: the sender's codings (empty ones left out), chunked last. */
 export function chunkedCoding(received: string | undefined): string {
   if (received === undefined) return 'chunked'
-  return /(^|[\s,])chunked\s*$/i.test(received) ? received : `${received}, chunked`
+  const codings = received.split(',').map((c) => c.trim()).filter((c) => c !== '')
+  if (codings.at(-1)?.toLowerCase() !== 'chunked') codings.push('chunked')
+  return codings.join(', ')
 }
 
 /** Bytes the forwarded fields take as lines. */

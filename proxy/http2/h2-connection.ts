@@ -22,6 +22,7 @@ import { FlowPolicy, flowEnds, httpVerdict, type Flow, type FlowVerdict } from '
 import { FlowLog } from '../flow-log.js'
 import { countOutcome, type Origin, type ProxyContext } from '../http/proxy-context.js'
 import { normalizePath } from '../http/request-path.js'
+import { hostProblem } from '../http/request-head.js'
 import { relay, resetStream } from './stream-relay.js'
 import { GRPC_DEADLINE_EXCEEDED, GRPC_INTERNAL, GRPC_PERMISSION_DENIED, GRPC_UNAVAILABLE, grpcCall, grpcTrailersOnly, isGrpc } from './grpc.js'
 
@@ -75,6 +76,8 @@ class StreamExchange {
   resetByProxy = false
   requestTrailers: IncomingHttpHeaders | null = null
   responseTrailers: IncomingHttpHeaders | null = null
+  /** The path as judged and forwarded (normalized), once it is. */
+  judgedPath: string | null = null
   /** The service and method a gRPC call names (null for other streams and unnamed calls). */
   readonly call: { service: string; method: string } | null
 
@@ -114,6 +117,14 @@ function upstreamHeaders(headers: IncomingHttpHeaders, path: string, actions: re
     else if (a.value !== undefined) out[name] = got === undefined ? a.value : [...(Array.isArray(got) ? got : [String(got)]), a.value]
   }
   return out
+}
+
+/** Why a request's authority could be read two ways (RFC 9113 8.3.1: :authority and Host must agree), or null. */
+function authorityProblem(headers: IncomingHttpHeaders): string | null {
+  const authority = headers[':authority']
+  const host = headers.host
+  if (authority !== undefined && host !== undefined && authority.toLowerCase() !== host.toLowerCase()) return ':authority and Host differ'
+  return hostProblem(authority ?? host ?? '')
 }
 
 export class H2Connection {
@@ -191,12 +202,15 @@ export class H2Connection {
       this.answerLocally(stream, ex, 431, 'Request header fields too large\n', GRPC_INTERNAL)
       return
     }
-    const target = method === 'CONNECT' || rawPath === undefined ? { ok: false as const, reason: 'CONNECT is not proxied' } : normalizePath(rawPath, method)
+    const hostIssue = authorityProblem(headers)
+    const target =
+      method === 'CONNECT' || rawPath === undefined ? { ok: false as const, reason: 'CONNECT is not proxied' } : hostIssue !== null ? { ok: false as const, reason: hostIssue } : normalizePath(rawPath, method)
     if (!target.ok) {
       ex.invalid = target.reason
       this.answerLocally(stream, ex, 400, `Bad request: ${target.reason}\n`, GRPC_INTERNAL)
       return
     }
+    ex.judgedPath = target.path
     const verdict = httpVerdict(this.policy, new StreamView(method, target.path, host ?? '', headers))
     ex.verdict = verdict
     if (!verdict.allowed) {
@@ -323,7 +337,8 @@ export class H2Connection {
     }
     const ms = performance.now() - ex.started
     this.ctx.latency.observe(ms / 1000)
-    this.flows.http({ verdict: ex.verdict!, method: ex.method, path: ex.path, host: ex.host, status, ms, httpVersion: '2', grpc: ex.call && { ...ex.call, status: ex.grpcStatus } })
+    const path = ex.judgedPath ?? ex.path
+    this.flows.http({ verdict: ex.verdict!, method: ex.method, path, target: path === ex.path ? undefined : ex.path, host: ex.host, status, ms, httpVersion: '2', grpc: ex.call && { ...ex.call, status: ex.grpcStatus } })
   }
 
   /** A stream the client reset before its answer began: past the budget, the connection ends. */

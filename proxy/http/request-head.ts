@@ -1,0 +1,102 @@
+// Whether a request head can be judged and forwarded safely, and the one framing header the
+// proxy forwards for its body. Pure: reads the fields llhttp (strict) has already checked for
+// syntax; this adds what llhttp lets through and a server behind the proxy could read otherwise:
+//
+// - framing: Transfer-Encoding together with Content-Length (even an empty one), an empty
+//   Transfer-Encoding or coding, a Content-Length with leading zeros (octal to some parsers);
+//   what is forwarded is one framing line the proxy writes itself (the client's are dropped);
+// - field names that servers taking '_' for '-' (CGI, WSGI, PHP) read as another field: a
+//   look-alike of a field the proxy acts on (`Transfer_Encoding`, `Content_Length`, `Host`...), or
+//   of another field of the same request (`X_Token` next to `X-Token`);
+// - Host: exactly one in HTTP/1.1 (RFC 9112 3.2), and only a host name, IPv4 address or
+//   bracketed IPv6 address with an optional port: no lists, spaces, user info or paths.
+
+import { PROXY_OWNED_FIELDS } from '../../policy/http-fields.js'
+import type { HeadFields } from './head-fields.js'
+import type { MessageHead } from './http1-parser.js'
+
+const HOST = /^(?:([A-Za-z0-9_~-]+(?:\.[A-Za-z0-9_~-]+)*\.?)|\[[0-9A-Fa-f:.]+\])(?::([0-9]{1,5}))?$/
+
+/** Why a Host (or :authority) value is not one a rule and a server read alike, or null. '' is allowed (RFC 9112 3.2). */
+export function hostProblem(host: string): string | null {
+  if (host === '') return null
+  const m = HOST.exec(host)
+  if (m === null) return `malformed Host ${JSON.stringify(host.length > 64 ? `${host.slice(0, 64)}...` : host)}`
+  if (m[1] !== undefined && m[1].length > 255) return 'Host name longer than 255 characters'
+  if (m[2] !== undefined && Number(m[2]) > 65535) return `Host port ${m[2]} is above 65535`
+  return null
+}
+
+/** Field i's name lower-cased with '_' as '-', if it has a '_'; else null (most names: no string is made). */
+function underscoreReading(fields: HeadFields, i: number): string | null {
+  const b = fields.bytes
+  const at = fields.nameAt(i)
+  const end = at + fields.nameLength(i)
+  let k = at
+  while (k < end && b[k] !== 0x5f) k++
+  if (k === end) return null
+  return fields.name(i).toLowerCase().replaceAll('_', '-')
+}
+
+/** A field named with '_' that servers could read as another one, or null. */
+function lookAlike(fields: HeadFields): string | null {
+  for (let i = 0; i < fields.count; i++) {
+    const reading = underscoreReading(fields, i)
+    if (reading === null) continue
+    const name = fields.name(i)
+    if (PROXY_OWNED_FIELDS.has(reading)) return `'${name}' reads as ${reading} to servers that take '_' for '-'`
+    for (let j = 0; j < fields.count; j++) {
+      if (j === i) continue
+      const other = underscoreReading(fields, j) ?? fields.name(j).toLowerCase()
+      if (other === reading) return `'${name}' and '${fields.name(j)}' are one field to servers that take '_' for '-'`
+    }
+  }
+  return null
+}
+
+/** Why the request's framing could be read two ways, or null. */
+function framingProblem(fields: HeadFields, http10: boolean): string | null {
+  const te = fields.indexOf('transfer-encoding')
+  const cl = fields.indexOf('content-length')
+  if (te >= 0) {
+    // HTTP/1.0 has no chunked framing: a Transfer-Encoding there is how requests get smuggled.
+    if (http10) return 'Transfer-Encoding in an HTTP/1.0 request'
+    if (cl >= 0) return 'both Transfer-Encoding and Content-Length'
+    for (const coding of fields.get('transfer-encoding')!.split(',')) if (coding.trim() === '') return 'an empty Transfer-Encoding'
+  }
+  if (cl >= 0) {
+    const n = fields.valueLength(cl)
+    if (n > 1 && fields.bytes[fields.valueAt(cl)] === 0x30) return 'a Content-Length with leading zeros'
+  }
+  return null
+}
+
+/** Why the head cannot be judged or forwarded safely, or null. `hostAt`: its first Host field, or -1. */
+export function requestHeadProblem(head: MessageHead, hostAt: number, maxHeaders: number): string | null {
+  const fields = head.fields
+  if (fields.count > maxHeaders) return `more than ${maxHeaders} header fields`
+  if (head.upgrade) return head.method === 'CONNECT' ? 'CONNECT is not proxied' : 'protocol upgrades are not proxied'
+  // RFC 9112 3.2: rules and server could read different hosts.
+  if (hostAt < 0) {
+    if (head.versionMinor === 1) return 'no Host header in an HTTP/1.1 request'
+  } else {
+    if (fields.indexOf('host', hostAt + 1) >= 0) return 'more than one Host header'
+    const problem = hostProblem(fields.value(hostAt))
+    if (problem !== null) return problem
+  }
+  return framingProblem(fields, head.versionMinor === 0) ?? lookAlike(fields)
+}
+
+/**
+ * The framing line forwarded with an allowed request, the client's own framing fields marked
+ * not forwarded: its Content-Length (checked digits) or its codings (chunked last); '' for no body.
+ */
+export function forwardedFraming(fields: HeadFields): string {
+  const cl = fields.indexOf('content-length')
+  if (cl >= 0) {
+    fields.drop(cl)
+    return `content-length: ${fields.value(cl)}\r\n`
+  }
+  const te = fields.get('transfer-encoding')
+  return te === undefined ? '' : `transfer-encoding: ${te}\r\n`
+}
