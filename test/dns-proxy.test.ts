@@ -35,13 +35,20 @@ interface Setup {
   proxy: DnsProxy
 }
 
-/** A server (UDP, and TCP on the same port) answering A queries with 192.0.2.3, or never when `silent`. */
-async function server(t: Test, served: string[], silent = false): Promise<Socket> {
+/** How the test's server answers: with 192.0.2.3 (`edit` may change the answer's bytes), or never when `silent`. */
+interface ServerBehaviour {
+  silent?: boolean
+  edit?: (answer: Buffer) => Buffer
+}
+
+/** A server (UDP, and TCP on the same port) answering A queries. */
+async function server(t: Test, served: string[], how: ServerBehaviour): Promise<Socket> {
   const respond = (msg: Buffer): Buffer | null => {
     const q = dnsPacket.decode(msg)
     served.push(q.questions![0]!.name)
-    if (silent) return null
-    return dnsPacket.encode({ type: 'response', id: q.id, flags: dnsPacket.RECURSION_DESIRED, questions: q.questions, answers: [{ type: 'A', name: q.questions![0]!.name, ttl: 60, data: '192.0.2.3' }] })
+    if (how.silent) return null
+    const a = dnsPacket.encode({ type: 'response', id: q.id, flags: dnsPacket.RECURSION_DESIRED, questions: q.questions, answers: [{ type: 'A', name: q.questions![0]!.name, ttl: 60, data: '192.0.2.3' }] })
+    return how.edit ? how.edit(a) : a
   }
   const s = createSocket('udp4')
   s.on('message', (msg, rinfo) => {
@@ -68,12 +75,13 @@ async function server(t: Test, served: string[], silent = false): Promise<Socket
   return s
 }
 
-async function setup(t: Test, source = '198.18.1.10', extra: Partial<DnsProxyOptions> & { silent?: boolean } = {}): Promise<Setup> {
+async function setup(t: Test, source = '198.18.1.10', extra: Partial<DnsProxyOptions> & ServerBehaviour = {}): Promise<Setup> {
   const engine = new PolicyEngine({ proxyPorts: { http: 15001, dns: 15053 } })
   for (const ep of labEndpoints()) engine.upsertEndpoint(ep)
   engine.loadFile('dns.yaml', POLICY)
   const served: string[] = []
-  const upstream = (await server(t, served, extra.silent)).address() as AddressInfo
+  const { silent, edit, ...options } = extra
+  const upstream = (await server(t, served, { silent, edit })).address() as AddressInfo
   const logs: Array<Record<string, unknown>> = []
   const sink = new Writable({
     write(chunk, _e, cb) {
@@ -94,7 +102,7 @@ async function setup(t: Test, source = '198.18.1.10', extra: Partial<DnsProxyOpt
     flowOf: (client, srv) => ({ sourceAddress: source, sourcePort: client.port, destAddress: srv.address, destPort: srv.port }),
     upstreamOf: () => ({ address: '127.0.0.1', port: upstream.port }),
     answerFrom: 'listener',
-    ...extra,
+    ...options,
   })
   await proxy.listen({ port: 0, address: '127.0.0.1' })
   t.teardown(() => proxy.close())
@@ -246,4 +254,25 @@ t.test('over TCP: queries in one write answered by id, allowed ones by the serve
   t.match(answers.find((a) => a.id === 1)?.answers, [{ type: 'A', data: '192.0.2.3' }])
   t.same(s.served.sort(), ['cantina.empire', 'deathstar.empire'], 'only the allowed names reached the server')
   t.match(s.logs.filter((l) => l.msg === 'dns denied'), [{ qname: 'hoth.alliance' }])
+})
+
+t.test('an answer that does not parse is never relayed: SERVFAIL with the client\'s id and question, nothing learned, logged', async (t) => {
+  const learned: string[] = []
+  // The A record's data claims 5 bytes and has them: the message holds together, the record does not.
+  const badA = (a: Buffer): Buffer => {
+    const out = Buffer.concat([a, Buffer.from([0])])
+    out.writeUInt16BE(5, a.length - 6)
+    return out
+  }
+  const s = await setup(t, '198.18.1.10', { edit: badA, learn: (qname) => void learned.push(qname) })
+  const sent = ask('CaNtInA.empire', 77)
+  const udp = await s.query(sent)
+  t.ok(!Buffer.isBuffer(udp) && udp !== null, 'a parseable answer')
+  const a = udp as Answer
+  t.match(a, { id: 77, rcode: 'SERVFAIL', answers: [], questions: [{ name: 'CaNtInA.empire', type: 'A' }] }, 'its id and its own question, as it spelt it')
+  const [tcp] = await s.tcpQuery([ask('deathstar.empire', 78)])
+  t.match(tcp, { id: 78, rcode: 'SERVFAIL', answers: [] }, 'over TCP too')
+  t.same(learned, [], 'nothing learned from it')
+  t.match(s.logs.filter((l) => l.msg === 'dns: malformed answer from the server replaced by SERVFAIL'), [{ qname: 'cantina.empire', error: /A record of 5 bytes/ }, { qname: 'deathstar.empire' }])
+  t.match(s.logs.filter((l) => l.msg === 'dns allowed'), [{ qname: 'cantina.empire', rcode: 'SERVFAIL', answers: [] }, { rcode: 'SERVFAIL' }])
 })

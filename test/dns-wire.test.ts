@@ -108,3 +108,74 @@ t.test('a malformed answer leaves nothing read behind', async (t) => {
   shortA.writeUInt16BE(3, shortA.length - 6) // rdlength 3 for an A record
   t.throws(() => readAnswers(shortA.subarray(0, shortA.length - 1), out), /A record of 3 bytes/)
 })
+
+/** An answer to `a.empire` A holding one record of `type` with `data` (its length right, its content as given), in `section`. */
+function withRecord(type: number, data: number[], section: 'answer' | 'authority' | 'additional' = 'answer'): Buffer {
+  const head = Buffer.from([0, 9, 0x81, 0x80, 0, 1, 0, section === 'answer' ? 1 : 0, 0, section === 'authority' ? 1 : 0, 0, section === 'additional' ? 1 : 0])
+  const question = Buffer.from([1, 0x61, 6, ...Buffer.from('empire'), 0, 0, 1, 0, 1])
+  const rr = Buffer.from([0xc0, 12, type >> 8, type & 0xff, 0, 1, 0, 0, 0, 60, data.length >> 8, data.length & 0xff, ...data])
+  return Buffer.concat([head, question, rr])
+}
+const name = (s: string): number[] => [...s.split('.').flatMap((l) => [l.length, ...Buffer.from(l)]), 0]
+const str = (s: string): number[] => [s.length, ...Buffer.from(s)]
+
+// Record data that does not fill, or overruns, what its type lays out (RFC 1035 3.3 and later RFCs).
+const BAD_DATA: Array<[string, Buffer, RegExp]> = [
+  ['NS name without its end', withRecord(2, [3, 0x61, 0x62, 0x63]), /runs past/],
+  ['NS name and a byte more', withRecord(2, [...name('ns.empire'), 7]), /NS record data longer than its contents/],
+  ['PTR label longer than the record', withRecord(12, [10, 0x61, 0x62, 0]), /label runs past/],
+  ['MX of one byte', withRecord(15, [0]), /runs past|shorter/],
+  ['MX with a byte after the name', withRecord(15, [0, 10, ...name('mx.empire'), 1]), /MX record data longer/],
+  ['TXT string longer than the record', withRecord(16, [10, 0x61, 0x62]), /TXT record data shorter/],
+  ['TXT without a string', withRecord(16, []), /TXT record without a string/],
+  ['SRV of five bytes', withRecord(33, [0, 1, 0, 1, 0]), /runs past|shorter/],
+  ['SOA with 19 bytes of numbers', withRecord(6, [...name('ns.empire'), ...name('h.empire'), ...Array<number>(19).fill(0)], 'authority'), /SOA record data shorter/],
+  ['SOA with 21 bytes of numbers', withRecord(6, [...name('ns.empire'), ...name('h.empire'), ...Array<number>(21).fill(0)], 'authority'), /SOA record data longer/],
+  ['HINFO with one string', withRecord(13, str('cpu')), /HINFO record data shorter/],
+  ['CAA with an empty tag', withRecord(257, [0, 0, 0x61]), /CAA record with a tag of 0 bytes/],
+  ['OPT option longer than the record', withRecord(41, [0, 10, 0, 8, 1, 2], 'additional'), /OPT record data shorter/],
+  ['A of five bytes in the additional section', withRecord(1, [192, 0, 2, 1, 0], 'additional'), /A record data longer/],
+  ['NSEC with an empty type bitmap', withRecord(47, [...name('b.empire'), 0, 0], 'authority'), /NSEC record with a malformed type bitmap/],
+  ['HTTPS parameter past the record', withRecord(65, [0, 1, 0, 0, 1, 0, 9, 0x61]), /HTTPS record data shorter/],
+  ['SVCB target name cut', withRecord(64, [0, 1, 5, 0x61]), /runs past/],
+  ['NAPTR without its replacement', withRecord(35, [0, 1, 0, 1, ...str('u'), ...str('E2U'), ...str('!x!y!')]), /runs past/],
+  ['RRSIG shorter than its fixed part', withRecord(46, Array<number>(17).fill(0)), /runs past|shorter/],
+  ['DS of three bytes', withRecord(43, [0, 1, 8]), /DS record data shorter/],
+]
+
+t.test(`${BAD_DATA.length} answers with record data that does not match its type are refused whole`, async (t) => {
+  for (const [what, msg, reason] of BAD_DATA) {
+    const out: AnswerRecord[] = []
+    t.throws(() => readAnswers(msg, out), { constructor: DnsWireError, message: reason }, what)
+    t.equal(out.length, 0, `${what}: nothing read`)
+  }
+})
+
+t.test('well-formed records of every laid-out type, as dns-packet writes them, are read', async (t) => {
+  const answers = [
+    { type: 'NS', name: 'a.empire', data: 'ns.empire' },
+    { type: 'PTR', name: 'a.empire', data: 'p.empire' },
+    { type: 'MX', name: 'a.empire', data: { preference: 10, exchange: 'mx.empire' } },
+    { type: 'TXT', name: 'a.empire', data: ['one', 'two'] },
+    { type: 'TXT', name: 'a.empire', data: '' },
+    { type: 'SRV', name: 'a.empire', data: { priority: 1, weight: 2, port: 80, target: 's.empire' } },
+    { type: 'HINFO', name: 'a.empire', data: { cpu: 'x', os: 'y' } },
+    { type: 'CAA', name: 'a.empire', data: { flags: 0, tag: 'issue', value: 'ca.empire' } },
+    { type: 'NAPTR', name: 'a.empire', data: { order: 1, preference: 2, flags: 'u', services: 'E2U', regexp: '!x!y!', replacement: '.' } },
+    { type: 'DS', name: 'a.empire', data: { keyTag: 1, algorithm: 8, digestType: 2, digest: Buffer.alloc(32, 1) } },
+    { type: 'DNSKEY', name: 'a.empire', data: { flags: 257, algorithm: 8, key: Buffer.alloc(64, 2) } },
+    { type: 'RRSIG', name: 'a.empire', data: { typeCovered: 'A', algorithm: 8, labels: 2, originalTTL: 60, expiration: 1, inception: 0, keyTag: 1, signersName: 'empire', signature: Buffer.alloc(64, 3) } },
+    { type: 'NSEC', name: 'a.empire', data: { nextDomain: 'b.empire', rrtypes: ['A', 'TXT', 'RRSIG'] } },
+  ].map((a) => ({ ...a, ttl: 60 })) as dnsPacket.Answer[]
+  const msg = dnsPacket.encode({
+    type: 'response',
+    id: 1,
+    questions: [{ type: 'ANY', name: 'a.empire' }],
+    answers,
+    authorities: [{ type: 'SOA', name: 'empire', ttl: 60, data: { mname: 'ns.empire', rname: 'h.empire', serial: 1, refresh: 2, retry: 3, expire: 4, minimum: 5 } }],
+    additionals: [{ type: 'OPT', name: '.', udpPayloadSize: 1232, options: [{ code: 10, data: Buffer.alloc(8, 4) }] } as dnsPacket.Answer],
+  })
+  const out: AnswerRecord[] = []
+  readAnswers(msg, out)
+  t.same(out.map((r) => r.type), answers.map((a) => a.type))
+})

@@ -22,6 +22,15 @@ const normalized: Array<[string, string]> = [
   ['/v1/a/b/../../c', '/v1/c'],
   ['/v1/...', '/v1/...'],
   ['/v1/.hidden', '/v1/.hidden'],
+  // Path parameters (RFC 3986 3.3) are removed, as Tomcat, Jetty and Spring remove them.
+  ['/abc;p=1/def', '/abc/def'],
+  ['/public/..;/admin', '/admin'],
+  ['/public/..;x=1/admin', '/admin'],
+  ['/public/.;x/admin', '/public/admin'],
+  ['/v1/echo;jsessionid=abc?x=1;y', '/v1/echo?x=1;y'],
+  ['/a/;x/b', '/a/b'],
+  ['/a;/', '/a/'],
+  ['/a/b;c;d', '/a/b'],
 ]
 
 const refused: Array<[string, RegExp]> = [
@@ -41,6 +50,14 @@ const refused: Array<[string, RegExp]> = [
   ['/v1/\u0000x', /raw byte 0x00/],
   ['/v1/\tx', /raw byte 0x09/],
   ['/v1/ü', /raw byte 0xfc/],
+  ['/v1/%2e%2e;/admin', /encoded dot segment/],
+  ['/v1/..%3b/admin', /encoded ';' \(%3b\)/],
+  ['/v1/x%3Bjsessionid=1', /encoded ';'/],
+  ['/admin#x', /fragment/],
+  ['/v1/x?a=1#frag', /fragment/],
+  ['/path%0d%0aX-Injected:%20true', /encoded control character \(%0D\)/],
+  ['/path%0A', /encoded control character \(%0A\)/],
+  ['/path%7f', /encoded control character \(%7F\)/],
   ['v1/request-landing', /origin-form/],
   ['http://deathstar/v1/request-landing', /origin-form/],
 ]
@@ -64,7 +81,7 @@ t.test('asterisk-form only for OPTIONS', async (t) => {
 })
 
 t.test('normalizing is idempotent, and a normal path comes back as it is', async (t) => {
-  const piece = fc.constantFrom('a', 'B', '/', '.', '..', '%2e', '%41', '%7e', '%3a', '~', '-', '?', '=', '//')
+  const piece = fc.constantFrom('a', 'B', '/', '.', '..', '%2e', '%41', '%7e', '%3a', '~', '-', '?', '=', '//', ';', ';x=1')
   fc.assert(
     fc.property(fc.array(piece, { maxLength: 12 }), (pieces) => {
       const r = normalizePath(`/${pieces.join('')}`, 'GET')
@@ -74,4 +91,18 @@ t.test('normalizing is idempotent, and a normal path comes back as it is', async
     }),
   )
   for (const p of ['/', '/v1/', '/v1/request-landing', '/a/b.c/d?x=/./..//%2e', '/a-b_c~d/e']) t.same(normalizePath(p, 'GET'), { ok: true, path: p })
+})
+
+t.test('a normalized path has no parameters, dot segments, encoded separators or controls: servers cannot read it two ways', async (t) => {
+  const piece = fc.constantFrom('a', '/', '.', '..', ';', ';x', '%2e', '%2E', '%3b', '%2f', '%0d', '%0a', '%25', '%41', '#', '\\', '//', '?', '..;')
+  fc.assert(
+    fc.property(fc.array(piece, { maxLength: 14 }), (pieces) => {
+      const r = normalizePath(`/${pieces.join('')}`, 'GET')
+      if (!r.ok) return true
+      const path = r.path.split('?')[0]!
+      const segments = path.split('/').slice(1)
+      return !path.includes(';') && !/%(2F|5C|3B|0[0-9A-F]|1[0-9A-F]|7F)/i.test(path) && !path.includes('#') && !segments.some((x) => x === '.' || x === '..') && !path.includes('//')
+    }),
+    { numRuns: 3000 },
+  )
 })
