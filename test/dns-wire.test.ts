@@ -170,10 +170,10 @@ t.test('well-formed records of every laid-out type, as dns-packet writes them, a
   const msg = dnsPacket.encode({
     type: 'response',
     id: 1,
-    questions: [{ type: 'ANY', name: 'a.empire' }],
+    questions: [{ type: 'A', name: 'a.empire' }],
     answers,
     authorities: [{ type: 'SOA', name: 'empire', ttl: 60, data: { mname: 'ns.empire', rname: 'h.empire', serial: 1, refresh: 2, retry: 3, expire: 4, minimum: 5 } }],
-    additionals: [{ type: 'OPT', name: '.', udpPayloadSize: 1232, options: [{ code: 10, data: Buffer.alloc(8, 4) }] } as dnsPacket.Answer],
+    additionals: [{ type: 'OPT', name: '.', udpPayloadSize: 1232, extendedRcode: 0, ednsVersion: 0, flags: 0, flag_do: false, options: [{ code: 12, length: 8 }] }],
   })
   const out: AnswerRecord[] = []
   readAnswers(msg, out)

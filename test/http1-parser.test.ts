@@ -9,26 +9,29 @@ import fc from 'fast-check'
 import t from 'tap'
 import { Http1Parser, type MessageHead } from '../proxy/http/http1-parser.js'
 import { llhttp } from '../proxy/http/llhttp-wasm.js'
+import { standInParser } from './fixtures/stand-in-parser.js'
 
 type Event = (string | number | boolean)[]
 
-/** A socket stand-in read through 'data' events (the path TLS sockets take), and what the parser reported. */
+/** A parser fed by hand, and what it reported. */
 function parser(kind: 'request' | 'response', maxHeaderBytes = 16 * 1024, skipBody = false): { feed: (...chunks: string[]) => void; finish: () => void; events: Event[] } {
   const events: Event[] = []
-  const socket = Object.assign(new EventEmitter(), { pause: () => undefined, resume: () => undefined })
-  const p = new Http1Parser(kind, maxHeaderBytes, {
-    onReadStart: () => undefined,
-    onReadEnd: (e) => void (e && events.push(['error', e.code, e.reason ?? ''])),
-    onMessageBegin: () => void events.push(['begin']),
-    onHead: (h: MessageHead) => {
-      events.push(['head', h.method, h.url, h.status, h.reason, h.versionMinor, h.keepAlive, h.upgrade, ...h.fields.toRaw()])
-      return skipBody
+  const p = standInParser(
+    kind,
+    {
+      onReadStart: () => undefined,
+      onReadEnd: (e) => void (e && events.push(['error', e.code, e.reason ?? ''])),
+      onMessageBegin: () => void events.push(['begin']),
+      onHead: (h: MessageHead) => {
+        events.push(['head', h.method, h.url, h.status, h.reason, h.versionMinor, h.keepAlive, h.upgrade, ...h.fields.toRaw()])
+        return skipBody
+      },
+      onBody: (b) => void events.push(['body', b.toString('latin1')]),
+      onMessageComplete: () => void events.push(['complete']),
     },
-    onBody: (b) => void events.push(['body', b.toString('latin1')]),
-    onMessageComplete: () => void events.push(['complete']),
-  })
-  p.readFrom(socket as unknown as Socket)
-  return { feed: (...chunks) => chunks.forEach((c) => socket.emit('data', Buffer.from(c, 'latin1'))), finish: () => p.finish(), events }
+    maxHeaderBytes,
+  )
+  return { ...p, events }
 }
 
 const REQUEST = 'POST /v1/a%20b?x=1 HTTP/1.1\r\nHost: deathstar.empire\r\nX-Empty:\r\nX-Long-Header-Name: a value, with spaces\r\nX-Blank: \r\nX-Trail: v \t\r\nContent-Length: 5\r\n\r\nhello'

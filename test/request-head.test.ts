@@ -7,8 +7,8 @@ import { HeadFields } from '../proxy/http/head-fields.js'
 import type { MessageHead } from '../proxy/http/http1-parser.js'
 import { forwardedFraming, hostProblem, requestHeadProblem } from '../proxy/http/request-head.js'
 
-function head(raw: string[], versionMinor = 1, method = 'POST'): MessageHead {
-  return { versionMinor, fields: HeadFields.fromRaw(raw), method, url: '/', status: 0, reason: '', upgrade: false, keepAlive: true }
+function head(raw: string[], versionMinor = 1, method = 'POST', versionMajor = 1): MessageHead {
+  return { versionMajor, versionMinor, fields: HeadFields.fromRaw(raw), method, url: '/', status: 0, reason: '', upgrade: false, keepAlive: true }
 }
 const problem = (raw: string[], versionMinor = 1): string | null => {
   const h = head(raw, versionMinor)
@@ -38,9 +38,16 @@ t.test('framing that a server behind the proxy could read another way is refused
   }
 })
 
-t.test('Host: one, present in HTTP/1.1, and only a host with an optional port', async (t) => {
-  t.match(problem(['Content-Length', '0']), /no Host header in an HTTP\/1\.1 request/)
-  t.equal(problem(['Content-Length', '0'], 0), null, 'HTTP/1.0 may leave it out')
+t.test('only HTTP/1.0 and HTTP/1.1 are forwarded (llhttp reads 2.0 and 0.9 request lines too)', async (t) => {
+  for (const [major, minor] of [[2, 0], [0, 9]] as const) {
+    const h = head(H, minor, 'GET', major)
+    t.match(requestHeadProblem(h, 0, 100), new RegExp(`HTTP/${major}\\.${minor} is not HTTP/1\\.x`))
+  }
+})
+
+t.test('Host: exactly one, and only a host with an optional port', async (t) => {
+  t.match(problem(['Content-Length', '0']), /no Host header/)
+  t.match(problem(['Content-Length', '0'], 0), /no Host header/, 'in HTTP/1.0 too: the request goes on in HTTP/1.1')
   t.match(problem([...H, ...H]), /more than one Host/)
   for (const good of ['deathstar', 'deathstar.empire', 'Deathstar.Empire:80', 'deathstar.empire.', '198.18.2.10', '198.18.2.10:8080', '[2001:db8::1]', '[::1]:443', 'under_score.empire', '']) t.equal(hostProblem(good), null, `${JSON.stringify(good)} is a host`)
   for (const bad of ['a.example, b.example', 'a.example,b.example', 'a b', 'user@deathstar', 'deathstar/x', 'deathstar:', 'deathstar:99999', 'deathstar:8o', '[::1', 'a..b', '.a', 'deathstar\\x', 'deathstar;x', 'd%41']) t.match(hostProblem(bad), /Host/, `${JSON.stringify(bad)} is refused`)

@@ -441,9 +441,11 @@ export class ClientConnection implements ParserSink, ResponseSink {
     }
     const status = failure.timedOut ? 504 : 502
     this.log.warn({ origin: `${this.origin.host}:${this.origin.port}`, error: failure.error.code ?? failure.error.message }, `http: upstream failed (${status})`)
-    // What was sent behind it may or may not have been processed: the connection ends here.
-    this.queue.length = 1
+    // What was sent behind it may or may not have been processed: the connection ends here, and
+    // those requests are logged as failed with it.
+    const behind = this.queue.splice(1)
     this.out.write(localResponse(status, status === 504 ? 'Upstream timed out\n' : 'Upstream unavailable\n', true, ex.method === 'HEAD'))
     this.finish(ex, status, true)
+    for (const b of behind) if (b.local === null) this.logExchange(b, status)
   }
 }

@@ -19,6 +19,7 @@ import { nativeStream, readInto, readResult, type NativeStream } from './native-
 
 /** A request's or response's start line and header fields, as sent. */
 export interface MessageHead {
+  versionMajor: number
   versionMinor: number
   /** The header fields in wire order, names as sent; valid only during onHead. */
   fields: HeadFields
@@ -327,6 +328,7 @@ export class Http1Parser implements LlhttpHandler {
     const w = this.wasm
     const request = this.kind === 'request'
     const head: MessageHead = {
+      versionMajor: w.fn.llhttp_get_http_major(this.ptr),
       versionMinor: w.fn.llhttp_get_http_minor(this.ptr),
       fields,
       method: request ? w.method(this.ptr) : '',

@@ -36,6 +36,7 @@ interface Exports {
   llhttp_execute(p: number, data: number, len: number): number
   llhttp_finish(p: number): number
   llhttp_get_method(p: number): number
+  llhttp_get_http_major(p: number): number
   llhttp_get_http_minor(p: number): number
   llhttp_get_error_reason(p: number): number
   llhttp_errno_name(err: number): number

@@ -8,7 +8,7 @@
 // - field names that servers taking '_' for '-' (CGI, WSGI, PHP) read as another field: a
 //   look-alike of a field the proxy acts on (`Transfer_Encoding`, `Content_Length`, `Host`...), or
 //   of another field of the same request (`X_Token` next to `X-Token`);
-// - Host: exactly one in HTTP/1.1 (RFC 9112 3.2), and only a host name, IPv4 address or
+// - Host: exactly one (RFC 9112 3.2; in HTTP/1.0 too, as the request goes on in HTTP/1.1), only a host name, IPv4 address or
 //   bracketed IPv6 address with an optional port: no lists, spaces, user info or paths.
 
 import { PROXY_OWNED_FIELDS } from '../../policy/http-fields.js'
@@ -74,16 +74,16 @@ function framingProblem(fields: HeadFields, http10: boolean): string | null {
 /** Why the head cannot be judged or forwarded safely, or null. `hostAt`: its first Host field, or -1. */
 export function requestHeadProblem(head: MessageHead, hostAt: number, maxHeaders: number): string | null {
   const fields = head.fields
+  // llhttp also reads HTTP/0.9 and HTTP/2.0 request lines; neither is an HTTP/1.x message to forward.
+  if (head.versionMajor !== 1) return `HTTP/${head.versionMajor}.${head.versionMinor} is not HTTP/1.x`
   if (fields.count > maxHeaders) return `more than ${maxHeaders} header fields`
   if (head.upgrade) return head.method === 'CONNECT' ? 'CONNECT is not proxied' : 'protocol upgrades are not proxied'
   // RFC 9112 3.2: rules and server could read different hosts.
-  if (hostAt < 0) {
-    if (head.versionMinor === 1) return 'no Host header in an HTTP/1.1 request'
-  } else {
-    if (fields.indexOf('host', hostAt + 1) >= 0) return 'more than one Host header'
-    const problem = hostProblem(fields.value(hostAt))
-    if (problem !== null) return problem
-  }
+  // HTTP/1.0 may leave Host out, but the request goes on as HTTP/1.1, which must have one.
+  if (hostAt < 0) return 'no Host header'
+  if (fields.indexOf('host', hostAt + 1) >= 0) return 'more than one Host header'
+  const problem = hostProblem(fields.value(hostAt))
+  if (problem !== null) return problem
   return framingProblem(fields, head.versionMinor === 0) ?? lookAlike(fields)
 }
 

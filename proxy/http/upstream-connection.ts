@@ -47,6 +47,12 @@ class ParkedSink implements ResponseSink {
   }
 }
 
+/** Whether a message's version and Connection header keep the connection open after it (RFC 9112 9.3). */
+function persists(head: MessageHead): boolean {
+  const tokens = (head.fields.get('connection') ?? '').toLowerCase().split(',').map((t) => t.trim())
+  return head.versionMinor >= 1 ? !tokens.includes('close') : tokens.includes('keep-alive')
+}
+
 /** A server's `Keep-Alive: timeout=N` (the header's value), less a margin for the request on its way, in ms. */
 function serverIdleMs(keepAlive: string | undefined): number {
   const m = /(?:^|[\s,])timeout=(\d+)/i.exec(keepAlive ?? '')
@@ -176,12 +182,15 @@ export class UpstreamConnection implements ParserSink {
       return true
     }
     this.informational = head.status < 200
+    const noBody = this.sink.onResponseHead(head)
     if (!this.informational) {
-      this.keepAlive = head.keepAlive
+      // llhttp reckons a response without a length runs to the close; one without a body (to
+      // HEAD, 204, 304) does not, and the connection persists unless its head says otherwise.
+      this.keepAlive = head.keepAlive || (noBody && persists(head))
       this.lastKeepAlive = head.fields.get('keep-alive')
       this.waitingSince = this.owed > 1 ? performance.now() : 0
     }
-    return this.sink.onResponseHead(head)
+    return noBody
   }
 
   onBody(chunk: Buffer): void {
