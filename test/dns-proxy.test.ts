@@ -50,12 +50,6 @@ async function server(t: Test, served: string[], how: ServerBehaviour): Promise<
     const a = dnsPacket.encode({ type: 'response', id: q.id, flags: dnsPacket.RECURSION_DESIRED, questions: q.questions, answers: [{ type: 'A', name: q.questions![0]!.name, ttl: 60, data: '192.0.2.3' }] })
     return how.edit ? how.edit(a) : a
   }
-  const s = createSocket('udp4')
-  s.on('message', (msg, rinfo) => {
-    const a = respond(msg)
-    if (a) s.send(a, rinfo.port, rinfo.address)
-  })
-  await new Promise<void>((r) => s.bind(0, '127.0.0.1', r))
   const tcp = createTcpServer((c) => {
     let buf = Buffer.alloc(0)
     c.on('data', (d) => {
@@ -67,12 +61,30 @@ async function server(t: Test, served: string[], how: ServerBehaviour): Promise<
       }
     })
   })
-  await new Promise<void>((r) => tcp.listen(s.address().port, '127.0.0.1', r))
+  // One port for both: a UDP port whose TCP twin is taken (other tests' connections) is tried again.
+  let s: Socket | null = null
+  for (let attempt = 0; attempt < 50 && s === null; attempt++) {
+    const udp = createSocket('udp4')
+    udp.on('message', (msg, rinfo) => {
+      const a = respond(msg)
+      if (a) udp.send(a, rinfo.port, rinfo.address)
+    })
+    await new Promise<void>((r) => udp.bind(0, '127.0.0.1', r))
+    const listening = await new Promise<boolean>((r) => {
+      tcp.once('error', () => r(false))
+      tcp.listen(udp.address().port, '127.0.0.1', () => r(true))
+    })
+    tcp.removeAllListeners('error')
+    if (listening) s = udp
+    else udp.close()
+  }
+  if (s === null) throw new Error('no port free for both UDP and TCP after 50 tries')
+  const udp = s
   t.teardown(() => {
-    s.close()
+    udp.close()
     tcp.close()
   })
-  return s
+  return udp
 }
 
 async function setup(t: Test, source = '198.18.1.10', extra: Partial<DnsProxyOptions> & ServerBehaviour = {}): Promise<Setup> {

@@ -123,13 +123,13 @@ t.test('h2: streams are judged one by one on one connection; denied ones get 403
   t.equal(ambiguous.headers[':status'], 400, 'an ambiguous path is refused')
   t.equal(s.upstream.streams, 2, 'only the allowed streams reached the server')
   const lines = s.logs.filter((l) => l.httpVersion === '2' && typeof l.verdict === 'string')
-  t.same(lines.map((l) => [l.verdict, l.method, l.path, l.status]), [
-    ['allowed', 'GET', '/v1/ships', 200],
-    ['denied', 'GET', '/v2/ships', 403],
-    ['denied', 'PUT', '/v1/ships', 403],
-    ['allowed', 'GET', '/v2/../v1/./ships', 200],
-    ['invalid', undefined, '/v1/a%2fb', 400],
-  ], 'one line a stream, in order')
+  t.same(lines.map((l) => [l.verdict, l.method, l.path, l.target, l.status]), [
+    ['allowed', 'GET', '/v1/ships', undefined, 200],
+    ['denied', 'GET', '/v2/ships', undefined, 403],
+    ['denied', 'PUT', '/v1/ships', undefined, 403],
+    ['allowed', 'GET', '/v1/ships', '/v2/../v1/./ships', 200],
+    ['invalid', undefined, '/v1/a%2fb', undefined, 400],
+  ], 'one line a stream, in order: the path judged, and the target as sent where it differs')
   t.match(lines[1], { reason: /no http rule matched on ingress TCP\/80 \(policies: CiliumNetworkPolicy\/default\/deathstar-h2\)/, host: '127.0.0.1:' + s.port })
 })
 
