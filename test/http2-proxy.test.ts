@@ -133,6 +133,25 @@ t.test('h2: streams are judged one by one on one connection; denied ones get 403
   t.match(lines[1], { reason: /no http rule matched on ingress TCP\/80 \(policies: CiliumNetworkPolicy\/default\/deathstar-h2\)/, host: '127.0.0.1:' + s.port })
 })
 
+t.test('h2: a malformed :authority, or one Host contradicts, is refused with 400 and never forwarded', async (t) => {
+  const s = await setup(t)
+  const c = http2.connect(s.url)
+  t.teardown(() => c.close())
+  const spaced = await request(c, { ':path': '/v1/ships', ':authority': 'a.example, b.example' })
+  t.equal(spaced.rstCode, http2.constants.NGHTTP2_PROTOCOL_ERROR, 'a space in :authority: the stream is reset by nghttp2 itself')
+  for (const [headers, why] of [
+    [{ ':authority': 'a.example,b.example' }, /malformed Host/],
+    [{ ':authority': 'user@deathstar' }, /malformed Host/],
+    [{ ':authority': 'deathstar', host: 'admin.internal' }, /:authority and Host differ/],
+  ] as const) {
+    const a = await request(c, { ':path': '/v1/ships', ...headers })
+    t.equal(a.headers[':status'], 400, JSON.stringify(headers))
+    t.match(a.body, why)
+  }
+  t.equal(s.upstream.streams, 0, 'none reached the server')
+  t.equal((await request(c, { ':path': '/v1/ships', ':authority': 'Deathstar:80', host: 'deathstar:80' })).headers[':status'], 200, 'the same authority twice, in any case, passes')
+})
+
 t.test('h2: request and response trailers cross; bodies are streamed', async (t) => {
   const s = await setup(t)
   s.upstream.next = (st) => {
