@@ -14,24 +14,13 @@ import t from 'tap'
 import { hostProblem } from '../proxy/http/request-head.js'
 import { normalizePath } from '../proxy/http/request-path.js'
 import { startLoopbackProxy } from './fixtures/loopback-proxy.js'
+import { deathstarHttp } from './fixtures/policy-text.js'
 import { readMessages } from './fixtures/stand-in-parser.js'
 
 const SECONDS = Number(process.env.L7PROXY_FUZZ_SECONDS ?? 3)
 const SEED = process.env.L7PROXY_FUZZ_SEED === undefined ? Date.now() % 2 ** 31 : Number(process.env.L7PROXY_FUZZ_SEED)
 
-const POLICY = `apiVersion: cilium.io/v2
-kind: CiliumNetworkPolicy
-metadata: { name: fuzz }
-spec:
-  endpointSelector: { matchLabels: { org: empire, class: deathstar } }
-  ingress:
-  - fromEndpoints: [ { matchLabels: { org: empire } } ]
-    toPorts:
-    - ports: [ { port: "80", protocol: TCP } ]
-      rules:
-        http:
-        - { method: "GET|POST|PUT|HEAD|OPTIONS", path: "/public/.*" }
-`
+const POLICY = deathstarHttp('fuzz', ['{ method: "GET|POST|PUT|HEAD|OPTIONS", path: "/public/.*" }'])
 
 /** What node:http's server read on one connection. */
 interface NodeRequest {

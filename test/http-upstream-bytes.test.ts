@@ -6,21 +6,9 @@
 import { createServer, type AddressInfo } from 'node:net'
 import t, { type Test } from 'tap'
 import { rawExchange, startLoopbackProxy, type LoopbackProxy } from './fixtures/loopback-proxy.js'
+import { deathstarHttp } from './fixtures/policy-text.js'
 
-const POLICY = `apiVersion: cilium.io/v2
-kind: CiliumNetworkPolicy
-metadata: { name: review }
-spec:
-  endpointSelector: { matchLabels: { org: empire, class: deathstar } }
-  ingress:
-  - fromEndpoints: [ { matchLabels: { org: empire } } ]
-    toPorts:
-    - ports: [ { port: "80", protocol: TCP } ]
-      rules:
-        http:
-        - { method: "GET|POST", path: "/public/.*" }
-        - { method: GET, path: "/abc/def" }
-`
+const POLICY = deathstarHttp('review', ['{ method: "GET|POST", path: "/public/.*" }', '{ method: GET, path: "/abc/def" }'])
 
 interface Setup extends LoopbackProxy {
   /** Everything the upstream received since the last call. */

@@ -12,7 +12,7 @@ function head(raw: string[], versionMinor = 1, method = 'POST', versionMajor = 1
 }
 const problem = (raw: string[], versionMinor = 1): string | null => {
   const h = head(raw, versionMinor)
-  return requestHeadProblem(h, h.fields.indexOf('host'), 100)
+  return requestHeadProblem(h, h.fields.indexOf('host'), undefined, 100)
 }
 const H = ['Host', 'deathstar']
 
@@ -41,7 +41,7 @@ t.test('framing that a server behind the proxy could read another way is refused
 t.test('only HTTP/1.0 and HTTP/1.1 are forwarded (llhttp reads 2.0 and 0.9 request lines too)', async (t) => {
   for (const [major, minor] of [[2, 0], [0, 9]] as const) {
     const h = head(H, minor, 'GET', major)
-    t.match(requestHeadProblem(h, 0, 100), new RegExp(`HTTP/${major}\\.${minor} is not HTTP/1\\.x`))
+    t.match(requestHeadProblem(h, 0, 'deathstar', 100), new RegExp(`HTTP/${major}\\.${minor} is not HTTP/1\\.x`))
   }
 })
 

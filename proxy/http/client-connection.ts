@@ -269,7 +269,7 @@ export class ClientConnection implements ParserSink, ResponseSink {
     const host = hostAt < 0 ? undefined : fields.value(hostAt)
     const http10 = head.versionMinor === 0
     const closeAfter = !head.keepAlive
-    const problem = requestHeadProblem(head, hostAt, this.ctx.maxHeaders)
+    const problem = requestHeadProblem(head, hostAt, host, this.ctx.maxHeaders)
     const target = problem === null ? normalizePath(head.url, head.method) : { ok: false as const, reason: problem }
     if (!target.ok) {
       this.stop()

@@ -15,15 +15,17 @@ import { PROXY_OWNED_FIELDS } from '../../policy/http-fields.js'
 import type { HeadFields } from './head-fields.js'
 import type { MessageHead } from './http1-parser.js'
 
-const HOST = /^(?:([A-Za-z0-9_~-]+(?:\.[A-Za-z0-9_~-]+)*\.?)|\[[0-9A-Fa-f:.]+\])(?::([0-9]{1,5}))?$/
+/** A host name (labels, an optional trailing dot), an IPv4 address or a bracketed IPv6 address; then an optional port. */
+const HOST = /^(?:[A-Za-z0-9_~-]+(?:\.[A-Za-z0-9_~-]+)*\.?|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$/
 
 /** Why a Host (or :authority) value is not one a rule and a server read alike, or null. '' is allowed (RFC 9112 3.2). */
 export function hostProblem(host: string): string | null {
   if (host === '') return null
-  const m = HOST.exec(host)
-  if (m === null) return `malformed Host ${JSON.stringify(host.length > 64 ? `${host.slice(0, 64)}...` : host)}`
-  if (m[1] !== undefined && m[1].length > 255) return 'Host name longer than 255 characters'
-  if (m[2] !== undefined && Number(m[2]) > 65535) return `Host port ${m[2]} is above 65535`
+  if (!HOST.test(host)) return `malformed Host ${JSON.stringify(host.length > 64 ? `${host.slice(0, 64)}...` : host)}`
+  const colon = host.lastIndexOf(':')
+  const port = colon > host.lastIndexOf(']') ? Number(host.slice(colon + 1)) : -1
+  if (port > 65535) return `Host port ${port} is above 65535`
+  if ((port < 0 ? host.length : colon) > 255) return 'Host name longer than 255 characters'
   return null
 }
 
@@ -71,8 +73,8 @@ function framingProblem(fields: HeadFields, http10: boolean): string | null {
   return null
 }
 
-/** Why the head cannot be judged or forwarded safely, or null. `hostAt`: its first Host field, or -1. */
-export function requestHeadProblem(head: MessageHead, hostAt: number, maxHeaders: number): string | null {
+/** Why the head cannot be judged or forwarded safely, or null. `hostAt`: its first Host field (`host` its value), or -1. */
+export function requestHeadProblem(head: MessageHead, hostAt: number, host: string | undefined, maxHeaders: number): string | null {
   const fields = head.fields
   // llhttp also reads HTTP/0.9 and HTTP/2.0 request lines; neither is an HTTP/1.x message to forward.
   if (head.versionMajor !== 1) return `HTTP/${head.versionMajor}.${head.versionMinor} is not HTTP/1.x`
@@ -82,7 +84,7 @@ export function requestHeadProblem(head: MessageHead, hostAt: number, maxHeaders
   // HTTP/1.0 may leave Host out, but the request goes on as HTTP/1.1, which must have one.
   if (hostAt < 0) return 'no Host header'
   if (fields.indexOf('host', hostAt + 1) >= 0) return 'more than one Host header'
-  const problem = hostProblem(fields.value(hostAt))
+  const problem = hostProblem(host ?? fields.value(hostAt))
   if (problem !== null) return problem
   return framingProblem(fields, head.versionMinor === 0) ?? lookAlike(fields)
 }
