@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import pino from 'pino'
 import t from 'tap'
+import { labEndpoints, nodeIfname } from '../lab/topology.js'
 import { PolicyEngine } from '../policy/engine.js'
 import { NodeEndpoints } from '../proxy/agent/node-endpoints.js'
 
@@ -27,7 +28,7 @@ t.test('read at start, then each change applied in order; bad ones change nothin
   const engine = new PolicyEngine({ proxyPorts: { http: 15001, dns: 15053 } })
   const refused: string[] = []
   const logger = pino({ level: 'info' }, { write: (l: string) => void (JSON.parse(l).level === 50 && refused.push(JSON.parse(l).error as string)) })
-  const eps = new NodeEndpoints(file, engine, logger)
+  const eps = new NodeEndpoints({ file }, engine, logger)
   t.teardown(() => eps.close())
   t.same(eps.list.map((e) => e.id), [1])
   t.ok(engine.endpointAt('198.18.1.10') !== undefined, 'registered with the engine')
@@ -70,13 +71,20 @@ t.test('read at start, then each change applied in order; bad ones change nothin
   t.equal(engine.endpointAt('198.18.2.10'), undefined)
 })
 
-t.test('a bad file at start is an error; without a file, the lab’s endpoints', async (t) => {
+t.test('a bad file at start is an error; a list given is registered, and replaced as a whole', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'l7-node-endpoints-'))
   t.teardown(() => rmSync(dir, { recursive: true, force: true }))
   writeFileSync(join(dir, 'bad.yaml'), 'pods: []\n')
   const engine = new PolicyEngine({ proxyPorts: { http: 15001, dns: 15053 } })
-  t.throws(() => new NodeEndpoints(join(dir, 'bad.yaml'), engine, pino({ level: 'silent' })), /unknown field 'pods'/)
-  const lab = new NodeEndpoints(null, engine, pino({ level: 'silent' }))
-  t.ok(lab.list.length > 0)
-  t.ok(lab.list.every((e) => e.interface.length > 0))
+  t.throws(() => new NodeEndpoints({ file: join(dir, 'bad.yaml') }, engine, pino({ level: 'silent' })), /unknown field 'pods'/)
+  const list = labEndpoints().map((e) => ({ ...e, interface: nodeIfname(e.host) }))
+  const given = new NodeEndpoints({ list }, engine, pino({ level: 'silent' }))
+  t.same(given.list, list)
+  t.ok(engine.endpointAt(list[0]!.ips[0]!) !== undefined, 'registered with the engine')
+  t.throws(() => given.replace(list.slice(1)), /before the datapath is up/)
+  const steps: string[] = []
+  given.watch({ attach: () => undefined, forget: (id) => void steps.push(`forget ${id}`), writeMaps: () => ({ upserts: 0, deletes: 0 }), tellThreads: () => undefined })
+  given.replace(list.slice(1))
+  t.same(steps, [`forget ${list[0]!.id}`], 'the endpoint left out leaves')
+  t.equal(engine.endpointAt(list[0]!.ips[0]!), undefined)
 })

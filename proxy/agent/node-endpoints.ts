@@ -1,12 +1,11 @@
-// The node's endpoints: the lab's, or those of an endpoints file, read at start and watched.
-// A change is applied live: removed (or moved to another interface) endpoints leave the engine
+// The node's endpoints: a list given at start (changed by replace()), or those of an endpoints
+// file, read at start and watched. A change is applied live: removed (or moved to another interface) endpoints leave the engine
 // and the maps first, then new and changed ones are attached and written, then every other proxy
 // thread is told; a file with any problem is refused whole, with where and why, and nothing
 // changes.
 
 import { readFileSync } from 'node:fs'
 import type { Logger } from 'pino'
-import { labEndpoints, nodeIfname } from '../../lab/topology.js'
 import type { PolicyEngine } from '../../policy/engine.js'
 import type { WriteStats } from '../../redirect-bpf/policy-writer.js'
 import { diffEndpoints, parseEndpointsText, type NodeEndpoint } from './endpoints-file.js'
@@ -26,25 +25,32 @@ const WATCH_MS = 500
 export class NodeEndpoints {
   /** The endpoints in force. */
   list: NodeEndpoint[]
+  readonly file: string | null
   /** The file's text in force (read once at start, so a change made meanwhile is not missed). */
   private text = ''
   private poll: NodeJS.Timeout | null = null
+  private sinks: EndpointSinks | null = null
 
   /** Reads them (a bad file throws) and registers them with the engine. */
   constructor(
-    readonly file: string | null,
+    source: { file: string } | { list: NodeEndpoint[] },
     private readonly engine: PolicyEngine,
     private readonly logger: Logger,
   ) {
-    if (file) {
-      this.text = readFileSync(file, 'utf8')
-      this.list = parseEndpointsText(this.text, file)
-    } else this.list = labEndpoints().map((e) => ({ ...e, interface: nodeIfname(e.host) }))
+    if ('file' in source) {
+      this.file = source.file
+      this.text = readFileSync(source.file, 'utf8')
+      this.list = parseEndpointsText(this.text, source.file)
+    } else {
+      this.file = null
+      this.list = source.list
+    }
     for (const ep of this.list) engine.upsertEndpoint(ep)
   }
 
-  /** From now on, changes to the file are applied to `sinks` (and one made while starting, now). */
+  /** From now on, changes (to the file, or by replace()) are applied to `sinks` (and one made to the file while starting, now). */
   watch(sinks: EndpointSinks): void {
+    this.sinks = sinks
     const file = this.file
     if (!file) return
     const reread = (): void => {
@@ -70,6 +76,12 @@ export class NodeEndpoints {
   close(): void {
     if (this.poll !== null) clearInterval(this.poll)
     this.poll = null
+  }
+
+  /** The endpoints are now `next` (a source that is not a file: the lab, a CNI plugin). */
+  replace(next: NodeEndpoint[]): void {
+    if (this.sinks === null) throw new Error('endpoints replaced before the datapath is up')
+    this.apply(next, this.sinks)
   }
 
   private apply(next: NodeEndpoint[], sinks: EndpointSinks): void {

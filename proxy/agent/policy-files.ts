@@ -87,6 +87,11 @@ export class PolicyFiles {
     return { file, revision: this.opts.engine.policyRevision, applyMs: performance.now() - started }
   }
 
+  /** A file's text (null: gone) given by the agent's owner rather than read; why it was refused, or null. */
+  applyText(file: string, text: string | null): string | null {
+    return this.apply([{ file, text, changedAt: Date.now() }]).get(file) ?? null
+  }
+
   /** Applies changes one by one; returns the files refused, with why. */
   private apply(changes: readonly PolicyFileChange[]): Map<string, string> {
     const refused = new Map<string, string>()

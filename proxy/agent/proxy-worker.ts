@@ -10,24 +10,13 @@
 import { parentPort, workerData } from 'node:worker_threads'
 import pino from 'pino'
 import { PolicyEngine } from '../../policy/engine.js'
-import { proxymapLookup } from '../../redirect-bpf/map-layout.js'
-import { DnsProxy, type DnsStats } from '../dns/dns-proxy.js'
+import type { DnsStats } from '../dns/dns-proxy.js'
 import { LearnRelay, warnLate, type LearnRequest } from '../dns/learn-relay.js'
 import { diffEndpoints, type NodeEndpoint } from './endpoints-file.js'
-import { HttpProxy, type ProxyStats } from '../http/http-proxy.js'
+import type { ProxyStats } from '../http/http-proxy.js'
 import { LineChunks } from './line-chunks.js'
 import type { HistogramSnapshot } from '../latency-histogram.js'
-
-export interface DnsLaneInput {
-  /** This thread's UDP socket of the DNS proxy's group. */
-  fd: number
-  /** Where steered datagrams were going (map-layout.ts originalDestination). */
-  proxymapFd: number
-  answerFrom: 'listener' | 'server'
-  rejectCode: 'REFUSED' | 'NXDOMAIN'
-  /** How long an answer waits for the main thread to write what it taught. */
-  maxDelayMs: number
-}
+import { startThreadProxies, type DnsLaneInput } from './thread-proxies.js'
 
 export interface ProxyWorkerInput {
   /** A listening socket of the HTTP proxy (made by the main thread, which owns the process's cgroup and netns), or none. */
@@ -80,9 +69,6 @@ for (const ep of input.endpoints) engine.upsertEndpoint(ep)
 for (const p of input.policies) engine.loadFile(p.name, p.text)
 for (const f of input.fqdns) engine.setFqdnIps(f.name, f.ips)
 
-const http = input.http ? new HttpProxy({ engine, logger, ...(input.caDir ? { caDir: input.caDir } : {}) }) : null
-if (http && input.http) await http.listen({ fd: input.http.fd })
-
 const lane = input.dns
 const relay = lane
   ? new LearnRelay({
@@ -92,18 +78,7 @@ const relay = lane
     })
   : null
 for (const f of input.fqdns) relay?.setKnown(f.name, f.ips)
-const dns =
-  lane && relay
-    ? new DnsProxy({
-        engine,
-        logger,
-        originalDestination: (address, port, out) => proxymapLookup(lane.proxymapFd, address, port, 'udp', out),
-        rejectCode: lane.rejectCode,
-        answerFrom: lane.answerFrom,
-        learn: (qname, records) => relay.learn(qname, records),
-      })
-    : null
-if (dns && lane) await dns.listen({ fd: lane.fd })
+const { http, dns, close } = await startThreadProxies({ engine, logger, caDir: input.caDir, http: input.http, dns: lane, learn: (qname, records) => relay!.learn(qname, records) })
 
 /** Counters go to the main thread (for status and metrics) every STATS_MS and at the end. */
 const STATS_MS = 1_000
@@ -136,9 +111,8 @@ port.on('message', (m: MainMessage) => {
     else engine.loadFile(m.file, m.text)
     return
   }
-  dns?.close()
   relay?.close()
-  void (http?.close() ?? Promise.resolve()).finally(() => {
+  void close().finally(() => {
     lines.flush()
     sendStats()
     port.close()

@@ -1,0 +1,345 @@
+// The node agent as one object, built from settings that were checked before (data, whoever
+// made them: the agent command, a lab, a test): the policy engine fed by the node's endpoints and
+// policy files, what DNS answers taught (restored before the first map write), the datapath on
+// the interfaces it is told about, the proxies on transparent sockets of SO_REUSEPORT groups, one
+// lane per thread (thread-proxies.ts), the admin socket and metrics. start() brings it up, stop()
+// takes down what it put up; applyPolicy() and applyEndpoints() change it live.
+
+import { openSync } from 'node:fs'
+import { createServer as createHttpServer, type Server } from 'node:http'
+import type { AddressInfo, Socket } from 'node:net'
+import pino, { type Logger } from 'pino'
+import { PolicyEngine } from '../../policy/engine.js'
+import { removeBpffs } from '../../redirect-bpf/bpffs.js'
+import { joinCgroup } from '../../redirect-bpf/cgroup.js'
+import { Datapath } from '../../redirect-bpf/datapath.js'
+import type { RedirectMode } from '../../redirect-bpf/modes/redirect-mode.js'
+import { transparentTcpListener, transparentUdpSocket } from '../../redirect-bpf/transparent-socket.js'
+import { LearnRelay, warnLate } from '../dns/learn-relay.js'
+import type { Flow } from '../flow-verdict.js'
+import type { SocketEnds } from '../http/http-proxy.js'
+import { adminRoutes } from './admin-routes.js'
+import { startAdminServer } from './admin-server.js'
+import type { NodeEndpoint } from './endpoints-file.js'
+import { FlowFeed } from './flow-feed.js'
+import { FqdnLearning } from './fqdn-learning.js'
+import { LineChunks } from './line-chunks.js'
+import { terminalLines } from './log-format.js'
+import { AgentMetrics } from './metrics.js'
+import { NodeEndpoints } from './node-endpoints.js'
+import { PolicyFiles } from './policy-files.js'
+import { ProxyTotals } from './proxy-totals.js'
+import type { ProxyWorkerInput } from './proxy-worker.js'
+import { startProxyWorkers, type ProxyWorkers } from './proxy-workers.js'
+import { startThreadProxies, type DnsLaneInput, type ThreadProxies } from './thread-proxies.js'
+
+export interface AgentSettings {
+  mode: RedirectMode
+  /** The bpffs directory the maps are pinned in (removed at stop). */
+  pin: string
+  /** Where the proxies listen: loopback, or in dnat mode an address rewritten packets reach. */
+  proxyAddress: string
+  proxyPorts: { http: number; dns: number }
+  /** 'external': the port is left to another proxy (a benchmark's HAProxy or dnsdist). */
+  http: 'builtin' | 'external'
+  dns: 'builtin' | 'external'
+  /** HTTP proxy threads (dnat: always one, as only the main thread reads the proxymap for TCP). */
+  threads: number
+  /** Threads serving the DNS proxy's UDP. */
+  dnsThreads: number
+  /** sockmap: the cgroup whose sockets sock_ops watches (the agent joins it). */
+  sockmapCgroup: string | null
+  policy: { file: string | null; dir: string | null }
+  /** The node's endpoints: a file (watched), or a list (changed by applyEndpoints). */
+  endpoints: { file: string } | { list: NodeEndpoint[] }
+  /** Interfaces that carry the programs with no endpoint behind them (traffic judged at its own end). */
+  interfaces: string[]
+  /** Flow lines appended to this file; null: stdout (as text at a terminal). */
+  log: string | null
+  logLevel: string
+  dnsReject: 'REFUSED' | 'NXDOMAIN'
+  dnsMinTtlSeconds: number
+  dnsMaxIps: number
+  dnsMaxDelayMs: number
+  /** Where the FQDN cache is kept across restarts; null: nowhere. */
+  state: string | null
+  caDir: string | null
+  /** A listening socket for Prometheus' scrapes, made by whoever started the agent. */
+  metricsFd: number | null
+  /** The admin socket the CLI talks to; null: none. */
+  admin: string | null
+}
+
+/** A start-up step that failed: what, and why. Nothing the agent made is left behind. */
+export class AgentStartError extends Error {
+  readonly code = 'EAGENTSTART'
+  constructor(
+    readonly step: string,
+    cause: Error,
+  ) {
+    super(`${step}: ${cause.message}`)
+  }
+}
+
+/** Runs a start-up step; its failure becomes an AgentStartError naming it. */
+function step<T>(what: string, run: () => T): T {
+  try {
+    return run()
+  } catch (e) {
+    throw new AgentStartError(what, e as Error)
+  }
+}
+
+export class Agent {
+  readonly engine: PolicyEngine
+  readonly logger: Logger
+  private readonly lines: LineChunks
+  private readonly out: { write(bytes: Buffer): boolean; flushSync(): void }
+  private readonly feed: FlowFeed
+  private readonly endpoints: NodeEndpoints
+  private readonly policies: PolicyFiles
+  private datapath: Datapath | null = null
+  private fqdns: FqdnLearning | null = null
+  private relay: LearnRelay | null = null
+  private main: ThreadProxies | null = null
+  private workers: ProxyWorkers | null = null
+  private metricsServer: Server | null = null
+  private admin: { close(): Promise<void> } | null = null
+  private totals: ProxyTotals | null = null
+  private kernelFeed: NodeJS.Timeout | null = null
+  private dnsThreads = 0
+  private readonly startedAt = Date.now()
+  /** A person at a terminal reads lines as text; a file or a pipe gets the JSON. */
+  private readonly terminal: ((s: string) => string) | null
+
+  private constructor(readonly settings: AgentSettings) {
+    const s = settings
+    this.terminal = s.log === null && process.stdout.isTTY ? terminalLines(true) : null
+    this.engine = new PolicyEngine({ proxyPorts: s.proxyPorts })
+    // Every thread's lines reach `out` in chunks of bytes, written at least every quarter second
+    // and at exit. A log file is opened at once: one still opening when a start-up error exits
+    // would throw at exit instead of letting the error's one line stand.
+    const log = s.log
+    this.out = pino.destination({ dest: log ? step(`log ${log}`, () => openSync(log, 'a')) : 1, sync: false, contentMode: 'buffer' }) as unknown as { write(bytes: Buffer): boolean; flushSync(): void }
+    // Everything logged also feeds `l7proxy flows`.
+    this.feed = new FlowFeed((id) => this.endpoints.list.find((e) => e.id === id)?.ips ?? [])
+    this.lines = new LineChunks(this.writeLines)
+    this.logger = pino({ base: null, level: s.logLevel }, this.lines)
+    this.endpoints = step('file' in s.endpoints ? `endpoints ${s.endpoints.file}` : 'endpoints', () => new NodeEndpoints(s.endpoints, this.engine, this.logger))
+    // A bad file given by name is a start-up error; a directory's bad files are refused and logged.
+    this.policies = step(`policy ${s.policy.file ?? s.policy.dir}`, () => new PolicyFiles({ engine: this.engine, logger: this.logger, file: s.policy.file, dir: s.policy.dir }))
+  }
+
+  /** Writes whole lines out (a chunk: this thread's, or one another thread sent). */
+  private readonly writeLines = (chunk: Buffer, lines: number): void => {
+    this.out.write(this.terminal ? Buffer.from(this.terminal(chunk.toString())) : chunk)
+    this.feed.publishLines(chunk, lines)
+  }
+
+  /** Lines written so far leave now (also when the process exits without stop()). */
+  flushLogs(): void {
+    this.lines.flush()
+    this.out.flushSync()
+  }
+
+  /** The agent, up: throws AgentStartError (having taken down what it made) if a step fails. */
+  static async start(settings: AgentSettings): Promise<Agent> {
+    const agent = new Agent(settings)
+    try {
+      await agent.bringUp()
+    } catch (e) {
+      await agent.stop()
+      throw e instanceof AgentStartError ? e : new AgentStartError('start', e as Error)
+    }
+    return agent
+  }
+
+  private async bringUp(): Promise<void> {
+    const s = this.settings
+    const { engine, logger } = this
+    const dp = (this.datapath = step('datapath', () =>
+      Datapath.start({ mode: s.mode, pinRoot: s.pin, proxyAddress: s.proxyAddress, proxyPorts: [s.proxyPorts.http, s.proxyPorts.dns], ...(s.sockmapCgroup ? { cgroupName: s.sockmapCgroup } : {}) }),
+    ))
+    step('endpoints', () => {
+      for (const ifname of s.interfaces) dp.attach(ifname)
+      for (const ep of this.endpoints.list) dp.attach(ep.interface, ep.id)
+    })
+    const writeMaps = (): ReturnType<Datapath['apply']> => dp.apply(engine.takeDelta())
+    // What allowed DNS answers taught, restored from the last run before the first map write, so
+    // a restart cuts no allowed name.
+    const fqdns = (this.fqdns = new FqdnLearning({
+      engine,
+      logger,
+      cache: { minTtlSeconds: s.dnsMinTtlSeconds, maxIpsPerName: s.dnsMaxIps },
+      stateDir: s.state,
+      writeMaps,
+      liveDestinations: () => dp.liveDestinations(),
+      tellThreads: (name, ips) => {
+        relay.setKnown(name, ips)
+        this.workers?.updateFqdn(name, ips)
+      },
+    }))
+    writeMaps()
+    // This thread's DNS answers are learned as another thread's are (learn-relay.ts), without the
+    // trip between threads.
+    const relay = (this.relay = new LearnRelay({
+      maxDelayMs: s.dnsMaxDelayMs,
+      send: (batch, answers) => {
+        fqdns.learnAll(answers)
+        relay.learned(batch)
+      },
+      onLate: warnLate(logger, s.dnsMaxDelayMs),
+    }))
+    for (const f of fqdns.names()) relay.setKnown(f.name, f.ips)
+
+    // The proxies' socket groups. DNS answers leave from the server the client asked, through a
+    // transparent socket bound to its address (dnat: conntrack rewrites the proxy's own).
+    const answerFrom = s.mode === 'dnat' ? 'listener' : 'server'
+    const lane = (fd: number): DnsLaneInput => ({ fd, proxymapFd: dp.proxymapFd, answerFrom, rejectCode: s.dnsReject, maxDelayMs: s.dnsMaxDelayMs })
+    const dnsFds = s.dns === 'builtin' ? Array.from({ length: s.dnsThreads }, () => transparentUdpSocket(s.proxyAddress, s.proxyPorts.dns, { reusePort: true })) : []
+    this.dnsThreads = dnsFds.length
+    const dnsTcpFd = s.dns === 'builtin' ? transparentTcpListener(s.proxyAddress, s.proxyPorts.dns) : null
+    if (dnsTcpFd !== null) dp.addProxyListener(s.proxyPorts.dns, dnsTcpFd)
+    // sockmap: the proxy's sockets must be in the cgroup sock_ops watches (a socket's cgroup is
+    // fixed when it is made; accepted ones take their listener's): the listeners' and the
+    // upstream connections' alike, so the process stays in it.
+    if (s.http === 'builtin' && dp.cgroup) joinCgroup(dp.cgroup)
+    const httpFds = s.http === 'builtin' ? Array.from({ length: this.httpThreads }, () => transparentTcpListener(s.proxyAddress, s.proxyPorts.http, { reusePort: true })) : []
+    if (httpFds.length > 0) dp.addProxyListener(s.proxyPorts.http, httpFds[0]!)
+    // Where a connection was going: getsockname, or in dnat mode the proxymap.
+    const dnat = s.mode === 'dnat'
+    const flowOf = (socket: SocketEnds): Flow => {
+      const d = dp.originalDestination(socket.remoteAddress!, socket.remotePort!, 'tcp')
+      return { sourceAddress: socket.remoteAddress!, sourcePort: socket.remotePort!, destAddress: d?.address ?? '0.0.0.0', destPort: d?.port ?? 0 }
+    }
+    this.main = await startThreadProxies({
+      engine,
+      logger,
+      caDir: s.caDir,
+      http: httpFds.length > 0 ? { fd: httpFds[0]!, ...(dnat ? { flowOf } : {}) } : null,
+      dns:
+        dnsFds.length > 0
+          ? { ...lane(dnsFds[0]!), tcpFd: dnsTcpFd!, ...(dnat ? { tcpOriginalDestination: (c: Socket) => dp.originalDestination(c.remoteAddress!, c.remotePort!, 'tcp') } : {}) }
+          : null,
+      learn: (qname, answers) => relay.learn(qname, answers),
+    })
+    // The other threads: each with an HTTP proxy, a DNS proxy, or both, on the groups' other sockets.
+    const workerInputs: ProxyWorkerInput[] = []
+    for (let i = 1; i < Math.max(httpFds.length, dnsFds.length); i++) {
+      workerInputs.push({
+        http: httpFds[i] === undefined ? null : { fd: httpFds[i]! },
+        dns: dnsFds[i] === undefined ? null : lane(dnsFds[i]!),
+        proxyPorts: s.proxyPorts,
+        caDir: s.caDir,
+        logLevel: s.logLevel,
+        endpoints: this.endpoints.list,
+        fqdns: fqdns.names(),
+        policies: [...this.policies.texts].map(([name, text]) => ({ name, text })),
+      })
+    }
+    if (workerInputs.length > 0) this.workers = await startProxyWorkers(workerInputs, { writeLog: this.writeLines, learnDns: (answers) => fqdns.learnAll(answers) })
+
+    const totals = (this.totals = new ProxyTotals({ http: () => this.main?.http ?? null, dns: () => this.main?.dns ?? null, workers: () => this.workers }))
+    const metrics = new AgentMetrics({
+      httpRequests: () => ({ ...totals.http().requests }),
+      httpConnections: () => totals.http().connections,
+      dnsQueries: () => ({ ...totals.dns() }),
+      fqdnNames: () => fqdns.entries().length,
+      kernelCounters: () => dp.counters(),
+      policyRevision: () => engine.policyRevision,
+      requestDurations: () => ({ http: totals.httpDurations(), dns: totals.dnsDurations() }),
+      dnsEnforce: () => totals.dnsEnforce(),
+    })
+    // Live policy and endpoints: each accepted change reaches the kernel maps, then every proxy thread.
+    this.policies.watch({ writeMaps, tellThreads: (file, text) => this.workers?.updatePolicy(file, text), observe: (seconds) => metrics.policyApply.observe(seconds) })
+    this.endpoints.watch({
+      attach: (ifname, id) => void dp.attach(ifname, id),
+      forget: (id) => dp.forgetEndpoint(id),
+      writeMaps,
+      tellThreads: (list) => this.workers?.updateEndpoints(list),
+    })
+    if (s.metricsFd !== null) await this.serveMetrics(s.metricsFd, metrics)
+    this.feed.publishKernel(dp.counters()) // what the kernel counted before now is not news
+    this.kernelFeed = setInterval(() => this.feed.publishKernel(dp.counters()), 1_000)
+    this.kernelFeed.unref()
+    if (s.admin) {
+      const routes = adminRoutes({ engine, endpoints: this.endpoints, feed: this.feed, fqdns, policies: this.policies, metrics, datapath: dp, logger, status: () => this.status() })
+      this.admin = await startAdminServer(s.admin, routes)
+    }
+    logger.info({ mode: s.mode, policies: [...this.policies.texts.keys()], revision: engine.policyRevision, httpThreads: this.main.http ? this.httpThreads : 0 }, 'node agent started')
+  }
+
+  /** HTTP proxy threads: dnat has one, as only the main thread reads the proxymap for TCP. */
+  private get httpThreads(): number {
+    return this.settings.mode === 'dnat' ? 1 : this.settings.threads
+  }
+
+  /** Prometheus' scrape endpoint on a listener the agent's starter made in its own namespace. */
+  private async serveMetrics(fd: number, metrics: AgentMetrics): Promise<void> {
+    const server = (this.metricsServer = createHttpServer((req, res) => {
+      if (req.method !== 'GET' || new URL(req.url ?? '/', 'http://agent').pathname !== '/metrics') return void res.writeHead(404).end('only GET /metrics here\n')
+      void metrics.text().then((text) => res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(text), () => res.writeHead(500).end())
+    }))
+    await new Promise<void>((resolve) => server.listen({ fd }, resolve))
+    const a = server.address() as AddressInfo
+    this.logger.info({ url: `http://${a.address}:${a.port}/metrics` }, 'metrics served')
+  }
+
+  /** A policy file's text (null: removed), as if it had changed on disk; why it was refused, or null. */
+  applyPolicy(file: string, text: string | null): string | null {
+    return this.policies.applyText(file, text)
+  }
+
+  /** The node's endpoints are now `list` (an agent started with a list, not a file). */
+  applyEndpoints(list: NodeEndpoint[]): void {
+    this.endpoints.replace(list)
+  }
+
+  /** Packets the kernel counted, by verdict, over every endpoint. */
+  private kernelPacketTotals(): Record<string, number> {
+    const kernel: Record<string, number> = {}
+    for (const c of this.datapath?.counters() ?? []) kernel[c.verdict] = (kernel[c.verdict] ?? 0) + c.packets
+    return kernel
+  }
+
+  /** What the agent is doing, for `l7proxy status`. */
+  status(): Record<string, unknown> {
+    const s = this.settings
+    const totals = this.totals!
+    const { requests, connections } = totals.http()
+    return {
+      mode: s.mode,
+      pid: process.pid,
+      uptimeSeconds: Math.round((Date.now() - this.startedAt) / 1000),
+      policy: { revision: this.engine.policyRevision, files: [...this.policies.texts.keys()], directory: this.policies.dir },
+      endpoints: this.endpoints.list.length,
+      identities: [...this.engine.identities.all()].length,
+      http: this.main?.http ? { listening: `${s.proxyAddress}:${s.proxyPorts.http}`, threads: this.httpThreads, connections, requests } : { listening: 'external', threads: 0 },
+      dns: { listening: `${s.proxyAddress}:${s.proxyPorts.dns}/udp`, threads: this.dnsThreads, queries: totals.dns(), queriesByThread: totals.dnsByThread() },
+      kernelPackets: this.kernelPacketTotals(),
+    }
+  }
+
+  /** Takes down what the agent put up (the datapath last: steered flows fail closed meanwhile) and writes its last lines. */
+  async stop(): Promise<void> {
+    this.policies.close()
+    this.fqdns?.close()
+    this.endpoints.close()
+    this.relay?.close()
+    if (this.kernelFeed !== null) clearInterval(this.kernelFeed)
+    this.metricsServer?.close()
+    this.metricsServer?.closeAllConnections()
+    await Promise.allSettled([this.main?.close(), this.workers?.stop(), this.admin?.close()])
+    const dp = this.datapath
+    if (dp !== null) {
+      // What the agent counted over its life: benchmarks read it to confirm the path taken.
+      const totals = this.totals
+      const counted = totals ? { httpRequests: totals.http().requests, dnsQueries: totals.dns(), kernelPackets: this.kernelPacketTotals() } : {}
+      this.logger.info({ mode: this.settings.mode, httpThreads: this.main?.http ? this.httpThreads : 0, ...counted, ...(dp.cgroup ? { sockmap: dp.sockmapStats() } : {}) }, 'datapath stopped')
+      dp.stop()
+      removeBpffs(this.settings.pin)
+      this.datapath = null
+    }
+    this.flushLogs()
+  }
+}
