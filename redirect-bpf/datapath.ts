@@ -4,7 +4,7 @@
 // node's), named or the current one.
 
 import { spawnSync } from 'node:child_process'
-import { writeFileSync } from 'node:fs'
+import { readFileSync, writeFileSync } from 'node:fs'
 import type { EngineDelta } from '../policy/engine.js'
 import { BpfObject } from './bpf-object.js'
 import { BpfError } from './libbpf.js'
@@ -17,6 +17,16 @@ import { PolicyWriter, type WriteStats } from './policy-writer.js'
 import { addProxyListener, attachSkLookup, detachSkLookup } from './sk-lookup.js'
 import { attachTc, detachTc, ifindexOf, removeClsact } from './tc.js'
 import { distPath } from '../lib/project-root.js'
+
+const EARLY_DEMUX = '/proc/sys/net/ipv4/tcp_early_demux'
+
+/** Sets a sysctl file to `value`; what it held before, or null when it held that already. */
+function setSysctl(file: string, value: string): string | null {
+  const previous = readFileSync(file, 'utf8').trim()
+  if (previous === value) return null
+  writeFileSync(file, value)
+  return previous
+}
 
 export interface DatapathOptions {
   mode: RedirectMode
@@ -40,6 +50,8 @@ export class Datapath {
   readonly cgroup: string | null
   /** The cgroup was made for this datapath (a lab's is the lab's to remove). */
   private readonly ownCgroup: boolean
+  /** tcp_early_demux as it was before start, when start changed it. */
+  private earlyDemux: string | null = null
   private readonly attached = new Map<string, number>()
   /** Interfaces whose clsact qdisc we created (and so remove at stop). */
   private readonly ownClsact = new Set<number>()
@@ -84,9 +96,10 @@ export class Datapath {
       setupMode(opts.mode, dp.run, opts.proxyPorts, opts.proxyAddress)
       // The transparent modes' accepted sockets carry the flows' own tuples; one left in TIME_WAIT
       // would be matched by TCP early demux to a later, unsteered flow reusing the tuple, which IP
-      // forwarding then drops (a packet with a socket is never forwarded). Off for good: those
-      // sockets outlive the proxy by a minute.
-      if (opts.mode !== 'dnat') dp.inNode(() => writeFileSync('/proc/sys/net/ipv4/tcp_early_demux', '0'))
+      // forwarding then drops (a packet with a socket is never forwarded). Off while the datapath
+      // runs; put back as it was at stop (those sockets outlive the proxy by a minute: a flow
+      // that reuses one's tuple in that minute may stall, as the README says).
+      if (opts.mode !== 'dnat') dp.earlyDemux = dp.inNode(() => setSysctl(EARLY_DEMUX, '0'))
       // sk_assign hands a SYN that reuses the tuple of a proxy socket in TIME_WAIT to that socket;
       // the kernel then looks for a listener, and sk_lookup makes it find the proxy's (TPROXY
       // does this itself).
@@ -218,6 +231,14 @@ export class Datapath {
       // The namespace or its interfaces are gone already: so are the attachments.
     }
     teardownModes(this.run)
+    if (this.earlyDemux !== null) {
+      const previous = this.earlyDemux
+      try {
+        this.inNode(() => setSysctl(EARLY_DEMUX, previous))
+      } catch {
+        // The namespace is gone: so is its setting.
+      }
+    }
     this.fromEndpoint.close()
     this.toEndpoint.close()
   }

@@ -202,3 +202,29 @@ kernelTest(t, 'datapath: port ranges (endPort) in the kernel, with deny winning 
   dp.apply(engine.takeDelta())
   t.equal(await curlCode(lab, 'xwing'), 0, 'and is allowed once the deny is gone')
 })
+
+kernelTest(t, 'datapath: a node is changed only where the datapath owns it, and put back at stop', async (t) => {
+  const lab = await useLab(t)
+  const node = (argv: string[]) => lab.exec('node', argv).then((r) => r.stdout)
+  // Someone else's rule at our preference, route in our table, and early demux as they set it.
+  await node(['ip', 'rule', 'add', 'fwmark', '0x7', 'lookup', '2004', 'pref', '9000'])
+  await node(['ip', 'route', 'add', 'unreachable', '192.0.2.99/32', 'table', '2004'])
+  await node(['sysctl', '-q', '-w', 'net.ipv4.tcp_early_demux=1'])
+  t.teardown(async () => {
+    await node(['ip', 'rule', 'del', 'fwmark', '0x7', 'lookup', '2004', 'pref', '9000'])
+    await node(['ip', 'route', 'flush', 'table', '2004'])
+  })
+  for (const mode of ['tproxy', 'sk-assign'] as const) {
+    const dp = Datapath.start({ mode, pinRoot: useBpffs(t, `${lab.name}${mode[0]}`), proxyAddress: '127.0.0.1', proxyPorts: [15001, 15053], netns: lab.netns('node') })
+    t.match(await node(['ip', 'rule', 'show', 'pref', '9000']), /fwmark 0x200\/0xf00 lookup 2004/, `${mode}: our rule is in place`)
+    t.match(await node(['ip', 'route', 'show', 'table', '2004', 'type', 'local']), /local default dev lo/, `${mode}: and our route`)
+    t.equal((await node(['sysctl', '-n', 'net.ipv4.tcp_early_demux'])).trim(), '0', `${mode}: early demux off while it runs`)
+    dp.stop()
+    t.notMatch(await node(['ip', 'rule', 'show', 'pref', '9000']), /0x200/, `${mode}: our rule is gone at stop`)
+    t.match(await node(['ip', 'rule', 'show', 'pref', '9000']), /fwmark 0x7 lookup 2004/, `${mode}: the other rule at that preference stays`)
+    t.match(await node(['ip', 'route', 'show', 'table', '2004']), /unreachable 192\.0\.2\.99/, `${mode}: the other route in that table stays`)
+    t.equal((await node(['ip', 'route', 'show', 'table', '2004', 'type', 'local'])).trim(), '', `${mode}: ours is gone`)
+    t.notMatch(await node(['iptables', '-w', '-t', 'mangle', '-S']), /L7PROXY_TPROXY/, `${mode}: no chain of ours left`)
+    t.equal((await node(['sysctl', '-n', 'net.ipv4.tcp_early_demux'])).trim(), '1', `${mode}: early demux as it was`)
+  }
+})

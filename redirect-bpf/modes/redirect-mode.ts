@@ -35,12 +35,16 @@ function must(run: Run, argv: string[]): void {
   if (r.code !== 0) throw new BpfError('EATTACH', `'${argv.join(' ')}' failed: ${r.stderr.trim()}`)
 }
 
-/** Sets up the node state `mode` needs; idempotent (removes ours first). */
+/** Our policy rule and local route, exactly: only these are ever added or deleted (others at the same preference or in the table stay). */
+const RULE = ['fwmark', `${MARK}/${MARK_MASK}`, 'lookup', String(ROUTE_TABLE), 'pref', String(RULE_PREF)]
+const ROUTE = ['local', '0.0.0.0/0', 'dev', 'lo', 'table', String(ROUTE_TABLE)]
+
+/** Sets up the node state `mode` needs; idempotent (removes ours first, as a crashed agent may have left it). */
 export function setupMode(mode: RedirectMode, run: Run, proxyPorts: readonly number[], proxyAddr = '127.0.0.1'): void {
   teardownModes(run)
   if (mode === 'dnat') return
-  must(run, ['ip', 'rule', 'add', 'fwmark', `${MARK}/${MARK_MASK}`, 'lookup', String(ROUTE_TABLE), 'pref', String(RULE_PREF)])
-  must(run, ['ip', 'route', 'replace', 'local', '0.0.0.0/0', 'dev', 'lo', 'table', String(ROUTE_TABLE)])
+  must(run, ['ip', 'rule', 'add', ...RULE])
+  must(run, ['ip', 'route', 'add', ...ROUTE])
   if (mode !== 'tproxy') return
   must(run, ['iptables', '-w', '-t', 'mangle', '-N', CHAIN])
   must(run, ['iptables', '-w', '-t', 'mangle', '-I', 'PREROUTING', '-j', CHAIN])
@@ -55,11 +59,11 @@ export function setupMode(mode: RedirectMode, run: Run, proxyPorts: readonly num
   }
 }
 
-/** Removes whatever any mode set up; missing pieces are fine. */
+/** Removes what any mode set up, and nothing else: our rule, our route, our chain; missing pieces are fine. */
 export function teardownModes(run: Run): void {
-  // One rule per call, until none is left; bounded in case something keeps adding them.
-  for (let i = 0; i < 16 && run(['ip', 'rule', 'del', 'pref', String(RULE_PREF)]).code === 0; i++);
-  run(['ip', 'route', 'flush', 'table', String(ROUTE_TABLE)])
+  // One copy per call, until none is left; bounded in case something keeps adding them.
+  for (let i = 0; i < 16 && run(['ip', 'rule', 'del', ...RULE]).code === 0; i++);
+  for (let i = 0; i < 16 && run(['ip', 'route', 'del', ...ROUTE]).code === 0; i++);
   run(['iptables', '-w', '-t', 'mangle', '-D', 'PREROUTING', '-j', CHAIN])
   run(['iptables', '-w', '-t', 'mangle', '-F', CHAIN])
   run(['iptables', '-w', '-t', 'mangle', '-X', CHAIN])
