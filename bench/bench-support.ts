@@ -10,7 +10,7 @@ import { parseArgs } from 'node:util'
 import { labDown, labUp, type LabState } from '../lab/lab.js'
 import { spawnDetachedIn, stopProcess, waitListening } from '../lab/netns.js'
 import { isValidLabName } from '../lab/topology.js'
-import type { LabNode } from '../proxy/agent/lab-node-process.js'
+import type { LabNode } from '../lab/node-agent.js'
 import { parseMode, type RedirectMode } from '../redirect-bpf/modes/redirect-mode.js'
 
 import { UsageError } from '../proxy/cli/usage-error.js'

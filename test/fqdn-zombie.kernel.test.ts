@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t from 'tap'
 import { adminGet } from '../proxy/agent/admin-socket.js'
-import { startLabNode } from '../proxy/agent/lab-node-process.js'
+import { startLabNode } from '../lab/node-agent.js'
 import { kernelTest } from './fixtures/kernel.js'
 import { useLab } from './fixtures/lab.js'
 

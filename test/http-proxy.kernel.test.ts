@@ -8,7 +8,7 @@ import { dirname, join } from 'node:path'
 import t, { type Test } from 'tap'
 import { execCommand, netnsArgv, spawnDetachedIn, stopProcess, waitListening } from '../lab/netns.js'
 import { projectRoot } from '../lib/project-root.js'
-import { startLabNode, type LabNode } from '../proxy/agent/lab-node-process.js'
+import { startLabNode, type LabNode } from '../lab/node-agent.js'
 import { cgroup2Root } from '../redirect-bpf/cgroup.js'
 import { labCgroupName } from '../lab/topology.js'
 import { kernelTest } from './fixtures/kernel.js'
@@ -21,7 +21,7 @@ interface NodeProxy extends LabNode {
   curl(host: string, args: string[]): ReturnType<typeof execCommand>
 }
 
-/** A lab whose node runs the node proxy (proxy/agent/lab-node.ts) in `mode` with `policyFile`. */
+/** A lab whose node runs the node proxy (proxy/agent/agent-main.ts, through lab/node-agent.ts) in `mode` with `policyFile`. */
 async function nodeProxy(t: Test, mode: string, policyFile: string): Promise<NodeProxy> {
   const lab = await useLab(t)
   const pin = `/run/l7proxy/test-bpffs-${lab.name}`

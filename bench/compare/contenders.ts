@@ -7,7 +7,7 @@
 // original server's address).
 
 import { findHost, nodeNetns } from '../../lab/topology.js'
-import { LAB_PROXY_PORTS, labProxyAddress, type LabNode } from '../../proxy/agent/lab-node-process.js'
+import { LAB_PROXY_PORTS, labProxyAddress, type LabNode } from '../../lab/node-agent.js'
 import type { RedirectMode } from '../../redirect-bpf/modes/redirect-mode.js'
 import type { RunningPeer } from '../bench-support.js'
 import { startDnsdist } from '../peers/dnsdist.js'

@@ -6,7 +6,7 @@
 import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { execIn } from '../../lab/netns.js'
-import type { LabNode } from '../../proxy/agent/lab-node-process.js'
+import type { LabNode } from '../../lab/node-agent.js'
 import { withPeer, type RunningPeer } from '../bench-support.js'
 
 export interface DnsdistOptions {

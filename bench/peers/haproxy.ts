@@ -7,7 +7,7 @@
 import { writeFileSync } from 'node:fs'
 import { connect } from 'node:net'
 import { join } from 'node:path'
-import type { LabNode } from '../../proxy/agent/lab-node-process.js'
+import type { LabNode } from '../../lab/node-agent.js'
 import { withPeer, type RunningPeer } from '../bench-support.js'
 
 export interface BenchRule {

@@ -21,9 +21,11 @@ import { formatIssue, type PolicyIssue } from '../../policy/errors.js'
 import { readDocument, type YNode } from '../../policy/yaml-reader.js'
 import { REDIRECT_MODES, type RedirectMode } from '../../redirect-bpf/modes/redirect-mode.js'
 import { agentSocketPath } from './admin-socket.js'
-import { LAB_PROXY_PORTS } from './lab-node-process.js'
 import { DEFAULT_CA_DIR } from '../../certs/local-ca.js'
 import { parseIPv4 } from '../../policy/cidr.js'
+
+/** Where the proxies listen unless configured otherwise (the datapath steers there). */
+export const DEFAULT_PROXY_PORTS = { http: 15001, dns: 15053 } as const
 
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal'] as const
 export type LogLevel = (typeof LOG_LEVELS)[number]
@@ -82,7 +84,7 @@ export function defaultConfig(lab = DEFAULT_LAB): AgentConfig {
     mode: 'sk-assign',
     policyDirectory: `${projectRoot()}/policy/examples`,
     endpointsFile: null,
-    proxy: { httpPort: LAB_PROXY_PORTS.http, dnsPort: LAB_PROXY_PORTS.dns, threads: 0 },
+    proxy: { httpPort: DEFAULT_PROXY_PORTS.http, dnsPort: DEFAULT_PROXY_PORTS.dns, threads: 0 },
     bpffs: `/run/l7proxy/agent-bpffs-${lab}`,
     // Like Cilium's /var/run/cilium: kept across agent restarts, not across reboots.
     stateDirectory: `/run/l7proxy/state-${lab}`,

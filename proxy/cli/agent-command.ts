@@ -1,17 +1,16 @@
 // `l7proxy agent`: the node agent on a lab, in the foreground. Its configuration is the defaults,
 // then --config FILE, then L7PROXY_* variables, then flags (proxy/agent/config.ts); a bad file or
 // value is refused with where and why before anything starts. It brings the lab up if it is not,
-// runs the agent process (proxy/agent/lab-node.ts) inside the lab's node namespace with the
+// runs the agent's process (proxy/agent/agent-main.ts) inside the lab's node namespace with the
 // policy directory watched, and stops it (datapath removed, lab left up) on Ctrl-C or SIGTERM.
 // SIGHUP reads the configuration again and, if it changed, restarts the agent process with it.
 
-import { spawn } from 'node:child_process'
 import { closeSync, existsSync, readFileSync, statSync } from 'node:fs'
-import { availableParallelism } from 'node:os'
 import { parseArgs } from 'node:util'
 import { labUp } from '../../lab/lab.js'
-import { isValidLabName, labCgroupName, nodeNetns } from '../../lab/topology.js'
-import { distPath } from '../../lib/project-root.js'
+import { labNodePart, spawnNodeAgent } from '../../lab/node-agent.js'
+import { isValidLabName, labCgroupName } from '../../lab/topology.js'
+import { agentSettings } from '../agent/agent-settings.js'
 import { REDIRECT_MODES, type RedirectMode } from '../../redirect-bpf/modes/redirect-mode.js'
 import { ConfigError, LOG_LEVELS, environmentLayers, parseConfigText, resolveConfig, type AgentConfig, type ConfigLayer, type LogLevel } from '../agent/config.js'
 import { tcpListener } from '../../redirect-bpf/transparent-socket.js'
@@ -109,18 +108,14 @@ interface AgentProcess {
   exited: Promise<number>
 }
 
-/** Runs the agent process (lab-node.ts) in the lab's node namespace with configuration `c`. */
+/** Runs the agent's process (agent-main.ts) in the lab's node namespace with configuration `c`, handed over as settings. */
 function startAgentProcess(c: AgentConfig, metricsFd: number | null): AgentProcess {
-  const threads = c.proxy.threads === 0 ? availableParallelism() : c.proxy.threads
-  // prettier-ignore
-  const argv = ['netns', 'exec', nodeNetns(c.lab), process.execPath, distPath('proxy/agent/lab-node.js'),
-    '--mode', c.mode, '--policy-dir', c.policyDirectory, '--pin', c.bpffs, '--threads', String(threads), '--admin', c.admin.socket,
-    '--http-port', String(c.proxy.httpPort), '--dns-port', String(c.proxy.dnsPort), '--log-level', c.logging.level,
-    '--state', c.stateDirectory, '--ca-dir', c.caDirectory, '--dns-reject', c.dns.rejectCode, '--dns-min-ttl', String(c.dns.minTtlSeconds), '--dns-max-ips', String(c.dns.maxIpsPerName), '--dns-max-delay', String(c.dns.maxDelayMs), '--dns-threads', String(c.dns.threads)]
-  if (c.mode === 'sockmap') argv.push('--sockmap-cgroup', labCgroupName(c.lab))
-  if (metricsFd !== null) argv.push('--metrics-fd', '3')
-  if (c.endpointsFile !== null) argv.push('--endpoints', c.endpointsFile)
-  const child = spawn('ip', argv, { stdio: ['ignore', 'inherit', 'inherit', ...(metricsFd !== null ? [metricsFd] : [])] })
+  const settings = agentSettings(c, {
+    ...labNodePart(c),
+    sockmapCgroup: c.mode === 'sockmap' ? labCgroupName(c.lab) : null,
+    metricsFd: metricsFd === null ? null : 3,
+  })
+  const child = spawnNodeAgent(c.lab, settings, { out: 'inherit', ...(metricsFd !== null ? { fds: [metricsFd] } : {}) })
   return {
     kill: (sig) => void child.kill(sig),
     exited: new Promise<number>((resolve) => child.once('exit', (code, sig) => resolve(code ?? (sig === 'SIGINT' || sig === 'SIGTERM' ? 0 : 1)))),

@@ -1,18 +1,47 @@
-// Starts lab-node.ts inside a lab's node namespace and talks to it: waits for READY, collects its
-// JSON lines, stops it by PID with SIGTERM. Used by the kernel tests and the HTTP benchmark.
+// A lab's node agent: the agent's process (proxy/agent/agent-main.ts) started inside the lab's
+// node namespace with settings the lab makes (the agent's defaults, and the lab's part: its
+// endpoints or an endpoints file, every veth of its node, the proxy address the redirect mode
+// needs). Tests and benchmarks drive it: wait for READY, collect its JSON lines, stop it by PID
+// with SIGTERM. `l7proxy agent --lab` runs the same process with the settings of its configuration.
 
 import { spawn } from 'node:child_process'
 import { createReadStream, existsSync, readFileSync } from 'node:fs'
 import { createInterface } from 'node:readline'
-import { GATEWAY_IP, nodeNetns } from '../../lab/topology.js'
-import { distPath } from '../../lib/project-root.js'
+import { GATEWAY_IP, LAB_HOSTS, labEndpoints, nodeIfname, nodeNetns } from './topology.js'
+import { distPath } from '../lib/project-root.js'
+import type { AgentSettings } from '../proxy/agent/agent.js'
+import { agentSettings, type NodePart } from '../proxy/agent/agent-settings.js'
+import { DEFAULT_PROXY_PORTS, defaultConfig, type AgentConfig } from '../proxy/agent/config.js'
+import { parseMode } from '../redirect-bpf/modes/redirect-mode.js'
 
-/** Where lab-node's proxies listen (the datapath steers there). */
-export const LAB_PROXY_PORTS = { http: 15001, dns: 15053 } as const
+/** Where the node agent's proxies listen (the datapath steers there): the agent's defaults. */
+export const LAB_PROXY_PORTS = DEFAULT_PROXY_PORTS
 
 /** The address the proxies listen on: in dnat mode one rewritten packets reach, else loopback. */
 export function labProxyAddress(mode: string): string {
   return mode === 'dnat' ? GATEWAY_IP : '127.0.0.1'
+}
+
+/**
+ * The lab's part of a node agent's settings: every veth of the node carries the programs (traffic
+ * from the outside world is judged at its own end), the lab's endpoints unless the configuration
+ * names a file, and the proxy address of the mode.
+ */
+export function labNodePart(c: AgentConfig): NodePart {
+  return {
+    interfaces: LAB_HOSTS.map((h) => nodeIfname(h.name)),
+    proxyAddress: labProxyAddress(c.mode),
+    ...(c.endpointsFile === null ? { endpoints: { list: labEndpoints().map((e) => ({ ...e, interface: nodeIfname(e.host) })) } } : {}),
+  }
+}
+
+/** Runs the agent's process in `lab`'s node namespace with `settings` (on its stdin); extra fds become its fd 3 on. */
+export function spawnNodeAgent(lab: string, settings: AgentSettings, stdio: { out: 'pipe' | 'inherit'; fds?: number[] }) {
+  // `ip netns exec` execs node: the child's PID is the agent's.
+  const child = spawn('ip', ['netns', 'exec', nodeNetns(lab), process.execPath, distPath('proxy/agent/agent-main.js')], { stdio: ['pipe', stdio.out, stdio.out, ...(stdio.fds ?? [])] })
+  child.stdin!.on('error', () => undefined) // an agent that exits at once
+  child.stdin!.end(JSON.stringify(settings))
+  return child
 }
 
 export interface LabNodeOptions {
@@ -59,23 +88,29 @@ export interface LabNode {
 }
 
 export async function startLabNode(o: LabNodeOptions): Promise<LabNode> {
-  const args = [distPath('proxy/agent/lab-node.js'), '--mode', o.mode, '--policy', o.policyFile, '--pin', o.pin, '--http', o.http ?? 'builtin', '--dns', o.dns ?? 'builtin']
-  if (o.sockmapCgroup) args.push('--sockmap-cgroup', o.sockmapCgroup)
-  if (o.logFile) args.push('--log', o.logFile)
-  if (o.threads !== undefined) args.push('--threads', String(o.threads))
-  if (o.dnsThreads !== undefined) args.push('--dns-threads', String(o.dnsThreads))
-  if (o.stateDir !== undefined) args.push('--state', o.stateDir)
-  if (o.caDir !== undefined) args.push('--ca-dir', o.caDir)
-  if (o.endpointsFile !== undefined) args.push('--endpoints', o.endpointsFile)
-  if (o.admin !== undefined) args.push('--admin', o.admin)
-  if (o.dnsMinTtl !== undefined) args.push('--dns-min-ttl', String(o.dnsMinTtl))
-  // `ip netns exec` execs node: the child's PID is the agent's.
-  const child = spawn('ip', ['netns', 'exec', nodeNetns(o.lab), process.execPath, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+  const config = { ...defaultConfig(o.lab), mode: parseMode(o.mode) }
+  if (o.endpointsFile !== undefined) config.endpointsFile = o.endpointsFile
+  const settings = agentSettings(config, {
+    ...labNodePart(config),
+    pin: o.pin,
+    http: o.http ?? 'builtin',
+    dns: o.dns ?? 'builtin',
+    sockmapCgroup: o.sockmapCgroup ?? null,
+    policy: { file: o.policyFile, dir: null },
+    log: o.logFile ?? null,
+    state: o.stateDir ?? null,
+    caDir: o.caDir ?? null,
+    admin: o.admin ?? null,
+    ...(o.threads !== undefined ? { threads: o.threads } : {}),
+    ...(o.dnsThreads !== undefined ? { dnsThreads: o.dnsThreads } : {}),
+    ...(o.dnsMinTtl !== undefined ? { dnsMinTtlSeconds: o.dnsMinTtl } : {}),
+  })
+  const child = spawnNodeAgent(o.lab, settings, { out: 'pipe' })
   const exited = new Promise<number | null>((r) => child.once('exit', (c) => r(c)))
   let out = ''
   let err = ''
-  child.stdout.on('data', (d: Buffer) => (out += d.toString()))
-  child.stderr.on('data', (d: Buffer) => (err += d.toString()))
+  child.stdout!.on('data', (d: Buffer) => (out += d.toString()))
+  child.stderr!.on('data', (d: Buffer) => (err += d.toString()))
   const stop = async (timeoutMs = 10_000): Promise<number | null> => {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM')
     const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs)
