@@ -10,6 +10,7 @@
 import { mkdirSync, readFileSync, readdirSync, rmSync, rmdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { distPath } from '../lib/project-root.js'
+import { DEFAULT_LAB } from '../proxy/agent/lab-name.js'
 import { cgroup2Root, createCgroup, removeCgroup } from '../redirect-bpf/cgroup.js'
 import { LabError } from './errors.js'
 import {
@@ -42,7 +43,7 @@ import {
   type LabService,
 } from './topology.js'
 
-export const DEFAULT_LAB = 'main'
+export { DEFAULT_LAB }
 
 /** Commands the lab runs, with the Debian package that has each. */
 const REQUIRED_COMMANDS: ReadonlyArray<[string, string]> = [

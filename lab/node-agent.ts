@@ -29,8 +29,8 @@ export function labProxyAddress(mode: string): string {
  */
 export function labNodePart(c: AgentConfig): NodePart {
   return {
-    interfaces: LAB_HOSTS.map((h) => nodeIfname(h.name)),
-    proxyAddress: labProxyAddress(c.mode),
+    interfaces: [...LAB_HOSTS.map((h) => nodeIfname(h.name)), ...c.interfaces],
+    proxyAddress: c.proxy.address ?? labProxyAddress(c.mode),
     ...(c.endpointsFile === null ? { endpoints: { list: labEndpoints().map((e) => ({ ...e, interface: nodeIfname(e.host) })) } } : {}),
   }
 }

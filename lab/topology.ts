@@ -6,6 +6,7 @@
 // veth. So pods reach servers only by being forwarded through the node, where the agent's BPF
 // programs and proxy live.
 
+import { isValidLabName } from '../proxy/agent/lab-name.js'
 import { LabError } from './errors.js'
 
 /** Namespaces of every lab start with this; `lab down` finds leftovers by it. */
@@ -113,11 +114,7 @@ export const DNS_RECORDS: readonly DnsRecord[] = Object.freeze<DnsRecord[]>([
 /** Zones the DNS server is authoritative for (static: unknown names inside get NXDOMAIN). */
 export const DNS_ZONES: readonly string[] = Object.freeze(['empire', 'alliance'])
 
-const LAB_NAME_RE = /^[a-z0-9]{1,16}$/
-
-export function isValidLabName(name: string): boolean {
-  return LAB_NAME_RE.test(name)
-}
+export { isValidLabName }
 
 export function nodeNetns(lab: string): string {
   return `${NETNS_PREFIX}${lab}-node`

@@ -12,20 +12,30 @@ import { runCli } from './fixtures/cli.js'
 import { createServer, type AddressInfo } from 'node:net'
 import { execCommand } from '../lab/netns.js'
 
-t.test('defaults: the lab main, sk-assign, the example policies, paths named by the lab', async (t) => {
+t.test('defaults: on this host, sk-assign, /etc/l7proxy/policies, no endpoints; on a lab, the examples and paths named by it', async (t) => {
   t.same(defaultConfig(), {
-    lab: 'main',
+    lab: null,
     mode: 'sk-assign',
-    policyDirectory: join(projectRoot(), 'policy/examples'),
+    policyDirectory: '/etc/l7proxy/policies',
     endpointsFile: null,
-    proxy: { httpPort: 15001, dnsPort: 15053, threads: 0 },
-    bpffs: '/run/l7proxy/agent-bpffs-main',
-    stateDirectory: '/run/l7proxy/state-main',
+    interfaces: [],
+    proxy: { httpPort: 15001, dnsPort: 15053, threads: 0, address: null },
+    bpffs: '/run/l7proxy/agent-bpffs',
+    stateDirectory: '/run/l7proxy/state',
     caDirectory: '/var/lib/l7proxy/ca',
     dns: { rejectCode: 'REFUSED', minTtlSeconds: 3600, maxIpsPerName: 50, maxDelayMs: 100, threads: 1 },
     logging: { level: 'info' },
-    admin: { socket: '/run/l7proxy/agent-main.sock', metrics: { address: '127.0.0.1', port: 9962 } },
+    admin: { socket: '/run/l7proxy/agent.sock', metrics: { address: '127.0.0.1', port: 9962 } },
   })
+  t.match(defaultConfig('main'), { lab: 'main', policyDirectory: join(projectRoot(), 'policy/examples'), bpffs: '/run/l7proxy/agent-bpffs-main', stateDirectory: '/run/l7proxy/state-main', admin: { socket: '/run/l7proxy/agent-main.sock' } })
+})
+
+t.test('a host configuration: interfaces to attach and the proxy address, checked', async (t) => {
+  const c = resolveConfig([parseConfigText('interfaces: [eth1, veth-a]\nproxy: { address: 192.0.2.1 }\n', 'host.yaml')])
+  t.match(c, { lab: null, interfaces: ['eth1', 'veth-a'], proxy: { address: '192.0.2.1', httpPort: 15001 } })
+  t.throws(() => parseConfigText('interfaces: [eth1, "a/b"]\n', 'host.yaml'), /interfaces\[1\]: 'a\/b' is not an interface name/)
+  t.throws(() => parseConfigText('interfaces: ["a-name-of-16-chr"]\n', 'host.yaml'), /is not an interface name/)
+  t.throws(() => parseConfigText('proxy: { address: localhost }\n', 'host.yaml'), /proxy\.address: 'localhost' is not an IPv4 address/)
 })
 
 t.test('a file, then the environment, then flags: each overrides the one before', async (t) => {
@@ -37,7 +47,7 @@ t.test('a file, then the environment, then flags: each overrides the one before'
   t.equal(c.admin.socket, '/run/l7proxy/agent-n1.sock')
   t.equal(c.caDirectory, '/etc/l7proxy/ca', 'L7PROXY_CA_DIR sets the CA directory')
   t.same(resolveConfig([parseConfigText('', 'empty.yaml')]), defaultConfig(), 'an empty file is all defaults')
-  t.same(resolveConfig([parseConfigText('admin: { metrics: 127.0.0.1:0 }\n', 'c.yaml')]).admin, { socket: '/run/l7proxy/agent-main.sock', metrics: { address: '127.0.0.1', port: 0 } }, 'metrics on any free port')
+  t.same(resolveConfig([parseConfigText('admin: { metrics: 127.0.0.1:0 }\n', 'c.yaml')]).admin, { socket: '/run/l7proxy/agent.sock', metrics: { address: '127.0.0.1', port: 0 } }, 'metrics on any free port')
   t.equal(resolveConfig([parseConfigText('admin: { metrics: 127.0.0.1:9100 }\n', 'c.yaml'), ...environmentLayers({ L7PROXY_METRICS: 'off' })]).admin.metrics, null, 'L7PROXY_METRICS=off turns them off')
 })
 
@@ -90,13 +100,16 @@ t.test('l7proxy agent refuses a bad config before starting anything (exit 2)', a
   t.match(missing.stderr, /nope\.yaml:0:0: cannot read it: ENOENT/)
   const endpoints = join(dir, 'endpoints.yaml')
   writeFileSync(endpoints, 'endpoints:\n- { id: 1, interface: lxc-x, ips: [10.0.0.300], labels: {} }\n')
-  writeFileSync(file, `endpointsFile: ${endpoints}\n`)
+  writeFileSync(file, `policyDirectory: ${dir}\nendpointsFile: ${endpoints}\n`)
   const badEndpoints = runCli(['agent', '--config', file])
   t.equal(badEndpoints.code, 2, 'a bad endpoints file is refused before anything starts')
   t.match(badEndpoints.stderr, /endpointsFile: '.*endpoints\.yaml' is refused:\n.*endpoints\.yaml:2:36: endpoints\[0\]\.ips\[0\]: '10\.0\.0\.300' is not an IPv4 address/)
   const noDir = runCli(['agent', '--policy-dir', '/nonexistent/policies'])
   t.equal(noDir.code, 2)
   t.match(noDir.stderr, /policyDirectory: '\/nonexistent\/policies' is not a directory/)
+  const hostDefault = runCli(['agent'], { env: { L7PROXY_POLICY_DIR: dir, L7PROXY_MODE: 'dnat' } })
+  t.equal(hostDefault.code, 2, 'dnat on a host without a proxy address is refused')
+  t.match(hostDefault.stderr, /proxy\.address: dnat on a host needs the host address/)
   t.match(agentConfig(['--threads', '2'], { L7PROXY_LAB: 'x1', L7PROXY_THREADS: '1' }), { lab: 'x1', proxy: { threads: 2 } }, 'without a file: environment, then flags')
 
   // A metrics port something else holds: said before anything starts (no lab is brought up).

@@ -21,12 +21,6 @@ import { COMPARE_MODES, carries, contender, modeLabel, startPeer, type CompareMo
 import { renderReport, type ReportCell } from './report-html.js'
 import { WORKLOADS, WORKLOAD_DEFS, type ProxyTotals, type Workload, type WorkloadName } from './workloads.js'
 
-export const COMPARE_USAGE = `  compare [--duration S] [--runs R] [--warmup S] [--modes none,dnat,...] [--workloads http-keepalive,...]
-          [--threads T] [--lab NAME] [--out FILE.json]
-                            run every workload in every redirect mode (and with the peers haproxy
-                            and dnsdist) in a lab of its own; writes JSON and an HTML report next
-                            to it (default bench-results/compare.json)`
-
 interface Run extends LoadResult {
   valid: boolean
   /** Why the counters do not confirm the path (null when they do). */

@@ -3,8 +3,9 @@
 
 import { request } from 'node:http'
 
-export function agentSocketPath(lab: string): string {
-  return `/run/l7proxy/agent-${lab}.sock`
+/** A lab's agent's socket; null: the host's agent's. */
+export function agentSocketPath(lab: string | null): string {
+  return lab === null ? '/run/l7proxy/agent.sock' : `/run/l7proxy/agent-${lab}.sock`
 }
 
 export class AdminError extends Error {

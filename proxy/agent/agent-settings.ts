@@ -34,3 +34,12 @@ export function agentSettings(c: AgentConfig, node: NodePart): AgentSettings {
     ...node,
   }
 }
+
+/**
+ * A host's part: the interfaces the configuration names, the proxy address it gives (loopback by
+ * default; dnat needs a host address the endpoints' packets reach, checked with the
+ * configuration), and no endpoints unless a file names them. sockmap makes a cgroup of its own.
+ */
+export function hostNodePart(c: AgentConfig, metricsFd: number | null): NodePart {
+  return { interfaces: c.interfaces, proxyAddress: c.proxy.address ?? '127.0.0.1', metricsFd }
+}

@@ -2,11 +2,15 @@
 // command-line flags, each overriding the one before. A file is checked whole: every problem is
 // reported with its line, column and field, and a bad file is refused (nothing starts).
 //
-//   lab: main                      # the lab whose node this agent serves
+//   lab: main                      # run on that lab's node; none: on this host, in the namespace
+//                                  # the agent is started in (paths below then without -main)
 //   mode: sk-assign                # tproxy | sk-assign | dnat | sockmap
-//   policyDirectory: /etc/l7proxy/policies
-//   endpointsFile: /etc/l7proxy/endpoints.yaml   # the node's endpoints (watched); default: the lab's
-//   proxy: { httpPort: 15001, dnsPort: 15053, threads: 0 }   # HTTP threads; 0: one per core
+//   policyDirectory: /etc/l7proxy/policies   # a lab's default: the example policies
+//   endpointsFile: /etc/l7proxy/endpoints.yaml   # the node's endpoints (watched); a lab's default: its pods
+//   interfaces: [eth1]             # host-side interfaces to judge traffic at with no endpoint behind them
+//   proxy: { httpPort: 15001, dnsPort: 15053, threads: 0, address: 127.0.0.1 }
+//                                  # HTTP threads (0: one per core); address: where the proxies
+//                                  # listen (dnat: a host address the endpoints' packets reach)
 //   bpffs: /run/l7proxy/agent-bpffs-main
 //   stateDirectory: /run/l7proxy/state-main   # the FQDN cache, kept across restarts
 //   caDirectory: /var/lib/l7proxy/ca          # the local CA for TLS interception (l7proxy certs init)
@@ -14,8 +18,7 @@
 //   logging: { level: info }       # trace | debug | info | warn | error | fatal
 //   admin: { socket: /run/l7proxy/agent-main.sock, metrics: 127.0.0.1:9962 }   # metrics: off for none
 
-import { DEFAULT_LAB } from '../../lab/lab.js'
-import { isValidLabName } from '../../lab/topology.js'
+import { isValidLabName } from './lab-name.js'
 import { projectRoot } from '../../lib/project-root.js'
 import { formatIssue, type PolicyIssue } from '../../policy/errors.js'
 import { readDocument, type YNode } from '../../policy/yaml-reader.js'
@@ -31,12 +34,16 @@ export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal'] a
 export type LogLevel = (typeof LOG_LEVELS)[number]
 
 export interface AgentConfig {
-  lab: string
+  /** The lab whose node the agent runs on; null: this host. */
+  lab: string | null
   mode: RedirectMode
   policyDirectory: string
-  /** The node's endpoints from this file (endpoints-file.ts), or null: the lab's. */
+  /** The node's endpoints from this file (endpoints-file.ts), or null: a lab's pods, or none. */
   endpointsFile: string | null
-  proxy: { httpPort: number; dnsPort: number; threads: number }
+  /** Host-side interfaces the programs go on with no endpoint behind them. */
+  interfaces: string[]
+  /** address: where the proxies listen; null: loopback (a lab in dnat mode: its node's address). */
+  proxy: { httpPort: number; dnsPort: number; threads: number; address: string | null }
   bpffs: string
   stateDirectory: string
   caDirectory: string
@@ -60,7 +67,8 @@ export interface ConfigLayer {
   mode?: RedirectMode
   policyDirectory?: string
   endpointsFile?: string
-  proxy?: { httpPort?: number; dnsPort?: number; threads?: number }
+  interfaces?: string[]
+  proxy?: { httpPort?: number; dnsPort?: number; threads?: number; address?: string }
   bpffs?: string
   stateDirectory?: string
   caDirectory?: string
@@ -77,17 +85,19 @@ export class ConfigError extends Error {
   }
 }
 
-/** The built-in default: the lab `lab` (or `main`) with the example policies. */
-export function defaultConfig(lab = DEFAULT_LAB): AgentConfig {
+/** The built-in default: on this host (lab null), or on the lab `lab` with the example policies. */
+export function defaultConfig(lab: string | null = null): AgentConfig {
+  const suffix = lab === null ? '' : `-${lab}`
   return {
     lab,
     mode: 'sk-assign',
-    policyDirectory: `${projectRoot()}/policy/examples`,
+    policyDirectory: lab === null ? '/etc/l7proxy/policies' : `${projectRoot()}/policy/examples`,
     endpointsFile: null,
-    proxy: { httpPort: DEFAULT_PROXY_PORTS.http, dnsPort: DEFAULT_PROXY_PORTS.dns, threads: 0 },
-    bpffs: `/run/l7proxy/agent-bpffs-${lab}`,
+    interfaces: [],
+    proxy: { httpPort: DEFAULT_PROXY_PORTS.http, dnsPort: DEFAULT_PROXY_PORTS.dns, threads: 0, address: null },
+    bpffs: `/run/l7proxy/agent-bpffs${suffix}`,
     // Like Cilium's /var/run/cilium: kept across agent restarts, not across reboots.
-    stateDirectory: `/run/l7proxy/state-${lab}`,
+    stateDirectory: `/run/l7proxy/state${suffix}`,
     caDirectory: DEFAULT_CA_DIR,
     // Cilium's defaults: --tofqdns-min-ttl, --tofqdns-endpoint-max-ip-per-hostname,
     // --tofqdns-proxy-response-max-delay.
@@ -110,6 +120,9 @@ function absolutePath(n: YNode): string | null {
   return s.startsWith('/') ? s : n.fail(`'${s}' is not an absolute path`)
 }
 
+/** A Linux interface name (IFNAMSIZ less its NUL). */
+const INTERFACE_NAME = /^[^/:\s]{1,15}$/
+
 /** `ADDRESS:PORT` (IPv4; port 0: any free one) or `off`. */
 function metricsAddress(n: YNode): { address: string; port: number } | null | undefined {
   const s = n.string()
@@ -129,7 +142,7 @@ export function parseConfigText(text: string, file: string): ConfigLayer {
   if (syntax.length > 0) throw new ConfigError(syntax)
   const out: ConfigLayer = {}
   if (root === null) return out // an empty file: all defaults
-  const f = root.fields(['lab', 'mode', 'policyDirectory', 'endpointsFile', 'proxy', 'bpffs', 'stateDirectory', 'caDirectory', 'dns', 'logging', 'admin'])
+  const f = root.fields(['lab', 'mode', 'policyDirectory', 'endpointsFile', 'interfaces', 'proxy', 'bpffs', 'stateDirectory', 'caDirectory', 'dns', 'logging', 'admin'])
   if (f) {
     if (f.lab) {
       const lab = f.lab.string()
@@ -144,9 +157,23 @@ export function parseConfigText(text: string, file: string): ConfigLayer {
     if (f.bpffs) out.bpffs = absolutePath(f.bpffs) ?? undefined
     if (f.stateDirectory) out.stateDirectory = absolutePath(f.stateDirectory) ?? undefined
     if (f.caDirectory) out.caDirectory = absolutePath(f.caDirectory) ?? undefined
-    const proxy = f.proxy?.fields(['httpPort', 'dnsPort', 'threads'])
+    if (f.interfaces) {
+      const names = f.interfaces.list()?.map((n) => {
+        const name = n.string()
+        return name === null || INTERFACE_NAME.test(name) ? name : n.fail(`'${name}' is not an interface name (1-15 characters, no '/', ':' or spaces)`)
+      })
+      if (names && !names.includes(null)) out.interfaces = names as string[]
+    }
+    const proxy = f.proxy?.fields(['httpPort', 'dnsPort', 'threads', 'address'])
     if (proxy) {
       out.proxy = {}
+      if (proxy.address) {
+        const a = proxy.address.string()
+        if (a !== null) {
+          if (parseIPv4(a) !== null) out.proxy.address = a
+          else proxy.address.fail(`'${a}' is not an IPv4 address`)
+        }
+      }
       if (proxy.httpPort) out.proxy.httpPort = proxy.httpPort.integer(1, 65535) ?? undefined
       if (proxy.dnsPort) out.proxy.dnsPort = proxy.dnsPort.integer(1, 65535) ?? undefined
       if (proxy.threads) out.proxy.threads = proxy.threads.integer(0, 64) ?? undefined
@@ -201,16 +228,17 @@ export function environmentLayers(env: NodeJS.ProcessEnv): ConfigLayer[] {
  * by a later layer unless a layer set them explicitly.
  */
 export function resolveConfig(layers: readonly ConfigLayer[]): AgentConfig {
-  const lab = layers.reduce<string | undefined>((l, layer) => layer.lab ?? l, undefined)
+  const lab = layers.reduce<string | null>((l, layer) => layer.lab ?? l, null)
   const c = defaultConfig(lab)
   for (const layer of layers) {
     c.mode = layer.mode ?? c.mode
     c.policyDirectory = layer.policyDirectory ?? c.policyDirectory
     c.endpointsFile = layer.endpointsFile ?? c.endpointsFile
+    c.interfaces = layer.interfaces ?? c.interfaces
     c.bpffs = layer.bpffs ?? c.bpffs
     c.stateDirectory = layer.stateDirectory ?? c.stateDirectory
     c.caDirectory = layer.caDirectory ?? c.caDirectory
-    c.proxy = { httpPort: layer.proxy?.httpPort ?? c.proxy.httpPort, dnsPort: layer.proxy?.dnsPort ?? c.proxy.dnsPort, threads: layer.proxy?.threads ?? c.proxy.threads }
+    c.proxy = { httpPort: layer.proxy?.httpPort ?? c.proxy.httpPort, dnsPort: layer.proxy?.dnsPort ?? c.proxy.dnsPort, threads: layer.proxy?.threads ?? c.proxy.threads, address: layer.proxy?.address ?? c.proxy.address }
     c.dns = {
       rejectCode: layer.dns?.rejectCode ?? c.dns.rejectCode,
       minTtlSeconds: layer.dns?.minTtlSeconds ?? c.dns.minTtlSeconds,

@@ -1,16 +1,16 @@
-// `l7proxy agent`: the node agent on a lab, in the foreground. Its configuration is the defaults,
-// then --config FILE, then L7PROXY_* variables, then flags (proxy/agent/config.ts); a bad file or
-// value is refused with where and why before anything starts. It brings the lab up if it is not,
-// runs the agent's process (proxy/agent/agent-main.ts) inside the lab's node namespace with the
-// policy directory watched, and stops it (datapath removed, lab left up) on Ctrl-C or SIGTERM.
-// SIGHUP reads the configuration again and, if it changed, restarts the agent process with it.
+// `l7proxy agent`: the node agent, in the foreground. Its configuration is the defaults, then
+// --config FILE, then L7PROXY_* variables, then flags (proxy/agent/config.ts); a bad file or value
+// is refused with where and why before anything starts. Without a lab it runs the agent in this
+// process, in the namespace it was started in; with one it brings the lab up if it is not and
+// runs the agent's process (proxy/agent/agent-main.ts) in the lab's node namespace. Either stops
+// (datapath removed, a lab left up) on Ctrl-C or SIGTERM. SIGHUP reads the configuration again
+// and, if it changed, restarts the agent with it.
 
 import { closeSync, existsSync, readFileSync, statSync } from 'node:fs'
 import { parseArgs } from 'node:util'
-import { labUp } from '../../lab/lab.js'
-import { labNodePart, spawnNodeAgent } from '../../lab/node-agent.js'
-import { isValidLabName, labCgroupName } from '../../lab/topology.js'
-import { agentSettings } from '../agent/agent-settings.js'
+import { Agent, AgentStartError } from '../agent/agent.js'
+import { agentSettings, hostNodePart } from '../agent/agent-settings.js'
+import { isValidLabName } from '../agent/lab-name.js'
 import { REDIRECT_MODES, type RedirectMode } from '../../redirect-bpf/modes/redirect-mode.js'
 import { ConfigError, LOG_LEVELS, environmentLayers, parseConfigText, resolveConfig, type AgentConfig, type ConfigLayer, type LogLevel } from '../agent/config.js'
 import { tcpListener } from '../../redirect-bpf/transparent-socket.js'
@@ -18,10 +18,13 @@ import { EndpointsFileError, parseEndpointsText } from '../agent/endpoints-file.
 import { UsageError } from './usage-error.js'
 
 export const AGENT_USAGE = `  agent [--config FILE] [--lab NAME] [--mode M] [--policy-dir DIR] [--threads N] [--log-level L]
-                            run the node agent on a lab (brought up if needed) in the foreground:
+                            run the node agent in the foreground: on this host, in the network
+                            namespace it is started in (policies in /etc/l7proxy/policies,
+                            endpoints from the configuration's endpointsFile), or with --lab on
+                            that lab's node (brought up if needed; policies: the examples);
                             the datapath in mode M (${REDIRECT_MODES.join(', ')}; default sk-assign),
                             the HTTP proxy on N threads (default: one per core), and every policy
-                            file in DIR (default: the examples), applied live as files change;
+                            file in DIR, applied live as files change;
                             settings: defaults < FILE < L7PROXY_* variables < flags`
 
 /** The flags as one more layer; bad values are usage errors. */
@@ -74,6 +77,9 @@ export function agentConfig(args: string[], env: NodeJS.ProcessEnv): AgentConfig
   }
   layers.push(...environmentLayers(env), flags.layer)
   const c = resolveConfig(layers)
+  if (c.lab === null && c.mode === 'dnat' && c.proxy.address === null) {
+    throw new ConfigError([{ file: 'agent', line: 0, column: 0, path: 'proxy.address', message: 'dnat on a host needs the host address the proxies listen on and steered packets are rewritten to (the endpoints\' gateway)' }])
+  }
   if (!existsSync(c.policyDirectory) || !statSync(c.policyDirectory).isDirectory()) {
     throw new ConfigError([{ file: 'agent', line: 0, column: 0, path: 'policyDirectory', message: `'${c.policyDirectory}' is not a directory` }])
   }
@@ -109,7 +115,14 @@ interface AgentProcess {
 }
 
 /** Runs the agent's process (agent-main.ts) in the lab's node namespace with configuration `c`, handed over as settings. */
-function startAgentProcess(c: AgentConfig, metricsFd: number | null): AgentProcess {
+async function startLabAgent(c: AgentConfig & { lab: string }, metricsFd: number | null, out: (s: string) => void): Promise<AgentProcess> {
+  // The lab is a user of the agent: loaded only when one is asked for.
+  const [{ labUp }, { labNodePart, spawnNodeAgent }, { labCgroupName }] = await Promise.all([import('../../lab/lab.js'), import('../../lab/node-agent.js'), import('../../lab/topology.js')])
+  const { created } = await labUp(c.lab)
+  out(`${created ? 'brought lab' : 'lab'} '${c.lab}' up; starting the agent (${c.mode}, policies in ${c.policyDirectory})\n`)
+  out(`try: ip netns exec l7lab-${c.lab}-tiefighter curl -s -XPOST http://deathstar/v1/request-landing\n`)
+  out(`     ip netns exec l7lab-${c.lab}-tiefighter curl -s -XPUT http://deathstar/v1/exhaust-port\n`)
+  out(`     ip netns exec l7lab-${c.lab}-tiefighter dig hoth.alliance\n`)
   const settings = agentSettings(c, {
     ...labNodePart(c),
     sockmapCgroup: c.mode === 'sockmap' ? labCgroupName(c.lab) : null,
@@ -122,12 +135,23 @@ function startAgentProcess(c: AgentConfig, metricsFd: number | null): AgentProce
   }
 }
 
-async function announce(c: AgentConfig, out: (s: string) => void): Promise<void> {
-  const { created } = await labUp(c.lab)
-  out(`${created ? 'brought lab' : 'lab'} '${c.lab}' up; starting the agent (${c.mode}, policies in ${c.policyDirectory})\n`)
-  out(`try: ip netns exec l7lab-${c.lab}-tiefighter curl -s -XPOST http://deathstar/v1/request-landing\n`)
-  out(`     ip netns exec l7lab-${c.lab}-tiefighter curl -s -XPUT http://deathstar/v1/exhaust-port\n`)
-  out(`     ip netns exec l7lab-${c.lab}-tiefighter dig hoth.alliance\n`)
+/** Runs the agent in this process, in the namespace it was started in, with configuration `c`. */
+async function startHostAgent(c: AgentConfig, metricsFd: number | null, out: (s: string) => void): Promise<AgentProcess> {
+  out(`starting the agent on this host (${c.mode}, policies in ${c.policyDirectory}, admin socket ${c.admin.socket})\n`)
+  let stopped: (code: number) => void = () => undefined
+  const exited = new Promise<number>((resolve) => (stopped = resolve))
+  let agent: Agent | null = null
+  try {
+    agent = await Agent.start(agentSettings(c, hostNodePart(c, metricsFd)))
+  } catch (e) {
+    if (!(e instanceof AgentStartError)) throw e
+    out(`l7proxy agent: ${e.message}\n`)
+    stopped(1)
+  }
+  return {
+    kill: () => void agent?.stop().finally(() => stopped(0)),
+    exited,
+  }
 }
 
 /** The top-level settings that differ between two configurations. */
@@ -135,14 +159,16 @@ export function changedSettings(a: AgentConfig, b: AgentConfig): string[] {
   return (Object.keys(a) as Array<keyof AgentConfig>).filter((k) => JSON.stringify(a[k]) !== JSON.stringify(b[k]))
 }
 
+const startAgent = (c: AgentConfig, metricsFd: number | null, out: (s: string) => void): Promise<AgentProcess> =>
+  c.lab === null ? startHostAgent(c, metricsFd, out) : startLabAgent(c as AgentConfig & { lab: string }, metricsFd, out)
+
 export async function agentCommand(args: string[], out: (s: string) => void): Promise<number> {
   let c = agentConfig(args, process.env)
   let metricsFd = metricsListener(c)
-  await announce(c, out)
-  let agent = startAgentProcess(c, metricsFd)
+  let agent = await startAgent(c, metricsFd, out)
   // SIGHUP: the configuration read again (file, environment, flags). A bad one is refused and
-  // the running agent stays; a changed one replaces the agent process (pinned maps, the FQDN
-  // cache and policy carry over; steered flows fail closed for the moment in between).
+  // the running agent stays; a changed one replaces the agent (pinned maps, the FQDN cache and
+  // policy carry over; steered flows fail closed for the moment in between).
   let replacing = false
   const reload = async (): Promise<void> => {
     let next: AgentConfig
@@ -152,7 +178,7 @@ export async function agentCommand(args: string[], out: (s: string) => void): Pr
       const changed = changedSettings(c, next)
       if (changed.length === 0) return void out('l7proxy agent: SIGHUP: the configuration is unchanged\n')
       nextFd = JSON.stringify(next.admin.metrics) === JSON.stringify(c.admin.metrics) ? metricsFd : metricsListener(next)
-      out(`l7proxy agent: SIGHUP: ${changed.join(', ')} changed; restarting the agent process\n`)
+      out(`l7proxy agent: SIGHUP: ${changed.join(', ')} changed; restarting the agent\n`)
     } catch (e) {
       if (!(e instanceof ConfigError)) throw e
       return void out(`l7proxy agent: SIGHUP: configuration refused, the running one stays:\n${e.message}\n`)
@@ -163,17 +189,17 @@ export async function agentCommand(args: string[], out: (s: string) => void): Pr
     if (nextFd !== metricsFd && metricsFd !== null) closeSync(metricsFd)
     c = next
     metricsFd = nextFd
-    await announce(c, out)
-    agent = startAgentProcess(c, metricsFd)
+    agent = await startAgent(c, metricsFd, out)
     replacing = false
   }
   let reloads = Promise.resolve()
   const onHup = (): void => void (reloads = reloads.then(reload))
-  // Ctrl-C reaches the agent through the terminal's process group; a SIGTERM sent to this
-  // process alone is passed on.
+  // A lab's agent process gets Ctrl-C through the terminal's process group; a SIGTERM sent to
+  // this process alone is passed on. An agent in this process is stopped by either.
   const forward = (sig: NodeJS.Signals): void => agent.kill(sig)
+  const onInt = (sig: NodeJS.Signals): void => (c.lab === null ? forward(sig) : undefined)
   process.on('SIGTERM', forward)
-  process.on('SIGINT', () => undefined)
+  process.on('SIGINT', onInt)
   process.on('SIGHUP', onHup)
   try {
     for (;;) {
@@ -183,6 +209,7 @@ export async function agentCommand(args: string[], out: (s: string) => void): Pr
     }
   } finally {
     process.off('SIGTERM', forward)
+    process.off('SIGINT', onInt)
     process.off('SIGHUP', onHup)
   }
 }

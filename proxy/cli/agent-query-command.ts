@@ -1,29 +1,30 @@
-// `l7proxy status`, `l7proxy endpoint list`, `l7proxy identity list`: ask a lab's running agent
-// over its admin socket; a table for people, `-o json` for scripts.
+// `l7proxy status`, `l7proxy endpoint list`, `l7proxy identity list`...: ask a running agent (this
+// host's, a lab's, or the one at --socket) over its admin socket; a table for people, `-o json`
+// for scripts.
 
+import { existsSync } from 'node:fs'
 import { parseArgs } from 'node:util'
-import { DEFAULT_LAB } from '../../lab/lab.js'
-import { isValidLabName } from '../../lab/topology.js'
+import { DEFAULT_LAB, isValidLabName } from '../agent/lab-name.js'
 import { AdminError, adminGet, adminGetText, adminStream, agentSocketPath } from '../agent/admin-socket.js'
 import { renderTable } from './table.js'
 import { UsageError } from './usage-error.js'
 
-export const AGENT_QUERY_USAGE = `  status [--lab NAME] [-o table|json]
-                            what the lab's running agent is doing: mode, policy revision and files,
+export const AGENT_QUERY_USAGE = `  status [--lab NAME | --socket PATH] [-o table|json]
+                            what the running agent is doing: mode, policy revision and files,
                             proxy threads, connections and requests by outcome, kernel verdicts
-  endpoint list [--lab NAME] [-o table|json]
+  endpoint list [--lab NAME | --socket PATH] [-o table|json]
                             the node's endpoints: identity, addresses, enforcement, rules
-  identity list [--lab NAME] [-o table|json]
+  identity list [--lab NAME | --socket PATH] [-o table|json]
                             the identities the agent knows, with labels or CIDR
-  fqdn cache list [--lab NAME] [-o table|json]
+  fqdn cache list [--lab NAME | --socket PATH] [-o table|json]
                             what allowed DNS answers taught (toFQDNs): name, IPs, seconds left
-  fqdn cache clean [--lab NAME]
+  fqdn cache clean [--lab NAME | --socket PATH]
                             forget it all: the addresses leave the maps until names are asked again
-  bpf policy get ENDPOINT [--lab NAME] [-o table|json]
+  bpf policy get ENDPOINT [--lab NAME | --socket PATH] [-o table|json]
                             what the kernel's policy map holds for an endpoint, decoded
-  metrics [--lab NAME]      the agent's Prometheus metrics, in Prometheus' text format
+  metrics [--lab NAME | --socket PATH]      the agent's Prometheus metrics, in Prometheus' text format
   flows [--follow] [--last N] [--verdict V] [--endpoint ID] [--protocol http|dns|tls|kernel] [--count N]
-        [--lab NAME] [-o table|json]
+        [--lab NAME | --socket PATH] [-o table|json]
                             the proxy's decisions and the kernel's drops: the last N (default 20),
                             then with --follow each one as it happens (until Ctrl-C, or N with --count)`
 
@@ -38,23 +39,44 @@ interface Status {
   kernelPackets: Record<string, number>
 }
 
+/** Which running agent a query asks: its admin socket, and how to name it to a person. */
+export interface AgentAt {
+  socket: string
+  /** "on lab 'main'", "on this host", "at /path": how a message names it. */
+  where: string
+  /** How to start one there. */
+  start: string
+}
+
+/** --socket, --lab, or neither: this host's agent if its socket is there, else the lab main's. */
+function agentAt(what: string, values: { lab?: string; socket?: string }): AgentAt {
+  if (values.socket !== undefined && values.lab !== undefined) throw new UsageError(`${what}: give --socket or --lab, not both`)
+  if (values.socket !== undefined) {
+    if (!values.socket.startsWith('/')) throw new UsageError(`${what}: --socket must be an absolute path, not '${values.socket}'`)
+    return { socket: values.socket, where: `at ${values.socket}`, start: 'l7proxy agent --config FILE, with admin.socket set to it' }
+  }
+  const host = agentSocketPath(null)
+  const lab = values.lab ?? (existsSync(host) ? null : DEFAULT_LAB)
+  if (lab === null) return { socket: host, where: 'on this host', start: 'l7proxy agent' }
+  if (!isValidLabName(lab)) throw new UsageError(`${what}: invalid --lab '${lab}': use 1-16 characters from a-z and 0-9`)
+  return { socket: agentSocketPath(lab), where: `on lab '${lab}'`, start: `l7proxy agent --lab ${lab}` }
+}
+
 /**
- * --lab and -o table|json, the options every query of a running agent takes; with `files`,
- * the arguments that are not options too (otherwise there must be none).
+ * --socket or --lab, and -o table|json, the options every query of a running agent takes; with
+ * `files`, the arguments that are not options too (otherwise there must be none).
  */
-export function options(what: string, args: string[], o: { files?: boolean } = {}): { lab: string; json: boolean; files: string[] } {
-  let values: { lab?: string; output?: string }
+export function options(what: string, args: string[], o: { files?: boolean } = {}): { agent: AgentAt; json: boolean; files: string[] } {
+  let values: { lab?: string; socket?: string; output?: string }
   let positionals: string[]
   try {
-    ;({ values, positionals } = parseArgs({ args, strict: true, allowPositionals: o.files === true, options: { lab: { type: 'string' }, output: { type: 'string', short: 'o' } } }))
+    ;({ values, positionals } = parseArgs({ args, strict: true, allowPositionals: o.files === true, options: { lab: { type: 'string' }, socket: { type: 'string' }, output: { type: 'string', short: 'o' } } }))
   } catch (e) {
     throw new UsageError(`${what}: ${(e as Error).message}`)
   }
-  const lab = values.lab ?? DEFAULT_LAB
-  if (!isValidLabName(lab)) throw new UsageError(`${what}: invalid --lab '${lab}': use 1-16 characters from a-z and 0-9`)
   const output = values.output ?? 'table'
   if (output !== 'table' && output !== 'json') throw new UsageError(`-o must be 'table' or 'json', got '${output}'`)
-  return { lab, json: output === 'json', files: positionals }
+  return { agent: agentAt(what, values), json: output === 'json', files: positionals }
 }
 
 const counts = (r: Record<string, number> | undefined): string =>
@@ -76,10 +98,10 @@ function statusText(s: Status): string {
   return renderTable(['WHAT', 'STATE'], rows)
 }
 
-/** Rethrows "no agent there" as "no agent on this lab, and how to start one". */
-export function noAgentOn(lab: string): (e: unknown) => never {
+/** Rethrows "no agent there" as "no agent there, and how to start one". */
+export function noAgentOn(agent: AgentAt): (e: unknown) => never {
   return (e) => {
-    if (e instanceof AdminError && e.code === 'ENOAGENT') throw new AdminError('ENOAGENT', `no agent is running on lab '${lab}' (start one: l7proxy agent --lab ${lab})`)
+    if (e instanceof AdminError && e.code === 'ENOAGENT') throw new AdminError('ENOAGENT', `no agent is running ${agent.where} (start one: ${agent.start})`)
     throw e
   }
 }
@@ -115,13 +137,14 @@ async function flowsCommand(args: string[], out: (s: string) => void): Promise<n
         protocol: { type: 'string' },
         count: { type: 'string' },
         lab: { type: 'string' },
+        socket: { type: 'string' },
         output: { type: 'string', short: 'o' },
       },
     }))
   } catch (e) {
     throw new UsageError(`flows: ${(e as Error).message}`)
   }
-  const { lab, json } = options('flows', [...(v.lab ? ['--lab', String(v.lab)] : []), ...(v.output ? ['-o', String(v.output)] : [])])
+  const { agent, json } = options('flows', [...(v.lab ? ['--lab', String(v.lab)] : []), ...(v.socket ? ['--socket', String(v.socket)] : []), ...(v.output ? ['-o', String(v.output)] : [])])
   const whole = (name: string, max: number): number | undefined => {
     const raw = v[name]
     if (raw === undefined) return undefined
@@ -134,9 +157,9 @@ async function flowsCommand(args: string[], out: (s: string) => void): Promise<n
   const q = new URLSearchParams()
   q.set('last', String(whole('last', 1000) ?? (v.follow ? 0 : 20)))
   for (const k of ['verdict', 'endpoint', 'protocol'] as const) if (v[k] !== undefined) q.set(k, String(v[k]))
-  const socket = agentSocketPath(lab)
+  const socket = agent.socket
   const show = (e: unknown): void => out(json ? `${JSON.stringify(e)}\n` : `${flowLine(e as Record<string, unknown>)}\n`)
-  const noAgent = noAgentOn(lab)
+  const noAgent = noAgentOn(agent)
   if (!v.follow) {
     const events = (await adminGet(socket, `/v1/flows?${q}`).catch(noAgent)) as unknown[]
     for (const e of count === undefined ? events : events.slice(-count)) show(e)
@@ -156,8 +179,8 @@ async function bpfPolicyCommand(args: string[], out: (s: string) => void): Promi
   const [sub, verb, endpoint, ...rest] = args
   if (sub !== 'policy' || verb !== 'get') throw new UsageError(`'bpf' needs the subcommand 'policy get ENDPOINT'`)
   if (endpoint === undefined || !/^\d{1,5}$/.test(endpoint)) throw new UsageError(`bpf policy get: give an endpoint id (see l7proxy endpoint list), not '${endpoint ?? ''}'`)
-  const { lab, json } = options('bpf policy get', rest)
-  const entries = (await adminGet(agentSocketPath(lab), `/v1/bpf/policy?endpoint=${endpoint}`).catch(noAgentOn(lab))) as Array<{ direction: string; identity: number; labels: string[]; protocol: number; port: number; portPrefixLen: number; deny: boolean; proxyPort: number }>
+  const { agent, json } = options('bpf policy get', rest)
+  const entries = (await adminGet(agent.socket, `/v1/bpf/policy?endpoint=${endpoint}`).catch(noAgentOn(agent))) as Array<{ direction: string; identity: number; labels: string[]; protocol: number; port: number; portPrefixLen: number; deny: boolean; proxyPort: number }>
   if (json) {
     out(JSON.stringify(entries, null, 2) + '\n')
     return 0
@@ -174,9 +197,9 @@ async function bpfPolicyCommand(args: string[], out: (s: string) => void): Promi
 export async function agentQueryCommand(cmd: 'status' | 'endpoint' | 'identity' | 'fqdn' | 'flows' | 'bpf' | 'metrics', args: string[], out: (s: string) => void): Promise<number> {
   if (cmd === 'flows') return flowsCommand(args, out)
   if (cmd === 'metrics') {
-    const { lab } = options('metrics', args)
+    const { agent } = options('metrics', args)
     out(
-      await adminGetText(agentSocketPath(lab), '/metrics').catch(noAgentOn(lab)),
+      await adminGetText(agent.socket, '/metrics').catch(noAgentOn(agent)),
     )
     return 0
   }
@@ -186,8 +209,8 @@ export async function agentQueryCommand(cmd: 'status' | 'endpoint' | 'identity' 
     const [sub, sub2, ...more] = args
     if (sub !== 'cache' || (sub2 !== 'list' && sub2 !== 'clean')) throw new UsageError(`'fqdn' needs the subcommand 'cache list' or 'cache clean'`)
     if (sub2 === 'clean') {
-      const { lab } = options('fqdn cache clean', more)
-      const r = (await adminGet(agentSocketPath(lab), '/v1/fqdn/clean', 5_000, 'POST').catch(noAgentOn(lab))) as { removed: string[] }
+      const { agent } = options('fqdn cache clean', more)
+      const r = (await adminGet(agent.socket, '/v1/fqdn/clean', 5_000, 'POST').catch(noAgentOn(agent))) as { removed: string[] }
       out(`forgot ${r.removed.length} name(s)${r.removed.length ? `: ${r.removed.join(', ')}` : ''}\n`)
       return 0
     }
@@ -198,9 +221,9 @@ export async function agentQueryCommand(cmd: 'status' | 'endpoint' | 'identity' 
     rest = more
   }
   const what = cmd === 'status' ? 'status' : cmd === 'fqdn' ? 'fqdn cache list' : `${cmd} list`
-  const { lab, json } = options(what, rest)
+  const { agent, json } = options(what, rest)
   const path = { status: '/v1/status', endpoint: '/v1/endpoints', identity: '/v1/identities', fqdn: '/v1/fqdn' }[cmd as 'status' | 'endpoint' | 'identity' | 'fqdn']
-  const body = await adminGet(agentSocketPath(lab), path).catch(noAgentOn(lab))
+  const body = await adminGet(agent.socket, path).catch(noAgentOn(agent))
   if (json) {
     out(JSON.stringify(body, null, 2) + '\n')
     return 0

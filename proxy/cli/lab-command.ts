@@ -1,8 +1,9 @@
 // `l7proxy lab up|down|status`: the network-namespace lab shared by tests, demo and benchmarks.
 
+// The lab is a user of the product: its code is loaded only when this command runs.
+
 import { parseArgs } from 'node:util'
-import { DEFAULT_LAB, labDown, labStatus, labUp, type LabStatus } from '../../lab/lab.js'
-import { SEARCH_DOMAIN, isValidLabName } from '../../lab/topology.js'
+import { DEFAULT_LAB, isValidLabName } from '../agent/lab-name.js'
 import { renderTable } from './table.js'
 import { UsageError } from './usage-error.js'
 
@@ -36,6 +37,8 @@ function parse(sub: string, args: string[], options: { name?: boolean; output?: 
   return { name, output }
 }
 
+type LabStatus = Awaited<ReturnType<(typeof import('../../lab/lab.js'))['labStatus']>>[number]
+
 function statusTable(labs: LabStatus[]): string {
   if (labs.length === 0) return 'no lab is up\n'
   const rows: string[][] = []
@@ -58,6 +61,7 @@ function statusTable(labs: LabStatus[]): string {
 }
 
 export async function labCommand(args: string[], out: (s: string) => void): Promise<void> {
+  const [{ labDown, labStatus, labUp }, { SEARCH_DOMAIN }] = await Promise.all([import('../../lab/lab.js'), import('../../lab/topology.js')])
   const [sub, ...rest] = args
   switch (sub) {
     case 'up': {

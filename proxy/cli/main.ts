@@ -2,13 +2,12 @@
 // The `l7proxy` command. Subcommands live in their own modules; this file parses the first word,
 // prints usage, and turns errors into exit codes: 2 for a bad command line, 1 for a failure.
 
-import { LabError } from '../../lab/errors.js'
 import { AGENT_USAGE, agentCommand } from './agent-command.js'
 import { AGENT_QUERY_USAGE, agentQueryCommand } from './agent-query-command.js'
 import { AdminError } from '../agent/admin-socket.js'
 import { CertError } from '../../certs/local-ca.js'
 import { CERTS_USAGE, certsCommand } from './certs-command.js'
-import { COMPARE_USAGE, runCompare } from '../../bench/compare/compare.js'
+import { COMPARE_USAGE } from './compare-usage.js'
 import { ConfigError } from '../agent/config.js'
 import { LAB_USAGE, labCommand } from './lab-command.js'
 import { POLICY_USAGE, policyCommand } from './policy-command.js'
@@ -46,7 +45,8 @@ export async function main(argv: string[], out = (s: string) => void process.std
       case 'flows':
         return await agentQueryCommand(cmd, rest, out)
       case 'compare':
-        return await runCompare(rest, out, err)
+        // A benchmark, loaded only when asked for (bench/ is not part of the product).
+        return await (await import('../../bench/compare/compare.js')).runCompare(rest, out, err)
       case 'certs':
         return await certsCommand(rest, out)
       case 'lab':
@@ -81,8 +81,9 @@ export async function main(argv: string[], out = (s: string) => void process.std
       err(`l7proxy: ${e.message} [${e.code}]\n`)
       return 1
     }
-    if (e instanceof LabError) {
-      err(`l7proxy: ${e.message} [${e.code}]\n`)
+    // The lab's errors (lab/errors.ts), told by name: the lab is loaded only by the commands that use it.
+    if (e instanceof Error && e.name === 'LabError') {
+      err(`l7proxy: ${e.message} [${(e as Error & { code: string }).code}]\n`)
       return 1
     }
     err(`l7proxy: unexpected error: ${(e as Error).stack ?? String(e)}\n`)

@@ -7,16 +7,16 @@ import { readFileSync } from 'node:fs'
 import { basename } from 'node:path'
 import { PolicyError } from '../../policy/errors.js'
 import { parsePolicyText } from '../../policy/parse.js'
-import { adminGet, agentSocketPath } from '../agent/admin-socket.js'
+import { adminGet } from '../agent/admin-socket.js'
 import { noAgentOn, options } from './agent-query-command.js'
 import { UsageError } from './usage-error.js'
 
 export const POLICY_USAGE = `  policy validate FILE...    check policy files (CiliumNetworkPolicy, CiliumClusterwideNetworkPolicy,
                             NetworkPolicy); prints each problem as file:line:column, exit 1 if any
-  policy get [--lab NAME] [-o table|json]
+  policy get [--lab NAME | --socket PATH] [-o table|json]
                             the policy the lab's running agent enforces: revision, and every file's
                             text as YAML documents (json: { revision, directory, files: [{ file, text }] })
-  policy import FILE... [--lab NAME]
+  policy import FILE... [--lab NAME | --socket PATH]
                             validate the files, then have the agent write each into its policy
                             directory (same name) and apply it at once; nothing is imported if
                             one is invalid`
@@ -62,8 +62,8 @@ export async function policyCommand(args: string[], out: (s: string) => void, er
     return failed > 0 ? 1 : 0
   }
   if (sub === 'get') {
-    const { lab, json } = options('policy get', rest)
-    const p = (await adminGet(agentSocketPath(lab), '/v1/policy').catch(noAgentOn(lab))) as PolicyInForce
+    const { agent, json } = options('policy get', rest)
+    const p = (await adminGet(agent.socket, '/v1/policy').catch(noAgentOn(agent))) as PolicyInForce
     if (json) out(JSON.stringify(p, null, 2) + '\n')
     else {
       out(`# policy revision ${p.revision}, ${p.files.length} file(s)${p.directory ? ` from ${p.directory}` : ''}\n`)
@@ -72,7 +72,7 @@ export async function policyCommand(args: string[], out: (s: string) => void, er
     return 0
   }
   if (sub === 'import') {
-    const { lab, files } = options('policy import', rest, { files: true })
+    const { agent, files } = options('policy import', rest, { files: true })
     if (files.length === 0) throw new UsageError('policy import: give at least one FILE')
     const valid = readValid(files, err)
     if (valid === null) {
@@ -83,7 +83,7 @@ export async function policyCommand(args: string[], out: (s: string) => void, er
     const twice = names.find((n, i) => names.indexOf(n) !== i)
     if (twice) throw new UsageError(`policy import: two files are named '${twice}' (the agent's directory holds one)`)
     for (const v of valid) {
-      const r = (await adminGet(agentSocketPath(lab), `/v1/policy/import?name=${encodeURIComponent(basename(v.file))}`, 15_000, 'POST', v.text).catch(noAgentOn(lab))) as { file: string; revision: number; applyMs: number }
+      const r = (await adminGet(agent.socket, `/v1/policy/import?name=${encodeURIComponent(basename(v.file))}`, 15_000, 'POST', v.text).catch(noAgentOn(agent))) as { file: string; revision: number; applyMs: number }
       out(`${v.file}: imported as ${r.file}, ${v.rules.length} rule(s); policy revision ${r.revision} (applied in ${r.applyMs.toFixed(1)} ms)\n`)
     }
     return 0
