@@ -25,4 +25,5 @@ COPY --from=build /src/node_modules node_modules
 COPY --from=build /src/dist dist
 COPY --from=build /src/lab/proto lab/proto
 ENTRYPOINT ["node", "/opt/l7proxy/dist/proxy/cli/main.js"]
-CMD ["help"]
+# The agent for this host, configured by /etc/l7proxy/agent.yaml (see README.md, "The agent").
+CMD ["agent", "--config", "/etc/l7proxy/agent.yaml"]

@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t from 'tap'
 import { projectRoot } from '../lib/project-root.js'
+import { agentSettings, hostNodePart } from '../proxy/agent/agent-settings.js'
 import { ConfigError, defaultConfig, environmentLayers, parseConfigText, resolveConfig } from '../proxy/agent/config.js'
 import { agentConfig, changedSettings } from '../proxy/cli/agent-command.js'
 import { runCli } from './fixtures/cli.js'
@@ -127,4 +128,22 @@ t.test('SIGHUP restarts the agent only for settings that changed, and names them
   const a = defaultConfig()
   t.same(changedSettings(a, defaultConfig()), [], 'the same configuration: nothing to do')
   t.same(changedSettings(a, { ...a, dns: { ...a.dns, rejectCode: 'NXDOMAIN' }, admin: { ...a.admin, metrics: null } }), ['dns', 'admin'])
+})
+
+t.test('the settings an agent runs with: the configuration, and the node\'s part over it', async (t) => {
+  const host = resolveConfig([parseConfigText('interfaces: [eth1]\nproxy: { threads: 2 }\n', 'host.yaml')])
+  t.match(agentSettings(host, hostNodePart(host, null)), {
+    mode: 'sk-assign',
+    pin: '/run/l7proxy/agent-bpffs',
+    proxyAddress: '127.0.0.1',
+    interfaces: ['eth1'],
+    endpoints: { list: [] },
+    policy: { file: null, dir: '/etc/l7proxy/policies' },
+    threads: 2,
+    admin: '/run/l7proxy/agent.sock',
+    metricsFd: null,
+  })
+  const withFile = resolveConfig([parseConfigText('endpointsFile: /etc/l7proxy/endpoints.yaml\nproxy: { address: 192.0.2.1 }\n', 'host.yaml')])
+  t.match(agentSettings(withFile, hostNodePart(withFile, 7)), { endpoints: { file: '/etc/l7proxy/endpoints.yaml' }, proxyAddress: '192.0.2.1', metricsFd: 7 })
+  t.match(agentSettings(host, { interfaces: [], proxyAddress: '198.18.0.1', threads: 1, log: '/tmp/x.log' }), { threads: 1, log: '/tmp/x.log', proxyAddress: '198.18.0.1' }, 'the node part overrides')
 })
