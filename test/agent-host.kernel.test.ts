@@ -4,14 +4,14 @@
 // directory, where to keep its admin socket). It enforces on those interfaces, answers queries
 // on that socket, and takes down what it put up when stopped.
 
-import { spawn } from 'node:child_process'
 import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t from 'tap'
 import { LAB_HOSTS, labEndpoints, nodeIfname } from '../lab/topology.js'
-import { distPath, projectRoot } from '../lib/project-root.js'
+import { projectRoot } from '../lib/project-root.js'
 import { runCli } from './fixtures/cli.js'
+import { startAgentCommand } from './fixtures/agent-command.js'
 import { kernelTest } from './fixtures/kernel.js'
 import { useLab } from './fixtures/lab.js'
 
@@ -29,27 +29,17 @@ kernelTest(t, 'agent on a host: told its endpoints and interfaces, it enforces t
     join(dir, 'agent.yaml'),
     `policyDirectory: ${dir}\nendpointsFile: ${join(dir, 'endpoints.yaml')}\ninterfaces: [${interfaces.join(', ')}]\nbpffs: ${pin}\nstateDirectory: ${dir}/state\nproxy: { threads: 1 }\nadmin: { socket: ${socket}, metrics: off }\n`,
   )
-  // `ip netns exec` execs node: the child's PID is the agent's.
-  const agent = spawn('ip', ['netns', 'exec', lab.netns('node'), process.execPath, distPath('proxy/cli/main.js'), 'agent', '--config', join(dir, 'agent.yaml')], { stdio: ['ignore', 'pipe', 'pipe'] })
-  let out = ''
-  agent.stdout.on('data', (d: Buffer) => (out += d.toString()))
-  agent.stderr.on('data', (d: Buffer) => (out += d.toString()))
-  const exited = new Promise<number | null>((r) => agent.once('exit', (c) => r(c)))
-  t.teardown(async () => {
-    if (agent.exitCode === null) agent.kill('SIGTERM')
-    const timer = setTimeout(() => agent.kill('SIGKILL'), 10_000)
-    await exited
-    clearTimeout(timer)
-    rmSync(pin, { recursive: true, force: true })
-  })
+  const { child: agent, out, exited } = startAgentCommand(t, ['--config', join(dir, 'agent.yaml')], { pin, netns: lab.netns('node') })
   let status = runCli(['status', '--socket', socket, '-o', 'json'])
   for (let i = 0; i < 200 && status.code !== 0 && agent.exitCode === null; i++) {
     await new Promise((r) => setTimeout(r, 50))
     status = runCli(['status', '--socket', socket, '-o', 'json'])
   }
-  t.equal(status.code, 0, `the agent answers on its socket (${out.trim().split('\n').at(-1) ?? ''})`)
+  t.equal(status.code, 0, `the agent answers on its socket (${out().trim().split('\n').at(-1) ?? ''})`)
   t.match(JSON.parse(status.stdout), { mode: 'sk-assign', endpoints: labEndpoints().length, policy: { directory: dir } })
-  t.match(out, /starting the agent on this host \(sk-assign/, 'it says it runs on this host')
+  // What it printed is read between polls (runCli blocks this process meanwhile).
+  for (let i = 0; i < 50 && !out().includes('starting the agent'); i++) await new Promise((r) => setTimeout(r, 20))
+  t.match(out(), /starting the agent on this host \(sk-assign/, 'it says it runs on this host')
   const curl = async (method: string): Promise<string> =>
     (await lab.exec('tiefighter', ['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', '3', '-X', method, `http://198.18.2.10/v1/${method === 'POST' ? 'request-landing' : 'exhaust-port'}`])).stdout
   t.equal(await curl('POST'), '200', 'an allowed request lands')

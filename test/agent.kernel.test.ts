@@ -11,6 +11,7 @@ import { join } from 'node:path'
 import t from 'tap'
 import { execCommand } from '../lab/netns.js'
 import { distPath, projectRoot } from '../lib/project-root.js'
+import { startAgentCommand } from './fixtures/agent-command.js'
 import { kernelTest } from './fixtures/kernel.js'
 import { useLab } from './fixtures/lab.js'
 
@@ -54,27 +55,18 @@ kernelTest(t, 'agent: policy file changes take effect live, a bad file changes n
   // Set up as a user would: a config file, with one setting from the environment.
   const config = join(dir, 'agent.conf')
   writeFileSync(config, `lab: ${lab.name}\npolicyDirectory: ${dir}\nstateDirectory: ${dir}/state\nproxy: { threads: 1 }\ndns: { rejectCode: NXDOMAIN }\nadmin: { metrics: 127.0.0.1:0 }\n`)
-  const agent = spawn(process.execPath, [distPath('proxy/cli/main.js'), 'agent', '--config', config], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, L7PROXY_THREADS: '2' } })
-  let out = ''
-  agent.stdout.on('data', (d: Buffer) => (out += d.toString()))
-  agent.stderr.on('data', (d: Buffer) => (out += d.toString()))
-  const exited = new Promise<number | null>((r) => agent.once('exit', (c) => r(c)))
   const pin = `/run/l7proxy/agent-bpffs-${lab.name}`
-  t.teardown(async () => {
-    if (agent.exitCode === null) agent.kill('SIGTERM')
-    const timer = setTimeout(() => agent.kill('SIGKILL'), 10_000)
-    await exited
-    clearTimeout(timer)
-    rmSync(pin, { recursive: true, force: true })
-  })
-  const lines = (): Array<Record<string, unknown>> => out.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>)
+  const running = startAgentCommand(t, ['--config', config], { pin, env: { L7PROXY_THREADS: '2' } })
+  const agent = running.child
+  const exited = running.exited
+  const lines = (): Array<Record<string, unknown>> => running.out().split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>)
   const waitFor = async (what: string, ok: () => Promise<boolean> | boolean, ms = 10_000): Promise<number> => {
     const started = Date.now()
     while (Date.now() - started < ms) {
       if (await ok()) return Date.now() - started
       await new Promise((r) => setTimeout(r, 50))
     }
-    throw new Error(`${what}: not within ${ms} ms; agent said:\n${out}`)
+    throw new Error(`${what}: not within ${ms} ms; agent said:\n${running.out()}`)
   }
   const status = async (method: string, url: string): Promise<string> =>
     (await lab.exec('tiefighter', ['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', '3', '-X', method, url])).stdout
@@ -84,7 +76,7 @@ kernelTest(t, 'agent: policy file changes take effect live, a bad file changes n
     await waitFor(`log line '${msg}'`, () => lines().some((l) => l.msg === msg))
     return lines().find((l) => l.msg === msg)!
   }
-  await waitFor('READY', () => out.includes('READY\n'), 30_000)
+  await waitFor('READY', () => running.out().includes('READY\n'), 30_000)
   t.match(await line('node agent started'), { policies: [file], httpThreads: 2 })
   t.equal(await status('POST', LANDING), '200', 'the example policy allows the landing')
   t.equal(await status('PUT', 'http://198.18.2.10/v1/exhaust-port'), '403', 'and denies the exhaust port')
@@ -235,13 +227,13 @@ kernelTest(t, 'agent: policy file changes take effect live, a bad file changes n
   const conf = readFileSync(config, 'utf8')
   writeFileSync(config, conf.replace('rejectCode: NXDOMAIN', 'rejectCode: SERVFAIL'))
   agent.kill('SIGHUP')
-  await waitFor('the bad configuration refused', () => out.includes('SIGHUP: configuration refused, the running one stays'))
-  t.match(out, /SIGHUP: configuration refused, the running one stays:\n.*agent\.conf:\d+:\d+: dns\.rejectCode: unknown reject code 'SERVFAIL'/, 'SIGHUP with a bad file: refused with where and why')
+  await waitFor('the bad configuration refused', () => running.out().includes('SIGHUP: configuration refused, the running one stays'))
+  t.match(running.out(), /SIGHUP: configuration refused, the running one stays:\n.*agent\.conf:\d+:\d+: dns\.rejectCode: unknown reject code 'SERVFAIL'/, 'SIGHUP with a bad file: refused with where and why')
   t.equal(await hoth(), 'NXDOMAIN', 'and the agent goes on as configured')
   writeFileSync(config, conf.replace('rejectCode: NXDOMAIN', 'rejectCode: REFUSED'))
   agent.kill('SIGHUP')
-  await waitFor('the agent restarted', () => out.includes('SIGHUP: dns changed; restarting the agent'))
-  await waitFor('the new agent process ready', () => out.split('READY\n').length === 3)
+  await waitFor('the agent restarted', () => running.out().includes('SIGHUP: dns changed; restarting the agent'))
+  await waitFor('the new agent process ready', () => running.out().split('READY\n').length === 3)
   await waitFor('denied names answered REFUSED', async () => (await hoth()) === 'REFUSED')
   t.pass('SIGHUP with a changed file: the agent process restarts with it (denied names now REFUSED)')
   t.equal(await status('POST', LANDING), '200', 'with the same policy in force')
