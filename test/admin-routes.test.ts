@@ -3,13 +3,15 @@
 
 import { Writable } from 'node:stream'
 import pino from 'pino'
-import { mkdtempSync, rmSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t, { type Test } from 'tap'
 import { labEndpoints } from '../lab/topology.js'
 import { PolicyEngine } from '../policy/engine.js'
 import { AdminQueryError, type AdminRoute } from '../proxy/agent/admin-server.js'
+import { CniEndpoints } from '../proxy/agent/cni-endpoints.js'
+import type { NodeEndpoint } from '../proxy/agent/endpoints-file.js'
 import { adminRoutes } from '../proxy/agent/admin-routes.js'
 import { FlowFeed } from '../proxy/agent/flow-feed.js'
 import { PolicyFiles } from '../proxy/agent/policy-files.js'
@@ -41,9 +43,13 @@ function setup(t: Test) {
   const cleaned: string[][] = []
   const deathstar = list.find((e) => e.host === 'deathstar')!
   const tiefighter = engine.endpointInfo(list.find((e) => e.host === 'tiefighter')!.id)!.identity
+  const registered: NodeEndpoint[][] = []
+  const cni = new CniEndpoints({ stateDir: dir, labelsOf: async (id) => (id === 'known' ? { app: 'x' } : null), onChange: (l) => void registered.push(l), logger, retryMs: 10, giveUpMs: 50 })
+  t.teardown(() => cni.close())
   const routes = adminRoutes({
     engine,
     endpoints: { list },
+    cni,
     feed,
     fqdns: { entries: () => [], clean: () => (cleaned.push(['cantina.empire']), ['cantina.empire']) },
     policies,
@@ -63,7 +69,7 @@ function setup(t: Test) {
   const call = (route: string, query = '', body = ''): unknown => (routes[route] as Extract<AdminRoute, (...a: never[]) => unknown>)(new URLSearchParams(query), body)
   const get = (path: string, query = ''): unknown => call(path, query)
   t.match(call('POST /v1/policy/import', 'name=sw.yaml', POLICY), { file: 'sw.yaml', revision: Number }, 'a policy imported through its route')
-  return { routes, get, feed, lines, cleaned, deathstar }
+  return { routes, get, call, feed, lines, cleaned, deathstar, registered, dir }
 }
 
 t.test('endpoints, policy and identities as the engine has them', async (t) => {
@@ -103,4 +109,23 @@ t.test('cleaning the FQDN cache says what went, and logs it', async (t) => {
   t.same(clean(new URLSearchParams(), ''), { removed: ['cantina.empire'] })
   t.same(cleaned, [['cantina.empire']])
   t.match(lines.at(-1), { msg: 'fqdn cache cleaned', names: 1 })
+})
+
+t.test('l7proxy-cni registers a container interface at init, its labels follow; DEL is repeatable; bad calls change nothing', async (t) => {
+  const { call, registered, dir } = setup(t)
+  const add = call('POST /v1/cni/add', '', JSON.stringify({ containerId: 'known', ifname: 'eth0', interface: 'lxc1', ips: ['198.19.0.5'] }))
+  t.match(add, { id: 1000, host: 'known', interface: 'lxc1', ips: ['198.19.0.5'], labels: { 'reserved:init': '' } }, 'at init while the runtime has not said')
+  for (let i = 0; i < 50 && !registered.at(-1)?.[0]?.labels.app; i++) await new Promise((r) => setTimeout(r, 10))
+  t.same(registered.at(-1)?.[0]?.labels, { 'io.kubernetes.pod.namespace': 'default', app: 'x' }, 'then with the labels the runtime gives (namespace default)')
+  t.throws(() => call('POST /v1/cni/add', '', JSON.stringify({ containerId: 'other', ifname: 'eth0', interface: 'lxc2', ips: ['198.19.0.5'] })), /already the address of container known/)
+  t.throws(() => call('POST /v1/cni/add', '', '{"containerId":"a/b"}'), /containerId: expected a container id/)
+  t.throws(() => call('POST /v1/cni/add', '', JSON.stringify({ containerId: 'c', ifname: 'eth0', interface: 'lxc3', ips: ['300.1.1.1'] })), /ips: expected IPv4 addresses/)
+  t.match(call('POST /v1/cni/add', '', JSON.stringify({ containerId: 'unknown', ifname: 'eth0', interface: 'lxc4', ips: ['198.19.0.6'] })), { id: 1001 })
+  t.match(readFileSync(join(dir, 'cni-endpoints.json'), 'utf8'), /"containerId":"unknown"/, 'kept in the state directory')
+  t.same(call('POST /v1/cni/del', '', '{"containerId":"known","ifname":"eth0"}'), { removed: true })
+  t.same(call('POST /v1/cni/del', '', '{"containerId":"known","ifname":"eth0"}'), { removed: false }, 'a second DEL is fine')
+  t.same(registered.at(-1)?.map((e) => e.id), [1001])
+  const again = new CniEndpoints({ stateDir: dir, labelsOf: async () => null, onChange: () => undefined, logger: pino({ level: 'silent' }), retryMs: 10, giveUpMs: 20 })
+  t.teardown(() => again.close())
+  t.same(again.list().map((e) => [e.id, e.host]), [[1001, 'unknown']], 'an agent restarted reads them back')
 })

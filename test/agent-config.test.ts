@@ -25,9 +25,12 @@ t.test('defaults: on this host, sk-assign, /etc/l7proxy/policies, no endpoints; 
     stateDirectory: '/run/l7proxy/state',
     caDirectory: '/var/lib/l7proxy/ca',
     dns: { rejectCode: 'REFUSED', minTtlSeconds: 3600, maxIpsPerName: 50, maxDelayMs: 100, threads: 1 },
+    cni: { labelsCommand: ['podman', 'container', 'inspect', '--format', '{{json .Config.Labels}}'] },
     logging: { level: 'info' },
     admin: { socket: '/run/l7proxy/agent.sock', metrics: { address: '127.0.0.1', port: 9962 } },
   })
+  t.same(resolveConfig([parseConfigText("cni: { labelsCommand: [podman, --root, /var/lib/x, container, inspect, --format, '{{json .Config.Labels}}'] }\n", 'c.yaml')]).cni.labelsCommand.slice(0, 3), ['podman', '--root', '/var/lib/x'])
+  t.throws(() => parseConfigText('cni: { labelsCommand: [] }\n', 'c.yaml'), /cni\.labelsCommand: expected a command and its arguments/)
   t.match(defaultConfig('main'), { lab: 'main', policyDirectory: join(projectRoot(), 'policy/examples'), bpffs: '/run/l7proxy/agent-bpffs-main', stateDirectory: '/run/l7proxy/state-main', admin: { socket: '/run/l7proxy/agent-main.sock' } })
 })
 

@@ -4,7 +4,7 @@
 // directory, where to keep its admin socket). It enforces on those interfaces, answers queries
 // on that socket, and takes down what it put up when stopped.
 
-import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t from 'tap'
@@ -27,7 +27,7 @@ kernelTest(t, 'agent on a host: told its endpoints and interfaces, it enforces t
   const interfaces = LAB_HOSTS.map((h) => nodeIfname(h.name))
   writeFileSync(
     join(dir, 'agent.yaml'),
-    `policyDirectory: ${dir}\nendpointsFile: ${join(dir, 'endpoints.yaml')}\ninterfaces: [${interfaces.join(', ')}]\nbpffs: ${pin}\nstateDirectory: ${dir}/state\nproxy: { threads: 1 }\nadmin: { socket: ${socket}, metrics: off }\n`,
+    `policyDirectory: ${dir}\nendpointsFile: ${join(dir, 'endpoints.yaml')}\ninterfaces: [${interfaces.join(', ')}]\nbpffs: ${pin}\nstateDirectory: ${dir}/state\nproxy: { threads: 1 }\nadmin: { socket: ${socket}, metrics: 127.0.0.1:0 }\n`,
   )
   const { child: agent, out, exited } = startAgentCommand(t, ['--config', join(dir, 'agent.yaml')], { pin, netns: lab.netns('node') })
   let status = runCli(['status', '--socket', socket, '-o', 'json'])
@@ -48,6 +48,20 @@ kernelTest(t, 'agent on a host: told its endpoints and interfaces, it enforces t
   t.not(xwing.code, 0, 'an unselected endpoint is dropped in the kernel')
   const list = runCli(['endpoint', 'list', '--socket', socket, '-o', 'json'])
   t.equal((JSON.parse(list.stdout) as unknown[]).length, labEndpoints().length, 'endpoint list on the same socket')
+
+  // SIGHUP with a changed configuration: the agent in this process is replaced, its metrics
+  // listener made again (the old one closed with the old agent).
+  writeFileSync(join(dir, 'agent.yaml'), readFileSync(join(dir, 'agent.yaml'), 'utf8').replace('threads: 1', 'threads: 2'))
+  agent.kill('SIGHUP')
+  for (let i = 0; i < 200 && out().split('starting the agent on this host').length < 3; i++) await new Promise((r) => setTimeout(r, 50))
+  t.match(out(), /SIGHUP: proxy changed; restarting the agent/, 'SIGHUP: the changed setting named')
+  status = runCli(['status', '--socket', socket, '-o', 'json'])
+  for (let i = 0; i < 200 && (status.code !== 0 || (JSON.parse(status.stdout) as { http: { threads: number } }).http.threads !== 2); i++) {
+    await new Promise((r) => setTimeout(r, 50))
+    status = runCli(['status', '--socket', socket, '-o', 'json'])
+  }
+  t.match(JSON.parse(status.stdout), { http: { threads: 2 } }, 'the new agent runs with it')
+  t.equal(await curl('PUT'), '403', 'and enforces as before')
   agent.kill('SIGTERM')
   t.equal(await exited, 0, 'SIGTERM stops it cleanly')
   const filters = await lab.exec('node', ['tc', 'filter', 'show', 'dev', nodeIfname('tiefighter'), 'ingress'])

@@ -13,10 +13,13 @@ import type { NodeEndpoint } from './endpoints-file.js'
 import { FlowFilterError, parseFlowQuery, type FlowFeed } from './flow-feed.js'
 import type { FqdnLearning } from './fqdn-learning.js'
 import type { AgentMetrics } from './metrics.js'
+import { parseAttachment, type CniEndpoints } from './cni-endpoints.js'
 import type { PolicyFiles } from './policy-files.js'
 
 export interface AgentParts {
   engine: PolicyEngine
+  /** Containers l7proxy-cni registers; null where the endpoints come from a file. */
+  cni: Pick<CniEndpoints, 'add' | 'remove'> | null
   endpoints: { readonly list: ReadonlyArray<Pick<NodeEndpoint, 'id' | 'host' | 'ips' | 'labels'>> }
   feed: FlowFeed
   fqdns: Pick<FqdnLearning, 'entries' | 'clean'>
@@ -61,6 +64,16 @@ export function adminRoutes(p: AgentParts): AdminRoutes {
     '/v1/fqdn': () => fqdns.entries(),
     '/v1/policy': () => ({ revision: engine.policyRevision, directory: policies.dir, files: [...policies.texts].map(([file, text]) => ({ file, text })) }),
     'POST /v1/policy/import': (q, body) => policies.import(q.get('name'), body),
+    // l7proxy-cni: a container's interface is an endpoint from its ADD to its DEL.
+    'POST /v1/cni/add': (_q, body) => {
+      if (p.cni === null) throw new AdminQueryError('this agent takes its endpoints from a file (endpointsFile): containers cannot join it through l7proxy-cni')
+      return p.cni.add(parseAttachment(body))
+    },
+    'POST /v1/cni/del': (_q, body) => {
+      const { containerId, ifname } = JSON.parse(body || '{}') as { containerId?: unknown; ifname?: unknown }
+      if (typeof containerId !== 'string' || typeof ifname !== 'string') throw new AdminQueryError('expected { containerId, ifname }')
+      return { removed: p.cni?.remove(containerId, ifname) ?? false }
+    },
     // Forgetting names takes their addresses out of the maps: connections to them are cut.
     'POST /v1/fqdn/clean': () => {
       const removed = fqdns.clean()

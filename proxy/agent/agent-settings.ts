@@ -31,6 +31,7 @@ export function agentSettings(c: AgentConfig, node: NodePart): AgentSettings {
     caDir: c.caDirectory,
     metricsFd: null,
     admin: c.admin.socket,
+    cniLabelsCommand: c.cni.labelsCommand,
     ...node,
   }
 }

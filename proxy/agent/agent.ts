@@ -25,10 +25,12 @@ import { FlowFeed } from './flow-feed.js'
 import { FqdnLearning } from './fqdn-learning.js'
 import { LineChunks } from './line-chunks.js'
 import { terminalLines } from './log-format.js'
+import { CniEndpoints } from './cni-endpoints.js'
 import { AgentMetrics } from './metrics.js'
 import { NodeEndpoints } from './node-endpoints.js'
 import { PolicyFiles } from './policy-files.js'
 import { ProxyTotals } from './proxy-totals.js'
+import { runtimeLabels } from './runtime-labels.js'
 import type { ProxyWorkerInput } from './proxy-worker.js'
 import { startProxyWorkers, type ProxyWorkers } from './proxy-workers.js'
 import { startThreadProxies, type DnsLaneInput, type ThreadProxies } from './thread-proxies.js'
@@ -66,8 +68,10 @@ export interface AgentSettings {
   caDir: string | null
   /** A listening socket for Prometheus' scrapes, made by whoever started the agent. */
   metricsFd: number | null
-  /** The admin socket the CLI talks to; null: none. */
+  /** The admin socket the CLI talks to (and l7proxy-cni registers containers on); null: none. */
   admin: string | null
+  /** How a CNI-added container's labels are asked: the command, its id appended (runtime-labels.ts). */
+  cniLabelsCommand: string[]
 }
 
 /** A start-up step that failed: what, and why. Nothing the agent made is left behind. */
@@ -97,6 +101,10 @@ export class Agent {
   private readonly out: { write(bytes: Buffer): boolean; flushSync(): void }
   private readonly feed: FlowFeed
   private readonly endpoints: NodeEndpoints
+  /** Containers l7proxy-cni registered: with an endpoints list (not a file), its endpoints join the list's. */
+  private readonly cni: CniEndpoints | null
+  /** The endpoints given and those CNI registered, together (null: from a file). */
+  private readonly givenAndCni: (() => NodeEndpoint[]) | null
   private readonly policies: PolicyFiles
   private datapath: Datapath | null = null
   private fqdns: FqdnLearning | null = null
@@ -125,7 +133,14 @@ export class Agent {
     this.feed = new FlowFeed((id) => this.endpoints.list.find((e) => e.id === id)?.ips ?? [])
     this.lines = new LineChunks(this.writeLines)
     this.logger = pino({ base: null, level: s.logLevel }, this.lines)
-    this.endpoints = step('file' in s.endpoints ? `endpoints ${s.endpoints.file}` : 'endpoints', () => new NodeEndpoints(s.endpoints, this.engine, this.logger))
+    const given = 'list' in s.endpoints ? s.endpoints.list : null
+    this.cni =
+      given === null
+        ? null
+        : new CniEndpoints({ stateDir: s.state, labelsOf: runtimeLabels(s.cniLabelsCommand), onChange: (list) => this.applyEndpoints([...given, ...list]), logger: this.logger })
+    this.givenAndCni = given === null ? null : () => [...given, ...this.cni!.list()]
+    const source = this.givenAndCni === null ? s.endpoints : { list: this.givenAndCni() }
+    this.endpoints = step('file' in s.endpoints ? `endpoints ${s.endpoints.file}` : 'endpoints', () => new NodeEndpoints(source, this.engine, this.logger))
     // A bad file given by name is a start-up error; a directory's bad files are refused and logged.
     this.policies = step(`policy ${s.policy.file ?? s.policy.dir}`, () => new PolicyFiles({ engine: this.engine, logger: this.logger, file: s.policy.file, dir: s.policy.dir }))
   }
@@ -258,12 +273,14 @@ export class Agent {
       writeMaps,
       tellThreads: (list) => this.workers?.updateEndpoints(list),
     })
+    // Labels the runtime told while the agent was starting.
+    if (this.givenAndCni !== null) this.endpoints.replace(this.givenAndCni())
     if (s.metricsFd !== null) await this.serveMetrics(s.metricsFd, metrics)
     this.feed.publishKernel(dp.counters()) // what the kernel counted before now is not news
     this.kernelFeed = setInterval(() => this.feed.publishKernel(dp.counters()), 1_000)
     this.kernelFeed.unref()
     if (s.admin) {
-      const routes = adminRoutes({ engine, endpoints: this.endpoints, feed: this.feed, fqdns, policies: this.policies, metrics, datapath: dp, logger, status: () => this.status() })
+      const routes = adminRoutes({ engine, endpoints: this.endpoints, cni: this.cni, feed: this.feed, fqdns, policies: this.policies, metrics, datapath: dp, logger, status: () => this.status() })
       this.admin = await startAdminServer(s.admin, routes)
     }
     logger.info({ mode: s.mode, policies: [...this.policies.texts.keys()], revision: engine.policyRevision, httpThreads: this.main.http ? this.httpThreads : 0 }, 'node agent started')
@@ -290,9 +307,9 @@ export class Agent {
     return this.policies.applyText(file, text)
   }
 
-  /** The node's endpoints are now `list` (an agent started with a list, not a file). */
+  /** The node's endpoints are now `list` (an agent started with a list, not a file); before start, at start. */
   applyEndpoints(list: NodeEndpoint[]): void {
-    this.endpoints.replace(list)
+    if (this.datapath !== null) this.endpoints.replace(list)
   }
 
   /** Packets the kernel counted, by verdict, over every endpoint. */
@@ -325,6 +342,7 @@ export class Agent {
     this.policies.close()
     this.fqdns?.close()
     this.endpoints.close()
+    this.cni?.close()
     this.relay?.close()
     if (this.kernelFeed !== null) clearInterval(this.kernelFeed)
     this.metricsServer?.close()

@@ -15,10 +15,13 @@
 //   stateDirectory: /run/l7proxy/state-main   # the FQDN cache, kept across restarts
 //   caDirectory: /var/lib/l7proxy/ca          # the local CA for TLS interception (l7proxy certs init)
 //   dns: { rejectCode: REFUSED, minTtlSeconds: 3600, maxIpsPerName: 50, maxDelayMs: 100, threads: 1 }
+//   cni: { labelsCommand: [podman, container, inspect, --format, '{{json .Config.Labels}}'] }
+//                                  # how a CNI-added container's labels are asked (its id last)
 //   logging: { level: info }       # trace | debug | info | warn | error | fatal
 //   admin: { socket: /run/l7proxy/agent-main.sock, metrics: 127.0.0.1:9962 }   # metrics: off for none
 
 import { isValidLabName } from './lab-name.js'
+import { PODMAN_LABELS_COMMAND } from './runtime-labels.js'
 import { projectRoot } from '../../lib/project-root.js'
 import { formatIssue, type PolicyIssue } from '../../policy/errors.js'
 import { readDocument, type YNode } from '../../policy/yaml-reader.js'
@@ -53,6 +56,8 @@ export interface AgentConfig {
    * queries/s, and a second costs each query more CPU than it saves unless cores sit idle).
    */
   dns: { rejectCode: RejectCode; minTtlSeconds: number; maxIpsPerName: number; maxDelayMs: number; threads: number }
+  /** labelsCommand: run with a CNI-added container's id last, prints its labels as JSON. */
+  cni: { labelsCommand: string[] }
   logging: { level: LogLevel }
   /** metrics: where Prometheus scrapes /metrics (address:port, in the namespace the agent is started in), or null. */
   admin: { socket: string; metrics: { address: string; port: number } | null }
@@ -73,6 +78,7 @@ export interface ConfigLayer {
   stateDirectory?: string
   caDirectory?: string
   dns?: { rejectCode?: RejectCode; minTtlSeconds?: number; maxIpsPerName?: number; maxDelayMs?: number; threads?: number }
+  cni?: { labelsCommand?: string[] }
   logging?: { level?: LogLevel }
   admin?: { socket?: string; metrics?: { address: string; port: number } | null }
 }
@@ -102,6 +108,7 @@ export function defaultConfig(lab: string | null = null): AgentConfig {
     // Cilium's defaults: --tofqdns-min-ttl, --tofqdns-endpoint-max-ip-per-hostname,
     // --tofqdns-proxy-response-max-delay.
     dns: { rejectCode: 'REFUSED', minTtlSeconds: 3600, maxIpsPerName: 50, maxDelayMs: 100, threads: 1 },
+    cni: { labelsCommand: [...PODMAN_LABELS_COMMAND] },
     logging: { level: 'info' },
     // Next to Cilium's agent (9962), as Envoy's (9964) is.
     admin: { socket: agentSocketPath(lab), metrics: { address: '127.0.0.1', port: 9962 } },
@@ -142,7 +149,7 @@ export function parseConfigText(text: string, file: string): ConfigLayer {
   if (syntax.length > 0) throw new ConfigError(syntax)
   const out: ConfigLayer = {}
   if (root === null) return out // an empty file: all defaults
-  const f = root.fields(['lab', 'mode', 'policyDirectory', 'endpointsFile', 'interfaces', 'proxy', 'bpffs', 'stateDirectory', 'caDirectory', 'dns', 'logging', 'admin'])
+  const f = root.fields(['lab', 'mode', 'policyDirectory', 'endpointsFile', 'interfaces', 'proxy', 'bpffs', 'stateDirectory', 'caDirectory', 'dns', 'cni', 'logging', 'admin'])
   if (f) {
     if (f.lab) {
       const lab = f.lab.string()
@@ -187,6 +194,14 @@ export function parseConfigText(text: string, file: string): ConfigLayer {
       if (dns.maxIpsPerName) out.dns.maxIpsPerName = dns.maxIpsPerName.integer(1, 10_000) ?? undefined
       if (dns.maxDelayMs) out.dns.maxDelayMs = dns.maxDelayMs.integer(1, 10_000) ?? undefined
       if (dns.threads) out.dns.threads = dns.threads.integer(1, 64) ?? undefined
+    }
+    const cni = f.cni?.fields(['labelsCommand'])
+    if (cni?.labelsCommand) {
+      const argv = cni.labelsCommand.list()?.map((n) => n.string())
+      if (argv && !argv.includes(null)) {
+        if (argv.length === 0) cni.labelsCommand.fail('expected a command and its arguments')
+        else out.cni = { labelsCommand: argv as string[] }
+      }
     }
     const logging = f.logging?.fields(['level'])
     if (logging?.level) out.logging = { level: oneOf(logging.level, LOG_LEVELS, 'log level') ?? undefined }
@@ -246,6 +261,7 @@ export function resolveConfig(layers: readonly ConfigLayer[]): AgentConfig {
       maxDelayMs: layer.dns?.maxDelayMs ?? c.dns.maxDelayMs,
       threads: layer.dns?.threads ?? c.dns.threads,
     }
+    c.cni = { labelsCommand: layer.cni?.labelsCommand ?? c.cni.labelsCommand }
     c.logging = { level: layer.logging?.level ?? c.logging.level }
     c.admin = { socket: layer.admin?.socket ?? c.admin.socket, metrics: layer.admin?.metrics !== undefined ? layer.admin.metrics : c.admin.metrics }
   }

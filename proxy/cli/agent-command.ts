@@ -135,8 +135,12 @@ async function startLabAgent(c: AgentConfig & { lab: string }, metricsFd: number
   }
 }
 
-/** Runs the agent in this process, in the namespace it was started in, with configuration `c`. */
-async function startHostAgent(c: AgentConfig, metricsFd: number | null, out: (s: string) => void): Promise<AgentProcess> {
+/**
+ * Runs the agent in this process, in the namespace it was started in, with configuration `c`.
+ * Its metrics listener is its own (made now, closed at its stop), so a restart binds it again.
+ */
+async function startHostAgent(c: AgentConfig, out: (s: string) => void): Promise<AgentProcess> {
+  const metricsFd = metricsListener(c)
   out(`starting the agent on this host (${c.mode}, policies in ${c.policyDirectory}, admin socket ${c.admin.socket})\n`)
   let stopped: (code: number) => void = () => undefined
   const exited = new Promise<number>((resolve) => (stopped = resolve))
@@ -146,6 +150,7 @@ async function startHostAgent(c: AgentConfig, metricsFd: number | null, out: (s:
   } catch (e) {
     if (!(e instanceof AgentStartError)) throw e
     out(`l7proxy agent: ${e.message}\n`)
+    if (metricsFd !== null) closeSync(metricsFd)
     stopped(1)
   }
   return {
@@ -160,11 +165,14 @@ export function changedSettings(a: AgentConfig, b: AgentConfig): string[] {
 }
 
 const startAgent = (c: AgentConfig, metricsFd: number | null, out: (s: string) => void): Promise<AgentProcess> =>
-  c.lab === null ? startHostAgent(c, metricsFd, out) : startLabAgent(c as AgentConfig & { lab: string }, metricsFd, out)
+  c.lab === null ? startHostAgent(c, out) : startLabAgent(c as AgentConfig & { lab: string }, metricsFd, out)
+
+/** A lab's agent process gets a metrics listener made here, in this namespace, kept across its restarts; a host's agent makes its own. */
+const labMetricsListener = (c: AgentConfig): number | null => (c.lab === null ? null : metricsListener(c))
 
 export async function agentCommand(args: string[], out: (s: string) => void): Promise<number> {
   let c = agentConfig(args, process.env)
-  let metricsFd = metricsListener(c)
+  let metricsFd = labMetricsListener(c)
   let agent = await startAgent(c, metricsFd, out)
   // SIGHUP: the configuration read again (file, environment, flags). A bad one is refused and
   // the running agent stays; a changed one replaces the agent (pinned maps, the FQDN cache and
@@ -177,7 +185,7 @@ export async function agentCommand(args: string[], out: (s: string) => void): Pr
       next = agentConfig(args, process.env)
       const changed = changedSettings(c, next)
       if (changed.length === 0) return void out('l7proxy agent: SIGHUP: the configuration is unchanged\n')
-      nextFd = JSON.stringify(next.admin.metrics) === JSON.stringify(c.admin.metrics) ? metricsFd : metricsListener(next)
+      nextFd = next.lab === c.lab && JSON.stringify(next.admin.metrics) === JSON.stringify(c.admin.metrics) ? metricsFd : labMetricsListener(next)
       out(`l7proxy agent: SIGHUP: ${changed.join(', ')} changed; restarting the agent\n`)
     } catch (e) {
       if (!(e instanceof ConfigError)) throw e
