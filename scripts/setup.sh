@@ -35,6 +35,12 @@ declare -A PACKAGES=(
   # chromium only recommends a font; the report test measures laid-out text.
   [fonts-liberation]=/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf
   [ca-certificates]=/etc/ssl/certs/ca-certificates.crt
+  # Real containers for the CNI plugin's test (podman with runc: crun fails on hybrid cgroups),
+  # from a root filesystem of busybox-static (no image registry is needed).
+  [podman]=/usr/bin/podman
+  [runc]=/usr/sbin/runc
+  [containernetworking-plugins]=/usr/lib/cni/host-local
+  [busybox-static]=/bin/busybox
 )
 NODE_MIN_MAJOR=20
 NODE_MIN_MINOR=18

@@ -7,6 +7,7 @@ import { AGENT_QUERY_USAGE, agentQueryCommand } from './agent-query-command.js'
 import { AdminError } from '../agent/admin-socket.js'
 import { CertError } from '../../certs/local-ca.js'
 import { CERTS_USAGE, certsCommand } from './certs-command.js'
+import { CNI_USAGE, cniCommand } from './cni-command.js'
 import { COMPARE_USAGE } from './compare-usage.js'
 import { ConfigError } from '../agent/config.js'
 import { LAB_USAGE, labCommand } from './lab-command.js'
@@ -19,6 +20,7 @@ Commands:
 ${AGENT_USAGE}
 ${AGENT_QUERY_USAGE}
 ${CERTS_USAGE}
+${CNI_USAGE}
 ${COMPARE_USAGE}
 ${LAB_USAGE}
 ${POLICY_USAGE}
@@ -49,6 +51,8 @@ export async function main(argv: string[], out = (s: string) => void process.std
         return await (await import('../../bench/compare/compare.js')).runCompare(rest, out, err)
       case 'certs':
         return await certsCommand(rest, out)
+      case 'cni':
+        return cniCommand(rest, out)
       case 'lab':
         await labCommand(rest, out)
         return 0
