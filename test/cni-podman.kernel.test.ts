@@ -6,7 +6,7 @@
 // agent restart keeps their endpoints, and containers started and removed leave nothing behind.
 
 import { execFile } from 'node:child_process'
-import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, rmdirSync, symlinkSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t, { type Test } from 'tap'
@@ -18,6 +18,8 @@ import { cnp } from './fixtures/policy-text.js'
 
 const NEEDS = ['/usr/bin/podman', '/usr/sbin/runc', '/usr/lib/cni/host-local', '/bin/busybox']
 const SUBNET = '198.19.100.0/24'
+/** host-local's gateway of SUBNET: on the host's side of every container's veth (dnat's proxy address). */
+const GATEWAY = '198.19.100.1'
 const POLICY = [
   cnp(
     'deathstar',
@@ -77,6 +79,7 @@ async function useHost(t: Test): Promise<Host> {
     const all = await podman(['ps', '-aq'])
     if (all.stdout.trim()) await podman(['rm', '-f', '-t', '0', ...all.stdout.trim().split('\n')])
     await execCommand(['ip', 'netns', 'del', name])
+    removeCgroups(CGROUP_PARENT)
     rmSync(dir, { recursive: true, force: true })
   })
   const socket = join(dir, 'agent.sock')
@@ -91,7 +94,7 @@ async function startAgent(t: Test, host: Host, mode: string): Promise<AgentComma
   const labels = ['podman', '--root', join(host.dir, 'storage'), '--runroot', join(host.dir, 'run'), 'container', 'inspect', '--format', '{{json .Config.Labels}}']
   writeFileSync(
     config,
-    `mode: ${mode}\npolicyDirectory: ${host.dir}/policies\nbpffs: /run/l7proxy/test-bpffs-cni${process.pid}\nstateDirectory: ${host.dir}/state\nproxy: { threads: 1 }\nadmin: { socket: ${host.socket}, metrics: off }\ncni: { labelsCommand: ${JSON.stringify(labels)} }\n`,
+    `mode: ${mode}\npolicyDirectory: ${host.dir}/policies\nbpffs: /run/l7proxy/test-bpffs-cni${process.pid}\nstateDirectory: ${host.dir}/state\nproxy: { threads: 1${mode === 'dnat' ? `, address: ${GATEWAY}` : ''} }\nadmin: { socket: ${host.socket}, metrics: off }\ncni: { labelsCommand: ${JSON.stringify(labels)} }\n`,
   )
   const agent = startAgentCommand(t, ['--config', config], { pin: `/run/l7proxy/test-bpffs-cni${process.pid}`, netns: host.name, nsenter: true, env: { CONTAINERS_CONF: join(host.dir, 'containers.conf') } })
   for (let i = 0; i < 200 && runCli(['status', '--socket', host.socket]).code !== 0 && agent.child.exitCode === null; i++) await new Promise((r) => setTimeout(r, 50))
@@ -116,7 +119,25 @@ async function until(ok: () => boolean | Promise<boolean>, tries = 200): Promise
   return false
 }
 
-const RUN = ['--runtime', 'runc', '--ulimit', 'nofile=1024:20000', '--ulimit', 'nproc=1024:1024', '--network', 'l7proxy']
+/** The containers' cgroups go under one of the test's (podman's default parent would outlive it). */
+const CGROUP_PARENT = `l7lab-cni${process.pid}`
+const RUN = ['--runtime', 'runc', '--ulimit', 'nofile=1024:20000', '--ulimit', 'nproc=1024:1024', '--cgroup-parent', `/${CGROUP_PARENT}`, '--network', 'l7proxy']
+
+/** Removes a cgroup and what is under it, in every hierarchy (once its processes are gone). */
+function removeCgroups(name: string): void {
+  const remove = (dir: string): void => {
+    if (!existsSync(dir)) return
+    for (const e of readdirSync(dir, { withFileTypes: true })) if (e.isDirectory()) remove(join(dir, e.name))
+    rmdirSync(dir)
+  }
+  for (const h of readdirSync('/sys/fs/cgroup')) {
+    try {
+      remove(join('/sys/fs/cgroup', h, name))
+    } catch {
+      // a hierarchy that is not a directory of cgroups, or one still in use: left as it is
+    }
+  }
+}
 
 const NAME = 'cni: podman containers on a host, joined through l7proxy-cni, held to the star-wars rules'
 const missing = NEEDS.filter((f) => !existsSync(f))
@@ -144,11 +165,14 @@ else kernelTest(t, NAME, async (t) => {
   t.ok(await until(() => endpoints(host).filter((e) => e.identity !== null && e.identity >= 256).length === 3), 'three endpoints, each with its labels\' identity once podman told them')
   const get = async (from: string, path: string): Promise<string> =>
     (await host.podman(['exec', from, '/bin/busybox', 'sh', '-c', `printf 'GET ${path} HTTP/1.0\\r\\nHost: deathstar\\r\\n\\r\\n' | nc -w 3 ${ds} 80`], 20_000)).stdout.split('\r\n')[0] ?? ''
-  t.equal(await get('tf', '/public/x'), 'HTTP/1.1 200 OK', 'the tiefighter gets an allowed path')
-  t.equal(await get('tf', '/private'), 'HTTP/1.1 403 Forbidden', 'and 403 from the proxy for another')
-  t.equal(await get('xw', '/public/x'), '', 'the xwing is dropped in the kernel')
-  const dns = await host.podman(['exec', 'tf', '/bin/busybox', 'nslookup', 'hoth.alliance', ds], 20_000)
-  t.match(`${dns.stdout}${dns.stderr}`, /REFUSED/, `a name outside the DNS rule gets REFUSED from the proxy (${JSON.stringify(dns.stdout + dns.stderr)})`)
+  const holds = async (mode: string): Promise<void> => {
+    t.ok(await until(async () => (await get('tf', '/public/x')) === 'HTTP/1.1 200 OK', 50), `${mode}: the tiefighter gets an allowed path`)
+    t.equal(await get('tf', '/private'), 'HTTP/1.1 403 Forbidden', `${mode}: and 403 from the proxy for another`)
+    t.equal(await get('xw', '/public/x'), '', `${mode}: the xwing is dropped in the kernel`)
+    const dns = await host.podman(['exec', 'tf', '/bin/busybox', 'nslookup', 'hoth.alliance', ds], 20_000)
+    t.match(`${dns.stdout}${dns.stderr}`, /REFUSED/, `${mode}: a name outside the DNS rule gets REFUSED from the proxy (${JSON.stringify(dns.stdout + dns.stderr)})`)
+  }
+  await holds('sk-assign')
 
   // A restart keeps the containers' endpoints (the agent's state directory) and their policy.
   agent.child.kill('SIGTERM')
@@ -157,6 +181,13 @@ else kernelTest(t, NAME, async (t) => {
   t.equal(endpoints(host).length, 3, 'the restarted agent has the three endpoints')
   t.ok(await until(async () => (await get('tf', '/private')) === 'HTTP/1.1 403 Forbidden'), 'and enforces on them again')
   t.equal(await get('tf', '/public/x'), 'HTTP/1.1 200 OK')
+  // Every redirect mode: the agent restarted in it, the same containers and rules.
+  for (const mode of ['tproxy', 'sockmap', 'dnat']) {
+    agent.child.kill('SIGTERM')
+    t.equal(await agent.exited, 0, `the agent stops, to start in ${mode}`)
+    agent = await startAgent(t, host, mode)
+    await holds(mode)
+  }
 
   // podman rm: the endpoint, its interface and its lease go.
   await host.podman(['rm', '-f', '-t', '0', 'xw'])
