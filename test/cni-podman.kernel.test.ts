@@ -204,4 +204,7 @@ else kernelTest(t, NAME, async (t) => {
   t.equal(endpoints(host).length, 2, 'after 20 containers came and went: the two endpoints')
   t.equal(await lxc(), 2, 'two interfaces')
   t.equal(leases().length, 2, 'two leases')
+  const inMap = (JSON.parse((await execCommand(['bpftool', '-j', 'map', 'dump', 'pinned', `/run/l7proxy/test-bpffs-cni${process.pid}/l7_policy`])).stdout) as unknown[]).length
+  const live = endpoints(host).reduce((n, e) => n + (JSON.parse(runCli(['bpf', 'policy', 'get', String(e.id), '--socket', host.socket, '-o', 'json']).stdout) as unknown[]).length, 0)
+  t.equal(inMap, live, `and the policy map holds only the two endpoints' entries (${live})`)
 })
