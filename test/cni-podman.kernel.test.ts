@@ -5,12 +5,14 @@
 // Debian's busybox-static (no image registry). The star-wars rules hold between containers, an
 // agent restart keeps their endpoints, and containers started and removed leave nothing behind.
 
-import { execFile } from 'node:child_process'
+import { execFile, spawn } from 'node:child_process'
 import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, rmdirSync, symlinkSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t, { type Test } from 'tap'
 import { execCommand } from '../lab/netns.js'
+import { unboundFiles } from '../lab/servers/unbound-config.js'
+import { distPath } from '../lib/project-root.js'
 import { startAgentCommand, type AgentCommand } from './fixtures/agent-command.js'
 import { runCli } from './fixtures/cli.js'
 import { kernelRequired, kernelTest } from './fixtures/kernel.js'
@@ -18,6 +20,10 @@ import { cnp } from './fixtures/policy-text.js'
 
 const NEEDS = ['/usr/bin/podman', '/usr/sbin/runc', '/usr/lib/cni/host-local', '/bin/busybox']
 const SUBNET = '198.19.100.0/24'
+/** Outside the host, in a namespace behind it: the lab's DNS server (unbound, the lab's zones) and a web server at cantina.empire's addresses. */
+const DNS_SERVER = '198.19.200.53'
+const CANTINA = ['192.0.2.3', '192.0.2.4']
+const WORLD_GATEWAY = '198.19.200.1'
 /** host-local's gateway of SUBNET: on the host's side of every container's veth (dnat's proxy address). */
 const GATEWAY = '198.19.100.1'
 const POLICY = [
@@ -41,6 +47,13 @@ const POLICY = [
     - ports: [ { port: "80", protocol: TCP } ]
     - ports: [ { port: "53", protocol: UDP } ]
       rules: { dns: [ { matchPattern: "*.empire" } ] }
+  - toCIDR: [ ${DNS_SERVER}/32 ]
+    toPorts:
+    - ports: [ { port: "53", protocol: UDP } ]
+      rules: { dns: [ { matchPattern: "*.empire" } ] }
+  - toFQDNs: [ { matchName: cantina.empire } ]
+    toPorts:
+    - ports: [ { port: "80", protocol: TCP } ]
 `,
   ),
 ].join('---\n')
@@ -58,7 +71,28 @@ async function useHost(t: Test): Promise<Host> {
   await execCommand(['ip', 'netns', 'add', name])
   await execCommand(['ip', '-n', name, 'link', 'set', 'lo', 'up'])
   const dir = mkdtempSync(join(tmpdir(), 'l7-cni-'))
-  for (const d of ['bin', 'net', 'ipam', 'storage', 'run', 'policies', 'state', 'root/bin', 'root/www/public']) mkdirSync(join(dir, d), { recursive: true })
+  for (const d of ['bin', 'net', 'ipam', 'storage', 'run', 'policies', 'state', 'dns', 'root/bin', 'root/www/public']) mkdirSync(join(dir, d), { recursive: true })
+  // The world the containers reach by name: a namespace behind the host's world0, with a DNS and a web server.
+  const world = `${name}w`
+  await execCommand(['ip', 'netns', 'add', world])
+  await execCommand(['ip', '-n', name, 'link', 'add', 'world0', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', world])
+  await execCommand(['ip', '-n', name, 'addr', 'add', `${WORLD_GATEWAY}/32`, 'dev', 'world0'])
+  await execCommand(['ip', '-n', name, 'link', 'set', 'world0', 'up'])
+  await execCommand(['ip', 'netns', 'exec', name, 'sysctl', '-q', '-w', 'net.ipv4.conf.world0.forwarding=1'])
+  for (const a of [DNS_SERVER, ...CANTINA]) {
+    await execCommand(['ip', '-n', world, 'addr', 'add', `${a}/32`, 'dev', 'eth0'])
+    await execCommand(['ip', '-n', name, 'route', 'add', `${a}/32`, 'dev', 'world0'])
+  }
+  await execCommand(['ip', '-n', world, 'link', 'set', 'eth0', 'up'])
+  await execCommand(['ip', '-n', world, 'link', 'set', 'lo', 'up'])
+  await execCommand(['ip', '-n', world, 'route', 'add', WORLD_GATEWAY, 'dev', 'eth0', 'scope', 'link'])
+  await execCommand(['ip', '-n', world, 'route', 'add', 'default', 'via', WORLD_GATEWAY, 'dev', 'eth0'])
+  const { files, configFile } = unboundFiles({ address: DNS_SERVER, port: 53, directory: join(dir, 'dns'), threads: 1 })
+  for (const [file, text] of Object.entries(files)) writeFileSync(join(dir, 'dns', file), text)
+  const servers = [
+    spawn('nsenter', [`--net=/run/netns/${world}`, 'unbound', '-c', join(dir, 'dns', configFile)], { stdio: 'ignore' }),
+    spawn('nsenter', [`--net=/run/netns/${world}`, process.execPath, distPath('lab/servers/run.js'), 'http', '--name', 'cantina', '--port', '80'], { stdio: 'ignore' }),
+  ]
   copyFileSync('/bin/busybox', join(dir, 'root/bin/busybox'))
   chmodSync(join(dir, 'root/bin/busybox'), 0o755)
   for (const applet of ['sh', 'nc', 'sleep', 'httpd', 'nslookup', 'printf']) symlinkSync('busybox', join(dir, 'root/bin', applet))
@@ -78,7 +112,10 @@ async function useHost(t: Test): Promise<Host> {
   t.teardown(async () => {
     const all = await podman(['ps', '-aq'])
     if (all.stdout.trim()) await podman(['rm', '-f', '-t', '0', ...all.stdout.trim().split('\n')])
+    for (const s of servers) s.kill('SIGTERM')
+    await Promise.all(servers.map((s) => (s.exitCode === null && s.signalCode === null ? new Promise((r) => s.once('exit', r)) : undefined)))
     await execCommand(['ip', 'netns', 'del', name])
+    await execCommand(['ip', 'netns', 'del', world])
     removeCgroups(CGROUP_PARENT)
     rmSync(dir, { recursive: true, force: true })
   })
@@ -173,6 +210,13 @@ else kernelTest(t, NAME, async (t) => {
     t.match(`${dns.stdout}${dns.stderr}`, /REFUSED/, `${mode}: a name outside the DNS rule gets REFUSED from the proxy (${JSON.stringify(dns.stdout + dns.stderr)})`)
   }
   await holds('sk-assign')
+  // toFQDNs: cantina.empire's addresses are closed to the tiefighter until it has looked the name up.
+  const cantina = async (): Promise<string> =>
+    (await host.podman(['exec', 'tf', '/bin/busybox', 'sh', '-c', `printf 'GET /v1 HTTP/1.0\\r\\nHost: cantina.empire\\r\\n\\r\\n' | nc -w 3 ${CANTINA[0]} 80`], 20_000)).stdout.split('\r\n')[0] ?? ''
+  t.equal(await cantina(), '', 'cantina.empire\'s address is closed before the lookup')
+  const lookup = await host.podman(['exec', 'tf', '/bin/busybox', 'nslookup', 'cantina.empire', DNS_SERVER], 20_000)
+  t.match(lookup.stdout, new RegExp(CANTINA[0]!.replaceAll('.', '\\.')), `an allowed lookup through the proxy answers (${JSON.stringify(lookup.stdout + lookup.stderr)})`)
+  t.equal(await cantina(), 'HTTP/1.1 200 OK', 'and toFQDNs opens the address it named')
 
   // A restart keeps the containers' endpoints (the agent's state directory) and their policy.
   agent.child.kill('SIGTERM')
