@@ -44,7 +44,7 @@ function setup(t: Test) {
   const deathstar = list.find((e) => e.host === 'deathstar')!
   const tiefighter = engine.endpointInfo(list.find((e) => e.host === 'tiefighter')!.id)!.identity
   const registered: NodeEndpoint[][] = []
-  const cni = new CniEndpoints({ stateDir: dir, labelsOf: async (id) => (id === 'known' ? { app: 'x' } : null), onChange: (l) => void registered.push(l), logger, retryMs: 10, giveUpMs: 50 })
+  const cni = new CniEndpoints({ stateDir: dir, labelsOf: async (id) => (id === 'known' ? { app: 'x' } : null), onChange: (l) => void registered.push(l), exists: () => true, logger, retryMs: 10, giveUpMs: 50 })
   t.teardown(() => cni.close())
   const routes = adminRoutes({
     engine,
@@ -125,7 +125,9 @@ t.test('l7proxy-cni registers a container interface at init, its labels follow; 
   t.same(call('POST /v1/cni/del', '', '{"containerId":"known","ifname":"eth0"}'), { removed: true })
   t.same(call('POST /v1/cni/del', '', '{"containerId":"known","ifname":"eth0"}'), { removed: false }, 'a second DEL is fine')
   t.same(registered.at(-1)?.map((e) => e.id), [1001])
-  const again = new CniEndpoints({ stateDir: dir, labelsOf: async () => null, onChange: () => undefined, logger: pino({ level: 'silent' }), retryMs: 10, giveUpMs: 20 })
+  const again = new CniEndpoints({ stateDir: dir, labelsOf: async () => null, onChange: () => undefined, exists: () => true, logger: pino({ level: 'silent' }), retryMs: 10, giveUpMs: 20 })
   t.teardown(() => again.close())
   t.same(again.list().map((e) => [e.id, e.host]), [[1001, 'unknown']], 'an agent restarted reads them back')
+  const gone = new CniEndpoints({ stateDir: dir, labelsOf: async () => null, onChange: () => undefined, exists: () => false, logger: pino({ level: 'silent' }) })
+  t.same(gone.list(), [], 'except those whose interface went while no agent ran')
 })

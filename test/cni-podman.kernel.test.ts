@@ -233,9 +233,13 @@ else kernelTest(t, NAME, async (t) => {
     await holds(mode)
   }
 
-  // podman rm: the endpoint, its interface and its lease go.
-  await host.podman(['rm', '-f', '-t', '0', 'xw'])
-  t.ok(await until(() => endpoints(host).length === 2), 'podman rm removes the endpoint')
+  // podman rm while no agent runs: DEL succeeds, and the agent started later has forgotten it.
+  agent.child.kill('SIGTERM')
+  t.equal(await agent.exited, 0, 'the agent stops')
+  const rm = await host.podman(['rm', '-f', '-t', '0', 'xw'])
+  t.equal(rm.code, 0, `podman rm succeeds with no agent running (${rm.stderr.trim()})`)
+  agent = await startAgent(t, host, 'sk-assign')
+  t.equal(endpoints(host).length, 2, 'the agent started afterwards has no endpoint for it')
   const leases = (): string[] => readdirSync(join(host.dir, 'ipam/l7proxy')).filter((f) => /^\d+\.\d+\.\d+\.\d+$/.test(f))
   t.equal(leases().length, 2, 'and its IPAM lease')
 

@@ -14,6 +14,7 @@ import { removeBpffs } from '../../redirect-bpf/bpffs.js'
 import { joinCgroup } from '../../redirect-bpf/cgroup.js'
 import { Datapath } from '../../redirect-bpf/datapath.js'
 import type { RedirectMode } from '../../redirect-bpf/modes/redirect-mode.js'
+import { ifindexOf } from '../../redirect-bpf/tc.js'
 import { transparentTcpListener, transparentUdpSocket } from '../../redirect-bpf/transparent-socket.js'
 import { LearnRelay, warnLate } from '../dns/learn-relay.js'
 import type { Flow } from '../flow-verdict.js'
@@ -85,6 +86,16 @@ export class AgentStartError extends Error {
   }
 }
 
+/** Whether this network namespace has an interface of that name. */
+function interfaceExists(ifname: string): boolean {
+  try {
+    ifindexOf(ifname)
+    return true
+  } catch {
+    return false
+  }
+}
+
 /** Runs a start-up step; its failure becomes an AgentStartError naming it. */
 function step<T>(what: string, run: () => T): T {
   try {
@@ -137,7 +148,7 @@ export class Agent {
     this.cni =
       given === null
         ? null
-        : new CniEndpoints({ stateDir: s.state, labelsOf: runtimeLabels(s.cniLabelsCommand), onChange: (list) => this.applyEndpoints([...given, ...list]), logger: this.logger })
+        : new CniEndpoints({ stateDir: s.state, labelsOf: runtimeLabels(s.cniLabelsCommand), onChange: (list) => this.applyEndpoints([...given, ...list]), exists: interfaceExists, logger: this.logger })
     this.givenAndCni = given === null ? null : () => [...given, ...this.cni!.list()]
     const source = this.givenAndCni === null ? s.endpoints : { list: this.givenAndCni() }
     this.endpoints = step('file' in s.endpoints ? `endpoints ${s.endpoints.file}` : 'endpoints', () => new NodeEndpoints(source, this.engine, this.logger))

@@ -34,6 +34,8 @@ export interface CniEndpointsOptions {
   labelsOf: (containerId: string) => Promise<Record<string, string> | null>
   /** The endpoints are now these (the agent applies them). */
   onChange: (endpoints: NodeEndpoint[]) => void
+  /** Whether a host-side interface is there: one a container took away while no agent ran (its DEL found none) is forgotten. */
+  exists: (ifname: string) => boolean
   logger: Logger
   /** How often and how long labels are asked for before the endpoint stays init. */
   retryMs?: number
@@ -72,7 +74,10 @@ export class CniEndpoints {
     this.file = o.stateDir ? join(o.stateDir, 'cni-endpoints.json') : null
     if (this.file && existsSync(this.file)) {
       try {
-        for (const e of JSON.parse(readFileSync(this.file, 'utf8')) as Entry[]) this.entries.set(key(e.containerId, e.ifname), e)
+        for (const e of JSON.parse(readFileSync(this.file, 'utf8')) as Entry[]) {
+          if (o.exists(e.interface)) this.entries.set(key(e.containerId, e.ifname), e)
+          else o.logger.info({ container: e.containerId, endpoint: e.id, interface: e.interface }, 'container gone while no agent ran; its endpoint is forgotten')
+        }
       } catch (err) {
         o.logger.error({ file: this.file, error: (err as Error).message }, 'CNI endpoints not read back; containers started before are not endpoints until re-added')
       }
