@@ -11,8 +11,9 @@ import t from 'tap'
 import { LAB_HOSTS, labEndpoints, nodeIfname } from '../lab/topology.js'
 import { projectRoot } from '../lib/project-root.js'
 import { runCli } from './fixtures/cli.js'
-import { startAgentCommand } from './fixtures/agent-command.js'
+import { startAgentCommand, statusUntil } from './fixtures/agent-command.js'
 import { kernelTest } from './fixtures/kernel.js'
+import { waitUntil } from './fixtures/wait.js'
 import { useLab } from './fixtures/lab.js'
 
 kernelTest(t, 'agent on a host: told its endpoints and interfaces, it enforces there; the CLI finds it by --socket', async (t) => {
@@ -29,16 +30,13 @@ kernelTest(t, 'agent on a host: told its endpoints and interfaces, it enforces t
     join(dir, 'agent.yaml'),
     `policyDirectory: ${dir}\nendpointsFile: ${join(dir, 'endpoints.yaml')}\ninterfaces: [${interfaces.join(', ')}]\nbpffs: ${pin}\nstateDirectory: ${dir}/state\nproxy: { threads: 1 }\nadmin: { socket: ${socket}, metrics: 127.0.0.1:0 }\n`,
   )
-  const { child: agent, out, exited } = startAgentCommand(t, ['--config', join(dir, 'agent.yaml')], { pin, netns: lab.netns('node') })
-  let status = runCli(['status', '--socket', socket, '-o', 'json'])
-  for (let i = 0; i < 200 && status.code !== 0 && agent.exitCode === null; i++) {
-    await new Promise((r) => setTimeout(r, 50))
-    status = runCli(['status', '--socket', socket, '-o', 'json'])
-  }
+  const running = startAgentCommand(t, ['--config', join(dir, 'agent.yaml')], { pin, netns: lab.netns('node') })
+  const { child: agent, out, exited } = running
+  let status = await statusUntil(running, socket)
   t.equal(status.code, 0, `the agent answers on its socket (${out().trim().split('\n').at(-1) ?? ''})`)
   t.match(JSON.parse(status.stdout), { mode: 'sk-assign', endpoints: labEndpoints().length, policy: { directory: dir } })
   // What it printed is read between polls (runCli blocks this process meanwhile).
-  for (let i = 0; i < 50 && !out().includes('starting the agent'); i++) await new Promise((r) => setTimeout(r, 20))
+  await waitUntil(() => out().includes('starting the agent'), 50, 20)
   t.match(out(), /starting the agent on this host \(sk-assign/, 'it says it runs on this host')
   const curl = async (method: string): Promise<string> =>
     (await lab.exec('tiefighter', ['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', '3', '-X', method, `http://198.18.2.10/v1/${method === 'POST' ? 'request-landing' : 'exhaust-port'}`])).stdout
@@ -53,13 +51,9 @@ kernelTest(t, 'agent on a host: told its endpoints and interfaces, it enforces t
   // listener made again (the old one closed with the old agent).
   writeFileSync(join(dir, 'agent.yaml'), readFileSync(join(dir, 'agent.yaml'), 'utf8').replace('threads: 1', 'threads: 2'))
   agent.kill('SIGHUP')
-  for (let i = 0; i < 200 && out().split('starting the agent on this host').length < 3; i++) await new Promise((r) => setTimeout(r, 50))
+  await waitUntil(() => out().split('starting the agent on this host').length >= 3, 200, 50)
   t.match(out(), /SIGHUP: proxy changed; restarting the agent/, 'SIGHUP: the changed setting named')
-  status = runCli(['status', '--socket', socket, '-o', 'json'])
-  for (let i = 0; i < 200 && (status.code !== 0 || (JSON.parse(status.stdout) as { http: { threads: number } }).http.threads !== 2); i++) {
-    await new Promise((r) => setTimeout(r, 50))
-    status = runCli(['status', '--socket', socket, '-o', 'json'])
-  }
+  status = await statusUntil(running, socket, (r) => r.code === 0 && (JSON.parse(r.stdout) as { http: { threads: number } }).http.threads === 2)
   t.match(JSON.parse(status.stdout), { http: { threads: 2 } }, 'the new agent runs with it')
   t.equal(await curl('PUT'), '403', 'and enforces as before')
   agent.kill('SIGTERM')

@@ -13,10 +13,11 @@ import t, { type Test } from 'tap'
 import { execCommand } from '../lab/netns.js'
 import { unboundFiles } from '../lab/servers/unbound-config.js'
 import { distPath } from '../lib/project-root.js'
-import { startAgentCommand, type AgentCommand } from './fixtures/agent-command.js'
+import { startAgentCommand, statusUntil, type AgentCommand } from './fixtures/agent-command.js'
 import { runCli } from './fixtures/cli.js'
 import { kernelRequired, kernelTest } from './fixtures/kernel.js'
 import { cnp } from './fixtures/policy-text.js'
+import { waitUntil } from './fixtures/wait.js'
 
 const NEEDS = ['/usr/bin/podman', '/usr/sbin/runc', '/usr/lib/cni/host-local', '/bin/busybox']
 const SUBNET = '198.19.100.0/24'
@@ -134,8 +135,7 @@ async function startAgent(t: Test, host: Host, mode: string): Promise<AgentComma
     `mode: ${mode}\npolicyDirectory: ${host.dir}/policies\nbpffs: /run/l7proxy/test-bpffs-cni${process.pid}\nstateDirectory: ${host.dir}/state\nproxy: { threads: 1${mode === 'dnat' ? `, address: ${GATEWAY}` : ''} }\nadmin: { socket: ${host.socket}, metrics: off }\ncni: { labelsCommand: ${JSON.stringify(labels)} }\n`,
   )
   const agent = startAgentCommand(t, ['--config', config], { pin: `/run/l7proxy/test-bpffs-cni${process.pid}`, netns: host.name, nsenter: true, env: { CONTAINERS_CONF: join(host.dir, 'containers.conf') } })
-  for (let i = 0; i < 200 && runCli(['status', '--socket', host.socket]).code !== 0 && agent.child.exitCode === null; i++) await new Promise((r) => setTimeout(r, 50))
-  t.equal(runCli(['status', '--socket', host.socket]).code, 0, `the agent answers (${agent.out().trim().split('\n').at(-1) ?? ''})`)
+  t.equal((await statusUntil(agent, host.socket)).code, 0, `the agent answers (${agent.out().trim().split('\n').at(-1) ?? ''})`)
   return agent
 }
 
@@ -147,14 +147,8 @@ interface Endpoint {
 }
 const endpoints = (host: Host): Endpoint[] => JSON.parse(runCli(['endpoint', 'list', '--socket', host.socket, '-o', 'json']).stdout || '[]') as Endpoint[]
 
-/** Waits (bounded) until `ok`. */
-async function until(ok: () => boolean | Promise<boolean>, tries = 200): Promise<boolean> {
-  for (let i = 0; i < tries; i++) {
-    if (await ok()) return true
-    await new Promise((r) => setTimeout(r, 100))
-  }
-  return false
-}
+/** Waits until `ok`, at most `tries` x 100 ms. */
+const until = (ok: () => boolean | Promise<boolean>, tries = 200): Promise<boolean> => waitUntil(ok, tries, 100)
 
 /** The containers' cgroups go under one of the test's (podman's default parent would outlive it). */
 const CGROUP_PARENT = `l7lab-cni${process.pid}`

@@ -16,6 +16,7 @@ import { normalizePath } from '../proxy/http/request-path.js'
 import { startLoopbackProxy } from './fixtures/loopback-proxy.js'
 import { deathstarHttp } from './fixtures/policy-text.js'
 import { readMessages } from './fixtures/stand-in-parser.js'
+import { waitUntil } from './fixtures/wait.js'
 
 const SECONDS = Number(process.env.L7PROXY_FUZZ_SECONDS ?? 3)
 const SEED = process.env.L7PROXY_FUZZ_SEED === undefined ? Date.now() % 2 ** 31 : Number(process.env.L7PROXY_FUZZ_SEED)
@@ -151,10 +152,6 @@ function exchange(port: number, bytes: string): Promise<void> {
   })
 }
 
-async function until(done: () => boolean, tries: number): Promise<void> {
-  for (let i = 0; i < tries && !done(); i++) await new Promise((r) => setTimeout(r, 10))
-}
-
 t.test(`differential fuzzing: the upstream reads exactly the requests the proxy allowed (${SECONDS} s, seed ${SEED})`, async (t) => {
   const upstream = await recordingUpstream()
   t.teardown(upstream.close)
@@ -168,7 +165,7 @@ t.test(`differential fuzzing: the upstream reads exactly the requests the proxy 
     s.logs.length = 0
     const firstConnection = upstream.connections.length
     await exchange(s.port, bytes)
-    await until(() => upstream.connections.slice(firstConnection).every((c) => c.closed), 300)
+    await waitUntil(() => upstream.connections.slice(firstConnection).every((c) => c.closed), 300, 10)
     const conns = upstream.connections.slice(firstConnection)
     const allowed = s.logs.filter((l) => l.msg === 'http allowed')
     // What the proxy judged, as the client's bytes read under the same strict llhttp.

@@ -10,15 +10,13 @@ import t from 'tap'
 import { labEndpoints, nodeIfname } from '../lab/topology.js'
 import { PolicyEngine } from '../policy/engine.js'
 import { NodeEndpoints } from '../proxy/agent/node-endpoints.js'
+import { waitUntil } from './fixtures/wait.js'
 
 const ONE = 'endpoints:\n- { id: 1, name: tiefighter, interface: lxc-tf, ips: [198.18.1.10], labels: { class: tiefighter } }\n'
 const TWO = ONE + '- { id: 3, name: deathstar, interface: lxc-ds, ips: [198.18.2.10], labels: { class: deathstar } }\n'
 
-/** Waits (bounded) until `done` holds; the file is polled every 500 ms. */
-async function until(done: () => boolean): Promise<boolean> {
-  for (let i = 0; i < 40 && !done(); i++) await new Promise((r) => setTimeout(r, 100))
-  return done()
-}
+/** Waits (at most 4 s) until `done` holds; the file is polled every 500 ms. */
+const until = (done: () => boolean): Promise<boolean> => waitUntil(done, 40, 100)
 
 t.test('read at start, then each change applied in order; bad ones change nothing', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'l7-node-endpoints-'))

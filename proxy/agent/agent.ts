@@ -145,11 +145,11 @@ export class Agent {
     this.lines = new LineChunks(this.writeLines)
     this.logger = pino({ base: null, level: s.logLevel }, this.lines)
     const given = 'list' in s.endpoints ? s.endpoints.list : null
+    this.givenAndCni = given === null ? null : () => [...given, ...this.cni!.list()]
     this.cni =
       given === null
         ? null
-        : new CniEndpoints({ stateDir: s.state, labelsOf: runtimeLabels(s.cniLabelsCommand), onChange: (list) => this.applyEndpoints([...given, ...list]), exists: interfaceExists, logger: this.logger })
-    this.givenAndCni = given === null ? null : () => [...given, ...this.cni!.list()]
+        : new CniEndpoints({ stateDir: s.state, labelsOf: runtimeLabels(s.cniLabelsCommand), onChange: () => this.applyEndpoints(this.givenAndCni!()), exists: interfaceExists, logger: this.logger })
     const source = this.givenAndCni === null ? s.endpoints : { list: this.givenAndCni() }
     this.endpoints = step('file' in s.endpoints ? `endpoints ${s.endpoints.file}` : 'endpoints', () => new NodeEndpoints(source, this.engine, this.logger))
     // A bad file given by name is a start-up error; a directory's bad files are refused and logged.

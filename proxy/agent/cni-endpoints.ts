@@ -8,7 +8,9 @@ import { existsSync, mkdirSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import type { Logger } from 'pino'
 import { writeFileAtomic } from '../../lib/atomic-write.js'
+import { isInterfaceName } from '../../lib/interface-name.js'
 import { parseIPv4 } from '../../policy/cidr.js'
+import { CONTAINER_ID } from '../cni/cni-protocol.js'
 import { AdminQueryError } from './admin-server.js'
 import type { NodeEndpoint } from './endpoints-file.js'
 
@@ -47,8 +49,6 @@ const FIRST_ID = 1000
 const INIT_LABELS = { 'reserved:init': '' }
 /** Namespaced policies select endpoints of their namespace: a container without one is in `default`. */
 const NAMESPACE = 'io.kubernetes.pod.namespace'
-const CONTAINER_ID = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,255}$/
-const IFNAME = /^[^/:\s]{1,15}$/
 
 /** An ADD's registration from the admin API's body; a 400 saying what is wrong. */
 export function parseAttachment(body: string): CniAttachment {
@@ -58,9 +58,9 @@ export function parseAttachment(body: string): CniAttachment {
   } catch {
     throw new AdminQueryError('the registration is not JSON')
   }
-  if (typeof v.containerId !== 'string' || !CONTAINER_ID.test(v.containerId)) throw new AdminQueryError('containerId: expected a container id')
-  if (typeof v.ifname !== 'string' || !IFNAME.test(v.ifname)) throw new AdminQueryError('ifname: expected an interface name')
-  if (typeof v.interface !== 'string' || !IFNAME.test(v.interface)) throw new AdminQueryError('interface: expected an interface name')
+  if (typeof v.containerId !== 'string' || v.containerId.length > 256 || !CONTAINER_ID.test(v.containerId)) throw new AdminQueryError('containerId: expected a container id')
+  if (typeof v.ifname !== 'string' || !isInterfaceName(v.ifname)) throw new AdminQueryError('ifname: expected an interface name')
+  if (typeof v.interface !== 'string' || !isInterfaceName(v.interface)) throw new AdminQueryError('interface: expected an interface name')
   if (!Array.isArray(v.ips) || v.ips.length === 0 || v.ips.some((ip) => typeof ip !== 'string' || parseIPv4(ip) === null)) throw new AdminQueryError('ips: expected IPv4 addresses')
   return { containerId: v.containerId, ifname: v.ifname, interface: v.interface, ips: v.ips }
 }

@@ -20,6 +20,7 @@
 //   logging: { level: info }       # trace | debug | info | warn | error | fatal
 //   admin: { socket: /run/l7proxy/agent-main.sock, metrics: 127.0.0.1:9962 }   # metrics: off for none
 
+import { INTERFACE_NAME_RULE, isInterfaceName } from '../../lib/interface-name.js'
 import { isValidLabName } from './lab-name.js'
 import { PODMAN_LABELS_COMMAND } from './runtime-labels.js'
 import { projectRoot } from '../../lib/project-root.js'
@@ -127,9 +128,6 @@ function absolutePath(n: YNode): string | null {
   return s.startsWith('/') ? s : n.fail(`'${s}' is not an absolute path`)
 }
 
-/** A Linux interface name (IFNAMSIZ less its NUL). */
-const INTERFACE_NAME = /^[^/:\s]{1,15}$/
-
 /** `ADDRESS:PORT` (IPv4; port 0: any free one) or `off`. */
 function metricsAddress(n: YNode): { address: string; port: number } | null | undefined {
   const s = n.string()
@@ -167,7 +165,7 @@ export function parseConfigText(text: string, file: string): ConfigLayer {
     if (f.interfaces) {
       const names = f.interfaces.list()?.map((n) => {
         const name = n.string()
-        return name === null || INTERFACE_NAME.test(name) ? name : n.fail(`'${name}' is not an interface name (1-15 characters, no '/', ':' or spaces)`)
+        return name === null || isInterfaceName(name) ? name : n.fail(`'${name}' is not an interface name (${INTERFACE_NAME_RULE})`)
       })
       if (names && !names.includes(null)) out.interfaces = names as string[]
     }

@@ -7,6 +7,7 @@
 //   - { id: 1, name: tiefighter, interface: lxc-tiefighter, ips: [198.18.1.10],
 //       labels: { org: empire, class: tiefighter } }
 
+import { INTERFACE_NAME_RULE, isInterfaceName } from '../../lib/interface-name.js'
 import { parsePrefix } from '../../policy/cidr.js'
 import { formatIssue, type PolicyIssue } from '../../policy/errors.js'
 import { readDocument } from '../../policy/yaml-reader.js'
@@ -29,9 +30,6 @@ export class EndpointsFileError extends Error {
   }
 }
 
-/** Linux interface names: 1-15 characters, no '/', whitespace or ':'. */
-const IFNAME = /^[A-Za-z0-9_.-]{1,15}$/
-
 export function parseEndpointsText(text: string, file: string): NodeEndpoint[] {
   const { root, ctx, syntax } = readDocument(text, file)
   if (syntax.length > 0) throw new EndpointsFileError(syntax)
@@ -43,7 +41,7 @@ export function parseEndpointsText(text: string, file: string): NodeEndpoint[] {
     if (!f?.id || !f.interface || !f.ips || !f.labels) continue // what is missing is reported
     const id = f.id.integer(1, 65535)
     const iface = f.interface.string()
-    if (iface !== null && !IFNAME.test(iface)) f.interface.fail(`'${iface}' is not an interface name (1-15 letters, digits, '_', '.', '-')`)
+    if (iface !== null && !isInterfaceName(iface)) f.interface.fail(`'${iface}' is not an interface name (${INTERFACE_NAME_RULE})`)
     const ips: string[] = []
     for (const n of f.ips.list() ?? []) {
       const ip = n.string()

@@ -3,6 +3,8 @@
 // CNI_IFNAME, CNI_ARGS, CNI_PATH) and the network configuration on stdin, checked whole; results
 // and errors written as the spec's JSON. Pure: no I/O.
 
+import { isInterfaceName } from '../../lib/interface-name.js'
+
 /** The versions whose configurations and results this plugin reads and writes. */
 export const SUPPORTED_VERSIONS = ['0.3.0', '0.3.1', '0.4.0', '1.0.0'] as const
 
@@ -62,8 +64,8 @@ export interface CniRequest {
   version: string
 }
 
-const CONTAINER_ID = /^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/
-const IFNAME = /^[^/:\s]{1,15}$/
+/** A container id as the spec allows it: an alphanumeric, then alphanumerics, '_', '.' or '-'. */
+export const CONTAINER_ID = /^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/
 const COMMANDS: readonly string[] = ['ADD', 'DEL', 'CHECK', 'VERSION']
 
 function invalidEnv(name: string, why: string): CniError {
@@ -121,7 +123,7 @@ export function parseRequest(env: Record<string, string | undefined>, stdin: str
   const containerId = env.CNI_CONTAINERID ?? ''
   if (!CONTAINER_ID.test(containerId)) throw invalidEnv('CNI_CONTAINERID', containerId === '' ? 'missing' : `'${containerId}' is not a container id`)
   const ifname = env.CNI_IFNAME ?? ''
-  if (!IFNAME.test(ifname)) throw invalidEnv('CNI_IFNAME', ifname === '' ? 'missing' : `'${ifname}' is not an interface name`)
+  if (!isInterfaceName(ifname)) throw invalidEnv('CNI_IFNAME', ifname === '' ? 'missing' : `'${ifname}' is not an interface name`)
   const netns = env.CNI_NETNS ?? ''
   if (command !== 'DEL' && !netns.startsWith('/')) throw invalidEnv('CNI_NETNS', netns === '' ? 'missing' : `'${netns}' is not a path`)
   return {

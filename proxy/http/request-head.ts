@@ -29,28 +29,31 @@ export function hostProblem(host: string): string | null {
   return null
 }
 
-/** Field i's name lower-cased with '_' as '-', if it has a '_'; else null (most names: no string is made). */
-function underscoreReading(fields: HeadFields, i: number): string | null {
+/** Whether field i's name has a '_' (looked at in place: most heads have none, and make no string). */
+function hasUnderscore(fields: HeadFields, i: number): boolean {
   const b = fields.bytes
-  const at = fields.nameAt(i)
-  const end = at + fields.nameLength(i)
-  let k = at
-  while (k < end && b[k] !== 0x5f) k++
-  if (k === end) return null
-  return fields.name(i).toLowerCase().replaceAll('_', '-')
+  const end = fields.nameAt(i) + fields.nameLength(i)
+  for (let k = fields.nameAt(i); k < end; k++) if (b[k] === 0x5f) return true
+  return false
 }
 
-/** A field named with '_' that servers could read as another one, or null. */
+/** A field named with '_' that servers could read as another one, or null. One pass over the names. */
 function lookAlike(fields: HeadFields): string | null {
-  for (let i = 0; i < fields.count; i++) {
-    const reading = underscoreReading(fields, i)
-    if (reading === null) continue
-    const name = fields.name(i)
-    if (PROXY_OWNED_FIELDS.has(reading)) return `'${name}' reads as ${reading} to servers that take '_' for '-'`
-    for (let j = 0; j < fields.count; j++) {
-      if (j === i) continue
-      const other = underscoreReading(fields, j) ?? fields.name(j).toLowerCase()
-      if (other === reading) return `'${name}' and '${fields.name(j)}' are one field to servers that take '_' for '-'`
+  let i = 0
+  while (i < fields.count && !hasUnderscore(fields, i)) i++
+  if (i === fields.count) return null
+  // Each name as such a server reads it, to the first field of that reading.
+  const readings = new Map<string, number>()
+  for (let k = 0; k < fields.count; k++) {
+    const name = fields.name(k)
+    const reading = name.toLowerCase().replaceAll('_', '-')
+    const underscore = name.includes('_')
+    if (underscore && PROXY_OWNED_FIELDS.has(reading)) return `'${name}' reads as ${reading} to servers that take '_' for '-'`
+    const first = readings.get(reading)
+    if (first === undefined) readings.set(reading, k)
+    else if (underscore || fields.name(first).includes('_')) {
+      const [odd, other] = underscore ? [name, fields.name(first)] : [fields.name(first), name]
+      return `'${odd}' and '${other}' are one field to servers that take '_' for '-'`
     }
   }
   return null
