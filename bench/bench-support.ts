@@ -234,3 +234,9 @@ export function pinProcess(pid: number, cpus: string): void {
 export function pinLabServers(layout: CpuLayout, lab: LabState): void {
   if (layout.rest !== null) for (const p of lab.processes) pinProcess(p.pid, layout.rest)
 }
+
+/**
+ * A benchmark's load comes from one client pod: the per-source DNS query rate is lifted (its peers,
+ * dnsdist and HAProxy, have none by default), the connection and stream budgets stay as a node has them.
+ */
+export const ONE_CLIENT = { dnsQueries: { perSecondPerSource: 0 } } as const

@@ -24,7 +24,7 @@ import { findHost, hostNetns, nodeNetns } from '../lab/topology.js'
 import { LAB_PROXY_PORTS, labProxyAddress, startLabNode } from '../lab/node-agent.js'
 import { renderTable } from '../proxy/cli/table.js'
 import type { RedirectMode } from '../redirect-bpf/modes/redirect-mode.js'
-import { UsageError, benchOptions, benchPin, inLabRounds, medianRun, modeOption, percentile, runBench, stopScenario, wholeOption, withProxyCpu, writeResult, type RunningScenario } from './bench-support.js'
+import { ONE_CLIENT, UsageError, benchOptions, benchPin, inLabRounds, medianRun, modeOption, percentile, runBench, stopScenario, wholeOption, withProxyCpu, writeResult, type RunningScenario } from './bench-support.js'
 import { dnsperf, type LoadResult } from './load-generators.js'
 import { DNS_QUERY_NAMES } from './compare/workloads.js'
 import { startDnsdist } from './peers/dnsdist.js'
@@ -77,7 +77,7 @@ function pinOf(s: Scenario): string {
 async function startScenario(s: Scenario, mode: RedirectMode, dir: string, dnsThreads: number): Promise<RunningScenario> {
   const policyFile = join(dir, `${s}.yaml`)
   writeFileSync(policyFile, policy(s !== 'direct'))
-  const node = await startLabNode({ lab: LAB, mode, policyFile, pin: pinOf(s), dns: s === 'dnsdist' ? 'external' : 'builtin', dnsThreads, logFile: join(dir, `${s}-flows.log`) })
+  const node = await startLabNode({ lab: LAB, mode, policyFile, pin: pinOf(s), dns: s === 'dnsdist' ? 'external' : 'builtin', dnsThreads, logFile: join(dir, `${s}-flows.log`), overload: ONE_CLIENT })
   if (s !== 'dnsdist') return { node, proxyPid: s === 'l7proxy' ? node.pid : null, peerPid: null }
   return startDnsdist(node, nodeNetns(LAB), dir, { listen: labProxyAddress(mode), port: LAB_PROXY_PORTS.dns, server: `${DNS_SERVER}:53` })
 }

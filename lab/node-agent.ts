@@ -11,7 +11,7 @@ import { GATEWAY_IP, LAB_HOSTS, labEndpoints, nodeIfname, nodeNetns } from './to
 import { distPath } from '../lib/project-root.js'
 import type { AgentSettings } from '../proxy/agent/agent.js'
 import { agentSettings, type NodePart } from '../proxy/agent/agent-settings.js'
-import { DEFAULT_PROXY_PORTS, defaultConfig, type AgentConfig } from '../proxy/agent/config.js'
+import { DEFAULT_PROXY_PORTS, resolveConfig, type AgentConfig, type ConfigLayer } from '../proxy/agent/config.js'
 import { parseMode } from '../redirect-bpf/modes/redirect-mode.js'
 
 /** Where the node agent's proxies listen (the datapath steers there): the agent's defaults. */
@@ -71,6 +71,8 @@ export interface LabNodeOptions {
   endpointsFile?: string
   /** JSON lines go to this file instead of stdout (lines() then reads it). */
   logFile?: string
+  /** Overload settings over the defaults (a benchmark from one client lifts the per-source ones). */
+  overload?: ConfigLayer['overload']
   readyTimeoutMs?: number
 }
 
@@ -88,7 +90,7 @@ export interface LabNode {
 }
 
 export async function startLabNode(o: LabNodeOptions): Promise<LabNode> {
-  const config = { ...defaultConfig(o.lab), mode: parseMode(o.mode) }
+  const config = resolveConfig([{ lab: o.lab, mode: parseMode(o.mode), ...(o.overload ? { overload: o.overload } : {}) }])
   if (o.endpointsFile !== undefined) config.endpointsFile = o.endpointsFile
   const settings = agentSettings(config, {
     ...labNodePart(config),

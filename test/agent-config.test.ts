@@ -26,6 +26,13 @@ t.test('defaults: on this host, sk-assign, /etc/l7proxy/policies, no endpoints; 
     caDirectory: '/var/lib/l7proxy/ca',
     dns: { rejectCode: 'REFUSED', minTtlSeconds: 3600, maxIpsPerName: 50, maxDelayMs: 100, threads: 1 },
     cni: { labelsCommand: ['podman', 'container', 'inspect', '--format', '{{json .Config.Labels}}'] },
+    overload: {
+      connections: { perSource: 8192, perIdentity: 32768, perNode: 0 },
+      streams: { perSource: 4096, perIdentity: 16384 },
+      dnsQueries: { perSecondPerSource: 2000, burst: 2000 },
+      pressure: { connectionsPercent: 80, memoryMB: 1024, headersTimeoutMs: 2000, idleTimeoutMs: 5000 },
+      fileLimit: 0,
+    },
     logging: { level: 'info' },
     admin: { socket: '/run/l7proxy/agent.sock', metrics: { address: '127.0.0.1', port: 9962 } },
   })

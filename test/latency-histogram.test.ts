@@ -37,8 +37,22 @@ t.test('scraped as a Prometheus histogram: cumulative buckets by protocol, +Inf,
     policyRevision: () => 1,
     requestDurations: () => ({ http: http.snapshot(), dns: emptySnapshot() }),
     dnsEnforce: () => enforce.snapshot(),
+    overload: () => ({
+      fileLimit: 1024,
+      limits: { connectionsPerSource: 10, connectionsPerIdentity: 20, connectionsPerNode: 30, streamsPerSource: 40, streamsPerIdentity: 50 },
+      open: { connections: 3, streams: 4 },
+      refused: { connections: { source: 5, identity: 0, node: 0 }, streams: { source: 6, identity: 0 }, dnsQueries: 7 },
+      dnsQueries: { perSecondPerSource: 100, burst: 200 },
+      pressure: { now: true, episodes: 1, connectionsPercent: 80, memoryMB: 64, headersTimeoutMs: 2000, idleTimeoutMs: 5000 },
+      rssBytes: 123,
+    }),
   })
   const text = await m.text()
+  t.match(text, /^l7proxy_overload_refused_total\{what="connection",budget="source"\} 5$/m, 'refusals by what and budget')
+  t.match(text, /^l7proxy_overload_refused_total\{what="dns_query",budget="source"\} 7$/m)
+  t.match(text, /^l7proxy_overload_limit\{setting="connectionsPerNode"\} 30$/m, 'each setting in force')
+  t.match(text, /^l7proxy_overload_limit\{setting="pressureIdleTimeoutMs"\} 5000$/m)
+  t.match(text, /^l7proxy_overload_pressure 1$/m)
   t.match(text, /^# TYPE l7proxy_request_duration_seconds histogram$/m)
   t.match(text, /^l7proxy_request_duration_seconds_bucket\{protocol="http",le="0\.0005"\} 1$/m, 'le=0.0005: one')
   t.match(text, /^l7proxy_request_duration_seconds_bucket\{protocol="http",le="0\.001"\} 2$/m, 'le=0.001: two, cumulative')

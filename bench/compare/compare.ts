@@ -15,7 +15,7 @@ import { startLabNode } from '../../lab/node-agent.js'
 import { renderTable } from '../../proxy/cli/table.js'
 import { UsageError } from '../../proxy/cli/usage-error.js'
 import { cgroup2Root } from '../../redirect-bpf/cgroup.js'
-import { benchOptions, benchPin, cpuSeconds, inLabRounds, medianRun, stopScenario, wholeOption, writeResult } from '../bench-support.js'
+import { ONE_CLIENT, benchOptions, benchPin, cpuSeconds, inLabRounds, medianRun, stopScenario, wholeOption, writeResult } from '../bench-support.js'
 import type { LoadResult } from '../load-generators.js'
 import { COMPARE_MODES, carries, contender, modeLabel, startPeer, type CompareMode } from './contenders.js'
 import { renderReport, type ReportCell } from './report-html.js'
@@ -99,7 +99,7 @@ export async function runCompare(args: string[], out: (s: string) => void, err: 
       const logFile = join(dir, 'node.log')
       // sockmap: the node, the peer (if any) and the client are in the lab's cgroup, as its servers are.
       const cgroup = how.datapath === 'sockmap' ? join(cgroup2Root(), labCgroupName(lab)) : null
-      const node = await startLabNode({ lab, mode: how.datapath, policyFile, pin, threads, logFile, ...(cgroup ? { sockmapCgroup: labCgroupName(lab) } : {}), ...(how.peer === 'haproxy' ? { http: 'external' } : how.peer === 'dnsdist' ? { dns: 'external' } : {}) })
+      const node = await startLabNode({ lab, mode: how.datapath, policyFile, pin, threads, logFile, overload: ONE_CLIENT, ...(cgroup ? { sockmapCgroup: labCgroupName(lab) } : {}), ...(how.peer === 'haproxy' ? { http: 'external' } : how.peer === 'dnsdist' ? { dns: 'external' } : {}) })
       hold(async () => void (await node.stop()))
       const peer = how.peer === null ? null : await startPeer(mode, w, node, { lab, dir, threads, cgroup })
       // The peer (if any) and the node; stopping again is a no-op.

@@ -32,6 +32,7 @@ export function agentSettings(c: AgentConfig, node: NodePart): AgentSettings {
     metricsFd: null,
     admin: c.admin.socket,
     cniLabelsCommand: c.cni.labelsCommand,
+    overload: c.overload,
     ...node,
   }
 }

@@ -35,6 +35,13 @@ import { runtimeLabels } from './runtime-labels.js'
 import type { ProxyWorkerInput } from './proxy-worker.js'
 import { startProxyWorkers, type ProxyWorkers } from './proxy-workers.js'
 import { startThreadProxies, type DnsLaneInput, type ThreadProxies } from './thread-proxies.js'
+import { raiseFileLimit } from '../overload/file-limit.js'
+import { budgetLimits, connectionsForFileLimit, pressureConnections, type OverloadSettings, type OverloadStatus } from '../overload/overload-settings.js'
+import { PressureMonitor } from '../overload/pressure-monitor.js'
+import { SharedBudget } from '../overload/shared-budget.js'
+import type { OverloadInput } from '../overload/thread-overload.js'
+import type { FileLimit } from '../../lib/libc.js'
+import { formatIPv4 } from '../../policy/cidr.js'
 
 export interface AgentSettings {
   mode: RedirectMode
@@ -73,6 +80,8 @@ export interface AgentSettings {
   admin: string | null
   /** How a CNI-added container's labels are asked: the command, its id appended (runtime-labels.ts). */
   cniLabelsCommand: string[]
+  /** Budgets per source, identity and node, the DNS query rate, pressure, the open-file limit. */
+  overload: OverloadSettings
 }
 
 /** A start-up step that failed: what, and why. Nothing the agent made is left behind. */
@@ -126,6 +135,9 @@ export class Agent {
   private admin: { close(): Promise<void> } | null = null
   private totals: ProxyTotals | null = null
   private kernelFeed: NodeJS.Timeout | null = null
+  private budget: SharedBudget | null = null
+  private pressure: PressureMonitor | null = null
+  private files: FileLimit | null = null
   private dnsThreads = 0
   private readonly startedAt = Date.now()
   /** A person at a terminal reads lines as text; a file or a pipe gets the JSON. */
@@ -180,9 +192,30 @@ export class Agent {
     return agent
   }
 
+  /**
+   * The open-file limit raised, and the node's budgets under it (shared with every thread); a
+   * configured node budget above what the files allow is lowered to it.
+   */
+  private overloadInput(): OverloadInput {
+    const o = this.settings.overload
+    const files = (this.files = step('open-file limit', () => raiseFileLimit(o.fileLimit)))
+    const limits = budgetLimits(o, files.soft)
+    const most = connectionsForFileLimit(files.soft)
+    if (limits.connectionsPerNode > most) {
+      this.logger.warn({ configured: limits.connectionsPerNode, fileLimit: files.soft, connectionsPerNode: most }, 'overload: node connection budget lowered to what the open-file limit allows')
+      limits.connectionsPerNode = most
+    }
+    const budget = (this.budget = SharedBudget.create(limits))
+    const line = pressureConnections(o, limits)
+    this.pressure = new PressureMonitor({ budget, connections: line, memoryBytes: o.pressure.memoryMB * 2 ** 20, logger: this.logger })
+    this.pressure.start()
+    return { budget: budget.buffer, pressureConnections: line, pressureHeadersMs: o.pressure.headersTimeoutMs, pressureIdleMs: o.pressure.idleTimeoutMs }
+  }
+
   private async bringUp(): Promise<void> {
     const s = this.settings
     const { engine, logger } = this
+    const overload = this.overloadInput()
     const dp = (this.datapath = step('datapath', () =>
       Datapath.start({ mode: s.mode, pinRoot: s.pin, proxyAddress: s.proxyAddress, proxyPorts: [s.proxyPorts.http, s.proxyPorts.dns], ...(s.sockmapCgroup ? { cgroupName: s.sockmapCgroup } : {}) }),
     ))
@@ -221,7 +254,10 @@ export class Agent {
     // The proxies' socket groups. DNS answers leave from the server the client asked, through a
     // transparent socket bound to its address (dnat: conntrack rewrites the proxy's own).
     const answerFrom = s.mode === 'dnat' ? 'listener' : 'server'
-    const lane = (fd: number): DnsLaneInput => ({ fd, proxymapFd: dp.proxymapFd, answerFrom, rejectCode: s.dnsReject, maxDelayMs: s.dnsMaxDelayMs })
+    // A source's queries spread over the DNS threads by their port: each allows its share of the rate.
+    const q = s.overload.dnsQueries
+    const rate = { perSecond: q.perSecondPerSource / s.dnsThreads, burst: Math.max(1, Math.ceil(q.burst / s.dnsThreads)) }
+    const lane = (fd: number): DnsLaneInput => ({ fd, proxymapFd: dp.proxymapFd, answerFrom, rejectCode: s.dnsReject, maxDelayMs: s.dnsMaxDelayMs, rate })
     const dnsFds = s.dns === 'builtin' ? Array.from({ length: s.dnsThreads }, () => transparentUdpSocket(s.proxyAddress, s.proxyPorts.dns, { reusePort: true })) : []
     this.dnsThreads = dnsFds.length
     const dnsTcpFd = s.dns === 'builtin' ? transparentTcpListener(s.proxyAddress, s.proxyPorts.dns) : null
@@ -242,6 +278,7 @@ export class Agent {
       engine,
       logger,
       caDir: s.caDir,
+      overload,
       http: httpFds.length > 0 ? { fd: httpFds[0]!, ...(dnat ? { flowOf } : {}) } : null,
       dns:
         dnsFds.length > 0
@@ -257,6 +294,7 @@ export class Agent {
         dns: dnsFds[i] === undefined ? null : lane(dnsFds[i]!),
         proxyPorts: s.proxyPorts,
         caDir: s.caDir,
+        overload,
         logLevel: s.logLevel,
         endpoints: this.endpoints.list,
         fqdns: fqdns.names(),
@@ -275,6 +313,7 @@ export class Agent {
       policyRevision: () => engine.policyRevision,
       requestDurations: () => ({ http: totals.httpDurations(), dns: totals.dnsDurations() }),
       dnsEnforce: () => totals.dnsEnforce(),
+      overload: () => this.overloadStatus(),
     })
     // Live policy and endpoints: each accepted change reaches the kernel maps, then every proxy thread.
     this.policies.watch({ writeMaps, tellThreads: (file, text) => this.workers?.updatePolicy(file, text), observe: (seconds) => metrics.policyApply.observe(seconds) })
@@ -330,6 +369,21 @@ export class Agent {
     return kernel
   }
 
+  /** The budgets, what they hold and refused, and the pressure, for status and metrics. */
+  private overloadStatus(): OverloadStatus {
+    const b = this.budget!
+    const o = this.settings.overload
+    return {
+      fileLimit: this.files!.soft,
+      limits: b.limits,
+      open: { connections: b.connections, streams: b.streams },
+      refused: { ...b.refusals(), dnsQueries: this.totals?.dns().rateLimited ?? 0 },
+      dnsQueries: o.dnsQueries,
+      pressure: { now: b.underPressure, episodes: this.pressure!.episodes, ...o.pressure },
+      rssBytes: process.memoryUsage.rss(),
+    }
+  }
+
   /** What the agent is doing, for `l7proxy status`. */
   status(): Record<string, unknown> {
     const s = this.settings
@@ -345,12 +399,14 @@ export class Agent {
       http: this.main?.http ? { listening: `${s.proxyAddress}:${s.proxyPorts.http}`, threads: this.httpThreads, connections, requests } : { listening: 'external', threads: 0 },
       dns: { listening: `${s.proxyAddress}:${s.proxyPorts.dns}/udp`, threads: this.dnsThreads, queries: totals.dns(), queriesByThread: totals.dnsByThread() },
       kernelPackets: this.kernelPacketTotals(),
+      overload: { ...this.overloadStatus(), topSources: this.budget!.topSources(5).map((t) => ({ ...t, source: formatIPv4(t.source) })) },
     }
   }
 
   /** Takes down what the agent put up (the datapath last: steered flows fail closed meanwhile) and writes its last lines. */
   async stop(): Promise<void> {
     this.policies.close()
+    this.pressure?.stop()
     this.fqdns?.close()
     this.endpoints.close()
     this.cni?.close()

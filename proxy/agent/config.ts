@@ -17,6 +17,12 @@
 //   dns: { rejectCode: REFUSED, minTtlSeconds: 3600, maxIpsPerName: 50, maxDelayMs: 100, threads: 1 }
 //   cni: { labelsCommand: [podman, container, inspect, --format, '{{json .Config.Labels}}'] }
 //                                  # how a CNI-added container's labels are asked (its id last)
+//   overload:                      # one source must not starve the others (docs: overload)
+//     connections: { perSource: 8192, perIdentity: 32768, perNode: 0 }   # perNode 0: from the file limit
+//     streams: { perSource: 4096, perIdentity: 16384 }                     # HTTP/2, over all connections
+//     dnsQueries: { perSecondPerSource: 2000, burst: 2000 }                # 0: no limit
+//     pressure: { connectionsPercent: 80, memoryMB: 1024, headersTimeoutMs: 2000, idleTimeoutMs: 5000 }
+//     fileLimit: 0                 # open files the agent raises its limit to; 0: what the host allows
 //   logging: { level: info }       # trace | debug | info | warn | error | fatal
 //   admin: { socket: /run/l7proxy/agent-main.sock, metrics: 127.0.0.1:9962 }   # metrics: off for none
 
@@ -30,6 +36,7 @@ import { REDIRECT_MODES, type RedirectMode } from '../../redirect-bpf/modes/redi
 import { agentSocketPath } from './admin-socket.js'
 import { DEFAULT_CA_DIR } from '../../certs/local-ca.js'
 import { parseIPv4 } from '../../policy/cidr.js'
+import { DEFAULT_OVERLOAD, type OverloadSettings } from '../overload/overload-settings.js'
 
 /** Where the proxies listen unless configured otherwise (the datapath steers there). */
 export const DEFAULT_PROXY_PORTS = { http: 15001, dns: 15053 } as const
@@ -59,6 +66,7 @@ export interface AgentConfig {
   dns: { rejectCode: RejectCode; minTtlSeconds: number; maxIpsPerName: number; maxDelayMs: number; threads: number }
   /** labelsCommand: run with a CNI-added container's id last, prints its labels as JSON. */
   cni: { labelsCommand: string[] }
+  overload: OverloadSettings
   logging: { level: LogLevel }
   /** metrics: where Prometheus scrapes /metrics (address:port, in the namespace the agent is started in), or null. */
   admin: { socket: string; metrics: { address: string; port: number } | null }
@@ -80,6 +88,7 @@ export interface ConfigLayer {
   caDirectory?: string
   dns?: { rejectCode?: RejectCode; minTtlSeconds?: number; maxIpsPerName?: number; maxDelayMs?: number; threads?: number }
   cni?: { labelsCommand?: string[] }
+  overload?: { [K in keyof OverloadSettings]?: OverloadSettings[K] extends number ? number : Partial<OverloadSettings[K]> }
   logging?: { level?: LogLevel }
   admin?: { socket?: string; metrics?: { address: string; port: number } | null }
 }
@@ -110,6 +119,7 @@ export function defaultConfig(lab: string | null = null): AgentConfig {
     // --tofqdns-proxy-response-max-delay.
     dns: { rejectCode: 'REFUSED', minTtlSeconds: 3600, maxIpsPerName: 50, maxDelayMs: 100, threads: 1 },
     cni: { labelsCommand: [...PODMAN_LABELS_COMMAND] },
+    overload: structuredClone(DEFAULT_OVERLOAD),
     logging: { level: 'info' },
     // Next to Cilium's agent (9962), as Envoy's (9964) is.
     admin: { socket: agentSocketPath(lab), metrics: { address: '127.0.0.1', port: 9962 } },
@@ -147,7 +157,7 @@ export function parseConfigText(text: string, file: string): ConfigLayer {
   if (syntax.length > 0) throw new ConfigError(syntax)
   const out: ConfigLayer = {}
   if (root === null) return out // an empty file: all defaults
-  const f = root.fields(['lab', 'mode', 'policyDirectory', 'endpointsFile', 'interfaces', 'proxy', 'bpffs', 'stateDirectory', 'caDirectory', 'dns', 'cni', 'logging', 'admin'])
+  const f = root.fields(['lab', 'mode', 'policyDirectory', 'endpointsFile', 'interfaces', 'proxy', 'bpffs', 'stateDirectory', 'caDirectory', 'dns', 'cni', 'overload', 'logging', 'admin'])
   if (f) {
     if (f.lab) {
       const lab = f.lab.string()
@@ -201,6 +211,10 @@ export function parseConfigText(text: string, file: string): ConfigLayer {
         else out.cni = { labelsCommand: argv as string[] }
       }
     }
+    if (f.overload) {
+      const o = overloadLayer(f.overload)
+      if (o) out.overload = o
+    }
     const logging = f.logging?.fields(['level'])
     if (logging?.level) out.logging = { level: oneOf(logging.level, LOG_LEVELS, 'log level') ?? undefined }
     const admin = f.admin?.fields(['socket', 'metrics'])
@@ -215,6 +229,35 @@ export function parseConfigText(text: string, file: string): ConfigLayer {
   }
   if (ctx.issues.length > 0) throw new ConfigError(ctx.issues)
   return out
+}
+
+/** Each overload field: its section, and the integers it may be. */
+const OVERLOAD_FIELDS = {
+  connections: { perSource: [0, 1 << 30], perIdentity: [0, 1 << 30], perNode: [0, 1 << 30] },
+  streams: { perSource: [0, 1 << 30], perIdentity: [0, 1 << 30] },
+  dnsQueries: { perSecondPerSource: [0, 10_000_000], burst: [1, 10_000_000] },
+  pressure: { connectionsPercent: [1, 100], memoryMB: [16, 1 << 24], headersTimeoutMs: [10, 3_600_000], idleTimeoutMs: [10, 3_600_000] },
+} as const
+
+function overloadLayer(n: YNode): ConfigLayer['overload'] | null {
+  const f = n.fields([...Object.keys(OVERLOAD_FIELDS), 'fileLimit'])
+  if (!f) return null
+  const out: Record<string, unknown> = {}
+  for (const [section, ranges] of Object.entries(OVERLOAD_FIELDS)) {
+    const s = f[section]?.fields(Object.keys(ranges))
+    if (!s) continue
+    const values: Record<string, number> = {}
+    for (const [name, [min, max]] of Object.entries(ranges) as Array<[string, readonly [number, number]]>) {
+      const v = s[name]?.integer(min, max)
+      if (v !== undefined && v !== null) values[name] = v
+    }
+    out[section] = values
+  }
+  if (f.fileLimit) {
+    const v = f.fileLimit.integer(0, 1 << 30)
+    if (v !== null) out.fileLimit = v
+  }
+  return out as ConfigLayer['overload']
 }
 
 const ENVIRONMENT: Array<[string, (v: string) => string]> = [
@@ -260,6 +303,14 @@ export function resolveConfig(layers: readonly ConfigLayer[]): AgentConfig {
       threads: layer.dns?.threads ?? c.dns.threads,
     }
     c.cni = { labelsCommand: layer.cni?.labelsCommand ?? c.cni.labelsCommand }
+    const o = layer.overload
+    c.overload = {
+      connections: { ...c.overload.connections, ...o?.connections },
+      streams: { ...c.overload.streams, ...o?.streams },
+      dnsQueries: { ...c.overload.dnsQueries, ...o?.dnsQueries },
+      pressure: { ...c.overload.pressure, ...o?.pressure },
+      fileLimit: o?.fileLimit ?? c.overload.fileLimit,
+    }
     c.logging = { level: layer.logging?.level ?? c.logging.level }
     c.admin = { socket: layer.admin?.socket ?? c.admin.socket, metrics: layer.admin?.metrics !== undefined ? layer.admin.metrics : c.admin.metrics }
   }

@@ -1,12 +1,13 @@
 // The agent's Prometheus metrics (prom-client), read from their sources when scraped: requests
 // by outcome and protocol from every proxy thread and how long they took, DNS queries by outcome
 // and how long their answers waited for the maps, learned names, the kernel's per-endpoint
-// verdict counters, the policy revision, and how long policy changes take to apply (observed as
-// they happen).
+// verdict counters, the policy revision, how long policy changes take to apply (observed as
+// they happen), and the overload budgets: their limits, what they hold and refused, the pressure.
 
 import { Counter, Gauge, Histogram, Registry } from 'prom-client'
 import type { Counter as KernelCounter } from '../../redirect-bpf/map-layout.js'
 import { LATENCY_BUCKETS, type HistogramSnapshot } from '../latency-histogram.js'
+import type { OverloadStatus } from '../overload/overload-settings.js'
 
 export interface MetricSources {
   httpRequests(): Record<string, number>
@@ -19,6 +20,7 @@ export interface MetricSources {
   requestDurations(): Record<string, HistogramSnapshot>
   /** DNS answers' arrival to the maps written. */
   dnsEnforce(): HistogramSnapshot
+  overload(): OverloadStatus
 }
 
 /**
@@ -89,6 +91,28 @@ export class AgentMetrics {
         },
       })
     }
+    totals('l7proxy_overload_refused_total', 'Connections, HTTP/2 streams and DNS queries refused because a budget was spent, by what and whose budget.', ['what', 'budget'], (set) => {
+      const r = src.overload().refused
+      for (const [budget, v] of Object.entries(r.connections)) set({ what: 'connection', budget }, v)
+      for (const [budget, v] of Object.entries(r.streams)) set({ what: 'stream', budget }, v)
+      set({ what: 'dns_query', budget: 'source' }, r.dnsQueries)
+    })
+    const limits: Gauge = new Gauge({
+      name: 'l7proxy_overload_limit',
+      help: 'The overload settings in force: budgets (0: none), the DNS query rate, the pressure lines and timeouts, the open-file limit.',
+      labelNames: ['setting'],
+      registers: [r],
+      collect() {
+        const o = src.overload()
+        const settings: Record<string, number> = { ...o.limits, dnsQueriesPerSecondPerSource: o.dnsQueries.perSecondPerSource, dnsQueriesBurst: o.dnsQueries.burst, fileLimit: o.fileLimit }
+        for (const k of ['connectionsPercent', 'memoryMB', 'headersTimeoutMs', 'idleTimeoutMs'] as const) settings[`pressure${k[0]!.toUpperCase()}${k.slice(1)}`] = o.pressure[k]
+        for (const [setting, v] of Object.entries(settings)) limits.set({ setting }, v)
+      },
+    })
+    gauge('l7proxy_overload_pressure', 'Whether the proxies are under pressure now (1): shorter timeouts, idle connections closed first.', () => Number(src.overload().pressure.now))
+    gauge('l7proxy_overload_connections', 'Client connections the budgets hold now, over every proxy thread (HTTP and DNS over TCP).', () => src.overload().open.connections)
+    gauge('l7proxy_overload_streams', 'HTTP/2 streams the budgets hold now.', () => src.overload().open.streams)
+    gauge('l7proxy_resident_memory_bytes', "The agent's resident memory.", () => src.overload().rssBytes)
     gauge('l7proxy_http_connections', 'Client connections open in the HTTP proxy threads.', () => src.httpConnections())
     gauge('l7proxy_fqdn_names', 'Names the DNS proxy learned addresses for (toFQDNs).', () => src.fqdnNames())
     gauge('l7proxy_policy_revision', 'The policy revision in force.', () => src.policyRevision())

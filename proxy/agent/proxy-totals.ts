@@ -40,7 +40,7 @@ export class ProxyTotals {
   }
 
   dns(): DnsStats {
-    return sum({ allowed: 0, denied: 0, invalid: 0, timedOut: 0 }, this.dnsByThread())
+    return sum({ allowed: 0, denied: 0, invalid: 0, timedOut: 0, rateLimited: 0 }, this.dnsByThread())
   }
 
   httpDurations(): HistogramSnapshot {

@@ -17,6 +17,7 @@ import type { ProxyStats } from '../http/http-proxy.js'
 import { LineChunks } from './line-chunks.js'
 import type { HistogramSnapshot } from '../latency-histogram.js'
 import { startThreadProxies, type DnsLaneInput } from './thread-proxies.js'
+import type { OverloadInput } from '../overload/thread-overload.js'
 
 export interface ProxyWorkerInput {
   /** A listening socket of the HTTP proxy (made by the main thread, which owns the process's cgroup and netns), or none. */
@@ -26,6 +27,7 @@ export interface ProxyWorkerInput {
   logLevel: string
   /** The local CA for TLS interception (null: none). */
   caDir: string | null
+  overload: OverloadInput
   endpoints: NodeEndpoint[]
   policies: Array<{ name: string; text: string }>
   /** Names' IPs the main thread's engine has (toFQDNs), as this worker starts. */
@@ -78,7 +80,7 @@ const relay = lane
     })
   : null
 for (const f of input.fqdns) relay?.setKnown(f.name, f.ips)
-const { http, dns, close } = await startThreadProxies({ engine, logger, caDir: input.caDir, http: input.http, dns: lane, learn: (qname, records) => relay!.learn(qname, records) })
+const { http, dns, close } = await startThreadProxies({ engine, logger, caDir: input.caDir, overload: input.overload, http: input.http, dns: lane, learn: (qname, records) => relay!.learn(qname, records) })
 
 /** Counters go to the main thread (for status and metrics) every STATS_MS and at the end. */
 const STATS_MS = 1_000

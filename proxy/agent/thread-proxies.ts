@@ -8,6 +8,7 @@ import type { PolicyEngine } from '../../policy/engine.js'
 import { proxymapLookup } from '../../redirect-bpf/map-layout.js'
 import { DnsProxy, type DnsProxyOptions } from '../dns/dns-proxy.js'
 import { HttpProxy, type HttpProxyOptions } from '../http/http-proxy.js'
+import { threadOverload, type OverloadInput } from '../overload/thread-overload.js'
 
 /** A thread's share of the DNS proxy (data: it crosses to worker threads). */
 export interface DnsLaneInput {
@@ -19,6 +20,8 @@ export interface DnsLaneInput {
   rejectCode: 'REFUSED' | 'NXDOMAIN'
   /** How long an answer waits for the main thread to write what it taught. */
   maxDelayMs: number
+  /** This thread's share of a source's DNS query rate. */
+  rate: { perSecond: number; burst: number }
 }
 
 export interface ThreadProxiesOptions {
@@ -26,6 +29,8 @@ export interface ThreadProxiesOptions {
   logger: Logger
   /** The local CA for TLS interception (null: none). */
   caDir: string | null
+  /** The node's budgets and pressure settings. */
+  overload: OverloadInput
   /** This thread's HTTP listener, and how the main thread in dnat mode finds a flow. */
   http: { fd: number; flowOf?: HttpProxyOptions['flowOf'] } | null
   /** This thread's DNS lane; the main thread's with its TCP listener. */
@@ -43,7 +48,8 @@ export interface ThreadProxies {
 export async function startThreadProxies(o: ThreadProxiesOptions): Promise<ThreadProxies> {
   const { engine, logger } = o
   const ca = o.caDir ? { caDir: o.caDir } : {}
-  const http = o.http ? new HttpProxy({ engine, logger, ...ca, ...(o.http.flowOf ? { flowOf: o.http.flowOf } : {}) }) : null
+  const overload = threadOverload(o.overload, logger)
+  const http = o.http ? new HttpProxy({ engine, logger, overload, ...ca, ...(o.http.flowOf ? { flowOf: o.http.flowOf } : {}) }) : null
   if (http) await http.listen({ fd: o.http!.fd })
   const lane = o.dns
   const dns = lane
@@ -55,6 +61,8 @@ export async function startThreadProxies(o: ThreadProxiesOptions): Promise<Threa
         rejectCode: lane.rejectCode,
         answerFrom: lane.answerFrom,
         learn: o.learn,
+        rate: lane.rate,
+        overload,
       })
     : null
   if (dns) await dns.listen(lane!.tcpFd === undefined ? { fd: lane!.fd } : { fd: lane!.fd, tcpFd: lane!.tcpFd })

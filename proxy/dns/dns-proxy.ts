@@ -8,6 +8,9 @@
 // UDP goes through a DatagramPump (batched reads and sends on raw sockets) and messages are read
 // from their bytes: per datagram, Node's dgram and dns-packet cost more than all the rest. A flow's addresses, and each name's verdict on it, are worked out once; its lines go
 // through a FlowLog's fixed template, as the HTTP proxy's do.
+// A source past its query rate (proxy/overload/source-rates.ts) is answered REFUSED before any
+// rule is asked, counted and logged at a bounded rate; TCP clients come out of the node's
+// connection budget as the HTTP proxy's do.
 
 import { connect, createServer, type Server, type Socket as TcpSocket } from 'node:net'
 import type { Logger } from 'pino'
@@ -22,6 +25,9 @@ import { DatagramPump } from './datagram-pump.js'
 import { DnsWireError, HEADER_BYTES, readAnswers, readQuery, typeName, type QueryInfo } from './dns-wire.js'
 import type { AnswerRecord } from './fqdn-cache.js'
 import { LatencyHistogram } from '../latency-histogram.js'
+import { SourceRates } from '../overload/source-rates.js'
+import { REFUSAL_NAMES, Refusal, sourceKey } from '../overload/shared-budget.js'
+import type { ThreadOverload } from '../overload/thread-overload.js'
 
 export interface Endpoint {
   address: string
@@ -58,6 +64,10 @@ export interface DnsProxyOptions {
   /** What a denied query gets. */
   rejectCode?: 'REFUSED' | 'NXDOMAIN'
   upstreamTimeoutMs?: number
+  /** Queries a second from one source address this thread answers (0 or none: no limit), and its burst. */
+  rate?: { perSecond: number; burst: number }
+  /** The node's budgets, for TCP clients, and the line for refusals. */
+  overload?: ThreadOverload
 }
 
 export interface DnsStats {
@@ -66,6 +76,8 @@ export interface DnsStats {
   invalid: number
   /** Allowed queries the server did not answer in time. */
   timedOut: number
+  /** Refused because their source was past its query rate. */
+  rateLimited: number
 }
 
 const DNS_UDP: L7Kind = { parser: 'dns', protocol: 'UDP' }
@@ -103,6 +115,8 @@ interface UdpClient extends Route {
 /** A flow as the proxy last resolved it. */
 interface FlowEntry {
   policy: FlowPolicy
+  /** The source address as the rate budget keys it. */
+  sourceKey: number
   /** `host:port` of each end, for log lines. */
   source: string
   destination: string
@@ -144,7 +158,7 @@ function answer(raw: Buffer, query: QueryInfo | null, rcode: number): Buffer {
 export class DnsProxy {
   /** The UDP socket (fd) queries arrive on, once listening. */
   listener = -1
-  readonly stats: DnsStats = { allowed: 0, denied: 0, invalid: 0, timedOut: 0 }
+  readonly stats: DnsStats = { allowed: 0, denied: 0, invalid: 0, timedOut: 0, rateLimited: 0 }
   /** How long answered queries took, from the query to the answer relayed (or refused). */
   readonly latency = new LatencyHistogram()
   /** From an allowed answer's arrival to the maps allowing what it named being written. */
@@ -170,10 +184,12 @@ export class DnsProxy {
   private readonly sweeper: NodeJS.Timeout
   private readonly rejectCode: number
   private readonly timeoutMs: number
+  private readonly rates: SourceRates
 
   constructor(private readonly opts: DnsProxyOptions) {
     this.rejectCode = RCODE[opts.rejectCode ?? 'REFUSED']
     this.timeoutMs = opts.upstreamTimeoutMs ?? 5_000
+    this.rates = new SourceRates(opts.rate?.perSecond ?? 0, opts.rate?.burst ?? 0)
     this.sweeper = setInterval(() => this.sweep(), Math.max(50, Math.min(1000, this.timeoutMs / 4)))
     this.sweeper.unref()
   }
@@ -222,7 +238,7 @@ export class DnsProxy {
     if (known && known.policy.generation === this.opts.engine.stateGeneration) return known
     if (this.flows.size >= MAX_FLOWS) this.flows.clear()
     const ends = flowEnds(flow)
-    const entry = { policy: FlowPolicy.of(this.opts.engine, flow, kind), ...ends, flows: new FlowLog(this.opts.logger, ends), names: new Map<string, FlowVerdict>() }
+    const entry = { policy: FlowPolicy.of(this.opts.engine, flow, kind), sourceKey: sourceKey(flow.sourceAddress), ...ends, flows: new FlowLog(this.opts.logger, ends), names: new Map<string, FlowVerdict>() }
     this.flows.set(key, entry)
     return entry
   }
@@ -319,10 +335,16 @@ export class DnsProxy {
       reply(answer(msg, query, rcode))
       return null
     }
+    const started = this.now()
+    if (!this.rates.allow(entry.sourceKey, started)) {
+      this.stats.rateLimited++
+      this.opts.overload?.refusals.note('dns queries per source', started, { source: entry.source, limit: this.rates.perSecond })
+      reply(answer(msg, query, RCODE.REFUSED))
+      return null
+    }
     const qname = query.name
     const qtype = typeName(query.type)
     const verdict = this.verdictOf(entry, qname)
-    const started = this.now()
     if (!verdict.allowed) {
       this.stats.denied++
       reply(answer(msg, query, this.rejectCode))
@@ -416,6 +438,7 @@ export class DnsProxy {
 
   private sweep(): void {
     const now = performance.now()
+    this.rates.prune(now)
     for (const pending of [this.pending, ...this.tcpPending.values()]) {
       for (const [id, p] of pending) {
         if (now - p.started <= this.timeoutMs) continue
@@ -448,6 +471,7 @@ export class DnsProxy {
       c.destroy()
       return
     }
+    if (!this.admitTcp(c, client.address)) return
     const pending = new Map<number, Pending>()
     this.tcpPending.set(c, pending)
     let up: TcpSocket | null = null
@@ -479,6 +503,22 @@ export class DnsProxy {
       }
       up.write(frame(msg))
     })
+  }
+
+  /** Takes a TCP client from the node's connection budget (given back at its close), or resets it. */
+  private admitTcp(c: TcpSocket, address: string): boolean {
+    const o = this.opts.overload
+    if (o === undefined) return true
+    const source = sourceKey(address)
+    const identity = this.opts.engine.identityOf(address)
+    const refusal = o.budget.takeConnection(source, identity)
+    if (refusal === Refusal.None) {
+      c.once('close', () => o.budget.giveConnection(source, identity))
+      return true
+    }
+    o.refusals.note(`connections per ${REFUSAL_NAMES[refusal]}`, performance.now(), { source: address, identity, protocol: 'dns' })
+    c.resetAndDestroy()
+    return false
   }
 }
 

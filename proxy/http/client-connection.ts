@@ -181,6 +181,16 @@ export class ClientConnection implements ParserSink, ResponseSink {
     this.socket.destroy()
   }
 
+  /** When it last had something to do, if nothing is in flight or arriving now; -1 otherwise. */
+  get idleSince(): number {
+    return this.queue.length === 0 && !this.forwarding && this.headSince === 0 ? this.lastActive : -1
+  }
+
+  /** Closes it while it is idle (the proxy is under pressure). */
+  closeIdle(): void {
+    this.socket.destroy()
+  }
+
   // What parsing one read writes (local answers, 100s; request heads and bodies) leaves in one
   // write per socket.
   onReadStart(): void {

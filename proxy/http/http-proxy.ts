@@ -7,13 +7,16 @@
 // those connections' deadlines (headers, idle, upstream connect and response) and the pool's. A connection that opens with the HTTP/2 preface (h2c with prior
 // knowledge, as gRPC clients speak it) goes to the HTTP/2 side instead (proxy/http2/), and one
 // that opens with a TLS handshake record to the server-name check (proxy/tls/).
+// With the node's overload budgets (proxy/overload/), a connection is taken from them as it is
+// accepted, or reset at once when its source, identity or the node has spent its budget; under
+// pressure the sweep holds shorter timeouts and closes idle connections oldest first.
 
 import { createServer, type Server } from 'node:net'
 import { performance } from 'node:perf_hooks'
 import type { Logger } from 'pino'
 import type { PolicyEngine } from '../../policy/engine.js'
 import { ClientConnection } from './client-connection.js'
-import type { Flow } from '../flow-verdict.js'
+import { FlowPolicy, type Flow } from '../flow-verdict.js'
 import { H2Frontend, startsHttp2 } from '../http2/h2-frontend.js'
 import { TlsConnection, type HandOff } from '../tls/tls-connection.js'
 import { LeafCache } from '../../certs/leaf-cache.js'
@@ -25,6 +28,8 @@ import { RawSocket } from './raw-socket.js'
 import { DEFAULT_POOL_LIMITS, UpstreamPool, type UpstreamPoolLimits } from './upstream-pool.js'
 import { LatencyHistogram } from '../latency-histogram.js'
 import { OpenSet } from '../open-set.js'
+import { REFUSAL_NAMES, Refusal, sourceKey } from '../overload/shared-budget.js'
+import type { ThreadOverload } from '../overload/thread-overload.js'
 
 export type { Origin, ProxyStats } from './proxy-context.js'
 
@@ -54,6 +59,14 @@ export interface HttpProxyOptions {
   upstreamPool?: Partial<UpstreamPoolLimits>
   /** The local CA's directory, for ports whose rules intercept TLS (none: such TLS is refused). */
   caDir?: string
+  /** The node's connection and stream budgets, and what pressure changes (none: no limits). */
+  overload?: ThreadOverload
+}
+
+/** A connection that may be idle: when it went idle (-1: it is not), and how it is closed then. */
+export interface MaybeIdle {
+  readonly idleSince: number
+  closeIdle(): void
 }
 
 /** The content type of a TLS handshake record: how every TLS connection begins. */
@@ -65,6 +78,14 @@ function defaultFlow(socket: SocketEnds): Flow {
 
 function defaultOrigin(f: Flow): Origin {
   return { host: f.destAddress, port: f.destPort }
+}
+
+const noop = (): void => undefined
+
+/** The limit a refusal hit, for its log line. */
+function limitOf(o: ThreadOverload, r: Refusal): number {
+  const l = o.budget.limits
+  return r === Refusal.Source ? l.connectionsPerSource : r === Refusal.Identity ? l.connectionsPerIdentity : l.connectionsPerNode
 }
 
 export class HttpProxy {
@@ -101,12 +122,14 @@ export class HttpProxy {
       pool: new UpstreamPool({ ...DEFAULT_POOL_LIMITS, ...opts.upstreamPool }),
       idleMs: this.idleMs,
       leaves: opts.caDir ? new LeafCache(() => loadCa(opts.caDir!)) : null,
+      overload: opts.overload ?? null,
     }
     this.h2 = new H2Frontend(this.ctx)
     // The server listens (and closes); its connections are taken as bare handles.
     this.server = createServer()
-    // Deadlines are checked a few times per shortest timeout, at most every second.
-    const shortest = Math.min(this.headersMs, this.idleMs, this.ctx.upstream.connectMs, this.ctx.upstream.responseHeadMs)
+    // Deadlines are checked a few times per shortest timeout (pressure's too), at most every second.
+    const o = this.ctx.overload
+    const shortest = Math.min(this.headersMs, this.idleMs, this.ctx.upstream.connectMs, this.ctx.upstream.responseHeadMs, o?.headersMs ?? Infinity, o?.idleMs ?? Infinity)
     this.sweeper = setInterval(() => this.sweep(), Math.max(10, Math.min(1000, shortest / 4)))
     this.sweeper.unref()
   }
@@ -122,9 +145,15 @@ export class HttpProxy {
     // Its ends are read at once, while it is surely connected: after a reset they are unknown.
     if (raw.remoteAddress === undefined || raw.localAddress === undefined) return raw.destroy()
     const flow = this.flowOf(raw)
+    const release = this.admit(flow)
+    if (release === null) return raw.reset()
     const passOn = handle.onread
     this.sniffing.add(raw)
-    raw.once('close', () => this.sniffing.delete(raw))
+    // The raw socket closes for good, unless it became a net.Socket (whose close gives it back).
+    raw.once('close', () => {
+      this.sniffing.delete(raw)
+      release()
+    })
     // Read where the HTTP/1.1 parser reads (no buffer allocated for a first read).
     const buf = threadReadBuffer()
     readInto(handle, buf)
@@ -137,12 +166,25 @@ export class HttpProxy {
       const first = buf.subarray(0, n)
       if (!startsHttp2(first) && first[0] !== TLS_HANDSHAKE) return this.track(new ClientConnection(raw, this.ctx, flow, first))
       const socket = raw.toNetSocket(Buffer.from(first))
+      socket.once('close', release)
       socket.on('error', () => undefined) // reset before it said anything: 'close' follows
       if (first[0] !== TLS_HANDSHAKE) return this.h2.accept(socket, flow)
       const c = new TlsConnection(socket, this.ctx, flow, this.headersMs, this.adoptDecrypted)
       this.tunnels.add(c)
       socket.once('close', () => this.tunnels.delete(c))
     }
+  }
+
+  /** Takes a connection from the node's budget: how to give it back, or null when it is refused (counted, logged). */
+  private admit(flow: Flow): (() => void) | null {
+    const o = this.ctx.overload
+    if (o === null) return noop
+    const source = sourceKey(flow.sourceAddress)
+    const identity = FlowPolicy.of(this.ctx.engine, flow).sourceIdentity
+    const refusal = o.budget.takeConnection(source, identity)
+    if (refusal === Refusal.None) return () => o.budget.giveConnection(source, identity)
+    o.refusals.note(`connections per ${REFUSAL_NAMES[refusal]}`, performance.now(), { source: flow.sourceAddress, identity, limit: limitOf(o, refusal) })
+    return null
   }
 
   /** A connection whose TLS the proxy terminated, to the side its ALPN chose. */
@@ -158,11 +200,40 @@ export class HttpProxy {
 
   private sweep(): void {
     const now = performance.now()
+    const o = this.ctx.overload
+    const pressed = o !== null && o.budget.underPressure
+    const headersMs = pressed ? Math.min(this.headersMs, o.headersMs) : this.headersMs
+    const idleMs = pressed ? Math.min(this.idleMs, o.idleMs) : this.idleMs
     this.sniffing.forEach((raw) => {
-      if (now - raw.acceptedAt > this.headersMs) raw.destroy()
+      if (now - raw.acceptedAt > headersMs) raw.destroy()
     })
-    this.connections.forEach((c) => c.sweep(now, this.headersMs, this.idleMs))
+    this.connections.forEach((c) => c.sweep(now, headersMs, idleMs))
+    if (pressed) {
+      // HTTP/2 connections keep node's idle timer; under pressure the shorter one holds here.
+      this.h2.forEach((c) => {
+        if (c.idleSince >= 0 && now - c.idleSince > idleMs) c.closeIdle()
+      })
+      this.shedOldestIdle(o)
+    }
     this.ctx.pool.sweep(now)
+  }
+
+  /**
+   * Past the pressure line, this thread's share of the excess (by its share of the node's open
+   * connections) is closed from its idle connections, the longest idle first.
+   */
+  private shedOldestIdle(o: ThreadOverload): void {
+    const open = o.budget.connections
+    const mine = this.connectionCount
+    const excess = open - o.pressureConnections
+    if (excess <= 0 || mine === 0) return
+    const idle: MaybeIdle[] = []
+    const collect = (c: MaybeIdle): void => void (c.idleSince >= 0 && idle.push(c))
+    this.connections.forEach(collect)
+    this.h2.forEach(collect)
+    idle.sort((a, b) => a.idleSince - b.idleSince)
+    const share = Math.min(idle.length, Math.ceil((excess * mine) / open))
+    for (let i = 0; i < share; i++) idle[i]!.closeIdle()
   }
 
   /** Connections accepted so far. */

@@ -56,6 +56,8 @@ export interface TcpHandle extends NativeStream {
   /** 0, or an error; oncomplete follows either way unless it failed at once. */
   shutdown(req: ShutdownReq): number
   close(cb: () => void): void
+  /** Closes with a reset (SO_LINGER 0: RST, not FIN); 0, or an error when it could not. */
+  reset(cb: () => void): number
 }
 
 interface StreamWrapBinding {

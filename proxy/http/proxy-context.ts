@@ -10,6 +10,7 @@ import type { Origin } from '../tls/origin-socket.js'
 import type { UpstreamTimeouts } from './upstream-connection.js'
 import type { UpstreamPool } from './upstream-pool.js'
 import type { LatencyHistogram } from '../latency-histogram.js'
+import type { ThreadOverload } from '../overload/thread-overload.js'
 
 export type { Origin } from '../tls/origin-socket.js'
 
@@ -38,6 +39,8 @@ export interface ProxyContext {
   idleMs: number
   /** Leaf certificates for intercepted TLS; null when no CA is configured (interception refused). */
   leaves: LeafCache | null
+  /** The node's connection and stream budgets (null: none, as in tests of other things). */
+  overload: ThreadOverload | null
 }
 
 /** Counts one answered request: `verdict` null when it was refused before any rule saw it. */

@@ -115,6 +115,16 @@ export class RawSocket extends EventEmitter {
     h.close(() => this.emit('close'))
   }
 
+  /** Closes the connection with a reset: the peer learns at once that it was refused. 'close' follows. */
+  reset(): void {
+    if (this.destroyed) return
+    this.destroyed = true
+    this.setTimeout(0)
+    const h = this._handle
+    h.onread = noop
+    if (h.reset(() => this.emit('close')) !== 0) h.close(() => this.emit('close'))
+  }
+
   /** Calls `onTimeout` after `ms` (0: no longer): a deadline, not net's inactivity timeout. */
   setTimeout(ms: number, onTimeout?: () => void): this {
     if (this.timer !== null) clearTimeout(this.timer)

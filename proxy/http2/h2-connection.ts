@@ -24,6 +24,7 @@ import { countOutcome, type Origin, type ProxyContext } from '../http/proxy-cont
 import { normalizePath } from '../http/request-path.js'
 import { hostProblem } from '../http/request-head.js'
 import { relay, resetStream } from './stream-relay.js'
+import { REFUSAL_NAMES, Refusal, sourceKey } from '../overload/shared-budget.js'
 import { GRPC_DEADLINE_EXCEEDED, GRPC_INTERNAL, GRPC_PERMISSION_DENIED, GRPC_UNAVAILABLE, grpcCall, grpcTrailersOnly, isGrpc } from './grpc.js'
 
 const { NGHTTP2_NO_ERROR, NGHTTP2_CANCEL, NGHTTP2_REFUSED_STREAM, NGHTTP2_ENHANCE_YOUR_CALM, NGHTTP2_FLAG_END_STREAM } = constants
@@ -74,6 +75,8 @@ class StreamExchange {
   upstreamFailed = false
   /** The proxy reset it (so it does not count as the client's reset). */
   resetByProxy = false
+  /** Refused by the node's stream budget: counted there, not as a request. */
+  refused = false
   requestTrailers: IncomingHttpHeaders | null = null
   responseTrailers: IncomingHttpHeaders | null = null
   /** The path as judged and forwarded (normalized), once it is. */
@@ -137,6 +140,9 @@ export class H2Connection {
   private upstreamError: UpstreamFailure | null = null
   private lastStreamId = 0
   private streams = 0
+  /** When the last stream ended (or the connection opened). */
+  private quietSince = performance.now()
+  private readonly sourceKey: number
   private resetTokens = RESET_BURST
   private resetsCheckedAt = performance.now()
 
@@ -149,6 +155,7 @@ export class H2Connection {
   ) {
     this.origin = tls ? { ...ctx.originOf(flow), tls } : ctx.originOf(flow)
     this.policy = FlowPolicy.of(ctx.engine, flow)
+    this.sourceKey = sourceKey(flow.sourceAddress)
     const bindings = flowEnds(flow)
     this.log = ctx.logger.child(bindings)
     this.flows = new FlowLog(ctx.logger, bindings)
@@ -186,6 +193,16 @@ export class H2Connection {
     this.session.destroy()
   }
 
+  /** When its last stream ended, if it has none open; -1 otherwise. */
+  get idleSince(): number {
+    return this.streams === 0 ? this.quietSince : -1
+  }
+
+  /** Closes it while it is idle (the proxy is under pressure): GOAWAY, then the end. */
+  closeIdle(): void {
+    this.session.close()
+  }
+
   private readonly onStream = (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number): void => {
     const started = performance.now()
     this.lastStreamId = stream.id ?? this.lastStreamId
@@ -197,6 +214,7 @@ export class H2Connection {
     this.streams++
     stream.on('error', () => undefined) // a reset stream: 'close' follows and tells
     stream.once('close', () => this.onStreamClosed(stream, ex))
+    if (!this.admit(stream, ex)) return
     if (headerListSize(headers) > this.ctx.maxHeaderBytes) {
       ex.invalid = `header list above ${this.ctx.maxHeaderBytes} bytes`
       this.answerLocally(stream, ex, 431, 'Request header fields too large\n', GRPC_INTERNAL)
@@ -219,6 +237,26 @@ export class H2Connection {
     }
     const out = upstreamHeaders(headers, target.path, verdict.actions, (a, got) => this.log.info({ header: a.name, expected: a.value, got }, 'http: header mismatch'))
     this.forward(stream, ex, out, (flags & NGHTTP2_FLAG_END_STREAM) !== 0)
+  }
+
+  /**
+   * Takes the stream from the node's stream budget (given back when it closes), or refuses it
+   * with REFUSED_STREAM, which tells the client it was not processed and may be retried.
+   */
+  private admit(stream: ServerHttp2Stream, ex: StreamExchange): boolean {
+    const o = this.ctx.overload
+    if (o === null) return true
+    const identity = this.policy.sourceIdentity
+    const refusal = o.budget.takeStream(this.sourceKey, identity)
+    if (refusal === Refusal.None) {
+      stream.once('close', () => o.budget.giveStream(this.sourceKey, identity))
+      return true
+    }
+    ex.refused = true
+    const l = o.budget.limits
+    o.refusals.note(`streams per ${REFUSAL_NAMES[refusal]}`, performance.now(), { source: this.flow.sourceAddress, identity, limit: refusal === Refusal.Source ? l.streamsPerSource : l.streamsPerIdentity })
+    this.reset(stream, ex, NGHTTP2_REFUSED_STREAM)
+    return false
   }
 
   /** The proxy's own answer: a trailers-only gRPC status for a call, a short text otherwise. */
@@ -326,7 +364,8 @@ export class H2Connection {
   }
 
   private onStreamClosed(stream: ServerHttp2Stream, ex: StreamExchange): void {
-    this.streams--
+    if (--this.streams === 0) this.quietSince = performance.now()
+    if (ex.refused) return
     const code = stream.rstCode ?? NGHTTP2_NO_ERROR
     if (code !== NGHTTP2_NO_ERROR && !ex.resetByProxy && !stream.headersSent) this.clientReset()
     countOutcome(this.ctx.stats, ex.invalid === null ? ex.verdict : null, ex.upstreamFailed)

@@ -47,6 +47,11 @@ export class H2Frontend {
     return this.connections.size
   }
 
+  /** Calls `fn` on every open connection (it may close the one it is given). */
+  forEach(fn: (c: H2Connection) => void): void {
+    this.connections.forEach(fn)
+  }
+
   /**
    * Takes a connection whose first bytes (the preface) were read and put back, or the proxy's
    * TLS termination of one (`tls`: how to reach its origin over TLS).
