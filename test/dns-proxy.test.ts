@@ -10,6 +10,7 @@ import t, { type Test } from 'tap'
 import { labEndpoints } from '../lab/topology.js'
 import { PolicyEngine } from '../policy/engine.js'
 import { DnsProxy, type DnsProxyOptions } from '../proxy/dns/dns-proxy.js'
+import { testOverload } from './fixtures/overload.js'
 
 const POLICY = `apiVersion: cilium.io/v2
 kind: CiliumNetworkPolicy
@@ -222,6 +223,22 @@ t.test('a name outside the rule gets REFUSED from the proxy; the server is never
 t.test('names match case-insensitively', async (t) => {
   const s = await setup(t)
   t.equal(((await s.query(ask('Cantina.EMPIRE'))) as Answer).rcode, 'NOERROR')
+})
+
+t.test('past its query rate a source gets REFUSED from the proxy, counted and logged at a bounded rate', async (t) => {
+  const overload = testOverload({})
+  const s = await setup(t, '198.18.1.10', { rate: { perSecond: 1, burst: 3 }, overload })
+  const codes = []
+  for (let i = 0; i < 5; i++) codes.push(((await s.query(ask('cantina.empire', i))) as Answer).rcode)
+  t.same(codes, ['NOERROR', 'NOERROR', 'NOERROR', 'REFUSED', 'REFUSED'], 'the burst, then refused')
+  t.equal(s.served.length, 3, 'the server was asked only for the allowed ones')
+  t.equal(s.proxy.stats.rateLimited, 2)
+  t.equal(s.logs.length, 3, 'no flow line per refused query')
+  t.match(overload.lines, [{ verdict: 'refused', overload: 'dns queries per source', source: /^198\.18\.1\.10:/, limit: 1 }])
+  t.equal(overload.lines.length, 1, 'one line for both')
+  const late = (await s.query(ask('cantina.empire', 9))) as Answer
+  t.equal(late.rcode, 'REFUSED')
+  t.match(late.questions, [{ name: 'cantina.empire' }], 'the question echoed')
 })
 
 t.test('NXDOMAIN instead of REFUSED when configured', async (t) => {

@@ -10,6 +10,8 @@ import { Client } from 'undici'
 import { startHttpServer } from '../lab/servers/http-server.js'
 import type { HttpProxyOptions } from '../proxy/http/http-proxy.js'
 import { rawExchange, startLoopbackProxy, type LoopbackProxy } from './fixtures/loopback-proxy.js'
+import { testOverload } from './fixtures/overload.js'
+import { waitUntil } from './fixtures/wait.js'
 
 const STAR_WARS = `apiVersion: cilium.io/v2
 kind: CiliumNetworkPolicy
@@ -607,4 +609,73 @@ t.test('first bytes of every protocol, cut by a reset or a close at any point, l
   t.match(await rawRequest(s.proxyUrl, `POST /v1/request-landing HTTP/1.1\r\n${H}Content-Length: 0\r\nConnection: close\r\n\r\n`), /^HTTP\/1\.1 200/, 'still serving')
   await untilNoConnections(s, 150)
   t.equal(s.proxy.connectionCount, 0, 'every cut connection is gone')
+})
+
+/** A connection that made one request (answered) and stays open, idle: whether the proxy closed it. */
+async function keptAlive(t: Test, port: number): Promise<{ closed: () => boolean; close: () => void }> {
+  const socket = connect({ host: '127.0.0.1', port })
+  t.teardown(() => socket.destroy())
+  let closed = false
+  socket.on('error', () => undefined)
+  socket.once('close', () => (closed = true))
+  await new Promise<void>((resolve) => {
+    socket.once('data', () => resolve())
+    socket.write(`POST /v1/request-landing HTTP/1.1\r\n${H}Content-Length: 0\r\n\r\n`)
+  })
+  return { closed: () => closed, close: () => socket.destroy() }
+}
+
+t.test('past its connection budget a source is reset at once, counted and logged; a closed one frees room', async (t) => {
+  const overload = testOverload({ connectionsPerSource: 2 })
+  const s = await setup(t, TIEFIGHTER, undefined, STAR_WARS, { overload })
+  const held = [await keptAlive(t, s.port), await keptAlive(t, s.port)]
+  t.equal(overload.budget.connections, 2)
+  const third = connect({ host: '127.0.0.1', port: s.port })
+  const error = await new Promise<string | null>((resolve) => {
+    third.once('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? e.message))
+    third.once('close', () => resolve(null))
+    third.write(`POST /v1/request-landing HTTP/1.1\r\n${H}Content-Length: 0\r\n\r\n`)
+  })
+  t.equal(error, 'ECONNRESET', 'the third connection is reset, not left waiting')
+  t.same(overload.budget.refusals().connections, { source: 1, identity: 0, node: 0 })
+  t.match(overload.lines, [{ level: 40, verdict: 'refused', overload: 'connections per source', source: TIEFIGHTER, limit: 2, refused: 1 }])
+  t.notOk(held.some((c) => c.closed()), 'the connections it holds are left alone')
+  held[0]!.close()
+  t.ok(await waitUntil(() => overload.budget.connections === 1, 100, 20), 'a closed connection is given back')
+  t.match(await rawRequest(s.proxyUrl, `POST /v1/request-landing HTTP/1.1\r\n${H}Content-Length: 0\r\nConnection: close\r\n\r\n`), /^HTTP\/1\.1 200/, 'and a new one is served')
+  held[1]!.close()
+  t.ok(await waitUntil(() => overload.budget.connections === 0, 100, 20), 'all given back')
+})
+
+t.test('under pressure, idle connections are closed oldest first until the node is back at its line', async (t) => {
+  const overload = testOverload({}, { connections: 2, idleMs: 60_000 })
+  const s = await setup(t, TIEFIGHTER, undefined, STAR_WARS, { overload })
+  const idle = []
+  for (let i = 0; i < 4; i++) {
+    idle.push(await keptAlive(t, s.port))
+    await new Promise((r) => setTimeout(r, 20))
+  }
+  const busy = connect({ host: '127.0.0.1', port: s.port })
+  t.teardown(() => busy.destroy())
+  busy.write(`POST /v1/request-landing HTTP/1.1\r\n${H}`) // a head still arriving: not idle
+  t.ok(await waitUntil(() => overload.budget.connections === 5, 100, 20))
+  overload.budget.underPressure = true
+  t.ok(await waitUntil(() => overload.budget.connections <= 2, 150, 20), 'closed down to the line')
+  t.same(
+    idle.map((c) => c.closed()),
+    [true, true, true, false],
+    'the three idle longest, not the newest idle one nor the one sending its head',
+  )
+})
+
+t.test('under pressure the shorter header and idle timeouts hold', async (t) => {
+  const overload = testOverload({}, { headersMs: 200, idleMs: 200 })
+  const s = await setup(t, TIEFIGHTER, undefined, STAR_WARS, { overload })
+  overload.budget.underPressure = true
+  const started = Date.now()
+  const slow = rawRequest(s.proxyUrl, `POST /v1/echo HTTP/1.1\r\n${H}`)
+  const idle = await keptAlive(t, s.port)
+  t.match(await slow, /^HTTP\/1\.1 408/, 'a head not finished within the pressure timeout')
+  t.ok(await waitUntil(() => idle.closed(), 100, 20), 'an idle connection closed')
+  t.ok(Date.now() - started < 1400, `both within the pressure timeouts, not the usual 10 s and 60 s (${Date.now() - started} ms)`)
 })

@@ -8,6 +8,8 @@ import type { AddressInfo } from 'node:net'
 import t, { type Test } from 'tap'
 import { startLoopbackProxy, type LoopbackProxy, type LoopbackProxyOptions } from './fixtures/loopback-proxy.js'
 import { FLAG, FRAME, RawH2, frame, literal, requestBlock, rstStream } from './fixtures/h2-frames.js'
+import { testOverload } from './fixtures/overload.js'
+import { waitUntil } from './fixtures/wait.js'
 
 const POLICY = `apiVersion: cilium.io/v2
 kind: CiliumNetworkPolicy
@@ -310,4 +312,36 @@ t.test('h2: garbage after the preface is a connection error, not a crash', async
   t.not(raw.goawayCode(), constants.NGHTTP2_NO_ERROR, `GOAWAY with an error code (${raw.goawayCode()})`)
   t.ok(await raw.until(() => raw.closed, 2000), 'closed once idle')
   await stillServes(t, s.url)
+})
+
+t.test('h2: past its stream budget a source gets REFUSED_STREAM (retryable); its open streams go on, and the budget comes back', async (t) => {
+  const overload = testOverload({ streamsPerSource: 2 })
+  const s = await setup(t, { overload })
+  // The upstream holds each stream open until told.
+  const held: Array<() => void> = []
+  s.upstream.next = null
+  const hold = (st: ServerHttp2Stream): void => {
+    held.push(() => {
+      st.respond({ ':status': 200 })
+      st.end('held')
+    })
+  }
+  const c = http2.connect(s.url)
+  t.teardown(() => c.close())
+  s.upstream.next = hold
+  const first = request(c, { ':path': '/v1/a' })
+  await waitUntil(() => held.length === 1, 100, 20)
+  s.upstream.next = hold
+  const second = request(c, { ':path': '/v1/b' })
+  await waitUntil(() => held.length === 2, 100, 20)
+  const third = await request(c, { ':path': '/v1/c' })
+  t.equal(third.rstCode, constants.NGHTTP2_REFUSED_STREAM, 'the third stream is refused')
+  t.equal(s.upstream.streams, 2, 'and never reached the server')
+  t.same(overload.budget.refusals().streams, { source: 1, identity: 0 })
+  t.match(overload.lines, [{ overload: 'streams per source', source: '198.18.1.10', limit: 2 }])
+  for (const release of held) release()
+  t.same([(await first).body, (await second).body], ['held', 'held'], 'the streams it holds complete')
+  t.ok(await waitUntil(() => overload.budget.streams === 0, 100, 20), 'their budget is given back')
+  t.equal((await request(c, { ':path': '/v1/d' })).headers[':status'], 200, 'the next stream is served')
+  t.notOk(s.logs.some((l) => l.path === '/v1/c'), 'a refused stream is no request: no flow line')
 })
