@@ -333,7 +333,8 @@ export class Agent {
       const routes = adminRoutes({ engine, endpoints: this.endpoints, cni: this.cni, feed: this.feed, fqdns, policies: this.policies, metrics, datapath: dp, logger, status: () => this.status() })
       this.admin = await startAdminServer(s.admin, routes)
     }
-    logger.info({ mode: s.mode, policies: [...this.policies.texts.keys()], revision: engine.policyRevision, httpThreads: this.main.http ? this.httpThreads : 0 }, 'node agent started')
+    const budget = this.budget!
+    logger.info({ mode: s.mode, policies: [...this.policies.texts.keys()], revision: engine.policyRevision, httpThreads: this.main.http ? this.httpThreads : 0, fileLimit: this.files!.soft, connectionsPerNode: budget.limits.connectionsPerNode }, 'node agent started')
   }
 
   /** HTTP proxy threads: dnat has one, as only the main thread reads the proxymap for TCP. */

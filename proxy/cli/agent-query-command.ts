@@ -8,6 +8,7 @@ import { DEFAULT_LAB, isValidLabName } from '../agent/lab-name.js'
 import { AdminError, adminGet, adminGetText, adminStream, agentSocketPath } from '../agent/admin-socket.js'
 import { renderTable } from './table.js'
 import { UsageError } from './usage-error.js'
+import type { OverloadStatus } from '../overload/overload-settings.js'
 
 export const AGENT_QUERY_USAGE = `  status [--lab NAME | --socket PATH] [-o table|json]
                             what the running agent is doing: mode, policy revision and files,
@@ -37,6 +38,7 @@ interface Status {
   identities: number
   http: { listening: string; threads: number; connections?: number; requests?: Record<string, number> }
   kernelPackets: Record<string, number>
+  overload: Omit<OverloadStatus, 'refused'> & { refused: { connections: Record<string, number>; streams: Record<string, number>; dnsQueries: number }; topSources: Array<{ source: string; connections: number; streams: number }> }
 }
 
 /** Which running agent a query asks: its admin socket, and how to name it to a person. */
@@ -94,8 +96,26 @@ function statusText(s: Status): string {
     ['http proxy', `${s.http.listening}, ${s.http.threads} thread(s), ${s.http.connections ?? 0} connection(s)`],
     ['http requests', counts(s.http.requests)],
     ['kernel packets', counts(s.kernelPackets)],
+    ...overloadRows(s.overload),
   ]
   return renderTable(['WHAT', 'STATE'], rows)
+}
+
+const budget = (n: number): string => (n === 0 ? 'none' : String(n))
+
+/** What the budgets allow and hold, what they refused, the pressure, who holds the most. */
+function overloadRows(o: Status['overload']): string[][] {
+  const l = o.limits
+  const p = o.pressure
+  return [
+    ['connections', `${o.open.connections} open of ${l.connectionsPerNode} (file limit ${o.fileLimit}); per source ${budget(l.connectionsPerSource)}, per identity ${budget(l.connectionsPerIdentity)}`],
+    ['http/2 streams', `${o.open.streams} open; per source ${budget(l.streamsPerSource)}, per identity ${budget(l.streamsPerIdentity)}`],
+    ['dns queries', `per source ${budget(o.dnsQueries.perSecondPerSource)}/s (burst ${o.dnsQueries.burst})`],
+    ['refused', `connections: ${counts(o.refused.connections)}; streams: ${counts(o.refused.streams)}; dns queries ${o.refused.dnsQueries}`],
+    ['pressure', `${p.now ? 'ON' : 'off'} (${p.episodes} so far), past ${p.connectionsPercent}% of connections or ${p.memoryMB} MB; then headers ${p.headersTimeoutMs} ms, idle ${p.idleTimeoutMs} ms`],
+    ['memory', `${Math.round(o.rssBytes / 2 ** 20)} MB resident`],
+    ['top sources', o.topSources.map((t) => `${t.source} ${t.connections}c/${t.streams}s`).join(', ') || '-'],
+  ]
 }
 
 /** Rethrows "no agent there" as "no agent there, and how to start one". */
