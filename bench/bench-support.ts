@@ -4,7 +4,7 @@
 
 import { execFileSync } from 'node:child_process'
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
-import { availableParallelism, tmpdir } from 'node:os'
+import { availableParallelism, release, tmpdir, totalmem } from 'node:os'
 import { dirname, join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import { labDown, labUp, type LabState } from '../lab/lab.js'
@@ -14,6 +14,7 @@ import type { LabNode } from '../lab/node-agent.js'
 import { parseMode, type RedirectMode } from '../redirect-bpf/modes/redirect-mode.js'
 
 import { UsageError } from '../proxy/cli/usage-error.js'
+import { projectRoot } from '../lib/project-root.js'
 
 // One class for a bad command line, whether a benchmark runs alone or as `l7proxy compare`.
 export { UsageError }
@@ -47,11 +48,24 @@ export function benchOptions<K extends string>(defaults: Record<K, string>, args
   return values as Record<K, string>
 }
 
-/** Writes a benchmark's result as JSON (making its directory); returns where. */
+/** What a result was measured with: the commit (and whether the tree had changes), Node, the kernel, the machine. */
+export function buildInfo(): { commit: string | null; dirty: boolean | null; node: string; kernel: string; cpus: number; memoryGiB: number; date: string } {
+  const git = (...args: string[]): string | null => {
+    try {
+      return execFileSync('git', ['-C', projectRoot(), ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim()
+    } catch {
+      return null
+    }
+  }
+  const status = git('status', '--porcelain')
+  return { commit: git('rev-parse', 'HEAD'), dirty: status === null ? null : status !== '', node: process.version, kernel: release(), cpus: availableParallelism(), memoryGiB: Math.round(totalmem() / 2 ** 30), date: new Date().toISOString() }
+}
+
+/** Writes a benchmark's result as JSON, with what it was measured with (making its directory); returns where. */
 export function writeResult(out: string, result: unknown): string {
   const path = resolve(out)
   mkdirSync(dirname(path), { recursive: true })
-  writeFileSync(path, JSON.stringify(result, null, 2) + '\n')
+  writeFileSync(path, JSON.stringify({ build: buildInfo(), ...(result as object) }, null, 2) + '\n')
   return path
 }
 

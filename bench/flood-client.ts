@@ -1,10 +1,11 @@
 // A client for overload tests and the overload benchmark, run inside a pod's namespace:
 //
-//   flood-client flood --http IP:PORT [--slow N] [--idle N] [--silent N] [--storm P] [--dns IP:PORT --dns-rate Q]
-//                      [--seconds S | --hold]
+//   flood-client flood --http IP:PORT [--slow N] [--idle N] [--silent N] [--inflight N] [--storm P]
+//                      [--dns IP:PORT --dns-rate Q] [--seconds S | --hold]
 //     what one misbehaving pod does: N connections trickling a request head a line a second
 //     (slow), N kept alive idle after one request (idle), N connected and saying nothing
-//     (silent), P loops connecting again and again (storm), Q DNS queries a second (dns). With
+//     (silent), N sending a request whose body never ends (inflight: forwarded, waiting for the
+//     rest), P loops connecting again and again (storm), Q DNS queries a second (dns). With
 //     --hold it prints {"held":...} once its connections are open and ends them when stdin closes.
 //   flood-client probe --http IP:PORT --dns IP:PORT --name NAME [--count N] [--interval-ms I]
 //     what a well-behaved pod does: N requests, each on a connection of its own, and N lookups,
@@ -141,6 +142,7 @@ async function flood(v: Record<string, string | boolean | undefined>): Promise<v
   )
   const idle = await openMany(count('idle'), () => openOne(http, (s) => s.write(HEAD('/v1/request-landing', host, false))))
   const silent = await openMany(count('silent'), () => openOne(http, () => undefined))
+  const inflight = await openMany(count('inflight'), () => openOne(http, (s) => s.write(`POST /v1/request-landing HTTP/1.1\r\nHost: ${host}\r\nContent-Length: 1000000\r\n\r\nfirst bytes`)))
   const storm: Record<string, number> = { attempts: 0 }
   const stormLoop = async (): Promise<void> => {
     for (let i = 0; i < 1_000_000 && Date.now() < stormDone; i++) {
@@ -151,7 +153,7 @@ async function flood(v: Record<string, string | boolean | undefined>): Promise<v
     }
   }
   const storms = Array.from({ length: count('storm') }, stormLoop)
-  const all = [...slow, ...idle, ...silent]
+  const all = [...slow, ...idle, ...silent, ...inflight]
   if (v.hold === true) {
     process.stdout.write(`${JSON.stringify({ held: all.filter((c) => c.outcome === 'held').length, openedMs: Date.now() - started })}\n`)
     await new Promise<void>((resolve) => {
@@ -161,7 +163,7 @@ async function flood(v: Record<string, string | boolean | undefined>): Promise<v
       setTimeout(resolve, 600_000).unref()
     })
   } else await new Promise((r) => setTimeout(r, Math.max(0, stormDone - Date.now())))
-  const report = { slow: tally(slow), idle: tally(idle), silent: tally(silent) }
+  const report = { slow: tally(slow), idle: tally(idle), silent: tally(silent), inflight: tally(inflight) }
   await Promise.all(storms)
   for (const x of all) x.socket.destroy()
   process.stdout.write(`${JSON.stringify({ ...report, storm, dns: dnsRun ? await dnsRun : null, ms: Date.now() - started })}\n`)
@@ -223,7 +225,7 @@ async function probe(v: Record<string, string | boolean | undefined>): Promise<v
 }
 
 const [role, ...args] = process.argv.slice(2)
-const STRINGS = ['http', 'dns', 'name', 'host', 'slow', 'idle', 'silent', 'storm', 'dns-rate', 'seconds', 'count', 'interval-ms']
+const STRINGS = ['http', 'dns', 'name', 'host', 'slow', 'idle', 'silent', 'inflight', 'storm', 'dns-rate', 'seconds', 'count', 'interval-ms']
 const options: Record<string, { type: 'string' | 'boolean' }> = { hold: { type: 'boolean' } }
 for (const k of STRINGS) options[k] = { type: 'string' }
 const values = parseArgs({ args, strict: true, options }).values as Record<string, string | boolean | undefined>

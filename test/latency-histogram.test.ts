@@ -45,6 +45,7 @@ t.test('scraped as a Prometheus histogram: cumulative buckets by protocol, +Inf,
       dnsQueries: { perSecondPerSource: 100, burst: 200 },
       pressure: { now: true, episodes: 1, connectionsPercent: 80, memoryMB: 64, headersTimeoutMs: 2000, idleTimeoutMs: 5000 },
       rssBytes: 123,
+      heapBytesByThread: [1, 2],
     }),
   })
   const text = await m.text()

@@ -170,7 +170,9 @@ t.test('pressure: on at either line, off only under 90% of both; memory given ba
   let rss = 100
   let trims = 0
   const { logger, lines } = capture()
-  const m = new PressureMonitor({ budget: b, connections: 1000, memoryBytes: 1000, logger, rss: () => rss, trim: () => void trims++ })
+  let now = 0
+  let collections = 0
+  const m = new PressureMonitor({ budget: b, connections: 1000, memoryBytes: 1000, logger, rss: () => rss, trim: () => void trims++, collect: () => void collections++, now: () => now })
   const open = (n: number): void => {
     while (b.connections < n) b.takeConnection(1 + b.connections, 1)
     while (b.connections > n) b.giveConnection(b.connections, 1)
@@ -192,14 +194,28 @@ t.test('pressure: on at either line, off only under 90% of both; memory given ba
   t.ok(b.underPressure, 'at the memory line')
   t.equal(m.episodes, 2)
   rss = 100
-  t.equal(trims, 0)
+  t.equal(collections + trims, 0)
   open(400)
   m.check()
   t.notOk(b.underPressure)
-  t.equal(trims, 1, 'connections fell to half a peak of 1000: freed memory given back')
+  t.equal(collections, 1, 'connections fell to half a peak of 1000: the threads collect their garbage')
+  t.equal(trims, 0)
+  now = 1_999
   m.check()
-  t.equal(trims, 1, 'once per flood')
-  t.match(lines.map((l) => l.msg), [/under pressure/, /pressure over/, /under pressure/, /pressure over/])
+  t.equal(trims, 0)
+  now = 2_000
+  m.check()
+  t.equal(trims, 1, 'then malloc gives back what that freed')
+  now = 10_000
+  m.check()
+  t.same([collections, trims], [2, 2], 'and both once more when allocation has been low for a while')
+  now = 90_000
+  m.check()
+  t.same([collections, trims], [2, 2], 'that is all for one flood')
+  t.match(
+    lines.map((l) => l.msg),
+    [/under pressure/, /pressure over/, /under pressure/, /fell to half their peak/, /pressure over/, /memory given back/, /memory given back/],
+  )
 })
 
 t.test('the node budget comes from the open-file limit, the pressure line from its share', async (t) => {

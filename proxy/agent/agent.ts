@@ -38,6 +38,7 @@ import { startThreadProxies, type DnsLaneInput, type ThreadProxies } from './thr
 import { raiseFileLimit } from '../overload/file-limit.js'
 import { budgetLimits, connectionsForFileLimit, pressureConnections, type OverloadSettings, type OverloadStatus } from '../overload/overload-settings.js'
 import { PressureMonitor } from '../overload/pressure-monitor.js'
+import { collectGarbage } from '../overload/collect-garbage.js'
 import { SharedBudget } from '../overload/shared-budget.js'
 import type { OverloadInput } from '../overload/thread-overload.js'
 import type { FileLimit } from '../../lib/libc.js'
@@ -207,7 +208,11 @@ export class Agent {
     }
     const budget = (this.budget = SharedBudget.create(limits))
     const line = pressureConnections(o, limits)
-    this.pressure = new PressureMonitor({ budget, connections: line, memoryBytes: o.pressure.memoryMB * 2 ** 20, logger: this.logger })
+    const collect = (): void => {
+      collectGarbage()
+      this.workers?.collectGarbage()
+    }
+    this.pressure = new PressureMonitor({ budget, connections: line, memoryBytes: o.pressure.memoryMB * 2 ** 20, logger: this.logger, collect })
     this.pressure.start()
     return { budget: budget.buffer, pressureConnections: line, pressureHeadersMs: o.pressure.headersTimeoutMs, pressureIdleMs: o.pressure.idleTimeoutMs }
   }
@@ -382,6 +387,7 @@ export class Agent {
       dnsQueries: o.dnsQueries,
       pressure: { now: b.underPressure, episodes: this.pressure!.episodes, ...o.pressure },
       rssBytes: process.memoryUsage.rss(),
+      heapBytesByThread: [process.memoryUsage().heapTotal, ...(this.workers?.stats().map((w) => w.heapBytes) ?? [])],
     }
   }
 

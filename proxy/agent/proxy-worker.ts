@@ -18,6 +18,7 @@ import { LineChunks } from './line-chunks.js'
 import type { HistogramSnapshot } from '../latency-histogram.js'
 import { startThreadProxies, type DnsLaneInput } from './thread-proxies.js'
 import type { OverloadInput } from '../overload/thread-overload.js'
+import { collectGarbage } from '../overload/collect-garbage.js'
 
 export interface ProxyWorkerInput {
   /** A listening socket of the HTTP proxy (made by the main thread, which owns the process's cgroup and netns), or none. */
@@ -51,7 +52,8 @@ export type WorkerMessage =
   | { type: 'ready' }
   /** Whole log lines (a chunk's memory, transferred). */
   | { type: 'log'; chunk: Uint8Array; lines: number }
-  | { type: 'stats'; http: HttpThreadStats | null; dns: DnsThreadStats | null }
+  /** heapBytes: the thread's V8 heap, committed. */
+  | { type: 'stats'; http: HttpThreadStats | null; dns: DnsThreadStats | null; heapBytes: number }
   | { type: 'dns-learn'; batch: number; answers: LearnRequest[] }
 /** Main thread to worker: stop, a change the main thread's engine has taken, or a DNS batch learned. */
 export type MainMessage =
@@ -60,6 +62,8 @@ export type MainMessage =
   | { type: 'fqdn'; name: string; ips: string[] }
   | { type: 'endpoints'; endpoints: NodeEndpoint[] }
   | { type: 'dns-learned'; batch: number }
+  /** A flood ended: collect the garbage it left now. */
+  | { type: 'collect' }
 
 const input = workerData as ProxyWorkerInput
 const port = parentPort!
@@ -89,11 +93,13 @@ const sendStats = (): void =>
     type: 'stats',
     http: http ? { stats: http.stats, connections: http.connectionCount, latency: http.latency.snapshot() } : null,
     dns: dns ? { stats: dns.stats, latency: dns.latency.snapshot(), enforce: dns.enforce.snapshot() } : null,
+    heapBytes: process.memoryUsage().heapTotal,
   } satisfies WorkerMessage)
 setInterval(sendStats, STATS_MS).unref()
 let endpoints = input.endpoints
 port.on('message', (m: MainMessage) => {
   if (m.type === 'dns-learned') return relay?.learned(m.batch)
+  if (m.type === 'collect') return void collectGarbage()
   if (m.type === 'endpoints') {
     // The main thread's engine took this change: the same steps here.
     const { upserts, removes } = diffEndpoints(endpoints, m.endpoints)

@@ -14,8 +14,10 @@ export interface ProxyWorkers {
   updateEndpoints(endpoints: NodeEndpoint[]): void
   /** A name's IPs as the main thread's engine now has them (toFQDNs). */
   updateFqdn(name: string, ips: string[]): void
+  /** Has every worker collect its garbage now (a flood ended). */
+  collectGarbage(): void
   /** The workers' latest counters and durations (at most a second old), one entry per worker. */
-  stats(): Array<{ http: HttpThreadStats | null; dns: DnsThreadStats | null }>
+  stats(): Array<{ http: HttpThreadStats | null; dns: DnsThreadStats | null; heapBytes: number }>
   stop(): Promise<void>
 }
 
@@ -28,7 +30,7 @@ export interface WorkerHooks {
 
 export async function startProxyWorkers(inputs: ProxyWorkerInput[], hooks: WorkerHooks): Promise<ProxyWorkers> {
   const workers = inputs.map((workerData) => new Worker(new URL('./proxy-worker.js', import.meta.url), { workerData }))
-  const latest = workers.map((): { http: HttpThreadStats | null; dns: DnsThreadStats | null } => ({ http: null, dns: null }))
+  const latest = workers.map((): { http: HttpThreadStats | null; dns: DnsThreadStats | null; heapBytes: number } => ({ http: null, dns: null, heapBytes: 0 }))
   const exited = workers.map((w) => new Promise<void>((resolve) => w.once('exit', () => resolve())))
   const send = (m: MainMessage): void => workers.forEach((w) => w.postMessage(m))
   const stop = async (): Promise<void> => {
@@ -45,7 +47,7 @@ export async function startProxyWorkers(inputs: ProxyWorkerInput[], hooks: Worke
           new Promise<void>((resolve, reject) => {
             w.on('message', (m: WorkerMessage) => {
               if (m.type === 'log') hooks.writeLog(Buffer.from(m.chunk.buffer, m.chunk.byteOffset, m.chunk.byteLength), m.lines)
-              else if (m.type === 'stats') latest[i] = { http: m.http, dns: m.dns }
+              else if (m.type === 'stats') latest[i] = { http: m.http, dns: m.dns, heapBytes: m.heapBytes }
               else if (m.type === 'dns-learn') {
                 hooks.learnDns(m.answers)
                 w.postMessage({ type: 'dns-learned', batch: m.batch } satisfies MainMessage)
@@ -60,5 +62,5 @@ export async function startProxyWorkers(inputs: ProxyWorkerInput[], hooks: Worke
     await stop()
     throw e
   }
-  return { stop, updatePolicy: (file, text) => send({ type: 'policy', file, text }), updateFqdn: (name, ips) => send({ type: 'fqdn', name, ips }), updateEndpoints: (endpoints) => send({ type: 'endpoints', endpoints }), stats: () => latest }
+  return { stop, updatePolicy: (file, text) => send({ type: 'policy', file, text }), updateFqdn: (name, ips) => send({ type: 'fqdn', name, ips }), updateEndpoints: (endpoints) => send({ type: 'endpoints', endpoints }), collectGarbage: () => send({ type: 'collect' }), stats: () => latest }
 }

@@ -1,7 +1,7 @@
 // One steered client connection: its requests are parsed with llhttp (strict), each one checked
 // (framing, Host, path) and judged against the flow's L7 rules, allowed ones written to the
 // connection's upstream connection (taken from the pool of idle ones from this source to this
-// origin, or opened, and given back when the client is done) with their bodies streamed, denied
+// origin, or opened, and given back when the client is done or has been idle for a second) with their bodies streamed, denied
 // ones answered by the proxy. Responses go back in request order: a queue of exchanges, the head
 // of which is the one answered next, whether by the upstream or by the proxy.
 
@@ -29,6 +29,12 @@ const DENIED_BODY = 'Access denied\n'
 /** How long a connection the proxy ended may wait for the client to close in turn. */
 const LINGER_MS = 2_000
 const DENIED = localResponse(403, DENIED_BODY, false, false)
+/**
+ * A client connection idle this long gives its upstream connection back to the pool (which keeps
+ * a few per source and origin): idle clients then hold no upstream socket, file or server-side
+ * connection, while one that sends its next request at once finds its upstream still there.
+ */
+const UPSTREAM_HELD_IDLE_MS = 1_000
 
 /** A request as the matchers see it. */
 class RequestView implements HttpRequestView {
@@ -173,6 +179,7 @@ export class ClientConnection implements ParserSink, ResponseSink {
       this.socket.destroy()
       return
     }
+    if (this.upstream !== null && this.idleSince >= 0 && now - this.lastActive > UPSTREAM_HELD_IDLE_MS) this.releaseUpstream()
     this.upstream?.sweep(now, this.ctx.upstream)
   }
 

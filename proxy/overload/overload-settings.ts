@@ -71,4 +71,6 @@ export interface OverloadStatus {
   dnsQueries: OverloadSettings['dnsQueries']
   pressure: OverloadSettings['pressure'] & { now: boolean; episodes: number }
   rssBytes: number
+  /** Each thread's V8 heap (committed), this one first; the others' at most a second old. */
+  heapBytesByThread: number[]
 }
