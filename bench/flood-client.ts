@@ -102,7 +102,7 @@ function dnsQuery(id: number, name: string): Buffer {
 
 const RCODES = ['NOERROR', 'FORMERR', 'SERVFAIL', 'NXDOMAIN', 'NOTIMP', 'REFUSED']
 
-/** `rate` queries a second for `seconds`, in 10 ms steps; answers counted by rcode. */
+/** `rate` queries a second for `seconds`, in 10 ms steps; answers counted by rcode, and how long it sent (ms). */
 async function dnsStorm(to: { host: string; port: number }, rate: number, seconds: number, name: string): Promise<Record<string, number>> {
   const sock = createSocket('udp4')
   const counts: Record<string, number> = { sent: 0 }
@@ -113,10 +113,12 @@ async function dnsStorm(to: { host: string; port: number }, rate: number, second
   await new Promise<void>((r) => sock.bind(0, r))
   const perStep = Math.max(1, Math.round(rate / 100))
   const steps = Math.round(seconds * 100)
+  const started = Date.now()
   for (let step = 0; step < steps; step++) {
     for (let i = 0; i < perStep; i++) sock.send(dnsQuery(counts.sent++ & 0xffff, name), to.port, to.host)
     await new Promise((r) => setTimeout(r, 10))
   }
+  counts.ms = Date.now() - started
   await new Promise((r) => setTimeout(r, 500))
   sock.close()
   return counts

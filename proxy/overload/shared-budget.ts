@@ -58,6 +58,8 @@ const SLOT_WORDS = 3
 const CONN = 1
 const STREAM = 2
 const MAX_SLOTS = 1 << 22
+/** locate(): no such key, and no room for it. */
+const FULL = -Infinity
 
 function slotsFor(connectionsPerNode: number): number {
   let n = 1024
@@ -177,17 +179,13 @@ export class SharedBudget {
   /** Under the lock: both per-key counts below their limits (0: none), then both counted. */
   private take(field: number, source: number, identity: number, perSource: number, perIdentity: number, counterBase: number): Refusal {
     const a = this.i32
-    const s = this.find(this.sources, source)
+    const s = this.locate(this.sources, source)
     if (perSource > 0 && s >= 0 && a[s + field]! >= perSource) return this.refused(counterBase, Refusal.Source)
-    const i = this.find(this.identities, identity)
+    const i = this.locate(this.identities, identity)
     if (perIdentity > 0 && i >= 0 && a[i + field]! >= perIdentity) return this.refused(counterBase, Refusal.Identity)
-    const sourceSlot = s >= 0 ? s : this.insert(this.sources, source)
-    if (sourceSlot < 0) return this.refused(counterBase, Refusal.Node)
-    const identitySlot = i >= 0 ? i : this.insert(this.identities, identity)
-    if (identitySlot < 0) {
-      if (s < 0) this.remove(this.sources, sourceSlot)
-      return this.refused(counterBase, Refusal.Node)
-    }
+    if (s === FULL || i === FULL) return this.refused(counterBase, Refusal.Node)
+    const sourceSlot = s >= 0 ? s : this.claim(-s - 1, source)
+    const identitySlot = i >= 0 ? i : this.claim(-i - 1, identity)
     a[sourceSlot + field]!++
     a[identitySlot + field]!++
     a[field === CONN ? CONNECTIONS : STREAMS]!++
@@ -212,7 +210,7 @@ export class SharedBudget {
 
   private giveKey(table: number, key: number, field: number): void {
     const a = this.i32
-    const slot = this.find(table, key)
+    const slot = this.locate(table, key)
     if (slot < 0 || a[slot + field]! <= 0) return
     a[slot + field]!--
     if (a[slot + CONN] === 0 && a[slot + STREAM] === 0) this.remove(table, slot)
@@ -222,8 +220,8 @@ export class SharedBudget {
     return table + (Math.imul(key, 0x9e3779b1) >>> (32 - this.bits)) * SLOT_WORDS
   }
 
-  /** The slot holding `key` in `table`, or -1. */
-  private find(table: number, key: number): number {
+  /** The slot holding `key` in `table` (>= 0); if none, -1 - the empty slot it would take, or FULL. */
+  private locate(table: number, key: number): number {
     const a = this.i32
     const k = key | 0
     const end = table + this.slots * SLOT_WORDS
@@ -231,27 +229,17 @@ export class SharedBudget {
     for (let probes = 0; probes < this.slots; probes++) {
       const at = a[s]!
       if (at === k) return s
-      if (at === 0) return -1
+      if (at === 0) return -1 - s
       s += SLOT_WORDS
       if (s === end) s = table
     }
-    return -1
+    return FULL
   }
 
-  /** A new slot for `key` (known absent), or -1 when the table is full. */
-  private insert(table: number, key: number): number {
-    const a = this.i32
-    const end = table + this.slots * SLOT_WORDS
-    let s = this.home(table, key | 0)
-    for (let probes = 0; probes < this.slots; probes++) {
-      if (a[s] === 0) {
-        a[s] = key | 0
-        return s
-      }
-      s += SLOT_WORDS
-      if (s === end) s = table
-    }
-    return -1
+  /** Gives `key` the empty slot `s` (as locate found it). */
+  private claim(s: number, key: number): number {
+    this.i32[s] = key | 0
+    return s
   }
 
   /** Empties slot `s`, moving later members of its probe run back so every key stays reachable. */
