@@ -1,5 +1,5 @@
 // What a connection flood costs the node agent in memory, and whether it gives it back:
-//   npm run bench:overload [-- --connections N --clients C --kinds idle,slow,inflight --lab NAME --out FILE]
+//   npm run bench:overload [-- --connections N --clients C --kinds idle,slow,inflight --after S,S... --lab NAME --out FILE]
 //
 // For each kind of connection, a fresh agent (sk-assign, the example policy, no per-source or
 // per-identity budget: the node's budget, from the open-file limit, is what binds) and a flood
@@ -7,8 +7,8 @@
 // files): `idle` kept alive after one request (its upstream given back after a second), `slow` a request head
 // still arriving, `inflight` a request forwarded whose body is still coming. The agent holds
 // what its budget allows and resets the rest. Its resident memory (VmRSS) is read before the
-// flood (after a warm-up), while the connections are held, and 1, 10, 30 and 45 s after they
-// closed (V8 gives its heaps back some 20 s after they stop growing, the agent then malloc's);
+// flood (after a warm-up), while the connections are held, and --after seconds after they closed
+// (by default 1, 10, 30 and 45: the agent gives memory back at once and again 8-10 s later);
 // bytes per connection is (held - before) / connections held. Pressure is set not to act (it
 // would close the flood's connections before they are measured).
 
@@ -23,7 +23,7 @@ import { distPath, projectRoot } from '../lib/project-root.js'
 import { renderTable } from '../proxy/cli/table.js'
 import { UsageError, benchOptions, benchPin, inLabRounds, runBench, wholeOption, writeResult } from './bench-support.js'
 
-const USAGE = 'usage: npm run bench:overload [-- --connections N --clients C --kinds idle,slow,inflight --lab NAME --out FILE]'
+const USAGE = 'usage: npm run bench:overload [-- --connections N --clients C --kinds idle,slow,inflight --after S,S... --lab NAME --out FILE]'
 const KINDS = ['idle', 'slow', 'inflight'] as const
 type Kind = (typeof KINDS)[number]
 const DEATHSTAR = '198.18.2.10:80'
@@ -53,8 +53,6 @@ function rssBytes(pid: number): number {
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
 const mb = (b: number): number => Math.round((b / 2 ** 20) * 10) / 10
-/** When memory is read after the flood's connections closed, in seconds. */
-const AFTER_SECONDS = [1, 10, 30, 45]
 
 interface Status {
   overload: { fileLimit: number; limits: { connectionsPerNode: number }; open: { connections: number }; refused: { connections: Record<string, number> }; heapBytesByThread: number[] }
@@ -88,11 +86,14 @@ async function startClients(lab: string, kind: Kind, clients: number, per: numbe
 }
 
 async function main(): Promise<void> {
-  const values = benchOptions({ connections: '50000', clients: '4', kinds: KINDS.join(','), lab: 'bovl', out: 'bench-results/overload.json' })
+  const values = benchOptions({ connections: '50000', clients: '4', kinds: KINDS.join(','), after: '1,10,30,45', lab: 'bovl', out: 'bench-results/overload.json' })
   const connections = wholeOption(values, 'connections', 1, 1_000_000)
   const clients = wholeOption(values, 'clients', 1, 64)
   const kinds = values.kinds.split(',') as Kind[]
   for (const k of kinds) if (!KINDS.includes(k)) throw new UsageError(`--kinds: unknown kind '${k}'; expected some of ${KINDS.join(', ')}`)
+  // When memory is read after the flood's connections closed, in seconds.
+  const afterSeconds = values.after.split(',').map(Number)
+  if (afterSeconds.some((s, i) => !Number.isInteger(s) || s < 0 || s > 600 || (i > 0 && s <= afterSeconds[i - 1]!))) throw new UsageError(`--after: seconds in increasing order (0-600), got '${values.after}'`)
   const lab = values.lab
   const pin = benchPin(lab, 'overload')
   const results = await inLabRounds({
@@ -135,7 +136,7 @@ async function main(): Promise<void> {
         for (let i = 0; i < 100 && status(socket).overload.open.connections > 0; i++) await sleep(100)
         const after: Record<string, number> = {}
         let waited = 0
-        for (const at of AFTER_SECONDS) {
+        for (const at of afterSeconds) {
           await sleep((at - waited) * 1000)
           waited = at
           after[`${at}s`] = mb(rssBytes(node.pid))
@@ -166,8 +167,8 @@ async function main(): Promise<void> {
   const out = writeResult(values.out, { benchmark: 'overload', connections, clients, floods: rows })
   process.stdout.write(
     renderTable(
-      ['kind', 'held', 'refused', 'bytes/connection', 'RSS before MB', 'held MB', ...AFTER_SECONDS.map((s) => `+${s} s MB`)],
-      rows.map((r) => [r.kind, String(r.held), String(r.refused), String(Math.round(r.bytesPerConnection)), String(r.rssMB.before), String(r.rssMB.held), ...AFTER_SECONDS.map((s) => String(r.rssMB.after[`${s}s`]))]),
+      ['kind', 'held', 'refused', 'bytes/connection', 'RSS before MB', 'held MB', ...afterSeconds.map((s) => `+${s} s MB`)],
+      rows.map((r) => [r.kind, String(r.held), String(r.refused), String(Math.round(r.bytesPerConnection)), String(r.rssMB.before), String(r.rssMB.held), ...afterSeconds.map((s) => String(r.rssMB.after[`${s}s`]))]),
     ),
   )
   process.stdout.write(`${connections} connections attempted per kind from ${clients} clients; the agent's file limit ${rows[0]?.fileLimit}, node budget ${rows[0]?.connectionsPerNode}; wrote ${out}\n`)
