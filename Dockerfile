@@ -24,6 +24,7 @@ COPY --from=build /src/package.json /src/tsconfig.json ./
 COPY --from=build /src/node_modules node_modules
 COPY --from=build /src/dist dist
 COPY --from=build /src/lab/proto lab/proto
+COPY --from=build /src/vendor vendor
 ENTRYPOINT ["node", "/opt/l7proxy/dist/proxy/cli/main.js"]
 # The agent for this host, configured by /etc/l7proxy/agent.yaml (see README.md, "The agent").
 CMD ["agent", "--config", "/etc/l7proxy/agent.yaml"]

@@ -11,7 +11,7 @@
 // accepted, or reset at once when its source, identity or the node has spent its budget; under
 // pressure the sweep holds shorter timeouts and closes idle connections oldest first.
 
-import { createServer, type Server } from 'node:net'
+import { createServer, type Server, type Socket } from 'node:net'
 import { performance } from 'node:perf_hooks'
 import type { Logger } from 'pino'
 import type { PolicyEngine } from '../../policy/engine.js'
@@ -22,7 +22,7 @@ import { TlsConnection, type HandOff } from '../tls/tls-connection.js'
 import { LeafCache } from '../../certs/leaf-cache.js'
 import { loadCa } from '../../certs/local-ca.js'
 import type { Origin, ProxyContext, ProxyStats } from './proxy-context.js'
-import { acceptHandles, readInto, readResult, type TcpHandle } from './native-stream.js'
+import { acceptHandles, fastPath, readInto, readResult, type TcpHandle } from './native-stream.js'
 import { threadReadBuffer } from './http1-parser.js'
 import { RawSocket } from './raw-socket.js'
 import { DEFAULT_POOL_LIMITS, UpstreamPool, type UpstreamPoolLimits } from './upstream-pool.js'
@@ -125,6 +125,7 @@ export class HttpProxy {
       overload: opts.overload ?? null,
     }
     this.h2 = new H2Frontend(this.ctx)
+    if (!fastPath.available) opts.logger.warn({ missing: fastPath.missing }, 'http: the Node internals of the fast path are not there; serving on net.Socket (slower)')
     // The server listens (and closes); its connections are taken as bare handles.
     this.server = createServer()
     // Deadlines are checked a few times per shortest timeout (pressure's too), at most every second.
@@ -163,16 +164,48 @@ export class HttpProxy {
       handle.onread = passOn
       this.sniffing.delete(raw)
       // A view of the thread's buffer: parsed at once, or copied for TLS and HTTP/2.
-      const first = buf.subarray(0, n)
-      if (!startsHttp2(first) && first[0] !== TLS_HANDSHAKE) return this.track(new ClientConnection(raw, this.ctx, flow, first))
-      const socket = raw.toNetSocket(Buffer.from(first))
+      this.dispatch(raw, flow, buf.subarray(0, n), release)
+    }
+  }
+
+  /**
+   * Without the fast path's internals (native-stream.ts): the same on net.Server's sockets, the
+   * header timeout held by the socket's own timer until its first bytes.
+   */
+  private readonly onSocket = (socket: Socket): void => {
+    this.acceptedCount++
+    socket.on('error', () => undefined) // reset before it said anything: 'close' follows
+    if (socket.remoteAddress === undefined || socket.localAddress === undefined) return void socket.destroy()
+    const flow = this.flowOf(socket)
+    const release = this.admit(flow)
+    if (release === null) return void socket.resetAndDestroy()
+    socket.once('close', release)
+    socket.setTimeout(this.headersMs, () => socket.destroy())
+    socket.once('data', (first: Buffer) => {
+      socket.setTimeout(0)
+      this.dispatch(socket, flow, first, noop)
+    })
+  }
+
+  /** A connection's first bytes tell its protocol: HTTP/1.x here, HTTP/2 and TLS on a net.Socket. */
+  private dispatch(sock: RawSocket | Socket, flow: Flow, first: Buffer, release: () => void): void {
+    if (!startsHttp2(first) && first[0] !== TLS_HANDSHAKE) return this.track(new ClientConnection(sock, this.ctx, flow, first))
+    let socket: Socket
+    if (sock instanceof RawSocket) {
+      socket = sock.toNetSocket(Buffer.from(first))
       socket.once('close', release)
       socket.on('error', () => undefined) // reset before it said anything: 'close' follows
-      if (first[0] !== TLS_HANDSHAKE) return this.h2.accept(socket, flow)
-      const c = new TlsConnection(socket, this.ctx, flow, this.headersMs, this.adoptDecrypted)
-      this.tunnels.add(c)
-      socket.once('close', () => this.tunnels.delete(c))
+    } else {
+      // Held back (not flowing past nobody) for the side that takes it: node:http2 reads what is
+      // buffered, TLS resumes it.
+      socket = sock
+      socket.pause()
+      socket.unshift(first)
     }
+    if (first[0] !== TLS_HANDSHAKE) return this.h2.accept(socket, flow)
+    const c = new TlsConnection(socket, this.ctx, flow, this.headersMs, this.adoptDecrypted)
+    this.tunnels.add(c)
+    socket.once('close', () => this.tunnels.delete(c))
   }
 
   /** Takes a connection from the node's budget: how to give it back, or null when it is refused (counted, logged). */
@@ -252,7 +285,8 @@ export class HttpProxy {
       this.server.once('error', reject)
       this.server.listen(where, () => {
         this.server.off('error', reject)
-        acceptHandles(this.server, this.onConnection)
+        if (fastPath.available) acceptHandles(this.server, this.onConnection)
+        else this.server.on('connection', this.onSocket)
         resolve()
       })
     })

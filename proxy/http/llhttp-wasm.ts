@@ -1,11 +1,14 @@
-// llhttp compiled to WebAssembly, as undici ships it (the parser behind undici's client). One
+// llhttp compiled to WebAssembly, as undici ships it (the parser behind undici's client), kept in
+// vendor/llhttp/ so that an undici release cannot move it (its README: origin, hashes). One
 // instance per thread; llhttp_execute runs synchronously, so its callbacks go to the one parser
 // being run (`current`). Input is copied into the instance's memory, and spans handed to the
 // callbacks are offsets into it. Calls between JS and WebAssembly cost a few ns, where node's
 // native parser pays a C++-to-JS callback (with its async-hooks scope) per event.
 
 import { Buffer } from 'node:buffer'
-import { createRequire } from 'node:module'
+import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { projectRoot } from '../../lib/project-root.js'
 import type { Latin1Buffer } from './head-fields.js'
 
 /** What llhttp calls back; a non-zero return is an error (on_headers_complete: 1 = no body). */
@@ -50,14 +53,14 @@ export const PAUSED_UPGRADE = 22
 /** Bytes copied in per execute. */
 export const INPUT_BYTES = 64 * 1024
 
-const require = createRequire(import.meta.url)
+const wasm = (name: string): Buffer => readFileSync(join(projectRoot(), 'vendor/llhttp', name))
 
 function compile(): object {
   try {
-    return new WA.Module(require('undici/lib/llhttp/llhttp_simd-wasm.js') as Buffer)
+    return new WA.Module(wasm('llhttp_simd.wasm'))
   } catch {
     // No SIMD in this runtime: the plain build.
-    return new WA.Module(require('undici/lib/llhttp/llhttp-wasm.js') as Buffer)
+    return new WA.Module(wasm('llhttp.wasm'))
   }
 }
 

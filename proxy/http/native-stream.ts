@@ -2,8 +2,10 @@
 // and how node:net itself reads and writes it (lib/internal/stream_base_commons.js): the HTTP/1.1
 // proxy drives sockets this way, without net.Socket's Readable and Writable per read and write.
 // Node internals: this file is the only place that knows them (http1-parser.ts reads through
-// it, socket-writer.ts writes, raw-socket.ts accepts, shuts down and closes); their tests would
-// catch a Node release that changed them.
+// it, socket-writer.ts writes, raw-socket.ts accepts, shuts down and closes). They are probed
+// once, as this module loads (`fastPath`): where a Node release changed them, or where
+// process.binding is refused (`--permission`), or where L7PROXY_FAST_PATH=off asks it, the
+// proxy runs on plain net.Sockets instead (nativeStream() is then always null).
 
 import type { Server, Socket } from 'node:net'
 import { TLSSocket } from 'node:tls'
@@ -69,15 +71,44 @@ interface StreamWrapBinding {
   kLastWriteWasAsync: number
 }
 
-const binding = (process as unknown as { binding(name: 'stream_wrap'): StreamWrapBinding }).binding('stream_wrap')
-const { streamBaseState, kReadBytesOrError, kArrayBufferOffset, kLastWriteWasAsync } = binding
+type Binding = (name: string) => Record<string, unknown>
 
-export const WriteWrap = binding.WriteWrap
-export const ShutdownWrap = binding.ShutdownWrap
+/** What of a TCP handle the fast path calls (and net.Server's onconnection, which it replaces). */
+const TCP_METHODS = ['readStart', 'readStop', 'useUserBuffer', 'writeBuffer', 'writev', 'writeLatin1String', 'shutdown', 'getsockname', 'getpeername', 'reset', 'close'] as const
+const STREAM_WRAP_KEYS = ['WriteWrap', 'ShutdownWrap', 'streamBaseState', 'kReadBytesOrError', 'kArrayBufferOffset', 'kLastWriteWasAsync'] as const
 
-/** The native handle of a plain TCP socket (null for a TLS socket, whose handle takes ciphertext, or one with none yet). */
+/** The stream_wrap binding if every internal the fast path uses is there; otherwise what is missing. */
+function probe(): StreamWrapBinding | string {
+  if (process.env.L7PROXY_FAST_PATH === 'off') return 'nothing (L7PROXY_FAST_PATH=off)'
+  const binding = (process as unknown as { binding?: Binding }).binding
+  if (typeof binding !== 'function') return 'process.binding'
+  let streamWrap: Record<string, unknown>
+  let tcp: { prototype: Record<string, unknown> } | undefined
+  try {
+    streamWrap = binding('stream_wrap')
+    tcp = binding('tcp_wrap').TCP as typeof tcp
+  } catch (e) {
+    return `process.binding (${(e as Error).message})`
+  }
+  for (const k of STREAM_WRAP_KEYS) if (streamWrap[k] === undefined) return `stream_wrap.${k}`
+  for (const m of TCP_METHODS) if (typeof tcp?.prototype[m] !== 'function') return `tcp_wrap.TCP.prototype.${m}`
+  return streamWrap as unknown as StreamWrapBinding
+}
+
+const probed = probe()
+const binding: StreamWrapBinding | null = typeof probed === 'string' ? null : probed
+
+/** Whether the fast path's internals are there; if not, the first one found missing. */
+export const fastPath: { available: true } | { available: false; missing: string } = binding !== null ? { available: true } : { available: false, missing: probed as string }
+
+// Set when the fast path is available (only then are they used).
+const { streamBaseState, kReadBytesOrError, kArrayBufferOffset, kLastWriteWasAsync } = binding ?? { streamBaseState: new Int32Array(0), kReadBytesOrError: 0, kArrayBufferOffset: 0, kLastWriteWasAsync: 0 }
+export const WriteWrap = binding?.WriteWrap as StreamWrapBinding['WriteWrap']
+export const ShutdownWrap = binding?.ShutdownWrap as StreamWrapBinding['ShutdownWrap']
+
+/** The native handle of a plain TCP socket (null for a TLS socket, whose handle takes ciphertext, or one with none yet; always null without the fast path). */
 export function nativeStream(socket: Socket | RawSocket): NativeStream | null {
-  if (socket instanceof TLSSocket) return null
+  if (binding === null || socket instanceof TLSSocket) return null
   const handle = (socket as unknown as { _handle: (NativeStream & { isStreamBase?: boolean }) | null })._handle
   return handle?.isStreamBase === true && typeof handle.useUserBuffer === 'function' ? handle : null
 }
