@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # Installs what l7proxy needs, then its npm dependencies, then builds it.
-#   bash scripts/setup.sh            system packages (as root on Debian/Ubuntu) + npm ci + build
+#   bash scripts/setup.sh            system packages (as root on Debian/Ubuntu) + Node + npm ci + build
 #   bash scripts/setup.sh --check    only report what is missing; exit 1 if anything is
 # Idempotent and quick when everything is there: apt runs only for missing packages and
 # `npm ci` only when package-lock.json changed since the last install.
+# l7proxy runs on a supported Node.js (24 or newer). Where the machine's is older (Debian 12 has
+# 18, and Node 20 is past its end of life) Node NODE_VERSION is installed into .node/ for
+# l7proxy alone; the npm scripts, bin/l7proxy and the agent, CNI and test processes use it
+# (scripts/with-node), and the machine's own Node stays as it was.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -42,8 +46,8 @@ declare -A PACKAGES=(
   [containernetworking-plugins]=/usr/lib/cni/host-local
   [busybox-static]=/bin/busybox
 )
-NODE_MIN_MAJOR=20
-NODE_MIN_MINOR=18
+NODE_MIN_MAJOR=24
+NODE_VERSION=24.22.3
 
 check_only=0
 [[ "${1:-}" == "--check" ]] && check_only=1
@@ -79,14 +83,20 @@ if ((${#missing[@]} > 0)); then
   fi
 fi
 
-if ! command -v node >/dev/null; then
-  echo "setup: Node.js >= ${NODE_MIN_MAJOR}.${NODE_MIN_MINOR} is required (https://nodejs.org or your distribution's nodejs)" >&2
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  echo "setup: Node.js and npm are needed (any version: l7proxy's own Node ${NODE_VERSION} is fetched with npm if the machine's is older than ${NODE_MIN_MAJOR})" >&2
   exit 1
 fi
-read -r major minor < <(node -p 'process.versions.node.split(".").slice(0, 2).join(" ")')
-if ((major < NODE_MIN_MAJOR || (major == NODE_MIN_MAJOR && minor < NODE_MIN_MINOR))); then
-  echo "setup: Node.js $(node --version) is too old: l7proxy needs >= ${NODE_MIN_MAJOR}.${NODE_MIN_MINOR}" >&2
-  exit 1
+major=$(node -p 'process.versions.node.split(".")[0]')
+if ((major < NODE_MIN_MAJOR)); then
+  if ((check_only == 1)); then
+    if [[ "$(.node/bin/node --version 2>/dev/null)" != "v${NODE_VERSION}" ]]; then
+      echo "setup: Node.js $(node --version) is older than ${NODE_MIN_MAJOR}, and .node/ does not hold ${NODE_VERSION} (setup.sh installs it)" >&2
+      exit 1
+    fi
+  else
+    bash scripts/install-node.sh "$NODE_VERSION" .node
+  fi
 fi
 
 if ((check_only == 1)); then
@@ -99,9 +109,9 @@ lock_sum=$(sha256sum package-lock.json | cut -d' ' -f1)
 stamp=node_modules/.l7proxy-lock-sha256
 if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$lock_sum" ]]; then
   echo "setup: npm ci"
-  npm ci --no-audit --no-fund --loglevel=error
+  scripts/with-node npm ci --no-audit --no-fund --loglevel=error
   echo "$lock_sum" >"$stamp"
 fi
 
-npm run --silent build
+scripts/with-node npm run --silent build
 echo "setup: ready"

@@ -141,7 +141,7 @@ export class RawSocket extends EventEmitter {
     this.destroyed = true
     this.setTimeout(0)
     // net.Socket takes a handle, as net.Server makes the sockets it accepts (not in its types).
-    const socket = new Socket({ handle: h, readable: true, writable: true } as SocketConstructorOpts)
+    const socket = new Socket({ handle: h, readable: true, writable: true } as unknown as SocketConstructorOpts)
     readAsNetDoes(h)
     socket.unshift(first)
     return socket
