@@ -3,7 +3,7 @@
 # (so pinned maps survive an agent restart) and cgroup2 (for sock_ops/sk_msg). See README.md.
 
 # --- build: TypeScript and the BPF objects (clang, libbpf headers) ---------------------------
-FROM node:20-bookworm AS build
+FROM node:24-bookworm AS build
 RUN apt-get update \
  && apt-get install -y --no-install-recommends clang llvm libbpf-dev linux-libc-dev \
  && rm -rf /var/lib/apt/lists/*
@@ -14,7 +14,7 @@ COPY . .
 RUN npm run build && npm prune --omit=dev
 
 # --- runtime: Node, libbpf and the network tools the agent and the lab drive -----------------
-FROM node:20-bookworm-slim
+FROM node:24-bookworm-slim
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
       libbpf1 bpftool iproute2 iptables nftables procps util-linux unbound curl bind9-dnsutils ca-certificates \

@@ -216,6 +216,18 @@ function shape(e: Event[]): string {
 }
 
 /**
+ * A head with an empty Transfer-Encoding: the vendored llhttp hands it on and request-head.ts
+ * refuses it (400), where the llhttp of Node 24 and 26 (9.4) already fails to parse it.
+ */
+function refusedAfterParsing(events: Event[]): boolean {
+  return events.some((e) => {
+    if (e[0] !== 'head') return false
+    for (let i = 8; i + 1 < e.length; i += 2) if (String(e[i]).toLowerCase() === 'transfer-encoding' && String(e[i + 1]).trim() === '') return true
+    return false
+  })
+}
+
+/**
  * Runs `runs` messages from `message` through both parsers (ours reading each in two pieces,
  * cut anywhere) and asserts they agree; how many node's accepted.
  */
@@ -229,7 +241,7 @@ function differential(kind: 'request' | 'response', start: fc.Arbitrary<string[]
       ours.feed(bytes.slice(0, cut), bytes.slice(cut))
       const theirs = nodeParse(bytes, kind)
       if (!theirs.some((e) => e[0] === 'error')) accepted++
-      return shape(ours.events) === shape(theirs)
+      return shape(ours.events) === shape(theirs) || (kind === 'request' && refusedAfterParsing(ours.events) && theirs.some((e) => e[0] === 'error'))
     }),
     { numRuns: runs },
   )

@@ -147,8 +147,12 @@ t.test('h2: a malformed :authority, or one Host contradicts, is refused with 400
     [{ ':authority': 'deathstar', host: 'admin.internal' }, /:authority and Host differ/],
   ] as const) {
     const a = await request(c, { ':path': '/v1/ships', ...headers })
-    t.equal(a.headers[':status'], 400, JSON.stringify(headers))
-    t.match(a.body, why)
+    // Newer nghttp2 (Node 24 on) resets some of these itself, before the proxy sees them.
+    if (a.rstCode === http2.constants.NGHTTP2_PROTOCOL_ERROR) t.pass(`${JSON.stringify(headers)}: reset by nghttp2`)
+    else {
+      t.equal(a.headers[':status'], 400, JSON.stringify(headers))
+      t.match(a.body, why)
+    }
   }
   t.equal(s.upstream.streams, 0, 'none reached the server')
   t.equal((await request(c, { ':path': '/v1/ships', ':authority': 'Deathstar:80', host: 'deathstar:80' })).headers[':status'], 200, 'the same authority twice, in any case, passes')
