@@ -8,6 +8,7 @@ import t from 'tap'
 import { execCommand } from '../lab/netns.js'
 import { distPath } from '../lib/project-root.js'
 import { kernelTest } from './fixtures/kernel.js'
+import { refusesBadArguments } from './fixtures/bench-usage.js'
 
 interface Row {
   scenario: string
@@ -15,13 +16,7 @@ interface Row {
   median: { ops: number; errors: number; opsPerSec: number; latencyMs: { p50: number; p99: number }; proxyCpuCores: number | null; enforceMs?: { answers: number } }
 }
 
-t.test('bench:dns refuses bad arguments with usage and exit 2', async (t) => {
-  for (const args of [['--duration', '0'], ['--clients', 'x'], ['--mode', 'sockmap'], ['--mode', 'magic'], ['--lab', 'Bad Name'], ['--frob']]) {
-    const r = await execCommand([process.execPath, distPath('bench/dns.js'), ...args], { timeoutMs: 20_000 })
-    t.equal(r.code, 2, args.join(' '))
-    t.match(r.stderr, /^bench:dns: .+\nusage: npm run bench:dns/, 'says what is wrong and how to call it')
-  }
-})
+refusesBadArguments(t, 'dns', [['--duration', '0'], ['--clients', 'x'], ['--mode', 'sockmap'], ['--mode', 'magic'], ['--lab', 'Bad Name'], ['--frob']])
 
 kernelTest(t, 'bench:dns measures direct, l7proxy and dnsdist in the lab', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'l7-bench-'))

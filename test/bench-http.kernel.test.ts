@@ -8,6 +8,7 @@ import t from 'tap'
 import { execCommand } from '../lab/netns.js'
 import { distPath } from '../lib/project-root.js'
 import { kernelTest } from './fixtures/kernel.js'
+import { refusesBadArguments } from './fixtures/bench-usage.js'
 
 interface Row {
   scenario: string
@@ -15,13 +16,7 @@ interface Row {
   median: { ops: number; opsPerSec: number; errors: number; latencyMs: { p50: number; p99: number }; proxyCpuCores: number | null; proxySystemCores: number | null; flowLines?: number; sockmapMessages?: number }
 }
 
-t.test('bench:http refuses bad arguments with usage and exit 2', async (t) => {
-  for (const args of [['--duration', '0'], ['--runs', 'x'], ['--mode', 'magic'], ['--threads', '0'], ['--cpus', 'both'], ['--lab', 'Bad Name'], ['--frob']]) {
-    const r = await execCommand([process.execPath, distPath('bench/http.js'), ...args], { timeoutMs: 20_000 })
-    t.equal(r.code, 2, args.join(' '))
-    t.match(r.stderr, /^bench:http: .+\nusage: npm run bench:http/, 'says what is wrong and how to call it')
-  }
-})
+refusesBadArguments(t, 'http', [['--duration', '0'], ['--runs', 'x'], ['--mode', 'magic'], ['--threads', '0'], ['--cpus', 'both'], ['--lab', 'Bad Name'], ['--frob']])
 
 for (const [cpus, mode] of [
   ['shared', 'sk-assign'],

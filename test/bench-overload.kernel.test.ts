@@ -9,14 +9,9 @@ import t from 'tap'
 import { execCommand } from '../lab/netns.js'
 import { distPath } from '../lib/project-root.js'
 import { kernelTest } from './fixtures/kernel.js'
+import { refusesBadArguments } from './fixtures/bench-usage.js'
 
-t.test('bench:overload refuses bad arguments with usage and exit 2', async (t) => {
-  for (const args of [['--connections', '0'], ['--kinds', 'idle,lazy'], ['--after', '10,5'], ['--lab', 'Bad Name'], ['--frob']]) {
-    const r = await execCommand([process.execPath, distPath('bench/overload.js'), ...args], { timeoutMs: 20_000 })
-    t.equal(r.code, 2, args.join(' '))
-    t.match(r.stderr, /^bench:overload: .+\nusage: npm run bench:overload/, 'says what is wrong and how to call it')
-  }
-})
+refusesBadArguments(t, 'overload', [['--connections', '0'], ['--kinds', 'idle,lazy'], ['--after', '10,5'], ['--lab', 'Bad Name'], ['--frob']])
 
 kernelTest(t, 'bench:overload floods the agent and reads its memory before, during and after', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'l7-bench-'))
