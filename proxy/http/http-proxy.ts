@@ -125,7 +125,6 @@ export class HttpProxy {
       overload: opts.overload ?? null,
     }
     this.h2 = new H2Frontend(this.ctx)
-    if (!fastPath.available) opts.logger.warn({ missing: fastPath.missing }, 'http: the Node internals of the fast path are not there; serving on net.Socket (slower)')
     // The server listens (and closes); its connections are taken as bare handles.
     this.server = createServer()
     // Deadlines are checked a few times per shortest timeout (pressure's too), at most every second.
@@ -285,8 +284,11 @@ export class HttpProxy {
       this.server.once('error', reject)
       this.server.listen(where, () => {
         this.server.off('error', reject)
-        if (fastPath.available) acceptHandles(this.server, this.onConnection)
-        else this.server.on('connection', this.onSocket)
+        const missing = !fastPath.available ? fastPath.missing : acceptHandles(this.server, this.onConnection) ? null : "net.Server's handle.onconnection"
+        if (missing !== null) {
+          this.ctx.logger.warn({ missing }, 'http: the Node internals of the fast path are not there; serving on net.Socket (slower)')
+          this.server.on('connection', this.onSocket)
+        }
         resolve()
       })
     })

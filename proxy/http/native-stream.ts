@@ -118,15 +118,17 @@ export function nativeStream(socket: Socket | RawSocket): NativeStream | null {
  * made for them), with TCP_NODELAY, which they take from the listening socket (Linux copies it
  * to accepted ones: no setsockopt per connection); to be called once it listens, before the loop
  * runs again. A failed accept (EMFILE, say) is passed over: libuv tries again on the next readiness.
+ * False (and nothing changed) when the server's handle is not what this expects.
  */
-export function acceptHandles(server: Server, accept: (handle: TcpHandle) => void): void {
+export function acceptHandles(server: Server, accept: (handle: TcpHandle) => void): boolean {
   type Listening = { onconnection: (err: number, handle: TcpHandle | undefined) => void; setNoDelay(on: boolean): number }
   const listening = (server as unknown as { _handle: Listening | null })._handle
-  if (listening === null || typeof listening.onconnection !== 'function') throw new Error('acceptHandles: the server is not listening')
+  if (listening === null || typeof listening.onconnection !== 'function' || typeof listening.setNoDelay !== 'function') return false
   listening.setNoDelay(true)
   listening.onconnection = (err, handle) => {
     if (err === 0 && handle !== undefined) accept(handle)
   }
+  return true
 }
 
 /** Has libuv read `handle` into `buf` from now on (node stacks one more reader per call: once per buffer). */
