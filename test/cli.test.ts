@@ -61,6 +61,24 @@ t.test('help prints usage on stdout, exit 0', async (t) => {
   }
 })
 
+t.test('every command takes --help: its own usage on stdout, exit 0', async (t) => {
+  for (const [args, entries] of [
+    [['agent', '--help'], /^ {2}agent \[--config FILE\]/m],
+    [['status', '-h'], /^ {2}status \[--lab NAME/m],
+    [['lab', 'up', '--help'], /^ {2}lab up[\s\S]*^ {2}lab down[\s\S]*^ {2}lab status/m],
+    [['policy', '--help'], /^ {2}policy validate[\s\S]*^ {2}policy import/m],
+    [['cni', 'install', '--subnet', 'bad', '--help'], /^ {2}cni install/m],
+    [['compare', '--help'], /^ {2}compare \[--duration S\]/m],
+  ] as const) {
+    const r = runCli([...args])
+    t.equal(r.code, 0, args.join(' '))
+    t.match(r.stdout, new RegExp(`^Usage: l7proxy ${args[0]} `), 'says which command')
+    t.match(r.stdout, entries, 'with its entries')
+    t.notMatch(r.stdout, /^ {2}certs init/m, 'and only its own')
+  }
+  t.equal(runCli(['frob', '--help']).code, 2, 'an unknown command is still an error')
+})
+
 t.test('policy validate: ok files, located errors, exit 1 on any problem', async (t) => {
   const example = join(projectRoot(), 'policy/examples/star-wars.yaml')
   const good = runCli(['policy', 'validate', example])

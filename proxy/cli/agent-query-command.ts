@@ -12,7 +12,8 @@ import type { OverloadStatus } from '../overload/overload-settings.js'
 
 export const AGENT_QUERY_USAGE = `  status [--lab NAME | --socket PATH] [-o table|json]
                             what the running agent is doing: mode, policy revision and files,
-                            proxy threads, connections and requests by outcome, kernel verdicts
+                            proxy threads, connections and requests by outcome, kernel verdicts,
+                            overload budgets, what they hold and refused, pressure, memory
   endpoint list [--lab NAME | --socket PATH] [-o table|json]
                             the node's endpoints: identity, addresses, enforcement, rules
   identity list [--lab NAME | --socket PATH] [-o table|json]

@@ -27,6 +27,16 @@ ${POLICY_USAGE}
   help                      show this text
 `
 
+/**
+ * The usage of one command: the entries of USAGE that begin with it (an entry is a line indented
+ * by two, then the lines indented deeper); null when there is none.
+ */
+function commandUsage(cmd: string): string | null {
+  const entries = USAGE.split(/\n(?= {2}\S)/).slice(1)
+  const mine = entries.filter((e) => e.trimStart().split(/\s/)[0] === cmd)
+  return mine.length === 0 ? null : `Usage: l7proxy ${cmd} ...\n\n${mine.map((e) => e.trimEnd()).join('\n')}\n`
+}
+
 function isParseArgsError(err: unknown): boolean {
   const code = (err as { code?: unknown } | null)?.code
   return typeof code === 'string' && code.startsWith('ERR_PARSE_ARGS')
@@ -34,6 +44,12 @@ function isParseArgsError(err: unknown): boolean {
 
 export async function main(argv: string[], out = (s: string) => void process.stdout.write(s), err = (s: string) => void process.stderr.write(s)): Promise<number> {
   const [cmd, ...rest] = argv
+  // `l7proxy CMD --help` (wherever the flag is): that command's usage.
+  const usage = cmd !== undefined && (rest.includes('--help') || rest.includes('-h')) ? commandUsage(cmd) : null
+  if (usage !== null) {
+    out(usage)
+    return 0
+  }
   try {
     switch (cmd) {
       case 'agent':
