@@ -9,6 +9,7 @@ import { X509Certificate, createPrivateKey, randomBytes, webcrypto } from 'node:
 import { chmodSync, closeSync, existsSync, mkdirSync, openSync, readFileSync, statSync, writeSync } from 'node:fs'
 import { hostname } from 'node:os'
 import { join } from 'node:path'
+import { L7ProxyError } from '../lib/l7proxy-error.js'
 
 x509.cryptoProvider.set(webcrypto as unknown as Parameters<typeof x509.cryptoProvider.set>[0])
 
@@ -22,12 +23,10 @@ export const DEFAULT_CA_DIR = '/var/lib/l7proxy/ca'
 export const CA_CERT_FILE = 'ca.crt'
 export const CA_KEY_FILE = 'ca.key'
 
-export class CertError extends Error {
-  constructor(
-    message: string,
-    readonly code: 'ECAEXISTS' | 'ECAMISSING' | 'ECAINVALID' | 'EKEYMODE' | 'ENAME',
-  ) {
-    super(message)
+export class CertError extends L7ProxyError {
+  declare readonly code: 'ECAEXISTS' | 'ECAMISSING' | 'ECAINVALID' | 'EKEYMODE' | 'ENAME'
+  constructor(message: string, code: 'ECAEXISTS' | 'ECAMISSING' | 'ECAINVALID' | 'EKEYMODE' | 'ENAME') {
+    super(code, message)
   }
 }
 

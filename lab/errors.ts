@@ -1,5 +1,7 @@
 // Typed errors of the lab, with codes a caller can switch on.
 
+import { L7ProxyError } from '../lib/l7proxy-error.js'
+
 export type LabErrorCode =
   | 'ENOTROOT' // needs root (CAP_NET_ADMIN + CAP_SYS_ADMIN) for namespaces
   | 'ENOCMD' // a system command is missing
@@ -8,11 +10,9 @@ export type LabErrorCode =
   | 'EBADNAME' // invalid lab or host name
   | 'EHOST' // no such host in the lab
 
-export class LabError extends Error {
-  readonly code: LabErrorCode
+export class LabError extends L7ProxyError {
+  declare readonly code: LabErrorCode
   constructor(code: LabErrorCode, message: string) {
-    super(message)
-    this.name = 'LabError'
-    this.code = code
+    super(code, message)
   }
 }

@@ -3,19 +3,18 @@
 // (test/libbpf-abi.test.ts), so a layout mistake is caught by a test, not by a crash.
 
 import koffi, { type LibraryHandle } from 'koffi'
+import { L7ProxyError } from '../lib/l7proxy-error.js'
 
 export type BpfErrorCode = 'ENOLIBBPF' | 'EOPEN' | 'ELOAD' | 'EATTACH' | 'EMAP' | 'EPERM' | 'ELAYOUT' | 'ENETNS' | 'EMOUNT'
 
-export class BpfError extends Error {
-  readonly code: BpfErrorCode
+export class BpfError extends L7ProxyError {
+  declare readonly code: BpfErrorCode
   /** errno from the failing call, when there was one. */
   readonly errno: number | undefined
   /** The kernel verifier's log, for load failures. */
   readonly verifierLog: string | undefined
   constructor(code: BpfErrorCode, message: string, opts: { errno?: number; verifierLog?: string } = {}) {
-    super(message)
-    this.name = 'BpfError'
-    this.code = code
+    super(code, message)
     this.errno = opts.errno
     this.verifierLog = opts.verifierLog
   }

@@ -2,18 +2,17 @@
 // GET a path, get JSON back. The server is admin-server.ts.
 
 import { request } from 'node:http'
+import { L7ProxyError } from '../../lib/l7proxy-error.js'
 
 /** A lab's agent's socket; null: the host's agent's. */
 export function agentSocketPath(lab: string | null): string {
   return lab === null ? '/run/l7proxy/agent.sock' : `/run/l7proxy/agent-${lab}.sock`
 }
 
-export class AdminError extends Error {
-  constructor(
-    readonly code: 'ENOAGENT' | 'EADMIN',
-    message: string,
-  ) {
-    super(message)
+export class AdminError extends L7ProxyError {
+  declare readonly code: 'ENOAGENT' | 'EADMIN'
+  constructor(code: 'ENOAGENT' | 'EADMIN', message: string) {
+    super(code, message)
   }
 }
 

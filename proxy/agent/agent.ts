@@ -43,6 +43,7 @@ import { SharedBudget } from '../overload/shared-budget.js'
 import type { OverloadInput } from '../overload/thread-overload.js'
 import type { FileLimit } from '../../lib/libc.js'
 import { formatIPv4 } from '../../policy/cidr.js'
+import { L7ProxyError } from '../../lib/l7proxy-error.js'
 
 export interface AgentSettings {
   mode: RedirectMode
@@ -86,13 +87,12 @@ export interface AgentSettings {
 }
 
 /** A start-up step that failed: what, and why. Nothing the agent made is left behind. */
-export class AgentStartError extends Error {
-  readonly code = 'EAGENTSTART'
+export class AgentStartError extends L7ProxyError {
   constructor(
     readonly step: string,
     cause: Error,
   ) {
-    super(`${step}: ${cause.message}`)
+    super('EAGENTSTART', `${step}: ${cause.message}`)
   }
 }
 

@@ -37,6 +37,7 @@ import { agentSocketPath } from './admin-socket.js'
 import { DEFAULT_CA_DIR } from '../../certs/local-ca.js'
 import { parseIPv4 } from '../../policy/cidr.js'
 import { DEFAULT_OVERLOAD, type OverloadSettings } from '../overload/overload-settings.js'
+import { L7ProxyError } from '../../lib/l7proxy-error.js'
 
 /** Where the proxies listen unless configured otherwise (the datapath steers there). */
 export const DEFAULT_PROXY_PORTS = { http: 15001, dns: 15053 } as const
@@ -93,11 +94,9 @@ export interface ConfigLayer {
   admin?: { socket?: string; metrics?: { address: string; port: number } | null }
 }
 
-export class ConfigError extends Error {
-  readonly code = 'ECONFIG'
+export class ConfigError extends L7ProxyError {
   constructor(readonly issues: readonly PolicyIssue[]) {
-    super(issues.map(formatIssue).join('\n'))
-    this.name = 'ConfigError'
+    super('ECONFIG', issues.map(formatIssue).join('\n'))
   }
 }
 

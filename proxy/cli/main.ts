@@ -4,8 +4,6 @@
 
 import { AGENT_USAGE, agentCommand } from './agent-command.js'
 import { AGENT_QUERY_USAGE, agentQueryCommand } from './agent-query-command.js'
-import { AdminError } from '../agent/admin-socket.js'
-import { CertError } from '../../certs/local-ca.js'
 import { CERTS_USAGE, certsCommand } from './certs-command.js'
 import { CNI_USAGE, cniCommand } from './cni-command.js'
 import { COMPARE_USAGE } from './compare-usage.js'
@@ -13,6 +11,7 @@ import { ConfigError } from '../agent/config.js'
 import { LAB_USAGE, labCommand } from './lab-command.js'
 import { POLICY_USAGE, policyCommand } from './policy-command.js'
 import { UsageError } from './usage-error.js'
+import { L7ProxyError } from '../../lib/l7proxy-error.js'
 
 const USAGE = `Usage: l7proxy <command> [options]
 
@@ -93,17 +92,9 @@ export async function main(argv: string[], out = (s: string) => void process.std
       err(`l7proxy: bad configuration, nothing started:\n${e.message}\n`)
       return 2
     }
-    if (e instanceof AdminError) {
+    // Every subsystem's error (the agent's, the lab's, the loader's, the CA's...): what failed, its code.
+    if (e instanceof L7ProxyError) {
       err(`l7proxy: ${e.message} [${e.code}]\n`)
-      return 1
-    }
-    if (e instanceof CertError) {
-      err(`l7proxy: ${e.message} [${e.code}]\n`)
-      return 1
-    }
-    // The lab's errors (lab/errors.ts), told by name: the lab is loaded only by the commands that use it.
-    if (e instanceof Error && e.name === 'LabError') {
-      err(`l7proxy: ${e.message} [${(e as Error & { code: string }).code}]\n`)
       return 1
     }
     err(`l7proxy: unexpected error: ${(e as Error).stack ?? String(e)}\n`)

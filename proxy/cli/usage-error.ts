@@ -1,9 +1,9 @@
 // A command line the CLI cannot accept: printed with the usage text, exit code 2.
 
-export class UsageError extends Error {
-  readonly code = 'EUSAGE'
+import { L7ProxyError } from '../../lib/l7proxy-error.js'
+
+export class UsageError extends L7ProxyError {
   constructor(message: string) {
-    super(message)
-    this.name = 'UsageError'
+    super('EUSAGE', message)
   }
 }
