@@ -3,7 +3,8 @@
 // with the verifier log kept for errors, and its programs and maps looked up by name.
 
 import koffi from 'koffi'
-import { BpfError, OPEN_OPTS, addressOf, check, cString, clearLibbpfMessages, errnoName, libbpf, libbpfMessages, privilegeHint } from './libbpf.js'
+import { BpfError, OPEN_OPTS, addressOf, check, clearLibbpfMessages, errnoName, libbpf, libbpfMessages, privilegeHint } from './libbpf.js'
+import { cString } from '../lib/libc.js'
 
 const PERCPU_TYPES = new Set([5, 6, 10]) // PERCPU_HASH, PERCPU_ARRAY, LRU_PERCPU_HASH
 const VERIFIER_LOG_BYTES = 1 << 20

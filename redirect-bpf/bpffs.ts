@@ -2,7 +2,8 @@
 // mounts a bpffs of its own (under /run/l7proxy by default) and pins there.
 
 import { mkdirSync, readFileSync, readdirSync, rmSync, rmdirSync } from 'node:fs'
-import { BpfError, cString, errnoName, libbpf } from './libbpf.js'
+import { BpfError, errnoName } from './libbpf.js'
+import { cString, libc } from '../lib/libc.js'
 import koffi from 'koffi'
 import { resolve } from 'node:path'
 
@@ -34,7 +35,7 @@ function makeDirs(dir: string): void {
 export function ensureBpffs(dir: string): void {
   if (isBpffs(dir)) return
   makeDirs(dir)
-  const rc = libbpf().mount(cString('bpf'), cString(dir), cString('bpf'), 0, null) as number
+  const rc = libc().mount(cString('bpf'), cString(dir), cString('bpf'), 0, null) as number
   if (rc !== 0) {
     const errno = koffi.errno()
     throw new BpfError('EMOUNT', `cannot mount a bpffs at ${dir}: ${errnoName(errno)}${errno === 1 ? ' (needs root / CAP_SYS_ADMIN)' : ''}`, { errno })
@@ -48,7 +49,7 @@ const KERNEL_PRELOADED = new Set(['maps.debug', 'progs.debug'])
 export function removeBpffs(dir: string): void {
   if (isBpffs(dir)) {
     for (const entry of readdirSync(dir)) if (!KERNEL_PRELOADED.has(entry)) rmSync(`${dir}/${entry}`, { recursive: true, force: true })
-    const rc = libbpf().umount2(cString(dir), 0) as number
+    const rc = libc().umount2(cString(dir), 0) as number
     if (rc !== 0) throw new BpfError('EMOUNT', `cannot unmount ${dir}: ${errnoName(koffi.errno())}`)
   }
   try {

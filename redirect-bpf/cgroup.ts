@@ -5,7 +5,8 @@
 import { existsSync, mkdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import koffi from 'koffi'
-import { BpfError, check, cString, errnoName, libbpf } from './libbpf.js'
+import { BpfError, check, errnoName, libbpf } from './libbpf.js'
+import { cString, libc } from '../lib/libc.js'
 
 const BPF_CGROUP_SOCK_OPS = 3
 const BPF_SK_MSG_VERDICT = 7
@@ -27,14 +28,14 @@ export function cgroup2Root(): string {
   if (existing.length > 0) return existing.includes('/sys/fs/cgroup/unified') ? '/sys/fs/cgroup/unified' : existing[0]!
   const dir = OWN_ROOT
   mkdirSync(dir, { recursive: true })
-  if ((libbpf().mount(cString('none'), cString(dir), cString('cgroup2'), 0, null) as number) !== 0) {
+  if ((libc().mount(cString('none'), cString(dir), cString('cgroup2'), 0, null) as number) !== 0) {
     throw new BpfError('EMOUNT', `cannot mount cgroup2 at ${dir}: ${errnoName(koffi.errno())}`)
   }
   return dir
 }
 
 function openDir(dir: string): number {
-  const fd = libbpf().open(cString(dir), O_RDONLY_DIRECTORY_CLOEXEC) as number
+  const fd = libc().open(cString(dir), O_RDONLY_DIRECTORY_CLOEXEC) as number
   if (fd < 0) throw new BpfError('EATTACH', `cannot open cgroup ${dir}: ${errnoName(koffi.errno())}`)
   return fd
 }
@@ -71,7 +72,7 @@ export function removeCgroup(dir: string): void {
  */
 export function releaseCgroup2Root(): void {
   if (!cgroup2Mounts().includes(OWN_ROOT)) return
-  if ((libbpf().umount2(cString(OWN_ROOT), 0) as number) === 0) rmdirSync(OWN_ROOT)
+  if ((libc().umount2(cString(OWN_ROOT), 0) as number) === 0) rmdirSync(OWN_ROOT)
 }
 
 export function attachSockops(progFd: number, cgroupDir: string): void {
@@ -79,7 +80,7 @@ export function attachSockops(progFd: number, cgroupDir: string): void {
   try {
     check(libbpf().bpf_prog_attach(progFd, fd, BPF_CGROUP_SOCK_OPS, 0) as number, 'EATTACH', `attaching sock_ops to ${cgroupDir}`)
   } finally {
-    libbpf().close(fd)
+    libc().close(fd)
   }
 }
 
@@ -88,7 +89,7 @@ export function detachSockops(progFd: number, cgroupDir: string): void {
   try {
     check(libbpf().bpf_prog_detach2(progFd, fd, BPF_CGROUP_SOCK_OPS) as number, 'EATTACH', `detaching sock_ops from ${cgroupDir}`)
   } finally {
-    libbpf().close(fd)
+    libc().close(fd)
   }
 }
 

@@ -1,9 +1,10 @@
-// The system's libbpf (libbpf.so.1) and the few libc calls the loader needs, through koffi.
+// The system's libbpf (libbpf.so.1), through koffi (the libc calls beside it: lib/libc.ts).
 // Option structs are built as raw bytes at offsets checked against a compiled C sizeof/offsetof
 // (test/libbpf-abi.test.ts), so a layout mistake is caught by a test, not by a crash.
 
 import koffi, { type LibraryHandle } from 'koffi'
 import { L7ProxyError } from '../lib/l7proxy-error.js'
+import { libc } from '../lib/libc.js'
 
 export type BpfErrorCode = 'ENOLIBBPF' | 'EOPEN' | 'ELOAD' | 'EATTACH' | 'EMAP' | 'EPERM' | 'ELAYOUT' | 'ENETNS' | 'EMOUNT'
 
@@ -83,22 +84,6 @@ export interface Libbpf {
   bpf_link_create: Fn
   libbpf_num_possible_cpus: Fn
   libbpf_set_print: Fn
-  close: Fn
-  setns: Fn
-  open: Fn
-  mount: Fn
-  umount2: Fn
-  if_nametoindex: Fn
-  vsnprintf: Fn
-  socket: Fn
-  setsockopt: Fn
-  bind: Fn
-  listen: Fn
-  getsockname: Fn
-  recvmmsg: Fn
-  sendmmsg: Fn
-  /** Variadic: `fcntl(fd, cmd, 'int', arg)`. */
-  fcntl: Fn
 }
 
 let cached: Libbpf | undefined
@@ -117,10 +102,8 @@ export function clearLibbpfMessages(): void {
 export function libbpf(): Libbpf {
   if (cached) return cached
   let lib: LibraryHandle
-  let libc: LibraryHandle
   try {
     lib = koffi.load('libbpf.so.1')
-    libc = koffi.load('libc.so.6')
   } catch (e) {
     throw new BpfError('ENOLIBBPF', `cannot load libbpf.so.1: ${(e as Error).message}; install Debian package libbpf1 (scripts/setup.sh does)`)
   }
@@ -152,29 +135,13 @@ export function libbpf(): Libbpf {
     bpf_link_create: f(lib, 'int bpf_link_create(int prog_fd, int target_fd, int attach_type, void *opts)'),
     libbpf_num_possible_cpus: f(lib, 'int libbpf_num_possible_cpus()'),
     libbpf_set_print: f(lib, 'void *libbpf_set_print(void *fn)'),
-    close: f(libc, 'int close(int fd)'),
-    setns: f(libc, 'int setns(int fd, int nstype)'),
-    open: f(libc, 'int open(const char *path, int flags)'),
-    mount: f(libc, 'int mount(const char *source, const char *target, const char *fstype, unsigned long flags, const void *data)'),
-    umount2: f(libc, 'int umount2(const char *target, int flags)'),
-    if_nametoindex: f(libc, 'unsigned int if_nametoindex(const char *name)'),
-    vsnprintf: f(libc, 'int vsnprintf(char *buf, size_t size, const char *fmt, void *ap)'),
-    socket: f(libc, 'int socket(int domain, int type, int protocol)'),
-    setsockopt: f(libc, 'int setsockopt(int fd, int level, int name, const void *value, uint32_t len)'),
-    bind: f(libc, 'int bind(int fd, const void *addr, uint32_t len)'),
-    listen: f(libc, 'int listen(int fd, int backlog)'),
-    getsockname: f(libc, 'int getsockname(int fd, void *addr, uint32_t *len)'),
-    // Batched datagram I/O (proxy/dns/datagram-pump.ts): pointers into memory koffi allocated.
-    recvmmsg: f(libc, 'int recvmmsg(int fd, uintptr_t vec, unsigned int vlen, int flags, uintptr_t timeout)'),
-    sendmmsg: f(libc, 'int sendmmsg(int fd, uintptr_t vec, unsigned int vlen, int flags)'),
-    fcntl: f(libc, 'int fcntl(int fd, int cmd, ...)'),
   }
   // libbpf's messages go into `recent` (bounded) instead of stderr, to be put in errors.
   const PrintFn = koffi.proto('int libbpf_print_fn(int level, const char *fmt, void *ap)')
   const buf = Buffer.alloc(4096)
   const cb = koffi.register((level: number, fmt: string, ap: unknown) => {
     if (level > LIBBPF_WARN) return 0 // info and debug lines would drown the one that matters
-    const n = api.vsnprintf(buf, buf.length, fmt, ap) as number
+    const n = libc().vsnprintf(buf, buf.length, fmt, ap) as number
     recent.push(buf.toString('utf8', 0, Math.max(0, Math.min(n, buf.length - 1))))
     if (recent.length > 64) recent.splice(0, recent.length - 64)
     return 0
@@ -184,10 +151,6 @@ export function libbpf(): Libbpf {
   return api
 }
 
-/** A NUL-terminated C string in a Buffer that stays alive as long as the caller holds it. */
-export function cString(s: string): Buffer {
-  return Buffer.from(`${s}\0`, 'utf8')
-}
 
 export function addressOf(buf: Buffer): bigint {
   return koffi.address(buf) as bigint

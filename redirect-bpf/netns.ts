@@ -3,7 +3,8 @@
 // namespace. Only for synchronous code: the thread must not yield to the event loop meanwhile.
 
 import koffi from 'koffi'
-import { BpfError, cString, errnoName, libbpf } from './libbpf.js'
+import { BpfError, errnoName } from './libbpf.js'
+import { cString, libc } from '../lib/libc.js'
 
 const CLONE_NEWNET = 0x40000000
 const O_RDONLY_CLOEXEC = 0o2000000
@@ -14,13 +15,13 @@ export function openNetns(name?: string): number {
 }
 
 function openNs(path: string): number {
-  const fd = libbpf().open(cString(path), O_RDONLY_CLOEXEC) as number
+  const fd = libc().open(cString(path), O_RDONLY_CLOEXEC) as number
   if (fd < 0) throw new BpfError('ENETNS', `cannot open ${path}: ${errnoName(koffi.errno())}`)
   return fd
 }
 
 export function inNetns<T>(name: string, fn: () => T): T {
-  const lib = libbpf()
+  const lib = libc()
   const self = openNs('/proc/thread-self/ns/net')
   const target = openNs(`/run/netns/${name}`)
   try {

@@ -3,6 +3,7 @@
 // anew), and the proxy listeners it may select, by port.
 
 import { check, libbpf } from './libbpf.js'
+import { libc } from '../lib/libc.js'
 import type { BpfMap } from './bpf-object.js'
 import { openNetns } from './netns.js'
 
@@ -14,13 +15,13 @@ export function attachSkLookup(progFd: number, netns?: string): number {
   try {
     return check(libbpf().bpf_link_create(progFd, nsFd, BPF_SK_LOOKUP, null) as number, 'EATTACH', `attaching sk_lookup to network namespace ${netns ?? '(current)'}`)
   } finally {
-    libbpf().close(nsFd)
+    libc().close(nsFd)
   }
 }
 
 /** Detaches: closing the link's last fd ends it. */
 export function detachSkLookup(linkFd: number): void {
-  libbpf().close(linkFd)
+  libc().close(linkFd)
 }
 
 /** Makes a listening socket the one sk_lookup selects for `port` (l7_proxy_listeners). */

@@ -2,7 +2,8 @@
 // network namespace. l7proxy uses one fixed handle and priority per hook, so attaching again
 // replaces its program atomically and detaching finds it.
 
-import { BPF_TC_EGRESS, BPF_TC_F_REPLACE, BPF_TC_INGRESS, BpfError, TC_HOOK, TC_OPTS, check, cString, libbpf } from './libbpf.js'
+import { BPF_TC_EGRESS, BPF_TC_F_REPLACE, BPF_TC_INGRESS, BpfError, TC_HOOK, TC_OPTS, check, libbpf } from './libbpf.js'
+import { cString, libc } from '../lib/libc.js'
 
 export type TcDirection = 'ingress' | 'egress'
 
@@ -10,7 +11,7 @@ export const L7PROXY_TC_HANDLE = 0x17
 export const L7PROXY_TC_PRIORITY = 1
 
 export function ifindexOf(ifname: string): number {
-  const i = libbpf().if_nametoindex(cString(ifname)) as number
+  const i = libc().if_nametoindex(cString(ifname)) as number
   if (i === 0) throw new BpfError('EATTACH', `no interface named ${ifname} in this network namespace`)
   return i
 }

@@ -4,7 +4,8 @@
 // listener, made where its namespace is and handed to a process that runs in another.
 
 import koffi from 'koffi'
-import { BpfError, errnoName, libbpf } from './libbpf.js'
+import { BpfError, errnoName } from './libbpf.js'
+import { libc } from '../lib/libc.js'
 import { parseIPv4 } from '../policy/cidr.js'
 
 const AF_INET = 2
@@ -19,7 +20,7 @@ const IP_TRANSPARENT = 19
 
 function fail(what: string, fd: number): never {
   const errno = koffi.errno()
-  if (fd >= 0) libbpf().close(fd)
+  if (fd >= 0) libc().close(fd)
   throw new BpfError(errno === 1 ? 'EPERM' : 'EATTACH', `${what}: ${errnoName(errno)}${errno === 1 ? ' (IP_TRANSPARENT needs CAP_NET_ADMIN or CAP_NET_RAW)' : ''}`, { errno })
 }
 
@@ -27,7 +28,7 @@ const SOCK_DGRAM = 2
 
 /** A socket of `type` with SO_REUSEADDR and IP_TRANSPARENT (unless not `transparent`; and SO_REUSEPORT), bound to address:port. */
 function boundSocket(type: number, address: string, port: number, o: { reusePort?: boolean; transparent?: boolean } = {}): number {
-  const lib = libbpf()
+  const lib = libc()
   const addr = parseIPv4(address)
   if (addr === null) throw new BpfError('EATTACH', `'${address}' is not an IPv4 address`)
   const fd = lib.socket(AF_INET, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0) as number
@@ -61,7 +62,7 @@ export function tcpListener(address: string, port: number): number {
 }
 
 function listening(fd: number, backlog: number): number {
-  if ((libbpf().listen(fd, backlog) as number) !== 0) fail('listen', fd)
+  if ((libc().listen(fd, backlog) as number) !== 0) fail('listen', fd)
   return fd
 }
 
@@ -84,6 +85,6 @@ export function udpSocket(address: string, port: number): number {
 export function localPort(fd: number): number {
   const sa = Buffer.alloc(16)
   const len = new Uint32Array([16])
-  if ((libbpf().getsockname(fd, sa, len) as number) !== 0) fail('getsockname', -1)
+  if ((libc().getsockname(fd, sa, len) as number) !== 0) fail('getsockname', -1)
   return sa.readUInt16BE(2)
 }

@@ -5,7 +5,7 @@
 import { createSocket } from 'node:dgram'
 import t from 'tap'
 import { DatagramPump } from '../proxy/dns/datagram-pump.js'
-import { libbpf } from '../redirect-bpf/libbpf.js'
+import { libc } from '../lib/libc.js'
 import { localPort, udpSocket } from '../redirect-bpf/transparent-socket.js'
 
 const LOOPBACK = 0x7f000001
@@ -24,7 +24,7 @@ t.test('an echo through the pump returns every datagram whole, to its sender', a
   pump.start()
   t.teardown(() => {
     pump.close()
-    libbpf().close(fd)
+    libc().close(fd)
   })
   const client = createSocket({ type: 'udp4', recvBufferSize: 1 << 22 })
   await new Promise<void>((r) => client.bind(0, '127.0.0.1', r))
@@ -69,6 +69,6 @@ t.test('a closed pump sends nothing and reads nothing more', async (t) => {
   await new Promise<void>((r) => client.send(Buffer.from('late'), localPort(fd), '127.0.0.1', () => r()))
   await new Promise((r) => setTimeout(r, 300))
   client.close()
-  libbpf().close(fd)
+  libc().close(fd)
   t.equal(read, 0)
 })

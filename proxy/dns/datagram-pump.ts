@@ -10,7 +10,7 @@
 import { createSocket, type RemoteInfo, type Socket } from 'node:dgram'
 import koffi from 'koffi'
 import { parseIPv4 } from '../../policy/cidr.js'
-import { libbpf } from '../../redirect-bpf/libbpf.js'
+import { libc } from '../../lib/libc.js'
 
 const BATCH = 64
 /** A datagram buffer: the largest UDP payload, so nothing is ever cut short. */
@@ -126,7 +126,7 @@ export class DatagramPump {
     private readonly onDatagram: DatagramHandler,
     private readonly onError: (e: Error) => void,
   ) {
-    libbpf()
+    libc()
   }
 
   /**
@@ -138,7 +138,7 @@ export class DatagramPump {
   }
 
   start(): void {
-    const { fcntl } = libbpf()
+    const { fcntl } = libc()
     for (const fd of this.receive) {
       const copy = fcntl(fd, F_DUPFD_CLOEXEC, 'int', 0) as number
       if (copy < 0) throw new Error(`datagram pump: cannot copy socket ${fd} (errno ${koffi.errno()})`)
@@ -170,7 +170,7 @@ export class DatagramPump {
 
   /** Sends what is queued: one sendmmsg per run of datagrams from the same socket. */
   flush(): void {
-    const { sendmmsg } = libbpf()
+    const { sendmmsg } = libc()
     let i = 0
     while (i < this.queued) {
       const fd = this.txSocket[i]!
@@ -211,7 +211,7 @@ export class DatagramPump {
     this.stats.received++
     this.batch++
     this.handle(fd, first, parseIPv4(from.address) ?? 0, from.port)
-    const { recvmmsg } = libbpf()
+    const { recvmmsg } = libc()
     for (let round = 0; round < MAX_ROUNDS; round++) {
       const n = recvmmsg(fd, this.rx.header(0), BATCH, MSG_DONTWAIT, 0) as number
       if (n < 0 && koffi.errno() !== EAGAIN) this.stats.dropped++ // an ICMP error reported on the socket: libuv's next read goes past it

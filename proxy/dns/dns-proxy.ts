@@ -16,7 +16,7 @@ import { connect, createServer, type Server, type Socket as TcpSocket } from 'no
 import type { Logger } from 'pino'
 import type { PolicyEngine } from '../../policy/engine.js'
 import { formatIPv4, parseIPv4 } from '../../policy/cidr.js'
-import { libbpf } from '../../redirect-bpf/libbpf.js'
+import { libc } from '../../lib/libc.js'
 import type { Destination } from '../../redirect-bpf/map-layout.js'
 import { localPort, transparentUdpSocket, udpSocket } from '../../redirect-bpf/transparent-socket.js'
 import { FlowLog, NO_ANSWERS, answersJson } from '../flow-log.js'
@@ -220,7 +220,7 @@ export class DnsProxy {
   close(): void {
     clearInterval(this.sweeper)
     this.pump?.close()
-    for (const fd of [this.listener, this.upstream, ...this.replySockets.values()]) if (fd >= 0) libbpf().close(fd)
+    for (const fd of [this.listener, this.upstream, ...this.replySockets.values()]) if (fd >= 0) libc().close(fd)
     this.listener = this.upstream = -1
     this.replySockets.clear()
     this.tcp.close()
