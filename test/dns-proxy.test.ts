@@ -3,14 +3,13 @@
 
 import { createSocket, type Socket } from 'node:dgram'
 import { connect as tcpConnect, createServer as createTcpServer, type AddressInfo } from 'node:net'
-import { Writable } from 'node:stream'
 import dnsPacket from 'dns-packet'
-import pino from 'pino'
 import t, { type Test } from 'tap'
 import { labEndpoints } from '../lab/topology.js'
 import { PolicyEngine } from '../policy/engine.js'
 import { DnsProxy, type DnsProxyOptions } from '../proxy/dns/dns-proxy.js'
 import { testOverload } from './fixtures/overload.js'
+import { jsonLogger } from './fixtures/json-logger.js'
 
 const POLICY = `apiVersion: cilium.io/v2
 kind: CiliumNetworkPolicy
@@ -95,16 +94,10 @@ async function setup(t: Test, source = '198.18.1.10', extra: Partial<DnsProxyOpt
   const served: string[] = []
   const { silent, edit, ...options } = extra
   const upstream = (await server(t, served, { silent, edit })).address() as AddressInfo
-  const logs: Array<Record<string, unknown>> = []
-  const sink = new Writable({
-    write(chunk, _e, cb) {
-      logs.push(JSON.parse(chunk.toString()) as Record<string, unknown>)
-      cb()
-    },
-  })
+  const { logger, lines: logs } = jsonLogger()
   const proxy = new DnsProxy({
     engine,
-    logger: pino({ base: null }, sink),
+    logger,
     // As if the datapath had steered `source` -> the lab DNS server here.
     originalDestination: (_address, _port, out) => {
       out.address = 0xc6120235 // 198.18.2.53

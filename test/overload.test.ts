@@ -225,6 +225,7 @@ t.test('the node budget comes from the open-file limit, the pressure line from i
   t.equal(l.connectionsPerNode, 7952)
   t.equal(pressureConnections(DEFAULT_OVERLOAD, l), Math.floor(7952 * 0.8))
   t.equal(budgetLimits({ ...DEFAULT_OVERLOAD, connections: { ...DEFAULT_OVERLOAD.connections, perNode: 500 } }, 20_000).connectionsPerNode, 500, 'set: as set')
+  t.equal(budgetLimits({ ...DEFAULT_OVERLOAD, connections: { ...DEFAULT_OVERLOAD.connections, perNode: 50_000 } }, 20_000).connectionsPerNode, 7952, 'set above what the files allow: lowered to it')
 })
 
 t.test('the overload section: every field checked, layers merged over the defaults', async (t) => {

@@ -36,7 +36,7 @@ import type { ProxyWorkerInput } from './proxy-worker.js'
 import { startProxyWorkers, type ProxyWorkers } from './proxy-workers.js'
 import { startThreadProxies, type DnsLaneInput, type ThreadProxies } from './thread-proxies.js'
 import { raiseFileLimit } from '../overload/file-limit.js'
-import { budgetLimits, connectionsForFileLimit, pressureConnections, type OverloadSettings, type OverloadStatus } from '../overload/overload-settings.js'
+import { budgetLimits, pressureConnections, type OverloadSettings, type OverloadStatus } from '../overload/overload-settings.js'
 import { PressureMonitor } from '../overload/pressure-monitor.js'
 import { collectGarbage } from '../overload/collect-garbage.js'
 import { SharedBudget } from '../overload/shared-budget.js'
@@ -201,10 +201,8 @@ export class Agent {
     const o = this.settings.overload
     const files = (this.files = step('open-file limit', () => raiseFileLimit(o.fileLimit)))
     const limits = budgetLimits(o, files.soft)
-    const most = connectionsForFileLimit(files.soft)
-    if (limits.connectionsPerNode > most) {
-      this.logger.warn({ configured: limits.connectionsPerNode, fileLimit: files.soft, connectionsPerNode: most }, 'overload: node connection budget lowered to what the open-file limit allows')
-      limits.connectionsPerNode = most
+    if (o.connections.perNode > limits.connectionsPerNode) {
+      this.logger.warn({ configured: o.connections.perNode, fileLimit: files.soft, connectionsPerNode: limits.connectionsPerNode }, 'overload: node connection budget lowered to what the open-file limit allows')
     }
     const budget = (this.budget = SharedBudget.create(limits))
     const line = pressureConnections(o, limits)

@@ -26,8 +26,8 @@ import { DnsWireError, HEADER_BYTES, readAnswers, readQuery, typeName, type Quer
 import type { AnswerRecord } from './fqdn-cache.js'
 import { LatencyHistogram } from '../latency-histogram.js'
 import { SourceRates } from '../overload/source-rates.js'
-import { REFUSAL_NAMES, Refusal, sourceKey } from '../overload/shared-budget.js'
-import type { ThreadOverload } from '../overload/thread-overload.js'
+import { sourceKey } from '../overload/shared-budget.js'
+import { admitConnection, type ThreadOverload } from '../overload/thread-overload.js'
 
 export interface Endpoint {
   address: string
@@ -471,12 +471,16 @@ export class DnsProxy {
       c.destroy()
       return
     }
-    if (!this.admitTcp(c, client.address)) return
+    const flow = this.opts.flowOf ? this.opts.flowOf(client, server) : { sourceAddress: client.address, sourcePort: client.port, destAddress: server.address, destPort: server.port }
+    // From the node's connection budget, as the HTTP proxy's clients: given back at its close.
+    const o = this.opts.overload
+    const release = o === undefined ? null : admitConnection(o, flow.sourceAddress, this.flowEntry(flow, DNS_TCP).policy.sourceIdentity)
+    if (o !== undefined && release === null) return void c.resetAndDestroy()
+    if (release !== null) c.once('close', release)
     const pending = new Map<number, Pending>()
     this.tcpPending.set(c, pending)
     let up: TcpSocket | null = null
     const reply = (m: Buffer): void => void c.write(frame(m))
-    const flow = this.opts.flowOf ? this.opts.flowOf(client, server) : { sourceAddress: client.address, sourcePort: client.port, destAddress: server.address, destPort: server.port }
     const upstream = this.opts.upstreamOf?.(flow) ?? server
     const route: Route = { reply, upstream, upstreamAddress: 0 }
     c.setTimeout(TCP_IDLE_MS, () => c.destroy())
@@ -503,22 +507,6 @@ export class DnsProxy {
       }
       up.write(frame(msg))
     })
-  }
-
-  /** Takes a TCP client from the node's connection budget (given back at its close), or resets it. */
-  private admitTcp(c: TcpSocket, address: string): boolean {
-    const o = this.opts.overload
-    if (o === undefined) return true
-    const source = sourceKey(address)
-    const identity = this.opts.engine.identityOf(address)
-    const refusal = o.budget.takeConnection(source, identity)
-    if (refusal === Refusal.None) {
-      c.once('close', () => o.budget.giveConnection(source, identity))
-      return true
-    }
-    o.refusals.note(`connections per ${REFUSAL_NAMES[refusal]}`, performance.now(), { source: address, identity, protocol: 'dns' })
-    c.resetAndDestroy()
-    return false
   }
 }
 

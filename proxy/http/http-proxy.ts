@@ -28,8 +28,7 @@ import { RawSocket } from './raw-socket.js'
 import { DEFAULT_POOL_LIMITS, UpstreamPool, type UpstreamPoolLimits } from './upstream-pool.js'
 import { LatencyHistogram } from '../latency-histogram.js'
 import { OpenSet } from '../open-set.js'
-import { REFUSAL_NAMES, Refusal, sourceKey } from '../overload/shared-budget.js'
-import type { ThreadOverload } from '../overload/thread-overload.js'
+import { admitConnection, type ThreadOverload } from '../overload/thread-overload.js'
 
 export type { Origin, ProxyStats } from './proxy-context.js'
 
@@ -81,12 +80,6 @@ function defaultOrigin(f: Flow): Origin {
 }
 
 const noop = (): void => undefined
-
-/** The limit a refusal hit, for its log line. */
-function limitOf(o: ThreadOverload, r: Refusal): number {
-  const l = o.budget.limits
-  return r === Refusal.Source ? l.connectionsPerSource : r === Refusal.Identity ? l.connectionsPerIdentity : l.connectionsPerNode
-}
 
 export class HttpProxy {
   readonly server: Server
@@ -210,13 +203,7 @@ export class HttpProxy {
   /** Takes a connection from the node's budget: how to give it back, or null when it is refused (counted, logged). */
   private admit(flow: Flow): (() => void) | null {
     const o = this.ctx.overload
-    if (o === null) return noop
-    const source = sourceKey(flow.sourceAddress)
-    const identity = FlowPolicy.of(this.ctx.engine, flow).sourceIdentity
-    const refusal = o.budget.takeConnection(source, identity)
-    if (refusal === Refusal.None) return () => o.budget.giveConnection(source, identity)
-    o.refusals.note(`connections per ${REFUSAL_NAMES[refusal]}`, performance.now(), { source: flow.sourceAddress, identity, limit: limitOf(o, refusal) })
-    return null
+    return o === null ? noop : admitConnection(o, flow.sourceAddress, FlowPolicy.of(this.ctx.engine, flow).sourceIdentity)
   }
 
   /** A connection whose TLS the proxy terminated, to the side its ALPN chose. */

@@ -24,7 +24,8 @@ import { countOutcome, type Origin, type ProxyContext } from '../http/proxy-cont
 import { normalizePath } from '../http/request-path.js'
 import { hostProblem } from '../http/request-head.js'
 import { relay, resetStream } from './stream-relay.js'
-import { REFUSAL_NAMES, Refusal, sourceKey } from '../overload/shared-budget.js'
+import { Refusal, sourceKey } from '../overload/shared-budget.js'
+import { noteRefusal } from '../overload/thread-overload.js'
 import { GRPC_DEADLINE_EXCEEDED, GRPC_INTERNAL, GRPC_PERMISSION_DENIED, GRPC_UNAVAILABLE, grpcCall, grpcTrailersOnly, isGrpc } from './grpc.js'
 
 const { NGHTTP2_NO_ERROR, NGHTTP2_CANCEL, NGHTTP2_REFUSED_STREAM, NGHTTP2_ENHANCE_YOUR_CALM, NGHTTP2_FLAG_END_STREAM } = constants
@@ -253,8 +254,7 @@ export class H2Connection {
       return true
     }
     ex.refused = true
-    const l = o.budget.limits
-    o.refusals.note(`streams per ${REFUSAL_NAMES[refusal]}`, performance.now(), { source: this.flow.sourceAddress, identity, limit: refusal === Refusal.Source ? l.streamsPerSource : l.streamsPerIdentity })
+    noteRefusal(o, 'streams', refusal, { source: this.flow.sourceAddress, identity })
     this.reset(stream, ex, NGHTTP2_REFUSED_STREAM)
     return false
   }

@@ -46,12 +46,13 @@ export function connectionsForFileLimit(files: number): number {
   return Math.max(1, Math.floor((files - reserved) / 2))
 }
 
-/** The budgets for the open-file limit the agent has. */
+/** The budgets for the open-file limit the agent has: the node's as configured, but never above what the files allow. */
 export function budgetLimits(o: OverloadSettings, files: number): BudgetLimits {
+  const most = connectionsForFileLimit(files)
   return {
     connectionsPerSource: o.connections.perSource,
     connectionsPerIdentity: o.connections.perIdentity,
-    connectionsPerNode: o.connections.perNode || connectionsForFileLimit(files),
+    connectionsPerNode: Math.min(o.connections.perNode || most, most),
     streamsPerSource: o.streams.perSource,
     streamsPerIdentity: o.streams.perIdentity,
   }

@@ -159,6 +159,14 @@ export class SharedBudget {
     this.give(STREAM, source, identity)
   }
 
+  /** The limit a refusal of `what` hit (the node's connections when a table was full). */
+  limitOf(what: 'connections' | 'streams', r: Refusal): number {
+    const l = this.limits
+    if (r === Refusal.Source) return what === 'connections' ? l.connectionsPerSource : l.streamsPerSource
+    if (r === Refusal.Identity) return what === 'connections' ? l.connectionsPerIdentity : l.streamsPerIdentity
+    return l.connectionsPerNode
+  }
+
   /** Refusals so far (read without the lock: a report, not a decision). */
   refusals(): RefusalCounts {
     const c = this.counters

@@ -4,7 +4,7 @@
 
 import type { Logger } from 'pino'
 import { RefusalLog } from './refusal-log.js'
-import { SharedBudget } from './shared-budget.js'
+import { REFUSAL_NAMES, Refusal, SharedBudget, sourceKey } from './shared-budget.js'
 
 export interface OverloadInput {
   budget: SharedArrayBuffer
@@ -24,4 +24,21 @@ export interface ThreadOverload {
 
 export function threadOverload(input: OverloadInput, logger: Logger): ThreadOverload {
   return { budget: SharedBudget.of(input.budget), pressureConnections: input.pressureConnections, headersMs: input.pressureHeadersMs, idleMs: input.pressureIdleMs, refusals: new RefusalLog(logger) }
+}
+
+/** Logs (at a bounded rate) a refusal by the budget of `what`, with the limit it hit. */
+export function noteRefusal(o: ThreadOverload, what: 'connections' | 'streams', r: Refusal, fields: { source: string; identity: number }): void {
+  o.refusals.note(`${what} per ${REFUSAL_NAMES[r]}`, performance.now(), { ...fields, limit: o.budget.limitOf(what, r) })
+}
+
+/**
+ * Takes a client connection from `address` of `identity` from the node's budget: how to give it
+ * back when it closes, or null when it is refused (counted in the budget, logged).
+ */
+export function admitConnection(o: ThreadOverload, address: string, identity: number): (() => void) | null {
+  const source = sourceKey(address)
+  const refusal = o.budget.takeConnection(source, identity)
+  if (refusal === Refusal.None) return () => o.budget.giveConnection(source, identity)
+  noteRefusal(o, 'connections', refusal, { source: address, identity })
+  return null
 }
