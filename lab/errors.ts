@@ -9,6 +9,7 @@ export type LabErrorCode =
   | 'ESERVER' // a lab server did not come up
   | 'EBADNAME' // invalid lab or host name
   | 'EHOST' // no such host in the lab
+  | 'EETCD' // the lab's etcd server is not in the state asked for
 
 export class LabError extends L7ProxyError {
   declare readonly code: LabErrorCode

@@ -144,7 +144,8 @@ function tail(file: string, lines = 20): string {
 }
 
 export interface ListenWait {
-  ns: string
+  /** null: this process's own namespace. */
+  ns: string | null
   port: number
   proto: 'tcp' | 'udp'
   pid: number
@@ -161,7 +162,7 @@ export async function waitListening(w: ListenWait): Promise<void> {
     if (!isAlive(w.pid)) {
       throw new LabError('ESERVER', `${w.what} exited before listening on ${w.proto}/${w.port}; its log:\n${tail(w.logFile)}`)
     }
-    const out = await run(['ss', '-N', w.ns, '-Hln', w.proto === 'tcp' ? '-t' : '-u'])
+    const out = await run(['ss', ...(w.ns === null ? [] : ['-N', w.ns]), '-Hln', w.proto === 'tcp' ? '-t' : '-u'])
     if (out.split('\n').some((l) => l.split(/\s+/).some((col) => col.endsWith(suffix)))) return
     await new Promise((r) => setTimeout(r, 50))
   }

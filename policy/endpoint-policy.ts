@@ -77,10 +77,10 @@ export function selectsEndpoint(rule: RuleSpec, labels: LabelSet): boolean {
   return requirementsMatch(rule.subject, labels)
 }
 
-function resolveDirection(dir: Direction, rules: RuleSpec[], proxyPorts: ProxyPorts, out: ResolvedPolicy): void {
+function resolveDirection(dir: Direction, rules: RuleSpec[], proxyPorts: ProxyPorts, out: ResolvedPolicy, init: boolean): void {
   const denyKey = dir === 'ingress' ? 'ingressDeny' : 'egressDeny'
   const hasRules = rules.some((r) => r[dir].length > 0 || r[denyKey].length > 0)
-  out.enforce[dir] = rules.some((r) => r.defaultDeny[dir] ?? (r[dir].length > 0 || r[denyKey].length > 0))
+  out.enforce[dir] = init || rules.some((r) => r.defaultDeny[dir] ?? (r[dir].length > 0 || r[denyKey].length > 0))
   const l3: FilterEntry[] = []
   const filters = new Map<string, Filter>()
   if (hasRules && !out.enforce[dir]) l3.push({ selector: ALL, ruleId: 'enableDefaultDeny=false', l7: null })
@@ -140,6 +140,9 @@ function resolveDirection(dir: Direction, rules: RuleSpec[], proxyPorts: ProxyPo
 export function resolveEndpointPolicy(rules: Iterable<RuleSpec>, labels: LabelSet, proxyPorts: ProxyPorts): ResolvedPolicy {
   const selecting = [...rules].filter((r) => selectsEndpoint(r, labels))
   const out: ResolvedPolicy = { enforce: { ingress: false, egress: false }, contributions: [], l7: [], ruleIds: selecting.map((r) => r.id), warnings: [] }
-  for (const dir of DIRECTIONS) resolveDirection(dir, selecting, proxyPorts, out)
+  // An endpoint still without its identity (reserved:init) is enforced both ways, as in Cilium:
+  // it is allowed only what policy for init allows.
+  const init = labels.has('reserved', 'init')
+  for (const dir of DIRECTIONS) resolveDirection(dir, selecting, proxyPorts, out, init)
   return out
 }

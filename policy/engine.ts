@@ -10,7 +10,7 @@ import { resolveEndpointPolicy, selectsEndpoint, type ContributionSpec, type Pro
 import { PolicyError } from './errors.js'
 import { IdentityAllocator, RESERVED_IDENTITIES, type Identity } from './identity.js'
 import { EndpointL7Policy, httpMatcher, nameMatcher, type L7Filter } from './l7-policy.js'
-import { splitSource } from './labels.js'
+import { LabelSet, splitSource } from './labels.js'
 import { MapState, decide, keyString, portBlocks, type MapDelta, type PolicyValue, type PortBlock } from './map-state.js'
 import type { Direction, DnsRuleSpec, HttpRuleSpec, RuleSpec, SelectorSpec, TlsRuleSpec } from './model.js'
 import { parsePolicyText } from './parse.js'
@@ -22,6 +22,14 @@ export interface EndpointSpec {
   /** Labels; a key without `source:` is a Kubernetes label. */
   labels: Readonly<Record<string, string>>
   ips: readonly string[]
+  /** The identity the cluster's store numbered these labels with (absent: numbered here). */
+  identity?: number
+}
+
+/** A pod on another node, as the cluster's store tells it: its identity and that identity's labels. */
+export interface RemotePeer {
+  identity: number
+  labels: LabelSet
 }
 
 export interface EndpointInfo {
@@ -95,6 +103,8 @@ export class PolicyEngine {
   /** A local endpoint's address -> its endpoint id. */
   private readonly endpointByIp = new Map<string, number>()
   private readonly cidrIps = new Map<string, number>()
+  /** Other nodes' pods: address -> identity (held, one reference each). */
+  private readonly remoteIps = new Map<string, number>()
   private ipJournal = new Map<string, number | null>()
   private readonly fqdnNames = new Map<string, Set<string>>()
   private readonly fqdnIps = new Map<string, { identity: Identity; names: Set<string> }>()
@@ -202,7 +212,7 @@ export class PolicyEngine {
     for (const ip of spec.ips) {
       if (ip.includes('/') || typeof parsePrefix(ip) === 'string') throw new Error(`endpoint ${spec.id}: '${ip}' is not an IPv4 address`)
     }
-    const { identity, created } = this.identities.acquireLabels(labelList(spec.labels))
+    const { identity, created } = this.identities.acquireLabels(labelList(spec.labels), spec.identity)
     if (created) this.identityAdded(identity)
     const prev = this.endpoints.get(spec.id)
     if (prev) {
@@ -253,6 +263,30 @@ export class PolicyEngine {
       this.endpointByIp.delete(ip)
     }
     this.releaseIdentity(ep.identity.id)
+  }
+
+  /**
+   * A pod on another node at `ip` now has this identity (null: it left). A clash with a number
+   * this node knows for other labels throws, and nothing changes.
+   */
+  setRemoteEndpoint(ip: string, peer: RemotePeer | null): void {
+    const prefix = parsePrefix(ip)
+    if (typeof prefix === 'string' || ip.includes('/')) throw new Error(`remote endpoint: '${ip}' is not an IPv4 address`)
+    const key = `${ip}/32`
+    const before = this.remoteIps.get(key)
+    if (peer !== null && before === peer.identity) return
+    this.generation++
+    if (peer !== null) {
+      const { identity, created } = this.identities.acquireLabels(peer.labels, peer.identity)
+      if (created) this.identityAdded(identity)
+    }
+    this.setIp(this.remoteIps, key, peer?.identity ?? null)
+    if (before !== undefined) this.releaseIdentity(before)
+  }
+
+  /** Other nodes' pods known here: address -> identity. */
+  remoteEndpoints(): Map<string, number> {
+    return new Map([...this.remoteIps].map(([p, id]) => [p.slice(0, -3), id]))
   }
 
   /** Replaces the IPs a DNS name resolved to (from an allowed DNS answer); [] forgets the name. */
@@ -363,7 +397,7 @@ export class PolicyEngine {
   // ---- ipcache -----------------------------------------------------------------------------------
 
   private ipValue(prefix: string): number | null {
-    return this.endpointIps.get(prefix) ?? this.cidrIps.get(prefix) ?? null
+    return this.endpointIps.get(prefix) ?? this.remoteIps.get(prefix) ?? this.cidrIps.get(prefix) ?? null
   }
 
   private setIp(table: Map<string, number>, prefix: string, identity: number | null): void {
@@ -372,9 +406,10 @@ export class PolicyEngine {
     else table.set(prefix, identity)
   }
 
-  /** Desired ipcache: prefix -> identity (endpoint addresses win over CIDR identities). */
+  /** Desired ipcache: prefix -> identity (this node's endpoints win over other nodes', which win over CIDR identities). */
   ipcache(): Map<string, number> {
     const out = new Map(this.cidrIps)
+    for (const [p, id] of this.remoteIps) out.set(p, id)
     for (const [p, id] of this.endpointIps) out.set(p, id)
     return out
   }

@@ -1,7 +1,8 @@
 // Security identities: a number for each distinct label set, as in Cilium. Reserved identities
-// are fixed; endpoint label sets get cluster identities from 256; CIDR prefixes (from toCIDR
-// rules and from IPs learned through toFQDNs) get node-local identities from 2^24. Identities are
-// reference counted and released when their last user goes.
+// are fixed; endpoint label sets get cluster identities from 256 (numbered here, or by the
+// cluster's store, which then gives the number); CIDR prefixes (from toCIDR rules and from IPs
+// learned through toFQDNs) get node-local identities from 2^24. Identities are reference counted
+// and released when their last user goes.
 
 import { formatPrefix, type Prefix } from './cidr.js'
 import { LabelSet, type Label } from './labels.js'
@@ -16,9 +17,18 @@ export const RESERVED_IDENTITIES = {
   'kube-apiserver': 7,
 } as const
 
+/** The labels of an endpoint whose own are not known yet: Cilium's reserved:init identity. */
+export const INIT_LABELS: Readonly<Record<string, string>> = Object.freeze({ 'reserved:init': '' })
+
 export const ANY_IDENTITY = 0
 export const FIRST_CLUSTER_IDENTITY = 256
+export const LAST_CLUSTER_IDENTITY = 65535
 export const FIRST_LOCAL_IDENTITY = 1 << 24
+
+/** A number the cluster gave that this node already knows for other labels (or the reverse). */
+export class IdentityClashError extends Error {
+  readonly code = 'EIDENTITYCLASH'
+}
 
 export type IdentityKind = 'reserved' | 'endpoint' | 'cidr'
 
@@ -66,10 +76,20 @@ export class IdentityAllocator {
     return { identity, created: true }
   }
 
-  /** The identity of an endpoint label set (one reference). */
-  acquireLabels(labels: readonly Label[]): { identity: Identity; created: boolean } {
-    const set = new LabelSet(labels)
-    return this.acquire(set, () => ({ id: this.nextCluster++, kind: 'endpoint', labels: set }))
+  /**
+   * The identity of an endpoint label set (one reference): numbered here, or `id` when the
+   * cluster's store numbered it (a clash with what is known throws, and nothing changes).
+   */
+  acquireLabels(labels: readonly Label[] | LabelSet, id?: number): { identity: Identity; created: boolean } {
+    const set = labels instanceof LabelSet ? labels : new LabelSet(labels)
+    if (id !== undefined) {
+      const known = this.byCanonical.get(set.canonical)?.id ?? id
+      const holder = this.byId.get(id)
+      if (known !== id || (holder !== undefined && holder.labels.canonical !== set.canonical)) {
+        throw new IdentityClashError(`identity ${id} for ${set.canonical || '(no labels)'} clashes with ${known !== id ? `identity ${known} for these labels` : `identity ${id} for ${holder!.labels.canonical}`}`)
+      }
+    }
+    return this.acquire(set, () => ({ id: id ?? this.nextCluster++, kind: 'endpoint', labels: set }))
   }
 
   /** The identity of a CIDR prefix; it carries `cidr:<prefix>` and `reserved:world`, as in Cilium. */

@@ -19,6 +19,16 @@ export function labelString(l: Label): string {
   return l.value === '' ? `${l.source}:${l.key}` : `${l.source}:${l.key}=${l.value}`
 }
 
+/** The inverse of labelString: `k8s:app=web` -> {source k8s, key app, value web}; null if it has no source. */
+export function parseLabelString(s: string): Label | null {
+  const colon = s.indexOf(':')
+  if (colon <= 0) return null
+  const eq = s.indexOf('=', colon + 1)
+  const key = eq < 0 ? s.slice(colon + 1) : s.slice(colon + 1, eq)
+  if (key === '') return null
+  return { source: s.slice(0, colon), key, value: eq < 0 ? '' : s.slice(eq + 1) }
+}
+
 export class LabelSet {
   readonly labels: readonly Label[]
   /** Sorted `source:key=value` strings joined by `;`: equal sets have equal strings. */
@@ -45,6 +55,17 @@ export class LabelSet {
 
   has(source: string, key: string): boolean {
     return this.values(source, key).length > 0
+  }
+
+  /** From its canonical string (as a cluster's store keeps it); null if a part is not a label. */
+  static fromCanonical(canonical: string): LabelSet | null {
+    const labels: Label[] = []
+    for (const part of canonical === '' ? [] : canonical.split(';')) {
+      const l = parseLabelString(part)
+      if (l === null) return null
+      labels.push(l)
+    }
+    return new LabelSet(labels)
   }
 
   /** From a plain `{key: value}` map, keys optionally carrying their source. */

@@ -45,6 +45,8 @@ declare -A PACKAGES=(
   [runc]=/usr/sbin/runc
   [containernetworking-plugins]=/usr/lib/cni/host-local
   [busybox-static]=/bin/busybox
+  # The cluster's store: the lab's nodes share identities, endpoints and policy through it.
+  [etcd-server]=/usr/bin/etcd
 )
 NODE_MIN_MAJOR=24
 NODE_VERSION=24.22.3

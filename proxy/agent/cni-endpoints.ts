@@ -13,6 +13,7 @@ import { parseIPv4 } from '../../policy/cidr.js'
 import { CONTAINER_ID } from '../cni/cni-protocol.js'
 import { AdminQueryError } from './admin-server.js'
 import type { NodeEndpoint } from './endpoints-file.js'
+import { INIT_LABELS } from '../../policy/identity.js'
 
 /** What the plugin registers for one container interface. */
 export interface CniAttachment {
@@ -46,7 +47,6 @@ export interface CniEndpointsOptions {
 
 /** CNI endpoints get ids from here, clear of an endpoints file's small numbers. */
 const FIRST_ID = 1000
-const INIT_LABELS = { 'reserved:init': '' }
 /** Namespaced policies select endpoints of their namespace: a container without one is in `default`. */
 const NAMESPACE = 'io.kubernetes.pod.namespace'
 
@@ -87,7 +87,7 @@ export class CniEndpoints {
 
   /** The registered endpoints, as the agent's endpoints. */
   list(): NodeEndpoint[] {
-    return [...this.entries.values()].map((e) => ({ id: e.id, host: e.containerId.slice(0, 12), interface: e.interface, ips: e.ips, labels: e.labels ?? INIT_LABELS }))
+    return [...this.entries.values()].map((e) => ({ id: e.id, host: e.containerId.slice(0, 12), interface: e.interface, ips: e.ips, labels: e.labels ?? { ...INIT_LABELS } }))
   }
 
   /** Registers (or re-registers) an attachment: its endpoint, at init until its labels are known. */

@@ -20,6 +20,8 @@ export interface NodeEndpoint {
   interface: string
   ips: string[]
   labels: Record<string, string>
+  /** In a cluster: the identity the store numbered the labels with (the agent sets it, never a file). */
+  identity?: number
 }
 
 export class EndpointsFileError extends Error {

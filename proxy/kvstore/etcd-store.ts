@@ -1,0 +1,127 @@
+// The agent's connection to etcd, through the etcd3 client (gRPC): ranges at a revision,
+// transactions with compares (the create-only and compare-and-delete steps the identity
+// allocator needs), leases kept alive, and watches resumed from a revision. Fault handling is
+// short: a node must notice etcd is gone within seconds and be back within a second of it
+// returning, so the client's circuit breaker opens for 1 s (not 5) and a watch retries within 1 s.
+
+import { readFileSync } from 'node:fs'
+import { ConsecutiveBreaker, ExponentialBackoff, circuitBreaker, handleWhen, retry } from 'cockatiel'
+import { Etcd3, isRecoverableError, type IOptions, type Lease, type Watcher } from 'etcd3'
+import type { ICompare, IRequestOp } from 'etcd3/lib/rpc.js'
+import type { KeyValue } from './cluster-view.js'
+
+export interface KvstoreTls {
+  ca: string
+  cert: string
+  key: string
+}
+
+/** How a call to etcd ends when etcd does not answer: within this, with an error. */
+const CALL_DEADLINE_MS = 3_000
+
+/** The end of the range of keys that start with `prefix`. */
+function prefixEnd(prefix: string): Buffer {
+  const b = Buffer.from(prefix)
+  b[b.length - 1]!++
+  return b
+}
+
+function keyValue(kv: { key: Buffer; value: Buffer; mod_revision: string }): KeyValue {
+  return { key: kv.key.toString(), value: kv.value.toString(), revision: Number(kv.mod_revision) }
+}
+
+export type Compare = ICompare
+export type Op = IRequestOp
+
+/** Compares and operations of a transaction. */
+export const when = {
+  absent: (key: string): Compare => ({ key: Buffer.from(key), target: 'Create', result: 'Equal', create_revision: 0 }),
+  present: (key: string): Compare => ({ key: Buffer.from(key), target: 'Create', result: 'Greater', create_revision: 0 }),
+  modifiedAt: (key: string, revision: number): Compare => ({ key: Buffer.from(key), target: 'Mod', result: 'Equal', mod_revision: revision }),
+}
+
+export const op = {
+  put: (key: string, value: string, lease?: string): Op => ({ request_put: { key: Buffer.from(key), value: Buffer.from(value), ...(lease ? { lease } : {}) } }),
+  del: (key: string): Op => ({ request_delete_range: { key: Buffer.from(key) } }),
+  get: (key: string): Op => ({ request_range: { key: Buffer.from(key) } }),
+}
+
+export interface WatchHandlers {
+  /** A batch of changes, in order, with the revision they bring the view to. */
+  events(events: Array<{ type: 'put' | 'delete'; kv: KeyValue }>, revision: number): void
+  /** The stream broke (etcd gone): the client resumes it from the last revision seen. */
+  disconnected(error: Error): void
+  connected(): void
+  /** etcd ended the watch (its revision compacted away): only a new listing can follow. */
+  cancelled(error: Error): void
+}
+
+export class EtcdStore {
+  readonly client: Etcd3
+
+  constructor(endpoints: readonly string[], tls: KvstoreTls | null) {
+    const options: IOptions = {
+      hosts: [...endpoints],
+      dialTimeout: CALL_DEADLINE_MS,
+      defaultCallOptions: (c) => (c.isStream ? {} : { deadline: Date.now() + CALL_DEADLINE_MS }),
+      faultHandling: {
+        host: () => circuitBreaker(handleWhen(isRecoverableError), { halfOpenAfter: 1_000, breaker: new ConsecutiveBreaker(3) }),
+        global: retry(handleWhen(isRecoverableError), { maxAttempts: 1 }),
+        // The first retry after 50 ms; the client never resets it, so it stays at most 1 s.
+        watchBackoff: new ExponentialBackoff({ initialDelay: 50, maxDelay: 1_000 }).next(),
+      },
+      ...(tls ? { credentials: { rootCertificate: readFileSync(tls.ca), certChain: readFileSync(tls.cert), privateKey: readFileSync(tls.key) } } : {}),
+    }
+    this.client = new Etcd3(options)
+  }
+
+  /** The keys under `prefix` (or the one key `key`), at `revision` (0: now), and the revision read. */
+  async range(what: { prefix: string } | { key: string }, o: { revision?: number; keysOnly?: boolean; limit?: number } = {}): Promise<{ revision: number; kvs: KeyValue[] }> {
+    const res = await this.client.kv.range({
+      ...('prefix' in what ? { key: Buffer.from(what.prefix), range_end: prefixEnd(what.prefix) } : { key: Buffer.from(what.key) }),
+      ...(o.revision ? { revision: o.revision } : {}),
+      ...(o.keysOnly ? { keys_only: true } : {}),
+      ...(o.limit ? { limit: o.limit } : {}),
+    })
+    return { revision: Number(res.header.revision), kvs: res.kvs.map(keyValue) }
+  }
+
+  /** If every compare holds, `then`, else `otherwise`: whether it held, the revision after, and the answers of `otherwise`'s reads. */
+  async txn(compare: Compare[], then: Op[], otherwise: Op[] = []): Promise<{ succeeded: boolean; revision: number; read: KeyValue[] }> {
+    const res = await this.client.kv.txn({ compare, success: then, failure: otherwise })
+    const read = res.responses.flatMap((r) => r.response_range?.kvs.map(keyValue) ?? [])
+    return { succeeded: res.succeeded, revision: Number(res.header.revision), read }
+  }
+
+  async put(key: string, value: string, lease?: string): Promise<void> {
+    await this.client.kv.put({ key: Buffer.from(key), value: Buffer.from(value), ...(lease ? { lease } : {}) })
+  }
+
+  async delete(key: string): Promise<void> {
+    await this.client.kv.deleteRange({ key: Buffer.from(key) })
+  }
+
+  lease(ttlSeconds: number): Lease {
+    return this.client.lease(ttlSeconds, { autoKeepAlive: true })
+  }
+
+  /** Every change under `prefix` after `revision`, until close(). */
+  async watch(prefix: string, revision: number, h: WatchHandlers): Promise<Watcher> {
+    const w = await this.client.watch().prefix(prefix).startRevision(String(revision + 1)).create()
+    w.on('data', (res) => {
+      if (res.events.length === 0) return
+      h.events(
+        res.events.map((e) => ({ type: e.type === 'Put' ? 'put' : 'delete', kv: keyValue(e.kv) })),
+        Number(res.header.revision),
+      )
+    })
+    w.on('disconnected', (e: Error) => h.disconnected(e))
+    w.on('connected', () => h.connected())
+    w.on('error', (e: Error) => h.cancelled(e))
+    return w
+  }
+
+  close(): void {
+    this.client.close()
+  }
+}

@@ -1,0 +1,229 @@
+// The agent's cluster part against a real etcd: identities numbered cluster-wide (two nodes
+// racing for the same new labels get one number; released ones collected once no node uses
+// them, also a dead node's), endpoints and policy documents shared between nodes, and the
+// faults: etcd away (degraded, what is known stays, a new endpoint waits at init, all resumes
+// when etcd is back), a node that dies (its pods leave the others' view when its lease
+// expires) and one that restarts within its lease (the others see no change).
+
+import t, { type Test } from 'tap'
+import type { Logger } from 'pino'
+import { ClusterIdentities } from '../proxy/kvstore/cluster-identities.js'
+import { ClusterNode, clusterPolicyFile, type ClusterSinks, type KvstoreSettings, type LocalEndpoint } from '../proxy/kvstore/cluster-node.js'
+import { EtcdStore } from '../proxy/kvstore/etcd-store.js'
+import { KvstoreKeys } from '../proxy/kvstore/kvstore-keys.js'
+import { LeasedKeys } from '../proxy/kvstore/leased-keys.js'
+import type { RemotePeer } from '../policy/engine.js'
+import { LabelSet } from '../policy/labels.js'
+import { etcdTest } from './fixtures/etcd.js'
+import { jsonLogger } from './fixtures/json-logger.js'
+import { waitUntil } from './fixtures/wait.js'
+
+const PREFIX = 'l7test'
+const keys = new KvstoreKeys(PREFIX)
+const labelsOf = (i: number): LabelSet => LabelSet.fromRecord({ app: `app${i}`, 'io.kubernetes.pod.namespace': 'default' })
+
+/** One node's identity allocator on its own connection and lease. */
+async function allocator(t: Test, url: string, node: string, logger: Logger) {
+  const store = new EtcdStore([url], null)
+  const leased = new LeasedKeys(store, 5, logger, () => undefined)
+  leased.start()
+  const ids = new ClusterIdentities(store, keys, node, () => leased.currentLease, logger, () => undefined)
+  t.ok(await waitUntil(() => leased.currentLease !== null, 100, 50), `${node}: lease granted`)
+  return {
+    ids,
+    store,
+    close: () => {
+      leased.stop()
+      store.close()
+    },
+  }
+}
+
+/** A node of the cluster whose sinks keep what they were told. */
+function clusterNode(url: string, node: string, logger: Logger, o: Partial<KvstoreSettings> = {}) {
+  const remote = new Map<string, RemotePeer>()
+  const events: Array<[string, number | null]> = []
+  const policies = new Map<string, string>()
+  let endpoints: LocalEndpoint[] = []
+  let identified: LocalEndpoint[] = []
+  const sinks: ClusterSinks = {
+    remote: (changes) => {
+      for (const [ip, peer] of changes) {
+        events.push([ip, peer?.identity ?? null])
+        if (peer) remote.set(ip, peer)
+        else remote.delete(ip)
+      }
+    },
+    policy: (name, text) => {
+      if (text === null) policies.delete(name)
+      else policies.set(name, text)
+      return null
+    },
+    identitiesChanged: () => void (identified = n.identify(endpoints)),
+  }
+  const settings: KvstoreSettings = { endpoints: [url], prefix: PREFIX, tls: null, node, nodeAddress: '198.19.0.1', leaseTtlSeconds: 4, identityGcSeconds: 3600, ...o }
+  const n = new ClusterNode(settings, sinks, logger)
+  return {
+    n,
+    remote,
+    events,
+    policies,
+    identified: () => identified,
+    setEndpoints: (list: LocalEndpoint[]) => {
+      endpoints = list
+      identified = n.identify(list)
+    },
+  }
+}
+
+const endpoint = (id: number, ip: string, app: string): LocalEndpoint => ({ id, host: app, ips: [ip], labels: { app, 'io.kubernetes.pod.namespace': 'default' } })
+
+etcdTest(t, 'identities: two nodes racing for the same new labels get one number each time; numbers never repeat', async (t, etcd) => {
+  const { logger } = jsonLogger()
+  const a = await allocator(t, etcd.clientUrl, 'node1', logger)
+  const b = await allocator(t, etcd.clientUrl, 'node2', logger)
+  t.teardown(() => {
+    a.close()
+    b.close()
+  })
+  const N = 40
+  const sets = Array.from({ length: N }, (_, i) => labelsOf(i))
+  const [fromA, fromB] = await Promise.all([Promise.all(sets.map((l) => a.ids.acquire(l))), Promise.all(sets.map((l) => b.ids.acquire(l)))])
+  t.same(fromA, fromB, 'the same labels got the same number on both nodes')
+  t.equal(new Set(fromA).size, N, 'different labels, different numbers')
+  t.ok(fromA.every((id) => id >= 256 && id <= 65535), 'cluster identities are in 256-65535')
+  t.equal(a.ids.stats.allocated + b.ids.stats.allocated, N, 'each number was made once')
+  t.equal(a.ids.stats.joined + b.ids.stats.joined, N, 'and joined once by the other node')
+  const ids = await a.store.range({ prefix: keys.ids })
+  t.equal(ids.kvs.length, N, 'one id key per labels')
+  t.same(ids.kvs.find((kv) => kv.key === keys.id(fromA[7]!))?.value, sets[7]!.canonical, 'the id key holds its labels')
+})
+
+etcdTest(t, 'identities: released by one node it stays while another uses it; collected after the last; a dead node leaves its own to the collector', async (t, etcd) => {
+  const { logger } = jsonLogger()
+  const a = await allocator(t, etcd.clientUrl, 'node1', logger)
+  const b = await allocator(t, etcd.clientUrl, 'node2', logger)
+  t.teardown(() => {
+    a.close()
+    b.close()
+  })
+  const web = labelsOf(1)
+  const id = await a.ids.acquire(web)
+  t.equal(await b.ids.acquire(web), id)
+  a.ids.release(web.canonical)
+  t.ok(await waitUntil(async () => (await a.store.range({ prefix: keys.usersOf(web.canonical) })).kvs.length === 1, 100, 20), "node1's user key went")
+  t.equal((await a.store.range({ key: keys.id(id) })).kvs.length, 1, 'node2 still uses it: not collected')
+  b.ids.release(web.canonical)
+  t.ok(await waitUntil(async () => (await a.store.range({ key: keys.id(id) })).kvs.length === 0, 100, 20), 'collected once no node uses it')
+  t.equal((await a.store.range({ key: keys.labels(web.canonical) })).kvs.length, 0)
+  // A node that dies keeps its user key until its lease expires; then the collector takes it.
+  const c = await allocator(t, etcd.clientUrl, 'node3', logger)
+  const dbId = await c.ids.acquire(labelsOf(2))
+  c.close() // no revoke: the lease runs out (5 s)
+  t.equal(await a.ids.collectAll(), 0, 'in use by node3 until its lease expires')
+  t.ok(await waitUntil(async () => (await a.ids.collectAll()) === 1, 40, 250), "collected after node3's lease expired")
+  t.equal((await a.store.range({ key: keys.id(dbId) })).kvs.length, 0)
+})
+
+etcdTest(t, 'nodes: endpoints and policy documents reach the other node; a removed endpoint leaves it; status shows every node', async (t, etcd) => {
+  const { logger } = jsonLogger()
+  const a = clusterNode(etcd.clientUrl, 'node1', logger)
+  const b = clusterNode(etcd.clientUrl, 'node2', logger)
+  t.teardown(async () => {
+    await a.n.stop()
+    await b.n.stop()
+  })
+  a.setEndpoints([endpoint(1, '198.18.1.10', 'web')])
+  b.setEndpoints([endpoint(1, '198.18.2.10', 'db')])
+  a.n.start()
+  b.n.start()
+  t.ok(await waitUntil(() => b.remote.has('198.18.1.10') && a.remote.has('198.18.2.10'), 100, 50), "each node has the other's pod")
+  const webId = a.identified()[0]!.identity!
+  t.equal(b.remote.get('198.18.1.10')!.identity, webId, 'with the number node1 holds for it')
+  t.equal(b.remote.get('198.18.1.10')!.labels.canonical, 'k8s:app=web;k8s:io.kubernetes.pod.namespace=default')
+  t.notOk(a.remote.has('198.18.1.10'), 'its own endpoint is never remote')
+  const policy = 'apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: { name: p }\nspec:\n  endpointSelector: { matchLabels: { app: web } }\n  ingress: [{}]\n'
+  const revision = await a.n.importPolicy('p', policy)
+  t.ok(await waitUntil(() => b.policies.get(clusterPolicyFile('p')) === policy, 100, 50), 'the policy reached node2')
+  t.ok(await waitUntil(() => a.n.status().nodes.find((n) => n.name === 'node2')?.policyRevision === revision, 100, 50), "node1 sees node2 enforce the import's revision")
+  await t.rejects(a.n.importPolicy('q', 'kind: CiliumNetworkPolicy\nspec: 7\n'), { code: 'EPOLICY' }, 'a policy that does not parse is refused, never stored')
+  await t.rejects(a.n.importPolicy('../x', policy), { code: 'EPOLICYNAME' })
+  const st = a.n.status()
+  t.same(
+    st.nodes.map((n) => [n.name, n.endpoints, n.self]),
+    [
+      ['node1', 1, true],
+      ['node2', 1, false],
+    ],
+  )
+  t.equal(st.degraded, false, st.reasons.join('; '))
+  t.same(
+    a.n.remoteEndpoints().map((e) => [e.IP, e.Node, e.Name]),
+    [['198.18.2.10', 'node2', 'db']],
+  )
+  a.setEndpoints([])
+  t.ok(await waitUntil(() => !b.remote.has('198.18.1.10'), 100, 50), 'a removed endpoint leaves the other node')
+  t.ok(await a.n.removePolicy('p'))
+  t.ok(await waitUntil(() => !b.policies.has(clusterPolicyFile('p')), 100, 50), 'a removed policy leaves it too')
+})
+
+etcdTest(t, 'faults: etcd away (degraded, known state stays, a new endpoint waits at init); back (resumed, no gap); a dead node expires; a restarted one does not flap', async (t, etcd) => {
+  const { logger, lines } = jsonLogger()
+  const a = clusterNode(etcd.clientUrl, 'node1', logger)
+  const b = clusterNode(etcd.clientUrl, 'node2', logger)
+  t.teardown(async () => {
+    await a.n.stop()
+    await b.n.stop()
+  })
+  a.setEndpoints([endpoint(1, '198.18.1.10', 'web')])
+  b.setEndpoints([endpoint(1, '198.18.2.10', 'db')])
+  a.n.start()
+  b.n.start()
+  t.ok(await waitUntil(() => b.remote.has('198.18.1.10') && a.remote.has('198.18.2.10'), 100, 50))
+
+  await etcd.stop()
+  t.ok(await waitUntil(() => a.n.status().degraded && !a.n.status().connected, 100, 50), 'node1 reports itself degraded')
+  t.ok(a.remote.has('198.18.2.10') && b.remote.has('198.18.1.10'), 'what each knew stays in force')
+  a.setEndpoints([endpoint(1, '198.18.1.10', 'web'), endpoint(2, '198.18.1.11', 'cache')])
+  t.same(a.identified()[1]!.labels, { 'reserved:init': '' }, 'an endpoint made meanwhile holds reserved:init')
+  t.equal(a.identified()[1]!.identity, undefined)
+  t.ok(
+    lines.some((l) => l.msg === 'kvstore: disconnected; enforcing what is known (degraded)'),
+    'the disconnection is logged',
+  )
+  const eventsBefore = b.events.length
+
+  await etcd.restart()
+  t.ok(await waitUntil(() => a.identified()[1]?.identity !== undefined, 200, 50), 'back: the new endpoint got its number')
+  t.ok(await waitUntil(() => b.remote.get('198.18.1.11')?.identity === a.identified()[1]!.identity, 100, 50), 'and node2 has it')
+  t.ok(await waitUntil(() => !a.n.status().degraded && !b.n.status().degraded, 100, 50), 'neither degraded')
+  t.same(
+    b.events.slice(eventsBefore),
+    [['198.18.1.11', a.identified()[1]!.identity]],
+    'node2 saw exactly the one change: nothing else flapped',
+  )
+
+  // node1 restarts within its lease: the same keys written again, node2 sees nothing change.
+  const before = b.events.length
+  await a.n.stop()
+  const a2 = clusterNode(etcd.clientUrl, 'node1', logger)
+  t.teardown(() => a2.n.stop())
+  a2.setEndpoints([endpoint(1, '198.18.1.10', 'web'), endpoint(2, '198.18.1.11', 'cache')])
+  a2.n.start()
+  t.ok(await waitUntil(() => a2.identified().every((e) => e.identity !== undefined) && a2.remote.has('198.18.2.10'), 100, 50), 'restarted node1 is back')
+  t.same(
+    a2.identified().map((e) => e.identity),
+    a.identified().map((e) => e.identity),
+    'with the same numbers',
+  )
+  await new Promise((r) => setTimeout(r, 5_000)) // past the old lease's TTL (4 s)
+  t.same(b.events.slice(before), [], 'node2 saw no change at all')
+
+  // node2 dies (no revoke): its pod leaves node1's view when its lease expires.
+  await b.n.stop()
+  t.ok(await waitUntil(() => !a2.remote.has('198.18.2.10'), 60, 250), "node2's pod is gone from node1 after its lease expired")
+  t.notOk(
+    a2.n.status().nodes.some((n) => n.name === 'node2'),
+    'and node2 itself',
+  )
+})
