@@ -12,7 +12,8 @@ import { PolicyEngine } from '../policy/engine.js'
 import { AdminQueryError, type AdminRoute } from '../proxy/agent/admin-server.js'
 import { CniEndpoints } from '../proxy/agent/cni-endpoints.js'
 import type { NodeEndpoint } from '../proxy/agent/endpoints-file.js'
-import { adminRoutes } from '../proxy/agent/admin-routes.js'
+import { adminRoutes, type AgentParts } from '../proxy/agent/admin-routes.js'
+import { parsePolicyText } from '../policy/parse.js'
 import { FlowFeed } from '../proxy/agent/flow-feed.js'
 import { PolicyFiles } from '../proxy/agent/policy-files.js'
 import { Registry } from 'prom-client'
@@ -29,7 +30,27 @@ spec:
       rules: { http: [ { method: POST, path: "/v1/request-landing" } ] }
 `
 
-function setup(t: Test) {
+/** What a node in a cluster answers, as a stand-in for its store. */
+function fakeCluster() {
+  const stored = new Map<string, string>()
+  const cluster: NonNullable<AgentParts['cluster']> = {
+    importPolicy: async (name, text) => {
+      if (name === 'down') throw new Error('etcd: connection refused')
+      parsePolicyText(text, name)
+      stored.set(name, text)
+      return 42
+    },
+    removePolicy: async (name) => stored.delete(name),
+    remoteEndpoints: () => [{ IP: '198.18.3.10', ID: 300, HostIP: '198.19.0.3', Node: 'node3', Name: 'probe' }],
+    clusterIdentities: () => [
+      { id: 300, labels: 'k8s:app=probe', nodes: ['node3'] },
+    ],
+    status: () => ({ policyRevision: 42, nodes: [{ name: 'node1', policyRevision: 42 }, { name: 'node3', policyRevision: 41 }] }) as ReturnType<NonNullable<AgentParts['cluster']>['status']>,
+  }
+  return { cluster, stored }
+}
+
+function setup(t: Test, cluster: AgentParts['cluster'] = null) {
   const engine = new PolicyEngine({ proxyPorts: { http: 15001, dns: 15053 } })
   const list = labEndpoints()
   for (const ep of list) engine.upsertEndpoint(ep)
@@ -65,6 +86,7 @@ function setup(t: Test) {
     },
     logger,
     status: () => ({ mode: 'sk-assign' }),
+    cluster,
   })
   const call = (route: string, query = '', body = ''): unknown => (routes[route] as Extract<AdminRoute, (...a: never[]) => unknown>)(new URLSearchParams(query), body)
   const get = (path: string, query = ''): unknown => call(path, query)
@@ -130,4 +152,23 @@ t.test('l7proxy-cni registers a container interface at init, its labels follow; 
   t.same(again.list().map((e) => [e.id, e.host]), [[1001, 'unknown']], 'an agent restarted reads them back')
   const gone = new CniEndpoints({ stateDir: dir, labelsOf: async () => null, onChange: () => undefined, exists: () => false, logger: pino({ level: 'silent' }) })
   t.same(gone.list(), [], 'except those whose interface went while no agent ran')
+})
+
+t.test('a cluster: policy imported into the store (checked first), remote endpoints on request, which nodes use each identity', async (t) => {
+  const { cluster, stored } = fakeCluster()
+  const { call, get } = setup(t, cluster)
+  t.same(await call('POST /v1/policy/import', 'cluster=1&name=sw.yaml', POLICY), { name: 'sw.yaml', revision: 42 })
+  t.equal(stored.get('sw.yaml'), POLICY)
+  await t.rejects(call('POST /v1/policy/import', 'cluster=1&name=bad.yaml', 'spec: [') as Promise<unknown>, { constructor: AdminQueryError, message: /bad\.yaml/ }, 'a policy that does not parse is a query error')
+  await t.rejects(call('POST /v1/policy/import', 'cluster=1&name=down', POLICY) as Promise<unknown>, { constructor: AdminQueryError, message: /the cluster's store did not take it: etcd: connection refused/ })
+  t.same(await call('POST /v1/policy/remove', 'name=sw.yaml'), { name: 'sw.yaml', removed: true })
+  t.match(get('/v1/policy'), { cluster: { revision: 42, nodes: [{ node: 'node1', revision: 42 }, { node: 'node3', revision: 41 }] } })
+  t.notOk((get('/v1/endpoints') as Array<{ node?: string }>).some((e) => e.node), 'only this node\'s endpoints unless asked')
+  t.match((get('/v1/endpoints', 'remote=1') as unknown[]).at(-1), { id: null, node: 'node3', host: 'probe', identity: 300, ips: ['198.18.3.10'], enforce: null })
+  t.match((get('/v1/identities') as unknown[]).find((i) => (i as { id: number }).id === 300), { kind: 'endpoint', labels: ['k8s:app=probe'], nodes: ['node3'] }, 'an identity only the store has, with its node')
+})
+
+t.test('not in a cluster: a cluster import is a query error saying so', async (t) => {
+  const { call } = setup(t)
+  await t.rejects(call('POST /v1/policy/import', 'cluster=1&name=sw.yaml', POLICY) as Promise<unknown>, { constructor: AdminQueryError, message: /not in a cluster/ })
 })

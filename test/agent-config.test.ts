@@ -33,6 +33,7 @@ t.test('defaults: on this host, sk-assign, /etc/l7proxy/policies, no endpoints; 
       pressure: { connectionsPercent: 80, memoryMB: 1024, headersTimeoutMs: 2000, idleTimeoutMs: 5000 },
       fileLimit: 0,
     },
+    kvstore: null,
     logging: { level: 'info' },
     admin: { socket: '/run/l7proxy/agent.sock', metrics: { address: '127.0.0.1', port: 9962 } },
   })
@@ -156,4 +157,19 @@ t.test('the settings an agent runs with: the configuration, and the node\'s part
   const withFile = resolveConfig([parseConfigText('endpointsFile: /etc/l7proxy/endpoints.yaml\nproxy: { address: 192.0.2.1 }\n', 'host.yaml')])
   t.match(agentSettings(withFile, hostNodePart(withFile, 7)), { endpoints: { file: '/etc/l7proxy/endpoints.yaml' }, proxyAddress: '192.0.2.1', metricsFd: 7 })
   t.match(agentSettings(host, { interfaces: [], proxyAddress: '198.18.0.1', threads: 1, log: '/tmp/x.log' }), { threads: 1, log: '/tmp/x.log', proxyAddress: '198.18.0.1' }, 'the node part overrides')
+})
+
+t.test('kvstore: the cluster store section, defaults filled and every field checked', async (t) => {
+  const c = resolveConfig([parseConfigText('kvstore: { endpoints: [http://198.19.0.254:2379], node: node2, nodeAddress: 198.19.0.2 }\n', 'c.yaml')])
+  t.same(c.kvstore, { endpoints: ['http://198.19.0.254:2379'], prefix: 'l7proxy', tls: null, node: 'node2', nodeAddress: '198.19.0.2', leaseTtlSeconds: 15, identityGcSeconds: 60 })
+  const tls = parseConfigText('kvstore:\n  endpoints: [https://etcd:2379]\n  tls: { ca: /e/ca.pem, cert: /e/n.pem, key: /e/n-key.pem }\n  prefix: team/l7\n', 'c.yaml')
+  t.same(tls.kvstore, { endpoints: ['https://etcd:2379'], prefix: 'team/l7', tls: { ca: '/e/ca.pem', cert: '/e/n.pem', key: '/e/n-key.pem' } })
+  t.throws(() => parseConfigText('kvstore: { endpoints: [https://etcd:2379] }\n', 'c.yaml'), /kvstore\.endpoints\[0\]: 'https:\/\/etcd:2379': https:\/\/ needs tls/)
+  t.throws(() => parseConfigText('kvstore: { endpoints: [etcd:2379] }\n', 'c.yaml'), /is not an etcd client URL/)
+  t.throws(() => parseConfigText('kvstore: { endpoints: [http://etcd] }\n', 'c.yaml'), /is not an etcd client URL \(http:\/\/ADDRESS:PORT\)/)
+  t.throws(() => parseConfigText('kvstore: { endpoints: [] }\n', 'c.yaml'), /expected at least one etcd client URL/)
+  t.throws(() => parseConfigText('kvstore: { endpoints: [http://e:1], node: Node_1 }\n', 'c.yaml'), /kvstore\.node: 'Node_1' is not a node name/)
+  t.throws(() => parseConfigText('kvstore: { endpoints: [http://e:1], prefix: /abs/ }\n', 'c.yaml'), /is not a key prefix/)
+  t.throws(() => parseConfigText('kvstore: { endpoints: [http://e:1], leaseTtlSeconds: 1 }\n', 'c.yaml'), /leaseTtlSeconds/)
+  t.throws(() => parseConfigText('kvstore: { prefix: x }\n', 'c.yaml'), /missing required field 'endpoints'/)
 })

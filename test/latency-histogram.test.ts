@@ -37,6 +37,7 @@ t.test('scraped as a Prometheus histogram: cumulative buckets by protocol, +Inf,
     policyRevision: () => 1,
     requestDurations: () => ({ http: http.snapshot(), dns: emptySnapshot() }),
     dnsEnforce: () => enforce.snapshot(),
+    cluster: () => null,
     overload: () => ({
       fileLimit: 1024,
       limits: { connectionsPerSource: 10, connectionsPerIdentity: 20, connectionsPerNode: 30, streamsPerSource: 40, streamsPerIdentity: 50 },

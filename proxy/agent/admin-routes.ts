@@ -15,6 +15,9 @@ import type { FqdnLearning } from './fqdn-learning.js'
 import type { AgentMetrics } from './metrics.js'
 import { parseAttachment, type CniEndpoints } from './cni-endpoints.js'
 import type { PolicyFiles } from './policy-files.js'
+import type { ClusterNode } from '../kvstore/cluster-node.js'
+import { PolicyError } from '../../policy/errors.js'
+import { L7ProxyError } from '../../lib/l7proxy-error.js'
 
 export interface AgentParts {
   engine: PolicyEngine
@@ -29,6 +32,8 @@ export interface AgentParts {
   logger: Logger
   /** What `l7proxy status` shows. */
   status: () => Record<string, unknown>
+  /** This node in a cluster; null: on its own. */
+  cluster: Pick<ClusterNode, 'importPolicy' | 'removePolicy' | 'remoteEndpoints' | 'clusterIdentities' | 'status'> | null
 }
 
 /** A flow query, or a 400 saying what is wrong with it. */
@@ -45,11 +50,14 @@ export function adminRoutes(p: AgentParts): AdminRoutes {
   const labels = (identity: number): string[] => engine.identities.get(identity)?.labels.labels.map(labelString) ?? []
   return {
     '/v1/status': () => p.status(),
-    '/v1/endpoints': () =>
-      endpoints.list.map((ep) => {
+    '/v1/endpoints': (q) => [
+      ...endpoints.list.map((ep) => {
         const info = engine.endpointInfo(ep.id)
         return { id: ep.id, host: ep.host, identity: info?.identity ?? null, ips: ep.ips, labels: ep.labels, enforce: info?.enforce ?? null, rules: info?.ruleIds ?? [] }
       }),
+      // Other nodes' endpoints, as the store has them (their policy is their node's to enforce).
+      ...(q.get('remote') === '1' ? (p.cluster?.remoteEndpoints() ?? []).map((e) => ({ id: null, node: e.Node, host: e.Name, identity: e.ID, ips: [e.IP], labels: labels(e.ID), enforce: null, rules: [] })) : []),
+    ],
     '/v1/flows': (q) => {
       const { filter, last } = flowQuery(q)
       return feed.recentEvents(filter).slice(-(last || 1_000))
@@ -62,8 +70,17 @@ export function adminRoutes(p: AgentParts): AdminRoutes {
       },
     },
     '/v1/fqdn': () => fqdns.entries(),
-    '/v1/policy': () => ({ revision: engine.policyRevision, directory: policies.dir, files: [...policies.texts].map(([file, text]) => ({ file, text })) }),
-    'POST /v1/policy/import': (q, body) => policies.import(q.get('name'), body),
+    '/v1/policy': () => {
+      const c = p.cluster?.status()
+      return {
+        revision: engine.policyRevision,
+        directory: policies.dir,
+        files: [...policies.texts].map(([file, text]) => ({ file, text })),
+        ...(c ? { cluster: { revision: c.policyRevision, nodes: c.nodes.map((n) => ({ node: n.name, revision: n.policyRevision })) } } : {}),
+      }
+    },
+    'POST /v1/policy/import': (q, body) => (q.get('cluster') === '1' ? clusterCall(async () => ({ name: q.get('name'), revision: await cluster().importPolicy(q.get('name') ?? '', body) })) : policies.import(q.get('name'), body)),
+    'POST /v1/policy/remove': (q) => clusterCall(async () => ({ name: q.get('name'), removed: await cluster().removePolicy(q.get('name') ?? '') })),
     // l7proxy-cni: a container's interface is an endpoint from its ADD to its DEL.
     'POST /v1/cni/add': (_q, body) => {
       if (p.cni === null) throw new AdminQueryError('this agent takes its endpoints from a file (endpointsFile): containers cannot join it through l7proxy-cni')
@@ -86,7 +103,28 @@ export function adminRoutes(p: AgentParts): AdminRoutes {
       if (!endpoints.list.some((e) => e.id === id)) throw new AdminQueryError(`no endpoint '${q.get('endpoint')}' on this node (see l7proxy endpoint list)`)
       return p.datapath.policyEntries(id).map((e) => ({ ...e, labels: e.identity === 0 ? ['(any)'] : labels(e.identity) }))
     },
-    '/v1/identities': () =>
-      [...engine.identities.all()].map((i) => ({ id: i.id, kind: i.kind, labels: i.labels.labels.map(labelString), ...(i.prefix ? { prefix: formatPrefix(i.prefix) } : {}) })),
+    '/v1/identities': () => {
+      // In a cluster, which nodes use each cluster identity (those this node knows of, and the rest the store has).
+      const used = new Map((p.cluster?.clusterIdentities() ?? []).map((c) => [c.id, c]))
+      const known = [...engine.identities.all()].map((i) => ({ id: i.id, kind: i.kind, labels: i.labels.labels.map(labelString), ...(i.prefix ? { prefix: formatPrefix(i.prefix) } : {}), ...(p.cluster && i.kind === 'endpoint' ? { nodes: used.get(i.id)?.nodes ?? [] } : {}) }))
+      const elsewhere = [...used.values()].filter((c) => !engine.identities.get(c.id)).map((c) => ({ id: c.id, kind: 'endpoint', labels: c.labels.split(';'), nodes: c.nodes }))
+      return [...known, ...elsewhere].sort((a, b) => a.id - b.id)
+    },
+  }
+
+  function cluster(): NonNullable<AgentParts['cluster']> {
+    if (p.cluster === null) throw new AdminQueryError('this agent is not in a cluster (no kvstore in its configuration): there is no cluster policy')
+    return p.cluster
+  }
+
+  /** A cluster call: a policy that does not parse, a bad name, or an unreachable store is a 400 saying so. */
+  async function clusterCall<T>(run: () => Promise<T>): Promise<T> {
+    try {
+      return await run()
+    } catch (e) {
+      if (e instanceof PolicyError || e instanceof L7ProxyError) throw new AdminQueryError(e.message)
+      if (e instanceof Error && !(e instanceof AdminQueryError)) throw new AdminQueryError(`the cluster's store did not take it: ${e.message}`)
+      throw e
+    }
   }
 }

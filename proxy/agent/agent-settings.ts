@@ -33,6 +33,7 @@ export function agentSettings(c: AgentConfig, node: NodePart): AgentSettings {
     admin: c.admin.socket,
     cniLabelsCommand: c.cni.labelsCommand,
     overload: c.overload,
+    kvstore: c.kvstore,
     ...node,
   }
 }

@@ -44,6 +44,9 @@ import type { OverloadInput } from '../overload/thread-overload.js'
 import type { FileLimit } from '../../lib/libc.js'
 import { formatIPv4 } from '../../policy/cidr.js'
 import { L7ProxyError } from '../../lib/l7proxy-error.js'
+import { ClusterNode, type KvstoreSettings } from '../kvstore/cluster-node.js'
+import type { ViewChange } from '../kvstore/cluster-view.js'
+import type { RemoteChange } from './proxy-worker.js'
 
 export interface AgentSettings {
   mode: RedirectMode
@@ -84,6 +87,8 @@ export interface AgentSettings {
   cniLabelsCommand: string[]
   /** Budgets per source, identity and node, the DNS query rate, pressure, the open-file limit. */
   overload: OverloadSettings
+  /** The cluster's store (identities, other nodes' endpoints, cluster policy); null: a node on its own. */
+  kvstore: KvstoreSettings | null
 }
 
 /** A start-up step that failed: what, and why. Nothing the agent made is left behind. */
@@ -127,6 +132,8 @@ export class Agent {
   /** The endpoints given and those CNI registered, together (null: from a file). */
   private readonly givenAndCni: (() => NodeEndpoint[]) | null
   private readonly policies: PolicyFiles
+  /** This node in a cluster (settings.kvstore); null: on its own. */
+  readonly cluster: ClusterNode | null
   private datapath: Datapath | null = null
   private fqdns: FqdnLearning | null = null
   private relay: LearnRelay | null = null
@@ -164,7 +171,11 @@ export class Agent {
         ? null
         : new CniEndpoints({ stateDir: s.state, labelsOf: runtimeLabels(s.cniLabelsCommand), onChange: () => this.applyEndpoints(this.givenAndCni!()), exists: interfaceExists, logger: this.logger })
     const source = this.givenAndCni === null ? s.endpoints : { list: this.givenAndCni() }
-    this.endpoints = step('file' in s.endpoints ? `endpoints ${s.endpoints.file}` : 'endpoints', () => new NodeEndpoints(source, this.engine, this.logger))
+    const cluster = (this.cluster = s.kvstore
+      ? new ClusterNode(s.kvstore, { remote: (c) => this.applyRemote(c), policy: (name, text) => this.policies.applyText(name, text), identitiesChanged: () => this.endpoints.refresh() }, this.logger)
+      : null)
+    const identify = cluster ? (given: readonly NodeEndpoint[]) => cluster.identify(given) : undefined
+    this.endpoints = step('file' in s.endpoints ? `endpoints ${s.endpoints.file}` : 'endpoints', () => new NodeEndpoints(source, this.engine, this.logger, identify))
     // A bad file given by name is a start-up error; a directory's bad files are refused and logged.
     this.policies = step(`policy ${s.policy.file ?? s.policy.dir}`, () => new PolicyFiles({ engine: this.engine, logger: this.logger, file: s.policy.file, dir: s.policy.dir }))
   }
@@ -302,6 +313,7 @@ export class Agent {
         endpoints: this.endpoints.list,
         fqdns: fqdns.names(),
         policies: [...this.policies.texts].map(([name, text]) => ({ name, text })),
+        remote: [...engine.remoteEndpoints()].map(([ip, id]): RemoteChange => [ip, { identity: id, labels: engine.identities.get(id)!.labels.canonical }]),
       })
     }
     if (workerInputs.length > 0) this.workers = await startProxyWorkers(workerInputs, { writeLog: this.writeLines, learnDns: (answers) => fqdns.learnAll(answers) })
@@ -317,6 +329,7 @@ export class Agent {
       requestDurations: () => ({ http: totals.httpDurations(), dns: totals.dnsDurations() }),
       dnsEnforce: () => totals.dnsEnforce(),
       overload: () => this.overloadStatus(),
+      cluster: () => this.cluster?.status() ?? null,
     })
     // Live policy and endpoints: each accepted change reaches the kernel maps, then every proxy thread.
     this.policies.watch({ writeMaps, tellThreads: (file, text) => this.workers?.updatePolicy(file, text), observe: (seconds) => metrics.policyApply.observe(seconds) })
@@ -328,12 +341,14 @@ export class Agent {
     })
     // Labels the runtime told while the agent was starting.
     if (this.givenAndCni !== null) this.endpoints.replace(this.givenAndCni())
+    // Other nodes' pods and the cluster's policy arrive from now on, as they are watched.
+    this.cluster?.start()
     if (s.metricsFd !== null) await this.serveMetrics(s.metricsFd, metrics)
     this.feed.publishKernel(dp.counters()) // what the kernel counted before now is not news
     this.kernelFeed = setInterval(() => this.feed.publishKernel(dp.counters()), 1_000)
     this.kernelFeed.unref()
     if (s.admin) {
-      const routes = adminRoutes({ engine, endpoints: this.endpoints, cni: this.cni, feed: this.feed, fqdns, policies: this.policies, metrics, datapath: dp, logger, status: () => this.status() })
+      const routes = adminRoutes({ engine, endpoints: this.endpoints, cni: this.cni, feed: this.feed, fqdns, policies: this.policies, metrics, datapath: dp, logger, status: () => this.status(), cluster: this.cluster })
       this.admin = await startAdminServer(s.admin, routes)
     }
     const budget = this.budget!
@@ -364,6 +379,21 @@ export class Agent {
   /** The node's endpoints are now `list` (an agent started with a list, not a file); before start, at start. */
   applyEndpoints(list: NodeEndpoint[]): void {
     if (this.datapath !== null) this.endpoints.replace(list)
+  }
+
+  /** Other nodes' pods came, changed or went: the engine, the maps, then every other thread. */
+  private applyRemote(changes: ViewChange['endpoints']): void {
+    const taken: RemoteChange[] = []
+    for (const [ip, peer] of changes) {
+      try {
+        this.engine.setRemoteEndpoint(ip, peer)
+        taken.push([ip, peer && { identity: peer.identity, labels: peer.labels.canonical }])
+      } catch (e) {
+        this.logger.error({ ip, identity: peer?.identity, error: (e as Error).message }, 'kvstore: remote endpoint refused; the address stays as it was')
+      }
+    }
+    this.datapath?.apply(this.engine.takeDelta())
+    this.workers?.updateRemote(taken)
   }
 
   /** Packets the kernel counted, by verdict, over every endpoint. */
@@ -405,11 +435,13 @@ export class Agent {
       dns: { listening: `${s.proxyAddress}:${s.proxyPorts.dns}/udp`, threads: this.dnsThreads, queries: totals.dns(), queriesByThread: totals.dnsByThread() },
       kernelPackets: this.kernelPacketTotals(),
       overload: { ...this.overloadStatus(), topSources: this.budget!.topSources(5).map((t) => ({ ...t, source: formatIPv4(t.source) })) },
+      cluster: this.cluster?.status() ?? null,
     }
   }
 
   /** Takes down what the agent put up (the datapath last: steered flows fail closed meanwhile) and writes its last lines. */
   async stop(): Promise<void> {
+    await this.cluster?.stop()
     this.policies.close()
     this.pressure?.stop()
     this.fqdns?.close()

@@ -23,6 +23,14 @@
 //     dnsQueries: { perSecondPerSource: 2000, burst: 2000 }                # 0: no limit
 //     pressure: { connectionsPercent: 80, memoryMB: 1024, headersTimeoutMs: 2000, idleTimeoutMs: 5000 }
 //     fileLimit: 0                 # open files the agent raises its limit to; 0: what the host allows
+//   kvstore:                       # a cluster: identities, endpoints and policy shared through etcd
+//     endpoints: [http://198.19.0.254:2379]   # etcd's client URLs (https:// with tls)
+//     prefix: l7proxy              # every key under it
+//     tls: { ca: /etc/l7proxy/etcd/ca.pem, cert: /etc/l7proxy/etcd/node.pem, key: /etc/l7proxy/etcd/node-key.pem }
+//     node: node1                  # this node's name (default: the host name)
+//     nodeAddress: 198.19.0.1      # where the others reach it (default: its first non-loopback IPv4)
+//     leaseTtlSeconds: 15          # a dead node's pods leave the others' view after at most this
+//     identityGcSeconds: 60        # how often identities no node uses are collected
 //   logging: { level: info }       # trace | debug | info | warn | error | fatal
 //   admin: { socket: /run/l7proxy/agent-main.sock, metrics: 127.0.0.1:9962 }   # metrics: off for none
 
@@ -38,6 +46,9 @@ import { DEFAULT_CA_DIR } from '../../certs/local-ca.js'
 import { parseIPv4 } from '../../policy/cidr.js'
 import { DEFAULT_OVERLOAD, type OverloadSettings } from '../overload/overload-settings.js'
 import { L7ProxyError } from '../../lib/l7proxy-error.js'
+import type { KvstoreSettings } from '../kvstore/cluster-node.js'
+import { isNodeName, NODE_NAME_RULE } from '../kvstore/kvstore-keys.js'
+import { hostname, networkInterfaces } from 'node:os'
 
 /** Where the proxies listen unless configured otherwise (the datapath steers there). */
 export const DEFAULT_PROXY_PORTS = { http: 15001, dns: 15053 } as const
@@ -68,6 +79,8 @@ export interface AgentConfig {
   /** labelsCommand: run with a CNI-added container's id last, prints its labels as JSON. */
   cni: { labelsCommand: string[] }
   overload: OverloadSettings
+  /** The cluster's store; null: a node on its own. */
+  kvstore: KvstoreSettings | null
   logging: { level: LogLevel }
   /** metrics: where Prometheus scrapes /metrics (address:port, in the namespace the agent is started in), or null. */
   admin: { socket: string; metrics: { address: string; port: number } | null }
@@ -90,6 +103,7 @@ export interface ConfigLayer {
   dns?: { rejectCode?: RejectCode; minTtlSeconds?: number; maxIpsPerName?: number; maxDelayMs?: number; threads?: number }
   cni?: { labelsCommand?: string[] }
   overload?: { [K in keyof OverloadSettings]?: OverloadSettings[K] extends number ? number : Partial<OverloadSettings[K]> }
+  kvstore?: Partial<KvstoreSettings> & Pick<KvstoreSettings, 'endpoints'>
   logging?: { level?: LogLevel }
   admin?: { socket?: string; metrics?: { address: string; port: number } | null }
 }
@@ -119,6 +133,7 @@ export function defaultConfig(lab: string | null = null): AgentConfig {
     dns: { rejectCode: 'REFUSED', minTtlSeconds: 3600, maxIpsPerName: 50, maxDelayMs: 100, threads: 1 },
     cni: { labelsCommand: [...PODMAN_LABELS_COMMAND] },
     overload: structuredClone(DEFAULT_OVERLOAD),
+    kvstore: null,
     logging: { level: 'info' },
     // Next to Cilium's agent (9962), as Envoy's (9964) is.
     admin: { socket: agentSocketPath(lab), metrics: { address: '127.0.0.1', port: 9962 } },
@@ -156,7 +171,7 @@ export function parseConfigText(text: string, file: string): ConfigLayer {
   if (syntax.length > 0) throw new ConfigError(syntax)
   const out: ConfigLayer = {}
   if (root === null) return out // an empty file: all defaults
-  const f = root.fields(['lab', 'mode', 'policyDirectory', 'endpointsFile', 'interfaces', 'proxy', 'bpffs', 'stateDirectory', 'caDirectory', 'dns', 'cni', 'overload', 'logging', 'admin'])
+  const f = root.fields(['lab', 'mode', 'policyDirectory', 'endpointsFile', 'interfaces', 'proxy', 'bpffs', 'stateDirectory', 'caDirectory', 'dns', 'cni', 'overload', 'kvstore', 'logging', 'admin'])
   if (f) {
     if (f.lab) {
       const lab = f.lab.string()
@@ -214,6 +229,10 @@ export function parseConfigText(text: string, file: string): ConfigLayer {
       const o = overloadLayer(f.overload)
       if (o) out.overload = o
     }
+    if (f.kvstore) {
+      const k = kvstoreLayer(f.kvstore)
+      if (k) out.kvstore = k
+    }
     const logging = f.logging?.fields(['level'])
     if (logging?.level) out.logging = { level: oneOf(logging.level, LOG_LEVELS, 'log level') ?? undefined }
     const admin = f.admin?.fields(['socket', 'metrics'])
@@ -257,6 +276,68 @@ function overloadLayer(n: YNode): ConfigLayer['overload'] | null {
     if (v !== null) out.fileLimit = v
   }
   return out as ConfigLayer['overload']
+}
+
+const KVSTORE_PREFIX = /^[A-Za-z0-9_-]+(\/[A-Za-z0-9_-]+)*$/
+
+function kvstoreLayer(n: YNode): ConfigLayer['kvstore'] | null {
+  const f = n.fields(['endpoints', 'prefix', 'tls', 'node', 'nodeAddress', 'leaseTtlSeconds', 'identityGcSeconds'], ['endpoints'])
+  if (!f?.endpoints) return null
+  const tlsFields = f.tls?.fields(['ca', 'cert', 'key'], ['ca', 'cert', 'key'])
+  const tls = tlsFields?.ca && tlsFields.cert && tlsFields.key ? { ca: absolutePath(tlsFields.ca), cert: absolutePath(tlsFields.cert), key: absolutePath(tlsFields.key) } : null
+  const scheme = tls ? 'https' : 'http'
+  const endpoints = f.endpoints.list()?.map((e) => {
+    const url = e.string()
+    if (url === null) return null
+    let u: URL | null = null
+    try {
+      u = new URL(url)
+    } catch {
+      // reported below
+    }
+    if (u === null || !/^https?:$/.test(u.protocol) || u.port === '' || u.pathname !== '/' || url.endsWith('/')) return e.fail(`'${url}' is not an etcd client URL (${scheme}://ADDRESS:PORT)`)
+    if (u.protocol !== `${scheme}:`) return e.fail(tls ? `'${url}': with tls, etcd is reached over https://` : `'${url}': https:// needs tls (ca, cert, key)`)
+    return url
+  })
+  if (endpoints?.length === 0) f.endpoints.fail('expected at least one etcd client URL')
+  const out: NonNullable<ConfigLayer['kvstore']> = { endpoints: (endpoints ?? []).filter((e): e is string => e !== null) }
+  if (f.prefix) {
+    const p = f.prefix.string()
+    if (p !== null) {
+      if (KVSTORE_PREFIX.test(p)) out.prefix = p
+      else f.prefix.fail(`'${p}' is not a key prefix (parts of letters, digits, '_' and '-' joined by '/')`)
+    }
+  }
+  if (tls && tls.ca && tls.cert && tls.key) out.tls = { ca: tls.ca, cert: tls.cert, key: tls.key }
+  if (f.node) {
+    const name = f.node.string()
+    if (name !== null) {
+      if (isNodeName(name)) out.node = name
+      else f.node.fail(`'${name}' is not a node name (${NODE_NAME_RULE})`)
+    }
+  }
+  if (f.nodeAddress) {
+    const a = f.nodeAddress.string()
+    if (a !== null) {
+      if (parseIPv4(a) !== null) out.nodeAddress = a
+      else f.nodeAddress.fail(`'${a}' is not an IPv4 address`)
+    }
+  }
+  if (f.leaseTtlSeconds) out.leaseTtlSeconds = f.leaseTtlSeconds.integer(2, 3600) ?? undefined
+  if (f.identityGcSeconds) out.identityGcSeconds = f.identityGcSeconds.integer(1, 86_400) ?? undefined
+  return out
+}
+
+/** This host's name as a node name, if it is one (else 'node'). */
+function defaultNodeName(): string {
+  const h = hostname().toLowerCase().split('.')[0] ?? ''
+  return isNodeName(h) ? h : 'node'
+}
+
+/** The first non-loopback IPv4 address of the namespace the agent runs in (127.0.0.1 if none). */
+function defaultNodeAddress(): string {
+  for (const list of Object.values(networkInterfaces())) for (const a of list ?? []) if (a.family === 'IPv4' && !a.internal) return a.address
+  return '127.0.0.1'
 }
 
 const ENVIRONMENT: Array<[string, (v: string) => string]> = [
@@ -309,6 +390,18 @@ export function resolveConfig(layers: readonly ConfigLayer[]): AgentConfig {
       dnsQueries: { ...c.overload.dnsQueries, ...o?.dnsQueries },
       pressure: { ...c.overload.pressure, ...o?.pressure },
       fileLimit: o?.fileLimit ?? c.overload.fileLimit,
+    }
+    const k = layer.kvstore
+    if (k) {
+      c.kvstore = {
+        endpoints: k.endpoints,
+        prefix: k.prefix ?? c.kvstore?.prefix ?? 'l7proxy',
+        tls: k.tls ?? c.kvstore?.tls ?? null,
+        node: k.node ?? c.kvstore?.node ?? defaultNodeName(),
+        nodeAddress: k.nodeAddress ?? c.kvstore?.nodeAddress ?? defaultNodeAddress(),
+        leaseTtlSeconds: k.leaseTtlSeconds ?? c.kvstore?.leaseTtlSeconds ?? 15,
+        identityGcSeconds: k.identityGcSeconds ?? c.kvstore?.identityGcSeconds ?? 60,
+      }
     }
     c.logging = { level: layer.logging?.level ?? c.logging.level }
     c.admin = { socket: layer.admin?.socket ?? c.admin.socket, metrics: layer.admin?.metrics !== undefined ? layer.admin.metrics : c.admin.metrics }

@@ -8,6 +8,7 @@ import { Counter, Gauge, Histogram, Registry } from 'prom-client'
 import type { Counter as KernelCounter } from '../../redirect-bpf/map-layout.js'
 import { LATENCY_BUCKETS, type HistogramSnapshot } from '../latency-histogram.js'
 import type { OverloadStatus } from '../overload/overload-settings.js'
+import type { ClusterStatus } from '../kvstore/cluster-node.js'
 
 export interface MetricSources {
   httpRequests(): Record<string, number>
@@ -21,6 +22,8 @@ export interface MetricSources {
   /** DNS answers' arrival to the maps written. */
   dnsEnforce(): HistogramSnapshot
   overload(): OverloadStatus
+  /** The cluster's store as this node sees it; null: no cluster. */
+  cluster(): ClusterStatus | null
 }
 
 /**
@@ -113,6 +116,10 @@ export class AgentMetrics {
     gauge('l7proxy_overload_connections', 'Client connections the budgets hold now, over every proxy thread (HTTP and DNS over TCP).', () => src.overload().open.connections)
     gauge('l7proxy_overload_streams', 'HTTP/2 streams the budgets hold now.', () => src.overload().open.streams)
     gauge('l7proxy_resident_memory_bytes', "The agent's resident memory.", () => src.overload().rssBytes)
+    gauge('l7proxy_kvstore_connected', "Whether the cluster's store is reachable and the watch of it current (1); -1: no cluster.", () => { const c = src.cluster(); return c === null ? -1 : Number(c.connected) })
+    gauge('l7proxy_kvstore_degraded', 'Whether this node enforces a stale view of the cluster, or waits for identities or its own keys (1).', () => Number(src.cluster()?.degraded ?? false))
+    gauge('l7proxy_kvstore_remote_endpoints', "Other nodes' endpoints this node knows.", () => src.cluster()?.remoteEndpoints ?? 0)
+    gauge('l7proxy_kvstore_revision', "The store's revision this node's view reflects.", () => src.cluster()?.revision ?? 0)
     gauge('l7proxy_http_connections', 'Client connections open in the HTTP proxy threads.', () => src.httpConnections())
     gauge('l7proxy_fqdn_names', 'Names the DNS proxy learned addresses for (toFQDNs).', () => src.fqdnNames())
     gauge('l7proxy_policy_revision', 'The policy revision in force.', () => src.policyRevision())

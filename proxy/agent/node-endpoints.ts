@@ -22,9 +22,14 @@ export interface EndpointSinks {
 
 const WATCH_MS = 500
 
+/** What the endpoints given become before they are enforced (in a cluster: their identities numbered). */
+export type Identify = (given: readonly NodeEndpoint[]) => NodeEndpoint[]
+
 export class NodeEndpoints {
   /** The endpoints in force. */
   list: NodeEndpoint[]
+  /** As given (the file's, or the last replace()'s), before identify. */
+  private given: NodeEndpoint[]
   readonly file: string | null
   /** The file's text in force (read once at start, so a change made meanwhile is not missed). */
   private text = ''
@@ -36,15 +41,17 @@ export class NodeEndpoints {
     source: { file: string } | { list: NodeEndpoint[] },
     private readonly engine: PolicyEngine,
     private readonly logger: Logger,
+    private readonly identify: Identify = (given) => [...given],
   ) {
     if ('file' in source) {
       this.file = source.file
       this.text = readFileSync(source.file, 'utf8')
-      this.list = parseEndpointsText(this.text, source.file)
+      this.given = parseEndpointsText(this.text, source.file)
     } else {
       this.file = null
-      this.list = source.list
+      this.given = source.list
     }
+    this.list = identify(this.given)
     for (const ep of this.list) engine.upsertEndpoint(ep)
   }
 
@@ -65,7 +72,8 @@ export class NodeEndpoints {
         return
       }
       this.text = text
-      this.apply(next, sinks)
+      this.given = next
+      this.apply(this.identify(next), sinks)
     }
     // Read and compared every WATCH_MS, not watched by stat: a stat watcher takes its first look
     // asynchronously, and a change made before that look is never reported.
@@ -81,7 +89,13 @@ export class NodeEndpoints {
   /** The endpoints are now `next` (a source that is not a file: the lab, a CNI plugin). */
   replace(next: NodeEndpoint[]): void {
     if (this.sinks === null) throw new Error('endpoints replaced before the datapath is up')
-    this.apply(next, this.sinks)
+    this.given = next
+    this.apply(this.identify(next), this.sinks)
+  }
+
+  /** The endpoints given, identified again (an identity got its number). */
+  refresh(): void {
+    if (this.sinks !== null) this.apply(this.identify(this.given), this.sinks)
   }
 
   private apply(next: NodeEndpoint[], sinks: EndpointSinks): void {

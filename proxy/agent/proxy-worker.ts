@@ -10,6 +10,7 @@
 import { parentPort, workerData } from 'node:worker_threads'
 import pino from 'pino'
 import { PolicyEngine } from '../../policy/engine.js'
+import { LabelSet } from '../../policy/labels.js'
 import type { DnsStats } from '../dns/dns-proxy.js'
 import { LearnRelay, warnLate, type LearnRequest } from '../dns/learn-relay.js'
 import { diffEndpoints, type NodeEndpoint } from './endpoints-file.js'
@@ -33,6 +34,16 @@ export interface ProxyWorkerInput {
   policies: Array<{ name: string; text: string }>
   /** Names' IPs the main thread's engine has (toFQDNs), as this worker starts. */
   fqdns: Array<{ name: string; ips: string[] }>
+  /** Other nodes' pods the main thread's engine has (a cluster), as this worker starts. */
+  remote: RemoteChange[]
+}
+
+/** Another node's pod at an address: its identity and that identity's labels (canonical); null: gone. */
+export type RemoteChange = [string, { identity: number; labels: string } | null]
+
+/** Applies other nodes' pods to an engine as the main thread's took them. */
+function applyRemote(changes: readonly RemoteChange[]): void {
+  for (const [ip, peer] of changes) engine.setRemoteEndpoint(ip, peer && { identity: peer.identity, labels: LabelSet.fromCanonical(peer.labels)! })
 }
 
 export interface HttpThreadStats {
@@ -61,6 +72,7 @@ export type MainMessage =
   | { type: 'policy'; file: string; text: string | null }
   | { type: 'fqdn'; name: string; ips: string[] }
   | { type: 'endpoints'; endpoints: NodeEndpoint[] }
+  | { type: 'remote'; changes: RemoteChange[] }
   | { type: 'dns-learned'; batch: number }
   /** A flood ended: collect the garbage it left now. */
   | { type: 'collect' }
@@ -74,6 +86,7 @@ const engine = new PolicyEngine({ proxyPorts: input.proxyPorts })
 for (const ep of input.endpoints) engine.upsertEndpoint(ep)
 for (const p of input.policies) engine.loadFile(p.name, p.text)
 for (const f of input.fqdns) engine.setFqdnIps(f.name, f.ips)
+applyRemote(input.remote)
 
 const lane = input.dns
 const relay = lane
@@ -108,6 +121,7 @@ port.on('message', (m: MainMessage) => {
     endpoints = m.endpoints
     return
   }
+  if (m.type === 'remote') return applyRemote(m.changes)
   if (m.type === 'fqdn') {
     engine.setFqdnIps(m.name, m.ips)
     relay?.setKnown(m.name, m.ips)

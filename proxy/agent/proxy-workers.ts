@@ -4,7 +4,7 @@
 
 import { Worker } from 'node:worker_threads'
 import type { LearnRequest } from '../dns/learn-relay.js'
-import type { DnsThreadStats, HttpThreadStats, MainMessage, ProxyWorkerInput, WorkerMessage } from './proxy-worker.js'
+import type { DnsThreadStats, HttpThreadStats, MainMessage, ProxyWorkerInput, RemoteChange, WorkerMessage } from './proxy-worker.js'
 import type { NodeEndpoint } from './endpoints-file.js'
 
 export interface ProxyWorkers {
@@ -14,6 +14,8 @@ export interface ProxyWorkers {
   updateEndpoints(endpoints: NodeEndpoint[]): void
   /** A name's IPs as the main thread's engine now has them (toFQDNs). */
   updateFqdn(name: string, ips: string[]): void
+  /** Other nodes' pods the main thread's engine took (a cluster). */
+  updateRemote(changes: RemoteChange[]): void
   /** Has every worker collect its garbage now (a flood ended). */
   collectGarbage(): void
   /** The workers' latest counters and durations (at most a second old), one entry per worker. */
@@ -62,5 +64,5 @@ export async function startProxyWorkers(inputs: ProxyWorkerInput[], hooks: Worke
     await stop()
     throw e
   }
-  return { stop, updatePolicy: (file, text) => send({ type: 'policy', file, text }), updateFqdn: (name, ips) => send({ type: 'fqdn', name, ips }), updateEndpoints: (endpoints) => send({ type: 'endpoints', endpoints }), collectGarbage: () => send({ type: 'collect' }), stats: () => latest }
+  return { stop, updatePolicy: (file, text) => send({ type: 'policy', file, text }), updateFqdn: (name, ips) => send({ type: 'fqdn', name, ips }), updateEndpoints: (endpoints) => send({ type: 'endpoints', endpoints }), updateRemote: (changes) => send({ type: 'remote', changes }), collectGarbage: () => send({ type: 'collect' }), stats: () => latest }
 }

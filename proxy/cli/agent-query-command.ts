@@ -9,15 +9,19 @@ import { AdminError, adminGet, adminGetText, adminStream, agentSocketPath } from
 import { renderTable } from './table.js'
 import { UsageError } from './usage-error.js'
 import type { OverloadStatus } from '../overload/overload-settings.js'
+import type { ClusterStatus } from '../kvstore/cluster-node.js'
 
 export const AGENT_QUERY_USAGE = `  status [--lab NAME | --socket PATH] [-o table|json]
                             what the running agent is doing: mode, policy revision and files,
                             proxy threads, connections and requests by outcome, kernel verdicts,
-                            overload budgets, what they hold and refused, pressure, memory
-  endpoint list [--lab NAME | --socket PATH] [-o table|json]
-                            the node's endpoints: identity, addresses, enforcement, rules
+                            overload budgets, what they hold and refused, pressure, memory;
+                            in a cluster: the store, its revision, every node and its policy revision
+  endpoint list [--remote] [--lab NAME | --socket PATH] [-o table|json]
+                            the node's endpoints: identity, addresses, enforcement, rules; with
+                            --remote also other nodes' endpoints (a cluster): node, name, identity
   identity list [--lab NAME | --socket PATH] [-o table|json]
-                            the identities the agent knows, with labels or CIDR
+                            the identities the agent knows, with labels or CIDR; in a cluster,
+                            which nodes use each
   fqdn cache list [--lab NAME | --socket PATH] [-o table|json]
                             what allowed DNS answers taught (toFQDNs): name, IPs, seconds left
   fqdn cache clean [--lab NAME | --socket PATH]
@@ -40,6 +44,7 @@ interface Status {
   http: { listening: string; threads: number; connections?: number; requests?: Record<string, number> }
   kernelPackets: Record<string, number>
   overload: Omit<OverloadStatus, 'refused'> & { refused: { connections: Record<string, number>; streams: Record<string, number>; dnsQueries: number }; topSources: Array<{ source: string; connections: number; streams: number }> }
+  cluster: ClusterStatus | null
 }
 
 /** Which running agent a query asks: its admin socket, and how to name it to a person. */
@@ -69,17 +74,18 @@ function agentAt(what: string, values: { lab?: string; socket?: string }): Agent
  * --socket or --lab, and -o table|json, the options every query of a running agent takes; with
  * `files`, the arguments that are not options too (otherwise there must be none).
  */
-export function options(what: string, args: string[], o: { files?: boolean } = {}): { agent: AgentAt; json: boolean; files: string[] } {
-  let values: { lab?: string; socket?: string; output?: string }
+export function options(what: string, args: string[], o: { files?: boolean; flags?: readonly string[] } = {}): { agent: AgentAt; json: boolean; files: string[]; flags: Set<string> } {
+  let values: { lab?: string; socket?: string; output?: string } & Record<string, string | boolean | undefined>
   let positionals: string[]
+  const flags = Object.fromEntries((o.flags ?? []).map((f) => [f, { type: 'boolean' as const }]))
   try {
-    ;({ values, positionals } = parseArgs({ args, strict: true, allowPositionals: o.files === true, options: { lab: { type: 'string' }, socket: { type: 'string' }, output: { type: 'string', short: 'o' } } }))
+    ;({ values, positionals } = parseArgs({ args, strict: true, allowPositionals: o.files === true, options: { lab: { type: 'string' }, socket: { type: 'string' }, output: { type: 'string', short: 'o' }, ...flags } }))
   } catch (e) {
     throw new UsageError(`${what}: ${(e as Error).message}`)
   }
   const output = values.output ?? 'table'
   if (output !== 'table' && output !== 'json') throw new UsageError(`-o must be 'table' or 'json', got '${output}'`)
-  return { agent: agentAt(what, values), json: output === 'json', files: positionals }
+  return { agent: agentAt(what, values), json: output === 'json', files: positionals, flags: new Set((o.flags ?? []).filter((f) => values[f] === true)) }
 }
 
 const counts = (r: Record<string, number> | undefined): string =>
@@ -98,8 +104,21 @@ function statusText(s: Status): string {
     ['http requests', counts(s.http.requests)],
     ['kernel packets', counts(s.kernelPackets)],
     ...overloadRows(s.overload),
+    ...(s.cluster ? clusterRows(s.cluster) : []),
   ]
   return renderTable(['WHAT', 'STATE'], rows)
+}
+
+/** The store as this node sees it, and every node. */
+function clusterRows(c: ClusterStatus): string[][] {
+  const i = c.identities
+  return [
+    ['cluster', `node ${c.node}, ${c.connected ? 'connected' : 'DISCONNECTED'} to ${c.endpoints.join(',')} (prefix ${c.prefix}), revision ${c.revision}`],
+    ['cluster state', c.degraded ? `DEGRADED: ${c.reasons.join('; ')}` : 'current'],
+    ['cluster identities', `${i.held} held here${i.waiting ? ` (${i.waiting} waiting)` : ''}; ${i.allocated} made, ${i.joined} joined, ${i.racesLost} races lost, ${i.collected} collected`],
+    ['remote endpoints', String(c.remoteEndpoints)],
+    ...c.nodes.map((n) => [`node ${n.name}${n.self ? ' (this)' : ''}`, `${n.address}, ${n.endpoints} endpoint(s), policy revision ${n.policyRevision}`]),
+  ]
 }
 
 const budget = (n: number): string => (n === 0 ? 'none' : String(n))
@@ -242,8 +261,8 @@ export async function agentQueryCommand(cmd: 'status' | 'endpoint' | 'identity' 
     rest = more
   }
   const what = cmd === 'status' ? 'status' : cmd === 'fqdn' ? 'fqdn cache list' : `${cmd} list`
-  const { agent, json } = options(what, rest)
-  const path = { status: '/v1/status', endpoint: '/v1/endpoints', identity: '/v1/identities', fqdn: '/v1/fqdn' }[cmd as 'status' | 'endpoint' | 'identity' | 'fqdn']
+  const { agent, json, flags } = options(what, rest, cmd === 'endpoint' ? { flags: ['remote'] } : {})
+  const path = { status: '/v1/status', endpoint: flags.has('remote') ? '/v1/endpoints?remote=1' : '/v1/endpoints', identity: '/v1/identities', fqdn: '/v1/fqdn' }[cmd as 'status' | 'endpoint' | 'identity' | 'fqdn']
   const body = await adminGet(agent.socket, path).catch(noAgentOn(agent))
   if (json) {
     out(JSON.stringify(body, null, 2) + '\n')
@@ -251,15 +270,19 @@ export async function agentQueryCommand(cmd: 'status' | 'endpoint' | 'identity' 
   }
   if (cmd === 'status') out(statusText(body as Status))
   else if (cmd === 'endpoint') {
-    const eps = body as Array<{ id: number; host: string; identity: number | null; ips: string[]; enforce: { ingress: boolean; egress: boolean } | null; rules: string[] }>
-    out(renderTable(['ID', 'HOST', 'IDENTITY', 'ADDRESSES', 'INGRESS', 'EGRESS', 'RULES'], eps.map((e) => [String(e.id), e.host, String(e.identity ?? '-'), e.ips.join(','), e.enforce?.ingress ? 'enforced' : 'open', e.enforce?.egress ? 'enforced' : 'open', e.rules.join(',') || '-'])))
+    const eps = body as Array<{ id: number | null; host: string; node?: string; identity: number | null; ips: string[]; enforce: { ingress: boolean; egress: boolean } | null; rules: string[] }>
+    const remote = flags.has('remote')
+    const enforced = (on: boolean | undefined, e: (typeof eps)[number]): string => (e.enforce === null && e.node !== undefined ? '-' : on ? 'enforced' : 'open')
+    const rows = eps.map((e) => [...(remote ? [e.node ?? '(this)'] : []), e.id === null ? '-' : String(e.id), e.host, String(e.identity ?? '-'), e.ips.join(','), enforced(e.enforce?.ingress, e), enforced(e.enforce?.egress, e), e.rules.join(',') || '-'])
+    out(renderTable([...(remote ? ['NODE'] : []), 'ID', 'HOST', 'IDENTITY', 'ADDRESSES', 'INGRESS', 'EGRESS', 'RULES'], rows))
   } else if (cmd === 'fqdn') {
     const names = body as Array<{ name: string; ips: Array<{ ip: string; expiresAt: number }> }>
     const left = (at: number): string => String(Math.max(0, Math.round((at - Date.now()) / 1000)))
     out(renderTable(['NAME', 'IPS', 'SECONDS LEFT'], names.map((n) => [n.name, n.ips.map((i) => i.ip).join(','), n.ips.map((i) => left(i.expiresAt)).join(',')])))
   } else {
-    const ids = body as Array<{ id: number; kind: string; labels: string[]; prefix?: string }>
-    out(renderTable(['ID', 'KIND', 'LABELS / CIDR'], ids.map((i) => [String(i.id), i.kind, i.prefix ?? i.labels.join(' ')])))
+    const ids = body as Array<{ id: number; kind: string; labels: string[]; prefix?: string; nodes?: string[] }>
+    const cluster = ids.some((i) => i.nodes !== undefined)
+    out(renderTable(['ID', 'KIND', 'LABELS / CIDR', ...(cluster ? ['NODES'] : [])], ids.map((i) => [String(i.id), i.kind, i.prefix ?? i.labels.join(' '), ...(cluster ? [i.nodes?.join(',') || '-'] : [])])))
   }
   return 0
 }
