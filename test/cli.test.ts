@@ -34,7 +34,7 @@ const badArgs: Array<[string[], RegExp]> = [
   [['flows', '--last', 'x'], /error: flows: --last must be a whole number from 0 to 1000, not 'x'/],
   [['flows', '--bogus'], /error: flows: Unknown option '--bogus'/],
   [['flows', '-o', 'xml'], /error: -o must be 'table' or 'json', got 'xml'/],
-  [['policy'], /error: 'policy' needs a subcommand: validate, get or import/],
+  [['policy'], /error: 'policy' needs a subcommand: validate, get, import or remove/],
   [['policy', 'import'], /error: policy import: give at least one FILE/],
   [['policy', 'import', 'x.yaml', '--lab', 'Bad_Name'], /error: policy import: invalid --lab 'Bad_Name'/],
   [['policy', 'get', '--frob'], /error: policy get: Unknown option '--frob'/],

@@ -1,7 +1,9 @@
 // `l7proxy policy validate FILE...` checks policy files offline, as the agent would load them;
 // `policy get` shows what a lab's running agent enforces (every file's text and the revision);
 // `policy import FILE...` validates the files, then has the agent write each into its policy
-// directory and apply it at once (all or nothing at validation: one bad file imports none).
+// directory and apply it at once (all or nothing at validation: one bad file imports none), or
+// with --cluster store them in the cluster's store for every node; `policy remove --cluster`
+// takes such a document out again.
 
 import { readFileSync } from 'node:fs'
 import { basename } from 'node:path'
