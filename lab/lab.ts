@@ -22,25 +22,39 @@ import {
   run,
   runIn,
   spawnDetachedIn,
+  stopProcess,
   waitListening,
   type ExecOptions,
   type ExecResult,
 } from './netns.js'
 import { unboundFiles } from './servers/unbound-config.js'
+import { startEtcd } from './etcd-server.js'
 import {
+  ETCD_ADDRESS,
+  ETCD_CLIENT_PORT,
+  ETCD_PEER_PORT,
   GATEWAY_IP,
   HOST_IFNAME,
-  LAB_HOSTS,
+  UNDERLAY_HOST,
+  UNDERLAY_IFNAME,
+  UNDERLAY_PREFIX_LEN,
+  etcdClientUrl,
   findHost,
   hostNetns,
   isValidLabName,
   labCgroupName,
+  labHosts,
   nodeIfname,
   nodeNetns,
+  nodeNetnsOf,
+  nodeUnderlayAddress,
   parseNetns,
+  podCidr,
   resolvConf,
+  underlayNetns,
   type LabHost,
   type LabService,
+  type PlacedHost,
 } from './topology.js'
 
 export { DEFAULT_LAB }
@@ -55,7 +69,7 @@ const REQUIRED_COMMANDS: ReadonlyArray<[string, string]> = [
 
 export interface LabProcess {
   host: string
-  kind: LabService['kind']
+  kind: LabService['kind'] | 'etcd'
   port: number
   pid: number
   log: string
@@ -64,8 +78,13 @@ export interface LabProcess {
 export interface LabState {
   name: string
   createdAt: string
+  /** The first node's namespace. */
   nodeNetns: string
-  hosts: Array<Pick<LabHost, 'name' | 'role' | 'addresses' | 'labels'> & { netns: string; nodeIfname: string }>
+  /** How many nodes (each with its namespace, lab up --nodes). */
+  nodes: number
+  /** The cluster's store, when there are several nodes (etcd on the underlay). */
+  etcd: string | null
+  hosts: Array<Pick<LabHost, 'name' | 'role' | 'addresses' | 'labels'> & { node: number; netns: string; nodeIfname: string }>
   processes: LabProcess[]
 }
 
@@ -117,7 +136,12 @@ function assertPrerequisites(): void {
   if (why) throw new LabError(process.getuid?.() !== 0 ? 'ENOTROOT' : 'ENOCMD', why)
 }
 
-function readState(name: string): LabState | null {
+function writeState(state: LabState): void {
+  writeFileSync(join(labStateDir(state.name), 'state.json'), JSON.stringify(state, null, 2) + '\n')
+}
+
+/** A lab's state as `up` wrote it (null: not up, or not whole). */
+export function readState(name: string): LabState | null {
   try {
     return JSON.parse(readFileSync(join(labStateDir(name), 'state.json'), 'utf8')) as LabState
   } catch {
@@ -174,34 +198,92 @@ async function startService(name: string, host: LabHost, svc: LabService, dir: s
   return { host: host.name, kind: svc.kind, port: svc.port, pid, log }
 }
 
-async function create(name: string): Promise<LabState> {
+/**
+ * Several nodes: the underlay's bridge (and etcd's address) in a namespace of its own, each node
+ * on it by a veth, and routes from each node to the others' pod CIDRs (the outside world's
+ * addresses hang off node 1).
+ */
+async function wireUnderlay(name: string, nodes: number, hosts: readonly PlacedHost[]): Promise<void> {
+  const ul = underlayNetns(name)
+  await addNamespace(ul)
+  await run(['ip', '-n', ul, 'link', 'add', 'br0', 'type', 'bridge'])
+  await run(['ip', '-n', ul, 'addr', 'add', `${ETCD_ADDRESS}/${UNDERLAY_PREFIX_LEN}`, 'dev', 'br0'])
+  await run(['ip', '-n', ul, 'link', 'set', 'br0', 'up'])
+  const world = hosts.filter((h) => h.role === 'external').flatMap((h) => h.addresses)
+  for (let k = 1; k <= nodes; k++) {
+    const node = nodeNetnsOf(name, k)
+    await run(['ip', '-n', node, 'link', 'add', UNDERLAY_IFNAME, 'type', 'veth', 'peer', 'name', `ul${k}`, 'netns', ul])
+    await run(['ip', '-n', ul, 'link', 'set', `ul${k}`, 'master', 'br0', 'up'])
+    await run(['ip', '-n', node, 'addr', 'add', `${nodeUnderlayAddress(k)}/${UNDERLAY_PREFIX_LEN}`, 'dev', UNDERLAY_IFNAME])
+    await run(['ip', '-n', node, 'link', 'set', UNDERLAY_IFNAME, 'up'])
+    for (let j = 1; j <= nodes; j++) {
+      if (j !== k) await run(['ip', '-n', node, 'route', 'add', podCidr(j), 'via', nodeUnderlayAddress(j)])
+    }
+    if (k !== 1) for (const a of world) await run(['ip', '-n', node, 'route', 'add', `${a}/32`, 'via', nodeUnderlayAddress(1)])
+  }
+}
+
+/** The lab's etcd server on the underlay, its data in the lab's directory. */
+async function startLabEtcd(name: string): Promise<LabProcess> {
+  const dir = join(labStateDir(name), 'etcd')
+  const etcd = await startEtcd({ dir, address: ETCD_ADDRESS, clientPort: ETCD_CLIENT_PORT, peerPort: ETCD_PEER_PORT, netns: underlayNetns(name) })
+  return { host: UNDERLAY_HOST, kind: 'etcd', port: ETCD_CLIENT_PORT, pid: etcd.pid(), log: join(dir, 'etcd.log') }
+}
+
+/** A lab's etcd (one of several nodes), stopped and started again on its data: an outage. */
+export function labEtcd(name: string): { stop(): Promise<void>; start(): Promise<void> } {
+  checkName(name)
+  const state = readState(name)
+  const at = state?.processes.findIndex((p) => p.kind === 'etcd') ?? -1
+  if (state === null || at < 0) throw new LabError('EETCD', `lab '${name}' has no etcd (it has one with several nodes: lab up --nodes N)`)
+  return {
+    stop: () => stopProcess(state.processes[at]!.pid),
+    start: async () => {
+      if (isAlive(state.processes[at]!.pid)) throw new LabError('EETCD', `lab '${name}': etcd (pid ${state.processes[at]!.pid}) is running`)
+      state.processes[at] = await startLabEtcd(name)
+      writeState(state)
+    },
+  }
+}
+
+async function create(name: string, nodes: number): Promise<LabState> {
   const dir = labStateDir(name)
   mkdirSync(dir, { recursive: true })
-  const node = nodeNetns(name)
-  await addNamespace(node)
-  await sysctls(node, ['net.ipv4.ip_forward=1'])
-  for (const host of LAB_HOSTS) await wireHost(name, node, host)
+  const hosts = labHosts(nodes)
+  for (let k = 1; k <= nodes; k++) {
+    const node = nodeNetnsOf(name, k)
+    await addNamespace(node)
+    await sysctls(node, ['net.ipv4.ip_forward=1'])
+  }
+  for (const host of hosts) await wireHost(name, nodeNetnsOf(name, host.node), host)
+  const processes: LabProcess[] = []
+  if (nodes > 1) {
+    await wireUnderlay(name, nodes, hosts)
+    processes.push(await startLabEtcd(name))
+  }
   // The servers are the lab's pods: in sockmap mode sock_ops sees their sockets in this group.
   const cgroup = createCgroup(labCgroupName(name)).dir
-  const processes: LabProcess[] = []
-  for (const host of LAB_HOSTS) {
+  for (const host of hosts) {
     for (const svc of host.services) processes.push(await startService(name, host, svc, dir, cgroup))
   }
   const state: LabState = {
     name,
     createdAt: new Date().toISOString(),
-    nodeNetns: node,
-    hosts: LAB_HOSTS.map((h) => ({
+    nodeNetns: nodeNetns(name),
+    nodes,
+    etcd: nodes > 1 ? etcdClientUrl() : null,
+    hosts: hosts.map((h) => ({
       name: h.name,
       role: h.role,
       addresses: h.addresses,
       labels: h.labels,
+      node: h.node,
       netns: hostNetns(name, h.name),
       nodeIfname: nodeIfname(h.name),
     })),
     processes,
   }
-  writeFileSync(join(dir, 'state.json'), JSON.stringify(state, null, 2) + '\n')
+  writeState(state)
   return state
 }
 
@@ -215,14 +297,16 @@ export interface UpResult {
  * Brings the lab up. Idempotent: a healthy lab of that name is left alone; a broken or partial
  * one is removed and made again. On failure everything made so far is removed.
  */
-export async function labUp(name: string = DEFAULT_LAB): Promise<UpResult> {
+export async function labUp(name: string = DEFAULT_LAB, o: { nodes?: number } = {}): Promise<UpResult> {
   checkName(name)
+  const nodes = o.nodes ?? 1
+  labHosts(nodes) // a bad count is refused before anything is made
   assertPrerequisites()
   const existing = (await labStatus()).find((s) => s.name === name)
-  if (existing?.healthy && existing.state) return { state: existing.state, created: false }
+  if (existing?.healthy && existing.state && (existing.state.nodes ?? 1) === nodes) return { state: existing.state, created: false }
   if (existing) await labDown(name)
   try {
-    return { state: await create(name), created: true }
+    return { state: await create(name, nodes), created: true }
   } catch (err) {
     await labDown(name).catch(() => undefined)
     throw err
@@ -319,7 +403,9 @@ export async function labStatus(): Promise<LabStatus[]> {
   const out: LabStatus[] = []
   for (const [name, namespaces] of [...byLab].sort(([a], [b]) => a.localeCompare(b))) {
     const state = readState(name)
-    const expected = [nodeNetns(name), ...LAB_HOSTS.map((h) => hostNetns(name, h.name))]
+    const nodes = state?.nodes ?? 1
+    const nodeSpaces = Array.from({ length: nodes }, (_, i) => nodeNetnsOf(name, i + 1))
+    const expected = [...nodeSpaces, ...(nodes > 1 ? [underlayNetns(name)] : []), ...labHosts(nodes).map((h) => hostNetns(name, h.name))]
     const rank = (ns: string): number => (expected.includes(ns) ? expected.indexOf(ns) : expected.length)
     namespaces.sort((a, b) => rank(a.netns) - rank(b.netns))
     const present = new Set(namespaces.map((n) => n.netns))
@@ -332,9 +418,17 @@ export async function labStatus(): Promise<LabStatus[]> {
   return out
 }
 
-/** Runs a command inside a lab host's namespace (`node` for the node namespace). */
-export function labExec(name: string, host: string, argv: readonly string[], opts?: ExecOptions): Promise<ExecResult> {
+/** The namespace of a lab host, of `node` (the first node), `nodeK` (node K) or `underlay`. */
+export function labNetns(name: string, host: string): string {
   checkName(name)
-  if (host !== 'node') findHost(host)
-  return execIn(host === 'node' ? nodeNetns(name) : hostNetns(name, host), argv, opts)
+  if (host === 'node') return nodeNetns(name)
+  const k = /^node([1-9])$/.exec(host)
+  if (k) return nodeNetnsOf(name, Number(k[1]))
+  if (host !== UNDERLAY_HOST) findHost(host)
+  return hostNetns(name, host)
+}
+
+/** Runs a command inside a lab host's namespace (`node` for the node namespace, `nodeK`, `underlay`). */
+export function labExec(name: string, host: string, argv: readonly string[], opts?: ExecOptions): Promise<ExecResult> {
+  return execIn(labNetns(name, host), argv, opts)
 }

@@ -7,12 +7,14 @@
 import { spawn } from 'node:child_process'
 import { createReadStream, existsSync, readFileSync } from 'node:fs'
 import { createInterface } from 'node:readline'
-import { GATEWAY_IP, LAB_HOSTS, labEndpoints, nodeIfname, nodeNetns } from './topology.js'
+import { GATEWAY_IP, UNDERLAY_IFNAME, clusterNodeName, labEndpointsOn, labHosts, nodeIfname, nodeNetnsOf, nodeUnderlayAddress } from './topology.js'
+import { readState } from './lab.js'
 import { distPath } from '../lib/project-root.js'
 import type { AgentSettings } from '../proxy/agent/agent.js'
 import { agentSettings, type NodePart } from '../proxy/agent/agent-settings.js'
 import { DEFAULT_PROXY_PORTS, resolveConfig, type AgentConfig, type ConfigLayer } from '../proxy/agent/config.js'
 import { parseMode } from '../redirect-bpf/modes/redirect-mode.js'
+import type { KvstoreSettings } from '../proxy/kvstore/cluster-node.js'
 
 /** Where the node agent's proxies listen (the datapath steers there): the agent's defaults. */
 export const LAB_PROXY_PORTS = DEFAULT_PROXY_PORTS
@@ -22,23 +24,35 @@ export function labProxyAddress(mode: string): string {
   return mode === 'dnat' ? GATEWAY_IP : '127.0.0.1'
 }
 
+/** Which node of a lab of how many: the first of one, unless told. */
+export interface LabNodeAt {
+  nodes: number
+  node: number
+}
+
 /**
- * The lab's part of a node agent's settings: every veth of the node carries the programs (traffic
- * from the outside world is judged at its own end), the lab's endpoints unless the configuration
- * names a file, and the proxy address of the mode.
+ * The lab's part of a node agent's settings: every veth of its node carries the programs (traffic
+ * from the outside world, and from other nodes over the underlay, is judged at its own end), the
+ * node's endpoints unless the configuration names a file, and the proxy address of the mode.
  */
-export function labNodePart(c: AgentConfig): NodePart {
+export function labNodePart(c: AgentConfig, at: LabNodeAt = { nodes: 1, node: 1 }): NodePart {
+  const hosts = labHosts(at.nodes).filter((h) => h.node === at.node)
   return {
-    interfaces: [...LAB_HOSTS.map((h) => nodeIfname(h.name)), ...c.interfaces],
+    interfaces: [...hosts.map((h) => nodeIfname(h.name)), ...(at.nodes > 1 ? [UNDERLAY_IFNAME] : []), ...c.interfaces],
     proxyAddress: c.proxy.address ?? labProxyAddress(c.mode),
-    ...(c.endpointsFile === null ? { endpoints: { list: labEndpoints().map((e) => ({ ...e, interface: nodeIfname(e.host) })) } } : {}),
+    ...(c.endpointsFile === null ? { endpoints: { list: labEndpointsOn(at.nodes, at.node).map((e) => ({ ...e, interface: nodeIfname(e.host) })) } } : {}),
   }
 }
 
-/** Runs the agent's process in `lab`'s node namespace with `settings` (on its stdin); extra fds become its fd 3 on. */
-export function spawnNodeAgent(lab: string, settings: AgentSettings, stdio: { out: 'pipe' | 'inherit'; fds?: number[] }) {
+/** A node's part of the cluster's configuration: the lab's etcd, its name and underlay address. */
+export function labKvstoreLayer(etcd: string, node: number, more: Partial<KvstoreSettings> = {}): NonNullable<ConfigLayer['kvstore']> {
+  return { endpoints: [etcd], node: clusterNodeName(node), nodeAddress: nodeUnderlayAddress(node), ...more }
+}
+
+/** Runs the agent's process in node `node` of `lab` with `settings` (on its stdin); extra fds become its fd 3 on. */
+export function spawnNodeAgent(lab: string, settings: AgentSettings, stdio: { out: 'pipe' | 'inherit'; fds?: number[] }, node = 1) {
   // `ip netns exec` execs node: the child's PID is the agent's.
-  const child = spawn('ip', ['netns', 'exec', nodeNetns(lab), process.execPath, distPath('proxy/agent/agent-main.js')], { stdio: ['pipe', stdio.out, stdio.out, ...(stdio.fds ?? [])] })
+  const child = spawn('ip', ['netns', 'exec', nodeNetnsOf(lab, node), process.execPath, distPath('proxy/agent/agent-main.js')], { stdio: ['pipe', stdio.out, stdio.out, ...(stdio.fds ?? [])] })
   child.stdin!.on('error', () => undefined) // an agent that exits at once
   child.stdin!.end(JSON.stringify(settings))
   return child
@@ -73,6 +87,10 @@ export interface LabNodeOptions {
   logFile?: string
   /** Overload settings over the defaults (a benchmark from one client lifts the per-source ones). */
   overload?: ConfigLayer['overload']
+  /** Which node of a lab of several (default 1); its agent then joins the lab's cluster. */
+  node?: number
+  /** The cluster's settings over the lab's (a test shortens the lease). */
+  kvstore?: Partial<KvstoreSettings>
   readyTimeoutMs?: number
 }
 
@@ -90,10 +108,14 @@ export interface LabNode {
 }
 
 export async function startLabNode(o: LabNodeOptions): Promise<LabNode> {
-  const config = resolveConfig([{ lab: o.lab, mode: parseMode(o.mode), ...(o.overload ? { overload: o.overload } : {}) }])
+  const state = readState(o.lab)
+  const at: LabNodeAt = { nodes: state?.nodes ?? 1, node: o.node ?? 1 }
+  if (at.node < 1 || at.node > at.nodes) throw new Error(`lab ${o.lab} has ${at.nodes} node(s): there is no node ${at.node}`)
+  const cluster = state?.etcd ? { kvstore: labKvstoreLayer(state.etcd, at.node, o.kvstore) } : {}
+  const config = resolveConfig([{ lab: o.lab, mode: parseMode(o.mode), ...(o.overload ? { overload: o.overload } : {}), ...cluster }])
   if (o.endpointsFile !== undefined) config.endpointsFile = o.endpointsFile
   const settings = agentSettings(config, {
-    ...labNodePart(config),
+    ...labNodePart(config, at),
     pin: o.pin,
     http: o.http ?? 'builtin',
     dns: o.dns ?? 'builtin',
@@ -107,7 +129,7 @@ export async function startLabNode(o: LabNodeOptions): Promise<LabNode> {
     ...(o.dnsThreads !== undefined ? { dnsThreads: o.dnsThreads } : {}),
     ...(o.dnsMinTtl !== undefined ? { dnsMinTtlSeconds: o.dnsMinTtl } : {}),
   })
-  const child = spawnNodeAgent(o.lab, settings, { out: 'pipe' })
+  const child = spawnNodeAgent(o.lab, settings, { out: 'pipe' }, at.node)
   const exited = new Promise<number | null>((r) => child.once('exit', (c) => r(c)))
   let out = ''
   let err = ''

@@ -120,6 +120,81 @@ export function nodeNetns(lab: string): string {
   return `${NETNS_PREFIX}${lab}-node`
 }
 
+// ---- a lab of several nodes (lab up --nodes N) ------------------------------------------------
+//
+// Node k has its own namespace (the first keeps the single node's name), its pods' CIDR
+// 198.18.k.0/24, and 198.19.0.k on the underlay: a bridge in a namespace of its own, where the
+// lab's etcd listens too. Routes between nodes are native (a pod's address is its source across
+// nodes). The demo's pods are spread so that every flow crosses a node: the pods on node 1
+// (xwing on node 3 when there is one), the servers on node 2, the outside world off node 1.
+
+export const MAX_LAB_NODES = 8
+
+/** The underlay's namespace (as a host name: `l7lab-<lab>-underlay`). */
+export const UNDERLAY_HOST = 'underlay'
+
+/** A node's interface on the underlay. */
+export const UNDERLAY_IFNAME = 'ul0'
+
+export const UNDERLAY_PREFIX_LEN = 24
+
+export const ETCD_ADDRESS = '198.19.0.254'
+export const ETCD_CLIENT_PORT = 2379
+export const ETCD_PEER_PORT = 2380
+
+export function etcdClientUrl(): string {
+  return `http://${ETCD_ADDRESS}:${ETCD_CLIENT_PORT}`
+}
+
+/** Node k's address on the underlay. */
+export function nodeUnderlayAddress(k: number): string {
+  return `198.19.0.${k}`
+}
+
+/** The pods' CIDR of node k (routed to it from the others). */
+export function podCidr(k: number): string {
+  return `198.18.${k}.0/24`
+}
+
+/** Node k's name in the cluster (its agent's kvstore node name). */
+export function clusterNodeName(k: number): string {
+  return `node${k}`
+}
+
+/** Node k's namespace; the first is the single node's. */
+export function nodeNetnsOf(lab: string, k: number): string {
+  return k === 1 ? nodeNetns(lab) : `${NETNS_PREFIX}${lab}-node${k}`
+}
+
+export function underlayNetns(lab: string): string {
+  return hostNetns(lab, UNDERLAY_HOST)
+}
+
+/** A lab host and the node it hangs off. */
+export interface PlacedHost extends LabHost {
+  node: number
+}
+
+/** The lab's hosts on `nodes` nodes, each with its node (and, moved to another node, its address there). */
+export function labHosts(nodes = 1): PlacedHost[] {
+  if (!Number.isInteger(nodes) || nodes < 1 || nodes > MAX_LAB_NODES) throw new LabError('EBADNAME', `a lab has 1 to ${MAX_LAB_NODES} nodes, not ${nodes}`)
+  return LAB_HOSTS.map((h): PlacedHost => {
+    if (nodes === 1 || h.role === 'external') return { ...h, node: 1 }
+    if (h.role === 'server') return { ...h, node: 2 }
+    if (h.name === 'xwing' && nodes >= 3) return { ...h, node: 3, addresses: ['198.18.3.20'] }
+    return { ...h, node: 1 }
+  })
+}
+
+/** The endpoints on node `k` of a lab of `nodes` nodes (ids as labEndpoints() numbers them). */
+export function labEndpointsOn(nodes: number, k: number): LabEndpoint[] {
+  const placed = labHosts(nodes)
+  return labEndpoints()
+    .map((e) => ({ e, h: placed.find((h) => h.name === e.host)! }))
+    .filter(({ h }) => h.node === k)
+    .map(({ e, h }) => ({ ...e, ips: h.addresses }))
+}
+
 /**
  * The lab's cgroup2 group (a directory under the cgroup2 root): its servers run in it, and in
  * sockmap mode the node's agent and the benchmarks' clients join it, as a node's pods and agent

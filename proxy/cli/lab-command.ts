@@ -7,13 +7,16 @@ import { DEFAULT_LAB, isValidLabName } from '../agent/lab-name.js'
 import { renderTable } from './table.js'
 import { UsageError } from './usage-error.js'
 
-export const LAB_USAGE = `  lab up [--name NAME]      create the lab's namespaces and start its servers (default name: ${DEFAULT_LAB});
-                            harmless when it is already up
+export const LAB_USAGE = `  lab up [--name NAME] [--nodes N]
+                            create the lab's namespaces and start its servers (default name: ${DEFAULT_LAB});
+                            harmless when it is already up. --nodes N (1-8, default 1): N node
+                            namespaces on an underlay, the demo's pods spread over them, and an
+                            etcd server their agents share (a cluster)
   lab down [--name NAME]    remove one lab; without --name, every lab, including leftovers of crashed runs
   lab status [-o table|json]
                             list labs, their namespaces, addresses and server processes`
 
-function parse(sub: string, args: string[], options: { name?: boolean; output?: boolean }) {
+function parse(sub: string, args: string[], options: { name?: boolean; output?: boolean; nodes?: boolean }) {
   let values: Record<string, unknown>
   try {
     ;({ values } = parseArgs({
@@ -23,6 +26,7 @@ function parse(sub: string, args: string[], options: { name?: boolean; output?: 
     options: {
       ...(options.name ? { name: { type: 'string' as const } } : {}),
       ...(options.output ? { output: { type: 'string' as const, short: 'o' } } : {}),
+      ...(options.nodes ? { nodes: { type: 'string' as const } } : {}),
     },
     }))
   } catch (e) {
@@ -34,7 +38,18 @@ function parse(sub: string, args: string[], options: { name?: boolean; output?: 
   }
   const output = (values as { output?: string }).output ?? 'table'
   if (output !== 'table' && output !== 'json') throw new UsageError(`-o must be 'table' or 'json', got '${output}'`)
-  return { name, output }
+  const rawNodes = (values as { nodes?: string }).nodes
+  const nodes = rawNodes === undefined ? 1 : Number(rawNodes)
+  if (!/^[1-8]$/.test(rawNodes ?? '1')) throw new UsageError(`lab ${sub}: --nodes must be a whole number from 1 to 8, not '${rawNodes}'`)
+  return { name, output, nodes }
+}
+
+/** What a node's or the underlay's namespace has: the pods' gateway, its underlay address. */
+function nodeAddresses(host: string, nodes: number): string {
+  const k = host === 'node' ? 1 : Number(/^node(\d)$/.exec(host)?.[1] ?? 0)
+  if (host === 'underlay') return '198.19.0.254'
+  if (k === 0) return '-'
+  return nodes > 1 ? `198.18.0.1,198.19.0.${k}` : '198.18.0.1'
 }
 
 type LabStatus = Awaited<ReturnType<(typeof import('../../lab/lab.js'))['labStatus']>>[number]
@@ -50,7 +65,7 @@ function statusTable(labs: LabStatus[]): string {
         lab.name,
         lab.healthy ? 'up' : 'broken',
         ns.netns,
-        host?.addresses.join(',') ?? (ns.host === 'node' ? '198.18.0.1' : '-'),
+        host?.addresses.join(',') ?? nodeAddresses(ns.host, lab.state?.nodes ?? 1),
         procs.map((p) => `${p.kind}:${p.port}`).join(',') || '-',
         ns.pids.join(',') || '-',
       ])
@@ -65,8 +80,8 @@ export async function labCommand(args: string[], out: (s: string) => void): Prom
   const [sub, ...rest] = args
   switch (sub) {
     case 'up': {
-      const { name = DEFAULT_LAB } = parse(sub, rest, { name: true })
-      const { created } = await labUp(name)
+      const { name = DEFAULT_LAB, nodes } = parse(sub, rest, { name: true, nodes: true })
+      const { created } = await labUp(name, { nodes })
       out(created ? `lab '${name}' is up\n` : `lab '${name}' was already up; left as it is\n`)
       out(statusTable((await labStatus()).filter((l) => l.name === name)))
       out(

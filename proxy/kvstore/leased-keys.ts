@@ -53,7 +53,7 @@ export class LeasedKeys {
       this.lease = null
       this.leaseId = null
       this.failure = `lease lost: ${e.message}`
-      this.later(() => void this.grant())
+      this.later()
     })
     try {
       const id = await lease.grant()
@@ -80,11 +80,13 @@ export class LeasedKeys {
     void this.flush()
   }
 
-  private later(run: () => void): void {
+  /** Tries again in a while: a new lease if there is none, else the writes left. */
+  private later(): void {
     if (this.stopped || this.retry !== null) return
     this.retry = setTimeout(() => {
       this.retry = null
-      run()
+      if (this.lease === null) void this.grant()
+      else void this.flush()
     }, RETRY_MS)
   }
 
@@ -105,7 +107,7 @@ export class LeasedKeys {
           // Written again later, with whatever value it has by then.
           this.dirty.add(key)
           this.failure = (e as Error).message
-          this.later(() => void this.flush())
+          this.later()
           return
         }
       }
