@@ -177,6 +177,8 @@ export async function stopScenario(r: RunningScenario): Promise<void> {
  */
 export async function inLabRounds<S extends string, R>(o: {
   lab: string
+  /** Nodes of the lab (default 1). */
+  nodes?: number
   tmpPrefix: string
   scenarios: readonly S[]
   rounds: number
@@ -200,7 +202,7 @@ export async function inLabRounds<S extends string, R>(o: {
   process.once('SIGTERM', onSignal)
   const results = Object.fromEntries(o.scenarios.map((s) => [s, [] as R[]])) as Record<S, R[]>
   try {
-    const { state } = await labUp(o.lab)
+    const { state } = await labUp(o.lab, { nodes: o.nodes ?? 1 })
     o.prepare?.(state)
     for (let round = 0; round < o.rounds; round++) {
       for (const s of o.scenarios) {

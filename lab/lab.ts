@@ -294,8 +294,8 @@ export interface UpResult {
 }
 
 /**
- * Brings the lab up. Idempotent: a healthy lab of that name is left alone; a broken or partial
- * one is removed and made again. On failure everything made so far is removed.
+ * Brings the lab up. Idempotent: a healthy lab of that name (and of `nodes` nodes, when given) is
+ * left alone; a broken or partial one, or one of another size, is removed and made again. On failure everything made so far is removed.
  */
 export async function labUp(name: string = DEFAULT_LAB, o: { nodes?: number } = {}): Promise<UpResult> {
   checkName(name)
@@ -303,7 +303,8 @@ export async function labUp(name: string = DEFAULT_LAB, o: { nodes?: number } = 
   labHosts(nodes) // a bad count is refused before anything is made
   assertPrerequisites()
   const existing = (await labStatus()).find((s) => s.name === name)
-  if (existing?.healthy && existing.state && (existing.state.nodes ?? 1) === nodes) return { state: existing.state, created: false }
+  // Without a count, a healthy lab is taken as it is, whatever its number of nodes.
+  if (existing?.healthy && existing.state && (o.nodes === undefined || existing.state.nodes === nodes)) return { state: existing.state, created: false }
   if (existing) await labDown(name)
   try {
     return { state: await create(name, nodes), created: true }

@@ -16,6 +16,7 @@ import { execCommand } from '../lab/netns.js'
 t.test('defaults: on this host, sk-assign, /etc/l7proxy/policies, no endpoints; on a lab, the examples and paths named by it', async (t) => {
   t.same(defaultConfig(), {
     lab: null,
+    labNode: 1,
     mode: 'sk-assign',
     policyDirectory: '/etc/l7proxy/policies',
     endpointsFile: null,
@@ -64,7 +65,7 @@ t.test('a file, then the environment, then flags: each overrides the one before'
 })
 
 const BAD: Array<[string, string, RegExp]> = [
-  ['unknown field', 'mode: tproxy\nthreads: 2\n', /^c\.yaml:2:1: threads: unknown field 'threads'; expected one of: lab, mode/],
+  ['unknown field', 'mode: tproxy\nthreads: 2\n', /^c\.yaml:2:1: threads: unknown field 'threads'; expected one of: lab, labNode, mode/],
   ['bad mode', 'mode: ebpf\n', /^c\.yaml:1:7: mode: unknown redirect mode 'ebpf'; expected one of: tproxy, sk-assign, dnat, sockmap/],
   ['port out of range', 'proxy: { httpPort: 70000 }\n', /^c\.yaml:1:20: proxy\.httpPort: expected an integer from 1 to 65535, got the number 70000/],
   ['one port for both proxies', 'proxy: { httpPort: 15001, dnsPort: 15001 }\n', /proxy\.dnsPort: the DNS proxy needs a port of its own/],
@@ -172,4 +173,11 @@ t.test('kvstore: the cluster store section, defaults filled and every field chec
   t.throws(() => parseConfigText('kvstore: { endpoints: [http://e:1], prefix: /abs/ }\n', 'c.yaml'), /is not a key prefix/)
   t.throws(() => parseConfigText('kvstore: { endpoints: [http://e:1], leaseTtlSeconds: 1 }\n', 'c.yaml'), /leaseTtlSeconds/)
   t.throws(() => parseConfigText('kvstore: { prefix: x }\n', 'c.yaml'), /missing required field 'endpoints'/)
+})
+
+t.test('labNode: which node of a lab of several; its paths carry it', async (t) => {
+  const c = resolveConfig([parseConfigText('lab: l1\nlabNode: 2\n', 'c.yaml')])
+  t.match(c, { lab: 'l1', labNode: 2, bpffs: '/run/l7proxy/agent-bpffs-l1-node2', stateDirectory: '/run/l7proxy/state-l1-node2', admin: { socket: '/run/l7proxy/agent-l1-node2.sock' } })
+  t.equal(resolveConfig([parseConfigText('lab: l1\n', 'c.yaml')]).admin.socket, '/run/l7proxy/agent-l1.sock', 'node 1 keeps the single node\'s paths')
+  t.throws(() => parseConfigText('labNode: 9\n', 'c.yaml'), /labNode/)
 })

@@ -14,33 +14,10 @@ import { distPath, projectRoot } from '../lib/project-root.js'
 import { startAgentCommand } from './fixtures/agent-command.js'
 import { kernelTest } from './fixtures/kernel.js'
 import { useLab } from './fixtures/lab.js'
+import { documentedJson, undocumentedFields } from './fixtures/cli-json.js'
 
 const LANDING = 'http://198.18.2.10/v1/request-landing'
 
-/** docs/cli-json.md's examples, by the command in the heading above them. */
-function documentedJson(): Map<string, unknown[]> {
-  const out = new Map<string, unknown[]>()
-  let cmd = ''
-  for (const part of readFileSync(join(projectRoot(), 'docs/cli-json.md'), 'utf8').split(/^```/m)) {
-    const heading = [...part.matchAll(/^## `l7proxy (.+?) -o json`$/gm)].at(-1)
-    if (heading) cmd = heading[1]!
-    if (part.startsWith('json\n')) out.set(cmd, [...(out.get(cmd) ?? []), JSON.parse(part.slice(5))])
-  }
-  return out
-}
-
-/** Where `actual` lacks a field of `doc`, or has it with another type (lists: every item against the first). */
-function undocumentedFields(doc: unknown, actual: unknown, path = ''): string[] {
-  if (Array.isArray(doc)) {
-    if (!Array.isArray(actual)) return [`${path}: not a list`]
-    return doc.length === 0 ? [] : actual.flatMap((a, i) => undocumentedFields(doc[0], a, `${path}[${i}]`))
-  }
-  if (doc !== null && typeof doc === 'object') {
-    if (actual === null || typeof actual !== 'object' || Array.isArray(actual)) return [`${path}: not an object`]
-    return Object.entries(doc).flatMap(([k, v]) => (k in actual ? undocumentedFields(v, (actual as Record<string, unknown>)[k], `${path}.${k}`) : [`${path}.${k}: missing`]))
-  }
-  return doc === null || typeof doc === typeof actual ? [] : [`${path}: a ${typeof actual}, documented as a ${typeof doc}`]
-}
 /** A line of Prometheus' text format: HELP, TYPE, or a sample with optional labels. */
 const PROMETHEUS_LINE = /^(# HELP [a-zA-Z_:][\w:]* .*|# TYPE [a-zA-Z_:][\w:]* (counter|gauge|histogram|summary|untyped)|[a-zA-Z_:][\w:]*(\{[a-zA-Z_]\w*="(?:[^"\\]|\\.)*"(,[a-zA-Z_]\w*="(?:[^"\\]|\\.)*")*\})? (-?\d+(\.\d+)?(e[+-]?\d+)?|NaN|[+-]Inf))$/
 

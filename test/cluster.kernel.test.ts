@@ -20,6 +20,7 @@ import type { ClusterStatus } from '../proxy/kvstore/cluster-node.js'
 import { kernelTest } from './fixtures/kernel.js'
 import { useLab, type LabHandle } from './fixtures/lab.js'
 import { waitUntil } from './fixtures/wait.js'
+import { documentedJson, undocumentedFields } from './fixtures/cli-json.js'
 
 const NODES = 3
 const LANDING = 'http://198.18.2.10/v1/request-landing'
@@ -118,6 +119,11 @@ for (const mode of ['sk-assign', 'tproxy'] as const) {
     t.match(remote.stdout, /node3\s+-\s+xwing\s+\d+\s+198\.18\.3\.20/)
     const policy = await cli(c, 3, ['policy', 'get'])
     t.match(policy.stdout, new RegExp(`cluster policy revision ${revision} here; by node: node1 ${revision}, node2 ${revision}, node3 ${revision}`), 'policy get: the revision each node enforces')
+    const docs = documentedJson()
+    for (const cmd of ['status', 'policy get']) {
+      const actual = JSON.parse((await cli(c, 2, [...cmd.split(' '), '-o', 'json'])).stdout) as unknown
+      t.same(undocumentedFields(docs.get(cmd)![1], actual), [], `${cmd} -o json in a cluster: as docs/cli-json.md documents it`)
+    }
     const st = await cli(c, 2, ['status'])
     t.match(st.stdout, /cluster state\s+current/)
     t.match(st.stdout, /node node2 \(this\)\s+198\.19\.0\.2, 3 endpoint\(s\)/)

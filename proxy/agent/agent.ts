@@ -393,7 +393,11 @@ export class Agent {
       }
     }
     this.datapath?.apply(this.engine.takeDelta())
+    // When the kernel enforces the change (bench:cluster measures propagation by it).
+    const at = performance.timeOrigin + performance.now()
     this.workers?.updateRemote(taken)
+    const ips = (gone: boolean): string[] => taken.filter(([, p]) => (p === null) === gone).map(([ip]) => ip)
+    this.logger.info({ added: ips(false), removed: ips(true), at }, 'kvstore: remote endpoints applied')
   }
 
   /** Packets the kernel counted, by verdict, over every endpoint. */

@@ -4,6 +4,8 @@
 //
 //   lab: main                      # run on that lab's node; none: on this host, in the namespace
 //                                  # the agent is started in (paths below then without -main)
+//   labNode: 1                     # which node of a lab of several (lab up --nodes N); paths
+//                                  # below then end in -main-node2 and so on
 //   mode: sk-assign                # tproxy | sk-assign | dnat | sockmap
 //   policyDirectory: /etc/l7proxy/policies   # a lab's default: the example policies
 //   endpointsFile: /etc/l7proxy/endpoints.yaml   # the node's endpoints (watched); a lab's default: its pods
@@ -59,6 +61,8 @@ export type LogLevel = (typeof LOG_LEVELS)[number]
 export interface AgentConfig {
   /** The lab whose node the agent runs on; null: this host. */
   lab: string | null
+  /** Which node of the lab (1 unless it has several). */
+  labNode: number
   mode: RedirectMode
   policyDirectory: string
   /** The node's endpoints from this file (endpoints-file.ts), or null: a lab's pods, or none. */
@@ -92,6 +96,7 @@ export type RejectCode = (typeof REJECT_CODES)[number]
 /** What a file, the environment or flags may set; the rest comes from the layer below. */
 export interface ConfigLayer {
   lab?: string
+  labNode?: number
   mode?: RedirectMode
   policyDirectory?: string
   endpointsFile?: string
@@ -115,10 +120,11 @@ export class ConfigError extends L7ProxyError {
 }
 
 /** The built-in default: on this host (lab null), or on the lab `lab` with the example policies. */
-export function defaultConfig(lab: string | null = null): AgentConfig {
-  const suffix = lab === null ? '' : `-${lab}`
+export function defaultConfig(lab: string | null = null, labNode = 1): AgentConfig {
+  const suffix = lab === null ? '' : `-${lab}${labNode > 1 ? `-node${labNode}` : ''}`
   return {
     lab,
+    labNode,
     mode: 'sk-assign',
     policyDirectory: lab === null ? '/etc/l7proxy/policies' : `${projectRoot()}/policy/examples`,
     endpointsFile: null,
@@ -136,7 +142,7 @@ export function defaultConfig(lab: string | null = null): AgentConfig {
     kvstore: null,
     logging: { level: 'info' },
     // Next to Cilium's agent (9962), as Envoy's (9964) is.
-    admin: { socket: agentSocketPath(lab), metrics: { address: '127.0.0.1', port: 9962 } },
+    admin: { socket: agentSocketPath(lab === null ? null : `${lab}${labNode > 1 ? `-node${labNode}` : ''}`), metrics: { address: '127.0.0.1', port: 9962 } },
   }
 }
 
@@ -171,7 +177,7 @@ export function parseConfigText(text: string, file: string): ConfigLayer {
   if (syntax.length > 0) throw new ConfigError(syntax)
   const out: ConfigLayer = {}
   if (root === null) return out // an empty file: all defaults
-  const f = root.fields(['lab', 'mode', 'policyDirectory', 'endpointsFile', 'interfaces', 'proxy', 'bpffs', 'stateDirectory', 'caDirectory', 'dns', 'cni', 'overload', 'kvstore', 'logging', 'admin'])
+  const f = root.fields(['lab', 'labNode', 'mode', 'policyDirectory', 'endpointsFile', 'interfaces', 'proxy', 'bpffs', 'stateDirectory', 'caDirectory', 'dns', 'cni', 'overload', 'kvstore', 'logging', 'admin'])
   if (f) {
     if (f.lab) {
       const lab = f.lab.string()
@@ -180,6 +186,7 @@ export function parseConfigText(text: string, file: string): ConfigLayer {
         else f.lab.fail(`'${lab}' is not a lab name (1-16 characters from a-z and 0-9)`)
       }
     }
+    if (f.labNode) out.labNode = f.labNode.integer(1, 8) ?? undefined
     if (f.mode) out.mode = oneOf(f.mode, REDIRECT_MODES, 'redirect mode') ?? undefined
     if (f.policyDirectory) out.policyDirectory = absolutePath(f.policyDirectory) ?? undefined
     if (f.endpointsFile) out.endpointsFile = absolutePath(f.endpointsFile) ?? undefined
@@ -365,7 +372,7 @@ export function environmentLayers(env: NodeJS.ProcessEnv): ConfigLayer[] {
  */
 export function resolveConfig(layers: readonly ConfigLayer[]): AgentConfig {
   const lab = layers.reduce<string | null>((l, layer) => layer.lab ?? l, null)
-  const c = defaultConfig(lab)
+  const c = defaultConfig(lab, layers.reduce((n, layer) => layer.labNode ?? n, 1))
   for (const layer of layers) {
     c.mode = layer.mode ?? c.mode
     c.policyDirectory = layer.policyDirectory ?? c.policyDirectory

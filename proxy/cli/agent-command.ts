@@ -17,11 +17,12 @@ import { tcpListener } from '../../redirect-bpf/transparent-socket.js'
 import { EndpointsFileError, parseEndpointsText } from '../agent/endpoints-file.js'
 import { UsageError } from './usage-error.js'
 
-export const AGENT_USAGE = `  agent [--config FILE] [--lab NAME] [--mode M] [--policy-dir DIR] [--threads N] [--log-level L]
+export const AGENT_USAGE = `  agent [--config FILE] [--lab NAME [--node K]] [--mode M] [--policy-dir DIR] [--threads N] [--log-level L]
                             run the node agent in the foreground: on this host, in the network
                             namespace it is started in (policies in /etc/l7proxy/policies,
                             endpoints from the configuration's endpointsFile), or with --lab on
-                            that lab's node (brought up if needed; policies: the examples);
+                            that lab's node (brought up if needed; policies: the examples), node
+                            K of a lab of several (lab up --nodes N), joining its etcd;
                             the datapath in mode M (${REDIRECT_MODES.join(', ')}; default sk-assign),
                             the HTTP proxy on N threads (default: one per core), and every policy
                             file in DIR, applied live as files change;
@@ -29,13 +30,13 @@ export const AGENT_USAGE = `  agent [--config FILE] [--lab NAME] [--mode M] [--p
 
 /** The flags as one more layer; bad values are usage errors. */
 function flagLayer(args: string[]): { config?: string; layer: ConfigLayer } {
-  let v: { config?: string; lab?: string; mode?: string; 'policy-dir'?: string; threads?: string; 'log-level'?: string }
+  let v: { config?: string; lab?: string; node?: string; mode?: string; 'policy-dir'?: string; threads?: string; 'log-level'?: string }
   try {
     ;({ values: v } = parseArgs({
       args,
       strict: true,
       allowPositionals: false,
-      options: { config: { type: 'string' }, lab: { type: 'string' }, mode: { type: 'string' }, 'policy-dir': { type: 'string' }, threads: { type: 'string' }, 'log-level': { type: 'string' } },
+      options: { config: { type: 'string' }, lab: { type: 'string' }, node: { type: 'string' }, mode: { type: 'string' }, 'policy-dir': { type: 'string' }, threads: { type: 'string' }, 'log-level': { type: 'string' } },
     }))
   } catch (e) {
     throw new UsageError(`agent: ${(e as Error).message}`)
@@ -44,6 +45,10 @@ function flagLayer(args: string[]): { config?: string; layer: ConfigLayer } {
   if (v.lab !== undefined) {
     if (!isValidLabName(v.lab)) throw new UsageError(`agent: invalid --lab '${v.lab}': use 1-16 characters from a-z and 0-9`)
     layer.lab = v.lab
+  }
+  if (v.node !== undefined) {
+    if (!/^[1-8]$/.test(v.node)) throw new UsageError(`agent: --node must be a node of the lab, 1 to 8, not '${v.node}'`)
+    layer.labNode = Number(v.node)
   }
   if (v.mode !== undefined) {
     if (!(REDIRECT_MODES as readonly string[]).includes(v.mode)) throw new UsageError(`agent: unknown --mode '${v.mode}' (expected one of: ${REDIRECT_MODES.join(', ')})`)
@@ -115,20 +120,24 @@ interface AgentProcess {
 }
 
 /** Runs the agent's process (agent-main.ts) in the lab's node namespace with configuration `c`, handed over as settings. */
-async function startLabAgent(c: AgentConfig & { lab: string }, metricsFd: number | null, out: (s: string) => void): Promise<AgentProcess> {
+async function startLabAgent(lab: AgentConfig & { lab: string }, metricsFd: number | null, out: (s: string) => void): Promise<AgentProcess> {
+  let c = lab
   // The lab is a user of the agent: loaded only when one is asked for.
-  const [{ labUp }, { labNodePart, spawnNodeAgent }, { labCgroupName }] = await Promise.all([import('../../lab/lab.js'), import('../../lab/node-agent.js'), import('../../lab/topology.js')])
-  const { created } = await labUp(c.lab)
-  out(`${created ? 'brought lab' : 'lab'} '${c.lab}' up; starting the agent (${c.mode}, policies in ${c.policyDirectory})\n`)
+  const [{ labUp }, { labKvstoreLayer, labNodePart, spawnNodeAgent }, { labCgroupName }] = await Promise.all([import('../../lab/lab.js'), import('../../lab/node-agent.js'), import('../../lab/topology.js')])
+  const { created, state } = await labUp(c.lab)
+  if (c.labNode > state.nodes) throw new ConfigError([{ file: 'agent', line: 0, column: 0, path: 'labNode', message: `lab '${c.lab}' has ${state.nodes} node(s): there is no node ${c.labNode}` }])
+  // Several nodes: the node joins the lab's etcd unless the configuration names a store.
+  if (state.etcd !== null && c.kvstore === null) c = { ...c, kvstore: resolveConfig([{ kvstore: labKvstoreLayer(state.etcd, c.labNode) }]).kvstore }
+  out(`${created ? 'brought lab' : 'lab'} '${c.lab}' up; starting the agent of node ${c.labNode} of ${state.nodes} (${c.mode}, policies in ${c.policyDirectory})\n`)
   out(`try: ip netns exec l7lab-${c.lab}-tiefighter curl -s -XPOST http://deathstar/v1/request-landing\n`)
   out(`     ip netns exec l7lab-${c.lab}-tiefighter curl -s -XPUT http://deathstar/v1/exhaust-port\n`)
   out(`     ip netns exec l7lab-${c.lab}-tiefighter dig hoth.alliance\n`)
   const settings = agentSettings(c, {
-    ...labNodePart(c),
+    ...labNodePart(c, { nodes: state.nodes, node: c.labNode }),
     sockmapCgroup: c.mode === 'sockmap' ? labCgroupName(c.lab) : null,
     metricsFd: metricsFd === null ? null : 3,
   })
-  const child = spawnNodeAgent(c.lab, settings, { out: 'inherit', ...(metricsFd !== null ? { fds: [metricsFd] } : {}) })
+  const child = spawnNodeAgent(c.lab, settings, { out: 'inherit', ...(metricsFd !== null ? { fds: [metricsFd] } : {}) }, c.labNode)
   return {
     kill: (sig) => void child.kill(sig),
     exited: new Promise<number>((resolve) => child.once('exit', (code, sig) => resolve(code ?? (sig === 'SIGINT' || sig === 'SIGTERM' ? 0 : 1)))),
