@@ -66,9 +66,9 @@ async function until(what: string, ok: () => Promise<boolean>, timeoutMs = 120_0
   }
 }
 
-/** What every other node knows of this node's endpoints. */
+/** Whether every other node knows exactly `n` endpoints of this node. */
 async function peersHave(n: number): Promise<boolean> {
-  const counts = await Promise.all(input.peers.map(async (s) => ((await adminGet(s, '/v1/status')) as { cluster: { remoteEndpoints: number } }).cluster.remoteEndpoints))
+  const counts = await Promise.all(input.peers.map(async (s) => ((await adminGet(s, '/v1/endpoints?remote=1')) as Array<{ node?: string }>).filter((e) => e.node === input.node).length))
   return counts.every((c) => c === n)
 }
 
