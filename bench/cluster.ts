@@ -7,7 +7,8 @@
 // or added in turn at --rate changes per second for --seconds. A change's propagation is from
 // when node 1 made it to when the last other node wrote it to its kernel maps (the agents log
 // that moment); p50 and p99 over all changes, and per kind (first allowed packet: an address
-// added; first drop: one removed). Also etcd's keys and bytes per endpoint, and how many new
+// added; first drop: one removed). An address removed before its addition was written is never
+// seen by any node (coalesced), and is counted apart from changes a node missed (lost). Also etcd's keys and bytes per endpoint, and how many new
 // identities one node allocates per second, one at a time and all at once.
 
 import { spawn } from 'node:child_process'
@@ -34,7 +35,8 @@ interface Applied {
 interface Propagation {
   size: number
   changes: number
-  /** Changes no other node had applied by the end. */
+  /** Changes some other node never applied: `coalesced` when the address was added and removed before it was written (node 1 wrote neither), `lost` otherwise. */
+  coalesced: number
   lost: number
   ms: { p50: number; p99: number; max: number }
   addMs: { p50: number; p99: number }
@@ -118,12 +120,16 @@ async function main(): Promise<void> {
         const pop = lines.find((l): l is Extract<DriverLine, { type: 'population' }> => l.type === 'population' && l.size === size)!
         const per = changes.map((c) => ({ c, at: applied.map((a) => appliedAt(a, c)) }))
         const whole = per.filter((p) => p.at.every((x) => x !== null))
+        // An address removed right after it was added: node 1 wrote neither, no node saw either.
+        const unseen = (ip: string): boolean => per.filter((p) => p.c.ip === ip).length === 2 && per.filter((p) => p.c.ip === ip).every((p) => p.at.every((x) => x === null))
+        const coalesced = per.filter((p) => !whole.includes(p) && unseen(p.c.ip)).length
         const delay = (p: (typeof per)[number]): number => Math.max(...p.at.map((x) => x! - p.c.at))
         const all = whole.map(delay)
         return {
           size,
           changes: changes.length,
-          lost: per.length - whole.length,
+          coalesced,
+          lost: per.length - whole.length - coalesced,
           ms: { ...stats(all), max: round(Math.max(...all)) },
           addMs: stats(whole.filter((p) => p.c.kind === 'add').map(delay)),
           removeMs: stats(whole.filter((p) => p.c.kind === 'remove').map(delay)),
@@ -142,8 +148,8 @@ async function main(): Promise<void> {
   const out = writeResult(values.out, { benchmark: 'cluster', mode, nodes: NODES, rate, seconds, ...r })
   process.stdout.write(
     renderTable(
-      ['endpoints', 'identities', 'changes', 'p50 ms', 'p99 ms', 'max ms', 'add p50/p99', 'remove p50/p99', 'lost', 'keys/endpoint', 'bytes/endpoint'],
-      r.propagation.map((p) => [String(p.size), String(p.identities), String(p.changes), String(p.ms.p50), String(p.ms.p99), String(p.ms.max), `${p.addMs.p50}/${p.addMs.p99}`, `${p.removeMs.p50}/${p.removeMs.p99}`, String(p.lost), String(p.keysPerEndpoint), String(p.bytesPerEndpoint)]),
+      ['endpoints', 'identities', 'changes', 'p50 ms', 'p99 ms', 'max ms', 'add p50/p99', 'remove p50/p99', 'coalesced', 'lost', 'keys/endpoint', 'bytes/endpoint'],
+      r.propagation.map((p) => [String(p.size), String(p.identities), String(p.changes), String(p.ms.p50), String(p.ms.p99), String(p.ms.max), `${p.addMs.p50}/${p.addMs.p99}`, `${p.removeMs.p50}/${p.removeMs.p99}`, String(p.coalesced), String(p.lost), String(p.keysPerEndpoint), String(p.bytesPerEndpoint)]),
     ),
   )
   const a = r.allocation

@@ -72,6 +72,7 @@ export interface ClusterStatus {
 
 const POLICY_FILE_PREFIX = 'cluster:'
 const RETRY_MS = 1_000
+const NODE_ENTRY_MS = 1_000
 
 /** The engine's name for a cluster policy document (kept apart from a policy directory's files). */
 export function clusterPolicyFile(name: string): string {
@@ -87,8 +88,10 @@ export class ClusterNode {
   readonly identities: ClusterIdentities
   /** This node's endpoints: id -> their labels (canonical) whose identity they hold. */
   private holding = new Map<number, LabelSet>()
-  /** Addresses published: ip -> the entry's JSON. */
-  private published = new Map<string, string>()
+  /** Addresses published: ip -> the identity and name their entry has. */
+  private published = new Map<string, { id: number; name: string }>()
+  private readonly labelSets = new WeakMap<object, LabelSet>()
+  private nodeTimer: NodeJS.Timeout | null = null
   private endpointCount = 0
   private appliedPolicyRevision = 0
   private readonly startedAt = new Date().toISOString()
@@ -132,7 +135,7 @@ export class ClusterNode {
    */
   identify<E extends LocalEndpoint>(list: readonly E[]): E[] {
     const next = new Map<number, LabelSet>()
-    for (const ep of list) next.set(ep.id, LabelSet.fromRecord(ep.labels))
+    for (const ep of list) next.set(ep.id, this.labelSet(ep.labels))
     for (const [id, labels] of next) {
       const before = this.holding.get(id)
       if (before?.canonical === labels.canonical) continue
@@ -151,20 +154,42 @@ export class ClusterNode {
     return out
   }
 
+  /** An endpoint's labels as a set, made once per labels object (identify() runs on every change). */
+  private labelSet(labels: Readonly<Record<string, string>>): LabelSet {
+    let set = this.labelSets.get(labels)
+    if (!set) this.labelSets.set(labels, (set = LabelSet.fromRecord(labels)))
+    return set
+  }
+
+  /** Writes the addresses whose entry changed and withdraws those gone; the rest is left alone. */
   private publishEndpoints(list: readonly LocalEndpoint[]): void {
-    const next = new Map<string, string>()
+    const next = new Map<string, { id: number; name: string }>()
     for (const ep of list) {
       if (ep.identity === undefined) continue
       for (const ip of ep.ips) {
+        next.set(ip, { id: ep.identity, name: ep.host })
+        const before = this.published.get(ip)
+        if (before?.id === ep.identity && before.name === ep.host) continue
         const entry: IpEntry = { IP: ip, ID: ep.identity, HostIP: this.s.nodeAddress, Node: this.s.node, Name: ep.host }
-        next.set(ip, JSON.stringify(entry))
+        this.leased.set(this.keys.ip(ip), JSON.stringify(entry))
       }
     }
-    for (const [ip, json] of next) this.leased.set(this.keys.ip(ip), json)
     for (const ip of this.published.keys()) if (!next.has(ip)) this.leased.delete(this.keys.ip(ip))
     this.published = next
-    this.endpointCount = list.length
-    this.publishNode()
+    if (this.endpointCount !== list.length) {
+      this.endpointCount = list.length
+      this.publishNodeSoon()
+    }
+  }
+
+  /** The node entry again within a second: its endpoint count changes with every endpoint, and one write a second says enough. */
+  private publishNodeSoon(): void {
+    if (this.nodeTimer !== null) return
+    this.nodeTimer = setTimeout(() => {
+      this.nodeTimer = null
+      this.publishNode()
+    }, NODE_ENTRY_MS)
+    this.nodeTimer.unref()
   }
 
   private publishNode(): void {
@@ -261,6 +286,7 @@ export class ClusterNode {
 
   async stop(): Promise<void> {
     if (this.retry !== null) clearInterval(this.retry)
+    if (this.nodeTimer !== null) clearTimeout(this.nodeTimer)
     if (this.gc !== null) clearInterval(this.gc)
     this.leased.stop()
     await this.sync.stop()
