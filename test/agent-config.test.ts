@@ -124,6 +124,8 @@ t.test('l7proxy agent refuses a bad config before starting anything (exit 2)', a
   t.equal(hostDefault.code, 2, 'dnat on a host without a proxy address is refused')
   t.match(hostDefault.stderr, /proxy\.address: dnat on a host needs the host address/)
   t.match(agentConfig(['--threads', '2'], { L7PROXY_LAB: 'x1', L7PROXY_THREADS: '1' }), { lab: 'x1', proxy: { threads: 2 } }, 'without a file: environment, then flags')
+  t.match(agentConfig(['--lab', 'x1', '--node', '3'], {}), { lab: 'x1', labNode: 3, admin: { socket: '/run/l7proxy/agent-x1-node3.sock' } }, '--node: another node of the lab, with its own paths')
+  t.throws(() => agentConfig(['--lab', 'x1', '--node', '9'], {}), /--node must be a node of the lab, 1 to 8, not '9'/)
 
   // A metrics port something else holds: said before anything starts (no lab is brought up).
   const holder = createServer()
