@@ -179,7 +179,7 @@ t.test('kvstore: the cluster store section, defaults filled and every field chec
 
 t.test('labNode: which node of a lab of several; its paths carry it', async (t) => {
   const c = resolveConfig([parseConfigText('lab: l1\nlabNode: 2\n', 'c.yaml')])
-  t.match(c, { lab: 'l1', labNode: 2, bpffs: '/run/l7proxy/agent-bpffs-l1-node2', stateDirectory: '/run/l7proxy/state-l1-node2', admin: { socket: '/run/l7proxy/agent-l1-node2.sock' } })
+  t.match(c, { lab: 'l1', labNode: 2, bpffs: '/run/l7proxy/agent-bpffs-l1-node2', stateDirectory: '/run/l7proxy/state-l1-node2', admin: { socket: '/run/l7proxy/agent-l1-node2.sock', metrics: { port: 9972 } } })
   t.equal(resolveConfig([parseConfigText('lab: l1\n', 'c.yaml')]).admin.socket, '/run/l7proxy/agent-l1.sock', 'node 1 keeps the single node\'s paths')
   t.throws(() => parseConfigText('labNode: 9\n', 'c.yaml'), /labNode/)
 })

@@ -5,7 +5,7 @@
 //   lab: main                      # run on that lab's node; none: on this host, in the namespace
 //                                  # the agent is started in (paths below then without -main)
 //   labNode: 1                     # which node of a lab of several (lab up --nodes N); paths
-//                                  # below then end in -main-node2 and so on
+//                                  # below then end in -main-node2 and so on, metrics on 9970+N
 //   mode: sk-assign                # tproxy | sk-assign | dnat | sockmap
 //   policyDirectory: /etc/l7proxy/policies   # a lab's default: the example policies
 //   endpointsFile: /etc/l7proxy/endpoints.yaml   # the node's endpoints (watched); a lab's default: its pods
@@ -142,7 +142,8 @@ export function defaultConfig(lab: string | null = null, labNode = 1): AgentConf
     kvstore: null,
     logging: { level: 'info' },
     // Next to Cilium's agent (9962), as Envoy's (9964) is.
-    admin: { socket: agentSocketPath(lab === null ? null : `${lab}${labNode > 1 ? `-node${labNode}` : ''}`), metrics: { address: '127.0.0.1', port: 9962 } },
+    // Another node of a lab scrapes beside the first: 9972 for node 2, and so on.
+    admin: { socket: agentSocketPath(lab === null ? null : `${lab}${labNode > 1 ? `-node${labNode}` : ''}`), metrics: { address: '127.0.0.1', port: labNode > 1 ? 9970 + labNode : 9962 } },
   }
 }
 
