@@ -226,4 +226,7 @@ etcdTest(t, 'faults: etcd away (degraded, known state stays, a new endpoint wait
     a2.n.status().nodes.some((n) => n.name === 'node2'),
     'and node2 itself',
   )
+  await etcd.stop()
+  await a2.n.stop()
+  t.pass('a node stops with etcd away (its watch is not waited for)')
 })

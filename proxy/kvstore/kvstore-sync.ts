@@ -10,6 +10,7 @@ import type { ClusterView } from './cluster-view.js'
 import type { EtcdStore } from './etcd-store.js'
 
 const RELIST_MS = 500
+const STOP_MS = 1_000
 
 export class KvstoreSync {
   private watcher: Watcher | null = null
@@ -86,9 +87,13 @@ export class KvstoreSync {
     }, RELIST_MS)
   }
 
+  /** Ends the watch; with etcd away, the agent's stop does not wait for it past STOP_MS. */
   async stop(): Promise<void> {
     this.stopped = true
     if (this.timer !== null) clearTimeout(this.timer)
-    await this.watcher?.cancel().catch(() => undefined)
+    let timer: NodeJS.Timeout | undefined
+    const late = new Promise<void>((r) => (timer = setTimeout(r, STOP_MS)))
+    await Promise.race([this.watcher?.cancel().catch(() => undefined), late])
+    clearTimeout(timer)
   }
 }
