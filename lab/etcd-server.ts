@@ -16,6 +16,8 @@ export interface EtcdOptions {
   peerPort: number
   /** The namespace it runs in (null: this process's). */
   netns: string | null
+  /** Serve clients over TLS with this certificate and key (PEM files). */
+  tls?: { cert: string; key: string }
 }
 
 export interface EtcdServer {
@@ -46,7 +48,7 @@ function spawnDetached(argv: readonly string[], logFile: string): Promise<number
 export async function startEtcd(o: EtcdOptions): Promise<EtcdServer> {
   if (!findExecutable('etcd')) throw new LabError('ENOCMD', 'etcd is not installed (Debian package etcd-server); run scripts/setup.sh')
   mkdirSync(o.dir, { recursive: true })
-  const clientUrl = `http://${o.address}:${o.clientPort}`
+  const clientUrl = `${o.tls ? 'https' : 'http'}://${o.address}:${o.clientPort}`
   const peerUrl = `http://${o.address}:${o.peerPort}`
   const log = join(o.dir, 'etcd.log')
   const argv = [
@@ -64,6 +66,7 @@ export async function startEtcd(o: EtcdOptions): Promise<EtcdServer> {
     '--election-timeout=500',
     '--logger=zap',
     '--log-level=warn',
+    ...(o.tls ? [`--cert-file=${o.tls.cert}`, `--key-file=${o.tls.key}`] : []),
   ]
   let pid = 0
   const up = async (): Promise<void> => {

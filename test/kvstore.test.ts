@@ -14,7 +14,12 @@ import { KvstoreKeys } from '../proxy/kvstore/kvstore-keys.js'
 import { LeasedKeys } from '../proxy/kvstore/leased-keys.js'
 import type { RemotePeer } from '../policy/engine.js'
 import { LabelSet } from '../policy/labels.js'
-import { etcdTest } from './fixtures/etcd.js'
+import { etcdTest, freePort, withEtcd } from './fixtures/etcd.js'
+import { startEtcd } from '../lab/etcd-server.js'
+import { initCa, issueLeaf } from '../certs/local-ca.js'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { jsonLogger } from './fixtures/json-logger.js'
 import { waitUntil } from './fixtures/wait.js'
 
@@ -229,4 +234,29 @@ etcdTest(t, 'faults: etcd away (degraded, known state stays, a new endpoint wait
   await etcd.stop()
   await a2.n.stop()
   t.pass('a node stops with etcd away (its watch is not waited for)')
+})
+
+withEtcd(t, 'tls: a store reached over https with the configured CA; one whose certificate another CA signed is refused', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'l7-etcd-tls-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const ca = await initCa(join(dir, 'ca'))
+  await initCa(join(dir, 'other'))
+  const write = async (name: string, leaf: Promise<{ certPem: string; keyPem: string }>): Promise<{ cert: string; key: string }> => {
+    const l = await leaf
+    writeFileSync(join(dir, `${name}.pem`), l.certPem)
+    writeFileSync(join(dir, `${name}-key.pem`), l.keyPem)
+    return { cert: join(dir, `${name}.pem`), key: join(dir, `${name}-key.pem`) }
+  }
+  const server = await write('server', issueLeaf(ca, '127.0.0.1'))
+  const client = await write('client', issueLeaf(ca, 'node1'))
+  const etcd = await startEtcd({ dir: join(dir, 'etcd'), address: '127.0.0.1', clientPort: await freePort(), peerPort: await freePort(), netns: null, tls: server })
+  t.teardown(() => etcd.stop())
+  t.match(etcd.clientUrl, /^https:\/\//)
+  const store = new EtcdStore([etcd.clientUrl], { ca: join(dir, 'ca', 'ca.crt'), ...client })
+  t.teardown(() => store.close())
+  await store.put(keys.node('node1'), 'x')
+  t.same((await store.range({ key: keys.node('node1') })).kvs.map((kv) => kv.value), ['x'], 'written and read back over TLS')
+  const wrong = new EtcdStore([etcd.clientUrl], { ca: join(dir, 'other', 'ca.crt'), ...client })
+  t.teardown(() => wrong.close())
+  await t.rejects(wrong.range({ key: keys.node('node1') }), 'a server the configured CA did not sign is not talked to')
 })

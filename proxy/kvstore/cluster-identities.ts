@@ -116,7 +116,8 @@ export class ClusterIdentities {
   askAgain(all: boolean): void {
     for (const h of this.held.values()) {
       if (h.asking !== null || (!all && h.id !== null)) continue
-      void this.ask(h).catch((e: Error) => this.logger.warn({ labels: h.labels.canonical, error: e.message }, 'kvstore: identity not numbered yet'))
+      // Logged at warn once, where the endpoint asked; this retry runs every second.
+      void this.ask(h).catch((e: Error) => this.logger.debug({ labels: h.labels.canonical, error: e.message }, 'kvstore: identity not numbered yet'))
     }
   }
 
