@@ -20,6 +20,7 @@ import { initCa, issueLeaf } from '../certs/local-ca.js'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { connect, createServer, type AddressInfo, type Socket } from 'node:net'
 import { jsonLogger } from './fixtures/json-logger.js'
 import { waitUntil } from './fixtures/wait.js'
 
@@ -259,4 +260,70 @@ withEtcd(t, 'tls: a store reached over https with the configured CA; one whose c
   const wrong = new EtcdStore([etcd.clientUrl], { ca: join(dir, 'other', 'ca.crt'), ...client })
   t.teardown(() => wrong.close())
   await t.rejects(wrong.range({ key: keys.node('node1') }), 'a server the configured CA did not sign is not talked to')
+})
+
+/** A TCP relay to etcd that the test can cut and restore (a node's link to the store, and only its). */
+async function relay(t: Test, to: string): Promise<{ url: string; cut(): void; restore(): void }> {
+  const { hostname, port } = new URL(to)
+  let up = true
+  const open = new Set<Socket>()
+  const server = createServer((client) => {
+    if (!up) return void client.destroy()
+    const upstream = connect(Number(port), hostname)
+    for (const s of [client, upstream]) {
+      open.add(s)
+      s.on('error', () => undefined)
+      s.on('close', () => open.delete(s))
+    }
+    client.pipe(upstream).pipe(client)
+  })
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
+  t.teardown(() => {
+    for (const s of open) s.destroy()
+    server.close()
+  })
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    cut: () => {
+      up = false
+      for (const s of open) s.destroy()
+    },
+    restore: () => void (up = true),
+  }
+}
+
+etcdTest(t, 'a node whose watch revision was compacted while it was cut off lists everything again: what went is gone, what came is there, nothing else changes', async (t, etcd) => {
+  const { logger, lines } = jsonLogger()
+  const link = await relay(t, etcd.clientUrl)
+  const a = clusterNode(etcd.clientUrl, 'node1', logger, { leaseTtlSeconds: 30 })
+  const b = clusterNode(link.url, 'node2', logger, { leaseTtlSeconds: 30 })
+  t.teardown(async () => {
+    await a.n.stop()
+    await b.n.stop()
+  })
+  a.setEndpoints([endpoint(1, '198.18.1.10', 'web'), endpoint(2, '198.18.1.11', 'cache')])
+  a.n.start()
+  b.n.start()
+  t.ok(await waitUntil(() => b.remote.has('198.18.1.10') && b.remote.has('198.18.1.11'), 100, 50))
+  link.cut()
+  t.ok(await waitUntil(() => !b.n.status().connected, 100, 50), 'node2 lost its link to the store')
+  a.setEndpoints([endpoint(1, '198.18.1.10', 'web'), endpoint(3, '198.18.1.12', 'db')])
+  const store = new EtcdStore([etcd.clientUrl], null)
+  t.teardown(() => store.close())
+  t.ok(await waitUntil(async () => (await store.range({ prefix: keys.ips })).kvs.map((kv) => kv.key).sort().join() === [keys.ip('198.18.1.10'), keys.ip('198.18.1.12')].join(), 100, 50), 'node1 changed its endpoints meanwhile')
+  const { revision } = await store.range({ key: keys.ip('198.18.1.10') })
+  await store.client.kv.compact({ revision, physical: true })
+  const before = b.events.length
+  link.restore()
+  t.ok(await waitUntil(() => b.remote.has('198.18.1.12') && !b.remote.has('198.18.1.11'), 200, 50), 'back: the new pod is there and the gone one is not')
+  t.ok(lines.some((l) => l.msg === 'kvstore: watch cancelled; listing everything again'), 'its watch could not resume (compacted): it listed everything')
+  t.same(
+    b.events.slice(before).sort(),
+    [
+      ['198.18.1.11', null],
+      ['198.18.1.12', a.identified()[1]!.identity!],
+    ].sort(),
+    'only what changed was applied (198.18.1.10 never flapped)',
+  )
+  t.ok(b.n.status().listings >= 2)
 })
