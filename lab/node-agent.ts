@@ -91,6 +91,10 @@ export interface LabNodeOptions {
   node?: number
   /** The cluster's settings over the lab's (a test shortens the lease). */
   kvstore?: Partial<KvstoreSettings>
+  /** Take over from the agent answering on `admin` (same mode and pin), without a gap. */
+  takeover?: boolean
+  /** How long an agent taken over from drains (default: the agent's 30 s). */
+  drainTimeoutMs?: number
   readyTimeoutMs?: number
 }
 
@@ -128,6 +132,8 @@ export async function startLabNode(o: LabNodeOptions): Promise<LabNode> {
     ...(o.threads !== undefined ? { threads: o.threads } : {}),
     ...(o.dnsThreads !== undefined ? { dnsThreads: o.dnsThreads } : {}),
     ...(o.dnsMinTtl !== undefined ? { dnsMinTtlSeconds: o.dnsMinTtl } : {}),
+    ...(o.takeover ? { takeover: true } : {}),
+    ...(o.drainTimeoutMs !== undefined ? { drainTimeoutMs: o.drainTimeoutMs } : {}),
   })
   const child = spawnNodeAgent(o.lab, settings, { out: 'pipe' }, at.node)
   const exited = new Promise<number | null>((r) => child.once('exit', (c) => r(c)))

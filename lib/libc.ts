@@ -1,8 +1,9 @@
 // The libc calls Node has no API for, through koffi, for every layer that needs one: raw sockets
 // (the transparent listeners, the DNS proxy's batched datagram I/O), namespaces and mounts (the
 // datapath's netns, bpffs and cgroup2), interface indexes, the process's open-file limit (the
-// agent raises it at start) and giving freed heap memory back (after a flood, see
-// proxy/overload/pressure-monitor.ts). libbpf's own calls are in redirect-bpf/libbpf.ts.
+// agent raises it at start), giving freed heap memory back (after a flood, see
+// proxy/overload/pressure-monitor.ts) and taking another process's sockets (an agent taking
+// over from the one running, proxy/agent/handover.ts). libbpf's own calls are in redirect-bpf/libbpf.ts.
 // Loaded on first use.
 
 import { readFileSync } from 'node:fs'
@@ -31,6 +32,8 @@ export interface Libc {
   getrlimit: Fn
   setrlimit: Fn
   malloc_trim: Fn
+  /** Variadic: `syscall(number, 'int', arg, ...)` (pidfd_open, pidfd_getfd). */
+  syscall: Fn
 }
 
 let cached: Libc | undefined
@@ -58,6 +61,7 @@ export function libc(): Libc {
     getrlimit: f('int getrlimit(int resource, void *rlim)'),
     setrlimit: f('int setrlimit(int resource, const void *rlim)'),
     malloc_trim: f('int malloc_trim(size_t pad)'),
+    syscall: f('long syscall(long number, ...)'),
   }
   return cached
 }
@@ -97,4 +101,33 @@ export function systemFileCeiling(): number {
 /** Has malloc give its free memory back to the system; whether any was. */
 export function releaseFreeMemory(): boolean {
   return (libc().malloc_trim(0) as number) === 1
+}
+
+// x86_64 and aarch64 share these numbers (the generic syscall table).
+const SYS_PIDFD_OPEN = 434
+const SYS_PIDFD_GETFD = 438
+
+/**
+ * Copies of another process's file descriptors, as pidfd_getfd(2) makes them (Linux 5.6; needs
+ * ptrace rights over it: root, or the same user without Yama's restrictions). The sockets are the
+ * same kernel objects: a listener keeps its queue, whichever process accepts.
+ */
+export function takeFds(pid: number, fds: readonly number[]): number[] {
+  const c = libc()
+  const pidfd = c.syscall(SYS_PIDFD_OPEN, 'int', pid, 'unsigned int', 0) as number
+  if (pidfd < 0) throw new Error(`pidfd_open(${pid}): errno ${koffi.errno()}`)
+  const taken: number[] = []
+  try {
+    for (const fd of fds) {
+      const copy = c.syscall(SYS_PIDFD_GETFD, 'int', pidfd, 'int', fd, 'unsigned int', 0) as number
+      if (copy < 0) throw new Error(`pidfd_getfd(${pid}, ${fd}): errno ${koffi.errno()}`)
+      taken.push(copy)
+    }
+    return taken
+  } catch (e) {
+    for (const fd of taken) c.close(fd)
+    throw e
+  } finally {
+    c.close(pidfd)
+  }
 }

@@ -46,12 +46,27 @@ export class IdentityAllocator {
   private readonly refs = new Map<number, number>()
   private nextCluster = FIRST_CLUSTER_IDENTITY
   private nextLocal = FIRST_LOCAL_IDENTITY
+  /** Numbers another agent gave labels (canonical), for when they are first acquired here. */
+  private readonly seeded = new Map<string, number>()
 
   constructor() {
     for (const [name, id] of Object.entries(RESERVED_IDENTITIES)) {
       const identity: Identity = { id, kind: 'reserved', labels: new LabelSet([{ source: 'reserved', key: name, value: '' }]) }
       this.byId.set(id, identity)
       this.byCanonical.set(identity.labels.canonical, identity)
+    }
+  }
+
+  /**
+   * Numbers labels the way another agent did (one taking over its maps): labels acquired later
+   * get the number it gave them, and numbers it used are not given to other labels.
+   */
+  seed(entries: ReadonlyArray<{ labels: string; id: number }>): void {
+    for (const e of entries) {
+      if (e.id < FIRST_CLUSTER_IDENTITY || this.byId.has(e.id)) continue
+      this.seeded.set(e.labels, e.id)
+      if (e.id >= FIRST_LOCAL_IDENTITY) this.nextLocal = Math.max(this.nextLocal, e.id + 1)
+      else this.nextCluster = Math.max(this.nextCluster, e.id + 1)
     }
   }
 
@@ -89,7 +104,7 @@ export class IdentityAllocator {
         throw new IdentityClashError(`identity ${id} for ${set.canonical || '(no labels)'} clashes with ${known !== id ? `identity ${known} for these labels` : `identity ${id} for ${holder!.labels.canonical}`}`)
       }
     }
-    return this.acquire(set, () => ({ id: id ?? this.nextCluster++, kind: 'endpoint', labels: set }))
+    return this.acquire(set, () => ({ id: id ?? this.seededId(set) ?? this.nextCluster++, kind: 'endpoint', labels: set }))
   }
 
   /** The identity of a CIDR prefix; it carries `cidr:<prefix>` and `reserved:world`, as in Cilium. */
@@ -98,7 +113,13 @@ export class IdentityAllocator {
       { source: 'cidr', key: formatPrefix(prefix), value: '' },
       { source: 'reserved', key: 'world', value: '' },
     ])
-    return this.acquire(set, () => ({ id: this.nextLocal++, kind: 'cidr', labels: set, prefix }))
+    return this.acquire(set, () => ({ id: this.seededId(set) ?? this.nextLocal++, kind: 'cidr', labels: set, prefix }))
+  }
+
+  /** The number another agent gave these labels, if no identity here has it. */
+  private seededId(set: LabelSet): number | undefined {
+    const id = this.seeded.get(set.canonical)
+    return id !== undefined && !this.byId.has(id) ? id : undefined
   }
 
   /** Drops one reference; returns the identity if that was the last one (it is gone now). */

@@ -11,7 +11,7 @@ import { BpfError } from './libbpf.js'
 import { ensureBpffs } from './bpffs.js'
 import { attachSkMsg, attachSockops, createCgroup, detachSkMsg, detachSockops, releaseCgroup2Root, removeCgroup } from './cgroup.js'
 import { checkLayout, decodePolicyKey, decodePolicyValue, liveCtDestinations, originalDestination, readCounters, readSockmapStats, writeConfig, type Counter, type PolicyMapKey } from './map-layout.js'
-import { setupMode, teardownModes, type RedirectMode, type Run } from './modes/redirect-mode.js'
+import { ensureMode, setupMode, teardownModes, type RedirectMode, type Run } from './modes/redirect-mode.js'
 import { inNetns } from './netns.js'
 import { PolicyWriter, type WriteStats } from './policy-writer.js'
 import { addProxyListener, attachSkLookup, detachSkLookup } from './sk-lookup.js'
@@ -39,6 +39,13 @@ export interface DatapathOptions {
   netns?: string
   /** sockmap: the cgroup (under cgroup2) whose processes' sockets sock_ops sees; made (and removed at stop) unless it exists. */
   cgroupName?: string
+  /**
+   * Another agent's datapath runs on these pinned maps in the same mode, and this one takes over:
+   * its node state is kept (what is missing is added), the programs replace its own where they
+   * are attached, and what this one writes first is recorded so that pruneStale() removes what
+   * only the other had. earlyDemux: the setting as it was before the first agent changed it.
+   */
+  takeover?: { earlyDemux: string | null }
 }
 
 function object(name: string, pinRoot: string): BpfObject {
@@ -60,6 +67,7 @@ export class Datapath {
   private sockmap: { sockops: BpfObject; skMsg: BpfObject } | null = null
   private skLookup: { obj: BpfObject; link: number } | null = null
   private stopped = false
+  private released = false
 
   private constructor(
     readonly opts: DatapathOptions,
@@ -93,13 +101,19 @@ export class Datapath {
       const to = object('to-endpoint', opts.pinRoot) // shares the pinned maps
       dp = new Datapath(opts, from, to)
       writeConfig(from, opts.mode, opts.proxyAddress)
-      setupMode(opts.mode, dp.run, opts.proxyPorts, opts.proxyAddress)
+      if (opts.takeover) {
+        ensureMode(opts.mode, dp.run, opts.proxyPorts, opts.proxyAddress)
+        dp.writer.record()
+      } else setupMode(opts.mode, dp.run, opts.proxyPorts, opts.proxyAddress)
       // The transparent modes' accepted sockets carry the flows' own tuples; one left in TIME_WAIT
       // would be matched by TCP early demux to a later, unsteered flow reusing the tuple, which IP
       // forwarding then drops (a packet with a socket is never forwarded). Off while the datapath
       // runs; put back as it was at stop (those sockets outlive the proxy by a minute: a flow
       // that reuses one's tuple in that minute may stall, as the README says).
-      if (opts.mode !== 'dnat') dp.earlyDemux = dp.inNode(() => setSysctl(EARLY_DEMUX, '0'))
+      if (opts.mode !== 'dnat') {
+        const previous = dp.inNode(() => setSysctl(EARLY_DEMUX, '0'))
+        dp.earlyDemux = opts.takeover ? opts.takeover.earlyDemux : previous
+      }
       // sk_assign hands a SYN that reuses the tuple of a proxy socket in TIME_WAIT to that socket;
       // the kernel then looks for a listener, and sk_lookup makes it find the proxy's (TPROXY
       // does this itself).
@@ -160,6 +174,28 @@ export class Datapath {
     return this.writer.apply(delta)
   }
 
+  /** Taking over: removes the entries only the agent before had (once this one wrote its state); how many. */
+  pruneStale(): number {
+    return this.writer.pruneUnrecorded()
+  }
+
+  /** tcp_early_demux as it was before the first agent's datapath changed it (null: unchanged), for the next agent. */
+  get earlyDemuxBefore(): string | null {
+    return this.earlyDemux
+  }
+
+  /**
+   * Another agent has taken over: stop() closes this process's handles without detaching or
+   * removing anything (the programs, maps, node state and settings are the other agent's now).
+   */
+  release(): void {
+    this.released = true
+  }
+
+  get isReleased(): boolean {
+    return this.released
+  }
+
   /** What the kernel's policy map holds for an endpoint, decoded (for `l7proxy bpf policy get`). */
   policyEntries(endpointId: number): Array<PolicyMapKey & { deny: boolean; proxyPort: number }> {
     const map = this.fromEndpoint.map('l7_policy')
@@ -207,18 +243,13 @@ export class Datapath {
   stop(): void {
     if (this.stopped) return
     this.stopped = true
+    if (this.released) return this.closeHandles()
     if (this.sockmap && this.cgroup) {
       detachSkMsg(this.sockmap.skMsg.programFd('redirect_payload'), this.fromEndpoint.map('l7_sockhash').fd)
       detachSockops(this.sockmap.sockops.programFd('steer_sockets'), this.cgroup)
-      this.sockmap.sockops.close()
-      this.sockmap.skMsg.close()
     }
     if (this.cgroup && this.ownCgroup) removeCgroup(this.cgroup)
     else if (this.cgroup) releaseCgroup2Root()
-    if (this.skLookup) {
-      if (this.skLookup.link >= 0) detachSkLookup(this.skLookup.link)
-      this.skLookup.obj.close()
-    }
     try {
       this.inNode(() => {
         for (const ifindex of this.attached.values()) {
@@ -239,6 +270,18 @@ export class Datapath {
         // The namespace is gone: so is its setting.
       }
     }
+    this.closeHandles()
+  }
+
+  /** Closes this process's objects; what is attached elsewhere (a link's fd aside) stays. */
+  private closeHandles(): void {
+    if (this.sockmap) {
+      this.sockmap.sockops.close()
+      this.sockmap.skMsg.close()
+    }
+    // An sk_lookup link goes with its fd (released: the agent that took over attached its own).
+    if (this.skLookup && this.skLookup.link >= 0) detachSkLookup(this.skLookup.link)
+    this.skLookup?.obj.close()
     this.fromEndpoint.close()
     this.toEndpoint.close()
   }

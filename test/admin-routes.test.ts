@@ -65,6 +65,7 @@ function setup(t: Test, cluster: AgentParts['cluster'] = null) {
   const deathstar = list.find((e) => e.host === 'deathstar')!
   const tiefighter = engine.endpointInfo(list.find((e) => e.host === 'tiefighter')!.id)!.identity
   const registered: NodeEndpoint[][] = []
+  const handoverCalls: string[] = []
   const cni = new CniEndpoints({ stateDir: dir, labelsOf: async (id) => (id === 'known' ? { app: 'x' } : null), onChange: (l) => void registered.push(l), exists: () => true, logger, retryMs: 10, giveUpMs: 50 })
   t.teardown(() => cni.close())
   const routes = adminRoutes({
@@ -87,11 +88,17 @@ function setup(t: Test, cluster: AgentParts['cluster'] = null) {
     logger,
     status: () => ({ mode: 'sk-assign' }),
     cluster,
+    handover: {
+      handoverInfo: () => ({ pid: 1, mode: 'sk-assign', pin: '/p', proxyAddress: '127.0.0.1', proxyPorts: { http: 15001, dns: 15053 } }),
+      offerHandover: () => (handoverCalls.push('offer'), { pid: 1, mode: 'sk-assign', pin: '/p', proxyAddress: '127.0.0.1', proxyPorts: { http: 15001, dns: 15053 }, fds: { http: [20], dns: [21], dnsTcp: 22 }, earlyDemux: '1', identities: [] }),
+      cancelHandover: () => void handoverCalls.push('cancel'),
+      drainAfterHandover: () => void handoverCalls.push('drain'),
+    },
   })
   const call = (route: string, query = '', body = ''): unknown => (routes[route] as Extract<AdminRoute, (...a: never[]) => unknown>)(new URLSearchParams(query), body)
   const get = (path: string, query = ''): unknown => call(path, query)
   t.match(call('POST /v1/policy/import', 'name=sw.yaml', POLICY), { file: 'sw.yaml', revision: Number }, 'a policy imported through its route')
-  return { routes, get, call, feed, lines, cleaned, deathstar, registered, dir }
+  return { routes, get, call, feed, lines, cleaned, deathstar, registered, dir, handoverCalls }
 }
 
 t.test('endpoints, policy and identities as the engine has them', async (t) => {
@@ -171,4 +178,13 @@ t.test('a cluster: policy imported into the store (checked first), remote endpoi
 t.test('not in a cluster: a cluster import is a query error saying so', async (t) => {
   const { call } = setup(t)
   await t.rejects(call('POST /v1/policy/import', 'cluster=1&name=sw.yaml', POLICY) as Promise<unknown>, { constructor: AdminQueryError, message: /not in a cluster/ })
+})
+
+t.test('handover: what the agent taking over asks, each call reaching the agent', async (t) => {
+  const { get, call, handoverCalls } = setup(t)
+  t.match(get('/v1/handover'), { pid: 1, mode: 'sk-assign', proxyPorts: { http: 15001 } })
+  t.match(call('POST /v1/handover/offer'), { fds: { http: [20], dns: [21], dnsTcp: 22 } })
+  t.same(call('POST /v1/handover/cancel'), { cancelled: true })
+  t.same(call('POST /v1/handover/drain'), { draining: true })
+  t.same(handoverCalls, ['offer', 'cancel', 'drain'])
 })

@@ -16,6 +16,7 @@ import type { AgentMetrics } from './metrics.js'
 import { parseAttachment, type CniEndpoints } from './cni-endpoints.js'
 import type { PolicyFiles } from './policy-files.js'
 import type { ClusterNode } from '../kvstore/cluster-node.js'
+import type { HandoverParty } from './handover.js'
 import { PolicyError } from '../../policy/errors.js'
 import { L7ProxyError } from '../../lib/l7proxy-error.js'
 
@@ -34,6 +35,8 @@ export interface AgentParts {
   status: () => Record<string, unknown>
   /** This node in a cluster; null: on its own. */
   cluster: Pick<ClusterNode, 'importPolicy' | 'removePolicy' | 'remoteEndpoints' | 'clusterIdentities' | 'status'> | null
+  /** Being taken over by another agent (handover.ts). */
+  handover: HandoverParty
 }
 
 /** A flow query, or a 400 saying what is wrong with it. */
@@ -103,6 +106,11 @@ export function adminRoutes(p: AgentParts): AdminRoutes {
       if (!endpoints.list.some((e) => e.id === id)) throw new AdminQueryError(`no endpoint '${q.get('endpoint')}' on this node (see l7proxy endpoint list)`)
       return p.datapath.policyEntries(id).map((e) => ({ ...e, labels: e.identity === 0 ? ['(any)'] : labels(e.identity) }))
     },
+    // Another agent taking over this one (handover.ts): what it needs to know, the offer, then a cancel or the drain.
+    '/v1/handover': () => p.handover.handoverInfo(),
+    'POST /v1/handover/offer': () => p.handover.offerHandover(),
+    'POST /v1/handover/cancel': () => (p.handover.cancelHandover(), { cancelled: true }),
+    'POST /v1/handover/drain': () => (p.handover.drainAfterHandover(), { draining: true }),
     '/v1/identities': () => {
       // In a cluster, which nodes use each cluster identity (those this node knows of, and the rest the store has).
       const used = new Map((p.cluster?.clusterIdentities() ?? []).map((c) => [c.id, c]))

@@ -44,7 +44,8 @@ function readBody(req: import('node:http').IncomingMessage): Promise<string | nu
 }
 
 export interface AdminServer {
-  close(): Promise<void>
+  /** gently: the calls being answered get their answers first (at most a second). */
+  close(gently?: boolean): Promise<void>
 }
 
 function send(res: import('node:http').ServerResponse, status: number, body: unknown): void {
@@ -102,10 +103,13 @@ export async function startAdminServer(socketPath: string, routes: AdminRoutes):
   })
   chmodSync(socketPath, 0o600)
   return {
-    close: () =>
+    close: (gently = false) =>
       new Promise<void>((resolve) => {
         server.close(() => resolve())
-        server.closeAllConnections()
+        if (!gently) return server.closeAllConnections()
+        // The call being answered (a takeover's drain) gets its answer first.
+        server.closeIdleConnections()
+        setTimeout(() => server.closeAllConnections(), 1_000).unref()
       }),
   }
 }

@@ -1,7 +1,8 @@
 // The agent's process: `node dist/proxy/agent/agent-main.js`, its settings (AgentSettings, made
 // and checked by whoever starts it: the agent command, a lab) one JSON document on stdin. It
 // prints READY once the agent is up, logs flows as JSON lines on stdout (or to the settings' log
-// file), and stops the agent on SIGTERM or SIGINT, also one that comes while it is starting. A
+// file), and stops the agent on SIGTERM or SIGINT, also one that comes while it is starting, and
+// exits once another agent took over from it and it drained (proxy/agent/handover.ts). A
 // start-up step that fails exits 1 with one line saying which and why; settings that are not
 // JSON exit 2.
 
@@ -40,3 +41,5 @@ process.off('SIGINT', stopWhileStarting)
 process.once('SIGTERM', shutdown)
 process.once('SIGINT', shutdown)
 if (stopRequested) shutdown()
+// Another agent took over and this one drained: it has stopped, leaving the datapath to that one.
+void agent.whenHandedOver.then(() => process.exit(0))

@@ -34,6 +34,8 @@ export function agentSettings(c: AgentConfig, node: NodePart): AgentSettings {
     cniLabelsCommand: c.cni.labelsCommand,
     overload: c.overload,
     kvstore: c.kvstore,
+    takeover: false,
+    drainTimeoutMs: 30_000,
     ...node,
   }
 }

@@ -47,6 +47,9 @@ import { L7ProxyError } from '../../lib/l7proxy-error.js'
 import { ClusterNode, type KvstoreSettings } from '../kvstore/cluster-node.js'
 import type { ViewChange } from '../kvstore/cluster-view.js'
 import type { RemoteChange } from './proxy-worker.js'
+import { requestDrain, requestOffer, takeoverMismatch, takeSockets, type HandoverOffer, type HandoverSockets } from './handover.js'
+import { adminGet } from './admin-socket.js'
+import { AdminQueryError } from './admin-server.js'
 
 export interface AgentSettings {
   mode: RedirectMode
@@ -89,6 +92,10 @@ export interface AgentSettings {
   overload: OverloadSettings
   /** The cluster's store (identities, other nodes' endpoints, cluster policy); null: a node on its own. */
   kvstore: KvstoreSettings | null
+  /** Take over from the agent answering on `admin` (handover.ts), instead of starting afresh. */
+  takeover: boolean
+  /** How long an agent taken over from finishes what it has in flight before it exits. */
+  drainTimeoutMs: number
 }
 
 /** A start-up step that failed: what, and why. Nothing the agent made is left behind. */
@@ -140,7 +147,7 @@ export class Agent {
   private main: ThreadProxies | null = null
   private workers: ProxyWorkers | null = null
   private metricsServer: Server | null = null
-  private admin: { close(): Promise<void> } | null = null
+  private admin: { close(gently?: boolean): Promise<void> } | null = null
   private totals: ProxyTotals | null = null
   private kernelFeed: NodeJS.Timeout | null = null
   private budget: SharedBudget | null = null
@@ -148,13 +155,26 @@ export class Agent {
   private files: FileLimit | null = null
   private dnsThreads = 0
   private readonly startedAt = Date.now()
+  /** The proxies' sockets (all threads'), as a handover offers them. */
+  private sockets: HandoverSockets = { http: [], dns: [], dnsTcp: null }
+  /** Offered to another agent: the maps are not written (the engine keeps the changes). */
+  private frozen = false
+  private handedOver: () => void = () => undefined
+  /** Resolves once another agent took over and this one drained and stopped. */
+  readonly whenHandedOver = new Promise<void>((resolve) => (this.handedOver = resolve))
   /** A person at a terminal reads lines as text; a file or a pipe gets the JSON. */
   private readonly terminal: ((s: string) => string) | null
 
-  private constructor(readonly settings: AgentSettings) {
+  private constructor(
+    readonly settings: AgentSettings,
+    /** Taking over: what the running agent offered, and its sockets copied here. */
+    private readonly takeover: { offer: HandoverOffer; sockets: HandoverSockets } | null,
+  ) {
     const s = settings
     this.terminal = s.log === null && process.stdout.isTTY ? terminalLines(true) : null
     this.engine = new PolicyEngine({ proxyPorts: s.proxyPorts })
+    // The maps hold the running agent's numbers until this one's state replaces them: the same labels, the same numbers.
+    if (takeover) this.engine.identities.seed(takeover.offer.identities)
     // Every thread's lines reach `out` in chunks of bytes, written at least every quarter second
     // and at exit. A log file is opened at once: one still opening when a start-up error exits
     // would throw at exit instead of letting the error's one line stand.
@@ -194,14 +214,42 @@ export class Agent {
 
   /** The agent, up: throws AgentStartError (having taken down what it made) if a step fails. */
   static async start(settings: AgentSettings): Promise<Agent> {
-    const agent = new Agent(settings)
+    const takeover = settings.takeover ? await Agent.takeOffer(settings) : null
+    const agent = new Agent(settings, takeover)
     try {
       await agent.bringUp()
     } catch (e) {
+      if (takeover) {
+        // The running agent keeps everything: this one leaves the datapath as it found it.
+        agent.datapath?.release()
+        await adminGet(settings.admin!, '/v1/handover/cancel', 5_000, 'POST').catch(() => undefined)
+      }
       await agent.stop()
       throw e instanceof AgentStartError ? e : new AgentStartError('start', e as Error)
     }
     return agent
+  }
+
+  /** The running agent's offer, checked against these settings, and its sockets copied here. */
+  private static async takeOffer(s: AgentSettings): Promise<{ offer: HandoverOffer; sockets: HandoverSockets }> {
+    if (!s.admin) throw new AgentStartError('takeover', new Error('no admin socket to find the running agent on'))
+    try {
+      const offer = await requestOffer(s.admin)
+      const why = takeoverMismatch(offer, { mode: s.mode, pin: s.pin, proxyAddress: s.proxyAddress, proxyPorts: s.proxyPorts })
+      if (why !== null) {
+        await adminGet(s.admin, '/v1/handover/cancel', 5_000, 'POST')
+        throw new Error(`the agent on ${s.admin} cannot be taken over: ${why}`)
+      }
+      return { offer, sockets: takeSockets(offer) }
+    } catch (e) {
+      throw new AgentStartError('takeover', e as Error)
+    }
+  }
+
+  /** Writes the engine's changes to the maps, unless another agent is taking over. */
+  private writeMaps(): ReturnType<Datapath['apply']> {
+    if (this.frozen || this.datapath === null) return { upserts: 0, deletes: 0 }
+    return this.datapath.apply(this.engine.takeDelta())
   }
 
   /**
@@ -230,14 +278,22 @@ export class Agent {
     const s = this.settings
     const { engine, logger } = this
     const overload = this.overloadInput()
+    const takeover = this.takeover
     const dp = (this.datapath = step('datapath', () =>
-      Datapath.start({ mode: s.mode, pinRoot: s.pin, proxyAddress: s.proxyAddress, proxyPorts: [s.proxyPorts.http, s.proxyPorts.dns], ...(s.sockmapCgroup ? { cgroupName: s.sockmapCgroup } : {}) }),
+      Datapath.start({
+        mode: s.mode,
+        pinRoot: s.pin,
+        proxyAddress: s.proxyAddress,
+        proxyPorts: [s.proxyPorts.http, s.proxyPorts.dns],
+        ...(s.sockmapCgroup ? { cgroupName: s.sockmapCgroup } : {}),
+        ...(takeover ? { takeover: { earlyDemux: takeover.offer.earlyDemux } } : {}),
+      }),
     ))
     step('endpoints', () => {
       for (const ifname of s.interfaces) dp.attach(ifname)
       for (const ep of this.endpoints.list) dp.attach(ep.interface, ep.id)
     })
-    const writeMaps = (): ReturnType<Datapath['apply']> => dp.apply(engine.takeDelta())
+    const writeMaps = (): ReturnType<Datapath['apply']> => this.writeMaps()
     // What allowed DNS answers taught, restored from the last run before the first map write, so
     // a restart cuts no allowed name.
     const fqdns = (this.fqdns = new FqdnLearning({
@@ -272,15 +328,20 @@ export class Agent {
     const q = s.overload.dnsQueries
     const rate = { perSecond: q.perSecondPerSource / s.dnsThreads, burst: Math.max(1, Math.ceil(q.burst / s.dnsThreads)) }
     const lane = (fd: number): DnsLaneInput => ({ fd, proxymapFd: dp.proxymapFd, answerFrom, rejectCode: s.dnsReject, maxDelayMs: s.dnsMaxDelayMs, rate })
-    const dnsFds = s.dns === 'builtin' ? Array.from({ length: s.dnsThreads }, () => transparentUdpSocket(s.proxyAddress, s.proxyPorts.dns, { reusePort: true })) : []
+    // Taking over: the running agent's sockets first (whatever is queued on them is served here),
+    // then more of the same groups if this agent runs more threads.
+    const taken = takeover?.sockets ?? { http: [], dns: [], dnsTcp: null }
+    const group = (have: number[], want: number, make: () => number): number[] => [...have, ...Array.from({ length: Math.max(0, want - have.length) }, make)]
+    const dnsFds = s.dns === 'builtin' ? group(taken.dns, s.dnsThreads, () => transparentUdpSocket(s.proxyAddress, s.proxyPorts.dns, { reusePort: true })) : []
     this.dnsThreads = dnsFds.length
-    const dnsTcpFd = s.dns === 'builtin' ? transparentTcpListener(s.proxyAddress, s.proxyPorts.dns) : null
+    const dnsTcpFd = s.dns === 'builtin' ? (taken.dnsTcp ?? transparentTcpListener(s.proxyAddress, s.proxyPorts.dns)) : null
     if (dnsTcpFd !== null) dp.addProxyListener(s.proxyPorts.dns, dnsTcpFd)
     // sockmap: the proxy's sockets must be in the cgroup sock_ops watches (a socket's cgroup is
     // fixed when it is made; accepted ones take their listener's): the listeners' and the
     // upstream connections' alike, so the process stays in it.
     if (s.http === 'builtin' && dp.cgroup) joinCgroup(dp.cgroup)
-    const httpFds = s.http === 'builtin' ? Array.from({ length: this.httpThreads }, () => transparentTcpListener(s.proxyAddress, s.proxyPorts.http, { reusePort: true })) : []
+    const httpFds = s.http === 'builtin' ? group(taken.http, this.httpThreads, () => transparentTcpListener(s.proxyAddress, s.proxyPorts.http, { reusePort: true })) : []
+    this.sockets = { http: httpFds, dns: dnsFds, dnsTcp: dnsTcpFd }
     if (httpFds.length > 0) dp.addProxyListener(s.proxyPorts.http, httpFds[0]!)
     // Where a connection was going: getsockname, or in dnat mode the proxymap.
     const dnat = s.mode === 'dnat'
@@ -347,8 +408,14 @@ export class Agent {
     this.feed.publishKernel(dp.counters()) // what the kernel counted before now is not news
     this.kernelFeed = setInterval(() => this.feed.publishKernel(dp.counters()), 1_000)
     this.kernelFeed.unref()
+    if (takeover) {
+      // This agent's state is in the maps: what only the running one had goes, then it drains.
+      const pruned = dp.pruneStale()
+      await requestDrain(s.admin!)
+      logger.info({ from: takeover.offer.pid, pruned, http: taken.http.length, dns: taken.dns.length }, 'took over from the running agent; it drains')
+    }
     if (s.admin) {
-      const routes = adminRoutes({ engine, endpoints: this.endpoints, cni: this.cni, feed: this.feed, fqdns, policies: this.policies, metrics, datapath: dp, logger, status: () => this.status(), cluster: this.cluster })
+      const routes = adminRoutes({ engine, endpoints: this.endpoints, cni: this.cni, feed: this.feed, fqdns, policies: this.policies, metrics, datapath: dp, logger, status: () => this.status(), cluster: this.cluster, handover: this })
       this.admin = await startAdminServer(s.admin, routes)
     }
     const budget = this.budget!
@@ -381,6 +448,57 @@ export class Agent {
     if (this.datapath !== null) this.endpoints.replace(list)
   }
 
+  /** What a takeover needs to know first (GET /v1/handover): nothing changes. */
+  handoverInfo(): Omit<HandoverOffer, 'fds' | 'identities' | 'earlyDemux'> {
+    const s = this.settings
+    return { pid: process.pid, mode: s.mode, pin: s.pin, proxyAddress: s.proxyAddress, proxyPorts: s.proxyPorts }
+  }
+
+  /**
+   * Another agent takes over (POST /v1/handover/offer): the maps are not written from now on
+   * (the engine keeps its changes, in case the takeover is cancelled), the FQDN cache is saved
+   * for it, and it is told the sockets and identity numbers.
+   */
+  offerHandover(): HandoverOffer {
+    if (this.frozen) throw new AdminQueryError('a takeover of this agent is under way already')
+    this.frozen = true
+    this.fqdns?.saveNow()
+    const identities = [...this.engine.identities.all()].filter((i) => i.kind !== 'reserved').map((i) => ({ labels: i.labels.canonical, id: i.id }))
+    this.logger.info({}, 'handover offered: the maps are left to the agent taking over')
+    return { ...this.handoverInfo(), fds: this.sockets, earlyDemux: this.datapath?.earlyDemuxBefore ?? null, identities }
+  }
+
+  /** The takeover failed (POST /v1/handover/cancel): this agent writes its maps again, what changed meanwhile first. */
+  cancelHandover(): void {
+    if (!this.frozen) return
+    this.frozen = false
+    this.writeMaps()
+    this.logger.warn({}, 'handover cancelled: this agent writes the maps again')
+  }
+
+  /**
+   * The agent that took over is serving (POST /v1/handover/drain): this one stops reading the
+   * sockets, finishes what it has in flight (at most drainTimeoutMs), and stops, leaving the
+   * datapath to it.
+   */
+  drainAfterHandover(): void {
+    if (!this.frozen) throw new AdminQueryError('no takeover was offered')
+    const t = this.settings.drainTimeoutMs
+    void (async () => {
+      const started = performance.now()
+      const open = this.totals?.http().connections ?? 0
+      // The socket's path is the new agent's once this one no longer answers on it.
+      await Promise.allSettled([this.admin?.close(true), this.main?.drain(t), this.workers?.drain(t)])
+      this.admin = null
+      this.main = null
+      this.workers = null
+      this.datapath?.release()
+      this.logger.info({ connections: open, drainMs: Math.round(performance.now() - started) }, 'drained after the handover')
+      await this.stop()
+      this.handedOver()
+    })()
+  }
+
   /** Other nodes' pods came, changed or went: the engine, the maps, then every other thread. */
   private applyRemote(changes: ViewChange['endpoints']): void {
     const taken: RemoteChange[] = []
@@ -392,7 +510,7 @@ export class Agent {
         this.logger.error({ ip, identity: peer?.identity, error: (e as Error).message }, 'kvstore: remote endpoint refused; the address stays as it was')
       }
     }
-    this.datapath?.apply(this.engine.takeDelta())
+    this.writeMaps()
     // When the kernel enforces the change (bench:cluster measures propagation by it).
     const at = performance.timeOrigin + performance.now()
     this.workers?.updateRemote(taken)
@@ -462,8 +580,9 @@ export class Agent {
       const totals = this.totals
       const counted = totals ? { httpRequests: totals.http().requests, dnsQueries: totals.dns(), kernelPackets: this.kernelPacketTotals() } : {}
       this.logger.info({ mode: this.settings.mode, httpThreads: this.main?.http ? this.httpThreads : 0, ...counted, ...(dp.cgroup ? { sockmap: dp.sockmapStats() } : {}) }, 'datapath stopped')
+      // Handed over: the pinned maps are the other agent's.
+      if (!dp.isReleased) removeBpffs(this.settings.pin)
       dp.stop()
-      removeBpffs(this.settings.pin)
       this.datapath = null
     }
     this.flushLogs()

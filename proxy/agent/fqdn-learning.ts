@@ -89,6 +89,12 @@ export class FqdnLearning {
     }
   }
 
+  /** Saves the cache now (an agent taking over restores it). */
+  saveNow(): void {
+    if (this.saving) clearImmediate(this.saving)
+    this.save()
+  }
+
   private save(): void {
     this.saving = null
     this.store?.save(this.cache.entries())

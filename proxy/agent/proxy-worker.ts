@@ -66,9 +66,10 @@ export type WorkerMessage =
   /** heapBytes: the thread's V8 heap, committed. */
   | { type: 'stats'; http: HttpThreadStats | null; dns: DnsThreadStats | null; heapBytes: number }
   | { type: 'dns-learn'; batch: number; answers: LearnRequest[] }
-/** Main thread to worker: stop, a change the main thread's engine has taken, or a DNS batch learned. */
+/** Main thread to worker: stop (drain: finish what is in flight first), a change the main thread's engine has taken, or a DNS batch learned. */
 export type MainMessage =
   | { type: 'stop' }
+  | { type: 'drain'; timeoutMs: number }
   | { type: 'policy'; file: string; text: string | null }
   | { type: 'fqdn'; name: string; ips: string[] }
   | { type: 'endpoints'; endpoints: NodeEndpoint[] }
@@ -97,7 +98,7 @@ const relay = lane
     })
   : null
 for (const f of input.fqdns) relay?.setKnown(f.name, f.ips)
-const { http, dns, close } = await startThreadProxies({ engine, logger, caDir: input.caDir, overload: input.overload, http: input.http, dns: lane, learn: (qname, records) => relay!.learn(qname, records) })
+const { http, dns, close, drain } = await startThreadProxies({ engine, logger, caDir: input.caDir, overload: input.overload, http: input.http, dns: lane, learn: (qname, records) => relay!.learn(qname, records) })
 
 /** Counters go to the main thread (for status and metrics) every STATS_MS and at the end. */
 const STATS_MS = 1_000
@@ -134,7 +135,7 @@ port.on('message', (m: MainMessage) => {
     return
   }
   relay?.close()
-  void close().finally(() => {
+  void (m.type === 'drain' ? drain(m.timeoutMs) : close()).finally(() => {
     lines.flush()
     sendStats()
     port.close()

@@ -16,6 +16,8 @@ export interface ProxyWorkers {
   updateFqdn(name: string, ips: string[]): void
   /** Other nodes' pods the main thread's engine took (a cluster). */
   updateRemote(changes: RemoteChange[]): void
+  /** Another agent has taken over: every worker finishes what it has in flight (at most `timeoutMs`), then ends. */
+  drain(timeoutMs: number): Promise<void>
   /** Has every worker collect its garbage now (a flood ended). */
   collectGarbage(): void
   /** The workers' latest counters and durations (at most a second old), one entry per worker. */
@@ -35,13 +37,14 @@ export async function startProxyWorkers(inputs: ProxyWorkerInput[], hooks: Worke
   const latest = workers.map((): { http: HttpThreadStats | null; dns: DnsThreadStats | null; heapBytes: number } => ({ http: null, dns: null, heapBytes: 0 }))
   const exited = workers.map((w) => new Promise<void>((resolve) => w.once('exit', () => resolve())))
   const send = (m: MainMessage): void => workers.forEach((w) => w.postMessage(m))
-  const stop = async (): Promise<void> => {
-    send({ type: 'stop' })
+  const end = async (m: MainMessage, graceMs: number): Promise<void> => {
+    send(m)
     // A worker's port closes once its proxies have closed and its last lines are sent.
-    const timer = setTimeout(() => workers.forEach((w) => void w.terminate()), 10_000)
+    const timer = setTimeout(() => workers.forEach((w) => void w.terminate()), graceMs)
     await Promise.all(exited)
     clearTimeout(timer)
   }
+  const stop = (): Promise<void> => end({ type: 'stop' }, 10_000)
   try {
     await Promise.all(
       workers.map(
@@ -64,5 +67,5 @@ export async function startProxyWorkers(inputs: ProxyWorkerInput[], hooks: Worke
     await stop()
     throw e
   }
-  return { stop, updatePolicy: (file, text) => send({ type: 'policy', file, text }), updateFqdn: (name, ips) => send({ type: 'fqdn', name, ips }), updateEndpoints: (endpoints) => send({ type: 'endpoints', endpoints }), updateRemote: (changes) => send({ type: 'remote', changes }), collectGarbage: () => send({ type: 'collect' }), stats: () => latest }
+  return { stop, drain: (timeoutMs) => end({ type: 'drain', timeoutMs }, timeoutMs + 10_000), updatePolicy: (file, text) => send({ type: 'policy', file, text }), updateFqdn: (name, ips) => send({ type: 'fqdn', name, ips }), updateEndpoints: (endpoints) => send({ type: 'endpoints', endpoints }), updateRemote: (changes) => send({ type: 'remote', changes }), collectGarbage: () => send({ type: 'collect' }), stats: () => latest }
 }

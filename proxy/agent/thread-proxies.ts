@@ -42,6 +42,8 @@ export interface ThreadProxiesOptions {
 export interface ThreadProxies {
   http: HttpProxy | null
   dns: DnsProxy | null
+  /** Another agent has taken over the sockets: finish what is in flight here (at most `timeoutMs`), then close. */
+  drain(timeoutMs: number): Promise<void>
   close(): Promise<void>
 }
 
@@ -69,6 +71,7 @@ export async function startThreadProxies(o: ThreadProxiesOptions): Promise<Threa
   return {
     http,
     dns,
+    drain: async (timeoutMs) => void (await Promise.all([dns?.drain(timeoutMs), http?.drain(timeoutMs)])),
     close: async () => {
       dns?.close()
       await http?.close()

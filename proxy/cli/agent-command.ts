@@ -162,6 +162,11 @@ async function startHostAgent(c: AgentConfig, out: (s: string) => void): Promise
     if (metricsFd !== null) closeSync(metricsFd)
     stopped(1)
   }
+  // Another agent took over from this one (l7proxy agent --takeover): it drained and stopped.
+  void agent?.whenHandedOver.then(() => {
+    out('another agent took over; this one drained and stopped\n')
+    stopped(0)
+  })
   return {
     kill: () => void agent?.stop().finally(() => stopped(0)),
     exited,

@@ -191,6 +191,12 @@ export class DatagramPump {
     this.queued = 0
   }
 
+  /** Stops reading `fd` (another process reads it now); sending from it goes on. */
+  stopReading(fd: number): void {
+    const i = this.receive.indexOf(fd)
+    if (i >= 0) this.watchers[i]?.close()
+  }
+
   close(): void {
     if (this.closed) return
     this.closed = true

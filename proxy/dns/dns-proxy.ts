@@ -217,6 +217,19 @@ export class DnsProxy {
     return localPort(this.listener)
   }
 
+  /**
+   * Another agent has taken over the proxy's sockets (proxy/agent/handover.ts): stops reading
+   * queries here (the other reads the same sockets) and accepting DNS over TCP, and closes once
+   * the queries in flight are answered (or timed out), or after `timeoutMs`.
+   */
+  async drain(timeoutMs: number): Promise<void> {
+    this.pump?.stopReading(this.listener)
+    this.tcp.close()
+    const deadline = performance.now() + timeoutMs
+    while (this.pending.size + this.tcpPending.size > 0 && performance.now() < deadline) await new Promise((r) => setTimeout(r, 20))
+    this.close()
+  }
+
   close(): void {
     clearInterval(this.sweeper)
     this.pump?.close()

@@ -96,7 +96,7 @@ class Exchange {
     /** Why it was refused, when it was. */
     readonly invalid: string | null,
     /** The client connection ends after this response. */
-    readonly closeAfter: boolean,
+    public closeAfter: boolean,
     readonly http10: boolean,
     /** Owed a 100 Continue when it reaches the head of the queue. */
     public continueWanted: boolean,
@@ -285,7 +285,7 @@ export class ClientConnection implements ParserSink, ResponseSink {
     const hostAt = fields.indexOf('host')
     const host = hostAt < 0 ? undefined : fields.value(hostAt)
     const http10 = head.versionMinor === 0
-    const closeAfter = !head.keepAlive
+    const closeAfter = !head.keepAlive || this.ctx.draining
     const problem = requestHeadProblem(head, hostAt, host, this.ctx.maxHeaders)
     const target = problem === null ? normalizePath(head.url, head.method) : { ok: false as const, reason: problem }
     if (!target.ok) {
@@ -407,6 +407,11 @@ export class ClientConnection implements ParserSink, ResponseSink {
           extra = `transfer-encoding: ${chunkedCoding(te)}${CRLF}`
         }
       }
+    }
+    // Draining: the last exchange read before it began ends its connection too (one read after it already does).
+    if (this.ctx.draining && !ex.closeAfter && this.queue.length === 1) {
+      ex.closeAfter = true
+      this.lastRequestRead = true
     }
     if (ex.closeAfter || ex.closeDelimited) extra += `connection: close${CRLF}`
     else if (ex.http10) extra += `connection: keep-alive${CRLF}`

@@ -62,6 +62,9 @@ export interface HttpProxyOptions {
   overload?: ThreadOverload
 }
 
+/** Draining, an HTTP/1 connection idle this long is closed (a client that sends again soon gets `connection: close` instead). */
+const DRAIN_IDLE_MS = 1_000
+
 /** A connection that may be idle: when it went idle (-1: it is not), and how it is closed then. */
 export interface MaybeIdle {
   readonly idleSince: number
@@ -116,6 +119,7 @@ export class HttpProxy {
       idleMs: this.idleMs,
       leaves: opts.caDir ? new LeafCache(() => loadCa(opts.caDir!)) : null,
       overload: opts.overload ?? null,
+      draining: false,
     }
     this.h2 = new H2Frontend(this.ctx)
     // The server listens (and closes); its connections are taken as bare handles.
@@ -284,6 +288,28 @@ export class HttpProxy {
   /** Idle upstream connections held for reuse now. */
   get idleUpstreamCount(): number {
     return this.ctx.pool.idleCount
+  }
+
+  /**
+   * Another agent has taken over the listener (proxy/agent/handover.ts): stops accepting here
+   * (the other process holds the same socket, and accepts what is queued on it), answers every
+   * request from now on with `connection: close`, sends HTTP/2 clients GOAWAY (their streams
+   * finish), closes HTTP/1 connections idle for DRAIN_IDLE_MS, and once none is left, or after
+   * `timeoutMs`, closes what remains.
+   */
+  async drain(timeoutMs: number): Promise<void> {
+    this.ctx.draining = true
+    this.server.close()
+    this.h2.forEach((c) => c.closeIdle())
+    const deadline = performance.now() + timeoutMs
+    while (this.connectionCount + this.sniffing.size > 0 && performance.now() < deadline) {
+      const now = performance.now()
+      this.connections.forEach((c) => {
+        if (c.idleSince >= 0 && now - c.idleSince > DRAIN_IDLE_MS) c.closeIdle()
+      })
+      await new Promise((r) => setTimeout(r, 20))
+    }
+    await this.close()
   }
 
   /** Stops accepting, ends every connection (and its upstream), and stops the sweep. */

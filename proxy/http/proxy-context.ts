@@ -41,6 +41,11 @@ export interface ProxyContext {
   leaves: LeafCache | null
   /** The node's connection and stream budgets (null: none, as in tests of other things). */
   overload: ThreadOverload | null
+  /**
+   * Another agent has taken over (handover.ts): every answer from now on says
+   * `connection: close` and its connection ends with it.
+   */
+  draining: boolean
 }
 
 /** Counts one answered request: `verdict` null when it was refused before any rule saw it. */

@@ -42,16 +42,35 @@ const ROUTE = ['local', '0.0.0.0/0', 'dev', 'lo', 'table', String(ROUTE_TABLE)]
 /** Sets up the node state `mode` needs; idempotent (removes ours first, as a crashed agent may have left it). */
 export function setupMode(mode: RedirectMode, run: Run, proxyPorts: readonly number[], proxyAddr = '127.0.0.1'): void {
   teardownModes(run)
+  ensureMode(mode, run, proxyPorts, proxyAddr)
+}
+
+/** Runs a command whose effect may be in place already ("File exists" is fine). */
+function mustOrExists(run: Run, argv: string[]): void {
+  const r = run(argv)
+  if (r.code !== 0 && !/exists/i.test(r.stderr)) throw new BpfError('EATTACH', `'${argv.join(' ')}' failed: ${r.stderr.trim()}`)
+}
+
+/** Adds an iptables rule unless it is there (-C). */
+function ensureRule(run: Run, table: string, op: '-I' | '-A', chain: string, rule: string[]): void {
+  if (run(['iptables', '-w', '-t', table, '-C', chain, ...rule]).code !== 0) must(run, ['iptables', '-w', '-t', table, op, chain, ...rule])
+}
+
+/**
+ * Adds what of `mode`'s node state is missing and removes nothing: an agent taking over from one
+ * that runs the same mode keeps every rule in place (a teardown and setup would be a gap).
+ */
+export function ensureMode(mode: RedirectMode, run: Run, proxyPorts: readonly number[], proxyAddr = '127.0.0.1'): void {
   if (mode === 'dnat') return
-  must(run, ['ip', 'rule', 'add', ...RULE])
-  must(run, ['ip', 'route', 'add', ...ROUTE])
+  mustOrExists(run, ['ip', 'rule', 'add', ...RULE])
+  mustOrExists(run, ['ip', 'route', 'add', ...ROUTE])
   if (mode !== 'tproxy') return
-  must(run, ['iptables', '-w', '-t', 'mangle', '-N', CHAIN])
-  must(run, ['iptables', '-w', '-t', 'mangle', '-I', 'PREROUTING', '-j', CHAIN])
+  mustOrExists(run, ['iptables', '-w', '-t', 'mangle', '-N', CHAIN])
+  ensureRule(run, 'mangle', '-I', 'PREROUTING', ['-j', CHAIN])
   for (const port of proxyPorts) {
     for (const proto of ['tcp', 'udp']) {
-      must(run, [
-        'iptables', '-w', '-t', 'mangle', '-A', CHAIN, '-p', proto,
+      ensureRule(run, 'mangle', '-A', CHAIN, [
+        '-p', proto,
         '-m', 'mark', '--mark', `0x${((port << 16) | MARK).toString(16)}/0xffff${MARK_MASK.toString(16).padStart(4, '0')}`,
         '-j', 'TPROXY', '--on-port', String(port), '--on-ip', proxyAddr, '--tproxy-mark', `${MARK}/${MARK_MASK}`,
       ])
