@@ -27,10 +27,12 @@ export interface LoadResult {
 export interface Client {
   ns: string
   cgroup: string | null
+  /** Runs it at this niceness (a test's load that must not starve what it loads). */
+  nice?: number
 }
 
 function inClient(c: Client, argv: readonly string[], timeoutMs: number): Promise<ExecResult> {
-  return execCommand(netnsArgv(c.ns, argv, c.cgroup), { timeoutMs })
+  return execCommand(netnsArgv(c.ns, c.nice === undefined ? argv : ['nice', '-n', String(c.nice), ...argv], c.cgroup), { timeoutMs })
 }
 
 function fail(tool: string, r: ExecResult): never {
@@ -41,9 +43,9 @@ function latencies(values: number[]): LoadResult['latencyMs'] {
   return { p50: percentile(values, 50), p90: percentile(values, 90), p99: percentile(values, 99), max: percentile(values, 100) }
 }
 
-/** wrk, one thread: `connections` kept alive, or (`closeEach`) a new connection per request. */
-export async function wrk(c: Client, o: { url: string; seconds: number; connections: number; closeEach?: boolean; cpus?: string | null }): Promise<LoadResult> {
-  const wrkArgv = [...(o.cpus ? ['taskset', '-c', o.cpus] : []), 'wrk', '-t1', `-c${o.connections}`, `-d${o.seconds}s`, '--timeout', '5s', '-s', join(projectRoot(), 'bench/wrk-report.lua')]
+/** wrk, one thread: `connections` kept alive, or (`closeEach`) a new connection per request; GET unless `method`. */
+export async function wrk(c: Client, o: { url: string; seconds: number; connections: number; closeEach?: boolean; cpus?: string | null; method?: string }): Promise<LoadResult> {
+  const wrkArgv = [...(o.method ? ['env', `L7_WRK_METHOD=${o.method}`] : []), ...(o.cpus ? ['taskset', '-c', o.cpus] : []), 'wrk', '-t1', `-c${o.connections}`, `-d${o.seconds}s`, '--timeout', '5s', '-s', join(projectRoot(), 'bench/wrk-report.lua')]
   // A client opening a connection per request to one server would otherwise run out of source
   // ports held in its own TIME_WAIT (28k ports / 60 s: about 470 connections/s) and measure that.
   // The sysctl is per network namespace: only the lab pod's changes.

@@ -1,4 +1,6 @@
 -- wrk's summary as one JSON line on stdout (latencies in microseconds), read by bench/http.ts.
+-- L7_WRK_METHOD in the environment sets the requests' method (default GET).
+wrk.method = os.getenv("L7_WRK_METHOD") or wrk.method
 done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(

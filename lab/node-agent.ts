@@ -109,6 +109,8 @@ export interface LabNode {
   eachLine(visit: (line: string) => void): Promise<void>
   /** SIGTERM, then the exit code (null if it had to be killed after `timeoutMs`). */
   stop(timeoutMs?: number): Promise<number | null>
+  /** Its exit code once it exits by itself (an agent taken over from drains, then exits). */
+  readonly exited: Promise<number | null>
 }
 
 export async function startLabNode(o: LabNodeOptions): Promise<LabNode> {
@@ -167,5 +169,6 @@ export async function startLabNode(o: LabNodeOptions): Promise<LabNode> {
       for await (const line of createInterface({ input: createReadStream(o.logFile), crlfDelay: Infinity })) visit(line)
     },
     stop,
+    exited,
   }
 }
