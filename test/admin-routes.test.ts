@@ -90,7 +90,7 @@ function setup(t: Test, cluster: AgentParts['cluster'] = null) {
     cluster,
     handover: {
       handoverInfo: () => ({ pid: 1, mode: 'sk-assign', pin: '/p', proxyAddress: '127.0.0.1', proxyPorts: { http: 15001, dns: 15053 } }),
-      offerHandover: () => (handoverCalls.push('offer'), { pid: 1, mode: 'sk-assign', pin: '/p', proxyAddress: '127.0.0.1', proxyPorts: { http: 15001, dns: 15053 }, fds: { http: [20], dns: [21], dnsTcp: 22 }, earlyDemux: '1', identities: [] }),
+      offerHandover: () => (handoverCalls.push('offer'), { pid: 1, mode: 'sk-assign', pin: '/p', proxyAddress: '127.0.0.1', proxyPorts: { http: 15001, dns: 15053 }, fds: { http: [20], dns: [21], dnsTcp: 22, metrics: null }, earlyDemux: '1', identities: [] }),
       cancelHandover: () => void handoverCalls.push('cancel'),
       drainAfterHandover: () => void handoverCalls.push('drain'),
     },

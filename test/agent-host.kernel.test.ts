@@ -47,12 +47,12 @@ kernelTest(t, 'agent on a host: told its endpoints and interfaces, it enforces t
   const list = runCli(['endpoint', 'list', '--socket', socket, '-o', 'json'])
   t.equal((JSON.parse(list.stdout) as unknown[]).length, labEndpoints().length, 'endpoint list on the same socket')
 
-  // SIGHUP with a changed configuration: the agent in this process is replaced, its metrics
-  // listener made again (the old one closed with the old agent).
+  // SIGHUP with a changed configuration: a new agent in this process takes over from the old
+  // one (its sockets, metrics listener and datapath), and the old one drains and stops.
   writeFileSync(join(dir, 'agent.yaml'), readFileSync(join(dir, 'agent.yaml'), 'utf8').replace('threads: 1', 'threads: 2'))
   agent.kill('SIGHUP')
   await waitUntil(() => out().split('starting the agent on this host').length >= 3, 200, 50)
-  t.match(out(), /SIGHUP: proxy changed; restarting the agent/, 'SIGHUP: the changed setting named')
+  t.match(out(), /SIGHUP: proxy changed; a new agent takes over/, 'SIGHUP: the changed setting named, and a takeover')
   status = await statusUntil(running, socket, (r) => r.code === 0 && (JSON.parse(r.stdout) as { http: { threads: number } }).http.threads === 2)
   t.match(JSON.parse(status.stdout), { http: { threads: 2 } }, 'the new agent runs with it')
   t.equal(await curl('PUT'), '403', 'and enforces as before')

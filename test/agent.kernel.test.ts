@@ -209,7 +209,7 @@ kernelTest(t, 'agent: policy file changes take effect live, a bad file changes n
   t.equal(await hoth(), 'NXDOMAIN', 'and the agent goes on as configured')
   writeFileSync(config, conf.replace('rejectCode: NXDOMAIN', 'rejectCode: REFUSED'))
   agent.kill('SIGHUP')
-  await waitFor('the agent restarted', () => running.out().includes('SIGHUP: dns changed; restarting the agent'))
+  await waitFor('a new agent taking over', () => running.out().includes('SIGHUP: dns changed; a new agent takes over'))
   await waitFor('the new agent process ready', () => running.out().split('READY\n').length === 3)
   await waitFor('denied names answered REFUSED', async () => (await hoth()) === 'REFUSED')
   t.pass('SIGHUP with a changed file: the agent process restarts with it (denied names now REFUSED)')

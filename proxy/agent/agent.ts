@@ -156,7 +156,7 @@ export class Agent {
   private dnsThreads = 0
   private readonly startedAt = Date.now()
   /** The proxies' sockets (all threads'), as a handover offers them. */
-  private sockets: HandoverSockets = { http: [], dns: [], dnsTcp: null }
+  private sockets: HandoverSockets = { http: [], dns: [], dnsTcp: null, metrics: null }
   /** Offered to another agent: the maps are not written (the engine keeps the changes). */
   private frozen = false
   private handedOver: () => void = () => undefined
@@ -330,7 +330,7 @@ export class Agent {
     const lane = (fd: number): DnsLaneInput => ({ fd, proxymapFd: dp.proxymapFd, answerFrom, rejectCode: s.dnsReject, maxDelayMs: s.dnsMaxDelayMs, rate })
     // Taking over: the running agent's sockets first (whatever is queued on them is served here),
     // then more of the same groups if this agent runs more threads.
-    const taken = takeover?.sockets ?? { http: [], dns: [], dnsTcp: null }
+    const taken = takeover?.sockets ?? { http: [], dns: [], dnsTcp: null, metrics: null }
     const group = (have: number[], want: number, make: () => number): number[] => [...have, ...Array.from({ length: Math.max(0, want - have.length) }, make)]
     const dnsFds = s.dns === 'builtin' ? group(taken.dns, s.dnsThreads, () => transparentUdpSocket(s.proxyAddress, s.proxyPorts.dns, { reusePort: true })) : []
     this.dnsThreads = dnsFds.length
@@ -341,7 +341,9 @@ export class Agent {
     // upstream connections' alike, so the process stays in it.
     if (s.http === 'builtin' && dp.cgroup) joinCgroup(dp.cgroup)
     const httpFds = s.http === 'builtin' ? group(taken.http, this.httpThreads, () => transparentTcpListener(s.proxyAddress, s.proxyPorts.http, { reusePort: true })) : []
-    this.sockets = { http: httpFds, dns: dnsFds, dnsTcp: dnsTcpFd }
+    // Prometheus' listener: the one given, or the running agent's.
+    const metricsFd = s.metricsFd ?? taken.metrics
+    this.sockets = { http: httpFds, dns: dnsFds, dnsTcp: dnsTcpFd, metrics: metricsFd }
     if (httpFds.length > 0) dp.addProxyListener(s.proxyPorts.http, httpFds[0]!)
     // Where a connection was going: getsockname, or in dnat mode the proxymap.
     const dnat = s.mode === 'dnat'
@@ -404,7 +406,7 @@ export class Agent {
     if (this.givenAndCni !== null) this.endpoints.replace(this.givenAndCni())
     // Other nodes' pods and the cluster's policy arrive from now on, as they are watched.
     this.cluster?.start()
-    if (s.metricsFd !== null) await this.serveMetrics(s.metricsFd, metrics)
+    if (metricsFd !== null) await this.serveMetrics(metricsFd, metrics)
     this.feed.publishKernel(dp.counters()) // what the kernel counted before now is not news
     this.kernelFeed = setInterval(() => this.feed.publishKernel(dp.counters()), 1_000)
     this.kernelFeed.unref()

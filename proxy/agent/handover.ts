@@ -35,6 +35,8 @@ export interface HandoverSockets {
   http: number[]
   dns: number[]
   dnsTcp: number | null
+  /** Prometheus' listener, when the agent made it (a lab's is its starter's, passed to each agent). */
+  metrics: number | null
 }
 
 /** An agent as one taking over from it calls it (its admin routes). */
@@ -70,11 +72,10 @@ export async function requestOffer(socket: string): Promise<HandoverOffer> {
 
 /** Copies of the offering agent's sockets into this process. */
 export function takeSockets(offer: HandoverOffer): HandoverSockets {
-  const all = [...offer.fds.http, ...offer.fds.dns, ...(offer.fds.dnsTcp === null ? [] : [offer.fds.dnsTcp])]
-  const taken = takeFds(offer.pid, all)
-  const http = taken.slice(0, offer.fds.http.length)
-  const dns = taken.slice(http.length, http.length + offer.fds.dns.length)
-  return { http, dns, dnsTcp: offer.fds.dnsTcp === null ? null : taken.at(-1)! }
+  const { http, dns, dnsTcp, metrics } = offer.fds
+  const taken = takeFds(offer.pid, [...http, ...dns, dnsTcp ?? -1, metrics ?? -1].filter((fd) => fd >= 0))
+  const next = (): number => taken.shift()!
+  return { http: http.map(next), dns: dns.map(next), dnsTcp: dnsTcp === null ? null : next(), metrics: metrics === null ? null : next() }
 }
 
 /** Tells the agent that offered to drain and exit (it closes its admin socket first). */

@@ -16,6 +16,7 @@ import { ConfigError, LOG_LEVELS, environmentLayers, parseConfigText, resolveCon
 import { tcpListener } from '../../redirect-bpf/transparent-socket.js'
 import { EndpointsFileError, parseEndpointsText } from '../agent/endpoints-file.js'
 import { UsageError } from './usage-error.js'
+import { ensureBpffs, isBpffs, removeBpffs } from '../../redirect-bpf/bpffs.js'
 
 export const AGENT_USAGE = `  agent [--config FILE] [--lab NAME [--node K]] [--mode M] [--policy-dir DIR] [--threads N] [--log-level L]
                             run the node agent in the foreground: on this host, in the network
@@ -26,7 +27,12 @@ export const AGENT_USAGE = `  agent [--config FILE] [--lab NAME [--node K]] [--m
                             the datapath in mode M (${REDIRECT_MODES.join(', ')}; default sk-assign),
                             the HTTP proxy on N threads (default: one per core), and every policy
                             file in DIR, applied live as files change;
-                            settings: defaults < FILE < L7PROXY_* variables < flags`
+                            settings: defaults < FILE < L7PROXY_* variables < flags;
+                            --takeover: take over from the agent running with this configuration's
+                            admin socket (a restart or an upgrade, e.g. by systemd): its sockets and
+                            datapath carry over, it finishes what it has in flight, then exits;
+                            nothing fails meanwhile (same mode, bpffs and proxy ports needed).
+                            SIGHUP reads the configuration again and hands over the same way`
 
 /** The flags as one more layer; bad values are usage errors. */
 function flagLayer(args: string[]): { config?: string; layer: ConfigLayer } {
@@ -120,7 +126,7 @@ interface AgentProcess {
 }
 
 /** Runs the agent's process (agent-main.ts) in the lab's node namespace with configuration `c`, handed over as settings. */
-async function startLabAgent(lab: AgentConfig & { lab: string }, metricsFd: number | null, out: (s: string) => void): Promise<AgentProcess> {
+async function startLabAgent(lab: AgentConfig & { lab: string }, metricsFd: number | null, out: (s: string) => void, takeover: boolean): Promise<AgentProcess> {
   let c = lab
   // The lab is a user of the agent: loaded only when one is asked for.
   const [{ labUp }, { labKvstoreLayer, labNodePart, spawnNodeAgent }, { labCgroupName }] = await Promise.all([import('../../lab/lab.js'), import('../../lab/node-agent.js'), import('../../lab/topology.js')])
@@ -136,6 +142,7 @@ async function startLabAgent(lab: AgentConfig & { lab: string }, metricsFd: numb
     ...labNodePart(c, { nodes: state.nodes, node: c.labNode }),
     sockmapCgroup: c.mode === 'sockmap' ? labCgroupName(c.lab) : null,
     metricsFd: metricsFd === null ? null : 3,
+    takeover,
   })
   const child = spawnNodeAgent(c.lab, settings, { out: 'inherit', ...(metricsFd !== null ? { fds: [metricsFd] } : {}) }, c.labNode)
   return {
@@ -148,14 +155,15 @@ async function startLabAgent(lab: AgentConfig & { lab: string }, metricsFd: numb
  * Runs the agent in this process, in the namespace it was started in, with configuration `c`.
  * Its metrics listener is its own (made now, closed at its stop), so a restart binds it again.
  */
-async function startHostAgent(c: AgentConfig, out: (s: string) => void): Promise<AgentProcess> {
-  const metricsFd = metricsListener(c)
+async function startHostAgent(c: AgentConfig, out: (s: string) => void, takeover: boolean): Promise<AgentProcess> {
+  // Taking over, the running agent's metrics listener is taken with its other sockets.
+  const metricsFd = takeover ? null : metricsListener(c)
   out(`starting the agent on this host (${c.mode}, policies in ${c.policyDirectory}, admin socket ${c.admin.socket})\n`)
   let stopped: (code: number) => void = () => undefined
   const exited = new Promise<number>((resolve) => (stopped = resolve))
   let agent: Agent | null = null
   try {
-    agent = await Agent.start(agentSettings(c, hostNodePart(c, metricsFd)))
+    agent = await Agent.start(agentSettings(c, { ...hostNodePart(c, metricsFd), takeover }))
   } catch (e) {
     if (!(e instanceof AgentStartError)) throw e
     out(`l7proxy agent: ${e.message}\n`)
@@ -178,19 +186,31 @@ export function changedSettings(a: AgentConfig, b: AgentConfig): string[] {
   return (Object.keys(a) as Array<keyof AgentConfig>).filter((k) => JSON.stringify(a[k]) !== JSON.stringify(b[k]))
 }
 
-const startAgent = (c: AgentConfig, metricsFd: number | null, out: (s: string) => void): Promise<AgentProcess> =>
-  c.lab === null ? startHostAgent(c, out) : startLabAgent(c as AgentConfig & { lab: string }, metricsFd, out)
+const startAgent = (c: AgentConfig, metricsFd: number | null, out: (s: string) => void, takeover: boolean): Promise<AgentProcess> =>
+  c.lab === null ? startHostAgent(c, out, takeover) : startLabAgent(c as AgentConfig & { lab: string }, metricsFd, out, takeover)
+
+/** Whether an agent with configuration `b` can take over from one with `a`: the same datapath, on the same sockets. */
+export function keepsDatapath(a: AgentConfig, b: AgentConfig): boolean {
+  const same = (k: keyof AgentConfig): boolean => JSON.stringify(a[k]) === JSON.stringify(b[k])
+  return (['lab', 'labNode', 'mode', 'bpffs'] as const).every(same) && a.proxy.httpPort === b.proxy.httpPort && a.proxy.dnsPort === b.proxy.dnsPort && a.proxy.address === b.proxy.address && a.admin.socket === b.admin.socket
+}
 
 /** A lab's agent process gets a metrics listener made here, in this namespace, kept across its restarts; a host's agent makes its own. */
 const labMetricsListener = (c: AgentConfig): number | null => (c.lab === null ? null : metricsListener(c))
 
-export async function agentCommand(args: string[], out: (s: string) => void): Promise<number> {
+export async function agentCommand(argv: string[], out: (s: string) => void): Promise<number> {
+  const takeover = argv.includes('--takeover')
+  const args = argv.filter((a) => a !== '--takeover')
   let c = agentConfig(args, process.env)
-  let metricsFd = labMetricsListener(c)
-  let agent = await startAgent(c, metricsFd, out)
+  // A lab's agents are processes in the node's namespace with mount namespaces of their own:
+  // their pinned maps are shared (for a takeover) through a bpffs mounted here.
+  const pinnedHere = c.lab !== null && !isBpffs(c.bpffs) ? (ensureBpffs(c.bpffs), true) : false
+  let metricsFd = takeover ? null : labMetricsListener(c)
+  let agent = await startAgent(c, metricsFd, out, takeover)
   // SIGHUP: the configuration read again (file, environment, flags). A bad one is refused and
-  // the running agent stays; a changed one replaces the agent (pinned maps, the FQDN cache and
-  // policy carry over; steered flows fail closed for the moment in between).
+  // the running agent stays; a changed one is taken over by a new agent on the same sockets and
+  // maps (nothing fails meanwhile), or, when the datapath itself changes (mode, bpffs, proxy
+  // ports), replaces it (steered flows fail closed for the moment in between).
   let replacing = false
   const reload = async (): Promise<void> => {
     let next: AgentConfig
@@ -200,18 +220,24 @@ export async function agentCommand(args: string[], out: (s: string) => void): Pr
       const changed = changedSettings(c, next)
       if (changed.length === 0) return void out('l7proxy agent: SIGHUP: the configuration is unchanged\n')
       nextFd = next.lab === c.lab && JSON.stringify(next.admin.metrics) === JSON.stringify(c.admin.metrics) ? metricsFd : labMetricsListener(next)
-      out(`l7proxy agent: SIGHUP: ${changed.join(', ')} changed; restarting the agent\n`)
+      out(`l7proxy agent: SIGHUP: ${changed.join(', ')} changed; ${keepsDatapath(c, next) ? 'a new agent takes over' : 'restarting the agent'}\n`)
     } catch (e) {
       if (!(e instanceof ConfigError)) throw e
       return void out(`l7proxy agent: SIGHUP: configuration refused, the running one stays:\n${e.message}\n`)
     }
     replacing = true
-    agent.kill('SIGTERM')
-    await agent.exited
+    const old = agent
+    const handOver = keepsDatapath(c, next) && nextFd === metricsFd
+    if (!handOver) {
+      old.kill('SIGTERM')
+      await old.exited
+    }
     if (nextFd !== metricsFd && metricsFd !== null) closeSync(metricsFd)
     c = next
     metricsFd = nextFd
-    agent = await startAgent(c, metricsFd, out)
+    agent = await startAgent(c, metricsFd, out, handOver)
+    // The agent taken over from drains and exits by itself.
+    if (handOver) await old.exited
     replacing = false
   }
   let reloads = Promise.resolve()
@@ -233,5 +259,6 @@ export async function agentCommand(args: string[], out: (s: string) => void): Pr
     process.off('SIGTERM', forward)
     process.off('SIGINT', onInt)
     process.off('SIGHUP', onHup)
+    if (pinnedHere) removeBpffs(c.bpffs)
   }
 }

@@ -115,6 +115,8 @@ export class DatagramPump {
   private queued = 0
   /** libuv's watch on each socket (a dgram socket on a copy of its fd, closed with it). */
   private readonly watchers: Socket[] = []
+  /** Watchers closed by stopReading (closing one twice throws). */
+  private readonly stoppedWatchers = new Set<Socket>()
   private closed = false
   /** Inside a wakeup: its sends leave together when it ends. */
   private draining = false
@@ -194,14 +196,17 @@ export class DatagramPump {
   /** Stops reading `fd` (another process reads it now); sending from it goes on. */
   stopReading(fd: number): void {
     const i = this.receive.indexOf(fd)
-    if (i >= 0) this.watchers[i]?.close()
+    const w = this.watchers[i]
+    if (i < 0 || w === undefined || this.stoppedWatchers.has(w)) return
+    this.stoppedWatchers.add(w)
+    w.close()
   }
 
   close(): void {
     if (this.closed) return
     this.closed = true
     this.flush()
-    for (const w of this.watchers) w.close()
+    for (const w of this.watchers) if (!this.stoppedWatchers.has(w)) w.close()
     // The rings stay until no wakeup can use them: after the watchers' handles have closed.
     setImmediate(() => {
       this.rx.free()
