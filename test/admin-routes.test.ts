@@ -66,6 +66,7 @@ function setup(t: Test, cluster: AgentParts['cluster'] = null) {
   const tiefighter = engine.endpointInfo(list.find((e) => e.host === 'tiefighter')!.id)!.identity
   const registered: NodeEndpoint[][] = []
   const handoverCalls: string[] = []
+  const merged: Array<{ name: string }> = []
   const cni = new CniEndpoints({ stateDir: dir, labelsOf: async (id) => (id === 'known' ? { app: 'x' } : null), onChange: (l) => void registered.push(l), exists: () => true, logger, retryMs: 10, giveUpMs: 50 })
   t.teardown(() => cni.close())
   const routes = adminRoutes({
@@ -73,7 +74,7 @@ function setup(t: Test, cluster: AgentParts['cluster'] = null) {
     endpoints: { list },
     cni,
     feed,
-    fqdns: { entries: () => [], clean: () => (cleaned.push(['cantina.empire']), ['cantina.empire']) },
+    fqdns: { entries: () => [], clean: () => (cleaned.push(['cantina.empire']), ['cantina.empire']), merge: (entries) => (merged.push(...entries), entries.map((e) => e.name)) },
     policies,
     metrics: { registry: new Registry(), text: async () => 'l7proxy_up 1\n' },
     datapath: {
@@ -98,7 +99,7 @@ function setup(t: Test, cluster: AgentParts['cluster'] = null) {
   const call = (route: string, query = '', body = ''): unknown => (routes[route] as Extract<AdminRoute, (...a: never[]) => unknown>)(new URLSearchParams(query), body)
   const get = (path: string, query = ''): unknown => call(path, query)
   t.match(call('POST /v1/policy/import', 'name=sw.yaml', POLICY), { file: 'sw.yaml', revision: Number }, 'a policy imported through its route')
-  return { routes, get, call, feed, lines, cleaned, deathstar, registered, dir, handoverCalls }
+  return { routes, get, call, feed, lines, cleaned, deathstar, registered, dir, handoverCalls, merged }
 }
 
 t.test('endpoints, policy and identities as the engine has them', async (t) => {
@@ -187,4 +188,12 @@ t.test('handover: what the agent taking over asks, each call reaching the agent'
   t.same(call('POST /v1/handover/cancel'), { cancelled: true })
   t.same(call('POST /v1/handover/drain'), { draining: true })
   t.same(handoverCalls, ['offer', 'cancel', 'drain'])
+})
+
+t.test('fqdn merge: names another agent learned, taken in; a body not of that shape is a query error', async (t) => {
+  const { call, merged } = setup(t)
+  t.same(call('POST /v1/fqdn/merge', '', JSON.stringify([{ name: 'cantina.empire', ips: [{ ip: '192.0.2.3', expiresAt: Date.now() + 60_000 }] }])), { grew: ['cantina.empire'] })
+  t.same(merged.map((e) => e.name), ['cantina.empire'])
+  t.throws(() => call('POST /v1/fqdn/merge', '', '{"name":"x"}'), { constructor: AdminQueryError, message: /expected \[\{ name, ips/ })
+  t.throws(() => call('POST /v1/fqdn/merge', '', JSON.stringify([{ name: 'x', ips: [{ ip: 1 }] }])), { constructor: AdminQueryError, message: /expected/ })
 })

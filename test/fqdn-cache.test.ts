@@ -80,3 +80,23 @@ t.test('saved and restored: what expired and what is malformed stay out; a corru
   t.match(broken.problem, /set aside as .*fqdn-cache\.json\.bad/)
   t.ok(existsSync(`${store.file}.bad`) && !existsSync(store.file))
 })
+
+t.test("merged: another agent's entries join what is known, each address until the later expiry; expired and malformed ones stay out", async (t) => {
+  const c = new FqdnCache({ minTtlSeconds: 0, maxIpsPerName: 3 })
+  c.learn('cantina.empire', [A('cantina.empire', '192.0.2.3', 10)], 0)
+  const grew = c.merge(
+    [
+      { name: 'Cantina.Empire.', ips: [{ ip: '192.0.2.3', expiresAt: 60_000 }, { ip: '192.0.2.4', expiresAt: 30_000 }] },
+      { name: 'speeder.empire', ips: [{ ip: '192.0.2.5', expiresAt: 500 }, { ip: 'not-an-ip', expiresAt: 60_000 }] },
+    ],
+    1_000,
+  )
+  t.same(grew, ['cantina.empire'], 'only names whose addresses grew (speeder: expired or malformed)')
+  t.same(c.entries(1_000).find((e) => e.name === 'cantina.empire')?.ips, [
+    { ip: '192.0.2.3', expiresAt: 60_000 },
+    { ip: '192.0.2.4', expiresAt: 30_000 },
+  ])
+  t.same(c.ips('speeder.empire'), [])
+  t.same(c.merge([{ name: 'cantina.empire', ips: [{ ip: '192.0.2.3', expiresAt: 5_000 }] }], 1_000), [], 'an address known already: no growth, the later expiry kept')
+  t.same(c.entries(1_000)[0]!.ips[0], { ip: '192.0.2.3', expiresAt: 60_000 })
+})

@@ -26,7 +26,7 @@ export interface AgentParts {
   cni: Pick<CniEndpoints, 'add' | 'remove'> | null
   endpoints: { readonly list: ReadonlyArray<Pick<NodeEndpoint, 'id' | 'host' | 'ips' | 'labels'>> }
   feed: FlowFeed
-  fqdns: Pick<FqdnLearning, 'entries' | 'clean'>
+  fqdns: Pick<FqdnLearning, 'entries' | 'clean' | 'merge'>
   policies: Pick<PolicyFiles, 'dir' | 'texts' | 'import'>
   metrics: Pick<AgentMetrics, 'registry' | 'text'>
   datapath: Pick<Datapath, 'policyEntries'>
@@ -93,6 +93,13 @@ export function adminRoutes(p: AgentParts): AdminRoutes {
       const { containerId, ifname } = JSON.parse(body || '{}') as { containerId?: unknown; ifname?: unknown }
       if (typeof containerId !== 'string' || typeof ifname !== 'string') throw new AdminQueryError('expected { containerId, ifname }')
       return { removed: p.cni?.remove(containerId, ifname) ?? false }
+    },
+    // The agent taken over from passes on what it learned after its offer (handover.ts).
+    'POST /v1/fqdn/merge': (_q, body) => {
+      const entries = JSON.parse(body || 'null') as unknown
+      const valid = Array.isArray(entries) && entries.every((e) => typeof e?.name === 'string' && Array.isArray(e.ips) && e.ips.every((i: { ip?: unknown; expiresAt?: unknown }) => typeof i?.ip === 'string' && typeof i.expiresAt === 'number'))
+      if (!valid) throw new AdminQueryError('expected [{ name, ips: [{ ip, expiresAt }] }]')
+      return { grew: fqdns.merge(entries) }
     },
     // Forgetting names takes their addresses out of the maps: connections to them are cut.
     'POST /v1/fqdn/clean': () => {

@@ -98,6 +98,9 @@ export interface AgentSettings {
   drainTimeoutMs: number
 }
 
+/** How long an agent taken over from tries to pass on the names it learned meanwhile. */
+const PASS_ON_MS = 5_000
+
 /** A start-up step that failed: what, and why. Nothing the agent made is left behind. */
 export class AgentStartError extends L7ProxyError {
   constructor(
@@ -159,6 +162,11 @@ export class Agent {
   private sockets: HandoverSockets = { http: [], dns: [], dnsTcp: null, metrics: null }
   /** Offered to another agent: the maps are not written (the engine keeps the changes). */
   private frozen = false
+  /** Names learned since the offer: passed on to the agent that took over (the maps are its). */
+  private readonly learnedSinceOffer = new Set<string>()
+  /** Draining after a handover: what is learned is passed on at once. */
+  private draining = false
+  private passingOn: Promise<void> | null = null
   private handedOver: () => void = () => undefined
   /** Resolves once another agent took over and this one drained and stopped. */
   readonly whenHandedOver = new Promise<void>((resolve) => (this.handedOver = resolve))
@@ -306,6 +314,9 @@ export class Agent {
       tellThreads: (name, ips) => {
         relay.setKnown(name, ips)
         this.workers?.updateFqdn(name, ips)
+        if (!this.frozen) return
+        this.learnedSinceOffer.add(name)
+        if (this.draining) this.passOnLearned()
       },
     }))
     writeMaps()
@@ -489,8 +500,11 @@ export class Agent {
     void (async () => {
       const started = performance.now()
       const open = this.totals?.http().connections ?? 0
+      this.draining = true
       // The socket's path is the new agent's once this one no longer answers on it.
-      await Promise.allSettled([this.admin?.close(true), this.main?.drain(t), this.workers?.drain(t)])
+      const admin = this.admin?.close(true).then(() => this.passOnLearned())
+      await Promise.allSettled([admin, this.main?.drain(t), this.workers?.drain(t)])
+      await this.passingOn
       this.admin = null
       this.main = null
       this.workers = null
@@ -498,6 +512,29 @@ export class Agent {
       this.logger.info({ connections: open, drainMs: Math.round(performance.now() - started) }, 'drained after the handover')
       await this.stop()
       this.handedOver()
+    })()
+  }
+
+  /**
+   * Passes the names learned since the offer to the agent that took over (on the admin socket's
+   * path, once it answers there), so that what this one answered is allowed there too; again
+   * for each name learned while draining. Tries for at most PASS_ON_MS.
+   */
+  private passOnLearned(): void {
+    this.passingOn ??= (async () => {
+      const deadline = performance.now() + PASS_ON_MS
+      while (this.learnedSinceOffer.size > 0 && performance.now() < deadline) {
+        const names = new Set(this.learnedSinceOffer)
+        const entries = this.fqdns!.entries().filter((e) => names.has(e.name))
+        try {
+          await adminGet(this.settings.admin!, '/v1/fqdn/merge', 2_000, 'POST', JSON.stringify(entries))
+          for (const n of names) this.learnedSinceOffer.delete(n)
+        } catch {
+          await new Promise((r) => setTimeout(r, 50)) // the new agent's admin socket is not up yet
+        }
+      }
+      if (this.learnedSinceOffer.size > 0) this.logger.warn({ names: [...this.learnedSinceOffer] }, 'handover: names learned while handing over could not be passed on; they are learned again when asked again')
+      this.passingOn = null
     })()
   }
 

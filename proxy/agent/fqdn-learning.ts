@@ -64,6 +64,13 @@ export class FqdnLearning {
     }
   }
 
+  /** Another agent's entries (the one taken over from), merged in and enforced; the names that grew. */
+  merge(entries: readonly CacheEntry[]): string[] {
+    const grew = this.cache.merge(entries, Date.now())
+    this.apply(grew)
+    return grew
+  }
+
   /** Forgets every name, taking their addresses out of the maps; returns the names. */
   clean(): string[] {
     const removed = this.cache.clear()

@@ -122,6 +122,30 @@ export class FqdnCache {
     return [...this.names.keys()]
   }
 
+  /**
+   * Takes in another agent's entries (one taken over from, passing on what it learned meanwhile):
+   * each address kept until the later of the two expiries, the limit per name held; returns the
+   * names whose IP sets grew.
+   */
+  merge(entries: readonly CacheEntry[], now: number): string[] {
+    const grew: string[] = []
+    for (const e of entries) {
+      const name = norm(e.name)
+      let ips = this.names.get(name)
+      let added = false
+      for (const { ip, expiresAt } of e.ips) {
+        if (expiresAt <= now || !/^\d{1,3}(\.\d{1,3}){3}$/.test(ip)) continue
+        if (ips === undefined) this.names.set(name, (ips = new Map()))
+        const known = ips.get(ip)
+        if (known === undefined) added = true
+        ips.set(ip, Math.max(expiresAt, known ?? 0))
+      }
+      while (ips !== undefined && ips.size > this.maxIps) ips.delete(ips.keys().next().value!)
+      if (added) grew.push(name)
+    }
+    return grew
+  }
+
   /** Every name with its IPs and when each expires (ms since the epoch); zombies marked. */
   entries(now = Date.now()): CacheEntry[] {
     return [...this.names].map(([name, ips]) => ({ name, ips: [...ips].map(([ip, expiresAt]) => (expiresAt <= now ? { ip, expiresAt, zombie: true as const } : { ip, expiresAt })) }))
