@@ -28,7 +28,8 @@
 //   kvstore:                       # a cluster: identities, endpoints and policy shared through etcd
 //     endpoints: [http://198.19.0.254:2379]   # etcd's client URLs (https:// with tls)
 //     prefix: l7proxy              # every key under it
-//     tls: { ca: /etc/l7proxy/etcd/ca.pem, cert: /etc/l7proxy/etcd/node.pem, key: /etc/l7proxy/etcd/node-key.pem }
+//     tls: { ca: /etc/l7proxy/etcd/ca.pem, cert: /etc/l7proxy/etcd/node.pem, key: /etc/l7proxy/etcd/node-key.pem,
+//            serverName: etcd.example }   # the name etcd's certificate is for, when endpoints are addresses
 //     node: node1                  # this node's name (default: the host name)
 //     nodeAddress: 198.19.0.1      # where the others reach it (default: its first non-loopback IPv4)
 //     leaseTtlSeconds: 15          # a dead node's pods leave the others' view after at most this
@@ -291,7 +292,7 @@ const KVSTORE_PREFIX = /^[A-Za-z0-9_-]+(\/[A-Za-z0-9_-]+)*$/
 function kvstoreLayer(n: YNode): ConfigLayer['kvstore'] | null {
   const f = n.fields(['endpoints', 'prefix', 'tls', 'node', 'nodeAddress', 'leaseTtlSeconds', 'identityGcSeconds'], ['endpoints'])
   if (!f?.endpoints) return null
-  const tlsFields = f.tls?.fields(['ca', 'cert', 'key'], ['ca', 'cert', 'key'])
+  const tlsFields = f.tls?.fields(['ca', 'cert', 'key', 'serverName'], ['ca', 'cert', 'key'])
   const tls = tlsFields?.ca && tlsFields.cert && tlsFields.key ? { ca: absolutePath(tlsFields.ca), cert: absolutePath(tlsFields.cert), key: absolutePath(tlsFields.key) } : null
   const scheme = tls ? 'https' : 'http'
   const endpoints = f.endpoints.list()?.map((e) => {
@@ -316,7 +317,8 @@ function kvstoreLayer(n: YNode): ConfigLayer['kvstore'] | null {
       else f.prefix.fail(`'${p}' is not a key prefix (parts of letters, digits, '_' and '-' joined by '/')`)
     }
   }
-  if (tls && tls.ca && tls.cert && tls.key) out.tls = { ca: tls.ca, cert: tls.cert, key: tls.key }
+  const serverName = tlsFields?.serverName?.string() ?? null
+  if (tls && tls.ca && tls.cert && tls.key) out.tls = { ca: tls.ca, cert: tls.cert, key: tls.key, ...(serverName !== null ? { serverName } : {}) }
   if (f.node) {
     const name = f.node.string()
     if (name !== null) {

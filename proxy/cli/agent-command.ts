@@ -202,11 +202,17 @@ export async function agentCommand(argv: string[], out: (s: string) => void): Pr
   const takeover = argv.includes('--takeover')
   const args = argv.filter((a) => a !== '--takeover')
   let c = agentConfig(args, process.env)
+  let metricsFd = takeover ? null : labMetricsListener(c)
   // A lab's agents are processes in the node's namespace with mount namespaces of their own:
   // their pinned maps are shared (for a takeover) through a bpffs mounted here.
   const pinnedHere = c.lab !== null && !isBpffs(c.bpffs) ? (ensureBpffs(c.bpffs), true) : false
-  let metricsFd = takeover ? null : labMetricsListener(c)
-  let agent = await startAgent(c, metricsFd, out, takeover)
+  let agent: AgentProcess
+  try {
+    agent = await startAgent(c, metricsFd, out, takeover)
+  } catch (e) {
+    if (pinnedHere) removeBpffs(c.bpffs)
+    throw e
+  }
   // SIGHUP: the configuration read again (file, environment, flags). A bad one is refused and
   // the running agent stays; a changed one is taken over by a new agent on the same sockets and
   // maps (nothing fails meanwhile), or, when the datapath itself changes (mode, bpffs, proxy

@@ -14,6 +14,8 @@ export interface KvstoreTls {
   ca: string
   cert: string
   key: string
+  /** The name etcd's certificate is for, when the endpoints are addresses (Node 26 sends no address as a TLS server name). */
+  serverName?: string
 }
 
 /** How a call to etcd ends when etcd does not answer: within this, with an error. */
@@ -71,6 +73,7 @@ export class EtcdStore {
         watchBackoff: new ExponentialBackoff({ initialDelay: 50, maxDelay: 1_000 }).next(),
       },
       ...(tls ? { credentials: { rootCertificate: readFileSync(tls.ca), certChain: readFileSync(tls.cert), privateKey: readFileSync(tls.key) } } : {}),
+      ...(tls?.serverName ? { grpcOptions: { 'grpc.ssl_target_name_override': tls.serverName, 'grpc.default_authority': tls.serverName } } : {}),
     }
     this.client = new Etcd3(options)
   }
