@@ -35,6 +35,7 @@ t.test('defaults: on this host, sk-assign, /etc/l7proxy/policies, no endpoints; 
       fileLimit: 0,
     },
     kvstore: null,
+    handover: { drainSeconds: 30 },
     logging: { level: 'info' },
     admin: { socket: '/run/l7proxy/agent.sock', metrics: { address: '127.0.0.1', port: 9962 } },
   })
@@ -182,4 +183,9 @@ t.test('labNode: which node of a lab of several; its paths carry it', async (t) 
   t.match(c, { lab: 'l1', labNode: 2, bpffs: '/run/l7proxy/agent-bpffs-l1-node2', stateDirectory: '/run/l7proxy/state-l1-node2', admin: { socket: '/run/l7proxy/agent-l1-node2.sock', metrics: { port: 9972 } } })
   t.equal(resolveConfig([parseConfigText('lab: l1\n', 'c.yaml')]).admin.socket, '/run/l7proxy/agent-l1.sock', 'node 1 keeps the single node\'s paths')
   t.throws(() => parseConfigText('labNode: 9\n', 'c.yaml'), /labNode/)
+})
+
+t.test('handover: how long an agent taken over from drains', async (t) => {
+  t.same(resolveConfig([parseConfigText('handover: { drainSeconds: 5 }\n', 'c.yaml')]).handover, { drainSeconds: 5 })
+  t.throws(() => parseConfigText('handover: { drainSeconds: 0 }\n', 'c.yaml'), /handover\.drainSeconds/)
 })

@@ -1,15 +1,17 @@
 // An agent killed with kill -9 under load fails closed, and the next one serves again: while a
 // pod makes a connection per request, sends requests the policy denies and asks names (retrying
-// as resolvers do), the agent is killed and a new one started on the same pinned maps. Nothing
+// as resolvers do), beside the handover test's load (wrk, dnsperf, gRPC streams), the agent is
+// killed and a new one started on the same pinned maps. Nothing
 // is let through while no agent runs (a denied request that reached the deathstar would get its
 // 503), DNS clients that retry get their answers, and how long until new connections and queries
 // are served again is reported.
 
-import { mkdtempSync, rmSync } from 'node:fs'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t from 'tap'
-import { projectRoot } from '../lib/project-root.js'
+import { distPath, projectRoot } from '../lib/project-root.js'
+import { dnsperf, wrk, type Client } from '../bench/load-generators.js'
 import { startLabNode } from '../lab/node-agent.js'
 import { kernelTest } from './fixtures/kernel.js'
 import { useBpffs, useLab } from './fixtures/lab.js'
@@ -30,6 +32,16 @@ kernelTest(t, 'kill -9 under load: nothing let through while down; served again 
   const loop = (script: string): Promise<string[]> =>
     lab.exec('tiefighter', ['sh', '-c', `end=$(($(date +%s) + ${SECONDS})); while [ $(date +%s) -lt $end ]; do ${script}; done`], { timeoutMs: (SECONDS + 60) * 1000 }).then((r) => r.stdout.trim().split('\n'))
   const stamp = 'echo "$s $(date +%s%3N) $r"'
+  // The handover test's load besides (kept-alive connections, dnsperf, gRPC streams): what fails
+  // of it while no agent runs is reported, not asserted.
+  const tiefighter: Client = { ns: lab.netns('tiefighter'), cgroup: null, nice: 10 }
+  const queries = join(dir, 'queries.txt')
+  writeFileSync(queries, 'deathstar.empire A\ncantina.empire A\n')
+  const background = Promise.all([
+    wrk(tiefighter, { url: LANDING, seconds: SECONDS, connections: 8, method: 'POST' }),
+    dnsperf(tiefighter, { server: '198.18.2.53', seconds: SECONDS, clients: 2, outstanding: 10, queryFile: queries }),
+    loop(`${process.execPath} ${distPath('lab/clients/grpc-call.js')} --target 198.18.2.20:50051 --method Chat --count 100 --deadline-ms 5000; echo`),
+  ])
   const load = Promise.all([
     loop(`s=$(date +%s%3N); r=$(curl -s -o /dev/null --max-time 1 -w '%{http_code}' -XPOST ${LANDING}); ${stamp}; sleep 0.02`),
     loop(`s=$(date +%s%3N); r=$(curl -s -o /dev/null --max-time 1 -w '%{http_code}' -XPUT http://198.18.2.10/v1/exhaust-port); ${stamp}; sleep 0.05`),
@@ -45,6 +57,9 @@ kernelTest(t, 'kill -9 under load: nothing let through while down; served again 
   t.teardown(() => second.stop())
   const readyAt = Date.now()
   const [landings, denied, names] = await load
+  const [keptAlive, dns, grpc] = await background
+  const streams = grpc.filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as { ok: boolean })
+  t.comment(`meanwhile: wrk ${keptAlive.ops} requests, ${keptAlive.errors} failed; dnsperf ${dns.ops} queries, ${dns.errors} lost; ${streams.length} gRPC streams, ${streams.filter((c) => !c.ok).length} cut`)
   const parse = (lines: string[]) =>
     lines.map((line) => {
       const [began, ended, ...r] = line.split(' ')

@@ -35,7 +35,7 @@ export function agentSettings(c: AgentConfig, node: NodePart): AgentSettings {
     overload: c.overload,
     kvstore: c.kvstore,
     takeover: false,
-    drainTimeoutMs: 30_000,
+    drainTimeoutMs: c.handover.drainSeconds * 1000,
     ...node,
   }
 }

@@ -34,6 +34,8 @@
 //     nodeAddress: 198.19.0.1      # where the others reach it (default: its first non-loopback IPv4)
 //     leaseTtlSeconds: 15          # a dead node's pods leave the others' view after at most this
 //     identityGcSeconds: 60        # how often identities no node uses are collected
+//   handover: { drainSeconds: 30 } # an agent taken over from (agent --takeover, SIGHUP) finishes
+//                                  # what it has in flight for at most this, then exits
 //   logging: { level: info }       # trace | debug | info | warn | error | fatal
 //   admin: { socket: /run/l7proxy/agent-main.sock, metrics: 127.0.0.1:9962 }   # metrics: off for none
 
@@ -86,6 +88,7 @@ export interface AgentConfig {
   overload: OverloadSettings
   /** The cluster's store; null: a node on its own. */
   kvstore: KvstoreSettings | null
+  handover: { drainSeconds: number }
   logging: { level: LogLevel }
   /** metrics: where Prometheus scrapes /metrics (address:port, in the namespace the agent is started in), or null. */
   admin: { socket: string; metrics: { address: string; port: number } | null }
@@ -110,6 +113,7 @@ export interface ConfigLayer {
   cni?: { labelsCommand?: string[] }
   overload?: { [K in keyof OverloadSettings]?: OverloadSettings[K] extends number ? number : Partial<OverloadSettings[K]> }
   kvstore?: Partial<KvstoreSettings> & Pick<KvstoreSettings, 'endpoints'>
+  handover?: { drainSeconds?: number }
   logging?: { level?: LogLevel }
   admin?: { socket?: string; metrics?: { address: string; port: number } | null }
 }
@@ -141,6 +145,7 @@ export function defaultConfig(lab: string | null = null, labNode = 1): AgentConf
     cni: { labelsCommand: [...PODMAN_LABELS_COMMAND] },
     overload: structuredClone(DEFAULT_OVERLOAD),
     kvstore: null,
+    handover: { drainSeconds: 30 },
     logging: { level: 'info' },
     // Next to Cilium's agent (9962), as Envoy's (9964) is.
     // Another node of a lab scrapes beside the first: 9972 for node 2, and so on.
@@ -179,7 +184,7 @@ export function parseConfigText(text: string, file: string): ConfigLayer {
   if (syntax.length > 0) throw new ConfigError(syntax)
   const out: ConfigLayer = {}
   if (root === null) return out // an empty file: all defaults
-  const f = root.fields(['lab', 'labNode', 'mode', 'policyDirectory', 'endpointsFile', 'interfaces', 'proxy', 'bpffs', 'stateDirectory', 'caDirectory', 'dns', 'cni', 'overload', 'kvstore', 'logging', 'admin'])
+  const f = root.fields(['lab', 'labNode', 'mode', 'policyDirectory', 'endpointsFile', 'interfaces', 'proxy', 'bpffs', 'stateDirectory', 'caDirectory', 'dns', 'cni', 'overload', 'kvstore', 'handover', 'logging', 'admin'])
   if (f) {
     if (f.lab) {
       const lab = f.lab.string()
@@ -242,6 +247,8 @@ export function parseConfigText(text: string, file: string): ConfigLayer {
       const k = kvstoreLayer(f.kvstore)
       if (k) out.kvstore = k
     }
+    const handover = f.handover?.fields(['drainSeconds'])
+    if (handover?.drainSeconds) out.handover = { drainSeconds: handover.drainSeconds.integer(1, 3600) ?? undefined }
     const logging = f.logging?.fields(['level'])
     if (logging?.level) out.logging = { level: oneOf(logging.level, LOG_LEVELS, 'log level') ?? undefined }
     const admin = f.admin?.fields(['socket', 'metrics'])
@@ -413,6 +420,7 @@ export function resolveConfig(layers: readonly ConfigLayer[]): AgentConfig {
         identityGcSeconds: k.identityGcSeconds ?? c.kvstore?.identityGcSeconds ?? 60,
       }
     }
+    c.handover = { drainSeconds: layer.handover?.drainSeconds ?? c.handover.drainSeconds }
     c.logging = { level: layer.logging?.level ?? c.logging.level }
     c.admin = { socket: layer.admin?.socket ?? c.admin.socket, metrics: layer.admin?.metrics !== undefined ? layer.admin.metrics : c.admin.metrics }
   }
