@@ -60,6 +60,7 @@ export interface WatchHandlers {
 
 export class EtcdStore {
   readonly client: Etcd3
+  private readonly watchers = new Set<Watcher>()
 
   constructor(endpoints: readonly string[], tls: KvstoreTls | null) {
     const options: IOptions = {
@@ -108,9 +109,11 @@ export class EtcdStore {
     return this.client.lease(ttlSeconds, { autoKeepAlive: true })
   }
 
-  /** Every change under `prefix` after `revision`, until close(). */
-  async watch(prefix: string, revision: number, h: WatchHandlers): Promise<Watcher> {
-    const w = await this.client.watch().prefix(prefix).startRevision(String(revision + 1)).create()
+  /** Every change under `prefix` after `revision`, until cancelled or close(); resolves once etcd took the watch. */
+  watch(prefix: string, revision: number, h: WatchHandlers): Promise<Watcher> {
+    const w = this.client.watch().prefix(prefix).startRevision(String(revision + 1)).watcher()
+    this.watchers.add(w)
+    w.once('end', () => this.watchers.delete(w))
     w.on('data', (res) => {
       if (res.events.length === 0) return
       h.events(
@@ -118,13 +121,36 @@ export class EtcdStore {
         Number(res.header.revision),
       )
     })
-    w.on('disconnected', (e: Error) => h.disconnected(e))
-    w.on('connected', () => h.connected())
-    w.on('error', (e: Error) => h.cancelled(e))
-    return w
+    return new Promise((resolve, reject) => {
+      w.once('connected', () => {
+        w.on('connected', () => h.connected())
+        w.on('disconnected', (e: Error) => h.disconnected(e))
+        w.on('error', (e: Error) => {
+          this.watchers.delete(w)
+          h.cancelled(e)
+        })
+        resolve(w)
+      })
+      w.once('error', (e: Error) => {
+        this.watchers.delete(w)
+        reject(e)
+      })
+      w.once('closed', () => reject(new Error('kvstore: closed before etcd took the watch')))
+    })
   }
 
+  /**
+   * Ends the client. A watch still waiting for etcd (its link down) is detached first: the
+   * client would otherwise retry it for ever on the closed connection, holding the process.
+   */
   close(): void {
+    for (const w of this.watchers) {
+      w.emit('closed')
+      w.removeAllListeners()
+      w.on('error', () => undefined)
+      void w.cancel()
+    }
+    this.watchers.clear()
     this.client.close()
   }
 }
