@@ -97,12 +97,17 @@ export async function h2load(c: Client, o: { url: string; seconds: number; warmu
   }
 }
 
-/** dnsperf: `clients` sockets with up to `outstanding` queries in flight, names from `queryFile`. */
-export async function dnsperf(c: Client, o: { server: string; seconds: number; clients: number; outstanding: number; queryFile: string }): Promise<LoadResult> {
+/** What dnsperf measured, and how many answers had each response code (NOERROR, REFUSED, ...). */
+export interface DnsperfResult extends LoadResult {
+  rcodes: Record<string, number>
+}
+
+/** dnsperf: `clients` sockets with up to `outstanding` queries in flight (at most `maxQps` a second), names from `queryFile`. */
+export async function dnsperf(c: Client, o: { server: string; seconds: number; clients: number; outstanding: number; queryFile: string; maxQps?: number }): Promise<DnsperfResult> {
   // -v prints a line per query: at 150k queries/s that is more than a pipe buffer we want to hold,
   // so dnsperf writes to a file beside the query file, read a line at a time.
   const report = join(dirname(o.queryFile), 'dnsperf.out')
-  const argv = ['dnsperf', '-s', o.server, '-d', o.queryFile, '-l', String(o.seconds), '-c', String(o.clients), '-q', String(o.outstanding), '-t', '2', '-v']
+  const argv = ['dnsperf', '-s', o.server, '-d', o.queryFile, '-l', String(o.seconds), '-c', String(o.clients), '-q', String(o.outstanding), '-t', '2', '-v', ...(o.maxQps ? ['-Q', String(o.maxQps)] : [])]
   try {
     const r = await inClient(c, ['sh', '-c', 'exec "$@" > "$0"', report, ...argv], (o.seconds + 30) * 1000)
     const times: number[] = []
@@ -118,7 +123,9 @@ export async function dnsperf(c: Client, o: { server: string; seconds: number; c
     const completed = /Queries completed:\s+(\d+)/.exec(summary)
     const lost = /Queries lost:\s+(\d+)/.exec(summary)
     if (r.code !== 0 || !qps || !completed) fail('dnsperf', { ...r, stdout: summary })
-    return { ops: Number(completed[1]), errors: Number(lost?.[1] ?? 0), seconds: o.seconds, opsPerSec: Number(qps[1]), bytes: 0, latencyMs: latencies(times) }
+    // "Response codes:       NOERROR 9000 (90.00%), REFUSED 1000 (10.00%)"
+    const rcodes = Object.fromEntries([...(/Response codes:(.*)/.exec(summary)?.[1] ?? '').matchAll(/([A-Z]+) (\d+)/g)].map((m) => [m[1]!, Number(m[2])]))
+    return { ops: Number(completed[1]), errors: Number(lost?.[1] ?? 0), seconds: o.seconds, opsPerSec: Number(qps[1]), bytes: 0, latencyMs: latencies(times), rcodes }
   } finally {
     rmSync(report, { force: true })
   }
