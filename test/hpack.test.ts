@@ -101,7 +101,7 @@ t.test('Appendix C.2: literal representations and an indexed field', async (t) =
   t.same(d.tableSize, { size: 55, count: 1, maxSize: 4096 })
   const never: boolean[] = []
   const block = hex('100870617373776f726406736563726574')
-  t.equal(new HpackDecoder().decode(block, 0, block.length, (n, v, ni) => never.push(ni)), null, 'C.2.3 never indexed')
+  t.equal(new HpackDecoder().decode(block, 0, block.length, (_n, _v, ni) => never.push(ni)), null, 'C.2.3 never indexed')
   t.same(never, [true], 'told as never indexed')
   const d2 = new HpackDecoder()
   t.same(decodeAll(d2, hex('040c2f73616d706c652f70617468')), { fields: [[':path', '/sample/path']], error: null }, 'C.2.2 without indexing')

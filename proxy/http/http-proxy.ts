@@ -23,7 +23,7 @@ import { LeafCache } from '../../certs/leaf-cache.js'
 import { loadCa } from '../../certs/local-ca.js'
 import type { Origin, ProxyContext, ProxyStats } from './proxy-context.js'
 import { acceptHandles, fastPath, readInto, readResult, type TcpHandle } from './native-stream.js'
-import { threadReadBuffer } from './http1-parser.js'
+import { threadReadBuffer } from './socket-reads.js'
 import { RawSocket } from './raw-socket.js'
 import { DEFAULT_POOL_LIMITS, UpstreamPool, type UpstreamPoolLimits } from './upstream-pool.js'
 import { LatencyHistogram } from '../latency-histogram.js'
@@ -183,22 +183,21 @@ export class HttpProxy {
     })
   }
 
-  /** A connection's first bytes tell its protocol: HTTP/1.x here, HTTP/2 and TLS on a net.Socket. */
+  /** A connection's first bytes tell its protocol: HTTP/1.x and HTTP/2 on the socket it came on, TLS on a net.Socket. */
   private dispatch(sock: RawSocket | Socket, flow: Flow, first: Buffer, release: () => void): void {
-    if (!startsHttp2(first) && first[0] !== TLS_HANDSHAKE) return this.track(new ClientConnection(sock, this.ctx, flow, first))
+    if (startsHttp2(first)) return this.h2.accept(sock, flow, first)
+    if (first[0] !== TLS_HANDSHAKE) return this.track(new ClientConnection(sock, this.ctx, flow, first))
     let socket: Socket
     if (sock instanceof RawSocket) {
       socket = sock.toNetSocket(Buffer.from(first))
       socket.once('close', release)
       socket.on('error', () => undefined) // reset before it said anything: 'close' follows
     } else {
-      // Held back (not flowing past nobody) for the side that takes it: node:http2 reads what is
-      // buffered, TLS resumes it.
+      // Held back (not flowing past nobody) for TLS, which resumes it.
       socket = sock
       socket.pause()
       socket.unshift(first)
     }
-    if (first[0] !== TLS_HANDSHAKE) return this.h2.accept(socket, flow)
     const c = new TlsConnection(socket, this.ctx, flow, this.headersMs, this.adoptDecrypted)
     this.tunnels.add(c)
     socket.once('close', () => this.tunnels.delete(c))
@@ -212,7 +211,7 @@ export class HttpProxy {
 
   /** A connection whose TLS the proxy terminated, to the side its ALPN chose. */
   private readonly adoptDecrypted: HandOff = (socket, protocol, flow, tls) => {
-    if (protocol === 'h2') return this.h2.accept(socket, flow, tls)
+    if (protocol === 'h2') return this.h2.accept(socket, flow, null, tls)
     this.track(new ClientConnection(socket, this.ctx, flow, null, tls))
   }
 
@@ -232,7 +231,7 @@ export class HttpProxy {
     })
     this.connections.forEach((c) => c.sweep(now, headersMs, idleMs))
     if (pressed) {
-      // HTTP/2 connections keep node's idle timer; under pressure the shorter one holds here.
+      // HTTP/2 connections keep their own idle timer; under pressure the shorter one holds here.
       this.h2.forEach((c) => {
         if (c.idleSince >= 0 && now - c.idleSince > idleMs) c.closeIdle()
       })

@@ -15,7 +15,7 @@ import type { Socket } from 'node:net'
 import type { RawSocket } from './raw-socket.js'
 import { HeadFields, type ByteStore, type Latin1Buffer } from './head-fields.js'
 import { INPUT_BYTES, PAUSED_UPGRADE, REQUEST, RESPONSE, llhttp, type Llhttp, type LlhttpHandler } from './llhttp-wasm.js'
-import { nativeStream, readInto, readResult, type NativeStream } from './native-stream.js'
+import { SocketReads } from './socket-reads.js'
 
 /** A request's or response's start line and header fields, as sent. */
 export interface MessageHead {
@@ -51,13 +51,6 @@ export interface ParserSink {
 export interface ParseError extends Error {
   code: string
   reason?: string
-}
-
-/** Where libuv reads plain sockets on this thread: each read is handled (parsed) before the next. */
-let readBuffer: Buffer | null = null
-
-export function threadReadBuffer(): Buffer {
-  return (readBuffer ??= Buffer.allocUnsafeSlow(INPUT_BYTES))
 }
 
 const HEADER_OVERFLOW = { code: 'HPE_HEADER_OVERFLOW', reason: 'Header overflow' }
@@ -129,9 +122,7 @@ export class Http1Parser implements LlhttpHandler {
   private freed = false
   /** Its llhttp state has gone to the spares (or been freed). */
   private recycled = false
-  private socket: Socket | RawSocket | null = null
-  /** The socket's native handle while this parser reads it. */
-  private handle: NativeStream | null = null
+  private readonly reads = new SocketReads((data, length) => this.parse(data, length))
 
   constructor(
     kind: 'request' | 'response',
@@ -156,48 +147,17 @@ export class Http1Parser implements LlhttpHandler {
    * leaves the parser unusable: it stops reading (the socket's later bytes go nowhere).
    */
   readFrom(socket: Socket | RawSocket, first: Buffer | null = null): void {
-    this.socket = socket
-    const handle = nativeStream(socket)
-    if (handle !== null) {
-      this.handle = handle
-      // net's own reader still handles the end of the stream and read errors.
-      const netRead = handle.onread
-      const buf = threadReadBuffer()
-      readInto(handle, buf)
-      handle.onread = (ab) => {
-        const n = readResult()
-        if (n > 0) this.parse(buf, n)
-        else if (n < 0) return netRead.call(handle, ab)
-        return undefined
-      }
-    } else socket.on('data', this.onData)
+    this.reads.start(socket)
     if (first !== null) this.parse(first, first.length)
-  }
-
-  /** The socket read through its 'data' events: only a net.Socket (a RawSocket always has a handle). */
-  private get viaStream(): Socket | null {
-    return this.socket as Socket | null
   }
 
   /** Stops reading the socket (back-pressure: the other side cannot take more now). */
   pauseReading(): void {
-    const h = this.handle
-    if (h === null) return void this.viaStream?.pause()
-    if (!h.reading || this.socket!.destroyed) return
-    h.reading = false
-    h.readStop()
+    this.reads.pause()
   }
 
   resumeReading(): void {
-    const h = this.handle
-    if (h === null) return void this.viaStream?.resume()
-    if (h.reading || this.socket!.destroyed) return
-    h.reading = true
-    h.readStart()
-  }
-
-  private readonly onData = (data: Buffer): void => {
-    this.parse(data, data.length)
+    this.reads.resume()
   }
 
   /**
@@ -250,7 +210,7 @@ export class Http1Parser implements LlhttpHandler {
 
   /** Done with the parser: its state goes to the next parser of its kind once llhttp is no longer running it (close() may come from its own callback). */
   close(): void {
-    this.socket?.off('data', this.onData)
+    this.reads.stop()
     if (this.freed) return
     this.freed = this.dead = true
     if (this.running === 0) this.recycle()

@@ -2,8 +2,6 @@
 // names, and a denial in gRPC's own terms (a trailers-only response with grpc-status), so a client
 // reports PERMISSION_DENIED with the proxy's message instead of UNKNOWN for an HTTP 403.
 
-import type { OutgoingHttpHeaders } from 'node:http2'
-
 export const GRPC_PERMISSION_DENIED = 7
 export const GRPC_UNAVAILABLE = 14
 export const GRPC_INTERNAL = 13
@@ -31,6 +29,11 @@ export function encodeGrpcMessage(message: string): string {
 }
 
 /** A trailers-only response: the call ends with `status` before any message. */
-export function grpcTrailersOnly(status: number, message: string): OutgoingHttpHeaders {
-  return { ':status': 200, 'content-type': 'application/grpc', 'grpc-status': String(status), 'grpc-message': encodeGrpcMessage(message) }
+export function grpcTrailersOnly(status: number, message: string): Array<[string, string]> {
+  return [
+    [':status', '200'],
+    ['content-type', 'application/grpc'],
+    ['grpc-status', String(status)],
+    ['grpc-message', encodeGrpcMessage(message)],
+  ]
 }

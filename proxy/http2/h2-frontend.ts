@@ -1,20 +1,16 @@
-// The HTTP/2 side of the HTTP proxy: a never-listening node:http2 server that the proxy hands
-// the steered connections whose first bytes are the HTTP/2 preface. Its settings are the
-// connection-level limits: concurrent streams, header list size and count, frame size (nghttp2's
-// default maximum, 16 KiB: bigger frames are a FRAME_SIZE_ERROR), invalid frames and refused
-// streams before the connection is cut. nghttp2 itself bounds CONTINUATION frames per header
-// block; rapid resets are bounded per connection in h2-connection.ts.
+// The HTTP/2 side of the HTTP proxy: the steered connections whose first bytes are the HTTP/2
+// preface (h2c with prior knowledge, as gRPC clients speak it), and those whose TLS the proxy
+// terminated with ALPN h2. Each is an H2Connection, spoken by the proxy's own HTTP/2 on the
+// socket it came on: a bare handle read in place, or a net.Socket or TLS socket.
 
-import http2, { type Http2Server, type ServerHttp2Session } from 'node:http2'
 import type { Socket } from 'node:net'
 import type { Flow } from '../flow-verdict.js'
 import type { ProxyContext } from '../http/proxy-context.js'
+import type { RawSocket } from '../http/raw-socket.js'
 import type { OriginTls } from '../tls/origin-socket.js'
 import { OpenSet } from '../open-set.js'
 import { H2Connection } from './h2-connection.js'
-
-const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1')
-const MAX_CONCURRENT_STREAMS = 100
+import { PREFACE } from './h2-frames.js'
 
 /** Whether a connection's first bytes are (the start of) the HTTP/2 client preface. */
 export function startsHttp2(first: Buffer): boolean {
@@ -23,25 +19,9 @@ export function startsHttp2(first: Buffer): boolean {
 }
 
 export class H2Frontend {
-  private readonly server: Http2Server
   private readonly connections = new OpenSet<H2Connection>()
-  /** The flow of the socket being handed over (sessions are made synchronously from it). */
-  private pending: { flow: Flow; tls: OriginTls | null } | null = null
 
-  constructor(ctx: ProxyContext) {
-    this.server = http2.createServer({
-      settings: { maxConcurrentStreams: MAX_CONCURRENT_STREAMS, maxHeaderListSize: ctx.maxHeaderBytes, enablePush: false },
-      // Pseudo-headers count too: four of them, besides the regular fields.
-      maxHeaderListPairs: ctx.maxHeaders + 4,
-      maxSessionInvalidFrames: 100,
-      maxSessionRejectedStreams: 100,
-    })
-    this.server.on('session', (session: ServerHttp2Session) => {
-      const c = new H2Connection(session, this.pending!.flow, ctx, this.pending!.tls)
-      this.connections.add(c)
-      session.once('close', () => this.connections.delete(c))
-    })
-  }
+  constructor(private readonly ctx: ProxyContext) {}
 
   get connectionCount(): number {
     return this.connections.size
@@ -53,16 +33,14 @@ export class H2Frontend {
   }
 
   /**
-   * Takes a connection whose first bytes (the preface) were read and put back, or the proxy's
-   * TLS termination of one (`tls`: how to reach its origin over TLS).
+   * Takes a connection: `first`, its first bytes already read (a view valid only now), or null
+   * when they are still to be read from it; `tls`, how to reach its origin when the proxy
+   * terminated its TLS.
    */
-  accept(socket: Socket, flow: Flow, tls: OriginTls | null = null): void {
-    this.pending = { flow, tls }
-    try {
-      this.server.emit('connection', socket)
-    } finally {
-      this.pending = null
-    }
+  accept(socket: Socket | RawSocket, flow: Flow, first: Buffer | null, tls: OriginTls | null = null): void {
+    const c = new H2Connection(socket, flow, this.ctx, tls, first)
+    this.connections.add(c)
+    socket.once('close', () => this.connections.delete(c))
   }
 
   destroy(): void {
