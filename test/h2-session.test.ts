@@ -7,7 +7,7 @@
 import fc from 'fast-check'
 import t from 'tap'
 import { ErrorCode, Flag, FrameReader, FrameType, Http2Error, PREFACE, frameHeader, headerFrames, type FrameSink } from '../proxy/http2/h2-frames.js'
-import { H2Session, type FrameOut, type H2Stream, type HeaderList, type SessionHandler, type SessionLimits } from '../proxy/http2/h2-session.js'
+import { H2Session, HeaderList, type FrameOut, type H2Stream, type SessionHandler, type SessionLimits } from '../proxy/http2/h2-session.js'
 
 type Frame = { type: number; flags: number; stream: number; payload: string }
 
@@ -176,10 +176,10 @@ t.test('a body larger than every window: the sender never sends past what the re
   let consuming = false
   const owed: Array<[H2Stream, number]> = []
   const p = pair((server) => (s, n) => (consuming ? server.consume(s, n) : void owed.push([s, n])))
-  const s = p.client.request(REQUEST, false)!
+  const s = p.client.request(HeaderList.of(REQUEST), false)!
   const body = Buffer.alloc(300_000, 7)
   t.equal(p.client.sendData(s, body, 0, body.length, false), 65_535, 'a window went at once')
-  p.client.sendHeaders(s, [['x-checksum', 'abc']], true)
+  p.client.sendHeaders(s, HeaderList.of([['x-checksum', 'abc']]), true)
   await settle()
   t.equal(p.serverSeen.data.get(1), 65_535, 'the receiver holds one window, not consumed')
   t.equal(p.serverSeen.heads.length, 1, 'the trailers wait behind the body')
@@ -189,7 +189,7 @@ t.test('a body larger than every window: the sender never sends past what the re
   t.equal(p.serverSeen.data.get(1), body.length, 'then every byte came')
   t.same(p.serverSeen.heads.at(-1), { stream: 1, fields: [['x-checksum', 'abc']], end: true }, 'and the trailers after it')
   const reply = p.serverSeen.streams.get(1)!
-  p.server.sendHeaders(reply, [[':status', '200']], false)
+  p.server.sendHeaders(reply, HeaderList.of([[':status', '200']]), false)
   p.server.sendData(reply, Buffer.from('done'), 0, 4, true)
   await settle()
   t.same(p.clientSeen.heads[0], { stream: 1, fields: [[':status', '200']], end: false })
@@ -201,7 +201,7 @@ t.test('a body larger than every window: the sender never sends past what the re
 t.test('streams past the concurrency limit are refused; a reset reaches the peer; GOAWAY ends the session once its streams are done', async (t) => {
   const p = pair((server) => (s, n) => server.consume(s, n), { ...LIMITS, maxConcurrentStreams: 2 })
   p.client.peerMaxStreams = 10 // as if the server allowed more: the server's own limit holds
-  const streams = [0, 1, 2].map(() => p.client.request(REQUEST, false)!)
+  const streams = [0, 1, 2].map(() => p.client.request(HeaderList.of(REQUEST), false)!)
   await settle()
   t.same(p.clientSeen.resets, [[5, ErrorCode.REFUSED_STREAM]], 'the third stream is refused')
   p.client.reset(streams[0]!, ErrorCode.CANCEL)
@@ -214,7 +214,7 @@ t.test('streams past the concurrency limit are refused; a reset reaches the peer
   p.server.endStream(p.serverSeen.streams.get(3)!)
   await settle()
   t.equal(p.serverSeen.sessionEnd, null, 'the session ended cleanly once it was done')
-  t.equal(p.client.request(REQUEST, true), null, 'no stream is opened after GOAWAY')
+  t.equal(p.client.request(HeaderList.of(REQUEST), true), null, 'no stream is opened after GOAWAY')
 })
 
 t.test('PING is answered; a header block past its bound or a CONTINUATION flood ends the connection', async (t) => {
@@ -239,9 +239,9 @@ t.test('PING is answered; a header block past its bound or a CONTINUATION flood 
 
 t.test('HPACK state follows a table size the peer changed; a list past its size limit is marked, the connection kept', async (t) => {
   const p = pair((server) => (s, n) => server.consume(s, n), { ...LIMITS, maxHeaderListSize: 300 })
-  for (let i = 0; i < 5; i++) p.client.request([...REQUEST, ['x-n', String(i)]], true)
-  p.client.request([...REQUEST, ['x-big', 'b'.repeat(300)]], true)
-  p.client.request([...REQUEST, ['x-n', 'after']], true)
+  for (let i = 0; i < 5; i++) p.client.request(HeaderList.of([...REQUEST, ['x-n', String(i)]]), true)
+  p.client.request(HeaderList.of([...REQUEST, ['x-big', 'b'.repeat(300)]]), true)
+  p.client.request(HeaderList.of([...REQUEST, ['x-n', 'after']]), true)
   await settle()
   const heads = p.serverSeen.heads
   t.same(heads.slice(0, 5).map((h) => h.fields.at(-1)), [0, 1, 2, 3, 4].map((i) => ['x-n', String(i)]))

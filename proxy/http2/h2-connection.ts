@@ -102,17 +102,14 @@ class Exchange {
   }
 }
 
-/** The fields as [name, value, never-indexed] triples, for a session to send. */
-function triples(f: HeaderList, skip: (name: string) => boolean = () => false): Array<[string, string, boolean]> {
-  const out: Array<[string, string, boolean]> = []
-  for (let i = 0; i < f.names.length; i++) if (!skip(f.names[i]!)) out.push([f.names[i]!, f.values[i]!, f.never?.includes(i) ?? false])
-  return out
-}
-
-/** The request to send upstream: the client's fields, the normalized path, header actions applied. */
-function upstreamRequest(f: HeaderList, path: string, actions: readonly HeaderAction[], log: (a: HeaderAction, got: string | undefined) => void): Array<[string, string, boolean]> {
-  const out = triples(f)
-  for (const field of out) if (field[0] === ':path') field[1] = path
+/**
+ * The request to send upstream: the client's own fields (the list is the proxy's, made for this
+ * block) with the normalized path, and header actions applied (rare: the list is made anew).
+ */
+function upstreamRequest(f: HeaderList, path: string, actions: readonly HeaderAction[], log: (a: HeaderAction, got: string | undefined) => void): HeaderList {
+  f.values[f.names.indexOf(':path')] = path
+  if (actions.length === 0) return f
+  const out = f.names.map((n, i): [string, string, boolean] => [n, f.values[i]!, f.never?.includes(i) ?? false])
   for (const a of actions) {
     const name = a.name.toLowerCase()
     const at = out.findIndex((x) => x[0] === name)
@@ -123,7 +120,7 @@ function upstreamRequest(f: HeaderList, path: string, actions: readonly HeaderAc
       out.push([name, a.value, false])
     } else if (a.value !== undefined) out.push([name, a.value, false])
   }
-  return out
+  return HeaderList.of(out)
 }
 
 /** Why a request's authority could be read two ways (RFC 9113 8.3.1: :authority and Host must agree), or null. */
@@ -382,7 +379,7 @@ export class H2Connection implements SessionHandler {
       this.log.info({ verdict: 'invalid', reason: problem }, 'http2: bad request trailers, stream reset')
       return this.reset(ex, ErrorCode.PROTOCOL_ERROR)
     }
-    if (ex.up !== null) this.upstream!.session.sendHeaders(ex.up, triples(fields), true)
+    if (ex.up !== null) this.upstream!.session.sendHeaders(ex.up, fields, true)
   }
 
   onData(s: H2Stream, src: Buffer, start: number, end: number, endStream: boolean): void {
@@ -441,10 +438,10 @@ export class H2Connection implements SessionHandler {
     if (ex.grpc) {
       ex.status = 200
       ex.grpcStatus = String(grpcStatus)
-      this.session.sendHeaders(s, grpcTrailersOnly(grpcStatus, grpcMessage), true)
+      this.session.sendHeaders(s, HeaderList.of(grpcTrailersOnly(grpcStatus, grpcMessage)), true)
     } else {
       ex.status = status
-      this.session.sendHeaders(s, [[':status', String(status)], ['content-type', 'text/plain; charset=utf-8']], false)
+      this.session.sendHeaders(s, new HeaderList().add(':status', String(status)).add('content-type', 'text/plain; charset=utf-8'), false)
       const bytes = Buffer.from(body)
       this.session.sendData(s, bytes, 0, bytes.length, true)
     }
@@ -468,7 +465,7 @@ export class H2Connection implements SessionHandler {
     return u
   }
 
-  private forward(ex: Exchange, request: Array<[string, string, boolean]>, endStream: boolean): void {
+  private forward(ex: Exchange, request: HeaderList, endStream: boolean): void {
     const u = this.upstreamSession()
     const up = u.session.request(request, endStream)
     if (up === null) {
@@ -490,11 +487,11 @@ export class H2Connection implements SessionHandler {
         return this.upstreamFailed(ex, new UpstreamFailure(problem, 'EPROTO', false))
       }
       const status = fields.values[0]!
-      if (status[0] === '1') return this.session.sendHeaders(s, triples(fields), false)
+      if (status[0] === '1') return this.session.sendHeaders(s, fields, false)
       ex.responded = true
       ex.status = Number(status)
       if (endStream) ex.grpcStatus = fields.get('grpc-status')
-      return this.session.sendHeaders(s, triples(fields), endStream)
+      return this.session.sendHeaders(s, fields, endStream)
     }
     const problem = fields.tooBig ? 'trailers too large' : trailersProblem(fields)
     if (problem !== null) {
@@ -502,7 +499,7 @@ export class H2Connection implements SessionHandler {
       return this.reset(ex, ErrorCode.INTERNAL_ERROR)
     }
     ex.grpcStatus = fields.get('grpc-status')
-    this.session.sendHeaders(s, triples(fields), true)
+    this.session.sendHeaders(s, fields, true)
   }
 
   /** The upstream reset `ex`'s stream, or failed under it. */

@@ -68,6 +68,20 @@ export class HeaderList {
     const i = this.names.indexOf(name)
     return i < 0 ? undefined : this.values[i]
   }
+
+  add(name: string, value: string, neverIndex = false): this {
+    if (neverIndex) (this.never ??= []).push(this.names.length)
+    this.names.push(name)
+    this.values.push(value)
+    return this
+  }
+
+  /** A list of [name, value] pairs (or with never-indexed as a third). */
+  static of(fields: ReadonlyArray<readonly [string, string, boolean?]>): HeaderList {
+    const f = new HeaderList()
+    for (const [name, value, never] of fields) f.add(name, value, never ?? false)
+    return f
+  }
 }
 
 /** One stream; its fields past `user` are the session's bookkeeping, read-only to handlers. */
@@ -89,7 +103,7 @@ export class H2Stream {
   readonly queue: Array<{ buf: Buffer; start: number }> = []
   queuedBytes = 0
   queuedEnd = false
-  queuedTrailers: Array<[string, string]> | null = null
+  queuedTrailers: HeaderList | null = null
 
   constructor(
     readonly id: number,
@@ -196,7 +210,7 @@ export class H2Session implements FrameSink {
   // ---- sending ----
 
   /** Opens a stream (client role) with its request head; null when GOAWAY or the peer's limit forbids. */
-  request(fields: Iterable<readonly [string, string, boolean?]>, endStream: boolean): H2Stream | null {
+  request(fields: HeaderList, endStream: boolean): H2Stream | null {
     if (this.ended || this.goawayReceived || this.localOpen() >= this.peerMaxStreams || this.nextStream > MAX_WINDOW) return null
     const s = new H2Stream(this.nextStream, this.limits.streamWindow, this.peerInitialWindow)
     this.nextStream += 2
@@ -206,23 +220,18 @@ export class H2Session implements FrameSink {
   }
 
   /** A header block on `s`: a response head, or trailers (then endStream) after what is queued. */
-  sendHeaders(s: H2Stream, fields: Iterable<readonly [string, string, boolean?]>, endStream: boolean): void {
+  sendHeaders(s: H2Stream, fields: HeaderList, endStream: boolean): void {
     if (s.localEnded || this.ended) return
     if (endStream && s.queuedBytes > 0) {
-      s.queuedTrailers = [...fields].map(([n, v]) => [n, v])
+      s.queuedTrailers = fields
       return
     }
+    const { names, values, never } = fields
     let bytes = 0
-    let count = 0
-    const list: Array<readonly [string, string, boolean?]> = []
-    for (const f of fields) {
-      list.push(f)
-      bytes += f[0].length + f[1].length
-      count++
-    }
-    const buf = Buffer.allocUnsafe(FRAME_HEADER + HpackEncoder.bound(count, bytes))
+    for (let i = 0; i < names.length; i++) bytes += names[i]!.length + values[i]!.length
+    const buf = Buffer.allocUnsafe(FRAME_HEADER + HpackEncoder.bound(names.length, bytes))
     let at = this.encoder.begin(buf, FRAME_HEADER)
-    for (const [n, v, never] of list) at = this.encoder.field(buf, at, n, v, never ?? false)
+    for (let i = 0; i < names.length; i++) at = this.encoder.field(buf, at, names[i]!, values[i]!, never !== null && never.includes(i))
     this.out.write(headerFrames(buf, at, s.id, endStream, this.peerMaxFrame))
     if (endStream) this.localEnd(s)
   }

@@ -7,8 +7,8 @@ import { huffmanEncode, huffmanEncodedLength } from './hpack-huffman.js'
 import { DynamicTable, ENTRY_OVERHEAD, STATIC_COUNT, STATIC_TABLE } from './hpack-tables.js'
 import type { Latin1Buffer } from '../http/head-fields.js'
 
-/** Fields whose values seldom repeat: indexing them would only push useful entries out. */
-const NOT_INDEXED = new Set(['content-length', 'date', 'etag', 'last-modified', 'if-modified-since', 'if-none-match', 'location', 'grpc-timeout', 'x-request-id'])
+/** Fields whose values seldom repeat: indexing them would only push useful entries out (a date repeats for a second: indexed). */
+const NOT_INDEXED = new Set(['content-length', 'etag', 'last-modified', 'if-modified-since', 'if-none-match', 'location', 'grpc-timeout', 'x-request-id'])
 /** Cookies shorter than this are never indexed (guessable by probing the table size, 7.1.3). */
 const SHORT_COOKIE = 20
 
