@@ -307,6 +307,19 @@ t.test('h2: streams beyond the concurrency limit are refused, the rest proceed',
   t.notOk(raw.closed, 'the connection stays up')
 })
 
+t.test('h2: a client that keeps opening streams past the limit is cut off like a rapid reset (ENHANCE_YOUR_CALM)', async (t) => {
+  const s = await setup(t)
+  const raw = new RawH2(s.port)
+  t.teardown(() => raw.close())
+  const frames: Buffer[] = []
+  for (let i = 0; i < 300; i++) frames.push(frame(FRAME.HEADERS, FLAG.END_HEADERS, 1 + 2 * i, requestBlock('/v1/upload', 'POST')))
+  raw.write(Buffer.concat(frames))
+  t.ok(await raw.until(() => raw.closed), 'the proxy closed the connection')
+  t.equal(raw.goawayCode(), constants.NGHTTP2_ENHANCE_YOUR_CALM, 'with GOAWAY ENHANCE_YOUR_CALM')
+  t.ok(raw.resets().length > 0 && raw.resets().length <= 101, `after ${raw.resets().length} refusals`)
+  await stillServes(t, s.url)
+})
+
 t.test('h2: garbage after the preface is a connection error, not a crash', async (t) => {
   const s = await setup(t, { idleTimeoutMs: 200 })
   const raw = new RawH2(s.port)

@@ -30,8 +30,8 @@ import { requestProblem, responseProblem, trailersProblem } from './h2-fields.js
 import { H2Session, HeaderList, type H2Stream, type SessionHandler, type SessionLimits } from './h2-session.js'
 
 /**
- * Streams a client may reset before their answer began: a bucket of RESET_BURST refilled at
- * RESET_RATE a second. A client past it is cut off with ENHANCE_YOUR_CALM (rapid reset,
+ * Streams a client may reset before their answer began, or open past a limit (refused): a
+ * bucket of RESET_BURST refilled at RESET_RATE a second. A client past it is cut off with ENHANCE_YOUR_CALM (rapid reset,
  * CVE-2023-44487): each such stream costs the proxy a rule check and maybe an upstream stream.
  */
 const RESET_BURST = 100
@@ -334,6 +334,11 @@ export class H2Connection implements SessionHandler {
     if (refusal === Refusal.None) return true
     noteRefusal(o, 'streams', refusal, { source: this.flow.sourceAddress, identity })
     return false
+  }
+
+  /** A refused stream costs its header block like a reset one: it counts against the same budget. */
+  onStreamRefused(): void {
+    if (!this.session.ended) this.clientReset()
   }
 
   onHeaders(s: H2Stream, fields: HeaderList, endStream: boolean): void {

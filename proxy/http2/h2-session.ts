@@ -121,6 +121,8 @@ export interface SessionHandler {
   onReadEnd(): void
   /** A server's new stream from the peer (false: refuse it with REFUSED_STREAM, not counted as open). */
   onStreamOpen?(s: H2Stream): boolean
+  /** A new stream was refused (over the concurrency limit, or by onStreamOpen). */
+  onStreamRefused?(): void
   /** A header block on `s`: a request or response head (1xx too), or trailers. */
   onHeaders(s: H2Stream, fields: HeaderList, endStream: boolean): void
   /** Body bytes, `src[start, end)` valid only during the call: pass them on, then consume(). */
@@ -582,6 +584,7 @@ export class H2Session implements FrameSink {
       s = new H2Stream(id, this.limits.streamWindow, this.peerInitialWindow)
       if (this.peerOpen >= this.limits.maxConcurrentStreams || (this.handler.onStreamOpen?.(s) ?? true) === false) {
         this.out.write(rstStreamFrame(id, ErrorCode.REFUSED_STREAM))
+        this.handler.onStreamRefused?.()
         return null
       }
       this.streams.set(id, s)
