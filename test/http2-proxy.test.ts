@@ -3,7 +3,9 @@
 // reset, CONTINUATION floods, oversized header blocks and frames, concurrent streams, garbage),
 // each thrown by hand-made frames at a proxy that must keep serving afterwards.
 
+import { execFile } from 'node:child_process'
 import http2, { constants, type IncomingHttpHeaders, type ServerHttp2Stream } from 'node:http2'
+import { promisify } from 'node:util'
 import type { AddressInfo } from 'node:net'
 import t, { type Test } from 'tap'
 import { startLoopbackProxy, type LoopbackProxy, type LoopbackProxyOptions } from './fixtures/loopback-proxy.js'
@@ -133,6 +135,26 @@ t.test('h2: streams are judged one by one on one connection; denied ones get 403
     ['invalid', undefined, '/v1/a%2fb', undefined, 400],
   ], 'one line a stream, in order: the path judged, and the target as sent where it differs')
   t.match(lines[1], { reason: /no http rule matched on ingress TCP\/80 \(policies: CiliumNetworkPolicy\/default\/deathstar-h2\)/, host: '127.0.0.1:' + s.port })
+})
+
+t.test('h2: curl (--http2-prior-knowledge) and nghttp pass through unchanged, bodies and denials included', async (t) => {
+  const s = await setup(t)
+  const run = promisify(execFile)
+  const curl = await run('curl', ['-s', '--http2-prior-knowledge', '-o', '-', '-w', ' %{http_code} %{http_version}', '-H', 'x-test: 1', `${s.url}/v1/curl`], { timeout: 10_000 })
+  t.equal(curl.stdout, 'ok 200 2', 'curl: the answer, over HTTP/2')
+  const denied = await run('curl', ['-s', '--http2-prior-knowledge', '-o', '/dev/null', '-w', '%{http_code}', `${s.url}/v2/curl`], { timeout: 10_000 })
+  t.equal(denied.stdout, '403', 'curl: a denial')
+  const upload = await run('curl', ['-s', '--http2-prior-knowledge', '--data-binary', 'x'.repeat(100_000), '-o', '/dev/null', '-w', '%{http_code}', `${s.url}/v1/upload`], { timeout: 10_000 })
+  t.equal(upload.stdout, '200', 'curl: a POST with a body')
+  const nghttp = await run('nghttp', ['-n', '-s', `${s.url}/v1/a`, `${s.url}/v1/b`, `${s.url}/v1/c`], { timeout: 10_000 })
+  t.equal(nghttp.stdout.match(/responseEnd/g)?.length, 3, 'nghttp: three streams on one connection complete')
+  const lines = s.logs.filter((l) => l.httpVersion === '2' && typeof l.verdict === 'string').map((l) => [l.verdict, l.path, l.status])
+  t.same(lines.slice(0, 3), [
+    ['allowed', '/v1/curl', 200],
+    ['denied', '/v2/curl', 403],
+    ['allowed', '/v1/upload', 200],
+  ])
+  t.equal(lines.length, 6, 'one flow line a stream')
 })
 
 t.test('h2: a malformed :authority, or one Host contradicts, is refused with 400 and never forwarded', async (t) => {
