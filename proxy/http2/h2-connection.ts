@@ -31,8 +31,9 @@ import { H2Session, HeaderList, type H2Stream, type SessionHandler, type Session
 
 /**
  * Streams a client may reset before their answer began, or open past a limit (refused): a
- * bucket of RESET_BURST refilled at RESET_RATE a second. A client past it is cut off with ENHANCE_YOUR_CALM (rapid reset,
- * CVE-2023-44487): each such stream costs the proxy a rule check and maybe an upstream stream.
+ * bucket of RESET_BURST refilled at RESET_RATE a second. A client past it is cut off with
+ * ENHANCE_YOUR_CALM (rapid reset, CVE-2023-44487): each such stream costs the proxy a rule
+ * check and maybe an upstream stream.
  */
 const RESET_BURST = 100
 const RESET_RATE = 20
@@ -40,7 +41,7 @@ const RESET_RATE = 20
 const PING_WAIT_MS = 5_000
 /** How long a connection that ended may take to read what was last sent before it is cut. */
 const LINGER_MS = 2_000
-export const MAX_CONCURRENT_STREAMS = 100
+const MAX_CONCURRENT_STREAMS = 100
 /** Receive windows: a stream's, and the connection's (what may wait in the proxy for a slow hop). */
 const STREAM_WINDOW = 1 << 20
 const CONNECTION_WINDOW = 4 << 20
@@ -127,6 +128,13 @@ function upstreamRequest(f: HeaderList, path: string, actions: readonly HeaderAc
 function authorityProblem(authority: string | undefined, host: string | undefined): string | null {
   if (authority !== undefined && host !== undefined && authority.toLowerCase() !== host.toLowerCase()) return ':authority and Host differ'
   return hostProblem(authority ?? host ?? '')
+}
+
+/** A hop's session ended: its socket's reads stop, its write side ends after what is held, and it is cut if the peer lingers. */
+function endSocket(session: H2Session, reads: SocketReads, socket: Socket | RawSocket): void {
+  reads.stop()
+  session.out.end()
+  setTimeout(() => socket.destroy(), LINGER_MS).unref()
 }
 
 function limits(ctx: ProxyContext): SessionLimits {
@@ -217,9 +225,7 @@ class Upstream implements SessionHandler {
 
   onSessionEnd(error: Http2Error | null): void {
     if (error !== null) this.error ??= new UpstreamFailure(error.reason, 'EPROTO', false)
-    this.reads.stop()
-    this.session.out.end() // after what is held for this read
-    setTimeout(() => this.socket.destroy(), LINGER_MS).unref()
+    endSocket(this.session, this.reads, this.socket)
   }
 }
 
@@ -425,12 +431,9 @@ export class H2Connection implements SessionHandler {
   onSessionEnd(error: Http2Error | null): void {
     // Bad frames end the connection (the GOAWAY with its code has gone out); logged here.
     if (error !== null && error.code !== ErrorCode.NO_ERROR) this.log.info({ error: error.reason, code: error.code }, 'http2: connection ended on an error')
-    if (error?.code === ErrorCode.ENHANCE_YOUR_CALM && error.reason === 'rapid reset') this.log.warn({ verdict: 'invalid', reason: `more than ${RESET_BURST} streams reset by the client (${RESET_RATE}/s)` }, 'http2: rapid reset, connection closed')
     this.stopIdleTimer()
-    this.reads.stop()
     this.upstream?.session.goaway(ErrorCode.NO_ERROR)
-    this.session.out.end() // after what is held for this read
-    setTimeout(() => this.socket.destroy(), LINGER_MS).unref()
+    endSocket(this.session, this.reads, this.socket)
   }
 
   // ---- streams ----
@@ -552,6 +555,7 @@ export class H2Connection implements SessionHandler {
     this.resetsCheckedAt = now
     if (--this.resetTokens >= 0) return
     this.ctx.stats.invalid++
+    this.log.warn({ verdict: 'invalid', reason: `more than ${RESET_BURST} streams reset by the client (${RESET_RATE}/s)` }, 'http2: rapid reset, connection closed')
     this.session.goaway(ErrorCode.ENHANCE_YOUR_CALM, 'rapid reset')
   }
 }
