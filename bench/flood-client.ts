@@ -41,6 +41,8 @@ interface Conn {
   outcome: Outcome
   /** Resolves once the connection has ended (or could not be made). */
   ended: Promise<void>
+  /** Resolves at its first answer, or its end: the proxy has decided on it either way. */
+  settled: Promise<void>
 }
 
 /** Opens a connection and runs `use` on it once connected; resolves once it is connected or has ended. */
@@ -49,9 +51,13 @@ function openOne(to: { host: string; port: number }, use: (s: Socket) => void): 
     const socket = connect(to)
     let answered = false
     let ended: () => void = () => undefined
-    const c: Conn = { socket, outcome: 'held', ended: new Promise<void>((r) => (ended = r)) }
+    let settled: () => void = () => undefined
+    const c: Conn = { socket, outcome: 'held', ended: new Promise<void>((r) => (ended = r)), settled: new Promise<void>((r) => (settled = r)) }
     const timer = setTimeout(() => socket.destroy(), GIVE_UP_MS)
-    socket.on('data', () => (answered = true))
+    socket.on('data', () => {
+      answered = true
+      settled()
+    })
     socket.on('error', (e: NodeJS.ErrnoException) => {
       if (c.outcome === 'held') c.outcome = answered ? 'answered' : e.code === 'ECONNRESET' ? 'refused' : 'failed'
     })
@@ -59,6 +65,7 @@ function openOne(to: { host: string; port: number }, use: (s: Socket) => void): 
       clearTimeout(timer)
       if (c.outcome === 'held') c.outcome = answered ? 'answered' : 'refused'
       ended()
+      settled()
       resolveOpen(c)
     })
     socket.once('connect', () => {
@@ -145,6 +152,10 @@ async function flood(v: Record<string, string | boolean | undefined>): Promise<v
   const idle = await openMany(count('idle'), () => openOne(http, (s) => s.write(HEAD('/v1/request-landing', host, false))))
   const silent = await openMany(count('silent'), () => openOne(http, () => undefined))
   const inflight = await openMany(count('inflight'), () => openOne(http, (s) => s.write(`POST /v1/request-landing HTTP/1.1\r\nHost: ${host}\r\nContent-Length: 1000000\r\n\r\nfirst bytes`)))
+  // The storm begins once the proxy has answered or refused every idle connection (opened after
+  // the slow ones): a connect returns when the kernel queued it, before the proxy took it from
+  // its budget, and a storm connection let in ahead of them would be answered.
+  await Promise.all(idle.map((c) => c.settled))
   const storm: Record<string, number> = { attempts: 0 }
   const stormLoop = async (): Promise<void> => {
     for (let i = 0; i < 1_000_000 && Date.now() < stormDone; i++) {
