@@ -12,6 +12,7 @@ const VERIFIER_LOG_BYTES = 1 << 20
 export class BpfMap {
   readonly keySize: number
   readonly valueSize: number
+  readonly maxEntries: number
   readonly percpu: boolean
   /** Bytes of one lookup result: per-CPU maps return one 8-byte-aligned value per possible CPU. */
   readonly lookupSize: number
@@ -24,6 +25,7 @@ export class BpfMap {
     const lib = libbpf()
     this.keySize = lib.bpf_map__key_size(handle) as number
     this.valueSize = lib.bpf_map__value_size(handle) as number
+    this.maxEntries = lib.bpf_map__max_entries(handle) as number
     this.percpu = PERCPU_TYPES.has(lib.bpf_map__type(handle) as number)
     this.lookupSize = this.percpu ? Math.ceil(this.valueSize / 8) * 8 * possibleCpus() : this.valueSize
   }

@@ -14,6 +14,7 @@ import { checkLayout, decodePolicyKey, decodePolicyValue, liveCtDestinations, or
 import { ensureMode, setupMode, teardownModes, type RedirectMode, type Run } from './modes/redirect-mode.js'
 import { inNetns } from './netns.js'
 import { PolicyWriter, type WriteStats } from './policy-writer.js'
+import { spreadOver } from './reuseport.js'
 import { addProxyListener, attachSkLookup, detachSkLookup } from './sk-lookup.js'
 import { attachTc, detachTc, ifindexOf, removeClsact } from './tc.js'
 import { distPath } from '../lib/project-root.js'
@@ -66,6 +67,7 @@ export class Datapath {
   private readonly writer: PolicyWriter
   private sockmap: { sockops: BpfObject; skMsg: BpfObject } | null = null
   private skLookup: { obj: BpfObject; link: number } | null = null
+  private reuseport: BpfObject | null = null
   private stopped = false
   private released = false
 
@@ -168,6 +170,16 @@ export class Datapath {
    */
   addProxyListener(port: number, socketFd: number): void {
     if (this.skLookup) addProxyListener(this.fromEndpoint.map('l7_proxy_listeners'), port, socketFd)
+  }
+
+  /**
+   * The HTTP proxy's listeners, one per thread, in one SO_REUSEPORT group: new connections go to
+   * them in turn (reuseport.bpf.c), whichever way they were steered.
+   */
+  spreadHttp(socketFds: readonly number[]): void {
+    this.reuseport ??= object('reuseport', this.opts.pinRoot)
+    const obj = this.reuseport
+    spreadOver(obj.map('l7_http_threads'), obj.map('l7_spread'), socketFds, obj.programFd('spread_connections'))
   }
 
   apply(delta: EngineDelta): WriteStats {
@@ -282,6 +294,7 @@ export class Datapath {
     // An sk_lookup link goes with its fd (released: the agent that took over attached its own).
     if (this.skLookup && this.skLookup.link >= 0) detachSkLookup(this.skLookup.link)
     this.skLookup?.obj.close()
+    this.reuseport?.close()
     this.fromEndpoint.close()
     this.toEndpoint.close()
   }

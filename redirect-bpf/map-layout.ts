@@ -19,6 +19,8 @@ export const MAP_LAYOUT = {
   l7_sockhash: { key: 16, value: 8 },
   l7_sockmap_stats: { key: 4, value: 16 },
   l7_proxy_listeners: { key: 4, value: 8 },
+  l7_http_threads: { key: 4, value: 8 },
+  l7_spread: { key: 4, value: 8 },
 } as const
 
 export type MapName = keyof typeof MAP_LAYOUT

@@ -61,26 +61,37 @@ async function steeredLab(t: Test, mode: RedirectMode, policy: string): Promise<
   return { mode, proxyAddr, lab, dp, ids, count }
 }
 
-/** A test HTTP "proxy" on a transparent listener in the node: answers with what it saw. */
-async function httpProxy(t: Test, s: SteeredLab): Promise<{ close(): Promise<void> }> {
+/**
+ * A test HTTP "proxy" on transparent listeners in the node, one per `threads` (a SO_REUSEPORT
+ * group the datapath spreads connections over): answers with what it saw, and which listener.
+ */
+async function httpProxy(t: Test, s: SteeredLab, threads = 1): Promise<{ close(): Promise<void> }> {
   // In sockmap mode the proxy's sockets must belong to the cgroup sock_ops watches; a socket's
   // cgroup is fixed when it is made, and accepted sockets take the listener's.
   if (s.dp.cgroup) joinCgroup(s.dp.cgroup)
-  let fd: number
+  let fds: number[]
   try {
-    fd = inNetns(s.lab.netns('node'), () => transparentTcpListener(s.proxyAddr, HTTP_PORT))
+    fds = inNetns(s.lab.netns('node'), () => Array.from({ length: threads }, () => transparentTcpListener(s.proxyAddr, HTTP_PORT, { reusePort: threads > 1 })))
   } finally {
     if (s.dp.cgroup) joinCgroup(cgroup2Root())
   }
-  const server: Server = createServer({ keepAlive: true }, (req, res) => {
-    const { localAddress, localPort, remoteAddress, remotePort } = req.socket
-    // The design's two ways to learn where the client was going: getsockname, or the proxymap.
-    const dest = s.mode === 'dnat' ? s.dp.originalDestination(remoteAddress!, remotePort!, 'tcp') : { address: localAddress!, port: localPort! }
-    res.end(JSON.stringify({ original: dest ? `${dest.address}:${dest.port}` : 'unknown', remote: remoteAddress, port: remotePort }))
+  if (threads > 1) s.dp.spreadHttp(fds)
+  const servers = fds.map((fd, thread) => {
+    const server: Server = createServer({ keepAlive: true }, (req, res) => {
+      const { localAddress, localPort, remoteAddress, remotePort } = req.socket
+      // The design's two ways to learn where the client was going: getsockname, or the proxymap.
+      const dest = s.mode === 'dnat' ? s.dp.originalDestination(remoteAddress!, remotePort!, 'tcp') : { address: localAddress!, port: localPort! }
+      res.end(JSON.stringify({ original: dest ? `${dest.address}:${dest.port}` : 'unknown', remote: remoteAddress, port: remotePort, thread }))
+    })
+    return { server, fd }
   })
-  await new Promise<void>((resolve) => server.listen({ fd }, resolve))
+  await Promise.all(servers.map(({ server, fd }) => new Promise<void>((resolve) => server.listen({ fd }, resolve))))
   let open = true
-  const close = () => (open ? ((open = false), new Promise<void>((r) => server.close(() => r()))) : Promise.resolve())
+  const close = async () => {
+    if (!open) return
+    open = false
+    await Promise.all(servers.map(({ server }) => new Promise<void>((r) => server.close(() => r()))))
+  }
   t.teardown(close)
   return { close }
 }
@@ -139,6 +150,20 @@ for (const mode of REDIRECT_MODES) {
     t.notMatch(inNode(['ip', 'rule', 'show']), new RegExp(`lookup ${ROUTE_TABLE}`), 'the fwmark rule is gone')
     t.equal(inNode(['ip', 'route', 'show', 'table', String(ROUTE_TABLE)]).trim(), '', 'the local route is gone')
     t.notMatch(inNode(['iptables', '-w', '-t', 'mangle', '-S']), /L7PROXY/, 'the TPROXY chain is gone')
+  })
+
+  kernelTest(t, `redirect mode ${mode}: new connections take turns over the proxy's threads`, async (t) => {
+    const s = await steeredLab(t, mode, TCP_POLICY)
+    await httpProxy(t, s, 2)
+    // Eight connections, one after another (the kernel's hash of their addresses would send a
+    // run of them to one listener: strict turns by chance is 2 in 256).
+    const r = await s.lab.exec('tiefighter', ['sh', '-c', 'for i in 1 2 3 4 5 6 7 8; do curl -s --max-time 3 http://198.18.2.10/v1/; echo; done'], { timeoutMs: 40_000 })
+    const answers = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as { original: string; port: number; thread: number })
+    t.equal(answers.length, 8, `eight requests answered (${r.stderr})`)
+    t.equal(new Set(answers.map((a) => a.port)).size, 8, 'each on a connection of its own')
+    const threads = answers.map((a) => a.thread)
+    t.ok(threads.every((th, i) => i === 0 || th !== threads[i - 1]), `the two listeners took turns: ${threads.join(' ')}`)
+    for (const a of answers) t.equal(a.original, '198.18.2.10:80', 'with the original destination')
   })
 
   kernelTest(t, `redirect mode ${mode}: DNS over UDP reaches the proxy, which answers from the original server`, async (t) => {

@@ -355,7 +355,10 @@ export class Agent {
     // Prometheus' listener: the one given, or the running agent's.
     const metricsFd = s.metricsFd ?? taken.metrics
     this.sockets = { http: httpFds, dns: dnsFds, dnsTcp: dnsTcpFd, metrics: metricsFd }
-    if (httpFds.length > 0) dp.addProxyListener(s.proxyPorts.http, httpFds[0]!)
+    if (httpFds.length > 0) {
+      dp.addProxyListener(s.proxyPorts.http, httpFds[0]!)
+      dp.spreadHttp(httpFds)
+    }
     // Where a connection was going: getsockname, or in dnat mode the proxymap.
     const dnat = s.mode === 'dnat'
     const flowOf = (socket: SocketEnds): Flow => {

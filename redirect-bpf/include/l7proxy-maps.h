@@ -159,7 +159,14 @@ struct sock_key {
 	__u32 remote_port;
 };
 
+/* spread: how reuseport.bpf.c takes turns over the HTTP proxy's threads. */
+struct spread_state {
+	__u32 sockets; /* entries 0..sockets-1 of l7_http_threads (the agent writes it) */
+	__u32 next;    /* the next turn (the program counts it) */
+};
+
 #define L7_MAX_ENDPOINTS 1024
+#define L7_MAX_PROXY_THREADS 64
 #define L7_MAX_IPCACHE 65536
 #define L7_MAX_POLICY 65536
 
@@ -246,6 +253,24 @@ struct {
 	__uint(max_entries, 16);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } l7_proxy_listeners SEC(".maps");
+
+/* http_threads: the HTTP proxy's listening sockets, one per proxy thread, all of one SO_REUSEPORT
+ * group (the agent inserts them by fd; a socket leaves when it closes). */
+struct {
+	__uint(type, BPF_MAP_TYPE_REUSEPORT_SOCKARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, L7_MAX_PROXY_THREADS);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} l7_http_threads SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct spread_state);
+	__uint(max_entries, 1);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} l7_spread SEC(".maps");
 
 /* sockmap_stats: messages and bytes sk_msg moved socket to socket (index 0). */
 struct {
