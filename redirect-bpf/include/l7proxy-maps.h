@@ -255,9 +255,10 @@ struct {
 } l7_proxy_listeners SEC(".maps");
 
 /* http_threads: the HTTP proxy's listening sockets, one per proxy thread, all of one SO_REUSEPORT
- * group (the agent inserts them by fd; a socket leaves when it closes). */
+ * group (the agent inserts them by fd; a socket leaves when it closes). A SOCKMAP, not a
+ * REUSEPORT_SOCKARRAY: that one refuses a socket already in a sockhash (l7_proxy_listeners). */
 struct {
-	__uint(type, BPF_MAP_TYPE_REUSEPORT_SOCKARRAY);
+	__uint(type, BPF_MAP_TYPE_SOCKMAP);
 	__type(key, __u32);
 	__type(value, __u64);
 	__uint(max_entries, L7_MAX_PROXY_THREADS);
