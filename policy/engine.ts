@@ -5,7 +5,7 @@
 // endpoints its old or new rules select. `takeDelta()` returns the net change since the last
 // call, for the map writers.
 
-import { formatPrefix, parsePrefix, type Prefix } from './cidr.js'
+import { formatPrefix, parsePrefix, prefixContains, type Prefix } from './cidr.js'
 import { resolveEndpointPolicy, selectsEndpoint, type ContributionSpec, type ProxyPorts, type ResolvedPolicy } from './endpoint-policy.js'
 import { PolicyError } from './errors.js'
 import { IdentityAllocator, RESERVED_IDENTITIES, type Identity } from './identity.js'
@@ -107,7 +107,14 @@ export class PolicyEngine {
   private readonly remoteIps = new Map<string, number>()
   private ipJournal = new Map<string, number | null>()
   private readonly fqdnNames = new Map<string, Set<string>>()
-  private readonly fqdnIps = new Map<string, { identity: Identity; names: Set<string> }>()
+  /** Learned addresses: their names, and the identity the toFQDNs selectors of those give them (null: none selects it). */
+  private readonly fqdnIps = new Map<string, { names: Set<string>; identity: Identity | null }>()
+  /** Learned addresses' ipcache entries (`ip/32` -> identity). */
+  private readonly fqdnPrefixes = new Map<string, number>()
+  /** Each toFQDNs selector's own identity, held while the selector is: an address it alone selects needs only an ipcache entry. */
+  private readonly fqdnHeld = new Map<string, Identity>()
+  /** The toFQDNs labels and toCIDR prefixes learned addresses were labelled against. */
+  private fqdnShape = ''
   private removedEndpoints = new Map<number, MapDelta>()
   private touchedEndpoints = new Set<number>()
   private revision = 0
@@ -138,7 +145,7 @@ export class PolicyEngine {
     const cidrs = cidrsOf(rules).map((c) => this.acquireCidr(parsePrefix(c) as Prefix))
     if (rules.length > 0) this.files.set(file, rules)
     else this.files.delete(file)
-    for (const id of this.fileCidrs.get(file) ?? []) this.releaseCidr(id)
+    for (const id of this.fileCidrs.get(file) ?? []) this.releaseLocal(id)
     if (cidrs.length > 0) this.fileCidrs.set(file, cidrs)
     else this.fileCidrs.delete(file)
     this.revision++
@@ -146,6 +153,7 @@ export class PolicyEngine {
       const labels = ep.identity.labels
       if (old.some((r) => selectsEndpoint(r, labels)) || rules.some((r) => selectsEndpoint(r, labels))) this.recompute(ep)
     }
+    this.syncFqdnSelectors()
   }
 
   removeFile(file: string): void {
@@ -173,12 +181,12 @@ export class PolicyEngine {
   // ---- identities and endpoints ------------------------------------------------------------------
 
   private identityAdded(identity: Identity): void {
-    if (identity.prefix) this.setIp(this.cidrIps, formatPrefix(identity.prefix), identity.id)
+    if (identity.kind === 'cidr') this.setIp(this.cidrIps, formatPrefix(identity.prefix!), identity.id)
     this.applySelections(this.selectors.identityAdded(identity))
   }
 
   private identityRemoved(identity: Identity): void {
-    if (identity.prefix) this.setIp(this.cidrIps, formatPrefix(identity.prefix), null)
+    if (identity.kind === 'cidr') this.setIp(this.cidrIps, formatPrefix(identity.prefix!), null)
     this.applySelections(this.selectors.identityRemoved(identity))
   }
 
@@ -202,7 +210,8 @@ export class PolicyEngine {
     return identity
   }
 
-  private releaseCidr(identity: Identity): void {
+  /** Drops a local (CIDR or learned address) identity's reference. */
+  private releaseLocal(identity: Identity): void {
     const gone = this.identities.release(identity.id)
     if (gone) this.identityRemoved(gone)
   }
@@ -247,6 +256,7 @@ export class PolicyEngine {
       this.endpointByIp.set(ip, spec.id)
     }
     this.touchedEndpoints.add(spec.id)
+    this.syncFqdnSelectors()
   }
 
   removeEndpoint(id: number): void {
@@ -263,6 +273,7 @@ export class PolicyEngine {
       this.endpointByIp.delete(ip)
     }
     this.releaseIdentity(ep.identity.id)
+    this.syncFqdnSelectors()
   }
 
   /**
@@ -291,6 +302,9 @@ export class PolicyEngine {
 
   /** Replaces the IPs a DNS name resolved to (from an allowed DNS answer); [] forgets the name. */
   setFqdnIps(name: string, ips: readonly string[]): void {
+    for (const ip of ips) {
+      if (ip.includes('/') || typeof parsePrefix(ip) === 'string') throw new Error(`fqdn ${name}: '${ip}' is not an IPv4 address`)
+    }
     this.generation++
     const key = name.toLowerCase().replace(/\.$/, '')
     const before = this.fqdnNames.get(key) ?? new Set<string>()
@@ -298,27 +312,68 @@ export class PolicyEngine {
     for (const ip of after) {
       if (before.has(ip)) continue
       let entry = this.fqdnIps.get(ip)
-      if (!entry) {
-        const prefix = parsePrefix(ip)
-        if (typeof prefix === 'string' || ip.includes('/')) throw new Error(`fqdn ${name}: '${ip}' is not an IPv4 address`)
-        entry = { identity: this.acquireCidr(prefix), names: new Set() }
-        this.fqdnIps.set(ip, entry)
-      }
+      if (!entry) this.fqdnIps.set(ip, (entry = { names: new Set(), identity: null }))
       entry.names.add(key)
-      this.applySelections(this.selectors.setNames(entry.identity.id, entry.names))
+      this.labelAddress(ip, entry)
     }
     for (const ip of before) {
       if (after.has(ip)) continue
       const entry = this.fqdnIps.get(ip)!
       entry.names.delete(key)
-      this.applySelections(this.selectors.setNames(entry.identity.id, entry.names))
-      if (entry.names.size === 0) {
-        this.fqdnIps.delete(ip)
-        this.releaseCidr(entry.identity)
-      }
+      this.labelAddress(ip, entry)
+      if (entry.names.size === 0) this.fqdnIps.delete(ip)
     }
     if (after.size > 0) this.fqdnNames.set(key, after)
     else this.fqdnNames.delete(key)
+  }
+
+  /**
+   * Gives a learned address the identity of the toFQDNs selectors that select its names (none:
+   * no ipcache entry, it stays the world's). A toCIDR prefix (not /0) covering it makes the
+   * identity its own, with its CIDR label, so those rules keep selecting it under the /32 entry.
+   */
+  private labelAddress(ip: string, entry: { names: Set<string>; identity: Identity | null }): void {
+    const labels = this.selectors.fqdnLabelsOf(entry.names)
+    const prefix = parsePrefix(`${ip}/32`) as Prefix
+    let next: Identity | null = null
+    if (labels.length > 0) {
+      const { identity, created } = this.identities.acquireFqdn(labels, this.coveredByCidr(prefix) ? prefix : null)
+      if (created) this.identityAdded(identity)
+      next = identity
+    }
+    const previous = entry.identity
+    entry.identity = next
+    if (next?.id !== previous?.id) this.setIp(this.fqdnPrefixes, `${ip}/32`, next?.id ?? null)
+    if (previous) this.releaseLocal(previous)
+  }
+
+  private coveredByCidr(prefix: Prefix): boolean {
+    for (const ids of this.fileCidrs.values()) for (const id of ids) if (id.prefix!.len > 0 && prefixContains(id.prefix!, prefix)) return true
+    return false
+  }
+
+  /**
+   * After rules or endpoints changed: if the toFQDNs selectors or the toCIDR prefixes did, each
+   * selector holds its own identity (from its first use, so the first address learned for it
+   * needs no policy change), and every learned address is labelled anew.
+   */
+  private syncFqdnSelectors(): void {
+    const labels = this.selectors.fqdnLabels()
+    const shape = `${labels.join(' ')}|${[...this.fileCidrs.values()].flat().map((id) => id.labels.canonical).sort().join(' ')}`
+    if (shape === this.fqdnShape) return
+    this.fqdnShape = shape
+    for (const label of labels) {
+      if (this.fqdnHeld.has(label)) continue
+      const { identity, created } = this.identities.acquireFqdn([label], null)
+      if (created) this.identityAdded(identity)
+      this.fqdnHeld.set(label, identity)
+    }
+    for (const ip of [...this.fqdnIps.keys()]) this.labelAddress(ip, this.fqdnIps.get(ip)!)
+    for (const [label, identity] of this.fqdnHeld) {
+      if (labels.includes(label)) continue
+      this.fqdnHeld.delete(label)
+      this.releaseLocal(identity)
+    }
   }
 
   // ---- contributions -----------------------------------------------------------------------------
@@ -397,7 +452,7 @@ export class PolicyEngine {
   // ---- ipcache -----------------------------------------------------------------------------------
 
   private ipValue(prefix: string): number | null {
-    return this.endpointIps.get(prefix) ?? this.remoteIps.get(prefix) ?? this.cidrIps.get(prefix) ?? null
+    return this.endpointIps.get(prefix) ?? this.remoteIps.get(prefix) ?? this.fqdnPrefixes.get(prefix) ?? this.cidrIps.get(prefix) ?? null
   }
 
   private setIp(table: Map<string, number>, prefix: string, identity: number | null): void {
@@ -406,9 +461,10 @@ export class PolicyEngine {
     else table.set(prefix, identity)
   }
 
-  /** Desired ipcache: prefix -> identity (this node's endpoints win over other nodes', which win over CIDR identities). */
+  /** Desired ipcache: prefix -> identity (this node's endpoints win over other nodes', over learned addresses, over CIDR identities). */
   ipcache(): Map<string, number> {
     const out = new Map(this.cidrIps)
+    for (const [p, id] of this.fqdnPrefixes) out.set(p, id)
     for (const [p, id] of this.remoteIps) out.set(p, id)
     for (const [p, id] of this.endpointIps) out.set(p, id)
     return out

@@ -1,8 +1,11 @@
 // Security identities: a number for each distinct label set, as in Cilium. Reserved identities
 // are fixed; endpoint label sets get cluster identities from 256 (numbered here, or by the
-// cluster's store, which then gives the number); CIDR prefixes (from toCIDR rules and from IPs
-// learned through toFQDNs) get node-local identities from 2^24. Identities are reference counted
-// and released when their last user goes.
+// cluster's store, which then gives the number); CIDR prefixes (from toCIDR rules) and addresses
+// learned through toFQDNs get node-local identities from 2^24. A learned address's identity is
+// the set of toFQDNs selectors that select it (`fqdn:<pattern>` labels, as in Cilium since
+// CFP 28427), so addresses selected alike share one; it names the address itself only when a
+// toCIDR prefix covers it too. Identities are reference counted and released when their last
+// user goes.
 
 import { formatPrefix, type Prefix } from './cidr.js'
 import { LabelSet, type Label } from './labels.js'
@@ -30,13 +33,13 @@ export class IdentityClashError extends Error {
   readonly code = 'EIDENTITYCLASH'
 }
 
-export type IdentityKind = 'reserved' | 'endpoint' | 'cidr'
+export type IdentityKind = 'reserved' | 'endpoint' | 'cidr' | 'fqdn'
 
 export interface Identity {
   readonly id: number
   readonly kind: IdentityKind
   readonly labels: LabelSet
-  /** For CIDR identities: the prefix they stand for. */
+  /** For CIDR identities, and learned addresses a toCIDR prefix covers: the prefix they stand for. */
   readonly prefix?: Prefix
 }
 
@@ -114,6 +117,19 @@ export class IdentityAllocator {
       { source: 'reserved', key: 'world', value: '' },
     ])
     return this.acquire(set, () => ({ id: this.seededId(set) ?? this.nextLocal++, kind: 'cidr', labels: set, prefix }))
+  }
+
+  /**
+   * The identity of learned addresses selected by these toFQDNs selectors (their labels), with
+   * `reserved:world`; `covered`: the one address a toCIDR prefix covers, which carries its CIDR label too.
+   */
+  acquireFqdn(selectorLabels: readonly string[], covered: Prefix | null): { identity: Identity; created: boolean } {
+    const set = new LabelSet([
+      ...selectorLabels.map((key) => ({ source: 'fqdn', key, value: '' })),
+      { source: 'reserved', key: 'world', value: '' },
+      ...(covered ? [{ source: 'cidr', key: formatPrefix(covered), value: '' }] : []),
+    ])
+    return this.acquire(set, () => ({ id: this.seededId(set) ?? this.nextLocal++, kind: 'fqdn', labels: set, ...(covered ? { prefix: covered } : {}) }))
   }
 
   /** The number another agent gave these labels, if no identity here has it. */

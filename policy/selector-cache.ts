@@ -1,10 +1,11 @@
 // Memoized selectors, as in Cilium's selector cache (LPC 2019): each distinct selector is kept
-// once with the set of identities it selects. When an identity appears, disappears or (for CIDR
-// identities) gains or loses learned DNS names, only the selectors that can match it are tested,
-// and the change comes out as a per-selector delta of added and removed identities.
+// once with the set of identities it selects. When an identity appears or disappears, only the
+// selectors that can match it are tested, and the change comes out as a per-selector delta of
+// added and removed identities. A toFQDNs selector selects the identities that carry its
+// `fqdn:` label: which learned address has which is the engine's to decide (fqdnLabelsOf).
 //
-// Label selectors are indexed by one `key=value` they require, so an identity is tested only
-// against selectors whose indexed label it carries (plus the few that have no such label).
+// Label and toFQDNs selectors are indexed by one `key=value` they require, so an identity is
+// tested only against selectors whose indexed label it carries (plus the few that have no such label).
 
 import { parsePrefix, prefixContains, type Prefix } from './cidr.js'
 import { compileMatchName, compileMatchPattern, type DnsNameMatcher } from './dns-pattern.js'
@@ -65,7 +66,12 @@ const ENTITY_IDS: Partial<Record<Entity, number>> = {
   'kube-apiserver': RESERVED_IDENTITIES['kube-apiserver'],
 }
 
-type Matcher = (identity: Identity, names: ReadonlySet<string> | undefined) => boolean
+type Matcher = (identity: Identity) => boolean
+
+/** The `fqdn:` label a toFQDNs selector gives the addresses it selects (Cilium's: the name or pattern). */
+export function fqdnLabel(spec: { matchName?: string; matchPattern?: string }): string {
+  return (spec.matchName ?? spec.matchPattern!).toLowerCase().replace(/\.$/, '')
+}
 
 function labelMatcher(reqs: readonly LabelRequirement[]): Matcher {
   // Reserved and CIDR identities only match selectors that ask for their kind of label, so a
@@ -80,16 +86,14 @@ function cidrMatcher(cidr: string, except: readonly string[]): Matcher {
   const holes = except.map((e) => parsePrefix(e) as Prefix)
   return (id) => {
     if (id.id === RESERVED_IDENTITIES.world) return outer.len === 0 // 0.0.0.0/0 is the world
-    return id.kind === 'cidr' && prefixContains(outer, id.prefix!) && !holes.some((h) => prefixContains(h, id.prefix!))
+    // A learned address's identity without a prefix is the world's, as far as CIDRs go.
+    if (id.prefix === undefined) return id.kind === 'fqdn' && outer.len === 0
+    return (id.kind === 'cidr' || id.kind === 'fqdn') && prefixContains(outer, id.prefix) && !holes.some((h) => prefixContains(h, id.prefix!))
   }
 }
 
-function fqdnMatcher(m: DnsNameMatcher): Matcher {
-  return (_identity, names) => {
-    if (!names) return false
-    for (const n of names) if (m.test(n)) return true
-    return false
-  }
+function fqdnMatcher(label: string): Matcher {
+  return (id) => id.kind === 'fqdn' && id.labels.has('fqdn', label)
 }
 
 function entityMatcher(entity: Entity): Matcher {
@@ -97,7 +101,7 @@ function entityMatcher(entity: Entity): Matcher {
     case 'all':
       return () => true
     case 'world':
-      return (id) => id.id === RESERVED_IDENTITIES.world || id.kind === 'cidr'
+      return (id) => id.id === RESERVED_IDENTITIES.world || id.kind === 'cidr' || id.kind === 'fqdn'
     case 'cluster':
       return (id) => id.kind === 'endpoint' || (id.kind === 'reserved' && id.id !== RESERVED_IDENTITIES.world)
     default: {
@@ -113,31 +117,34 @@ export class CachedSelector {
   readonly wildcard: boolean
   /** One `key=value` every match carries, for the index; null when there is none. */
   readonly indexLabel: string | null
+  /** A toFQDNs selector: the label it selects by, and what tells which names it selects. */
+  readonly fqdn: { label: string; names: DnsNameMatcher } | null
   refs = 0
 
   constructor(
     readonly key: string,
     readonly spec: SelectorSpec,
-    readonly matches: Matcher,
   ) {
     this.wildcard = spec.kind === 'entity' && spec.entity === 'all'
+    this.fqdn = spec.kind === 'fqdn' ? { label: fqdnLabel(spec), names: spec.matchName !== undefined ? compileMatchName(spec.matchName) : compileMatchPattern(spec.matchPattern!) } : null
+    this.matches = spec.kind === 'fqdn' ? fqdnMatcher(this.fqdn!.label) : makeMatcher(spec)
     const indexed = spec.kind === 'labels' ? spec.requirements.find((r) => r.op === 'In' && r.values.length === 1) : undefined
-    this.indexLabel = indexed ? `${indexed.key}=${indexed.values[0]}` : null
+    this.indexLabel = indexed ? `${indexed.key}=${indexed.values[0]}` : this.fqdn ? `${this.fqdn.label}=` : null
   }
+
+  readonly matches: Matcher
 
   selects(identity: number): boolean {
     return this.wildcard || this.selections.has(identity)
   }
 }
 
-function makeMatcher(spec: SelectorSpec): Matcher {
+function makeMatcher(spec: Exclude<SelectorSpec, { kind: 'fqdn' }>): Matcher {
   switch (spec.kind) {
     case 'labels':
       return labelMatcher(spec.requirements)
     case 'cidr':
       return cidrMatcher(spec.cidr, spec.except)
-    case 'fqdn':
-      return fqdnMatcher(spec.matchName !== undefined ? compileMatchName(spec.matchName) : compileMatchPattern(spec.matchPattern!))
     case 'entity':
       return entityMatcher(spec.entity)
   }
@@ -155,7 +162,6 @@ export class SelectorCache {
   private readonly fqdnSelectors = new Set<CachedSelector>()
   private readonly identities = new Map<number, Identity>()
   private readonly identitiesByLabel = new Map<string, Set<number>>()
-  private readonly names = new Map<number, ReadonlySet<string>>()
 
   get size(): number {
     return this.byKey.size
@@ -166,7 +172,7 @@ export class SelectorCache {
     const key = selectorKey(spec)
     let sel = this.byKey.get(key)
     if (!sel) {
-      sel = new CachedSelector(key, spec, makeMatcher(spec))
+      sel = new CachedSelector(key, spec)
       this.byKey.set(key, sel)
       if (sel.indexLabel) this.bucket(this.byIndexLabel, sel.indexLabel).add(sel)
       else this.unindexed.add(sel)
@@ -174,7 +180,7 @@ export class SelectorCache {
       const candidates = sel.indexLabel ? this.identitiesByLabel.get(sel.indexLabel) ?? [] : this.identities.keys()
       if (!sel.wildcard) {
         for (const id of candidates) {
-          if (sel.matches(this.identities.get(id)!, this.names.get(id))) sel.selections.add(id)
+          if (sel.matches(this.identities.get(id)!)) sel.selections.add(id)
         }
       }
     }
@@ -208,7 +214,7 @@ export class SelectorCache {
     for (const k of labelKeys(identity.labels)) this.bucket(this.identitiesByLabel, k).add(identity.id)
     const out: SelectionDelta[] = []
     for (const sel of this.candidates(identity)) {
-      if (!sel.wildcard && sel.matches(identity, this.names.get(identity.id))) {
+      if (!sel.wildcard && sel.matches(identity)) {
         sel.selections.add(identity.id)
         out.push({ selector: sel, added: [identity.id], removed: [] })
       }
@@ -218,7 +224,6 @@ export class SelectorCache {
 
   identityRemoved(identity: Identity): SelectionDelta[] {
     this.identities.delete(identity.id)
-    this.names.delete(identity.id)
     for (const k of labelKeys(identity.labels)) this.identitiesByLabel.get(k)?.delete(identity.id)
     const out: SelectionDelta[] = []
     for (const sel of this.candidates(identity)) {
@@ -227,22 +232,22 @@ export class SelectorCache {
     return out
   }
 
-  /** Replaces the DNS names learned for a (CIDR /32) identity; FQDN selectors follow. */
-  setNames(id: number, names: ReadonlySet<string>): SelectionDelta[] {
-    if (names.size === 0) this.names.delete(id)
-    else this.names.set(id, names)
-    const identity = this.identities.get(id)
-    const out: SelectionDelta[] = []
-    if (!identity) return out
+  /** The labels of the toFQDNs selectors that select any of these names, sorted (none: []). */
+  fqdnLabelsOf(names: Iterable<string>): string[] {
+    const out = new Set<string>()
     for (const sel of this.fqdnSelectors) {
-      const now = sel.matches(identity, this.names.get(id))
-      if (now && !sel.selections.has(id)) {
-        sel.selections.add(id)
-        out.push({ selector: sel, added: [id], removed: [] })
-      } else if (!now && sel.selections.delete(id)) {
-        out.push({ selector: sel, added: [], removed: [id] })
+      for (const n of names) {
+        if (sel.fqdn!.names.test(n)) {
+          out.add(sel.fqdn!.label)
+          break
+        }
       }
     }
-    return out
+    return [...out].sort()
+  }
+
+  /** Every toFQDNs selector's label, sorted. */
+  fqdnLabels(): string[] {
+    return [...new Set([...this.fqdnSelectors].map((sel) => sel.fqdn!.label))].sort()
   }
 }

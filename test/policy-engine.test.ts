@@ -228,7 +228,8 @@ t.test('toFQDNs selects exactly the IPs learned for matching names', async (t) =
   e.setFqdnIps('cantina.empire.', ['192.0.2.3', '192.0.2.4'])
   const d = e.takeDelta()
   t.same(d.ipcache.upserts.map(([p]) => p).sort(), ['192.0.2.3/32', '192.0.2.4/32'], 'learned IPs enter the ipcache')
-  t.equal(d.policy.get(tf)!.upserts.length, 2, 'and two policy entries, nothing else')
+  t.equal(d.policy.get(tf), undefined, "and nothing else: the selector's identity had its policy entry already")
+  t.equal(e.identityOf('192.0.2.3'), e.identityOf('192.0.2.4'), 'both carry the one identity of the selector that selects them')
   t.equal(e.decide(tf, 'egress', e.identityOf('192.0.2.3'), TCP, 80).verdict, 'allow', 'a learned IP is allowed')
   t.equal(e.decide(tf, 'egress', e.identityOf('192.0.2.3'), TCP, 81).verdict, 'deny', 'on the rule port only')
   e.setFqdnIps('hoth.alliance', ['203.0.113.7'])
@@ -238,6 +239,81 @@ t.test('toFQDNs selects exactly the IPs learned for matching names', async (t) =
   t.notOk(e.ipcache().has('192.0.2.3/32'), 'and leaves the ipcache')
   e.setFqdnIps('cantina.empire', [])
   t.equal(e.decide(tf, 'egress', e.identityOf('192.0.2.4'), TCP, 80).verdict, 'deny')
+})
+
+/** The tiefighter may reach cantina.empire and *.empire on 80, and 192.0.2.0/24 on 443. */
+function fqdnGroupsEngine() {
+  const lab = labEngine()
+  lab.e.loadFile(
+    'f.yaml',
+    cnp(
+      'fqdn',
+      '{ class: tiefighter }',
+      `  egress:
+  - toFQDNs: [ { matchName: cantina.empire }, { matchPattern: "*.empire" } ]
+    toPorts: [ { ports: [ { port: "80", protocol: TCP } ] } ]
+  - toCIDR: [ 192.0.2.0/24 ]
+    toPorts: [ { ports: [ { port: "443", protocol: TCP } ] } ]
+`,
+    ),
+  )
+  lab.e.takeDelta()
+  return lab
+}
+
+const localIdentities = (e: PolicyEngine) => [...e.identities.all()].filter((i) => i.kind === 'fqdn').map((i) => i.labels.canonical).sort()
+
+t.test('toFQDNs: addresses selected by the same selectors share one identity; a rotating name adds ipcache entries only', async (t) => {
+  const { e, ep } = fqdnGroupsEngine()
+  const tf = ep('tiefighter')
+  const held = localIdentities(e)
+  t.same(held, ['fqdn:*.empire;reserved:world', 'fqdn:cantina.empire;reserved:world'], 'each selector holds its own identity from the start')
+  for (let i = 1; i <= 50; i++) {
+    e.setFqdnIps('hoth.empire', [`203.0.113.${i}`])
+    const d = e.takeDelta()
+    t.equal(d.policy.size, 0, `answer ${i}: no policy entry changes`)
+    t.same(d.ipcache.upserts.map(([p]) => p), [`203.0.113.${i}/32`], `answer ${i}: one ipcache entry`)
+  }
+  t.same(localIdentities(e), held, 'fifty addresses later: no identity more')
+  t.equal(e.decide(tf, 'egress', e.identityOf('203.0.113.50'), TCP, 80).verdict, 'allow', 'the newest address is allowed')
+  t.equal(e.decide(tf, 'egress', e.identityOf('203.0.113.49'), TCP, 80).verdict, 'deny', 'one the name moved away from is not')
+
+  e.setFqdnIps('cantina.empire', ['203.0.113.200'])
+  e.setFqdnIps('hoth.empire', ['203.0.113.200', '203.0.113.201'])
+  const both = e.identities.get(e.identityOf('203.0.113.200'))!
+  t.equal(both.labels.canonical, 'fqdn:*.empire;fqdn:cantina.empire;reserved:world', 'an address both select has the identity of both')
+  t.not(e.identityOf('203.0.113.201'), both.id, 'one only *.empire selects has the other')
+  t.equal(e.decide(tf, 'egress', both.id, TCP, 80).verdict, 'allow')
+
+  e.setFqdnIps('hoth.empire', [])
+  e.setFqdnIps('cantina.empire', [])
+  t.same(localIdentities(e), held, 'no address holds the shared identities: released, the held ones stay')
+  t.notOk(e.ipcache().has('203.0.113.200/32'), 'and the addresses left the ipcache')
+})
+
+t.test('toFQDNs: a learned address a toCIDR prefix covers keeps its own identity, so both rules select it', async (t) => {
+  const { e, ep } = fqdnGroupsEngine()
+  const tf = ep('tiefighter')
+  e.setFqdnIps('cantina.empire', ['192.0.2.3', '203.0.113.9'])
+  const covered = e.identities.get(e.identityOf('192.0.2.3'))!
+  t.equal(covered.labels.canonical, 'cidr:192.0.2.3/32;fqdn:*.empire;fqdn:cantina.empire;reserved:world')
+  t.equal(e.decide(tf, 'egress', covered.id, TCP, 443).verdict, 'allow', 'the toCIDR rule still selects it under its /32 entry')
+  t.equal(e.decide(tf, 'egress', covered.id, TCP, 80).verdict, 'allow', 'and the toFQDNs rule')
+  t.notOk(e.identities.get(e.identityOf('203.0.113.9'))!.labels.has('cidr', '203.0.113.9/32'), 'one outside every prefix is grouped')
+  t.equal(e.decide(tf, 'egress', e.identityOf('203.0.113.9'), TCP, 443).verdict, 'deny', 'and the toCIDR rule does not reach it')
+})
+
+t.test('toFQDNs: addresses learned before a selector selects them enter the ipcache when one does, and leave with it', async (t) => {
+  const { e, ep } = labEngine()
+  const tf = ep('tiefighter')
+  e.setFqdnIps('cantina.empire', ['203.0.113.9'])
+  t.notOk(e.ipcache().has('203.0.113.9/32'), 'no selector: no ipcache entry, the address stays the world')
+  e.loadFile('f.yaml', cnp('fqdn', '{ class: tiefighter }', '  egress:\n  - toFQDNs: [ { matchPattern: "*.empire" } ]\n'))
+  t.equal(e.ipcache().get('203.0.113.9/32'), e.identityOf('203.0.113.9'))
+  t.equal(e.decide(tf, 'egress', e.identityOf('203.0.113.9'), TCP, 80).verdict, 'allow', 'a policy loaded later allows the address learned before')
+  e.removeFile('f.yaml')
+  t.notOk(e.ipcache().has('203.0.113.9/32'), 'the policy gone: the entry too')
+  t.same(localIdentities(e), [], 'and every learned-address identity')
 })
 
 t.test('L3 rules and L4 rules without L7 are OR-ed into L7 ports', async (t) => {
