@@ -72,6 +72,24 @@ interface EndpointState {
 
 export interface EngineOptions {
   proxyPorts: ProxyPorts
+  /** Entries the node's ipcache and policy map hold: learned addresses past them are refused. Default: no bound. */
+  capacity?: MapCapacity
+  /** A learned address refused for want of room (it stays the world's: connections to it are denied). */
+  onRefused?: (r: MapRefusal) => void
+}
+
+export interface MapCapacity {
+  ipcache: number
+  policy: number
+}
+
+export interface MapRefusal {
+  map: 'ipcache' | 'policy'
+  address: string
+  names: string[]
+  /** How many entries the map holds, and may. */
+  entries: number
+  capacity: number
 }
 
 function labelList(labels: Readonly<Record<string, string>>) {
@@ -115,6 +133,12 @@ export class PolicyEngine {
   private readonly fqdnHeld = new Map<string, Identity>()
   /** The toFQDNs labels and toCIDR prefixes learned addresses were labelled against. */
   private fqdnShape = ''
+  /** Prefixes the ipcache holds (from any table). */
+  private ipcacheEntries = 0
+  private readonly capacity: MapCapacity
+  private readonly onRefused: (r: MapRefusal) => void
+  /** Learned addresses refused so far, by the map that had no room. */
+  readonly refused = { ipcache: 0, policy: 0 }
   private removedEndpoints = new Map<number, MapDelta>()
   private touchedEndpoints = new Set<number>()
   private revision = 0
@@ -122,6 +146,8 @@ export class PolicyEngine {
 
   constructor(opts: EngineOptions) {
     this.proxyPorts = opts.proxyPorts
+    this.capacity = opts.capacity ?? { ipcache: Infinity, policy: Infinity }
+    this.onRefused = opts.onRefused ?? (() => {})
     for (const id of Object.values(RESERVED_IDENTITIES)) this.selectors.identityAdded(this.identities.get(id)!)
   }
 
@@ -309,19 +335,21 @@ export class PolicyEngine {
     const key = name.toLowerCase().replace(/\.$/, '')
     const before = this.fqdnNames.get(key) ?? new Set<string>()
     const after = new Set(ips)
-    for (const ip of after) {
-      if (before.has(ip)) continue
-      let entry = this.fqdnIps.get(ip)
-      if (!entry) this.fqdnIps.set(ip, (entry = { names: new Set(), identity: null }))
-      entry.names.add(key)
-      this.labelAddress(ip, entry)
-    }
+    // Addresses the name lost first, so that the room they leave is there for the new ones.
     for (const ip of before) {
       if (after.has(ip)) continue
       const entry = this.fqdnIps.get(ip)!
       entry.names.delete(key)
       this.labelAddress(ip, entry)
       if (entry.names.size === 0) this.fqdnIps.delete(ip)
+    }
+    // New ones, and those without an identity yet (refused for want of room before: tried again).
+    for (const ip of after) {
+      let entry = this.fqdnIps.get(ip)
+      if (before.has(ip) && entry!.identity !== null) continue
+      if (!entry) this.fqdnIps.set(ip, (entry = { names: new Set(), identity: null }))
+      entry.names.add(key)
+      this.labelAddress(ip, entry)
     }
     if (after.size > 0) this.fqdnNames.set(key, after)
     else this.fqdnNames.delete(key)
@@ -334,14 +362,29 @@ export class PolicyEngine {
    */
   private labelAddress(ip: string, entry: { names: Set<string>; identity: Identity | null }): void {
     const labels = this.selectors.fqdnLabelsOf(entry.names)
-    const prefix = parsePrefix(`${ip}/32`) as Prefix
+    const previous = entry.identity
     let next: Identity | null = null
     if (labels.length > 0) {
-      const { identity, created } = this.identities.acquireFqdn(labels, this.coveredByCidr(prefix) ? prefix : null)
-      if (created) this.identityAdded(identity)
-      next = identity
+      const prefix = parsePrefix(`${ip}/32`) as Prefix
+      const refuse = (map: MapRefusal['map'], entries: number, capacity: number): null => {
+        this.refused[map]++
+        this.onRefused({ map, address: ip, names: [...entry.names], entries, capacity })
+        return null
+      }
+      // A new ipcache entry needs room; so do the policy entries a new identity brings, or it
+      // is taken back whole (no endpoint gets part of them).
+      if (previous === null && this.ipValue(`${ip}/32`) === null && this.ipcacheEntries >= this.capacity.ipcache) {
+        next = refuse('ipcache', this.ipcacheEntries, this.capacity.ipcache)
+      } else {
+        const { identity, created } = this.identities.acquireFqdn(labels, this.coveredByCidr(prefix) ? prefix : null)
+        if (created) this.identityAdded(identity)
+        const policy = created ? this.policyEntries() : 0
+        if (policy > this.capacity.policy) {
+          this.releaseLocal(identity)
+          next = refuse('policy', policy, this.capacity.policy)
+        } else next = identity
+      }
     }
-    const previous = entry.identity
     entry.identity = next
     if (next?.id !== previous?.id) this.setIp(this.fqdnPrefixes, `${ip}/32`, next?.id ?? null)
     if (previous) this.releaseLocal(previous)
@@ -456,9 +499,27 @@ export class PolicyEngine {
   }
 
   private setIp(table: Map<string, number>, prefix: string, identity: number | null): void {
+    const had = this.ipValue(prefix) !== null
     if (!this.ipJournal.has(prefix)) this.ipJournal.set(prefix, this.ipValue(prefix))
     if (identity === null) table.delete(prefix)
     else table.set(prefix, identity)
+    this.ipcacheEntries += Number(this.ipValue(prefix) !== null) - Number(had)
+  }
+
+  /** Entries of every endpoint's policy, as the node's one policy map holds them. */
+  private policyEntries(): number {
+    let n = 0
+    for (const ep of this.endpoints.values()) n += ep.map.size
+    return n
+  }
+
+  /** How full the node's maps are (as this engine wants them), and what was refused for want of room. */
+  mapFill(): { ipcache: { entries: number; capacity: number }; policy: { entries: number; capacity: number }; refused: { ipcache: number; policy: number } } {
+    return {
+      ipcache: { entries: this.ipcacheEntries, capacity: this.capacity.ipcache },
+      policy: { entries: this.policyEntries(), capacity: this.capacity.policy },
+      refused: { ...this.refused },
+    }
   }
 
   /** Desired ipcache: prefix -> identity (this node's endpoints win over other nodes', over learned addresses, over CIDR identities). */

@@ -94,8 +94,11 @@ export class BpfObject {
     this.handle = handle
   }
 
-  /** Opens and loads an object; maps are pinned under (or reused from) `pinRoot`, a bpffs dir. */
-  static load(path: string, pinRoot: string): BpfObject {
+  /**
+   * Opens and loads an object; maps are pinned under (or reused from) `pinRoot`, a bpffs dir.
+   * `maxEntries`: sizes for the named maps, instead of the object's own.
+   */
+  static load(path: string, pinRoot: string, maxEntries: Readonly<Record<string, number>> = {}): BpfObject {
     const lib = libbpf()
     clearLibbpfMessages()
     const opts = Buffer.alloc(OPEN_OPTS.size)
@@ -111,6 +114,10 @@ export class BpfObject {
       if (!handle) {
         const errno = koffi.errno()
         throw new BpfError('EOPEN', `cannot open BPF object ${path}: ${errnoName(errno)}\n${libbpfMessages()}`.trim(), { errno })
+      }
+      for (const [name, n] of Object.entries(maxEntries)) {
+        const map = lib.bpf_object__find_map_by_name(handle, name)
+        if (map) check(lib.bpf_map__set_max_entries(map, n) as number, 'EMAP', `sizing map ${name} to ${n} entries`)
       }
       const rc = lib.bpf_object__load(handle) as number
       if (rc < 0) {

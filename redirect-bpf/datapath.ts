@@ -15,6 +15,7 @@ import { ensureMode, setupMode, teardownModes, type RedirectMode, type Run } fro
 import { inNetns } from './netns.js'
 import { PolicyWriter, type WriteStats } from './policy-writer.js'
 import { spreadOver } from './reuseport.js'
+import { DEFAULT_MAP_SIZES, maxEntries, preparePinnedSizes, type MapSizes } from './map-sizes.js'
 import { addProxyListener, attachSkLookup, detachSkLookup } from './sk-lookup.js'
 import { attachTc, detachTc, ifindexOf, removeClsact } from './tc.js'
 import { distPath } from '../lib/project-root.js'
@@ -40,6 +41,8 @@ export interface DatapathOptions {
   netns?: string
   /** sockmap: the cgroup (under cgroup2) whose processes' sockets sock_ops sees; made (and removed at stop) unless it exists. */
   cgroupName?: string
+  /** Entries of the ipcache and the policy map (default: the C header's). */
+  mapSizes?: MapSizes
   /**
    * Another agent's datapath runs on these pinned maps in the same mode, and this one takes over:
    * its node state is kept (what is missing is added), the programs replace its own where they
@@ -49,8 +52,8 @@ export interface DatapathOptions {
   takeover?: { earlyDemux: string | null }
 }
 
-function object(name: string, pinRoot: string): BpfObject {
-  return BpfObject.load(distPath(`redirect-bpf/progs/${name}.bpf.o`), pinRoot)
+function object(name: string, pinRoot: string, sizes: MapSizes = DEFAULT_MAP_SIZES): BpfObject {
+  return BpfObject.load(distPath(`redirect-bpf/progs/${name}.bpf.o`), pinRoot, maxEntries(sizes))
 }
 
 export class Datapath {
@@ -96,11 +99,13 @@ export class Datapath {
 
   static start(opts: DatapathOptions): Datapath {
     ensureBpffs(opts.pinRoot)
-    const from = object('from-endpoint', opts.pinRoot)
+    const sizes = opts.mapSizes ?? DEFAULT_MAP_SIZES
+    preparePinnedSizes(opts.pinRoot, sizes, opts.takeover !== undefined)
+    const from = object('from-endpoint', opts.pinRoot, sizes)
     let dp: Datapath | undefined
     try {
       checkLayout(from)
-      const to = object('to-endpoint', opts.pinRoot) // shares the pinned maps
+      const to = object('to-endpoint', opts.pinRoot, sizes) // shares the pinned maps
       dp = new Datapath(opts, from, to)
       writeConfig(from, opts.mode, opts.proxyAddress)
       if (opts.takeover) {
@@ -120,13 +125,13 @@ export class Datapath {
       // the kernel then looks for a listener, and sk_lookup makes it find the proxy's (TPROXY
       // does this itself).
       if (opts.mode === 'sk-assign' || opts.mode === 'sockmap') {
-        const obj = object('sk-lookup', opts.pinRoot)
+        const obj = object('sk-lookup', opts.pinRoot, sizes)
         dp.skLookup = { obj, link: -1 }
         dp.skLookup.link = attachSkLookup(obj.programFd('steer_time_wait_syn'), opts.netns)
       }
       if (dp.cgroup) {
-        const sockops = object('sockops', opts.pinRoot)
-        const skMsg = object('sk-msg', opts.pinRoot)
+        const sockops = object('sockops', opts.pinRoot, sizes)
+        const skMsg = object('sk-msg', opts.pinRoot, sizes)
         dp.sockmap = { sockops, skMsg }
         attachSockops(sockops.programFd('steer_sockets'), dp.cgroup)
         attachSkMsg(skMsg.programFd('redirect_payload'), from.map('l7_sockhash').fd)
@@ -177,7 +182,7 @@ export class Datapath {
    * them in turn (reuseport.bpf.c), whichever way they were steered.
    */
   spreadHttp(socketFds: readonly number[]): void {
-    this.reuseport ??= object('reuseport', this.opts.pinRoot)
+    this.reuseport ??= object('reuseport', this.opts.pinRoot, this.opts.mapSizes)
     const obj = this.reuseport
     spreadOver(obj.map('l7_http_threads'), obj.map('l7_spread'), socketFds, obj.programFd('spread_connections'))
   }

@@ -69,6 +69,7 @@ export interface Libbpf {
   bpf_map__value_size: Fn
   bpf_map__type: Fn
   bpf_map__max_entries: Fn
+  bpf_map__set_max_entries: Fn
   bpf_tc_hook_create: Fn
   bpf_tc_hook_destroy: Fn
   bpf_tc_attach: Fn
@@ -120,6 +121,7 @@ export function libbpf(): Libbpf {
     bpf_map__value_size: f(lib, 'uint32_t bpf_map__value_size(void *map)'),
     bpf_map__type: f(lib, 'int bpf_map__type(void *map)'),
     bpf_map__max_entries: f(lib, 'uint32_t bpf_map__max_entries(void *map)'),
+    bpf_map__set_max_entries: f(lib, 'int bpf_map__set_max_entries(void *map, uint32_t max_entries)'),
     bpf_tc_hook_create: f(lib, 'int bpf_tc_hook_create(void *hook)'),
     bpf_tc_hook_destroy: f(lib, 'int bpf_tc_hook_destroy(void *hook)'),
     bpf_tc_attach: f(lib, 'int bpf_tc_attach(void *hook, void *opts)'),

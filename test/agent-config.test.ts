@@ -25,7 +25,8 @@ t.test('defaults: on this host, sk-assign, /etc/l7proxy/policies, no endpoints; 
     bpffs: '/run/l7proxy/agent-bpffs',
     stateDirectory: '/run/l7proxy/state',
     caDirectory: '/var/lib/l7proxy/ca',
-    dns: { rejectCode: 'REFUSED', minTtlSeconds: 3600, maxIpsPerName: 50, maxDelayMs: 100, threads: 1 },
+    dns: { rejectCode: 'REFUSED', minTtlSeconds: 3600, maxIpsPerName: 1000, maxDelayMs: 100, threads: 1 },
+    maps: { ipcacheEntries: 65536, policyEntries: 65536 },
     cni: { labelsCommand: ['podman', 'container', 'inspect', '--format', '{{json .Config.Labels}}'] },
     overload: {
       connections: { perSource: 8192, perIdentity: 32768, perNode: 0 },
@@ -56,11 +57,12 @@ t.test('a file, then the environment, then flags: each overrides the one before'
   const file = parseConfigText('lab: n1\nmode: tproxy\nproxy: { threads: 2, httpPort: 16001 }\ndns: { rejectCode: NXDOMAIN, minTtlSeconds: 5 }\nlogging: { level: debug }\n', 'c.yaml')
   const env = environmentLayers({ L7PROXY_MODE: 'dnat', L7PROXY_THREADS: '3', L7PROXY_DNS_THREADS: '2', L7PROXY_CA_DIR: '/etc/l7proxy/ca', PATH: '/bin' })
   const c = resolveConfig([file, ...env, { proxy: { threads: 4 } }])
-  t.match(c, { lab: 'n1', mode: 'dnat', proxy: { httpPort: 16001, dnsPort: 15053, threads: 4 }, dns: { rejectCode: 'NXDOMAIN', minTtlSeconds: 5, maxIpsPerName: 50, threads: 2 }, logging: { level: 'debug' } })
+  t.match(c, { lab: 'n1', mode: 'dnat', proxy: { httpPort: 16001, dnsPort: 15053, threads: 4 }, dns: { rejectCode: 'NXDOMAIN', minTtlSeconds: 5, maxIpsPerName: 1000, threads: 2 }, logging: { level: 'debug' } })
   t.equal(c.bpffs, '/run/l7proxy/agent-bpffs-n1', 'paths follow the lab the file chose')
   t.equal(c.admin.socket, '/run/l7proxy/agent-n1.sock')
   t.equal(c.caDirectory, '/etc/l7proxy/ca', 'L7PROXY_CA_DIR sets the CA directory')
   t.same(resolveConfig([parseConfigText('', 'empty.yaml')]), defaultConfig(), 'an empty file is all defaults')
+  t.same(resolveConfig([parseConfigText('maps: { policyEntries: 4096 }\n', 'c.yaml')]).maps, { ipcacheEntries: 65536, policyEntries: 4096 }, 'a map size set, the other as it was')
   t.same(resolveConfig([parseConfigText('admin: { metrics: 127.0.0.1:0 }\n', 'c.yaml')]).admin, { socket: '/run/l7proxy/agent.sock', metrics: { address: '127.0.0.1', port: 0 } }, 'metrics on any free port')
   t.equal(resolveConfig([parseConfigText('admin: { metrics: 127.0.0.1:9100 }\n', 'c.yaml'), ...environmentLayers({ L7PROXY_METRICS: 'off' })]).admin.metrics, null, 'L7PROXY_METRICS=off turns them off')
 })
@@ -75,6 +77,8 @@ const BAD: Array<[string, string, RegExp]> = [
   ['bad reject code', 'dns: { rejectCode: SERVFAIL }\n', /dns\.rejectCode: unknown reject code 'SERVFAIL'; expected one of: REFUSED, NXDOMAIN/],
   ['no IPs per name', 'dns: { maxIpsPerName: 0 }\n', /dns\.maxIpsPerName: expected an integer from 1 to 10000/],
   ['no delay', 'dns: { maxDelayMs: 0 }\n', /dns\.maxDelayMs: expected an integer from 1 to 10000/],
+  ['a map too small', 'maps: { ipcacheEntries: 8 }\n', /^c\.yaml:1:25: maps\.ipcacheEntries: expected an integer from 16 to 16777216, got the number 8/],
+  ['unknown map', 'maps: { ctEntries: 100 }\n', /maps\.ctEntries: unknown field 'ctEntries'; expected one of: ipcacheEntries, policyEntries/],
   ['bad log level', 'logging: { level: loud }\n', /logging\.level: unknown log level 'loud'/],
   ['bad metrics address', 'admin: { metrics: localhost:9962 }\n', /^c\.yaml:1:19: admin\.metrics: 'localhost:9962' is not ADDRESS:PORT \(e\.g\. 127\.0\.0\.1:9962\) or off/],
   ['metrics port out of range', 'admin: { metrics: 127.0.0.1:99999 }\n', /admin\.metrics: '127\.0\.0\.1:99999' is not ADDRESS:PORT/],

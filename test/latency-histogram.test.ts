@@ -38,6 +38,7 @@ t.test('scraped as a Prometheus histogram: cumulative buckets by protocol, +Inf,
     requestDurations: () => ({ http: http.snapshot(), dns: emptySnapshot() }),
     dnsEnforce: () => enforce.snapshot(),
     cluster: () => null,
+    maps: () => ({ ipcache: { entries: 12, capacity: 64 }, policy: { entries: 30, capacity: 128 }, refused: { ipcache: 2, policy: 0 } }),
     overload: () => ({
       fileLimit: 1024,
       limits: { connectionsPerSource: 10, connectionsPerIdentity: 20, connectionsPerNode: 30, streamsPerSource: 40, streamsPerIdentity: 50 },
@@ -55,6 +56,9 @@ t.test('scraped as a Prometheus histogram: cumulative buckets by protocol, +Inf,
   t.match(text, /^l7proxy_overload_limit\{setting="connectionsPerNode"\} 30$/m, 'each setting in force')
   t.match(text, /^l7proxy_overload_limit\{setting="pressureIdleTimeoutMs"\} 5000$/m)
   t.match(text, /^l7proxy_overload_pressure 1$/m)
+  t.match(text, /^l7proxy_map_entries\{map="ipcache"\} 12$/m, 'map fill levels')
+  t.match(text, /^l7proxy_map_capacity\{map="policy"\} 128$/m)
+  t.match(text, /^l7proxy_map_refused_total\{map="ipcache"\} 2$/m)
   t.match(text, /^# TYPE l7proxy_request_duration_seconds histogram$/m)
   t.match(text, /^l7proxy_request_duration_seconds_bucket\{protocol="http",le="0\.0005"\} 1$/m, 'le=0.0005: one')
   t.match(text, /^l7proxy_request_duration_seconds_bucket\{protocol="http",le="0\.001"\} 2$/m, 'le=0.001: two, cumulative')

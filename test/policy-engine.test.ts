@@ -1,5 +1,5 @@
 import t from 'tap'
-import { PolicyEngine } from '../policy/engine.js'
+import { PolicyEngine, type EngineOptions, type MapRefusal } from '../policy/engine.js'
 import { RESERVED_IDENTITIES } from '../policy/identity.js'
 import { evaluateName, evaluateHttp } from '../policy/l7-policy.js'
 import type { HttpRequestView } from '../policy/http-matcher.js'
@@ -11,8 +11,8 @@ const TCP = 6
 const UDP = 17
 
 /** An engine with the lab's endpoints (ids 1.., in topology order) loaded. */
-function labEngine(): { e: PolicyEngine; ep: (name: string) => number; id: (name: string) => number } {
-  const e = new PolicyEngine({ proxyPorts: PORTS })
+function labEngine(opts: Omit<EngineOptions, 'proxyPorts'> = {}): { e: PolicyEngine; ep: (name: string) => number; id: (name: string) => number } {
+  const e = new PolicyEngine({ proxyPorts: PORTS, ...opts })
   const ids = new Map<string, number>()
   for (const ep of labEndpoints()) {
     e.upsertEndpoint(ep)
@@ -242,8 +242,8 @@ t.test('toFQDNs selects exactly the IPs learned for matching names', async (t) =
 })
 
 /** The tiefighter may reach cantina.empire and *.empire on 80, and 192.0.2.0/24 on 443. */
-function fqdnGroupsEngine() {
-  const lab = labEngine()
+function fqdnGroupsEngine(opts: Omit<EngineOptions, 'proxyPorts'> = {}) {
+  const lab = labEngine(opts)
   lab.e.loadFile(
     'f.yaml',
     cnp(
@@ -289,6 +289,41 @@ t.test('toFQDNs: addresses selected by the same selectors share one identity; a 
   e.setFqdnIps('cantina.empire', [])
   t.same(localIdentities(e), held, 'no address holds the shared identities: released, the held ones stay')
   t.notOk(e.ipcache().has('203.0.113.200/32'), 'and the addresses left the ipcache')
+})
+
+t.test('toFQDNs: an address the ipcache has no room for is refused whole, and said so; room again, it is taken', async (t) => {
+  const refusals: MapRefusal[] = []
+  const probe = fqdnGroupsEngine().e.mapFill().ipcache.entries
+  const { e, ep } = fqdnGroupsEngine({ capacity: { ipcache: probe + 3, policy: 1000 }, onRefused: (r) => refusals.push(r) })
+  const tf = ep('tiefighter')
+  e.setFqdnIps('hoth.empire', ['203.0.113.1', '203.0.113.2', '203.0.113.3', '203.0.113.4', '203.0.113.5'])
+  const d = e.takeDelta()
+  t.same(d.ipcache.upserts.map(([p]) => p).sort(), ['203.0.113.1/32', '203.0.113.2/32', '203.0.113.3/32'], 'the first three fit, in the order given')
+  t.match(refusals, [
+    { map: 'ipcache', address: '203.0.113.4', names: ['hoth.empire'], entries: probe + 3, capacity: probe + 3 },
+    { map: 'ipcache', address: '203.0.113.5' },
+  ])
+  t.equal(e.decide(tf, 'egress', e.identityOf('203.0.113.4'), TCP, 80).verdict, 'deny', 'a refused address stays the world: denied')
+  t.match(e.mapFill(), { ipcache: { entries: probe + 3, capacity: probe + 3 }, refused: { ipcache: 2, policy: 0 } })
+  e.setFqdnIps('hoth.empire', ['203.0.113.4', '203.0.113.6'])
+  t.equal(e.decide(tf, 'egress', e.identityOf('203.0.113.4'), TCP, 80).verdict, 'allow', 'the name learned anew, with room: a refused address is taken')
+  t.equal(e.decide(tf, 'egress', e.identityOf('203.0.113.6'), TCP, 80).verdict, 'allow', 'and a new one, in the room the lost ones left')
+})
+
+t.test('toFQDNs: an identity whose policy entries would not fit is taken back whole', async (t) => {
+  const refusals: MapRefusal[] = []
+  const probe = fqdnGroupsEngine()
+  const policy = probe.e.mapFill().policy.entries
+  const { e, ep } = fqdnGroupsEngine({ capacity: { ipcache: 1000, policy }, onRefused: (r) => refusals.push(r) })
+  e.setFqdnIps('hoth.empire', ['203.0.113.1'])
+  t.equal(refusals.length, 0, "an address one selector selects uses that selector's identity: no new entry")
+  e.takeDelta()
+  e.setFqdnIps('cantina.empire', ['203.0.113.9'])
+  t.match(refusals, [{ map: 'policy', address: '203.0.113.9', names: ['cantina.empire'] }], 'both selectors: a new identity, whose entries have no room')
+  const d = e.takeDelta()
+  t.equal(d.policy.get(ep('tiefighter')), undefined, 'no policy entry was written, not even part of them')
+  t.same(d.ipcache.upserts, [], 'nor an ipcache entry')
+  t.equal(e.mapFill().policy.entries, policy)
 })
 
 t.test('toFQDNs: a learned address a toCIDR prefix covers keeps its own identity, so both rules select it', async (t) => {

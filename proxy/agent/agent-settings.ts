@@ -27,6 +27,7 @@ export function agentSettings(c: AgentConfig, node: NodePart): AgentSettings {
     dnsMinTtlSeconds: c.dns.minTtlSeconds,
     dnsMaxIps: c.dns.maxIpsPerName,
     dnsMaxDelayMs: c.dns.maxDelayMs,
+    mapSizes: c.maps,
     state: c.stateDirectory,
     caDir: c.caDirectory,
     metricsFd: null,

@@ -40,6 +40,8 @@ import { budgetLimits, pressureConnections, type OverloadSettings, type Overload
 import { PressureMonitor } from '../overload/pressure-monitor.js'
 import { collectGarbage } from '../overload/collect-garbage.js'
 import { SharedBudget } from '../overload/shared-budget.js'
+import { RefusalLog } from '../overload/refusal-log.js'
+import type { MapSizes } from '../../redirect-bpf/map-sizes.js'
 import type { OverloadInput } from '../overload/thread-overload.js'
 import type { FileLimit } from '../../lib/libc.js'
 import { formatIPv4 } from '../../policy/cidr.js'
@@ -79,6 +81,8 @@ export interface AgentSettings {
   dnsMinTtlSeconds: number
   dnsMaxIps: number
   dnsMaxDelayMs: number
+  /** Entries of the node's ipcache and policy map; learned addresses past them are refused. */
+  mapSizes: MapSizes
   /** Where the FQDN cache is kept across restarts; null: nowhere. */
   state: string | null
   caDir: string | null
@@ -133,6 +137,8 @@ function step<T>(what: string, run: () => T): T {
 export class Agent {
   readonly engine: PolicyEngine
   readonly logger: Logger
+  /** Lines for learned addresses the maps had no room for (made at the first). */
+  private mapRefusals: RefusalLog | null = null
   private readonly lines: LineChunks
   private readonly out: { write(bytes: Buffer): boolean; flushSync(): void }
   private readonly feed: FlowFeed
@@ -180,7 +186,12 @@ export class Agent {
   ) {
     const s = settings
     this.terminal = s.log === null && process.stdout.isTTY ? terminalLines(true) : null
-    this.engine = new PolicyEngine({ proxyPorts: s.proxyPorts })
+    // A learned address without room in the maps stays the world's; a line at most every 10 s a map says so.
+    this.engine = new PolicyEngine({
+      proxyPorts: s.proxyPorts,
+      capacity: { ipcache: s.mapSizes.ipcacheEntries, policy: s.mapSizes.policyEntries },
+      onRefused: ({ map, ...r }) => (this.mapRefusals ??= new RefusalLog(this.logger, 10_000, 'maps')).note(map, Date.now(), { ...r, reason: `the ${map} map is full` }),
+    })
     // The maps hold the running agent's numbers until this one's state replaces them: the same labels, the same numbers.
     if (takeover) this.engine.identities.seed(takeover.offer.identities)
     // Every thread's lines reach `out` in chunks of bytes, written at least every quarter second
@@ -293,6 +304,7 @@ export class Agent {
         pinRoot: s.pin,
         proxyAddress: s.proxyAddress,
         proxyPorts: [s.proxyPorts.http, s.proxyPorts.dns],
+        mapSizes: s.mapSizes,
         ...(s.sockmapCgroup ? { cgroupName: s.sockmapCgroup } : {}),
         ...(takeover ? { takeover: { earlyDemux: takeover.offer.earlyDemux } } : {}),
       }),
@@ -407,6 +419,7 @@ export class Agent {
       dnsEnforce: () => totals.dnsEnforce(),
       overload: () => this.overloadStatus(),
       cluster: () => this.cluster?.status() ?? null,
+      maps: () => engine.mapFill(),
     })
     // Live policy and endpoints: each accepted change reaches the kernel maps, then every proxy thread.
     this.policies.watch({ writeMaps, tellThreads: (file, text) => this.workers?.updatePolicy(file, text), observe: (seconds) => metrics.policyApply.observe(seconds) })
@@ -595,6 +608,7 @@ export class Agent {
       policy: { revision: this.engine.policyRevision, files: [...this.policies.texts.keys()], directory: this.policies.dir },
       endpoints: this.endpoints.list.length,
       identities: [...this.engine.identities.all()].length,
+      maps: this.engine.mapFill(),
       http: this.main?.http ? { listening: `${s.proxyAddress}:${s.proxyPorts.http}`, threads: this.httpThreads, connections, requests } : { listening: 'external', threads: 0 },
       dns: { listening: `${s.proxyAddress}:${s.proxyPorts.dns}/udp`, threads: this.dnsThreads, queries: totals.dns(), queriesByThread: totals.dnsByThread() },
       kernelPackets: this.kernelPacketTotals(),

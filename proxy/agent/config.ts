@@ -16,7 +16,9 @@
 //   bpffs: /run/l7proxy/agent-bpffs-main
 //   stateDirectory: /run/l7proxy/state-main   # the FQDN cache, kept across restarts
 //   caDirectory: /var/lib/l7proxy/ca          # the local CA for TLS interception (l7proxy certs init)
-//   dns: { rejectCode: REFUSED, minTtlSeconds: 3600, maxIpsPerName: 50, maxDelayMs: 100, threads: 1 }
+//   dns: { rejectCode: REFUSED, minTtlSeconds: 3600, maxIpsPerName: 1000, maxDelayMs: 100, threads: 1 }
+//   maps: { ipcacheEntries: 65536, policyEntries: 65536 }   # the node's ipcache and policy map
+//                                  # sizes; an entry past them is refused (docs: toFQDNs at scale)
 //   cni: { labelsCommand: [podman, container, inspect, --format, '{{json .Config.Labels}}'] }
 //                                  # how a CNI-added container's labels are asked (its id last)
 //   overload:                      # one source must not starve the others (docs: overload)
@@ -54,6 +56,7 @@ import { L7ProxyError } from '../../lib/l7proxy-error.js'
 import type { KvstoreSettings } from '../kvstore/cluster-node.js'
 import { isNodeName, NODE_NAME_RULE } from '../kvstore/kvstore-keys.js'
 import { hostname, networkInterfaces } from 'node:os'
+import { DEFAULT_MAP_SIZES, MAP_SIZE_RANGE, type MapSizes } from '../../redirect-bpf/map-sizes.js'
 
 /** Where the proxies listen unless configured otherwise (the datapath steers there). */
 export const DEFAULT_PROXY_PORTS = { http: 15001, dns: 15053 } as const
@@ -88,6 +91,8 @@ export interface AgentConfig {
   overload: OverloadSettings
   /** The cluster's store; null: a node on its own. */
   kvstore: KvstoreSettings | null
+  /** Entries the node's ipcache and policy map hold (set when the maps are made). */
+  maps: MapSizes
   handover: { drainSeconds: number }
   logging: { level: LogLevel }
   /** metrics: where Prometheus scrapes /metrics (address:port, in the namespace the agent is started in), or null. */
@@ -113,6 +118,7 @@ export interface ConfigLayer {
   cni?: { labelsCommand?: string[] }
   overload?: { [K in keyof OverloadSettings]?: OverloadSettings[K] extends number ? number : Partial<OverloadSettings[K]> }
   kvstore?: Partial<KvstoreSettings> & Pick<KvstoreSettings, 'endpoints'>
+  maps?: Partial<MapSizes>
   handover?: { drainSeconds?: number }
   logging?: { level?: LogLevel }
   admin?: { socket?: string; metrics?: { address: string; port: number } | null }
@@ -139,9 +145,10 @@ export function defaultConfig(lab: string | null = null, labNode = 1): AgentConf
     // Like Cilium's /var/run/cilium: kept across agent restarts, not across reboots.
     stateDirectory: `/run/l7proxy/state${suffix}`,
     caDirectory: DEFAULT_CA_DIR,
-    // Cilium's defaults: --tofqdns-min-ttl, --tofqdns-endpoint-max-ip-per-hostname,
-    // --tofqdns-proxy-response-max-delay.
-    dns: { rejectCode: 'REFUSED', minTtlSeconds: 3600, maxIpsPerName: 50, maxDelayMs: 100, threads: 1 },
+    // Cilium's defaults: --tofqdns-min-ttl, --tofqdns-endpoint-max-ip-per-hostname (1000 since
+    // 1.17), --tofqdns-proxy-response-max-delay.
+    dns: { rejectCode: 'REFUSED', minTtlSeconds: 3600, maxIpsPerName: 1000, maxDelayMs: 100, threads: 1 },
+    maps: { ...DEFAULT_MAP_SIZES },
     cni: { labelsCommand: [...PODMAN_LABELS_COMMAND] },
     overload: structuredClone(DEFAULT_OVERLOAD),
     kvstore: null,
@@ -184,7 +191,7 @@ export function parseConfigText(text: string, file: string): ConfigLayer {
   if (syntax.length > 0) throw new ConfigError(syntax)
   const out: ConfigLayer = {}
   if (root === null) return out // an empty file: all defaults
-  const f = root.fields(['lab', 'labNode', 'mode', 'policyDirectory', 'endpointsFile', 'interfaces', 'proxy', 'bpffs', 'stateDirectory', 'caDirectory', 'dns', 'cni', 'overload', 'kvstore', 'handover', 'logging', 'admin'])
+  const f = root.fields(['lab', 'labNode', 'mode', 'policyDirectory', 'endpointsFile', 'interfaces', 'proxy', 'bpffs', 'stateDirectory', 'caDirectory', 'dns', 'maps', 'cni', 'overload', 'kvstore', 'handover', 'logging', 'admin'])
   if (f) {
     if (f.lab) {
       const lab = f.lab.string()
@@ -246,6 +253,11 @@ export function parseConfigText(text: string, file: string): ConfigLayer {
     if (f.kvstore) {
       const k = kvstoreLayer(f.kvstore)
       if (k) out.kvstore = k
+    }
+    const maps = f.maps?.fields(['ipcacheEntries', 'policyEntries'])
+    if (maps) {
+      out.maps = {}
+      for (const k of ['ipcacheEntries', 'policyEntries'] as const) if (maps[k]) out.maps[k] = maps[k].integer(MAP_SIZE_RANGE.min, MAP_SIZE_RANGE.max) ?? undefined
     }
     const handover = f.handover?.fields(['drainSeconds'])
     if (handover?.drainSeconds) out.handover = { drainSeconds: handover.drainSeconds.integer(1, 3600) ?? undefined }
@@ -420,6 +432,7 @@ export function resolveConfig(layers: readonly ConfigLayer[]): AgentConfig {
         identityGcSeconds: k.identityGcSeconds ?? c.kvstore?.identityGcSeconds ?? 60,
       }
     }
+    c.maps = { ipcacheEntries: layer.maps?.ipcacheEntries ?? c.maps.ipcacheEntries, policyEntries: layer.maps?.policyEntries ?? c.maps.policyEntries }
     c.handover = { drainSeconds: layer.handover?.drainSeconds ?? c.handover.drainSeconds }
     c.logging = { level: layer.logging?.level ?? c.logging.level }
     c.admin = { socket: layer.admin?.socket ?? c.admin.socket, metrics: layer.admin?.metrics !== undefined ? layer.admin.metrics : c.admin.metrics }

@@ -9,6 +9,7 @@ import type { Counter as KernelCounter } from '../../redirect-bpf/map-layout.js'
 import { LATENCY_BUCKETS, type HistogramSnapshot } from '../latency-histogram.js'
 import type { OverloadStatus } from '../overload/overload-settings.js'
 import type { ClusterStatus } from '../kvstore/cluster-node.js'
+import type { PolicyEngine } from '../../policy/engine.js'
 
 export interface MetricSources {
   httpRequests(): Record<string, number>
@@ -24,6 +25,8 @@ export interface MetricSources {
   overload(): OverloadStatus
   /** The cluster's store as this node sees it; null: no cluster. */
   cluster(): ClusterStatus | null
+  /** How full the ipcache and policy map are, and learned addresses refused for want of room. */
+  maps(): ReturnType<PolicyEngine['mapFill']>
 }
 
 /**
@@ -123,6 +126,24 @@ export class AgentMetrics {
     gauge('l7proxy_http_connections', 'Client connections open in the HTTP proxy threads.', () => src.httpConnections())
     gauge('l7proxy_fqdn_names', 'Names the DNS proxy learned addresses for (toFQDNs).', () => src.fqdnNames())
     gauge('l7proxy_policy_revision', 'The policy revision in force.', () => src.policyRevision())
+    const mapGauge = (name: string, help: string, read: (m: { entries: number; capacity: number }) => number): void => {
+      const g: Gauge = new Gauge({
+        name,
+        help,
+        labelNames: ['map'],
+        registers: [r],
+        collect() {
+          const m = src.maps()
+          g.set({ map: 'ipcache' }, read(m.ipcache))
+          g.set({ map: 'policy' }, read(m.policy))
+        },
+      })
+    }
+    mapGauge('l7proxy_map_entries', "Entries the node's ipcache and policy map hold.", (m) => m.entries)
+    mapGauge('l7proxy_map_capacity', "Entries the node's ipcache and policy map may hold (maps.ipcacheEntries, maps.policyEntries).", (m) => m.capacity)
+    totals('l7proxy_map_refused_total', 'Learned (toFQDNs) addresses refused because the map they needed was full: connections to them are denied.', ['map'], (set) => {
+      for (const [map, v] of Object.entries(src.maps().refused)) set({ map }, v)
+    })
     snapshotHistogram(r, 'l7proxy_request_duration_seconds', 'How long the proxies took to answer a request, from its head to the end of the answer (refused malformed ones aside).', 'protocol', () => src.requestDurations())
     snapshotHistogram(r, 'l7proxy_dns_enforce_seconds', "From an allowed DNS answer's arrival to the maps allowing the addresses it named being written.", '', () => ({ '': src.dnsEnforce() }))
     this.policyApply = new Histogram({

@@ -8,7 +8,7 @@
 export interface FqdnCacheOptions {
   /** Seconds; default 3600, Cilium's --tofqdns-min-ttl. */
   minTtlSeconds?: number
-  /** Default 50, Cilium's --tofqdns-endpoint-max-ip-per-hostname. */
+  /** Default 1000, Cilium's --tofqdns-endpoint-max-ip-per-hostname. */
   maxIpsPerName?: number
 }
 
@@ -37,7 +37,7 @@ export class FqdnCache {
 
   constructor(opts: FqdnCacheOptions = {}) {
     this.minTtlMs = (opts.minTtlSeconds ?? 3600) * 1000
-    this.maxIps = opts.maxIpsPerName ?? 50
+    this.maxIps = opts.maxIpsPerName ?? 1000
   }
 
   /**
