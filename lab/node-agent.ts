@@ -87,6 +87,8 @@ export interface LabNodeOptions {
   logFile?: string
   /** Overload settings over the defaults (a benchmark from one client lifts the per-source ones). */
   overload?: ConfigLayer['overload']
+  /** Map sizes over the defaults (a test fills a small ipcache on purpose). */
+  maps?: ConfigLayer['maps']
   /** Which node of a lab of several (default 1); its agent then joins the lab's cluster. */
   node?: number
   /** The cluster's settings over the lab's (a test shortens the lease). */
@@ -118,7 +120,7 @@ export async function startLabNode(o: LabNodeOptions): Promise<LabNode> {
   const at: LabNodeAt = { nodes: state?.nodes ?? 1, node: o.node ?? 1 }
   if (at.node < 1 || at.node > at.nodes) throw new Error(`lab ${o.lab} has ${at.nodes} node(s): there is no node ${at.node}`)
   const cluster = state?.etcd ? { kvstore: labKvstoreLayer(state.etcd, at.node, o.kvstore) } : {}
-  const config = resolveConfig([{ lab: o.lab, mode: parseMode(o.mode), ...(o.overload ? { overload: o.overload } : {}), ...cluster }])
+  const config = resolveConfig([{ lab: o.lab, mode: parseMode(o.mode), ...(o.overload ? { overload: o.overload } : {}), ...(o.maps ? { maps: o.maps } : {}), ...cluster }])
   if (o.endpointsFile !== undefined) config.endpointsFile = o.endpointsFile
   const settings = agentSettings(config, {
     ...labNodePart(config, at),

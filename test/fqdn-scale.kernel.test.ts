@@ -1,0 +1,82 @@
+// toFQDNs at scale in the kernel: learned addresses share the identity of the selectors that
+// select them (no identity per address), and an ipcache sized too small on purpose refuses the
+// address that does not fit, whole: its DNS answer still goes, connections to it are denied,
+// and the metric, the status and one log line say which map was full.
+
+import { spawnSync } from 'node:child_process'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import t from 'tap'
+import { adminGet } from '../proxy/agent/admin-socket.js'
+import { startLabNode } from '../lab/node-agent.js'
+import { labEndpoints } from '../lab/topology.js'
+import { kernelTest } from './fixtures/kernel.js'
+import { useLab } from './fixtures/lab.js'
+
+const IPCACHE = 16
+/** Room left for learned addresses: three. */
+const FILLERS = IPCACHE - 3 - labEndpoints().flatMap((e) => e.ips).length
+
+const POLICY = `apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: { name: fqdn-scale }
+spec:
+  endpointSelector: { matchLabels: { class: tiefighter } }
+  egress:
+  - toEndpoints: [ { matchLabels: { "k8s:io.kubernetes.pod.namespace": kube-system, k8s-app: kube-dns } } ]
+    toPorts: [ { ports: [ { port: "53", protocol: ANY } ], rules: { dns: [ { matchPattern: "*" } ] } } ]
+  - toFQDNs: [ { matchPattern: "*.empire" }, { matchName: hoth.alliance } ]
+    toPorts: [ { ports: [ { port: "80", protocol: TCP } ] } ]
+  - toCIDR: [ ${Array.from({ length: FILLERS }, (_, i) => `198.18.200.${i + 1}/32`).join(', ')} ]
+`
+
+interface Status {
+  identities: number
+  maps: { ipcache: { entries: number; capacity: number }; policy: { entries: number; capacity: number }; refused: { ipcache: number; policy: number } }
+}
+
+kernelTest(t, 'toFQDNs: learned addresses share their selectors\' identities; a full ipcache refuses the next one whole', async (t) => {
+  t.ok(FILLERS > 0, `${FILLERS} toCIDR entries fill the ipcache up to three free`)
+  const lab = await useLab(t)
+  const dir = mkdtempSync(join(tmpdir(), 'l7-fqdn-scale-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  writeFileSync(join(dir, 'policy.yaml'), POLICY)
+  const pin = `/run/l7proxy/test-bpffs-${lab.name}`
+  const admin = join(dir, 'agent.sock')
+  const node = await startLabNode({ lab: lab.name, mode: 'sk-assign', policyFile: join(dir, 'policy.yaml'), pin, threads: 1, admin, maps: { ipcacheEntries: IPCACHE } })
+  t.teardown(async () => {
+    await node.stop()
+    rmSync(pin, { recursive: true, force: true })
+  })
+  const status = async () => (await adminGet(admin, '/v1/status')) as Status
+  const learnedIdentities = async () => ((await adminGet(admin, '/v1/identities')) as Array<{ id: number; kind: string; labels: string[] }>).filter((i) => i.kind === 'fqdn')
+  const dig = async (name: string) => (await lab.exec('tiefighter', ['dig', '+short', '+time=2', '+tries=1', name], { timeoutMs: 10_000 })).stdout.trim().split('\n').sort()
+  const curl = async (ip: string) => (await lab.exec('tiefighter', ['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', '2', `http://${ip}/v1/`], { timeoutMs: 10_000 })).stdout
+
+  const start = await status()
+  t.match(start.maps, { ipcache: { entries: IPCACHE - 3, capacity: IPCACHE }, refused: { ipcache: 0, policy: 0 } }, 'the ipcache is made the size set, three entries free')
+  // The pins are in the agent's own mount namespace.
+  const shown = spawnSync('nsenter', ['-t', String(node.pid), '-m', 'bpftool', '-j', 'map', 'show', 'pinned', join(pin, 'l7_ipcache')], { encoding: 'utf8', timeout: 10_000 })
+  t.match(JSON.parse(shown.stdout || '{}'), { name: 'l7_ipcache', max_entries: IPCACHE }, `the kernel's map has that size (${shown.stderr.trim()})`)
+  const held = await learnedIdentities()
+  t.same(held.map((i) => i.labels.sort().join(';')).sort(), ['fqdn:*.empire;reserved:world', 'fqdn:hoth.alliance;reserved:world'], 'each toFQDNs selector holds its identity before any answer')
+
+  t.same(await dig('cantina.empire'), ['192.0.2.3', '192.0.2.4'])
+  t.same(await dig('hoth.alliance'), ['203.0.113.7'])
+  const filled = await status()
+  t.equal(filled.maps.ipcache.entries, IPCACHE, 'three learned addresses: the ipcache is full')
+  t.equal(filled.identities, start.identities, 'and not one identity more: the addresses share their selectors\' identities')
+  t.same(await learnedIdentities(), held)
+  for (const ip of ['192.0.2.3', '192.0.2.4', '203.0.113.7']) t.equal(await curl(ip), '200', `${ip} allowed`)
+
+  t.same(await dig('speeder.empire'), ['192.0.2.5'], 'an answer whose address has no room is still released')
+  t.equal(await curl('192.0.2.5'), '000', 'but connections to the address are denied')
+  const refused = await status()
+  t.match(refused.maps, { ipcache: { entries: IPCACHE }, refused: { ipcache: 1, policy: 0 } }, 'the status counts the refusal')
+  // Lines reach the log within a second.
+  let line: Record<string, unknown> | undefined
+  for (let i = 0; i < 30 && !(line = node.lines().find((l) => l.msg === 'maps: refused')); i++) await new Promise((r) => setTimeout(r, 100))
+  t.match(line, { maps: 'ipcache', address: '192.0.2.5', names: ['speeder.empire'], entries: IPCACHE, capacity: IPCACHE, reason: 'the ipcache map is full' }, 'one line says which map was full and what it refused')
+  t.equal(await curl('192.0.2.3'), '200', 'what fitted still works')
+})
