@@ -175,6 +175,10 @@ async function wireHost(name: string, node: string, host: LabHost): Promise<void
     await run(['ip', '-n', ns, 'addr', 'add', `${a}/32`, 'dev', HOST_IFNAME])
     await run(['ip', '-n', node, 'route', 'add', `${a}/32`, 'dev', lxc])
   }
+  for (const r of host.ranges ?? []) {
+    await run(['ip', '-n', ns, 'route', 'add', 'local', r, 'dev', 'lo'])
+    await run(['ip', '-n', node, 'route', 'add', r, 'dev', lxc])
+  }
   await run(['ip', '-n', ns, 'link', 'set', HOST_IFNAME, 'up'])
   await run(['ip', '-n', ns, 'route', 'add', `${GATEWAY_IP}/32`, 'dev', HOST_IFNAME, 'scope', 'link'])
   await run(['ip', '-n', ns, 'route', 'add', 'default', 'via', GATEWAY_IP, 'dev', HOST_IFNAME])
@@ -209,7 +213,7 @@ async function wireUnderlay(name: string, nodes: number, hosts: readonly PlacedH
   await run(['ip', '-n', ul, 'link', 'add', 'br0', 'type', 'bridge'])
   await run(['ip', '-n', ul, 'addr', 'add', `${ETCD_ADDRESS}/${UNDERLAY_PREFIX_LEN}`, 'dev', 'br0'])
   await run(['ip', '-n', ul, 'link', 'set', 'br0', 'up'])
-  const world = hosts.filter((h) => h.role === 'external').flatMap((h) => h.addresses)
+  const world = hosts.filter((h) => h.role === 'external').flatMap((h) => [...h.addresses.map((a) => `${a}/32`), ...(h.ranges ?? [])])
   for (let k = 1; k <= nodes; k++) {
     const node = nodeNetnsOf(name, k)
     await run(['ip', '-n', node, 'link', 'add', UNDERLAY_IFNAME, 'type', 'veth', 'peer', 'name', `ul${k}`, 'netns', ul])
@@ -219,7 +223,7 @@ async function wireUnderlay(name: string, nodes: number, hosts: readonly PlacedH
     for (let j = 1; j <= nodes; j++) {
       if (j !== k) await run(['ip', '-n', node, 'route', 'add', podCidr(j), 'via', nodeUnderlayAddress(j)])
     }
-    if (k !== 1) for (const a of world) await run(['ip', '-n', node, 'route', 'add', `${a}/32`, 'via', nodeUnderlayAddress(1)])
+    if (k !== 1) for (const p of world) await run(['ip', '-n', node, 'route', 'add', p, 'via', nodeUnderlayAddress(1)])
   }
 }
 

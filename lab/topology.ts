@@ -37,6 +37,8 @@ export interface LabHost {
   role: HostRole
   /** The first one is the host's primary address. All are /32. */
   addresses: string[]
+  /** Prefixes routed to the host whole, every address of them its own (a local route). */
+  ranges?: string[]
   labels: Record<string, string>
   services: LabService[]
 }
@@ -88,10 +90,17 @@ export const LAB_HOSTS: readonly LabHost[] = Object.freeze<LabHost[]>([
     name: 'world',
     role: 'external',
     addresses: ['192.0.2.3', '192.0.2.4', '192.0.2.5', '203.0.113.7'],
+    ranges: ['198.19.64.0/18'],
     labels: {},
     services: [{ kind: 'http', port: 80 }],
   },
 ])
+
+/**
+ * Where generated names point (lab/servers/name-generator.ts): the world's range, 16384
+ * addresses, each answering as the world does.
+ */
+export const GENERATED_NAMES = { zone: 'scale', range: '198.19.64.0/18', port: 5353 } as const
 
 /** Search domain of every host's resolver: `deathstar` means `deathstar.empire`. */
 export const SEARCH_DOMAIN = 'empire'

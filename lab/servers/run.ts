@@ -1,16 +1,19 @@
 // Entry point of a lab server process, started by the lab inside a host's namespace:
-//   node dist/lab/servers/run.js http|grpc|https --name NAME --port PORT [--ca-dir DIR (https)]
-// It runs until SIGTERM. (The DNS server is unbound, started by the lab directly.)
+//   node dist/lab/servers/run.js http|grpc|https|names --name NAME --port PORT [--ca-dir DIR (https)] [--ttl S (names)]
+// It runs until SIGTERM. (The DNS server is unbound, started by the lab directly; `names` is the
+// generator of churning names, started by what needs it.)
 
 import { parseArgs } from 'node:util'
 import { startGrpcServer } from './grpc-server.js'
 import { startHttpServer } from './http-server.js'
 import { startHttpsServer } from './https-server.js'
+import { startNameGenerator } from './name-generator.js'
+import { GENERATED_NAMES } from '../topology.js'
 
 async function main(): Promise<void> {
   const { positionals, values } = parseArgs({
     allowPositionals: true,
-    options: { name: { type: 'string' }, port: { type: 'string' }, 'ca-dir': { type: 'string' } },
+    options: { name: { type: 'string' }, port: { type: 'string' }, 'ca-dir': { type: 'string' }, ttl: { type: 'string', default: '2' } },
   })
   const kind = positionals[0]
   const port = Number(values.port)
@@ -27,8 +30,11 @@ async function main(): Promise<void> {
   } else if (kind === 'grpc') {
     const s = await startGrpcServer({ name, port })
     close = () => s.forceShutdown()
+  } else if (kind === 'names') {
+    const s = await startNameGenerator({ port, zone: GENERATED_NAMES.zone, range: GENERATED_NAMES.range, ttlSeconds: Number(values.ttl) })
+    close = () => s.close()
   } else {
-    throw new Error(`unknown server kind '${kind}' (expected http, https or grpc)`)
+    throw new Error(`unknown server kind '${kind}' (expected http, https, grpc or names)`)
   }
   process.stdout.write(`${kind} server ${name} listening on :${port}\n`)
   process.once('SIGTERM', () => {
