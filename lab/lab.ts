@@ -175,9 +175,11 @@ async function wireHost(name: string, node: string, host: LabHost): Promise<void
     await run(['ip', '-n', ns, 'addr', 'add', `${a}/32`, 'dev', HOST_IFNAME])
     await run(['ip', '-n', node, 'route', 'add', `${a}/32`, 'dev', lxc])
   }
+  // Through the host's own address: one neighbour entry for the range, not one per address
+  // (past the kernel's 1024 the table overflows and connects fail).
   for (const r of host.ranges ?? []) {
     await run(['ip', '-n', ns, 'route', 'add', 'local', r, 'dev', 'lo'])
-    await run(['ip', '-n', node, 'route', 'add', r, 'dev', lxc])
+    await run(['ip', '-n', node, 'route', 'add', r, 'via', host.addresses[0]!, 'dev', lxc])
   }
   await run(['ip', '-n', ns, 'link', 'set', HOST_IFNAME, 'up'])
   await run(['ip', '-n', ns, 'route', 'add', `${GATEWAY_IP}/32`, 'dev', HOST_IFNAME, 'scope', 'link'])
