@@ -16,7 +16,8 @@
 import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { adminGet } from '../proxy/agent/admin-socket.js'
-import { execIn, spawnDetachedIn, stopProcess, waitListening } from '../lab/netns.js'
+import { execIn } from '../lab/netns.js'
+import { startGeneratedNames, type GeneratedNames } from '../lab/generated-names.js'
 import { GENERATED_NAMES, findHost, hostNetns } from '../lab/topology.js'
 import { startLabNode } from '../lab/node-agent.js'
 import { renderTable } from '../proxy/cli/table.js'
@@ -77,7 +78,7 @@ async function main(): Promise<void> {
   const mode = modeOption(values.mode)
   if (mode === 'sockmap') throw new UsageError('--mode sockmap redirects TCP only; DNS is measured in dnat, tproxy or sk-assign')
   const scenarios = rates.flatMap((rate) => WAYS.map((way) => `${way}@${rate}`))
-  let generator: number | null = null
+  let generator: GeneratedNames | null = null
 
   const measured = await inLabRounds({
     lab,
@@ -89,16 +90,12 @@ async function main(): Promise<void> {
     measure: async (scenario, dir, hold): Promise<Run> => {
       const [way, rateText] = scenario.split('@') as [Way, string]
       const rate = Number(rateText)
-      const ns = hostNetns(lab, 'dns')
-      if (generator === null) {
-        const log = join(dir, 'names.log')
-        generator = await spawnDetachedIn(ns, [process.execPath, distPath('lab/servers/run.js'), 'names', '--name', 'names', '--port', String(GENERATED_NAMES.port)], log)
-        await waitListening({ ns, port: GENERATED_NAMES.port, proto: 'udp', pid: generator, logFile: log, what: 'the name generator' })
-      }
+      generator ??= await startGeneratedNames(lab, dir)
       const policyFile = join(dir, `${way}.yaml`)
       writeFileSync(policyFile, policy(way))
       const admin = join(dir, `${way}-${rate}.sock`)
-      const node = await startLabNode({ lab, mode, policyFile, pin: benchPin(lab, scenario.replace('@', '-')), threads: 1, admin, logFile: join(dir, `${way}-${rate}.log`), overload: ONE_CLIENT })
+      // With a state directory, as an agent on a node has: the cache is saved as it grows.
+      const node = await startLabNode({ lab, mode, policyFile, pin: benchPin(lab, scenario.replace('@', '-')), threads: 1, admin, stateDir: join(dir, `state-${way}-${rate}`), logFile: join(dir, `${way}-${rate}.log`), overload: ONE_CLIENT })
       hold(() => node.stop().then(() => undefined))
       const churn = await execIn(
         hostNetns(lab, 'tiefighter'),
@@ -129,7 +126,7 @@ async function main(): Promise<void> {
         rssMB: Math.round(status.overload.rssBytes / 2 ** 20),
       }
     },
-  }).finally(() => (generator === null ? undefined : stopProcess(generator)))
+  }).finally(() => generator?.stop())
 
   const runs = scenarios.map((s) => measured[s]![0]!)
   const direct = (rate: number) => runs.find((r) => r.way === 'direct' && r.rate === rate)!

@@ -168,6 +168,24 @@ export class PolicyEngine {
       throw new PolicyError([{ file, line: clash.line, column: 1, path: 'metadata.name', message: `policy ${clash.id} is already loaded from ${this.ruleOwner(clash.id)}` }])
     }
     const old = this.files.get(file) ?? []
+    this.applyRules(file, rules, old)
+    // What does not fit the maps is refused whole: the file's rules as they were, and an error.
+    const over = this.overCapacity()
+    if (over !== null) {
+      this.applyRules(file, old, rules)
+      throw new PolicyError([{ file, line: rules[0]?.line ?? 1, column: 1, path: '', message: `refused: ${over}; the file's rules before it stay in force` }])
+    }
+  }
+
+  /** Why the maps cannot hold what the engine wants now, or null. */
+  private overCapacity(): string | null {
+    const policy = this.policyEntries()
+    if (policy > this.capacity.policy) return `the policy map would need ${policy} entries, maps.policyEntries is ${this.capacity.policy}`
+    if (this.ipcacheEntries > this.capacity.ipcache) return `the ipcache would need ${this.ipcacheEntries} entries, maps.ipcacheEntries is ${this.capacity.ipcache}`
+    return null
+  }
+
+  private applyRules(file: string, rules: RuleSpec[], old: RuleSpec[]): void {
     const cidrs = cidrsOf(rules).map((c) => this.acquireCidr(parsePrefix(c) as Prefix))
     if (rules.length > 0) this.files.set(file, rules)
     else this.files.delete(file)

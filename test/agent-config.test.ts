@@ -25,7 +25,7 @@ t.test('defaults: on this host, sk-assign, /etc/l7proxy/policies, no endpoints; 
     bpffs: '/run/l7proxy/agent-bpffs',
     stateDirectory: '/run/l7proxy/state',
     caDirectory: '/var/lib/l7proxy/ca',
-    dns: { rejectCode: 'REFUSED', minTtlSeconds: 3600, maxIpsPerName: 1000, maxDelayMs: 100, threads: 1 },
+    dns: { rejectCode: 'REFUSED', minTtlSeconds: 3600, maxIpsPerName: 1000, maxDelayMs: 100, threads: 1, idleConnectionGraceSeconds: 0, maxDeferredConnectionDeletes: 10000 },
     maps: { ipcacheEntries: 65536, policyEntries: 65536 },
     cni: { labelsCommand: ['podman', 'container', 'inspect', '--format', '{{json .Config.Labels}}'] },
     overload: {
@@ -77,6 +77,7 @@ const BAD: Array<[string, string, RegExp]> = [
   ['bad reject code', 'dns: { rejectCode: SERVFAIL }\n', /dns\.rejectCode: unknown reject code 'SERVFAIL'; expected one of: REFUSED, NXDOMAIN/],
   ['no IPs per name', 'dns: { maxIpsPerName: 0 }\n', /dns\.maxIpsPerName: expected an integer from 1 to 10000/],
   ['no delay', 'dns: { maxDelayMs: 0 }\n', /dns\.maxDelayMs: expected an integer from 1 to 10000/],
+  ['grace too long', 'dns: { idleConnectionGraceSeconds: 100000 }\n', /dns\.idleConnectionGraceSeconds: expected an integer from 0 to 86400/],
   ['a map too small', 'maps: { ipcacheEntries: 8 }\n', /^c\.yaml:1:25: maps\.ipcacheEntries: expected an integer from 16 to 16777216, got the number 8/],
   ['unknown map', 'maps: { ctEntries: 100 }\n', /maps\.ctEntries: unknown field 'ctEntries'; expected one of: ipcacheEntries, policyEntries/],
   ['bad log level', 'logging: { level: loud }\n', /logging\.level: unknown log level 'loud'/],

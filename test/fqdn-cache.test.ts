@@ -51,6 +51,24 @@ t.test('zombies: an expired IP a connection still uses stays until the connectio
   t.same(c.entries(9_000), [{ name: 'cantina.empire', ips: [{ ip: '192.0.2.3', expiresAt: 13_000 }] }], 'a new answer makes it live again')
 })
 
+t.test('zombies: a grace period after the last connection, and at most maxZombies, those used longest ago going first', async (t) => {
+  const c = new FqdnCache({ minTtlSeconds: 0, idleGraceSeconds: 10, maxZombies: 2 })
+  c.learn('a.empire', [A('a.empire', '192.0.2.1', 1), A('a.empire', '192.0.2.2', 1), A('a.empire', '192.0.2.3', 1)], 0)
+  const open = new Set(['192.0.2.1', '192.0.2.2'])
+  const inUse = (ip: string): boolean => open.has(ip)
+  t.same(c.expire(2_000, inUse), ['a.empire'], 'never used: no grace, it goes at expiry')
+  t.same(c.ips('a.empire').sort(), ['192.0.2.1', '192.0.2.2'])
+  open.delete('192.0.2.1')
+  t.same(c.expire(11_000, inUse), [], 'its connection gone 9 s ago: still within the 10 s of grace')
+  t.same(c.expire(12_000, inUse), ['a.empire'], 'grace over: it goes')
+  t.same(c.ips('a.empire'), ['192.0.2.2'], 'the one still in use stays')
+  c.learn('b.empire', [A('b.empire', '192.0.2.4', 1), A('b.empire', '192.0.2.5', 1)], 12_000)
+  open.add('192.0.2.4').add('192.0.2.5')
+  open.delete('192.0.2.2')
+  t.same(c.expire(14_000, inUse).sort(), ['a.empire'], 'three zombies, two kept: the one seen in use longest ago goes, though within its grace')
+  t.same(c.ips('b.empire').sort(), ['192.0.2.4', '192.0.2.5'])
+})
+
 t.test('at most maxIpsPerName IPs a name: the ones learned last', async (t) => {
   const c = new FqdnCache({ maxIpsPerName: 2, minTtlSeconds: 0 })
   c.learn('many.empire', [A('many.empire', '192.0.2.1'), A('many.empire', '192.0.2.2')], 0)

@@ -2,7 +2,7 @@
 // write per call) and the other threads, is saved and restored by the next agent, expires unless
 // a connection still uses it, and is forgotten on clean.
 
-import { mkdtempSync, rmSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import pino from 'pino'
@@ -49,10 +49,17 @@ t.test('an answer reaches the engine, the maps and the threads; the same one aga
   s.learning.learnAll([{ qname: 'bad.empire', records: null as unknown as AnswerRecord[] }])
   t.equal(s.writes(), 2, 'a batch that cannot be read changes nothing, and does not throw')
 
-  await new Promise((r) => setImmediate(r)) // saved once per turn, after the maps
+  const saved = () => (JSON.parse(readFileSync(join(dir, 'fqdn-cache.json'), 'utf8')) as Array<{ name: string }>).map((e) => e.name).sort()
+  await new Promise((r) => setTimeout(r, 20))
+  t.same(saved(), ['cantina.empire', 'speeder.empire'], 'the first change is saved at once, after the maps')
+  s.learning.learnAll([{ qname: 'hoth.empire', records: [A('hoth.empire', '192.0.2.9')] }])
+  await new Promise((r) => setTimeout(r, 20))
+  t.same(saved(), ['cantina.empire', 'speeder.empire'], 'one within a second of that save waits (at most one save a second)')
+  await new Promise((r) => setTimeout(r, 1_100))
+  t.same(saved(), ['cantina.empire', 'hoth.empire', 'speeder.empire'], 'and is saved when the second is over')
   const next = setup(t, dir)
   t.same(next.engine.get('speeder.empire'), ['192.0.2.5'], 'the next agent restores what was learned')
-  t.same(next.learning.clean().sort(), ['cantina.empire', 'speeder.empire'])
+  t.same(next.learning.clean().sort(), ['cantina.empire', 'hoth.empire', 'speeder.empire'])
   t.same(next.engine.get('cantina.empire'), [], 'clean takes the addresses out')
   t.same(next.learning.entries(), [])
   next.learning.close() // saves what the turn has not saved yet

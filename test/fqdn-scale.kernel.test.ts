@@ -9,8 +9,9 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t from 'tap'
 import { adminGet } from '../proxy/agent/admin-socket.js'
-import { startLabNode } from '../lab/node-agent.js'
-import { labEndpoints } from '../lab/topology.js'
+import { startGeneratedNames } from '../lab/generated-names.js'
+import { startLabNode, type LabNode } from '../lab/node-agent.js'
+import { GENERATED_NAMES, findHost, labEndpoints } from '../lab/topology.js'
 import { kernelTest } from './fixtures/kernel.js'
 import { useLab } from './fixtures/lab.js'
 
@@ -79,4 +80,74 @@ kernelTest(t, 'toFQDNs: learned addresses share their selectors\' identities; a 
   for (let i = 0; i < 30 && !(line = node.lines().find((l) => l.msg === 'maps: refused')); i++) await new Promise((r) => setTimeout(r, 100))
   t.match(line, { maps: 'ipcache', address: '192.0.2.5', names: ['speeder.empire'], entries: IPCACHE, capacity: IPCACHE, reason: 'the ipcache map is full' }, 'one line says which map was full and what it refused')
   t.equal(await curl('192.0.2.3'), '200', 'what fitted still works')
+})
+
+const CHURN_POLICY = `apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: { name: fqdn-churn }
+spec:
+  endpointSelector: { matchLabels: { class: tiefighter } }
+  egress:
+  - toEndpoints: [ { matchLabels: { "k8s:io.kubernetes.pod.namespace": kube-system, k8s-app: kube-dns } } ]
+    toPorts: [ { ports: [ { port: "${GENERATED_NAMES.port}", protocol: UDP } ], rules: { dns: [ { matchPattern: "*.${GENERATED_NAMES.zone}" } ] } } ]
+  - toFQDNs: [ { matchPattern: "*.${GENERATED_NAMES.zone}" } ]
+    toPorts: [ { ports: [ { port: "80", protocol: TCP } ] } ]
+`
+const RESTORED = 10_000
+
+/** The i-th address of the generated range (198.19.64.0/18). */
+const rangeAddress = (i: number): string => `198.19.${64 + (i >> 8)}.${i & 255}`
+
+kernelTest(t, 'toFQDNs: a name rotating through new addresses adds no identity; 10,000 learned addresses come back after restarts', async (t) => {
+  const lab = await useLab(t)
+  const dir = mkdtempSync(join(tmpdir(), 'l7-fqdn-churn-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const names = await startGeneratedNames(lab.name, dir)
+  t.teardown(() => names.stop())
+  writeFileSync(join(dir, 'policy.yaml'), CHURN_POLICY)
+  const pin = `/run/l7proxy/test-bpffs-${lab.name}`
+  const admin = join(dir, 'agent.sock')
+  const stateDir = join(dir, 'state')
+  let node: LabNode | null = null
+  const start = async () => (node = await startLabNode({ lab: lab.name, mode: 'tproxy', policyFile: join(dir, 'policy.yaml'), pin, threads: 1, admin, stateDir }))
+  t.teardown(async () => {
+    await node?.stop()
+    rmSync(pin, { recursive: true, force: true })
+  })
+  const status = async () => (await adminGet(admin, '/v1/status')) as Status
+  const learnedIdentities = async () => ((await adminGet(admin, '/v1/identities')) as Array<{ kind: string }>).filter((i) => i.kind === 'fqdn').length
+  const curl = async (ip: string) => (await lab.exec('tiefighter', ['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', '2', `http://${ip}/v1/`], { timeoutMs: 10_000 })).stdout
+  const endpoints = labEndpoints().flatMap((e) => e.ips).length
+
+  await start()
+  const before = await status()
+  const seen = new Set<string>()
+  for (let i = 0; i < 20; i++) {
+    const r = await lab.exec('tiefighter', ['dig', '+short', '+time=2', '+tries=1', '-p', String(GENERATED_NAMES.port), `@${findHost('dns').addresses[0]}`, `n1.${GENERATED_NAMES.zone}`], { timeoutMs: 10_000 })
+    const ip = r.stdout.trim()
+    seen.add(ip)
+    if ((await curl(ip)) !== '200') t.fail(`answer ${i + 1}: ${ip} not reachable at once`)
+  }
+  t.equal(seen.size, 20, 'twenty answers for one name, twenty addresses')
+  const after = await status()
+  t.equal(after.identities, before.identities, 'not one identity more')
+  t.equal(await learnedIdentities(), 1, "every address has the selector's identity")
+  t.equal(after.maps.ipcache.entries, endpoints + 20, 'twenty ipcache entries more')
+  t.equal(after.maps.policy.entries, before.maps.policy.entries, 'and no policy entry more')
+  await node!.stop()
+
+  // The state file as the agent keeps it, with ten thousand names of one address each.
+  const expiresAt = Date.now() + 3_600_000
+  writeFileSync(join(stateDir, 'fqdn-cache.json'), JSON.stringify(Array.from({ length: RESTORED }, (_, i) => ({ name: `n${i}.${GENERATED_NAMES.zone}`, ips: [{ ip: rangeAddress(i), expiresAt }] }))))
+  for (const restart of ['from a file written aside', "from the agent's own save"]) {
+    const startedAt = Date.now()
+    await start()
+    const restored = await status()
+    t.equal(restored.maps.ipcache.entries, endpoints + RESTORED, `${restart}: ${RESTORED} addresses restored in ${Date.now() - startedAt} ms`)
+    t.equal(await learnedIdentities(), 1, 'under one identity')
+    for (const i of [0, 4321, RESTORED - 1]) t.equal(await curl(rangeAddress(i)), '200', `${rangeAddress(i)} allowed without a DNS query`)
+    t.equal(await curl(rangeAddress(RESTORED + 5)), '000', 'an address of the range never learned is not')
+    await node!.stop()
+    node = null
+  }
 })

@@ -326,6 +326,20 @@ t.test('toFQDNs: an identity whose policy entries would not fit is taken back wh
   t.equal(e.mapFill().policy.entries, policy)
 })
 
+t.test('a policy whose entries the maps cannot hold is refused whole, the rules before it staying', async (t) => {
+  const probe = fqdnGroupsEngine().e.mapFill()
+  const { e, ep } = fqdnGroupsEngine({ capacity: { ipcache: probe.ipcache.entries + 2, policy: probe.policy.entries + 1 } })
+  const tf = ep('tiefighter')
+  const before = e.policyMap(tf)
+  const wide = cnp('wide', '{ class: tiefighter }', '  egress:\n  - toCIDR: [ 203.0.113.0/28 ]\n    toPorts: [ { ports: [ { port: "80", protocol: TCP }, { port: "443", protocol: TCP } ] } ]\n')
+  t.throws(() => e.loadFile('wide.yaml', wide), { code: 'EPOLICY', message: /^wide\.yaml:\d+:1: refused: the policy map would need \d+ entries, maps\.policyEntries is \d+; the file's rules before it stay in force$/ })
+  t.same(e.policyMap(tf), before, 'the policy map is as it was')
+  t.same(e.takeDelta().policy.size, 0, 'and nothing is written')
+  const cidrs = cnp('cidrs', '{ class: tiefighter }', '  egress:\n  - toCIDR: [ 203.0.113.1/32, 203.0.113.2/32, 203.0.113.3/32 ]\n')
+  t.throws(() => e.loadFile('cidrs.yaml', cidrs), { message: /refused: the (ipcache|policy map) would need/ })
+  t.notOk(e.ipcache().has('203.0.113.1/32'), 'nor is the ipcache')
+})
+
 t.test('toFQDNs: a learned address a toCIDR prefix covers keeps its own identity, so both rules select it', async (t) => {
   const { e, ep } = fqdnGroupsEngine()
   const tf = ep('tiefighter')

@@ -26,6 +26,7 @@ export function agentSettings(c: AgentConfig, node: NodePart): AgentSettings {
     dnsReject: c.dns.rejectCode,
     dnsMinTtlSeconds: c.dns.minTtlSeconds,
     dnsMaxIps: c.dns.maxIpsPerName,
+    dnsZombies: { idleGraceSeconds: c.dns.idleConnectionGraceSeconds, max: c.dns.maxDeferredConnectionDeletes },
     dnsMaxDelayMs: c.dns.maxDelayMs,
     mapSizes: c.maps,
     state: c.stateDirectory,

@@ -80,6 +80,8 @@ export interface AgentSettings {
   dnsReject: 'REFUSED' | 'NXDOMAIN'
   dnsMinTtlSeconds: number
   dnsMaxIps: number
+  /** Expired learned addresses connections still use: kept this long after the last, and at most this many. */
+  dnsZombies: { idleGraceSeconds: number; max: number }
   dnsMaxDelayMs: number
   /** Entries of the node's ipcache and policy map; learned addresses past them are refused. */
   mapSizes: MapSizes
@@ -319,7 +321,7 @@ export class Agent {
     const fqdns = (this.fqdns = new FqdnLearning({
       engine,
       logger,
-      cache: { minTtlSeconds: s.dnsMinTtlSeconds, maxIpsPerName: s.dnsMaxIps },
+      cache: { minTtlSeconds: s.dnsMinTtlSeconds, maxIpsPerName: s.dnsMaxIps, idleGraceSeconds: s.dnsZombies.idleGraceSeconds, maxZombies: s.dnsZombies.max },
       stateDir: s.state,
       writeMaps,
       liveDestinations: () => dp.liveDestinations(),

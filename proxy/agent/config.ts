@@ -16,7 +16,10 @@
 //   bpffs: /run/l7proxy/agent-bpffs-main
 //   stateDirectory: /run/l7proxy/state-main   # the FQDN cache, kept across restarts
 //   caDirectory: /var/lib/l7proxy/ca          # the local CA for TLS interception (l7proxy certs init)
-//   dns: { rejectCode: REFUSED, minTtlSeconds: 3600, maxIpsPerName: 1000, maxDelayMs: 100, threads: 1 }
+//   dns: { rejectCode: REFUSED, minTtlSeconds: 3600, maxIpsPerName: 1000, maxDelayMs: 100, threads: 1,
+//          idleConnectionGraceSeconds: 0, maxDeferredConnectionDeletes: 10000 }
+//                                  # toFQDNs: an expired address a connection still uses stays while it
+//                                  # lives and the grace after; past the maximum, those used longest ago go
 //   maps: { ipcacheEntries: 65536, policyEntries: 65536 }   # the node's ipcache and policy map
 //                                  # sizes; an entry past them is refused (docs: toFQDNs at scale)
 //   cni: { labelsCommand: [podman, container, inspect, --format, '{{json .Config.Labels}}'] }
@@ -85,7 +88,7 @@ export interface AgentConfig {
    * threads: how many serve UDP (1, as dnsdist and unbound default to: one serves over 100k
    * queries/s, and a second costs each query more CPU than it saves unless cores sit idle).
    */
-  dns: { rejectCode: RejectCode; minTtlSeconds: number; maxIpsPerName: number; maxDelayMs: number; threads: number }
+  dns: { rejectCode: RejectCode; minTtlSeconds: number; maxIpsPerName: number; maxDelayMs: number; threads: number; idleConnectionGraceSeconds: number; maxDeferredConnectionDeletes: number }
   /** labelsCommand: run with a CNI-added container's id last, prints its labels as JSON. */
   cni: { labelsCommand: string[] }
   overload: OverloadSettings
@@ -114,7 +117,7 @@ export interface ConfigLayer {
   bpffs?: string
   stateDirectory?: string
   caDirectory?: string
-  dns?: { rejectCode?: RejectCode; minTtlSeconds?: number; maxIpsPerName?: number; maxDelayMs?: number; threads?: number }
+  dns?: Partial<AgentConfig['dns']>
   cni?: { labelsCommand?: string[] }
   overload?: { [K in keyof OverloadSettings]?: OverloadSettings[K] extends number ? number : Partial<OverloadSettings[K]> }
   kvstore?: Partial<KvstoreSettings> & Pick<KvstoreSettings, 'endpoints'>
@@ -146,8 +149,9 @@ export function defaultConfig(lab: string | null = null, labNode = 1): AgentConf
     stateDirectory: `/run/l7proxy/state${suffix}`,
     caDirectory: DEFAULT_CA_DIR,
     // Cilium's defaults: --tofqdns-min-ttl, --tofqdns-endpoint-max-ip-per-hostname (1000 since
-    // 1.17), --tofqdns-proxy-response-max-delay.
-    dns: { rejectCode: 'REFUSED', minTtlSeconds: 3600, maxIpsPerName: 1000, maxDelayMs: 100, threads: 1 },
+    // 1.17), --tofqdns-proxy-response-max-delay, --tofqdns-idle-connection-grace-period,
+    // --tofqdns-max-deferred-connection-deletes.
+    dns: { rejectCode: 'REFUSED', minTtlSeconds: 3600, maxIpsPerName: 1000, maxDelayMs: 100, threads: 1, idleConnectionGraceSeconds: 0, maxDeferredConnectionDeletes: 10_000 },
     maps: { ...DEFAULT_MAP_SIZES },
     cni: { labelsCommand: [...PODMAN_LABELS_COMMAND] },
     overload: structuredClone(DEFAULT_OVERLOAD),
@@ -229,7 +233,7 @@ export function parseConfigText(text: string, file: string): ConfigLayer {
       if (proxy.threads) out.proxy.threads = proxy.threads.integer(0, 64) ?? undefined
       if (out.proxy.httpPort !== undefined && out.proxy.httpPort === out.proxy.dnsPort) proxy.dnsPort!.fail('the DNS proxy needs a port of its own')
     }
-    const dns = f.dns?.fields(['rejectCode', 'minTtlSeconds', 'maxIpsPerName', 'maxDelayMs', 'threads'])
+    const dns = f.dns?.fields(['rejectCode', 'minTtlSeconds', 'maxIpsPerName', 'maxDelayMs', 'threads', 'idleConnectionGraceSeconds', 'maxDeferredConnectionDeletes'])
     if (dns) {
       out.dns = {}
       if (dns.rejectCode) out.dns.rejectCode = oneOf(dns.rejectCode, REJECT_CODES, 'reject code') ?? undefined
@@ -237,6 +241,8 @@ export function parseConfigText(text: string, file: string): ConfigLayer {
       if (dns.maxIpsPerName) out.dns.maxIpsPerName = dns.maxIpsPerName.integer(1, 10_000) ?? undefined
       if (dns.maxDelayMs) out.dns.maxDelayMs = dns.maxDelayMs.integer(1, 10_000) ?? undefined
       if (dns.threads) out.dns.threads = dns.threads.integer(1, 64) ?? undefined
+      if (dns.idleConnectionGraceSeconds) out.dns.idleConnectionGraceSeconds = dns.idleConnectionGraceSeconds.integer(0, 86_400) ?? undefined
+      if (dns.maxDeferredConnectionDeletes) out.dns.maxDeferredConnectionDeletes = dns.maxDeferredConnectionDeletes.integer(0, 1_000_000) ?? undefined
     }
     const cni = f.cni?.fields(['labelsCommand'])
     if (cni?.labelsCommand) {
@@ -410,6 +416,8 @@ export function resolveConfig(layers: readonly ConfigLayer[]): AgentConfig {
       maxIpsPerName: layer.dns?.maxIpsPerName ?? c.dns.maxIpsPerName,
       maxDelayMs: layer.dns?.maxDelayMs ?? c.dns.maxDelayMs,
       threads: layer.dns?.threads ?? c.dns.threads,
+      idleConnectionGraceSeconds: layer.dns?.idleConnectionGraceSeconds ?? c.dns.idleConnectionGraceSeconds,
+      maxDeferredConnectionDeletes: layer.dns?.maxDeferredConnectionDeletes ?? c.dns.maxDeferredConnectionDeletes,
     }
     c.cni = { labelsCommand: layer.cni?.labelsCommand ?? c.cni.labelsCommand }
     const o = layer.overload

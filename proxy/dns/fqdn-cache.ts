@@ -3,13 +3,18 @@
 // policy engine (toFQDNs). A TTL below the minimum is raised to it (Cilium does the same: short
 // TTLs would make policy flap); a name keeps at most `maxIpsPerName` IPs, the ones learned last.
 // An expired IP that a connection still uses stays (a zombie, as Cilium calls it) until that
-// connection is gone.
+// connection is gone, and `idleGraceSeconds` more; past `maxZombies` of them, those seen in use
+// longest ago go first, used or not.
 
 export interface FqdnCacheOptions {
   /** Seconds; default 3600, Cilium's --tofqdns-min-ttl. */
   minTtlSeconds?: number
   /** Default 1000, Cilium's --tofqdns-endpoint-max-ip-per-hostname. */
   maxIpsPerName?: number
+  /** Seconds a zombie stays after its last connection was seen; default 0, Cilium's --tofqdns-idle-connection-grace-period. */
+  idleGraceSeconds?: number
+  /** Zombies kept at most; default 10000, Cilium's --tofqdns-max-deferred-connection-deletes. */
+  maxZombies?: number
 }
 
 /** A resource record as dns-packet decodes it. */
@@ -34,10 +39,16 @@ export class FqdnCache {
   private readonly names = new Map<string, Map<string, number>>()
   private readonly minTtlMs: number
   private readonly maxIps: number
+  private readonly graceMs: number
+  private readonly maxZombies: number
+  /** Expired IPs a connection used: when it was last seen. */
+  private readonly aliveAt = new Map<string, number>()
 
   constructor(opts: FqdnCacheOptions = {}) {
     this.minTtlMs = (opts.minTtlSeconds ?? 3600) * 1000
     this.maxIps = opts.maxIpsPerName ?? 1000
+    this.graceMs = (opts.idleGraceSeconds ?? 0) * 1000
+    this.maxZombies = opts.maxZombies ?? 10_000
   }
 
   /**
@@ -78,19 +89,33 @@ export class FqdnCache {
    * about expired ones); returns the names whose IP sets changed.
    */
   expire(now: number, inUse: (ip: string) => boolean = () => false): string[] {
-    const changed: string[] = []
+    const changed = new Set<string>()
+    const zombies: Array<{ name: string; ip: string; aliveAt: number }> = []
     for (const [name, ips] of this.names) {
-      let dropped = false
       for (const [ip, expiresAt] of ips) {
-        if (expiresAt > now || inUse(ip)) continue
-        ips.delete(ip)
-        dropped = true
+        if (expiresAt > now) continue
+        const used = inUse(ip)
+        if (used) this.aliveAt.set(ip, now)
+        const aliveAt = this.aliveAt.get(ip)
+        if (used || (aliveAt !== undefined && now - aliveAt < this.graceMs)) zombies.push({ name, ip, aliveAt: aliveAt! })
+        else this.drop(name, ip, changed)
       }
-      if (!dropped) continue
-      changed.push(name)
-      if (ips.size === 0) this.names.delete(name)
     }
-    return changed
+    // Too many: those seen in use longest ago go first.
+    if (zombies.length > this.maxZombies) {
+      zombies.sort((a, b) => a.aliveAt - b.aliveAt)
+      for (const z of zombies.splice(0, zombies.length - this.maxZombies)) this.drop(z.name, z.ip, changed)
+    }
+    const kept = new Set(zombies.map((z) => z.ip))
+    for (const ip of this.aliveAt.keys()) if (!kept.has(ip)) this.aliveAt.delete(ip)
+    return [...changed]
+  }
+
+  private drop(name: string, ip: string, changed: Set<string>): void {
+    const ips = this.names.get(name)!
+    ips.delete(ip)
+    if (ips.size === 0) this.names.delete(name)
+    changed.add(name)
   }
 
   /** Forgets everything; returns the names that were known. */
