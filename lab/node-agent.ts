@@ -81,6 +81,8 @@ export interface LabNodeOptions {
   admin?: string
   /** Seconds; learned FQDN addresses live at least this long (default: the agent's 3600). */
   dnsMinTtl?: number
+  /** Addresses a learned name keeps, the latest (default: the agent's 1000). */
+  dnsMaxIps?: number
   /** The node's endpoints from this file (watched) instead of the lab's. */
   endpointsFile?: string
   /** JSON lines go to this file instead of stdout (lines() then reads it). */
@@ -136,6 +138,7 @@ export async function startLabNode(o: LabNodeOptions): Promise<LabNode> {
     ...(o.threads !== undefined ? { threads: o.threads } : {}),
     ...(o.dnsThreads !== undefined ? { dnsThreads: o.dnsThreads } : {}),
     ...(o.dnsMinTtl !== undefined ? { dnsMinTtlSeconds: o.dnsMinTtl } : {}),
+    ...(o.dnsMaxIps !== undefined ? { dnsMaxIps: o.dnsMaxIps } : {}),
     ...(o.takeover ? { takeover: true } : {}),
     ...(o.drainTimeoutMs !== undefined ? { drainTimeoutMs: o.drainTimeoutMs } : {}),
   })

@@ -7,7 +7,7 @@
 
 import { formatPrefix, parsePrefix, prefixContains, type Prefix } from './cidr.js'
 import { resolveEndpointPolicy, selectsEndpoint, type ContributionSpec, type ProxyPorts, type ResolvedPolicy } from './endpoint-policy.js'
-import { PolicyError } from './errors.js'
+import { MapFullError, PolicyError } from './errors.js'
 import { IdentityAllocator, RESERVED_IDENTITIES, type Identity } from './identity.js'
 import { EndpointL7Policy, httpMatcher, nameMatcher, type L7Filter } from './l7-policy.js'
 import { LabelSet, splitSource } from './labels.js'
@@ -330,6 +330,9 @@ export class PolicyEngine {
     const key = `${ip}/32`
     const before = this.remoteIps.get(key)
     if (peer !== null && before === peer.identity) return
+    if (peer !== null && this.ipValue(key) === null && this.ipcacheEntries >= this.capacity.ipcache) {
+      throw new MapFullError(`remote endpoint ${ip}: refused: the ipcache holds ${this.ipcacheEntries} entries, maps.ipcacheEntries is ${this.capacity.ipcache}`)
+    }
     this.generation++
     if (peer !== null) {
       const { identity, created } = this.identities.acquireLabels(peer.labels, peer.identity)

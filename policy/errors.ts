@@ -1,6 +1,8 @@
 // Errors of the policy layer. A rejected document carries every problem found in it, each with
 // where it is (file, line, column, field path) and what was expected.
 
+import { L7ProxyError } from '../lib/l7proxy-error.js'
+
 export interface PolicyIssue {
   file: string
   line: number
@@ -21,5 +23,12 @@ export class PolicyError extends Error {
     super(issues.map(formatIssue).join('\n'))
     this.name = 'PolicyError'
     this.issues = issues
+  }
+}
+
+/** An entry the node's maps have no room for (maps.ipcacheEntries, maps.policyEntries): refused, nothing changed. */
+export class MapFullError extends L7ProxyError {
+  constructor(message: string) {
+    super('EMAPFULL', message)
   }
 }

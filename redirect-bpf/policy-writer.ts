@@ -7,7 +7,11 @@
 import type { EngineDelta } from '../policy/engine.js'
 import type { PolicyKey } from '../policy/map-state.js'
 import type { BpfObject } from './bpf-object.js'
+import type { BpfError } from './libbpf.js'
 import { endpointValue, ipcacheKey, ipv4Key, policyKey, policyValue, u32 } from './map-layout.js'
+
+/** What a full map answers an update with: ENOSPC (an LPM trie), E2BIG (a hash map). */
+const MAP_FULL = new Set([28, 7])
 
 export interface WriteStats {
   upserts: number
@@ -51,8 +55,22 @@ export class PolicyWriter {
     }
     for (const prefix of delta.ipcache.deletes) deletes.push([ipcache, ipcacheKey(prefix)])
 
+    // Upserts before deletes, so that nothing allowed before and after is denied between; but a
+    // full map takes the deletes first (the engine sized the whole delta to fit).
+    let deleted = false
+    const deleteAll = (): void => {
+      if (deleted) return
+      deleted = true
+      for (const [map, k] of deletes) map.delete(k)
+    }
     for (const [map, k, v] of upserts) {
-      map.update(k, v)
+      try {
+        map.update(k, v)
+      } catch (e) {
+        if (deleted || !MAP_FULL.has((e as BpfError).errno ?? 0)) throw e
+        deleteAll()
+        map.update(k, v)
+      }
       this.recording?.add(`${map.name}/${k.toString('hex')}`)
     }
     for (const [id, ifindex, v, ips] of endpointWrites) {
@@ -68,7 +86,7 @@ export class PolicyWriter {
       endpoints.update(u32(ifindex), v)
       this.written.set(id, ifindex)
     }
-    for (const [map, k] of deletes) map.delete(k)
+    deleteAll()
     for (const id of delta.endpoints.deletes) {
       for (const ip of this.writtenIps.get(id) ?? []) endpointIps.delete(ipv4Key(ip))
       this.writtenIps.delete(id)

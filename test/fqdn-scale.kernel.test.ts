@@ -151,3 +151,35 @@ kernelTest(t, 'toFQDNs: a name rotating through new addresses adds no identity; 
     node = null
   }
 })
+
+kernelTest(t, 'toFQDNs: a name moving to a new address in a full ipcache takes the room its old one leaves', async (t) => {
+  const lab = await useLab(t)
+  const dir = mkdtempSync(join(tmpdir(), 'l7-fqdn-full-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const names = await startGeneratedNames(lab.name, dir)
+  t.teardown(() => names.stop())
+  writeFileSync(join(dir, 'policy.yaml'), CHURN_POLICY)
+  const pin = `/run/l7proxy/test-bpffs-${lab.name}`
+  const admin = join(dir, 'agent.sock')
+  // One address a name: each answer replaces the name's address.
+  const node = await startLabNode({ lab: lab.name, mode: 'sk-assign', policyFile: join(dir, 'policy.yaml'), pin, threads: 1, admin, maps: { ipcacheEntries: IPCACHE }, dnsMaxIps: 1 })
+  t.teardown(async () => {
+    await node.stop()
+    rmSync(pin, { recursive: true, force: true })
+  })
+  const resolve = async (name: string) => (await lab.exec('tiefighter', ['dig', '+short', '+time=2', '+tries=1', '-p', String(GENERATED_NAMES.port), `@${findHost('dns').addresses[0]}`, `${name}.${GENERATED_NAMES.zone}`], { timeoutMs: 10_000 })).stdout.trim()
+  const curl = async (ip: string) => (await lab.exec('tiefighter', ['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', '2', `http://${ip}/v1/`], { timeoutMs: 10_000 })).stdout
+  const free = IPCACHE - labEndpoints().flatMap((e) => e.ips).length
+  for (let i = 0; i < free; i++) await resolve(`n${i}`)
+  t.match(((await adminGet(admin, '/v1/status')) as Status).maps, { ipcache: { entries: IPCACHE }, refused: { ipcache: 0 } }, `${free} names fill the ipcache`)
+  let previous = await resolve('n0')
+  for (let i = 0; i < 5; i++) {
+    const next = await resolve('n0')
+    t.not(next, previous, `answer ${i + 1}: a new address`)
+    t.equal(await curl(next), '200', `answer ${i + 1}: reachable at once, the map full before and after`)
+    t.equal(await curl(previous), '000', `answer ${i + 1}: the address the name left is not`)
+    previous = next
+  }
+  t.match(((await adminGet(admin, '/v1/status')) as Status).maps, { ipcache: { entries: IPCACHE }, refused: { ipcache: 0 } }, 'nothing refused')
+  t.notOk(node.lines().some((l) => /failed/.test(String(l.msg))), 'no write failed')
+})

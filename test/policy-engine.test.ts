@@ -1,6 +1,7 @@
 import t from 'tap'
 import { PolicyEngine, type EngineOptions, type MapRefusal } from '../policy/engine.js'
 import { RESERVED_IDENTITIES } from '../policy/identity.js'
+import { LabelSet } from '../policy/labels.js'
 import { evaluateName, evaluateHttp } from '../policy/l7-policy.js'
 import type { HttpRequestView } from '../policy/http-matcher.js'
 import { LAB_HOSTS, labEndpoints } from '../lab/topology.js'
@@ -338,6 +339,18 @@ t.test('a policy whose entries the maps cannot hold is refused whole, the rules 
   const cidrs = cnp('cidrs', '{ class: tiefighter }', '  egress:\n  - toCIDR: [ 203.0.113.1/32, 203.0.113.2/32, 203.0.113.3/32 ]\n')
   t.throws(() => e.loadFile('cidrs.yaml', cidrs), { message: /refused: the (ipcache|policy map) would need/ })
   t.notOk(e.ipcache().has('203.0.113.1/32'), 'nor is the ipcache')
+})
+
+t.test("another node's pod the ipcache has no room for is refused, nothing changed", async (t) => {
+  const probe = labEngine().e.mapFill()
+  const { e } = labEngine({ capacity: { ipcache: probe.ipcache.entries + 1, policy: 1000 } })
+  const peer = { identity: 300, labels: new LabelSet([{ source: 'k8s', key: 'app', value: 'remote' }]) }
+  e.setRemoteEndpoint('198.18.3.30', peer)
+  t.throws(() => e.setRemoteEndpoint('198.18.3.31', peer), { code: 'EMAPFULL', message: 'remote endpoint 198.18.3.31: refused: the ipcache holds 6 entries, maps.ipcacheEntries is 6' })
+  t.notOk(e.ipcache().has('198.18.3.31/32'))
+  e.setRemoteEndpoint('198.18.3.30', null)
+  e.setRemoteEndpoint('198.18.3.31', peer)
+  t.equal(e.ipcache().get('198.18.3.31/32'), 300, 'room again: taken')
 })
 
 t.test('toFQDNs: a learned address a toCIDR prefix covers keeps its own identity, so both rules select it', async (t) => {
