@@ -61,6 +61,8 @@ interface Contribution extends ContributionSpec {
 
 interface EndpointState {
   id: number
+  /** As last given (taken back to, should a change not fit the maps). */
+  spec: EndpointSpec
   identity: Identity
   ips: readonly string[]
   resolved: ResolvedPolicy
@@ -260,11 +262,30 @@ export class PolicyEngine {
     if (gone) this.identityRemoved(gone)
   }
 
+  /**
+   * Adds or changes a local endpoint. One the maps cannot hold (its addresses in the ipcache, its
+   * policy entries) is refused whole (MapFullError): the engine is as it was.
+   */
   upsertEndpoint(spec: EndpointSpec): void {
-    this.generation++
     for (const ip of spec.ips) {
       if (ip.includes('/') || typeof parsePrefix(ip) === 'string') throw new Error(`endpoint ${spec.id}: '${ip}' is not an IPv4 address`)
     }
+    const newEntries = spec.ips.filter((ip) => this.ipValue(`${ip}/32`) === null).length
+    if (this.ipcacheEntries + newEntries > this.capacity.ipcache) {
+      throw new MapFullError(`endpoint ${spec.id}: refused: its ${newEntries} address(es) do not fit the ipcache (${this.ipcacheEntries} of maps.ipcacheEntries ${this.capacity.ipcache})`)
+    }
+    const before = this.endpoints.get(spec.id)?.spec
+    this.applyEndpoint(spec)
+    const policy = this.policyEntries()
+    if (policy > this.capacity.policy) {
+      if (before) this.applyEndpoint(before)
+      else this.removeEndpoint(spec.id)
+      throw new MapFullError(`endpoint ${spec.id}: refused: its policy needs ${policy} entries in the policy map, maps.policyEntries is ${this.capacity.policy}`)
+    }
+  }
+
+  private applyEndpoint(spec: EndpointSpec): void {
+    this.generation++
     const { identity, created } = this.identities.acquireLabels(labelList(spec.labels), spec.identity)
     if (created) this.identityAdded(identity)
     const prev = this.endpoints.get(spec.id)
@@ -275,6 +296,7 @@ export class PolicyEngine {
         this.endpointByIp.delete(ip)
       }
       const old = prev.identity
+      prev.spec = spec
       prev.ips = [...spec.ips]
       if (old.id !== identity.id) {
         prev.identity = identity
@@ -284,6 +306,7 @@ export class PolicyEngine {
     } else {
       const ep: EndpointState = {
         id: spec.id,
+        spec,
         identity,
         ips: [...spec.ips],
         resolved: { enforce: { ingress: false, egress: false }, contributions: [], l7: [], ruleIds: [], warnings: [] },

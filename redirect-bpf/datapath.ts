@@ -10,7 +10,7 @@ import { BpfObject } from './bpf-object.js'
 import { BpfError } from './libbpf.js'
 import { ensureBpffs } from './bpffs.js'
 import { attachSkMsg, attachSockops, createCgroup, detachSkMsg, detachSockops, releaseCgroup2Root, removeCgroup } from './cgroup.js'
-import { checkLayout, decodePolicyKey, decodePolicyValue, liveCtDestinations, originalDestination, readCounters, readSockmapStats, writeConfig, type Counter, type PolicyMapKey } from './map-layout.js'
+import { checkLayout, endpointValue, u32, decodePolicyKey, decodePolicyValue, liveCtDestinations, originalDestination, readCounters, readSockmapStats, writeConfig, type Counter, type PolicyMapKey } from './map-layout.js'
 import { ensureMode, setupMode, teardownModes, type RedirectMode, type Run } from './modes/redirect-mode.js'
 import { inNetns } from './netns.js'
 import { PolicyWriter, type WriteStats } from './policy-writer.js'
@@ -19,6 +19,7 @@ import { DEFAULT_MAP_SIZES, maxEntries, preparePinnedSizes, type MapSizes } from
 import { addProxyListener, attachSkLookup, detachSkLookup } from './sk-lookup.js'
 import { attachTc, detachTc, ifindexOf, removeClsact } from './tc.js'
 import { distPath } from '../lib/project-root.js'
+import { RESERVED_IDENTITIES } from '../policy/identity.js'
 
 const EARLY_DEMUX = '/proc/sys/net/ipv4/tcp_early_demux'
 
@@ -161,6 +162,22 @@ export class Datapath {
     this.attached.set(ifname, ifindex)
     if (endpointId !== undefined) this.byEndpoint.set(endpointId, ifindex)
     return ifindex
+  }
+
+  /**
+   * An endpoint the maps have no room for: its interface denies everything both ways (an entry
+   * that enforces, for endpoint 0, which has no policy), until release() or the endpoint's own
+   * entry replaces it. Returns the interface's index, for release().
+   */
+  quarantine(ifname: string): number {
+    const ifindex = this.attach(ifname)
+    this.fromEndpoint.map('l7_endpoints').update(u32(ifindex), endpointValue(0, RESERVED_IDENTITIES.init, { ingress: true, egress: true }))
+    return ifindex
+  }
+
+  /** Takes a quarantine entry away: the endpoint left. (One taken after all has its own entry over it.) */
+  endQuarantine(ifindex: number): void {
+    this.fromEndpoint.map('l7_endpoints').delete(u32(ifindex))
   }
 
   /** An endpoint gone (after its removal was applied): its interface stays attached, as any other. */

@@ -162,6 +162,25 @@ t.test('l7proxy-cni registers a container interface at init, its labels follow; 
   t.same(gone.list(), [], 'except those whose interface went while no agent ran')
 })
 
+t.test('a CNI ADD the agent has no room for fails with why, and leaves no registration', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'l7-cni-full-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const seen: number[][] = []
+  const full = new CniEndpoints({
+    stateDir: dir,
+    labelsOf: async () => null,
+    onChange: (l) => void seen.push(l.map((e) => e.id)),
+    refusal: (id) => (id === 1000 ? 'endpoint 1000: refused: its 1 address(es) do not fit the ipcache (6 of maps.ipcacheEntries 6)' : null),
+    exists: () => true,
+    logger: pino({ level: 'silent' }),
+  })
+  t.teardown(() => full.close())
+  t.throws(() => full.add({ containerId: 'c1', ifname: 'eth0', interface: 'lxc9', ips: ['198.19.0.9'] }), { constructor: AdminQueryError, message: /^endpoint 1000: refused: .*do not fit the ipcache/ })
+  t.same(full.list(), [], 'not registered')
+  t.same(seen, [[1000], []], 'the agent was given it, then its removal')
+  t.equal(readFileSync(join(dir, 'cni-endpoints.json'), 'utf8'), '[]', 'nor kept')
+})
+
 t.test('a cluster: policy imported into the store (checked first), remote endpoints on request, which nodes use each identity', async (t) => {
   const { cluster, stored } = fakeCluster()
   const { call, get } = setup(t, cluster)

@@ -40,6 +40,8 @@ t.test('read at start, then each change applied in order; bad ones change nothin
       steps.push(id === undefined ? `attach ${ifname}` : `attach ${ifname} ${id}`)
     },
     forget: (id) => void steps.push(`forget ${id}`),
+    quarantine: (ifname) => (steps.push(`quarantine ${ifname}`), 0),
+    endQuarantine: () => void steps.push('end quarantine'),
     writeMaps: () => (steps.push('write'), { upserts: 0, deletes: 0 }),
     tellThreads: (list) => void told.push(list.map((e) => e.id)),
   })
@@ -81,8 +83,47 @@ t.test('a bad file at start is an error; a list given is registered, and replace
   t.ok(engine.endpointAt(list[0]!.ips[0]!) !== undefined, 'registered with the engine')
   t.throws(() => given.replace(list.slice(1)), /before the datapath is up/)
   const steps: string[] = []
-  given.watch({ attach: () => undefined, forget: (id) => void steps.push(`forget ${id}`), writeMaps: () => ({ upserts: 0, deletes: 0 }), tellThreads: () => undefined })
+  given.watch({ attach: () => undefined, forget: (id) => void steps.push(`forget ${id}`), quarantine: () => 0, endQuarantine: () => undefined, writeMaps: () => ({ upserts: 0, deletes: 0 }), tellThreads: () => undefined })
   given.replace(list.slice(1))
   t.same(steps, [`forget ${list[0]!.id}`], 'the endpoint left out leaves')
   t.equal(engine.endpointAt(list[0]!.ips[0]!), undefined)
+})
+
+t.test('an endpoint the maps have no room for is refused alone and quarantined, tried again at the next change, let go when it leaves', async (t) => {
+  const list = labEndpoints().map((e) => ({ ...e, interface: nodeIfname(e.host) }))
+  const probe = new PolicyEngine({ proxyPorts: { http: 15001, dns: 15053 } })
+  for (const ep of list) probe.upsertEndpoint(ep)
+  const full = probe.mapFill().ipcache.entries
+  const engine = new PolicyEngine({ proxyPorts: { http: 15001, dns: 15053 }, capacity: { ipcache: full, policy: 1000 } })
+  const errors: string[] = []
+  const logger = pino({ level: 'info' }, { write: (l: string) => void (JSON.parse(l).level === 50 && errors.push(JSON.parse(l).msg as string)) })
+  const eps = new NodeEndpoints({ list }, engine, logger)
+  const steps: string[] = []
+  let told: number[][] = []
+  eps.watch({
+    attach: () => undefined,
+    forget: (id) => void steps.push(`forget ${id}`),
+    quarantine: (ifname) => (steps.push(`quarantine ${ifname}`), 42),
+    endQuarantine: (handle) => void steps.push(`end quarantine ${handle}`),
+    writeMaps: () => ({ upserts: 0, deletes: 0 }),
+    tellThreads: (l) => void told.push(l.map((e) => e.id)),
+  })
+  const extra = { id: 77, host: 'extra', interface: 'lxc-extra', ips: ['198.18.1.77'], labels: { class: 'extra' } }
+  eps.replace([...list, extra])
+  t.same(steps, ['forget 77', 'quarantine lxc-extra'], 'no room for its address: forgotten by the datapath, its interface quarantined')
+  t.match(eps.refusal(77), /^endpoint 77: refused: its 1 address\(es\) do not fit the ipcache/)
+  t.same(errors, ['endpoint refused: the maps are full; its interface denies everything'])
+  t.equal(engine.endpointAt('198.18.1.77'), undefined, 'the engine does not have it')
+  t.same(told, [list.map((e) => e.id)], 'nor do the threads')
+  t.same(eps.list.map((e) => e.id), list.map((e) => e.id), 'the others stay in force')
+  steps.length = 0
+  eps.replace([...list.slice(1), extra])
+  t.ok(engine.endpointAt('198.18.1.77') !== undefined, 'one endpoint left: the next change takes it')
+  t.equal(eps.refusal(77), null)
+  eps.replace(list.slice(1))
+  t.same(steps.filter((s) => s.startsWith('end')), [], 'taken, its own entry replaced the quarantine: nothing to end')
+  eps.replace([...list, extra])
+  steps.length = 0
+  eps.replace(list)
+  t.same(steps, ['end quarantine 42'], 'refused again, then gone: its quarantine ends')
 })

@@ -341,6 +341,28 @@ t.test('a policy whose entries the maps cannot hold is refused whole, the rules 
   t.notOk(e.ipcache().has('203.0.113.1/32'), 'nor is the ipcache')
 })
 
+t.test('a local endpoint the maps have no room for is refused whole, the engine as it was', async (t) => {
+  const probe = labEngine().e.mapFill()
+  const { e } = labEngine({ capacity: { ipcache: probe.ipcache.entries, policy: 1000 } })
+  e.takeDelta()
+  const extra = { id: 77, labels: { class: 'extra' }, ips: ['198.18.1.77'] }
+  t.throws(() => e.upsertEndpoint(extra), { code: 'EMAPFULL', message: /^endpoint 77: refused: its 1 address\(es\) do not fit the ipcache/ })
+  t.equal(e.endpointInfo(77), undefined)
+  t.same(e.takeDelta().ipcache.upserts, [], 'nothing to write')
+
+  const tight = fqdnGroupsEngine()
+  const policy = tight.e.mapFill().policy.entries
+  const { e: e2, ep } = fqdnGroupsEngine({ capacity: { ipcache: 1000, policy } })
+  const tf = e2.endpointInfo(ep('tiefighter'))!
+  const before = e2.policyMap(tf.id)
+  // A second tiefighter: the rules select it too, and its entries have no room.
+  t.throws(() => e2.upsertEndpoint({ id: 78, labels: { class: 'tiefighter', 'io.kubernetes.pod.namespace': 'default' }, ips: ['198.18.1.78'] }), { code: 'EMAPFULL', message: /^endpoint 78: refused: its policy needs \d+ entries in the policy map, maps\.policyEntries is \d+$/ })
+  t.equal(e2.endpointInfo(78), undefined, 'taken back')
+  t.notOk(e2.ipcache().has('198.18.1.78/32'))
+  t.same(e2.policyMap(tf.id), before)
+  t.equal(e2.mapFill().policy.entries, policy)
+})
+
 t.test("another node's pod the ipcache has no room for is refused, nothing changed", async (t) => {
   const probe = labEngine().e.mapFill()
   const { e } = labEngine({ capacity: { ipcache: probe.ipcache.entries + 1, policy: 1000 } })

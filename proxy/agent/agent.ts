@@ -210,7 +210,7 @@ export class Agent {
     this.cni =
       given === null
         ? null
-        : new CniEndpoints({ stateDir: s.state, labelsOf: runtimeLabels(s.cniLabelsCommand), onChange: () => this.applyEndpoints(this.givenAndCni!()), exists: interfaceExists, logger: this.logger })
+        : new CniEndpoints({ stateDir: s.state, labelsOf: runtimeLabels(s.cniLabelsCommand), onChange: () => this.applyEndpoints(this.givenAndCni!()), refusal: (id) => this.endpoints.refusal(id), exists: interfaceExists, logger: this.logger })
     const source = this.givenAndCni === null ? s.endpoints : { list: this.givenAndCni() }
     const cluster = (this.cluster = s.kvstore
       ? new ClusterNode(s.kvstore, { remote: (c) => this.applyRemote(c), policy: (name, text) => this.policies.applyText(name, text), identitiesChanged: () => this.endpoints.refresh() }, this.logger)
@@ -428,6 +428,8 @@ export class Agent {
     this.endpoints.watch({
       attach: (ifname, id) => void dp.attach(ifname, id),
       forget: (id) => dp.forgetEndpoint(id),
+      quarantine: (ifname) => dp.quarantine(ifname),
+      endQuarantine: (ifindex) => dp.endQuarantine(ifindex),
       writeMaps,
       tellThreads: (list) => this.workers?.updateEndpoints(list),
     })

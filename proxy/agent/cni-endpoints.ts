@@ -37,6 +37,8 @@ export interface CniEndpointsOptions {
   labelsOf: (containerId: string) => Promise<Record<string, string> | null>
   /** The endpoints are now these (the agent applies them). */
   onChange: (endpoints: NodeEndpoint[]) => void
+  /** Why the agent refused an endpoint it was given (no room in its maps), or null. */
+  refusal?: (id: number) => string | null
   /** Whether a host-side interface is there: one a container took away while no agent ran (its DEL found none) is forgotten. */
   exists: (ifname: string) => boolean
   logger: Logger
@@ -98,6 +100,13 @@ export class CniEndpoints {
     const e: Entry = { ...a, id: this.entries.get(k)?.id ?? this.freeId(), labels: null }
     this.entries.set(k, e)
     this.changed()
+    // No room in the maps: the ADD fails, so the runtime does not start a container no policy holds.
+    const refused = this.o.refusal?.(e.id) ?? null
+    if (refused !== null) {
+      this.entries.delete(k)
+      this.changed()
+      throw new AdminQueryError(refused)
+    }
     this.askLabels(e)
     return this.list().find((x) => x.id === e.id)!
   }

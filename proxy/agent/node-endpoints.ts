@@ -2,11 +2,13 @@
 // file, read at start and watched. A change is applied live: removed (or moved to another interface) endpoints leave the engine
 // and the maps first, then new and changed ones are attached and written, then every other proxy
 // thread is told; a file with any problem is refused whole, with where and why, and nothing
-// changes.
+// changes. An endpoint the maps have no room for is refused alone, logged, and quarantined (its
+// interface denies everything) until a later change finds room for it or it leaves.
 
 import { readFileSync } from 'node:fs'
 import type { Logger } from 'pino'
 import type { PolicyEngine } from '../../policy/engine.js'
+import { MapFullError } from '../../policy/errors.js'
 import type { WriteStats } from '../../redirect-bpf/policy-writer.js'
 import { diffEndpoints, parseEndpointsText, type NodeEndpoint } from './endpoints-file.js'
 
@@ -16,6 +18,9 @@ export interface EndpointSinks {
   attach: (ifname: string, id?: number) => void
   /** Drops what the datapath keeps for an endpoint that left. */
   forget: (id: number) => void
+  /** Denies everything on an interface whose endpoint is refused; returns a handle for endQuarantine. */
+  quarantine: (ifname: string) => number
+  endQuarantine: (handle: number) => void
   writeMaps: () => WriteStats
   tellThreads: (endpoints: NodeEndpoint[]) => void
 }
@@ -35,6 +40,8 @@ export class NodeEndpoints {
   private text = ''
   private poll: NodeJS.Timeout | null = null
   private sinks: EndpointSinks | null = null
+  /** Endpoints refused for want of room in the maps: why, and their quarantine. */
+  private readonly refused = new Map<number, { reason: string; quarantine: number }>()
 
   /** Reads them (a bad file throws) and registers them with the engine. */
   constructor(
@@ -81,6 +88,11 @@ export class NodeEndpoints {
     reread() // one made while starting
   }
 
+  /** Why an endpoint was refused (the maps had no room for it), or null. */
+  refusal(id: number): string | null {
+    return this.refused.get(id)?.reason ?? null
+  }
+
   close(): void {
     if (this.poll !== null) clearInterval(this.poll)
     this.poll = null
@@ -99,6 +111,12 @@ export class NodeEndpoints {
   }
 
   private apply(next: NodeEndpoint[], sinks: EndpointSinks): void {
+    // Refused before and gone now: their interfaces are let go.
+    for (const [id, r] of this.refused) {
+      if (next.some((ep) => ep.id === id)) continue
+      sinks.endQuarantine(r.quarantine)
+      this.refused.delete(id)
+    }
     const { upserts, removes } = diffEndpoints(this.list, next)
     if (upserts.length === 0 && removes.length === 0) return
     try {
@@ -112,19 +130,31 @@ export class NodeEndpoints {
     for (const id of leaving) this.engine.removeEndpoint(id)
     const removed = sinks.writeMaps()
     for (const id of leaving) sinks.forget(id)
+    const refusedNow: NodeEndpoint[] = []
     for (const ep of upserts) {
       sinks.attach(ep.interface, ep.id)
-      this.engine.upsertEndpoint(ep)
+      try {
+        this.engine.upsertEndpoint(ep)
+        this.refused.delete(ep.id)
+      } catch (e) {
+        if (!(e instanceof MapFullError)) throw e
+        sinks.forget(ep.id)
+        this.refused.set(ep.id, { reason: e.message, quarantine: this.refused.get(ep.id)?.quarantine ?? sinks.quarantine(ep.interface) })
+        refusedNow.push(ep)
+        this.logger.error({ endpoint: ep.id, host: ep.host, interface: ep.interface, error: e.message }, 'endpoint refused: the maps are full; its interface denies everything')
+      }
     }
     const written = sinks.writeMaps()
     const known = new Set(this.list.map((e) => e.id))
-    this.list = next
-    sinks.tellThreads(next)
+    // A refused endpoint is not in force: the next change tries it again.
+    this.list = next.filter((ep) => !refusedNow.includes(ep))
+    sinks.tellThreads(this.list)
     this.logger.info(
       {
         file: this.file,
-        added: upserts.filter((e) => !known.has(e.id)).map((e) => e.host),
-        changed: upserts.filter((e) => known.has(e.id)).map((e) => e.host),
+        added: upserts.filter((e) => !known.has(e.id) && !refusedNow.includes(e)).map((e) => e.host),
+        changed: upserts.filter((e) => known.has(e.id) && !refusedNow.includes(e)).map((e) => e.host),
+        ...(refusedNow.length > 0 ? { refused: refusedNow.map((e) => e.host) } : {}),
         removed: removes,
         maps: { upserts: removed.upserts + written.upserts, deletes: removed.deletes + written.deletes },
       },
