@@ -13,9 +13,12 @@
 // may hold single `*`s between characters, and no run of three.
 
 import { compileAnchored } from './regex.js'
+import { L7ProxyError } from '../lib/l7proxy-error.js'
 
-export class DnsPatternError extends Error {
-  readonly code = 'EDNSPATTERN'
+export class DnsPatternError extends L7ProxyError {
+  constructor(message: string) {
+    super('EDNSPATTERN', message)
+  }
 }
 
 export interface DnsNameMatcher {

@@ -16,12 +16,10 @@ export function formatIssue(i: PolicyIssue): string {
   return `${i.file}:${i.line}:${i.column}: ${i.path ? `${i.path}: ` : ''}${i.message}`
 }
 
-export class PolicyError extends Error {
-  readonly code = 'EPOLICY'
+export class PolicyError extends L7ProxyError {
   readonly issues: readonly PolicyIssue[]
   constructor(issues: PolicyIssue[]) {
-    super(issues.map(formatIssue).join('\n'))
-    this.name = 'PolicyError'
+    super('EPOLICY', issues.map(formatIssue).join('\n'))
     this.issues = issues
   }
 }

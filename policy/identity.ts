@@ -9,6 +9,7 @@
 
 import { formatPrefix, type Prefix } from './cidr.js'
 import { LabelSet, type Label } from './labels.js'
+import { L7ProxyError } from '../lib/l7proxy-error.js'
 
 export const RESERVED_IDENTITIES = {
   host: 1,
@@ -29,8 +30,10 @@ export const LAST_CLUSTER_IDENTITY = 65535
 export const FIRST_LOCAL_IDENTITY = 1 << 24
 
 /** A number the cluster gave that this node already knows for other labels (or the reverse). */
-export class IdentityClashError extends Error {
-  readonly code = 'EIDENTITYCLASH'
+export class IdentityClashError extends L7ProxyError {
+  constructor(message: string) {
+    super('EIDENTITYCLASH', message)
+  }
 }
 
 export type IdentityKind = 'reserved' | 'endpoint' | 'cidr' | 'fqdn'

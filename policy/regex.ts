@@ -12,11 +12,14 @@
 
 import { setFlagsFromString } from 'node:v8'
 import { foldCase } from './case-fold.js'
+import { L7ProxyError } from '../lib/l7proxy-error.js'
 
 setFlagsFromString('--enable-experimental-regexp-engine')
 
-export class RegexError extends Error {
-  readonly code = 'EREGEX'
+export class RegexError extends L7ProxyError {
+  constructor(message: string) {
+    super('EREGEX', message)
+  }
 }
 
 export interface SafeRegex {

@@ -9,15 +9,14 @@ import { availableParallelism } from 'node:os'
 import { dirname, join, relative } from 'node:path'
 import { parseArgs } from 'node:util'
 import { projectRoot } from '../lib/project-root.js'
+import { L7ProxyError } from '../lib/l7proxy-error.js'
 
 const MULTIARCH: Record<string, string> = { x64: 'x86_64-linux-gnu', arm64: 'aarch64-linux-gnu' }
 const TARGET_ARCH: Record<string, string> = { x64: 'x86', arm64: 'arm64' }
 
-export class BpfBuildError extends Error {
-  readonly code = 'EBPFBUILD'
+export class BpfBuildError extends L7ProxyError {
   constructor(message: string) {
-    super(message)
-    this.name = 'BpfBuildError'
+    super('EBPFBUILD', message)
   }
 }
 

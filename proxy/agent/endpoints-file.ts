@@ -11,6 +11,7 @@ import { INTERFACE_NAME_RULE, isInterfaceName } from '../../lib/interface-name.j
 import { parsePrefix } from '../../policy/cidr.js'
 import { formatIssue, type PolicyIssue } from '../../policy/errors.js'
 import { readDocument } from '../../policy/yaml-reader.js'
+import { L7ProxyError } from '../../lib/l7proxy-error.js'
 
 export interface NodeEndpoint {
   id: number
@@ -24,11 +25,9 @@ export interface NodeEndpoint {
   identity?: number
 }
 
-export class EndpointsFileError extends Error {
-  readonly code = 'EENDPOINTS'
+export class EndpointsFileError extends L7ProxyError {
   constructor(readonly issues: readonly PolicyIssue[]) {
-    super(issues.map(formatIssue).join('\n'))
-    this.name = 'EndpointsFileError'
+    super('EENDPOINTS', issues.map(formatIssue).join('\n'))
   }
 }
 

@@ -10,10 +10,12 @@
 // no second string is made to lower-case them.
 
 import type { AnswerRecord } from './fqdn-cache.js'
+import { L7ProxyError } from '../../lib/l7proxy-error.js'
 
-export class DnsWireError extends Error {
-  override readonly name = 'DnsWireError'
-  readonly code = 'EDNSWIRE'
+export class DnsWireError extends L7ProxyError {
+  constructor(message: string) {
+    super('EDNSWIRE', message)
+  }
 }
 
 export const HEADER_BYTES = 12

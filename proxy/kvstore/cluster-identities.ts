@@ -16,12 +16,15 @@ import { FIRST_CLUSTER_IDENTITY, LAST_CLUSTER_IDENTITY } from '../../policy/iden
 import type { LabelSet } from '../../policy/labels.js'
 import { op, when, type EtcdStore } from './etcd-store.js'
 import { isClusterIdentity, type KvstoreKeys } from './kvstore-keys.js'
+import { L7ProxyError } from '../../lib/l7proxy-error.js'
 
 /** Attempts at one allocation before it fails (each lost race is one). */
 const ATTEMPTS = 16
 
-export class IdentityAllocationError extends Error {
-  readonly code = 'EIDENTITYALLOC'
+export class IdentityAllocationError extends L7ProxyError {
+  constructor(message: string) {
+    super('EIDENTITYALLOC', message)
+  }
 }
 
 interface Held {
