@@ -19,6 +19,7 @@ import { connect, type Socket } from 'node:net'
 import { parseArgs } from 'node:util'
 import { raiseFileLimit } from '../proxy/overload/file-limit.js'
 import { percentile } from './bench-support.js'
+import { dnsQuery } from '../lab/clients/dns-query.js'
 
 const HEAD = (path: string, host: string, close: boolean): string => `POST ${path} HTTP/1.1\r\nHost: ${host}\r\nContent-Length: 0\r\n${close ? 'Connection: close\r\n' : ''}\r\n`
 /** Connects in flight at once while opening many (the listener's accept queue is 1024 deep). */
@@ -88,23 +89,6 @@ function tally(group: readonly Conn[]): Record<string, number> {
   const c: Record<string, number> = {}
   for (const x of group) c[x.outcome] = (c[x.outcome] ?? 0) + 1
   return c
-}
-
-function dnsQuery(id: number, name: string): Buffer {
-  const labels = name.split('.').filter(Boolean)
-  const q = Buffer.alloc(12 + labels.reduce((n, l) => n + l.length + 1, 1) + 4)
-  q.writeUInt16BE(id, 0)
-  q.writeUInt16BE(0x0100, 2) // RD
-  q.writeUInt16BE(1, 4)
-  let at = 12
-  for (const l of labels) {
-    q[at++] = l.length
-    at += q.write(l, at, 'ascii')
-  }
-  q[at++] = 0
-  q.writeUInt16BE(1, at) // A
-  q.writeUInt16BE(1, at + 2) // IN
-  return q
 }
 
 const RCODES = ['NOERROR', 'FORMERR', 'SERVFAIL', 'NXDOMAIN', 'NOTIMP', 'REFUSED']

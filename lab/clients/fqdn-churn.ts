@@ -10,6 +10,7 @@ import { createSocket } from 'node:dgram'
 import { connect } from 'node:net'
 import { parseArgs } from 'node:util'
 import { readAnswers } from '../../proxy/dns/dns-wire.js'
+import { dnsQuery } from './dns-query.js'
 import type { AnswerRecord } from '../../proxy/dns/fqdn-cache.js'
 
 const MAX_NAMES = 1_000_000
@@ -48,24 +49,6 @@ const o = {
 if (!o.server || !o.zone) {
   process.stderr.write('fqdn-churn: --server and --zone are required\n')
   process.exit(2)
-}
-
-/** A query for `name` (type A, recursion desired) with id `id`. */
-function query(id: number, name: string): Buffer {
-  const labels = name.split('.')
-  const q = Buffer.alloc(12 + labels.reduce((n, l) => n + 1 + l.length, 1) + 4)
-  q.writeUInt16BE(id, 0)
-  q.writeUInt16BE(0x0100, 2)
-  q.writeUInt16BE(1, 4)
-  let at = 12
-  for (const l of labels) {
-    q[at++] = l.length
-    at += q.write(l, at, 'latin1')
-  }
-  q[at++] = 0
-  q.writeUInt16BE(1, at)
-  q.writeUInt16BE(1, at + 2)
-  return q
 }
 
 const dnsMs: number[] = []
@@ -136,7 +119,7 @@ const tick = setInterval(() => {
       finish()
     }, o.timeoutMs * 2)
     pending.set(id, { sent: performance.now(), timer })
-    socket.send(query(id, `n${o.first + sent}.${o.zone}`), o.port, o.server)
+    socket.send(dnsQuery(id, `n${o.first + sent}.${o.zone}`), o.port, o.server)
   }
   if (sent >= o.names) clearInterval(tick)
 }, 5)
