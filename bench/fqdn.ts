@@ -17,7 +17,7 @@ import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { adminGet } from '../proxy/agent/admin-socket.js'
 import { execIn } from '../lab/netns.js'
-import { startGeneratedNames, type GeneratedNames } from '../lab/generated-names.js'
+import { generatedNamesPolicy, startGeneratedNames, type GeneratedNames } from '../lab/generated-names.js'
 import { GENERATED_NAMES, findHost, hostNetns } from '../lab/topology.js'
 import { startLabNode } from '../lab/node-agent.js'
 import { renderTable } from '../proxy/cli/table.js'
@@ -52,23 +52,6 @@ interface Run {
   rssMB: number
 }
 
-function policy(way: Way): string {
-  const dns = way === 'direct' ? '' : `\n      rules: { dns: [ { matchPattern: "*.${GENERATED_NAMES.zone}" } ] }`
-  const to = way === 'direct' ? `toCIDR: [ ${GENERATED_NAMES.range} ]` : `toFQDNs: [ { matchPattern: "*.${GENERATED_NAMES.zone}" } ]`
-  return `apiVersion: cilium.io/v2
-kind: CiliumNetworkPolicy
-metadata: { name: bench-fqdn }
-spec:
-  endpointSelector: { matchLabels: { class: tiefighter } }
-  egress:
-  - toEndpoints: [ { matchLabels: { "k8s:io.kubernetes.pod.namespace": kube-system, k8s-app: kube-dns } } ]
-    toPorts:
-    - ports: [ { port: "${GENERATED_NAMES.port}", protocol: UDP } ]${dns}
-  - ${to}
-    toPorts: [ { ports: [ { port: "80", protocol: TCP } ] } ]
-`
-}
-
 async function main(): Promise<void> {
   const values = benchOptions({ names: '10000', rates: '100,1000', mode: 'sk-assign', lab: 'benchfqdn', out: 'bench-results/fqdn.json' })
   const lab = values.lab
@@ -92,7 +75,7 @@ async function main(): Promise<void> {
       const rate = Number(rateText)
       generator ??= await startGeneratedNames(lab, dir)
       const policyFile = join(dir, `${way}.yaml`)
-      writeFileSync(policyFile, policy(way))
+      writeFileSync(policyFile, generatedNamesPolicy(way === 'l7proxy'))
       const admin = join(dir, `${way}-${rate}.sock`)
       // With a state directory, as an agent on a node has: the cache is saved as it grows.
       const node = await startLabNode({ lab, mode, policyFile, pin: benchPin(lab, scenario.replace('@', '-')), threads: 1, admin, stateDir: join(dir, `state-${way}-${rate}`), logFile: join(dir, `${way}-${rate}.log`), overload: ONE_CLIENT })

@@ -7,13 +7,13 @@ import { spawnSync } from 'node:child_process'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { adminGet } from '../proxy/agent/admin-socket.js'
-import { startGeneratedNames } from '../lab/generated-names.js'
-import { startLabNode, type LabNode } from '../lab/node-agent.js'
+import { generatedNamesPolicy, startGeneratedNames } from '../lab/generated-names.js'
+import { startLabNode, type LabNode, type LabNodeOptions } from '../lab/node-agent.js'
 import { GENERATED_NAMES, findHost, labEndpoints } from '../lab/topology.js'
 import { kernelTest } from './fixtures/kernel.js'
-import { useLab } from './fixtures/lab.js'
+import { useLab, type LabHandle } from './fixtures/lab.js'
 
 const IPCACHE = 16
 /** Room left for learned addresses: three. */
@@ -37,30 +37,72 @@ interface Status {
   maps: { ipcache: { entries: number; capacity: number }; policy: { entries: number; capacity: number }; refused: { ipcache: number; policy: number } }
 }
 
-kernelTest(t, 'toFQDNs: learned addresses share their selectors\' identities; a full ipcache refuses the next one whole', async (t) => {
-  t.ok(FILLERS > 0, `${FILLERS} toCIDR entries fill the ipcache up to three free`)
+interface AgentLab {
+  lab: LabHandle
+  dir: string
+  pin: string
+  /** Starts the agent (sk-assign, one HTTP thread, the policy given) with these options over those. */
+  start(o?: Partial<LabNodeOptions>): Promise<LabNode>
+  stop(): Promise<void>
+  status(): Promise<Status>
+  /** The identities of learned addresses. */
+  learned(): Promise<Array<{ id: number; labels: string[] }>>
+  /** The HTTP status the tiefighter gets from port 80 of `ip` ('000': no connection). */
+  curl(ip: string): Promise<string>
+  /** What the tiefighter's resolver (or `server`, on `port`) answers for `name`: its addresses, sorted. */
+  dig(name: string, server?: { address: string; port: number }): Promise<string[]>
+}
+
+/** A lab, a directory, `policy` in it, and an agent to start; with `generatedNames`, the name generator runs. Everything goes after the test. */
+async function agentLab(t: Test, policy: string, o: { generatedNames?: boolean } = {}): Promise<AgentLab> {
   const lab = await useLab(t)
   const dir = mkdtempSync(join(tmpdir(), 'l7-fqdn-scale-'))
   t.teardown(() => rmSync(dir, { recursive: true, force: true }))
-  writeFileSync(join(dir, 'policy.yaml'), POLICY)
+  if (o.generatedNames) {
+    const names = await startGeneratedNames(lab.name, dir)
+    t.teardown(() => names.stop())
+  }
+  writeFileSync(join(dir, 'policy.yaml'), policy)
   const pin = `/run/l7proxy/test-bpffs-${lab.name}`
   const admin = join(dir, 'agent.sock')
-  const node = await startLabNode({ lab: lab.name, mode: 'sk-assign', policyFile: join(dir, 'policy.yaml'), pin, threads: 1, admin, maps: { ipcacheEntries: IPCACHE } })
+  let node: LabNode | null = null
+  const stop = async (): Promise<void> => {
+    await node?.stop()
+    node = null
+  }
   t.teardown(async () => {
-    await node.stop()
+    await stop()
     rmSync(pin, { recursive: true, force: true })
   })
-  const status = async () => (await adminGet(admin, '/v1/status')) as Status
-  const learnedIdentities = async () => ((await adminGet(admin, '/v1/identities')) as Array<{ id: number; kind: string; labels: string[] }>).filter((i) => i.kind === 'fqdn')
-  const dig = async (name: string) => (await lab.exec('tiefighter', ['dig', '+short', '+time=2', '+tries=1', name], { timeoutMs: 10_000 })).stdout.trim().split('\n').sort()
-  const curl = async (ip: string) => (await lab.exec('tiefighter', ['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', '2', `http://${ip}/v1/`], { timeoutMs: 10_000 })).stdout
+  return {
+    lab,
+    dir,
+    pin,
+    start: async (more = {}) => (node = await startLabNode({ lab: lab.name, mode: 'sk-assign', policyFile: join(dir, 'policy.yaml'), pin, threads: 1, admin, ...more })),
+    stop,
+    status: async () => (await adminGet(admin, '/v1/status')) as Status,
+    learned: async () => ((await adminGet(admin, '/v1/identities')) as Array<{ id: number; kind: string; labels: string[] }>).filter((i) => i.kind === 'fqdn'),
+    curl: async (ip) => (await lab.exec('tiefighter', ['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', '2', `http://${ip}/v1/`], { timeoutMs: 10_000 })).stdout,
+    dig: async (name, server) =>
+      (await lab.exec('tiefighter', ['dig', '+short', '+time=2', '+tries=1', ...(server ? ['-p', String(server.port), `@${server.address}`] : []), name], { timeoutMs: 10_000 })).stdout.trim().split('\n').sort(),
+  }
+}
+
+/** Where the tiefighter asks for generated names. */
+const GENERATOR = { address: findHost('dns').addresses[0]!, port: GENERATED_NAMES.port }
+
+kernelTest(t, 'toFQDNs: learned addresses share their selectors\' identities; a full ipcache refuses the next one whole', async (t) => {
+  t.ok(FILLERS > 0, `${FILLERS} toCIDR entries fill the ipcache up to three free`)
+  const a = await agentLab(t, POLICY)
+  const node = await a.start({ maps: { ipcacheEntries: IPCACHE } })
+  const { status, dig, curl, learned } = a
 
   const start = await status()
   t.match(start.maps, { ipcache: { entries: IPCACHE - 3, capacity: IPCACHE }, refused: { ipcache: 0, policy: 0 } }, 'the ipcache is made the size set, three entries free')
   // The pins are in the agent's own mount namespace.
-  const shown = spawnSync('nsenter', ['-t', String(node.pid), '-m', 'bpftool', '-j', 'map', 'show', 'pinned', join(pin, 'l7_ipcache')], { encoding: 'utf8', timeout: 10_000 })
+  const shown = spawnSync('nsenter', ['-t', String(node.pid), '-m', 'bpftool', '-j', 'map', 'show', 'pinned', join(a.pin, 'l7_ipcache')], { encoding: 'utf8', timeout: 10_000 })
   t.match(JSON.parse(shown.stdout || '{}'), { name: 'l7_ipcache', max_entries: IPCACHE }, `the kernel's map has that size (${shown.stderr.trim()})`)
-  const held = await learnedIdentities()
+  const held = await learned()
   t.same(held.map((i) => i.labels.sort().join(';')).sort(), ['fqdn:*.empire;reserved:world', 'fqdn:hoth.alliance;reserved:world'], 'each toFQDNs selector holds its identity before any answer')
 
   t.same(await dig('cantina.empire'), ['192.0.2.3', '192.0.2.4'])
@@ -68,7 +110,7 @@ kernelTest(t, 'toFQDNs: learned addresses share their selectors\' identities; a 
   const filled = await status()
   t.equal(filled.maps.ipcache.entries, IPCACHE, 'three learned addresses: the ipcache is full')
   t.equal(filled.identities, start.identities, 'and not one identity more: the addresses share their selectors\' identities')
-  t.same(await learnedIdentities(), held)
+  t.same(await learned(), held)
   for (const ip of ['192.0.2.3', '192.0.2.4', '203.0.113.7']) t.equal(await curl(ip), '200', `${ip} allowed`)
 
   t.same(await dig('speeder.empire'), ['192.0.2.5'], 'an answer whose address has no room is still released')
@@ -82,49 +124,24 @@ kernelTest(t, 'toFQDNs: learned addresses share their selectors\' identities; a 
   t.equal(await curl('192.0.2.3'), '200', 'what fitted still works')
 })
 
-const CHURN_POLICY = `apiVersion: cilium.io/v2
-kind: CiliumNetworkPolicy
-metadata: { name: fqdn-churn }
-spec:
-  endpointSelector: { matchLabels: { class: tiefighter } }
-  egress:
-  - toEndpoints: [ { matchLabels: { "k8s:io.kubernetes.pod.namespace": kube-system, k8s-app: kube-dns } } ]
-    toPorts: [ { ports: [ { port: "${GENERATED_NAMES.port}", protocol: UDP } ], rules: { dns: [ { matchPattern: "*.${GENERATED_NAMES.zone}" } ] } } ]
-  - toFQDNs: [ { matchPattern: "*.${GENERATED_NAMES.zone}" } ]
-    toPorts: [ { ports: [ { port: "80", protocol: TCP } ] } ]
-`
 const RESTORED = 10_000
 
 /** The i-th address of the generated range (198.19.64.0/18). */
 const rangeAddress = (i: number): string => `198.19.${64 + (i >> 8)}.${i & 255}`
 
 kernelTest(t, 'toFQDNs: a name rotating through new addresses adds no identity; 10,000 learned addresses come back after restarts', async (t) => {
-  const lab = await useLab(t)
-  const dir = mkdtempSync(join(tmpdir(), 'l7-fqdn-churn-'))
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
-  const names = await startGeneratedNames(lab.name, dir)
-  t.teardown(() => names.stop())
-  writeFileSync(join(dir, 'policy.yaml'), CHURN_POLICY)
-  const pin = `/run/l7proxy/test-bpffs-${lab.name}`
-  const admin = join(dir, 'agent.sock')
-  const stateDir = join(dir, 'state')
-  let node: LabNode | null = null
-  const start = async () => (node = await startLabNode({ lab: lab.name, mode: 'tproxy', policyFile: join(dir, 'policy.yaml'), pin, threads: 1, admin, stateDir }))
-  t.teardown(async () => {
-    await node?.stop()
-    rmSync(pin, { recursive: true, force: true })
-  })
-  const status = async () => (await adminGet(admin, '/v1/status')) as Status
-  const learnedIdentities = async () => ((await adminGet(admin, '/v1/identities')) as Array<{ kind: string }>).filter((i) => i.kind === 'fqdn').length
-  const curl = async (ip: string) => (await lab.exec('tiefighter', ['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', '2', `http://${ip}/v1/`], { timeoutMs: 10_000 })).stdout
+  const a = await agentLab(t, generatedNamesPolicy(true), { generatedNames: true })
+  const stateDir = join(a.dir, 'state')
+  const start = () => a.start({ mode: 'tproxy', stateDir })
+  const { status, curl } = a
+  const learnedIdentities = async () => (await a.learned()).length
   const endpoints = labEndpoints().flatMap((e) => e.ips).length
 
   await start()
   const before = await status()
   const seen = new Set<string>()
   for (let i = 0; i < 20; i++) {
-    const r = await lab.exec('tiefighter', ['dig', '+short', '+time=2', '+tries=1', '-p', String(GENERATED_NAMES.port), `@${findHost('dns').addresses[0]}`, `n1.${GENERATED_NAMES.zone}`], { timeoutMs: 10_000 })
-    const ip = r.stdout.trim()
+    const [ip = ''] = await a.dig(`n1.${GENERATED_NAMES.zone}`, GENERATOR)
     seen.add(ip)
     if ((await curl(ip)) !== '200') t.fail(`answer ${i + 1}: ${ip} not reachable at once`)
   }
@@ -134,7 +151,7 @@ kernelTest(t, 'toFQDNs: a name rotating through new addresses adds no identity; 
   t.equal(await learnedIdentities(), 1, "every address has the selector's identity")
   t.equal(after.maps.ipcache.entries, endpoints + 20, 'twenty ipcache entries more')
   t.equal(after.maps.policy.entries, before.maps.policy.entries, 'and no policy entry more')
-  await node!.stop()
+  await a.stop()
 
   // The state file as the agent keeps it, with ten thousand names of one address each.
   const expiresAt = Date.now() + 3_600_000
@@ -147,31 +164,19 @@ kernelTest(t, 'toFQDNs: a name rotating through new addresses adds no identity; 
     t.equal(await learnedIdentities(), 1, 'under one identity')
     for (const i of [0, 4321, RESTORED - 1]) t.equal(await curl(rangeAddress(i)), '200', `${rangeAddress(i)} allowed without a DNS query`)
     t.equal(await curl(rangeAddress(RESTORED + 5)), '000', 'an address of the range never learned is not')
-    await node!.stop()
-    node = null
+    await a.stop()
   }
 })
 
 kernelTest(t, 'toFQDNs: a name moving to a new address in a full ipcache takes the room its old one leaves', async (t) => {
-  const lab = await useLab(t)
-  const dir = mkdtempSync(join(tmpdir(), 'l7-fqdn-full-'))
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
-  const names = await startGeneratedNames(lab.name, dir)
-  t.teardown(() => names.stop())
-  writeFileSync(join(dir, 'policy.yaml'), CHURN_POLICY)
-  const pin = `/run/l7proxy/test-bpffs-${lab.name}`
-  const admin = join(dir, 'agent.sock')
+  const a = await agentLab(t, generatedNamesPolicy(true), { generatedNames: true })
   // One address a name: each answer replaces the name's address.
-  const node = await startLabNode({ lab: lab.name, mode: 'sk-assign', policyFile: join(dir, 'policy.yaml'), pin, threads: 1, admin, maps: { ipcacheEntries: IPCACHE }, dnsMaxIps: 1 })
-  t.teardown(async () => {
-    await node.stop()
-    rmSync(pin, { recursive: true, force: true })
-  })
-  const resolve = async (name: string) => (await lab.exec('tiefighter', ['dig', '+short', '+time=2', '+tries=1', '-p', String(GENERATED_NAMES.port), `@${findHost('dns').addresses[0]}`, `${name}.${GENERATED_NAMES.zone}`], { timeoutMs: 10_000 })).stdout.trim()
-  const curl = async (ip: string) => (await lab.exec('tiefighter', ['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', '2', `http://${ip}/v1/`], { timeoutMs: 10_000 })).stdout
+  const node = await a.start({ maps: { ipcacheEntries: IPCACHE }, dnsMaxIps: 1 })
+  const resolve = async (name: string) => (await a.dig(`${name}.${GENERATED_NAMES.zone}`, GENERATOR))[0] ?? ''
+  const { curl, status } = a
   const free = IPCACHE - labEndpoints().flatMap((e) => e.ips).length
   for (let i = 0; i < free; i++) await resolve(`n${i}`)
-  t.match(((await adminGet(admin, '/v1/status')) as Status).maps, { ipcache: { entries: IPCACHE }, refused: { ipcache: 0 } }, `${free} names fill the ipcache`)
+  t.match((await status()).maps, { ipcache: { entries: IPCACHE }, refused: { ipcache: 0 } }, `${free} names fill the ipcache`)
   let previous = await resolve('n0')
   for (let i = 0; i < 5; i++) {
     const next = await resolve('n0')
@@ -180,6 +185,6 @@ kernelTest(t, 'toFQDNs: a name moving to a new address in a full ipcache takes t
     t.equal(await curl(previous), '000', `answer ${i + 1}: the address the name left is not`)
     previous = next
   }
-  t.match(((await adminGet(admin, '/v1/status')) as Status).maps, { ipcache: { entries: IPCACHE }, refused: { ipcache: 0 } }, 'nothing refused')
+  t.match((await status()).maps, { ipcache: { entries: IPCACHE }, refused: { ipcache: 0 } }, 'nothing refused')
   t.notOk(node.lines().some((l) => /failed/.test(String(l.msg))), 'no write failed')
 })
