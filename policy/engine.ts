@@ -5,7 +5,7 @@
 // endpoints its old or new rules select. `takeDelta()` returns the net change since the last
 // call, for the map writers.
 
-import { formatPrefix, parsePrefix, prefixContains, type Prefix } from './cidr.js'
+import { formatPrefix, parseIPv4, parsePrefix, prefixContains, type Prefix } from './cidr.js'
 import { resolveEndpointPolicy, selectsEndpoint, type ContributionSpec, type ProxyPorts, type ResolvedPolicy } from './endpoint-policy.js'
 import { MapFullError, PolicyError } from './errors.js'
 import { IdentityAllocator, RESERVED_IDENTITIES, type Identity } from './identity.js'
@@ -140,7 +140,7 @@ export class PolicyEngine {
   private readonly capacity: MapCapacity
   private readonly onRefused: (r: MapRefusal) => void
   /** Learned addresses refused so far, by the map that had no room. */
-  readonly refused = { ipcache: 0, policy: 0 }
+  private readonly refused = { ipcache: 0, policy: 0 }
   private removedEndpoints = new Map<number, MapDelta>()
   private touchedEndpoints = new Set<number>()
   private revision = 0
@@ -268,7 +268,7 @@ export class PolicyEngine {
    */
   upsertEndpoint(spec: EndpointSpec): void {
     for (const ip of spec.ips) {
-      if (ip.includes('/') || typeof parsePrefix(ip) === 'string') throw new Error(`endpoint ${spec.id}: '${ip}' is not an IPv4 address`)
+      if (parseIPv4(ip) === null) throw new Error(`endpoint ${spec.id}: '${ip}' is not an IPv4 address`)
     }
     const newEntries = spec.ips.filter((ip) => this.ipValue(`${ip}/32`) === null).length
     if (this.ipcacheEntries + newEntries > this.capacity.ipcache) {
@@ -348,8 +348,7 @@ export class PolicyEngine {
    * this node knows for other labels throws, and nothing changes.
    */
   setRemoteEndpoint(ip: string, peer: RemotePeer | null): void {
-    const prefix = parsePrefix(ip)
-    if (typeof prefix === 'string' || ip.includes('/')) throw new Error(`remote endpoint: '${ip}' is not an IPv4 address`)
+    if (parseIPv4(ip) === null) throw new Error(`remote endpoint: '${ip}' is not an IPv4 address`)
     const key = `${ip}/32`
     const before = this.remoteIps.get(key)
     if (peer !== null && before === peer.identity) return
@@ -373,7 +372,7 @@ export class PolicyEngine {
   /** Replaces the IPs a DNS name resolved to (from an allowed DNS answer); [] forgets the name. */
   setFqdnIps(name: string, ips: readonly string[]): void {
     for (const ip of ips) {
-      if (ip.includes('/') || typeof parsePrefix(ip) === 'string') throw new Error(`fqdn ${name}: '${ip}' is not an IPv4 address`)
+      if (parseIPv4(ip) === null) throw new Error(`fqdn ${name}: '${ip}' is not an IPv4 address`)
     }
     this.generation++
     const key = name.toLowerCase().replace(/\.$/, '')
@@ -409,7 +408,7 @@ export class PolicyEngine {
     const previous = entry.identity
     let next: Identity | null = null
     if (labels.length > 0) {
-      const prefix = parsePrefix(`${ip}/32`) as Prefix
+      const prefix: Prefix = { addr: parseIPv4(ip)!, len: 32 }
       const refuse = (map: MapRefusal['map'], entries: number, capacity: number): null => {
         this.refused[map]++
         this.onRefused({ map, address: ip, names: [...entry.names], entries, capacity })

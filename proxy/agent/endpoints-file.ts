@@ -8,7 +8,7 @@
 //       labels: { org: empire, class: tiefighter } }
 
 import { INTERFACE_NAME_RULE, isInterfaceName } from '../../lib/interface-name.js'
-import { parsePrefix } from '../../policy/cidr.js'
+import { parseIPv4 } from '../../policy/cidr.js'
 import { formatIssue, type PolicyIssue } from '../../policy/errors.js'
 import { readDocument } from '../../policy/yaml-reader.js'
 import { L7ProxyError } from '../../lib/l7proxy-error.js'
@@ -47,7 +47,7 @@ export function parseEndpointsText(text: string, file: string): NodeEndpoint[] {
     for (const n of f.ips.list() ?? []) {
       const ip = n.string()
       if (ip === null) continue
-      if (ip.includes('/') || typeof parsePrefix(ip) === 'string') n.fail(`'${ip}' is not an IPv4 address`)
+      if (parseIPv4(ip) === null) n.fail(`'${ip}' is not an IPv4 address`)
       else if (seen.ips.has(ip)) n.fail(`${ip} belongs to another endpoint already`)
       else ips.push(ip)
       seen.ips.add(ip)
