@@ -53,8 +53,9 @@ export interface DatapathOptions {
   takeover?: { earlyDemux: string | null }
 }
 
-function object(name: string, pinRoot: string, sizes: MapSizes = DEFAULT_MAP_SIZES): BpfObject {
-  return BpfObject.load(distPath(`redirect-bpf/progs/${name}.bpf.o`), pinRoot, maxEntries(sizes))
+/** One of the programs' objects, on the pinned maps, those sized by the options at their sizes. */
+function object(name: string, opts: DatapathOptions): BpfObject {
+  return BpfObject.load(distPath(`redirect-bpf/progs/${name}.bpf.o`), opts.pinRoot, maxEntries(opts.mapSizes ?? DEFAULT_MAP_SIZES))
 }
 
 export class Datapath {
@@ -100,13 +101,12 @@ export class Datapath {
 
   static start(opts: DatapathOptions): Datapath {
     ensureBpffs(opts.pinRoot)
-    const sizes = opts.mapSizes ?? DEFAULT_MAP_SIZES
-    preparePinnedSizes(opts.pinRoot, sizes, opts.takeover !== undefined)
-    const from = object('from-endpoint', opts.pinRoot, sizes)
+    preparePinnedSizes(opts.pinRoot, opts.mapSizes ?? DEFAULT_MAP_SIZES, opts.takeover !== undefined)
+    const from = object('from-endpoint', opts)
     let dp: Datapath | undefined
     try {
       checkLayout(from)
-      const to = object('to-endpoint', opts.pinRoot, sizes) // shares the pinned maps
+      const to = object('to-endpoint', opts) // shares the pinned maps
       dp = new Datapath(opts, from, to)
       writeConfig(from, opts.mode, opts.proxyAddress)
       if (opts.takeover) {
@@ -126,13 +126,13 @@ export class Datapath {
       // the kernel then looks for a listener, and sk_lookup makes it find the proxy's (TPROXY
       // does this itself).
       if (opts.mode === 'sk-assign' || opts.mode === 'sockmap') {
-        const obj = object('sk-lookup', opts.pinRoot, sizes)
+        const obj = object('sk-lookup', opts)
         dp.skLookup = { obj, link: -1 }
         dp.skLookup.link = attachSkLookup(obj.programFd('steer_time_wait_syn'), opts.netns)
       }
       if (dp.cgroup) {
-        const sockops = object('sockops', opts.pinRoot, sizes)
-        const skMsg = object('sk-msg', opts.pinRoot, sizes)
+        const sockops = object('sockops', opts)
+        const skMsg = object('sk-msg', opts)
         dp.sockmap = { sockops, skMsg }
         attachSockops(sockops.programFd('steer_sockets'), dp.cgroup)
         attachSkMsg(skMsg.programFd('redirect_payload'), from.map('l7_sockhash').fd)
@@ -166,8 +166,8 @@ export class Datapath {
 
   /**
    * An endpoint the maps have no room for: its interface denies everything both ways (an entry
-   * that enforces, for endpoint 0, which has no policy), until release() or the endpoint's own
-   * entry replaces it. Returns the interface's index, for release().
+   * that enforces, for endpoint 0, which has no policy), until endQuarantine() or the endpoint's
+   * own entry replaces it. Returns the interface's index, for endQuarantine().
    */
   quarantine(ifname: string): number {
     const ifindex = this.attach(ifname)
@@ -199,7 +199,7 @@ export class Datapath {
    * them in turn (reuseport.bpf.c), whichever way they were steered.
    */
   spreadHttp(socketFds: readonly number[]): void {
-    this.reuseport ??= object('reuseport', this.opts.pinRoot, this.opts.mapSizes)
+    this.reuseport ??= object('reuseport', this.opts)
     const obj = this.reuseport
     spreadOver(obj.map('l7_http_threads'), obj.map('l7_spread'), socketFds, obj.programFd('spread_connections'))
   }
