@@ -127,3 +127,29 @@ t.test('an endpoint the maps have no room for is refused alone and quarantined, 
   eps.replace(list)
   t.same(steps, ['end quarantine 42'], 'refused again, then gone: its quarantine ends')
 })
+
+t.test('a refused endpoint that moves to another interface takes its quarantine along', async (t) => {
+  const list = labEndpoints().map((e) => ({ ...e, interface: nodeIfname(e.host) }))
+  const probe = new PolicyEngine({ proxyPorts: { http: 15001, dns: 15053 } })
+  for (const ep of list) probe.upsertEndpoint(ep)
+  const engine = new PolicyEngine({ proxyPorts: { http: 15001, dns: 15053 }, capacity: { ipcache: probe.mapFill().ipcache.entries, policy: 1000 } })
+  const eps = new NodeEndpoints({ list }, engine, pino({ level: 'silent' }))
+  const steps: string[] = []
+  let handle = 0
+  eps.watch({
+    attach: () => undefined,
+    forget: () => undefined,
+    quarantine: (ifname) => (steps.push(`quarantine ${ifname} as ${++handle}`), handle),
+    endQuarantine: (h) => void steps.push(`end quarantine ${h}`),
+    writeMaps: () => ({ upserts: 0, deletes: 0 }),
+    tellThreads: () => undefined,
+  })
+  const extra = { id: 77, host: 'extra', interface: 'lxc-a', ips: ['198.18.1.77'], labels: { class: 'extra' } }
+  eps.replace([...list, extra])
+  eps.replace([...list, { ...extra, interface: 'lxc-b' }])
+  t.same(steps, ['quarantine lxc-a as 1', 'end quarantine 1', 'quarantine lxc-b as 2'], 'still refused on its new interface: that one denies everything, the old one is let go')
+  steps.length = 0
+  eps.replace([...list.slice(1), { ...extra, interface: 'lxc-c' }])
+  t.ok(engine.endpointAt('198.18.1.77') !== undefined, 'room made: taken on a third interface')
+  t.same(steps, ['end quarantine 2'], 'the quarantine on the interface it left ends')
+})

@@ -40,8 +40,8 @@ export class NodeEndpoints {
   private text = ''
   private poll: NodeJS.Timeout | null = null
   private sinks: EndpointSinks | null = null
-  /** Endpoints refused for want of room in the maps: why, and their quarantine. */
-  private readonly refused = new Map<number, { reason: string; quarantine: number }>()
+  /** Endpoints refused for want of room in the maps: why, and their quarantine (on which interface). */
+  private readonly refused = new Map<number, { reason: string; interface: string; quarantine: number }>()
 
   /** Reads them (a bad file throws) and registers them with the engine. */
   constructor(
@@ -133,13 +133,17 @@ export class NodeEndpoints {
     const refusedNow: NodeEndpoint[] = []
     for (const ep of upserts) {
       sinks.attach(ep.interface, ep.id)
+      // A quarantine stays with its interface: one the endpoint left is let go.
+      const before = this.refused.get(ep.id)
+      const kept = before?.interface === ep.interface ? before.quarantine : null
+      if (before && kept === null) sinks.endQuarantine(before.quarantine)
       try {
         this.engine.upsertEndpoint(ep)
         this.refused.delete(ep.id)
       } catch (e) {
         if (!(e instanceof MapFullError)) throw e
         sinks.forget(ep.id)
-        this.refused.set(ep.id, { reason: e.message, quarantine: this.refused.get(ep.id)?.quarantine ?? sinks.quarantine(ep.interface) })
+        this.refused.set(ep.id, { reason: e.message, interface: ep.interface, quarantine: kept ?? sinks.quarantine(ep.interface) })
         refusedNow.push(ep)
         this.logger.error({ endpoint: ep.id, host: ep.host, interface: ep.interface, error: e.message }, 'endpoint refused: the maps are full; its interface denies everything')
       }
