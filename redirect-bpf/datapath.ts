@@ -11,12 +11,12 @@ import { BpfError } from './libbpf.js'
 import { ensureBpffs } from './bpffs.js'
 import { attachSkMsg, attachSockops, createCgroup, detachSkMsg, detachSockops, releaseCgroup2Root, removeCgroup } from './cgroup.js'
 import { checkLayout, endpointValue, u32, decodePolicyKey, decodePolicyValue, liveCtDestinations, originalDestination, readCounters, readSockmapStats, writeConfig, type Counter, type PolicyMapKey } from './map-layout.js'
-import { ensureMode, setupMode, teardownModes, type RedirectMode, type Run } from './modes/redirect-mode.js'
+import { ensureMode, setupMode, teardownModes, usesSkLookup, type RedirectMode, type Run } from './modes/redirect-mode.js'
 import { inNetns } from './netns.js'
 import { PolicyWriter, type WriteStats } from './policy-writer.js'
 import { spreadOver } from './reuseport.js'
 import { DEFAULT_MAP_SIZES, maxEntries, preparePinnedSizes, type MapSizes } from './map-sizes.js'
-import { addProxyListener, attachSkLookup, detachSkLookup } from './sk-lookup.js'
+import { addProxySocket, attachSkLookup, detachSkLookup } from './sk-lookup.js'
 import { attachTc, detachTc, ifindexOf, removeClsact } from './tc.js'
 import { distPath } from '../lib/project-root.js'
 import { RESERVED_IDENTITIES } from '../policy/identity.js'
@@ -122,13 +122,13 @@ export class Datapath {
         const previous = dp.inNode(() => setSysctl(EARLY_DEMUX, '0'))
         dp.earlyDemux = opts.takeover ? opts.takeover.earlyDemux : previous
       }
-      // sk_assign hands a SYN that reuses the tuple of a proxy socket in TIME_WAIT to that socket;
-      // the kernel then looks for a listener, and sk_lookup makes it find the proxy's (TPROXY
-      // does this itself).
-      if (opts.mode === 'sk-assign' || opts.mode === 'sockmap') {
+      // sk-lookup mode steers by the socket lookup itself. And sk_assign hands a SYN that reuses
+      // the tuple of a proxy socket in TIME_WAIT to that socket; the kernel then looks for a
+      // listener, and sk_lookup makes it find the proxy's (TPROXY does this itself).
+      if (usesSkLookup(opts.mode)) {
         const obj = object('sk-lookup', opts)
         dp.skLookup = { obj, link: -1 }
-        dp.skLookup.link = attachSkLookup(obj.programFd('steer_time_wait_syn'), opts.netns)
+        dp.skLookup.link = attachSkLookup(obj.programFd('steer_to_proxy'), opts.netns)
       }
       if (dp.cgroup) {
         const sockops = object('sockops', opts)
@@ -186,12 +186,15 @@ export class Datapath {
   }
 
   /**
-   * Tells the datapath which listening socket is the proxy on `port`: in sk-assign and sockmap
-   * modes a SYN reusing a steered tuple whose proxy socket is in TIME_WAIT goes to it (without
-   * one, such SYNs are dropped). Any socket of a SO_REUSEPORT group stands for the group.
+   * Tells the datapath which socket is the proxy on `port`: in sk-lookup mode steered
+   * connections (a listener) and datagrams (a UDP socket) go to it; in sk-assign and sockmap
+   * modes a SYN reusing a steered tuple whose proxy socket is in TIME_WAIT does. Without one,
+   * they are dropped. Any socket of a SO_REUSEPORT group stands for the group. (A UDP socket is
+   * registered only where it is selected this way: in a sockhash it reads through sockmap's code.)
    */
-  addProxyListener(port: number, socketFd: number): void {
-    if (this.skLookup) addProxyListener(this.fromEndpoint.map('l7_proxy_listeners'), port, socketFd)
+  addProxySocket(port: number, protocol: 'tcp' | 'udp', socketFd: number): void {
+    if (!this.skLookup || (protocol === 'udp' && this.opts.mode !== 'sk-lookup')) return
+    addProxySocket(this.fromEndpoint.map('l7_proxy_sockets'), port, protocol, socketFd)
   }
 
   /**

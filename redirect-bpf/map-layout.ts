@@ -18,7 +18,7 @@ export const MAP_LAYOUT = {
   l7_proxymap: { key: 8, value: 8 },
   l7_sockhash: { key: 16, value: 8 },
   l7_sockmap_stats: { key: 4, value: 16 },
-  l7_proxy_listeners: { key: 4, value: 8 },
+  l7_proxy_sockets: { key: 4, value: 8 },
   l7_http_threads: { key: 4, value: 8 },
   l7_spread: { key: 4, value: 8 },
 } as const
@@ -123,7 +123,15 @@ export function decodePolicyValue(b: Buffer): { deny: boolean; proxyPort: number
 }
 
 /** enum l7_redirect_mode */
-export const MODE_NUMBERS = { none: 0, tproxy: 1, 'sk-assign': 2, dnat: 3, sockmap: 4 } as const
+export const MODE_NUMBERS = { none: 0, tproxy: 1, 'sk-assign': 2, dnat: 3, sockmap: 4, 'sk-lookup': 5 } as const
+
+/** struct proxy_socket_key: a proxy's port (host order) and protocol. */
+export function proxySocketKey(port: number, protocol: 'tcp' | 'udp'): Buffer {
+  const b = Buffer.alloc(MAP_LAYOUT.l7_proxy_sockets.key)
+  b.writeUInt16LE(port, 0)
+  b.writeUInt8(protocol === 'tcp' ? 6 : 17, 2)
+  return b
+}
 
 /** The one l7_config entry: redirect mode and the proxy's listening address. */
 export function writeConfig(obj: BpfObject, mode: keyof typeof MODE_NUMBERS, proxyAddr: string): void {

@@ -1,10 +1,11 @@
 // The sk_lookup program (progs/sk-lookup.bpf.c) on the node's network namespace: attached by a
 // BPF link that lasts while its fd is open (so it goes with the agent, and a restart attaches
-// anew), and the proxy listeners it may select, by port.
+// anew), and the proxy sockets it may select, by port and protocol.
 
 import { check, libbpf } from './libbpf.js'
 import { libc } from '../lib/libc.js'
 import type { BpfMap } from './bpf-object.js'
+import { proxySocketKey } from './map-layout.js'
 import { openNetns } from './netns.js'
 
 const BPF_SK_LOOKUP = 36
@@ -24,11 +25,9 @@ export function detachSkLookup(linkFd: number): void {
   libc().close(linkFd)
 }
 
-/** Makes a listening socket the one sk_lookup selects for `port` (l7_proxy_listeners). */
-export function addProxyListener(listeners: BpfMap, port: number, socketFd: number): void {
-  const key = Buffer.alloc(4)
-  key.writeUInt32LE(port)
+/** Makes a socket the one sk_lookup selects for `port` and `protocol` (l7_proxy_sockets). */
+export function addProxySocket(sockets: BpfMap, port: number, protocol: 'tcp' | 'udp', socketFd: number): void {
   const value = Buffer.alloc(8)
   value.writeBigUInt64LE(BigInt(socketFd))
-  listeners.update(key, value)
+  sockets.update(proxySocketKey(port, protocol), value)
 }

@@ -12,7 +12,9 @@ import { startLabNode } from '../lab/node-agent.js'
 import { kernelTest } from './fixtures/kernel.js'
 import { useLab } from './fixtures/lab.js'
 
-kernelTest(t, 'agent: kill -9 fails closed; a restarted agent enforces the same policy', async (t) => {
+// sk-lookup too: there the dead agent's sk_lookup link is gone with it, and TC alone must drop.
+for (const mode of ['sk-assign', 'sk-lookup'] as const) {
+kernelTest(t, `agent (${mode}): kill -9 fails closed; a restarted agent enforces the same policy`, async (t) => {
   const lab = await useLab(t)
   const pin = `/run/l7proxy/test-bpffs-${lab.name}`
   t.teardown(() => rmSync(pin, { recursive: true, force: true }))
@@ -22,7 +24,7 @@ kernelTest(t, 'agent: kill -9 fails closed; a restarted agent enforces the same 
 
   const stateDir = mkdtempSync(join(tmpdir(), 'l7-state-'))
   t.teardown(() => rmSync(stateDir, { recursive: true, force: true }))
-  const first = await startLabNode({ lab: lab.name, mode: 'sk-assign', policyFile, pin, threads: 2, stateDir })
+  const first = await startLabNode({ lab: lab.name, mode, policyFile, pin, threads: 2, stateDir })
   t.equal(await status('tiefighter', 'POST', 'http://198.18.2.10/v1/request-landing'), '200', 'allowed while the agent runs')
   await lab.exec('tiefighter', ['dig', '+short', '+time=2', '+tries=1', 'cantina.empire'])
   t.not(await status('tiefighter', 'GET', 'http://192.0.2.3/'), '000', 'cantina.empire resolved: its address is allowed (toFQDNs)')
@@ -35,7 +37,7 @@ kernelTest(t, 'agent: kill -9 fails closed; a restarted agent enforces the same 
   t.equal(dns.stdout.trim(), '198.18.2.10', 'a flow no L7 rule steers (the xwing asking DNS) goes on as before')
 
   const started = Date.now()
-  const second = await startLabNode({ lab: lab.name, mode: 'sk-assign', policyFile, pin, threads: 2, stateDir })
+  const second = await startLabNode({ lab: lab.name, mode, policyFile, pin, threads: 2, stateDir })
   t.teardown(() => second.stop())
   const restartMs = Date.now() - started
   t.equal(await status('tiefighter', 'POST', 'http://198.18.2.10/v1/request-landing'), '200', `the new agent lets the landing through as soon as it is up (restart took ${restartMs} ms)`)
@@ -44,3 +46,4 @@ kernelTest(t, 'agent: kill -9 fails closed; a restarted agent enforces the same 
   t.equal(await status('tiefighter', 'GET', 'http://192.0.2.5/'), '000', 'and nothing more')
   t.equal(await second.stop(), 0, 'and stops cleanly')
 })
+}

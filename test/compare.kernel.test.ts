@@ -26,18 +26,18 @@ t.test('compare refuses bad arguments with usage and exit 2', async (t) => {
   }
 })
 
-kernelTest(t, 'compare: none, sk-assign, sockmap and the peers on kept-alive HTTP, new connections and DNS', async (t) => {
+kernelTest(t, 'compare: none, sk-assign, sk-lookup, sockmap and the peers on kept-alive HTTP, new connections and DNS', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'l7-compare-'))
   t.teardown(() => rmSync(dir, { recursive: true, force: true }))
   const out = join(dir, 'compare.json')
   const lab = `c${process.pid}`
-  const r = runCli(['compare', '--duration', '1', '--runs', '1', '--warmup', '0', '--modes', 'none,sk-assign,sockmap,haproxy,dnsdist', '--workloads', 'http-keepalive,http-connect,dns', '--lab', lab, '--out', out], { timeoutMs: 300_000 })
+  const r = runCli(['compare', '--duration', '1', '--runs', '1', '--warmup', '0', '--modes', 'none,sk-assign,sk-lookup,sockmap,haproxy,dnsdist', '--workloads', 'http-keepalive,http-connect,dns', '--lab', lab, '--out', out], { timeoutMs: 300_000 })
   t.equal(r.code, 0, r.stderr)
   const result = JSON.parse(readFileSync(out, 'utf8')) as { workloads: Array<{ name: string; cells: Cell[] }> }
   t.same(result.workloads.map((w) => [w.name, w.cells.map((c) => c.mode)]), [
-    ['http-keepalive', ['none', 'sk-assign', 'sockmap', 'haproxy']],
-    ['http-connect', ['none', 'sk-assign', 'sockmap', 'haproxy']],
-    ['dns', ['none', 'sk-assign', 'dnsdist']],
+    ['http-keepalive', ['none', 'sk-assign', 'sk-lookup', 'sockmap', 'haproxy']],
+    ['http-connect', ['none', 'sk-assign', 'sk-lookup', 'sockmap', 'haproxy']],
+    ['dns', ['none', 'sk-assign', 'sk-lookup', 'dnsdist']],
   ], 'every pair the modes can carry (sockmap is TCP only, each peer speaks one protocol)')
   for (const w of result.workloads) {
     for (const c of w.cells) {
@@ -49,7 +49,7 @@ kernelTest(t, 'compare: none, sk-assign, sockmap and the peers on kept-alive HTT
   t.equal(html.match(/<svg /g)?.length, 9, 'three charts per workload in the HTML report')
   t.match(html, /<td>haproxy \(tproxy\)<\/td>/, 'a peer named with the steering it sits behind')
   t.match(r.stdout, /^workload\s+mode\s+ops\/s.*\nhttp-keepalive\s+none\s+\d+ req\/s/m, 'and the table on the terminal')
-  t.match(r.stderr, /round 1\/1 dns\/dnsdist: \d+ ops\/s \[11\/11, about 0m00s left\]/, 'progress with what is left')
+  t.match(r.stderr, /round 1\/1 dns\/dnsdist: \d+ ops\/s \[14\/14, about 0m00s left\]/, 'progress with what is left')
   const left = await execCommand(['ip', 'netns', 'list'])
   t.notMatch(left.stdout, new RegExp(`l7lab-${lab}-`), 'its lab is gone afterwards')
 })

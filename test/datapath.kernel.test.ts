@@ -214,8 +214,8 @@ kernelTest(t, 'datapath: a node is changed only where the datapath owns it, and 
     await node(['ip', 'rule', 'del', 'fwmark', '0x7', 'lookup', '2004', 'pref', '9000'])
     await node(['ip', 'route', 'flush', 'table', '2004'])
   })
-  for (const mode of ['tproxy', 'sk-assign'] as const) {
-    const dp = Datapath.start({ mode, pinRoot: useBpffs(t, `${lab.name}${mode[0]}`), proxyAddress: '127.0.0.1', proxyPorts: [15001, 15053], netns: lab.netns('node') })
+  for (const [i, mode] of (['tproxy', 'sk-assign', 'sk-lookup'] as const).entries()) {
+    const dp = Datapath.start({ mode, pinRoot: useBpffs(t, `${lab.name}${i}`), proxyAddress: '127.0.0.1', proxyPorts: [15001, 15053], netns: lab.netns('node') })
     t.match(await node(['ip', 'rule', 'show', 'pref', '9000']), /fwmark 0x200\/0xf00 lookup 2004/, `${mode}: our rule is in place`)
     t.match(await node(['ip', 'route', 'show', 'table', '2004', 'type', 'local']), /local default dev lo/, `${mode}: and our route`)
     t.equal((await node(['sysctl', '-n', 'net.ipv4.tcp_early_demux'])).trim(), '0', `${mode}: early demux off while it runs`)

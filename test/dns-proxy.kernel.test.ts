@@ -10,7 +10,7 @@ import { kernelTest } from './fixtures/kernel.js'
 import { useLab } from './fixtures/lab.js'
 import { rmSync } from 'node:fs'
 
-for (const mode of ['sk-assign', 'tproxy', 'dnat'] as const) {
+for (const mode of ['sk-assign', 'tproxy', 'dnat', 'sk-lookup'] as const) {
   kernelTest(t, `dns proxy in the lab (${mode}): allowed names answered by the server, others refused by the proxy`, async (t) => {
     const lab = await useLab(t)
     const pin = `/run/l7proxy/test-bpffs-${lab.name}`

@@ -78,7 +78,7 @@ kernelTest(t, 'grpc in the lab (sk-assign): every call kind, metadata, trailers,
   t.equal(lines.length, 7, 'one line for each of the seven calls that reached the proxy')
 })
 
-for (const mode of ['tproxy', 'dnat'] as const) {
+for (const mode of ['tproxy', 'dnat', 'sk-lookup'] as const) {
   kernelTest(t, `grpc in the lab (${mode}): an allowed call works, a denied one is PERMISSION_DENIED`, async (t) => {
     const p = await withProxy(t, mode)
     const land = await p.call('tiefighter', [])

@@ -54,7 +54,7 @@ function policyFile(t: Test, text: string): string {
   return file
 }
 
-for (const mode of ['sk-assign', 'tproxy', 'dnat'] as const) {
+for (const mode of ['sk-assign', 'tproxy', 'dnat', 'sk-lookup'] as const) {
   kernelTest(t, `http proxy in the lab (${mode}): star-wars allow and deny with real curl`, async (t) => {
     const p = await nodeProxy(t, mode, join(projectRoot(), 'policy/examples/star-wars.yaml'))
     const land = await p.curl('tiefighter', ['-X', 'POST', 'http://198.18.2.10/v1/request-landing'])
@@ -98,7 +98,7 @@ function sockmapStats(lines: Array<Record<string, unknown>>): { messages: number
   return stopped?.sockmap ?? { messages: 0, bytes: 0 }
 }
 
-for (const mode of ['sk-assign', 'sockmap'] as const) {
+for (const mode of ['sk-assign', 'sockmap', 'sk-lookup'] as const) {
   kernelTest(t, `http proxy in the lab (${mode}): a 10 MB upload and a chunked download stream through`, async (t) => {
     const policy = policyFile(
       t,
@@ -211,9 +211,10 @@ kernelTest(t, "http proxy in the lab: the server's egress default-deny does not 
 })
 
 // The proxy closes a `Connection: close` exchange first, so its side of the tuple stays in
-// TIME_WAIT in the node; sk_assign hands a new SYN on that tuple to it, and the kernel must then
-// find the proxy's listener (sk-lookup.bpf.c) or the client waits a second to retry.
-for (const mode of ['sk-assign', 'sockmap'] as const) {
+// TIME_WAIT in the node; a new SYN on that tuple meets it (sk_assign hands it over, sk-lookup's
+// local delivery finds it), and the kernel must then find the proxy's listener
+// (sk-lookup.bpf.c) or the client waits a second to retry.
+for (const mode of ['sk-assign', 'sockmap', 'sk-lookup'] as const) {
   kernelTest(t, `http proxy in the lab (${mode}): a SYN reusing the tuple of a proxy socket in TIME_WAIT reaches the proxy at once`, async (t) => {
     const p = await nodeProxy(t, mode, join(projectRoot(), 'policy/examples/star-wars.yaml'))
     const port = 41100

@@ -75,6 +75,7 @@ async function httpProxy(t: Test, s: SteeredLab, threads = 1): Promise<{ close()
   } finally {
     if (s.dp.cgroup) joinCgroup(cgroup2Root())
   }
+  s.dp.addProxySocket(HTTP_PORT, 'tcp', fds[0]!)
   if (threads > 1) s.dp.spreadHttp(fds)
   const servers = fds.map((fd, thread) => {
     const server: Server = createServer({ keepAlive: true }, (req, res) => {
@@ -101,8 +102,8 @@ async function curl(lab: LabHandle, host: string, urls: string[]) {
 }
 
 t.test('redirect modes: names', async (t) => {
-  for (const m of ['tproxy', 'sk-assign', 'dnat', 'sockmap']) t.equal(parseMode(m), m)
-  t.throws(() => parseMode('magic'), { message: /unknown redirect mode 'magic' \(expected one of: tproxy, sk-assign, dnat, sockmap\)/ })
+  for (const m of ['tproxy', 'sk-assign', 'dnat', 'sockmap', 'sk-lookup']) t.equal(parseMode(m), m)
+  t.throws(() => parseMode('magic'), { message: /unknown redirect mode 'magic' \(expected one of: tproxy, sk-assign, dnat, sockmap, sk-lookup\)/ })
 })
 
 // The tiefighter: L7 rules to the deathstar, plain L4 to the gRPC server. The xwing: only DNS.
@@ -143,7 +144,7 @@ for (const mode of REDIRECT_MODES) {
 
     await proxy.close()
     t.not((await curl(s.lab, 'tiefighter', ['http://198.18.2.10/v1/'])).code, 0, 'no proxy listening: the steered flow is dropped, not let through')
-    if (mode === 'sk-assign') t.ok(s.count('tiefighter', 'no-proxy') > 0, 'counted as no proxy')
+    if (mode === 'sk-assign' || mode === 'sk-lookup') t.ok(s.count('tiefighter', 'no-proxy') > 0, 'counted as no proxy')
 
     s.dp.stop()
     const inNode = (argv: string[]) => spawnSync('ip', ['netns', 'exec', s.lab.netns('node'), ...argv], { encoding: 'utf8' }).stdout
@@ -201,6 +202,7 @@ for (const mode of REDIRECT_MODES) {
     })
     const fd = inNetns(node, () => transparentUdpSocket(s.proxyAddr, DNS_PORT))
     await new Promise<void>((resolve) => proxy.bind({ fd }, resolve))
+    s.dp.addProxySocket(DNS_PORT, 'udp', fd)
     let proxyOpen = true
     const closeProxy = () => {
       if (proxyOpen) proxy.close()

@@ -1,4 +1,4 @@
-// TLS in the lab, steered by the kernel (sk-assign): HTTPS servers in the deathstar's namespace,
+// TLS in the lab, steered by the kernel (sk-assign, and sk-lookup): HTTPS servers in the deathstar's namespace,
 // real curl from the tiefighter. serverNames without interception on 9443; interception with
 // the lab CA trusted by the client on 443 (HTTP/1.1 and HTTP/2) and on 8443, whose server has a
 // certificate the proxy's trustedCA does not vouch for.
@@ -27,7 +27,8 @@ async function httpsServer(t: Test, lab: LabHandle, port: number, caDir: string,
   await waitListening({ ns, port, proto: 'tcp', pid, logFile: log, what: `https server on ${port}` })
 }
 
-kernelTest(t, 'tls in the lab: SNI allow and deny without interception; intercepted GET, PUT, HTTP/2, untrusted upstream', async (t) => {
+for (const mode of ['sk-assign', 'sk-lookup'] as const) {
+kernelTest(t, `tls in the lab (${mode}): SNI allow and deny without interception; intercepted GET, PUT, HTTP/2, untrusted upstream`, async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'l7-tls-'))
   t.teardown(() => rmSync(dir, { recursive: true, force: true }))
   const proxyCa = join(dir, 'proxy-ca')
@@ -63,7 +64,7 @@ ${intercept(8443)}
   await httpsServer(t, lab, 443, serverCa, join(dir, 'https-443.log'))
   await httpsServer(t, lab, 8443, strangerCa, join(dir, 'https-8443.log'))
   const pin = `/run/l7proxy/test-bpffs-${lab.name}`
-  const node = await startLabNode({ lab: lab.name, mode: 'sk-assign', policyFile, pin, caDir: proxyCa })
+  const node = await startLabNode({ lab: lab.name, mode, policyFile, pin, caDir: proxyCa })
   t.teardown(() => node.stop())
   const curl = (name: string, port: number, ca: string, args: string[]) =>
     execCommand(['ip', 'netns', 'exec', lab.netns('tiefighter'), 'curl', '-sS', '--max-time', '5', '--cacert', join(ca, 'ca.crt'), '--resolve', `${name}:${port}:${DEATHSTAR}`, ...args, `https://${name}:${port}/v1/`], { timeoutMs: 20_000 })
@@ -90,3 +91,4 @@ ${intercept(8443)}
   t.match(lines.find((l) => l.msg === 'http denied'), { method: 'PUT', host: 'api.empire', status: 403 })
   t.match(lines.find((l) => l.msg === 'http: upstream failed (502)'), { origin: `${DEATHSTAR}:8443`, error: /UNABLE_TO_VERIFY_LEAF_SIGNATURE|UNABLE_TO_GET_ISSUER_CERT_LOCALLY/ })
 })
+}

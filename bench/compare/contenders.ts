@@ -1,5 +1,5 @@
 // What `l7proxy compare` puts side by side: the baseline (none: L3/L4 only, nothing steered),
-// the four redirect modes with l7proxy behind them, and two peers on the same topology in
+// the five redirect modes with l7proxy behind them, and two peers on the same topology in
 // place of l7proxy's proxies: HAProxy for the HTTP workloads, steered by TPROXY (its own
 // documented transparent setup) and, as haproxy-sockmap, by the sockmap mode (which shortcuts
 // whichever proxy's sockets are in its cgroup: the same datapath as l7proxy's best), and dnsdist
@@ -14,7 +14,7 @@ import { startDnsdist } from '../peers/dnsdist.js'
 import { startHaproxy } from '../peers/haproxy.js'
 import type { Workload } from './workloads.js'
 
-export const COMPARE_MODES = ['none', 'dnat', 'tproxy', 'sk-assign', 'sockmap', 'haproxy', 'haproxy-sockmap', 'dnsdist'] as const
+export const COMPARE_MODES = ['none', 'dnat', 'tproxy', 'sk-assign', 'sk-lookup', 'sockmap', 'haproxy', 'haproxy-sockmap', 'dnsdist'] as const
 export type CompareMode = (typeof COMPARE_MODES)[number]
 type Peer = 'haproxy' | 'dnsdist'
 

@@ -360,7 +360,8 @@ export class Agent {
     const dnsFds = s.dns === 'builtin' ? group(taken.dns, s.dnsThreads, () => transparentUdpSocket(s.proxyAddress, s.proxyPorts.dns, { reusePort: true })) : []
     this.dnsThreads = dnsFds.length
     const dnsTcpFd = s.dns === 'builtin' ? (taken.dnsTcp ?? transparentTcpListener(s.proxyAddress, s.proxyPorts.dns)) : null
-    if (dnsTcpFd !== null) dp.addProxyListener(s.proxyPorts.dns, dnsTcpFd)
+    if (dnsTcpFd !== null) dp.addProxySocket(s.proxyPorts.dns, 'tcp', dnsTcpFd)
+    if (dnsFds.length > 0) dp.addProxySocket(s.proxyPorts.dns, 'udp', dnsFds[0]!)
     // sockmap: the proxy's sockets must be in the cgroup sock_ops watches (a socket's cgroup is
     // fixed when it is made; accepted ones take their listener's): the listeners' and the
     // upstream connections' alike, so the process stays in it.
@@ -370,7 +371,7 @@ export class Agent {
     const metricsFd = s.metricsFd ?? taken.metrics
     this.sockets = { http: httpFds, dns: dnsFds, dnsTcp: dnsTcpFd, metrics: metricsFd }
     if (httpFds.length > 0) {
-      dp.addProxyListener(s.proxyPorts.http, httpFds[0]!)
+      dp.addProxySocket(s.proxyPorts.http, 'tcp', httpFds[0]!)
       dp.spreadHttp(httpFds)
     }
     // Where a connection was going: getsockname, or in dnat mode the proxymap.

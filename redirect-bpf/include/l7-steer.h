@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /* Steering a packet to the proxy by the node's redirect mode (l7_config): TPROXY marks it with
- * the proxy port for the netfilter rule; sk-assign hands it to the proxy's socket. The original
+ * the proxy port for the netfilter rule; sk-assign hands it to the proxy's socket; sk-lookup
+ * marks it for the local route, where sk-lookup.bpf.c selects the proxy's socket. The original
  * destination is recorded in the proxymap by client. Returns TC_ACT_SHOT when it cannot reach
  * the proxy: never around it (fail closed). */
 #ifndef L7_STEER_H
@@ -60,6 +61,20 @@ static __always_inline int assign_udp_to_proxy(struct __sk_buff *skb, struct bpf
 	return err ? -1 : 0;
 }
 
+/* sk-lookup: whether the agent registered the proxy's socket, which sk-lookup.bpf.c will select.
+ * Checked here too, so that a packet with no proxy is dropped and counted before it is delivered
+ * locally (where, without the agent's sk_lookup program, a node socket on its port could take it). */
+static __always_inline int proxy_socket_registered(__u16 proxy_port, __u8 proto)
+{
+	struct proxy_socket_key key = { .port = proxy_port, .protocol = proto };
+	struct bpf_sock *sk = bpf_map_lookup_elem(&l7_proxy_sockets, &key);
+
+	if (!sk)
+		return 0;
+	bpf_sk_release(sk);
+	return 1;
+}
+
 static __always_inline void remember_destination(struct bpf_sock_tuple *tuple, __u8 proto, __u16 proxy_port)
 {
 	struct proxymap_key key = { .saddr = tuple->ipv4.saddr, .sport = tuple->ipv4.sport, .protocol = proto };
@@ -109,6 +124,11 @@ static __always_inline int to_proxy(struct __sk_buff *skb, __u8 proto, __u32 l4_
 		else
 			err = assign_udp_to_proxy(skb, tuple, cfg->proxy_addr, proxy_port);
 		if (err < 0)
+			return TC_ACT_SHOT;
+		skb->mark = L7_PROXY_MARK;
+		return TC_ACT_OK;
+	case L7_MODE_SK_LOOKUP:
+		if (!proxy_socket_registered(proxy_port, proto))
 			return TC_ACT_SHOT;
 		skb->mark = L7_PROXY_MARK;
 		return TC_ACT_OK;

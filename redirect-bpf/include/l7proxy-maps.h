@@ -138,6 +138,7 @@ enum l7_redirect_mode {
 	L7_MODE_SK_ASSIGN = 2, /* bpf_sk_assign to the proxy's socket, mark for the local route */
 	L7_MODE_DNAT = 3,      /* destination rewritten to the proxy, replies reverse-translated */
 	L7_MODE_SOCKMAP = 4,   /* steered as sk-assign, then payload moved socket to socket */
+	L7_MODE_SK_LOOKUP = 5, /* mark for the local route; sk-lookup.bpf.c selects the proxy's socket */
 };
 
 /* The mark l7proxy's local route and TPROXY rules match (0xf00 bits), with the proxy port in the
@@ -244,19 +245,27 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } l7_sockhash SEC(".maps");
 
-/* proxy_listeners: the proxy's listening sockets by port (host order), for sk-lookup.bpf.c. The
- * agent inserts them (the value is the socket's fd on update); a socket leaves when it closes. */
+/* proxy_sockets: the proxy's sockets by port and protocol, for sk-lookup.bpf.c: TCP listeners,
+ * and in sk-lookup mode the DNS proxy's UDP socket. Any socket of a SO_REUSEPORT group stands for
+ * the group. The agent inserts them (the value is the socket's fd on update); a socket leaves
+ * when it closes. */
+struct proxy_socket_key {
+	__u16 port; /* host order */
+	__u8 protocol; /* IPPROTO_TCP, IPPROTO_UDP */
+	__u8 pad;
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_SOCKHASH);
-	__type(key, __u32);
+	__type(key, struct proxy_socket_key);
 	__type(value, __u64);
 	__uint(max_entries, 16);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} l7_proxy_listeners SEC(".maps");
+} l7_proxy_sockets SEC(".maps");
 
 /* http_threads: the HTTP proxy's listening sockets, one per proxy thread, all of one SO_REUSEPORT
  * group (the agent inserts them by fd; a socket leaves when it closes). A SOCKMAP, not a
- * REUSEPORT_SOCKARRAY: that one refuses a socket already in a sockhash (l7_proxy_listeners). */
+ * REUSEPORT_SOCKARRAY: that one refuses a socket already in a sockhash (l7_proxy_sockets). */
 struct {
 	__uint(type, BPF_MAP_TYPE_SOCKMAP);
 	__type(key, __u32);

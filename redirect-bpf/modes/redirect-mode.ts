@@ -9,13 +9,20 @@
 //              reverse-translates replies; the original destination is in the proxymap (past)
 //   sockmap:   steered as sk-assign; sock_ops puts both local ends of the connection in a
 //              sockhash and sk_msg moves payload socket to socket (cgroup.ts attaches them)
-// tproxy and sk-assign need `fwmark 0x200/0xf00 -> local route`, so steered packets are
-// delivered locally; dnat needs nothing: its packets are addressed to the node.
+//   sk-lookup: TC only marks the packet; an sk_lookup program on the namespace selects the
+//              proxy's registered socket when the kernel looks one up for it (5.9+ design)
+// All but dnat need `fwmark 0x200/0xf00 -> local route`, so steered packets are delivered
+// locally; dnat needs nothing: its packets are addressed to the node.
 
 import { BpfError } from '../libbpf.js'
 
-export const REDIRECT_MODES = ['tproxy', 'sk-assign', 'dnat', 'sockmap'] as const
+export const REDIRECT_MODES = ['tproxy', 'sk-assign', 'dnat', 'sockmap', 'sk-lookup'] as const
 export type RedirectMode = (typeof REDIRECT_MODES)[number]
+
+/** The modes whose node runs progs/sk-lookup.bpf.c: to steer (sk-lookup), or for TIME_WAIT (the sk_assign ones). */
+export function usesSkLookup(mode: RedirectMode): boolean {
+  return mode === 'sk-lookup' || mode === 'sk-assign' || mode === 'sockmap'
+}
 
 export const ROUTE_TABLE = 2004
 export const RULE_PREF = 9000
