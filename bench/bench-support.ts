@@ -7,14 +7,14 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { availableParallelism, release, tmpdir, totalmem } from 'node:os'
 import { dirname, join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
-import { labDown, labUp, type LabState } from '../lab/lab.js'
+import { type LabState, labDown, labUp } from '../lab/lab.js'
 import { spawnDetachedIn, stopProcess, waitListening } from '../lab/netns.js'
-import { isValidLabName } from '../lab/topology.js'
 import type { LabNode } from '../lab/node-agent.js'
-import { parseMode, type RedirectMode } from '../redirect-bpf/modes/redirect-mode.js'
+import { isValidLabName } from '../lab/topology.js'
+import { projectRoot } from '../lib/project-root.js'
 
 import { UsageError } from '../proxy/cli/usage-error.js'
-import { projectRoot } from '../lib/project-root.js'
+import { parseMode, type RedirectMode } from '../redirect-bpf/modes/redirect-mode.js'
 
 // One class for a bad command line, whether a benchmark runs alone or as `l7proxy compare`.
 export { UsageError }
@@ -44,28 +44,48 @@ export function benchOptions<K extends string>(defaults: Record<K, string>, args
   } catch (e) {
     throw new UsageError((e as Error).message)
   }
-  if ('lab' in values && !isValidLabName(String(values.lab))) throw new UsageError(`--lab '${values.lab}' is not a valid lab name`)
+  if ('lab' in values && !isValidLabName(String(values.lab)))
+    throw new UsageError(`--lab '${values.lab}' is not a valid lab name`)
   return values as Record<K, string>
 }
 
 /** What a result was measured with: the commit (and whether the tree had changes), Node, the kernel, the machine. */
-export function buildInfo(): { commit: string | null; dirty: boolean | null; node: string; kernel: string; cpus: number; memoryGiB: number; date: string } {
+export function buildInfo(): {
+  commit: string | null
+  dirty: boolean | null
+  node: string
+  kernel: string
+  cpus: number
+  memoryGiB: number
+  date: string
+} {
   const git = (...args: string[]): string | null => {
     try {
-      return execFileSync('git', ['-C', projectRoot(), ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim()
+      return execFileSync('git', ['-C', projectRoot(), ...args], {
+        encoding: 'utf8',
+        stdio: ['ignore', 'pipe', 'ignore'],
+      }).trim()
     } catch {
       return null
     }
   }
   const status = git('status', '--porcelain')
-  return { commit: git('rev-parse', 'HEAD'), dirty: status === null ? null : status !== '', node: process.version, kernel: release(), cpus: availableParallelism(), memoryGiB: Math.round(totalmem() / 2 ** 30), date: new Date().toISOString() }
+  return {
+    commit: git('rev-parse', 'HEAD'),
+    dirty: status === null ? null : status !== '',
+    node: process.version,
+    kernel: release(),
+    cpus: availableParallelism(),
+    memoryGiB: Math.round(totalmem() / 2 ** 30),
+    date: new Date().toISOString(),
+  }
 }
 
 /** Writes a benchmark's result as JSON, with what it was measured with (making its directory); returns where. */
 export function writeResult(out: string, result: unknown): string {
   const path = resolve(out)
   mkdirSync(dirname(path), { recursive: true })
-  writeFileSync(path, JSON.stringify({ build: buildInfo(), ...(result as object) }, null, 2) + '\n')
+  writeFileSync(path, `${JSON.stringify({ build: buildInfo(), ...(result as object) }, null, 2)}\n`)
   return path
 }
 
@@ -73,20 +93,28 @@ export function writeResult(out: string, result: unknown): string {
  * Runs `measure` and adds the CPU `pid` used meanwhile, in cores, and the part of it spent in
  * the kernel (system calls: for a proxy mostly TCP); both null when there is no pid.
  */
-export async function withProxyCpu<T extends object>(pid: number | null, measure: () => Promise<T>): Promise<T & { proxyCpuCores: number | null; proxySystemCores: number | null }> {
+export async function withProxyCpu<T extends object>(
+  pid: number | null,
+  measure: () => Promise<T>,
+): Promise<T & { proxyCpuCores: number | null; proxySystemCores: number | null }> {
   const cpu0 = pid === null ? null : cpuTimes(pid)
   const t0 = process.hrtime.bigint()
   const r = await measure()
   const wall = Number(process.hrtime.bigint() - t0) / 1e9
   if (cpu0 === null) return { ...r, proxyCpuCores: null, proxySystemCores: null }
   const cpu1 = cpuTimes(pid!)
-  return { ...r, proxyCpuCores: (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / wall, proxySystemCores: (cpu1.system - cpu0.system) / wall }
+  return {
+    ...r,
+    proxyCpuCores: (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / wall,
+    proxySystemCores: (cpu1.system - cpu0.system) / wall,
+  }
 }
 
 /** The option `name` as a whole number in [min, max], or a usage error saying so. */
 export function wholeOption(values: Record<string, unknown>, name: string, min: number, max: number): number {
   const v = Number(values[name])
-  if (!Number.isInteger(v) || v < min || v > max) throw new UsageError(`--${name} must be a whole number from ${min} to ${max}, not '${values[name]}'`)
+  if (!Number.isInteger(v) || v < min || v > max)
+    throw new UsageError(`--${name} must be a whole number from ${min} to ${max}, not '${values[name]}'`)
   return v
 }
 
@@ -156,7 +184,15 @@ export async function withPeer(node: LabNode, o: PeerOptions): Promise<RunningSc
   let pid: number | null = null
   try {
     pid = await spawnDetachedIn(o.ns, o.argv, o.log, o.cgroup ?? null)
-    await waitListening({ ns: o.ns, port: o.port, proto: o.proto, pid, logFile: o.log, what: o.what, timeoutMs: 10_000 })
+    await waitListening({
+      ns: o.ns,
+      port: o.port,
+      proto: o.proto,
+      pid,
+      logFile: o.log,
+      what: o.what,
+      timeoutMs: 10_000,
+    })
   } catch (e) {
     await stopScenario({ node, proxyPid: pid, peerPid: pid })
     throw e

@@ -8,10 +8,10 @@
 //   node dist/bench/cluster-driver.js '{"etcd":..., "sizes":[100,1000], "rate":100, "seconds":10, ...}'
 
 import pino from 'pino'
+import { LabelSet } from '../policy/labels.js'
+import { adminGet } from '../proxy/agent/admin-socket.js'
 import { ClusterNode, type LocalEndpoint } from '../proxy/kvstore/cluster-node.js'
 import { EtcdStore } from '../proxy/kvstore/etcd-store.js'
-import { adminGet } from '../proxy/agent/admin-socket.js'
-import { LabelSet } from '../policy/labels.js'
 
 export interface DriverInput {
   etcd: string
@@ -47,12 +47,29 @@ function address(n: number): string {
 /** Ten endpoints share an identity, as a deployment's pods do; half of them empire (the deathstar's policy selects those). */
 function endpoint(n: number, size: number): LocalEndpoint {
   const app = n % Math.max(1, Math.round(size / 10))
-  return { id: n, host: `bench${n}`, ips: [address(n)], labels: { app: `bench${app}`, org: app % 2 === 0 ? 'empire' : 'alliance', 'io.kubernetes.pod.namespace': 'default' } }
+  return {
+    id: n,
+    host: `bench${n}`,
+    ips: [address(n)],
+    labels: {
+      app: `bench${app}`,
+      org: app % 2 === 0 ? 'empire' : 'alliance',
+      'io.kubernetes.pod.namespace': 'default',
+    },
+  }
 }
 
 let current: LocalEndpoint[] = []
 const node = new ClusterNode(
-  { endpoints: [input.etcd], prefix: PREFIX, tls: null, node: input.node, nodeAddress: input.nodeAddress, leaseTtlSeconds: 15, identityGcSeconds: 3600 },
+  {
+    endpoints: [input.etcd],
+    prefix: PREFIX,
+    tls: null,
+    node: input.node,
+    nodeAddress: input.nodeAddress,
+    leaseTtlSeconds: 15,
+    identityGcSeconds: 3600,
+  },
   { remote: () => undefined, policy: () => null, identitiesChanged: () => void node.identify(current) },
   logger,
 )
@@ -68,13 +85,22 @@ async function until(what: string, ok: () => Promise<boolean>, timeoutMs = 120_0
 
 /** Whether every other node knows exactly `n` endpoints of this node. */
 async function peersHave(n: number): Promise<boolean> {
-  const counts = await Promise.all(input.peers.map(async (s) => ((await adminGet(s, '/v1/endpoints?remote=1')) as Array<{ node?: string }>).filter((e) => e.node === input.node).length))
+  const counts = await Promise.all(
+    input.peers.map(
+      async (s) =>
+        ((await adminGet(s, '/v1/endpoints?remote=1')) as Array<{ node?: string }>).filter((e) => e.node === input.node)
+          .length,
+    ),
+  )
   return counts.every((c) => c === n)
 }
 
 async function keysAndBytes(): Promise<{ keys: number; bytes: number }> {
   const { kvs } = await store.range({ prefix: `${PREFIX}/` })
-  return { keys: kvs.length, bytes: kvs.reduce((a, kv) => a + Buffer.byteLength(kv.key) + Buffer.byteLength(kv.value), 0) }
+  return {
+    keys: kvs.length,
+    bytes: kvs.reduce((a, kv) => a + Buffer.byteLength(kv.key) + Buffer.byteLength(kv.value), 0),
+  }
 }
 
 /** The endpoints are now `list`. */
@@ -91,7 +117,14 @@ async function population(size: number, next: { n: number }): Promise<void> {
   await until(`${size} endpoints known to every other node`, () => peersHave(size))
   const filledMs = now() - started
   const after = await keysAndBytes()
-  emit({ type: 'population', size, keys: (after.keys - before.keys) / size, bytes: (after.bytes - before.bytes) / size, identities: new Set(list.map((e) => e.labels.app)).size, filledMs })
+  emit({
+    type: 'population',
+    size,
+    keys: (after.keys - before.keys) / size,
+    bytes: (after.bytes - before.bytes) / size,
+    identities: new Set(list.map((e) => e.labels.app)).size,
+    filledMs,
+  })
   // A steady rate: change i at start + i / rate, whatever the last one cost.
   const changes = input.rate * input.seconds
   const start = now() + 100
@@ -115,7 +148,10 @@ async function population(size: number, next: { n: number }): Promise<void> {
 
 async function allocationRate(): Promise<void> {
   const n = input.allocations
-  const sets = (tag: string): LabelSet[] => Array.from({ length: n }, (_, i) => LabelSet.fromRecord({ app: `alloc-${tag}-${i}`, 'io.kubernetes.pod.namespace': 'default' }))
+  const sets = (tag: string): LabelSet[] =>
+    Array.from({ length: n }, (_, i) =>
+      LabelSet.fromRecord({ app: `alloc-${tag}-${i}`, 'io.kubernetes.pod.namespace': 'default' }),
+    )
   const sequential = sets('s')
   let started = now()
   for (const l of sequential) await node.identities.acquire(l)
@@ -125,7 +161,12 @@ async function allocationRate(): Promise<void> {
   await Promise.all(concurrent.map((l) => node.identities.acquire(l)))
   const concurrentMs = now() - started
   for (const l of [...sequential, ...concurrent]) node.identities.release(l.canonical)
-  emit({ type: 'allocation', sequentialPerSecond: (n * 1000) / sequentialMs, concurrentPerSecond: (n * 1000) / concurrentMs, allocations: n })
+  emit({
+    type: 'allocation',
+    sequentialPerSecond: (n * 1000) / sequentialMs,
+    concurrentPerSecond: (n * 1000) / concurrentMs,
+    allocations: n,
+  })
 }
 
 async function main(): Promise<void> {

@@ -16,14 +16,25 @@ import { readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { netnsArgv } from '../lab/netns.js'
+import { type LabNode, startLabNode } from '../lab/node-agent.js'
 import { clusterNodeName, etcdClientUrl, nodeNetnsOf, nodeUnderlayAddress } from '../lab/topology.js'
-import { startLabNode, type LabNode } from '../lab/node-agent.js'
 import { distPath, projectRoot } from '../lib/project-root.js'
 import { renderTable } from '../proxy/cli/table.js'
-import { UsageError, benchOptions, benchPin, inLabRounds, modeOption, percentile, runBench, wholeOption, writeResult } from './bench-support.js'
+import {
+  benchOptions,
+  benchPin,
+  inLabRounds,
+  modeOption,
+  percentile,
+  runBench,
+  UsageError,
+  wholeOption,
+  writeResult,
+} from './bench-support.js'
 import type { DriverInput, DriverLine } from './cluster-driver.js'
 
-const USAGE = 'usage: npm run bench:cluster [-- --sizes 100,1000 --rate 100 --seconds 10 --mode sk-assign --lab NAME --out FILE]'
+const USAGE =
+  'usage: npm run bench:cluster [-- --sizes 100,1000 --rate 100 --seconds 10 --mode sk-assign --lab NAME --out FILE]'
 const NODES = 3
 
 interface Applied {
@@ -72,13 +83,20 @@ function stats(values: number[]): { p50: number; p99: number } {
 }
 
 async function runDriver(lab: string, input: DriverInput): Promise<DriverLine[]> {
-  const [cmd, ...args] = netnsArgv(nodeNetnsOf(lab, 1), [process.execPath, distPath('bench/cluster-driver.js'), JSON.stringify(input)])
+  const [cmd, ...args] = netnsArgv(nodeNetnsOf(lab, 1), [
+    process.execPath,
+    distPath('bench/cluster-driver.js'),
+    JSON.stringify(input),
+  ])
   const child = spawn(cmd!, args, { stdio: ['ignore', 'pipe', 'inherit'] })
   const lines: DriverLine[] = []
   createInterface({ input: child.stdout! }).on('line', (l) => {
     const line = JSON.parse(l) as DriverLine
     lines.push(line)
-    if (line.type === 'population') process.stderr.write(`${line.size} endpoints on node 1 known to the others after ${Math.round(line.filledMs)} ms; changing them at ${input.rate}/s for ${input.seconds} s\n`)
+    if (line.type === 'population')
+      process.stderr.write(
+        `${line.size} endpoints on node 1 known to the others after ${Math.round(line.filledMs)} ms; changing them at ${input.rate}/s for ${input.seconds} s\n`,
+      )
   })
   const code = await new Promise<number | null>((r) => child.once('exit', r))
   if (code !== 0) throw new Error(`the node 1 driver exited with ${code}`)
@@ -86,9 +104,18 @@ async function runDriver(lab: string, input: DriverInput): Promise<DriverLine[]>
 }
 
 async function main(): Promise<void> {
-  const values = benchOptions({ sizes: '100,1000', rate: '100', seconds: '10', mode: 'sk-assign', allocations: '200', lab: 'bclu', out: 'bench-results/cluster.json' })
+  const values = benchOptions({
+    sizes: '100,1000',
+    rate: '100',
+    seconds: '10',
+    mode: 'sk-assign',
+    allocations: '200',
+    lab: 'bclu',
+    out: 'bench-results/cluster.json',
+  })
   const sizes = values.sizes.split(',').map(Number)
-  if (sizes.some((s) => !Number.isInteger(s) || s < 2 || s > 10_000)) throw new UsageError(`--sizes: whole numbers from 2 to 10000, got '${values.sizes}'`)
+  if (sizes.some((s) => !Number.isInteger(s) || s < 2 || s > 10_000))
+    throw new UsageError(`--sizes: whole numbers from 2 to 10000, got '${values.sizes}'`)
   const rate = wholeOption(values, 'rate', 1, 1000)
   const seconds = wholeOption(values, 'seconds', 1, 600)
   const allocations = wholeOption(values, 'allocations', 1, 10_000)
@@ -102,26 +129,53 @@ async function main(): Promise<void> {
     scenarios: ['cluster'],
     rounds: 1,
     pins,
-    describe: (r: { propagation: Propagation[] }) => r.propagation.map((p) => `${p.size}: p99 ${p.ms.p99} ms`).join(', '),
+    describe: (r: { propagation: Propagation[] }) =>
+      r.propagation.map((p) => `${p.size}: p99 ${p.ms.p99} ms`).join(', '),
     measure: async (_s, dir, hold) => {
       const policyFile = join(dir, 'star-wars.yaml')
       writeFileSync(policyFile, readFileSync(join(projectRoot(), 'policy/examples/star-wars.yaml')))
       const agents: LabNode[] = []
       hold(async () => void (await Promise.all(agents.map((a) => a.stop()))))
       for (const k of [2, 3]) {
-        agents.push(await startLabNode({ lab, node: k, mode, policyFile, pin: pins[k - 2]!, admin: join(dir, `node${k}.sock`), logFile: join(dir, `node${k}.log`), threads: 1 }))
+        agents.push(
+          await startLabNode({
+            lab,
+            node: k,
+            mode,
+            policyFile,
+            pin: pins[k - 2]!,
+            admin: join(dir, `node${k}.sock`),
+            logFile: join(dir, `node${k}.log`),
+            threads: 1,
+          }),
+        )
       }
-      const lines = await runDriver(lab, { etcd: etcdClientUrl(), node: clusterNodeName(1), nodeAddress: nodeUnderlayAddress(1), peers: [2, 3].map((k) => join(dir, `node${k}.sock`)), sizes, rate, seconds, allocations })
+      const lines = await runDriver(lab, {
+        etcd: etcdClientUrl(),
+        node: clusterNodeName(1),
+        nodeAddress: nodeUnderlayAddress(1),
+        peers: [2, 3].map((k) => join(dir, `node${k}.sock`)),
+        sizes,
+        rate,
+        seconds,
+        allocations,
+      })
       for (const a of agents) await a.stop()
       hold(null)
       const applied = [2, 3].map((k) => appliedLines(join(dir, `node${k}.log`)))
       const propagation = sizes.map((size): Propagation => {
-        const changes = lines.filter((l): l is Extract<DriverLine, { type: 'change' }> => l.type === 'change' && l.size === size)
-        const pop = lines.find((l): l is Extract<DriverLine, { type: 'population' }> => l.type === 'population' && l.size === size)!
+        const changes = lines.filter(
+          (l): l is Extract<DriverLine, { type: 'change' }> => l.type === 'change' && l.size === size,
+        )
+        const pop = lines.find(
+          (l): l is Extract<DriverLine, { type: 'population' }> => l.type === 'population' && l.size === size,
+        )!
         const per = changes.map((c) => ({ c, at: applied.map((a) => appliedAt(a, c)) }))
         const whole = per.filter((p) => p.at.every((x) => x !== null))
         // An address removed right after it was added: node 1 wrote neither, no node saw either.
-        const unseen = (ip: string): boolean => per.filter((p) => p.c.ip === ip).length === 2 && per.filter((p) => p.c.ip === ip).every((p) => p.at.every((x) => x === null))
+        const unseen = (ip: string): boolean =>
+          per.filter((p) => p.c.ip === ip).length === 2 &&
+          per.filter((p) => p.c.ip === ip).every((p) => p.at.every((x) => x === null))
         const coalesced = per.filter((p) => !whole.includes(p) && unseen(p.c.ip)).length
         const delay = (p: (typeof per)[number]): number => Math.max(...p.at.map((x) => x! - p.c.at))
         const all = whole.map(delay)
@@ -133,7 +187,17 @@ async function main(): Promise<void> {
           ms: { ...stats(all), max: round(Math.max(...all)) },
           addMs: stats(whole.filter((p) => p.c.kind === 'add').map(delay)),
           removeMs: stats(whole.filter((p) => p.c.kind === 'remove').map(delay)),
-          byNodeP99: Object.fromEntries([2, 3].map((k, i) => [clusterNodeName(k), round(percentile(whole.map((p) => p.at[i]! - p.c.at), 99))])),
+          byNodeP99: Object.fromEntries(
+            [2, 3].map((k, i) => [
+              clusterNodeName(k),
+              round(
+                percentile(
+                  whole.map((p) => p.at[i]! - p.c.at),
+                  99,
+                ),
+              ),
+            ]),
+          ),
           keysPerEndpoint: round(pop.keys),
           bytesPerEndpoint: Math.round(pop.bytes),
           identities: pop.identities,
@@ -148,13 +212,43 @@ async function main(): Promise<void> {
   const out = writeResult(values.out, { benchmark: 'cluster', mode, nodes: NODES, rate, seconds, ...r })
   process.stdout.write(
     renderTable(
-      ['endpoints', 'identities', 'changes', 'p50 ms', 'p99 ms', 'max ms', 'add p50/p99', 'remove p50/p99', 'coalesced', 'lost', 'keys/endpoint', 'bytes/endpoint'],
-      r.propagation.map((p) => [String(p.size), String(p.identities), String(p.changes), String(p.ms.p50), String(p.ms.p99), String(p.ms.max), `${p.addMs.p50}/${p.addMs.p99}`, `${p.removeMs.p50}/${p.removeMs.p99}`, String(p.coalesced), String(p.lost), String(p.keysPerEndpoint), String(p.bytesPerEndpoint)]),
+      [
+        'endpoints',
+        'identities',
+        'changes',
+        'p50 ms',
+        'p99 ms',
+        'max ms',
+        'add p50/p99',
+        'remove p50/p99',
+        'coalesced',
+        'lost',
+        'keys/endpoint',
+        'bytes/endpoint',
+      ],
+      r.propagation.map((p) => [
+        String(p.size),
+        String(p.identities),
+        String(p.changes),
+        String(p.ms.p50),
+        String(p.ms.p99),
+        String(p.ms.max),
+        `${p.addMs.p50}/${p.addMs.p99}`,
+        `${p.removeMs.p50}/${p.removeMs.p99}`,
+        String(p.coalesced),
+        String(p.lost),
+        String(p.keysPerEndpoint),
+        String(p.bytesPerEndpoint),
+      ]),
     ),
   )
   const a = r.allocation
-  process.stdout.write(`identities allocated by one node: ${Math.round(a.sequentialPerSecond)}/s one at a time, ${Math.round(a.concurrentPerSecond)}/s ${a.allocations} at once\n`)
-  process.stdout.write(`${mode}, ${NODES} nodes, ${rate} changes/s for ${seconds} s per size; propagation: node 1's change to the last other node's kernel maps; wrote ${out}\n`)
+  process.stdout.write(
+    `identities allocated by one node: ${Math.round(a.sequentialPerSecond)}/s one at a time, ${Math.round(a.concurrentPerSecond)}/s ${a.allocations} at once\n`,
+  )
+  process.stdout.write(
+    `${mode}, ${NODES} nodes, ${rate} changes/s for ${seconds} s per size; propagation: node 1's change to the last other node's kernel maps; wrote ${out}\n`,
+  )
 }
 
 runBench('bench:cluster', USAGE, main)

@@ -20,16 +20,32 @@ import { rmSync, writeFileSync } from 'node:fs'
 import { availableParallelism } from 'node:os'
 import { join } from 'node:path'
 import { execIn } from '../lab/netns.js'
-import { findHost, hostNetns, nodeNetns } from '../lab/topology.js'
 import { LAB_PROXY_PORTS, labProxyAddress, startLabNode } from '../lab/node-agent.js'
+import { findHost, hostNetns, nodeNetns } from '../lab/topology.js'
 import { renderTable } from '../proxy/cli/table.js'
 import type { RedirectMode } from '../redirect-bpf/modes/redirect-mode.js'
-import { ONE_CLIENT, UsageError, benchOptions, benchPin, inLabRounds, medianRun, modeOption, percentile, runBench, stopScenario, wholeOption, withProxyCpu, writeResult, type RunningScenario } from './bench-support.js'
-import { dnsperf, type LoadResult } from './load-generators.js'
+import {
+  benchOptions,
+  benchPin,
+  inLabRounds,
+  medianRun,
+  modeOption,
+  ONE_CLIENT,
+  percentile,
+  type RunningScenario,
+  runBench,
+  stopScenario,
+  UsageError,
+  wholeOption,
+  withProxyCpu,
+  writeResult,
+} from './bench-support.js'
 import { DNS_QUERY_NAMES } from './compare/workloads.js'
+import { dnsperf, type LoadResult } from './load-generators.js'
 import { startDnsdist } from './peers/dnsdist.js'
 
-const USAGE = 'usage: npm run bench:dns [-- --duration S --runs R --warmup S --clients C --outstanding Q --threads T --mode M --lab NAME --out FILE]'
+const USAGE =
+  'usage: npm run bench:dns [-- --duration S --runs R --warmup S --clients C --outstanding Q --threads T --mode M --lab NAME --out FILE]'
 const DNS_SERVER = findHost('dns').addresses[0]!
 // All allowed by `*.empire` (www.cantina.empire is not: `*` stays within one label).
 const NAMES = DNS_QUERY_NAMES
@@ -61,25 +77,59 @@ spec:
 let LAB = 'benchdns'
 
 async function digStatus(name: string): Promise<string> {
-  const r = await execIn(hostNetns(LAB, 'tiefighter'), ['dig', '+time=2', '+tries=1', `@${DNS_SERVER}`, name], { timeoutMs: 10_000 })
+  const r = await execIn(hostNetns(LAB, 'tiefighter'), ['dig', '+time=2', '+tries=1', `@${DNS_SERVER}`, name], {
+    timeoutMs: 10_000,
+  })
   return /status: (\w+)/.exec(r.stdout)?.[1] ?? 'no answer'
 }
 
-function dnsperfRun(o: { seconds: number; clients: number; outstanding: number; file: string; pid: number | null }): Promise<Run> {
+function dnsperfRun(o: {
+  seconds: number
+  clients: number
+  outstanding: number
+  file: string
+  pid: number | null
+}): Promise<Run> {
   const client = { ns: hostNetns(LAB, 'tiefighter'), cgroup: null }
-  return withProxyCpu(o.pid, () => dnsperf(client, { server: DNS_SERVER, seconds: o.seconds, clients: o.clients, outstanding: o.outstanding, queryFile: o.file }))
+  return withProxyCpu(o.pid, () =>
+    dnsperf(client, {
+      server: DNS_SERVER,
+      seconds: o.seconds,
+      clients: o.clients,
+      outstanding: o.outstanding,
+      queryFile: o.file,
+    }),
+  )
 }
 
 function pinOf(s: Scenario): string {
   return benchPin(LAB, s)
 }
 
-async function startScenario(s: Scenario, mode: RedirectMode, dir: string, dnsThreads: number): Promise<RunningScenario> {
+async function startScenario(
+  s: Scenario,
+  mode: RedirectMode,
+  dir: string,
+  dnsThreads: number,
+): Promise<RunningScenario> {
   const policyFile = join(dir, `${s}.yaml`)
   writeFileSync(policyFile, policy(s !== 'direct'))
-  const node = await startLabNode({ lab: LAB, mode, policyFile, pin: pinOf(s), dns: s === 'dnsdist' ? 'external' : 'builtin', dnsThreads, logFile: join(dir, `${s}-flows.log`), overload: ONE_CLIENT })
+  const node = await startLabNode({
+    lab: LAB,
+    mode,
+    policyFile,
+    pin: pinOf(s),
+    dns: s === 'dnsdist' ? 'external' : 'builtin',
+    dnsThreads,
+    logFile: join(dir, `${s}-flows.log`),
+    overload: ONE_CLIENT,
+  })
   if (s !== 'dnsdist') return { node, proxyPid: s === 'l7proxy' ? node.pid : null, peerPid: null }
-  return startDnsdist(node, nodeNetns(LAB), dir, { listen: labProxyAddress(mode), port: LAB_PROXY_PORTS.dns, server: `${DNS_SERVER}:53` })
+  return startDnsdist(node, nodeNetns(LAB), dir, {
+    listen: labProxyAddress(mode),
+    port: LAB_PROXY_PORTS.dns,
+    server: `${DNS_SERVER}:53`,
+  })
 }
 
 async function main(): Promise<void> {
@@ -102,7 +152,8 @@ async function main(): Promise<void> {
   const outstanding = wholeOption(values, 'outstanding', 1, 10_000)
   const threads = wholeOption(values, 'threads', 1, 64)
   const mode = modeOption(values.mode)
-  if (mode === 'sockmap') throw new UsageError('--mode sockmap redirects TCP only; DNS is measured in dnat, tproxy or sk-assign')
+  if (mode === 'sockmap')
+    throw new UsageError('--mode sockmap redirects TCP only; DNS is measured in dnat, tproxy or sk-assign')
   const scenarios = SCENARIOS.filter((s) => s !== 'dnsdist' || mode === 'dnat')
 
   const checks: Partial<Record<Scenario, { allowed: string; denied: string }>> = {}
@@ -122,7 +173,9 @@ async function main(): Promise<void> {
       const check = { allowed: await digStatus('cantina.empire'), denied: await digStatus('hoth.alliance') }
       const want = s === 'direct' ? 'NOERROR' : 'REFUSED'
       if (check.allowed !== 'NOERROR' || check.denied !== want) {
-        throw new Error(`${s}: cantina.empire gave ${check.allowed} (want NOERROR), hoth.alliance gave ${check.denied} (want ${want}): the queries do not take the path this scenario measures`)
+        throw new Error(
+          `${s}: cantina.empire gave ${check.allowed} (want NOERROR), hoth.alliance gave ${check.denied} (want ${want}): the queries do not take the path this scenario measures`,
+        )
       }
       checks[s] = check
       if (warmup > 0) await dnsperfRun({ seconds: warmup, clients, outstanding, file: queryFile, pid: null })
@@ -134,13 +187,23 @@ async function main(): Promise<void> {
           const ms = ENFORCE_MS.exec(l)
           if (ms && l.endsWith('"msg":"dns allowed"}')) enforce.push(Number(ms[1]))
         })
-        run.enforceMs = { p50: percentile(enforce, 50), p99: percentile(enforce, 99), max: percentile(enforce, 100), answers: enforce.length }
+        run.enforceMs = {
+          p50: percentile(enforce, 50),
+          p99: percentile(enforce, 99),
+          max: percentile(enforce, 100),
+          answers: enforce.length,
+        }
       }
       rmSync(join(dir, `${s}-flows.log`), { force: true })
       return run
     },
   })
-  const rows = scenarios.map((s) => ({ scenario: s, check: checks[s]!, median: medianRun(measured[s], (r) => r.opsPerSec), runs: measured[s] }))
+  const rows = scenarios.map((s) => ({
+    scenario: s,
+    check: checks[s]!,
+    median: medianRun(measured[s], (r) => r.opsPerSec),
+    runs: measured[s],
+  }))
   const peer = rows.find((r) => r.scenario === 'dnsdist')?.median
   const l7 = rows.find((r) => r.scenario === 'l7proxy')!.median
   const result = {
@@ -156,7 +219,9 @@ async function main(): Promise<void> {
     outstanding,
     threads,
     rows,
-    l7proxyVsDnsdist: peer ? { queriesPerSec: l7.opsPerSec / peer.opsPerSec, p99: l7.latencyMs.p99 / peer.latencyMs.p99 } : null,
+    l7proxyVsDnsdist: peer
+      ? { queriesPerSec: l7.opsPerSec / peer.opsPerSec, p99: l7.latencyMs.p99 / peer.latencyMs.p99 }
+      : null,
   }
   const out = writeResult(values.out, result)
   const f = (n: number): string => (Number.isFinite(n) ? n.toFixed(2) : '-')
@@ -176,7 +241,9 @@ async function main(): Promise<void> {
       ]),
     ),
   )
-  process.stdout.write(`mode ${mode}, ${clients} clients, ${outstanding} outstanding, l7proxy on ${threads} DNS thread(s), median of ${runs} interleaved x ${duration}s; wrote ${out}\n`)
+  process.stdout.write(
+    `mode ${mode}, ${clients} clients, ${outstanding} outstanding, l7proxy on ${threads} DNS thread(s), median of ${runs} interleaved x ${duration}s; wrote ${out}\n`,
+  )
 }
 
 runBench('bench:dns', USAGE, main)

@@ -17,11 +17,12 @@
 import { createSocket } from 'node:dgram'
 import { connect, type Socket } from 'node:net'
 import { parseArgs } from 'node:util'
+import { dnsQuery } from '../lab/clients/dns-query.js'
 import { raiseFileLimit } from '../proxy/overload/file-limit.js'
 import { percentile } from './bench-support.js'
-import { dnsQuery } from '../lab/clients/dns-query.js'
 
-const HEAD = (path: string, host: string, close: boolean): string => `POST ${path} HTTP/1.1\r\nHost: ${host}\r\nContent-Length: 0\r\n${close ? 'Connection: close\r\n' : ''}\r\n`
+const HEAD = (path: string, host: string, close: boolean): string =>
+  `POST ${path} HTTP/1.1\r\nHost: ${host}\r\nContent-Length: 0\r\n${close ? 'Connection: close\r\n' : ''}\r\n`
 /** Connects in flight at once while opening many (the listener's accept queue is 1024 deep). */
 const CONNECTING = 256
 /** No connection, request or lookup waits longer than this. */
@@ -53,7 +54,12 @@ function openOne(to: { host: string; port: number }, use: (s: Socket) => void): 
     let answered = false
     let ended: () => void = () => undefined
     let settled: () => void = () => undefined
-    const c: Conn = { socket, outcome: 'held', ended: new Promise<void>((r) => (ended = r)), settled: new Promise<void>((r) => (settled = r)) }
+    const c: Conn = {
+      socket,
+      outcome: 'held',
+      ended: new Promise<void>((r) => (ended = r)),
+      settled: new Promise<void>((r) => (settled = r)),
+    }
     const timer = setTimeout(() => socket.destroy(), GIVE_UP_MS)
     socket.on('data', () => {
       answered = true
@@ -80,7 +86,8 @@ function openOne(to: { host: string; port: number }, use: (s: Socket) => void): 
 /** Opens `n` connections, at most CONNECTING at a time. */
 async function openMany(n: number, open: () => Promise<Conn>): Promise<Conn[]> {
   const out: Conn[] = []
-  for (let i = 0; i < n; i += CONNECTING) out.push(...(await Promise.all(Array.from({ length: Math.min(CONNECTING, n - i) }, open))))
+  for (let i = 0; i < n; i += CONNECTING)
+    out.push(...(await Promise.all(Array.from({ length: Math.min(CONNECTING, n - i) }, open))))
   return out
 }
 
@@ -94,7 +101,12 @@ function tally(group: readonly Conn[]): Record<string, number> {
 const RCODES = ['NOERROR', 'FORMERR', 'SERVFAIL', 'NXDOMAIN', 'NOTIMP', 'REFUSED']
 
 /** `rate` queries a second for `seconds`, in 10 ms steps; answers counted by rcode, and how long it sent (ms). */
-async function dnsStorm(to: { host: string; port: number }, rate: number, seconds: number, name: string): Promise<Record<string, number>> {
+async function dnsStorm(
+  to: { host: string; port: number },
+  rate: number,
+  seconds: number,
+  name: string,
+): Promise<Record<string, number>> {
   const sock = createSocket('udp4')
   const counts: Record<string, number> = { sent: 0 }
   sock.on('message', (m) => {
@@ -124,7 +136,10 @@ async function flood(v: Record<string, string | boolean | undefined>): Promise<v
   raiseFileLimit(0)
   const started = Date.now()
   const stormDone = Date.now() + seconds * 1000
-  const dnsRun = dns && count('dns-rate') > 0 ? dnsStorm(dns, count('dns-rate'), seconds, (v.name as string | undefined) ?? 'deathstar.empire') : null
+  const dnsRun =
+    dns && count('dns-rate') > 0
+      ? dnsStorm(dns, count('dns-rate'), seconds, (v.name as string | undefined) ?? 'deathstar.empire')
+      : null
   // Slow heads: a line a second after the request line, never the blank line that ends the head.
   const slow = await openMany(count('slow'), () =>
     openOne(http, (s) => {
@@ -133,9 +148,15 @@ async function flood(v: Record<string, string | boolean | undefined>): Promise<v
       s.once('close', () => clearInterval(t))
     }),
   )
-  const idle = await openMany(count('idle'), () => openOne(http, (s) => s.write(HEAD('/v1/request-landing', host, false))))
+  const idle = await openMany(count('idle'), () =>
+    openOne(http, (s) => s.write(HEAD('/v1/request-landing', host, false))),
+  )
   const silent = await openMany(count('silent'), () => openOne(http, () => undefined))
-  const inflight = await openMany(count('inflight'), () => openOne(http, (s) => s.write(`POST /v1/request-landing HTTP/1.1\r\nHost: ${host}\r\nContent-Length: 1000000\r\n\r\nfirst bytes`)))
+  const inflight = await openMany(count('inflight'), () =>
+    openOne(http, (s) =>
+      s.write(`POST /v1/request-landing HTTP/1.1\r\nHost: ${host}\r\nContent-Length: 1000000\r\n\r\nfirst bytes`),
+    ),
+  )
   // The storm begins once the proxy has answered or refused every idle connection (opened after
   // the slow ones): a connect returns when the kernel queued it, before the proxy took it from
   // its budget, and a storm connection let in ahead of them would be answered.
@@ -152,7 +173,9 @@ async function flood(v: Record<string, string | boolean | undefined>): Promise<v
   const storms = Array.from({ length: count('storm') }, stormLoop)
   const all = [...slow, ...idle, ...silent, ...inflight]
   if (v.hold === true) {
-    process.stdout.write(`${JSON.stringify({ held: all.filter((c) => c.outcome === 'held').length, openedMs: Date.now() - started })}\n`)
+    process.stdout.write(
+      `${JSON.stringify({ held: all.filter((c) => c.outcome === 'held').length, openedMs: Date.now() - started })}\n`,
+    )
     await new Promise<void>((resolve) => {
       process.stdin.resume()
       process.stdin.once('end', resolve)
@@ -163,7 +186,9 @@ async function flood(v: Record<string, string | boolean | undefined>): Promise<v
   const report = { slow: tally(slow), idle: tally(idle), silent: tally(silent), inflight: tally(inflight) }
   await Promise.all(storms)
   for (const x of all) x.socket.destroy()
-  process.stdout.write(`${JSON.stringify({ ...report, storm, dns: dnsRun ? await dnsRun : null, ms: Date.now() - started })}\n`)
+  process.stdout.write(
+    `${JSON.stringify({ ...report, storm, dns: dnsRun ? await dnsRun : null, ms: Date.now() - started })}\n`,
+  )
 }
 
 /** What a well-behaved pod sees: each request on a new connection and each lookup, timed. */
@@ -218,11 +243,27 @@ async function probe(v: Record<string, string | boolean | undefined>): Promise<v
   }
   sock.close()
   const summary = (ms: number[]) => ({ p50: percentile(ms, 50), p99: percentile(ms, 99), max: percentile(ms, 100) })
-  process.stdout.write(`${JSON.stringify({ http: { statuses, ms: summary(httpMs) }, dns: { rcodes, ms: summary(dnsMs) } })}\n`)
+  process.stdout.write(
+    `${JSON.stringify({ http: { statuses, ms: summary(httpMs) }, dns: { rcodes, ms: summary(dnsMs) } })}\n`,
+  )
 }
 
 const [role, ...args] = process.argv.slice(2)
-const STRINGS = ['http', 'dns', 'name', 'host', 'slow', 'idle', 'silent', 'inflight', 'storm', 'dns-rate', 'seconds', 'count', 'interval-ms']
+const STRINGS = [
+  'http',
+  'dns',
+  'name',
+  'host',
+  'slow',
+  'idle',
+  'silent',
+  'inflight',
+  'storm',
+  'dns-rate',
+  'seconds',
+  'count',
+  'interval-ms',
+]
 const options: Record<string, { type: 'string' | 'boolean' }> = { hold: { type: 'boolean' } }
 for (const k of STRINGS) options[k] = { type: 'string' }
 const values = parseArgs({ args, strict: true, options }).values as Record<string, string | boolean | undefined>

@@ -15,14 +15,25 @@
 
 import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { adminGet } from '../proxy/agent/admin-socket.js'
+import { type GeneratedNames, generatedNamesPolicy, startGeneratedNames } from '../lab/generated-names.js'
 import { execIn } from '../lab/netns.js'
-import { generatedNamesPolicy, startGeneratedNames, type GeneratedNames } from '../lab/generated-names.js'
-import { GENERATED_NAMES, findHost, hostNetns } from '../lab/topology.js'
 import { startLabNode } from '../lab/node-agent.js'
-import { renderTable } from '../proxy/cli/table.js'
+import { findHost, GENERATED_NAMES, hostNetns } from '../lab/topology.js'
 import { distPath } from '../lib/project-root.js'
-import { ONE_CLIENT, UsageError, benchOptions, benchPin, inLabRounds, modeOption, percentile, runBench, wholeOption, writeResult } from './bench-support.js'
+import { adminGet } from '../proxy/agent/admin-socket.js'
+import { renderTable } from '../proxy/cli/table.js'
+import {
+  benchOptions,
+  benchPin,
+  inLabRounds,
+  modeOption,
+  ONE_CLIENT,
+  percentile,
+  runBench,
+  UsageError,
+  wholeOption,
+  writeResult,
+} from './bench-support.js'
 
 const USAGE = 'usage: npm run bench:fqdn [-- --names N --rates 100,1000 --mode M --lab NAME --out FILE]'
 const DNS_POD = findHost('dns').addresses[0]!
@@ -53,13 +64,21 @@ interface Run {
 }
 
 async function main(): Promise<void> {
-  const values = benchOptions({ names: '10000', rates: '100,1000', mode: 'sk-assign', lab: 'benchfqdn', out: 'bench-results/fqdn.json' })
+  const values = benchOptions({
+    names: '10000',
+    rates: '100,1000',
+    mode: 'sk-assign',
+    lab: 'benchfqdn',
+    out: 'bench-results/fqdn.json',
+  })
   const lab = values.lab
   const names = wholeOption(values, 'names', 1, 16384)
   const rates = values.rates.split(',').map((r) => Number(r))
-  if (rates.some((r) => !Number.isInteger(r) || r < 1 || r > 10_000)) throw new UsageError(`--rates wants whole numbers from 1 to 10000, comma-separated, got '${values.rates}'`)
+  if (rates.some((r) => !Number.isInteger(r) || r < 1 || r > 10_000))
+    throw new UsageError(`--rates wants whole numbers from 1 to 10000, comma-separated, got '${values.rates}'`)
   const mode = modeOption(values.mode)
-  if (mode === 'sockmap') throw new UsageError('--mode sockmap redirects TCP only; DNS is measured in dnat, tproxy or sk-assign')
+  if (mode === 'sockmap')
+    throw new UsageError('--mode sockmap redirects TCP only; DNS is measured in dnat, tproxy or sk-assign')
   const scenarios = rates.flatMap((rate) => WAYS.map((way) => `${way}@${rate}`))
   let generator: GeneratedNames | null = null
 
@@ -78,17 +97,46 @@ async function main(): Promise<void> {
       writeFileSync(policyFile, generatedNamesPolicy(way === 'l7proxy'))
       const admin = join(dir, `${way}-${rate}.sock`)
       // With a state directory, as an agent on a node has: the cache is saved as it grows.
-      const node = await startLabNode({ lab, mode, policyFile, pin: benchPin(lab, scenario.replace('@', '-')), threads: 1, admin, stateDir: join(dir, `state-${way}-${rate}`), logFile: join(dir, `${way}-${rate}.log`), overload: ONE_CLIENT })
+      const node = await startLabNode({
+        lab,
+        mode,
+        policyFile,
+        pin: benchPin(lab, scenario.replace('@', '-')),
+        threads: 1,
+        admin,
+        stateDir: join(dir, `state-${way}-${rate}`),
+        logFile: join(dir, `${way}-${rate}.log`),
+        overload: ONE_CLIENT,
+      })
       hold(() => node.stop().then(() => undefined))
       const churn = await execIn(
         hostNetns(lab, 'tiefighter'),
-        [process.execPath, distPath('lab/clients/fqdn-churn.js'), '--server', DNS_POD, '--port', String(GENERATED_NAMES.port), '--zone', GENERATED_NAMES.zone, '--names', String(names), '--rate', String(rate)],
+        [
+          process.execPath,
+          distPath('lab/clients/fqdn-churn.js'),
+          '--server',
+          DNS_POD,
+          '--port',
+          String(GENERATED_NAMES.port),
+          '--zone',
+          GENERATED_NAMES.zone,
+          '--names',
+          String(names),
+          '--rate',
+          String(rate),
+        ],
         { timeoutMs: (names / rate) * 1000 + 60_000 },
       )
       if (churn.code !== 0) throw new Error(`${scenario}: the client failed: ${churn.stderr.trim()}`)
       const client = JSON.parse(churn.stdout) as Client
-      const status = (await adminGet(admin, '/v1/status')) as { identities: number; maps: { ipcache: { entries: number }; policy: { entries: number } }; overload: { rssBytes: number } }
-      const learned = ((await adminGet(admin, '/v1/identities')) as Array<{ kind: string }>).filter((i) => i.kind === 'fqdn').length
+      const status = (await adminGet(admin, '/v1/status')) as {
+        identities: number
+        maps: { ipcache: { entries: number }; policy: { entries: number } }
+        overload: { rssBytes: number }
+      }
+      const learned = ((await adminGet(admin, '/v1/identities')) as Array<{ kind: string }>).filter(
+        (i) => i.kind === 'fqdn',
+      ).length
       await node.stop()
       let enforceMs: Run['enforceMs'] = null
       if (way === 'l7proxy') {
@@ -97,7 +145,12 @@ async function main(): Promise<void> {
           const ms = ENFORCE_MS.exec(l)
           if (ms && Number(ms[1]) > 0 && l.endsWith('"msg":"dns allowed"}')) enforce.push(Number(ms[1]))
         })
-        enforceMs = { p50: percentile(enforce, 50), p99: percentile(enforce, 99), max: percentile(enforce, 100), answers: enforce.length }
+        enforceMs = {
+          p50: percentile(enforce, 50),
+          p99: percentile(enforce, 99),
+          max: percentile(enforce, 100),
+          answers: enforce.length,
+        }
       }
       return {
         way,
@@ -115,13 +168,40 @@ async function main(): Promise<void> {
   const direct = (rate: number) => runs.find((r) => r.way === 'direct' && r.rate === rate)!
   const rows = runs.map((r) => ({
     ...r,
-    addedDnsMs: r.way === 'direct' ? null : { p50: r.client.dnsMs.p50 - direct(r.rate).client.dnsMs.p50, p99: r.client.dnsMs.p99 - direct(r.rate).client.dnsMs.p99 },
+    addedDnsMs:
+      r.way === 'direct'
+        ? null
+        : {
+            p50: r.client.dnsMs.p50 - direct(r.rate).client.dnsMs.p50,
+            p99: r.client.dnsMs.p99 - direct(r.rate).client.dnsMs.p99,
+          },
   }))
-  const out = writeResult(values.out, { benchmark: 'fqdn', date: new Date().toISOString(), mode, names, rates, generator: GENERATED_NAMES, rows })
-  const f = (n: number | undefined | null): string => (n === null || n === undefined || !Number.isFinite(n) ? '-' : n.toFixed(2))
+  const out = writeResult(values.out, {
+    benchmark: 'fqdn',
+    date: new Date().toISOString(),
+    mode,
+    names,
+    rates,
+    generator: GENERATED_NAMES,
+    rows,
+  })
+  const f = (n: number | undefined | null): string =>
+    n === null || n === undefined || !Number.isFinite(n) ? '-' : n.toFixed(2)
   process.stdout.write(
     renderTable(
-      ['names/s', 'way', 'connected', 'denied', 'DNS p50/p99 ms', 'added p50/p99 ms', 'enforce p50/p99/max ms', 'learned ids', 'ipcache', 'policy', 'RSS MB'],
+      [
+        'names/s',
+        'way',
+        'connected',
+        'denied',
+        'DNS p50/p99 ms',
+        'added p50/p99 ms',
+        'enforce p50/p99/max ms',
+        'learned ids',
+        'ipcache',
+        'policy',
+        'RSS MB',
+      ],
       rows.map((r) => [
         String(r.rate),
         r.way,

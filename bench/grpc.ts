@@ -16,15 +16,28 @@ import { rmSync, writeFileSync } from 'node:fs'
 import { availableParallelism } from 'node:os'
 import { join } from 'node:path'
 import { execIn } from '../lab/netns.js'
+import { startLabNode } from '../lab/node-agent.js'
 import { findHost, hostNetns } from '../lab/topology.js'
 import { distPath } from '../lib/project-root.js'
-import { startLabNode } from '../lab/node-agent.js'
 import { renderTable } from '../proxy/cli/table.js'
 import type { RedirectMode } from '../redirect-bpf/modes/redirect-mode.js'
-import { benchOptions, benchPin, inLabRounds, medianRun, modeOption, runBench, stopScenario, wholeOption, withProxyCpu, writeResult, type RunningScenario } from './bench-support.js'
+import {
+  benchOptions,
+  benchPin,
+  inLabRounds,
+  medianRun,
+  modeOption,
+  type RunningScenario,
+  runBench,
+  stopScenario,
+  wholeOption,
+  withProxyCpu,
+  writeResult,
+} from './bench-support.js'
 import { h2load, type LoadResult } from './load-generators.js'
 
-const USAGE = 'usage: npm run bench:grpc [-- --duration S --runs R --warmup S --connections C --streams M --threads T --mode M --lab NAME --out FILE]'
+const USAGE =
+  'usage: npm run bench:grpc [-- --duration S --runs R --warmup S --connections C --streams M --threads T --mode M --lab NAME --out FILE]'
 const SERVER = `${findHost('grpc').addresses[0]!}:50051`
 const CALL = '/empire.Deathstar/RequestLanding'
 const SCENARIOS = ['direct', 'l7proxy'] as const
@@ -36,7 +49,9 @@ interface Run extends LoadResult {
 }
 
 function policy(withRules: boolean): string {
-  const rules = withRules ? '\n      rules:\n        grpc:\n        - { service: empire.Deathstar, method: RequestLanding }' : ''
+  const rules = withRules
+    ? '\n      rules:\n        grpc:\n        - { service: empire.Deathstar, method: RequestLanding }'
+    : ''
   return `apiVersion: cilium.io/v2
 kind: CiliumNetworkPolicy
 metadata: { name: bench-grpc-${withRules ? 'l7' : 'l4'} }
@@ -60,15 +75,40 @@ function grpcRequestBody(ship: string): Buffer {
 
 let LAB = 'benchgrpc'
 
-function h2loadRun(o: { seconds: number; warmup: number; connections: number; streams: number; dir: string; pid: number | null }): Promise<Run> {
+function h2loadRun(o: {
+  seconds: number
+  warmup: number
+  connections: number
+  streams: number
+  dir: string
+  pid: number | null
+}): Promise<Run> {
   const client = { ns: hostNetns(LAB, 'tiefighter'), cgroup: null }
-  const load = { url: `http://${SERVER}${CALL}`, body: grpcRequestBody('tiefighter'), headers: ['content-type: application/grpc', 'te: trailers'], ...o }
+  const load = {
+    url: `http://${SERVER}${CALL}`,
+    body: grpcRequestBody('tiefighter'),
+    headers: ['content-type: application/grpc', 'te: trailers'],
+    ...o,
+  }
   return withProxyCpu(o.pid, () => h2load(client, load))
 }
 
 /** The grpc-js client's verdict on a method: 'ok', or the status code's number. */
 async function callStatus(method: string): Promise<string> {
-  const r = await execIn(hostNetns(LAB, 'tiefighter'), [process.execPath, distPath('lab/clients/grpc-call.js'), '--target', SERVER, '--method', method, '--deadline-ms', '3000'], { timeoutMs: 20_000 })
+  const r = await execIn(
+    hostNetns(LAB, 'tiefighter'),
+    [
+      process.execPath,
+      distPath('lab/clients/grpc-call.js'),
+      '--target',
+      SERVER,
+      '--method',
+      method,
+      '--deadline-ms',
+      '3000',
+    ],
+    { timeoutMs: 20_000 },
+  )
   const out = JSON.parse(r.stdout || '{}') as { ok?: boolean; code?: number }
   return out.ok ? 'ok' : `status ${out.code ?? `exit ${r.code}`}`
 }
@@ -112,7 +152,9 @@ async function main(): Promise<void> {
       const check = { allowed: await callStatus('RequestLanding'), denied: await callStatus('FireExhaustPort') }
       const want = s === 'direct' ? 'ok' : 'status 7'
       if (check.allowed !== 'ok' || check.denied !== want) {
-        throw new Error(`${s}: RequestLanding gave ${check.allowed} (want ok), FireExhaustPort gave ${check.denied} (want ${want}): the calls do not take the path this scenario measures`)
+        throw new Error(
+          `${s}: RequestLanding gave ${check.allowed} (want ok), FireExhaustPort gave ${check.denied} (want ${want}): the calls do not take the path this scenario measures`,
+        )
       }
       checks[s] = check
       const run = await h2loadRun({ seconds: duration, warmup, connections, streams, dir, pid: running.proxyPid })
@@ -123,13 +165,19 @@ async function main(): Promise<void> {
           if (l.includes('"grpcMethod":"RequestLanding"')) flowLines++
         })
         run.flowLines = flowLines
-        if (run.flowLines < run.ops) throw new Error(`l7proxy logged ${run.flowLines} flow lines for ${run.ops} calls: a call went unlogged`)
+        if (run.flowLines < run.ops)
+          throw new Error(`l7proxy logged ${run.flowLines} flow lines for ${run.ops} calls: a call went unlogged`)
       }
       rmSync(flowLog, { force: true })
       return run
     },
   })
-  const rows = SCENARIOS.map((s) => ({ scenario: s, check: checks[s]!, median: medianRun(measured[s], (r) => r.opsPerSec), runs: measured[s] }))
+  const rows = SCENARIOS.map((s) => ({
+    scenario: s,
+    check: checks[s]!,
+    median: medianRun(measured[s], (r) => r.opsPerSec),
+    runs: measured[s],
+  }))
   const [direct, l7] = [rows[0]!.median, rows[1]!.median]
   const result = {
     benchmark: 'grpc',
@@ -163,7 +211,9 @@ async function main(): Promise<void> {
       ]),
     ),
   )
-  process.stdout.write(`mode ${mode}, ${connections} connections x ${streams} streams, ${threads} proxy threads, median of ${runs} interleaved x ${duration}s; wrote ${out}\n`)
+  process.stdout.write(
+    `mode ${mode}, ${connections} connections x ${streams} streams, ${threads} proxy threads, median of ${runs} interleaved x ${duration}s; wrote ${out}\n`,
+  )
 }
 
 runBench('bench:grpc', USAGE, main)

@@ -21,16 +21,33 @@ import { rmSync, writeFileSync } from 'node:fs'
 import { availableParallelism } from 'node:os'
 import { join } from 'node:path'
 import { execCommand, netnsArgv } from '../lab/netns.js'
-import { findHost, hostNetns, labCgroupName, nodeNetns } from '../lab/topology.js'
-import { cgroup2Root } from '../redirect-bpf/cgroup.js'
 import { LAB_PROXY_PORTS, labProxyAddress, startLabNode } from '../lab/node-agent.js'
+import { findHost, hostNetns, labCgroupName, nodeNetns } from '../lab/topology.js'
 import { renderTable } from '../proxy/cli/table.js'
+import { cgroup2Root } from '../redirect-bpf/cgroup.js'
 import type { RedirectMode } from '../redirect-bpf/modes/redirect-mode.js'
-import { benchOptions, benchPin, cpuLayoutOption, inLabRounds, medianRun, modeOption, pinLabServers, pinProcess, runBench, stopScenario, wholeOption, withProxyCpu, writeResult, type CpuLayout, type RunningScenario } from './bench-support.js'
-import { wrk, type LoadResult } from './load-generators.js'
-import { startHaproxy, type BenchRule } from './peers/haproxy.js'
+import {
+  benchOptions,
+  benchPin,
+  type CpuLayout,
+  cpuLayoutOption,
+  inLabRounds,
+  medianRun,
+  modeOption,
+  pinLabServers,
+  pinProcess,
+  type RunningScenario,
+  runBench,
+  stopScenario,
+  wholeOption,
+  withProxyCpu,
+  writeResult,
+} from './bench-support.js'
+import { type LoadResult, wrk } from './load-generators.js'
+import { type BenchRule, startHaproxy } from './peers/haproxy.js'
 
-const USAGE = 'usage: npm run bench:http [-- --duration S --runs R --warmup S --connections C --threads T --mode M --cpus shared|split --lab NAME --out FILE]'
+const USAGE =
+  'usage: npm run bench:http [-- --duration S --runs R --warmup S --connections C --threads T --mode M --cpus shared|split --lab NAME --out FILE]'
 const DEATHSTAR = findHost('deathstar').addresses[0]!
 const TARGET = `http://${DEATHSTAR}/v1/`
 const RULES: BenchRule[] = [
@@ -52,7 +69,9 @@ interface Run extends LoadResult {
 }
 
 function policy(withRules: boolean): string {
-  const rules = withRules ? `\n      rules:\n        http:\n${RULES.map((r) => `        - { method: ${r.method}, path: "${r.path}" }`).join('\n')}` : ''
+  const rules = withRules
+    ? `\n      rules:\n        http:\n${RULES.map((r) => `        - { method: ${r.method}, path: "${r.path}" }`).join('\n')}`
+    : ''
   return `apiVersion: cilium.io/v2
 kind: CiliumNetworkPolicy
 metadata: { name: bench-${withRules ? 'l7' : 'l4'} }
@@ -65,33 +84,79 @@ spec:
 `
 }
 
-
 /** In sockmap mode the client, the node's agent and HAProxy are in the lab's cgroup (as its servers are); else null. */
 function sockmapCgroup(mode: RedirectMode): string | null {
   return mode === 'sockmap' ? join(cgroup2Root(), labCgroupName(LAB)) : null
 }
 
-async function wrkRun(seconds: number, connections: number, proxyPid: number | null, cpus: string | null, cgroup: string | null): Promise<Run> {
-  return withProxyCpu(proxyPid, () => wrk({ ns: hostNetns(LAB, 'tiefighter'), cgroup }, { url: TARGET, seconds, connections, cpus }))
+async function wrkRun(
+  seconds: number,
+  connections: number,
+  proxyPid: number | null,
+  cpus: string | null,
+  cgroup: string | null,
+): Promise<Run> {
+  return withProxyCpu(proxyPid, () =>
+    wrk({ ns: hostNetns(LAB, 'tiefighter'), cgroup }, { url: TARGET, seconds, connections, cpus }),
+  )
 }
 
 async function curlStatus(method: string, path: string, cgroup: string | null): Promise<number> {
-  const r = await execCommand(netnsArgv(hostNetns(LAB, 'tiefighter'), ['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', '5', '-X', method, `http://${DEATHSTAR}${path}`], cgroup), { timeoutMs: 15_000 })
+  const r = await execCommand(
+    netnsArgv(
+      hostNetns(LAB, 'tiefighter'),
+      [
+        'curl',
+        '-s',
+        '-o',
+        '/dev/null',
+        '-w',
+        '%{http_code}',
+        '--max-time',
+        '5',
+        '-X',
+        method,
+        `http://${DEATHSTAR}${path}`,
+      ],
+      cgroup,
+    ),
+    { timeoutMs: 15_000 },
+  )
   return Number(r.stdout)
 }
 
-async function startScenario(s: Scenario, mode: RedirectMode, dir: string, threads: number, cgroup: string | null): Promise<RunningScenario> {
+async function startScenario(
+  s: Scenario,
+  mode: RedirectMode,
+  dir: string,
+  threads: number,
+  cgroup: string | null,
+): Promise<RunningScenario> {
   const policyFile = join(dir, `${s}.yaml`)
   writeFileSync(policyFile, policy(s !== 'direct'))
-  const node = await startLabNode({ lab: LAB, mode, policyFile, pin: pinOf(s), http: s === 'haproxy' ? 'external' : 'builtin', threads, logFile: join(dir, `${s}-flows.log`), ...(cgroup ? { sockmapCgroup: labCgroupName(LAB) } : {}) })
+  const node = await startLabNode({
+    lab: LAB,
+    mode,
+    policyFile,
+    pin: pinOf(s),
+    http: s === 'haproxy' ? 'external' : 'builtin',
+    threads,
+    logFile: join(dir, `${s}-flows.log`),
+    ...(cgroup ? { sockmapCgroup: labCgroupName(LAB) } : {}),
+  })
   if (s !== 'haproxy') return { node, proxyPid: s === 'l7proxy' ? node.pid : null, peerPid: null }
-  return startHaproxy(node, nodeNetns(LAB), dir, { rules: RULES, listen: labProxyAddress(mode), port: LAB_PROXY_PORTS.http, threads }, cgroup)
+  return startHaproxy(
+    node,
+    nodeNetns(LAB),
+    dir,
+    { rules: RULES, listen: labProxyAddress(mode), port: LAB_PROXY_PORTS.http, threads },
+    cgroup,
+  )
 }
 
 function pinOf(s: Scenario): string {
   return benchPin(LAB, s)
 }
-
 
 let LAB = 'bench'
 
@@ -107,7 +172,8 @@ async function main(): Promise<void> {
     lab: 'bench',
     out: 'bench-results/http.json',
   })
-  const num = (name: 'duration' | 'runs' | 'warmup' | 'connections' | 'threads', min: number, max: number): number => wholeOption(values, name, min, max)
+  const num = (name: 'duration' | 'runs' | 'warmup' | 'connections' | 'threads', min: number, max: number): number =>
+    wholeOption(values, name, min, max)
   LAB = values.lab
   const duration = num('duration', 1, 300)
   const runs = num('runs', 1, 9)
@@ -119,7 +185,11 @@ async function main(): Promise<void> {
   if (values.threads === '') values.threads = layout.proxy === null ? String(availableParallelism()) : '1'
   const threads = num('threads', 1, 64)
 
-  const checks: Record<Scenario, { denied: number; allowed: number } | null> = { direct: null, l7proxy: null, haproxy: null }
+  const checks: Record<Scenario, { denied: number; allowed: number } | null> = {
+    direct: null,
+    l7proxy: null,
+    haproxy: null,
+  }
   const measured = await inLabRounds({
     lab: LAB,
     tmpPrefix: 'l7-bench-http-',
@@ -132,11 +202,16 @@ async function main(): Promise<void> {
       const running = await startScenario(s, mode, dir, threads, cgroup)
       hold(() => stopScenario(running))
       if (layout.proxy !== null) pinProcess(running.proxyPid ?? running.node.pid, layout.proxy)
-      const check = { allowed: await curlStatus('GET', '/v1/', cgroup), denied: await curlStatus('PUT', '/v1/exhaust-port', cgroup) }
+      const check = {
+        allowed: await curlStatus('GET', '/v1/', cgroup),
+        denied: await curlStatus('PUT', '/v1/exhaust-port', cgroup),
+      }
       // Directly the server answers the PUT itself (503); through a proxy it is denied (403).
       const want = s === 'direct' ? 503 : 403
       if (check.allowed !== 200 || check.denied !== want) {
-        throw new Error(`${s}: GET /v1/ gave ${check.allowed} (want 200), PUT /v1/exhaust-port gave ${check.denied} (want ${want}): the traffic does not take the path this scenario measures`)
+        throw new Error(
+          `${s}: GET /v1/ gave ${check.allowed} (want 200), PUT /v1/exhaust-port gave ${check.denied} (want ${want}): the traffic does not take the path this scenario measures`,
+        )
       }
       checks[s] = check
       const warm = warmup > 0 ? await wrkRun(warmup, connections, null, layout.rest, cgroup) : null
@@ -151,17 +226,24 @@ async function main(): Promise<void> {
       if (s === 'l7proxy') {
         run.flowLines = flowLines
         const served = 2 + (warm?.ops ?? 0) + run.ops
-        if (run.flowLines < served) throw new Error(`l7proxy logged ${run.flowLines} flow lines for ${served} requests: a request went unlogged`)
+        if (run.flowLines < served)
+          throw new Error(`l7proxy logged ${run.flowLines} flow lines for ${served} requests: a request went unlogged`)
       }
       if (cgroup !== null && s !== 'direct') {
         run.sockmapMessages = (JSON.parse(stopped) as { sockmap?: { messages: number } }).sockmap?.messages ?? 0
-        if (run.sockmapMessages === 0) throw new Error(`${s}: sk_msg moved no message: the traffic did not take sockmap's path`)
+        if (run.sockmapMessages === 0)
+          throw new Error(`${s}: sk_msg moved no message: the traffic did not take sockmap's path`)
       }
       rmSync(join(dir, `${s}-flows.log`), { force: true })
       return run
     },
   })
-  const rows = SCENARIOS.map((s) => ({ scenario: s, check: checks[s]!, median: medianRun(measured[s], (r) => r.opsPerSec), runs: measured[s] }))
+  const rows = SCENARIOS.map((s) => ({
+    scenario: s,
+    check: checks[s]!,
+    median: medianRun(measured[s], (r) => r.opsPerSec),
+    runs: measured[s],
+  }))
 
   const haproxy = rows.find((r) => r.scenario === 'haproxy')!.median
   const l7 = rows.find((r) => r.scenario === 'l7proxy')!.median
@@ -177,13 +259,27 @@ async function main(): Promise<void> {
     cpus: layout.name,
     proxyThreads: threads,
     rows,
-    l7proxyVsHaproxy: { requestsPerSec: l7.opsPerSec / haproxy.opsPerSec, p99: l7.latencyMs.p99 / haproxy.latencyMs.p99 },
+    l7proxyVsHaproxy: {
+      requestsPerSec: l7.opsPerSec / haproxy.opsPerSec,
+      p99: l7.latencyMs.p99 / haproxy.latencyMs.p99,
+    },
   }
   const out = writeResult(values.out, result)
   const ms = (n: number): string => n.toFixed(2)
   process.stdout.write(
     renderTable(
-      ['scenario', 'req/s', 'p50 ms', 'p90 ms', 'p99 ms', 'errors', 'proxy CPU', 'CPU a request', 'of it kernel', 'req/s vs haproxy'],
+      [
+        'scenario',
+        'req/s',
+        'p50 ms',
+        'p90 ms',
+        'p99 ms',
+        'errors',
+        'proxy CPU',
+        'CPU a request',
+        'of it kernel',
+        'req/s vs haproxy',
+      ],
       rows.map(({ scenario, median: m }) => [
         scenario,
         String(Math.round(m.opsPerSec)),
@@ -198,7 +294,9 @@ async function main(): Promise<void> {
       ]),
     ),
   )
-  process.stdout.write(`mode ${mode}, ${threads} proxy threads, cpus ${layout.name}${layout.proxy === null ? '' : ` (proxy on CPU ${layout.proxy}, wrk and servers on ${layout.rest})`}, ${connections} connections, median of ${runs} interleaved x ${duration}s; wrote ${out}\n`)
+  process.stdout.write(
+    `mode ${mode}, ${threads} proxy threads, cpus ${layout.name}${layout.proxy === null ? '' : ` (proxy on CPU ${layout.proxy}, wrk and servers on ${layout.rest})`}, ${connections} connections, median of ${runs} interleaved x ${duration}s; wrote ${out}\n`,
+  )
 }
 
 runBench('bench:http', USAGE, main)

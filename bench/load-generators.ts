@@ -7,7 +7,7 @@
 import { createReadStream, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { createInterface } from 'node:readline'
-import { execCommand, netnsArgv, type ExecResult } from '../lab/netns.js'
+import { type ExecResult, execCommand, netnsArgv } from '../lab/netns.js'
 import { projectRoot } from '../lib/project-root.js'
 import { percentile } from './bench-support.js'
 
@@ -32,7 +32,9 @@ export interface Client {
 }
 
 function inClient(c: Client, argv: readonly string[], timeoutMs: number): Promise<ExecResult> {
-  return execCommand(netnsArgv(c.ns, c.nice === undefined ? argv : ['nice', '-n', String(c.nice), ...argv], c.cgroup), { timeoutMs })
+  return execCommand(netnsArgv(c.ns, c.nice === undefined ? argv : ['nice', '-n', String(c.nice), ...argv], c.cgroup), {
+    timeoutMs,
+  })
 }
 
 function fail(tool: string, r: ExecResult): never {
@@ -40,20 +42,47 @@ function fail(tool: string, r: ExecResult): never {
 }
 
 function latencies(values: number[]): LoadResult['latencyMs'] {
-  return { p50: percentile(values, 50), p90: percentile(values, 90), p99: percentile(values, 99), max: percentile(values, 100) }
+  return {
+    p50: percentile(values, 50),
+    p90: percentile(values, 90),
+    p99: percentile(values, 99),
+    max: percentile(values, 100),
+  }
 }
 
 /** wrk, one thread: `connections` kept alive, or (`closeEach`) a new connection per request; GET unless `method`. */
-export async function wrk(c: Client, o: { url: string; seconds: number; connections: number; closeEach?: boolean; cpus?: string | null; method?: string }): Promise<LoadResult> {
-  const wrkArgv = [...(o.method ? ['env', `L7_WRK_METHOD=${o.method}`] : []), ...(o.cpus ? ['taskset', '-c', o.cpus] : []), 'wrk', '-t1', `-c${o.connections}`, `-d${o.seconds}s`, '--timeout', '5s', '-s', join(projectRoot(), 'bench/wrk-report.lua')]
+export async function wrk(
+  c: Client,
+  o: { url: string; seconds: number; connections: number; closeEach?: boolean; cpus?: string | null; method?: string },
+): Promise<LoadResult> {
+  const wrkArgv = [
+    ...(o.method ? ['env', `L7_WRK_METHOD=${o.method}`] : []),
+    ...(o.cpus ? ['taskset', '-c', o.cpus] : []),
+    'wrk',
+    '-t1',
+    `-c${o.connections}`,
+    `-d${o.seconds}s`,
+    '--timeout',
+    '5s',
+    '-s',
+    join(projectRoot(), 'bench/wrk-report.lua'),
+  ]
   // A client opening a connection per request to one server would otherwise run out of source
   // ports held in its own TIME_WAIT (28k ports / 60 s: about 470 connections/s) and measure that.
   // The sysctl is per network namespace: only the lab pod's changes.
-  const argv = o.closeEach ? ['sh', '-c', 'sysctl -qw net.ipv4.tcp_tw_reuse=1 && exec "$0" "$@"', ...wrkArgv, '-H', 'Connection: close'] : wrkArgv
+  const argv = o.closeEach
+    ? ['sh', '-c', 'sysctl -qw net.ipv4.tcp_tw_reuse=1 && exec "$0" "$@"', ...wrkArgv, '-H', 'Connection: close']
+    : wrkArgv
   const r = await inClient(c, [...argv, o.url], (o.seconds + 30) * 1000)
   const line = r.stdout.split('\n').find((l) => l.startsWith('{"requests"'))
   if (r.code !== 0 || !line) fail('wrk', r)
-  const w = JSON.parse(line) as { requests: number; durationUs: number; bytes: number; errors: Record<string, number>; latencyUs: { p50: number; p90: number; p99: number; max: number } }
+  const w = JSON.parse(line) as {
+    requests: number
+    durationUs: number
+    bytes: number
+    errors: Record<string, number>
+    latencyUs: { p50: number; p90: number; p99: number; max: number }
+  }
   const seconds = w.durationUs / 1e6
   const ms = (us: number): number => us / 1000
   return {
@@ -62,22 +91,53 @@ export async function wrk(c: Client, o: { url: string; seconds: number; connecti
     seconds,
     opsPerSec: w.requests / seconds,
     bytes: w.bytes,
-    latencyMs: { p50: ms(w.latencyUs.p50), p90: ms(w.latencyUs.p90), p99: ms(w.latencyUs.p99), max: ms(w.latencyUs.max) },
+    latencyMs: {
+      p50: ms(w.latencyUs.p50),
+      p90: ms(w.latencyUs.p90),
+      p99: ms(w.latencyUs.p99),
+      max: ms(w.latencyUs.max),
+    },
   }
 }
 
 /** h2load, one thread: `connections` x `streams` concurrent requests POSTing `body` with `headers`. */
-export async function h2load(c: Client, o: { url: string; seconds: number; warmup: number; connections: number; streams: number; body: Buffer; headers: string[]; dir: string }): Promise<LoadResult> {
+export async function h2load(
+  c: Client,
+  o: {
+    url: string
+    seconds: number
+    warmup: number
+    connections: number
+    streams: number
+    body: Buffer
+    headers: string[]
+    dir: string
+  },
+): Promise<LoadResult> {
   const bodyFile = join(o.dir, 'h2load-body.bin')
   const log = join(o.dir, 'h2load.log')
   writeFileSync(bodyFile, o.body)
   rmSync(log, { force: true })
-  const argv = ['h2load', '-t1', '-c', String(o.connections), '-m', String(o.streams), '-D', String(o.seconds), '-d', bodyFile, `--log-file=${log}`]
+  const argv = [
+    'h2load',
+    '-t1',
+    '-c',
+    String(o.connections),
+    '-m',
+    String(o.streams),
+    '-D',
+    String(o.seconds),
+    '-d',
+    bodyFile,
+    `--log-file=${log}`,
+  ]
   if (o.warmup > 0) argv.push(`--warm-up-time=${o.warmup}`)
   for (const h of o.headers) argv.push('-H', h)
   const r = await inClient(c, [...argv, o.url], (o.seconds + o.warmup + 30) * 1000)
   const rps = /finished in [\d.]+m?s, ([\d.]+) req\/s, ([\d.]+)([KMG]?)B\/s/.exec(r.stdout)
-  const counts = /requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored/.exec(r.stdout)
+  const counts = /requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored/.exec(
+    r.stdout,
+  )
   if (r.code !== 0 || !rps || !counts) fail('h2load', r)
   const times: number[] = []
   // Per request: start (us since epoch), HTTP status, us until the end of the response.
@@ -103,11 +163,30 @@ export interface DnsperfResult extends LoadResult {
 }
 
 /** dnsperf: `clients` sockets with up to `outstanding` queries in flight (at most `maxQps` a second), names from `queryFile`. */
-export async function dnsperf(c: Client, o: { server: string; seconds: number; clients: number; outstanding: number; queryFile: string; maxQps?: number }): Promise<DnsperfResult> {
+export async function dnsperf(
+  c: Client,
+  o: { server: string; seconds: number; clients: number; outstanding: number; queryFile: string; maxQps?: number },
+): Promise<DnsperfResult> {
   // -v prints a line per query: at 150k queries/s that is more than a pipe buffer we want to hold,
   // so dnsperf writes to a file beside the query file, read a line at a time.
   const report = join(dirname(o.queryFile), 'dnsperf.out')
-  const argv = ['dnsperf', '-s', o.server, '-d', o.queryFile, '-l', String(o.seconds), '-c', String(o.clients), '-q', String(o.outstanding), '-t', '2', '-v', ...(o.maxQps ? ['-Q', String(o.maxQps)] : [])]
+  const argv = [
+    'dnsperf',
+    '-s',
+    o.server,
+    '-d',
+    o.queryFile,
+    '-l',
+    String(o.seconds),
+    '-c',
+    String(o.clients),
+    '-q',
+    String(o.outstanding),
+    '-t',
+    '2',
+    '-v',
+    ...(o.maxQps ? ['-Q', String(o.maxQps)] : []),
+  ]
   try {
     const r = await inClient(c, ['sh', '-c', 'exec "$@" > "$0"', report, ...argv], (o.seconds + 30) * 1000)
     const times: number[] = []
@@ -117,15 +196,28 @@ export async function dnsperf(c: Client, o: { server: string; seconds: number; c
       if (line.startsWith('> ')) {
         const s = Number(line.slice(line.lastIndexOf(' ') + 1))
         if (Number.isFinite(s)) times.push(s * 1000)
-      } else summary += line + '\n'
+      } else summary += `${line}\n`
     }
     const qps = /Queries per second:\s+([\d.]+)/.exec(summary)
     const completed = /Queries completed:\s+(\d+)/.exec(summary)
     const lost = /Queries lost:\s+(\d+)/.exec(summary)
     if (r.code !== 0 || !qps || !completed) fail('dnsperf', { ...r, stdout: summary })
     // "Response codes:       NOERROR 9000 (90.00%), REFUSED 1000 (10.00%)"
-    const rcodes = Object.fromEntries([...(/Response codes:(.*)/.exec(summary)?.[1] ?? '').matchAll(/([A-Z]+) (\d+)/g)].map((m) => [m[1]!, Number(m[2])]))
-    return { ops: Number(completed[1]), errors: Number(lost?.[1] ?? 0), seconds: o.seconds, opsPerSec: Number(qps[1]), bytes: 0, latencyMs: latencies(times), rcodes }
+    const rcodes = Object.fromEntries(
+      [...(/Response codes:(.*)/.exec(summary)?.[1] ?? '').matchAll(/([A-Z]+) (\d+)/g)].map((m) => [
+        m[1]!,
+        Number(m[2]),
+      ]),
+    )
+    return {
+      ops: Number(completed[1]),
+      errors: Number(lost?.[1] ?? 0),
+      seconds: o.seconds,
+      opsPerSec: Number(qps[1]),
+      bytes: 0,
+      latencyMs: latencies(times),
+      rcodes,
+    }
   } finally {
     rmSync(report, { force: true })
   }
@@ -134,7 +226,8 @@ export async function dnsperf(c: Client, o: { server: string; seconds: number; c
 /** curl downloading `url` (a large body) again and again for `seconds`; latency is per transfer. */
 export async function bulk(c: Client, o: { url: string; seconds: number }): Promise<LoadResult> {
   // One shell loop in the client, bounded by time and by count: each line "<http code> <bytes> <seconds>".
-  const script = 'end=$(($(date +%s) + $0)); n=0; while [ $(date +%s) -lt $end ] && [ $n -lt 1000 ]; do curl -s -o /dev/null --max-time 60 -w "%{http_code} %{size_download} %{time_total}\\n" "$1"; n=$((n+1)); done'
+  const script =
+    'end=$(($(date +%s) + $0)); n=0; while [ $(date +%s) -lt $end ] && [ $n -lt 1000 ]; do curl -s -o /dev/null --max-time 60 -w "%{http_code} %{size_download} %{time_total}\\n" "$1"; n=$((n+1)); done'
   const t0 = process.hrtime.bigint()
   const r = await inClient(c, ['sh', '-c', script, String(o.seconds), o.url], (o.seconds + 90) * 1000)
   const seconds = Number(process.hrtime.bigint() - t0) / 1e9

@@ -17,13 +17,14 @@ import { readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { netnsArgv } from '../lab/netns.js'
-import { hostNetns } from '../lab/topology.js'
 import { startLabNode } from '../lab/node-agent.js'
+import { hostNetns } from '../lab/topology.js'
 import { distPath, projectRoot } from '../lib/project-root.js'
 import { renderTable } from '../proxy/cli/table.js'
-import { UsageError, benchOptions, benchPin, inLabRounds, runBench, wholeOption, writeResult } from './bench-support.js'
+import { benchOptions, benchPin, inLabRounds, runBench, UsageError, wholeOption, writeResult } from './bench-support.js'
 
-const USAGE = 'usage: npm run bench:overload [-- --connections N --clients C --kinds idle,slow,inflight --after S,S... --lab NAME --out FILE]'
+const USAGE =
+  'usage: npm run bench:overload [-- --connections N --clients C --kinds idle,slow,inflight --after S,S... --lab NAME --out FILE]'
 const KINDS = ['idle', 'slow', 'inflight'] as const
 type Kind = (typeof KINDS)[number]
 const DEATHSTAR = '198.18.2.10:80'
@@ -55,17 +56,45 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 const mb = (b: number): number => Math.round((b / 2 ** 20) * 10) / 10
 
 interface Status {
-  overload: { fileLimit: number; limits: { connectionsPerNode: number }; open: { connections: number }; refused: { connections: Record<string, number> }; heapBytesByThread: number[] }
+  overload: {
+    fileLimit: number
+    limits: { connectionsPerNode: number }
+    open: { connections: number }
+    refused: { connections: Record<string, number> }
+    heapBytesByThread: number[]
+  }
 }
 
 function status(socket: string): Status {
-  return JSON.parse(execFileSync(process.execPath, [distPath('proxy/cli/main.js'), 'status', '--socket', socket, '-o', 'json'], { encoding: 'utf8' })) as Status
+  return JSON.parse(
+    execFileSync(process.execPath, [distPath('proxy/cli/main.js'), 'status', '--socket', socket, '-o', 'json'], {
+      encoding: 'utf8',
+    }),
+  ) as Status
 }
 
 /** C flood clients holding `per` connections of `kind` each; resolves with them once all hold theirs. */
-async function startClients(lab: string, kind: Kind, clients: number, per: number): Promise<{ held: number; end: () => Promise<void> }> {
+async function startClients(
+  lab: string,
+  kind: Kind,
+  clients: number,
+  per: number,
+): Promise<{ held: number; end: () => Promise<void> }> {
   // A wide port range, so the client side never runs out of ports before the agent's budget.
-  const argv = ['sh', '-c', 'sysctl -qw net.ipv4.ip_local_port_range="1024 65000" && exec "$@"', 'flood', process.execPath, distPath('bench/flood-client.js'), 'flood', '--http', DEATHSTAR, `--${kind}`, String(per), '--hold']
+  const argv = [
+    'sh',
+    '-c',
+    'sysctl -qw net.ipv4.ip_local_port_range="1024 65000" && exec "$@"',
+    'flood',
+    process.execPath,
+    distPath('bench/flood-client.js'),
+    'flood',
+    '--http',
+    DEATHSTAR,
+    `--${kind}`,
+    String(per),
+    '--hold',
+  ]
   const procs = Array.from({ length: clients }, () => {
     const [cmd, ...args] = netnsArgv(hostNetns(lab, 'tiefighter'), argv)
     return spawn(cmd!, args, { stdio: ['pipe', 'pipe', 'inherit'] })
@@ -80,20 +109,33 @@ async function startClients(lab: string, kind: Kind, clients: number, per: numbe
     ),
   )
   const end = async (): Promise<void> => {
-    await Promise.all(procs.map((p) => new Promise<void>((r) => (p.exitCode !== null ? r() : (p.once('exit', () => r()), p.stdin!.end())))))
+    await Promise.all(
+      procs.map(
+        (p) => new Promise<void>((r) => (p.exitCode !== null ? r() : (p.once('exit', () => r()), p.stdin!.end()))),
+      ),
+    )
   }
   return { held: helds.reduce((a, n) => a + n, 0), end }
 }
 
 async function main(): Promise<void> {
-  const values = benchOptions({ connections: '50000', clients: '4', kinds: KINDS.join(','), after: '1,10,30,45', lab: 'bovl', out: 'bench-results/overload.json' })
+  const values = benchOptions({
+    connections: '50000',
+    clients: '4',
+    kinds: KINDS.join(','),
+    after: '1,10,30,45',
+    lab: 'bovl',
+    out: 'bench-results/overload.json',
+  })
   const connections = wholeOption(values, 'connections', 1, 1_000_000)
   const clients = wholeOption(values, 'clients', 1, 64)
   const kinds = values.kinds.split(',') as Kind[]
-  for (const k of kinds) if (!KINDS.includes(k)) throw new UsageError(`--kinds: unknown kind '${k}'; expected some of ${KINDS.join(', ')}`)
+  for (const k of kinds)
+    if (!KINDS.includes(k)) throw new UsageError(`--kinds: unknown kind '${k}'; expected some of ${KINDS.join(', ')}`)
   // When memory is read after the flood's connections closed, in seconds.
   const afterSeconds = values.after.split(',').map(Number)
-  if (afterSeconds.some((s, i) => !Number.isInteger(s) || s < 0 || s > 600 || (i > 0 && s <= afterSeconds[i - 1]!))) throw new UsageError(`--after: seconds in increasing order (0-600), got '${values.after}'`)
+  if (afterSeconds.some((s, i) => !Number.isInteger(s) || s < 0 || s > 600 || (i > 0 && s <= afterSeconds[i - 1]!)))
+    throw new UsageError(`--after: seconds in increasing order (0-600), got '${values.after}'`)
   const lab = values.lab
   const pin = benchPin(lab, 'overload')
   const results = await inLabRounds({
@@ -114,7 +156,10 @@ async function main(): Promise<void> {
         pin,
         admin: socket,
         logFile: join(dir, `${kind}.log`),
-        overload: { connections: { perSource: 0, perIdentity: 0 }, pressure: { connectionsPercent: 100, memoryMB: 1 << 20, headersTimeoutMs: 10_000, idleTimeoutMs: 60_000 } },
+        overload: {
+          connections: { perSource: 0, perIdentity: 0 },
+          pressure: { connectionsPercent: 100, memoryMB: 1 << 20, headersTimeoutMs: 10_000, idleTimeoutMs: 60_000 },
+        },
       })
       hold(() => node.stop().then(() => undefined))
       try {
@@ -149,7 +194,11 @@ async function main(): Promise<void> {
           fileLimit: s.overload.fileLimit,
           connectionsPerNode: s.overload.limits.connectionsPerNode,
           rssMB: { before: mb(before), held: mb(during), after },
-          heapMB: { before: heapBefore.map(mb), held: s.overload.heapBytesByThread.map(mb), after: status(socket).overload.heapBytesByThread.map(mb) },
+          heapMB: {
+            before: heapBefore.map(mb),
+            held: s.overload.heapBytesByThread.map(mb),
+            after: status(socket).overload.heapBytesByThread.map(mb),
+          },
           bytesPerConnection: open > 0 ? (during - before) / open : 0,
           agentEvents: readFileSync(join(dir, `${kind}.log`), 'utf8')
             .split('\n')
@@ -167,11 +216,29 @@ async function main(): Promise<void> {
   const out = writeResult(values.out, { benchmark: 'overload', connections, clients, floods: rows })
   process.stdout.write(
     renderTable(
-      ['kind', 'held', 'refused', 'bytes/connection', 'RSS before MB', 'held MB', ...afterSeconds.map((s) => `+${s} s MB`)],
-      rows.map((r) => [r.kind, String(r.held), String(r.refused), String(Math.round(r.bytesPerConnection)), String(r.rssMB.before), String(r.rssMB.held), ...afterSeconds.map((s) => String(r.rssMB.after[`${s}s`]))]),
+      [
+        'kind',
+        'held',
+        'refused',
+        'bytes/connection',
+        'RSS before MB',
+        'held MB',
+        ...afterSeconds.map((s) => `+${s} s MB`),
+      ],
+      rows.map((r) => [
+        r.kind,
+        String(r.held),
+        String(r.refused),
+        String(Math.round(r.bytesPerConnection)),
+        String(r.rssMB.before),
+        String(r.rssMB.held),
+        ...afterSeconds.map((s) => String(r.rssMB.after[`${s}s`])),
+      ]),
     ),
   )
-  process.stdout.write(`${connections} connections attempted per kind from ${clients} clients; the agent's file limit ${rows[0]?.fileLimit}, node budget ${rows[0]?.connectionsPerNode}; wrote ${out}\n`)
+  process.stdout.write(
+    `${connections} connections attempted per kind from ${clients} clients; the agent's file limit ${rows[0]?.fileLimit}, node budget ${rows[0]?.connectionsPerNode}; wrote ${out}\n`,
+  )
 }
 
 runBench('bench:overload', USAGE, main)

@@ -75,7 +75,14 @@ interface Row {
   importMs: number
   mapEntries: number
   selectors: number
-  identityAdd: { p50Ms: number; p99Ms: number; maxMs: number; touchedMean: number; referencingMean: number; exact: boolean }
+  identityAdd: {
+    p50Ms: number
+    p99Ms: number
+    maxMs: number
+    touchedMean: number
+    referencingMean: number
+    exact: boolean
+  }
   identityRemove: { p50Ms: number; p99Ms: number; maxMs: number; touchedMean: number; exact: boolean }
 }
 
@@ -88,7 +95,8 @@ function run(policies: number, identities: number): Row {
   t0 = process.hrtime.bigint()
   const engine = new PolicyEngine({ proxyPorts: PORTS })
   for (let i = 0; i < identities; i++) engine.addIdentity(identityLabels(i))
-  for (let e = 0; e < ENDPOINTS; e++) engine.upsertEndpoint({ id: e + 1, labels: identityLabels(e), ips: [`198.18.${100 + (e >> 8)}.${e & 255}`] })
+  for (let e = 0; e < ENDPOINTS; e++)
+    engine.upsertEndpoint({ id: e + 1, labels: identityLabels(e), ips: [`198.18.${100 + (e >> 8)}.${e & 255}`] })
   engine.setRules('bench.yaml', rules)
   engine.takeDelta()
   const compileMs = ms(t0)
@@ -109,7 +117,8 @@ function run(policies: number, identities: number): Row {
     add.push(ms(t0))
     const touched = [...d.policy.values()].reduce((n, m) => n + m.upserts.length + m.deletes.length, 0)
     let refs = 0
-    for (const ep of engine.endpointIds()) for (const key of engine.policyMap(ep).keys()) if (parseKey(key).identity === id) refs++
+    for (const ep of engine.endpointIds())
+      for (const key of engine.policyMap(ep).keys()) if (parseKey(key).identity === id) refs++
     touchedAdd += touched
     referencing += refs
     if (touched !== refs) exactAdd = false
@@ -133,20 +142,48 @@ function run(policies: number, identities: number): Row {
     importMs: parseMs + compileMs,
     mapEntries,
     selectors: engine.selectors.size,
-    identityAdd: { p50Ms: percentile(add, 50), p99Ms: percentile(add, 99), maxMs: add.at(-1)!, touchedMean: touchedAdd / IDENTITY_CHANGES, referencingMean: referencing / IDENTITY_CHANGES, exact: exactAdd },
-    identityRemove: { p50Ms: percentile(remove, 50), p99Ms: percentile(remove, 99), maxMs: remove.at(-1)!, touchedMean: touchedRemove / IDENTITY_CHANGES, exact: exactRemove },
+    identityAdd: {
+      p50Ms: percentile(add, 50),
+      p99Ms: percentile(add, 99),
+      maxMs: add.at(-1)!,
+      touchedMean: touchedAdd / IDENTITY_CHANGES,
+      referencingMean: referencing / IDENTITY_CHANGES,
+      exact: exactAdd,
+    },
+    identityRemove: {
+      p50Ms: percentile(remove, 50),
+      p99Ms: percentile(remove, 99),
+      maxMs: remove.at(-1)!,
+      touchedMean: touchedRemove / IDENTITY_CHANGES,
+      exact: exactRemove,
+    },
   }
 }
 
 function main(): void {
-  const { values } = parseArgs({ options: { out: { type: 'string', default: 'bench-results/policy.json' }, quick: { type: 'boolean', default: false } } })
+  const { values } = parseArgs({
+    options: {
+      out: { type: 'string', default: 'bench-results/policy.json' },
+      quick: { type: 'boolean', default: false },
+    },
+  })
   const sizes: Array<[number, number]> = values.quick
-    ? [[10, 100], [100, 1000]]
-    : [[10, 100], [100, 1000], [1000, 1000], [1000, 10000]]
+    ? [
+        [10, 100],
+        [100, 1000],
+      ]
+    : [
+        [10, 100],
+        [100, 1000],
+        [1000, 1000],
+        [1000, 10000],
+      ]
   run(50, 500) // warm-up: JIT, regex compilation caches
   const rows = sizes.map(([n, m]) => run(n, m))
   const f = (x: number) => x.toFixed(x < 10 ? 3 : 1)
-  console.log('policies identities endpoints | parse ms compile ms import ms | entries selectors | id add p50/p99/max ms touched=refs | id del p50/p99/max ms')
+  console.log(
+    'policies identities endpoints | parse ms compile ms import ms | entries selectors | id add p50/p99/max ms touched=refs | id del p50/p99/max ms',
+  )
   for (const r of rows) {
     console.log(
       `${String(r.policies).padStart(8)} ${String(r.identities).padStart(10)} ${String(r.endpoints).padStart(9)} | ` +
@@ -156,7 +193,12 @@ function main(): void {
         `${f(r.identityRemove.p50Ms)}/${f(r.identityRemove.p99Ms)}/${f(r.identityRemove.maxMs)}${r.identityRemove.exact ? '' : ' (MISMATCH)'}`,
     )
   }
-  const out = writeResult(values.out, { benchmark: 'policy', node: process.version, date: new Date().toISOString(), rows })
+  const out = writeResult(values.out, {
+    benchmark: 'policy',
+    node: process.version,
+    date: new Date().toISOString(),
+    rows,
+  })
   console.log(`wrote ${out}`)
   if (rows.some((r) => !r.identityAdd.exact || !r.identityRemove.exact)) process.exitCode = 1
 }

@@ -4,11 +4,11 @@
 // ASN.1). The CA key is written 0600 in a 0700 directory and never logged or printed.
 
 import 'reflect-metadata' // @peculiar/x509's dependency injection needs it loaded first
-import * as x509 from '@peculiar/x509'
-import { X509Certificate, createPrivateKey, randomBytes, webcrypto } from 'node:crypto'
+import { createPrivateKey, randomBytes, webcrypto, X509Certificate } from 'node:crypto'
 import { chmodSync, closeSync, existsSync, mkdirSync, openSync, readFileSync, statSync, writeSync } from 'node:fs'
 import { hostname } from 'node:os'
 import { join } from 'node:path'
+import * as x509 from '@peculiar/x509'
 import { L7ProxyError } from '../lib/l7proxy-error.js'
 
 x509.cryptoProvider.set(webcrypto as unknown as Parameters<typeof x509.cryptoProvider.set>[0])
@@ -80,7 +80,11 @@ function writeNew(path: string, data: string, mode: number): void {
 export async function initCa(dir: string, opts: { days?: number; commonName?: string } = {}): Promise<LocalCa> {
   const keyPath = join(dir, CA_KEY_FILE)
   const certPath = join(dir, CA_CERT_FILE)
-  if (existsSync(keyPath) || existsSync(certPath)) throw new CertError(`a CA already exists in ${dir}; remove ${CA_KEY_FILE} and ${CA_CERT_FILE} first to make a new one`, 'ECAEXISTS')
+  if (existsSync(keyPath) || existsSync(certPath))
+    throw new CertError(
+      `a CA already exists in ${dir}; remove ${CA_KEY_FILE} and ${CA_CERT_FILE} first to make a new one`,
+      'ECAEXISTS',
+    )
   mkdirSync(dir, { recursive: true, mode: 0o700 })
   const keys = (await webcrypto.subtle.generateKey(ALG, true, ['sign', 'verify'])) as CryptoKeyPair
   const now = Date.now()
@@ -98,17 +102,22 @@ export async function initCa(dir: string, opts: { days?: number; commonName?: st
     ],
   })
   writeNew(keyPath, pem('PRIVATE KEY', await webcrypto.subtle.exportKey('pkcs8', keys.privateKey)), 0o600)
-  writeNew(certPath, cert.toString('pem') + '\n', 0o644)
-  return { cert, certPem: cert.toString('pem') + '\n', key: keys.privateKey }
+  writeNew(certPath, `${cert.toString('pem')}\n`, 0o644)
+  return { cert, certPem: `${cert.toString('pem')}\n`, key: keys.privateKey }
 }
 
 /** Loads the CA from `dir`: the key must be private to its owner and belong to the certificate. */
 export async function loadCa(dir: string): Promise<LocalCa> {
   const keyPath = join(dir, CA_KEY_FILE)
   const certPath = join(dir, CA_CERT_FILE)
-  if (!existsSync(keyPath) || !existsSync(certPath)) throw new CertError(`no CA in ${dir} (expected ${CA_CERT_FILE} and ${CA_KEY_FILE}); create one with 'l7proxy certs init --dir ${dir}'`, 'ECAMISSING')
+  if (!existsSync(keyPath) || !existsSync(certPath))
+    throw new CertError(
+      `no CA in ${dir} (expected ${CA_CERT_FILE} and ${CA_KEY_FILE}); create one with 'l7proxy certs init --dir ${dir}'`,
+      'ECAMISSING',
+    )
   const mode = statSync(keyPath).mode & 0o777
-  if ((mode & 0o077) !== 0) throw new CertError(`${keyPath} is readable by others (mode ${mode.toString(8)}); chmod 600 it`, 'EKEYMODE')
+  if ((mode & 0o077) !== 0)
+    throw new CertError(`${keyPath} is readable by others (mode ${mode.toString(8)}); chmod 600 it`, 'EKEYMODE')
   let cert: x509.X509Certificate
   let key: CryptoKey
   const certPem = readFileSync(certPath, 'utf8')
@@ -128,14 +137,16 @@ export async function loadCa(dir: string): Promise<LocalCa> {
   return { cert, certPem, key }
 }
 
-const DNS_NAME = /^(?=.{1,253}$)(\*\.)?[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?)*$/i
+const DNS_NAME =
+  /^(?=.{1,253}$)(\*\.)?[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?)*$/i
 const IPV4 = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/
 
 /** A leaf certificate for `name` (a DNS name or an IPv4 address) signed by `ca`, valid `days`. */
 export async function issueLeaf(ca: LocalCa, name: string, days = 7): Promise<IssuedLeaf> {
   const isIp = IPV4.test(name) && name.split('.').every((o) => Number(o) <= 255)
   // An all-numeric name that is not an address (300.1.1.1) is neither.
-  if (!isIp && (!DNS_NAME.test(name) || /^[\d.]+$/.test(name))) throw new CertError(`'${name}' is not a DNS name or IPv4 address`, 'ENAME')
+  if (!isIp && (!DNS_NAME.test(name) || /^[\d.]+$/.test(name)))
+    throw new CertError(`'${name}' is not a DNS name or IPv4 address`, 'ENAME')
   const keys = (await webcrypto.subtle.generateKey(ALG, true, ['sign', 'verify'])) as CryptoKeyPair
   const now = Date.now()
   const notAfter = new Date(Math.min(now + days * DAY_MS, ca.cert.notAfter.getTime()))
@@ -156,7 +167,11 @@ export async function issueLeaf(ca: LocalCa, name: string, days = 7): Promise<Is
       await x509.AuthorityKeyIdentifierExtension.create(ca.cert),
     ],
   })
-  return { certPem: cert.toString('pem') + '\n', keyPem: pem('PRIVATE KEY', await webcrypto.subtle.exportKey('pkcs8', keys.privateKey)), notAfter }
+  return {
+    certPem: `${cert.toString('pem')}\n`,
+    keyPem: pem('PRIVATE KEY', await webcrypto.subtle.exportKey('pkcs8', keys.privateKey)),
+    notAfter,
+  }
 }
 
 /** What `certs show` prints about a certificate (never anything about a key). */

@@ -46,7 +46,8 @@ function spawnDetached(argv: readonly string[], logFile: string): Promise<number
 }
 
 export async function startEtcd(o: EtcdOptions): Promise<EtcdServer> {
-  if (!findExecutable('etcd')) throw new LabError('ENOCMD', 'etcd is not installed (Debian package etcd-server); run scripts/setup.sh')
+  if (!findExecutable('etcd'))
+    throw new LabError('ENOCMD', 'etcd is not installed (Debian package etcd-server); run scripts/setup.sh')
   mkdirSync(o.dir, { recursive: true })
   const clientUrl = `${o.tls ? 'https' : 'http'}://${o.address}:${o.clientPort}`
   const peerUrl = `http://${o.address}:${o.peerPort}`

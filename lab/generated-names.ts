@@ -16,7 +16,19 @@ export interface GeneratedNames {
 export async function startGeneratedNames(lab: string, logDir: string): Promise<GeneratedNames> {
   const ns = hostNetns(lab, 'dns')
   const log = join(logDir, 'name-generator.log')
-  const pid = await spawnDetachedIn(ns, [process.execPath, distPath('lab/servers/run.js'), 'names', '--name', 'names', '--port', String(GENERATED_NAMES.port)], log)
+  const pid = await spawnDetachedIn(
+    ns,
+    [
+      process.execPath,
+      distPath('lab/servers/run.js'),
+      'names',
+      '--name',
+      'names',
+      '--port',
+      String(GENERATED_NAMES.port),
+    ],
+    log,
+  )
   await waitListening({ ns, port: GENERATED_NAMES.port, proto: 'udp', pid, logFile: log, what: 'the name generator' })
   return { pid, stop: () => stopProcess(pid) }
 }
@@ -28,7 +40,9 @@ export async function startGeneratedNames(lab: string, logDir: string): Promise<
  */
 export function generatedNamesPolicy(learn: boolean): string {
   const dns = learn ? `\n      rules: { dns: [ { matchPattern: "*.${GENERATED_NAMES.zone}" } ] }` : ''
-  const to = learn ? `toFQDNs: [ { matchPattern: "*.${GENERATED_NAMES.zone}" } ]` : `toCIDR: [ ${GENERATED_NAMES.range} ]`
+  const to = learn
+    ? `toFQDNs: [ { matchPattern: "*.${GENERATED_NAMES.zone}" } ]`
+    : `toCIDR: [ ${GENERATED_NAMES.range} ]`
   return `apiVersion: cilium.io/v2
 kind: CiliumNetworkPolicy
 metadata: { name: generated-names }

@@ -7,13 +7,16 @@
 // `ip netns exec` bind-mounts) and its state directory; `down` removes all of it, and finds the
 // leftovers of a crashed run by the namespace prefix alone.
 
-import { mkdirSync, readFileSync, readdirSync, rmSync, rmdirSync, writeFileSync } from 'node:fs'
+import { mkdirSync, readdirSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { distPath } from '../lib/project-root.js'
 import { DEFAULT_LAB } from '../proxy/agent/lab-name.js'
 import { cgroup2Root, createCgroup, removeCgroup } from '../redirect-bpf/cgroup.js'
 import { LabError } from './errors.js'
+import { startEtcd } from './etcd-server.js'
 import {
+  type ExecOptions,
+  type ExecResult,
   execIn,
   findExecutable,
   isAlive,
@@ -24,37 +27,34 @@ import {
   spawnDetachedIn,
   stopProcess,
   waitListening,
-  type ExecOptions,
-  type ExecResult,
 } from './netns.js'
 import { unboundFiles } from './servers/unbound-config.js'
-import { startEtcd } from './etcd-server.js'
 import {
   ETCD_ADDRESS,
   ETCD_CLIENT_PORT,
   ETCD_PEER_PORT,
-  GATEWAY_IP,
-  HOST_IFNAME,
-  UNDERLAY_HOST,
-  UNDERLAY_IFNAME,
-  UNDERLAY_PREFIX_LEN,
   etcdClientUrl,
   findHost,
+  GATEWAY_IP,
+  HOST_IFNAME,
   hostNetns,
   isValidLabName,
+  type LabHost,
+  type LabService,
   labCgroupName,
   labHosts,
   nodeIfname,
   nodeNetns,
   nodeNetnsOf,
   nodeUnderlayAddress,
+  type PlacedHost,
   parseNetns,
   podCidr,
   resolvConf,
+  UNDERLAY_HOST,
+  UNDERLAY_IFNAME,
+  UNDERLAY_PREFIX_LEN,
   underlayNetns,
-  type LabHost,
-  type LabService,
-  type PlacedHost,
 } from './topology.js'
 
 export { DEFAULT_LAB }
@@ -84,7 +84,9 @@ export interface LabState {
   nodes: number
   /** The cluster's store, when there are several nodes (etcd on the underlay). */
   etcd: string | null
-  hosts: Array<Pick<LabHost, 'name' | 'role' | 'addresses' | 'labels'> & { node: number; netns: string; nodeIfname: string }>
+  hosts: Array<
+    Pick<LabHost, 'name' | 'role' | 'addresses' | 'labels'> & { node: number; netns: string; nodeIfname: string }
+  >
   processes: LabProcess[]
 }
 
@@ -137,7 +139,7 @@ function assertPrerequisites(): void {
 }
 
 function writeState(state: LabState): void {
-  writeFileSync(join(labStateDir(state.name), 'state.json'), JSON.stringify(state, null, 2) + '\n')
+  writeFileSync(join(labStateDir(state.name), 'state.json'), `${JSON.stringify(state, null, 2)}\n`)
 }
 
 /** A lab's state as `up` wrote it (null: not up, or not whole). */
@@ -186,12 +188,23 @@ async function wireHost(name: string, node: string, host: LabHost): Promise<void
   await run(['ip', '-n', ns, 'route', 'add', 'default', 'via', GATEWAY_IP, 'dev', HOST_IFNAME])
 }
 
-async function startService(name: string, host: LabHost, svc: LabService, dir: string, cgroup: string): Promise<LabProcess> {
+async function startService(
+  name: string,
+  host: LabHost,
+  svc: LabService,
+  dir: string,
+  cgroup: string,
+): Promise<LabProcess> {
   const ns = hostNetns(name, host.name)
   const log = join(dir, `${host.name}-${svc.kind}.log`)
   let argv: string[]
   if (svc.kind === 'dns') {
-    const { files, configFile } = unboundFiles({ address: host.addresses[0]!, port: svc.port, directory: dir, threads: 2 })
+    const { files, configFile } = unboundFiles({
+      address: host.addresses[0]!,
+      port: svc.port,
+      directory: dir,
+      threads: 2,
+    })
     for (const [file, content] of Object.entries(files)) writeFileSync(join(dir, file), content)
     argv = ['unbound', '-c', join(dir, configFile)]
   } else {
@@ -215,12 +228,23 @@ async function wireUnderlay(name: string, nodes: number, hosts: readonly PlacedH
   await run(['ip', '-n', ul, 'link', 'add', 'br0', 'type', 'bridge'])
   await run(['ip', '-n', ul, 'addr', 'add', `${ETCD_ADDRESS}/${UNDERLAY_PREFIX_LEN}`, 'dev', 'br0'])
   await run(['ip', '-n', ul, 'link', 'set', 'br0', 'up'])
-  const world = hosts.filter((h) => h.role === 'external').flatMap((h) => [...h.addresses.map((a) => `${a}/32`), ...(h.ranges ?? [])])
+  const world = hosts
+    .filter((h) => h.role === 'external')
+    .flatMap((h) => [...h.addresses.map((a) => `${a}/32`), ...(h.ranges ?? [])])
   for (let k = 1; k <= nodes; k++) {
     const node = nodeNetnsOf(name, k)
     await run(['ip', '-n', node, 'link', 'add', UNDERLAY_IFNAME, 'type', 'veth', 'peer', 'name', `ul${k}`, 'netns', ul])
     await run(['ip', '-n', ul, 'link', 'set', `ul${k}`, 'master', 'br0', 'up'])
-    await run(['ip', '-n', node, 'addr', 'add', `${nodeUnderlayAddress(k)}/${UNDERLAY_PREFIX_LEN}`, 'dev', UNDERLAY_IFNAME])
+    await run([
+      'ip',
+      '-n',
+      node,
+      'addr',
+      'add',
+      `${nodeUnderlayAddress(k)}/${UNDERLAY_PREFIX_LEN}`,
+      'dev',
+      UNDERLAY_IFNAME,
+    ])
     await run(['ip', '-n', node, 'link', 'set', UNDERLAY_IFNAME, 'up'])
     for (let j = 1; j <= nodes; j++) {
       if (j !== k) await run(['ip', '-n', node, 'route', 'add', podCidr(j), 'via', nodeUnderlayAddress(j)])
@@ -232,7 +256,13 @@ async function wireUnderlay(name: string, nodes: number, hosts: readonly PlacedH
 /** The lab's etcd server on the underlay, its data in the lab's directory. */
 async function startLabEtcd(name: string): Promise<LabProcess> {
   const dir = join(labStateDir(name), 'etcd')
-  const etcd = await startEtcd({ dir, address: ETCD_ADDRESS, clientPort: ETCD_CLIENT_PORT, peerPort: ETCD_PEER_PORT, netns: underlayNetns(name) })
+  const etcd = await startEtcd({
+    dir,
+    address: ETCD_ADDRESS,
+    clientPort: ETCD_CLIENT_PORT,
+    peerPort: ETCD_PEER_PORT,
+    netns: underlayNetns(name),
+  })
   return { host: UNDERLAY_HOST, kind: 'etcd', port: ETCD_CLIENT_PORT, pid: etcd.pid(), log: join(dir, 'etcd.log') }
 }
 
@@ -241,11 +271,13 @@ export function labEtcd(name: string): { stop(): Promise<void>; start(): Promise
   checkName(name)
   const state = readState(name)
   const at = state?.processes.findIndex((p) => p.kind === 'etcd') ?? -1
-  if (state === null || at < 0) throw new LabError('EETCD', `lab '${name}' has no etcd (it has one with several nodes: lab up --nodes N)`)
+  if (state === null || at < 0)
+    throw new LabError('EETCD', `lab '${name}' has no etcd (it has one with several nodes: lab up --nodes N)`)
   return {
     stop: () => stopProcess(state.processes[at]!.pid),
     start: async () => {
-      if (isAlive(state.processes[at]!.pid)) throw new LabError('EETCD', `lab '${name}': etcd (pid ${state.processes[at]!.pid}) is running`)
+      if (isAlive(state.processes[at]!.pid))
+        throw new LabError('EETCD', `lab '${name}': etcd (pid ${state.processes[at]!.pid}) is running`)
       state.processes[at] = await startLabEtcd(name)
       writeState(state)
     },
@@ -310,7 +342,8 @@ export async function labUp(name: string = DEFAULT_LAB, o: { nodes?: number } = 
   assertPrerequisites()
   const existing = (await labStatus()).find((s) => s.name === name)
   // Without a count, a healthy lab is taken as it is, whatever its number of nodes.
-  if (existing?.healthy && existing.state && (o.nodes === undefined || existing.state.nodes === nodes)) return { state: existing.state, created: false }
+  if (existing?.healthy && existing.state && (o.nodes === undefined || existing.state.nodes === nodes))
+    return { state: existing.state, created: false }
   if (existing) await labDown(name)
   try {
     return { state: await create(name, nodes), created: true }
@@ -373,7 +406,10 @@ export async function labDown(name?: string): Promise<DownResult> {
 function removeLabCgroups(name: string | undefined): void {
   const root = cgroup2Root()
   const prefix = labCgroupName('')
-  const groups = name !== undefined ? [labCgroupName(name)] : safeReaddir(root).filter((d) => d.startsWith(prefix) && isValidLabName(d.slice(prefix.length)))
+  const groups =
+    name !== undefined
+      ? [labCgroupName(name)]
+      : safeReaddir(root).filter((d) => d.startsWith(prefix) && isValidLabName(d.slice(prefix.length)))
   for (const g of groups) removeCgroup(join(root, g))
 }
 
@@ -412,14 +448,20 @@ export async function labStatus(): Promise<LabStatus[]> {
     const state = readState(name)
     const nodes = state?.nodes ?? 1
     const nodeSpaces = Array.from({ length: nodes }, (_, i) => nodeNetnsOf(name, i + 1))
-    const expected = [...nodeSpaces, ...(nodes > 1 ? [underlayNetns(name)] : []), ...labHosts(nodes).map((h) => hostNetns(name, h.name))]
+    const expected = [
+      ...nodeSpaces,
+      ...(nodes > 1 ? [underlayNetns(name)] : []),
+      ...labHosts(nodes).map((h) => hostNetns(name, h.name)),
+    ]
     const rank = (ns: string): number => (expected.includes(ns) ? expected.indexOf(ns) : expected.length)
     namespaces.sort((a, b) => rank(a.netns) - rank(b.netns))
     const present = new Set(namespaces.map((n) => n.netns))
     const healthy =
       state !== null &&
       expected.every((ns) => present.has(ns)) &&
-      state.processes.every((p) => namespaces.some((n) => n.netns === hostNetns(name, p.host) && n.pids.includes(p.pid)))
+      state.processes.every((p) =>
+        namespaces.some((n) => n.netns === hostNetns(name, p.host) && n.pids.includes(p.pid)),
+      )
     out.push({ name, state, namespaces, healthy })
   }
   return out

@@ -31,7 +31,9 @@ export function execCommand(argv: readonly string[], opts: ExecOptions = {}): Pr
         if (err && typeof err.code !== 'number') {
           if (err.code === 'ENOENT') return reject(new LabError('ENOCMD', `command not found: ${argv[0]}`))
           if (err.killed) {
-            return reject(new LabError('ECMD', `timed out after ${opts.timeoutMs ?? DEFAULT_TIMEOUT_MS} ms: ${argv.join(' ')}`))
+            return reject(
+              new LabError('ECMD', `timed out after ${opts.timeoutMs ?? DEFAULT_TIMEOUT_MS} ms: ${argv.join(' ')}`),
+            )
           }
           return reject(new LabError('ECMD', `${argv.join(' ')}: ${err.message}`))
         }
@@ -97,17 +99,31 @@ export function runIn(ns: string, argv: readonly string[], opts: ExecOptions = {
  */
 export function netnsArgv(ns: string, argv: readonly string[], cgroup: string | null = null): string[] {
   if (cgroup === null) return ['ip', 'netns', 'exec', ns, ...argv]
-  return ['sh', '-c', 'cg=$0 ns=$1; shift; echo $$ > "$cg/cgroup.procs" && exec ip netns exec "$ns" "$@"', cgroup, ns, ...argv]
+  return [
+    'sh',
+    '-c',
+    'cg=$0 ns=$1; shift; echo $$ > "$cg/cgroup.procs" && exec ip netns exec "$ns" "$@"',
+    cgroup,
+    ns,
+    ...argv,
+  ]
 }
 
 /** Starts a long-running process inside `ns` (and `cgroup`), detached from us, output appended to `logFile`. */
-export function spawnDetachedIn(ns: string, argv: readonly string[], logFile: string, cgroup: string | null = null): Promise<number> {
+export function spawnDetachedIn(
+  ns: string,
+  argv: readonly string[],
+  logFile: string,
+  cgroup: string | null = null,
+): Promise<number> {
   const out = openSync(logFile, 'a')
   try {
     const [cmd, ...args] = netnsArgv(ns, argv, cgroup)
     const child = spawn(cmd!, args, { detached: true, stdio: ['ignore', out, out] })
     return new Promise((resolve, reject) => {
-      child.once('error', (err) => reject(new LabError('ENOCMD', `cannot start '${argv.join(' ')}' in ${ns}: ${err.message}`)))
+      child.once('error', (err) =>
+        reject(new LabError('ENOCMD', `cannot start '${argv.join(' ')}' in ${ns}: ${err.message}`)),
+      )
       child.once('spawn', () => {
         child.unref()
         resolve(child.pid!)
@@ -160,11 +176,17 @@ export async function waitListening(w: ListenWait): Promise<void> {
   const suffix = `:${w.port}`
   while (Date.now() < deadline) {
     if (!isAlive(w.pid)) {
-      throw new LabError('ESERVER', `${w.what} exited before listening on ${w.proto}/${w.port}; its log:\n${tail(w.logFile)}`)
+      throw new LabError(
+        'ESERVER',
+        `${w.what} exited before listening on ${w.proto}/${w.port}; its log:\n${tail(w.logFile)}`,
+      )
     }
     const out = await run(['ss', ...(w.ns === null ? [] : ['-N', w.ns]), '-Hln', w.proto === 'tcp' ? '-t' : '-u'])
     if (out.split('\n').some((l) => l.split(/\s+/).some((col) => col.endsWith(suffix)))) return
     await new Promise((r) => setTimeout(r, 50))
   }
-  throw new LabError('ESERVER', `${w.what} did not listen on ${w.proto}/${w.port} within ${w.timeoutMs ?? 15_000} ms; its log:\n${tail(w.logFile)}`)
+  throw new LabError(
+    'ESERVER',
+    `${w.what} did not listen on ${w.proto}/${w.port} within ${w.timeoutMs ?? 15_000} ms; its log:\n${tail(w.logFile)}`,
+  )
 }

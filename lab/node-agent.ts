@@ -7,14 +7,23 @@
 import { spawn } from 'node:child_process'
 import { createReadStream, existsSync, readFileSync } from 'node:fs'
 import { createInterface } from 'node:readline'
-import { GATEWAY_IP, UNDERLAY_IFNAME, clusterNodeName, labEndpointsOn, labHosts, nodeIfname, nodeNetnsOf, nodeUnderlayAddress } from './topology.js'
-import { readState } from './lab.js'
 import { distPath } from '../lib/project-root.js'
 import type { AgentSettings } from '../proxy/agent/agent.js'
 import { agentSettings, type NodePart } from '../proxy/agent/agent-settings.js'
-import { DEFAULT_PROXY_PORTS, resolveConfig, type AgentConfig, type ConfigLayer } from '../proxy/agent/config.js'
-import { parseMode } from '../redirect-bpf/modes/redirect-mode.js'
+import { type AgentConfig, type ConfigLayer, DEFAULT_PROXY_PORTS, resolveConfig } from '../proxy/agent/config.js'
 import type { KvstoreSettings } from '../proxy/kvstore/cluster-node.js'
+import { parseMode } from '../redirect-bpf/modes/redirect-mode.js'
+import { readState } from './lab.js'
+import {
+  clusterNodeName,
+  GATEWAY_IP,
+  labEndpointsOn,
+  labHosts,
+  nodeIfname,
+  nodeNetnsOf,
+  nodeUnderlayAddress,
+  UNDERLAY_IFNAME,
+} from './topology.js'
 
 /** Where the node agent's proxies listen (the datapath steers there): the agent's defaults. */
 export const LAB_PROXY_PORTS = DEFAULT_PROXY_PORTS
@@ -40,19 +49,34 @@ export function labNodePart(c: AgentConfig, at: LabNodeAt = { nodes: 1, node: 1 
   return {
     interfaces: [...hosts.map((h) => nodeIfname(h.name)), ...(at.nodes > 1 ? [UNDERLAY_IFNAME] : []), ...c.interfaces],
     proxyAddress: c.proxy.address ?? labProxyAddress(c.mode),
-    ...(c.endpointsFile === null ? { endpoints: { list: labEndpointsOn(at.nodes, at.node).map((e) => ({ ...e, interface: nodeIfname(e.host) })) } } : {}),
+    ...(c.endpointsFile === null
+      ? { endpoints: { list: labEndpointsOn(at.nodes, at.node).map((e) => ({ ...e, interface: nodeIfname(e.host) })) } }
+      : {}),
   }
 }
 
 /** A node's part of the cluster's configuration: the lab's etcd, its name and underlay address. */
-export function labKvstoreLayer(etcd: string, node: number, more: Partial<KvstoreSettings> = {}): NonNullable<ConfigLayer['kvstore']> {
+export function labKvstoreLayer(
+  etcd: string,
+  node: number,
+  more: Partial<KvstoreSettings> = {},
+): NonNullable<ConfigLayer['kvstore']> {
   return { endpoints: [etcd], node: clusterNodeName(node), nodeAddress: nodeUnderlayAddress(node), ...more }
 }
 
 /** Runs the agent's process in node `node` of `lab` with `settings` (on its stdin); extra fds become its fd 3 on. */
-export function spawnNodeAgent(lab: string, settings: AgentSettings, stdio: { out: 'pipe' | 'inherit'; fds?: number[] }, node = 1) {
+export function spawnNodeAgent(
+  lab: string,
+  settings: AgentSettings,
+  stdio: { out: 'pipe' | 'inherit'; fds?: number[] },
+  node = 1,
+) {
   // `ip netns exec` execs node: the child's PID is the agent's.
-  const child = spawn('ip', ['netns', 'exec', nodeNetnsOf(lab, node), process.execPath, distPath('proxy/agent/agent-main.js')], { stdio: ['pipe', stdio.out, stdio.out, ...(stdio.fds ?? [])] })
+  const child = spawn(
+    'ip',
+    ['netns', 'exec', nodeNetnsOf(lab, node), process.execPath, distPath('proxy/agent/agent-main.js')],
+    { stdio: ['pipe', stdio.out, stdio.out, ...(stdio.fds ?? [])] },
+  )
   child.stdin!.on('error', () => undefined) // an agent that exits at once
   child.stdin!.end(JSON.stringify(settings))
   return child
@@ -120,9 +144,18 @@ export interface LabNode {
 export async function startLabNode(o: LabNodeOptions): Promise<LabNode> {
   const state = readState(o.lab)
   const at: LabNodeAt = { nodes: state?.nodes ?? 1, node: o.node ?? 1 }
-  if (at.node < 1 || at.node > at.nodes) throw new Error(`lab ${o.lab} has ${at.nodes} node(s): there is no node ${at.node}`)
+  if (at.node < 1 || at.node > at.nodes)
+    throw new Error(`lab ${o.lab} has ${at.nodes} node(s): there is no node ${at.node}`)
   const cluster = state?.etcd ? { kvstore: labKvstoreLayer(state.etcd, at.node, o.kvstore) } : {}
-  const config = resolveConfig([{ lab: o.lab, mode: parseMode(o.mode), ...(o.overload ? { overload: o.overload } : {}), ...(o.maps ? { maps: o.maps } : {}), ...cluster }])
+  const config = resolveConfig([
+    {
+      lab: o.lab,
+      mode: parseMode(o.mode),
+      ...(o.overload ? { overload: o.overload } : {}),
+      ...(o.maps ? { maps: o.maps } : {}),
+      ...cluster,
+    },
+  ])
   if (o.endpointsFile !== undefined) config.endpointsFile = o.endpointsFile
   const settings = agentSettings(config, {
     ...labNodePart(config, at),
@@ -156,7 +189,8 @@ export async function startLabNode(o: LabNodeOptions): Promise<LabNode> {
     return code
   }
   const deadline = Date.now() + (o.readyTimeoutMs ?? 20_000)
-  while (!out.includes('READY\n') && child.exitCode === null && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50))
+  while (!out.includes('READY\n') && child.exitCode === null && Date.now() < deadline)
+    await new Promise((r) => setTimeout(r, 50))
   if (!out.includes('READY\n')) {
     await stop()
     throw new Error(`lab node (${o.mode}) did not start: ${err.trim() || 'no READY within the timeout'}`)

@@ -186,7 +186,8 @@ export interface PlacedHost extends LabHost {
 
 /** The lab's hosts on `nodes` nodes, each with its node (and, moved to another node, its address there). */
 export function labHosts(nodes = 1): PlacedHost[] {
-  if (!Number.isInteger(nodes) || nodes < 1 || nodes > MAX_LAB_NODES) throw new LabError('EBADNAME', `a lab has 1 to ${MAX_LAB_NODES} nodes, not ${nodes}`)
+  if (!Number.isInteger(nodes) || nodes < 1 || nodes > MAX_LAB_NODES)
+    throw new LabError('EBADNAME', `a lab has 1 to ${MAX_LAB_NODES} nodes, not ${nodes}`)
   return LAB_HOSTS.map((h): PlacedHost => {
     if (nodes === 1 || h.role === 'external') return { ...h, node: 1 }
     if (h.role === 'server') return { ...h, node: 2 }
@@ -232,7 +233,8 @@ export function parseNetns(ns: string): { lab: string; host: string } | null {
 
 export function findHost(name: string): LabHost {
   const host = LAB_HOSTS.find((h) => h.name === name)
-  if (!host) throw new LabError('EHOST', `no lab host named '${name}' (hosts: ${LAB_HOSTS.map((h) => h.name).join(', ')})`)
+  if (!host)
+    throw new LabError('EHOST', `no lab host named '${name}' (hosts: ${LAB_HOSTS.map((h) => h.name).join(', ')})`)
   return host
 }
 
@@ -252,7 +254,12 @@ export interface LabEndpoint {
 
 /** The lab's endpoints (pods and servers, not the outside world) as the agent registers them. */
 export function labEndpoints(): LabEndpoint[] {
-  return LAB_HOSTS.filter((h) => h.role !== 'external').map((h, i) => ({ id: i + 1, host: h.name, labels: h.labels, ips: h.addresses }))
+  return LAB_HOSTS.filter((h) => h.role !== 'external').map((h, i) => ({
+    id: i + 1,
+    host: h.name,
+    labels: h.labels,
+    ips: h.addresses,
+  }))
 }
 
 export function labEndpointId(host: string): number {

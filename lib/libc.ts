@@ -46,7 +46,9 @@ export function libc(): Libc {
     close: f('int close(int fd)'),
     open: f('int open(const char *path, int flags)'),
     setns: f('int setns(int fd, int nstype)'),
-    mount: f('int mount(const char *source, const char *target, const char *fstype, unsigned long flags, const void *data)'),
+    mount: f(
+      'int mount(const char *source, const char *target, const char *fstype, unsigned long flags, const void *data)',
+    ),
     umount2: f('int umount2(const char *target, int flags)'),
     if_nametoindex: f('unsigned int if_nametoindex(const char *name)'),
     vsnprintf: f('int vsnprintf(char *buf, size_t size, const char *fmt, void *ap)'),
@@ -81,7 +83,8 @@ export interface FileLimit {
 /** The process's open-file limit (struct rlimit: two 64-bit counts). */
 export function fileLimit(): FileLimit {
   const buf = Buffer.alloc(16)
-  if ((libc().getrlimit(RLIMIT_NOFILE, buf) as number) !== 0) throw new Error(`getrlimit(RLIMIT_NOFILE): errno ${koffi.errno()}`)
+  if ((libc().getrlimit(RLIMIT_NOFILE, buf) as number) !== 0)
+    throw new Error(`getrlimit(RLIMIT_NOFILE): errno ${koffi.errno()}`)
   return { soft: Number(buf.readBigUInt64LE(0)), hard: Number(buf.readBigUInt64LE(8)) }
 }
 

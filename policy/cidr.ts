@@ -39,5 +39,5 @@ export function formatPrefix(p: Prefix): string {
 
 /** Whether `inner` lies entirely inside `outer`. */
 export function prefixContains(outer: Prefix, inner: Prefix): boolean {
-  return inner.len >= outer.len && ((inner.addr & mask(outer.len)) >>> 0) === outer.addr
+  return inner.len >= outer.len && (inner.addr & mask(outer.len)) >>> 0 === outer.addr
 }

@@ -12,8 +12,8 @@
 // every name; a label `**` anywhere matches one or more whole labels (`sub.**.example.com`); a label
 // may hold single `*`s between characters, and no run of three.
 
-import { compileAnchored } from './regex.js'
 import { L7ProxyError } from '../lib/l7proxy-error.js'
+import { compileAnchored } from './regex.js'
 
 export class DnsPatternError extends L7ProxyError {
   constructor(message: string) {
@@ -95,7 +95,8 @@ export function compileServerName(pattern: string): DnsNameMatcher {
   if (p.endsWith('.')) throw new DnsPatternError(`server name '${pattern}' must not end with a dot`)
   const parts = labels(p, 'server name')
   const bad = parts.find((l) => !SNI_LABEL.test(l))
-  if (bad !== undefined) throw new DnsPatternError(`server name '${pattern}': label '${bad}' may hold '**' alone or single '*'s`)
+  if (bad !== undefined)
+    throw new DnsPatternError(`server name '${pattern}': label '${bad}' may hold '**' alone or single '*'s`)
   const lower = (n: string): string => n.toLowerCase()
   if (!p.includes('*')) return { source: pattern, test: (n) => lower(n) === p }
   if (p === '*') return matcher(`${LABEL}+(?:\\.${LABEL}+)*`, pattern, lower)

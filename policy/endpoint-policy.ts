@@ -8,7 +8,18 @@
 // port, or on every port) are allowed every request there.
 
 import type { LabelSet } from './labels.js'
-import { DIRECTIONS, IPPROTO, type Direction, type DnsRuleSpec, type HttpRuleSpec, type L7Spec, type TlsInterceptSpec, type TlsRuleSpec, type RuleSpec, type SelectorSpec } from './model.js'
+import {
+  DIRECTIONS,
+  type Direction,
+  type DnsRuleSpec,
+  type HttpRuleSpec,
+  IPPROTO,
+  type L7Spec,
+  type RuleSpec,
+  type SelectorSpec,
+  type TlsInterceptSpec,
+  type TlsRuleSpec,
+} from './model.js'
 import { requirementsMatch, selectorKey } from './selector-cache.js'
 
 export interface ProxyPorts {
@@ -77,7 +88,13 @@ export function selectsEndpoint(rule: RuleSpec, labels: LabelSet): boolean {
   return requirementsMatch(rule.subject, labels)
 }
 
-function resolveDirection(dir: Direction, rules: RuleSpec[], proxyPorts: ProxyPorts, out: ResolvedPolicy, init: boolean): void {
+function resolveDirection(
+  dir: Direction,
+  rules: RuleSpec[],
+  proxyPorts: ProxyPorts,
+  out: ResolvedPolicy,
+  init: boolean,
+): void {
   const denyKey = dir === 'ingress' ? 'ingressDeny' : 'egressDeny'
   const hasRules = rules.some((r) => r[dir].length > 0 || r[denyKey].length > 0)
   out.enforce[dir] = init || rules.some((r) => r.defaultDeny[dir] ?? (r[dir].length > 0 || r[denyKey].length > 0))
@@ -105,20 +122,50 @@ function resolveDirection(dir: Direction, rules: RuleSpec[], proxyPorts: ProxyPo
     }
     for (const pr of rule[denyKey]) {
       for (const selector of pr.peers ?? [ALL]) {
-        const ranges = pr.toPorts === null ? [{ protocol: 0, port: 0, endPort: 65535 }] : pr.toPorts.flatMap((r) => r.ports.flatMap((p) => p.protocols.map((proto) => ({ protocol: IPPROTO[proto], port: p.port, endPort: p.endPort }))))
-        for (const r of ranges) out.contributions.push({ direction: dir, deny: true, ...r, proxyPort: 0, selector, ruleId: rule.id })
+        const ranges =
+          pr.toPorts === null
+            ? [{ protocol: 0, port: 0, endPort: 65535 }]
+            : pr.toPorts.flatMap((r) =>
+                r.ports.flatMap((p) =>
+                  p.protocols.map((proto) => ({ protocol: IPPROTO[proto], port: p.port, endPort: p.endPort })),
+                ),
+              )
+        for (const r of ranges)
+          out.contributions.push({ direction: dir, deny: true, ...r, proxyPort: 0, selector, ruleId: rule.id })
       }
     }
   }
-  for (const e of l3) out.contributions.push({ direction: dir, deny: false, protocol: 0, port: 0, endPort: 65535, proxyPort: 0, selector: e.selector, ruleId: e.ruleId })
+  for (const e of l3)
+    out.contributions.push({
+      direction: dir,
+      deny: false,
+      protocol: 0,
+      port: 0,
+      endPort: 65535,
+      proxyPort: 0,
+      selector: e.selector,
+      ruleId: e.ruleId,
+    })
   for (const f of filters.values()) {
     const parsers = [...new Set(f.entries.flatMap((e) => (e.l7 ? [e.l7.kind] : [])))]
-    if (parsers.length > 1) out.warnings.push(`${dir} ${f.protocol}/${f.port}: both ${parsers.join(' and ')} rules on one port; ${parsers[0]} applies`)
+    if (parsers.length > 1)
+      out.warnings.push(
+        `${dir} ${f.protocol}/${f.port}: both ${parsers.join(' and ')} rules on one port; ${parsers[0]} applies`,
+      )
     const parser = parsers[0] ?? null
     // TLS (serverNames) is the HTTP proxy's too: it tells the protocols apart by their first bytes.
     const proxyPort = parser ? proxyPorts[parser === 'dns' ? 'dns' : 'http'] : 0
     for (const e of f.entries) {
-      out.contributions.push({ direction: dir, deny: false, protocol: IPPROTO[f.protocol], port: f.port, endPort: f.endPort, proxyPort, selector: e.selector, ruleId: e.ruleId })
+      out.contributions.push({
+        direction: dir,
+        deny: false,
+        protocol: IPPROTO[f.protocol],
+        port: f.port,
+        endPort: f.endPort,
+        proxyPort,
+        selector: e.selector,
+        ruleId: e.ruleId,
+      })
     }
     if (!parser) continue
     // One entry per distinct selector: rules OR'ed, and a rule without L7 rules allows every
@@ -132,14 +179,35 @@ function resolveDirection(dir: Direction, rules: RuleSpec[], proxyPorts: ProxyPo
       else if (e.l7.kind === parser) for (const rule of e.l7.rules) entry.rules.push({ ruleId: e.ruleId, rule })
     }
     const intercepts = f.entries.flatMap((e) => (e.l7?.kind === 'http' && e.l7.intercept ? [e.l7.intercept] : []))
-    if (new Set(intercepts.map((i) => i.trustedCA)).size > 1) out.warnings.push(`${dir} ${f.protocol}/${f.port}: rules name different originatingTLS trustedCA files; ${intercepts[0]!.trustedCA ?? 'the system trust store'} applies`)
-    out.l7.push({ direction: dir, protocol: f.protocol, port: f.port, endPort: f.endPort, parser, entries: [...merged.values()], intercept: intercepts[0] ?? null })
+    if (new Set(intercepts.map((i) => i.trustedCA)).size > 1)
+      out.warnings.push(
+        `${dir} ${f.protocol}/${f.port}: rules name different originatingTLS trustedCA files; ${intercepts[0]!.trustedCA ?? 'the system trust store'} applies`,
+      )
+    out.l7.push({
+      direction: dir,
+      protocol: f.protocol,
+      port: f.port,
+      endPort: f.endPort,
+      parser,
+      entries: [...merged.values()],
+      intercept: intercepts[0] ?? null,
+    })
   }
 }
 
-export function resolveEndpointPolicy(rules: Iterable<RuleSpec>, labels: LabelSet, proxyPorts: ProxyPorts): ResolvedPolicy {
+export function resolveEndpointPolicy(
+  rules: Iterable<RuleSpec>,
+  labels: LabelSet,
+  proxyPorts: ProxyPorts,
+): ResolvedPolicy {
   const selecting = [...rules].filter((r) => selectsEndpoint(r, labels))
-  const out: ResolvedPolicy = { enforce: { ingress: false, egress: false }, contributions: [], l7: [], ruleIds: selecting.map((r) => r.id), warnings: [] }
+  const out: ResolvedPolicy = {
+    enforce: { ingress: false, egress: false },
+    contributions: [],
+    l7: [],
+    ruleIds: selecting.map((r) => r.id),
+    warnings: [],
+  }
   // An endpoint still without its identity (reserved:init) is enforced both ways, as in Cilium:
   // it is allowed only what policy for init allows.
   const init = labels.has('reserved', 'init')

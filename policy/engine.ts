@@ -5,16 +5,30 @@
 // endpoints its old or new rules select. `takeDelta()` returns the net change since the last
 // call, for the map writers.
 
-import { formatPrefix, parseIPv4, parsePrefix, prefixContains, type Prefix } from './cidr.js'
-import { resolveEndpointPolicy, selectsEndpoint, type ContributionSpec, type ProxyPorts, type ResolvedPolicy } from './endpoint-policy.js'
+import { formatPrefix, type Prefix, parseIPv4, parsePrefix, prefixContains } from './cidr.js'
+import {
+  type ContributionSpec,
+  type ProxyPorts,
+  type ResolvedPolicy,
+  resolveEndpointPolicy,
+  selectsEndpoint,
+} from './endpoint-policy.js'
 import { MapFullError, PolicyError } from './errors.js'
-import { IdentityAllocator, RESERVED_IDENTITIES, type Identity } from './identity.js'
-import { EndpointL7Policy, httpMatcher, nameMatcher, type L7Filter } from './l7-policy.js'
-import { LabelSet, splitSource } from './labels.js'
-import { MapState, decide, keyString, portBlocks, type MapDelta, type PolicyValue, type PortBlock } from './map-state.js'
+import { type Identity, IdentityAllocator, RESERVED_IDENTITIES } from './identity.js'
+import { EndpointL7Policy, httpMatcher, type L7Filter, nameMatcher } from './l7-policy.js'
+import { type LabelSet, splitSource } from './labels.js'
+import {
+  decide,
+  keyString,
+  type MapDelta,
+  MapState,
+  type PolicyValue,
+  type PortBlock,
+  portBlocks,
+} from './map-state.js'
 import type { Direction, DnsRuleSpec, HttpRuleSpec, RuleSpec, SelectorSpec, TlsRuleSpec } from './model.js'
 import { parsePolicyText } from './parse.js'
-import { SelectorCache, type CachedSelector, type SelectionDelta } from './selector-cache.js'
+import { type CachedSelector, type SelectionDelta, SelectorCache } from './selector-cache.js'
 
 export interface EndpointSpec {
   /** Endpoint id on this node (the datapath keys its maps by it). */
@@ -106,7 +120,8 @@ function cidrsOf(rules: readonly RuleSpec[]): string[] {
     for (const e of s.except) out.add(e)
   }
   for (const r of rules) {
-    for (const section of [r.ingress, r.ingressDeny, r.egress, r.egressDeny]) for (const pr of section) pr.peers?.forEach(visit)
+    for (const section of [r.ingress, r.ingressDeny, r.egress, r.egressDeny])
+      for (const pr of section) pr.peers?.forEach(visit)
   }
   return [...out]
 }
@@ -167,7 +182,15 @@ export class PolicyEngine {
     this.generation++
     const clash = rules.find((r) => this.ruleOwner(r.id) !== null && this.ruleOwner(r.id) !== file)
     if (clash) {
-      throw new PolicyError([{ file, line: clash.line, column: 1, path: 'metadata.name', message: `policy ${clash.id} is already loaded from ${this.ruleOwner(clash.id)}` }])
+      throw new PolicyError([
+        {
+          file,
+          line: clash.line,
+          column: 1,
+          path: 'metadata.name',
+          message: `policy ${clash.id} is already loaded from ${this.ruleOwner(clash.id)}`,
+        },
+      ])
     }
     const old = this.files.get(file) ?? []
     this.applyRules(file, rules, old)
@@ -175,15 +198,25 @@ export class PolicyEngine {
     const over = this.overCapacity()
     if (over !== null) {
       this.applyRules(file, old, rules)
-      throw new PolicyError([{ file, line: rules[0]?.line ?? 1, column: 1, path: '', message: `refused: ${over}; the file's rules before it stay in force` }])
+      throw new PolicyError([
+        {
+          file,
+          line: rules[0]?.line ?? 1,
+          column: 1,
+          path: '',
+          message: `refused: ${over}; the file's rules before it stay in force`,
+        },
+      ])
     }
   }
 
   /** Why the maps cannot hold what the engine wants now, or null. */
   private overCapacity(): string | null {
     const policy = this.policyEntries()
-    if (policy > this.capacity.policy) return `the policy map would need ${policy} entries, maps.policyEntries is ${this.capacity.policy}`
-    if (this.ipcacheEntries > this.capacity.ipcache) return `the ipcache would need ${this.ipcacheEntries} entries, maps.ipcacheEntries is ${this.capacity.ipcache}`
+    if (policy > this.capacity.policy)
+      return `the policy map would need ${policy} entries, maps.policyEntries is ${this.capacity.policy}`
+    if (this.ipcacheEntries > this.capacity.ipcache)
+      return `the ipcache would need ${this.ipcacheEntries} entries, maps.ipcacheEntries is ${this.capacity.ipcache}`
     return null
   }
 
@@ -197,7 +230,8 @@ export class PolicyEngine {
     this.revision++
     for (const ep of this.endpoints.values()) {
       const labels = ep.identity.labels
-      if (old.some((r) => selectsEndpoint(r, labels)) || rules.some((r) => selectsEndpoint(r, labels))) this.recompute(ep)
+      if (old.some((r) => selectsEndpoint(r, labels)) || rules.some((r) => selectsEndpoint(r, labels)))
+        this.recompute(ep)
     }
     this.syncFqdnSelectors()
   }
@@ -272,7 +306,9 @@ export class PolicyEngine {
     }
     const newEntries = spec.ips.filter((ip) => this.ipValue(`${ip}/32`) === null).length
     if (this.ipcacheEntries + newEntries > this.capacity.ipcache) {
-      throw new MapFullError(`endpoint ${spec.id}: refused: its ${newEntries} address(es) do not fit the ipcache (${this.ipcacheEntries} of maps.ipcacheEntries ${this.capacity.ipcache})`)
+      throw new MapFullError(
+        `endpoint ${spec.id}: refused: its ${newEntries} address(es) do not fit the ipcache (${this.ipcacheEntries} of maps.ipcacheEntries ${this.capacity.ipcache})`,
+      )
     }
     const before = this.endpoints.get(spec.id)?.spec
     this.applyEndpoint(spec)
@@ -280,7 +316,9 @@ export class PolicyEngine {
     if (policy > this.capacity.policy) {
       if (before) this.applyEndpoint(before)
       else this.removeEndpoint(spec.id)
-      throw new MapFullError(`endpoint ${spec.id}: refused: its policy needs ${policy} entries in the policy map, maps.policyEntries is ${this.capacity.policy}`)
+      throw new MapFullError(
+        `endpoint ${spec.id}: refused: its policy needs ${policy} entries in the policy map, maps.policyEntries is ${this.capacity.policy}`,
+      )
     }
   }
 
@@ -353,7 +391,9 @@ export class PolicyEngine {
     const before = this.remoteIps.get(key)
     if (peer !== null && before === peer.identity) return
     if (peer !== null && this.ipValue(key) === null && this.ipcacheEntries >= this.capacity.ipcache) {
-      throw new MapFullError(`remote endpoint ${ip}: refused: the ipcache holds ${this.ipcacheEntries} entries, maps.ipcacheEntries is ${this.capacity.ipcache}`)
+      throw new MapFullError(
+        `remote endpoint ${ip}: refused: the ipcache holds ${this.ipcacheEntries} entries, maps.ipcacheEntries is ${this.capacity.ipcache}`,
+      )
     }
     this.generation++
     if (peer !== null) {
@@ -434,7 +474,8 @@ export class PolicyEngine {
   }
 
   private coveredByCidr(prefix: Prefix): boolean {
-    for (const ids of this.fileCidrs.values()) for (const id of ids) if (id.prefix!.len > 0 && prefixContains(id.prefix!, prefix)) return true
+    for (const ids of this.fileCidrs.values())
+      for (const id of ids) if (id.prefix!.len > 0 && prefixContains(id.prefix!, prefix)) return true
     return false
   }
 
@@ -445,7 +486,11 @@ export class PolicyEngine {
    */
   private syncFqdnSelectors(): void {
     const labels = this.selectors.fqdnLabels()
-    const shape = `${labels.join(' ')}|${[...this.fileCidrs.values()].flat().map((id) => id.labels.canonical).sort().join(' ')}`
+    const shape = `${labels.join(' ')}|${[...this.fileCidrs.values()]
+      .flat()
+      .map((id) => id.labels.canonical)
+      .sort()
+      .join(' ')}`
     if (shape === this.fqdnShape) return
     this.fqdnShape = shape
     for (const label of labels) {
@@ -486,19 +531,34 @@ export class PolicyEngine {
         return {
           selector,
           allowAllBy: e.allowAllBy,
-          http: f.parser === 'http' ? e.rules.map(({ ruleId, rule }) => ({ ruleId, matcher: httpMatcher(rule as HttpRuleSpec) })) : [],
-          names: f.parser === 'http' ? [] : e.rules.map(({ ruleId, rule }) => ({ ruleId, matcher: nameMatcher(rule as DnsRuleSpec | TlsRuleSpec) })),
+          http:
+            f.parser === 'http'
+              ? e.rules.map(({ ruleId, rule }) => ({ ruleId, matcher: httpMatcher(rule as HttpRuleSpec) }))
+              : [],
+          names:
+            f.parser === 'http'
+              ? []
+              : e.rules.map(({ ruleId, rule }) => ({
+                  ruleId,
+                  matcher: nameMatcher(rule as DnsRuleSpec | TlsRuleSpec),
+                })),
         }
       }),
     }))
     ep.l7 = new EndpointL7Policy(ep.id, this.revision, filters)
     for (const s of oldSelectors) this.selectors.release(s)
-    if (before.enforce.ingress !== resolved.enforce.ingress || before.enforce.egress !== resolved.enforce.egress) this.touchedEndpoints.add(ep.id)
+    if (before.enforce.ingress !== resolved.enforce.ingress || before.enforce.egress !== resolved.enforce.egress)
+      this.touchedEndpoints.add(ep.id)
   }
 
   private attach(ep: EndpointState, spec: ContributionSpec): Contribution {
     const sel = this.selectors.acquire(spec.selector)
-    const c: Contribution = { ...spec, endpoint: ep, sel, blocks: spec.protocol === 0 ? [{ port: 0, prefixLen: 0 }] : portBlocks(spec.port, spec.endPort) }
+    const c: Contribution = {
+      ...spec,
+      endpoint: ep,
+      sel,
+      blocks: spec.protocol === 0 ? [{ port: 0, prefixLen: 0 }] : portBlocks(spec.port, spec.endPort),
+    }
     let set = this.bySelector.get(sel)
     if (!set) this.bySelector.set(sel, (set = new Set()))
     set.add(c)
@@ -518,7 +578,13 @@ export class PolicyEngine {
 
   private entries(c: Contribution, identity: number, add: boolean): void {
     for (const b of c.blocks) {
-      const key = keyString({ identity, direction: c.direction, protocol: c.protocol, port: b.port, prefixLen: b.prefixLen })
+      const key = keyString({
+        identity,
+        direction: c.direction,
+        protocol: c.protocol,
+        port: b.port,
+        prefixLen: b.prefixLen,
+      })
       if (add) c.endpoint.map.add(key, c.deny, c.proxyPort)
       else c.endpoint.map.remove(key, c.deny, c.proxyPort)
     }
@@ -538,7 +604,13 @@ export class PolicyEngine {
   // ---- ipcache -----------------------------------------------------------------------------------
 
   private ipValue(prefix: string): number | null {
-    return this.endpointIps.get(prefix) ?? this.remoteIps.get(prefix) ?? this.fqdnPrefixes.get(prefix) ?? this.cidrIps.get(prefix) ?? null
+    return (
+      this.endpointIps.get(prefix) ??
+      this.remoteIps.get(prefix) ??
+      this.fqdnPrefixes.get(prefix) ??
+      this.cidrIps.get(prefix) ??
+      null
+    )
   }
 
   private setIp(table: Map<string, number>, prefix: string, identity: number | null): void {
@@ -557,7 +629,11 @@ export class PolicyEngine {
   }
 
   /** How full the node's maps are (as this engine wants them), and what was refused for want of room. */
-  mapFill(): { ipcache: { entries: number; capacity: number }; policy: { entries: number; capacity: number }; refused: { ipcache: number; policy: number } } {
+  mapFill(): {
+    ipcache: { entries: number; capacity: number }
+    policy: { entries: number; capacity: number }
+    refused: { ipcache: number; policy: number }
+  } {
     return {
       ipcache: { entries: this.ipcacheEntries, capacity: this.capacity.ipcache },
       policy: { entries: this.policyEntries(), capacity: this.capacity.policy },
@@ -590,7 +666,15 @@ export class PolicyEngine {
 
   endpointInfo(id: number): EndpointInfo | undefined {
     const ep = this.endpoints.get(id)
-    return ep && { id: ep.id, identity: ep.identity.id, ips: ep.ips, enforce: { ...ep.resolved.enforce }, ruleIds: ep.resolved.ruleIds }
+    return (
+      ep && {
+        id: ep.id,
+        identity: ep.identity.id,
+        ips: ep.ips,
+        enforce: { ...ep.resolved.enforce },
+        ruleIds: ep.resolved.ruleIds,
+      }
+    )
   }
 
   /** The local endpoint with this address, if any. */
@@ -627,7 +711,11 @@ export class PolicyEngine {
       const removed = this.removedEndpoints.get(id)
       if (removed) {
         const now = ep.map.snapshot()
-        d.deletes.push(...removed.deletes.filter((k) => !now.has(keyString(k)) && !d.deletes.some((x) => keyString(x) === keyString(k))))
+        d.deletes.push(
+          ...removed.deletes.filter(
+            (k) => !now.has(keyString(k)) && !d.deletes.some((x) => keyString(x) === keyString(k)),
+          ),
+        )
       }
       if (d.upserts.length > 0 || d.deletes.length > 0) policy.set(id, d)
       else policy.delete(id)

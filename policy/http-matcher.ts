@@ -3,8 +3,8 @@
 // `headerMatches` may instead of failing the rule ask the proxy to LOG, ADD, DELETE or REPLACE
 // the header. A rule matches when every part of it matches; rules on a port are OR'ed.
 
-import { compileAnchored, type SafeRegex } from './regex.js'
 import type { HeaderMatchSpec, HttpRuleSpec } from './model.js'
+import { compileAnchored, type SafeRegex } from './regex.js'
 
 export interface HttpRequestView {
   method: string
@@ -42,7 +42,11 @@ export function compileHttpRule(spec: HttpRuleSpec): HttpMatcher {
   const method: SafeRegex | null = spec.method ? compileAnchored(spec.method) : null
   const path: SafeRegex | null = spec.path ? compileAnchored(spec.path) : null
   const host: SafeRegex | null = spec.host ? compileAnchored(spec.host, 'i') : null
-  const compile = (h: HeaderMatchSpec): CompiledHeader => ({ name: h.name.toLowerCase(), value: h.value, mismatch: h.mismatch })
+  const compile = (h: HeaderMatchSpec): CompiledHeader => ({
+    name: h.name.toLowerCase(),
+    value: h.value,
+    mismatch: h.mismatch,
+  })
   const headers = spec.headers.map(compile)
   const headerMatches = spec.headerMatches.map(compile)
   return {
@@ -59,7 +63,11 @@ export function compileHttpRule(spec: HttpRuleSpec): HttpMatcher {
           actions.length = pending // a failed rule asks for nothing
           return false
         }
-        actions.push(h.value === undefined ? { action: h.mismatch, name: h.name } : { action: h.mismatch, name: h.name, value: h.value })
+        actions.push(
+          h.value === undefined
+            ? { action: h.mismatch, name: h.name }
+            : { action: h.mismatch, name: h.name, value: h.value },
+        )
       }
       return true
     },

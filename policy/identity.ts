@@ -7,9 +7,9 @@
 // toCIDR prefix covers it too. Identities are reference counted and released when their last
 // user goes.
 
-import { formatPrefix, type Prefix } from './cidr.js'
-import { LabelSet, type Label } from './labels.js'
 import { L7ProxyError } from '../lib/l7proxy-error.js'
+import { formatPrefix, type Prefix } from './cidr.js'
+import { type Label, LabelSet } from './labels.js'
 
 export const RESERVED_IDENTITIES = {
   host: 1,
@@ -57,7 +57,11 @@ export class IdentityAllocator {
 
   constructor() {
     for (const [name, id] of Object.entries(RESERVED_IDENTITIES)) {
-      const identity: Identity = { id, kind: 'reserved', labels: new LabelSet([{ source: 'reserved', key: name, value: '' }]) }
+      const identity: Identity = {
+        id,
+        kind: 'reserved',
+        labels: new LabelSet([{ source: 'reserved', key: name, value: '' }]),
+      }
       this.byId.set(id, identity)
       this.byCanonical.set(identity.labels.canonical, identity)
     }
@@ -107,10 +111,16 @@ export class IdentityAllocator {
       const known = this.byCanonical.get(set.canonical)?.id ?? id
       const holder = this.byId.get(id)
       if (known !== id || (holder !== undefined && holder.labels.canonical !== set.canonical)) {
-        throw new IdentityClashError(`identity ${id} for ${set.canonical || '(no labels)'} clashes with ${known !== id ? `identity ${known} for these labels` : `identity ${id} for ${holder!.labels.canonical}`}`)
+        throw new IdentityClashError(
+          `identity ${id} for ${set.canonical || '(no labels)'} clashes with ${known !== id ? `identity ${known} for these labels` : `identity ${id} for ${holder!.labels.canonical}`}`,
+        )
       }
     }
-    return this.acquire(set, () => ({ id: id ?? this.seededId(set) ?? this.nextCluster++, kind: 'endpoint', labels: set }))
+    return this.acquire(set, () => ({
+      id: id ?? this.seededId(set) ?? this.nextCluster++,
+      kind: 'endpoint',
+      labels: set,
+    }))
   }
 
   /** The identity of a CIDR prefix; it carries `cidr:<prefix>` and `reserved:world`, as in Cilium. */
@@ -132,7 +142,12 @@ export class IdentityAllocator {
       { source: 'reserved', key: 'world', value: '' },
       ...(covered ? [{ source: 'cidr', key: formatPrefix(covered), value: '' }] : []),
     ])
-    return this.acquire(set, () => ({ id: this.seededId(set) ?? this.nextLocal++, kind: 'fqdn', labels: set, ...(covered ? { prefix: covered } : {}) }))
+    return this.acquire(set, () => ({
+      id: this.seededId(set) ?? this.nextLocal++,
+      kind: 'fqdn',
+      labels: set,
+      ...(covered ? { prefix: covered } : {}),
+    }))
   }
 
   /** The number another agent gave these labels, if no identity here has it. */

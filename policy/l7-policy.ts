@@ -3,8 +3,8 @@
 // changes; the identities a selector holds change in place as identities come and go.
 
 import { compileMatchName, compileMatchPattern, compileServerName, type DnsNameMatcher } from './dns-pattern.js'
-import { compileHttpRule, type HeaderAction, type HttpMatcher, type HttpRequestView } from './http-matcher.js'
 import type { L7Parser } from './endpoint-policy.js'
+import { compileHttpRule, type HeaderAction, type HttpMatcher, type HttpRequestView } from './http-matcher.js'
 import type { Direction, DnsRuleSpec, HttpRuleSpec, TlsInterceptSpec, TlsRuleSpec } from './model.js'
 import type { CachedSelector } from './selector-cache.js'
 
@@ -57,7 +57,11 @@ export function httpMatcher(rule: HttpRuleSpec): HttpMatcher {
 /** A dns rule's matcher, or a serverNames entry's. */
 export function nameMatcher(rule: DnsRuleSpec | TlsRuleSpec): DnsNameMatcher {
   return memo(nameMemo, JSON.stringify(rule), () =>
-    'serverName' in rule ? compileServerName(rule.serverName) : rule.matchName !== undefined ? compileMatchName(rule.matchName) : compileMatchPattern(rule.matchPattern!),
+    'serverName' in rule
+      ? compileServerName(rule.serverName)
+      : rule.matchName !== undefined
+        ? compileMatchName(rule.matchName)
+        : compileMatchPattern(rule.matchPattern!),
   )
 }
 
@@ -100,10 +104,13 @@ export function evaluateHttp(filter: L7Filter, remoteIdentity: number, req: Http
     peerKnown = true
     if (e.allowAllBy) return { allowed: true, ruleId: e.allowAllBy, reason: 'peer allowed every request', actions }
     for (const { ruleId, matcher } of e.http) {
-      if (matcher.matches(req, actions)) return { allowed: true, ruleId, reason: 'request matched an http rule', actions }
+      if (matcher.matches(req, actions))
+        return { allowed: true, ruleId, reason: 'request matched an http rule', actions }
     }
   }
-  return peerKnown ? denied(filter, 'no http rule matched', selecting(filter, remoteIdentity)) : denied(filter, `identity ${remoteIdentity} is not allowed`)
+  return peerKnown
+    ? denied(filter, 'no http rule matched', selecting(filter, remoteIdentity))
+    : denied(filter, `identity ${remoteIdentity} is not allowed`)
 }
 
 /**
@@ -115,13 +122,24 @@ export function evaluateName(filter: L7Filter, remoteIdentity: number, name: str
   for (const e of filter.entries) {
     if (!e.selector.selects(remoteIdentity)) continue
     peerKnown = true
-    if (e.allowAllBy) return { allowed: true, ruleId: e.allowAllBy, reason: `peer allowed every ${filter.parser === 'dns' ? 'name' : 'server name'}`, actions: [] }
+    if (e.allowAllBy)
+      return {
+        allowed: true,
+        ruleId: e.allowAllBy,
+        reason: `peer allowed every ${filter.parser === 'dns' ? 'name' : 'server name'}`,
+        actions: [],
+      }
     if (name === null) continue
     for (const { ruleId, matcher } of e.names) {
       if (matcher.test(name)) return { allowed: true, ruleId, reason: `name matched ${matcher.source}`, actions: [] }
     }
   }
   if (!peerKnown) return denied(filter, `identity ${remoteIdentity} is not allowed`)
-  const why = filter.parser === 'dns' ? `no dns rule matched '${name}'` : name === null ? 'the ClientHello names no server' : `no serverNames entry matched '${name}'`
+  const why =
+    filter.parser === 'dns'
+      ? `no dns rule matched '${name}'`
+      : name === null
+        ? 'the ClientHello names no server'
+        : `no serverNames entry matched '${name}'`
   return denied(filter, why, selecting(filter, remoteIdentity))
 }

@@ -38,7 +38,13 @@ export function keyString(k: PolicyKey): string {
 
 export function parseKey(s: string): PolicyKey {
   const [identity, direction, protocol, port, prefixLen] = s.split('/')
-  return { identity: Number(identity), direction: direction as Direction, protocol: Number(protocol), port: Number(port), prefixLen: Number(prefixLen) }
+  return {
+    identity: Number(identity),
+    direction: direction as Direction,
+    protocol: Number(protocol),
+    port: Number(port),
+    prefixLen: Number(prefixLen),
+  }
 }
 
 export interface PortBlock {
@@ -127,7 +133,11 @@ export class MapState {
     const k = parseKey(key)
     for (const other of this.groups.get(groupOf(key))?.keys ?? []) {
       const o = parseKey(other)
-      if (o.prefixLen > k.prefixLen && (k.prefixLen === 0 || o.port >> (16 - k.prefixLen) === k.port >> (16 - k.prefixLen))) this.touch(other)
+      if (
+        o.prefixLen > k.prefixLen &&
+        (k.prefixLen === 0 || o.port >> (16 - k.prefixLen) === k.port >> (16 - k.prefixLen))
+      )
+        this.touch(other)
     }
   }
 
@@ -225,6 +235,7 @@ export function decide(
       }
     }
   }
-  if (best) return { verdict: best.value.proxyPort ? 'redirect' : 'allow', proxyPort: best.value.proxyPort, key: best.key }
+  if (best)
+    return { verdict: best.value.proxyPort ? 'redirect' : 'allow', proxyPort: best.value.proxyPort, key: best.key }
   return { verdict: enforced ? 'deny' : 'allow', proxyPort: 0, key: null }
 }

@@ -18,7 +18,17 @@ export interface LabelRequirement {
   values: readonly string[]
 }
 
-export const ENTITIES = ['all', 'world', 'cluster', 'host', 'remote-node', 'health', 'init', 'unmanaged', 'kube-apiserver'] as const
+export const ENTITIES = [
+  'all',
+  'world',
+  'cluster',
+  'host',
+  'remote-node',
+  'health',
+  'init',
+  'unmanaged',
+  'kube-apiserver',
+] as const
 export type Entity = (typeof ENTITIES)[number]
 
 export type SelectorSpec =
@@ -72,7 +82,10 @@ export interface TlsInterceptSpec {
   trustedCA: string | null
 }
 
-export type L7Spec = { kind: 'http'; rules: readonly HttpRuleSpec[]; intercept?: TlsInterceptSpec } | { kind: 'dns'; rules: readonly DnsRuleSpec[] } | { kind: 'tls'; rules: readonly TlsRuleSpec[] }
+export type L7Spec =
+  | { kind: 'http'; rules: readonly HttpRuleSpec[]; intercept?: TlsInterceptSpec }
+  | { kind: 'dns'; rules: readonly DnsRuleSpec[] }
+  | { kind: 'tls'; rules: readonly TlsRuleSpec[] }
 
 export interface PortRuleSpec {
   ports: readonly PortSpec[]

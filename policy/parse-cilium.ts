@@ -5,10 +5,10 @@
 // unless a peer selector names the namespace label itself or a reserved label.
 
 import {
-  NAMESPACE_LABEL,
   type Direction,
   type L7Spec,
   type LabelRequirement,
+  NAMESPACE_LABEL,
   type PeerRuleSpec,
   type PortRuleSpec,
   type PortSpec,
@@ -22,11 +22,11 @@ import {
   readEntities,
   readFqdnSelectors,
   readGrpcRule,
-  readInterception,
-  readServerNames,
   readHttpRule,
+  readInterception,
   readLabelSelector,
   readPort,
+  readServerNames,
 } from './parse-fields.js'
 import type { YNode } from './yaml-reader.js'
 
@@ -60,7 +60,8 @@ function readL7(n: YNode, dir: Direction): L7Spec | null {
   for (const k of ['kafka', 'l7proto', 'l7'] as const) {
     if (f[k]) return f[k]!.fail(`${k} rules are not supported by l7proxy (http, grpc and dns are)`)
   }
-  if (f.dns && (f.http || f.grpc)) return n.fail(`a port rule takes either ${f.http ? 'http' : 'grpc'} or dns rules, not both`)
+  if (f.dns && (f.http || f.grpc))
+    return n.fail(`a port rule takes either ${f.http ? 'http' : 'grpc'} or dns rules, not both`)
   if (f.dns && dir === 'ingress') return f.dns.fail('dns rules apply only at egress')
   if (!f.http && !f.grpc && !f.dns) return n.fail('rules needs http, grpc or dns')
   const lists: Array<[YNode, YNode[]]> = []
@@ -68,7 +69,10 @@ function readL7(n: YNode, dir: Direction): L7Spec | null {
     if (!f[key]) continue
     const items = f[key]!.list()
     if (!items) return null
-    if (items.length === 0) return f[key]!.fail(`expected at least one ${key} rule${key === 'dns' ? '' : ' (use http: [{}] to allow every request)'}`)
+    if (items.length === 0)
+      return f[key]!.fail(
+        `expected at least one ${key} rule${key === 'dns' ? '' : ' (use http: [{}] to allow every request)'}`,
+      )
     lists.push([f[key]!, items])
   }
   if (f.dns) {
@@ -131,12 +135,16 @@ function readPortRules(n: YNode, dir: Direction, deny: boolean): PortRuleSpec[] 
         continue
       }
       if (f.serverNames) {
-        f.serverNames.fail('serverNames together with terminatingTLS is not supported yet; match the name with an http host rule')
+        f.serverNames.fail(
+          'serverNames together with terminatingTLS is not supported yet; match the name with an http host rule',
+        )
         ok = false
         continue
       }
       if (deny || l7 === null || l7.kind !== 'http') {
-        ;(f.terminatingTLS ?? f.originatingTLS)!.fail('TLS interception needs http rules on the port (rules: { http: [...] })')
+        ;(f.terminatingTLS ?? f.originatingTLS)!.fail(
+          'TLS interception needs http rules on the port (rules: { http: [...] })',
+        )
         ok = false
         continue
       }
@@ -149,7 +157,9 @@ function readPortRules(n: YNode, dir: Direction, deny: boolean): PortRuleSpec[] 
         continue
       }
       if (l7 !== null) {
-        f.serverNames.fail(`serverNames and ${l7.kind} rules on one port need TLS interception (terminatingTLS), which is not supported yet`)
+        f.serverNames.fail(
+          `serverNames and ${l7.kind} rules on one port need TLS interception (terminatingTLS), which is not supported yet`,
+        )
         ok = false
         continue
       }
@@ -216,7 +226,18 @@ function readPeerRule(n: YNode, dir: Direction, deny: boolean, ns: string | null
 
 function readRule(n: YNode, id: string, file: string, ns: string | null): RuleSpec | null {
   const f = n.fields(
-    ['description', 'endpointSelector', 'nodeSelector', 'ingress', 'ingressDeny', 'egress', 'egressDeny', 'labels', 'enableDefaultDeny', 'log'],
+    [
+      'description',
+      'endpointSelector',
+      'nodeSelector',
+      'ingress',
+      'ingressDeny',
+      'egress',
+      'egressDeny',
+      'labels',
+      'enableDefaultDeny',
+      'log',
+    ],
     [],
   )
   if (!f) return null
@@ -236,7 +257,12 @@ function readRule(n: YNode, id: string, file: string, ns: string | null): RuleSp
   if (f.description) ok = f.description.string() !== null && ok
   if (f.labels && f.labels.list() === null) ok = false
   const subject = f.endpointSelector ? readLabelSelector(f.endpointSelector) : null
-  const sections = { ingress: [] as PeerRuleSpec[], ingressDeny: [] as PeerRuleSpec[], egress: [] as PeerRuleSpec[], egressDeny: [] as PeerRuleSpec[] }
+  const sections = {
+    ingress: [] as PeerRuleSpec[],
+    ingressDeny: [] as PeerRuleSpec[],
+    egress: [] as PeerRuleSpec[],
+    egressDeny: [] as PeerRuleSpec[],
+  }
   for (const key of ['ingress', 'ingressDeny', 'egress', 'egressDeny'] as const) {
     if (!f[key] || f[key]!.isNull()) continue
     const dir: Direction = key.startsWith('ingress') ? 'ingress' : 'egress'
@@ -268,7 +294,12 @@ export interface DocumentHeader {
 }
 
 /** The rules of one CNP/CCNP document (its `spec`, or each of its `specs`). */
-export function readCiliumRules(f: Record<string, YNode>, doc: YNode, header: DocumentHeader, file: string): RuleSpec[] | null {
+export function readCiliumRules(
+  f: Record<string, YNode>,
+  doc: YNode,
+  header: DocumentHeader,
+  file: string,
+): RuleSpec[] | null {
   const clusterwide = header.kind === 'CiliumClusterwideNetworkPolicy'
   const ns = clusterwide ? null : (header.namespace ?? 'default')
   const base = clusterwide ? `${header.kind}/${header.name}` : `${header.kind}/${ns}/${header.name}`

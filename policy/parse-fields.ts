@@ -8,18 +8,18 @@ import { PROXY_OWNED_FIELDS } from './http-fields.js'
 import { compileHttpRule } from './http-matcher.js'
 import { ANY_SOURCE, splitSource } from './labels.js'
 import {
-  ENTITIES,
   type DnsRuleSpec,
+  ENTITIES,
   type Entity,
   type HeaderMatchSpec,
   type HttpRuleSpec,
-  type TlsInterceptSpec,
-  type TlsRuleSpec,
   type LabelOperator,
   type LabelRequirement,
   type PortSpec,
   type Protocol,
   type SelectorSpec,
+  type TlsInterceptSpec,
+  type TlsRuleSpec,
 } from './model.js'
 import type { YNode } from './yaml-reader.js'
 
@@ -138,7 +138,8 @@ export function readEntities(n: YNode): SelectorSpec[] | null {
   for (const item of n.list() ?? []) {
     const e = item.string()
     if (e === null) return null
-    if (!ENTITIES.includes(e as Entity)) return item.fail(`unknown entity '${e}'; expected one of: ${ENTITIES.join(', ')}`)
+    if (!ENTITIES.includes(e as Entity))
+      return item.fail(`unknown entity '${e}'; expected one of: ${ENTITIES.join(', ')}`)
     out.push({ kind: 'entity', entity: e as Entity })
   }
   return out
@@ -197,7 +198,8 @@ export function readPort(n: YNode, protocolDefault: 'ANY' | 'TCP'): PortSpec | n
   const proto = f.protocol ? f.protocol.string() : protocolDefault
   if (proto === null) return null
   const protocols = PROTOCOLS[proto]
-  if (!protocols) return f.protocol!.fail(`unsupported protocol '${proto}'; expected one of: ${Object.keys(PROTOCOLS).join(', ')}`)
+  if (!protocols)
+    return f.protocol!.fail(`unsupported protocol '${proto}'; expected one of: ${Object.keys(PROTOCOLS).join(', ')}`)
   return { port, endPort, protocols }
 }
 
@@ -222,16 +224,21 @@ function readHeaderMatch(n: YNode): HeaderMatchSpec | null {
   const value = f.value ? f.value.scalarString() : undefined
   if (value === null) return null
   // The proxy writes ADD/REPLACE values onto the wire as they are.
-  if (value !== undefined && /[\r\n\0]/.test(value)) return f.value!.fail('a header value must not contain CR, LF or NUL')
+  if (value !== undefined && /[\r\n\0]/.test(value))
+    return f.value!.fail('a header value must not contain CR, LF or NUL')
   let mismatch: HeaderMatchSpec['mismatch']
   if (f.mismatch) {
     const m = f.mismatch.string()
     if (m === null) return null
-    if (!MISMATCH.includes(m as (typeof MISMATCH)[number])) return f.mismatch.fail(`unknown mismatch action '${m}'; expected one of: ${MISMATCH.join(', ')}`)
+    if (!MISMATCH.includes(m as (typeof MISMATCH)[number]))
+      return f.mismatch.fail(`unknown mismatch action '${m}'; expected one of: ${MISMATCH.join(', ')}`)
     mismatch = m as HeaderMatchSpec['mismatch']
-    if (mismatch !== 'DELETE' && mismatch !== 'LOG' && value === undefined) return n.fail(`mismatch ${m} needs a 'value' to set`)
+    if (mismatch !== 'DELETE' && mismatch !== 'LOG' && value === undefined)
+      return n.fail(`mismatch ${m} needs a 'value' to set`)
     if (mismatch !== 'LOG' && PROXY_OWNED_FIELDS.has(name.toLowerCase().replaceAll('_', '-'))) {
-      return f.mismatch.fail(`mismatch ${m} cannot change '${name}': the proxy writes framing, Host and hop-by-hop fields itself`)
+      return f.mismatch.fail(
+        `mismatch ${m} cannot change '${name}': the proxy writes framing, Host and hop-by-hop fields itself`,
+      )
     }
   }
   const out: HeaderMatchSpec = { name }
@@ -322,23 +329,38 @@ export function readServerNames(n: YNode): { kind: 'tls'; rules: TlsRuleSpec[] }
  * bundle file to verify servers with (default: the system's trust store). Both are needed:
  * intercepted traffic always leaves encrypted. Secret references are refused (no Kubernetes).
  */
-export function readInterception(terminating: YNode | undefined, originating: YNode | undefined, rules: YNode | undefined): TlsInterceptSpec | null {
-  if (!terminating) return originating!.fail('originatingTLS without terminatingTLS: the proxy can only re-encrypt what it decrypted')
-  if (!originating) return terminating.fail('terminatingTLS needs originatingTLS too (use originatingTLS: {} to verify servers with the system trust store)')
+export function readInterception(
+  terminating: YNode | undefined,
+  originating: YNode | undefined,
+  rules: YNode | undefined,
+): TlsInterceptSpec | null {
+  if (!terminating)
+    return originating!.fail('originatingTLS without terminatingTLS: the proxy can only re-encrypt what it decrypted')
+  if (!originating)
+    return terminating.fail(
+      'terminatingTLS needs originatingTLS too (use originatingTLS: {} to verify servers with the system trust store)',
+    )
   if (!rules) return terminating.fail('TLS interception needs http rules on the port (rules: { http: [...] })')
   const t = terminating.fields(['secret', 'certificate', 'privateKey', 'trustedCA'])
   if (!t) return null
   for (const k of ['secret', 'certificate', 'privateKey', 'trustedCA'] as const) {
-    if (t[k]) return t[k]!.fail(`${k} is not supported in terminatingTLS: l7proxy mints the certificates from its local CA ('l7proxy certs init'); write terminatingTLS: {}`)
+    if (t[k])
+      return t[k]!.fail(
+        `${k} is not supported in terminatingTLS: l7proxy mints the certificates from its local CA ('l7proxy certs init'); write terminatingTLS: {}`,
+      )
   }
   const o = originating.fields(['secret', 'certificate', 'privateKey', 'trustedCA'])
   if (!o) return null
   for (const k of ['secret', 'certificate', 'privateKey'] as const) {
-    if (o[k]) return o[k]!.fail(`${k} is not supported in originatingTLS (client certificates are not presented); only trustedCA`)
+    if (o[k])
+      return o[k]!.fail(
+        `${k} is not supported in originatingTLS (client certificates are not presented); only trustedCA`,
+      )
   }
   if (!o.trustedCA) return { trustedCA: null }
   const path = o.trustedCA.string()
   if (path === null) return null
-  if (!path.startsWith('/')) return o.trustedCA.fail(`trustedCA must be an absolute path to a PEM bundle, not '${path}'`)
+  if (!path.startsWith('/'))
+    return o.trustedCA.fail(`trustedCA must be an absolute path to a PEM bundle, not '${path}'`)
   return { trustedCA: path }
 }

@@ -5,8 +5,15 @@
 // namespaceSelector matches namespace labels (kubernetes.io/metadata.name is the namespace name).
 
 import { ANY_SOURCE } from './labels.js'
-import { NAMESPACE_LABEL, type Direction, type LabelRequirement, type PeerRuleSpec, type RuleSpec, type SelectorSpec } from './model.js'
-import { restrictToNamespace, type DocumentHeader } from './parse-cilium.js'
+import {
+  type Direction,
+  type LabelRequirement,
+  NAMESPACE_LABEL,
+  type PeerRuleSpec,
+  type RuleSpec,
+  type SelectorSpec,
+} from './model.js'
+import { type DocumentHeader, restrictToNamespace } from './parse-cilium.js'
 import { readCidr, readLabelSelector, readPort } from './parse-fields.js'
 import type { YNode } from './yaml-reader.js'
 
@@ -20,7 +27,8 @@ function readPeer(n: YNode, ns: string): SelectorSpec | null {
   const f = n.fields(['podSelector', 'namespaceSelector', 'ipBlock'])
   if (!f) return null
   if (f.ipBlock) {
-    if (f.podSelector || f.namespaceSelector) return n.fail('ipBlock cannot be combined with podSelector or namespaceSelector')
+    if (f.podSelector || f.namespaceSelector)
+      return n.fail('ipBlock cannot be combined with podSelector or namespaceSelector')
     const b = f.ipBlock.fields(['cidr', 'except'], ['cidr'])
     if (!b?.cidr) return null
     const cidr = readCidr(b.cidr)
@@ -32,7 +40,8 @@ function readPeer(n: YNode, ns: string): SelectorSpec | null {
   const namespaces = f.namespaceSelector ? readLabelSelector(f.namespaceSelector) : null
   if (pods === null || (f.namespaceSelector && namespaces === null)) return null
   // No namespaceSelector: the policy's own namespace. An empty one: every namespace.
-  const requirements = namespaces === null ? restrictToNamespace(pods, ns) : [...pods, ...namespaces.map(namespaceRequirement)]
+  const requirements =
+    namespaces === null ? restrictToNamespace(pods, ns) : [...pods, ...namespaces.map(namespaceRequirement)]
   return { kind: 'labels', requirements }
 }
 
@@ -59,7 +68,12 @@ function readSection(n: YNode, dir: Direction, ns: string): PeerRuleSpec | null 
   return { peers, toPorts }
 }
 
-export function readK8sRules(f: Record<string, YNode>, doc: YNode, header: DocumentHeader, file: string): RuleSpec[] | null {
+export function readK8sRules(
+  f: Record<string, YNode>,
+  doc: YNode,
+  header: DocumentHeader,
+  file: string,
+): RuleSpec[] | null {
   const ns = header.namespace ?? 'default'
   if (!f.spec) return doc.fail("missing required field 'spec'")
   const s = f.spec.fields(['podSelector', 'policyTypes', 'ingress', 'egress'], ['podSelector'])
@@ -70,7 +84,8 @@ export function readK8sRules(f: Record<string, YNode>, doc: YNode, header: Docum
   if (s.policyTypes) {
     const list = (s.policyTypes.list() ?? []).map((t) => {
       const v = t.string()
-      if (v !== null && v !== 'Ingress' && v !== 'Egress') return t.fail(`unknown policy type '${v}'; expected Ingress or Egress`)
+      if (v !== null && v !== 'Ingress' && v !== 'Egress')
+        return t.fail(`unknown policy type '${v}'; expected Ingress or Egress`)
       return v
     })
     if (list.includes(null)) ok = false

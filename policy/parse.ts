@@ -5,7 +5,7 @@
 import { LineCounter, parseAllDocuments } from 'yaml'
 import { PolicyError, type PolicyIssue } from './errors.js'
 import type { RuleSpec } from './model.js'
-import { readCiliumRules, type DocumentHeader } from './parse-cilium.js'
+import { type DocumentHeader, readCiliumRules } from './parse-cilium.js'
 import { readK8sRules } from './parse-k8s.js'
 import { ReadContext, YNode } from './yaml-reader.js'
 
@@ -25,9 +25,20 @@ function readHeader(f: Record<string, YNode>): DocumentHeader | null {
   if (kind === null || apiVersion === null) return null
   const known = KINDS[kind]
   if (!known) return f.kind!.fail(`unknown kind '${kind}'; expected one of: ${Object.keys(KINDS).join(', ')}`)
-  if (apiVersion !== known.apiVersion) return f.apiVersion!.fail(`${kind} needs apiVersion '${known.apiVersion}', got '${apiVersion}'`)
+  if (apiVersion !== known.apiVersion)
+    return f.apiVersion!.fail(`${kind} needs apiVersion '${known.apiVersion}', got '${apiVersion}'`)
   const m = f.metadata!.fields(
-    ['name', 'namespace', 'labels', 'annotations', 'uid', 'resourceVersion', 'generation', 'creationTimestamp', 'managedFields'],
+    [
+      'name',
+      'namespace',
+      'labels',
+      'annotations',
+      'uid',
+      'resourceVersion',
+      'generation',
+      'creationTimestamp',
+      'managedFields',
+    ],
     ['name'],
   )
   if (!m?.name) return null
@@ -39,7 +50,8 @@ function readHeader(f: Record<string, YNode>): DocumentHeader | null {
     namespace = m.namespace.string()
     if (namespace === null) return null
     if (kind === 'CiliumClusterwideNetworkPolicy') return m.namespace.fail('a clusterwide policy has no namespace')
-    if (!/^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/.test(namespace)) return m.namespace.fail(`'${namespace}' is not a valid namespace name`)
+    if (!/^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/.test(namespace))
+      return m.namespace.fail(`'${namespace}' is not a valid namespace name`)
   }
   return { kind, name, namespace }
 }
@@ -47,7 +59,9 @@ function readHeader(f: Record<string, YNode>): DocumentHeader | null {
 export function parsePolicyText(text: string, file: string): RuleSpec[] {
   const lines = new LineCounter()
   if (Buffer.byteLength(text) > MAX_POLICY_FILE_BYTES) {
-    throw new PolicyError([{ file, line: 1, column: 1, path: '', message: `file is larger than ${MAX_POLICY_FILE_BYTES} bytes` }])
+    throw new PolicyError([
+      { file, line: 1, column: 1, path: '', message: `file is larger than ${MAX_POLICY_FILE_BYTES} bytes` },
+    ])
   }
   const docs = parseAllDocuments(text, { lineCounter: lines, uniqueKeys: true, prettyErrors: false })
   const ctx = new ReadContext(file, lines)
@@ -65,7 +79,10 @@ export function parsePolicyText(text: string, file: string): RuleSpec[] {
     }
     if (doc.contents === null) continue // an empty document between separators
     const root = new YNode(ctx, doc.contents, '', doc.range[0])
-    const f = root.fields(['apiVersion', 'kind', 'metadata', 'spec', 'specs', 'status'], ['apiVersion', 'kind', 'metadata'])
+    const f = root.fields(
+      ['apiVersion', 'kind', 'metadata', 'spec', 'specs', 'status'],
+      ['apiVersion', 'kind', 'metadata'],
+    )
     if (!f?.apiVersion || !f.kind || !f.metadata) continue
     const header = readHeader(f)
     if (!header) continue
@@ -73,12 +90,22 @@ export function parsePolicyText(text: string, file: string): RuleSpec[] {
     const read = KINDS[header.kind]!.read(f, root, header, file)
     if (!read) {
       // Readers report what they reject; never drop a document silently.
-      if (ctx.issues.length === reported) ctx.report(root.offset, '', `${header.kind} ${header.name} was rejected without a reason (a bug: please report it)`)
+      if (ctx.issues.length === reported)
+        ctx.report(
+          root.offset,
+          '',
+          `${header.kind} ${header.name} was rejected without a reason (a bug: please report it)`,
+        )
       continue
     }
     for (const r of read) {
       const first = seen.get(r.id)
-      if (first !== undefined) ctx.report(root.offset, 'metadata.name', `policy ${r.id} is defined twice in this file (first at line ${first})`)
+      if (first !== undefined)
+        ctx.report(
+          root.offset,
+          'metadata.name',
+          `policy ${r.id} is defined twice in this file (first at line ${first})`,
+        )
       else seen.set(r.id, r.line)
       rules.push(r)
     }

@@ -11,8 +11,8 @@
 // RE2 has no backreferences or lookaround, so they are refused too, as Cilium would.
 
 import { setFlagsFromString } from 'node:v8'
-import { foldCase } from './case-fold.js'
 import { L7ProxyError } from '../lib/l7proxy-error.js'
+import { foldCase } from './case-fold.js'
 
 setFlagsFromString('--enable-experimental-regexp-engine')
 
@@ -47,8 +47,12 @@ function translate(pattern: string): { source: string; flags: string } {
   }
   if (/\(\?[=!]|\(\?<[=!]/.test(src)) throw new RegexError('lookahead and lookbehind are not RE2 syntax')
   if (/\\[1-9]|\\k</.test(src)) throw new RegexError('backreferences are not RE2 syntax')
-  if (/\(\?[a-zA-Z]/.test(src.replace(/\(\?P</g, ''))) throw new RegexError('inline flags are only supported at the start, e.g. (?i)')
-  src = src.replace(/\(\?P</g, '(?<').replace(/\\A/g, '^').replace(/\\z/g, '$')
+  if (/\(\?[a-zA-Z]/.test(src.replace(/\(\?P</g, '')))
+    throw new RegexError('inline flags are only supported at the start, e.g. (?i)')
+  src = src
+    .replace(/\(\?P</g, '(?<')
+    .replace(/\\A/g, '^')
+    .replace(/\\z/g, '$')
   return { source: src, flags }
 }
 
@@ -124,7 +128,9 @@ export function compileAnchored(pattern: string, extraFlags = ''): SafeRegex {
   try {
     native = new RegExp(anchored, allFlags)
   } catch (e) {
-    throw new RegexError(`invalid regular expression: ${(e as Error).message.replace(/^Invalid regular expression: /, '')}`)
+    throw new RegexError(
+      `invalid regular expression: ${(e as Error).message.replace(/^Invalid regular expression: /, '')}`,
+    )
   }
   const shape = shapeOf(source)
   if (!shape.nestedQuantifier && shape.unbounded <= 1) {
@@ -133,7 +139,9 @@ export function compileAnchored(pattern: string, extraFlags = ''): SafeRegex {
   let linear: RegExp
   try {
     // The linear engine takes no `i`: the pattern spells its letters' cases out instead.
-    linear = allFlags.includes('i') ? new RegExp(foldCase(anchored), allFlags.replace('i', '') + 'l') : new RegExp(anchored, allFlags + 'l')
+    linear = allFlags.includes('i')
+      ? new RegExp(foldCase(anchored), `${allFlags.replace('i', '')}l`)
+      : new RegExp(anchored, `${allFlags}l`)
   } catch {
     throw new RegexError(
       'pattern could backtrack catastrophically (nested or repeated quantifiers) and cannot run in linear time; simplify it',

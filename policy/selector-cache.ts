@@ -7,9 +7,9 @@
 // Label and toFQDNs selectors are indexed by one `key=value` they require, so an identity is
 // tested only against selectors whose indexed label it carries (plus the few that have no such label).
 
-import { parsePrefix, prefixContains, type Prefix } from './cidr.js'
+import { type Prefix, parsePrefix, prefixContains } from './cidr.js'
 import { compileMatchName, compileMatchPattern, type DnsNameMatcher } from './dns-pattern.js'
-import { RESERVED_IDENTITIES, type Identity } from './identity.js'
+import { type Identity, RESERVED_IDENTITIES } from './identity.js'
 import type { LabelSet } from './labels.js'
 import type { Entity, LabelRequirement, SelectorSpec } from './model.js'
 
@@ -30,7 +30,9 @@ export function selectorKey(spec: SelectorSpec): string {
     case 'cidr':
       return `cidr{${spec.cidr}${spec.except.length ? ` except ${[...spec.except].sort().join(',')}` : ''}}`
     case 'fqdn':
-      return spec.matchName !== undefined ? `fqdn{name ${spec.matchName.toLowerCase()}}` : `fqdn{pattern ${spec.matchPattern!.toLowerCase()}}`
+      return spec.matchName !== undefined
+        ? `fqdn{name ${spec.matchName.toLowerCase()}}`
+        : `fqdn{pattern ${spec.matchPattern!.toLowerCase()}}`
     case 'entity':
       return `entity{${spec.entity}}`
   }
@@ -77,7 +79,8 @@ function labelMatcher(reqs: readonly LabelRequirement[]): Matcher {
   // Reserved and CIDR identities only match selectors that ask for their kind of label, so a
   // selector like `app NotIn [x]` does not select the world.
   const wantsSpecial = reqs.some((r) => r.source === 'reserved' || r.source === 'cidr')
-  if (reqs.length === 0) return (id) => id.kind === 'endpoint' || (id.kind === 'reserved' && id.id !== RESERVED_IDENTITIES.world)
+  if (reqs.length === 0)
+    return (id) => id.kind === 'endpoint' || (id.kind === 'reserved' && id.id !== RESERVED_IDENTITIES.world)
   return (id) => (id.kind === 'endpoint' || wantsSpecial) && requirementsMatch(reqs, id.labels)
 }
 
@@ -88,7 +91,11 @@ function cidrMatcher(cidr: string, except: readonly string[]): Matcher {
     if (id.id === RESERVED_IDENTITIES.world) return outer.len === 0 // 0.0.0.0/0 is the world
     // A learned address's identity without a prefix is the world's, as far as CIDRs go.
     if (id.prefix === undefined) return id.kind === 'fqdn' && outer.len === 0
-    return (id.kind === 'cidr' || id.kind === 'fqdn') && prefixContains(outer, id.prefix) && !holes.some((h) => prefixContains(h, id.prefix!))
+    return (
+      (id.kind === 'cidr' || id.kind === 'fqdn') &&
+      prefixContains(outer, id.prefix) &&
+      !holes.some((h) => prefixContains(h, id.prefix!))
+    )
   }
 }
 
@@ -126,9 +133,17 @@ export class CachedSelector {
     readonly spec: SelectorSpec,
   ) {
     this.wildcard = spec.kind === 'entity' && spec.entity === 'all'
-    this.fqdn = spec.kind === 'fqdn' ? { label: fqdnLabel(spec), names: spec.matchName !== undefined ? compileMatchName(spec.matchName) : compileMatchPattern(spec.matchPattern!) } : null
+    this.fqdn =
+      spec.kind === 'fqdn'
+        ? {
+            label: fqdnLabel(spec),
+            names:
+              spec.matchName !== undefined ? compileMatchName(spec.matchName) : compileMatchPattern(spec.matchPattern!),
+          }
+        : null
     this.matches = spec.kind === 'fqdn' ? fqdnMatcher(this.fqdn!.label) : makeMatcher(spec)
-    const indexed = spec.kind === 'labels' ? spec.requirements.find((r) => r.op === 'In' && r.values.length === 1) : undefined
+    const indexed =
+      spec.kind === 'labels' ? spec.requirements.find((r) => r.op === 'In' && r.values.length === 1) : undefined
     this.indexLabel = indexed ? `${indexed.key}=${indexed.values[0]}` : this.fqdn ? `${this.fqdn.label}=` : null
   }
 
@@ -177,7 +192,7 @@ export class SelectorCache {
       if (sel.indexLabel) this.bucket(this.byIndexLabel, sel.indexLabel).add(sel)
       else this.unindexed.add(sel)
       if (spec.kind === 'fqdn') this.fqdnSelectors.add(sel)
-      const candidates = sel.indexLabel ? this.identitiesByLabel.get(sel.indexLabel) ?? [] : this.identities.keys()
+      const candidates = sel.indexLabel ? (this.identitiesByLabel.get(sel.indexLabel) ?? []) : this.identities.keys()
       if (!sel.wildcard) {
         for (const id of candidates) {
           if (sel.matches(this.identities.get(id)!)) sel.selections.add(id)

@@ -2,7 +2,7 @@
 // field; every mismatch is recorded with its line, column and field path, and reading goes on so
 // one pass reports every problem in the document.
 
-import { LineCounter, isMap, isScalar, isSeq, parseDocument, type Node, type Pair } from 'yaml'
+import { isMap, isScalar, isSeq, LineCounter, type Node, type Pair, parseDocument } from 'yaml'
 import type { PolicyIssue } from './errors.js'
 
 export class ReadContext {
@@ -29,7 +29,7 @@ function describe(node: unknown): string {
   if (isScalar(node)) {
     const v = node.value
     if (v === null) return 'null'
-    if (typeof v === 'string') return `the string '${v.length > 40 ? v.slice(0, 40) + '...' : v}'`
+    if (typeof v === 'string') return `the string '${v.length > 40 ? `${v.slice(0, 40)}...` : v}'`
     return `the ${typeof v} ${String(v)}`
   }
   return 'an unsupported YAML node'
@@ -93,7 +93,12 @@ export class YNode {
     const out = new Map<string, string>()
     for (const pair of this.node.items as Pair<unknown, unknown>[]) {
       const k = pair.key as Node | null
-      const v = new YNode(this.ctx, pair.value, `${this.path}.${isScalar(k) ? String(k.value) : '?'}`, k?.range?.[0] ?? this.offset)
+      const v = new YNode(
+        this.ctx,
+        pair.value,
+        `${this.path}.${isScalar(k) ? String(k.value) : '?'}`,
+        k?.range?.[0] ?? this.offset,
+      )
       if (!isScalar(k) || typeof k.value !== 'string') {
         this.ctx.report(k?.range?.[0] ?? this.offset, this.path, `keys must be strings, got ${describe(k)}`)
         continue
@@ -115,7 +120,8 @@ export class YNode {
   }
 
   string(): string | null {
-    if (!isScalar(this.node) || typeof this.node.value !== 'string') return this.fail(`expected a string, got ${describe(this.node)}`)
+    if (!isScalar(this.node) || typeof this.node.value !== 'string')
+      return this.fail(`expected a string, got ${describe(this.node)}`)
     return this.node.value
   }
 
@@ -128,7 +134,8 @@ export class YNode {
   }
 
   boolean(): boolean | null {
-    if (!isScalar(this.node) || typeof this.node.value !== 'boolean') return this.fail(`expected true or false, got ${describe(this.node)}`)
+    if (!isScalar(this.node) || typeof this.node.value !== 'boolean')
+      return this.fail(`expected true or false, got ${describe(this.node)}`)
     return this.node.value
   }
 
@@ -147,7 +154,10 @@ export class YNode {
  * One YAML document read for a located walk: its root (null for an empty document) and the
  * context issues are recorded in; YAML syntax errors come back as issues with no root.
  */
-export function readDocument(text: string, file: string): { root: YNode | null; ctx: ReadContext; syntax: PolicyIssue[] } {
+export function readDocument(
+  text: string,
+  file: string,
+): { root: YNode | null; ctx: ReadContext; syntax: PolicyIssue[] } {
   const lines = new LineCounter()
   const doc = parseDocument(text, { lineCounter: lines, uniqueKeys: true, prettyErrors: false })
   const ctx = new ReadContext(file, lines)

@@ -111,7 +111,7 @@ export function answersJson(records: readonly AnswerRecord[]): string {
     else if (r.type === 'A' || r.type === 'AAAA') s += `"${r.type} ${r.data as string}"`
     else s += str(`${r.type} ${r.data as string}`)
   }
-  return s + ']'
+  return `${s}]`
 }
 
 // The verdict part of the last line this thread wrote (rules, reason, identities): requests
@@ -121,12 +121,20 @@ const last = { rule: undefined as string | undefined, reason: '', source: 0, des
 
 function verdictPart(v: FlowVerdict): Buffer {
   const rule = v.rules.length === 1 ? v.rules[0] : undefined
-  if (rule !== undefined && rule === last.rule && v.reason === last.reason && v.sourceIdentity === last.source && v.destIdentity === last.dest) return last.part
+  if (
+    rule !== undefined &&
+    rule === last.rule &&
+    v.reason === last.reason &&
+    v.sourceIdentity === last.source &&
+    v.destIdentity === last.dest
+  )
+    return last.part
   const part = Buffer.from(
     `,"verdict":"${v.allowed ? 'allowed' : 'denied'}","rules":${str(v.rules)},"reason":${str(v.reason)},` +
       `"sourceIdentity":${v.sourceIdentity},"destIdentity":${v.destIdentity}`,
   )
-  if (rule !== undefined) Object.assign(last, { rule, reason: v.reason, source: v.sourceIdentity, dest: v.destIdentity, part })
+  if (rule !== undefined)
+    Object.assign(last, { rule, reason: v.reason, source: v.sourceIdentity, dest: v.destIdentity, part })
   return part
 }
 
@@ -141,7 +149,9 @@ export class FlowLog {
     private readonly logger: Logger,
     private readonly ends: FlowEnds,
   ) {
-    const stream = (logger as unknown as Record<symbol, { write(line: string): unknown } & Partial<LineSink>>)[pino.symbols.streamSym]!
+    const stream = (logger as unknown as Record<symbol, { write(line: string): unknown } & Partial<LineSink>>)[
+      pino.symbols.streamSym
+    ]!
     this.out = typeof stream.reserve === 'function' ? (stream as LineSink) : new StringLines(stream)
   }
 
@@ -154,7 +164,15 @@ export class FlowLog {
     if (this.logger.levelVal > INFO) return
     const verdict = verdictPart(l.verdict)
     const grpc = l.grpc
-    const room = FIXED_ROOM + this.endsRoom + verdict.length + stringRoom(l.method) + stringRoom(l.path) + (l.target === undefined ? 0 : stringRoom(l.target)) + (l.host === undefined ? 0 : stringRoom(l.host)) + (grpc ? stringRoom(grpc.service) + stringRoom(grpc.method) : 0)
+    const room =
+      FIXED_ROOM +
+      this.endsRoom +
+      verdict.length +
+      stringRoom(l.method) +
+      stringRoom(l.path) +
+      (l.target === undefined ? 0 : stringRoom(l.target)) +
+      (l.host === undefined ? 0 : stringRoom(l.host)) +
+      (grpc ? stringRoom(grpc.service) + stringRoom(grpc.method) : 0)
     let at = this.begin(room, verdict)
     const buf = this.buf
     at = putAscii(buf, at, ',"method":')
@@ -182,7 +200,14 @@ export class FlowLog {
   dns(l: DnsFlowLine): void {
     if (this.logger.levelVal > INFO) return
     const verdict = verdictPart(l.verdict)
-    const room = FIXED_ROOM + this.endsRoom + verdict.length + stringRoom(l.qname) + l.qtype.length + l.rcode.length + l.answers.length * 3
+    const room =
+      FIXED_ROOM +
+      this.endsRoom +
+      verdict.length +
+      stringRoom(l.qname) +
+      l.qtype.length +
+      l.rcode.length +
+      l.answers.length * 3
     let at = this.begin(room, verdict)
     const buf = this.buf
     at = putString(buf, putAscii(buf, at, ',"qname":'), l.qname)

@@ -73,7 +73,8 @@ export class FlowPolicy {
   /** The flow's resolution at the engine's current generation (made once, then shared). */
   static of(engine: PolicyEngine, flow: Flow, kind: L7Kind = HTTP): FlowPolicy {
     let cache = resolved.get(engine)
-    if (cache === undefined || cache.generation !== engine.stateGeneration) resolved.set(engine, (cache = { generation: engine.stateGeneration, flows: new Map() }))
+    if (cache === undefined || cache.generation !== engine.stateGeneration)
+      resolved.set(engine, (cache = { generation: engine.stateGeneration, flows: new Map() }))
     const key = `${kind.parser} ${kind.protocol} ${flow.sourceAddress} ${flow.destAddress} ${flow.destPort}`
     let policy = cache.flows.get(key)
     if (policy === undefined) {
@@ -103,8 +104,12 @@ export class FlowPolicy {
       if (filter && filter.parser === kind.parser) sides.push({ direction, endpoint, peer, filter })
       // Rules of another protocol on this port: this one cannot be judged by them (TLS where
       // HTTP rules apply, plain HTTP where serverNames do): fail closed.
-      else if (filter) denial ??= `${direction} of endpoint ${endpoint}: ${filter.parser} rules apply on this port, the connection is ${kind.parser}`
-      else if (denial === null && engine.decide(endpoint, direction, peer, kind.protocol === 'TCP' ? 6 : 17, flow.destPort).verdict === 'deny') {
+      else if (filter)
+        denial ??= `${direction} of endpoint ${endpoint}: ${filter.parser} rules apply on this port, the connection is ${kind.parser}`
+      else if (
+        denial === null &&
+        engine.decide(endpoint, direction, peer, kind.protocol === 'TCP' ? 6 : 17, flow.destPort).verdict === 'deny'
+      ) {
         denial = `${direction} of endpoint ${endpoint}: denied at L3/L4`
       }
     }
@@ -119,8 +124,19 @@ export class FlowPolicy {
 }
 
 /** Both sides' rules applied by `evaluate`; the first side that denies decides. */
-function verdict(policy: FlowPolicy, evaluate: (filter: L7Filter, peer: number) => L7Verdict, what: string): FlowVerdict {
-  const v: FlowVerdict = { allowed: false, rules: [], reason: '', actions: [], sourceIdentity: policy.sourceIdentity, destIdentity: policy.destIdentity }
+function verdict(
+  policy: FlowPolicy,
+  evaluate: (filter: L7Filter, peer: number) => L7Verdict,
+  what: string,
+): FlowVerdict {
+  const v: FlowVerdict = {
+    allowed: false,
+    rules: [],
+    reason: '',
+    actions: [],
+    sourceIdentity: policy.sourceIdentity,
+    destIdentity: policy.destIdentity,
+  }
   if (policy.l4Denial !== null) {
     v.reason = policy.l4Denial
     return v
@@ -150,5 +166,9 @@ export function dnsVerdict(policy: FlowPolicy, qname: string): FlowVerdict {
 
 /** For a TLS connection by the server name its ClientHello asked for (lower case; null: none). */
 export function tlsVerdict(policy: FlowPolicy, serverName: string | null): FlowVerdict {
-  return verdict(policy, (filter, peer) => evaluateName(filter, peer, serverName), 'server name matched a serverNames entry')
+  return verdict(
+    policy,
+    (filter, peer) => evaluateName(filter, peer, serverName),
+    'server name matched a serverNames entry',
+  )
 }

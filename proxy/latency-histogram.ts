@@ -3,7 +3,9 @@
 // snapshots add up: every proxy thread's into one Prometheus histogram.
 
 /** Upper bounds in seconds, from 100 µs (a denied request) to 10 s (a slow upstream). */
-export const LATENCY_BUCKETS: readonly number[] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
+export const LATENCY_BUCKETS: readonly number[] = [
+  0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
+]
 
 export interface HistogramSnapshot {
   /** Observations per bucket (not cumulative); the last one is above the highest bound. */

@@ -3,8 +3,18 @@
 // with the verifier log kept for errors, and its programs and maps looked up by name.
 
 import koffi from 'koffi'
-import { BpfError, OPEN_OPTS, addressOf, check, clearLibbpfMessages, errnoName, libbpf, libbpfMessages, privilegeHint } from './libbpf.js'
 import { cString } from '../lib/libc.js'
+import {
+  addressOf,
+  BpfError,
+  check,
+  clearLibbpfMessages,
+  errnoName,
+  libbpf,
+  libbpfMessages,
+  OPEN_OPTS,
+  privilegeHint,
+} from './libbpf.js'
 
 const PERCPU_TYPES = new Set([5, 6, 10]) // PERCPU_HASH, PERCPU_ARRAY, LRU_PERCPU_HASH
 const VERIFIER_LOG_BYTES = 1 << 20
@@ -31,12 +41,18 @@ export class BpfMap {
   }
 
   private sized(buf: Buffer, size: number, what: string): Buffer {
-    if (buf.length !== size) throw new BpfError('ELAYOUT', `map ${this.name}: ${what} is ${buf.length} bytes, the map wants ${size}`)
+    if (buf.length !== size)
+      throw new BpfError('ELAYOUT', `map ${this.name}: ${what} is ${buf.length} bytes, the map wants ${size}`)
     return buf
   }
 
   update(key: Buffer, value: Buffer, flags = 0): void {
-    const rc = libbpf().bpf_map_update_elem(this.fd, this.sized(key, this.keySize, 'key'), this.sized(value, this.percpu ? this.lookupSize : this.valueSize, 'value'), flags) as number
+    const rc = libbpf().bpf_map_update_elem(
+      this.fd,
+      this.sized(key, this.keySize, 'key'),
+      this.sized(value, this.percpu ? this.lookupSize : this.valueSize, 'value'),
+      flags,
+    ) as number
     check(rc, 'EMAP', `update of map ${this.name}`)
   }
 
@@ -113,7 +129,9 @@ export class BpfObject {
       const handle = lib.bpf_object__open_file(path, opts)
       if (!handle) {
         const errno = koffi.errno()
-        throw new BpfError('EOPEN', `cannot open BPF object ${path}: ${errnoName(errno)}\n${libbpfMessages()}`.trim(), { errno })
+        throw new BpfError('EOPEN', `cannot open BPF object ${path}: ${errnoName(errno)}\n${libbpfMessages()}`.trim(), {
+          errno,
+        })
       }
       for (const [name, n] of Object.entries(maxEntries)) {
         const map = lib.bpf_object__find_map_by_name(handle, name)

@@ -8,8 +8,8 @@ import { mkdirSync, readdirSync } from 'node:fs'
 import { availableParallelism } from 'node:os'
 import { dirname, join, relative } from 'node:path'
 import { parseArgs } from 'node:util'
-import { projectRoot } from '../lib/project-root.js'
 import { L7ProxyError } from '../lib/l7proxy-error.js'
+import { projectRoot } from '../lib/project-root.js'
 
 const MULTIARCH: Record<string, string> = { x64: 'x86_64-linux-gnu', arm64: 'aarch64-linux-gnu' }
 const TARGET_ARCH: Record<string, string> = { x64: 'x86', arm64: 'arm64' }
@@ -33,7 +33,8 @@ export function findBpfSources(dir: string): string[] {
 export function clangArgs(src: string, obj: string, includeDir: string): string[] {
   const arch = process.arch
   const multiarch = MULTIARCH[arch]
-  if (!multiarch) throw new BpfBuildError(`unsupported architecture '${arch}' (supported: ${Object.keys(MULTIARCH).join(', ')})`)
+  if (!multiarch)
+    throw new BpfBuildError(`unsupported architecture '${arch}' (supported: ${Object.keys(MULTIARCH).join(', ')})`)
   return [
     '-O2',
     '-g',
@@ -60,7 +61,9 @@ function compile(src: string, obj: string, includeDir: string): Promise<void> {
     execFile('clang', clangArgs(src, obj, includeDir), { timeout: 120_000 }, (err, _stdout, stderr) => {
       if (!err) return resolve()
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
-        return reject(new BpfBuildError('clang not found: run scripts/setup.sh (Debian packages clang, llvm, libbpf-dev)'))
+        return reject(
+          new BpfBuildError('clang not found: run scripts/setup.sh (Debian packages clang, llvm, libbpf-dev)'),
+        )
       }
       reject(new BpfBuildError(`clang failed on ${src}:\n${stderr.trim() || err.message}`))
     })

@@ -5,8 +5,8 @@
 import { existsSync, mkdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import koffi from 'koffi'
-import { BpfError, check, errnoName, libbpf } from './libbpf.js'
 import { cString, libc } from '../lib/libc.js'
+import { BpfError, check, errnoName, libbpf } from './libbpf.js'
 
 const BPF_CGROUP_SOCK_OPS = 3
 const BPF_SK_MSG_VERDICT = 7
@@ -57,7 +57,8 @@ export function joinCgroup(dir: string, pid: number = process.pid): void {
 export function removeCgroup(dir: string): void {
   const root = cgroup2Root()
   try {
-    for (const pid of readFileSync(join(dir, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean)) joinCgroup(root, Number(pid))
+    for (const pid of readFileSync(join(dir, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean))
+      joinCgroup(root, Number(pid))
     rmdirSync(dir)
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e
@@ -78,7 +79,11 @@ export function releaseCgroup2Root(): void {
 export function attachSockops(progFd: number, cgroupDir: string): void {
   const fd = openDir(cgroupDir)
   try {
-    check(libbpf().bpf_prog_attach(progFd, fd, BPF_CGROUP_SOCK_OPS, 0) as number, 'EATTACH', `attaching sock_ops to ${cgroupDir}`)
+    check(
+      libbpf().bpf_prog_attach(progFd, fd, BPF_CGROUP_SOCK_OPS, 0) as number,
+      'EATTACH',
+      `attaching sock_ops to ${cgroupDir}`,
+    )
   } finally {
     libc().close(fd)
   }
@@ -87,16 +92,28 @@ export function attachSockops(progFd: number, cgroupDir: string): void {
 export function detachSockops(progFd: number, cgroupDir: string): void {
   const fd = openDir(cgroupDir)
   try {
-    check(libbpf().bpf_prog_detach2(progFd, fd, BPF_CGROUP_SOCK_OPS) as number, 'EATTACH', `detaching sock_ops from ${cgroupDir}`)
+    check(
+      libbpf().bpf_prog_detach2(progFd, fd, BPF_CGROUP_SOCK_OPS) as number,
+      'EATTACH',
+      `detaching sock_ops from ${cgroupDir}`,
+    )
   } finally {
     libc().close(fd)
   }
 }
 
 export function attachSkMsg(progFd: number, sockhashFd: number): void {
-  check(libbpf().bpf_prog_attach(progFd, sockhashFd, BPF_SK_MSG_VERDICT, 0) as number, 'EATTACH', 'attaching sk_msg to the sockhash')
+  check(
+    libbpf().bpf_prog_attach(progFd, sockhashFd, BPF_SK_MSG_VERDICT, 0) as number,
+    'EATTACH',
+    'attaching sk_msg to the sockhash',
+  )
 }
 
 export function detachSkMsg(progFd: number, sockhashFd: number): void {
-  check(libbpf().bpf_prog_detach2(progFd, sockhashFd, BPF_SK_MSG_VERDICT) as number, 'EATTACH', 'detaching sk_msg from the sockhash')
+  check(
+    libbpf().bpf_prog_detach2(progFd, sockhashFd, BPF_SK_MSG_VERDICT) as number,
+    'EATTACH',
+    'detaching sk_msg from the sockhash',
+  )
 }

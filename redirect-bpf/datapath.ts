@@ -5,21 +5,49 @@
 
 import { spawnSync } from 'node:child_process'
 import { readFileSync, writeFileSync } from 'node:fs'
+import { distPath } from '../lib/project-root.js'
 import type { EngineDelta } from '../policy/engine.js'
+import { RESERVED_IDENTITIES } from '../policy/identity.js'
 import { BpfObject } from './bpf-object.js'
-import { BpfError } from './libbpf.js'
 import { ensureBpffs } from './bpffs.js'
-import { attachSkMsg, attachSockops, createCgroup, detachSkMsg, detachSockops, releaseCgroup2Root, removeCgroup } from './cgroup.js'
-import { checkLayout, endpointValue, u32, decodePolicyKey, decodePolicyValue, liveCtDestinations, originalDestination, readCounters, readSockmapStats, writeConfig, type Counter, type PolicyMapKey } from './map-layout.js'
-import { ensureMode, setupMode, teardownModes, usesSkLookup, type RedirectMode, type Run } from './modes/redirect-mode.js'
+import {
+  attachSkMsg,
+  attachSockops,
+  createCgroup,
+  detachSkMsg,
+  detachSockops,
+  releaseCgroup2Root,
+  removeCgroup,
+} from './cgroup.js'
+import { BpfError } from './libbpf.js'
+import {
+  type Counter,
+  checkLayout,
+  decodePolicyKey,
+  decodePolicyValue,
+  endpointValue,
+  liveCtDestinations,
+  originalDestination,
+  type PolicyMapKey,
+  readCounters,
+  readSockmapStats,
+  u32,
+  writeConfig,
+} from './map-layout.js'
+import { DEFAULT_MAP_SIZES, type MapSizes, maxEntries, preparePinnedSizes } from './map-sizes.js'
+import {
+  ensureMode,
+  type RedirectMode,
+  type Run,
+  setupMode,
+  teardownModes,
+  usesSkLookup,
+} from './modes/redirect-mode.js'
 import { inNetns } from './netns.js'
 import { PolicyWriter, type WriteStats } from './policy-writer.js'
 import { spreadOver } from './reuseport.js'
-import { DEFAULT_MAP_SIZES, maxEntries, preparePinnedSizes, type MapSizes } from './map-sizes.js'
 import { addProxySocket, attachSkLookup, detachSkLookup } from './sk-lookup.js'
 import { attachTc, detachTc, ifindexOf, removeClsact } from './tc.js'
-import { distPath } from '../lib/project-root.js'
-import { RESERVED_IDENTITIES } from '../policy/identity.js'
 
 const EARLY_DEMUX = '/proc/sys/net/ipv4/tcp_early_demux'
 
@@ -55,7 +83,11 @@ export interface DatapathOptions {
 
 /** One of the programs' objects, on the pinned maps, those sized by the options at their sizes. */
 function object(name: string, opts: DatapathOptions): BpfObject {
-  return BpfObject.load(distPath(`redirect-bpf/progs/${name}.bpf.o`), opts.pinRoot, maxEntries(opts.mapSizes ?? DEFAULT_MAP_SIZES))
+  return BpfObject.load(
+    distPath(`redirect-bpf/progs/${name}.bpf.o`),
+    opts.pinRoot,
+    maxEntries(opts.mapSizes ?? DEFAULT_MAP_SIZES),
+  )
 }
 
 export class Datapath {
@@ -142,7 +174,10 @@ export class Datapath {
       if (dp) dp.stop()
       else from.close()
       const err = e as BpfError
-      throw new BpfError(err.code ?? 'EATTACH', `redirect mode '${opts.mode}' cannot start here: ${err.message}`, { errno: err.errno, verifierLog: err.verifierLog })
+      throw new BpfError(err.code ?? 'EATTACH', `redirect mode '${opts.mode}' cannot start here: ${err.message}`, {
+        errno: err.errno,
+        verifierLog: err.verifierLog,
+      })
     }
   }
 
@@ -171,7 +206,9 @@ export class Datapath {
    */
   quarantine(ifname: string): number {
     const ifindex = this.attach(ifname)
-    this.fromEndpoint.map('l7_endpoints').update(u32(ifindex), endpointValue(0, RESERVED_IDENTITIES.init, { ingress: true, egress: true }))
+    this.fromEndpoint
+      .map('l7_endpoints')
+      .update(u32(ifindex), endpointValue(0, RESERVED_IDENTITIES.init, { ingress: true, egress: true }))
     return ifindex
   }
 

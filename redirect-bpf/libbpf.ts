@@ -6,7 +6,16 @@ import koffi, { type LibraryHandle } from 'koffi'
 import { L7ProxyError } from '../lib/l7proxy-error.js'
 import { libc } from '../lib/libc.js'
 
-export type BpfErrorCode = 'ENOLIBBPF' | 'EOPEN' | 'ELOAD' | 'EATTACH' | 'EMAP' | 'EPERM' | 'ELAYOUT' | 'ENETNS' | 'EMOUNT'
+export type BpfErrorCode =
+  | 'ENOLIBBPF'
+  | 'EOPEN'
+  | 'ELOAD'
+  | 'EATTACH'
+  | 'EMAP'
+  | 'EPERM'
+  | 'ELAYOUT'
+  | 'ENETNS'
+  | 'EMOUNT'
 
 export class BpfError extends L7ProxyError {
   declare readonly code: BpfErrorCode
@@ -106,7 +115,10 @@ export function libbpf(): Libbpf {
   try {
     lib = koffi.load('libbpf.so.1')
   } catch (e) {
-    throw new BpfError('ENOLIBBPF', `cannot load libbpf.so.1: ${(e as Error).message}; install Debian package libbpf1 (scripts/setup.sh does)`)
+    throw new BpfError(
+      'ENOLIBBPF',
+      `cannot load libbpf.so.1: ${(e as Error).message}; install Debian package libbpf1 (scripts/setup.sh does)`,
+    )
   }
   const f = (l: LibraryHandle, decl: string): Fn => l.func(decl) as Fn
   const api: Libbpf = {
@@ -152,7 +164,6 @@ export function libbpf(): Libbpf {
   cached = api
   return api
 }
-
 
 export function addressOf(buf: Buffer): bigint {
   return koffi.address(buf) as bigint

@@ -161,7 +161,12 @@ export function readCounters(obj: BpfObject): Counter[] {
       packets += v.readBigUInt64LE(off)
       bytes += v.readBigUInt64LE(off + 8)
     }
-    out.push({ endpointId: key.readUInt32LE(0), verdict: VERDICTS[key.readUInt32LE(4)] ?? 'not-enforced', packets: Number(packets), bytes: Number(bytes) })
+    out.push({
+      endpointId: key.readUInt32LE(0),
+      verdict: VERDICTS[key.readUInt32LE(4)] ?? 'not-enforced',
+      packets: Number(packets),
+      bytes: Number(bytes),
+    })
   }
   return out
 }
@@ -184,7 +189,13 @@ export interface Destination {
  * Where a steered client's flow was going, from the proxymap (by its fd: any thread of the
  * process may ask), written into `out`; false if the datapath recorded none.
  */
-export function proxymapLookup(proxymapFd: number, clientAddress: number, clientPort: number, protocol: 'tcp' | 'udp', out: Destination): boolean {
+export function proxymapLookup(
+  proxymapFd: number,
+  clientAddress: number,
+  clientPort: number,
+  protocol: 'tcp' | 'udp',
+  out: Destination,
+): boolean {
   proxymapKey.writeUInt32BE(clientAddress, 0) // network order, as in the packet
   proxymapKey.writeUInt16BE(clientPort, 4)
   proxymapKey.writeUInt8(protocol === 'tcp' ? 6 : 17, 6)
@@ -197,7 +208,12 @@ export function proxymapLookup(proxymapFd: number, clientAddress: number, client
 }
 
 /** proxymapLookup with addresses as text. */
-export function originalDestination(proxymapFd: number, clientAddress: string, clientPort: number, protocol: 'tcp' | 'udp'): { address: string; port: number } | null {
+export function originalDestination(
+  proxymapFd: number,
+  clientAddress: string,
+  clientPort: number,
+  protocol: 'tcp' | 'udp',
+): { address: string; port: number } | null {
   const addr = parseIPv4(clientAddress)
   const out = { address: 0, port: 0 }
   if (addr === null || !proxymapLookup(proxymapFd, addr, clientPort, protocol, out)) return null
@@ -232,7 +248,11 @@ export function liveCtDestinations(obj: BpfObject, nowNs: bigint): Set<string> {
     const v = map.lookup(k)
     if (!v) continue
     const tcp = k[12] === 6
-    const lifetime = !tcp ? CT_LIFETIME_NS.udp : v.readUInt16LE(10) & CT_CLOSING ? CT_LIFETIME_NS.closing : CT_LIFETIME_NS.tcp
+    const lifetime = !tcp
+      ? CT_LIFETIME_NS.udp
+      : v.readUInt16LE(10) & CT_CLOSING
+        ? CT_LIFETIME_NS.closing
+        : CT_LIFETIME_NS.tcp
     if (nowNs - v.readBigUInt64LE(0) <= lifetime) live.add(`${k[4]}.${k[5]}.${k[6]}.${k[7]}`)
   }
   return live

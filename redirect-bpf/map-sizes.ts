@@ -5,8 +5,8 @@
 
 import { existsSync, readFileSync, unlinkSync } from 'node:fs'
 import { join } from 'node:path'
-import { BpfError, libbpf } from './libbpf.js'
 import { cString, libc } from '../lib/libc.js'
+import { BpfError, libbpf } from './libbpf.js'
 
 export interface MapSizes {
   ipcacheEntries: number
@@ -18,7 +18,10 @@ export const DEFAULT_MAP_SIZES: Readonly<MapSizes> = { ipcacheEntries: 65536, po
 export const MAP_SIZE_RANGE = { min: 16, max: 1 << 24 } as const
 
 /** The map each setting sizes. */
-export const SIZED_MAPS = { l7_ipcache: 'ipcacheEntries', l7_policy: 'policyEntries' } as const satisfies Record<string, keyof MapSizes>
+export const SIZED_MAPS = { l7_ipcache: 'ipcacheEntries', l7_policy: 'policyEntries' } as const satisfies Record<
+  string,
+  keyof MapSizes
+>
 
 /** max_entries of a pinned map, or null when nothing is pinned there. */
 function pinnedSize(path: string): number | null {
@@ -43,7 +46,10 @@ export function preparePinnedSizes(pinRoot: string, sizes: MapSizes, takeover: b
     const have = pinnedSize(path)
     if (have === null || have === sizes[setting]) continue
     if (takeover) {
-      throw new BpfError('EMAP', `maps.${setting} is ${sizes[setting]}, the running agent's ${map} holds ${have}: a takeover keeps the maps, so their sizes cannot change (restart without --takeover to resize)`)
+      throw new BpfError(
+        'EMAP',
+        `maps.${setting} is ${sizes[setting]}, the running agent's ${map} holds ${have}: a takeover keeps the maps, so their sizes cannot change (restart without --takeover to resize)`,
+      )
     }
     unlinkSync(path)
   }

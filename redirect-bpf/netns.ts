@@ -3,8 +3,8 @@
 // namespace. Only for synchronous code: the thread must not yield to the event loop meanwhile.
 
 import koffi from 'koffi'
-import { BpfError, errnoName } from './libbpf.js'
 import { cString, libc } from '../lib/libc.js'
+import { BpfError, errnoName } from './libbpf.js'
 
 const CLONE_NEWNET = 0x40000000
 const O_RDONLY_CLOEXEC = 0o2000000

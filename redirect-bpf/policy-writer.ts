@@ -19,7 +19,14 @@ export interface WriteStats {
 }
 
 function mapKey(endpointId: number, k: PolicyKey): Buffer {
-  return policyKey({ endpointId, identity: k.identity, direction: k.direction, protocol: k.protocol, port: k.port, portPrefixLen: k.prefixLen })
+  return policyKey({
+    endpointId,
+    identity: k.identity,
+    direction: k.direction,
+    protocol: k.protocol,
+    port: k.port,
+    portPrefixLen: k.prefixLen,
+  })
 }
 
 export class PolicyWriter {

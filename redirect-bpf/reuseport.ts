@@ -4,9 +4,9 @@
 // socket is open: an agent taking over the sockets attaches its own over it.
 
 import koffi from 'koffi'
+import { libc } from '../lib/libc.js'
 import type { BpfMap } from './bpf-object.js'
 import { BpfError, errnoName } from './libbpf.js'
-import { libc } from '../lib/libc.js'
 import { u32 } from './map-layout.js'
 
 const SOL_SOCKET = 1
@@ -15,7 +15,11 @@ const SO_ATTACH_REUSEPORT_EBPF = 52
 /** The group's sockets in turn order, then how many there are (turns past the last are not taken). */
 export function spreadOver(threads: BpfMap, spread: BpfMap, socketFds: readonly number[], progFd: number): void {
   if (socketFds.length === 0) return
-  if (socketFds.length > threads.maxEntries) throw new BpfError('EMAP', `${socketFds.length} HTTP proxy threads: the datapath spreads connections over ${threads.maxEntries} at most`)
+  if (socketFds.length > threads.maxEntries)
+    throw new BpfError(
+      'EMAP',
+      `${socketFds.length} HTTP proxy threads: the datapath spreads connections over ${threads.maxEntries} at most`,
+    )
   const fd = Buffer.alloc(8)
   socketFds.forEach((socketFd, i) => {
     fd.writeBigUInt64LE(BigInt(socketFd))
@@ -27,6 +31,9 @@ export function spreadOver(threads: BpfMap, spread: BpfMap, socketFds: readonly 
   const prog = Buffer.alloc(4)
   prog.writeInt32LE(progFd)
   if ((libc().setsockopt(socketFds[0]!, SOL_SOCKET, SO_ATTACH_REUSEPORT_EBPF, prog, 4) as number) !== 0) {
-    throw new BpfError('EATTACH', `attaching the reuseport program to the HTTP proxy's listeners: ${errnoName(koffi.errno())}`)
+    throw new BpfError(
+      'EATTACH',
+      `attaching the reuseport program to the HTTP proxy's listeners: ${errnoName(koffi.errno())}`,
+    )
   }
 }

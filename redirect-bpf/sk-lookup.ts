@@ -2,9 +2,9 @@
 // BPF link that lasts while its fd is open (so it goes with the agent, and a restart attaches
 // anew), and the proxy sockets it may select, by port and protocol.
 
-import { check, libbpf } from './libbpf.js'
 import { libc } from '../lib/libc.js'
 import type { BpfMap } from './bpf-object.js'
+import { check, libbpf } from './libbpf.js'
 import { proxySocketKey } from './map-layout.js'
 import { openNetns } from './netns.js'
 
@@ -14,7 +14,11 @@ const BPF_SK_LOOKUP = 36
 export function attachSkLookup(progFd: number, netns?: string): number {
   const nsFd = openNetns(netns)
   try {
-    return check(libbpf().bpf_link_create(progFd, nsFd, BPF_SK_LOOKUP, null) as number, 'EATTACH', `attaching sk_lookup to network namespace ${netns ?? '(current)'}`)
+    return check(
+      libbpf().bpf_link_create(progFd, nsFd, BPF_SK_LOOKUP, null) as number,
+      'EATTACH',
+      `attaching sk_lookup to network namespace ${netns ?? '(current)'}`,
+    )
   } finally {
     libc().close(nsFd)
   }

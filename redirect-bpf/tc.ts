@@ -2,8 +2,8 @@
 // network namespace. l7proxy uses one fixed handle and priority per hook, so attaching again
 // replaces its program atomically and detaching finds it.
 
-import { BPF_TC_EGRESS, BPF_TC_F_REPLACE, BPF_TC_INGRESS, BpfError, TC_HOOK, TC_OPTS, check, libbpf } from './libbpf.js'
 import { cString, libc } from '../lib/libc.js'
+import { BPF_TC_EGRESS, BPF_TC_F_REPLACE, BPF_TC_INGRESS, BpfError, check, libbpf, TC_HOOK, TC_OPTS } from './libbpf.js'
 
 export type TcDirection = 'ingress' | 'egress'
 
@@ -43,7 +43,11 @@ export function attachTc(ifindex: number, direction: TcDirection, progFd: number
   const h = hook(ifindex, direction)
   const rc = lib.bpf_tc_hook_create(h) as number
   if (rc !== -17) check(rc, 'EATTACH', `creating clsact on ifindex ${ifindex}`) // EEXIST: already there
-  check(lib.bpf_tc_attach(h, opts(progFd, BPF_TC_F_REPLACE)) as number, 'EATTACH', `attaching to ${direction} of ifindex ${ifindex}`)
+  check(
+    lib.bpf_tc_attach(h, opts(progFd, BPF_TC_F_REPLACE)) as number,
+    'EATTACH',
+    `attaching to ${direction} of ifindex ${ifindex}`,
+  )
   return rc === 0
 }
 

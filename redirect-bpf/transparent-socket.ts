@@ -4,9 +4,9 @@
 // listener, made where its namespace is and handed to a process that runs in another.
 
 import koffi from 'koffi'
-import { BpfError, errnoName } from './libbpf.js'
 import { libc } from '../lib/libc.js'
 import { parseIPv4 } from '../policy/cidr.js'
+import { BpfError, errnoName } from './libbpf.js'
 
 const AF_INET = 2
 const SOCK_STREAM = 1
@@ -21,13 +21,22 @@ const IP_TRANSPARENT = 19
 function fail(what: string, fd: number): never {
   const errno = koffi.errno()
   if (fd >= 0) libc().close(fd)
-  throw new BpfError(errno === 1 ? 'EPERM' : 'EATTACH', `${what}: ${errnoName(errno)}${errno === 1 ? ' (IP_TRANSPARENT needs CAP_NET_ADMIN or CAP_NET_RAW)' : ''}`, { errno })
+  throw new BpfError(
+    errno === 1 ? 'EPERM' : 'EATTACH',
+    `${what}: ${errnoName(errno)}${errno === 1 ? ' (IP_TRANSPARENT needs CAP_NET_ADMIN or CAP_NET_RAW)' : ''}`,
+    { errno },
+  )
 }
 
 const SOCK_DGRAM = 2
 
 /** A socket of `type` with SO_REUSEADDR and IP_TRANSPARENT (unless not `transparent`; and SO_REUSEPORT), bound to address:port. */
-function boundSocket(type: number, address: string, port: number, o: { reusePort?: boolean; transparent?: boolean } = {}): number {
+function boundSocket(
+  type: number,
+  address: string,
+  port: number,
+  o: { reusePort?: boolean; transparent?: boolean } = {},
+): number {
   const lib = libc()
   const addr = parseIPv4(address)
   if (addr === null) throw new BpfError('EATTACH', `'${address}' is not an IPv4 address`)
@@ -37,7 +46,8 @@ function boundSocket(type: number, address: string, port: number, o: { reusePort
   one.writeInt32LE(1)
   if ((lib.setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, one, 4) as number) !== 0) fail('SO_REUSEADDR', fd)
   if (o.reusePort && (lib.setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, one, 4) as number) !== 0) fail('SO_REUSEPORT', fd)
-  if (o.transparent !== false && (lib.setsockopt(fd, SOL_IP, IP_TRANSPARENT, one, 4) as number) !== 0) fail('IP_TRANSPARENT', fd)
+  if (o.transparent !== false && (lib.setsockopt(fd, SOL_IP, IP_TRANSPARENT, one, 4) as number) !== 0)
+    fail('IP_TRANSPARENT', fd)
   const sa = Buffer.alloc(16)
   sa.writeUInt16LE(AF_INET, 0)
   sa.writeUInt16BE(port, 2)
@@ -52,7 +62,11 @@ function boundSocket(type: number, address: string, port: number, o: { reusePort
  * new connections over them by their addresses; the socket lookup that steering does (TPROXY,
  * sk_assign) selects within the group too.
  */
-export function transparentTcpListener(address: string, port: number, opts: { backlog?: number; reusePort?: boolean } = {}): number {
+export function transparentTcpListener(
+  address: string,
+  port: number,
+  opts: { backlog?: number; reusePort?: boolean } = {},
+): number {
   return listening(boundSocket(SOCK_STREAM, address, port, { reusePort: opts.reusePort }), opts.backlog ?? 1024)
 }
 

@@ -12,15 +12,28 @@ t.test('bench:policy --quick writes JSON and a table', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'l7-bench-'))
   t.teardown(() => rmSync(dir, { recursive: true, force: true }))
   const out = join(dir, 'policy.json')
-  const r = spawnSync(process.execPath, [distPath('bench/policy.js'), '--quick', '--out', out], { encoding: 'utf8', timeout: 120_000 })
+  const r = spawnSync(process.execPath, [distPath('bench/policy.js'), '--quick', '--out', out], {
+    encoding: 'utf8',
+    timeout: 120_000,
+  })
   t.equal(r.status, 0, r.stderr)
   t.match(r.stdout, /policies identities endpoints/)
-  const json = JSON.parse(readFileSync(out, 'utf8')) as { rows: Array<{ policies: number; mapEntries: number; identityAdd: { exact: boolean; touchedMean: number }; identityRemove: { exact: boolean } }> }
+  const json = JSON.parse(readFileSync(out, 'utf8')) as {
+    rows: Array<{
+      policies: number
+      mapEntries: number
+      identityAdd: { exact: boolean; touchedMean: number }
+      identityRemove: { exact: boolean }
+    }>
+  }
   t.equal(json.rows.length, 2)
   for (const row of json.rows) {
     t.ok(row.mapEntries > 0, `${row.policies} policies compile to map entries`)
     t.ok(row.identityAdd.exact, 'identity add touches exactly the entries referencing it')
     t.ok(row.identityRemove.exact, 'identity removal too')
   }
-  t.ok(json.rows.some((r) => r.identityAdd.touchedMean > 0), 'and touches some')
+  t.ok(
+    json.rows.some((r) => r.identityAdd.touchedMean > 0),
+    'and touches some',
+  )
 })

@@ -12,7 +12,10 @@ const srcDir = join(projectRoot(), 'redirect-bpf')
 
 t.test('every redirect-bpf/**/*.bpf.c has a built BPF object', async (t) => {
   const sources = findBpfSources(srcDir)
-  t.ok(sources.some((s) => s.endsWith('progs/from-endpoint.bpf.c')), 'the TC program is among the sources')
+  t.ok(
+    sources.some((s) => s.endsWith('progs/from-endpoint.bpf.c')),
+    'the TC program is among the sources',
+  )
   for (const src of sources) {
     const obj = distPath(join('redirect-bpf', relative(srcDir, src).replace(/\.c$/, '.o')))
     t.ok(existsSync(obj), `${relative(projectRoot(), obj)} exists`)
@@ -34,13 +37,17 @@ function tempTree(t: { teardown(fn: () => void): void }, program: string): strin
 
 const BROKEN = '#include <linux/bpf.h>\nint prog(struct __sk_buff *skb)\n{\n\treturn skb->len +;\n}\n'
 
-t.test('a compile error fails the build with clang\'s message', async (t) => {
+t.test("a compile error fails the build with clang's message", async (t) => {
   const dir = tempTree(t, BROKEN)
   await t.rejects(buildBpf(dir, join(dir, 'out')), {
     code: 'EBPFBUILD',
     message: /clang failed on .*progs\/bad\.bpf\.c:\n.*bad\.bpf\.c:4:\d+: error: expected expression/,
   })
-  const cli = spawnSync(process.execPath, [distPath('redirect-bpf/build.js'), '--src', dir, '--out', join(dir, 'out')], { encoding: 'utf8' })
+  const cli = spawnSync(
+    process.execPath,
+    [distPath('redirect-bpf/build.js'), '--src', dir, '--out', join(dir, 'out')],
+    { encoding: 'utf8' },
+  )
   t.equal(cli.status, 1, 'the build command exits 1')
   t.match(cli.stderr, /bad\.bpf\.c:4:\d+: error: expected expression/)
 })
@@ -55,10 +62,15 @@ kernelTest(t, 'the kernel verifier accepts every built program', async (t) => {
     const obj = distPath(join('redirect-bpf', relative(srcDir, src).replace(/\.c$/, '.o')))
     // A private mount namespace with its own bpffs: the maps' pins and the programs vanish
     // with it, so nothing outlives the check.
-    const script = 'mount -t bpf bpf /sys/fs/bpf && bpftool prog loadall "$0" /sys/fs/bpf/progs && for p in /sys/fs/bpf/progs/*; do bpftool prog show pinned "$p"; done'
-    const r = spawnSync('unshare', ['-m', '--propagation', 'private', 'sh', '-c', script, obj], { encoding: 'utf8', timeout: 30_000 })
+    const script =
+      'mount -t bpf bpf /sys/fs/bpf && bpftool prog loadall "$0" /sys/fs/bpf/progs && for p in /sys/fs/bpf/progs/*; do bpftool prog show pinned "$p"; done'
+    const r = spawnSync('unshare', ['-m', '--propagation', 'private', 'sh', '-c', script, obj], {
+      encoding: 'utf8',
+      timeout: 30_000,
+    })
     t.equal(r.status, 0, `${relative(projectRoot(), obj)} loads: ${r.stderr.trim().split('\n').slice(-5).join(' | ')}`)
-    if (src.endsWith('from-endpoint.bpf.c')) t.match(r.stdout, /sched_cls\s+name from_endpoint/, 'loaded as a TC classifier')
+    if (src.endsWith('from-endpoint.bpf.c'))
+      t.match(r.stdout, /sched_cls\s+name from_endpoint/, 'loaded as a TC classifier')
   }
 })
 
@@ -89,5 +101,9 @@ kernelTest(t, 'a program the verifier rejects fails to load with the verifier lo
   }
   t.equal(err.code, 'ELOAD', 'a load error')
   t.match(err.verifierLog, /invalid access to packet|R\d+ invalid mem access/, 'carrying the verifier log')
-  t.match(err.message, /cannot load BPF object .*bad\.bpf\.o: (EACCES|EINVAL)[\s\S]*verifier log:/, 'which the message shows')
+  t.match(
+    err.message,
+    /cannot load BPF object .*bad\.bpf\.o: (EACCES|EINVAL)[\s\S]*verifier log:/,
+    'which the message shows',
+  )
 })

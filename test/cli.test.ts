@@ -16,7 +16,10 @@ const badArgs: Array<[string[], RegExp]> = [
   [['lab', 'down', '--name', 'x'.repeat(17)], /error: lab down: invalid --name/],
   [['lab', 'status', '-o', 'yaml'], /error: -o must be 'table' or 'json', got 'yaml'/],
   [['lab', 'status', '--name', 'main'], /error: lab status: Unknown option '--name'/],
-  [['agent', '--mode', 'magic'], /error: agent: unknown --mode 'magic' \(expected one of: tproxy, sk-assign, dnat, sockmap\)/],
+  [
+    ['agent', '--mode', 'magic'],
+    /error: agent: unknown --mode 'magic' \(expected one of: tproxy, sk-assign, dnat, sockmap, sk-lookup\)/,
+  ],
   [['agent', '--threads', '0'], /error: agent: --threads must be a whole number from 1 to 64, not '0'/],
   [['agent', '--lab', 'Bad_Name'], /error: agent: invalid --lab 'Bad_Name'/],
   [['agent', '--frob'], /error: agent: Unknown option '--frob'/],
@@ -29,7 +32,10 @@ const badArgs: Array<[string[], RegExp]> = [
   [['fqdn', 'cache', 'flush'], /error: 'fqdn' needs the subcommand 'cache list' or 'cache clean'/],
   [['fqdn', 'cache', 'clean', '--bogus'], /error: fqdn cache clean: Unknown option '--bogus'/],
   [['bpf'], /error: 'bpf' needs the subcommand 'policy get ENDPOINT'/],
-  [['bpf', 'policy', 'get', 'deathstar'], /error: bpf policy get: give an endpoint id \(see l7proxy endpoint list\), not 'deathstar'/],
+  [
+    ['bpf', 'policy', 'get', 'deathstar'],
+    /error: bpf policy get: give an endpoint id \(see l7proxy endpoint list\), not 'deathstar'/,
+  ],
   [['flows', '--count', '0'], /error: flows: --count must be at least 1/],
   [['flows', '--last', 'x'], /error: flows: --last must be a whole number from 0 to 1000, not 'x'/],
   [['flows', '--bogus'], /error: flows: Unknown option '--bogus'/],
@@ -83,14 +89,23 @@ t.test('policy validate: ok files, located errors, exit 1 on any problem', async
   const example = join(projectRoot(), 'policy/examples/star-wars.yaml')
   const good = runCli(['policy', 'validate', example])
   t.equal(good.code, 0, good.stderr)
-  t.match(good.stdout, /star-wars\.yaml: ok, 3 rules \(CiliumNetworkPolicy\/default\/deathstar-l7, CiliumNetworkPolicy\/default\/tiefighter-egress, CiliumNetworkPolicy\/default\/deathstar-grpc\)/)
+  t.match(
+    good.stdout,
+    /star-wars\.yaml: ok, 3 rules \(CiliumNetworkPolicy\/default\/deathstar-l7, CiliumNetworkPolicy\/default\/tiefighter-egress, CiliumNetworkPolicy\/default\/deathstar-grpc\)/,
+  )
   const dir = mkdtempSync(join(tmpdir(), 'l7-cli-'))
   t.teardown(() => rmSync(dir, { recursive: true, force: true }))
   const bad = join(dir, 'bad.yaml')
-  writeFileSync(bad, 'apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: { name: x }\nspec:\n  endpointSelector: {}\n  egress:\n  - toPorts: [ { ports: [ { port: "99999" } ] } ]\n')
+  writeFileSync(
+    bad,
+    'apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: { name: x }\nspec:\n  endpointSelector: {}\n  egress:\n  - toPorts: [ { ports: [ { port: "99999" } ] } ]\n',
+  )
   const r = runCli(['policy', 'validate', example, bad, join(dir, 'missing.yaml')])
   t.equal(r.code, 1)
   t.match(r.stdout, /star-wars\.yaml: ok/, 'good files are still reported')
-  t.match(r.stderr, /bad\.yaml:7:\d+: spec\.egress\[0\]\.toPorts\[0\]\.ports\[0\]\.port: expected an integer from 0 to 65535/)
+  t.match(
+    r.stderr,
+    /bad\.yaml:7:\d+: spec\.egress\[0\]\.toPorts\[0\]\.ports\[0\]\.port: expected an integer from 0 to 65535/,
+  )
   t.match(r.stderr, /missing\.yaml: cannot read: ENOENT/)
 })

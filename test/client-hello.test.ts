@@ -2,9 +2,9 @@
 // message over several records), and malformed ones thrown at it by hand and at random: it must
 // answer incomplete, invalid or the hello, and never throw.
 
-import fc from 'fast-check'
-import { createServer, type AddressInfo } from 'node:net'
+import { type AddressInfo, createServer } from 'node:net'
 import { connect as tlsConnect } from 'node:tls'
+import fc from 'fast-check'
 import t from 'tap'
 import { MAX_HELLO_BYTES, parseClientHello } from '../proxy/tls/client-hello.js'
 
@@ -24,7 +24,12 @@ async function captureHello(servername: string | undefined, alpn?: string[]): Pr
           }
         })
       })
-      const c = tlsConnect({ port: (server.address() as AddressInfo).port, host: '127.0.0.1', ...(servername ? { servername } : {}), ...(alpn ? { ALPNProtocols: alpn } : {}) })
+      const c = tlsConnect({
+        port: (server.address() as AddressInfo).port,
+        host: '127.0.0.1',
+        ...(servername ? { servername } : {}),
+        ...(alpn ? { ALPNProtocols: alpn } : {}),
+      })
       c.on('error', () => undefined)
       setTimeout(() => reject(new Error('no hello')), 5000).unref()
     })
@@ -48,15 +53,32 @@ function rerecord(hello: Buffer, size: number): Buffer {
 
 t.test('real hellos: server name and ALPN, whole or in pieces', async (t) => {
   const hello = await captureHello('API.Empire', ['h2', 'http/1.1'])
-  t.same(parseClientHello(hello), { state: 'complete', hello: { serverName: 'api.empire', alpn: ['h2', 'http/1.1'] } }, 'lower-cased name, both protocols in order')
+  t.same(
+    parseClientHello(hello),
+    { state: 'complete', hello: { serverName: 'api.empire', alpn: ['h2', 'http/1.1'] } },
+    'lower-cased name, both protocols in order',
+  )
   let incomplete = 0
-  for (let cut = 0; cut < hello.length; cut++) if (parseClientHello(hello.subarray(0, cut)).state === 'incomplete') incomplete++
+  for (let cut = 0; cut < hello.length; cut++)
+    if (parseClientHello(hello.subarray(0, cut)).state === 'incomplete') incomplete++
   t.equal(incomplete, hello.length, 'every proper prefix is incomplete, none invalid')
   for (const size of [1, 7, 100]) {
-    t.match(parseClientHello(rerecord(hello, size)), { state: 'complete', hello: { serverName: 'api.empire' } }, `one message over records of ${size} bytes`)
+    t.match(
+      parseClientHello(rerecord(hello, size)),
+      { state: 'complete', hello: { serverName: 'api.empire' } },
+      `one message over records of ${size} bytes`,
+    )
   }
-  t.match(parseClientHello(Buffer.concat([hello, Buffer.from('more bytes after')])), { state: 'complete' }, 'bytes after the hello are not its business')
-  t.same(parseClientHello(await captureHello(undefined)), { state: 'complete', hello: { serverName: null, alpn: [] } }, 'no SNI (an IP address target), no ALPN')
+  t.match(
+    parseClientHello(Buffer.concat([hello, Buffer.from('more bytes after')])),
+    { state: 'complete' },
+    'bytes after the hello are not its business',
+  )
+  t.same(
+    parseClientHello(await captureHello(undefined)),
+    { state: 'complete', hello: { serverName: null, alpn: [] } },
+    'no SNI (an IP address target), no ALPN',
+  )
 })
 
 t.test('malformed hellos are invalid with a reason, never a throw', async (t) => {
@@ -88,31 +110,55 @@ t.test('malformed hellos are invalid with a reason, never a throw', async (t) =>
     ['record above 16 KiB', Buffer.from([22, 3, 1, 0x40, 0x01]), /handshake record of 16385 bytes/],
     ['ServerHello type', mutate((b) => (b[msgStart] = 2)), /type 2 is not a ClientHello/],
     ['hello length above the bound', mutate((b) => b.writeUIntBE(MAX_HELLO_BYTES + 1, msgStart + 1, 3)), /above 16384/],
-    ['hello shorter than its fields', (() => {
-      const b = Buffer.from([22, 3, 1, 0, 10, 1, 0, 0, 6, 3, 3, 0, 0, 0, 0])
-      return b
-    })(), /random runs past its end/],
+    [
+      'hello shorter than its fields',
+      (() => {
+        const b = Buffer.from([22, 3, 1, 0, 10, 1, 0, 0, 6, 3, 3, 0, 0, 0, 0])
+        return b
+      })(),
+      /random runs past its end/,
+    ],
     ['client version 2.0', mutate((b) => (b[msgStart + 4] = 2)), /client version 2\.\d is not TLS/],
     ['session_id longer than 32', mutate((b) => (b[msgStart + 4 + 2 + 32] = 33)), /session_id/],
     ['session_id past the end', mutate((b) => (b[msgStart + 4 + 2 + 32] = 255)), /runs past its end|session_id/],
-    ['odd cipher_suites', mutate((b) => {
-      const at = msgStart + 4 + 2 + 32 + 1 + b[msgStart + 4 + 2 + 32]!
-      b.writeUInt16BE(b.readUInt16BE(at) - 1, at)
-    }), /cipher_suites|runs past its end|compression/],
-    ['extensions length past the end', mutate((b) => {
-      let at = msgStart + 4 + 2 + 32
-      at += 1 + b[at]!
-      at += 2 + b.readUInt16BE(at)
-      at += 1 + b[at]!
-      b.writeUInt16BE(b.readUInt16BE(at) + 10, at)
-    }), /extensions runs past its end/],
-    ['SNI list length too long', mutate((b) => b.writeUInt16BE(b.readUInt16BE(sni + 4) + 5, sni + 4)), /server_name_list runs past its end/],
+    [
+      'odd cipher_suites',
+      mutate((b) => {
+        const at = msgStart + 4 + 2 + 32 + 1 + b[msgStart + 4 + 2 + 32]!
+        b.writeUInt16BE(b.readUInt16BE(at) - 1, at)
+      }),
+      /cipher_suites|runs past its end|compression/,
+    ],
+    [
+      'extensions length past the end',
+      mutate((b) => {
+        let at = msgStart + 4 + 2 + 32
+        at += 1 + b[at]!
+        at += 2 + b.readUInt16BE(at)
+        at += 1 + b[at]!
+        b.writeUInt16BE(b.readUInt16BE(at) + 10, at)
+      }),
+      /extensions runs past its end/,
+    ],
+    [
+      'SNI list length too long',
+      mutate((b) => b.writeUInt16BE(b.readUInt16BE(sni + 4) + 5, sni + 4)),
+      /server_name_list runs past its end/,
+    ],
     ['SNI name length too long', mutate((b) => b.writeUInt16BE(500, sni + 7)), /server name runs past its end/],
     ['SNI name with a space', mutate((b) => (b[sni + 9] = 0x20)), /is not a host name/],
     ['SNI name with a NUL', mutate((b) => (b[sni + 12] = 0)), /is not a host name/],
-    ['SNI name ending in a dot', mutate((b) => (b[sni + 9 + 'deathstar.empire'.length - 1] = 0x2e)), /is not a host name/],
+    [
+      'SNI name ending in a dot',
+      mutate((b) => (b[sni + 9 + 'deathstar.empire'.length - 1] = 0x2e)),
+      /is not a host name/,
+    ],
     ['duplicate extension', mutate((b) => b.writeUInt16BE(0, alpn)), /extension 0 appears twice/],
-    ['ALPN list past the end', mutate((b) => b.writeUInt16BE(b.readUInt16BE(alpn + 4) + 3, alpn + 4)), /protocol_name_list runs past its end/],
+    [
+      'ALPN list past the end',
+      mutate((b) => b.writeUInt16BE(b.readUInt16BE(alpn + 4) + 3, alpn + 4)),
+      /protocol_name_list runs past its end/,
+    ],
     ['empty ALPN name', mutate((b) => (b[alpn + 6] = 0)), /empty ALPN protocol name|runs past its end|bytes after/],
   ]
   t.ok(cases.length >= 20, `${cases.length} malformed hellos`)
@@ -126,7 +172,9 @@ t.test('malformed hellos are invalid with a reason, never a throw', async (t) =>
 t.test('random bytes and random corruptions of a real hello never throw', async (t) => {
   const good = await captureHello('x-wing.alliance', ['http/1.1'])
   fc.assert(
-    fc.property(fc.uint8Array({ maxLength: 600 }), (bytes) => ['incomplete', 'invalid', 'complete'].includes(parseClientHello(Buffer.from(bytes)).state)),
+    fc.property(fc.uint8Array({ maxLength: 600 }), (bytes) =>
+      ['incomplete', 'invalid', 'complete'].includes(parseClientHello(Buffer.from(bytes)).state),
+    ),
     { numRuns: 2000 },
   )
   fc.assert(

@@ -4,8 +4,8 @@
 
 import { createSocket } from 'node:dgram'
 import t from 'tap'
-import { DatagramPump } from '../proxy/dns/datagram-pump.js'
 import { libc } from '../lib/libc.js'
+import { DatagramPump } from '../proxy/dns/datagram-pump.js'
 import { localPort, udpSocket } from '../redirect-bpf/transparent-socket.js'
 
 const LOOPBACK = 0x7f000001
@@ -53,15 +53,25 @@ t.test('an echo through the pump returns every datagram whole, to its sender', a
   const sent = [...large, ...small]
   const key = (b: Buffer) => `${b.length}:${b[0]}`
   t.same(got.map(key).sort(), sent.map(key).sort(), 'each one back, whole')
-  t.ok(got.every((b) => b.every((x) => x === b[0])), 'with its bytes')
-  t.ok(seen.every((s) => s.address === LOOPBACK && s.port === client.address().port), 'every sender read as 127.0.0.1 and the client’s port')
+  t.ok(
+    got.every((b) => b.every((x) => x === b[0])),
+    'with its bytes',
+  )
+  t.ok(
+    seen.every((s) => s.address === LOOPBACK && s.port === client.address().port),
+    'every sender read as 127.0.0.1 and the client’s port',
+  )
   t.match(pump.stats, { received: sent.length, sent: sent.length, dropped: 0 })
 })
 
 t.test('a closed pump sends nothing and reads nothing more', async (t) => {
   const fd = udpSocket('127.0.0.1', 0)
   let read = 0
-  const pump = new DatagramPump([fd], () => void read++, (e) => t.fail(e.message))
+  const pump = new DatagramPump(
+    [fd],
+    () => void read++,
+    (e) => t.fail(e.message),
+  )
   pump.start()
   pump.close()
   t.equal(pump.send(fd, Buffer.from('x'), 1, LOOPBACK, 9), false)

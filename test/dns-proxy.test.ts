@@ -2,14 +2,14 @@
 // (or the xwing's) lookups to the lab DNS server, and forwarded to a small server of the test's.
 
 import { createSocket, type Socket } from 'node:dgram'
-import { connect as tcpConnect, createServer as createTcpServer, type AddressInfo } from 'node:net'
+import { type AddressInfo, createServer as createTcpServer, connect as tcpConnect } from 'node:net'
 import dnsPacket from 'dns-packet'
 import t, { type Test } from 'tap'
 import { labEndpoints } from '../lab/topology.js'
 import { PolicyEngine } from '../policy/engine.js'
 import { DnsProxy, type DnsProxyOptions } from '../proxy/dns/dns-proxy.js'
-import { testOverload } from './fixtures/overload.js'
 import { jsonLogger } from './fixtures/json-logger.js'
+import { testOverload } from './fixtures/overload.js'
 
 const POLICY = `apiVersion: cilium.io/v2
 kind: CiliumNetworkPolicy
@@ -47,7 +47,13 @@ async function server(t: Test, served: string[], how: ServerBehaviour): Promise<
     const q = dnsPacket.decode(msg)
     served.push(q.questions![0]!.name)
     if (how.silent) return null
-    const a = dnsPacket.encode({ type: 'response', id: q.id, flags: dnsPacket.RECURSION_DESIRED, questions: q.questions, answers: [{ type: 'A', name: q.questions![0]!.name, ttl: 60, data: '192.0.2.3' }] })
+    const a = dnsPacket.encode({
+      type: 'response',
+      id: q.id,
+      flags: dnsPacket.RECURSION_DESIRED,
+      questions: q.questions,
+      answers: [{ type: 'A', name: q.questions![0]!.name, ttl: 60, data: '192.0.2.3' }],
+    })
     return how.edit ? how.edit(a) : a
   }
   const tcp = createTcpServer((c) => {
@@ -87,7 +93,11 @@ async function server(t: Test, served: string[], how: ServerBehaviour): Promise<
   return udp
 }
 
-async function setup(t: Test, source = '198.18.1.10', extra: Partial<DnsProxyOptions> & ServerBehaviour = {}): Promise<Setup> {
+async function setup(
+  t: Test,
+  source = '198.18.1.10',
+  extra: Partial<DnsProxyOptions> & ServerBehaviour = {},
+): Promise<Setup> {
   const engine = new PolicyEngine({ proxyPorts: { http: 15001, dns: 15053 } })
   for (const ep of labEndpoints()) engine.upsertEndpoint(ep)
   engine.loadFile('dns.yaml', POLICY)
@@ -105,7 +115,12 @@ async function setup(t: Test, source = '198.18.1.10', extra: Partial<DnsProxyOpt
       return true
     },
     tcpOriginalDestination: () => ({ address: '198.18.2.53', port: 53 }),
-    flowOf: (client, srv) => ({ sourceAddress: source, sourcePort: client.port, destAddress: srv.address, destPort: srv.port }),
+    flowOf: (client, srv) => ({
+      sourceAddress: source,
+      sourcePort: client.port,
+      destAddress: srv.address,
+      destPort: srv.port,
+    }),
     upstreamOf: () => ({ address: '127.0.0.1', port: upstream.port }),
     answerFrom: 'listener',
     ...options,
@@ -134,7 +149,9 @@ async function setup(t: Test, source = '198.18.1.10', extra: Partial<DnsProxyOpt
   const tcpQuery = (packets: dnsPacket.Packet[], timeoutMs = 1000) =>
     new Promise<Answer[]>((resolve) => {
       const got: Answer[] = []
-      const c = tcpConnect(port, '127.0.0.1', () => c.write(Buffer.concat(packets.map((p) => dnsPacket.streamEncode(p)))))
+      const c = tcpConnect(port, '127.0.0.1', () =>
+        c.write(Buffer.concat(packets.map((p) => dnsPacket.streamEncode(p)))),
+      )
       let buf = Buffer.alloc(0)
       const done = () => {
         clearTimeout(timer)
@@ -155,7 +172,12 @@ async function setup(t: Test, source = '198.18.1.10', extra: Partial<DnsProxyOpt
   return { query, tcpQuery, served, logs, proxy }
 }
 
-const ask = (name: string, id = 4242): dnsPacket.Packet => ({ type: 'query', id, flags: dnsPacket.RECURSION_DESIRED, questions: [{ type: 'A', name }] })
+const ask = (name: string, id = 4242): dnsPacket.Packet => ({
+  type: 'query',
+  id,
+  flags: dnsPacket.RECURSION_DESIRED,
+  questions: [{ type: 'A', name }],
+})
 
 t.test('an allowed name is forwarded and its answer relayed with the client id', async (t) => {
   const s = await setup(t)
@@ -164,7 +186,19 @@ t.test('an allowed name is forwarded and its answer relayed with the client id',
   t.equal(a.rcode, 'NOERROR')
   t.match(a.answers, [{ type: 'A', name: 'cantina.empire', data: '192.0.2.3' }])
   t.same(s.served, ['cantina.empire'])
-  t.match(s.logs, [{ msg: 'dns allowed', verdict: 'allowed', qname: 'cantina.empire', qtype: 'A', rcode: 'NOERROR', answers: ['A 192.0.2.3'], rules: ['CiliumNetworkPolicy/default/tiefighter-dns'], source: /^198\.18\.1\.10:/, destination: '198.18.2.53:53' }])
+  t.match(s.logs, [
+    {
+      msg: 'dns allowed',
+      verdict: 'allowed',
+      qname: 'cantina.empire',
+      qtype: 'A',
+      rcode: 'NOERROR',
+      answers: ['A 192.0.2.3'],
+      rules: ['CiliumNetworkPolicy/default/tiefighter-dns'],
+      source: /^198\.18\.1\.10:/,
+      destination: '198.18.2.53:53',
+    },
+  ])
   t.equal(s.proxy.stats.allowed, 1)
 })
 
@@ -191,7 +225,10 @@ t.test("a client's destination is looked up once per read of datagrams, and agai
   for (let i = 0; i < BURST; i++) client.send(dnsPacket.encode(ask('cantina.empire', i)), s.proxy.port, '127.0.0.1')
   t.equal(await answered, BURST, 'every query answered')
   t.ok(lookups < BURST / 2, `${lookups} lookups for ${BURST} queries from one client`)
-  t.ok(s.logs.every((l) => l.destination === '198.18.2.53:53'), 'all to the server the datapath named')
+  t.ok(
+    s.logs.every((l) => l.destination === '198.18.2.53:53'),
+    'all to the server the datapath named',
+  )
   // The same client socket now sends to another server: its next read looks it up again.
   server = 0xc6120236 // 198.18.2.54
   const next = new Promise<void>((resolve) => client.once('message', () => resolve()))
@@ -209,7 +246,12 @@ t.test('a name outside the rule gets REFUSED from the proxy; the server is never
     t.match(a.questions, [{ name }], 'with the question echoed')
   }
   t.same(s.served, [])
-  t.match(s.logs[0], { msg: 'dns denied', qname: 'hoth.alliance', rcode: 'REFUSED', reason: /no dns rule matched 'hoth.alliance'/ })
+  t.match(s.logs[0], {
+    msg: 'dns denied',
+    qname: 'hoth.alliance',
+    rcode: 'REFUSED',
+    reason: /no dns rule matched 'hoth.alliance'/,
+  })
   t.equal(s.proxy.stats.denied, 3)
 })
 
@@ -227,7 +269,9 @@ t.test('past its query rate a source gets REFUSED from the proxy, counted and lo
   t.equal(s.served.length, 3, 'the server was asked only for the allowed ones')
   t.equal(s.proxy.stats.rateLimited, 2)
   t.equal(s.logs.length, 3, 'no flow line per refused query')
-  t.match(overload.lines, [{ verdict: 'refused', overload: 'dns queries per source', source: /^198\.18\.1\.10:/, limit: 1 }])
+  t.match(overload.lines, [
+    { verdict: 'refused', overload: 'dns queries per source', source: /^198\.18\.1\.10:/, limit: 1 },
+  ])
   t.equal(overload.lines.length, 1, 'one line for both')
   const late = (await s.query(ask('cantina.empire', 9))) as Answer
   t.equal(late.rcode, 'REFUSED')
@@ -241,17 +285,28 @@ t.test('NXDOMAIN instead of REFUSED when configured', async (t) => {
 
 t.test('malformed queries: FORMERR when the header can be read, dropped otherwise; never a crash', async (t) => {
   const s = await setup(t)
-  const garbage = Buffer.concat([Buffer.from([0x12, 0x34, 0x01, 0x00, 0x00, 0x01, 0, 0, 0, 0, 0, 0]), Buffer.from([0x3f, 0x61])])
+  const garbage = Buffer.concat([
+    Buffer.from([0x12, 0x34, 0x01, 0x00, 0x00, 0x01, 0, 0, 0, 0, 0, 0]),
+    Buffer.from([0x3f, 0x61]),
+  ])
   const r = (await s.query(garbage)) as Answer
   t.equal(r.id, 0x1234)
   t.equal(r.rcode, 'FORMERR')
   t.equal(await s.query(Buffer.from([1, 2, 3, 4, 5]), 300), null, 'five bytes: no header, no answer')
-  const two = (await s.query({ type: 'query', id: 5, questions: [{ type: 'A', name: 'a.empire' }, { type: 'A', name: 'b.empire' }] })) as Answer
+  const two = (await s.query({
+    type: 'query',
+    id: 5,
+    questions: [
+      { type: 'A', name: 'a.empire' },
+      { type: 'A', name: 'b.empire' },
+    ],
+  })) as Answer
   t.equal(two.rcode, 'FORMERR', 'two questions')
   const notify = dnsPacket.encode(ask('cantina.empire'))
   notify.writeUInt16BE((notify.readUInt16BE(2) & ~0x7800) | (4 << 11), 2) // opcode NOTIFY
   t.equal(((await s.query(notify)) as Answer).rcode, 'NOTIMP', 'an opcode other than QUERY')
-  for (let i = 0; i < 50; i++) await s.query(Buffer.from(Array.from({ length: 12 + (i % 30) }, (_, j) => (i * 31 + j * 7) & 0xff)), 50)
+  for (let i = 0; i < 50; i++)
+    await s.query(Buffer.from(Array.from({ length: 12 + (i % 30) }, (_, j) => (i * 31 + j * 7) & 0xff)), 50)
   t.same(s.served, [], 'none reached the server')
   t.equal(((await s.query(ask('cantina.empire'))) as Answer).rcode, 'NOERROR', 'and the proxy still answers')
 })
@@ -272,29 +327,49 @@ t.test('the xwing has no DNS rule: its lookups are not the proxy’s to judge (L
 t.test('over TCP: queries in one write answered by id, allowed ones by the server, denied by the proxy', async (t) => {
   const s = await setup(t)
   const answers = await s.tcpQuery([ask('cantina.empire', 1), ask('hoth.alliance', 2), ask('deathstar.empire', 3)])
-  t.same(answers.map((a) => [a.id, a.rcode]).sort(), [[1, 'NOERROR'], [2, 'REFUSED'], [3, 'NOERROR']])
+  t.same(answers.map((a) => [a.id, a.rcode]).sort(), [
+    [1, 'NOERROR'],
+    [2, 'REFUSED'],
+    [3, 'NOERROR'],
+  ])
   t.match(answers.find((a) => a.id === 1)?.answers, [{ type: 'A', data: '192.0.2.3' }])
   t.same(s.served.sort(), ['cantina.empire', 'deathstar.empire'], 'only the allowed names reached the server')
-  t.match(s.logs.filter((l) => l.msg === 'dns denied'), [{ qname: 'hoth.alliance' }])
+  t.match(
+    s.logs.filter((l) => l.msg === 'dns denied'),
+    [{ qname: 'hoth.alliance' }],
+  )
 })
 
-t.test('an answer that does not parse is never relayed: SERVFAIL with the client\'s id and question, nothing learned, logged', async (t) => {
-  const learned: string[] = []
-  // The A record's data claims 5 bytes and has them: the message holds together, the record does not.
-  const badA = (a: Buffer): Buffer => {
-    const out = Buffer.concat([a, Buffer.from([0])])
-    out.writeUInt16BE(5, a.length - 6)
-    return out
-  }
-  const s = await setup(t, '198.18.1.10', { edit: badA, learn: (qname) => void learned.push(qname) })
-  const sent = ask('CaNtInA.empire', 77)
-  const udp = await s.query(sent)
-  t.ok(!Buffer.isBuffer(udp) && udp !== null, 'a parseable answer')
-  const a = udp as Answer
-  t.match(a, { id: 77, rcode: 'SERVFAIL', answers: [], questions: [{ name: 'CaNtInA.empire', type: 'A' }] }, 'its id and its own question, as it spelt it')
-  const [tcp] = await s.tcpQuery([ask('deathstar.empire', 78)])
-  t.match(tcp, { id: 78, rcode: 'SERVFAIL', answers: [] }, 'over TCP too')
-  t.same(learned, [], 'nothing learned from it')
-  t.match(s.logs.filter((l) => l.msg === 'dns: malformed answer from the server replaced by SERVFAIL'), [{ qname: 'cantina.empire', error: /A record of 5 bytes/ }, { qname: 'deathstar.empire' }])
-  t.match(s.logs.filter((l) => l.msg === 'dns allowed'), [{ qname: 'cantina.empire', rcode: 'SERVFAIL', answers: [] }, { rcode: 'SERVFAIL' }])
-})
+t.test(
+  "an answer that does not parse is never relayed: SERVFAIL with the client's id and question, nothing learned, logged",
+  async (t) => {
+    const learned: string[] = []
+    // The A record's data claims 5 bytes and has them: the message holds together, the record does not.
+    const badA = (a: Buffer): Buffer => {
+      const out = Buffer.concat([a, Buffer.from([0])])
+      out.writeUInt16BE(5, a.length - 6)
+      return out
+    }
+    const s = await setup(t, '198.18.1.10', { edit: badA, learn: (qname) => void learned.push(qname) })
+    const sent = ask('CaNtInA.empire', 77)
+    const udp = await s.query(sent)
+    t.ok(!Buffer.isBuffer(udp) && udp !== null, 'a parseable answer')
+    const a = udp as Answer
+    t.match(
+      a,
+      { id: 77, rcode: 'SERVFAIL', answers: [], questions: [{ name: 'CaNtInA.empire', type: 'A' }] },
+      'its id and its own question, as it spelt it',
+    )
+    const [tcp] = await s.tcpQuery([ask('deathstar.empire', 78)])
+    t.match(tcp, { id: 78, rcode: 'SERVFAIL', answers: [] }, 'over TCP too')
+    t.same(learned, [], 'nothing learned from it')
+    t.match(
+      s.logs.filter((l) => l.msg === 'dns: malformed answer from the server replaced by SERVFAIL'),
+      [{ qname: 'cantina.empire', error: /A record of 5 bytes/ }, { qname: 'deathstar.empire' }],
+    )
+    t.match(
+      s.logs.filter((l) => l.msg === 'dns allowed'),
+      [{ qname: 'cantina.empire', rcode: 'SERVFAIL', answers: [] }, { rcode: 'SERVFAIL' }],
+    )
+  },
+)

@@ -2,13 +2,18 @@
 // and a #fragment names a heading of it (GitHub's anchors: lower case, punctuation dropped,
 // spaces as hyphens). Links to other sites are left to the reader.
 
-import { existsSync, readFileSync, readdirSync } from 'node:fs'
+import { existsSync, readdirSync, readFileSync } from 'node:fs'
 import { dirname, join, relative } from 'node:path'
 import t from 'tap'
 import { projectRoot } from '../lib/project-root.js'
 
 const ROOT = projectRoot()
-const DOCS = [join(ROOT, 'README.md'), ...readdirSync(join(ROOT, 'docs')).filter((f) => f.endsWith('.md')).map((f) => join(ROOT, 'docs', f))]
+const DOCS = [
+  join(ROOT, 'README.md'),
+  ...readdirSync(join(ROOT, 'docs'))
+    .filter((f) => f.endsWith('.md'))
+    .map((f) => join(ROOT, 'docs', f)),
+]
 
 /** The anchor GitHub gives a heading. */
 export function anchorOf(heading: string): string {
@@ -31,9 +36,18 @@ function anchors(file: string): Set<string> {
 }
 
 t.test('anchors and links are read as GitHub does', async (t) => {
-  t.equal(anchorOf('gRPC: unary calls through the proxy, and against HAProxy'), 'grpc-unary-calls-through-the-proxy-and-against-haproxy')
-  t.equal(anchorOf('toFQDNs at scale: first learnings of names that churn'), 'tofqdns-at-scale-first-learnings-of-names-that-churn')
-  t.same(linksOf('see [a](docs/a.md) and `[b](no.md)` and [c](https://x.example/)\n```\n[d](no.md)\n```\n'), ['docs/a.md', 'https://x.example/'])
+  t.equal(
+    anchorOf('gRPC: unary calls through the proxy, and against HAProxy'),
+    'grpc-unary-calls-through-the-proxy-and-against-haproxy',
+  )
+  t.equal(
+    anchorOf('toFQDNs at scale: first learnings of names that churn'),
+    'tofqdns-at-scale-first-learnings-of-names-that-churn',
+  )
+  t.same(linksOf('see [a](docs/a.md) and `[b](no.md)` and [c](https://x.example/)\n```\n[d](no.md)\n```\n'), [
+    'docs/a.md',
+    'https://x.example/',
+  ])
 })
 
 t.test('every link into the repository resolves', async (t) => {
@@ -49,7 +63,8 @@ t.test('every link into the repository resolves', async (t) => {
         t.fail(`${where}: no such file`)
         continue
       }
-      if (fragment !== undefined && target.endsWith('.md') && !anchors(target).has(fragment)) t.fail(`${where}: no heading with that anchor in ${relative(ROOT, target)}`)
+      if (fragment !== undefined && target.endsWith('.md') && !anchors(target).has(fragment))
+        t.fail(`${where}: no heading with that anchor in ${relative(ROOT, target)}`)
     }
   }
   t.ok(checked > 0, `${checked} links checked`)

@@ -2,13 +2,18 @@
 // destination and port and shared by the connections of that flow, until the engine changes.
 
 import t from 'tap'
-import { PolicyEngine } from '../policy/engine.js'
-import { FlowPolicy, httpVerdict, type Flow } from '../proxy/flow-verdict.js'
 import { LAB_HOSTS, labEndpoints } from '../lab/topology.js'
+import { PolicyEngine } from '../policy/engine.js'
+import { type Flow, FlowPolicy, httpVerdict } from '../proxy/flow-verdict.js'
 import { cnp } from './fixtures/policy-text.js'
 
 const addr = (name: string): string => LAB_HOSTS.find((h) => h.name === name)!.addresses[0]!
-const flow = (from: string, port = 80, sourcePort = 40000): Flow => ({ sourceAddress: addr(from), sourcePort, destAddress: addr('deathstar'), destPort: port })
+const flow = (from: string, port = 80, sourcePort = 40000): Flow => ({
+  sourceAddress: addr(from),
+  sourcePort,
+  destAddress: addr('deathstar'),
+  destPort: port,
+})
 const request = (method: string, path: string) => ({ method, path, host: 'deathstar', header: () => undefined })
 
 const POLICY = (path: string): string =>
@@ -28,7 +33,11 @@ t.test("a flow's resolution is shared by its connections and made anew when the 
   for (const ep of labEndpoints()) e.upsertEndpoint(ep)
   e.loadFile('l7.yaml', POLICY('/v1/.*'))
   const first = FlowPolicy.of(e, flow('tiefighter'))
-  t.equal(FlowPolicy.of(e, flow('tiefighter', 80, 40001)), first, 'another connection (source port) of the flow: the same resolution')
+  t.equal(
+    FlowPolicy.of(e, flow('tiefighter', 80, 40001)),
+    first,
+    'another connection (source port) of the flow: the same resolution',
+  )
   t.not(FlowPolicy.of(e, flow('xwing')), first, 'another source: its own')
   t.not(FlowPolicy.of(e, flow('tiefighter', 8080)), first, 'another port: its own')
   t.ok(httpVerdict(first, request('GET', '/v1/x')).allowed)

@@ -49,12 +49,19 @@ t.test('an answer reaches the engine, the maps and the threads; the same one aga
   s.learning.learnAll([{ qname: 'bad.empire', records: null as unknown as AnswerRecord[] }])
   t.equal(s.writes(), 2, 'a batch that cannot be read changes nothing, and does not throw')
 
-  const saved = () => (JSON.parse(readFileSync(join(dir, 'fqdn-cache.json'), 'utf8')) as Array<{ name: string }>).map((e) => e.name).sort()
+  const saved = () =>
+    (JSON.parse(readFileSync(join(dir, 'fqdn-cache.json'), 'utf8')) as Array<{ name: string }>)
+      .map((e) => e.name)
+      .sort()
   await new Promise((r) => setTimeout(r, 20))
   t.same(saved(), ['cantina.empire', 'speeder.empire'], 'the first change is saved at once, after the maps')
   s.learning.learnAll([{ qname: 'hoth.empire', records: [A('hoth.empire', '192.0.2.9')] }])
   await new Promise((r) => setTimeout(r, 20))
-  t.same(saved(), ['cantina.empire', 'speeder.empire'], 'one within a second of that save waits (at most one save a second)')
+  t.same(
+    saved(),
+    ['cantina.empire', 'speeder.empire'],
+    'one within a second of that save waits (at most one save a second)',
+  )
   await new Promise((r) => setTimeout(r, 1_100))
   t.same(saved(), ['cantina.empire', 'hoth.empire', 'speeder.empire'], 'and is saved when the second is over')
   const next = setup(t, dir)
@@ -71,7 +78,9 @@ t.test('an expired address leaves, unless a connection still uses it', async (t)
   t.teardown(() => rmSync(dir, { recursive: true, force: true }))
   const live = new Set(['192.0.2.4'])
   const s = setup(t, dir, { minTtlSeconds: 0, live })
-  s.learning.learnAll([{ qname: 'cantina.empire', records: [A('cantina.empire', '192.0.2.3', 1), A('cantina.empire', '192.0.2.4', 1)] }])
+  s.learning.learnAll([
+    { qname: 'cantina.empire', records: [A('cantina.empire', '192.0.2.3', 1), A('cantina.empire', '192.0.2.4', 1)] },
+  ])
   await new Promise((r) => setTimeout(r, 2_300))
   t.same(s.engine.get('cantina.empire'), ['192.0.2.4'], 'the one in use stays')
   t.match(s.learning.entries(), [{ name: 'cantina.empire', ips: [{ ip: '192.0.2.4', zombie: true }] }])

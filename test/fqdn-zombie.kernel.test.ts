@@ -8,8 +8,8 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t from 'tap'
-import { adminGet } from '../proxy/agent/admin-socket.js'
 import { startLabNode } from '../lab/node-agent.js'
+import { adminGet } from '../proxy/agent/admin-socket.js'
 import { kernelTest } from './fixtures/kernel.js'
 import { useLab } from './fixtures/lab.js'
 
@@ -41,13 +41,37 @@ kernelTest(t, 'toFQDNs: expired addresses blocked again, but not under a live co
   writeFileSync(join(dir, 'policy.yaml'), POLICY)
   const pin = `/run/l7proxy/test-bpffs-${lab.name}`
   const admin = join(dir, 'agent.sock')
-  const node = await startLabNode({ lab: lab.name, mode: 'sk-assign', policyFile: join(dir, 'policy.yaml'), pin, threads: 1, admin, dnsMinTtl: 0 })
+  const node = await startLabNode({
+    lab: lab.name,
+    mode: 'sk-assign',
+    policyFile: join(dir, 'policy.yaml'),
+    pin,
+    threads: 1,
+    admin,
+    dnsMinTtl: 0,
+  })
   t.teardown(async () => {
     await node.stop()
     rmSync(pin, { recursive: true, force: true })
   })
-  const curl = async (): Promise<string> => (await lab.exec('tiefighter', ['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', '2', `http://${SPEEDER}/v1/`])).stdout
-  const speeder = async (): Promise<Array<{ ip: string; zombie?: boolean }>> => ((await adminGet(admin, '/v1/fqdn')) as Array<{ name: string; ips: Array<{ ip: string; zombie?: boolean }> }>).find((e) => e.name === 'speeder.empire')?.ips ?? []
+  const curl = async (): Promise<string> =>
+    (
+      await lab.exec('tiefighter', [
+        'curl',
+        '-s',
+        '-o',
+        '/dev/null',
+        '-w',
+        '%{http_code}',
+        '--max-time',
+        '2',
+        `http://${SPEEDER}/v1/`,
+      ])
+    ).stdout
+  const speeder = async (): Promise<Array<{ ip: string; zombie?: boolean }>> =>
+    ((await adminGet(admin, '/v1/fqdn')) as Array<{ name: string; ips: Array<{ ip: string; zombie?: boolean }> }>).find(
+      (e) => e.name === 'speeder.empire',
+    )?.ips ?? []
   const waitFor = async (what: string, ok: () => Promise<boolean>, ms: number): Promise<number> => {
     const started = Date.now()
     while (Date.now() - started < ms) {
@@ -56,7 +80,8 @@ kernelTest(t, 'toFQDNs: expired addresses blocked again, but not under a live co
     }
     throw new Error(`${what}: not within ${ms} ms`)
   }
-  const resolve = (): Promise<unknown> => lab.exec('tiefighter', ['dig', '+short', '+time=2', '+tries=1', 'speeder.empire'])
+  const resolve = (): Promise<unknown> =>
+    lab.exec('tiefighter', ['dig', '+short', '+time=2', '+tries=1', 'speeder.empire'])
 
   t.equal(await curl(), '000', 'before any DNS answer the address is blocked')
   await resolve()
@@ -67,18 +92,33 @@ kernelTest(t, 'toFQDNs: expired addresses blocked again, but not under a live co
   t.equal(await curl(), '000', 'and is blocked again')
 
   await resolve()
-  const client = spawn('ip', ['netns', 'exec', lab.netns('tiefighter'), process.execPath, '-e', LONG_CLIENT, SPEEDER, '8'], { stdio: ['ignore', 'pipe', 'pipe'] })
+  const client = spawn(
+    'ip',
+    ['netns', 'exec', lab.netns('tiefighter'), process.execPath, '-e', LONG_CLIENT, SPEEDER, '8'],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  )
   let out = ''
   client.stdout.on('data', (d: Buffer) => (out += d.toString()))
   const clientDone = new Promise<void>((r) => client.once('exit', () => r()))
   t.teardown(() => void client.kill())
-  await waitFor('the address a connection uses becomes a zombie', async () => (await speeder()).some((i) => i.ip === SPEEDER && i.zombie === true), 10_000)
+  await waitFor(
+    'the address a connection uses becomes a zombie',
+    async () => (await speeder()).some((i) => i.ip === SPEEDER && i.zombie === true),
+    10_000,
+  )
   t.pass('past its TTL, the address a connection uses stays, marked a zombie')
   await clientDone
   const r = JSON.parse(out) as { sent: number; statuses: string[]; error?: string }
   t.equal(r.error, undefined, 'the long connection was never cut')
-  t.ok(r.sent >= 20 && r.statuses.length === r.sent && r.statuses.every((s) => s === '200'), `all ${r.sent} requests over 8 s answered 200 (${r.statuses.length} answers)`)
-  const closedMs = await waitFor('the zombie goes once its connection closed', async () => (await speeder()).length === 0, 20_000)
+  t.ok(
+    r.sent >= 20 && r.statuses.length === r.sent && r.statuses.every((s) => s === '200'),
+    `all ${r.sent} requests over 8 s answered 200 (${r.statuses.length} answers)`,
+  )
+  const closedMs = await waitFor(
+    'the zombie goes once its connection closed',
+    async () => (await speeder()).length === 0,
+    20_000,
+  )
   t.ok(closedMs <= 15_000, `its connection closed, the zombie went after ${closedMs} ms (FIN: 10 s of grace)`)
   t.equal(await curl(), '000', 'and the address is blocked again')
 })

@@ -2,12 +2,12 @@
 // server: flows injected as if the datapath had steered tiefighter -> grpc:50051. Every call kind,
 // metadata, trailers, large messages, deadlines, and gRPC-native denials.
 
-import * as grpc from '@grpc/grpc-js'
 import type { AddressInfo } from 'node:net'
+import * as grpc from '@grpc/grpc-js'
 import t, { type Test } from 'tap'
-import { startGrpcServer } from '../lab/servers/grpc-server.js'
 import { loadDeathstar } from '../lab/servers/deathstar-proto.js'
-import { startLoopbackProxy, type LoopbackProxy } from './fixtures/loopback-proxy.js'
+import { startGrpcServer } from '../lab/servers/grpc-server.js'
+import { type LoopbackProxy, startLoopbackProxy } from './fixtures/loopback-proxy.js'
 
 const GRPC_POLICY = `apiVersion: cilium.io/v2
 kind: CiliumNetworkPolicy
@@ -51,8 +51,15 @@ interface GrpcSetup extends LoopbackProxy {
 async function setup(t: Test, source = TIEFIGHTER, policy = GRPC_POLICY): Promise<GrpcSetup> {
   const server = await startGrpcServer({ name: 'grpc', port: 0, host: '127.0.0.1' })
   t.teardown(() => new Promise<void>((r) => server.tryShutdown(() => r())))
-  const serverPort = (server as unknown as { boundPorts: Map<string, { portNumber: number }> }).boundPorts?.values().next().value?.portNumber
-  const p = await startLoopbackProxy(t, { source, dest: { address: '198.18.2.20', port: 50051 }, originPort: serverPort!, policy })
+  const serverPort = (server as unknown as { boundPorts: Map<string, { portNumber: number }> }).boundPorts
+    ?.values()
+    .next().value?.portNumber
+  const p = await startLoopbackProxy(t, {
+    source,
+    dest: { address: '198.18.2.20', port: 50051 },
+    originPort: serverPort!,
+    policy,
+  })
   const Deathstar = loadDeathstar()
   const client = new Deathstar(`127.0.0.1:${p.port}`, grpc.credentials.createInsecure(), {
     'grpc.max_receive_message_length': MAX_MESSAGE,
@@ -62,10 +69,18 @@ async function setup(t: Test, source = TIEFIGHTER, policy = GRPC_POLICY): Promis
   return { ...p, client, serverPort: serverPort! }
 }
 
-function unary(c: Client, method: string, req: object, md = new grpc.Metadata(), opts: grpc.CallOptions = {}): Promise<{ err: grpc.ServiceError | null; reply: Reply | null; trailers: grpc.Metadata | null }> {
+function unary(
+  c: Client,
+  method: string,
+  req: object,
+  md = new grpc.Metadata(),
+  opts: grpc.CallOptions = {},
+): Promise<{ err: grpc.ServiceError | null; reply: Reply | null; trailers: grpc.Metadata | null }> {
   return new Promise((resolve) => {
     let trailers: grpc.Metadata | null = null
-    const call = c[method]!(req, md, opts, (err: grpc.ServiceError | null, reply: Reply | null) => setImmediate(() => resolve({ err, reply, trailers }))) as grpc.ClientUnaryCall
+    const call = c[method]!(req, md, opts, (err: grpc.ServiceError | null, reply: Reply | null) =>
+      setImmediate(() => resolve({ err, reply, trailers })),
+    ) as grpc.ClientUnaryCall
     call.on('status', (s: grpc.StatusObject) => (trailers = s.metadata))
   })
 }
@@ -76,7 +91,8 @@ function streamLines(s: LoopbackProxy): Array<Record<string, unknown>> {
 }
 
 async function waitFor(what: () => boolean, ms = 2000): Promise<boolean> {
-  for (const end = Date.now() + ms; Date.now() < end; await new Promise((r) => setTimeout(r, 10))) if (what()) return true
+  for (const end = Date.now() + ms; Date.now() < end; await new Promise((r) => setTimeout(r, 10)))
+    if (what()) return true
   return what()
 }
 
@@ -92,18 +108,41 @@ t.test('grpc: an allowed unary call works as without the proxy, metadata both wa
   t.equal(r.reply?.metadata['x-bin'], Buffer.from([0, 1, 2, 255]).toString('base64'), 'and binary metadata, intact')
   t.same(r.trailers?.get('x-landed-ship'), ['tf-1'], "the server's trailing metadata arrived")
   await waitFor(() => streamLines(s).length === 1)
-  t.match(streamLines(s), [{ verdict: 'allowed', method: 'POST', path: '/empire.Deathstar/RequestLanding', grpcService: 'empire.Deathstar', grpcMethod: 'RequestLanding', grpcStatus: 0, status: 200, rules: ['CiliumNetworkPolicy/default/grpc-l7'], destination: '198.18.2.20:50051' }], 'one line with service, method and status')
+  t.match(
+    streamLines(s),
+    [
+      {
+        verdict: 'allowed',
+        method: 'POST',
+        path: '/empire.Deathstar/RequestLanding',
+        grpcService: 'empire.Deathstar',
+        grpcMethod: 'RequestLanding',
+        grpcStatus: 0,
+        status: 200,
+        rules: ['CiliumNetworkPolicy/default/grpc-l7'],
+        destination: '198.18.2.20:50051',
+      },
+    ],
+    'one line with service, method and status',
+  )
 })
 
 t.test('grpc: a denied method fails with PERMISSION_DENIED and a message naming the policy', async (t) => {
   const s = await setup(t)
   const r = await unary(s.client, 'FireExhaustPort', { ship: 'tf-1' })
   t.equal(r.err?.code, grpc.status.PERMISSION_DENIED, 'PERMISSION_DENIED, not UNKNOWN')
-  t.match(r.err?.details, /access denied by policy .*no http rule matched .*CiliumNetworkPolicy\/default\/grpc-l7/, `details: ${r.err?.details}`)
+  t.match(
+    r.err?.details,
+    /access denied by policy .*no http rule matched .*CiliumNetworkPolicy\/default\/grpc-l7/,
+    `details: ${r.err?.details}`,
+  )
   const again = await unary(s.client, 'RequestLanding', { ship: 'tf-2' })
   t.equal(again.err, null, 'the connection serves the next call')
   await waitFor(() => streamLines(s).length === 2)
-  t.match(streamLines(s).find((l) => l.verdict === 'denied'), { grpcMethod: 'FireExhaustPort', grpcStatus: 7, status: 200, reason: /no http rule matched/ })
+  t.match(
+    streamLines(s).find((l) => l.verdict === 'denied'),
+    { grpcMethod: 'FireExhaustPort', grpcStatus: 7, status: 200, reason: /no http rule matched/ },
+  )
 })
 
 t.test('grpc: a peer the policy does not name is denied every method', async (t) => {
@@ -125,11 +164,17 @@ t.test('grpc: server-streaming, client-streaming and bidi calls pass whole', asy
   t.equal(ships.length, 2000, 'all 2000 streamed messages')
   t.same(ships.slice(0, 3), [0, 1, 2], 'in order')
   const summary = await new Promise<{ lines: number; bytes: number }>((resolve, reject) => {
-    const call = s.client.UploadLogs!((err: grpc.ServiceError | null, r: { lines: number; bytes: number }) => (err ? reject(err) : resolve(r))) as grpc.ClientWritableStream<{ text: string }>
+    const call = s.client.UploadLogs!((err: grpc.ServiceError | null, r: { lines: number; bytes: number }) =>
+      err ? reject(err) : resolve(r),
+    ) as grpc.ClientWritableStream<{ text: string }>
     for (let i = 0; i < 500; i++) call.write({ text: `line ${i}` })
     call.end()
   })
-  t.same(summary, { lines: 500, bytes: [...Array(500).keys()].reduce((n, i) => n + `line ${i}`.length, 0) }, 'client-streaming: every line counted')
+  t.same(
+    summary,
+    { lines: 500, bytes: [...Array(500).keys()].reduce((n, i) => n + `line ${i}`.length, 0) },
+    'client-streaming: every line counted',
+  )
   const echoes = await new Promise<string[]>((resolve, reject) => {
     const got: string[] = []
     const call = s.client.Chat!() as grpc.ClientDuplexStream<{ text: string }, { text: string }>
@@ -144,7 +189,17 @@ t.test('grpc: server-streaming, client-streaming and bidi calls pass whole', asy
   })
   t.same(echoes, ['echo: m0', 'echo: m1', 'echo: m2', 'echo: m3', 'echo: m4'], 'bidi: a ping-pong of five')
   await waitFor(() => streamLines(s).length === 3)
-  t.same(streamLines(s).map((l) => [l.grpcMethod, l.grpcStatus]).sort(), [['Chat', 0], ['ListShips', 0], ['UploadLogs', 0]], 'each call logged with its status')
+  t.same(
+    streamLines(s)
+      .map((l) => [l.grpcMethod, l.grpcStatus])
+      .sort(),
+    [
+      ['Chat', 0],
+      ['ListShips', 0],
+      ['UploadLogs', 0],
+    ],
+    'each call logged with its status',
+  )
 })
 
 t.test('grpc: a 4 MB message passes both ways of a call', async (t) => {
@@ -158,9 +213,14 @@ t.test('grpc: a 4 MB message passes both ways of a call', async (t) => {
 t.test("grpc: the client's deadline reaches the server and still ends the call", async (t) => {
   const s = await setup(t)
   const r = await unary(s.client, 'RequestLanding', { ship: 'tf' }, undefined, { deadline: Date.now() + 3000 })
-  t.ok(r.reply !== null && r.reply.deadlineMs > 0 && r.reply.deadlineMs <= 3000, `the server saw a deadline of ${r.reply?.deadlineMs} ms (grpc-timeout crossed the proxy)`)
+  t.ok(
+    r.reply !== null && r.reply.deadlineMs > 0 && r.reply.deadlineMs <= 3000,
+    `the server saw a deadline of ${r.reply?.deadlineMs} ms (grpc-timeout crossed the proxy)`,
+  )
   const started = Date.now()
-  const slow = await unary(s.client, 'RequestLanding', { ship: 'slow', delayMs: 5000 }, undefined, { deadline: Date.now() + 300 })
+  const slow = await unary(s.client, 'RequestLanding', { ship: 'slow', delayMs: 5000 }, undefined, {
+    deadline: Date.now() + 300,
+  })
   t.equal(slow.err?.code, grpc.status.DEADLINE_EXCEEDED, 'a call past its deadline ends DEADLINE_EXCEEDED')
   t.ok(Date.now() - started < 2000, 'at the deadline, not when the server would have answered')
   await waitFor(() => streamLines(s).length === 2)
@@ -169,20 +229,32 @@ t.test("grpc: the client's deadline reaches the server and still ends the call",
 
 t.test('grpc: an upstream that is down gives UNAVAILABLE with a message, not a broken stream', async (t) => {
   const s = await setup(t)
-  const dead = await startLoopbackProxy(t, { source: TIEFIGHTER, dest: { address: '198.18.2.20', port: 50051 }, originPort: 1, policy: GRPC_POLICY })
+  const dead = await startLoopbackProxy(t, {
+    source: TIEFIGHTER,
+    dest: { address: '198.18.2.20', port: 50051 },
+    originPort: 1,
+    policy: GRPC_POLICY,
+  })
   const client = new (loadDeathstar())(`127.0.0.1:${dead.port}`, grpc.credentials.createInsecure()) as unknown as Client
   t.teardown(() => client.close())
   const r = await unary(client, 'RequestLanding', { ship: 'tf' })
   t.equal(r.err?.code, grpc.status.UNAVAILABLE)
   t.match(r.err?.details, /l7proxy: upstream unavailable \(ECONNREFUSED\)/)
   await waitFor(() => dead.logs.some((l) => l.msg === 'http: upstream failed (502)'))
-  t.match(dead.logs.find((l) => l.msg === 'http: upstream failed (502)'), { error: 'ECONNREFUSED' })
+  t.match(
+    dead.logs.find((l) => l.msg === 'http: upstream failed (502)'),
+    { error: 'ECONNREFUSED' },
+  )
   t.equal(s.proxy.stats.upstreamFailed, 0)
   t.equal(dead.proxy.stats.upstreamFailed, 1, 'counted as an upstream failure')
 })
 
 t.test('grpc: HTTP/1.1 on the same port still works next to HTTP/2 (preface sniffing)', async (t) => {
-  const s = await setup(t, TIEFIGHTER, GRPC_POLICY.replace('http:\n', 'http:\n        - { method: GET, path: "/healthz" }\n'))
+  const s = await setup(
+    t,
+    TIEFIGHTER,
+    GRPC_POLICY.replace('http:\n', 'http:\n        - { method: GET, path: "/healthz" }\n'),
+  )
   const res = await fetch(`http://127.0.0.1:${s.port}/other`)
   t.equal(res.status, 403, 'an HTTP/1.1 request is judged by the same rules')
   t.equal(await res.text(), 'Access denied\n')

@@ -6,8 +6,25 @@
 
 import fc from 'fast-check'
 import t from 'tap'
-import { ErrorCode, Flag, FrameReader, FrameType, Http2Error, PREFACE, frameHeader, headerFrames, type FrameSink } from '../proxy/http2/h2-frames.js'
-import { H2Session, HeaderList, type FrameOut, type H2Stream, type SessionHandler, type SessionLimits } from '../proxy/http2/h2-session.js'
+import {
+  ErrorCode,
+  Flag,
+  FrameReader,
+  type FrameSink,
+  FrameType,
+  frameHeader,
+  type Http2Error,
+  headerFrames,
+  PREFACE,
+} from '../proxy/http2/h2-frames.js'
+import {
+  type FrameOut,
+  H2Session,
+  type H2Stream,
+  HeaderList,
+  type SessionHandler,
+  type SessionLimits,
+} from '../proxy/http2/h2-session.js'
 
 type Frame = { type: number; flags: number; stream: number; payload: string }
 
@@ -29,7 +46,9 @@ function reader(expectPreface: boolean): { r: FrameReader; frames: Frame[] } {
   return { r: new FrameReader(sink, expectPreface), frames }
 }
 
-const frameArb = fc.tuple(fc.nat(12), fc.nat(255), fc.nat(2 ** 31 - 1), fc.uint8Array({ maxLength: 3000 })).map(([type, flags, stream, p]) => frame(type, flags, stream, Buffer.from(p)))
+const frameArb = fc
+  .tuple(fc.nat(12), fc.nat(255), fc.nat(2 ** 31 - 1), fc.uint8Array({ maxLength: 3000 }))
+  .map(([type, flags, stream, p]) => frame(type, flags, stream, Buffer.from(p)))
 
 t.test('frames cut at any points read back whole and in order, after the preface', async () => {
   fc.assert(
@@ -61,20 +80,26 @@ t.test('a bad preface and a frame above the maximum size are errors with their c
   t.match(big.r.push(header, 5, 9), { code: ErrorCode.FRAME_SIZE_ERROR }, 'known once the header is whole')
 })
 
-t.test('a header block above the frame size goes as HEADERS and CONTINUATIONs that read back as the block', async (t) => {
-  const block = Buffer.from(Array.from({ length: 40_000 }, (_, i) => i % 251))
-  const out = Buffer.alloc(9 + block.length)
-  block.copy(out, 9)
-  const frames = headerFrames(out, out.length, 5, true, 16_384)
-  const { r, frames: read } = reader(false)
-  t.equal(r.push(frames, 0, frames.length), null)
-  t.same(read.map((f) => [f.type, f.flags, f.stream]), [
-    [FrameType.HEADERS, Flag.END_STREAM, 5],
-    [FrameType.CONTINUATION, 0, 5],
-    [FrameType.CONTINUATION, Flag.END_HEADERS, 5],
-  ])
-  t.equal(read.map((f) => f.payload).join(''), block.toString('hex'))
-})
+t.test(
+  'a header block above the frame size goes as HEADERS and CONTINUATIONs that read back as the block',
+  async (t) => {
+    const block = Buffer.from(Array.from({ length: 40_000 }, (_, i) => i % 251))
+    const out = Buffer.alloc(9 + block.length)
+    block.copy(out, 9)
+    const frames = headerFrames(out, out.length, 5, true, 16_384)
+    const { r, frames: read } = reader(false)
+    t.equal(r.push(frames, 0, frames.length), null)
+    t.same(
+      read.map((f) => [f.type, f.flags, f.stream]),
+      [
+        [FrameType.HEADERS, Flag.END_STREAM, 5],
+        [FrameType.CONTINUATION, 0, 5],
+        [FrameType.CONTINUATION, Flag.END_HEADERS, 5],
+      ],
+    )
+    t.equal(read.map((f) => f.payload).join(''), block.toString('hex'))
+  },
+)
 
 /** Frames to a peer session, delivered on the next turn (as a socket would). */
 class Pipe implements FrameOut {
@@ -124,7 +149,15 @@ interface Seen {
 }
 
 function handler(consume: (s: H2Stream, n: number) => void): { h: SessionHandler; seen: Seen } {
-  const seen: Seen = { heads: [], data: new Map(), ended: new Set(), resets: [], closed: [], sessionEnd: undefined, streams: new Map() }
+  const seen: Seen = {
+    heads: [],
+    data: new Map(),
+    ended: new Set(),
+    resets: [],
+    closed: [],
+    sessionEnd: undefined,
+    streams: new Map(),
+  }
   const h: SessionHandler = {
     onReadStart: () => undefined,
     onReadEnd: () => undefined,
@@ -147,7 +180,14 @@ function handler(consume: (s: H2Stream, n: number) => void): { h: SessionHandler
   return { h, seen }
 }
 
-const LIMITS: SessionLimits = { maxConcurrentStreams: 100, streamWindow: 65_535, connectionWindow: 65_535, maxHeaderListSize: 16_384, maxHeaderFields: 104, maxHeaderBlock: 65_536 }
+const LIMITS: SessionLimits = {
+  maxConcurrentStreams: 100,
+  streamWindow: 65_535,
+  connectionWindow: 65_535,
+  maxHeaderListSize: 16_384,
+  maxHeaderFields: 104,
+  maxHeaderBlock: 65_536,
+}
 const settle = (): Promise<void> => new Promise((r) => setTimeout(r, 20))
 
 function pair(serverConsume: (server: H2Session) => (s: H2Stream, n: number) => void, limits = LIMITS) {
@@ -172,50 +212,60 @@ const REQUEST: Array<[string, string]> = [
   [':authority', 'deathstar'],
 ]
 
-t.test('a body larger than every window: the sender never sends past what the receiver consumed, and all of it arrives with its trailers', async (t) => {
-  let consuming = false
-  const owed: Array<[H2Stream, number]> = []
-  const p = pair((server) => (s, n) => (consuming ? server.consume(s, n) : void owed.push([s, n])))
-  const s = p.client.request(HeaderList.of(REQUEST), false)!
-  const body = Buffer.alloc(300_000, 7)
-  t.equal(p.client.sendData(s, body, 0, body.length, false), 65_535, 'a window went at once')
-  p.client.sendHeaders(s, HeaderList.of([['x-checksum', 'abc']]), true)
-  await settle()
-  t.equal(p.serverSeen.data.get(1), 65_535, 'the receiver holds one window, not consumed')
-  t.equal(p.serverSeen.heads.length, 1, 'the trailers wait behind the body')
-  consuming = true
-  for (const [st, n] of owed.splice(0)) p.server.consume(st, n)
-  for (let i = 0; i < 50 && !p.serverSeen.ended.has(1); i++) await settle()
-  t.equal(p.serverSeen.data.get(1), body.length, 'then every byte came')
-  t.same(p.serverSeen.heads.at(-1), { stream: 1, fields: [['x-checksum', 'abc']], end: true }, 'and the trailers after it')
-  const reply = p.serverSeen.streams.get(1)!
-  p.server.sendHeaders(reply, HeaderList.of([[':status', '200']]), false)
-  p.server.sendData(reply, Buffer.from('done'), 0, 4, true)
-  await settle()
-  t.same(p.clientSeen.heads[0], { stream: 1, fields: [[':status', '200']], end: false })
-  t.equal(p.clientSeen.data.get(1), 4)
-  t.same([p.clientSeen.closed, p.serverSeen.closed], [[1], [1]], 'closed on both sides')
-  t.equal(p.server.openStreams + p.client.openStreams, 0)
-})
+t.test(
+  'a body larger than every window: the sender never sends past what the receiver consumed, and all of it arrives with its trailers',
+  async (t) => {
+    let consuming = false
+    const owed: Array<[H2Stream, number]> = []
+    const p = pair((server) => (s, n) => (consuming ? server.consume(s, n) : void owed.push([s, n])))
+    const s = p.client.request(HeaderList.of(REQUEST), false)!
+    const body = Buffer.alloc(300_000, 7)
+    t.equal(p.client.sendData(s, body, 0, body.length, false), 65_535, 'a window went at once')
+    p.client.sendHeaders(s, HeaderList.of([['x-checksum', 'abc']]), true)
+    await settle()
+    t.equal(p.serverSeen.data.get(1), 65_535, 'the receiver holds one window, not consumed')
+    t.equal(p.serverSeen.heads.length, 1, 'the trailers wait behind the body')
+    consuming = true
+    for (const [st, n] of owed.splice(0)) p.server.consume(st, n)
+    for (let i = 0; i < 50 && !p.serverSeen.ended.has(1); i++) await settle()
+    t.equal(p.serverSeen.data.get(1), body.length, 'then every byte came')
+    t.same(
+      p.serverSeen.heads.at(-1),
+      { stream: 1, fields: [['x-checksum', 'abc']], end: true },
+      'and the trailers after it',
+    )
+    const reply = p.serverSeen.streams.get(1)!
+    p.server.sendHeaders(reply, HeaderList.of([[':status', '200']]), false)
+    p.server.sendData(reply, Buffer.from('done'), 0, 4, true)
+    await settle()
+    t.same(p.clientSeen.heads[0], { stream: 1, fields: [[':status', '200']], end: false })
+    t.equal(p.clientSeen.data.get(1), 4)
+    t.same([p.clientSeen.closed, p.serverSeen.closed], [[1], [1]], 'closed on both sides')
+    t.equal(p.server.openStreams + p.client.openStreams, 0)
+  },
+)
 
-t.test('streams past the concurrency limit are refused; a reset reaches the peer; GOAWAY ends the session once its streams are done', async (t) => {
-  const p = pair((server) => (s, n) => server.consume(s, n), { ...LIMITS, maxConcurrentStreams: 2 })
-  p.client.peerMaxStreams = 10 // as if the server allowed more: the server's own limit holds
-  const streams = [0, 1, 2].map(() => p.client.request(HeaderList.of(REQUEST), false)!)
-  await settle()
-  t.same(p.clientSeen.resets, [[5, ErrorCode.REFUSED_STREAM]], 'the third stream is refused')
-  p.client.reset(streams[0]!, ErrorCode.CANCEL)
-  await settle()
-  t.same(p.serverSeen.resets, [[1, ErrorCode.CANCEL]], 'the reset arrives with its code')
-  p.server.goaway(ErrorCode.NO_ERROR)
-  await settle()
-  t.equal(p.serverSeen.sessionEnd, undefined, 'a stream is still open')
-  p.client.endStream(streams[1]!)
-  p.server.endStream(p.serverSeen.streams.get(3)!)
-  await settle()
-  t.equal(p.serverSeen.sessionEnd, null, 'the session ended cleanly once it was done')
-  t.equal(p.client.request(HeaderList.of(REQUEST), true), null, 'no stream is opened after GOAWAY')
-})
+t.test(
+  'streams past the concurrency limit are refused; a reset reaches the peer; GOAWAY ends the session once its streams are done',
+  async (t) => {
+    const p = pair((server) => (s, n) => server.consume(s, n), { ...LIMITS, maxConcurrentStreams: 2 })
+    p.client.peerMaxStreams = 10 // as if the server allowed more: the server's own limit holds
+    const streams = [0, 1, 2].map(() => p.client.request(HeaderList.of(REQUEST), false)!)
+    await settle()
+    t.same(p.clientSeen.resets, [[5, ErrorCode.REFUSED_STREAM]], 'the third stream is refused')
+    p.client.reset(streams[0]!, ErrorCode.CANCEL)
+    await settle()
+    t.same(p.serverSeen.resets, [[1, ErrorCode.CANCEL]], 'the reset arrives with its code')
+    p.server.goaway(ErrorCode.NO_ERROR)
+    await settle()
+    t.equal(p.serverSeen.sessionEnd, undefined, 'a stream is still open')
+    p.client.endStream(streams[1]!)
+    p.server.endStream(p.serverSeen.streams.get(3)!)
+    await settle()
+    t.equal(p.serverSeen.sessionEnd, null, 'the session ended cleanly once it was done')
+    t.equal(p.client.request(HeaderList.of(REQUEST), true), null, 'no stream is opened after GOAWAY')
+  },
+)
 
 t.test('PING is answered; a header block past its bound or a CONTINUATION flood ends the connection', async (t) => {
   const p = pair((server) => (s, n) => server.consume(s, n))
@@ -237,31 +287,50 @@ t.test('PING is answered; a header block past its bound or a CONTINUATION flood 
   t.match(big.serverSeen.sessionEnd, { code: ErrorCode.ENHANCE_YOUR_CALM }, 'a block past its bound')
 })
 
-t.test('HPACK state follows a table size the peer changed; a list past its size limit is marked, the connection kept', async (t) => {
-  const p = pair((server) => (s, n) => server.consume(s, n), { ...LIMITS, maxHeaderListSize: 300 })
-  for (let i = 0; i < 5; i++) p.client.request(HeaderList.of([...REQUEST, ['x-n', String(i)]]), true)
-  p.client.request(HeaderList.of([...REQUEST, ['x-big', 'b'.repeat(300)]]), true)
-  p.client.request(HeaderList.of([...REQUEST, ['x-n', 'after']]), true)
-  await settle()
-  const heads = p.serverSeen.heads
-  t.same(heads.slice(0, 5).map((h) => h.fields.at(-1)), [0, 1, 2, 3, 4].map((i) => ['x-n', String(i)]))
-  t.same(heads[6]!.fields.at(-1), ['x-n', 'after'], 'decoding went on after the big list')
-  t.equal(heads[5]!.fields.length, 4, 'the big list kept only what fitted')
-})
+t.test(
+  'HPACK state follows a table size the peer changed; a list past its size limit is marked, the connection kept',
+  async (t) => {
+    const p = pair((server) => (s, n) => server.consume(s, n), { ...LIMITS, maxHeaderListSize: 300 })
+    for (let i = 0; i < 5; i++) p.client.request(HeaderList.of([...REQUEST, ['x-n', String(i)]]), true)
+    p.client.request(HeaderList.of([...REQUEST, ['x-big', 'b'.repeat(300)]]), true)
+    p.client.request(HeaderList.of([...REQUEST, ['x-n', 'after']]), true)
+    await settle()
+    const heads = p.serverSeen.heads
+    t.same(
+      heads.slice(0, 5).map((h) => h.fields.at(-1)),
+      [0, 1, 2, 3, 4].map((i) => ['x-n', String(i)]),
+    )
+    t.same(heads[6]!.fields.at(-1), ['x-n', 'after'], 'decoding went on after the big list')
+    t.equal(heads[5]!.fields.length, 4, 'the big list kept only what fitted')
+  },
+)
 
-t.test('random bytes, and valid frames corrupted, end a session with an error or leave it up, never throw', async () => {
-  const settings = frame(FrameType.SETTINGS, 0, 0, Buffer.alloc(0))
-  fc.assert(
-    fc.property(fc.array(frameArb, { maxLength: 6 }), fc.uint8Array({ maxLength: 200 }), fc.nat(), (frames, noise, at) => {
-      const { h } = handler(() => undefined)
-      const out: FrameOut = { hold: () => undefined, release: () => undefined, write: () => true, end: () => undefined }
-      const s = new H2Session('server', out, h, LIMITS)
-      s.start()
-      const bytes = Buffer.concat([PREFACE, settings, ...frames, Buffer.from(noise)])
-      if (bytes.length > 0) bytes[at % bytes.length] ^= 0x5a
-      s.receive(bytes, 0, bytes.length)
-      return true
-    }),
-    { numRuns: 2000 },
-  )
-})
+t.test(
+  'random bytes, and valid frames corrupted, end a session with an error or leave it up, never throw',
+  async () => {
+    const settings = frame(FrameType.SETTINGS, 0, 0, Buffer.alloc(0))
+    fc.assert(
+      fc.property(
+        fc.array(frameArb, { maxLength: 6 }),
+        fc.uint8Array({ maxLength: 200 }),
+        fc.nat(),
+        (frames, noise, at) => {
+          const { h } = handler(() => undefined)
+          const out: FrameOut = {
+            hold: () => undefined,
+            release: () => undefined,
+            write: () => true,
+            end: () => undefined,
+          }
+          const s = new H2Session('server', out, h, LIMITS)
+          s.start()
+          const bytes = Buffer.concat([PREFACE, settings, ...frames, Buffer.from(noise)])
+          if (bytes.length > 0) bytes[at % bytes.length] ^= 0x5a
+          s.receive(bytes, 0, bytes.length)
+          return true
+        },
+      ),
+      { numRuns: 2000 },
+    )
+  },
+)

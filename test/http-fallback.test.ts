@@ -5,8 +5,8 @@
 // under --permission runs in a child process.
 
 import { spawnSync } from 'node:child_process'
-import { connect, type AddressInfo } from 'node:net'
 import http2 from 'node:http2'
+import { type AddressInfo, connect } from 'node:net'
 import { pathToFileURL } from 'node:url'
 import t, { type Test } from 'tap'
 import { distPath } from '../lib/project-root.js'
@@ -18,13 +18,22 @@ const { startHttpServer } = await import('../lab/servers/http-server.js')
 const { testOverload } = await import('./fixtures/overload.js')
 const { deathstarHttp } = await import('./fixtures/policy-text.js')
 
-const POLICY = deathstarHttp('deathstar-l7', ['{ method: POST, path: "/v1/request-landing" }', '{ method: GET, path: "/v1/" }'])
+const POLICY = deathstarHttp('deathstar-l7', [
+  '{ method: POST, path: "/v1/request-landing" }',
+  '{ method: GET, path: "/v1/" }',
+])
 const H = 'Host: deathstar\r\n'
 
 async function setup(t: Test, extra = {}) {
   const upstream = await startHttpServer({ name: 'deathstar', port: 0, host: '127.0.0.1' })
   t.teardown(() => new Promise<void>((r) => upstream.close(() => r())))
-  return startLoopbackProxy(t, { source: '198.18.1.10', dest: { address: '198.18.2.10', port: 80 }, originPort: (upstream.address() as AddressInfo).port, policy: POLICY, extra })
+  return startLoopbackProxy(t, {
+    source: '198.18.1.10',
+    dest: { address: '198.18.2.10', port: 80 },
+    originPort: (upstream.address() as AddressInfo).port,
+    policy: POLICY,
+    extra,
+  })
 }
 
 t.test('the probe tells what is missing, and the proxy says it serves on net.Socket', async (t) => {
@@ -33,23 +42,42 @@ t.test('the probe tells what is missing, and the proxy says it serves on net.Soc
   t.match(p.logs, [{ level: 40, missing: 'nothing (L7PROXY_FAST_PATH=off)', msg: /serving on net\.Socket/ }])
 })
 
-t.test('HTTP/1.1 on net.Socket: allowed requests forwarded, denied ones 403, on one kept-alive connection', async (t) => {
-  const p = await setup(t)
-  const reply = await rawExchange(p.port, `POST /v1/request-landing HTTP/1.1\r\n${H}Content-Length: 0\r\n\r\nPUT /v1/exhaust-port HTTP/1.1\r\n${H}Content-Length: 0\r\n\r\nGET /v1/ HTTP/1.1\r\n${H}Connection: close\r\n\r\n`, 3000)
-  t.match(reply, /^HTTP\/1\.1 200 [\s\S]*Ship landed\n[\s\S]*HTTP\/1\.1 403 [\s\S]*Access denied\n[\s\S]*HTTP\/1\.1 200 /, 'allowed, denied, allowed, in order')
-  t.match(p.logs.filter((l) => l.verdict !== undefined), [
-    { verdict: 'allowed', method: 'POST', path: '/v1/request-landing', status: 200 },
-    { verdict: 'denied', method: 'PUT', path: '/v1/exhaust-port', status: 403 },
-    { verdict: 'allowed', method: 'GET', path: '/v1/', status: 200 },
-  ])
-})
+t.test(
+  'HTTP/1.1 on net.Socket: allowed requests forwarded, denied ones 403, on one kept-alive connection',
+  async (t) => {
+    const p = await setup(t)
+    const reply = await rawExchange(
+      p.port,
+      `POST /v1/request-landing HTTP/1.1\r\n${H}Content-Length: 0\r\n\r\nPUT /v1/exhaust-port HTTP/1.1\r\n${H}Content-Length: 0\r\n\r\nGET /v1/ HTTP/1.1\r\n${H}Connection: close\r\n\r\n`,
+      3000,
+    )
+    t.match(
+      reply,
+      /^HTTP\/1\.1 200 [\s\S]*Ship landed\n[\s\S]*HTTP\/1\.1 403 [\s\S]*Access denied\n[\s\S]*HTTP\/1\.1 200 /,
+      'allowed, denied, allowed, in order',
+    )
+    t.match(
+      p.logs.filter((l) => l.verdict !== undefined),
+      [
+        { verdict: 'allowed', method: 'POST', path: '/v1/request-landing', status: 200 },
+        { verdict: 'denied', method: 'PUT', path: '/v1/exhaust-port', status: 403 },
+        { verdict: 'allowed', method: 'GET', path: '/v1/', status: 200 },
+      ],
+    )
+  },
+)
 
 t.test('HTTP/2 on net.Socket: a stream allowed, one denied', async (t) => {
   const upstream = http2.createServer()
   upstream.on('stream', (s) => s.respond({ ':status': 200 }, { endStream: true }))
   await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', r))
   t.teardown(() => new Promise<void>((r) => upstream.close(() => r())))
-  const p = await startLoopbackProxy(t, { source: '198.18.1.10', dest: { address: '198.18.2.10', port: 80 }, originPort: (upstream.address() as AddressInfo).port, policy: POLICY })
+  const p = await startLoopbackProxy(t, {
+    source: '198.18.1.10',
+    dest: { address: '198.18.2.10', port: 80 },
+    originPort: (upstream.address() as AddressInfo).port,
+    policy: POLICY,
+  })
   const c = http2.connect(`http://127.0.0.1:${p.port}`)
   t.teardown(() => c.close())
   const status = (path: string, method: string) =>
@@ -80,12 +108,26 @@ t.test('the connection budget holds on net.Socket too: the excess is reset', asy
   t.equal(overload.budget.refusals().connections.source, 1)
 })
 
-t.test('under --permission process.binding is refused: the probe finds the fast path missing instead of failing to load', async (t) => {
-  const flag = Number(process.versions.node.split('.')[0]) >= 22 ? '--permission' : '--experimental-permission'
-  const module = pathToFileURL(distPath('proxy/http/native-stream.js')).href
-  // Without tap's NODE_OPTIONS (added to every child it sees spawned: its hooks call process.binding), nor this file's switch.
-  const argv = ['-u', 'NODE_OPTIONS', '-u', 'L7PROXY_FAST_PATH', process.execPath, flag, '--allow-fs-read=*', '--input-type=module', '-e', `const m = await import(${JSON.stringify(module)}); console.log(JSON.stringify(m.fastPath))`]
-  const r = spawnSync('env', argv, { encoding: 'utf8' })
-  t.equal(r.status, 0, r.stderr)
-  t.match(JSON.parse(r.stdout) as unknown, { available: false, missing: /^process\.binding/ })
-})
+t.test(
+  'under --permission process.binding is refused: the probe finds the fast path missing instead of failing to load',
+  async (t) => {
+    const flag = Number(process.versions.node.split('.')[0]) >= 22 ? '--permission' : '--experimental-permission'
+    const module = pathToFileURL(distPath('proxy/http/native-stream.js')).href
+    // Without tap's NODE_OPTIONS (added to every child it sees spawned: its hooks call process.binding), nor this file's switch.
+    const argv = [
+      '-u',
+      'NODE_OPTIONS',
+      '-u',
+      'L7PROXY_FAST_PATH',
+      process.execPath,
+      flag,
+      '--allow-fs-read=*',
+      '--input-type=module',
+      '-e',
+      `const m = await import(${JSON.stringify(module)}); console.log(JSON.stringify(m.fastPath))`,
+    ]
+    const r = spawnSync('env', argv, { encoding: 'utf8' })
+    t.equal(r.status, 0, r.stderr)
+    t.match(JSON.parse(r.stdout) as unknown, { available: false, missing: /^process\.binding/ })
+  },
+)

@@ -5,11 +5,11 @@
 
 import { execFile } from 'node:child_process'
 import http2, { constants, type IncomingHttpHeaders, type ServerHttp2Stream } from 'node:http2'
-import { promisify } from 'node:util'
 import type { AddressInfo } from 'node:net'
+import { promisify } from 'node:util'
 import t, { type Test } from 'tap'
-import { startLoopbackProxy, type LoopbackProxy, type LoopbackProxyOptions } from './fixtures/loopback-proxy.js'
-import { FLAG, FRAME, RawH2, frame, literal, requestBlock, rstStream } from './fixtures/h2-frames.js'
+import { FLAG, FRAME, frame, literal, RawH2, requestBlock, rstStream } from './fixtures/h2-frames.js'
+import { type LoopbackProxy, type LoopbackProxyOptions, startLoopbackProxy } from './fixtures/loopback-proxy.js'
 import { testOverload } from './fixtures/overload.js'
 import { waitUntil } from './fixtures/wait.js'
 
@@ -69,9 +69,18 @@ async function startUpstream(t: Test): Promise<Upstream> {
   return u
 }
 
-async function setup(t: Test, extra: LoopbackProxyOptions['extra'] = {}): Promise<LoopbackProxy & { upstream: Upstream; url: string }> {
+async function setup(
+  t: Test,
+  extra: LoopbackProxyOptions['extra'] = {},
+): Promise<LoopbackProxy & { upstream: Upstream; url: string }> {
   const upstream = await startUpstream(t)
-  const p = await startLoopbackProxy(t, { source: '198.18.1.10', dest: { address: '198.18.2.10', port: 80 }, originPort: upstream.port, policy: POLICY, extra })
+  const p = await startLoopbackProxy(t, {
+    source: '198.18.1.10',
+    dest: { address: '198.18.2.10', port: 80 },
+    originPort: upstream.port,
+    policy: POLICY,
+    extra,
+  })
   return { ...p, upstream, url: `http://127.0.0.1:${p.port}` }
 }
 
@@ -83,7 +92,11 @@ interface Answer {
 }
 
 /** One request on `session`; resolves when the stream closes, however it closes. */
-function request(session: http2.ClientHttp2Session, headers: http2.OutgoingHttpHeaders, body?: Buffer): Promise<Answer> {
+function request(
+  session: http2.ClientHttp2Session,
+  headers: http2.OutgoingHttpHeaders,
+  body?: Buffer,
+): Promise<Answer> {
   return new Promise((resolve) => {
     const req = session.request(headers, { endStream: body === undefined })
     const a: Answer = { headers: {}, body: '', trailers: null, rstCode: undefined }
@@ -127,42 +140,92 @@ t.test('h2: streams are judged one by one on one connection; denied ones get 403
   t.equal(ambiguous.headers[':status'], 400, 'an ambiguous path is refused')
   t.equal(s.upstream.streams, 2, 'only the allowed streams reached the server')
   const lines = s.logs.filter((l) => l.httpVersion === '2' && typeof l.verdict === 'string')
-  t.same(lines.map((l) => [l.verdict, l.method, l.path, l.target, l.status]), [
-    ['allowed', 'GET', '/v1/ships', undefined, 200],
-    ['denied', 'GET', '/v2/ships', undefined, 403],
-    ['denied', 'PUT', '/v1/ships', undefined, 403],
-    ['allowed', 'GET', '/v1/ships', '/v2/../v1/./ships', 200],
-    ['invalid', undefined, '/v1/a%2fb', undefined, 400],
-  ], 'one line a stream, in order: the path judged, and the target as sent where it differs')
-  t.match(lines[1], { reason: /no http rule matched on ingress TCP\/80 \(policies: CiliumNetworkPolicy\/default\/deathstar-h2\)/, host: '127.0.0.1:' + s.port })
+  t.same(
+    lines.map((l) => [l.verdict, l.method, l.path, l.target, l.status]),
+    [
+      ['allowed', 'GET', '/v1/ships', undefined, 200],
+      ['denied', 'GET', '/v2/ships', undefined, 403],
+      ['denied', 'PUT', '/v1/ships', undefined, 403],
+      ['allowed', 'GET', '/v1/ships', '/v2/../v1/./ships', 200],
+      ['invalid', undefined, '/v1/a%2fb', undefined, 400],
+    ],
+    'one line a stream, in order: the path judged, and the target as sent where it differs',
+  )
+  t.match(lines[1], {
+    reason: /no http rule matched on ingress TCP\/80 \(policies: CiliumNetworkPolicy\/default\/deathstar-h2\)/,
+    host: `127.0.0.1:${s.port}`,
+  })
 })
 
-t.test('h2: curl (--http2-prior-knowledge) and nghttp pass through unchanged, bodies and denials included', async (t) => {
-  const s = await setup(t)
-  const run = promisify(execFile)
-  const curl = await run('curl', ['-s', '--http2-prior-knowledge', '-o', '-', '-w', ' %{http_code} %{http_version}', '-H', 'x-test: 1', `${s.url}/v1/curl`], { timeout: 10_000 })
-  t.equal(curl.stdout, 'ok 200 2', 'curl: the answer, over HTTP/2')
-  const denied = await run('curl', ['-s', '--http2-prior-knowledge', '-o', '/dev/null', '-w', '%{http_code}', `${s.url}/v2/curl`], { timeout: 10_000 })
-  t.equal(denied.stdout, '403', 'curl: a denial')
-  const upload = await run('curl', ['-s', '--http2-prior-knowledge', '--data-binary', 'x'.repeat(100_000), '-o', '/dev/null', '-w', '%{http_code}', `${s.url}/v1/upload`], { timeout: 10_000 })
-  t.equal(upload.stdout, '200', 'curl: a POST with a body')
-  const nghttp = await run('nghttp', ['-n', '-s', `${s.url}/v1/a`, `${s.url}/v1/b`, `${s.url}/v1/c`], { timeout: 10_000 })
-  t.equal(nghttp.stdout.match(/responseEnd/g)?.length, 3, 'nghttp: three streams on one connection complete')
-  const lines = s.logs.filter((l) => l.httpVersion === '2' && typeof l.verdict === 'string').map((l) => [l.verdict, l.path, l.status])
-  t.same(lines.slice(0, 3), [
-    ['allowed', '/v1/curl', 200],
-    ['denied', '/v2/curl', 403],
-    ['allowed', '/v1/upload', 200],
-  ])
-  t.equal(lines.length, 6, 'one flow line a stream')
-})
+t.test(
+  'h2: curl (--http2-prior-knowledge) and nghttp pass through unchanged, bodies and denials included',
+  async (t) => {
+    const s = await setup(t)
+    const run = promisify(execFile)
+    const curl = await run(
+      'curl',
+      [
+        '-s',
+        '--http2-prior-knowledge',
+        '-o',
+        '-',
+        '-w',
+        ' %{http_code} %{http_version}',
+        '-H',
+        'x-test: 1',
+        `${s.url}/v1/curl`,
+      ],
+      { timeout: 10_000 },
+    )
+    t.equal(curl.stdout, 'ok 200 2', 'curl: the answer, over HTTP/2')
+    const denied = await run(
+      'curl',
+      ['-s', '--http2-prior-knowledge', '-o', '/dev/null', '-w', '%{http_code}', `${s.url}/v2/curl`],
+      { timeout: 10_000 },
+    )
+    t.equal(denied.stdout, '403', 'curl: a denial')
+    const upload = await run(
+      'curl',
+      [
+        '-s',
+        '--http2-prior-knowledge',
+        '--data-binary',
+        'x'.repeat(100_000),
+        '-o',
+        '/dev/null',
+        '-w',
+        '%{http_code}',
+        `${s.url}/v1/upload`,
+      ],
+      { timeout: 10_000 },
+    )
+    t.equal(upload.stdout, '200', 'curl: a POST with a body')
+    const nghttp = await run('nghttp', ['-n', '-s', `${s.url}/v1/a`, `${s.url}/v1/b`, `${s.url}/v1/c`], {
+      timeout: 10_000,
+    })
+    t.equal(nghttp.stdout.match(/responseEnd/g)?.length, 3, 'nghttp: three streams on one connection complete')
+    const lines = s.logs
+      .filter((l) => l.httpVersion === '2' && typeof l.verdict === 'string')
+      .map((l) => [l.verdict, l.path, l.status])
+    t.same(lines.slice(0, 3), [
+      ['allowed', '/v1/curl', 200],
+      ['denied', '/v2/curl', 403],
+      ['allowed', '/v1/upload', 200],
+    ])
+    t.equal(lines.length, 6, 'one flow line a stream')
+  },
+)
 
 t.test('h2: a malformed :authority, or one Host contradicts, is refused with 400 and never forwarded', async (t) => {
   const s = await setup(t)
   const c = http2.connect(s.url)
   t.teardown(() => c.close())
   const spaced = await request(c, { ':path': '/v1/ships', ':authority': 'a.example, b.example' })
-  t.equal(spaced.rstCode, http2.constants.NGHTTP2_PROTOCOL_ERROR, 'a space in :authority: the stream is reset by nghttp2 itself')
+  t.equal(
+    spaced.rstCode,
+    http2.constants.NGHTTP2_PROTOCOL_ERROR,
+    'a space in :authority: the stream is reset by nghttp2 itself',
+  )
   for (const [headers, why] of [
     [{ ':authority': 'a.example,b.example' }, /malformed Host/],
     [{ ':authority': 'user@deathstar' }, /malformed Host/],
@@ -177,7 +240,11 @@ t.test('h2: a malformed :authority, or one Host contradicts, is refused with 400
     }
   }
   t.equal(s.upstream.streams, 0, 'none reached the server')
-  t.equal((await request(c, { ':path': '/v1/ships', ':authority': 'Deathstar:80', host: 'deathstar:80' })).headers[':status'], 200, 'the same authority twice, in any case, passes')
+  t.equal(
+    (await request(c, { ':path': '/v1/ships', ':authority': 'Deathstar:80', host: 'deathstar:80' })).headers[':status'],
+    200,
+    'the same authority twice, in any case, passes',
+  )
 })
 
 t.test('h2: request and response trailers cross; bodies are streamed', async (t) => {
@@ -209,7 +276,11 @@ t.test('h2: request and response trailers cross; bodies are streamed', async (t)
   })
   t.equal(a.headers[':status'], 200)
   t.equal(a.body, String(1024 * 1024), 'a 1 MB response body')
-  t.equal(a.trailers?.['x-got'], `${3 * 1024 * 1024} abc`, 'the server got 3 MB and the request trailer; its trailer came back')
+  t.equal(
+    a.trailers?.['x-got'],
+    `${3 * 1024 * 1024} abc`,
+    'the server got 3 MB and the request trailer; its trailer came back',
+  )
 })
 
 t.test('h2: a reset from the server reaches the client, and a client reset reaches the server', async (t) => {
@@ -249,25 +320,34 @@ t.test("h2: the server's GOAWAY reaches the client; the stream in flight complet
   await stillServes(t, s.url)
 })
 
-t.test('h2: rapid reset (HEADERS then RST_STREAM, over and over) ends the connection with ENHANCE_YOUR_CALM', async (t) => {
-  const s = await setup(t)
-  const raw = new RawH2(s.port)
-  t.teardown(() => raw.close())
-  for (let batch = 0; batch < 10 && !raw.closed; batch++) {
-    const frames: Buffer[] = []
-    for (let i = 0; i < 100; i++) {
-      const id = 1 + 2 * (batch * 100 + i)
-      frames.push(frame(FRAME.HEADERS, FLAG.END_HEADERS | FLAG.END_STREAM, id, requestBlock('/v1/x')), rstStream(id, constants.NGHTTP2_CANCEL))
+t.test(
+  'h2: rapid reset (HEADERS then RST_STREAM, over and over) ends the connection with ENHANCE_YOUR_CALM',
+  async (t) => {
+    const s = await setup(t)
+    const raw = new RawH2(s.port)
+    t.teardown(() => raw.close())
+    for (let batch = 0; batch < 10 && !raw.closed; batch++) {
+      const frames: Buffer[] = []
+      for (let i = 0; i < 100; i++) {
+        const id = 1 + 2 * (batch * 100 + i)
+        frames.push(
+          frame(FRAME.HEADERS, FLAG.END_HEADERS | FLAG.END_STREAM, id, requestBlock('/v1/x')),
+          rstStream(id, constants.NGHTTP2_CANCEL),
+        )
+      }
+      raw.write(Buffer.concat(frames))
+      await new Promise((r) => setTimeout(r, 20))
     }
-    raw.write(Buffer.concat(frames))
-    await new Promise((r) => setTimeout(r, 20))
-  }
-  t.ok(await raw.until(() => raw.closed), 'the proxy closed the connection')
-  t.equal(raw.goawayCode(), constants.NGHTTP2_ENHANCE_YOUR_CALM, 'with GOAWAY ENHANCE_YOUR_CALM')
-  t.ok(s.logs.some((l) => l.msg === 'http2: rapid reset, connection closed'), 'and said why')
-  t.ok(s.upstream.streams <= 200, `the server saw ${s.upstream.streams} of up to 1000 streams`)
-  await stillServes(t, s.url)
-})
+    t.ok(await raw.until(() => raw.closed), 'the proxy closed the connection')
+    t.equal(raw.goawayCode(), constants.NGHTTP2_ENHANCE_YOUR_CALM, 'with GOAWAY ENHANCE_YOUR_CALM')
+    t.ok(
+      s.logs.some((l) => l.msg === 'http2: rapid reset, connection closed'),
+      'and said why',
+    )
+    t.ok(s.upstream.streams <= 200, `the server saw ${s.upstream.streams} of up to 1000 streams`)
+    await stillServes(t, s.url)
+  },
+)
 
 t.test('h2: a CONTINUATION flood ends the connection without the header block growing', async (t) => {
   const s = await setup(t)
@@ -291,13 +371,19 @@ t.test('h2: an oversized header block is refused; the connection survives it', a
   raw.write(frame(FRAME.CONTINUATION, 0, 1, big(1)))
   raw.write(frame(FRAME.CONTINUATION, FLAG.END_HEADERS, 1, big(2)))
   raw.write(frame(FRAME.HEADERS, FLAG.END_HEADERS | FLAG.END_STREAM, 3, requestBlock('/v1/after')))
-  t.ok(await raw.until(() => raw.frames.some((f) => f.streamId === 3 && f.type === FRAME.HEADERS) || raw.closed), 'stream 3 answered (or the connection ended)')
+  t.ok(
+    await raw.until(() => raw.frames.some((f) => f.streamId === 3 && f.type === FRAME.HEADERS) || raw.closed),
+    'stream 3 answered (or the connection ended)',
+  )
   const answers = raw.frames.filter((f) => f.type === FRAME.HEADERS)
   t.same([...new Set(answers.map((f) => f.streamId))], [1, 3], 'both streams answered, the connection kept')
   t.ok(answers[0]!.payload.includes(Buffer.from('431')), 'stream 1 with 431')
   t.equal(s.upstream.streams, 1, 'the oversized request never reached the server')
   t.ok(await raw.until(() => s.logs.some((l) => l.verdict === 'invalid')))
-  t.match(s.logs.find((l) => l.verdict === 'invalid'), { reason: 'header list above 16384 bytes', status: 431 })
+  t.match(
+    s.logs.find((l) => l.verdict === 'invalid'),
+    { reason: 'header list above 16384 bytes', status: 431 },
+  )
   await stillServes(t, s.url)
 })
 
@@ -322,25 +408,33 @@ t.test('h2: streams beyond the concurrency limit are refused, the rest proceed',
   t.teardown(() => raw.close())
   // 110 uploads left open (no END_STREAM): the limit is 100 at a time.
   const frames: Buffer[] = []
-  for (let i = 0; i < 110; i++) frames.push(frame(FRAME.HEADERS, FLAG.END_HEADERS, 1 + 2 * i, requestBlock('/v1/upload', 'POST')))
+  for (let i = 0; i < 110; i++)
+    frames.push(frame(FRAME.HEADERS, FLAG.END_HEADERS, 1 + 2 * i, requestBlock('/v1/upload', 'POST')))
   raw.write(Buffer.concat(frames))
   t.ok(await raw.until(() => raw.resets().length >= 10), 'ten streams reset')
-  t.ok(raw.resets().every((r) => r.code === constants.NGHTTP2_REFUSED_STREAM && r.streamId > 199), 'REFUSED_STREAM, for the streams past the first 100')
+  t.ok(
+    raw.resets().every((r) => r.code === constants.NGHTTP2_REFUSED_STREAM && r.streamId > 199),
+    'REFUSED_STREAM, for the streams past the first 100',
+  )
   t.notOk(raw.closed, 'the connection stays up')
 })
 
-t.test('h2: a client that keeps opening streams past the limit is cut off like a rapid reset (ENHANCE_YOUR_CALM)', async (t) => {
-  const s = await setup(t)
-  const raw = new RawH2(s.port)
-  t.teardown(() => raw.close())
-  const frames: Buffer[] = []
-  for (let i = 0; i < 300; i++) frames.push(frame(FRAME.HEADERS, FLAG.END_HEADERS, 1 + 2 * i, requestBlock('/v1/upload', 'POST')))
-  raw.write(Buffer.concat(frames))
-  t.ok(await raw.until(() => raw.closed), 'the proxy closed the connection')
-  t.equal(raw.goawayCode(), constants.NGHTTP2_ENHANCE_YOUR_CALM, 'with GOAWAY ENHANCE_YOUR_CALM')
-  t.ok(raw.resets().length > 0 && raw.resets().length <= 101, `after ${raw.resets().length} refusals`)
-  await stillServes(t, s.url)
-})
+t.test(
+  'h2: a client that keeps opening streams past the limit is cut off like a rapid reset (ENHANCE_YOUR_CALM)',
+  async (t) => {
+    const s = await setup(t)
+    const raw = new RawH2(s.port)
+    t.teardown(() => raw.close())
+    const frames: Buffer[] = []
+    for (let i = 0; i < 300; i++)
+      frames.push(frame(FRAME.HEADERS, FLAG.END_HEADERS, 1 + 2 * i, requestBlock('/v1/upload', 'POST')))
+    raw.write(Buffer.concat(frames))
+    t.ok(await raw.until(() => raw.closed), 'the proxy closed the connection')
+    t.equal(raw.goawayCode(), constants.NGHTTP2_ENHANCE_YOUR_CALM, 'with GOAWAY ENHANCE_YOUR_CALM')
+    t.ok(raw.resets().length > 0 && raw.resets().length <= 101, `after ${raw.resets().length} refusals`)
+    await stillServes(t, s.url)
+  },
+)
 
 t.test('h2: garbage after the preface is a connection error, not a crash', async (t) => {
   const s = await setup(t, { idleTimeoutMs: 200 })
@@ -353,34 +447,40 @@ t.test('h2: garbage after the preface is a connection error, not a crash', async
   await stillServes(t, s.url)
 })
 
-t.test('h2: past its stream budget a source gets REFUSED_STREAM (retryable); its open streams go on, and the budget comes back', async (t) => {
-  const overload = testOverload({ streamsPerSource: 2 })
-  const s = await setup(t, { overload })
-  // The upstream holds each stream open until told.
-  const held: Array<() => void> = []
-  s.upstream.next = null
-  const hold = (st: ServerHttp2Stream): void => {
-    held.push(() => {
-      st.respond({ ':status': 200 })
-      st.end('held')
-    })
-  }
-  const c = http2.connect(s.url)
-  t.teardown(() => c.close())
-  s.upstream.next = hold
-  const first = request(c, { ':path': '/v1/a' })
-  await waitUntil(() => held.length === 1, 100, 20)
-  s.upstream.next = hold
-  const second = request(c, { ':path': '/v1/b' })
-  await waitUntil(() => held.length === 2, 100, 20)
-  const third = await request(c, { ':path': '/v1/c' })
-  t.equal(third.rstCode, constants.NGHTTP2_REFUSED_STREAM, 'the third stream is refused')
-  t.equal(s.upstream.streams, 2, 'and never reached the server')
-  t.same(overload.budget.refusals().streams, { source: 1, identity: 0 })
-  t.match(overload.lines, [{ overload: 'streams per source', source: '198.18.1.10', limit: 2 }])
-  for (const release of held) release()
-  t.same([(await first).body, (await second).body], ['held', 'held'], 'the streams it holds complete')
-  t.ok(await waitUntil(() => overload.budget.streams === 0, 100, 20), 'their budget is given back')
-  t.equal((await request(c, { ':path': '/v1/d' })).headers[':status'], 200, 'the next stream is served')
-  t.notOk(s.logs.some((l) => l.path === '/v1/c'), 'a refused stream is no request: no flow line')
-})
+t.test(
+  'h2: past its stream budget a source gets REFUSED_STREAM (retryable); its open streams go on, and the budget comes back',
+  async (t) => {
+    const overload = testOverload({ streamsPerSource: 2 })
+    const s = await setup(t, { overload })
+    // The upstream holds each stream open until told.
+    const held: Array<() => void> = []
+    s.upstream.next = null
+    const hold = (st: ServerHttp2Stream): void => {
+      held.push(() => {
+        st.respond({ ':status': 200 })
+        st.end('held')
+      })
+    }
+    const c = http2.connect(s.url)
+    t.teardown(() => c.close())
+    s.upstream.next = hold
+    const first = request(c, { ':path': '/v1/a' })
+    await waitUntil(() => held.length === 1, 100, 20)
+    s.upstream.next = hold
+    const second = request(c, { ':path': '/v1/b' })
+    await waitUntil(() => held.length === 2, 100, 20)
+    const third = await request(c, { ':path': '/v1/c' })
+    t.equal(third.rstCode, constants.NGHTTP2_REFUSED_STREAM, 'the third stream is refused')
+    t.equal(s.upstream.streams, 2, 'and never reached the server')
+    t.same(overload.budget.refusals().streams, { source: 1, identity: 0 })
+    t.match(overload.lines, [{ overload: 'streams per source', source: '198.18.1.10', limit: 2 }])
+    for (const release of held) release()
+    t.same([(await first).body, (await second).body], ['held', 'held'], 'the streams it holds complete')
+    t.ok(await waitUntil(() => overload.budget.streams === 0, 100, 20), 'their budget is given back')
+    t.equal((await request(c, { ':path': '/v1/d' })).headers[':status'], 200, 'the next stream is served')
+    t.notOk(
+      s.logs.some((l) => l.path === '/v1/c'),
+      'a refused stream is no request: no flow line',
+    )
+  },
+)

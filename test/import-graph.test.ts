@@ -2,7 +2,7 @@
 // lib/ imports lab/, bench/ or test/ statically. (The CLI loads the lab's and the benchmarks'
 // commands with import() when they run: users of the product, not parts of it.)
 
-import { readFileSync, readdirSync, statSync } from 'node:fs'
+import { readdirSync, readFileSync, statSync } from 'node:fs'
 import { dirname, join, relative, resolve } from 'node:path'
 import t from 'tap'
 import { projectRoot } from '../lib/project-root.js'
@@ -21,12 +21,16 @@ function sources(dir: string): string[] {
 /** The modules a source file imports statically (import ... from, export ... from, import '...'). */
 export function staticImports(text: string): string[] {
   const found: string[] = []
-  for (const m of text.matchAll(/^\s*(?:import|export)\b[^'"`()]*?from\s*['"]([^'"]+)['"]|^\s*import\s*['"]([^'"]+)['"]/gm)) found.push(m[1] ?? m[2]!)
+  for (const m of text.matchAll(
+    /^\s*(?:import|export)\b[^'"`()]*?from\s*['"]([^'"]+)['"]|^\s*import\s*['"]([^'"]+)['"]/gm,
+  ))
+    found.push(m[1] ?? m[2]!)
   return found
 }
 
 t.test('static imports are found, dynamic ones are not', async (t) => {
-  const text = "import a from './a.js'\nimport type { B } from '../b.js'\nexport { c } from './c.js'\nimport './side.js'\nimport {\n  d,\n  e,\n} from './de.js'\nconst f = await import('../../lab/lab.js')\n"
+  const text =
+    "import a from './a.js'\nimport type { B } from '../b.js'\nexport { c } from './c.js'\nimport './side.js'\nimport {\n  d,\n  e,\n} from './de.js'\nconst f = await import('../../lab/lab.js')\n"
   t.same(staticImports(text), ['./a.js', '../b.js', './c.js', './side.js', './de.js'])
 })
 
@@ -39,7 +43,8 @@ t.test(`no module of ${PRODUCT.join(', ')} imports ${USERS.join(', ')}`, async (
       for (const spec of staticImports(readFileSync(file, 'utf8'))) {
         if (!spec.startsWith('.')) continue
         const target = relative(ROOT, resolve(dirname(file), spec))
-        if (USERS.some((u) => target === u || target.startsWith(`${u}/`))) offending.push(`${relative(ROOT, file)} imports ${spec}`)
+        if (USERS.some((u) => target === u || target.startsWith(`${u}/`)))
+          offending.push(`${relative(ROOT, file)} imports ${spec}`)
       }
     }
   }

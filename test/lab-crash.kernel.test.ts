@@ -52,7 +52,8 @@ for (const when of ['during up', 'after up'] as const) {
     t.ok(leftovers.length > 0, `the crash left ${leftovers.length} namespaces`)
     const pids = (await Promise.all(leftovers.map(netnsPids))).flat()
     t.ok(pids.length > 0, `and ${pids.length} server processes`)
-    if (when === 'during up') t.notOk((await labStatus()).find((s) => s.name === name)?.healthy, 'status calls it broken')
+    if (when === 'during up')
+      t.notOk((await labStatus()).find((s) => s.name === name)?.healthy, 'status calls it broken')
 
     const down = runCli(['lab', 'down', '--name', name])
     t.equal(down.code, 0, down.stderr)
@@ -60,7 +61,11 @@ for (const when of ['during up', 'after up'] as const) {
     t.same(await labNamespaces(name), [], 'no namespace left')
     t.same(pids.filter(isAlive), [], 'no process left')
     t.notOk(existsSync(labStateDir(name)), 'no state directory left')
-    t.same(leftovers.filter((ns) => existsSync(`/etc/netns/${ns}`)), [], 'no /etc/netns entry left')
+    t.same(
+      leftovers.filter((ns) => existsSync(`/etc/netns/${ns}`)),
+      [],
+      'no /etc/netns entry left',
+    )
   })
 }
 
@@ -75,7 +80,9 @@ kernelTest(t, 'l7proxy lab up twice is harmless; status reports it; down removes
   t.match(second.stdout, /was already up; left as it is/)
   const status = runCli(['lab', 'status', '-o', 'json'])
   t.equal(status.code, 0)
-  const mine = (JSON.parse(status.stdout) as Array<{ name: string; healthy: boolean; namespaces: unknown[] }>).find((l) => l.name === name)
+  const mine = (JSON.parse(status.stdout) as Array<{ name: string; healthy: boolean; namespaces: unknown[] }>).find(
+    (l) => l.name === name,
+  )
   t.equal(mine?.healthy, true, 'status says healthy')
   t.equal(mine?.namespaces.length, 7, 'node + 6 hosts')
   t.match(runCli(['lab', 'status']).stdout, new RegExp(`${name}\\s+up\\s+l7lab-${name}-node`))

@@ -3,22 +3,23 @@ import { unboundFiles, zoneFile } from '../lab/servers/unbound-config.js'
 import {
   DNS_RECORDS,
   DNS_ZONES,
-  GATEWAY_IP,
-  LAB_HOSTS,
   findHost,
+  GATEWAY_IP,
   hostNetns,
   isValidLabName,
+  LAB_HOSTS,
+  labEndpointId,
+  labEndpoints,
   nodeIfname,
   nodeNetns,
   parseNetns,
-  labEndpointId,
-  labEndpoints,
   resolvConf,
 } from '../lab/topology.js'
 
 function ipv4ToInt(a: string): number {
   const parts = a.split('.').map(Number)
-  if (parts.length !== 4 || parts.some((p) => !Number.isInteger(p) || p < 0 || p > 255)) throw new Error(`not IPv4: ${a}`)
+  if (parts.length !== 4 || parts.some((p) => !Number.isInteger(p) || p < 0 || p > 255))
+    throw new Error(`not IPv4: ${a}`)
   return parts.reduce((acc, p) => acc * 256 + p, 0)
 }
 
@@ -34,7 +35,11 @@ const ALLOWED = ['198.18.0.0/15', '192.0.2.0/24', '203.0.113.0/24']
 
 t.test('every lab address is in a benchmark or documentation range, and unique', async (t) => {
   const all = [GATEWAY_IP, ...LAB_HOSTS.flatMap((h) => h.addresses)]
-  for (const a of all) t.ok(ALLOWED.some((c) => inCidr(a, c)), `${a} in ${ALLOWED.join(' | ')}`)
+  for (const a of all)
+    t.ok(
+      ALLOWED.some((c) => inCidr(a, c)),
+      `${a} in ${ALLOWED.join(' | ')}`,
+    )
   t.equal(new Set(all).size, all.length, 'no address used twice')
   t.notOk(inCidr('10.0.0.1', '198.18.0.0/15'), 'the range check itself rejects other addresses')
 })
@@ -58,12 +63,21 @@ t.test('interface and namespace names', async (t) => {
     t.same(parseNetns(hostNetns('main', h.name)), { lab: 'main', host: h.name })
   }
   t.same(parseNetns(nodeNetns('t123x0')), { lab: 't123x0', host: 'node' })
-  for (const foreign of ['l7lab-', 'other-main-node', 'l7lab-main', 'l7lab-a-b-c', 'l7lab-Main-node', 'l7lab-main-', 'l7lab--node']) {
+  for (const foreign of [
+    'l7lab-',
+    'other-main-node',
+    'l7lab-main',
+    'l7lab-a-b-c',
+    'l7lab-Main-node',
+    'l7lab-main-',
+    'l7lab--node',
+  ]) {
     t.equal(parseNetns(foreign), null, `'${foreign}' is not a lab namespace`)
   }
   t.ok(isValidLabName('main'))
   t.ok(isValidLabName('a'.repeat(16)))
-  for (const bad of ['', 'a'.repeat(17), 'Main', 'a-b', 'a_b', 'a b', '../x']) t.notOk(isValidLabName(bad), `'${bad}' refused`)
+  for (const bad of ['', 'a'.repeat(17), 'Main', 'a-b', 'a_b', 'a b', '../x'])
+    t.notOk(isValidLabName(bad), `'${bad}' refused`)
 })
 
 t.test('DNS records point at lab hosts and real TTLs', async (t) => {
@@ -71,7 +85,10 @@ t.test('DNS records point at lab hosts and real TTLs', async (t) => {
   const names = new Set(DNS_RECORDS.map((r) => r.name))
   for (const r of DNS_RECORDS) {
     t.ok(r.ttl > 0, `${r.name} has a TTL`)
-    t.ok(DNS_ZONES.some((z) => r.name.endsWith(`.${z}`)), `${r.name} is inside a lab zone`)
+    t.ok(
+      DNS_ZONES.some((z) => r.name.endsWith(`.${z}`)),
+      `${r.name} is inside a lab zone`,
+    )
     if (r.type === 'A') t.ok(addrs.has(r.data), `${r.name} -> ${r.data} is a lab host`)
     else t.ok(names.has(r.data), `${r.name} CNAME -> ${r.data} exists`)
   }
@@ -104,7 +121,16 @@ t.test('resolv.conf points pods at the lab DNS server with the empire search dom
 
 t.test('the lab endpoints: pods and servers with stable ids, not the outside world', async (t) => {
   const eps = labEndpoints()
-  t.same(eps.map((e) => [e.id, e.host]), [[1, 'tiefighter'], [2, 'xwing'], [3, 'deathstar'], [4, 'grpc'], [5, 'dns']])
+  t.same(
+    eps.map((e) => [e.id, e.host]),
+    [
+      [1, 'tiefighter'],
+      [2, 'xwing'],
+      [3, 'deathstar'],
+      [4, 'grpc'],
+      [5, 'dns'],
+    ],
+  )
   t.same(eps[0]!.ips, ['198.18.1.10'])
   t.equal(labEndpointId('deathstar'), 3)
   t.throws(() => labEndpointId('world'), { code: 'EHOST', message: /'world' is not an endpoint/ })

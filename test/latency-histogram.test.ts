@@ -4,7 +4,7 @@
 
 import t from 'tap'
 import { AgentMetrics } from '../proxy/agent/metrics.js'
-import { LATENCY_BUCKETS, LatencyHistogram, addSnapshots, emptySnapshot } from '../proxy/latency-histogram.js'
+import { addSnapshots, emptySnapshot, LATENCY_BUCKETS, LatencyHistogram } from '../proxy/latency-histogram.js'
 
 t.test('observations land in the first bucket whose bound they do not exceed', async (t) => {
   const h = new LatencyHistogram()
@@ -19,7 +19,11 @@ t.test('observations land in the first bucket whose bound they do not exceed', a
   t.equal(s.count, 6)
   t.ok(Math.abs(s.sum - 21.00321) < 1e-9, 'sum of the values')
   const again = addSnapshots([s, s, emptySnapshot()])
-  t.same(again.counts, s.counts.map((c) => 2 * c), 'snapshots add bucket by bucket')
+  t.same(
+    again.counts,
+    s.counts.map((c) => 2 * c),
+    'snapshots add bucket by bucket',
+  )
   t.equal(again.count, 12)
 })
 
@@ -38,20 +42,41 @@ t.test('scraped as a Prometheus histogram: cumulative buckets by protocol, +Inf,
     requestDurations: () => ({ http: http.snapshot(), dns: emptySnapshot() }),
     dnsEnforce: () => enforce.snapshot(),
     cluster: () => null,
-    maps: () => ({ ipcache: { entries: 12, capacity: 64 }, policy: { entries: 30, capacity: 128 }, refused: { ipcache: 2, policy: 0 } }),
+    maps: () => ({
+      ipcache: { entries: 12, capacity: 64 },
+      policy: { entries: 30, capacity: 128 },
+      refused: { ipcache: 2, policy: 0 },
+    }),
     overload: () => ({
       fileLimit: 1024,
-      limits: { connectionsPerSource: 10, connectionsPerIdentity: 20, connectionsPerNode: 30, streamsPerSource: 40, streamsPerIdentity: 50 },
+      limits: {
+        connectionsPerSource: 10,
+        connectionsPerIdentity: 20,
+        connectionsPerNode: 30,
+        streamsPerSource: 40,
+        streamsPerIdentity: 50,
+      },
       open: { connections: 3, streams: 4 },
       refused: { connections: { source: 5, identity: 0, node: 0 }, streams: { source: 6, identity: 0 }, dnsQueries: 7 },
       dnsQueries: { perSecondPerSource: 100, burst: 200 },
-      pressure: { now: true, episodes: 1, connectionsPercent: 80, memoryMB: 64, headersTimeoutMs: 2000, idleTimeoutMs: 5000 },
+      pressure: {
+        now: true,
+        episodes: 1,
+        connectionsPercent: 80,
+        memoryMB: 64,
+        headersTimeoutMs: 2000,
+        idleTimeoutMs: 5000,
+      },
       rssBytes: 123,
       heapBytesByThread: [1, 2],
     }),
   })
   const text = await m.text()
-  t.match(text, /^l7proxy_overload_refused_total\{what="connection",budget="source"\} 5$/m, 'refusals by what and budget')
+  t.match(
+    text,
+    /^l7proxy_overload_refused_total\{what="connection",budget="source"\} 5$/m,
+    'refusals by what and budget',
+  )
   t.match(text, /^l7proxy_overload_refused_total\{what="dns_query",budget="source"\} 7$/m)
   t.match(text, /^l7proxy_overload_limit\{setting="connectionsPerNode"\} 30$/m, 'each setting in force')
   t.match(text, /^l7proxy_overload_limit\{setting="pressureIdleTimeoutMs"\} 5000$/m)
@@ -61,7 +86,11 @@ t.test('scraped as a Prometheus histogram: cumulative buckets by protocol, +Inf,
   t.match(text, /^l7proxy_map_refused_total\{map="ipcache"\} 2$/m)
   t.match(text, /^# TYPE l7proxy_request_duration_seconds histogram$/m)
   t.match(text, /^l7proxy_request_duration_seconds_bucket\{protocol="http",le="0\.0005"\} 1$/m, 'le=0.0005: one')
-  t.match(text, /^l7proxy_request_duration_seconds_bucket\{protocol="http",le="0\.001"\} 2$/m, 'le=0.001: two, cumulative')
+  t.match(
+    text,
+    /^l7proxy_request_duration_seconds_bucket\{protocol="http",le="0\.001"\} 2$/m,
+    'le=0.001: two, cumulative',
+  )
   t.match(text, /^l7proxy_request_duration_seconds_bucket\{protocol="http",le="0\.025"\} 3$/m)
   t.match(text, /^l7proxy_request_duration_seconds_bucket\{protocol="http",le="\+Inf"\} 3$/m)
   t.match(text, /^l7proxy_request_duration_seconds_sum\{protocol="http"\} 0\.0213$/m)

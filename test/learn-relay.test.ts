@@ -3,8 +3,8 @@
 // the owner has learned them otherwise, and released after the max delay if it never says so.
 
 import t from 'tap'
-import { LearnRelay, type LearnRequest } from '../proxy/dns/learn-relay.js'
 import type { AnswerRecord } from '../proxy/dns/fqdn-cache.js'
+import { LearnRelay, type LearnRequest } from '../proxy/dns/learn-relay.js'
 
 const A = (name: string, ip: string): AnswerRecord => ({ name, type: 'A', ttl: 30, data: ip })
 const tick = (): Promise<void> => new Promise((r) => setImmediate(r))
@@ -12,7 +12,11 @@ const tick = (): Promise<void> => new Promise((r) => setImmediate(r))
 function relay(maxDelayMs = 1000) {
   const sent: Array<{ id: number; answers: LearnRequest[] }> = []
   const late: Array<[number, number]> = []
-  const r = new LearnRelay({ maxDelayMs, send: (id, answers) => sent.push({ id, answers }), onLate: (id, held) => late.push([id, held]) })
+  const r = new LearnRelay({
+    maxDelayMs,
+    send: (id, answers) => sent.push({ id, answers }),
+    onLate: (id, held) => late.push([id, held]),
+  })
   return { r, sent, late }
 }
 
@@ -55,7 +59,8 @@ t.test('renewals go once per batch for each name and set of records, with the lo
   const { r, sent } = relay()
   r.setKnown('cantina.empire', ['192.0.2.3', '192.0.2.4'])
   r.setKnown('hangar.empire', ['192.0.2.7'])
-  for (let i = 0; i < 100; i++) t.equal(r.learn('cantina.empire', [{ ...A('cantina.empire', '192.0.2.3'), ttl: 30 + (i % 7) }]), undefined)
+  for (let i = 0; i < 100; i++)
+    t.equal(r.learn('cantina.empire', [{ ...A('cantina.empire', '192.0.2.3'), ttl: 30 + (i % 7) }]), undefined)
   r.learn('cantina.empire', [A('cantina.empire', '192.0.2.4')])
   r.learn('cantina.empire', [A('cantina.empire', '192.0.2.3'), A('cantina.empire', '192.0.2.4')])
   r.learn('hangar.empire', [A('hangar.empire', '192.0.2.7')])

@@ -31,20 +31,50 @@ t.test('libbpf option structs match the C layout', async (t) => {
   const cc = spawnSync('cc', ['-o', join(dir, 'abi'), join(dir, 'abi.c')], { encoding: 'utf8' })
   t.equal(cc.status, 0, `compiles: ${cc.stderr}`)
   const out = spawnSync(join(dir, 'abi'), { encoding: 'utf8' }).stdout
-  const c = Object.fromEntries(out.trim().split('\n').map((l) => l.split(' ')).map(([k, v]) => [k, Number(v)]))
+  const c = Object.fromEntries(
+    out
+      .trim()
+      .split('\n')
+      .map((l) => l.split(' '))
+      .map(([k, v]) => [k, Number(v)]),
+  )
   t.same(
-    { size: OPEN_OPTS.size, pinRootPath: OPEN_OPTS.pinRootPath, kernelLogBuf: OPEN_OPTS.kernelLogBuf, kernelLogSize: OPEN_OPTS.kernelLogSize, kernelLogLevel: OPEN_OPTS.kernelLogLevel },
-    { size: c['bpf_object_open_opts.size'], pinRootPath: c['bpf_object_open_opts.pin_root_path'], kernelLogBuf: c['bpf_object_open_opts.kernel_log_buf'], kernelLogSize: c['bpf_object_open_opts.kernel_log_size'], kernelLogLevel: c['bpf_object_open_opts.kernel_log_level'] },
+    {
+      size: OPEN_OPTS.size,
+      pinRootPath: OPEN_OPTS.pinRootPath,
+      kernelLogBuf: OPEN_OPTS.kernelLogBuf,
+      kernelLogSize: OPEN_OPTS.kernelLogSize,
+      kernelLogLevel: OPEN_OPTS.kernelLogLevel,
+    },
+    {
+      size: c['bpf_object_open_opts.size'],
+      pinRootPath: c['bpf_object_open_opts.pin_root_path'],
+      kernelLogBuf: c['bpf_object_open_opts.kernel_log_buf'],
+      kernelLogSize: c['bpf_object_open_opts.kernel_log_size'],
+      kernelLogLevel: c['bpf_object_open_opts.kernel_log_level'],
+    },
     'bpf_object_open_opts',
   )
   t.same(
     { ...TC_HOOK },
-    { size: c['bpf_tc_hook.size'], ifindex: c['bpf_tc_hook.ifindex'], attachPoint: c['bpf_tc_hook.attach_point'], parent: c['bpf_tc_hook.parent'] },
+    {
+      size: c['bpf_tc_hook.size'],
+      ifindex: c['bpf_tc_hook.ifindex'],
+      attachPoint: c['bpf_tc_hook.attach_point'],
+      parent: c['bpf_tc_hook.parent'],
+    },
     'bpf_tc_hook',
   )
   t.same(
     { ...TC_OPTS },
-    { size: c['bpf_tc_opts.size'], progFd: c['bpf_tc_opts.prog_fd'], flags: c['bpf_tc_opts.flags'], progId: c['bpf_tc_opts.prog_id'], handle: c['bpf_tc_opts.handle'], priority: c['bpf_tc_opts.priority'] },
+    {
+      size: c['bpf_tc_opts.size'],
+      progFd: c['bpf_tc_opts.prog_fd'],
+      flags: c['bpf_tc_opts.flags'],
+      progId: c['bpf_tc_opts.prog_id'],
+      handle: c['bpf_tc_opts.handle'],
+      priority: c['bpf_tc_opts.priority'],
+    },
     'bpf_tc_opts',
   )
 })

@@ -21,8 +21,14 @@ t.test('lines come out whole and in order, a chunk at a time, with their count',
   lines.flush()
   t.ok(chunks.length > 1, `${chunks.length} chunks`)
   t.equal(Buffer.concat(chunks.map((c) => c.bytes)).toString(), written.join(''), 'the same text, UTF-8')
-  t.ok(chunks.every((c) => c.bytes.toString().endsWith('\n') && c.bytes.toString().split('\n').length - 1 === c.lines), 'no line split between chunks; counts right')
-  t.ok(chunks.every((c) => c.bytes.byteOffset === 0 && c.bytes.buffer.byteLength <= 2 * c.bytes.length), 'each holds at most twice its bytes, from its start')
+  t.ok(
+    chunks.every((c) => c.bytes.toString().endsWith('\n') && c.bytes.toString().split('\n').length - 1 === c.lines),
+    'no line split between chunks; counts right',
+  )
+  t.ok(
+    chunks.every((c) => c.bytes.byteOffset === 0 && c.bytes.buffer.byteLength <= 2 * c.bytes.length),
+    'each holds at most twice its bytes, from its start',
+  )
 })
 
 t.test('a quiet flush copies its few bytes out; a line too long for a chunk goes alone', async (t) => {
@@ -35,7 +41,14 @@ t.test('a quiet flush copies its few bytes out; a line too long for a chunk goes
   const long = `{"x":"${'y'.repeat(100_000)}"}\n`
   lines.write('{"b":2}\n')
   lines.write(long)
-  t.same(chunks.slice(1).map((c) => [c.bytes.length, c.lines]), [[8, 1], [Buffer.byteLength(long), 1]], 'what was pending first, then the long line by itself')
+  t.same(
+    chunks.slice(1).map((c) => [c.bytes.length, c.lines]),
+    [
+      [8, 1],
+      [Buffer.byteLength(long), 1],
+    ],
+    'what was pending first, then the long line by itself',
+  )
 })
 
 t.test('a chunk can be transferred to another thread', async (t) => {

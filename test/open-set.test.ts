@@ -3,7 +3,7 @@
 // visited or others) and still reaches every member that stays.
 
 import t from 'tap'
-import { OpenSet, type OpenMember } from '../proxy/open-set.js'
+import { type OpenMember, OpenSet } from '../proxy/open-set.js'
 
 class Member implements OpenMember {
   openSlot = -1
@@ -43,7 +43,7 @@ t.test('agrees with a Set over a long random run of adds and removes', async (t)
   const reference = new Set<Member>()
   const pool = Array.from({ length: 64 }, (_, i) => new Member(i))
   let seed = 7
-  const next = (n: number): number => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) % n)
+  const next = (n: number): number => (seed = (seed * 1103515245 + 12345) % 2 ** 31) % n
   for (let i = 0; i < 5000; i++) {
     const m = pool[next(pool.length)]!
     if (next(2) === 0) {
@@ -55,7 +55,10 @@ t.test('agrees with a Set over a long random run of adds and removes', async (t)
     }
   }
   t.equal(s.size, reference.size)
-  t.same(ids(s), [...reference].map((m) => m.id).sort((a, b) => a - b))
+  t.same(
+    ids(s),
+    [...reference].map((m) => m.id).sort((a, b) => a - b),
+  )
   for (const m of pool) t.equal(m.openSlot !== -1, reference.has(m), `member ${m.id} knows whether it is in`)
 })
 
@@ -67,7 +70,10 @@ t.test('a visit that removes the member it was given visits every member once', 
     seen.push(m.id)
     s.delete(m)
   })
-  t.same(seen.sort((a, b) => a - b), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9])
+  t.same(
+    seen.sort((a, b) => a - b),
+    [0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
+  )
   t.equal(s.size, 0)
 })
 
@@ -89,7 +95,9 @@ t.test('a visit that removes other members skips none of those that stay', async
       }
       if (added++ < 2) s.add(new Member(100 + added))
     })
-    for (const m of all) if (!removed.has(m.id)) t.ok(seen.has(m.id), `member ${m.id} stayed and was visited (${victimsPerVisit} removed per visit)`)
+    for (const m of all)
+      if (!removed.has(m.id))
+        t.ok(seen.has(m.id), `member ${m.id} stayed and was visited (${victimsPerVisit} removed per visit)`)
     t.equal(s.size, all.length - removed.size + 2, 'those added during the visit are in')
   }
 })

@@ -3,53 +3,79 @@
 // query rate per source, refusals logged at a bounded rate, the pressure flag with hysteresis and
 // memory given back after a flood, the configuration's overload section, and the file limit.
 
-import t from 'tap'
-import fc from 'fast-check'
-import { Worker } from 'node:worker_threads'
-import { pathToFileURL } from 'node:url'
 import { join } from 'node:path'
-import { Refusal, SharedBudget, type BudgetLimits } from '../proxy/overload/shared-budget.js'
-import { SourceRates } from '../proxy/overload/source-rates.js'
-import { RefusalLog } from '../proxy/overload/refusal-log.js'
-import { PressureMonitor } from '../proxy/overload/pressure-monitor.js'
-import { budgetLimits, connectionsForFileLimit, DEFAULT_OVERLOAD, pressureConnections } from '../proxy/overload/overload-settings.js'
-import { ConfigError, parseConfigText, resolveConfig } from '../proxy/agent/config.js'
-import { raiseFileLimit } from '../proxy/overload/file-limit.js'
+import { pathToFileURL } from 'node:url'
+import { Worker } from 'node:worker_threads'
+import fc from 'fast-check'
+import type { Logger } from 'pino'
+import t from 'tap'
 import { fileLimit } from '../lib/libc.js'
 import { projectRoot } from '../lib/project-root.js'
-import type { Logger } from 'pino'
+import { ConfigError, parseConfigText, resolveConfig } from '../proxy/agent/config.js'
+import { raiseFileLimit } from '../proxy/overload/file-limit.js'
+import {
+  budgetLimits,
+  connectionsForFileLimit,
+  DEFAULT_OVERLOAD,
+  pressureConnections,
+} from '../proxy/overload/overload-settings.js'
+import { PressureMonitor } from '../proxy/overload/pressure-monitor.js'
+import { RefusalLog } from '../proxy/overload/refusal-log.js'
+import { type BudgetLimits, Refusal, SharedBudget } from '../proxy/overload/shared-budget.js'
+import { SourceRates } from '../proxy/overload/source-rates.js'
 
-const limits = (l: Partial<BudgetLimits>): BudgetLimits => ({ connectionsPerSource: 0, connectionsPerIdentity: 0, connectionsPerNode: 1000, streamsPerSource: 0, streamsPerIdentity: 0, ...l })
+const limits = (l: Partial<BudgetLimits>): BudgetLimits => ({
+  connectionsPerSource: 0,
+  connectionsPerIdentity: 0,
+  connectionsPerNode: 1000,
+  streamsPerSource: 0,
+  streamsPerIdentity: 0,
+  ...l,
+})
 
 /** A logger that keeps what it was given. */
 function capture(): { logger: Logger; lines: Array<{ level: string; fields: Record<string, unknown>; msg: string }> } {
   const lines: Array<{ level: string; fields: Record<string, unknown>; msg: string }> = []
-  const at = (level: string) => (fields: Record<string, unknown>, msg: string) => void lines.push({ level, fields, msg })
+  const at = (level: string) => (fields: Record<string, unknown>, msg: string) =>
+    void lines.push({ level, fields, msg })
   return { logger: { warn: at('warn'), info: at('info') } as unknown as Logger, lines }
 }
 
-t.test('connections: per source, per identity and per node, each refused and counted; given back, taken again', async (t) => {
-  const b = SharedBudget.create(limits({ connectionsPerSource: 2, connectionsPerIdentity: 3, connectionsPerNode: 4 }))
-  t.equal(b.takeConnection(1, 100), Refusal.None)
-  t.equal(b.takeConnection(1, 100), Refusal.None)
-  t.equal(b.takeConnection(1, 100), Refusal.Source, 'a third from one source')
-  t.equal(b.takeConnection(2, 100), Refusal.None)
-  t.equal(b.takeConnection(3, 100), Refusal.Identity, 'a fourth of one identity, from another source')
-  t.equal(b.takeConnection(3, 200), Refusal.None)
-  t.equal(b.takeConnection(4, 300), Refusal.Node, 'a fifth on the node')
-  t.equal(b.connections, 4)
-  t.same(b.refusals().connections, { source: 1, identity: 1, node: 1 })
-  b.giveConnection(1, 100)
-  t.equal(b.takeConnection(4, 300), Refusal.None, 'room again once one closed')
-  t.same(
-    b.topSources(10).map((s) => [s.source, s.connections]).sort(),
-    [[1, 1], [2, 1], [3, 1], [4, 1]],
-    'who holds the budget, by source',
-  )
-})
+t.test(
+  'connections: per source, per identity and per node, each refused and counted; given back, taken again',
+  async (t) => {
+    const b = SharedBudget.create(limits({ connectionsPerSource: 2, connectionsPerIdentity: 3, connectionsPerNode: 4 }))
+    t.equal(b.takeConnection(1, 100), Refusal.None)
+    t.equal(b.takeConnection(1, 100), Refusal.None)
+    t.equal(b.takeConnection(1, 100), Refusal.Source, 'a third from one source')
+    t.equal(b.takeConnection(2, 100), Refusal.None)
+    t.equal(b.takeConnection(3, 100), Refusal.Identity, 'a fourth of one identity, from another source')
+    t.equal(b.takeConnection(3, 200), Refusal.None)
+    t.equal(b.takeConnection(4, 300), Refusal.Node, 'a fifth on the node')
+    t.equal(b.connections, 4)
+    t.same(b.refusals().connections, { source: 1, identity: 1, node: 1 })
+    b.giveConnection(1, 100)
+    t.equal(b.takeConnection(4, 300), Refusal.None, 'room again once one closed')
+    t.same(
+      b
+        .topSources(10)
+        .map((s) => [s.source, s.connections])
+        .sort(),
+      [
+        [1, 1],
+        [2, 1],
+        [3, 1],
+        [4, 1],
+      ],
+      'who holds the budget, by source',
+    )
+  },
+)
 
 t.test('streams are counted apart from connections, with their own limits and no node limit', async (t) => {
-  const b = SharedBudget.create(limits({ connectionsPerSource: 1, streamsPerSource: 3, streamsPerIdentity: 4, connectionsPerNode: 1 }))
+  const b = SharedBudget.create(
+    limits({ connectionsPerSource: 1, streamsPerSource: 3, streamsPerIdentity: 4, connectionsPerNode: 1 }),
+  )
   t.equal(b.takeConnection(7, 9), Refusal.None)
   for (let i = 0; i < 3; i++) t.equal(b.takeStream(7, 9), Refusal.None)
   t.equal(b.takeStream(7, 9), Refusal.Source)
@@ -58,20 +84,36 @@ t.test('streams are counted apart from connections, with their own limits and no
   t.same(b.refusals().streams, { source: 1, identity: 1 })
   t.equal(b.streams, 4)
   b.giveConnection(7, 9)
-  t.equal(b.topSources(5).find((s) => s.source === 7)?.streams, 3, 'a source whose connections closed keeps its streams until they end')
+  t.equal(
+    b.topSources(5).find((s) => s.source === 7)?.streams,
+    3,
+    'a source whose connections closed keeps its streams until they end',
+  )
   for (let i = 0; i < 3; i++) b.giveStream(7, 9)
   b.giveStream(8, 9)
   t.same(b.topSources(5), [], 'nothing held: every key is gone from the tables')
 })
 
 t.test('random takes and gives over many colliding keys decide as a model of the counts does', async () => {
-  const op = fc.record({ take: fc.boolean(), stream: fc.boolean(), source: fc.integer({ min: 1, max: 600 }), identity: fc.integer({ min: 1, max: 40 }) })
+  const op = fc.record({
+    take: fc.boolean(),
+    stream: fc.boolean(),
+    source: fc.integer({ min: 1, max: 600 }),
+    identity: fc.integer({ min: 1, max: 40 }),
+  })
   fc.assert(
     fc.property(fc.array(op, { maxLength: 3000 }), (ops) => {
-      const l = limits({ connectionsPerSource: 3, connectionsPerIdentity: 40, connectionsPerNode: 500, streamsPerSource: 4, streamsPerIdentity: 50 })
+      const l = limits({
+        connectionsPerSource: 3,
+        connectionsPerIdentity: 40,
+        connectionsPerNode: 500,
+        streamsPerSource: 4,
+        streamsPerIdentity: 50,
+      })
       const b = SharedBudget.create(l)
       const held: Array<{ stream: boolean; source: number; identity: number }> = []
-      const count = (stream: boolean, key: 'source' | 'identity', v: number): number => held.filter((h) => h.stream === stream && h[key] === v).length
+      const count = (stream: boolean, key: 'source' | 'identity', v: number): number =>
+        held.filter((h) => h.stream === stream && h[key] === v).length
       for (const o of ops) {
         if (!o.take) {
           const i = held.findIndex((h) => h.stream === o.stream && h.source === o.source)
@@ -98,7 +140,9 @@ t.test('random takes and gives over many colliding keys decide as a model of the
       const top = b.topSources(10_000)
       const sources = new Set(held.map((h) => h.source))
       if (top.length !== sources.size) return false
-      for (const s of top) if (s.connections !== count(false, 'source', s.source) || s.streams !== count(true, 'source', s.source)) return false
+      for (const s of top)
+        if (s.connections !== count(false, 'source', s.source) || s.streams !== count(true, 'source', s.source))
+          return false
       return b.connections === held.filter((h) => !h.stream).length && b.streams === held.filter((h) => h.stream).length
     }),
     { numRuns: 60 },
@@ -123,7 +167,8 @@ t.test('threads racing for one source never hold more than its budget, and give 
       })
     })`
   const workers = [0, 1, 2].map(() => new Worker(code, { eval: true, workerData: b.buffer }))
-  const next = (w: Worker): Promise<unknown> => new Promise((resolve, reject) => (w.once('message', resolve), w.once('error', reject)))
+  const next = (w: Worker): Promise<unknown> =>
+    new Promise((resolve, reject) => (w.once('message', resolve), w.once('error', reject)))
   const got = (await Promise.all(workers.map(next))) as number[]
   t.equal(
     got.reduce((a, n) => a + n, 0),
@@ -162,7 +207,11 @@ t.test('refusals are logged at once, then at most once an interval with how many
   t.equal(lines.length, 2, 'one line per kind so far')
   log.note('connections per source', 1001, { source: '10.0.0.3' })
   t.equal(lines.length, 3)
-  t.match(lines[2]!.fields, { verdict: 'refused', overload: 'connections per source', refused: 51, source: '10.0.0.3' }, 'the count since the last line')
+  t.match(
+    lines[2]!.fields,
+    { verdict: 'refused', overload: 'connections per source', refused: 51, source: '10.0.0.3' },
+    'the count since the last line',
+  )
 })
 
 t.test('pressure: on at either line, off only under 90% of both; memory given back after a flood', async (t) => {
@@ -172,7 +221,16 @@ t.test('pressure: on at either line, off only under 90% of both; memory given ba
   const { logger, lines } = capture()
   let now = 0
   let collections = 0
-  const m = new PressureMonitor({ budget: b, connections: 1000, memoryBytes: 1000, logger, rss: () => rss, trim: () => void trims++, collect: () => void collections++, now: () => now })
+  const m = new PressureMonitor({
+    budget: b,
+    connections: 1000,
+    memoryBytes: 1000,
+    logger,
+    rss: () => rss,
+    trim: () => void trims++,
+    collect: () => void collections++,
+    now: () => now,
+  })
   const open = (n: number): void => {
     while (b.connections < n) b.takeConnection(1 + b.connections, 1)
     while (b.connections > n) b.giveConnection(b.connections, 1)
@@ -214,7 +272,15 @@ t.test('pressure: on at either line, off only under 90% of both; memory given ba
   t.same([collections, trims], [2, 2], 'that is all for one flood')
   t.match(
     lines.map((l) => l.msg),
-    [/under pressure/, /pressure over/, /under pressure/, /fell to half their peak/, /pressure over/, /memory given back/, /memory given back/],
+    [
+      /under pressure/,
+      /pressure over/,
+      /under pressure/,
+      /fell to half their peak/,
+      /pressure over/,
+      /memory given back/,
+      /memory given back/,
+    ],
   )
 })
 
@@ -224,15 +290,32 @@ t.test('the node budget comes from the open-file limit, the pressure line from i
   const l = budgetLimits(DEFAULT_OVERLOAD, 20_000)
   t.equal(l.connectionsPerNode, 7952)
   t.equal(pressureConnections(DEFAULT_OVERLOAD, l), Math.floor(7952 * 0.8))
-  t.equal(budgetLimits({ ...DEFAULT_OVERLOAD, connections: { ...DEFAULT_OVERLOAD.connections, perNode: 500 } }, 20_000).connectionsPerNode, 500, 'set: as set')
-  t.equal(budgetLimits({ ...DEFAULT_OVERLOAD, connections: { ...DEFAULT_OVERLOAD.connections, perNode: 50_000 } }, 20_000).connectionsPerNode, 7952, 'set above what the files allow: lowered to it')
+  t.equal(
+    budgetLimits({ ...DEFAULT_OVERLOAD, connections: { ...DEFAULT_OVERLOAD.connections, perNode: 500 } }, 20_000)
+      .connectionsPerNode,
+    500,
+    'set: as set',
+  )
+  t.equal(
+    budgetLimits({ ...DEFAULT_OVERLOAD, connections: { ...DEFAULT_OVERLOAD.connections, perNode: 50_000 } }, 20_000)
+      .connectionsPerNode,
+    7952,
+    'set above what the files allow: lowered to it',
+  )
 })
 
 t.test('the overload section: every field checked, layers merged over the defaults', async (t) => {
-  const layer = parseConfigText('overload:\n  connections: { perSource: 100 }\n  dnsQueries: { perSecondPerSource: 0 }\n  pressure: { memoryMB: 512 }\n  fileLimit: 65536\n', 'agent.yaml')
+  const layer = parseConfigText(
+    'overload:\n  connections: { perSource: 100 }\n  dnsQueries: { perSecondPerSource: 0 }\n  pressure: { memoryMB: 512 }\n  fileLimit: 65536\n',
+    'agent.yaml',
+  )
   const c = resolveConfig([layer])
   t.equal(c.overload.connections.perSource, 100)
-  t.equal(c.overload.connections.perIdentity, DEFAULT_OVERLOAD.connections.perIdentity, 'the rest of a section keeps its defaults')
+  t.equal(
+    c.overload.connections.perIdentity,
+    DEFAULT_OVERLOAD.connections.perIdentity,
+    'the rest of a section keeps its defaults',
+  )
   t.equal(c.overload.dnsQueries.perSecondPerSource, 0)
   t.equal(c.overload.pressure.memoryMB, 512)
   t.equal(c.overload.fileLimit, 65536)
@@ -246,7 +329,11 @@ t.test('the overload section: every field checked, layers merged over the defaul
     }
     return ''
   }
-  t.match(bad('overload:\n  connections: { perSource: -1 }\n'), /agent\.yaml:2:.*perSource/, 'a negative budget, with where')
+  t.match(
+    bad('overload:\n  connections: { perSource: -1 }\n'),
+    /agent\.yaml:2:.*perSource/,
+    'a negative budget, with where',
+  )
   t.match(bad('overload:\n  pressure: { connectionsPercent: 150 }\n'), /connectionsPercent/)
   t.match(bad('overload:\n  streams: { perNode: 5 }\n'), /perNode/, 'a field that is not there')
   t.match(bad('overload:\n  fileLimit: lots\n'), /fileLimit/)

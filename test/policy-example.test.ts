@@ -6,7 +6,7 @@ import t from 'tap'
 import { labEndpoints } from '../lab/topology.js'
 import { projectRoot } from '../lib/project-root.js'
 import { PolicyEngine } from '../policy/engine.js'
-import { evaluateName, evaluateHttp } from '../policy/l7-policy.js'
+import { evaluateHttp, evaluateName } from '../policy/l7-policy.js'
 
 t.test('policy/examples/star-wars.yaml on the lab endpoints', async (t) => {
   const e = new PolicyEngine({ proxyPorts: { http: 15001, dns: 15053 } })
@@ -18,7 +18,13 @@ t.test('policy/examples/star-wars.yaml on the lab endpoints', async (t) => {
   const file = join(projectRoot(), 'policy/examples/star-wars.yaml')
   t.equal(e.loadFile(file, readFileSync(file, 'utf8')).length, 3)
   const id = (ip: string) => e.identityOf(ip)
-  const [tie, xwing, deathstar, dns, cantina] = ['198.18.1.10', '198.18.1.20', '198.18.2.10', '198.18.2.53', '192.0.2.3'].map(id) as number[]
+  const [tie, xwing, deathstar, dns, cantina] = [
+    '198.18.1.10',
+    '198.18.1.20',
+    '198.18.2.10',
+    '198.18.2.53',
+    '192.0.2.3',
+  ].map(id) as number[]
   const ds = ep.get('deathstar')!
   const tf = ep.get('tiefighter')!
   t.equal(e.decide(ds, 'ingress', xwing!, 6, 80).verdict, 'deny', 'xwing cannot reach the deathstar')
@@ -35,12 +41,25 @@ t.test('policy/examples/star-wars.yaml on the lab endpoints', async (t) => {
   t.equal(e.decide(tf, 'egress', cantina!, 6, 80).verdict, 'deny', 'cantina before its name is learned')
   e.setFqdnIps('cantina.empire', ['192.0.2.3', '192.0.2.4'])
   t.equal(e.decide(tf, 'egress', id('192.0.2.3'), 6, 80).verdict, 'allow', 'and after')
-  t.equal(e.decide(ep.get('xwing')!, 'egress', deathstar!, 6, 80).verdict, 'allow', "xwing's own egress is not restricted")
+  t.equal(
+    e.decide(ep.get('xwing')!, 'egress', deathstar!, 6, 80).verdict,
+    'allow',
+    "xwing's own egress is not restricted",
+  )
   const grpcServer = ep.get('grpc')!
-  t.equal(e.decide(tf, 'egress', id('198.18.2.20'), 6, 50051).verdict, 'allow', 'tiefighter egress to the gRPC deathstar')
+  t.equal(
+    e.decide(tf, 'egress', id('198.18.2.20'), 6, 50051).verdict,
+    'allow',
+    'tiefighter egress to the gRPC deathstar',
+  )
   t.equal(e.decide(grpcServer, 'ingress', tie!, 6, 50051).verdict, 'redirect', 'whose ingress goes through the proxy')
   const calls = e.l7Policy(grpcServer)!.find('ingress', 'TCP', 50051)!
-  const call = (method: string) => ({ method: 'POST', path: `/empire.Deathstar/${method}`, host: 'grpc.empire', header: () => undefined })
+  const call = (method: string) => ({
+    method: 'POST',
+    path: `/empire.Deathstar/${method}`,
+    host: 'grpc.empire',
+    header: () => undefined,
+  })
   t.ok(evaluateHttp(calls, tie!, call('RequestLanding')).allowed, 'RequestLanding is allowed')
   t.ok(evaluateHttp(calls, tie!, call('Chat')).allowed, 'and Chat')
   t.notOk(evaluateHttp(calls, tie!, call('FireExhaustPort')).allowed, 'FireExhaustPort is not')

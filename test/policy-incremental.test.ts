@@ -8,7 +8,7 @@
 import fc from 'fast-check'
 import t from 'tap'
 import { PolicyEngine } from '../policy/engine.js'
-import { keyString, parseKey, type PolicyValue } from '../policy/map-state.js'
+import { keyString, type PolicyValue, parseKey } from '../policy/map-state.js'
 import type { Entity, LabelRequirement, PeerRuleSpec, PortRuleSpec, RuleSpec, SelectorSpec } from '../policy/model.js'
 
 const PORTS = { http: 15001, dns: 15053 }
@@ -19,33 +19,73 @@ const IPS = ['192.0.2.3', '192.0.2.4', '192.0.2.5', '203.0.113.7']
 
 type Labels = Record<string, string>
 
-const labelsArb: fc.Arbitrary<Labels> = fc.record({ app: fc.constantFrom(...APPS), team: fc.constantFrom(...TEAMS) }, { requiredKeys: ['app'] })
+const labelsArb: fc.Arbitrary<Labels> = fc.record(
+  { app: fc.constantFrom(...APPS), team: fc.constantFrom(...TEAMS) },
+  { requiredKeys: ['app'] },
+)
 
 const reqArb: fc.Arbitrary<LabelRequirement> = fc.oneof(
-  fc.record({ source: fc.constant('any'), key: fc.constant('app'), op: fc.constantFrom('In' as const, 'NotIn' as const), values: fc.subarray(APPS, { minLength: 1 }) }),
-  fc.record({ source: fc.constant('any'), key: fc.constant('team'), op: fc.constantFrom('Exists' as const, 'DoesNotExist' as const), values: fc.constant([]) }),
+  fc.record({
+    source: fc.constant('any'),
+    key: fc.constant('app'),
+    op: fc.constantFrom('In' as const, 'NotIn' as const),
+    values: fc.subarray(APPS, { minLength: 1 }),
+  }),
+  fc.record({
+    source: fc.constant('any'),
+    key: fc.constant('team'),
+    op: fc.constantFrom('Exists' as const, 'DoesNotExist' as const),
+    values: fc.constant([]),
+  }),
 )
 
 const selectorArb: fc.Arbitrary<SelectorSpec> = fc.oneof(
-  { weight: 4, arbitrary: fc.array(reqArb, { maxLength: 2 }).map((requirements) => ({ kind: 'labels' as const, requirements })) },
-  { weight: 1, arbitrary: fc.constantFrom<SelectorSpec>({ kind: 'cidr', cidr: '192.0.2.0/24', except: ['192.0.2.4/32'] }, { kind: 'cidr', cidr: '203.0.113.0/24', except: [] }, { kind: 'cidr', cidr: '0.0.0.0/0', except: [] }) },
-  { weight: 1, arbitrary: fc.constantFrom<Entity>('world', 'cluster', 'all', 'host').map((entity) => ({ kind: 'entity' as const, entity })) },
-  { weight: 2, arbitrary: fc.constantFrom<SelectorSpec>({ kind: 'fqdn', matchName: 'cantina.empire' }, { kind: 'fqdn', matchPattern: '*.empire' }, { kind: 'fqdn', matchPattern: '*' }) },
+  {
+    weight: 4,
+    arbitrary: fc.array(reqArb, { maxLength: 2 }).map((requirements) => ({ kind: 'labels' as const, requirements })),
+  },
+  {
+    weight: 1,
+    arbitrary: fc.constantFrom<SelectorSpec>(
+      { kind: 'cidr', cidr: '192.0.2.0/24', except: ['192.0.2.4/32'] },
+      { kind: 'cidr', cidr: '203.0.113.0/24', except: [] },
+      { kind: 'cidr', cidr: '0.0.0.0/0', except: [] },
+    ),
+  },
+  {
+    weight: 1,
+    arbitrary: fc
+      .constantFrom<Entity>('world', 'cluster', 'all', 'host')
+      .map((entity) => ({ kind: 'entity' as const, entity })),
+  },
+  {
+    weight: 2,
+    arbitrary: fc.constantFrom<SelectorSpec>(
+      { kind: 'fqdn', matchName: 'cantina.empire' },
+      { kind: 'fqdn', matchPattern: '*.empire' },
+      { kind: 'fqdn', matchPattern: '*' },
+    ),
+  },
 )
 
 const portRuleArb = (deny: boolean): fc.Arbitrary<PortRuleSpec> =>
   fc.record({
     ports: fc.array(
-      fc.oneof(
-        fc.constantFrom(80, 443, 53).map((p) => ({ port: p, endPort: p })),
-        fc.constant({ port: 8000, endPort: 8010 }),
-        fc.constant({ port: 0, endPort: 65535 }),
-      ).chain((r) => fc.subarray(['TCP', 'UDP'] as const, { minLength: 1 }).map((protocols) => ({ ...r, protocols }))),
+      fc
+        .oneof(
+          fc.constantFrom(80, 443, 53).map((p) => ({ port: p, endPort: p })),
+          fc.constant({ port: 8000, endPort: 8010 }),
+          fc.constant({ port: 0, endPort: 65535 }),
+        )
+        .chain((r) => fc.subarray(['TCP', 'UDP'] as const, { minLength: 1 }).map((protocols) => ({ ...r, protocols }))),
       { minLength: 1, maxLength: 2 },
     ),
     l7: deny
       ? fc.constant(null)
-      : fc.option(fc.constantFrom({ kind: 'http' as const, rules: [{ method: 'GET', headers: [], headerMatches: [] }] }), { nil: null }),
+      : fc.option(
+          fc.constantFrom({ kind: 'http' as const, rules: [{ method: 'GET', headers: [], headerMatches: [] }] }),
+          { nil: null },
+        ),
   })
 
 const peerRuleArb = (deny: boolean): fc.Arbitrary<PeerRuleSpec> =>
@@ -80,13 +120,25 @@ const fileArb = fc.constantFrom('f1', 'f2', 'f3')
 const opArb: fc.Arbitrary<Op> = fc.oneof(
   { weight: 3, arbitrary: labelsArb.map((labels) => ({ op: 'identity' as const, labels })) },
   { weight: 2, arbitrary: fc.nat(20).map((index) => ({ op: 'release' as const, index })) },
-  { weight: 2, arbitrary: fc.record({ op: fc.constant('endpoint' as const), id: fc.integer({ min: 1, max: 3 }), labels: labelsArb }) },
+  {
+    weight: 2,
+    arbitrary: fc.record({
+      op: fc.constant('endpoint' as const),
+      id: fc.integer({ min: 1, max: 3 }),
+      labels: labelsArb,
+    }),
+  },
   { weight: 1, arbitrary: fc.record({ op: fc.constant('unendpoint' as const), id: fc.integer({ min: 1, max: 3 }) }) },
-  { weight: 2, arbitrary: fc.record({ op: fc.constant('fqdn' as const), name: fc.constantFrom(...NAMES), ips: fc.subarray(IPS) }) },
+  {
+    weight: 2,
+    arbitrary: fc.record({ op: fc.constant('fqdn' as const), name: fc.constantFrom(...NAMES), ips: fc.subarray(IPS) }),
+  },
   {
     weight: 3,
     arbitrary: fileArb.chain((file) =>
-      fc.array(ruleArb(file), { maxLength: 2 }).map((rules) => ({ op: 'rules' as const, file, rules: rules.map((r, i) => ({ ...r, id: `${file}#${i}` })) })),
+      fc
+        .array(ruleArb(file), { maxLength: 2 })
+        .map((rules) => ({ op: 'rules' as const, file, rules: rules.map((r, i) => ({ ...r, id: `${file}#${i}` })) })),
     ),
   },
   { weight: 1, arbitrary: fileArb.map((file) => ({ op: 'unrules' as const, file })) },
@@ -159,7 +211,8 @@ function normalized(e: PolicyEngine, maps: Map<number, Map<string, PolicyValue>>
   for (const [ep, entries] of maps) {
     for (const [k, v] of entries) {
       const key = parseKey(k)
-      out[`ep${ep} ${identityName(e, key.identity)} ${key.direction} ${key.protocol} ${key.port}/${key.prefixLen}`] = v.deny ? 'deny' : `allow:${v.proxyPort}`
+      out[`ep${ep} ${identityName(e, key.identity)} ${key.direction} ${key.protocol} ${key.port}/${key.prefixLen}`] =
+        v.deny ? 'deny' : `allow:${v.proxyPort}`
     }
   }
   for (const [prefix, id] of ipcache) out[`ipcache ${prefix}`] = identityName(e, id)
@@ -194,16 +247,19 @@ t.test('incremental deltas equal full compiles on random change sequences', asyn
           }
           for (const [k, v] of md.upserts) {
             const prev = m.get(keyString(k))
-            if (prev && prev.deny === v.deny && prev.proxyPort === v.proxyPort) throw new Error(`${op.op}: no-op upsert of ${keyString(k)}`)
+            if (prev && prev.deny === v.deny && prev.proxyPort === v.proxyPort)
+              throw new Error(`${op.op}: no-op upsert of ${keyString(k)}`)
             m.set(keyString(k), v)
           }
           mirror.set(ep, m)
         }
         for (const ep of d.endpoints.deletes) {
-          if ((mirror.get(ep)?.size ?? 0) > 0) throw new Error(`${op.op}: endpoint ${ep} removed but its entries were not deleted`)
+          if ((mirror.get(ep)?.size ?? 0) > 0)
+            throw new Error(`${op.op}: endpoint ${ep} removed but its entries were not deleted`)
           mirror.delete(ep)
         }
-        for (const p of d.ipcache.deletes) if (!mirrorIp.delete(p)) throw new Error(`${op.op}: ipcache delete of absent ${p}`)
+        for (const p of d.ipcache.deletes)
+          if (!mirrorIp.delete(p)) throw new Error(`${op.op}: ipcache delete of absent ${p}`)
         for (const [p, id] of d.ipcache.upserts) {
           if (mirrorIp.get(p) === id) throw new Error(`${op.op}: no-op ipcache upsert ${p}`)
           mirrorIp.set(p, id)
@@ -214,19 +270,24 @@ t.test('incremental deltas equal full compiles on random change sequences', asyn
         const fromDeltas = normalized(engine, mirror, mirrorIp)
         const incremental = normalized(engine, full, engine.ipcache())
         if (sorted(fromDeltas) !== sorted(incremental)) {
-          throw new Error(`${op.op}: deltas do not add up to the engine's state:\n${sorted(fromDeltas)}\n!=\n${sorted(incremental)}`)
+          throw new Error(
+            `${op.op}: deltas do not add up to the engine's state:\n${sorted(fromDeltas)}\n!=\n${sorted(incremental)}`,
+          )
         }
         const fresh = world.fresh()
         const freshMaps = fullMaps(fresh)
         for (const [ep, m] of freshMaps) if (m.size === 0) freshMaps.delete(ep)
         const scratch = normalized(fresh, freshMaps, fresh.ipcache())
         if (sorted(scratch) !== sorted(incremental)) {
-          throw new Error(`after ${op.op}: incremental state differs from a full compile:\n${sorted(incremental)}\n!=\n${sorted(scratch)}`)
+          throw new Error(
+            `after ${op.op}: incremental state differs from a full compile:\n${sorted(incremental)}\n!=\n${sorted(scratch)}`,
+          )
         }
         for (const ep of engine.endpointIds()) {
           const a = engine.endpointInfo(ep)!
           const b = fresh.endpointInfo(ep)!
-          if (JSON.stringify(a.enforce) !== JSON.stringify(b.enforce)) throw new Error(`after ${op.op}: enforcement of ep${ep} differs`)
+          if (JSON.stringify(a.enforce) !== JSON.stringify(b.enforce))
+            throw new Error(`after ${op.op}: enforcement of ep${ep} differs`)
         }
         steps++
       }

@@ -14,12 +14,38 @@ function histogram(...seconds: number[]) {
   return h
 }
 
-const http = { stats: { allowed: 5, denied: 1, invalid: 0, upstreamFailed: 2 }, connectionCount: 3, latency: histogram(0.001, 0.002) } as unknown as HttpProxy
-const dns = { stats: { allowed: 10, denied: 2, invalid: 1, timedOut: 0, rateLimited: 0 }, latency: histogram(0.0005), enforce: histogram(0.0001) } as unknown as DnsProxy
+const http = {
+  stats: { allowed: 5, denied: 1, invalid: 0, upstreamFailed: 2 },
+  connectionCount: 3,
+  latency: histogram(0.001, 0.002),
+} as unknown as HttpProxy
+const dns = {
+  stats: { allowed: 10, denied: 2, invalid: 1, timedOut: 0, rateLimited: 0 },
+  latency: histogram(0.0005),
+  enforce: histogram(0.0001),
+} as unknown as DnsProxy
 const workers = {
   stats: () => [
-    { http: { stats: { allowed: 7, denied: 0, invalid: 1, upstreamFailed: 0 }, connections: 4, latency: histogram(0.003).snapshot() }, dns: { stats: { allowed: 20, denied: 0, invalid: 0, timedOut: 1, rateLimited: 4 }, latency: histogram(0.001, 0.001).snapshot(), enforce: histogram(0.0002).snapshot() } },
-    { http: null, dns: { stats: { allowed: 1, denied: 1, invalid: 1, timedOut: 1, rateLimited: 0 }, latency: histogram().snapshot(), enforce: histogram().snapshot() } },
+    {
+      http: {
+        stats: { allowed: 7, denied: 0, invalid: 1, upstreamFailed: 0 },
+        connections: 4,
+        latency: histogram(0.003).snapshot(),
+      },
+      dns: {
+        stats: { allowed: 20, denied: 0, invalid: 0, timedOut: 1, rateLimited: 4 },
+        latency: histogram(0.001, 0.001).snapshot(),
+        enforce: histogram(0.0002).snapshot(),
+      },
+    },
+    {
+      http: null,
+      dns: {
+        stats: { allowed: 1, denied: 1, invalid: 1, timedOut: 1, rateLimited: 0 },
+        latency: histogram().snapshot(),
+        enforce: histogram().snapshot(),
+      },
+    },
   ],
 } as unknown as ProxyWorkers
 
@@ -35,7 +61,11 @@ t.test('every thread counted, per thread and summed', async (t) => {
   t.equal(totals.httpDurations().count, 3)
   t.equal(totals.dnsDurations().count, 3)
   t.equal(totals.dnsEnforce().count, 2)
-  t.same(dns.stats, { allowed: 10, denied: 2, invalid: 1, timedOut: 0, rateLimited: 0 }, 'the proxies’ own counters are not changed')
+  t.same(
+    dns.stats,
+    { allowed: 10, denied: 2, invalid: 1, timedOut: 0, rateLimited: 0 },
+    'the proxies’ own counters are not changed',
+  )
 })
 
 t.test('a proxy left to another program counts nothing, and no threads of its own', async (t) => {

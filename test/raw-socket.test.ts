@@ -5,8 +5,8 @@
 // first.
 
 import { once } from 'node:events'
+import { type AddressInfo, connect, createServer, type Socket } from 'node:net'
 import koffi from 'koffi'
-import { connect, createServer, type AddressInfo, type Socket } from 'node:net'
 import t, { type Test } from 'tap'
 import { acceptHandles, readInto, readResult } from '../proxy/http/native-stream.js'
 import { RawSocket } from '../proxy/http/raw-socket.js'
@@ -55,7 +55,10 @@ t.test('accepted connections have TCP_NODELAY (from the listening socket)', asyn
   const getsockopt = koffi.load('libc.so.6').func('int getsockopt(int, int, int, _Out_ uint8_t *, _Inout_ uint32_t *)')
   const { raw } = await pair(t)
   const value = Buffer.alloc(4)
-  t.equal(getsockopt((raw._handle as unknown as { fd: number }).fd, 6 /* IPPROTO_TCP */, 1 /* TCP_NODELAY */, value, [4]), 0)
+  t.equal(
+    getsockopt((raw._handle as unknown as { fd: number }).fd, 6 /* IPPROTO_TCP */, 1 /* TCP_NODELAY */, value, [4]),
+    0,
+  )
   t.equal(value.readInt32LE(), 1)
 })
 

@@ -4,7 +4,7 @@
 // half-closes after everything written.
 
 import { once } from 'node:events'
-import { connect, createServer, type AddressInfo, type Server, type Socket } from 'node:net'
+import { type AddressInfo, connect, createServer, type Server, type Socket } from 'node:net'
 import t, { type Test } from 'tap'
 import { SocketWriter } from '../proxy/http/socket-writer.js'
 

@@ -2,16 +2,16 @@
 // CA, applies the HTTP rules (HTTP/1.1 and HTTP/2, chosen by ALPN), and opens TLS to the real
 // server, which it verifies against the policy's trustedCA; an unverifiable server is a 502.
 
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import http2 from 'node:http2'
 import { request as httpsRequest } from 'node:https'
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createSecureContext } from 'node:tls'
 import t, { type Test } from 'tap'
 import { initCa, issueLeaf, type LocalCa } from '../certs/local-ca.js'
-import { startLoopbackProxy, type LoopbackProxy } from './fixtures/loopback-proxy.js'
+import { type LoopbackProxy, startLoopbackProxy } from './fixtures/loopback-proxy.js'
 
 function policy(trustedCA: string | null): string {
   return `apiVersion: cilium.io/v2
@@ -40,11 +40,19 @@ interface Setup extends LoopbackProxy {
 async function startHttpsServer(t: Test, ca: LocalCa): Promise<number> {
   const server = http2.createSecureServer({
     allowHTTP1: true,
-    SNICallback: (name, cb) => void issueLeaf(ca, name).then((l) => cb(null, createSecureContext({ cert: l.certPem, key: l.keyPem })), cb),
+    SNICallback: (name, cb) =>
+      void issueLeaf(ca, name).then((l) => cb(null, createSecureContext({ cert: l.certPem, key: l.keyPem })), cb),
   })
   server.on('request', (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => {
     res.setHeader('content-type', 'application/json')
-    res.end(JSON.stringify({ method: req.method, path: req.url, httpVersion: req.httpVersion, servername: (req.socket as unknown as { servername?: string }).servername ?? null }))
+    res.end(
+      JSON.stringify({
+        method: req.method,
+        path: req.url,
+        httpVersion: req.httpVersion,
+        servername: (req.socket as unknown as { servername?: string }).servername ?? null,
+      }),
+    )
   })
   server.on('sessionError', () => undefined)
   server.on('tlsClientError', () => undefined)
@@ -73,11 +81,30 @@ async function setup(t: Test, trustUpstream: boolean): Promise<Setup> {
 
 function https1(s: Setup, method: string, path: string): Promise<{ status: number; body: string; issuer: string }> {
   return new Promise((resolve, reject) => {
-    const req = httpsRequest({ host: '127.0.0.1', port: s.port, method, path, servername: 'api.empire', ca: s.proxyCa.certPem, headers: { host: 'api.empire' }, agent: false }, (res) => {
-      let body = ''
-      res.on('data', (d: Buffer) => (body += d.toString()))
-      res.on('end', () => resolve({ status: res.statusCode!, body, issuer: (res.socket as unknown as { getPeerCertificate(): { issuer: { CN: string } } }).getPeerCertificate().issuer.CN }))
-    })
+    const req = httpsRequest(
+      {
+        host: '127.0.0.1',
+        port: s.port,
+        method,
+        path,
+        servername: 'api.empire',
+        ca: s.proxyCa.certPem,
+        headers: { host: 'api.empire' },
+        agent: false,
+      },
+      (res) => {
+        let body = ''
+        res.on('data', (d: Buffer) => (body += d.toString()))
+        res.on('end', () =>
+          resolve({
+            status: res.statusCode!,
+            body,
+            issuer: (res.socket as unknown as { getPeerCertificate(): { issuer: { CN: string } } }).getPeerCertificate()
+              .issuer.CN,
+          }),
+        )
+      },
+    )
     req.on('error', reject)
     req.end()
   })
@@ -92,11 +119,18 @@ t.test('intercepted HTTPS: an allowed GET reaches the server over TLS, a PUT get
   const ok = await https1(s, 'GET', '/v1/ships')
   t.equal(ok.status, 200)
   t.equal(ok.issuer, 'proxy CA', "the client saw a leaf from the proxy's CA, and trusted it")
-  t.same(JSON.parse(ok.body), { method: 'GET', path: '/v1/ships', httpVersion: '1.1', servername: 'api.empire' }, 'the server got it over TLS, for the name the client asked')
+  t.same(
+    JSON.parse(ok.body),
+    { method: 'GET', path: '/v1/ships', httpVersion: '1.1', servername: 'api.empire' },
+    'the server got it over TLS, for the name the client asked',
+  )
   const put = await https1(s, 'PUT', '/v1/ships')
   t.same([put.status, put.body], [403, 'Access denied\n'], 'a denied PUT: 403 inside TLS')
   await waitFor(() => s.logs.filter((l) => l.msg === 'http allowed' || l.msg === 'http denied').length === 2)
-  t.match(s.logs.find((l) => l.msg === 'http allowed'), { method: 'GET', path: '/v1/ships', host: 'api.empire', rules: ['CiliumNetworkPolicy/default/deathstar-https'] })
+  t.match(
+    s.logs.find((l) => l.msg === 'http allowed'),
+    { method: 'GET', path: '/v1/ships', host: 'api.empire', rules: ['CiliumNetworkPolicy/default/deathstar-https'] },
+  )
 })
 
 t.test('intercepted HTTPS: HTTP/2 over TLS (ALPN h2) is judged per stream', async (t) => {
@@ -116,28 +150,57 @@ t.test('intercepted HTTPS: HTTP/2 over TLS (ALPN h2) is judged per stream', asyn
     })
   const ok = await get('GET', '/v1/h2')
   t.equal(ok.status, 200)
-  t.same(JSON.parse(ok.body), { method: 'GET', path: '/v1/h2', httpVersion: '2.0', servername: 'api.empire' }, 'the server saw HTTP/2 over TLS too')
+  t.same(
+    JSON.parse(ok.body),
+    { method: 'GET', path: '/v1/h2', httpVersion: '2.0', servername: 'api.empire' },
+    'the server saw HTTP/2 over TLS too',
+  )
   t.equal((await get('DELETE', '/v1/h2')).status, 403, 'a denied stream: 403')
   t.equal(c.alpnProtocol, 'h2')
 })
 
-t.test('intercepted HTTPS: a server the trust store cannot verify gets the client a 502, never plain text', async (t) => {
-  const s = await setup(t, false)
-  const r = await https1(s, 'GET', '/v1/ships')
-  t.same([r.status, r.body], [502, 'Upstream unavailable\n'])
-  await waitFor(() => s.logs.some((l) => l.msg === 'http: upstream failed (502)'))
-  t.match(s.logs.find((l) => l.msg === 'http: upstream failed (502)'), { error: /UNABLE_TO_VERIFY_LEAF_SIGNATURE|UNABLE_TO_GET_ISSUER_CERT_LOCALLY|SELF_SIGNED/ }, 'logged with the verification error')
-})
+t.test(
+  'intercepted HTTPS: a server the trust store cannot verify gets the client a 502, never plain text',
+  async (t) => {
+    const s = await setup(t, false)
+    const r = await https1(s, 'GET', '/v1/ships')
+    t.same([r.status, r.body], [502, 'Upstream unavailable\n'])
+    await waitFor(() => s.logs.some((l) => l.msg === 'http: upstream failed (502)'))
+    t.match(
+      s.logs.find((l) => l.msg === 'http: upstream failed (502)'),
+      { error: /UNABLE_TO_VERIFY_LEAF_SIGNATURE|UNABLE_TO_GET_ISSUER_CERT_LOCALLY|SELF_SIGNED/ },
+      'logged with the verification error',
+    )
+  },
+)
 
 t.test('interception without a CA configured fails closed with an alert', async (t) => {
   const s = await setup(t, true)
-  const noCa = await startLoopbackProxy(t, { source: '198.18.1.10', dest: { address: '198.18.2.10', port: 443 }, originPort: 1, policy: policy(null) })
+  const noCa = await startLoopbackProxy(t, {
+    source: '198.18.1.10',
+    dest: { address: '198.18.2.10', port: 443 },
+    originPort: 1,
+    policy: policy(null),
+  })
   const err = await new Promise<string>((resolve) => {
-    const req = httpsRequest({ host: '127.0.0.1', port: noCa.port, path: '/v1/x', servername: 'api.empire', ca: s.proxyCa.certPem, agent: false }, () => resolve('answered'))
+    const req = httpsRequest(
+      {
+        host: '127.0.0.1',
+        port: noCa.port,
+        path: '/v1/x',
+        servername: 'api.empire',
+        ca: s.proxyCa.certPem,
+        agent: false,
+      },
+      () => resolve('answered'),
+    )
     req.on('error', (e: NodeJS.ErrnoException) => resolve(`${e.code} ${e.message}`))
     req.end()
   })
   t.match(err, /alert internal error/i, `the handshake ends with an internal_error alert (${err})`)
   await waitFor(() => noCa.logs.some((l) => l.msg === 'tls: connection refused'))
-  t.match(noCa.logs.find((l) => l.msg === 'tls: connection refused'), { reason: /cannot intercept: TLS interception needs the local CA/ })
+  t.match(
+    noCa.logs.find((l) => l.msg === 'tls: connection refused'),
+    { reason: /cannot intercept: TLS interception needs the local CA/ },
+  )
 })

@@ -12,8 +12,20 @@ const KERNEL_TEST = distPath('test/lab.kernel.test.js')
  * process tracking re-adds its NODE_OPTIONS hooks to every child's env we could pass.
  */
 function asNobody(args: string[], env: Record<string, string> = {}) {
-  const vars = Object.entries({ PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', ...env }).map(([k, v]) => `${k}=${v}`)
-  const argv = ['env', '-i', ...vars, 'setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, ...args]
+  const vars = Object.entries({ PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', ...env }).map(
+    ([k, v]) => `${k}=${v}`,
+  )
+  const argv = [
+    'env',
+    '-i',
+    ...vars,
+    'setpriv',
+    '--reuid=65534',
+    '--regid=65534',
+    '--clear-groups',
+    process.execPath,
+    ...args,
+  ]
   return spawnSync(argv[0]!, argv.slice(1), { encoding: 'utf8', timeout: 60_000 })
 }
 
@@ -49,5 +61,8 @@ t.test('loading BPF without privilege says which privilege is missing', { skip: 
   const code = `import(${JSON.stringify(distPath('redirect-bpf/bpf-object.js'))}).then((m) => m.BpfObject.load(${JSON.stringify(distPath('redirect-bpf/progs/from-endpoint.bpf.o'))}, '/tmp')).catch((e) => { console.log(e.code + ': ' + e.message); process.exit(3) })`
   const r = asNobody(['-e', code])
   t.equal(r.status, 3, r.stderr)
-  t.match(r.stdout, /^EPERM: cannot load BPF object .*from-endpoint\.bpf\.o: EPERM \(needs root, or CAP_BPF \+ CAP_NET_ADMIN \+ CAP_PERFMON\)/)
+  t.match(
+    r.stdout,
+    /^EPERM: cannot load BPF object .*from-endpoint\.bpf\.o: EPERM \(needs root, or CAP_BPF \+ CAP_NET_ADMIN \+ CAP_PERFMON\)/,
+  )
 })

@@ -10,16 +10,26 @@
 import { readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { availableParallelism, cpus, release } from 'node:os'
 import { join } from 'node:path'
-import { hostNetns, labCgroupName } from '../../lab/topology.js'
 import { startLabNode } from '../../lab/node-agent.js'
+import { hostNetns, labCgroupName } from '../../lab/topology.js'
 import { renderTable } from '../../proxy/cli/table.js'
 import { UsageError } from '../../proxy/cli/usage-error.js'
 import { cgroup2Root } from '../../redirect-bpf/cgroup.js'
-import { ONE_CLIENT, benchOptions, benchPin, cpuSeconds, inLabRounds, medianRun, stopScenario, wholeOption, writeResult } from '../bench-support.js'
+import {
+  benchOptions,
+  benchPin,
+  cpuSeconds,
+  inLabRounds,
+  medianRun,
+  ONE_CLIENT,
+  stopScenario,
+  wholeOption,
+  writeResult,
+} from '../bench-support.js'
 import type { LoadResult } from '../load-generators.js'
-import { COMPARE_MODES, carries, contender, modeLabel, startPeer, type CompareMode } from './contenders.js'
-import { renderReport, type ReportCell } from './report-html.js'
-import { WORKLOADS, WORKLOAD_DEFS, type ProxyTotals, type Workload, type WorkloadName } from './workloads.js'
+import { COMPARE_MODES, type CompareMode, carries, contender, modeLabel, startPeer } from './contenders.js'
+import { type ReportCell, renderReport } from './report-html.js'
+import { type ProxyTotals, WORKLOAD_DEFS, WORKLOADS, type Workload, type WorkloadName } from './workloads.js'
 
 interface Run extends LoadResult {
   valid: boolean
@@ -38,9 +48,13 @@ function softirqSeconds(): number {
 }
 
 function listOption<T extends string>(raw: string, all: readonly T[], what: string): T[] {
-  const items = raw.split(',').map((s) => s.trim()).filter(Boolean)
+  const items = raw
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean)
   const bad = items.find((i) => !(all as readonly string[]).includes(i))
-  if (bad !== undefined || items.length === 0) throw new UsageError(`--${what}: '${bad ?? raw}' is not one of ${all.join(', ')}`)
+  if (bad !== undefined || items.length === 0)
+    throw new UsageError(`--${what}: '${bad ?? raw}' is not one of ${all.join(', ')}`)
   return [...new Set(items)] as T[]
 }
 
@@ -48,22 +62,41 @@ function listOption<T extends string>(raw: string, all: readonly T[], what: stri
  * Why a run's counters do not show the path its mode promises, or null. `peerHandled`: the
  * operations a peer proxy counted over the measured run (null without a peer).
  */
-export function pathProblem(mode: CompareMode, w: Workload, totals: ProxyTotals, load: LoadResult, peerHandled: number | null = null): string | null {
+export function pathProblem(
+  mode: CompareMode,
+  w: Workload,
+  totals: ProxyTotals,
+  load: LoadResult,
+  peerHandled: number | null = null,
+): string | null {
   const proxied = w.proxied(totals)
   const steered = totals.kernelPackets['to-proxy'] ?? 0
   if (load.ops === 0) return 'no operation completed'
-  if (mode === 'none') return proxied > 0 || steered > 0 ? `with no L7 rule the proxy still saw ${proxied} operations (${steered} packets steered)` : null
+  if (mode === 'none')
+    return proxied > 0 || steered > 0
+      ? `with no L7 rule the proxy still saw ${proxied} operations (${steered} packets steered)`
+      : null
   if (contender(mode).peer !== null) {
     if (proxied > 0) return `l7proxy saw ${proxied} operations meant for ${mode}`
     if ((peerHandled ?? 0) < load.ops) return `${mode} handled ${peerHandled ?? 0} of the ${load.ops} operations`
   } else if (proxied < load.ops) return `the proxy saw ${proxied} of the ${load.ops} operations`
-  if (contender(mode).datapath === 'sockmap') return (totals.sockmap?.messages ?? 0) === 0 ? 'sk_msg redirected no message' : null
+  if (contender(mode).datapath === 'sockmap')
+    return (totals.sockmap?.messages ?? 0) === 0 ? 'sk_msg redirected no message' : null
   return steered === 0 ? 'the kernel counted no packet steered to the proxy' : null
 }
 
 export async function runCompare(args: string[], out: (s: string) => void, err: (s: string) => void): Promise<number> {
   const values = benchOptions(
-    { duration: '5', runs: '3', warmup: '1', modes: COMPARE_MODES.join(','), workloads: WORKLOADS.join(','), threads: String(availableParallelism()), lab: 'compare', out: 'bench-results/compare.json' },
+    {
+      duration: '5',
+      runs: '3',
+      warmup: '1',
+      modes: COMPARE_MODES.join(','),
+      workloads: WORKLOADS.join(','),
+      threads: String(availableParallelism()),
+      lab: 'compare',
+      out: 'bench-results/compare.json',
+    },
     args,
   )
   const duration = wholeOption(values, 'duration', 1, 300)
@@ -72,10 +105,13 @@ export async function runCompare(args: string[], out: (s: string) => void, err: 
   const threads = wholeOption(values, 'threads', 1, 64)
   const modes = listOption(values.modes, COMPARE_MODES, 'modes')
   const workloads = listOption(values.workloads, WORKLOADS, 'workloads')
-  if (!values.out.endsWith('.json')) throw new UsageError(`--out must name a .json file (the HTML report goes next to it), not '${values.out}'`)
+  if (!values.out.endsWith('.json'))
+    throw new UsageError(`--out must name a .json file (the HTML report goes next to it), not '${values.out}'`)
   const lab = values.lab
   const pin = benchPin(lab, 'compare')
-  const pairs = workloads.flatMap((w) => modes.filter((m) => carries(m, WORKLOAD_DEFS[w])).map((m) => `${w}/${m}` as const))
+  const pairs = workloads.flatMap((w) =>
+    modes.filter((m) => carries(m, WORKLOAD_DEFS[w])).map((m) => `${w}/${m}` as const),
+  )
   const total = pairs.length * runs
   let done = 0
   const started = Date.now()
@@ -87,7 +123,7 @@ export async function runCompare(args: string[], out: (s: string) => void, err: 
     pins: [pin],
     describe: (r: Run) => {
       done++
-      const left = Math.round(((Date.now() - started) / done) * (total - done) / 1000)
+      const left = Math.round((((Date.now() - started) / done) * (total - done)) / 1000)
       return `${Math.round(r.opsPerSec)} ops/s${r.valid ? '' : ` INVALID (${r.reason})`} [${done}/${total}, about ${Math.floor(left / 60)}m${String(left % 60).padStart(2, '0')}s left]`
     },
     measure: async (pair, dir, hold) => {
@@ -99,7 +135,17 @@ export async function runCompare(args: string[], out: (s: string) => void, err: 
       const logFile = join(dir, 'node.log')
       // sockmap: the node, the peer (if any) and the client are in the lab's cgroup, as its servers are.
       const cgroup = how.datapath === 'sockmap' ? join(cgroup2Root(), labCgroupName(lab)) : null
-      const node = await startLabNode({ lab, mode: how.datapath, policyFile, pin, threads, logFile, overload: ONE_CLIENT, ...(cgroup ? { sockmapCgroup: labCgroupName(lab) } : {}), ...(how.peer === 'haproxy' ? { http: 'external' } : how.peer === 'dnsdist' ? { dns: 'external' } : {}) })
+      const node = await startLabNode({
+        lab,
+        mode: how.datapath,
+        policyFile,
+        pin,
+        threads,
+        logFile,
+        overload: ONE_CLIENT,
+        ...(cgroup ? { sockmapCgroup: labCgroupName(lab) } : {}),
+        ...(how.peer === 'haproxy' ? { http: 'external' } : how.peer === 'dnsdist' ? { dns: 'external' } : {}),
+      })
       hold(async () => void (await node.stop()))
       const peer = how.peer === null ? null : await startPeer(mode, w, node, { lab, dir, threads, cgroup })
       // The peer (if any) and the node; stopping again is a no-op.
@@ -118,9 +164,19 @@ export async function runCompare(args: string[], out: (s: string) => void, err: 
         const peerHandled = peer ? (await peer.handled()) - handled0 : null
         await stop()
         const totals = node.lines().find((l) => l.msg === 'datapath stopped') as unknown as ProxyTotals | undefined
-        const reason = totals === undefined ? 'the node did not report its counters' : pathProblem(mode, w, totals, load, peerHandled)
+        const reason =
+          totals === undefined
+            ? 'the node did not report its counters'
+            : pathProblem(mode, w, totals, load, peerHandled)
         const cpuSecondsUsed = (mode === 'none' ? 0 : proxyCpuSeconds) + soft
-        return { ...load, valid: reason === null, reason, proxyCpuSeconds, softirqSeconds: soft, cpuUsPerOp: load.ops > 0 ? (cpuSecondsUsed / load.ops) * 1e6 : null }
+        return {
+          ...load,
+          valid: reason === null,
+          reason,
+          proxyCpuSeconds,
+          softirqSeconds: soft,
+          cpuUsPerOp: load.ops > 0 ? (cpuSecondsUsed / load.ops) * 1e6 : null,
+        }
       } finally {
         await stop()
         rmSync(logFile, { force: true })
@@ -150,7 +206,18 @@ export async function runCompare(args: string[], out: (s: string) => void, err: 
   })
   const machine = `${cpus().length} cores (${cpus()[0]?.model ?? 'unknown CPU'}), Linux ${release()}, Node ${process.version}`
   const settings = `${runs} interleaved run(s) x ${duration} s after ${warmup} s warm-up, ${threads} HTTP proxy thread(s), one DNS thread`
-  const json = { benchmark: 'compare', date: new Date().toISOString(), machine, settings, duration, runs, warmup, threads, modes, workloads: results }
+  const json = {
+    benchmark: 'compare',
+    date: new Date().toISOString(),
+    machine,
+    settings,
+    duration,
+    runs,
+    warmup,
+    threads,
+    modes,
+    workloads: results,
+  }
   const jsonPath = writeResult(values.out, json)
   const htmlPath = jsonPath.replace(/\.json$/, '.html')
   writeFileSync(
@@ -165,17 +232,37 @@ export async function runCompare(args: string[], out: (s: string) => void, err: 
         what: r.what,
         unit: r.unit,
         cells: r.cells.map(
-          (c): ReportCell => ({ mode: modeLabel(c.mode), valid: c.valid, reason: c.reason, opsPerSec: c.median?.opsPerSec ?? null, spread: c.spread, p50Ms: c.median?.latencyMs.p50 ?? null, p99Ms: c.median?.latencyMs.p99 ?? null, cpuUsPerOp: c.median?.cpuUsPerOp ?? null, runs: c.runs.length }),
+          (c): ReportCell => ({
+            mode: modeLabel(c.mode),
+            valid: c.valid,
+            reason: c.reason,
+            opsPerSec: c.median?.opsPerSec ?? null,
+            spread: c.spread,
+            p50Ms: c.median?.latencyMs.p50 ?? null,
+            p99Ms: c.median?.latencyMs.p99 ?? null,
+            cpuUsPerOp: c.median?.cpuUsPerOp ?? null,
+            runs: c.runs.length,
+          }),
         ),
       })),
     }),
   )
-  const f = (n: number | null | undefined, d = 2): string => (n === null || n === undefined || !Number.isFinite(n) ? '-' : n.toFixed(d))
+  const f = (n: number | null | undefined, d = 2): string =>
+    n === null || n === undefined || !Number.isFinite(n) ? '-' : n.toFixed(d)
   out(
     renderTable(
       ['workload', 'mode', 'ops/s', 'spread', 'p50 ms', 'p99 ms', 'CPU us/op', 'path'],
       results.flatMap((r) =>
-        r.cells.map((c) => [r.name, modeLabel(c.mode), c.median ? `${Math.round(c.median.opsPerSec)} ${r.unit}` : '-', c.spread ? `${Math.round(c.spread.min)}-${Math.round(c.spread.max)}` : '-', f(c.median?.latencyMs.p50), f(c.median?.latencyMs.p99), f(c.median?.cpuUsPerOp, 1), c.valid ? 'confirmed' : `INVALID: ${c.reason}`]),
+        r.cells.map((c) => [
+          r.name,
+          modeLabel(c.mode),
+          c.median ? `${Math.round(c.median.opsPerSec)} ${r.unit}` : '-',
+          c.spread ? `${Math.round(c.spread.min)}-${Math.round(c.spread.max)}` : '-',
+          f(c.median?.latencyMs.p50),
+          f(c.median?.latencyMs.p99),
+          f(c.median?.cpuUsPerOp, 1),
+          c.valid ? 'confirmed' : `INVALID: ${c.reason}`,
+        ]),
       ),
     ),
   )

@@ -6,15 +6,25 @@
 // for DNS, steered by DNAT (the only mode where the kernel makes its answers come from the
 // original server's address).
 
+import { LAB_PROXY_PORTS, type LabNode, labProxyAddress } from '../../lab/node-agent.js'
 import { findHost, nodeNetns } from '../../lab/topology.js'
-import { LAB_PROXY_PORTS, labProxyAddress, type LabNode } from '../../lab/node-agent.js'
 import type { RedirectMode } from '../../redirect-bpf/modes/redirect-mode.js'
 import type { RunningPeer } from '../bench-support.js'
 import { startDnsdist } from '../peers/dnsdist.js'
 import { startHaproxy } from '../peers/haproxy.js'
 import type { Workload } from './workloads.js'
 
-export const COMPARE_MODES = ['none', 'dnat', 'tproxy', 'sk-assign', 'sk-lookup', 'sockmap', 'haproxy', 'haproxy-sockmap', 'dnsdist'] as const
+export const COMPARE_MODES = [
+  'none',
+  'dnat',
+  'tproxy',
+  'sk-assign',
+  'sk-lookup',
+  'sockmap',
+  'haproxy',
+  'haproxy-sockmap',
+  'dnsdist',
+] as const
 export type CompareMode = (typeof COMPARE_MODES)[number]
 type Peer = 'haproxy' | 'dnsdist'
 
@@ -59,9 +69,25 @@ export function carries(mode: CompareMode, w: Workload): boolean {
  * Starts the peer of `mode` for workload `w` next to `node`, listening where the datapath steers;
  * in `cgroup` (sockmap's), when given.
  */
-export function startPeer(mode: CompareMode, w: Workload, node: LabNode, o: { lab: string; dir: string; threads: number; cgroup: string | null }): Promise<RunningPeer> {
+export function startPeer(
+  mode: CompareMode,
+  w: Workload,
+  node: LabNode,
+  o: { lab: string; dir: string; threads: number; cgroup: string | null },
+): Promise<RunningPeer> {
   const { peer, datapath } = contender(mode)
   const listen = labProxyAddress(datapath)
-  if (peer === 'haproxy') return startHaproxy(node, nodeNetns(o.lab), o.dir, { rules: w.httpRules ?? [], listen, port: LAB_PROXY_PORTS.http, threads: o.threads, h2: w.protocol === 'h2c' }, o.cgroup)
-  return startDnsdist(node, nodeNetns(o.lab), o.dir, { listen, port: LAB_PROXY_PORTS.dns, server: `${findHost('dns').addresses[0]!}:53` })
+  if (peer === 'haproxy')
+    return startHaproxy(
+      node,
+      nodeNetns(o.lab),
+      o.dir,
+      { rules: w.httpRules ?? [], listen, port: LAB_PROXY_PORTS.http, threads: o.threads, h2: w.protocol === 'h2c' },
+      o.cgroup,
+    )
+  return startDnsdist(node, nodeNetns(o.lab), o.dir, {
+    listen,
+    port: LAB_PROXY_PORTS.dns,
+    server: `${findHost('dns').addresses[0]!}:53`,
+  })
 }

@@ -57,7 +57,10 @@ export function barChart(title: string, unit: string, modes: readonly string[], 
   const top = 28
   const height = top + modes.length * rowH + 24
   const finite = (v: number | null | undefined): v is number => typeof v === 'number' && Number.isFinite(v)
-  const max = Math.max(1e-9, ...series.flatMap((s) => [...s.values.filter(finite), ...(s.ranges ?? []).map((r) => r?.max).filter(finite)]))
+  const max = Math.max(
+    1e-9,
+    ...series.flatMap((s) => [...s.values.filter(finite), ...(s.ranges ?? []).map((r) => r?.max).filter(finite)]),
+  )
   const scale = (width - left - 80) / max
   let bars = ''
   modes.forEach((mode, i) => {
@@ -75,11 +78,20 @@ export function barChart(title: string, unit: string, modes: readonly string[], 
       const range = s.ranges?.[i] ?? null
       const x1 = range ? left + range.min * scale : 0
       const x2 = range ? left + range.max * scale : 0
-      if (range) bars += `<path d="M${x1.toFixed(1)} ${y + 3}v6M${x1.toFixed(1)} ${y + 6}H${x2.toFixed(1)}M${x2.toFixed(1)} ${y + 3}v6" class="whisker"><title>${esc(`${mode} runs: ${num(range.min)}-${num(range.max)} ${unit}`)}</title></path>`
+      if (range)
+        bars += `<path d="M${x1.toFixed(1)} ${y + 3}v6M${x1.toFixed(1)} ${y + 6}H${x2.toFixed(1)}M${x2.toFixed(1)} ${y + 3}v6" class="whisker"><title>${esc(`${mode} runs: ${num(range.min)}-${num(range.max)} ${unit}`)}</title></path>`
       bars += `<text x="${(Math.max(left + w, x2) + 4).toFixed(1)}" y="${y + 10}" class="value">${esc(num(v, v < 10 ? 2 : 0))}</text>`
     })
   })
-  const legend = series.length > 1 ? series.map((s, j) => `<rect x="${left + j * 90}" y="${height - 14}" width="10" height="10" fill="${COLORS[j % COLORS.length]}"/><text x="${left + j * 90 + 14}" y="${height - 5}" class="label">${esc(s.name)}</text>`).join('') : ''
+  const legend =
+    series.length > 1
+      ? series
+          .map(
+            (s, j) =>
+              `<rect x="${left + j * 90}" y="${height - 14}" width="10" height="10" fill="${COLORS[j % COLORS.length]}"/><text x="${left + j * 90 + 14}" y="${height - 5}" class="label">${esc(s.name)}</text>`,
+          )
+          .join('')
+      : ''
   return `<svg xmlns="http://www.w3.org/2000/svg" class="chart" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" role="img" aria-label="${esc(title)}"><text x="0" y="16" class="title">${esc(title)} (${esc(unit)})</text>${bars}${legend}</svg>`
 }
 
@@ -88,15 +100,22 @@ export function renderReport(r: ReportInput): string {
     const modes = w.cells.map((c) => c.mode)
     const valid = (f: (c: ReportCell) => number | null) => w.cells.map((c) => (c.valid ? f(c) : null))
     const charts = [
-      barChart(`${w.name}: throughput`, w.unit, modes, [{ name: w.unit, values: valid((c) => c.opsPerSec), ranges: w.cells.map((c) => (c.valid ? c.spread : null)) }]),
+      barChart(`${w.name}: throughput`, w.unit, modes, [
+        { name: w.unit, values: valid((c) => c.opsPerSec), ranges: w.cells.map((c) => (c.valid ? c.spread : null)) },
+      ]),
       barChart(`${w.name}: latency`, 'ms', modes, [
         { name: 'p50', values: valid((c) => c.p50Ms) },
         { name: 'p99', values: valid((c) => c.p99Ms) },
       ]),
-      barChart(`${w.name}: CPU per operation (proxy + softirq)`, 'us', modes, [{ name: 'us/op', values: valid((c) => c.cpuUsPerOp) }]),
+      barChart(`${w.name}: CPU per operation (proxy + softirq)`, 'us', modes, [
+        { name: 'us/op', values: valid((c) => c.cpuUsPerOp) },
+      ]),
     ]
     const rows = w.cells
-      .map((c) => `<tr${c.valid ? '' : ' class="invalid"'}><td>${esc(c.mode)}</td><td>${num(c.opsPerSec)}</td><td>${num(c.p50Ms, 2)}</td><td>${num(c.p99Ms, 2)}</td><td>${num(c.cpuUsPerOp, 1)}</td><td>${c.runs}</td><td>${c.valid ? 'yes' : `no: ${esc(c.reason ?? '')}`}</td></tr>`)
+      .map(
+        (c) =>
+          `<tr${c.valid ? '' : ' class="invalid"'}><td>${esc(c.mode)}</td><td>${num(c.opsPerSec)}</td><td>${num(c.p50Ms, 2)}</td><td>${num(c.p99Ms, 2)}</td><td>${num(c.cpuUsPerOp, 1)}</td><td>${c.runs}</td><td>${c.valid ? 'yes' : `no: ${esc(c.reason ?? '')}`}</td></tr>`,
+      )
       .join('')
     return `<section><h2>${esc(w.name)}</h2><p>${esc(w.what)}</p><div class="charts">${charts.join('')}</div>
 <table><thead><tr><th>mode</th><th>${esc(w.unit)}</th><th>p50 ms</th><th>p99 ms</th><th>CPU us/op</th><th>runs</th><th>path confirmed</th></tr></thead><tbody>${rows}</tbody></table></section>`

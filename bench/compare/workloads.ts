@@ -5,7 +5,7 @@
 import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { findHost } from '../../lab/topology.js'
-import { bulk, dnsperf, h2load, wrk, type Client, type LoadResult } from '../load-generators.js'
+import { bulk, type Client, dnsperf, h2load, type LoadResult, wrk } from '../load-generators.js'
 import type { BenchRule } from '../peers/haproxy.js'
 
 export const WORKLOADS = ['http-keepalive', 'http-connect', 'bulk', 'grpc', 'dns'] as const
@@ -57,7 +57,13 @@ spec:
 }
 
 const HTTP_RULES: readonly BenchRule[] = [{ method: 'GET', path: '/v1/.*' }]
-const httpPolicy = (l7: boolean): string => ingress('compare-http', '{ class: deathstar }', 80, l7 ? `{ http: [ ${HTTP_RULES.map((r) => `{ method: ${r.method}, path: "${r.path}" }`).join(', ')} ] }` : null)
+const httpPolicy = (l7: boolean): string =>
+  ingress(
+    'compare-http',
+    '{ class: deathstar }',
+    80,
+    l7 ? `{ http: [ ${HTTP_RULES.map((r) => `{ method: ${r.method}, path: "${r.path}" }`).join(', ')} ] }` : null,
+  )
 const httpProxied = (t: ProxyTotals): number => t.httpRequests.allowed
 
 /** A gRPC LandingRequest{ship} in its 5-byte length-prefixed frame. */
@@ -108,9 +114,24 @@ export const WORKLOAD_DEFS: Record<WorkloadName, Workload> = {
     protocol: 'h2c',
     // gRPC's service and method rule, as HTTP/2 carries it.
     httpRules: [{ method: 'POST', path: '/empire\\.Deathstar/RequestLanding' }],
-    policy: (l7) => ingress('compare-grpc', '{ class: grpc }', 50051, l7 ? '{ grpc: [ { service: empire.Deathstar, method: RequestLanding } ] }' : null),
+    policy: (l7) =>
+      ingress(
+        'compare-grpc',
+        '{ class: grpc }',
+        50051,
+        l7 ? '{ grpc: [ { service: empire.Deathstar, method: RequestLanding } ] }' : null,
+      ),
     run: (c, o) =>
-      h2load(c, { url: `http://${GRPC}:50051/empire.Deathstar/RequestLanding`, seconds: o.seconds, warmup: 0, connections: 4, streams: 8, body: grpcBody('tiefighter'), headers: ['content-type: application/grpc', 'te: trailers'], dir: o.dir }),
+      h2load(c, {
+        url: `http://${GRPC}:50051/empire.Deathstar/RequestLanding`,
+        seconds: o.seconds,
+        warmup: 0,
+        connections: 4,
+        streams: 8,
+        body: grpcBody('tiefighter'),
+        headers: ['content-type: application/grpc', 'te: trailers'],
+        dir: o.dir,
+      }),
     proxied: httpProxied,
   },
   dns: {

@@ -7,7 +7,7 @@ import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { execIn } from '../../lab/netns.js'
 import type { LabNode } from '../../lab/node-agent.js'
-import { withPeer, type RunningPeer } from '../bench-support.js'
+import { type RunningPeer, withPeer } from '../bench-support.js'
 
 export interface DnsdistOptions {
   listen: string
@@ -19,12 +19,24 @@ export interface DnsdistOptions {
 }
 
 /** Starts dnsdist in `ns` next to `node`, its config and log in `dir`; waits until it listens. */
-export async function startDnsdist(node: LabNode, ns: string, dir: string, o: Omit<DnsdistOptions, 'statsPort'>): Promise<RunningPeer> {
+export async function startDnsdist(
+  node: LabNode,
+  ns: string,
+  dir: string,
+  o: Omit<DnsdistOptions, 'statsPort'>,
+): Promise<RunningPeer> {
   const cfg = join(dir, 'dnsdist.conf')
   const statsPort = o.port + 1
   writeFileSync(cfg, dnsdistConfig({ ...o, statsPort }))
   // --supervised: stay in the foreground without a console, so its PID is ours to stop.
-  const running = await withPeer(node, { ns, argv: ['dnsdist', '--supervised', '--disable-syslog', '-C', cfg], log: join(dir, 'dnsdist.log'), port: o.port, proto: 'udp', what: 'dnsdist' })
+  const running = await withPeer(node, {
+    ns,
+    argv: ['dnsdist', '--supervised', '--disable-syslog', '-C', cfg],
+    log: join(dir, 'dnsdist.log'),
+    port: o.port,
+    proto: 'udp',
+    what: 'dnsdist',
+  })
   return { ...running, handled: () => dnsdistResponses(ns, statsPort) }
 }
 
@@ -42,20 +54,40 @@ export function dnsdistConfig(o: DnsdistOptions): string {
     `local empire = newSuffixMatchNode()`,
     `empire:add(newDNSName('empire.'))`,
     `addAction(NotRule(SuffixMatchNodeRule(empire, true)), RCodeAction(DNSRCode.REFUSED))`,
-    ...(o.statsPort === undefined ? [] : [`webserver('127.0.0.1:${o.statsPort}')`, `setWebserverConfig({ apiKey = '${STATS_KEY}', acl = '127.0.0.0/8' })`]),
+    ...(o.statsPort === undefined
+      ? []
+      : [
+          `webserver('127.0.0.1:${o.statsPort}')`,
+          `setWebserverConfig({ apiKey = '${STATS_KEY}', acl = '127.0.0.0/8' })`,
+        ]),
     '',
   ].join('\n')
 }
 
 /** Answers relayed from the server so far (its `responses` counter), asked from inside `ns`. */
 export async function dnsdistResponses(ns: string, statsPort: number): Promise<number> {
-  const r = await execIn(ns, ['curl', '-sS', '--max-time', '5', '-H', `X-API-Key: ${STATS_KEY}`, `http://127.0.0.1:${statsPort}/jsonstat?command=stats`], { timeoutMs: 10_000 })
+  const r = await execIn(
+    ns,
+    [
+      'curl',
+      '-sS',
+      '--max-time',
+      '5',
+      '-H',
+      `X-API-Key: ${STATS_KEY}`,
+      `http://127.0.0.1:${statsPort}/jsonstat?command=stats`,
+    ],
+    { timeoutMs: 10_000 },
+  )
   let v: unknown
   try {
     v = (JSON.parse(r.stdout) as Record<string, unknown>).responses
   } catch {
     v = undefined
   }
-  if (typeof v !== 'number') throw new Error(`dnsdist stats: no 'responses' counter (curl exit ${r.code}: ${(r.stderr || r.stdout).trim().slice(0, 200)})`)
+  if (typeof v !== 'number')
+    throw new Error(
+      `dnsdist stats: no 'responses' counter (curl exit ${r.code}: ${(r.stderr || r.stdout).trim().slice(0, 200)})`,
+    )
   return v
 }

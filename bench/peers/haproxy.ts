@@ -8,7 +8,7 @@ import { writeFileSync } from 'node:fs'
 import { connect } from 'node:net'
 import { join } from 'node:path'
 import type { LabNode } from '../../lab/node-agent.js'
-import { withPeer, type RunningPeer } from '../bench-support.js'
+import { type RunningPeer, withPeer } from '../bench-support.js'
 
 export interface BenchRule {
   method: string
@@ -27,7 +27,9 @@ export interface HaproxyOptions {
 }
 
 export function haproxyConfig(o: HaproxyOptions): string {
-  const allow = o.rules.map((r) => `  http-request allow if { method -m reg ^(?:${r.method})$ } { pathq -m reg ^(?:${r.path})$ }`)
+  const allow = o.rules.map(
+    (r) => `  http-request allow if { method -m reg ^(?:${r.method})$ } { pathq -m reg ^(?:${r.path})$ }`,
+  )
   const proto = o.h2 ? ' proto h2' : ''
   return [
     'global',
@@ -54,12 +56,26 @@ export function haproxyConfig(o: HaproxyOptions): string {
 }
 
 /** Starts HAProxy in `ns` (and `cgroup`) next to `node`, its config, socket and log in `dir`; waits until it listens. */
-export async function startHaproxy(node: LabNode, ns: string, dir: string, o: Omit<HaproxyOptions, 'statsSocket'>, cgroup: string | null = null): Promise<RunningPeer> {
+export async function startHaproxy(
+  node: LabNode,
+  ns: string,
+  dir: string,
+  o: Omit<HaproxyOptions, 'statsSocket'>,
+  cgroup: string | null = null,
+): Promise<RunningPeer> {
   const cfg = join(dir, 'haproxy.cfg')
   const statsSocket = join(dir, 'haproxy.sock')
   writeFileSync(cfg, haproxyConfig({ ...o, statsSocket }))
   // -db: stay in the foreground, so its PID is ours to stop.
-  const running = await withPeer(node, { ns, argv: ['haproxy', '-db', '-f', cfg], log: join(dir, 'haproxy.log'), port: o.port, proto: 'tcp', what: 'haproxy', cgroup })
+  const running = await withPeer(node, {
+    ns,
+    argv: ['haproxy', '-db', '-f', cfg],
+    log: join(dir, 'haproxy.log'),
+    port: o.port,
+    proto: 'tcp',
+    what: 'haproxy',
+    cgroup,
+  })
   return { ...running, handled: () => haproxyRequests(statsSocket) }
 }
 
@@ -68,7 +84,9 @@ export async function haproxyRequests(statsSocket: string, timeoutMs = 5000): Pr
   const csv = await new Promise<string>((resolve, reject) => {
     let text = ''
     const s = connect(statsSocket)
-    s.setTimeout(timeoutMs, () => s.destroy(new Error(`haproxy stats socket ${statsSocket}: no answer within ${timeoutMs} ms`)))
+    s.setTimeout(timeoutMs, () =>
+      s.destroy(new Error(`haproxy stats socket ${statsSocket}: no answer within ${timeoutMs} ms`)),
+    )
     s.on('connect', () => s.end('show stat\n'))
     s.on('data', (d: Buffer) => (text += d.toString()))
     s.on('end', () => resolve(text))
@@ -84,6 +102,7 @@ export function frontendRequests(csv: string): number {
   const col = header.indexOf('req_tot')
   const row = lines.find((l) => l.startsWith('steered,FRONTEND,'))?.split(',')
   const v = row && col >= 0 ? Number(row[col]) : NaN
-  if (!Number.isInteger(v)) throw new Error(`haproxy stats: no req_tot for frontend 'steered' in ${JSON.stringify(csv.slice(0, 200))}`)
+  if (!Number.isInteger(v))
+    throw new Error(`haproxy stats: no req_tot for frontend 'steered' in ${JSON.stringify(csv.slice(0, 200))}`)
   return v
 }

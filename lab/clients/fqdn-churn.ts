@@ -10,8 +10,8 @@ import { createSocket } from 'node:dgram'
 import { connect } from 'node:net'
 import { parseArgs } from 'node:util'
 import { readAnswers } from '../../proxy/dns/dns-wire.js'
-import { dnsQuery } from './dns-query.js'
 import type { AnswerRecord } from '../../proxy/dns/fqdn-cache.js'
+import { dnsQuery } from './dns-query.js'
 
 const MAX_NAMES = 1_000_000
 
@@ -65,8 +65,21 @@ function finish(): void {
   if (++settled < o.names) return
   socket.close()
   dnsMs.sort((a, b) => a - b)
-  const at = (p: number) => (dnsMs.length === 0 ? null : Number(dnsMs[Math.min(dnsMs.length - 1, Math.floor((p / 100) * dnsMs.length))]!.toFixed(3)))
-  const out = { names: o.names, rate: o.rate, answered, unanswered, connected, denied: unreachable.length, unreachable: unreachable.slice(0, 20), dnsMs: { p50: at(50), p99: at(99), max: at(100) }, seconds: Number(((performance.now() - started) / 1000).toFixed(3)) }
+  const at = (p: number) =>
+    dnsMs.length === 0
+      ? null
+      : Number(dnsMs[Math.min(dnsMs.length - 1, Math.floor((p / 100) * dnsMs.length))]!.toFixed(3))
+  const out = {
+    names: o.names,
+    rate: o.rate,
+    answered,
+    unanswered,
+    connected,
+    denied: unreachable.length,
+    unreachable: unreachable.slice(0, 20),
+    dnsMs: { p50: at(50), p99: at(99), max: at(100) },
+    seconds: Number(((performance.now() - started) / 1000).toFixed(3)),
+  }
   process.stdout.write(`${JSON.stringify(out)}\n`)
 }
 

@@ -5,8 +5,8 @@
 // UploadLogs (client-streaming: --count lines), Chat (bidi: --count messages, one at a time).
 // Prints one JSON line: {"ok":true,"reply":...,"trailers":{...}} or {"ok":false,"code":N,"details":"..."}.
 
-import * as grpc from '@grpc/grpc-js'
 import { parseArgs } from 'node:util'
+import * as grpc from '@grpc/grpc-js'
 import { loadDeathstar } from '../servers/deathstar-proto.js'
 
 const METHODS = ['RequestLanding', 'FireExhaustPort', 'ListShips', 'UploadLogs', 'Chat'] as const
@@ -23,23 +23,26 @@ function wholeNumber(name: string, raw: string, max: number): number {
   return Number(raw)
 }
 
-let values
-try {
-  values = parseArgs({
-    options: {
-      target: { type: 'string' },
-      method: { type: 'string', default: 'RequestLanding' },
-      ship: { type: 'string', default: 'tiefighter' },
-      'payload-bytes': { type: 'string', default: '0' },
-      'delay-ms': { type: 'string', default: '0' },
-      'deadline-ms': { type: 'string', default: '5000' },
-      count: { type: 'string', default: '10' },
-      metadata: { type: 'string', multiple: true, default: [] },
-    },
-  }).values
-} catch (e) {
-  fail((e as Error).message)
+function options() {
+  try {
+    return parseArgs({
+      options: {
+        target: { type: 'string' },
+        method: { type: 'string', default: 'RequestLanding' },
+        ship: { type: 'string', default: 'tiefighter' },
+        'payload-bytes': { type: 'string', default: '0' },
+        'delay-ms': { type: 'string', default: '0' },
+        'deadline-ms': { type: 'string', default: '5000' },
+        count: { type: 'string', default: '10' },
+        metadata: { type: 'string', multiple: true, default: [] },
+      },
+    }).values
+  } catch (e) {
+    return fail((e as Error).message)
+  }
 }
+
+const values = options()
 
 if (!values.target) fail('--target HOST:PORT is required')
 const method = values.method as Method
@@ -62,7 +65,10 @@ for (const kv of values.metadata) {
 }
 const opts: grpc.CallOptions = { deadline: new Date(Date.now() + deadlineMs) }
 type Callback = (err: grpc.ServiceError | null, reply?: unknown) => void
-const calls = client as unknown as Record<Method, (...args: unknown[]) => grpc.ClientUnaryCall & grpc.ClientDuplexStream<unknown, unknown>>
+const calls = client as unknown as Record<
+  Method,
+  (...args: unknown[]) => grpc.ClientUnaryCall & grpc.ClientDuplexStream<unknown, unknown>
+>
 
 let trailers: Record<string, unknown> = {}
 let finished = false
@@ -71,17 +77,18 @@ function done(err: grpc.ServiceError | null, reply?: unknown): void {
   finished = true
   client.close()
   // A channel still connecting (a SYN the kernel dropped) would keep the process up for minutes.
-  process.stdout.write(JSON.stringify(err ? { ok: false, code: err.code, details: err.details } : { ok: true, reply, trailers }) + '\n', () => process.exit(0))
+  process.stdout.write(
+    `${JSON.stringify(err ? { ok: false, code: err.code, details: err.details } : { ok: true, reply, trailers })}\n`,
+    () => process.exit(0),
+  )
 }
 const onStatus = (s: grpc.StatusObject) => (trailers = s.metadata.getMap())
 
 if (method === 'RequestLanding' || method === 'FireExhaustPort') {
-  const call = calls[method](
-    { ship: values.ship, payload: Buffer.alloc(payloadBytes), delayMs },
-    md,
-    opts,
-    ((err, reply) => setImmediate(done, err, reply)) as Callback,
-  )
+  const call = calls[method]({ ship: values.ship, payload: Buffer.alloc(payloadBytes), delayMs }, md, opts, ((
+    err,
+    reply,
+  ) => setImmediate(done, err, reply)) as Callback)
   call.on('status', onStatus)
 } else if (method === 'ListShips') {
   const call = calls.ListShips({ count }, md, opts)

@@ -1,8 +1,8 @@
 // Loads the lab's gRPC service definition, shared by the lab server and the clients tests run.
 
+import { join } from 'node:path'
 import * as grpc from '@grpc/grpc-js'
 import * as protoLoader from '@grpc/proto-loader'
-import { join } from 'node:path'
 import { projectRoot } from '../../lib/project-root.js'
 
 export const DEATHSTAR_SERVICE = 'empire.Deathstar'

@@ -26,7 +26,12 @@ const MAX_DELAY_MS = 10_000
 function landing(message: string) {
   return (call: Unary, cb: grpc.sendUnaryData<unknown>): void => {
     const deadline = call.getDeadline()
-    const deadlineMs = deadline instanceof Date ? Math.max(0, deadline.getTime() - Date.now()) : Number.isFinite(deadline) ? Math.max(0, deadline - Date.now()) : 0
+    const deadlineMs =
+      deadline instanceof Date
+        ? Math.max(0, deadline.getTime() - Date.now())
+        : Number.isFinite(deadline)
+          ? Math.max(0, deadline - Date.now())
+          : 0
     // A trailer the client can check: trailing metadata made it back.
     const trailer = new grpc.Metadata()
     trailer.set('x-landed-ship', call.request.ship)

@@ -21,7 +21,9 @@ export function startHttpsServer(opts: HttpsServerOptions): Promise<Http2SecureS
     allowHTTP1: true,
     SNICallback: (name, cb) => void leaves.context(name.toLowerCase()).then((c) => cb(null, c), cb),
   })
-  server.on('request', (req, res) => handleLabRequest(opts.name, req as unknown as IncomingMessage, res as unknown as ServerResponse))
+  server.on('request', (req, res) =>
+    handleLabRequest(opts.name, req as unknown as IncomingMessage, res as unknown as ServerResponse),
+  )
   server.on('sessionError', () => undefined)
   server.on('tlsClientError', () => undefined)
   return new Promise((resolve, reject) => {

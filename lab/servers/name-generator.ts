@@ -4,8 +4,8 @@
 // with no record; what does not parse as a query is dropped.
 
 import { createSocket, type Socket } from 'node:dgram'
-import { HEADER_BYTES, readQuery } from '../../proxy/dns/dns-wire.js'
 import { parsePrefix } from '../../policy/cidr.js'
+import { HEADER_BYTES, readQuery } from '../../proxy/dns/dns-wire.js'
 
 export interface NameGeneratorOptions {
   port: number
@@ -28,7 +28,7 @@ export function startNameGenerator(o: NameGeneratorOptions): Promise<Socket> {
   let next = 0
   const socket = createSocket('udp4')
   socket.on('message', (msg, from) => {
-    let q
+    let q: ReturnType<typeof readQuery>
     try {
       q = readQuery(msg)
     } catch {

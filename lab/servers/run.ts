@@ -4,21 +4,27 @@
 // generator of churning names, started by what needs it.)
 
 import { parseArgs } from 'node:util'
+import { GENERATED_NAMES } from '../topology.js'
 import { startGrpcServer } from './grpc-server.js'
 import { startHttpServer } from './http-server.js'
 import { startHttpsServer } from './https-server.js'
 import { startNameGenerator } from './name-generator.js'
-import { GENERATED_NAMES } from '../topology.js'
 
 async function main(): Promise<void> {
   const { positionals, values } = parseArgs({
     allowPositionals: true,
-    options: { name: { type: 'string' }, port: { type: 'string' }, 'ca-dir': { type: 'string' }, ttl: { type: 'string', default: '2' } },
+    options: {
+      name: { type: 'string' },
+      port: { type: 'string' },
+      'ca-dir': { type: 'string' },
+      ttl: { type: 'string', default: '2' },
+    },
   })
   const kind = positionals[0]
   const port = Number(values.port)
   const name = values.name ?? kind ?? 'lab'
-  if (!Number.isInteger(port) || port < 1 || port > 65535) throw new Error(`--port must be 1..65535, got '${values.port}'`)
+  if (!Number.isInteger(port) || port < 1 || port > 65535)
+    throw new Error(`--port must be 1..65535, got '${values.port}'`)
   let close: () => void
   if (kind === 'http') {
     const s = await startHttpServer({ name, port })
@@ -31,7 +37,12 @@ async function main(): Promise<void> {
     const s = await startGrpcServer({ name, port })
     close = () => s.forceShutdown()
   } else if (kind === 'names') {
-    const s = await startNameGenerator({ port, zone: GENERATED_NAMES.zone, range: GENERATED_NAMES.range, ttlSeconds: Number(values.ttl) })
+    const s = await startNameGenerator({
+      port,
+      zone: GENERATED_NAMES.zone,
+      range: GENERATED_NAMES.range,
+      ttlSeconds: Number(values.ttl),
+    })
     close = () => s.close()
   } else {
     throw new Error(`unknown server kind '${kind}' (expected http, https, grpc or names)`)

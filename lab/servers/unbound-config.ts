@@ -36,7 +36,7 @@ export function zoneFile(zone: string): string {
     if (r.name !== zone && !r.name.endsWith(`.${zone}`)) continue
     lines.push(`${r.name}. ${r.ttl} IN ${r.type} ${r.type === 'CNAME' ? `${r.data}.` : r.data}`)
   }
-  return lines.join('\n') + '\n'
+  return `${lines.join('\n')}\n`
 }
 
 export function unboundFiles(opts: UnboundOptions): UnboundFiles {

@@ -66,12 +66,17 @@ export async function startAdminServer(socketPath: string, routes: AdminRoutes):
   }
   const server: Server = createServer(async (req, res) => {
     const url = new URL(req.url ?? '/', 'http://agent')
-    const route = req.method === 'GET' ? routes[url.pathname] : req.method === 'POST' ? routes[`POST ${url.pathname}`] : undefined
-    if (!route) return send(res, req.method === 'GET' || req.method === 'POST' ? 404 : 405, { error: `${req.method} ${req.url}: no such admin call` })
+    const route =
+      req.method === 'GET' ? routes[url.pathname] : req.method === 'POST' ? routes[`POST ${url.pathname}`] : undefined
+    if (!route)
+      return send(res, req.method === 'GET' || req.method === 'POST' ? 404 : 405, {
+        error: `${req.method} ${req.url}: no such admin call`,
+      })
     try {
       if (typeof route === 'function') {
         const body = req.method === 'POST' ? await readBody(req) : ''
-        if (body === null) return send(res, 413, { error: `${req.url}: the body is larger than ${MAX_BODY_BYTES} bytes` })
+        if (body === null)
+          return send(res, 413, { error: `${req.url}: the body is larger than ${MAX_BODY_BYTES} bytes` })
         const result = await route(url.searchParams, body)
         if (!(result instanceof AdminText)) return send(res, 200, result)
         res.writeHead(200, { 'content-type': result.contentType, 'content-length': Buffer.byteLength(result.body) })
@@ -84,11 +89,11 @@ export async function startAdminServer(socketPath: string, routes: AdminRoutes):
       const write = (value: unknown): void => {
         start()
         if (res.writableLength > MAX_STREAM_BACKLOG) {
-          res.end(JSON.stringify({ error: 'the reader fell too far behind; stream ended' }) + '\n')
+          res.end(`${JSON.stringify({ error: 'the reader fell too far behind; stream ended' })}\n`)
           stop()
           return
         }
-        res.write(JSON.stringify(value) + '\n')
+        res.write(`${JSON.stringify(value)}\n`)
       }
       stop = route.stream(url.searchParams, write)
       start()

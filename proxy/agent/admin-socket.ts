@@ -29,14 +29,24 @@ function refusal(path: string, status: number | undefined, body: string): AdminE
 
 /** No socket, or nobody on it, means no agent; anything else is what it is. */
 function connectError(socketPath: string, e: NodeJS.ErrnoException): AdminError {
-  if (e.code === 'ENOENT' || e.code === 'ECONNREFUSED') return new AdminError('ENOAGENT', `no agent is running there (${socketPath}: ${e.code})`)
+  if (e.code === 'ENOENT' || e.code === 'ECONNREFUSED')
+    return new AdminError('ENOAGENT', `no agent is running there (${socketPath}: ${e.code})`)
   return new AdminError('EADMIN', `${socketPath}: ${e.message}`)
 }
 
 /** GETs `path` from the agent at `socketPath` (or POSTs `body` to it): its answer's text, or an AdminError. */
-export function adminGetText(socketPath: string, path: string, timeoutMs = 5_000, method: 'GET' | 'POST' = 'GET', body = ''): Promise<string> {
+export function adminGetText(
+  socketPath: string,
+  path: string,
+  timeoutMs = 5_000,
+  method: 'GET' | 'POST' = 'GET',
+  body = '',
+): Promise<string> {
   return new Promise((resolve, reject) => {
-    const headers = method === 'POST' ? { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(body) } : {}
+    const headers =
+      method === 'POST'
+        ? { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(body) }
+        : {}
     const req = request({ socketPath, path, method, headers, timeout: timeoutMs }, (res) => {
       let body = ''
       res.setEncoding('utf8')
@@ -46,14 +56,22 @@ export function adminGetText(socketPath: string, path: string, timeoutMs = 5_000
         reject(refusal(path, res.statusCode, body))
       })
     })
-    req.on('timeout', () => req.destroy(new AdminError('EADMIN', `the agent did not answer ${path} within ${timeoutMs} ms`)))
+    req.on('timeout', () =>
+      req.destroy(new AdminError('EADMIN', `the agent did not answer ${path} within ${timeoutMs} ms`)),
+    )
     req.on('error', (e: NodeJS.ErrnoException) => reject(e instanceof AdminError ? e : connectError(socketPath, e)))
     req.end(body)
   })
 }
 
 /** GETs (or POSTs `body` to) `path` at the agent at `socketPath`; its JSON answer, or an AdminError. */
-export async function adminGet(socketPath: string, path: string, timeoutMs = 5_000, method: 'GET' | 'POST' = 'GET', body = ''): Promise<unknown> {
+export async function adminGet(
+  socketPath: string,
+  path: string,
+  timeoutMs = 5_000,
+  method: 'GET' | 'POST' = 'GET',
+  body = '',
+): Promise<unknown> {
   const text = await adminGetText(socketPath, path, timeoutMs, method, body)
   try {
     return JSON.parse(text) as unknown
@@ -66,7 +84,11 @@ export async function adminGet(socketPath: string, path: string, timeoutMs = 5_0
  * Reads a stream of JSON lines from `path`, calling `onValue` for each, until the agent ends it,
  * `onValue` returns false, or the agent goes away. Resolves when it is over.
  */
-export function adminStream(socketPath: string, path: string, onValue: (v: unknown) => boolean | void): Promise<void> {
+export function adminStream(
+  socketPath: string,
+  path: string,
+  onValue: (v: unknown) => boolean | undefined,
+): Promise<void> {
   return new Promise((resolve, reject) => {
     const req = request({ socketPath, path, method: 'GET' }, (res) => {
       let pending = ''

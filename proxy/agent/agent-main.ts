@@ -7,7 +7,7 @@
 // JSON exit 2.
 
 import { readFileSync } from 'node:fs'
-import { Agent, AgentStartError, type AgentSettings } from './agent.js'
+import { Agent, type AgentSettings, AgentStartError } from './agent.js'
 
 // A stop asked for while still starting is kept and honoured once everything that has to be
 // taken down again is up (the default action would leave the datapath attached and pinned).

@@ -9,49 +9,59 @@ import { openSync } from 'node:fs'
 import { createServer as createHttpServer, type Server } from 'node:http'
 import type { AddressInfo, Socket } from 'node:net'
 import pino, { type Logger } from 'pino'
+import { L7ProxyError } from '../../lib/l7proxy-error.js'
+import type { FileLimit } from '../../lib/libc.js'
+import { formatIPv4 } from '../../policy/cidr.js'
 import { PolicyEngine } from '../../policy/engine.js'
 import { removeBpffs } from '../../redirect-bpf/bpffs.js'
 import { joinCgroup } from '../../redirect-bpf/cgroup.js'
 import { Datapath } from '../../redirect-bpf/datapath.js'
+import type { MapSizes } from '../../redirect-bpf/map-sizes.js'
 import type { RedirectMode } from '../../redirect-bpf/modes/redirect-mode.js'
 import { ifindexOf } from '../../redirect-bpf/tc.js'
 import { transparentTcpListener, transparentUdpSocket } from '../../redirect-bpf/transparent-socket.js'
 import { LearnRelay, warnLate } from '../dns/learn-relay.js'
 import type { Flow } from '../flow-verdict.js'
 import type { SocketEnds } from '../http/http-proxy.js'
+import { ClusterNode, type KvstoreSettings } from '../kvstore/cluster-node.js'
+import type { ViewChange } from '../kvstore/cluster-view.js'
+import { collectGarbage } from '../overload/collect-garbage.js'
+import { raiseFileLimit } from '../overload/file-limit.js'
+import {
+  budgetLimits,
+  type OverloadSettings,
+  type OverloadStatus,
+  pressureConnections,
+} from '../overload/overload-settings.js'
+import { PressureMonitor } from '../overload/pressure-monitor.js'
+import { RefusalLog } from '../overload/refusal-log.js'
+import { SharedBudget } from '../overload/shared-budget.js'
+import type { OverloadInput } from '../overload/thread-overload.js'
 import { adminRoutes } from './admin-routes.js'
-import { startAdminServer } from './admin-server.js'
+import { AdminQueryError, startAdminServer } from './admin-server.js'
+import { adminGet } from './admin-socket.js'
+import { CniEndpoints } from './cni-endpoints.js'
 import type { NodeEndpoint } from './endpoints-file.js'
 import { FlowFeed } from './flow-feed.js'
 import { FqdnLearning } from './fqdn-learning.js'
+import {
+  type HandoverOffer,
+  type HandoverSockets,
+  requestDrain,
+  requestOffer,
+  takeoverMismatch,
+  takeSockets,
+} from './handover.js'
 import { LineChunks } from './line-chunks.js'
 import { terminalLines } from './log-format.js'
-import { CniEndpoints } from './cni-endpoints.js'
 import { AgentMetrics } from './metrics.js'
 import { NodeEndpoints } from './node-endpoints.js'
 import { PolicyFiles } from './policy-files.js'
 import { ProxyTotals } from './proxy-totals.js'
+import type { ProxyWorkerInput, RemoteChange } from './proxy-worker.js'
+import { type ProxyWorkers, startProxyWorkers } from './proxy-workers.js'
 import { runtimeLabels } from './runtime-labels.js'
-import type { ProxyWorkerInput } from './proxy-worker.js'
-import { startProxyWorkers, type ProxyWorkers } from './proxy-workers.js'
-import { startThreadProxies, type DnsLaneInput, type ThreadProxies } from './thread-proxies.js'
-import { raiseFileLimit } from '../overload/file-limit.js'
-import { budgetLimits, pressureConnections, type OverloadSettings, type OverloadStatus } from '../overload/overload-settings.js'
-import { PressureMonitor } from '../overload/pressure-monitor.js'
-import { collectGarbage } from '../overload/collect-garbage.js'
-import { SharedBudget } from '../overload/shared-budget.js'
-import { RefusalLog } from '../overload/refusal-log.js'
-import type { MapSizes } from '../../redirect-bpf/map-sizes.js'
-import type { OverloadInput } from '../overload/thread-overload.js'
-import type { FileLimit } from '../../lib/libc.js'
-import { formatIPv4 } from '../../policy/cidr.js'
-import { L7ProxyError } from '../../lib/l7proxy-error.js'
-import { ClusterNode, type KvstoreSettings } from '../kvstore/cluster-node.js'
-import type { ViewChange } from '../kvstore/cluster-view.js'
-import type { RemoteChange } from './proxy-worker.js'
-import { requestDrain, requestOffer, takeoverMismatch, takeSockets, type HandoverOffer, type HandoverSockets } from './handover.js'
-import { adminGet } from './admin-socket.js'
-import { AdminQueryError } from './admin-server.js'
+import { type DnsLaneInput, startThreadProxies, type ThreadProxies } from './thread-proxies.js'
 
 export interface AgentSettings {
   mode: RedirectMode
@@ -192,7 +202,11 @@ export class Agent {
     this.engine = new PolicyEngine({
       proxyPorts: s.proxyPorts,
       capacity: { ipcache: s.mapSizes.ipcacheEntries, policy: s.mapSizes.policyEntries },
-      onRefused: ({ map, ...r }) => (this.mapRefusals ??= new RefusalLog(this.logger, 10_000, 'maps')).note(map, Date.now(), { ...r, reason: `the ${map} map is full` }),
+      onRefused: ({ map, ...r }) =>
+        (this.mapRefusals ??= new RefusalLog(this.logger, 10_000, 'maps')).note(map, Date.now(), {
+          ...r,
+          reason: `the ${map} map is full`,
+        }),
     })
     // The maps hold the running agent's numbers until this one's state replaces them: the same labels, the same numbers.
     if (takeover) this.engine.identities.seed(takeover.offer.identities)
@@ -200,7 +214,11 @@ export class Agent {
     // and at exit. A log file is opened at once: one still opening when a start-up error exits
     // would throw at exit instead of letting the error's one line stand.
     const log = s.log
-    this.out = pino.destination({ dest: log ? step(`log ${log}`, () => openSync(log, 'a')) : 1, sync: false, contentMode: 'buffer' }) as unknown as { write(bytes: Buffer): boolean; flushSync(): void }
+    this.out = pino.destination({
+      dest: log ? step(`log ${log}`, () => openSync(log, 'a')) : 1,
+      sync: false,
+      contentMode: 'buffer',
+    }) as unknown as { write(bytes: Buffer): boolean; flushSync(): void }
     // Everything logged also feeds `l7proxy flows`.
     this.feed = new FlowFeed((id) => this.endpoints.list.find((e) => e.id === id)?.ips ?? [])
     this.lines = new LineChunks(this.writeLines)
@@ -210,15 +228,36 @@ export class Agent {
     this.cni =
       given === null
         ? null
-        : new CniEndpoints({ stateDir: s.state, labelsOf: runtimeLabels(s.cniLabelsCommand), onChange: () => this.applyEndpoints(this.givenAndCni!()), refusal: (id) => this.endpoints.refusal(id), exists: interfaceExists, logger: this.logger })
+        : new CniEndpoints({
+            stateDir: s.state,
+            labelsOf: runtimeLabels(s.cniLabelsCommand),
+            onChange: () => this.applyEndpoints(this.givenAndCni!()),
+            refusal: (id) => this.endpoints.refusal(id),
+            exists: interfaceExists,
+            logger: this.logger,
+          })
     const source = this.givenAndCni === null ? s.endpoints : { list: this.givenAndCni() }
     const cluster = (this.cluster = s.kvstore
-      ? new ClusterNode(s.kvstore, { remote: (c) => this.applyRemote(c), policy: (name, text) => this.policies.applyText(name, text), identitiesChanged: () => this.endpoints.refresh() }, this.logger)
+      ? new ClusterNode(
+          s.kvstore,
+          {
+            remote: (c) => this.applyRemote(c),
+            policy: (name, text) => this.policies.applyText(name, text),
+            identitiesChanged: () => this.endpoints.refresh(),
+          },
+          this.logger,
+        )
       : null)
     const identify = cluster ? (given: readonly NodeEndpoint[]) => cluster.identify(given) : undefined
-    this.endpoints = step('file' in s.endpoints ? `endpoints ${s.endpoints.file}` : 'endpoints', () => new NodeEndpoints(source, this.engine, this.logger, identify))
+    this.endpoints = step(
+      'file' in s.endpoints ? `endpoints ${s.endpoints.file}` : 'endpoints',
+      () => new NodeEndpoints(source, this.engine, this.logger, identify),
+    )
     // A bad file given by name is a start-up error; a directory's bad files are refused and logged.
-    this.policies = step(`policy ${s.policy.file ?? s.policy.dir}`, () => new PolicyFiles({ engine: this.engine, logger: this.logger, file: s.policy.file, dir: s.policy.dir }))
+    this.policies = step(
+      `policy ${s.policy.file ?? s.policy.dir}`,
+      () => new PolicyFiles({ engine: this.engine, logger: this.logger, file: s.policy.file, dir: s.policy.dir }),
+    )
   }
 
   /** Writes whole lines out (a chunk: this thread's, or one another thread sent). */
@@ -256,7 +295,12 @@ export class Agent {
     if (!s.admin) throw new AgentStartError('takeover', new Error('no admin socket to find the running agent on'))
     try {
       const offer = await requestOffer(s.admin)
-      const why = takeoverMismatch(offer, { mode: s.mode, pin: s.pin, proxyAddress: s.proxyAddress, proxyPorts: s.proxyPorts })
+      const why = takeoverMismatch(offer, {
+        mode: s.mode,
+        pin: s.pin,
+        proxyAddress: s.proxyAddress,
+        proxyPorts: s.proxyPorts,
+      })
       if (why !== null) {
         await adminGet(s.admin, '/v1/handover/cancel', 5_000, 'POST')
         throw new Error(`the agent on ${s.admin} cannot be taken over: ${why}`)
@@ -282,7 +326,10 @@ export class Agent {
     const files = (this.files = step('open-file limit', () => raiseFileLimit(o.fileLimit)))
     const limits = budgetLimits(o, files.soft)
     if (o.connections.perNode > limits.connectionsPerNode) {
-      this.logger.warn({ configured: o.connections.perNode, fileLimit: files.soft, connectionsPerNode: limits.connectionsPerNode }, 'overload: node connection budget lowered to what the open-file limit allows')
+      this.logger.warn(
+        { configured: o.connections.perNode, fileLimit: files.soft, connectionsPerNode: limits.connectionsPerNode },
+        'overload: node connection budget lowered to what the open-file limit allows',
+      )
     }
     const budget = (this.budget = SharedBudget.create(limits))
     const line = pressureConnections(o, limits)
@@ -290,9 +337,20 @@ export class Agent {
       collectGarbage()
       this.workers?.collectGarbage()
     }
-    this.pressure = new PressureMonitor({ budget, connections: line, memoryBytes: o.pressure.memoryMB * 2 ** 20, logger: this.logger, collect })
+    this.pressure = new PressureMonitor({
+      budget,
+      connections: line,
+      memoryBytes: o.pressure.memoryMB * 2 ** 20,
+      logger: this.logger,
+      collect,
+    })
     this.pressure.start()
-    return { budget: budget.buffer, pressureConnections: line, pressureHeadersMs: o.pressure.headersTimeoutMs, pressureIdleMs: o.pressure.idleTimeoutMs }
+    return {
+      budget: budget.buffer,
+      pressureConnections: line,
+      pressureHeadersMs: o.pressure.headersTimeoutMs,
+      pressureIdleMs: o.pressure.idleTimeoutMs,
+    }
   }
 
   private async bringUp(): Promise<void> {
@@ -321,7 +379,12 @@ export class Agent {
     const fqdns = (this.fqdns = new FqdnLearning({
       engine,
       logger,
-      cache: { minTtlSeconds: s.dnsMinTtlSeconds, maxIpsPerName: s.dnsMaxIps, idleGraceSeconds: s.dnsZombies.idleGraceSeconds, maxZombies: s.dnsZombies.max },
+      cache: {
+        minTtlSeconds: s.dnsMinTtlSeconds,
+        maxIpsPerName: s.dnsMaxIps,
+        idleGraceSeconds: s.dnsZombies.idleGraceSeconds,
+        maxZombies: s.dnsZombies.max,
+      },
       stateDir: s.state,
       writeMaps,
       liveDestinations: () => dp.liveDestinations(),
@@ -351,22 +414,46 @@ export class Agent {
     const answerFrom = s.mode === 'dnat' ? 'listener' : 'server'
     // A source's queries spread over the DNS threads by their port: each allows its share of the rate.
     const q = s.overload.dnsQueries
-    const rate = { perSecond: q.perSecondPerSource / s.dnsThreads, burst: Math.max(1, Math.ceil(q.burst / s.dnsThreads)) }
-    const lane = (fd: number): DnsLaneInput => ({ fd, proxymapFd: dp.proxymapFd, answerFrom, rejectCode: s.dnsReject, maxDelayMs: s.dnsMaxDelayMs, rate })
+    const rate = {
+      perSecond: q.perSecondPerSource / s.dnsThreads,
+      burst: Math.max(1, Math.ceil(q.burst / s.dnsThreads)),
+    }
+    const lane = (fd: number): DnsLaneInput => ({
+      fd,
+      proxymapFd: dp.proxymapFd,
+      answerFrom,
+      rejectCode: s.dnsReject,
+      maxDelayMs: s.dnsMaxDelayMs,
+      rate,
+    })
     // Taking over: the running agent's sockets first (whatever is queued on them is served here),
     // then more of the same groups if this agent runs more threads.
     const taken = takeover?.sockets ?? { http: [], dns: [], dnsTcp: null, metrics: null }
-    const group = (have: number[], want: number, make: () => number): number[] => [...have, ...Array.from({ length: Math.max(0, want - have.length) }, make)]
-    const dnsFds = s.dns === 'builtin' ? group(taken.dns, s.dnsThreads, () => transparentUdpSocket(s.proxyAddress, s.proxyPorts.dns, { reusePort: true })) : []
+    const group = (have: number[], want: number, make: () => number): number[] => [
+      ...have,
+      ...Array.from({ length: Math.max(0, want - have.length) }, make),
+    ]
+    const dnsFds =
+      s.dns === 'builtin'
+        ? group(taken.dns, s.dnsThreads, () =>
+            transparentUdpSocket(s.proxyAddress, s.proxyPorts.dns, { reusePort: true }),
+          )
+        : []
     this.dnsThreads = dnsFds.length
-    const dnsTcpFd = s.dns === 'builtin' ? (taken.dnsTcp ?? transparentTcpListener(s.proxyAddress, s.proxyPorts.dns)) : null
+    const dnsTcpFd =
+      s.dns === 'builtin' ? (taken.dnsTcp ?? transparentTcpListener(s.proxyAddress, s.proxyPorts.dns)) : null
     if (dnsTcpFd !== null) dp.addProxySocket(s.proxyPorts.dns, 'tcp', dnsTcpFd)
     if (dnsFds.length > 0) dp.addProxySocket(s.proxyPorts.dns, 'udp', dnsFds[0]!)
     // sockmap: the proxy's sockets must be in the cgroup sock_ops watches (a socket's cgroup is
     // fixed when it is made; accepted ones take their listener's): the listeners' and the
     // upstream connections' alike, so the process stays in it.
     if (s.http === 'builtin' && dp.cgroup) joinCgroup(dp.cgroup)
-    const httpFds = s.http === 'builtin' ? group(taken.http, this.httpThreads, () => transparentTcpListener(s.proxyAddress, s.proxyPorts.http, { reusePort: true })) : []
+    const httpFds =
+      s.http === 'builtin'
+        ? group(taken.http, this.httpThreads, () =>
+            transparentTcpListener(s.proxyAddress, s.proxyPorts.http, { reusePort: true }),
+          )
+        : []
     // Prometheus' listener: the one given, or the running agent's.
     const metricsFd = s.metricsFd ?? taken.metrics
     this.sockets = { http: httpFds, dns: dnsFds, dnsTcp: dnsTcpFd, metrics: metricsFd }
@@ -378,7 +465,12 @@ export class Agent {
     const dnat = s.mode === 'dnat'
     const flowOf = (socket: SocketEnds): Flow => {
       const d = dp.originalDestination(socket.remoteAddress!, socket.remotePort!, 'tcp')
-      return { sourceAddress: socket.remoteAddress!, sourcePort: socket.remotePort!, destAddress: d?.address ?? '0.0.0.0', destPort: d?.port ?? 0 }
+      return {
+        sourceAddress: socket.remoteAddress!,
+        sourcePort: socket.remotePort!,
+        destAddress: d?.address ?? '0.0.0.0',
+        destPort: d?.port ?? 0,
+      }
     }
     this.main = await startThreadProxies({
       engine,
@@ -388,7 +480,16 @@ export class Agent {
       http: httpFds.length > 0 ? { fd: httpFds[0]!, ...(dnat ? { flowOf } : {}) } : null,
       dns:
         dnsFds.length > 0
-          ? { ...lane(dnsFds[0]!), tcpFd: dnsTcpFd!, ...(dnat ? { tcpOriginalDestination: (c: Socket) => dp.originalDestination(c.remoteAddress!, c.remotePort!, 'tcp') } : {}) }
+          ? {
+              ...lane(dnsFds[0]!),
+              tcpFd: dnsTcpFd!,
+              ...(dnat
+                ? {
+                    tcpOriginalDestination: (c: Socket) =>
+                      dp.originalDestination(c.remoteAddress!, c.remotePort!, 'tcp'),
+                  }
+                : {}),
+            }
           : null,
       learn: (qname, answers) => relay.learn(qname, answers),
     })
@@ -405,12 +506,22 @@ export class Agent {
         endpoints: this.endpoints.list,
         fqdns: fqdns.names(),
         policies: [...this.policies.texts].map(([name, text]) => ({ name, text })),
-        remote: [...engine.remoteEndpoints()].map(([ip, id]): RemoteChange => [ip, { identity: id, labels: engine.identities.get(id)!.labels.canonical }]),
+        remote: [...engine.remoteEndpoints()].map(
+          ([ip, id]): RemoteChange => [ip, { identity: id, labels: engine.identities.get(id)!.labels.canonical }],
+        ),
       })
     }
-    if (workerInputs.length > 0) this.workers = await startProxyWorkers(workerInputs, { writeLog: this.writeLines, learnDns: (answers) => fqdns.learnAll(answers) })
+    if (workerInputs.length > 0)
+      this.workers = await startProxyWorkers(workerInputs, {
+        writeLog: this.writeLines,
+        learnDns: (answers) => fqdns.learnAll(answers),
+      })
 
-    const totals = (this.totals = new ProxyTotals({ http: () => this.main?.http ?? null, dns: () => this.main?.dns ?? null, workers: () => this.workers }))
+    const totals = (this.totals = new ProxyTotals({
+      http: () => this.main?.http ?? null,
+      dns: () => this.main?.dns ?? null,
+      workers: () => this.workers,
+    }))
     const metrics = new AgentMetrics({
       httpRequests: () => ({ ...totals.http().requests }),
       httpConnections: () => totals.http().connections,
@@ -425,7 +536,11 @@ export class Agent {
       maps: () => engine.mapFill(),
     })
     // Live policy and endpoints: each accepted change reaches the kernel maps, then every proxy thread.
-    this.policies.watch({ writeMaps, tellThreads: (file, text) => this.workers?.updatePolicy(file, text), observe: (seconds) => metrics.policyApply.observe(seconds) })
+    this.policies.watch({
+      writeMaps,
+      tellThreads: (file, text) => this.workers?.updatePolicy(file, text),
+      observe: (seconds) => metrics.policyApply.observe(seconds),
+    })
     this.endpoints.watch({
       attach: (ifname, id) => void dp.attach(ifname, id),
       forget: (id) => dp.forgetEndpoint(id),
@@ -446,14 +561,40 @@ export class Agent {
       // This agent's state is in the maps: what only the running one had goes, then it drains.
       const pruned = dp.pruneStale()
       await requestDrain(s.admin!)
-      logger.info({ from: takeover.offer.pid, pruned, http: taken.http.length, dns: taken.dns.length }, 'took over from the running agent; it drains')
+      logger.info(
+        { from: takeover.offer.pid, pruned, http: taken.http.length, dns: taken.dns.length },
+        'took over from the running agent; it drains',
+      )
     }
     if (s.admin) {
-      const routes = adminRoutes({ engine, endpoints: this.endpoints, cni: this.cni, feed: this.feed, fqdns, policies: this.policies, metrics, datapath: dp, logger, status: () => this.status(), cluster: this.cluster, handover: this })
+      const routes = adminRoutes({
+        engine,
+        endpoints: this.endpoints,
+        cni: this.cni,
+        feed: this.feed,
+        fqdns,
+        policies: this.policies,
+        metrics,
+        datapath: dp,
+        logger,
+        status: () => this.status(),
+        cluster: this.cluster,
+        handover: this,
+      })
       this.admin = await startAdminServer(s.admin, routes)
     }
     const budget = this.budget!
-    logger.info({ mode: s.mode, policies: [...this.policies.texts.keys()], revision: engine.policyRevision, httpThreads: this.main.http ? this.httpThreads : 0, fileLimit: this.files!.soft, connectionsPerNode: budget.limits.connectionsPerNode }, 'node agent started')
+    logger.info(
+      {
+        mode: s.mode,
+        policies: [...this.policies.texts.keys()],
+        revision: engine.policyRevision,
+        httpThreads: this.main.http ? this.httpThreads : 0,
+        fileLimit: this.files!.soft,
+        connectionsPerNode: budget.limits.connectionsPerNode,
+      },
+      'node agent started',
+    )
   }
 
   /** HTTP proxy threads: dnat has one, as only the main thread reads the proxymap for TCP. */
@@ -464,8 +605,12 @@ export class Agent {
   /** Prometheus' scrape endpoint on a listener the agent's starter made in its own namespace. */
   private async serveMetrics(fd: number, metrics: AgentMetrics): Promise<void> {
     const server = (this.metricsServer = createHttpServer((req, res) => {
-      if (req.method !== 'GET' || new URL(req.url ?? '/', 'http://agent').pathname !== '/metrics') return void res.writeHead(404).end('only GET /metrics here\n')
-      void metrics.text().then((text) => res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(text), () => res.writeHead(500).end())
+      if (req.method !== 'GET' || new URL(req.url ?? '/', 'http://agent').pathname !== '/metrics')
+        return void res.writeHead(404).end('only GET /metrics here\n')
+      void metrics.text().then(
+        (text) => res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(text),
+        () => res.writeHead(500).end(),
+      )
     }))
     await new Promise<void>((resolve) => server.listen({ fd }, resolve))
     const a = server.address() as AddressInfo
@@ -497,9 +642,16 @@ export class Agent {
     if (this.frozen) throw new AdminQueryError('a takeover of this agent is under way already')
     this.frozen = true
     this.fqdns?.saveNow()
-    const identities = [...this.engine.identities.all()].filter((i) => i.kind !== 'reserved').map((i) => ({ labels: i.labels.canonical, id: i.id }))
+    const identities = [...this.engine.identities.all()]
+      .filter((i) => i.kind !== 'reserved')
+      .map((i) => ({ labels: i.labels.canonical, id: i.id }))
     this.logger.info({}, 'handover offered: the maps are left to the agent taking over')
-    return { ...this.handoverInfo(), fds: this.sockets, earlyDemux: this.datapath?.earlyDemuxBefore ?? null, identities }
+    return {
+      ...this.handoverInfo(),
+      fds: this.sockets,
+      earlyDemux: this.datapath?.earlyDemuxBefore ?? null,
+      identities,
+    }
   }
 
   /** The takeover failed (POST /v1/handover/cancel): this agent writes its maps again, what changed meanwhile first. */
@@ -530,7 +682,10 @@ export class Agent {
       this.main = null
       this.workers = null
       this.datapath?.release()
-      this.logger.info({ connections: open, drainMs: Math.round(performance.now() - started) }, 'drained after the handover')
+      this.logger.info(
+        { connections: open, drainMs: Math.round(performance.now() - started) },
+        'drained after the handover',
+      )
       await this.stop()
       this.handedOver()
     })()
@@ -554,7 +709,11 @@ export class Agent {
           await new Promise((r) => setTimeout(r, 50)) // the new agent's admin socket is not up yet
         }
       }
-      if (this.learnedSinceOffer.size > 0) this.logger.warn({ names: [...this.learnedSinceOffer] }, 'handover: names learned while handing over could not be passed on; they are learned again when asked again')
+      if (this.learnedSinceOffer.size > 0)
+        this.logger.warn(
+          { names: [...this.learnedSinceOffer] },
+          'handover: names learned while handing over could not be passed on; they are learned again when asked again',
+        )
       this.passingOn = null
     })()
   }
@@ -567,7 +726,10 @@ export class Agent {
         this.engine.setRemoteEndpoint(ip, peer)
         taken.push([ip, peer && { identity: peer.identity, labels: peer.labels.canonical }])
       } catch (e) {
-        this.logger.error({ ip, identity: peer?.identity, error: (e as Error).message }, 'kvstore: remote endpoint refused; the address stays as it was')
+        this.logger.error(
+          { ip, identity: peer?.identity, error: (e as Error).message },
+          'kvstore: remote endpoint refused; the address stays as it was',
+        )
       }
     }
     this.writeMaps()
@@ -610,14 +772,28 @@ export class Agent {
       mode: s.mode,
       pid: process.pid,
       uptimeSeconds: Math.round((Date.now() - this.startedAt) / 1000),
-      policy: { revision: this.engine.policyRevision, files: [...this.policies.texts.keys()], directory: this.policies.dir },
+      policy: {
+        revision: this.engine.policyRevision,
+        files: [...this.policies.texts.keys()],
+        directory: this.policies.dir,
+      },
       endpoints: this.endpoints.list.length,
       identities: [...this.engine.identities.all()].length,
       maps: this.engine.mapFill(),
-      http: this.main?.http ? { listening: `${s.proxyAddress}:${s.proxyPorts.http}`, threads: this.httpThreads, connections, requests } : { listening: 'external', threads: 0 },
-      dns: { listening: `${s.proxyAddress}:${s.proxyPorts.dns}/udp`, threads: this.dnsThreads, queries: totals.dns(), queriesByThread: totals.dnsByThread() },
+      http: this.main?.http
+        ? { listening: `${s.proxyAddress}:${s.proxyPorts.http}`, threads: this.httpThreads, connections, requests }
+        : { listening: 'external', threads: 0 },
+      dns: {
+        listening: `${s.proxyAddress}:${s.proxyPorts.dns}/udp`,
+        threads: this.dnsThreads,
+        queries: totals.dns(),
+        queriesByThread: totals.dnsByThread(),
+      },
       kernelPackets: this.kernelPacketTotals(),
-      overload: { ...this.overloadStatus(), topSources: this.budget!.topSources(5).map((t) => ({ ...t, source: formatIPv4(t.source) })) },
+      overload: {
+        ...this.overloadStatus(),
+        topSources: this.budget!.topSources(5).map((t) => ({ ...t, source: formatIPv4(t.source) })),
+      },
       cluster: this.cluster?.status() ?? null,
     }
   }
@@ -639,8 +815,18 @@ export class Agent {
     if (dp !== null) {
       // What the agent counted over its life: benchmarks read it to confirm the path taken.
       const totals = this.totals
-      const counted = totals ? { httpRequests: totals.http().requests, dnsQueries: totals.dns(), kernelPackets: this.kernelPacketTotals() } : {}
-      this.logger.info({ mode: this.settings.mode, httpThreads: this.main?.http ? this.httpThreads : 0, ...counted, ...(dp.cgroup ? { sockmap: dp.sockmapStats() } : {}) }, 'datapath stopped')
+      const counted = totals
+        ? { httpRequests: totals.http().requests, dnsQueries: totals.dns(), kernelPackets: this.kernelPacketTotals() }
+        : {}
+      this.logger.info(
+        {
+          mode: this.settings.mode,
+          httpThreads: this.main?.http ? this.httpThreads : 0,
+          ...counted,
+          ...(dp.cgroup ? { sockmap: dp.sockmapStats() } : {}),
+        },
+        'datapath stopped',
+      )
       // Handed over: the pinned maps are the other agent's.
       if (!dp.isReleased) removeBpffs(this.settings.pin)
       dp.stop()

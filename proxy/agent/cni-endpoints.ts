@@ -10,10 +10,10 @@ import type { Logger } from 'pino'
 import { writeFileAtomic } from '../../lib/atomic-write.js'
 import { isInterfaceName } from '../../lib/interface-name.js'
 import { parseIPv4 } from '../../policy/cidr.js'
+import { INIT_LABELS } from '../../policy/identity.js'
 import { CONTAINER_ID } from '../cni/cni-protocol.js'
 import { AdminQueryError } from './admin-server.js'
 import type { NodeEndpoint } from './endpoints-file.js'
-import { INIT_LABELS } from '../../policy/identity.js'
 
 /** What the plugin registers for one container interface. */
 export interface CniAttachment {
@@ -60,10 +60,18 @@ export function parseAttachment(body: string): CniAttachment {
   } catch {
     throw new AdminQueryError('the registration is not JSON')
   }
-  if (typeof v.containerId !== 'string' || v.containerId.length > 256 || !CONTAINER_ID.test(v.containerId)) throw new AdminQueryError('containerId: expected a container id')
-  if (typeof v.ifname !== 'string' || !isInterfaceName(v.ifname)) throw new AdminQueryError('ifname: expected an interface name')
-  if (typeof v.interface !== 'string' || !isInterfaceName(v.interface)) throw new AdminQueryError('interface: expected an interface name')
-  if (!Array.isArray(v.ips) || v.ips.length === 0 || v.ips.some((ip) => typeof ip !== 'string' || parseIPv4(ip) === null)) throw new AdminQueryError('ips: expected IPv4 addresses')
+  if (typeof v.containerId !== 'string' || v.containerId.length > 256 || !CONTAINER_ID.test(v.containerId))
+    throw new AdminQueryError('containerId: expected a container id')
+  if (typeof v.ifname !== 'string' || !isInterfaceName(v.ifname))
+    throw new AdminQueryError('ifname: expected an interface name')
+  if (typeof v.interface !== 'string' || !isInterfaceName(v.interface))
+    throw new AdminQueryError('interface: expected an interface name')
+  if (
+    !Array.isArray(v.ips) ||
+    v.ips.length === 0 ||
+    v.ips.some((ip) => typeof ip !== 'string' || parseIPv4(ip) === null)
+  )
+    throw new AdminQueryError('ips: expected IPv4 addresses')
   return { containerId: v.containerId, ifname: v.ifname, interface: v.interface, ips: v.ips }
 }
 
@@ -78,10 +86,17 @@ export class CniEndpoints {
       try {
         for (const e of JSON.parse(readFileSync(this.file, 'utf8')) as Entry[]) {
           if (o.exists(e.interface)) this.entries.set(key(e.containerId, e.ifname), e)
-          else o.logger.info({ container: e.containerId, endpoint: e.id, interface: e.interface }, 'container gone while no agent ran; its endpoint is forgotten')
+          else
+            o.logger.info(
+              { container: e.containerId, endpoint: e.id, interface: e.interface },
+              'container gone while no agent ran; its endpoint is forgotten',
+            )
         }
       } catch (err) {
-        o.logger.error({ file: this.file, error: (err as Error).message }, 'CNI endpoints not read back; containers started before are not endpoints until re-added')
+        o.logger.error(
+          { file: this.file, error: (err as Error).message },
+          'CNI endpoints not read back; containers started before are not endpoints until re-added',
+        )
       }
     }
     for (const e of this.entries.values()) if (e.labels === null) this.askLabels(e)
@@ -89,13 +104,21 @@ export class CniEndpoints {
 
   /** The registered endpoints, as the agent's endpoints. */
   list(): NodeEndpoint[] {
-    return [...this.entries.values()].map((e) => ({ id: e.id, host: e.containerId.slice(0, 12), interface: e.interface, ips: e.ips, labels: e.labels ?? { ...INIT_LABELS } }))
+    return [...this.entries.values()].map((e) => ({
+      id: e.id,
+      host: e.containerId.slice(0, 12),
+      interface: e.interface,
+      ips: e.ips,
+      labels: e.labels ?? { ...INIT_LABELS },
+    }))
   }
 
   /** Registers (or re-registers) an attachment: its endpoint, at init until its labels are known. */
   add(a: CniAttachment): NodeEndpoint {
     const k = key(a.containerId, a.ifname)
-    const taken = [...this.entries.values()].find((e) => e.ips.some((ip) => a.ips.includes(ip)) && key(e.containerId, e.ifname) !== k)
+    const taken = [...this.entries.values()].find(
+      (e) => e.ips.some((ip) => a.ips.includes(ip)) && key(e.containerId, e.ifname) !== k,
+    )
     if (taken) throw new AdminQueryError(`${a.ips.join(', ')}: already the address of container ${taken.containerId}`)
     const e: Entry = { ...a, id: this.entries.get(k)?.id ?? this.freeId(), labels: null }
     this.entries.set(k, e)
@@ -151,14 +174,22 @@ export class CniEndpoints {
             this.o.logger.info({ container: e.containerId, endpoint: e.id, labels: e.labels }, 'container labels known')
             return this.changed()
           }
-          if (Date.now() - started > (this.o.giveUpMs ?? 60_000)) return void this.o.logger.warn({ container: e.containerId, endpoint: e.id }, 'container labels not known; the endpoint stays init')
+          if (Date.now() - started > (this.o.giveUpMs ?? 60_000))
+            return void this.o.logger.warn(
+              { container: e.containerId, endpoint: e.id },
+              'container labels not known; the endpoint stays init',
+            )
           const t = setTimeout(() => {
             this.timers.delete(t)
             ask()
           }, this.o.retryMs ?? 500)
           this.timers.add(t)
         },
-        (err: Error) => this.o.logger.error({ container: e.containerId, endpoint: e.id, error: err.message }, 'asking the runtime for labels failed; the endpoint stays init'),
+        (err: Error) =>
+          this.o.logger.error(
+            { container: e.containerId, endpoint: e.id, error: err.message },
+            'asking the runtime for labels failed; the endpoint stays init',
+          ),
       )
     }
     ask()

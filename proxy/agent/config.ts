@@ -44,22 +44,22 @@
 //   logging: { level: info }       # trace | debug | info | warn | error | fatal
 //   admin: { socket: /run/l7proxy/agent-main.sock, metrics: 127.0.0.1:9962 }   # metrics: off for none
 
+import { hostname, networkInterfaces } from 'node:os'
+import { DEFAULT_CA_DIR } from '../../certs/local-ca.js'
 import { INTERFACE_NAME_RULE, isInterfaceName } from '../../lib/interface-name.js'
-import { isValidLabName } from './lab-name.js'
-import { PODMAN_LABELS_COMMAND } from './runtime-labels.js'
+import { L7ProxyError } from '../../lib/l7proxy-error.js'
 import { projectRoot } from '../../lib/project-root.js'
+import { parseIPv4 } from '../../policy/cidr.js'
 import { formatIssue, type PolicyIssue } from '../../policy/errors.js'
 import { readDocument, type YNode } from '../../policy/yaml-reader.js'
+import { DEFAULT_MAP_SIZES, MAP_SIZE_RANGE, type MapSizes } from '../../redirect-bpf/map-sizes.js'
 import { REDIRECT_MODES, type RedirectMode } from '../../redirect-bpf/modes/redirect-mode.js'
-import { agentSocketPath } from './admin-socket.js'
-import { DEFAULT_CA_DIR } from '../../certs/local-ca.js'
-import { parseIPv4 } from '../../policy/cidr.js'
-import { DEFAULT_OVERLOAD, type OverloadSettings } from '../overload/overload-settings.js'
-import { L7ProxyError } from '../../lib/l7proxy-error.js'
 import type { KvstoreSettings } from '../kvstore/cluster-node.js'
 import { isNodeName, NODE_NAME_RULE } from '../kvstore/kvstore-keys.js'
-import { hostname, networkInterfaces } from 'node:os'
-import { DEFAULT_MAP_SIZES, MAP_SIZE_RANGE, type MapSizes } from '../../redirect-bpf/map-sizes.js'
+import { DEFAULT_OVERLOAD, type OverloadSettings } from '../overload/overload-settings.js'
+import { agentSocketPath } from './admin-socket.js'
+import { isValidLabName } from './lab-name.js'
+import { PODMAN_LABELS_COMMAND } from './runtime-labels.js'
 
 /** Where the proxies listen unless configured otherwise (the datapath steers there). */
 export const DEFAULT_PROXY_PORTS = { http: 15001, dns: 15053 } as const
@@ -88,7 +88,15 @@ export interface AgentConfig {
    * threads: how many serve UDP (1, as dnsdist and unbound default to: one serves over 100k
    * queries/s, and a second costs each query more CPU than it saves unless cores sit idle).
    */
-  dns: { rejectCode: RejectCode; minTtlSeconds: number; maxIpsPerName: number; maxDelayMs: number; threads: number; idleConnectionGraceSeconds: number; maxDeferredConnectionDeletes: number }
+  dns: {
+    rejectCode: RejectCode
+    minTtlSeconds: number
+    maxIpsPerName: number
+    maxDelayMs: number
+    threads: number
+    idleConnectionGraceSeconds: number
+    maxDeferredConnectionDeletes: number
+  }
   /** labelsCommand: run with a CNI-added container's id last, prints its labels as JSON. */
   cni: { labelsCommand: string[] }
   overload: OverloadSettings
@@ -119,7 +127,9 @@ export interface ConfigLayer {
   caDirectory?: string
   dns?: Partial<AgentConfig['dns']>
   cni?: { labelsCommand?: string[] }
-  overload?: { [K in keyof OverloadSettings]?: OverloadSettings[K] extends number ? number : Partial<OverloadSettings[K]> }
+  overload?: {
+    [K in keyof OverloadSettings]?: OverloadSettings[K] extends number ? number : Partial<OverloadSettings[K]>
+  }
   kvstore?: Partial<KvstoreSettings> & Pick<KvstoreSettings, 'endpoints'>
   maps?: Partial<MapSizes>
   handover?: { drainSeconds?: number }
@@ -151,7 +161,15 @@ export function defaultConfig(lab: string | null = null, labNode = 1): AgentConf
     // Cilium's defaults: --tofqdns-min-ttl, --tofqdns-endpoint-max-ip-per-hostname (1000 since
     // 1.17), --tofqdns-proxy-response-max-delay, --tofqdns-idle-connection-grace-period,
     // --tofqdns-max-deferred-connection-deletes.
-    dns: { rejectCode: 'REFUSED', minTtlSeconds: 3600, maxIpsPerName: 1000, maxDelayMs: 100, threads: 1, idleConnectionGraceSeconds: 0, maxDeferredConnectionDeletes: 10_000 },
+    dns: {
+      rejectCode: 'REFUSED',
+      minTtlSeconds: 3600,
+      maxIpsPerName: 1000,
+      maxDelayMs: 100,
+      threads: 1,
+      idleConnectionGraceSeconds: 0,
+      maxDeferredConnectionDeletes: 10_000,
+    },
     maps: { ...DEFAULT_MAP_SIZES },
     cni: { labelsCommand: [...PODMAN_LABELS_COMMAND] },
     overload: structuredClone(DEFAULT_OVERLOAD),
@@ -160,14 +178,19 @@ export function defaultConfig(lab: string | null = null, labNode = 1): AgentConf
     logging: { level: 'info' },
     // Next to Cilium's agent (9962), as Envoy's (9964) is.
     // Another node of a lab scrapes beside the first: 9972 for node 2, and so on.
-    admin: { socket: agentSocketPath(lab === null ? null : `${lab}${labNode > 1 ? `-node${labNode}` : ''}`), metrics: { address: '127.0.0.1', port: labNode > 1 ? 9970 + labNode : 9962 } },
+    admin: {
+      socket: agentSocketPath(lab === null ? null : `${lab}${labNode > 1 ? `-node${labNode}` : ''}`),
+      metrics: { address: '127.0.0.1', port: labNode > 1 ? 9970 + labNode : 9962 },
+    },
   }
 }
 
 function oneOf<T extends string>(n: YNode, allowed: readonly T[], what: string): T | null {
   const s = n.string()
   if (s === null) return null
-  return (allowed as readonly string[]).includes(s) ? (s as T) : n.fail(`unknown ${what} '${s}'; expected one of: ${allowed.join(', ')}`)
+  return (allowed as readonly string[]).includes(s)
+    ? (s as T)
+    : n.fail(`unknown ${what} '${s}'; expected one of: ${allowed.join(', ')}`)
 }
 
 function absolutePath(n: YNode): string | null {
@@ -195,7 +218,26 @@ export function parseConfigText(text: string, file: string): ConfigLayer {
   if (syntax.length > 0) throw new ConfigError(syntax)
   const out: ConfigLayer = {}
   if (root === null) return out // an empty file: all defaults
-  const f = root.fields(['lab', 'labNode', 'mode', 'policyDirectory', 'endpointsFile', 'interfaces', 'proxy', 'bpffs', 'stateDirectory', 'caDirectory', 'dns', 'maps', 'cni', 'overload', 'kvstore', 'handover', 'logging', 'admin'])
+  const f = root.fields([
+    'lab',
+    'labNode',
+    'mode',
+    'policyDirectory',
+    'endpointsFile',
+    'interfaces',
+    'proxy',
+    'bpffs',
+    'stateDirectory',
+    'caDirectory',
+    'dns',
+    'maps',
+    'cni',
+    'overload',
+    'kvstore',
+    'handover',
+    'logging',
+    'admin',
+  ])
   if (f) {
     if (f.lab) {
       const lab = f.lab.string()
@@ -214,7 +256,9 @@ export function parseConfigText(text: string, file: string): ConfigLayer {
     if (f.interfaces) {
       const names = f.interfaces.list()?.map((n) => {
         const name = n.string()
-        return name === null || isInterfaceName(name) ? name : n.fail(`'${name}' is not an interface name (${INTERFACE_NAME_RULE})`)
+        return name === null || isInterfaceName(name)
+          ? name
+          : n.fail(`'${name}' is not an interface name (${INTERFACE_NAME_RULE})`)
       })
       if (names && !names.includes(null)) out.interfaces = names as string[]
     }
@@ -231,9 +275,18 @@ export function parseConfigText(text: string, file: string): ConfigLayer {
       if (proxy.httpPort) out.proxy.httpPort = proxy.httpPort.integer(1, 65535) ?? undefined
       if (proxy.dnsPort) out.proxy.dnsPort = proxy.dnsPort.integer(1, 65535) ?? undefined
       if (proxy.threads) out.proxy.threads = proxy.threads.integer(0, 64) ?? undefined
-      if (out.proxy.httpPort !== undefined && out.proxy.httpPort === out.proxy.dnsPort) proxy.dnsPort!.fail('the DNS proxy needs a port of its own')
+      if (out.proxy.httpPort !== undefined && out.proxy.httpPort === out.proxy.dnsPort)
+        proxy.dnsPort!.fail('the DNS proxy needs a port of its own')
     }
-    const dns = f.dns?.fields(['rejectCode', 'minTtlSeconds', 'maxIpsPerName', 'maxDelayMs', 'threads', 'idleConnectionGraceSeconds', 'maxDeferredConnectionDeletes'])
+    const dns = f.dns?.fields([
+      'rejectCode',
+      'minTtlSeconds',
+      'maxIpsPerName',
+      'maxDelayMs',
+      'threads',
+      'idleConnectionGraceSeconds',
+      'maxDeferredConnectionDeletes',
+    ])
     if (dns) {
       out.dns = {}
       if (dns.rejectCode) out.dns.rejectCode = oneOf(dns.rejectCode, REJECT_CODES, 'reject code') ?? undefined
@@ -241,8 +294,10 @@ export function parseConfigText(text: string, file: string): ConfigLayer {
       if (dns.maxIpsPerName) out.dns.maxIpsPerName = dns.maxIpsPerName.integer(1, 10_000) ?? undefined
       if (dns.maxDelayMs) out.dns.maxDelayMs = dns.maxDelayMs.integer(1, 10_000) ?? undefined
       if (dns.threads) out.dns.threads = dns.threads.integer(1, 64) ?? undefined
-      if (dns.idleConnectionGraceSeconds) out.dns.idleConnectionGraceSeconds = dns.idleConnectionGraceSeconds.integer(0, 86_400) ?? undefined
-      if (dns.maxDeferredConnectionDeletes) out.dns.maxDeferredConnectionDeletes = dns.maxDeferredConnectionDeletes.integer(0, 1_000_000) ?? undefined
+      if (dns.idleConnectionGraceSeconds)
+        out.dns.idleConnectionGraceSeconds = dns.idleConnectionGraceSeconds.integer(0, 86_400) ?? undefined
+      if (dns.maxDeferredConnectionDeletes)
+        out.dns.maxDeferredConnectionDeletes = dns.maxDeferredConnectionDeletes.integer(0, 1_000_000) ?? undefined
     }
     const cni = f.cni?.fields(['labelsCommand'])
     if (cni?.labelsCommand) {
@@ -263,7 +318,8 @@ export function parseConfigText(text: string, file: string): ConfigLayer {
     const maps = f.maps?.fields(['ipcacheEntries', 'policyEntries'])
     if (maps) {
       out.maps = {}
-      for (const k of ['ipcacheEntries', 'policyEntries'] as const) if (maps[k]) out.maps[k] = maps[k].integer(MAP_SIZE_RANGE.min, MAP_SIZE_RANGE.max) ?? undefined
+      for (const k of ['ipcacheEntries', 'policyEntries'] as const)
+        if (maps[k]) out.maps[k] = maps[k].integer(MAP_SIZE_RANGE.min, MAP_SIZE_RANGE.max) ?? undefined
     }
     const handover = f.handover?.fields(['drainSeconds'])
     if (handover?.drainSeconds) out.handover = { drainSeconds: handover.drainSeconds.integer(1, 3600) ?? undefined }
@@ -288,7 +344,12 @@ const OVERLOAD_FIELDS = {
   connections: { perSource: [0, 1 << 30], perIdentity: [0, 1 << 30], perNode: [0, 1 << 30] },
   streams: { perSource: [0, 1 << 30], perIdentity: [0, 1 << 30] },
   dnsQueries: { perSecondPerSource: [0, 10_000_000], burst: [1, 10_000_000] },
-  pressure: { connectionsPercent: [1, 100], memoryMB: [16, 1 << 24], headersTimeoutMs: [10, 3_600_000], idleTimeoutMs: [10, 3_600_000] },
+  pressure: {
+    connectionsPercent: [1, 100],
+    memoryMB: [16, 1 << 24],
+    headersTimeoutMs: [10, 3_600_000],
+    idleTimeoutMs: [10, 3_600_000],
+  },
 } as const
 
 function overloadLayer(n: YNode): ConfigLayer['overload'] | null {
@@ -315,10 +376,16 @@ function overloadLayer(n: YNode): ConfigLayer['overload'] | null {
 const KVSTORE_PREFIX = /^[A-Za-z0-9_-]+(\/[A-Za-z0-9_-]+)*$/
 
 function kvstoreLayer(n: YNode): ConfigLayer['kvstore'] | null {
-  const f = n.fields(['endpoints', 'prefix', 'tls', 'node', 'nodeAddress', 'leaseTtlSeconds', 'identityGcSeconds'], ['endpoints'])
+  const f = n.fields(
+    ['endpoints', 'prefix', 'tls', 'node', 'nodeAddress', 'leaseTtlSeconds', 'identityGcSeconds'],
+    ['endpoints'],
+  )
   if (!f?.endpoints) return null
   const tlsFields = f.tls?.fields(['ca', 'cert', 'key', 'serverName'], ['ca', 'cert', 'key'])
-  const tls = tlsFields?.ca && tlsFields.cert && tlsFields.key ? { ca: absolutePath(tlsFields.ca), cert: absolutePath(tlsFields.cert), key: absolutePath(tlsFields.key) } : null
+  const tls =
+    tlsFields?.ca && tlsFields.cert && tlsFields.key
+      ? { ca: absolutePath(tlsFields.ca), cert: absolutePath(tlsFields.cert), key: absolutePath(tlsFields.key) }
+      : null
   const scheme = tls ? 'https' : 'http'
   const endpoints = f.endpoints.list()?.map((e) => {
     const url = e.string()
@@ -329,12 +396,18 @@ function kvstoreLayer(n: YNode): ConfigLayer['kvstore'] | null {
     } catch {
       // reported below
     }
-    if (u === null || !/^https?:$/.test(u.protocol) || u.port === '' || u.pathname !== '/' || url.endsWith('/')) return e.fail(`'${url}' is not an etcd client URL (${scheme}://ADDRESS:PORT)`)
-    if (u.protocol !== `${scheme}:`) return e.fail(tls ? `'${url}': with tls, etcd is reached over https://` : `'${url}': https:// needs tls (ca, cert, key)`)
+    if (u === null || !/^https?:$/.test(u.protocol) || u.port === '' || u.pathname !== '/' || url.endsWith('/'))
+      return e.fail(`'${url}' is not an etcd client URL (${scheme}://ADDRESS:PORT)`)
+    if (u.protocol !== `${scheme}:`)
+      return e.fail(
+        tls ? `'${url}': with tls, etcd is reached over https://` : `'${url}': https:// needs tls (ca, cert, key)`,
+      )
     return url
   })
   if (endpoints?.length === 0) f.endpoints.fail('expected at least one etcd client URL')
-  const out: NonNullable<ConfigLayer['kvstore']> = { endpoints: (endpoints ?? []).filter((e): e is string => e !== null) }
+  const out: NonNullable<ConfigLayer['kvstore']> = {
+    endpoints: (endpoints ?? []).filter((e): e is string => e !== null),
+  }
   if (f.prefix) {
     const p = f.prefix.string()
     if (p !== null) {
@@ -343,7 +416,8 @@ function kvstoreLayer(n: YNode): ConfigLayer['kvstore'] | null {
     }
   }
   const serverName = tlsFields?.serverName?.string() ?? null
-  if (tls && tls.ca && tls.cert && tls.key) out.tls = { ca: tls.ca, cert: tls.cert, key: tls.key, ...(serverName !== null ? { serverName } : {}) }
+  if (tls?.ca && tls.cert && tls.key)
+    out.tls = { ca: tls.ca, cert: tls.cert, key: tls.key, ...(serverName !== null ? { serverName } : {}) }
   if (f.node) {
     const name = f.node.string()
     if (name !== null) {
@@ -371,7 +445,8 @@ function defaultNodeName(): string {
 
 /** The first non-loopback IPv4 address of the namespace the agent runs in (127.0.0.1 if none). */
 function defaultNodeAddress(): string {
-  for (const list of Object.values(networkInterfaces())) for (const a of list ?? []) if (a.family === 'IPv4' && !a.internal) return a.address
+  for (const list of Object.values(networkInterfaces()))
+    for (const a of list ?? []) if (a.family === 'IPv4' && !a.internal) return a.address
   return '127.0.0.1'
 }
 
@@ -391,7 +466,9 @@ const ENVIRONMENT: Array<[string, (v: string) => string]> = [
  * _THREADS, _DNS_THREADS, _LOG_LEVEL, _CA_DIR, _METRICS), each checked as the file's field would be and named by its variable.
  */
 export function environmentLayers(env: NodeJS.ProcessEnv): ConfigLayer[] {
-  return ENVIRONMENT.filter(([name]) => env[name] !== undefined).map(([name, field]) => parseConfigText(field(JSON.stringify(env[name])), `$${name}`))
+  return ENVIRONMENT.filter(([name]) => env[name] !== undefined).map(([name, field]) =>
+    parseConfigText(field(JSON.stringify(env[name])), `$${name}`),
+  )
 }
 
 /**
@@ -400,7 +477,10 @@ export function environmentLayers(env: NodeJS.ProcessEnv): ConfigLayer[] {
  */
 export function resolveConfig(layers: readonly ConfigLayer[]): AgentConfig {
   const lab = layers.reduce<string | null>((l, layer) => layer.lab ?? l, null)
-  const c = defaultConfig(lab, layers.reduce((n, layer) => layer.labNode ?? n, 1))
+  const c = defaultConfig(
+    lab,
+    layers.reduce((n, layer) => layer.labNode ?? n, 1),
+  )
   for (const layer of layers) {
     c.mode = layer.mode ?? c.mode
     c.policyDirectory = layer.policyDirectory ?? c.policyDirectory
@@ -409,7 +489,12 @@ export function resolveConfig(layers: readonly ConfigLayer[]): AgentConfig {
     c.bpffs = layer.bpffs ?? c.bpffs
     c.stateDirectory = layer.stateDirectory ?? c.stateDirectory
     c.caDirectory = layer.caDirectory ?? c.caDirectory
-    c.proxy = { httpPort: layer.proxy?.httpPort ?? c.proxy.httpPort, dnsPort: layer.proxy?.dnsPort ?? c.proxy.dnsPort, threads: layer.proxy?.threads ?? c.proxy.threads, address: layer.proxy?.address ?? c.proxy.address }
+    c.proxy = {
+      httpPort: layer.proxy?.httpPort ?? c.proxy.httpPort,
+      dnsPort: layer.proxy?.dnsPort ?? c.proxy.dnsPort,
+      threads: layer.proxy?.threads ?? c.proxy.threads,
+      address: layer.proxy?.address ?? c.proxy.address,
+    }
     c.dns = {
       rejectCode: layer.dns?.rejectCode ?? c.dns.rejectCode,
       minTtlSeconds: layer.dns?.minTtlSeconds ?? c.dns.minTtlSeconds,
@@ -440,10 +525,16 @@ export function resolveConfig(layers: readonly ConfigLayer[]): AgentConfig {
         identityGcSeconds: k.identityGcSeconds ?? c.kvstore?.identityGcSeconds ?? 60,
       }
     }
-    c.maps = { ipcacheEntries: layer.maps?.ipcacheEntries ?? c.maps.ipcacheEntries, policyEntries: layer.maps?.policyEntries ?? c.maps.policyEntries }
+    c.maps = {
+      ipcacheEntries: layer.maps?.ipcacheEntries ?? c.maps.ipcacheEntries,
+      policyEntries: layer.maps?.policyEntries ?? c.maps.policyEntries,
+    }
     c.handover = { drainSeconds: layer.handover?.drainSeconds ?? c.handover.drainSeconds }
     c.logging = { level: layer.logging?.level ?? c.logging.level }
-    c.admin = { socket: layer.admin?.socket ?? c.admin.socket, metrics: layer.admin?.metrics !== undefined ? layer.admin.metrics : c.admin.metrics }
+    c.admin = {
+      socket: layer.admin?.socket ?? c.admin.socket,
+      metrics: layer.admin?.metrics !== undefined ? layer.admin.metrics : c.admin.metrics,
+    }
   }
   return c
 }

@@ -8,10 +8,10 @@
 //       labels: { org: empire, class: tiefighter } }
 
 import { INTERFACE_NAME_RULE, isInterfaceName } from '../../lib/interface-name.js'
+import { L7ProxyError } from '../../lib/l7proxy-error.js'
 import { parseIPv4 } from '../../policy/cidr.js'
 import { formatIssue, type PolicyIssue } from '../../policy/errors.js'
 import { readDocument } from '../../policy/yaml-reader.js'
-import { L7ProxyError } from '../../lib/l7proxy-error.js'
 
 export interface NodeEndpoint {
   id: number
@@ -42,7 +42,8 @@ export function parseEndpointsText(text: string, file: string): NodeEndpoint[] {
     if (!f?.id || !f.interface || !f.ips || !f.labels) continue // what is missing is reported
     const id = f.id.integer(1, 65535)
     const iface = f.interface.string()
-    if (iface !== null && !isInterfaceName(iface)) f.interface.fail(`'${iface}' is not an interface name (${INTERFACE_NAME_RULE})`)
+    if (iface !== null && !isInterfaceName(iface))
+      f.interface.fail(`'${iface}' is not an interface name (${INTERFACE_NAME_RULE})`)
     const ips: string[] = []
     for (const n of f.ips.list() ?? []) {
       const ip = n.string()
@@ -54,7 +55,8 @@ export function parseEndpointsText(text: string, file: string): NodeEndpoint[] {
     }
     const labels = f.labels.stringMap()
     if (id !== null && seen.ids.has(id)) f.id.fail(`endpoint id ${id} is taken by ${seen.ids.get(id)}`)
-    if (iface !== null && seen.interfaces.has(iface)) f.interface.fail(`interface ${iface} belongs to another endpoint already`)
+    if (iface !== null && seen.interfaces.has(iface))
+      f.interface.fail(`interface ${iface} belongs to another endpoint already`)
     if (id === null || iface === null || labels === null) continue
     const host = f.name?.string() ?? iface
     seen.ids.set(id, host)
@@ -66,7 +68,10 @@ export function parseEndpointsText(text: string, file: string): NodeEndpoint[] {
 }
 
 /** What turns `before` into `after`: endpoints new or changed (by id), and ids gone. Pure. */
-export function diffEndpoints(before: readonly NodeEndpoint[], after: readonly NodeEndpoint[]): { upserts: NodeEndpoint[]; removes: number[] } {
+export function diffEndpoints(
+  before: readonly NodeEndpoint[],
+  after: readonly NodeEndpoint[],
+): { upserts: NodeEndpoint[]; removes: number[] } {
   const old = new Map(before.map((e) => [e.id, JSON.stringify(e)]))
   const ids = new Set(after.map((e) => e.id))
   return {

@@ -39,7 +39,8 @@ export function parseFlowQuery(q: URLSearchParams): { filter: FlowFilter; last: 
   const filter: FlowFilter = {}
   const verdict = q.get('verdict')
   if (verdict !== null) {
-    if (!VERDICTS.includes(verdict)) throw new FlowFilterError(`unknown verdict '${verdict}'; expected one of: ${VERDICTS.join(', ')}`)
+    if (!VERDICTS.includes(verdict))
+      throw new FlowFilterError(`unknown verdict '${verdict}'; expected one of: ${VERDICTS.join(', ')}`)
     filter.verdict = verdict
   }
   const endpoint = q.get('endpoint')
@@ -49,12 +50,14 @@ export function parseFlowQuery(q: URLSearchParams): { filter: FlowFilter; last: 
   }
   const protocol = q.get('protocol')
   if (protocol !== null) {
-    if (!(PROTOCOLS as readonly string[]).includes(protocol)) throw new FlowFilterError(`unknown protocol '${protocol}'; expected ${PROTOCOLS.join(', ')}`)
+    if (!(PROTOCOLS as readonly string[]).includes(protocol))
+      throw new FlowFilterError(`unknown protocol '${protocol}'; expected ${PROTOCOLS.join(', ')}`)
     filter.protocol = protocol as FlowProtocol
   }
   const lastText = q.get('last') ?? '0'
   const last = Number(lastText)
-  if (!Number.isInteger(last) || last < 0 || last > RECENT) throw new FlowFilterError(`last must be a whole number from 0 to ${RECENT}, not '${lastText}'`)
+  if (!Number.isInteger(last) || last < 0 || last > RECENT)
+    throw new FlowFilterError(`last must be a whole number from 0 to ${RECENT}, not '${lastText}'`)
   return { filter, last }
 }
 const KERNEL_DROPS = new Set(['denied-by-rule', 'denied-default', 'no-proxy'])
@@ -62,7 +65,12 @@ const KERNEL_DROPS = new Set(['denied-by-rule', 'denied-default', 'no-proxy'])
 /** A proxy's flow line as an event: its fields without pino's level and msg. */
 function lineEvent(line: string): FlowEvent {
   const { level: _level, msg, ...fields } = JSON.parse(line) as Record<string, unknown>
-  return { ...fields, time: Number(fields.time), protocol: String(msg).startsWith('dns') ? 'dns' : String(msg).startsWith('tls') ? 'tls' : 'http', verdict: String(fields.verdict) }
+  return {
+    ...fields,
+    time: Number(fields.time),
+    protocol: String(msg).startsWith('dns') ? 'dns' : String(msg).startsWith('tls') ? 'tls' : 'http',
+    verdict: String(fields.verdict),
+  }
 }
 
 /** The flow lines among whole log lines, as events. */
@@ -70,7 +78,8 @@ function flowEvents(bytes: Buffer): FlowEvent[] {
   const events: FlowEvent[] = []
   for (const line of bytes.toString().split('\n')) {
     // pino writes msg last: only the line's end is read to tell a flow line from the rest.
-    if (FLOW_MSG.test(line.slice(line.lastIndexOf('"msg":"'))) && line.includes('"verdict":')) events.push(lineEvent(line))
+    if (FLOW_MSG.test(line.slice(line.lastIndexOf('"msg":"'))) && line.includes('"verdict":'))
+      events.push(lineEvent(line))
   }
   return events
 }
@@ -102,7 +111,8 @@ export class FlowFeed {
   /** Whether an event passes a filter. */
   matches(e: FlowEvent, f: FlowFilter): boolean {
     if (f.protocol !== undefined && e.protocol !== f.protocol) return false
-    if (f.verdict !== undefined && !(e.verdict === f.verdict || (f.verdict === 'denied' && e.protocol === 'kernel'))) return false
+    if (f.verdict !== undefined && !(e.verdict === f.verdict || (f.verdict === 'denied' && e.protocol === 'kernel')))
+      return false
     if (f.endpoint !== undefined) {
       if (e.protocol === 'kernel') return e.endpoint === f.endpoint
       const ips = this.endpointIps(f.endpoint)
@@ -144,7 +154,13 @@ export class FlowFeed {
       next.set(key, c.packets)
       const grew = c.packets - (this.lastCounters.get(key) ?? 0)
       if (this.primed && grew > 0) {
-        const e: FlowEvent = { time: now, protocol: 'kernel', verdict: c.verdict, endpoint: c.endpointId, packets: grew }
+        const e: FlowEvent = {
+          time: now,
+          protocol: 'kernel',
+          verdict: c.verdict,
+          endpoint: c.endpointId,
+          packets: grew,
+        }
         this.keep(e)
         this.tell(e)
       }

@@ -10,7 +10,7 @@
 
 import type { Logger } from 'pino'
 import type { PolicyEngine } from '../../policy/engine.js'
-import { FqdnCache, type CacheEntry, type FqdnCacheOptions } from '../dns/fqdn-cache.js'
+import { type CacheEntry, FqdnCache, type FqdnCacheOptions } from '../dns/fqdn-cache.js'
 import { FqdnStore } from '../dns/fqdn-store.js'
 import type { LearnRequest } from '../dns/learn-relay.js'
 
@@ -64,7 +64,10 @@ export class FqdnLearning {
       for (const a of answers) for (const name of this.cache.learn(a.qname, a.records, now)) changed.add(name)
       this.apply([...changed])
     } catch (e) {
-      this.opts.logger.error({ answers: answers.length, error: (e as Error).message }, 'dns: learning from answers failed')
+      this.opts.logger.error(
+        { answers: answers.length, error: (e as Error).message },
+        'dns: learning from answers failed',
+      )
     }
   }
 
@@ -114,6 +117,7 @@ export class FqdnLearning {
     for (const name of names) this.opts.engine.setFqdnIps(name, this.cache.ips(name))
     this.opts.writeMaps()
     for (const name of names) this.opts.tellThreads(name, this.cache.ips(name))
-    if (this.store) this.saving ??= setTimeout(() => this.save(), Math.max(0, this.savedAt + SAVE_INTERVAL_MS - performance.now()))
+    if (this.store)
+      this.saving ??= setTimeout(() => this.save(), Math.max(0, this.savedAt + SAVE_INTERVAL_MS - performance.now()))
   }
 }

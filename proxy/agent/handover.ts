@@ -12,9 +12,9 @@
 //      has in flight (HTTP/1 answers say `connection: close`, HTTP/2 clients get GOAWAY, DNS
 //      queries are answered), bounded by its drain timeout, and exits.
 
-import { adminGet } from './admin-socket.js'
 import { takeFds } from '../../lib/libc.js'
 import type { RedirectMode } from '../../redirect-bpf/modes/redirect-mode.js'
+import { adminGet } from './admin-socket.js'
 
 /** What a running agent hands to the one taking over. */
 export interface HandoverOffer {
@@ -60,9 +60,15 @@ export function takeoverMismatch(offer: HandoverOffer, want: TakeoverTarget): st
   const differs: string[] = []
   if (offer.mode !== want.mode) differs.push(`mode ${offer.mode} there, ${want.mode} here`)
   if (offer.pin !== want.pin) differs.push(`bpffs ${offer.pin} there, ${want.pin} here`)
-  if (offer.proxyAddress !== want.proxyAddress) differs.push(`proxy address ${offer.proxyAddress} there, ${want.proxyAddress} here`)
-  if (offer.proxyPorts.http !== want.proxyPorts.http || offer.proxyPorts.dns !== want.proxyPorts.dns) differs.push(`proxy ports ${offer.proxyPorts.http}/${offer.proxyPorts.dns} there, ${want.proxyPorts.http}/${want.proxyPorts.dns} here`)
-  return differs.length === 0 ? null : `${differs.join('; ')} (stop that agent, then start this one: a takeover keeps the datapath as it is)`
+  if (offer.proxyAddress !== want.proxyAddress)
+    differs.push(`proxy address ${offer.proxyAddress} there, ${want.proxyAddress} here`)
+  if (offer.proxyPorts.http !== want.proxyPorts.http || offer.proxyPorts.dns !== want.proxyPorts.dns)
+    differs.push(
+      `proxy ports ${offer.proxyPorts.http}/${offer.proxyPorts.dns} there, ${want.proxyPorts.http}/${want.proxyPorts.dns} here`,
+    )
+  return differs.length === 0
+    ? null
+    : `${differs.join('; ')} (stop that agent, then start this one: a takeover keeps the datapath as it is)`
 }
 
 /** Asks the agent at `socket` for its offer (it stops writing the maps from now on). */
@@ -73,9 +79,17 @@ export async function requestOffer(socket: string): Promise<HandoverOffer> {
 /** Copies of the offering agent's sockets into this process. */
 export function takeSockets(offer: HandoverOffer): HandoverSockets {
   const { http, dns, dnsTcp, metrics } = offer.fds
-  const taken = takeFds(offer.pid, [...http, ...dns, dnsTcp ?? -1, metrics ?? -1].filter((fd) => fd >= 0))
+  const taken = takeFds(
+    offer.pid,
+    [...http, ...dns, dnsTcp ?? -1, metrics ?? -1].filter((fd) => fd >= 0),
+  )
   const next = (): number => taken.shift()!
-  return { http: http.map(next), dns: dns.map(next), dnsTcp: dnsTcp === null ? null : next(), metrics: metrics === null ? null : next() }
+  return {
+    http: http.map(next),
+    dns: dns.map(next),
+    dnsTcp: dnsTcp === null ? null : next(),
+    metrics: metrics === null ? null : next(),
+  }
 }
 
 /** Tells the agent that offered to drain and exit (it closes its admin socket first). */

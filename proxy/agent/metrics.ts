@@ -5,11 +5,11 @@
 // they happen), and the overload budgets: their limits, what they hold and refused, the pressure.
 
 import { Counter, Gauge, Histogram, Registry } from 'prom-client'
-import type { Counter as KernelCounter } from '../../redirect-bpf/map-layout.js'
-import { LATENCY_BUCKETS, type HistogramSnapshot } from '../latency-histogram.js'
-import type { OverloadStatus } from '../overload/overload-settings.js'
-import type { ClusterStatus } from '../kvstore/cluster-node.js'
 import type { PolicyEngine } from '../../policy/engine.js'
+import type { Counter as KernelCounter } from '../../redirect-bpf/map-layout.js'
+import type { ClusterStatus } from '../kvstore/cluster-node.js'
+import { type HistogramSnapshot, LATENCY_BUCKETS } from '../latency-histogram.js'
+import type { OverloadStatus } from '../overload/overload-settings.js'
 
 export interface MetricSources {
   httpRequests(): Record<string, number>
@@ -34,7 +34,13 @@ export interface MetricSources {
  * latency-histogram.ts) and read when scraped: registered with the registry as prom-client's own
  * metrics are, an object whose get() gives the name, help, type and samples.
  */
-function snapshotHistogram(registry: Registry, name: string, help: string, label: string, read: () => Record<string, HistogramSnapshot>): void {
+function snapshotHistogram(
+  registry: Registry,
+  name: string,
+  help: string,
+  label: string,
+  read: () => Record<string, HistogramSnapshot>,
+): void {
   registry.registerMetric({
     name,
     help,
@@ -65,7 +71,12 @@ export class AgentMetrics {
   constructor(src: MetricSources) {
     const r = this.registry
     /** A counter set to a total kept elsewhere (the proxies' own counters), at scrape time. */
-    const totals = (name: string, help: string, labelNames: string[], read: (set: (labels: Record<string, string | number>, v: number) => void) => void): void => {
+    const totals = (
+      name: string,
+      help: string,
+      labelNames: string[],
+      read: (set: (labels: Record<string, string | number>, v: number) => void) => void,
+    ): void => {
       const c: Counter = new Counter({
         name,
         help,
@@ -77,16 +88,31 @@ export class AgentMetrics {
         },
       })
     }
-    totals('l7proxy_requests_total', 'Requests the proxies answered, by protocol and outcome.', ['protocol', 'outcome'], (set) => {
-      for (const [outcome, v] of Object.entries(src.httpRequests())) set({ protocol: 'http', outcome }, v)
-      for (const [outcome, v] of Object.entries(src.dnsQueries())) set({ protocol: 'dns', outcome }, v)
-    })
-    totals('l7proxy_kernel_packets_total', "Packets the kernel's programs decided, by endpoint and verdict.", ['endpoint', 'verdict'], (set) => {
-      for (const k of src.kernelCounters()) set({ endpoint: k.endpointId, verdict: k.verdict }, k.packets)
-    })
-    totals('l7proxy_kernel_bytes_total', "Bytes the kernel's programs decided, by endpoint and verdict.", ['endpoint', 'verdict'], (set) => {
-      for (const k of src.kernelCounters()) set({ endpoint: k.endpointId, verdict: k.verdict }, k.bytes)
-    })
+    totals(
+      'l7proxy_requests_total',
+      'Requests the proxies answered, by protocol and outcome.',
+      ['protocol', 'outcome'],
+      (set) => {
+        for (const [outcome, v] of Object.entries(src.httpRequests())) set({ protocol: 'http', outcome }, v)
+        for (const [outcome, v] of Object.entries(src.dnsQueries())) set({ protocol: 'dns', outcome }, v)
+      },
+    )
+    totals(
+      'l7proxy_kernel_packets_total',
+      "Packets the kernel's programs decided, by endpoint and verdict.",
+      ['endpoint', 'verdict'],
+      (set) => {
+        for (const k of src.kernelCounters()) set({ endpoint: k.endpointId, verdict: k.verdict }, k.packets)
+      },
+    )
+    totals(
+      'l7proxy_kernel_bytes_total',
+      "Bytes the kernel's programs decided, by endpoint and verdict.",
+      ['endpoint', 'verdict'],
+      (set) => {
+        for (const k of src.kernelCounters()) set({ endpoint: k.endpointId, verdict: k.verdict }, k.bytes)
+      },
+    )
     const gauge = (name: string, help: string, read: () => number): void => {
       const g: Gauge = new Gauge({
         name,
@@ -97,12 +123,17 @@ export class AgentMetrics {
         },
       })
     }
-    totals('l7proxy_overload_refused_total', 'Connections, HTTP/2 streams and DNS queries refused because a budget was spent, by what and whose budget.', ['what', 'budget'], (set) => {
-      const r = src.overload().refused
-      for (const [budget, v] of Object.entries(r.connections)) set({ what: 'connection', budget }, v)
-      for (const [budget, v] of Object.entries(r.streams)) set({ what: 'stream', budget }, v)
-      set({ what: 'dns_query', budget: 'source' }, r.dnsQueries)
-    })
+    totals(
+      'l7proxy_overload_refused_total',
+      'Connections, HTTP/2 streams and DNS queries refused because a budget was spent, by what and whose budget.',
+      ['what', 'budget'],
+      (set) => {
+        const r = src.overload().refused
+        for (const [budget, v] of Object.entries(r.connections)) set({ what: 'connection', budget }, v)
+        for (const [budget, v] of Object.entries(r.streams)) set({ what: 'stream', budget }, v)
+        set({ what: 'dns_query', budget: 'source' }, r.dnsQueries)
+      },
+    )
     const limits: Gauge = new Gauge({
       name: 'l7proxy_overload_limit',
       help: 'The overload settings in force: budgets (0: none), the DNS query rate, the pressure lines and timeouts, the open-file limit.',
@@ -110,19 +141,52 @@ export class AgentMetrics {
       registers: [r],
       collect() {
         const o = src.overload()
-        const settings: Record<string, number> = { ...o.limits, dnsQueriesPerSecondPerSource: o.dnsQueries.perSecondPerSource, dnsQueriesBurst: o.dnsQueries.burst, fileLimit: o.fileLimit }
-        for (const k of ['connectionsPercent', 'memoryMB', 'headersTimeoutMs', 'idleTimeoutMs'] as const) settings[`pressure${k[0]!.toUpperCase()}${k.slice(1)}`] = o.pressure[k]
+        const settings: Record<string, number> = {
+          ...o.limits,
+          dnsQueriesPerSecondPerSource: o.dnsQueries.perSecondPerSource,
+          dnsQueriesBurst: o.dnsQueries.burst,
+          fileLimit: o.fileLimit,
+        }
+        for (const k of ['connectionsPercent', 'memoryMB', 'headersTimeoutMs', 'idleTimeoutMs'] as const)
+          settings[`pressure${k[0]!.toUpperCase()}${k.slice(1)}`] = o.pressure[k]
         for (const [setting, v] of Object.entries(settings)) limits.set({ setting }, v)
       },
     })
-    gauge('l7proxy_overload_pressure', 'Whether the proxies are under pressure now (1): shorter timeouts, idle connections closed first.', () => Number(src.overload().pressure.now))
-    gauge('l7proxy_overload_connections', 'Client connections the budgets hold now, over every proxy thread (HTTP and DNS over TCP).', () => src.overload().open.connections)
+    gauge(
+      'l7proxy_overload_pressure',
+      'Whether the proxies are under pressure now (1): shorter timeouts, idle connections closed first.',
+      () => Number(src.overload().pressure.now),
+    )
+    gauge(
+      'l7proxy_overload_connections',
+      'Client connections the budgets hold now, over every proxy thread (HTTP and DNS over TCP).',
+      () => src.overload().open.connections,
+    )
     gauge('l7proxy_overload_streams', 'HTTP/2 streams the budgets hold now.', () => src.overload().open.streams)
     gauge('l7proxy_resident_memory_bytes', "The agent's resident memory.", () => src.overload().rssBytes)
-    gauge('l7proxy_kvstore_connected', "Whether the cluster's store is reachable and the watch of it current (1); -1: no cluster.", () => { const c = src.cluster(); return c === null ? -1 : Number(c.connected) })
-    gauge('l7proxy_kvstore_degraded', 'Whether this node enforces a stale view of the cluster, or waits for identities or its own keys (1).', () => Number(src.cluster()?.degraded ?? false))
-    gauge('l7proxy_kvstore_remote_endpoints', "Other nodes' endpoints this node knows.", () => src.cluster()?.remoteEndpoints ?? 0)
-    gauge('l7proxy_kvstore_revision', "The store's revision this node's view reflects.", () => src.cluster()?.revision ?? 0)
+    gauge(
+      'l7proxy_kvstore_connected',
+      "Whether the cluster's store is reachable and the watch of it current (1); -1: no cluster.",
+      () => {
+        const c = src.cluster()
+        return c === null ? -1 : Number(c.connected)
+      },
+    )
+    gauge(
+      'l7proxy_kvstore_degraded',
+      'Whether this node enforces a stale view of the cluster, or waits for identities or its own keys (1).',
+      () => Number(src.cluster()?.degraded ?? false),
+    )
+    gauge(
+      'l7proxy_kvstore_remote_endpoints',
+      "Other nodes' endpoints this node knows.",
+      () => src.cluster()?.remoteEndpoints ?? 0,
+    )
+    gauge(
+      'l7proxy_kvstore_revision',
+      "The store's revision this node's view reflects.",
+      () => src.cluster()?.revision ?? 0,
+    )
     gauge('l7proxy_http_connections', 'Client connections open in the HTTP proxy threads.', () => src.httpConnections())
     gauge('l7proxy_fqdn_names', 'Names the DNS proxy learned addresses for (toFQDNs).', () => src.fqdnNames())
     gauge('l7proxy_policy_revision', 'The policy revision in force.', () => src.policyRevision())
@@ -140,12 +204,33 @@ export class AgentMetrics {
       })
     }
     mapGauge('l7proxy_map_entries', "Entries the node's ipcache and policy map hold.", (m) => m.entries)
-    mapGauge('l7proxy_map_capacity', "Entries the node's ipcache and policy map may hold (maps.ipcacheEntries, maps.policyEntries).", (m) => m.capacity)
-    totals('l7proxy_map_refused_total', 'Learned (toFQDNs) addresses refused because the map they needed was full: connections to them are denied.', ['map'], (set) => {
-      for (const [map, v] of Object.entries(src.maps().refused)) set({ map }, v)
-    })
-    snapshotHistogram(r, 'l7proxy_request_duration_seconds', 'How long the proxies took to answer a request, from its head to the end of the answer (refused malformed ones aside).', 'protocol', () => src.requestDurations())
-    snapshotHistogram(r, 'l7proxy_dns_enforce_seconds', "From an allowed DNS answer's arrival to the maps allowing the addresses it named being written.", '', () => ({ '': src.dnsEnforce() }))
+    mapGauge(
+      'l7proxy_map_capacity',
+      "Entries the node's ipcache and policy map may hold (maps.ipcacheEntries, maps.policyEntries).",
+      (m) => m.capacity,
+    )
+    totals(
+      'l7proxy_map_refused_total',
+      'Learned (toFQDNs) addresses refused because the map they needed was full: connections to them are denied.',
+      ['map'],
+      (set) => {
+        for (const [map, v] of Object.entries(src.maps().refused)) set({ map }, v)
+      },
+    )
+    snapshotHistogram(
+      r,
+      'l7proxy_request_duration_seconds',
+      'How long the proxies took to answer a request, from its head to the end of the answer (refused malformed ones aside).',
+      'protocol',
+      () => src.requestDurations(),
+    )
+    snapshotHistogram(
+      r,
+      'l7proxy_dns_enforce_seconds',
+      "From an allowed DNS answer's arrival to the maps allowing the addresses it named being written.",
+      '',
+      () => ({ '': src.dnsEnforce() }),
+    )
     this.policyApply = new Histogram({
       name: 'l7proxy_policy_apply_seconds',
       help: 'From a policy file change being read to the engine, the maps and every thread having it.',

@@ -10,7 +10,7 @@ import type { Logger } from 'pino'
 import type { PolicyEngine } from '../../policy/engine.js'
 import { MapFullError } from '../../policy/errors.js'
 import type { WriteStats } from '../../redirect-bpf/policy-writer.js'
-import { diffEndpoints, parseEndpointsText, type NodeEndpoint } from './endpoints-file.js'
+import { diffEndpoints, type NodeEndpoint, parseEndpointsText } from './endpoints-file.js'
 
 /** What a change of endpoints is applied to, once the datapath is up. */
 export interface EndpointSinks {
@@ -122,10 +122,15 @@ export class NodeEndpoints {
     try {
       for (const ep of upserts) sinks.attach(ep.interface)
     } catch (e) {
-      this.logger.error({ file: this.file, error: (e as Error).message }, 'endpoints file refused; the endpoints in force stay')
+      this.logger.error(
+        { file: this.file, error: (e as Error).message },
+        'endpoints file refused; the endpoints in force stay',
+      )
       return
     }
-    const moved = upserts.filter((ep) => this.list.some((o) => o.id === ep.id && o.interface !== ep.interface)).map((ep) => ep.id)
+    const moved = upserts
+      .filter((ep) => this.list.some((o) => o.id === ep.id && o.interface !== ep.interface))
+      .map((ep) => ep.id)
     const leaving = [...removes, ...moved]
     for (const id of leaving) this.engine.removeEndpoint(id)
     const removed = sinks.writeMaps()
@@ -143,9 +148,16 @@ export class NodeEndpoints {
       } catch (e) {
         if (!(e instanceof MapFullError)) throw e
         sinks.forget(ep.id)
-        this.refused.set(ep.id, { reason: e.message, interface: ep.interface, quarantine: kept ?? sinks.quarantine(ep.interface) })
+        this.refused.set(ep.id, {
+          reason: e.message,
+          interface: ep.interface,
+          quarantine: kept ?? sinks.quarantine(ep.interface),
+        })
         refusedNow.push(ep)
-        this.logger.error({ endpoint: ep.id, host: ep.host, interface: ep.interface, error: e.message }, 'endpoint refused: the maps are full; its interface denies everything')
+        this.logger.error(
+          { endpoint: ep.id, host: ep.host, interface: ep.interface, error: e.message },
+          'endpoint refused: the maps are full; its interface denies everything',
+        )
       }
     }
     const written = sinks.writeMaps()

@@ -3,7 +3,7 @@
 // and on a periodic rescan (watch events can be missed, e.g. across renames), and handed on as
 // one list per scan: added or changed files with their text, removed ones with null.
 
-import { readdirSync, readFileSync, statSync, watch, type FSWatcher } from 'node:fs'
+import { type FSWatcher, readdirSync, readFileSync, statSync, watch } from 'node:fs'
 import { join } from 'node:path'
 
 export interface PolicyFileChange {
@@ -18,7 +18,10 @@ export interface PolicyFileChange {
 const POLICY_FILE = /^[^.~#][^~#]*\.ya?ml$/
 
 /** The changes that turn `before` into `after` (file -> text), in file name order. Pure. */
-export function diffPolicyFiles(before: ReadonlyMap<string, string>, after: ReadonlyMap<string, string>): Array<{ file: string; text: string | null }> {
+export function diffPolicyFiles(
+  before: ReadonlyMap<string, string>,
+  after: ReadonlyMap<string, string>,
+): Array<{ file: string; text: string | null }> {
   const out: Array<{ file: string; text: string | null }> = []
   for (const [file, text] of after) if (before.get(file) !== text) out.push({ file, text })
   for (const file of before.keys()) if (!after.has(file)) out.push({ file, text: null })

@@ -8,10 +8,10 @@
 import { existsSync, readFileSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
 import type { Logger } from 'pino'
+import { writeFileAtomic } from '../../lib/atomic-write.js'
 import type { PolicyEngine } from '../../policy/engine.js'
 import { PolicyError } from '../../policy/errors.js'
 import { parsePolicyText } from '../../policy/parse.js'
-import { writeFileAtomic } from '../../lib/atomic-write.js'
 import { AdminQueryError } from './admin-server.js'
 import { PolicyDirectory, type PolicyFileChange } from './policy-dir.js'
 
@@ -66,8 +66,14 @@ export class PolicyFiles {
   /** `l7proxy policy import`: refused before anything is written if it does not parse. */
   import(name: string | null, text: string): { file: string; revision: number; applyMs: number } {
     const dir = this.directory
-    if (!dir) throw new AdminQueryError('this agent enforces one policy file (--policy), not a directory: there is nowhere to import to')
-    if (name === null || !/^[A-Za-z0-9][A-Za-z0-9._-]{0,200}\.ya?ml$/.test(name)) throw new AdminQueryError(`'${name ?? ''}' is not a policy file name: letters, digits, '.', '_' and '-', ending in .yaml or .yml`)
+    if (!dir)
+      throw new AdminQueryError(
+        'this agent enforces one policy file (--policy), not a directory: there is nowhere to import to',
+      )
+    if (name === null || !/^[A-Za-z0-9][A-Za-z0-9._-]{0,200}\.ya?ml$/.test(name))
+      throw new AdminQueryError(
+        `'${name ?? ''}' is not a policy file name: letters, digits, '.', '_' and '-', ending in .yaml or .yml`,
+      )
     try {
       parsePolicyText(text, name)
     } catch (e) {
@@ -106,7 +112,13 @@ export class PolicyFiles {
       this.sinks?.tellThreads(c.file, c.text)
       this.sinks?.observe((performance.now() - started) / 1000)
       this.opts.logger.info(
-        { file: c.file, revision: this.opts.engine.policyRevision, applyMs: performance.now() - started, sinceFileChangeMs: Date.now() - c.changedAt, maps: written },
+        {
+          file: c.file,
+          revision: this.opts.engine.policyRevision,
+          applyMs: performance.now() - started,
+          sinceFileChangeMs: Date.now() - c.changedAt,
+          maps: written,
+        },
         c.text === null ? 'policy removed' : 'policy applied',
       )
     }
@@ -120,7 +132,10 @@ export class PolicyFiles {
       if (text === null) this.opts.engine.removeFile(file)
       else this.opts.engine.loadFile(file, text)
     } catch (e) {
-      this.opts.logger.error({ file, error: (e as Error).message }, 'policy file refused; the previous policy stays in force')
+      this.opts.logger.error(
+        { file, error: (e as Error).message },
+        'policy file refused; the previous policy stays in force',
+      )
       return (e as Error).message
     }
     if (text === null) this.texts.delete(file)

@@ -29,8 +29,17 @@ export class ProxyTotals {
   /** Every HTTP proxy thread's requests by outcome, and their open client connections. */
   http(): { requests: ProxyStats; connections: number } {
     const own = this.threads.http()
-    const all = [...(own ? [{ stats: own.stats, connections: own.connectionCount }] : []), ...this.others().flatMap((w) => (w.http ? [w.http] : []))]
-    return { requests: sum({ allowed: 0, denied: 0, invalid: 0, upstreamFailed: 0 }, all.map((t) => t.stats)), connections: all.reduce((n, t) => n + t.connections, 0) }
+    const all = [
+      ...(own ? [{ stats: own.stats, connections: own.connectionCount }] : []),
+      ...this.others().flatMap((w) => (w.http ? [w.http] : [])),
+    ]
+    return {
+      requests: sum(
+        { allowed: 0, denied: 0, invalid: 0, upstreamFailed: 0 },
+        all.map((t) => t.stats),
+      ),
+      connections: all.reduce((n, t) => n + t.connections, 0),
+    }
   }
 
   /** Each DNS proxy thread's counters, this one first. */
@@ -45,17 +54,26 @@ export class ProxyTotals {
 
   httpDurations(): HistogramSnapshot {
     const own = this.threads.http()
-    return addSnapshots([...(own ? [own.latency.snapshot()] : []), ...this.others().flatMap((w) => (w.http ? [w.http.latency] : []))])
+    return addSnapshots([
+      ...(own ? [own.latency.snapshot()] : []),
+      ...this.others().flatMap((w) => (w.http ? [w.http.latency] : [])),
+    ])
   }
 
   dnsDurations(): HistogramSnapshot {
     const own = this.threads.dns()
-    return addSnapshots([...(own ? [own.latency.snapshot()] : []), ...this.others().flatMap((w) => (w.dns ? [w.dns.latency] : []))])
+    return addSnapshots([
+      ...(own ? [own.latency.snapshot()] : []),
+      ...this.others().flatMap((w) => (w.dns ? [w.dns.latency] : [])),
+    ])
   }
 
   /** From an answer's arrival to its addresses allowed in the maps, on every DNS thread. */
   dnsEnforce(): HistogramSnapshot {
     const own = this.threads.dns()
-    return addSnapshots([...(own ? [own.enforce.snapshot()] : []), ...this.others().flatMap((w) => (w.dns ? [w.dns.enforce] : []))])
+    return addSnapshots([
+      ...(own ? [own.enforce.snapshot()] : []),
+      ...this.others().flatMap((w) => (w.dns ? [w.dns.enforce] : [])),
+    ])
   }
 }

@@ -12,14 +12,14 @@ import pino from 'pino'
 import { PolicyEngine } from '../../policy/engine.js'
 import { LabelSet } from '../../policy/labels.js'
 import type { DnsStats } from '../dns/dns-proxy.js'
-import { LearnRelay, warnLate, type LearnRequest } from '../dns/learn-relay.js'
-import { diffEndpoints, type NodeEndpoint } from './endpoints-file.js'
+import { LearnRelay, type LearnRequest, warnLate } from '../dns/learn-relay.js'
 import type { ProxyStats } from '../http/http-proxy.js'
-import { LineChunks } from './line-chunks.js'
 import type { HistogramSnapshot } from '../latency-histogram.js'
-import { startThreadProxies, type DnsLaneInput } from './thread-proxies.js'
-import type { OverloadInput } from '../overload/thread-overload.js'
 import { collectGarbage } from '../overload/collect-garbage.js'
+import type { OverloadInput } from '../overload/thread-overload.js'
+import { diffEndpoints, type NodeEndpoint } from './endpoints-file.js'
+import { LineChunks } from './line-chunks.js'
+import { type DnsLaneInput, startThreadProxies } from './thread-proxies.js'
 
 export interface ProxyWorkerInput {
   /** A listening socket of the HTTP proxy (made by the main thread, which owns the process's cgroup and netns), or none. */
@@ -43,7 +43,8 @@ export type RemoteChange = [string, { identity: number; labels: string } | null]
 
 /** Applies other nodes' pods to an engine as the main thread's took them. */
 function applyRemote(changes: readonly RemoteChange[]): void {
-  for (const [ip, peer] of changes) engine.setRemoteEndpoint(ip, peer && { identity: peer.identity, labels: LabelSet.fromCanonical(peer.labels)! })
+  for (const [ip, peer] of changes)
+    engine.setRemoteEndpoint(ip, peer && { identity: peer.identity, labels: LabelSet.fromCanonical(peer.labels)! })
 }
 
 export interface HttpThreadStats {
@@ -80,7 +81,9 @@ export type MainMessage =
 
 const input = workerData as ProxyWorkerInput
 const port = parentPort!
-const lines = new LineChunks((chunk, count) => port.postMessage({ type: 'log', chunk, lines: count } satisfies WorkerMessage, [chunk.buffer]))
+const lines = new LineChunks((chunk, count) =>
+  port.postMessage({ type: 'log', chunk, lines: count } satisfies WorkerMessage, [chunk.buffer]),
+)
 const logger = pino({ base: null, level: input.logLevel }, lines)
 
 const engine = new PolicyEngine({ proxyPorts: input.proxyPorts })
@@ -98,7 +101,15 @@ const relay = lane
     })
   : null
 for (const f of input.fqdns) relay?.setKnown(f.name, f.ips)
-const { http, dns, close, drain } = await startThreadProxies({ engine, logger, caDir: input.caDir, overload: input.overload, http: input.http, dns: lane, learn: (qname, records) => relay!.learn(qname, records) })
+const { http, dns, close, drain } = await startThreadProxies({
+  engine,
+  logger,
+  caDir: input.caDir,
+  overload: input.overload,
+  http: input.http,
+  dns: lane,
+  learn: (qname, records) => relay!.learn(qname, records),
+})
 
 /** Counters go to the main thread (for status and metrics) every STATS_MS and at the end. */
 const STATS_MS = 1_000

@@ -4,8 +4,15 @@
 
 import { Worker } from 'node:worker_threads'
 import type { LearnRequest } from '../dns/learn-relay.js'
-import type { DnsThreadStats, HttpThreadStats, MainMessage, ProxyWorkerInput, RemoteChange, WorkerMessage } from './proxy-worker.js'
 import type { NodeEndpoint } from './endpoints-file.js'
+import type {
+  DnsThreadStats,
+  HttpThreadStats,
+  MainMessage,
+  ProxyWorkerInput,
+  RemoteChange,
+  WorkerMessage,
+} from './proxy-worker.js'
 
 export interface ProxyWorkers {
   /** A policy change the main thread's engine accepted; every worker applies it too. */
@@ -34,7 +41,11 @@ export interface WorkerHooks {
 
 export async function startProxyWorkers(inputs: ProxyWorkerInput[], hooks: WorkerHooks): Promise<ProxyWorkers> {
   const workers = inputs.map((workerData) => new Worker(new URL('./proxy-worker.js', import.meta.url), { workerData }))
-  const latest = workers.map((): { http: HttpThreadStats | null; dns: DnsThreadStats | null; heapBytes: number } => ({ http: null, dns: null, heapBytes: 0 }))
+  const latest = workers.map((): { http: HttpThreadStats | null; dns: DnsThreadStats | null; heapBytes: number } => ({
+    http: null,
+    dns: null,
+    heapBytes: 0,
+  }))
   const exited = workers.map((w) => new Promise<void>((resolve) => w.once('exit', () => resolve())))
   const send = (m: MainMessage): void => workers.forEach((w) => w.postMessage(m))
   const end = async (m: MainMessage, graceMs: number): Promise<void> => {
@@ -51,7 +62,8 @@ export async function startProxyWorkers(inputs: ProxyWorkerInput[], hooks: Worke
         (w, i) =>
           new Promise<void>((resolve, reject) => {
             w.on('message', (m: WorkerMessage) => {
-              if (m.type === 'log') hooks.writeLog(Buffer.from(m.chunk.buffer, m.chunk.byteOffset, m.chunk.byteLength), m.lines)
+              if (m.type === 'log')
+                hooks.writeLog(Buffer.from(m.chunk.buffer, m.chunk.byteOffset, m.chunk.byteLength), m.lines)
               else if (m.type === 'stats') latest[i] = { http: m.http, dns: m.dns, heapBytes: m.heapBytes }
               else if (m.type === 'dns-learn') {
                 hooks.learnDns(m.answers)
@@ -67,5 +79,14 @@ export async function startProxyWorkers(inputs: ProxyWorkerInput[], hooks: Worke
     await stop()
     throw e
   }
-  return { stop, drain: (timeoutMs) => end({ type: 'drain', timeoutMs }, timeoutMs + 10_000), updatePolicy: (file, text) => send({ type: 'policy', file, text }), updateFqdn: (name, ips) => send({ type: 'fqdn', name, ips }), updateEndpoints: (endpoints) => send({ type: 'endpoints', endpoints }), updateRemote: (changes) => send({ type: 'remote', changes }), collectGarbage: () => send({ type: 'collect' }), stats: () => latest }
+  return {
+    stop,
+    drain: (timeoutMs) => end({ type: 'drain', timeoutMs }, timeoutMs + 10_000),
+    updatePolicy: (file, text) => send({ type: 'policy', file, text }),
+    updateFqdn: (name, ips) => send({ type: 'fqdn', name, ips }),
+    updateEndpoints: (endpoints) => send({ type: 'endpoints', endpoints }),
+    updateRemote: (changes) => send({ type: 'remote', changes }),
+    collectGarbage: () => send({ type: 'collect' }),
+    stats: () => latest,
+  }
 }

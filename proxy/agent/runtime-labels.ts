@@ -5,7 +5,13 @@
 import { execFile } from 'node:child_process'
 
 /** podman's labels of a container, as `podman run --label app=x` set them. */
-export const PODMAN_LABELS_COMMAND: readonly string[] = ['podman', 'container', 'inspect', '--format', '{{json .Config.Labels}}']
+export const PODMAN_LABELS_COMMAND: readonly string[] = [
+  'podman',
+  'container',
+  'inspect',
+  '--format',
+  '{{json .Config.Labels}}',
+]
 
 /** Labels from what the command printed; null when it is not a JSON object of strings (or null). */
 export function parseLabels(stdout: string): Record<string, string> | null {
@@ -26,9 +32,13 @@ export function parseLabels(stdout: string): Record<string, string> | null {
 }
 
 /** Runs `command` with the container id; its labels, or null while the runtime cannot tell. */
-export function runtimeLabels(command: readonly string[]): (containerId: string) => Promise<Record<string, string> | null> {
+export function runtimeLabels(
+  command: readonly string[],
+): (containerId: string) => Promise<Record<string, string> | null> {
   return (containerId) =>
     new Promise((resolve) => {
-      execFile(command[0]!, [...command.slice(1), containerId], { timeout: 10_000, encoding: 'utf8' }, (err, stdout) => resolve(err ? null : parseLabels(stdout)))
+      execFile(command[0]!, [...command.slice(1), containerId], { timeout: 10_000, encoding: 'utf8' }, (err, stdout) =>
+        resolve(err ? null : parseLabels(stdout)),
+      )
     })
 }

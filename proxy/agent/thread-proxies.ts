@@ -8,7 +8,7 @@ import type { PolicyEngine } from '../../policy/engine.js'
 import { proxymapLookup } from '../../redirect-bpf/map-layout.js'
 import { DnsProxy, type DnsProxyOptions } from '../dns/dns-proxy.js'
 import { HttpProxy, type HttpProxyOptions } from '../http/http-proxy.js'
-import { threadOverload, type OverloadInput } from '../overload/thread-overload.js'
+import { type OverloadInput, threadOverload } from '../overload/thread-overload.js'
 
 /** A thread's share of the DNS proxy (data: it crosses to worker threads). */
 export interface DnsLaneInput {
@@ -51,7 +51,9 @@ export async function startThreadProxies(o: ThreadProxiesOptions): Promise<Threa
   const { engine, logger } = o
   const ca = o.caDir ? { caDir: o.caDir } : {}
   const overload = threadOverload(o.overload, logger)
-  const http = o.http ? new HttpProxy({ engine, logger, overload, ...ca, ...(o.http.flowOf ? { flowOf: o.http.flowOf } : {}) }) : null
+  const http = o.http
+    ? new HttpProxy({ engine, logger, overload, ...ca, ...(o.http.flowOf ? { flowOf: o.http.flowOf } : {}) })
+    : null
   if (http) await http.listen({ fd: o.http!.fd })
   const lane = o.dns
   const dns = lane

@@ -8,15 +8,24 @@
 
 import { closeSync, existsSync, readFileSync, statSync } from 'node:fs'
 import { parseArgs } from 'node:util'
+import { ensureBpffs, isBpffs, removeBpffs } from '../../redirect-bpf/bpffs.js'
+import { REDIRECT_MODES, type RedirectMode } from '../../redirect-bpf/modes/redirect-mode.js'
+import { tcpListener } from '../../redirect-bpf/transparent-socket.js'
 import { Agent, AgentStartError } from '../agent/agent.js'
 import { agentSettings, hostNodePart } from '../agent/agent-settings.js'
-import { isValidLabName } from '../agent/lab-name.js'
-import { REDIRECT_MODES, type RedirectMode } from '../../redirect-bpf/modes/redirect-mode.js'
-import { ConfigError, LOG_LEVELS, environmentLayers, parseConfigText, resolveConfig, type AgentConfig, type ConfigLayer, type LogLevel } from '../agent/config.js'
-import { tcpListener } from '../../redirect-bpf/transparent-socket.js'
+import {
+  type AgentConfig,
+  ConfigError,
+  type ConfigLayer,
+  environmentLayers,
+  LOG_LEVELS,
+  type LogLevel,
+  parseConfigText,
+  resolveConfig,
+} from '../agent/config.js'
 import { EndpointsFileError, parseEndpointsText } from '../agent/endpoints-file.js'
+import { isValidLabName } from '../agent/lab-name.js'
 import { UsageError } from './usage-error.js'
-import { ensureBpffs, isBpffs, removeBpffs } from '../../redirect-bpf/bpffs.js'
 
 export const AGENT_USAGE = `  agent [--config FILE] [--lab NAME [--node K]] [--mode M] [--policy-dir DIR] [--threads N] [--log-level L]
                             run the node agent in the foreground: on this host, in the network
@@ -36,38 +45,59 @@ export const AGENT_USAGE = `  agent [--config FILE] [--lab NAME [--node K]] [--m
 
 /** The flags as one more layer; bad values are usage errors. */
 function flagLayer(args: string[]): { config?: string; layer: ConfigLayer } {
-  let v: { config?: string; lab?: string; node?: string; mode?: string; 'policy-dir'?: string; threads?: string; 'log-level'?: string }
+  let v: {
+    config?: string
+    lab?: string
+    node?: string
+    mode?: string
+    'policy-dir'?: string
+    threads?: string
+    'log-level'?: string
+  }
   try {
     ;({ values: v } = parseArgs({
       args,
       strict: true,
       allowPositionals: false,
-      options: { config: { type: 'string' }, lab: { type: 'string' }, node: { type: 'string' }, mode: { type: 'string' }, 'policy-dir': { type: 'string' }, threads: { type: 'string' }, 'log-level': { type: 'string' } },
+      options: {
+        config: { type: 'string' },
+        lab: { type: 'string' },
+        node: { type: 'string' },
+        mode: { type: 'string' },
+        'policy-dir': { type: 'string' },
+        threads: { type: 'string' },
+        'log-level': { type: 'string' },
+      },
     }))
   } catch (e) {
     throw new UsageError(`agent: ${(e as Error).message}`)
   }
   const layer: ConfigLayer = {}
   if (v.lab !== undefined) {
-    if (!isValidLabName(v.lab)) throw new UsageError(`agent: invalid --lab '${v.lab}': use 1-16 characters from a-z and 0-9`)
+    if (!isValidLabName(v.lab))
+      throw new UsageError(`agent: invalid --lab '${v.lab}': use 1-16 characters from a-z and 0-9`)
     layer.lab = v.lab
   }
   if (v.node !== undefined) {
-    if (!/^[1-8]$/.test(v.node)) throw new UsageError(`agent: --node must be a node of the lab, 1 to 8, not '${v.node}'`)
+    if (!/^[1-8]$/.test(v.node))
+      throw new UsageError(`agent: --node must be a node of the lab, 1 to 8, not '${v.node}'`)
     layer.labNode = Number(v.node)
   }
   if (v.mode !== undefined) {
-    if (!(REDIRECT_MODES as readonly string[]).includes(v.mode)) throw new UsageError(`agent: unknown --mode '${v.mode}' (expected one of: ${REDIRECT_MODES.join(', ')})`)
+    if (!(REDIRECT_MODES as readonly string[]).includes(v.mode))
+      throw new UsageError(`agent: unknown --mode '${v.mode}' (expected one of: ${REDIRECT_MODES.join(', ')})`)
     layer.mode = v.mode as RedirectMode
   }
   if (v['policy-dir'] !== undefined) layer.policyDirectory = v['policy-dir']
   if (v.threads !== undefined) {
     const n = Number(v.threads)
-    if (!Number.isInteger(n) || n < 1 || n > 64) throw new UsageError(`agent: --threads must be a whole number from 1 to 64, not '${v.threads}'`)
+    if (!Number.isInteger(n) || n < 1 || n > 64)
+      throw new UsageError(`agent: --threads must be a whole number from 1 to 64, not '${v.threads}'`)
     layer.proxy = { threads: n }
   }
   if (v['log-level'] !== undefined) {
-    if (!(LOG_LEVELS as readonly string[]).includes(v['log-level'])) throw new UsageError(`agent: unknown --log-level '${v['log-level']}' (expected one of: ${LOG_LEVELS.join(', ')})`)
+    if (!(LOG_LEVELS as readonly string[]).includes(v['log-level']))
+      throw new UsageError(`agent: unknown --log-level '${v['log-level']}' (expected one of: ${LOG_LEVELS.join(', ')})`)
     layer.logging = { level: v['log-level'] as LogLevel }
   }
   return { ...(v.config !== undefined ? { config: v.config } : {}), layer }
@@ -82,24 +112,63 @@ export function agentConfig(args: string[], env: NodeJS.ProcessEnv): AgentConfig
     try {
       text = readFileSync(flags.config, 'utf8')
     } catch (e) {
-      throw new ConfigError([{ file: flags.config, line: 0, column: 0, path: '', message: `cannot read it: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}` }])
+      throw new ConfigError([
+        {
+          file: flags.config,
+          line: 0,
+          column: 0,
+          path: '',
+          message: `cannot read it: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`,
+        },
+      ])
     }
     layers.push(parseConfigText(text, flags.config))
   }
   layers.push(...environmentLayers(env), flags.layer)
   const c = resolveConfig(layers)
   if (c.lab === null && c.mode === 'dnat' && c.proxy.address === null) {
-    throw new ConfigError([{ file: 'agent', line: 0, column: 0, path: 'proxy.address', message: 'dnat on a host needs the host address the proxies listen on and steered packets are rewritten to (the endpoints\' gateway)' }])
+    throw new ConfigError([
+      {
+        file: 'agent',
+        line: 0,
+        column: 0,
+        path: 'proxy.address',
+        message:
+          "dnat on a host needs the host address the proxies listen on and steered packets are rewritten to (the endpoints' gateway)",
+      },
+    ])
   }
   if (!existsSync(c.policyDirectory) || !statSync(c.policyDirectory).isDirectory()) {
-    throw new ConfigError([{ file: 'agent', line: 0, column: 0, path: 'policyDirectory', message: `'${c.policyDirectory}' is not a directory` }])
+    throw new ConfigError([
+      {
+        file: 'agent',
+        line: 0,
+        column: 0,
+        path: 'policyDirectory',
+        message: `'${c.policyDirectory}' is not a directory`,
+      },
+    ])
   }
   if (c.endpointsFile !== null) {
     try {
       parseEndpointsText(readFileSync(c.endpointsFile, 'utf8'), c.endpointsFile)
     } catch (e) {
-      const issues = e instanceof EndpointsFileError ? e.issues : [{ file: c.endpointsFile, line: 0, column: 0, path: '', message: `cannot read it: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}` }]
-      throw new ConfigError([{ file: 'agent', line: 0, column: 0, path: 'endpointsFile', message: `'${c.endpointsFile}' is refused:` }, ...issues])
+      const issues =
+        e instanceof EndpointsFileError
+          ? e.issues
+          : [
+              {
+                file: c.endpointsFile,
+                line: 0,
+                column: 0,
+                path: '',
+                message: `cannot read it: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`,
+              },
+            ]
+      throw new ConfigError([
+        { file: 'agent', line: 0, column: 0, path: 'endpointsFile', message: `'${c.endpointsFile}' is refused:` },
+        ...issues,
+      ])
     }
   }
   return c
@@ -115,7 +184,15 @@ function metricsListener(c: AgentConfig): number | null {
   try {
     return tcpListener(address, port)
   } catch (e) {
-    throw new ConfigError([{ file: 'agent', line: 0, column: 0, path: 'admin.metrics', message: `cannot listen on ${address}:${port}: ${(e as Error).message.replace(/^bind [^:]+:\d+: /, '')}; choose another ADDRESS:PORT, or off` }])
+    throw new ConfigError([
+      {
+        file: 'agent',
+        line: 0,
+        column: 0,
+        path: 'admin.metrics',
+        message: `cannot listen on ${address}:${port}: ${(e as Error).message.replace(/^bind [^:]+:\d+: /, '')}; choose another ADDRESS:PORT, or off`,
+      },
+    ])
   }
 }
 
@@ -126,15 +203,36 @@ interface AgentProcess {
 }
 
 /** Runs the agent's process (agent-main.ts) in the lab's node namespace with configuration `c`, handed over as settings. */
-async function startLabAgent(lab: AgentConfig & { lab: string }, metricsFd: number | null, out: (s: string) => void, takeover: boolean): Promise<AgentProcess> {
+async function startLabAgent(
+  lab: AgentConfig & { lab: string },
+  metricsFd: number | null,
+  out: (s: string) => void,
+  takeover: boolean,
+): Promise<AgentProcess> {
   let c = lab
   // The lab is a user of the agent: loaded only when one is asked for.
-  const [{ labUp }, { labKvstoreLayer, labNodePart, spawnNodeAgent }, { labCgroupName }] = await Promise.all([import('../../lab/lab.js'), import('../../lab/node-agent.js'), import('../../lab/topology.js')])
+  const [{ labUp }, { labKvstoreLayer, labNodePart, spawnNodeAgent }, { labCgroupName }] = await Promise.all([
+    import('../../lab/lab.js'),
+    import('../../lab/node-agent.js'),
+    import('../../lab/topology.js'),
+  ])
   const { created, state } = await labUp(c.lab)
-  if (c.labNode > state.nodes) throw new ConfigError([{ file: 'agent', line: 0, column: 0, path: 'labNode', message: `lab '${c.lab}' has ${state.nodes} node(s): there is no node ${c.labNode}` }])
+  if (c.labNode > state.nodes)
+    throw new ConfigError([
+      {
+        file: 'agent',
+        line: 0,
+        column: 0,
+        path: 'labNode',
+        message: `lab '${c.lab}' has ${state.nodes} node(s): there is no node ${c.labNode}`,
+      },
+    ])
   // Several nodes: the node joins the lab's etcd unless the configuration names a store.
-  if (state.etcd !== null && c.kvstore === null) c = { ...c, kvstore: resolveConfig([{ kvstore: labKvstoreLayer(state.etcd, c.labNode) }]).kvstore }
-  out(`${created ? 'brought lab' : 'lab'} '${c.lab}' up; starting the agent of node ${c.labNode} of ${state.nodes} (${c.mode}, policies in ${c.policyDirectory})\n`)
+  if (state.etcd !== null && c.kvstore === null)
+    c = { ...c, kvstore: resolveConfig([{ kvstore: labKvstoreLayer(state.etcd, c.labNode) }]).kvstore }
+  out(
+    `${created ? 'brought lab' : 'lab'} '${c.lab}' up; starting the agent of node ${c.labNode} of ${state.nodes} (${c.mode}, policies in ${c.policyDirectory})\n`,
+  )
   out(`try: ip netns exec l7lab-${c.lab}-tiefighter curl -s -XPOST http://deathstar/v1/request-landing\n`)
   out(`     ip netns exec l7lab-${c.lab}-tiefighter curl -s -XPUT http://deathstar/v1/exhaust-port\n`)
   out(`     ip netns exec l7lab-${c.lab}-tiefighter dig hoth.alliance\n`)
@@ -144,10 +242,17 @@ async function startLabAgent(lab: AgentConfig & { lab: string }, metricsFd: numb
     metricsFd: metricsFd === null ? null : 3,
     takeover,
   })
-  const child = spawnNodeAgent(c.lab, settings, { out: 'inherit', ...(metricsFd !== null ? { fds: [metricsFd] } : {}) }, c.labNode)
+  const child = spawnNodeAgent(
+    c.lab,
+    settings,
+    { out: 'inherit', ...(metricsFd !== null ? { fds: [metricsFd] } : {}) },
+    c.labNode,
+  )
   return {
     kill: (sig) => void child.kill(sig),
-    exited: new Promise<number>((resolve) => child.once('exit', (code, sig) => resolve(code ?? (sig === 'SIGINT' || sig === 'SIGTERM' ? 0 : 1)))),
+    exited: new Promise<number>((resolve) =>
+      child.once('exit', (code, sig) => resolve(code ?? (sig === 'SIGINT' || sig === 'SIGTERM' ? 0 : 1))),
+    ),
   }
 }
 
@@ -186,13 +291,26 @@ export function changedSettings(a: AgentConfig, b: AgentConfig): string[] {
   return (Object.keys(a) as Array<keyof AgentConfig>).filter((k) => JSON.stringify(a[k]) !== JSON.stringify(b[k]))
 }
 
-const startAgent = (c: AgentConfig, metricsFd: number | null, out: (s: string) => void, takeover: boolean): Promise<AgentProcess> =>
-  c.lab === null ? startHostAgent(c, out, takeover) : startLabAgent(c as AgentConfig & { lab: string }, metricsFd, out, takeover)
+const startAgent = (
+  c: AgentConfig,
+  metricsFd: number | null,
+  out: (s: string) => void,
+  takeover: boolean,
+): Promise<AgentProcess> =>
+  c.lab === null
+    ? startHostAgent(c, out, takeover)
+    : startLabAgent(c as AgentConfig & { lab: string }, metricsFd, out, takeover)
 
 /** Whether an agent with configuration `b` can take over from one with `a`: the same datapath, on the same sockets. */
 export function keepsDatapath(a: AgentConfig, b: AgentConfig): boolean {
   const same = (k: keyof AgentConfig): boolean => JSON.stringify(a[k]) === JSON.stringify(b[k])
-  return (['lab', 'labNode', 'mode', 'bpffs'] as const).every(same) && a.proxy.httpPort === b.proxy.httpPort && a.proxy.dnsPort === b.proxy.dnsPort && a.proxy.address === b.proxy.address && a.admin.socket === b.admin.socket
+  return (
+    (['lab', 'labNode', 'mode', 'bpffs'] as const).every(same) &&
+    a.proxy.httpPort === b.proxy.httpPort &&
+    a.proxy.dnsPort === b.proxy.dnsPort &&
+    a.proxy.address === b.proxy.address &&
+    a.admin.socket === b.admin.socket
+  )
 }
 
 /** A lab's agent process gets a metrics listener made here, in this namespace, kept across its restarts; a host's agent makes its own. */
@@ -225,8 +343,13 @@ export async function agentCommand(argv: string[], out: (s: string) => void): Pr
       next = agentConfig(args, process.env)
       const changed = changedSettings(c, next)
       if (changed.length === 0) return void out('l7proxy agent: SIGHUP: the configuration is unchanged\n')
-      nextFd = next.lab === c.lab && JSON.stringify(next.admin.metrics) === JSON.stringify(c.admin.metrics) ? metricsFd : labMetricsListener(next)
-      out(`l7proxy agent: SIGHUP: ${changed.join(', ')} changed; ${keepsDatapath(c, next) ? 'a new agent takes over' : 'restarting the agent'}\n`)
+      nextFd =
+        next.lab === c.lab && JSON.stringify(next.admin.metrics) === JSON.stringify(c.admin.metrics)
+          ? metricsFd
+          : labMetricsListener(next)
+      out(
+        `l7proxy agent: SIGHUP: ${changed.join(', ')} changed; ${keepsDatapath(c, next) ? 'a new agent takes over' : 'restarting the agent'}\n`,
+      )
     } catch (e) {
       if (!(e instanceof ConfigError)) throw e
       return void out(`l7proxy agent: SIGHUP: configuration refused, the running one stays:\n${e.message}\n`)

@@ -5,7 +5,15 @@ import { X509Certificate } from 'node:crypto'
 import { chmodSync, readFileSync, writeFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
-import { CA_CERT_FILE, DEFAULT_CA_DIR, initCa, issueLeaf, loadCa, summarize, type CertSummary } from '../../certs/local-ca.js'
+import {
+  CA_CERT_FILE,
+  type CertSummary,
+  DEFAULT_CA_DIR,
+  initCa,
+  issueLeaf,
+  loadCa,
+  summarize,
+} from '../../certs/local-ca.js'
 import { UsageError } from './usage-error.js'
 
 export const CERTS_USAGE = `  certs init [--dir DIR] [--days N]
@@ -31,13 +39,18 @@ function describe(what: string, s: CertSummary): string {
 
 function days(raw: string | undefined, fallback: number): number {
   if (raw === undefined) return fallback
-  if (!/^\d{1,5}$/.test(raw) || Number(raw) < 1) throw new UsageError(`--days must be a whole number of days from 1 to 99999, not '${raw}'`)
+  if (!/^\d{1,5}$/.test(raw) || Number(raw) < 1)
+    throw new UsageError(`--days must be a whole number of days from 1 to 99999, not '${raw}'`)
   return Number(raw)
 }
 
 export async function certsCommand(args: string[], out: (s: string) => void): Promise<number> {
   const [sub, ...rest] = args
-  const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, options: { dir: { type: 'string' }, out: { type: 'string' }, days: { type: 'string' } } })
+  const { values, positionals } = parseArgs({
+    args: rest,
+    allowPositionals: true,
+    options: { dir: { type: 'string' }, out: { type: 'string' }, days: { type: 'string' } },
+  })
   const dir = resolve(values.dir ?? DEFAULT_CA_DIR)
   switch (sub) {
     case 'init': {
@@ -60,14 +73,17 @@ export async function certsCommand(args: string[], out: (s: string) => void): Pr
       return 0
     }
     case 'show': {
-      if (positionals.length > 1 || values.out || values.days) throw new UsageError('certs show takes --dir or one certificate FILE')
+      if (positionals.length > 1 || values.out || values.days)
+        throw new UsageError('certs show takes --dir or one certificate FILE')
       const file = positionals[0] ?? join(dir, CA_CERT_FILE)
       let text: string
       try {
         text = readFileSync(file, 'utf8')
         new X509Certificate(text)
       } catch (e) {
-        throw new UsageError(`${file}: not a readable PEM certificate (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`)
+        throw new UsageError(
+          `${file}: not a readable PEM certificate (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`,
+        )
       }
       out(describe(file, summarize(text)))
       return 0

@@ -5,8 +5,8 @@
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
-import { parsePrefix } from '../../policy/cidr.js'
 import { distPath } from '../../lib/project-root.js'
+import { parsePrefix } from '../../policy/cidr.js'
 import { agentSocketPath } from '../agent/admin-socket.js'
 import { UsageError } from './usage-error.js'
 
@@ -23,27 +23,55 @@ export function networkConfig(o: { subnet: string; socket: string; ipamDir: stri
 
 export function cniCommand(args: string[], out: (s: string) => void): number {
   const [sub, ...rest] = args
-  if (sub !== 'install') throw new UsageError(sub === undefined ? "'cni' needs a subcommand: install" : `unknown cni subcommand '${sub}' (expected install)`)
+  if (sub !== 'install')
+    throw new UsageError(
+      sub === undefined ? "'cni' needs a subcommand: install" : `unknown cni subcommand '${sub}' (expected install)`,
+    )
   let v: { 'bin-dir'?: string; 'conf-dir'?: string; subnet?: string; socket?: string; 'ipam-dir'?: string }
   try {
-    ;({ values: v } = parseArgs({ args: rest, strict: true, allowPositionals: false, options: { 'bin-dir': { type: 'string' }, 'conf-dir': { type: 'string' }, subnet: { type: 'string' }, socket: { type: 'string' }, 'ipam-dir': { type: 'string' } } }))
+    ;({ values: v } = parseArgs({
+      args: rest,
+      strict: true,
+      allowPositionals: false,
+      options: {
+        'bin-dir': { type: 'string' },
+        'conf-dir': { type: 'string' },
+        subnet: { type: 'string' },
+        socket: { type: 'string' },
+        'ipam-dir': { type: 'string' },
+      },
+    }))
   } catch (e) {
     throw new UsageError(`cni install: ${(e as Error).message}`)
   }
   const subnet = v.subnet ?? '10.222.0.0/16'
   const prefix = parsePrefix(subnet)
-  if (typeof prefix === 'string' || prefix.len > 30) throw new UsageError(`cni install: --subnet '${subnet}' is not an IPv4 subnet of at least 4 addresses`)
-  for (const [flag, path] of [['--bin-dir', v['bin-dir']], ['--conf-dir', v['conf-dir']], ['--socket', v.socket], ['--ipam-dir', v['ipam-dir']]] as const) {
-    if (path !== undefined && !path.startsWith('/')) throw new UsageError(`cni install: ${flag} must be an absolute path, not '${path}'`)
+  if (typeof prefix === 'string' || prefix.len > 30)
+    throw new UsageError(`cni install: --subnet '${subnet}' is not an IPv4 subnet of at least 4 addresses`)
+  for (const [flag, path] of [
+    ['--bin-dir', v['bin-dir']],
+    ['--conf-dir', v['conf-dir']],
+    ['--socket', v.socket],
+    ['--ipam-dir', v['ipam-dir']],
+  ] as const) {
+    if (path !== undefined && !path.startsWith('/'))
+      throw new UsageError(`cni install: ${flag} must be an absolute path, not '${path}'`)
   }
   const binDir = v['bin-dir'] ?? '/opt/cni/bin'
   const confDir = v['conf-dir'] ?? '/etc/cni/net.d'
   mkdirSync(binDir, { recursive: true })
   mkdirSync(confDir, { recursive: true })
   const plugin = join(binDir, 'l7proxy-cni')
-  writeFileSync(plugin, `#!/bin/sh\n# l7proxy's CNI plugin (l7proxy cni install)\nexec '${process.execPath}' '${distPath('proxy/cni/cni-plugin.js')}' "$@"\n`, { mode: 0o755 })
+  writeFileSync(
+    plugin,
+    `#!/bin/sh\n# l7proxy's CNI plugin (l7proxy cni install)\nexec '${process.execPath}' '${distPath('proxy/cni/cni-plugin.js')}' "$@"\n`,
+    { mode: 0o755 },
+  )
   const conf = join(confDir, 'l7proxy.conflist')
-  writeFileSync(conf, networkConfig({ subnet, socket: v.socket ?? agentSocketPath(null), ipamDir: v['ipam-dir'] ?? null }))
+  writeFileSync(
+    conf,
+    networkConfig({ subnet, socket: v.socket ?? agentSocketPath(null), ipamDir: v['ipam-dir'] ?? null }),
+  )
   out(`installed ${plugin} and ${conf} (network l7proxy, ${subnet})\n`)
   return 0
 }

@@ -20,14 +20,14 @@ function parse(sub: string, args: string[], options: { name?: boolean; output?: 
   let values: Record<string, unknown>
   try {
     ;({ values } = parseArgs({
-    args,
-    strict: true,
-    allowPositionals: false,
-    options: {
-      ...(options.name ? { name: { type: 'string' as const } } : {}),
-      ...(options.output ? { output: { type: 'string' as const, short: 'o' } } : {}),
-      ...(options.nodes ? { nodes: { type: 'string' as const } } : {}),
-    },
+      args,
+      strict: true,
+      allowPositionals: false,
+      options: {
+        ...(options.name ? { name: { type: 'string' as const } } : {}),
+        ...(options.output ? { output: { type: 'string' as const, short: 'o' } } : {}),
+        ...(options.nodes ? { nodes: { type: 'string' as const } } : {}),
+      },
     }))
   } catch (e) {
     throw new UsageError(`lab ${sub}: ${(e as Error).message}`)
@@ -40,7 +40,8 @@ function parse(sub: string, args: string[], options: { name?: boolean; output?: 
   if (output !== 'table' && output !== 'json') throw new UsageError(`-o must be 'table' or 'json', got '${output}'`)
   const rawNodes = (values as { nodes?: string }).nodes
   const nodes = rawNodes === undefined ? 1 : Number(rawNodes)
-  if (!/^[1-8]$/.test(rawNodes ?? '1')) throw new UsageError(`lab ${sub}: --nodes must be a whole number from 1 to 8, not '${rawNodes}'`)
+  if (!/^[1-8]$/.test(rawNodes ?? '1'))
+    throw new UsageError(`lab ${sub}: --nodes must be a whole number from 1 to 8, not '${rawNodes}'`)
   return { name, output, nodes }
 }
 
@@ -52,7 +53,7 @@ function nodeAddresses(host: string, nodes: number): string {
   return nodes > 1 ? `198.18.0.1,198.19.0.${k}` : '198.18.0.1'
 }
 
-type LabStatus = Awaited<ReturnType<(typeof import('../../lab/lab.js'))['labStatus']>>[number]
+type LabStatus = Awaited<ReturnType<typeof import('../../lab/lab.js')['labStatus']>>[number]
 
 function statusTable(labs: LabStatus[]): string {
   if (labs.length === 0) return 'no lab is up\n'
@@ -76,7 +77,10 @@ function statusTable(labs: LabStatus[]): string {
 }
 
 export async function labCommand(args: string[], out: (s: string) => void): Promise<void> {
-  const [{ labDown, labStatus, labUp }, { SEARCH_DOMAIN }] = await Promise.all([import('../../lab/lab.js'), import('../../lab/topology.js')])
+  const [{ labDown, labStatus, labUp }, { SEARCH_DOMAIN }] = await Promise.all([
+    import('../../lab/lab.js'),
+    import('../../lab/topology.js'),
+  ])
   const [sub, ...rest] = args
   switch (sub) {
     case 'up': {
@@ -103,7 +107,7 @@ export async function labCommand(args: string[], out: (s: string) => void): Prom
     case 'status': {
       const { output } = parse(sub, rest, { output: true })
       const labs = await labStatus()
-      out(output === 'json' ? JSON.stringify(labs, null, 2) + '\n' : statusTable(labs))
+      out(output === 'json' ? `${JSON.stringify(labs, null, 2)}\n` : statusTable(labs))
       return
     }
     case undefined:

@@ -1,17 +1,18 @@
 #!/usr/bin/env node
+
 // The `l7proxy` command. Subcommands live in their own modules; this file parses the first word,
 // prints usage, and turns errors into exit codes: 2 for a bad command line, 1 for a failure.
 
+import { L7ProxyError } from '../../lib/l7proxy-error.js'
+import { ConfigError } from '../agent/config.js'
 import { AGENT_USAGE, agentCommand } from './agent-command.js'
 import { AGENT_QUERY_USAGE, agentQueryCommand } from './agent-query-command.js'
 import { CERTS_USAGE, certsCommand } from './certs-command.js'
 import { CNI_USAGE, cniCommand } from './cni-command.js'
 import { COMPARE_USAGE } from './compare-usage.js'
-import { ConfigError } from '../agent/config.js'
 import { LAB_USAGE, labCommand } from './lab-command.js'
 import { POLICY_USAGE, policyCommand } from './policy-command.js'
 import { UsageError } from './usage-error.js'
-import { L7ProxyError } from '../../lib/l7proxy-error.js'
 
 const USAGE = `Usage: l7proxy <command> [options]
 
@@ -41,7 +42,11 @@ function isParseArgsError(err: unknown): boolean {
   return typeof code === 'string' && code.startsWith('ERR_PARSE_ARGS')
 }
 
-export async function main(argv: string[], out = (s: string) => void process.stdout.write(s), err = (s: string) => void process.stderr.write(s)): Promise<number> {
+export async function main(
+  argv: string[],
+  out = (s: string) => void process.stdout.write(s),
+  err = (s: string) => void process.stderr.write(s),
+): Promise<number> {
   const [cmd, ...rest] = argv
   // `l7proxy CMD --help` (wherever the flag is): that command's usage.
   const usage = cmd !== undefined && (rest.includes('--help') || rest.includes('-h')) ? commandUsage(cmd) : null

@@ -36,7 +36,10 @@ interface PolicyInForce {
 }
 
 /** Each file read and checked: its text, or the problems printed with `err`. */
-function readValid(files: readonly string[], err: (s: string) => void): Array<{ file: string; text: string; rules: string[] }> | null {
+function readValid(
+  files: readonly string[],
+  err: (s: string) => void,
+): Array<{ file: string; text: string; rules: string[] }> | null {
   const ok: Array<{ file: string; text: string; rules: string[] }> = []
   let failed = false
   for (const file of files) {
@@ -54,7 +57,11 @@ function readValid(files: readonly string[], err: (s: string) => void): Array<{ 
 }
 
 /** Returns the exit code: 0 when everything went, 1 otherwise. */
-export async function policyCommand(args: string[], out: (s: string) => void, err: (s: string) => void): Promise<number> {
+export async function policyCommand(
+  args: string[],
+  out: (s: string) => void,
+  err: (s: string) => void,
+): Promise<number> {
   const [sub, ...rest] = args
   if (sub === undefined) throw new UsageError("'policy' needs a subcommand: validate, get, import or remove")
   if (sub === 'validate') {
@@ -65,28 +72,43 @@ export async function policyCommand(args: string[], out: (s: string) => void, er
     for (const file of rest) {
       const v = readValid([file], err)
       if (v === null) failed++
-      else out(`${file}: ok, ${v[0]!.rules.length} rule${v[0]!.rules.length === 1 ? '' : 's'} (${v[0]!.rules.join(', ') || 'no documents'})\n`)
+      else
+        out(
+          `${file}: ok, ${v[0]!.rules.length} rule${v[0]!.rules.length === 1 ? '' : 's'} (${v[0]!.rules.join(', ') || 'no documents'})\n`,
+        )
     }
     return failed > 0 ? 1 : 0
   }
   if (sub === 'get') {
     const { agent, json } = options('policy get', rest)
     const p = (await adminGet(agent.socket, '/v1/policy').catch(noAgentOn(agent))) as PolicyInForce
-    if (json) out(JSON.stringify(p, null, 2) + '\n')
+    if (json) out(`${JSON.stringify(p, null, 2)}\n`)
     else {
       out(`# policy revision ${p.revision}, ${p.files.length} file(s)${p.directory ? ` from ${p.directory}` : ''}\n`)
-      if (p.cluster) out(`# cluster policy revision ${p.cluster.revision} here; by node: ${p.cluster.nodes.map((n) => `${n.node} ${n.revision}${n.revision === p.cluster!.revision ? '' : ' (behind or ahead)'}`).join(', ')}\n`)
-      for (const f of p.files) out(`---\n# ${f.file}\n${f.text.replace(/^---[^\n]*\n/, '')}${f.text.endsWith('\n') ? '' : '\n'}`)
+      if (p.cluster)
+        out(
+          `# cluster policy revision ${p.cluster.revision} here; by node: ${p.cluster.nodes.map((n) => `${n.node} ${n.revision}${n.revision === p.cluster!.revision ? '' : ' (behind or ahead)'}`).join(', ')}\n`,
+        )
+      for (const f of p.files)
+        out(`---\n# ${f.file}\n${f.text.replace(/^---[^\n]*\n/, '')}${f.text.endsWith('\n') ? '' : '\n'}`)
     }
     return 0
   }
   if (sub === 'remove') {
     const { agent, files: names, flags } = options('policy remove', rest, { files: true, flags: ['cluster'] })
-    if (!flags.has('cluster')) throw new UsageError('policy remove: only cluster policy is removed this way (--cluster); a policy directory\'s files are removed by deleting them')
+    if (!flags.has('cluster'))
+      throw new UsageError(
+        "policy remove: only cluster policy is removed this way (--cluster); a policy directory's files are removed by deleting them",
+      )
     if (names.length === 0) throw new UsageError('policy remove --cluster: give at least one NAME')
     let missing = 0
     for (const name of names) {
-      const r = (await adminGet(agent.socket, `/v1/policy/remove?name=${encodeURIComponent(name)}`, 15_000, 'POST').catch(noAgentOn(agent))) as { removed: boolean }
+      const r = (await adminGet(
+        agent.socket,
+        `/v1/policy/remove?name=${encodeURIComponent(name)}`,
+        15_000,
+        'POST',
+      ).catch(noAgentOn(agent))) as { removed: boolean }
       if (!r.removed) missing++
       out(r.removed ? `${name}: removed from the cluster\n` : `${name}: no such cluster policy\n`)
     }
@@ -106,12 +128,24 @@ export async function policyCommand(args: string[], out: (s: string) => void, er
     for (const v of valid) {
       const name = encodeURIComponent(basename(v.file))
       if (flags.has('cluster')) {
-        const r = (await adminGet(agent.socket, `/v1/policy/import?cluster=1&name=${name}`, 15_000, 'POST', v.text).catch(noAgentOn(agent))) as { revision: number }
-        out(`${v.file}: stored in the cluster as ${basename(v.file)}, ${v.rules.length} rule(s); store revision ${r.revision}\n`)
+        const r = (await adminGet(
+          agent.socket,
+          `/v1/policy/import?cluster=1&name=${name}`,
+          15_000,
+          'POST',
+          v.text,
+        ).catch(noAgentOn(agent))) as { revision: number }
+        out(
+          `${v.file}: stored in the cluster as ${basename(v.file)}, ${v.rules.length} rule(s); store revision ${r.revision}\n`,
+        )
         continue
       }
-      const r = (await adminGet(agent.socket, `/v1/policy/import?name=${name}`, 15_000, 'POST', v.text).catch(noAgentOn(agent))) as { file: string; revision: number; applyMs: number }
-      out(`${v.file}: imported as ${r.file}, ${v.rules.length} rule(s); policy revision ${r.revision} (applied in ${r.applyMs.toFixed(1)} ms)\n`)
+      const r = (await adminGet(agent.socket, `/v1/policy/import?name=${name}`, 15_000, 'POST', v.text).catch(
+        noAgentOn(agent),
+      )) as { file: string; revision: number; applyMs: number }
+      out(
+        `${v.file}: imported as ${r.file}, ${v.rules.length} rule(s); policy revision ${r.revision} (applied in ${r.applyMs.toFixed(1)} ms)\n`,
+      )
     }
     return 0
   }

@@ -7,5 +7,5 @@ export function renderTable(header: readonly string[], rows: ReadonlyArray<reado
       .map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!)))
       .join('  ')
       .trimEnd()
-  return [line(header), ...rows.map(line)].join('\n') + '\n'
+  return `${[line(header), ...rows.map(line)].join('\n')}\n`
 }

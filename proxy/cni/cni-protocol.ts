@@ -91,26 +91,43 @@ function decode(stdin: string): Record<string, unknown> {
   } catch (e) {
     throw new CniError(CNI_ERRORS.decodeFailure, 'the network configuration is not JSON', (e as Error).message)
   }
-  if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new CniError(CNI_ERRORS.decodeFailure, 'the network configuration is not a JSON object')
+  if (v === null || typeof v !== 'object' || Array.isArray(v))
+    throw new CniError(CNI_ERRORS.decodeFailure, 'the network configuration is not a JSON object')
   return v as Record<string, unknown>
 }
 
 function version(conf: Record<string, unknown>): string {
   const v = conf.cniVersion
-  if (typeof v !== 'string') throw new CniError(CNI_ERRORS.invalidConfig, 'invalid network configuration', 'cniVersion: expected a string')
-  if (!(SUPPORTED_VERSIONS as readonly string[]).includes(v)) throw new CniError(CNI_ERRORS.incompatibleVersion, 'incompatible CNI version', `cniVersion ${v} is not one of ${SUPPORTED_VERSIONS.join(', ')}`)
+  if (typeof v !== 'string')
+    throw new CniError(CNI_ERRORS.invalidConfig, 'invalid network configuration', 'cniVersion: expected a string')
+  if (!(SUPPORTED_VERSIONS as readonly string[]).includes(v))
+    throw new CniError(
+      CNI_ERRORS.incompatibleVersion,
+      'incompatible CNI version',
+      `cniVersion ${v} is not one of ${SUPPORTED_VERSIONS.join(', ')}`,
+    )
   return v
 }
 
 function netConf(conf: Record<string, unknown>, cniVersion: string): NetConf {
-  const bad = (field: string, why: string): CniError => new CniError(CNI_ERRORS.invalidConfig, 'invalid network configuration', `${field}: ${why}`)
+  const bad = (field: string, why: string): CniError =>
+    new CniError(CNI_ERRORS.invalidConfig, 'invalid network configuration', `${field}: ${why}`)
   if (typeof conf.name !== 'string' || conf.name === '') throw bad('name', 'expected a non-empty string')
   if (typeof conf.type !== 'string' || conf.type === '') throw bad('type', 'expected a non-empty string')
-  if (typeof conf.agentSocket !== 'string' || !conf.agentSocket.startsWith('/')) throw bad('agentSocket', 'expected the absolute path of the agent\'s admin socket')
+  if (typeof conf.agentSocket !== 'string' || !conf.agentSocket.startsWith('/'))
+    throw bad('agentSocket', "expected the absolute path of the agent's admin socket")
   const ipam = conf.ipam as NetConf['ipam'] | undefined
-  if (ipam === undefined || ipam === null || typeof ipam !== 'object' || typeof ipam.type !== 'string') throw bad('ipam', 'expected an object with a type (host-local)')
+  if (ipam === undefined || ipam === null || typeof ipam !== 'object' || typeof ipam.type !== 'string')
+    throw bad('ipam', 'expected an object with a type (host-local)')
   if (!/^[A-Za-z0-9_.-]+$/.test(ipam.type)) throw bad('ipam.type', `'${ipam.type}' is not a plugin name`)
-  return { cniVersion, name: conf.name, type: conf.type, agentSocket: conf.agentSocket, ipam, ...(conf.prevResult !== undefined ? { prevResult: conf.prevResult } : {}) }
+  return {
+    cniVersion,
+    name: conf.name,
+    type: conf.type,
+    agentSocket: conf.agentSocket,
+    ipam,
+    ...(conf.prevResult !== undefined ? { prevResult: conf.prevResult } : {}),
+  }
 }
 
 /** A request from the plugin's environment and stdin; throws CniError saying what is wrong. */
@@ -119,13 +136,17 @@ export function parseRequest(env: Record<string, string | undefined>, stdin: str
   if (!COMMANDS.includes(command)) throw invalidEnv('CNI_COMMAND', `'${command}' is not one of ${COMMANDS.join(', ')}`)
   const conf = decode(stdin)
   const v = version(conf)
-  if (command === 'VERSION') return { command: 'VERSION', containerId: '', netns: '', ifname: '', args: {}, path: [], config: null, version: v }
+  if (command === 'VERSION')
+    return { command: 'VERSION', containerId: '', netns: '', ifname: '', args: {}, path: [], config: null, version: v }
   const containerId = env.CNI_CONTAINERID ?? ''
-  if (!CONTAINER_ID.test(containerId)) throw invalidEnv('CNI_CONTAINERID', containerId === '' ? 'missing' : `'${containerId}' is not a container id`)
+  if (!CONTAINER_ID.test(containerId))
+    throw invalidEnv('CNI_CONTAINERID', containerId === '' ? 'missing' : `'${containerId}' is not a container id`)
   const ifname = env.CNI_IFNAME ?? ''
-  if (!isInterfaceName(ifname)) throw invalidEnv('CNI_IFNAME', ifname === '' ? 'missing' : `'${ifname}' is not an interface name`)
+  if (!isInterfaceName(ifname))
+    throw invalidEnv('CNI_IFNAME', ifname === '' ? 'missing' : `'${ifname}' is not an interface name`)
   const netns = env.CNI_NETNS ?? ''
-  if (command !== 'DEL' && !netns.startsWith('/')) throw invalidEnv('CNI_NETNS', netns === '' ? 'missing' : `'${netns}' is not a path`)
+  if (command !== 'DEL' && !netns.startsWith('/'))
+    throw invalidEnv('CNI_NETNS', netns === '' ? 'missing' : `'${netns}' is not a path`)
   return {
     command: command as CniCommand,
     containerId,
@@ -140,7 +161,12 @@ export function parseRequest(env: Record<string, string | undefined>, stdin: str
 
 /** The spec's error result, for stdout. */
 export function errorResult(version: string, e: CniError): string {
-  return JSON.stringify({ cniVersion: version, code: e.code, msg: e.message, ...(e.details ? { details: e.details } : {}) })
+  return JSON.stringify({
+    cniVersion: version,
+    code: e.code,
+    msg: e.message,
+    ...(e.details ? { details: e.details } : {}),
+  })
 }
 
 /** VERSION's result. */
@@ -157,8 +183,11 @@ export interface IpamLease {
 /** The first IPv4 lease of an IPAM plugin's result; throws when it gave none. */
 export function ipamLease(result: unknown): IpamLease {
   const ips = (result as { ips?: Array<{ address?: unknown; gateway?: unknown }> } | null)?.ips
-  const v4 = Array.isArray(ips) ? ips.find((ip) => typeof ip.address === 'string' && /^\d+\.\d+\.\d+\.\d+\/\d+$/.test(ip.address)) : undefined
-  if (v4 === undefined) throw new CniError(CNI_ERRORS.invalidConfig, 'IPAM gave no IPv4 address', JSON.stringify(result))
+  const v4 = Array.isArray(ips)
+    ? ips.find((ip) => typeof ip.address === 'string' && /^\d+\.\d+\.\d+\.\d+\/\d+$/.test(ip.address))
+    : undefined
+  if (v4 === undefined)
+    throw new CniError(CNI_ERRORS.invalidConfig, 'IPAM gave no IPv4 address', JSON.stringify(result))
   return { address: v4.address as string, gateway: typeof v4.gateway === 'string' ? v4.gateway : undefined }
 }
 
@@ -166,7 +195,13 @@ export function ipamLease(result: unknown): IpamLease {
  * ADD's result: the host's end and the container's end of the veth, the container's address
  * (a /32: the host is its only neighbour), and its default route through the gateway.
  */
-export function addResult(o: { version: string; hostIf: { name: string; mac: string }; containerIf: { name: string; mac: string; sandbox: string }; ip: string; gateway: string }): string {
+export function addResult(o: {
+  version: string
+  hostIf: { name: string; mac: string }
+  containerIf: { name: string; mac: string; sandbox: string }
+  ip: string
+  gateway: string
+}): string {
   return JSON.stringify({
     cniVersion: o.version,
     interfaces: [
@@ -174,7 +209,9 @@ export function addResult(o: { version: string; hostIf: { name: string; mac: str
       { name: o.containerIf.name, mac: o.containerIf.mac, sandbox: o.containerIf.sandbox },
     ],
     // Before 1.0.0 an IP named its family.
-    ips: [{ ...(o.version === '1.0.0' ? {} : { version: '4' }), address: `${o.ip}/32`, gateway: o.gateway, interface: 1 }],
+    ips: [
+      { ...(o.version === '1.0.0' ? {} : { version: '4' }), address: `${o.ip}/32`, gateway: o.gateway, interface: 1 },
+    ],
     routes: [{ dst: '0.0.0.0/0', gw: o.gateway }],
   })
 }

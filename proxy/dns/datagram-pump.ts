@@ -9,8 +9,8 @@
 
 import { createSocket, type RemoteInfo, type Socket } from 'node:dgram'
 import koffi from 'koffi'
-import { parseIPv4 } from '../../policy/cidr.js'
 import { libc } from '../../lib/libc.js'
+import { parseIPv4 } from '../../policy/cidr.js'
 
 const BATCH = 64
 /** A datagram buffer: the largest UDP payload, so nothing is ever cut short. */

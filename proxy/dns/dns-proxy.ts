@@ -14,20 +14,20 @@
 
 import { connect, createServer, type Server, type Socket as TcpSocket } from 'node:net'
 import type { Logger } from 'pino'
-import type { PolicyEngine } from '../../policy/engine.js'
-import { formatIPv4, parseIPv4 } from '../../policy/cidr.js'
 import { libc } from '../../lib/libc.js'
+import { formatIPv4, parseIPv4 } from '../../policy/cidr.js'
+import type { PolicyEngine } from '../../policy/engine.js'
 import type { Destination } from '../../redirect-bpf/map-layout.js'
 import { localPort, transparentUdpSocket, udpSocket } from '../../redirect-bpf/transparent-socket.js'
-import { FlowLog, NO_ANSWERS, answersJson } from '../flow-log.js'
-import { FlowPolicy, dnsVerdict, flowEnds, type Flow, type FlowVerdict, type L7Kind } from '../flow-verdict.js'
-import { DatagramPump } from './datagram-pump.js'
-import { DnsWireError, HEADER_BYTES, readAnswers, readQuery, typeName, type QueryInfo } from './dns-wire.js'
-import type { AnswerRecord } from './fqdn-cache.js'
+import { answersJson, FlowLog, NO_ANSWERS } from '../flow-log.js'
+import { dnsVerdict, type Flow, FlowPolicy, type FlowVerdict, flowEnds, type L7Kind } from '../flow-verdict.js'
 import { LatencyHistogram } from '../latency-histogram.js'
-import { SourceRates } from '../overload/source-rates.js'
 import { sourceKey } from '../overload/shared-budget.js'
+import { SourceRates } from '../overload/source-rates.js'
 import { admitConnection, type ThreadOverload } from '../overload/thread-overload.js'
+import { DatagramPump } from './datagram-pump.js'
+import { DnsWireError, HEADER_BYTES, type QueryInfo, readAnswers, readQuery, typeName } from './dns-wire.js'
+import type { AnswerRecord } from './fqdn-cache.js'
 
 export interface Endpoint {
   address: string
@@ -203,12 +203,18 @@ export class DnsProxy {
     this.listener = 'fd' in where ? where.fd : udpSocket(where.address, where.port)
     const pump = new DatagramPump(
       [this.listener, this.upstream],
-      (fd, data, address, port) => (fd === this.listener ? this.onQuery(data, address, port) : this.onAnswer(data, address, port)),
+      (fd, data, address, port) =>
+        fd === this.listener ? this.onQuery(data, address, port) : this.onAnswer(data, address, port),
       (e) => this.opts.logger.error({ error: e.message }, 'dns: handling a datagram failed'),
     )
     this.pump = pump
     pump.start()
-    const tcpAt = 'fd' in where ? (where.tcpFd === undefined ? null : { fd: where.tcpFd }) : { port: this.port, host: where.address }
+    const tcpAt =
+      'fd' in where
+        ? where.tcpFd === undefined
+          ? null
+          : { fd: where.tcpFd }
+        : { port: this.port, host: where.address }
     if (tcpAt) await new Promise<void>((resolve) => this.tcp.listen(tcpAt, resolve))
   }
 
@@ -226,7 +232,8 @@ export class DnsProxy {
     this.pump?.stopReading(this.listener)
     this.tcp.close()
     const deadline = performance.now() + timeoutMs
-    while (this.pending.size + this.tcpPending.size > 0 && performance.now() < deadline) await new Promise((r) => setTimeout(r, 20))
+    while (this.pending.size + this.tcpPending.size > 0 && performance.now() < deadline)
+      await new Promise((r) => setTimeout(r, 20))
     this.close()
   }
 
@@ -251,7 +258,13 @@ export class DnsProxy {
     if (known && known.policy.generation === this.opts.engine.stateGeneration) return known
     if (this.flows.size >= MAX_FLOWS) this.flows.clear()
     const ends = flowEnds(flow)
-    const entry = { policy: FlowPolicy.of(this.opts.engine, flow, kind), sourceKey: sourceKey(flow.sourceAddress), ...ends, flows: new FlowLog(this.opts.logger, ends), names: new Map<string, FlowVerdict>() }
+    const entry = {
+      policy: FlowPolicy.of(this.opts.engine, flow, kind),
+      sourceKey: sourceKey(flow.sourceAddress),
+      ...ends,
+      flows: new FlowLog(this.opts.logger, ends),
+      names: new Map<string, FlowVerdict>(),
+    }
     this.flows.set(key, entry)
     return entry
   }
@@ -261,7 +274,10 @@ export class DnsProxy {
     const c = this.udpClient(address, port)
     if (c === null) {
       this.stats.invalid++
-      this.opts.logger.warn({ source: `${formatIPv4(address)}:${port}` }, 'dns: query with no known destination dropped')
+      this.opts.logger.warn(
+        { source: `${formatIPv4(address)}:${port}` },
+        'dns: query with no known destination dropped',
+      )
       return
     }
     const allowed = this.judge(msg, c, c.entry)
@@ -284,7 +300,8 @@ export class DnsProxy {
     const key = address * 65536 + port
     const batch = this.pump!.batch
     const known = this.clients.get(key)
-    const current = known !== undefined && known.entry.policy.generation === this.opts.engine.stateGeneration ? known : null
+    const current =
+      known !== undefined && known.entry.policy.generation === this.opts.engine.stateGeneration ? known : null
     if (current?.batch === batch) return current
     const server = this.destination
     if (!this.opts.originalDestination(address, port, server)) return null
@@ -295,7 +312,9 @@ export class DnsProxy {
     if (this.clients.size >= MAX_FLOWS) this.clients.clear()
     const client = { address: formatIPv4(address), port }
     const to = { address: formatIPv4(server.address), port: server.port }
-    const flow = this.opts.flowOf ? this.opts.flowOf(client, to) : { sourceAddress: client.address, sourcePort: port, destAddress: to.address, destPort: to.port }
+    const flow = this.opts.flowOf
+      ? this.opts.flowOf(client, to)
+      : { sourceAddress: client.address, sourcePort: port, destAddress: to.address, destPort: to.port }
     const pump = this.pump!
     const replyFrom = this.opts.answerFrom === 'listener' ? this.listener : this.serverSocket(to)
     const upstream = this.opts.upstreamOf?.(flow) ?? to
@@ -335,7 +354,10 @@ export class DnsProxy {
     } catch (e) {
       if (!(e instanceof DnsWireError)) throw e
       this.stats.invalid++
-      this.opts.logger.info({ source: entry.source, destination: entry.destination, verdict: 'invalid', reason: e.message }, 'dns: malformed query')
+      this.opts.logger.info(
+        { source: entry.source, destination: entry.destination, verdict: 'invalid', reason: e.message },
+        'dns: malformed query',
+      )
       if (msg.length >= HEADER_BYTES && (msg.readUInt16BE(2) & QR) === 0) reply(answer(msg, null, RCODE.FORMERR))
       return null
     }
@@ -344,14 +366,20 @@ export class DnsProxy {
       this.stats.invalid++
       const rcode = query.opcode !== 0 ? RCODE.NOTIMP : RCODE.FORMERR
       const reason = query.opcode !== 0 ? `opcode ${query.opcode} is not QUERY` : `${query.questions} questions`
-      this.opts.logger.info({ source: entry.source, destination: entry.destination, verdict: 'invalid', reason }, 'dns: query refused')
+      this.opts.logger.info(
+        { source: entry.source, destination: entry.destination, verdict: 'invalid', reason },
+        'dns: query refused',
+      )
       reply(answer(msg, query, rcode))
       return null
     }
     const started = this.now()
     if (!this.rates.allow(entry.sourceKey, started)) {
       this.stats.rateLimited++
-      this.opts.overload?.refusals.note('dns queries per source', started, { source: entry.source, limit: this.rates.perSecond })
+      this.opts.overload?.refusals.note('dns queries per source', started, {
+        source: entry.source,
+        limit: this.rates.perSecond,
+      })
       reply(answer(msg, query, RCODE.REFUSED))
       return null
     }
@@ -361,7 +389,15 @@ export class DnsProxy {
     if (!verdict.allowed) {
       this.stats.denied++
       reply(answer(msg, query, this.rejectCode))
-      this.logQuery(entry.flows, verdict, qname, qtype, this.rejectCode === RCODE.REFUSED ? 'REFUSED' : 'NXDOMAIN', started, NO_ANSWERS)
+      this.logQuery(
+        entry.flows,
+        verdict,
+        qname,
+        qtype,
+        this.rejectCode === RCODE.REFUSED ? 'REFUSED' : 'NXDOMAIN',
+        started,
+        NO_ANSWERS,
+      )
       return null
     }
     const question = Buffer.from(msg.subarray(0, query.questionEnd))
@@ -416,15 +452,19 @@ export class DnsProxy {
       if (!(e instanceof DnsWireError)) throw e
       // A client's parser could read it otherwise than the proxy did: nothing is learned from it
       // or relayed; the client gets SERVFAIL for its own question.
-      this.opts.logger.warn({ qname: p.qname, error: e.message }, 'dns: malformed answer from the server replaced by SERVFAIL')
+      this.opts.logger.warn(
+        { qname: p.qname, error: e.message },
+        'dns: malformed answer from the server replaced by SERVFAIL',
+      )
       return this.release(p, answer(p.question, p.query, RCODE.SERVFAIL), 'SERVFAIL', NO_ANSWERS, null)
     }
     const answers = answersJson(records)
-    if (rcode !== 'NOERROR' || records.length === 0 || !this.opts.learn) return this.release(p, msg, rcode, answers, null)
+    if (rcode !== 'NOERROR' || records.length === 0 || !this.opts.learn)
+      return this.release(p, msg, rcode, answers, null)
     const t0 = this.now()
-    let learned: void | Promise<void> = undefined
+    let learned: Promise<void> | null = null
     try {
-      learned = this.opts.learn(p.qname, records)
+      learned = this.opts.learn(p.qname, records) ?? null
     } catch (e) {
       this.learnFailed(p, e as Error)
     }
@@ -466,7 +506,16 @@ export class DnsProxy {
    * One line per query; its duration and (for an answer with addresses) its enforcement time
    * counted: 0 when the maps allowed them already.
    */
-  private logQuery(flows: FlowLog, verdict: FlowVerdict, qname: string, qtype: string, rcode: string, started: number, answers: string, enforceMs: number | null = null): void {
+  private logQuery(
+    flows: FlowLog,
+    verdict: FlowVerdict,
+    qname: string,
+    qtype: string,
+    rcode: string,
+    started: number,
+    answers: string,
+    enforceMs: number | null = null,
+  ): void {
     const ms = this.now() - started
     if (rcode !== 'TIMEOUT') this.latency.observe(ms / 1000)
     if (enforceMs !== null) this.enforce.observe(enforceMs / 1000)
@@ -477,17 +526,24 @@ export class DnsProxy {
 
   private onTcpClient(c: TcpSocket): void {
     const client = { address: c.remoteAddress!, port: c.remotePort! }
-    const server = this.opts.tcpOriginalDestination ? this.opts.tcpOriginalDestination(c) : { address: c.localAddress!, port: c.localPort! }
+    const server = this.opts.tcpOriginalDestination
+      ? this.opts.tcpOriginalDestination(c)
+      : { address: c.localAddress!, port: c.localPort! }
     c.on('error', () => undefined)
     if (server === null) {
       this.stats.invalid++
       c.destroy()
       return
     }
-    const flow = this.opts.flowOf ? this.opts.flowOf(client, server) : { sourceAddress: client.address, sourcePort: client.port, destAddress: server.address, destPort: server.port }
+    const flow = this.opts.flowOf
+      ? this.opts.flowOf(client, server)
+      : { sourceAddress: client.address, sourcePort: client.port, destAddress: server.address, destPort: server.port }
     // From the node's connection budget, as the HTTP proxy's clients: given back at its close.
     const o = this.opts.overload
-    const release = o === undefined ? null : admitConnection(o, flow.sourceAddress, this.flowEntry(flow, DNS_TCP).policy.sourceIdentity)
+    const release =
+      o === undefined
+        ? null
+        : admitConnection(o, flow.sourceAddress, this.flowEntry(flow, DNS_TCP).policy.sourceIdentity)
     if (o !== undefined && release === null) return void c.resetAndDestroy()
     if (release !== null) c.once('close', release)
     const pending = new Map<number, Pending>()

@@ -9,8 +9,8 @@
 // case (names compare without case; rules, the log and the FQDN cache all use lower case), so
 // no second string is made to lower-case them.
 
-import type { AnswerRecord } from './fqdn-cache.js'
 import { L7ProxyError } from '../../lib/l7proxy-error.js'
+import type { AnswerRecord } from './fqdn-cache.js'
 
 export class DnsWireError extends L7ProxyError {
   constructor(message: string) {
@@ -21,7 +21,27 @@ export class DnsWireError extends L7ProxyError {
 export const HEADER_BYTES = 12
 const MAX_NAME = 255
 const TYPE_NAMES: Record<number, string> = {
-  1: 'A', 2: 'NS', 5: 'CNAME', 6: 'SOA', 12: 'PTR', 13: 'HINFO', 15: 'MX', 16: 'TXT', 28: 'AAAA', 33: 'SRV', 35: 'NAPTR', 41: 'OPT', 43: 'DS', 46: 'RRSIG', 47: 'NSEC', 48: 'DNSKEY', 64: 'SVCB', 65: 'HTTPS', 252: 'AXFR', 255: 'ANY', 257: 'CAA',
+  1: 'A',
+  2: 'NS',
+  5: 'CNAME',
+  6: 'SOA',
+  12: 'PTR',
+  13: 'HINFO',
+  15: 'MX',
+  16: 'TXT',
+  28: 'AAAA',
+  33: 'SRV',
+  35: 'NAPTR',
+  41: 'OPT',
+  43: 'DS',
+  46: 'RRSIG',
+  47: 'NSEC',
+  48: 'DNSKEY',
+  64: 'SVCB',
+  65: 'HTTPS',
+  252: 'AXFR',
+  255: 'ANY',
+  257: 'CAA',
 }
 
 /** A type's mnemonic, or RFC 3597's TYPEn for one without. */
@@ -121,14 +141,46 @@ const PREFERENCE_NAME: Part[] = [2, 'name']
 const KEY: Part[] = [4, 'rest']
 const SVCB: Part[] = [2, 'name', 'options']
 const LAYOUTS: Record<number, Part[]> = {
-  1: [4], 2: ONE_NAME, 3: ONE_NAME, 4: ONE_NAME, 5: ONE_NAME, 6: ['name', 'name', 20], 7: ONE_NAME, 8: ONE_NAME, 9: ONE_NAME,
-  12: ONE_NAME, 13: ['string', 'string'], 14: ['name', 'name'], 15: PREFERENCE_NAME, 16: ['strings'], 17: ['name', 'name'],
-  18: PREFERENCE_NAME, 21: PREFERENCE_NAME, 26: [2, 'name', 'name'], 28: [16], 33: [6, 'name'], 35: [4, 'string', 'string', 'string', 'name'],
-  36: PREFERENCE_NAME, 39: ONE_NAME, 41: ['options'], 43: KEY, 44: [2, 'rest'], 46: [18, 'name', 'rest'], 47: ['name', 'bitmaps'],
-  48: KEY, 52: [3, 'rest'], 59: KEY, 60: KEY, 64: SVCB, 65: SVCB, 99: ['strings'], 257: [1, 'tag', 'rest'],
+  1: [4],
+  2: ONE_NAME,
+  3: ONE_NAME,
+  4: ONE_NAME,
+  5: ONE_NAME,
+  6: ['name', 'name', 20],
+  7: ONE_NAME,
+  8: ONE_NAME,
+  9: ONE_NAME,
+  12: ONE_NAME,
+  13: ['string', 'string'],
+  14: ['name', 'name'],
+  15: PREFERENCE_NAME,
+  16: ['strings'],
+  17: ['name', 'name'],
+  18: PREFERENCE_NAME,
+  21: PREFERENCE_NAME,
+  26: [2, 'name', 'name'],
+  28: [16],
+  33: [6, 'name'],
+  35: [4, 'string', 'string', 'string', 'name'],
+  36: PREFERENCE_NAME,
+  39: ONE_NAME,
+  41: ['options'],
+  43: KEY,
+  44: [2, 'rest'],
+  46: [18, 'name', 'rest'],
+  47: ['name', 'bitmaps'],
+  48: KEY,
+  52: [3, 'rest'],
+  59: KEY,
+  60: KEY,
+  64: SVCB,
+  65: SVCB,
+  99: ['strings'],
+  257: [1, 'tag', 'rest'],
 }
 
-const shortData = (type: number): DnsWireError => new DnsWireError(`${typeName(type)} record data shorter than its contents`)
+const shortData = (type: number): DnsWireError =>
+  new DnsWireError(`${typeName(type)} record data shorter than its contents`)
 
 /** Checks a record's data (`at` to `end`) against its type's layout; throws DnsWireError naming what is wrong. */
 function checkData(msg: Buffer, type: number, at: number, end: number): void {
@@ -140,7 +192,8 @@ function checkData(msg: Buffer, type: number, at: number, end: number): void {
     else if (part === 'rest') at = end
     else if (part === 'string' || part === 'tag') {
       if (at >= end) throw shortData(type)
-      if (part === 'tag' && (msg[at] === 0 || msg[at]! > 15)) throw new DnsWireError(`${typeName(type)} record with a tag of ${msg[at]} bytes`)
+      if (part === 'tag' && (msg[at] === 0 || msg[at]! > 15))
+        throw new DnsWireError(`${typeName(type)} record with a tag of ${msg[at]} bytes`)
       at += 1 + msg[at]!
     } else {
       // strings: at least one; options, bitmaps: any number, each filling its own length.

@@ -62,8 +62,14 @@ export class FqdnCache {
     const chain = [norm(qname)]
     if (answers.some((r) => r.type === 'CNAME')) {
       const cnames = new Map<string, string>()
-      for (const r of answers) if (r.type === 'CNAME' && typeof r.data === 'string') cnames.set(norm(r.name), norm(r.data))
-      for (let next = cnames.get(chain[0]!); next !== undefined && chain.length <= 16 && !chain.includes(next); next = cnames.get(next)) chain.push(next)
+      for (const r of answers)
+        if (r.type === 'CNAME' && typeof r.data === 'string') cnames.set(norm(r.name), norm(r.data))
+      for (
+        let next = cnames.get(chain[0]!);
+        next !== undefined && chain.length <= 16 && !chain.includes(next);
+        next = cnames.get(next)
+      )
+        chain.push(next)
     }
     const changed: string[] = []
     for (const name of chain) {
@@ -97,7 +103,8 @@ export class FqdnCache {
         const used = inUse(ip)
         if (used) this.aliveAt.set(ip, now)
         const aliveAt = this.aliveAt.get(ip)
-        if (used || (aliveAt !== undefined && now - aliveAt < this.graceMs)) zombies.push({ name, ip, aliveAt: aliveAt! })
+        if (used || (aliveAt !== undefined && now - aliveAt < this.graceMs))
+          zombies.push({ name, ip, aliveAt: aliveAt! })
         else this.drop(name, ip, changed)
       }
     }
@@ -140,7 +147,13 @@ export class FqdnCache {
       if (typeof e?.name !== 'string' || !Array.isArray(e.ips)) continue
       const ips = new Map<string, number>()
       for (const i of e.ips) {
-        if (typeof i?.ip === 'string' && /^\d{1,3}(\.\d{1,3}){3}$/.test(i.ip) && typeof i.expiresAt === 'number' && i.expiresAt > now) ips.set(i.ip, i.expiresAt)
+        if (
+          typeof i?.ip === 'string' &&
+          /^\d{1,3}(\.\d{1,3}){3}$/.test(i.ip) &&
+          typeof i.expiresAt === 'number' &&
+          i.expiresAt > now
+        )
+          ips.set(i.ip, i.expiresAt)
       }
       if (ips.size > 0) this.names.set(norm(e.name), ips)
     }
@@ -173,6 +186,11 @@ export class FqdnCache {
 
   /** Every name with its IPs and when each expires (ms since the epoch); zombies marked. */
   entries(now = Date.now()): CacheEntry[] {
-    return [...this.names].map(([name, ips]) => ({ name, ips: [...ips].map(([ip, expiresAt]) => (expiresAt <= now ? { ip, expiresAt, zombie: true as const } : { ip, expiresAt })) }))
+    return [...this.names].map(([name, ips]) => ({
+      name,
+      ips: [...ips].map(([ip, expiresAt]) =>
+        expiresAt <= now ? { ip, expiresAt, zombie: true as const } : { ip, expiresAt },
+      ),
+    }))
   }
 }

@@ -36,7 +36,11 @@ interface Batch {
 
 /** The `onLate` of a proxy thread's relay: a warning with the batch, how many it held, and the bound. */
 export function warnLate(logger: Logger, maxDelayMs: number): LearnRelayOptions['onLate'] {
-  return (batch, held) => logger.warn({ batch, answers: held, maxDelayMs }, 'dns: answers released before their addresses were in the maps (max delay)')
+  return (batch, held) =>
+    logger.warn(
+      { batch, answers: held, maxDelayMs },
+      'dns: answers released before their addresses were in the maps (max delay)',
+    )
 }
 
 export class LearnRelay {

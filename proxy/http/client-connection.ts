@@ -5,24 +5,33 @@
 // ones answered by the proxy. Responses go back in request order: a queue of exchanges, the head
 // of which is the one answered next, whether by the upstream or by the proxy.
 
-import { performance } from 'node:perf_hooks'
 import type { Socket } from 'node:net'
+import { performance } from 'node:perf_hooks'
 import type { Logger } from 'pino'
 import type { HeaderAction, HttpRequestView } from '../../policy/http-matcher.js'
 import { FlowLog } from '../flow-log.js'
-import { FlowPolicy, flowEnds, httpVerdict, type Flow, type FlowEnds, type FlowVerdict } from '../flow-verdict.js'
+import { type Flow, type FlowEnds, FlowPolicy, type FlowVerdict, flowEnds, httpVerdict } from '../flow-verdict.js'
+import type { OriginTls } from '../tls/origin-socket.js'
+import { HeadFields } from './head-fields.js'
+import { dropHopByHop } from './hop-by-hop.js'
 import type { MessageHead, ParseError, ParserSink } from './http1-parser.js'
 import { Http1Parser } from './http1-parser.js'
-import { CHUNKED_END, CONTINUE, CRLF, chunkedCoding, localResponse, requestHead, responseHead, writeBodyChunk } from './http1-writer.js'
-import { dropHopByHop } from './hop-by-hop.js'
-import { HeadFields } from './head-fields.js'
-import { normalizePath } from './request-path.js'
-import { forwardedFraming, requestHeadProblem } from './request-head.js'
-import type { OriginTls } from '../tls/origin-socket.js'
+import {
+  CHUNKED_END,
+  CONTINUE,
+  CRLF,
+  chunkedCoding,
+  localResponse,
+  requestHead,
+  responseHead,
+  writeBodyChunk,
+} from './http1-writer.js'
 import { countOutcome, type Origin, type ProxyContext } from './proxy-context.js'
-import { UpstreamConnection, type ResponseSink } from './upstream-connection.js'
-import { SocketWriter } from './socket-writer.js'
 import type { RawSocket } from './raw-socket.js'
+import { forwardedFraming, requestHeadProblem } from './request-head.js'
+import { normalizePath } from './request-path.js'
+import { SocketWriter } from './socket-writer.js'
+import { type ResponseSink, UpstreamConnection } from './upstream-connection.js'
 import { poolKey } from './upstream-pool.js'
 
 const DENIED_BODY = 'Access denied\n'
@@ -57,7 +66,11 @@ function withoutHeader(raw: readonly string[], name: string): string[] {
 }
 
 /** The forwarded fields of a head with headerMatches mismatch actions applied (rare: made as strings). */
-function applyActions(fields: HeadFields, actions: readonly HeaderAction[], log: (a: HeaderAction, got: string | undefined) => void): HeadFields {
+function applyActions(
+  fields: HeadFields,
+  actions: readonly HeaderAction[],
+  log: (a: HeaderAction, got: string | undefined) => void,
+): HeadFields {
   let raw = fields.toRaw(true)
   for (const a of actions) {
     const name = a.name.toLowerCase()
@@ -170,7 +183,10 @@ export class ClientConnection implements ParserSink, ResponseSink {
   sweep(now: number, headersMs: number, idleMs: number): void {
     if (this.headSince > 0 && now - this.headSince > headersMs && this.queue.length === 0) {
       this.ctx.stats.invalid++
-      this.log.info({ verdict: 'invalid', reason: 'request headers timed out', status: 408 }, 'http: slow request refused')
+      this.log.info(
+        { verdict: 'invalid', reason: 'request headers timed out', status: 408 },
+        'http: slow request refused',
+      )
       this.out.write(localResponse(408, 'Request timed out\n', true, false))
       this.end()
       return
@@ -179,7 +195,8 @@ export class ClientConnection implements ParserSink, ResponseSink {
       this.socket.destroy()
       return
     }
-    if (this.upstream !== null && this.idleSince >= 0 && now - this.lastActive > UPSTREAM_HELD_IDLE_MS) this.releaseUpstream()
+    if (this.upstream !== null && this.idleSince >= 0 && now - this.lastActive > UPSTREAM_HELD_IDLE_MS)
+      this.releaseUpstream()
     this.upstream?.sweep(now, this.ctx.upstream)
   }
 
@@ -291,7 +308,21 @@ export class ClientConnection implements ParserSink, ResponseSink {
     if (!target.ok) {
       this.stop()
       const body = `Bad request: ${target.reason}\n`
-      this.enqueue(new Exchange(head.method, head.url, head.url, host, started, localResponse(400, body, true, head.method === 'HEAD'), null, target.reason, true, http10, false))
+      this.enqueue(
+        new Exchange(
+          head.method,
+          head.url,
+          head.url,
+          host,
+          started,
+          localResponse(400, body, true, head.method === 'HEAD'),
+          null,
+          target.reason,
+          true,
+          http10,
+          false,
+        ),
+      )
       return true
     }
     const path = target.path
@@ -303,19 +334,31 @@ export class ClientConnection implements ParserSink, ResponseSink {
       // for a 100 that will not come: then whether a body follows is unknown, and it closes.
       const close = closeAfter || expectContinue
       if (close) this.stop()
-      const response = close || head.method === 'HEAD' ? localResponse(403, DENIED_BODY, close, head.method === 'HEAD') : DENIED
-      this.enqueue(new Exchange(head.method, head.url, path, host, started, response, verdict, null, close, http10, false))
+      const response =
+        close || head.method === 'HEAD' ? localResponse(403, DENIED_BODY, close, head.method === 'HEAD') : DENIED
+      this.enqueue(
+        new Exchange(head.method, head.url, path, host, started, response, verdict, null, close, http10, false),
+      )
       return false
     }
     dropHopByHop(fields)
     const framing = forwardedFraming(fields)
-    const forwarded = verdict.actions.length === 0 ? fields : applyActions(fields, verdict.actions, (a, got) => this.log.info({ header: a.name, expected: a.value, got }, 'http: header mismatch'))
+    const forwarded =
+      verdict.actions.length === 0
+        ? fields
+        : applyActions(fields, verdict.actions, (a, got) =>
+            this.log.info({ header: a.name, expected: a.value, got }, 'http: header mismatch'),
+          )
     if (closeAfter) this.lastRequestRead = true
     this.bodyChunked = framing.startsWith('transfer-encoding')
     this.forwarding = true
-    const upstream = (this.upstream ??= this.ctx.pool.take(this.poolKey, started)?.adopt(this) ?? new UpstreamConnection(this.origin, this.ctx.maxHeaderBytes, this, started))
+    const upstream = (this.upstream ??=
+      this.ctx.pool.take(this.poolKey, started)?.adopt(this) ??
+      new UpstreamConnection(this.origin, this.ctx.maxHeaderBytes, this, started))
     upstream.sendHead(requestHead(head.method, path, forwarded, framing), started)
-    this.enqueue(new Exchange(head.method, head.url, path, host, started, null, verdict, null, closeAfter, http10, expectContinue))
+    this.enqueue(
+      new Exchange(head.method, head.url, path, host, started, null, verdict, null, closeAfter, http10, expectContinue),
+    )
     return false
   }
 
@@ -379,7 +422,15 @@ export class ClientConnection implements ParserSink, ResponseSink {
     }
     const ms = performance.now() - ex.started
     this.ctx.latency.observe(ms / 1000)
-    this.flows.http({ verdict: ex.verdict!, method: ex.method, path: ex.path, target: ex.path === ex.url ? undefined : ex.url, host: ex.host, status, ms })
+    this.flows.http({
+      verdict: ex.verdict!,
+      method: ex.method,
+      path: ex.path,
+      target: ex.path === ex.url ? undefined : ex.url,
+      host: ex.host,
+      status,
+      ms,
+    })
   }
 
   // ---- responses from the upstream connection ----
@@ -423,7 +474,11 @@ export class ClientConnection implements ParserSink, ResponseSink {
   }
 
   onResponseBody(chunk: Buffer): void {
-    if (!writeBodyChunk(this.out, chunk, this.queue[0]!.chunked) && !this.upstreamWaitsForClient && this.upstream !== null) {
+    if (
+      !writeBodyChunk(this.out, chunk, this.queue[0]!.chunked) &&
+      !this.upstreamWaitsForClient &&
+      this.upstream !== null
+    ) {
       this.upstreamWaitsForClient = true
       this.upstream.pauseReading()
       this.out.whenDrained(this.resumeUpstream)
@@ -462,11 +517,21 @@ export class ClientConnection implements ParserSink, ResponseSink {
       return
     }
     const status = failure.timedOut ? 504 : 502
-    this.log.warn({ origin: `${this.origin.host}:${this.origin.port}`, error: failure.error.code ?? failure.error.message }, `http: upstream failed (${status})`)
+    this.log.warn(
+      { origin: `${this.origin.host}:${this.origin.port}`, error: failure.error.code ?? failure.error.message },
+      `http: upstream failed (${status})`,
+    )
     // What was sent behind it may or may not have been processed: the connection ends here, and
     // those requests are logged as failed with it.
     const behind = this.queue.splice(1)
-    this.out.write(localResponse(status, status === 504 ? 'Upstream timed out\n' : 'Upstream unavailable\n', true, ex.method === 'HEAD'))
+    this.out.write(
+      localResponse(
+        status,
+        status === 504 ? 'Upstream timed out\n' : 'Upstream unavailable\n',
+        true,
+        ex.method === 'HEAD',
+      ),
+    )
     this.finish(ex, status, true)
     for (const b of behind) if (b.local === null) this.logExchange(b, status)
   }

@@ -11,7 +11,10 @@ export interface ByteStore {
 }
 
 /** Buffer's latin1 codec without toString()'s and write()'s argument handling. */
-export type Latin1Buffer = Buffer & { latin1Slice(start: number, end: number): string; latin1Write(s: string, at: number): number }
+export type Latin1Buffer = Buffer & {
+  latin1Slice(start: number, end: number): string
+  latin1Write(s: string, at: number): number
+}
 
 const SPAN = 4 // name offset, name length, value offset, value length
 const INITIAL_FIELDS = 32

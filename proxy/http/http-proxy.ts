@@ -14,21 +14,21 @@
 import { createServer, type Server, type Socket } from 'node:net'
 import { performance } from 'node:perf_hooks'
 import type { Logger } from 'pino'
-import type { PolicyEngine } from '../../policy/engine.js'
-import { ClientConnection } from './client-connection.js'
-import { FlowPolicy, type Flow } from '../flow-verdict.js'
-import { H2Frontend, startsHttp2 } from '../http2/h2-frontend.js'
-import { TlsConnection, type HandOff } from '../tls/tls-connection.js'
 import { LeafCache } from '../../certs/leaf-cache.js'
 import { loadCa } from '../../certs/local-ca.js'
-import type { Origin, ProxyContext, ProxyStats } from './proxy-context.js'
-import { acceptHandles, fastPath, readInto, readResult, type TcpHandle } from './native-stream.js'
-import { threadReadBuffer } from './socket-reads.js'
-import { RawSocket } from './raw-socket.js'
-import { DEFAULT_POOL_LIMITS, UpstreamPool, type UpstreamPoolLimits } from './upstream-pool.js'
+import type { PolicyEngine } from '../../policy/engine.js'
+import { type Flow, FlowPolicy } from '../flow-verdict.js'
+import { H2Frontend, startsHttp2 } from '../http2/h2-frontend.js'
 import { LatencyHistogram } from '../latency-histogram.js'
 import { OpenSet } from '../open-set.js'
 import { admitConnection, type ThreadOverload } from '../overload/thread-overload.js'
+import { type HandOff, TlsConnection } from '../tls/tls-connection.js'
+import { ClientConnection } from './client-connection.js'
+import { acceptHandles, fastPath, readInto, readResult, type TcpHandle } from './native-stream.js'
+import type { Origin, ProxyContext, ProxyStats } from './proxy-context.js'
+import { RawSocket } from './raw-socket.js'
+import { threadReadBuffer } from './socket-reads.js'
+import { DEFAULT_POOL_LIMITS, UpstreamPool, type UpstreamPoolLimits } from './upstream-pool.js'
 
 export type { Origin, ProxyStats } from './proxy-context.js'
 
@@ -75,7 +75,12 @@ export interface MaybeIdle {
 const TLS_HANDSHAKE = 0x16
 
 function defaultFlow(socket: SocketEnds): Flow {
-  return { sourceAddress: socket.remoteAddress!, sourcePort: socket.remotePort!, destAddress: socket.localAddress!, destPort: socket.localPort! }
+  return {
+    sourceAddress: socket.remoteAddress!,
+    sourcePort: socket.remotePort!,
+    destAddress: socket.localAddress!,
+    destPort: socket.localPort!,
+  }
 }
 
 function defaultOrigin(f: Flow): Origin {
@@ -114,7 +119,10 @@ export class HttpProxy {
       originOf: opts.originOf ?? defaultOrigin,
       maxHeaders: opts.maxHeaders ?? 100,
       maxHeaderBytes: opts.maxHeaderBytes ?? 16 * 1024,
-      upstream: { connectMs: opts.upstreamConnectTimeoutMs ?? 5_000, responseHeadMs: opts.upstreamHeadersTimeoutMs ?? 30_000 },
+      upstream: {
+        connectMs: opts.upstreamConnectTimeoutMs ?? 5_000,
+        responseHeadMs: opts.upstreamHeadersTimeoutMs ?? 30_000,
+      },
       pool: new UpstreamPool({ ...DEFAULT_POOL_LIMITS, ...opts.upstreamPool }),
       idleMs: this.idleMs,
       leaves: opts.caDir ? new LeafCache(() => loadCa(opts.caDir!)) : null,
@@ -126,7 +134,14 @@ export class HttpProxy {
     this.server = createServer()
     // Deadlines are checked a few times per shortest timeout (pressure's too), at most every second.
     const o = this.ctx.overload
-    const shortest = Math.min(this.headersMs, this.idleMs, this.ctx.upstream.connectMs, this.ctx.upstream.responseHeadMs, o?.headersMs ?? Infinity, o?.idleMs ?? Infinity)
+    const shortest = Math.min(
+      this.headersMs,
+      this.idleMs,
+      this.ctx.upstream.connectMs,
+      this.ctx.upstream.responseHeadMs,
+      o?.headersMs ?? Infinity,
+      o?.idleMs ?? Infinity,
+    )
     this.sweeper = setInterval(() => this.sweep(), Math.max(10, Math.min(1000, shortest / 4)))
     this.sweeper.unref()
   }
@@ -206,7 +221,9 @@ export class HttpProxy {
   /** Takes a connection from the node's budget: how to give it back, or null when it is refused (counted, logged). */
   private admit(flow: Flow): (() => void) | null {
     const o = this.ctx.overload
-    return o === null ? noop : admitConnection(o, flow.sourceAddress, FlowPolicy.of(this.ctx.engine, flow).sourceIdentity)
+    return o === null
+      ? noop
+      : admitConnection(o, flow.sourceAddress, FlowPolicy.of(this.ctx.engine, flow).sourceIdentity)
   }
 
   /** A connection whose TLS the proxy terminated, to the side its ALPN chose. */
@@ -223,7 +240,7 @@ export class HttpProxy {
   private sweep(): void {
     const now = performance.now()
     const o = this.ctx.overload
-    const pressed = o !== null && o.budget.underPressure
+    const pressed = o?.budget.underPressure
     const headersMs = pressed ? Math.min(this.headersMs, o.headersMs) : this.headersMs
     const idleMs = pressed ? Math.min(this.idleMs, o.idleMs) : this.idleMs
     this.sniffing.forEach((raw) => {
@@ -274,9 +291,16 @@ export class HttpProxy {
       this.server.once('error', reject)
       this.server.listen(where, () => {
         this.server.off('error', reject)
-        const missing = !fastPath.available ? fastPath.missing : acceptHandles(this.server, this.onConnection) ? null : "net.Server's handle.onconnection"
+        const missing = !fastPath.available
+          ? fastPath.missing
+          : acceptHandles(this.server, this.onConnection)
+            ? null
+            : "net.Server's handle.onconnection"
         if (missing !== null) {
-          this.ctx.logger.warn({ missing }, 'http: the Node internals of the fast path are not there; serving on net.Socket (slower)')
+          this.ctx.logger.warn(
+            { missing },
+            'http: the Node internals of the fast path are not there; serving on net.Socket (slower)',
+          )
           this.server.on('connection', this.onSocket)
         }
         resolve()

@@ -12,9 +12,17 @@
 
 import { Buffer } from 'node:buffer'
 import type { Socket } from 'node:net'
+import { type ByteStore, HeadFields, type Latin1Buffer } from './head-fields.js'
+import {
+  INPUT_BYTES,
+  type Llhttp,
+  type LlhttpHandler,
+  llhttp,
+  PAUSED_UPGRADE,
+  REQUEST,
+  RESPONSE,
+} from './llhttp-wasm.js'
 import type { RawSocket } from './raw-socket.js'
-import { HeadFields, type ByteStore, type Latin1Buffer } from './head-fields.js'
-import { INPUT_BYTES, PAUSED_UPGRADE, REQUEST, RESPONSE, llhttp, type Llhttp, type LlhttpHandler } from './llhttp-wasm.js'
 import { SocketReads } from './socket-reads.js'
 
 /** A request's or response's start line and header fields, as sent. */

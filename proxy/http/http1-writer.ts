@@ -12,7 +12,10 @@ const CRLF = '\r\n'
 /** Transfer-Encoding for a body the proxy chunk-encodes: the sender's codings (empty ones left out), chunked last. */
 export function chunkedCoding(received: string | undefined): string {
   if (received === undefined) return 'chunked'
-  const codings = received.split(',').map((c) => c.trim()).filter((c) => c !== '')
+  const codings = received
+    .split(',')
+    .map((c) => c.trim())
+    .filter((c) => c !== '')
   if (codings.at(-1)?.toLowerCase() !== 'chunked') codings.push('chunked')
   return codings.join(', ')
 }
@@ -20,7 +23,8 @@ export function chunkedCoding(received: string | undefined): string {
 /** Bytes the forwarded fields take as lines. */
 function fieldsRoom(fields: HeadFields): number {
   let size = 0
-  for (let i = 0; i < fields.count; i++) if (!fields.isDropped(i)) size += fields.nameLength(i) + fields.valueLength(i) + 4
+  for (let i = 0; i < fields.count; i++)
+    if (!fields.isDropped(i)) size += fields.nameLength(i) + fields.valueLength(i) + 4
   return size
 }
 
@@ -55,7 +59,9 @@ const HTTP11 = ' HTTP/1.1\r\n'
 
 /** A request head; `extra` holds lines the proxy adds (framing), each ending in CRLF. */
 export function requestHead(method: string, path: string, fields: HeadFields, extra: string): Buffer {
-  const out = Buffer.allocUnsafe(method.length + 1 + path.length + HTTP11.length + fieldsRoom(fields) + extra.length + 2)
+  const out = Buffer.allocUnsafe(
+    method.length + 1 + path.length + HTTP11.length + fieldsRoom(fields) + extra.length + 2,
+  )
   let at = putAscii(out, 0, method)
   out[at++] = 0x20
   at = putAscii(out, putAscii(out, at, path), HTTP11)
@@ -76,7 +82,11 @@ export const CHUNKED_END = `0${CRLF}${CRLF}`
 export const CONTINUE = `HTTP/1.1 100 Continue${CRLF}${CRLF}`
 
 /** Writes one piece of a body, chunk-framed when `chunked`; false when `to` asks for a pause. */
-export function writeBodyChunk(to: { write(data: Buffer | string): boolean }, chunk: Buffer, chunked: boolean): boolean {
+export function writeBodyChunk(
+  to: { write(data: Buffer | string): boolean },
+  chunk: Buffer,
+  chunked: boolean,
+): boolean {
   if (!chunked) return to.write(chunk)
   to.write(`${chunk.length.toString(16)}${CRLF}`)
   to.write(chunk)

@@ -82,7 +82,8 @@ export class Llhttp {
         wasm_on_status: (_p: number, at: number, len: number) => on().onStatus(at, len),
         wasm_on_header_field: (_p: number, at: number, len: number) => on().onHeaderField(at, len),
         wasm_on_header_value: (_p: number, at: number, len: number) => on().onHeaderValue(at, len),
-        wasm_on_headers_complete: (_p: number, status: number, upgrade: number, keepAlive: number) => on().onHeadersComplete(status, upgrade, keepAlive),
+        wasm_on_headers_complete: (_p: number, status: number, upgrade: number, keepAlive: number) =>
+          on().onHeadersComplete(status, upgrade, keepAlive),
         wasm_on_body: (_p: number, at: number, len: number) => on().onBody(at, len),
         wasm_on_message_complete: () => on().onMessageComplete(),
       },
@@ -106,7 +107,10 @@ export class Llhttp {
 
   /** llhttp's name for an error (HPE_...) and its reason. */
   error(p: number, err: number): { code: string; reason: string } {
-    return { code: this.cString(this.fn.llhttp_errno_name(err)), reason: this.cString(this.fn.llhttp_get_error_reason(p)) }
+    return {
+      code: this.cString(this.fn.llhttp_errno_name(err)),
+      reason: this.cString(this.fn.llhttp_get_error_reason(p)),
+    }
   }
 
   latin1(at: number, len: number): string {

@@ -74,8 +74,27 @@ interface StreamWrapBinding {
 type Binding = (name: string) => Record<string, unknown>
 
 /** What of a TCP handle the fast path calls (and net.Server's onconnection, which it replaces). */
-const TCP_METHODS = ['readStart', 'readStop', 'useUserBuffer', 'writeBuffer', 'writev', 'writeLatin1String', 'shutdown', 'getsockname', 'getpeername', 'reset', 'close'] as const
-const STREAM_WRAP_KEYS = ['WriteWrap', 'ShutdownWrap', 'streamBaseState', 'kReadBytesOrError', 'kArrayBufferOffset', 'kLastWriteWasAsync'] as const
+const TCP_METHODS = [
+  'readStart',
+  'readStop',
+  'useUserBuffer',
+  'writeBuffer',
+  'writev',
+  'writeLatin1String',
+  'shutdown',
+  'getsockname',
+  'getpeername',
+  'reset',
+  'close',
+] as const
+const STREAM_WRAP_KEYS = [
+  'WriteWrap',
+  'ShutdownWrap',
+  'streamBaseState',
+  'kReadBytesOrError',
+  'kArrayBufferOffset',
+  'kLastWriteWasAsync',
+] as const
 
 /** The stream_wrap binding if every internal the fast path uses is there; otherwise what is missing. */
 function probe(): StreamWrapBinding | string {
@@ -99,10 +118,16 @@ const probed = probe()
 const binding: StreamWrapBinding | null = typeof probed === 'string' ? null : probed
 
 /** Whether the fast path's internals are there; if not, the first one found missing. */
-export const fastPath: { available: true } | { available: false; missing: string } = binding !== null ? { available: true } : { available: false, missing: probed as string }
+export const fastPath: { available: true } | { available: false; missing: string } =
+  binding !== null ? { available: true } : { available: false, missing: probed as string }
 
 // Set when the fast path is available (only then are they used).
-const { streamBaseState, kReadBytesOrError, kArrayBufferOffset, kLastWriteWasAsync } = binding ?? { streamBaseState: new Int32Array(0), kReadBytesOrError: 0, kArrayBufferOffset: 0, kLastWriteWasAsync: 0 }
+const { streamBaseState, kReadBytesOrError, kArrayBufferOffset, kLastWriteWasAsync } = binding ?? {
+  streamBaseState: new Int32Array(0),
+  kReadBytesOrError: 0,
+  kArrayBufferOffset: 0,
+  kLastWriteWasAsync: 0,
+}
 export const WriteWrap = binding?.WriteWrap as StreamWrapBinding['WriteWrap']
 export const ShutdownWrap = binding?.ShutdownWrap as StreamWrapBinding['ShutdownWrap']
 
@@ -121,9 +146,13 @@ export function nativeStream(socket: Socket | RawSocket): NativeStream | null {
  * False (and nothing changed) when the server's handle is not what this expects.
  */
 export function acceptHandles(server: Server, accept: (handle: TcpHandle) => void): boolean {
-  type Listening = { onconnection: (err: number, handle: TcpHandle | undefined) => void; setNoDelay(on: boolean): number }
+  type Listening = {
+    onconnection: (err: number, handle: TcpHandle | undefined) => void
+    setNoDelay(on: boolean): number
+  }
   const listening = (server as unknown as { _handle: Listening | null })._handle
-  if (listening === null || typeof listening.onconnection !== 'function' || typeof listening.setNoDelay !== 'function') return false
+  if (listening === null || typeof listening.onconnection !== 'function' || typeof listening.setNoDelay !== 'function')
+    return false
   listening.setNoDelay(true)
   listening.onconnection = (err, handle) => {
     if (err === 0 && handle !== undefined) accept(handle)

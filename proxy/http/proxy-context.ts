@@ -3,14 +3,14 @@
 // durations.
 
 import type { Logger } from 'pino'
+import type { LeafCache } from '../../certs/leaf-cache.js'
 import type { PolicyEngine } from '../../policy/engine.js'
 import type { Flow, FlowVerdict } from '../flow-verdict.js'
-import type { LeafCache } from '../../certs/leaf-cache.js'
+import type { LatencyHistogram } from '../latency-histogram.js'
+import type { ThreadOverload } from '../overload/thread-overload.js'
 import type { Origin } from '../tls/origin-socket.js'
 import type { UpstreamTimeouts } from './upstream-connection.js'
 import type { UpstreamPool } from './upstream-pool.js'
-import type { LatencyHistogram } from '../latency-histogram.js'
-import type { ThreadOverload } from '../overload/thread-overload.js'
 
 export type { Origin } from '../tls/origin-socket.js'
 

@@ -8,9 +8,9 @@
 // becomes a net.Socket after all (toNetSocket) for the code that speaks those.
 
 import { EventEmitter } from 'node:events'
-import { performance } from 'node:perf_hooks'
 import { Socket, type SocketConstructorOpts } from 'node:net'
-import { ShutdownWrap, readAsNetDoes, readResult, type HandleAddress, type TcpHandle } from './native-stream.js'
+import { performance } from 'node:perf_hooks'
+import { type HandleAddress, readAsNetDoes, readResult, ShutdownWrap, type TcpHandle } from './native-stream.js'
 
 const noop = (): void => undefined
 

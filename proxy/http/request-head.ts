@@ -48,7 +48,8 @@ function lookAlike(fields: HeadFields): string | null {
     const name = fields.name(k)
     const reading = name.toLowerCase().replaceAll('_', '-')
     const underscore = name.includes('_')
-    if (underscore && PROXY_OWNED_FIELDS.has(reading)) return `'${name}' reads as ${reading} to servers that take '_' for '-'`
+    if (underscore && PROXY_OWNED_FIELDS.has(reading))
+      return `'${name}' reads as ${reading} to servers that take '_' for '-'`
     const first = readings.get(reading)
     if (first === undefined) readings.set(reading, k)
     else if (underscore || fields.name(first).includes('_')) {
@@ -67,7 +68,8 @@ function framingProblem(fields: HeadFields, http10: boolean): string | null {
     // HTTP/1.0 has no chunked framing: a Transfer-Encoding there is how requests get smuggled.
     if (http10) return 'Transfer-Encoding in an HTTP/1.0 request'
     if (cl >= 0) return 'both Transfer-Encoding and Content-Length'
-    for (const coding of fields.get('transfer-encoding')!.split(',')) if (coding.trim() === '') return 'an empty Transfer-Encoding'
+    for (const coding of fields.get('transfer-encoding')!.split(','))
+      if (coding.trim() === '') return 'an empty Transfer-Encoding'
   }
   if (cl >= 0) {
     const n = fields.valueLength(cl)
@@ -77,7 +79,12 @@ function framingProblem(fields: HeadFields, http10: boolean): string | null {
 }
 
 /** Why the head cannot be judged or forwarded safely, or null. `hostAt`: its first Host field (`host` its value), or -1. */
-export function requestHeadProblem(head: MessageHead, hostAt: number, host: string | undefined, maxHeaders: number): string | null {
+export function requestHeadProblem(
+  head: MessageHead,
+  hostAt: number,
+  host: string | undefined,
+  maxHeaders: number,
+): string | null {
   const fields = head.fields
   // llhttp also reads HTTP/0.9 and HTTP/2.0 request lines; neither is an HTTP/1.x message to forward.
   if (head.versionMajor !== 1) return `HTTP/${head.versionMajor}.${head.versionMinor} is not HTTP/1.x`

@@ -43,7 +43,8 @@ function badEscape(hex: string): string | null {
 }
 
 export function normalizePath(target: string, method: string): PathResult {
-  if (target === '*') return method === 'OPTIONS' ? { ok: true, path: '*' } : { ok: false, reason: "'*' is only for OPTIONS" }
+  if (target === '*')
+    return method === 'OPTIONS' ? { ok: true, path: '*' } : { ok: false, reason: "'*' is only for OPTIONS" }
   if (!target.startsWith('/')) return { ok: false, reason: 'only origin-form targets ("/...") are accepted' }
   const q = target.indexOf('?')
   const pathEnd = q < 0 ? target.length : q
@@ -51,9 +52,17 @@ export function normalizePath(target: string, method: string): PathResult {
   let normal = true
   for (let i = 0; i < target.length; i++) {
     const c = target.charCodeAt(i)
-    if (c <= 0x20 || c >= 0x7f) return { ok: false, reason: `raw byte 0x${c.toString(16).padStart(2, '0')} in the target` }
+    if (c <= 0x20 || c >= 0x7f)
+      return { ok: false, reason: `raw byte 0x${c.toString(16).padStart(2, '0')} in the target` }
     if (c === 0x23) return { ok: false, reason: "a fragment ('#') in the target" }
-    if (i < pathEnd && (c === 0x25 || c === 0x5c || c === 0x3b || (c === 0x2f && i + 1 < pathEnd && (target.charCodeAt(i + 1) === 0x2f || target.charCodeAt(i + 1) === 0x2e)))) normal = false
+    if (
+      i < pathEnd &&
+      (c === 0x25 ||
+        c === 0x5c ||
+        c === 0x3b ||
+        (c === 0x2f && i + 1 < pathEnd && (target.charCodeAt(i + 1) === 0x2f || target.charCodeAt(i + 1) === 0x2e)))
+    )
+      normal = false
   }
   if (normal) return { ok: true, path: target }
   const rawPath = target.slice(0, pathEnd)

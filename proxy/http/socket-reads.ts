@@ -5,9 +5,9 @@
 // the end of the stream and read errors, so 'end' and 'close' come as usual.
 
 import type { Socket } from 'node:net'
-import type { RawSocket } from './raw-socket.js'
 import { INPUT_BYTES } from './llhttp-wasm.js'
-import { nativeStream, readInto, readResult, type NativeStream } from './native-stream.js'
+import { type NativeStream, nativeStream, readInto, readResult } from './native-stream.js'
+import type { RawSocket } from './raw-socket.js'
 
 /** Where libuv reads plain sockets on this thread: each read is handled before the next. */
 let readBuffer: Buffer | null = null

@@ -10,9 +10,9 @@
 // their order: libuv sends queued writes, and a later end()'s shutdown, in the order given.
 
 import type { Socket } from 'node:net'
-import { RawSocket } from './raw-socket.js'
 import { getSystemErrorName } from 'node:util'
-import { WriteWrap, lastWriteWasAsync, nativeStream, type NativeStream, type WriteReq } from './native-stream.js'
+import { lastWriteWasAsync, type NativeStream, nativeStream, type WriteReq, WriteWrap } from './native-stream.js'
+import { RawSocket } from './raw-socket.js'
 
 /** Past this many bytes queued (written but not yet taken by the kernel) write() says wait, as Writable's default. */
 const HIGH_WATER = 16 * 1024
@@ -117,7 +117,11 @@ export class SocketWriter {
   private send(data: string | Buffer): void {
     if (this.socket.destroyed) return
     const req = this.request()
-    this.afterWrite(req, typeof data === 'string' ? this.handle!.writeLatin1String(req, data) : this.handle!.writeBuffer(req, data), data)
+    this.afterWrite(
+      req,
+      typeof data === 'string' ? this.handle!.writeLatin1String(req, data) : this.handle!.writeBuffer(req, data),
+      data,
+    )
   }
 
   private request(): WriteReq {

@@ -49,7 +49,10 @@ class ParkedSink implements ResponseSink {
 
 /** Whether a message's version and Connection header keep the connection open after it (RFC 9112 9.3). */
 function persists(head: MessageHead): boolean {
-  const tokens = (head.fields.get('connection') ?? '').toLowerCase().split(',').map((t) => t.trim())
+  const tokens = (head.fields.get('connection') ?? '')
+    .toLowerCase()
+    .split(',')
+    .map((t) => t.trim())
   return head.versionMinor >= 1 ? !tokens.includes('close') : tokens.includes('keep-alive')
 }
 
@@ -111,7 +114,14 @@ export class UpstreamConnection implements ParserSink {
 
   /** Between messages, healthy and kept open by the server: it may serve another client connection. */
   get reusable(): boolean {
-    return this.connected && this.owed === 0 && this.keepAlive && this.error === null && !this.retired && !this.socket.destroyed
+    return (
+      this.connected &&
+      this.owed === 0 &&
+      this.keepAlive &&
+      this.error === null &&
+      !this.retired &&
+      !this.socket.destroyed
+    )
   }
 
   /** Parked idle in the pool for at most `maxIdleMs`: `gone` is called if it closes or the server sends anything. */
@@ -145,10 +155,14 @@ export class UpstreamConnection implements ParserSink {
 
   /** Checks the connect and response-head deadlines; a missed one ends the connection as a failure. */
   sweep(now: number, t: UpstreamTimeouts): void {
-    const late = (!this.connected && now - this.openedAt > t.connectMs) || (this.waitingSince > 0 && now - this.waitingSince > t.responseHeadMs)
+    const late =
+      (!this.connected && now - this.openedAt > t.connectMs) ||
+      (this.waitingSince > 0 && now - this.waitingSince > t.responseHeadMs)
     if (!late || this.retired) return
     this.timedOut = true
-    this.error ??= Object.assign(new Error(this.connected ? 'no response in time' : 'connect timed out'), { code: 'ETIMEDOUT' })
+    this.error ??= Object.assign(new Error(this.connected ? 'no response in time' : 'connect timed out'), {
+      code: 'ETIMEDOUT',
+    })
     this.socket.destroy()
   }
 

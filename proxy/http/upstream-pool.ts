@@ -54,7 +54,8 @@ export class UpstreamPool {
   /** Keeps `c` for `key` if it can be reused and there is room; otherwise closes it. */
   park(key: string, c: UpstreamConnection, now: number): void {
     const list = this.idle.get(key)
-    if (this.closed || !c.reusable || this.size >= this.limits.total || (list?.length ?? 0) >= this.limits.perKey) return c.retire()
+    if (this.closed || !c.reusable || this.size >= this.limits.total || (list?.length ?? 0) >= this.limits.perKey)
+      return c.retire()
     c.park(now, this.limits.idleMs, () => this.remove(key, c))
     if (list === undefined) this.idle.set(key, [c])
     else list.push(c)

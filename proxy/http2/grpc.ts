@@ -9,7 +9,10 @@ export const GRPC_DEADLINE_EXCEEDED = 4
 
 /** A gRPC call by its content type (application/grpc, application/grpc+proto, ...). */
 export function isGrpc(contentType: string | undefined): boolean {
-  return contentType !== undefined && contentType.startsWith('application/grpc') && (contentType.length === 16 || contentType[16] === '+' || contentType[16] === ';')
+  return (
+    contentType?.startsWith('application/grpc') === true &&
+    (contentType.length === 16 || contentType[16] === '+' || contentType[16] === ';')
+  )
 }
 
 /** `/package.Service/Method` split in two; null for a path that names no call. */
@@ -23,7 +26,10 @@ export function grpcCall(path: string): { service: string; method: string } | nu
 export function encodeGrpcMessage(message: string): string {
   let out = ''
   for (const byte of Buffer.from(message, 'utf8')) {
-    out += byte >= 0x20 && byte <= 0x7e && byte !== 0x25 ? String.fromCharCode(byte) : `%${byte.toString(16).toUpperCase().padStart(2, '0')}`
+    out +=
+      byte >= 0x20 && byte <= 0x7e && byte !== 0x25
+        ? String.fromCharCode(byte)
+        : `%${byte.toString(16).toUpperCase().padStart(2, '0')}`
   }
   return out
 }

@@ -13,21 +13,29 @@ import type { Socket } from 'node:net'
 import { TLSSocket } from 'node:tls'
 import type { Logger } from 'pino'
 import type { HeaderAction, HttpRequestView } from '../../policy/http-matcher.js'
-import { FlowPolicy, flowEnds, httpVerdict, type Flow, type FlowVerdict } from '../flow-verdict.js'
 import { FlowLog } from '../flow-log.js'
+import { type Flow, FlowPolicy, type FlowVerdict, flowEnds, httpVerdict } from '../flow-verdict.js'
 import { countOutcome, type Origin, type ProxyContext } from '../http/proxy-context.js'
-import { normalizePath } from '../http/request-path.js'
-import { hostProblem } from '../http/request-head.js'
 import { RawSocket } from '../http/raw-socket.js'
+import { hostProblem } from '../http/request-head.js'
+import { normalizePath } from '../http/request-path.js'
 import { SocketReads } from '../http/socket-reads.js'
 import { SocketWriter } from '../http/socket-writer.js'
-import { connectOrigin, type OriginTls } from '../tls/origin-socket.js'
 import { Refusal, sourceKey } from '../overload/shared-budget.js'
 import { noteRefusal } from '../overload/thread-overload.js'
-import { GRPC_DEADLINE_EXCEEDED, GRPC_INTERNAL, GRPC_PERMISSION_DENIED, GRPC_UNAVAILABLE, grpcCall, grpcTrailersOnly, isGrpc } from './grpc.js'
-import { ErrorCode, type Http2Error } from './h2-frames.js'
+import { connectOrigin, type OriginTls } from '../tls/origin-socket.js'
+import {
+  GRPC_DEADLINE_EXCEEDED,
+  GRPC_INTERNAL,
+  GRPC_PERMISSION_DENIED,
+  GRPC_UNAVAILABLE,
+  grpcCall,
+  grpcTrailersOnly,
+  isGrpc,
+} from './grpc.js'
 import { requestProblem, responseProblem, trailersProblem } from './h2-fields.js'
-import { H2Session, HeaderList, type H2Stream, type SessionHandler, type SessionLimits } from './h2-session.js'
+import { ErrorCode, type Http2Error } from './h2-frames.js'
+import { H2Session, type H2Stream, HeaderList, type SessionHandler, type SessionLimits } from './h2-session.js'
 
 /**
  * Streams a client may reset before their answer began, or open past a limit (refused): a
@@ -68,7 +76,8 @@ class StreamView implements HttpRequestView {
   header(name: string): string | undefined {
     let out: string | undefined
     const f = this.fields
-    for (let i = 0; i < f.names.length; i++) if (f.names[i] === name) out = out === undefined ? f.values[i] : `${out}, ${f.values[i]}`
+    for (let i = 0; i < f.names.length; i++)
+      if (f.names[i] === name) out = out === undefined ? f.values[i] : `${out}, ${f.values[i]}`
     return out
   }
 }
@@ -107,7 +116,12 @@ class Exchange {
  * The request to send upstream: the client's own fields (the list is the proxy's, made for this
  * block) with the normalized path, and header actions applied (rare: the list is made anew).
  */
-function upstreamRequest(f: HeaderList, path: string, actions: readonly HeaderAction[], log: (a: HeaderAction, got: string | undefined) => void): HeaderList {
+function upstreamRequest(
+  f: HeaderList,
+  path: string,
+  actions: readonly HeaderAction[],
+  log: (a: HeaderAction, got: string | undefined) => void,
+): HeaderList {
   f.values[f.names.indexOf(':path')] = path
   if (actions.length === 0) return f
   const out = f.names.map((n, i): [string, string, boolean] => [n, f.values[i]!, f.never?.includes(i) ?? false])
@@ -126,7 +140,8 @@ function upstreamRequest(f: HeaderList, path: string, actions: readonly HeaderAc
 
 /** Why a request's authority could be read two ways (RFC 9113 8.3.1: :authority and Host must agree), or null. */
 function authorityProblem(authority: string | undefined, host: string | undefined): string | null {
-  if (authority !== undefined && host !== undefined && authority.toLowerCase() !== host.toLowerCase()) return ':authority and Host differ'
+  if (authority !== undefined && host !== undefined && authority.toLowerCase() !== host.toLowerCase())
+    return ':authority and Host differ'
   return hostProblem(authority ?? host ?? '')
 }
 
@@ -163,7 +178,8 @@ class Upstream implements SessionHandler {
     this.session = new H2Session('client', new SocketWriter(socket), this, limits(c.ctx))
     this.reads = new SocketReads((data, n) => this.session.receive(data, 0, n))
     const timer = setTimeout(() => {
-      if (socket.connecting) socket.destroy(new UpstreamFailure(`no connection within ${connectMs} ms`, 'ETIMEDOUT', true))
+      if (socket.connecting)
+        socket.destroy(new UpstreamFailure(`no connection within ${connectMs} ms`, 'ETIMEDOUT', true))
     }, connectMs)
     timer.unref()
     socket.on('error', (e: NodeJS.ErrnoException) => {
@@ -369,7 +385,11 @@ export class H2Connection implements SessionHandler {
     }
     const hostIssue = authorityProblem(authority, fields.get('host'))
     const target =
-      method === 'CONNECT' || rawPath === undefined ? { ok: false as const, reason: 'CONNECT is not proxied' } : hostIssue !== null ? { ok: false as const, reason: hostIssue } : normalizePath(rawPath, method)
+      method === 'CONNECT' || rawPath === undefined
+        ? { ok: false as const, reason: 'CONNECT is not proxied' }
+        : hostIssue !== null
+          ? { ok: false as const, reason: hostIssue }
+          : normalizePath(rawPath, method)
     if (!target.ok) {
       ex.invalid = target.reason
       return this.answerLocally(ex, 400, `Bad request: ${target.reason}\n`, GRPC_INTERNAL)
@@ -377,8 +397,17 @@ export class H2Connection implements SessionHandler {
     ex.judgedPath = target.path
     const verdict = httpVerdict(this.policy, new StreamView(method, target.path, host ?? '', fields))
     ex.verdict = verdict
-    if (!verdict.allowed) return this.answerLocally(ex, 403, 'Access denied\n', GRPC_PERMISSION_DENIED, `l7proxy: access denied by policy (${verdict.reason})`)
-    const request = upstreamRequest(fields, target.path, verdict.actions, (a, got) => this.log.info({ header: a.name, expected: a.value, got }, 'http: header mismatch'))
+    if (!verdict.allowed)
+      return this.answerLocally(
+        ex,
+        403,
+        'Access denied\n',
+        GRPC_PERMISSION_DENIED,
+        `l7proxy: access denied by policy (${verdict.reason})`,
+      )
+    const request = upstreamRequest(fields, target.path, verdict.actions, (a, got) =>
+      this.log.info({ header: a.name, expected: a.value, got }, 'http: header mismatch'),
+    )
     this.forward(ex, request, endStream)
   }
 
@@ -430,7 +459,8 @@ export class H2Connection implements SessionHandler {
 
   onSessionEnd(error: Http2Error | null): void {
     // Bad frames end the connection (the GOAWAY with its code has gone out); logged here.
-    if (error !== null && error.code !== ErrorCode.NO_ERROR) this.log.info({ error: error.reason, code: error.code }, 'http2: connection ended on an error')
+    if (error !== null && error.code !== ErrorCode.NO_ERROR)
+      this.log.info({ error: error.reason, code: error.code }, 'http2: connection ended on an error')
     this.stopIdleTimer()
     this.upstream?.session.goaway(ErrorCode.NO_ERROR)
     endSocket(this.session, this.reads, this.socket)
@@ -439,7 +469,13 @@ export class H2Connection implements SessionHandler {
   // ---- streams ----
 
   /** The proxy's own answer: a trailers-only gRPC status for a call, a short text otherwise. */
-  private answerLocally(ex: Exchange, status: number, body: string, grpcStatus: number, grpcMessage = body.trim()): void {
+  private answerLocally(
+    ex: Exchange,
+    status: number,
+    body: string,
+    grpcStatus: number,
+    grpcMessage = body.trim(),
+  ): void {
     const s = ex.client
     if (s.localEnded || ex.responded) return
     ex.responded = true
@@ -449,7 +485,11 @@ export class H2Connection implements SessionHandler {
       this.session.sendHeaders(s, HeaderList.of(grpcTrailersOnly(grpcStatus, grpcMessage)), true)
     } else {
       ex.status = status
-      this.session.sendHeaders(s, new HeaderList().add(':status', String(status)).add('content-type', 'text/plain; charset=utf-8'), false)
+      this.session.sendHeaders(
+        s,
+        new HeaderList().add(':status', String(status)).add('content-type', 'text/plain; charset=utf-8'),
+        false,
+      )
       const bytes = Buffer.from(body)
       this.session.sendData(s, bytes, 0, bytes.length, true)
     }
@@ -464,7 +504,7 @@ export class H2Connection implements SessionHandler {
 
   private upstreamSession(): Upstream {
     const live = this.upstream
-    if (live !== null && live.usable) return live
+    if (live?.usable) return live
     const u = new Upstream(connectOrigin(this.origin, 'h2'), this, this.ctx.upstream.connectMs)
     u.socket.once('close', () => {
       if (this.upstream === u) this.upstream = null
@@ -516,7 +556,8 @@ export class H2Connection implements SessionHandler {
     const s = ex.client
     if (s.closed) return
     if (!ex.responded && code === ErrorCode.REFUSED_STREAM) return this.reset(ex, code)
-    if (!ex.responded) return this.upstreamFailed(ex, error ?? new UpstreamFailure(`stream reset (code ${code})`, 'ECONNRESET', false))
+    if (!ex.responded)
+      return this.upstreamFailed(ex, error ?? new UpstreamFailure(`stream reset (code ${code})`, 'ECONNRESET', false))
     this.reset(ex, code === ErrorCode.NO_ERROR ? ErrorCode.CANCEL : code)
   }
 
@@ -531,21 +572,43 @@ export class H2Connection implements SessionHandler {
   private upstreamFailed(ex: Exchange, failure: UpstreamFailure): void {
     ex.upstreamFailed = true
     const status = failure.timedOut ? 504 : 502
-    this.log.warn({ origin: `${this.origin.host}:${this.origin.port}`, error: failure.code }, `http: upstream failed (${status})`)
-    this.answerLocally(ex, status, status === 504 ? 'Upstream timed out\n' : 'Upstream unavailable\n', failure.timedOut ? GRPC_DEADLINE_EXCEEDED : GRPC_UNAVAILABLE, `l7proxy: upstream ${failure.timedOut ? 'timed out' : 'unavailable'} (${failure.code})`)
+    this.log.warn(
+      { origin: `${this.origin.host}:${this.origin.port}`, error: failure.code },
+      `http: upstream failed (${status})`,
+    )
+    this.answerLocally(
+      ex,
+      status,
+      status === 504 ? 'Upstream timed out\n' : 'Upstream unavailable\n',
+      failure.timedOut ? GRPC_DEADLINE_EXCEEDED : GRPC_UNAVAILABLE,
+      `l7proxy: upstream ${failure.timedOut ? 'timed out' : 'unavailable'} (${failure.code})`,
+    )
   }
 
   private logExchange(ex: Exchange): void {
     countOutcome(this.ctx.stats, ex.invalid === null ? ex.verdict : null, ex.upstreamFailed)
     const status = ex.status === 0 ? 499 : ex.status
     if (ex.invalid !== null) {
-      this.log.info({ verdict: 'invalid', reason: ex.invalid, path: ex.path, status, httpVersion: '2' }, 'http: ambiguous request refused')
+      this.log.info(
+        { verdict: 'invalid', reason: ex.invalid, path: ex.path, status, httpVersion: '2' },
+        'http: ambiguous request refused',
+      )
       return
     }
     const ms = performance.now() - ex.started
     this.ctx.latency.observe(ms / 1000)
     const path = ex.judgedPath ?? ex.path
-    this.flows.http({ verdict: ex.verdict!, method: ex.method, path, target: path === ex.path ? undefined : ex.path, host: ex.host, status, ms, httpVersion: '2', grpc: ex.call && { ...ex.call, status: ex.grpcStatus } })
+    this.flows.http({
+      verdict: ex.verdict!,
+      method: ex.method,
+      path,
+      target: path === ex.path ? undefined : ex.path,
+      host: ex.host,
+      status,
+      ms,
+      httpVersion: '2',
+      grpc: ex.call && { ...ex.call, status: ex.grpcStatus },
+    })
   }
 
   /** A stream the client reset before its answer began: past the budget, the connection ends. */
@@ -555,7 +618,10 @@ export class H2Connection implements SessionHandler {
     this.resetsCheckedAt = now
     if (--this.resetTokens >= 0) return
     this.ctx.stats.invalid++
-    this.log.warn({ verdict: 'invalid', reason: `more than ${RESET_BURST} streams reset by the client (${RESET_RATE}/s)` }, 'http2: rapid reset, connection closed')
+    this.log.warn(
+      { verdict: 'invalid', reason: `more than ${RESET_BURST} streams reset by the client (${RESET_RATE}/s)` },
+      'http2: rapid reset, connection closed',
+    )
     this.session.goaway(ErrorCode.ENHANCE_YOUR_CALM, 'rapid reset')
   }
 }

@@ -13,7 +13,20 @@ function badName(name: string): boolean {
   for (let i = 0; i < name.length; i++) {
     const c = name.charCodeAt(i)
     // ! # $ % & ' * + - . ^ _ ` | ~ digits a-z
-    const ok = (c >= 0x61 && c <= 0x7a) || (c >= 0x30 && c <= 0x39) || c === 0x2d || c === 0x5f || c === 0x2e || c === 0x21 || (c >= 0x23 && c <= 0x27) || c === 0x2a || c === 0x2b || c === 0x5e || c === 0x60 || c === 0x7c || c === 0x7e
+    const ok =
+      (c >= 0x61 && c <= 0x7a) ||
+      (c >= 0x30 && c <= 0x39) ||
+      c === 0x2d ||
+      c === 0x5f ||
+      c === 0x2e ||
+      c === 0x21 ||
+      (c >= 0x23 && c <= 0x27) ||
+      c === 0x2a ||
+      c === 0x2b ||
+      c === 0x5e ||
+      c === 0x60 ||
+      c === 0x7c ||
+      c === 0x7e
     if (!ok) return true
   }
   return false

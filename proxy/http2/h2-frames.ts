@@ -3,7 +3,18 @@
 // otherwise gathered into a buffer of its exact size), and writers for the frames a proxy sends.
 // The reader never throws on bytes: a frame too big, or a bad preface, is a returned Http2Error.
 
-export const FrameType = { DATA: 0, HEADERS: 1, PRIORITY: 2, RST_STREAM: 3, SETTINGS: 4, PUSH_PROMISE: 5, PING: 6, GOAWAY: 7, WINDOW_UPDATE: 8, CONTINUATION: 9 } as const
+export const FrameType = {
+  DATA: 0,
+  HEADERS: 1,
+  PRIORITY: 2,
+  RST_STREAM: 3,
+  SETTINGS: 4,
+  PUSH_PROMISE: 5,
+  PING: 6,
+  GOAWAY: 7,
+  WINDOW_UPDATE: 8,
+  CONTINUATION: 9,
+} as const
 export const Flag = { END_STREAM: 0x1, ACK: 0x1, END_HEADERS: 0x4, PADDED: 0x8, PRIORITY: 0x20 } as const
 export const ErrorCode = {
   NO_ERROR: 0,
@@ -21,7 +32,14 @@ export const ErrorCode = {
   INADEQUATE_SECURITY: 12,
   HTTP_1_1_REQUIRED: 13,
 } as const
-export const Setting = { HEADER_TABLE_SIZE: 1, ENABLE_PUSH: 2, MAX_CONCURRENT_STREAMS: 3, INITIAL_WINDOW_SIZE: 4, MAX_FRAME_SIZE: 5, MAX_HEADER_LIST_SIZE: 6 } as const
+export const Setting = {
+  HEADER_TABLE_SIZE: 1,
+  ENABLE_PUSH: 2,
+  MAX_CONCURRENT_STREAMS: 3,
+  INITIAL_WINDOW_SIZE: 4,
+  MAX_FRAME_SIZE: 5,
+  MAX_HEADER_LIST_SIZE: 6,
+} as const
 
 export const FRAME_HEADER = 9
 /** SETTINGS_MAX_FRAME_SIZE's initial value, and the least it may be. */
@@ -67,7 +85,8 @@ export class FrameReader {
     if (this.prefaceLeft > 0) {
       const n = Math.min(this.prefaceLeft, end - at)
       const from = PREFACE.length - this.prefaceLeft
-      if (src.compare(PREFACE, from, from + n, at, at + n) !== 0) return new Http2Error(ErrorCode.PROTOCOL_ERROR, 'not the HTTP/2 client preface')
+      if (src.compare(PREFACE, from, from + n, at, at + n) !== 0)
+        return new Http2Error(ErrorCode.PROTOCOL_ERROR, 'not the HTTP/2 client preface')
       this.prefaceLeft -= n
       at += n
     }
@@ -134,7 +153,14 @@ export class FrameReader {
 }
 
 /** Writes a frame header at `out[at]`; returns where its payload goes. */
-export function frameHeader(out: Buffer, at: number, length: number, type: number, flags: number, stream: number): number {
+export function frameHeader(
+  out: Buffer,
+  at: number,
+  length: number,
+  type: number,
+  flags: number,
+  stream: number,
+): number {
   out.writeUIntBE(length, at, 3)
   out[at + 3] = type
   out[at + 4] = flags
@@ -197,7 +223,13 @@ export function dataFrame(stream: number, src: Buffer, start: number, end: numbe
  * place: `out` holds the block at [FRAME_HEADER, blockEnd) with room for the frame headers
  * it returns the frames in (a block of n bytes takes 9 more per frame beyond the first).
  */
-export function headerFrames(out: Buffer, blockEnd: number, stream: number, endStream: boolean, maxFrame: number): Buffer {
+export function headerFrames(
+  out: Buffer,
+  blockEnd: number,
+  stream: number,
+  endStream: boolean,
+  maxFrame: number,
+): Buffer {
   const block = blockEnd - FRAME_HEADER
   if (block <= maxFrame) {
     frameHeader(out, 0, block, FrameType.HEADERS, Flag.END_HEADERS | (endStream ? Flag.END_STREAM : 0), stream)

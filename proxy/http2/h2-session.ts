@@ -7,29 +7,29 @@
 // for bytes the handler says it passed on (consume()), so a slow reader on one hop slows the
 // writer on the other, and what waits in between is bounded by the windows.
 
-import { HpackDecoder } from './hpack-decoder.js'
-import { HpackEncoder } from './hpack-encoder.js'
 import {
   DEFAULT_MAX_FRAME,
   DEFAULT_WINDOW,
+  dataFrame,
   ErrorCode,
   Flag,
   FRAME_HEADER,
   FrameReader,
+  type FrameSink,
   FrameType,
+  goawayFrame,
   Http2Error,
+  headerFrames,
   MAX_WINDOW,
   PREFACE,
-  Setting,
-  dataFrame,
-  goawayFrame,
-  headerFrames,
   pingFrame,
   rstStreamFrame,
+  Setting,
   settingsFrame,
   windowUpdateFrame,
-  type FrameSink,
 } from './h2-frames.js'
+import { HpackDecoder } from './hpack-decoder.js'
+import { HpackEncoder } from './hpack-encoder.js'
 
 /** Where a session's frames go (a SocketWriter): held during a read, to leave in one write. */
 export interface FrameOut {
@@ -213,7 +213,8 @@ export class H2Session implements FrameSink {
 
   /** Opens a stream (client role) with its request head; null when GOAWAY or the peer's limit forbids. */
   request(fields: HeaderList, endStream: boolean): H2Stream | null {
-    if (this.ended || this.goawayReceived || this.localOpen() >= this.peerMaxStreams || this.nextStream > MAX_WINDOW) return null
+    if (this.ended || this.goawayReceived || this.localOpen() >= this.peerMaxStreams || this.nextStream > MAX_WINDOW)
+      return null
     const s = new H2Stream(this.nextStream, this.limits.streamWindow, this.peerInitialWindow)
     this.nextStream += 2
     this.streams.set(s.id, s)
@@ -233,7 +234,7 @@ export class H2Session implements FrameSink {
     for (let i = 0; i < names.length; i++) bytes += names[i]!.length + values[i]!.length
     const buf = Buffer.allocUnsafe(FRAME_HEADER + HpackEncoder.bound(names.length, bytes))
     let at = this.encoder.begin(buf, FRAME_HEADER)
-    for (let i = 0; i < names.length; i++) at = this.encoder.field(buf, at, names[i]!, values[i]!, never !== null && never.includes(i))
+    for (let i = 0; i < names.length; i++) at = this.encoder.field(buf, at, names[i]!, values[i]!, never?.includes(i))
     this.out.write(headerFrames(buf, at, s.id, endStream, this.peerMaxFrame))
     if (endStream) this.localEnd(s)
   }
@@ -302,7 +303,8 @@ export class H2Session implements FrameSink {
   /** GOAWAY: no stream after the last the peer opened will be taken (the session ends once the rest do). */
   goaway(code: number, debug = ''): void {
     if (this.ended) return
-    if (this.goawaySent < 0 || code !== ErrorCode.NO_ERROR) this.out.write(goawayFrame(this.lastPeerStream, code, debug))
+    if (this.goawaySent < 0 || code !== ErrorCode.NO_ERROR)
+      this.out.write(goawayFrame(this.lastPeerStream, code, debug))
     this.goawaySent = this.lastPeerStream
     if (code !== ErrorCode.NO_ERROR) this.end(new Http2Error(code, debug || 'GOAWAY sent'))
     else this.endIfIdle()
@@ -377,7 +379,13 @@ export class H2Session implements FrameSink {
         const n = Math.min(c.buf.length - c.start, this.sendable(s))
         if (n === 0) break
         const all = n === c.buf.length - c.start
-        this.writeData(s, c.buf, c.start, c.start + n, all && q.length === 1 && s.queuedEnd && s.queuedTrailers === null)
+        this.writeData(
+          s,
+          c.buf,
+          c.start,
+          c.start + n,
+          all && q.length === 1 && s.queuedEnd && s.queuedTrailers === null,
+        )
         sent += n
         c.start += n
         if (all) q.shift()
@@ -465,7 +473,9 @@ export class H2Session implements FrameSink {
         return this.onContinuation(flags, stream, src, start, end)
       case FrameType.PRIORITY:
         if (stream === 0) return protocolError('PRIORITY on stream 0')
-        return end - start === 5 ? null : this.streamError(stream, ErrorCode.FRAME_SIZE_ERROR, 'PRIORITY of the wrong size')
+        return end - start === 5
+          ? null
+          : this.streamError(stream, ErrorCode.FRAME_SIZE_ERROR, 'PRIORITY of the wrong size')
       case FrameType.RST_STREAM:
         return this.onRstStream(stream, src, start, end)
       case FrameType.SETTINGS:
@@ -495,7 +505,8 @@ export class H2Session implements FrameSink {
   private onDataFrame(flags: number, id: number, src: Buffer, start: number, end: number): Http2Error | null {
     if (id === 0) return protocolError('DATA on stream 0')
     const length = end - start
-    if (length > this.recvWindow) return new Http2Error(ErrorCode.FLOW_CONTROL_ERROR, 'DATA beyond the connection window')
+    if (length > this.recvWindow)
+      return new Http2Error(ErrorCode.FLOW_CONTROL_ERROR, 'DATA beyond the connection window')
     this.recvWindow -= length
     let padding = 0
     if ((flags & Flag.PADDED) !== 0) {
@@ -505,8 +516,13 @@ export class H2Session implements FrameSink {
     const s = this.streams.get(id)
     if (s === undefined || s.remoteEnded || length > s.recvWindow) {
       this.credit(length)
-      if (s === undefined && id > this.lastPeerStream && id >= this.nextStream) return protocolError('DATA on an idle stream')
-      return this.streamError(id, s !== undefined && !s.remoteEnded ? ErrorCode.FLOW_CONTROL_ERROR : ErrorCode.STREAM_CLOSED, 'DATA beyond the stream window, or after its end')
+      if (s === undefined && id > this.lastPeerStream && id >= this.nextStream)
+        return protocolError('DATA on an idle stream')
+      return this.streamError(
+        id,
+        s !== undefined && !s.remoteEnded ? ErrorCode.FLOW_CONTROL_ERROR : ErrorCode.STREAM_CLOSED,
+        'DATA beyond the stream window, or after its end',
+      )
     }
     s.recvWindow -= length
     s.unconsumed += length
@@ -533,12 +549,14 @@ export class H2Session implements FrameSink {
     }
     if ((flags & Flag.PRIORITY) !== 0) {
       if (to - from < 5) return new Http2Error(ErrorCode.FRAME_SIZE_ERROR, 'HEADERS too short for its priority')
-      if ((src.readUInt32BE(from) & 0x7fffffff) === id) return this.streamError(id, ErrorCode.PROTOCOL_ERROR, 'a stream depending on itself')
+      if ((src.readUInt32BE(from) & 0x7fffffff) === id)
+        return this.streamError(id, ErrorCode.PROTOCOL_ERROR, 'a stream depending on itself')
       from += 5
     }
     const endStream = (flags & Flag.END_STREAM) !== 0
     if ((flags & Flag.END_HEADERS) !== 0) return this.onHeaderBlock(id, endStream, src, from, to)
-    if (to - from > this.limits.maxHeaderBlock) return new Http2Error(ErrorCode.ENHANCE_YOUR_CALM, 'header block too large')
+    if (to - from > this.limits.maxHeaderBlock)
+      return new Http2Error(ErrorCode.ENHANCE_YOUR_CALM, 'header block too large')
     const first = Buffer.allocUnsafe(to - from)
     src.copy(first, 0, from, to)
     this.block = { stream: id, endStream, bytes: [first], length: first.length }
@@ -549,8 +567,10 @@ export class H2Session implements FrameSink {
     const b = this.block
     if (b === null || b.stream !== id) return protocolError('CONTINUATION without its HEADERS')
     b.length += end - start
-    if (b.bytes.length > MAX_CONTINUATIONS) return new Http2Error(ErrorCode.ENHANCE_YOUR_CALM, `more than ${MAX_CONTINUATIONS} CONTINUATION frames`)
-    if (b.length > this.limits.maxHeaderBlock) return new Http2Error(ErrorCode.ENHANCE_YOUR_CALM, `header block above ${this.limits.maxHeaderBlock} bytes`)
+    if (b.bytes.length > MAX_CONTINUATIONS)
+      return new Http2Error(ErrorCode.ENHANCE_YOUR_CALM, `more than ${MAX_CONTINUATIONS} CONTINUATION frames`)
+    if (b.length > this.limits.maxHeaderBlock)
+      return new Http2Error(ErrorCode.ENHANCE_YOUR_CALM, `header block above ${this.limits.maxHeaderBlock} bytes`)
     const part = Buffer.allocUnsafe(end - start)
     src.copy(part, 0, start, end)
     b.bytes.push(part)
@@ -566,7 +586,8 @@ export class H2Session implements FrameSink {
     const limits = this.limits
     const reason = this.decoder.decode(src, start, end, (name, value, never) => {
       fields.size += name.length + value.length + 32
-      if (fields.tooBig || fields.size > limits.maxHeaderListSize || fields.names.length >= limits.maxHeaderFields) return void (fields.tooBig = true)
+      if (fields.tooBig || fields.size > limits.maxHeaderListSize || fields.names.length >= limits.maxHeaderFields)
+        return void (fields.tooBig = true)
       if (never) (fields.never ??= []).push(fields.names.length)
       fields.names.push(name)
       fields.values.push(value)
@@ -577,7 +598,9 @@ export class H2Session implements FrameSink {
       const peerStream = (id & 1) === (this.role === 'server' ? 1 : 0)
       if (!peerStream || id <= this.lastPeerStream) {
         // A stream already closed (reset by one side, its frames still arriving): dropped.
-        return id <= this.lastPeerStream || id < this.nextStream ? null : protocolError('HEADERS on a stream this side did not open')
+        return id <= this.lastPeerStream || id < this.nextStream
+          ? null
+          : protocolError('HEADERS on a stream this side did not open')
       }
       this.lastPeerStream = id
       if (this.goawaySent >= 0) return null // past the GOAWAY's last stream: ignored (RFC 9113 6.8)
@@ -589,8 +612,10 @@ export class H2Session implements FrameSink {
       }
       this.streams.set(id, s)
       this.peerOpen++
-    } else if (s.remoteEnded) return this.streamError(id, ErrorCode.STREAM_CLOSED, 'HEADERS after the end of the stream')
-    else if (s.headerBlocks > 0 && !endStream && !isInformational(fields)) return this.streamError(id, ErrorCode.PROTOCOL_ERROR, 'trailers without END_STREAM')
+    } else if (s.remoteEnded)
+      return this.streamError(id, ErrorCode.STREAM_CLOSED, 'HEADERS after the end of the stream')
+    else if (s.headerBlocks > 0 && !endStream && !isInformational(fields))
+      return this.streamError(id, ErrorCode.PROTOCOL_ERROR, 'trailers without END_STREAM')
     s.headerBlocks++
     if (endStream) s.remoteEnded = true
     this.handler.onHeaders(s, fields, endStream)
@@ -605,7 +630,8 @@ export class H2Session implements FrameSink {
     if (id === 0) return protocolError('RST_STREAM on stream 0')
     if (end - start !== 4) return new Http2Error(ErrorCode.FRAME_SIZE_ERROR, 'RST_STREAM of the wrong size')
     const s = this.streams.get(id)
-    if (s === undefined) return id > this.lastPeerStream && id >= this.nextStream ? protocolError('RST_STREAM on an idle stream') : null
+    if (s === undefined)
+      return id > this.lastPeerStream && id >= this.nextStream ? protocolError('RST_STREAM on an idle stream') : null
     this.dropQueue(s)
     s.localEnded = s.remoteEnded = true
     this.handler.onReset(s, src.readUInt32BE(start))
@@ -615,7 +641,8 @@ export class H2Session implements FrameSink {
 
   private onSettings(flags: number, id: number, src: Buffer, start: number, end: number): Http2Error | null {
     if (id !== 0) return protocolError('SETTINGS on a stream')
-    if ((flags & Flag.ACK) !== 0) return end === start ? null : new Http2Error(ErrorCode.FRAME_SIZE_ERROR, 'SETTINGS ACK with a payload')
+    if ((flags & Flag.ACK) !== 0)
+      return end === start ? null : new Http2Error(ErrorCode.FRAME_SIZE_ERROR, 'SETTINGS ACK with a payload')
     if ((end - start) % 6 !== 0) return new Http2Error(ErrorCode.FRAME_SIZE_ERROR, 'SETTINGS of the wrong size')
     this.settingsSeen = true
     for (let at = start; at < end; at += 6) {
@@ -631,12 +658,14 @@ export class H2Session implements FrameSink {
           this.peerMaxStreams = value
           break
         case Setting.INITIAL_WINDOW_SIZE: {
-          if (value > MAX_WINDOW) return new Http2Error(ErrorCode.FLOW_CONTROL_ERROR, 'INITIAL_WINDOW_SIZE above 2^31-1')
+          if (value > MAX_WINDOW)
+            return new Http2Error(ErrorCode.FLOW_CONTROL_ERROR, 'INITIAL_WINDOW_SIZE above 2^31-1')
           const delta = value - this.peerInitialWindow
           this.peerInitialWindow = value
           for (const s of this.streams.values()) {
             s.sendWindow += delta
-            if (s.sendWindow > MAX_WINDOW) return new Http2Error(ErrorCode.FLOW_CONTROL_ERROR, 'a stream window above 2^31-1')
+            if (s.sendWindow > MAX_WINDOW)
+              return new Http2Error(ErrorCode.FLOW_CONTROL_ERROR, 'a stream window above 2^31-1')
           }
           break
         }
@@ -669,7 +698,8 @@ export class H2Session implements FrameSink {
         this.close(s)
       }
     }
-    if (this.streams.size === 0 && !this.ended) this.end(code === ErrorCode.NO_ERROR ? null : new Http2Error(code, 'GOAWAY received'))
+    if (this.streams.size === 0 && !this.ended)
+      this.end(code === ErrorCode.NO_ERROR ? null : new Http2Error(code, 'GOAWAY received'))
     return null
   }
 
@@ -679,7 +709,8 @@ export class H2Session implements FrameSink {
     if (id === 0) {
       if (increment === 0) return protocolError('WINDOW_UPDATE of 0')
       this.sendWindow += increment
-      if (this.sendWindow > MAX_WINDOW) return new Http2Error(ErrorCode.FLOW_CONTROL_ERROR, 'connection window above 2^31-1')
+      if (this.sendWindow > MAX_WINDOW)
+        return new Http2Error(ErrorCode.FLOW_CONTROL_ERROR, 'connection window above 2^31-1')
       this.flush(null)
       return null
     }
@@ -687,7 +718,8 @@ export class H2Session implements FrameSink {
     if (increment === 0) return this.streamError(id, ErrorCode.PROTOCOL_ERROR, 'WINDOW_UPDATE of 0')
     if (s === undefined) return null
     s.sendWindow += increment
-    if (s.sendWindow > MAX_WINDOW) return this.streamError(id, ErrorCode.FLOW_CONTROL_ERROR, 'stream window above 2^31-1')
+    if (s.sendWindow > MAX_WINDOW)
+      return this.streamError(id, ErrorCode.FLOW_CONTROL_ERROR, 'stream window above 2^31-1')
     this.flush(s)
     return null
   }
@@ -701,4 +733,3 @@ function isInformational(fields: HeaderList): boolean {
   const status = fields.get(':status')
   return status !== undefined && status.length === 3 && status[0] === '1'
 }
-

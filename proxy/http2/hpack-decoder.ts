@@ -3,9 +3,9 @@
 // reason (the connection then ends with COMPRESSION_ERROR, RFC 9113 4.3), never an exception.
 // The table is bounded by the SETTINGS_HEADER_TABLE_SIZE this side advertised.
 
+import type { Latin1Buffer } from '../http/head-fields.js'
 import { huffmanDecode, huffmanDecodedBound } from './hpack-huffman.js'
 import { DynamicTable, STATIC_COUNT, STATIC_TABLE } from './hpack-tables.js'
-import type { Latin1Buffer } from '../http/head-fields.js'
 
 /** Receives a block's fields in order; `neverIndex`: the sender asked that no hop index it (6.2.3). */
 export type FieldSink = (name: string, value: string, neverIndex: boolean) => void
@@ -127,7 +127,8 @@ export class HpackDecoder {
       return null
     }
     const bound = huffmanDecodedBound(len)
-    if (this.scratch.length < bound) this.scratch = Buffer.allocUnsafe(Math.max(bound, this.scratch.length * 2)) as Latin1Buffer
+    if (this.scratch.length < bound)
+      this.scratch = Buffer.allocUnsafe(Math.max(bound, this.scratch.length * 2)) as Latin1Buffer
     const n = huffmanDecode(src, from, this.pos, this.scratch, 0)
     if (n < 0) return 'bad Huffman code'
     this.str = this.scratch.latin1Slice(0, n)

@@ -3,12 +3,21 @@
 // unlikely to repeat (lengths, dates) or sensitive (7.1.3: credentials are never indexed, and
 // stay so on every later hop); strings Huffman-coded when that is shorter.
 
+import type { Latin1Buffer } from '../http/head-fields.js'
 import { huffmanEncode, huffmanEncodedLength } from './hpack-huffman.js'
 import { DynamicTable, ENTRY_OVERHEAD, STATIC_COUNT, STATIC_TABLE } from './hpack-tables.js'
-import type { Latin1Buffer } from '../http/head-fields.js'
 
 /** Fields whose values seldom repeat: indexing them would only push useful entries out (a date repeats for a second: indexed). */
-const NOT_INDEXED = new Set(['content-length', 'etag', 'last-modified', 'if-modified-since', 'if-none-match', 'location', 'grpc-timeout', 'x-request-id'])
+const NOT_INDEXED = new Set([
+  'content-length',
+  'etag',
+  'last-modified',
+  'if-modified-since',
+  'if-none-match',
+  'location',
+  'grpc-timeout',
+  'x-request-id',
+])
 /** Cookies shorter than this are never indexed (guessable by probing the table size, 7.1.3). */
 const SHORT_COOKIE = 20
 
@@ -75,8 +84,13 @@ export class HpackEncoder {
     }
     // The name's index: static first (stable), else the newest dynamic entry with that name.
     const dynamicName = dynamic?.values().next().value
-    const nameIndex = known?.values().next().value ?? (dynamicName === undefined ? 0 : STATIC_COUNT + this.table.inserted - dynamicName)
-    const sensitive = neverIndex || name === 'authorization' || name === 'proxy-authorization' || (name === 'cookie' && value.length < SHORT_COOKIE)
+    const nameIndex =
+      known?.values().next().value ?? (dynamicName === undefined ? 0 : STATIC_COUNT + this.table.inserted - dynamicName)
+    const sensitive =
+      neverIndex ||
+      name === 'authorization' ||
+      name === 'proxy-authorization' ||
+      (name === 'cookie' && value.length < SHORT_COOKIE)
     const cost = name.length + value.length + ENTRY_OVERHEAD
     if (sensitive) at = writeInt(out, at, 0x10, 4, nameIndex)
     else if (NOT_INDEXED.has(name) || cost > (this.table.maxSize * 3) / 4) at = writeInt(out, at, 0x00, 4, nameIndex)

@@ -12,11 +12,11 @@
 // lease each held identity is asked for again, which also mends one collected meanwhile.
 
 import type { Logger } from 'pino'
+import { L7ProxyError } from '../../lib/l7proxy-error.js'
 import { FIRST_CLUSTER_IDENTITY, LAST_CLUSTER_IDENTITY } from '../../policy/identity.js'
 import type { LabelSet } from '../../policy/labels.js'
-import { op, when, type EtcdStore } from './etcd-store.js'
+import { type EtcdStore, op, when } from './etcd-store.js'
 import { isClusterIdentity, type KvstoreKeys } from './kvstore-keys.js'
-import { L7ProxyError } from '../../lib/l7proxy-error.js'
 
 /** Attempts at one allocation before it fails (each lost race is one). */
 const ATTEMPTS = 16
@@ -73,7 +73,8 @@ export class ClusterIdentities {
         h.asking = null
         const changed = h.id !== id
         h.id = id
-        if (h.refs === 0) this.forget(h) // released while it was asked for
+        if (h.refs === 0)
+          this.forget(h) // released while it was asked for
         else if (changed) this.onChange(h.labels.canonical)
         return id
       },
@@ -108,7 +109,10 @@ export class ClusterIdentities {
       await this.collect(canonical)
     } catch (e) {
       // The key goes with the lease, or the periodic collection finds it.
-      this.logger.warn({ labels: canonical, error: (e as Error).message }, 'kvstore: releasing an identity failed; it is collected later')
+      this.logger.warn(
+        { labels: canonical, error: (e as Error).message },
+        'kvstore: releasing an identity failed; it is collected later',
+      )
     }
   }
 
@@ -120,7 +124,9 @@ export class ClusterIdentities {
     for (const h of this.held.values()) {
       if (h.asking !== null || (!all && h.id !== null)) continue
       // Logged at warn once, where the endpoint asked; this retry runs every second.
-      void this.ask(h).catch((e: Error) => this.logger.debug({ labels: h.labels.canonical, error: e.message }, 'kvstore: identity not numbered yet'))
+      void this.ask(h).catch((e: Error) =>
+        this.logger.debug({ labels: h.labels.canonical, error: e.message }, 'kvstore: identity not numbered yet'),
+      )
     }
   }
 
@@ -147,8 +153,12 @@ export class ClusterIdentities {
       const existing = kvs[0]
       if (existing) {
         const id = Number(existing.value)
-        if (!isClusterIdentity(id)) throw new IdentityAllocationError(`${labelsKey} holds '${existing.value}', not an identity`)
-        const r = await this.store.txn([when.modifiedAt(labelsKey, existing.revision)], [op.put(labelsKey, String(id)), op.put(userKey, String(id), lease)])
+        if (!isClusterIdentity(id))
+          throw new IdentityAllocationError(`${labelsKey} holds '${existing.value}', not an identity`)
+        const r = await this.store.txn(
+          [when.modifiedAt(labelsKey, existing.revision)],
+          [op.put(labelsKey, String(id)), op.put(userKey, String(id), lease)],
+        )
         if (r.succeeded) {
           this.stats.joined++
           return id
@@ -156,7 +166,10 @@ export class ClusterIdentities {
       } else {
         const id = await this.freeId()
         const idKey = this.keys.id(id)
-        const r = await this.store.txn([when.absent(labelsKey), when.absent(idKey)], [op.put(idKey, L), op.put(labelsKey, String(id)), op.put(userKey, String(id), lease)])
+        const r = await this.store.txn(
+          [when.absent(labelsKey), when.absent(idKey)],
+          [op.put(idKey, L), op.put(labelsKey, String(id)), op.put(userKey, String(id), lease)],
+        )
         if (r.succeeded) {
           this.stats.allocated++
           return id
@@ -164,15 +177,22 @@ export class ClusterIdentities {
       }
       this.stats.racesLost++
     }
-    throw new IdentityAllocationError(`no identity for ${L} after ${ATTEMPTS} attempts (too many nodes racing, or the range ${FIRST_CLUSTER_IDENTITY}-${LAST_CLUSTER_IDENTITY} is full)`)
+    throw new IdentityAllocationError(
+      `no identity for ${L} after ${ATTEMPTS} attempts (too many nodes racing, or the range ${FIRST_CLUSTER_IDENTITY}-${LAST_CLUSTER_IDENTITY} is full)`,
+    )
   }
 
   /** A number no identity has now, at random (two nodes rarely pick the same). */
   private async freeId(): Promise<number> {
     const { kvs } = await this.store.range({ prefix: this.keys.ids }, { keysOnly: true })
-    const used = new Set(kvs.map((kv) => this.keys.parse(kv.key)).flatMap((k) => (k?.kind === 'identity' ? [k.id] : [])))
+    const used = new Set(
+      kvs.map((kv) => this.keys.parse(kv.key)).flatMap((k) => (k?.kind === 'identity' ? [k.id] : [])),
+    )
     const size = LAST_CLUSTER_IDENTITY - FIRST_CLUSTER_IDENTITY + 1
-    if (used.size >= size) throw new IdentityAllocationError(`every identity from ${FIRST_CLUSTER_IDENTITY} to ${LAST_CLUSTER_IDENTITY} is taken`)
+    if (used.size >= size)
+      throw new IdentityAllocationError(
+        `every identity from ${FIRST_CLUSTER_IDENTITY} to ${LAST_CLUSTER_IDENTITY} is taken`,
+      )
     const start = Math.floor(Math.random() * size)
     for (let i = 0; i < size; i++) {
       const id = FIRST_CLUSTER_IDENTITY + ((start + i) % size)
@@ -190,7 +210,10 @@ export class ClusterIdentities {
     const users = await this.store.range({ prefix: this.keys.usersOf(canonical) }, { keysOnly: true, limit: 1 })
     if (users.kvs.length > 0) return false
     const id = Number(entry.value)
-    const r = await this.store.txn([when.modifiedAt(labelsKey, entry.revision)], [op.del(labelsKey), ...(isClusterIdentity(id) ? [op.del(this.keys.id(id))] : [])])
+    const r = await this.store.txn(
+      [when.modifiedAt(labelsKey, entry.revision)],
+      [op.del(labelsKey), ...(isClusterIdentity(id) ? [op.del(this.keys.id(id))] : [])],
+    )
     if (r.succeeded) {
       this.stats.collected++
       this.logger.info({ identity: id, labels: canonical }, 'kvstore: identity no node uses any more released')
@@ -202,11 +225,14 @@ export class ClusterIdentities {
   async collectAll(): Promise<number> {
     const { kvs } = await this.store.range({ prefix: this.keys.labelKeys }, { keysOnly: true })
     const users = await this.store.range({ prefix: this.keys.users }, { keysOnly: true })
-    const inUse = new Set(users.kvs.map((kv) => this.keys.parse(kv.key)).flatMap((k) => (k?.kind === 'user' ? [k.labels] : [])))
+    const inUse = new Set(
+      users.kvs.map((kv) => this.keys.parse(kv.key)).flatMap((k) => (k?.kind === 'user' ? [k.labels] : [])),
+    )
     let n = 0
     for (const kv of kvs) {
       const k = this.keys.parse(kv.key)
-      if (k?.kind === 'labels' && !inUse.has(k.labels) && !this.held.has(k.labels) && (await this.collect(k.labels))) n++
+      if (k?.kind === 'labels' && !inUse.has(k.labels) && !this.held.has(k.labels) && (await this.collect(k.labels)))
+        n++
     }
     return n
   }

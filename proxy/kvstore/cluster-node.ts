@@ -6,16 +6,16 @@
 // reserved:init, which is allowed nothing that needs its identity, until it is.
 
 import type { Logger } from 'pino'
+import { L7ProxyError } from '../../lib/l7proxy-error.js'
 import { INIT_LABELS } from '../../policy/identity.js'
 import { LabelSet } from '../../policy/labels.js'
 import { parsePolicyText } from '../../policy/parse.js'
 import { ClusterIdentities } from './cluster-identities.js'
 import { ClusterView, type ViewChange } from './cluster-view.js'
-import { EtcdStore, op, type KvstoreTls } from './etcd-store.js'
-import { KvstoreKeys, isPolicyName, POLICY_NAME_RULE, type IpEntry, type NodeEntry } from './kvstore-keys.js'
+import { EtcdStore, type KvstoreTls, op } from './etcd-store.js'
+import { type IpEntry, isPolicyName, KvstoreKeys, type NodeEntry, POLICY_NAME_RULE } from './kvstore-keys.js'
 import { KvstoreSync } from './kvstore-sync.js'
 import { LeasedKeys } from './leased-keys.js'
-import { L7ProxyError } from '../../lib/l7proxy-error.js'
 
 export interface KvstoreSettings {
   /** etcd's client URLs (http:// or https://). */
@@ -107,13 +107,29 @@ export class ClusterNode {
   ) {
     this.keys = new KvstoreKeys(s.prefix)
     this.store = new EtcdStore(s.endpoints, s.tls)
-    this.view = new ClusterView(this.keys, s.node, (key, why) => logger.error({ key, error: why }, 'kvstore: a value in the store is not valid; ignored'))
+    this.view = new ClusterView(this.keys, s.node, (key, why) =>
+      logger.error({ key, error: why }, 'kvstore: a value in the store is not valid; ignored'),
+    )
     this.leased = new LeasedKeys(this.store, s.leaseTtlSeconds, logger, () => {
       // A lease after the first: the identities' user keys went with the old one.
       if (this.leases++ > 0) this.identities.askAgain(true)
     })
-    this.identities = new ClusterIdentities(this.store, this.keys, s.node, () => this.leased.currentLease, logger, () => this.sinks.identitiesChanged())
-    this.sync = new KvstoreSync(this.store, this.keys.all, this.view, logger, () => this.viewChanged(), () => this.stateChanged())
+    this.identities = new ClusterIdentities(
+      this.store,
+      this.keys,
+      s.node,
+      () => this.leased.currentLease,
+      logger,
+      () => this.sinks.identitiesChanged(),
+    )
+    this.sync = new KvstoreSync(
+      this.store,
+      this.keys.all,
+      this.view,
+      logger,
+      () => this.viewChanged(),
+      () => this.stateChanged(),
+    )
   }
 
   start(): void {
@@ -124,7 +140,10 @@ export class ClusterNode {
       if (this.identities.waiting) this.identities.askAgain(false)
     }, RETRY_MS)
     this.retry.unref()
-    this.gc = setInterval(() => void this.identities.collectAll().catch(() => undefined), this.s.identityGcSeconds * 1000)
+    this.gc = setInterval(
+      () => void this.identities.collectAll().catch(() => undefined),
+      this.s.identityGcSeconds * 1000,
+    )
     this.gc.unref()
   }
 
@@ -140,7 +159,14 @@ export class ClusterNode {
       const before = this.holding.get(id)
       if (before?.canonical === labels.canonical) continue
       if (!labels.has('reserved', 'init')) {
-        this.identities.acquire(labels).catch((e: Error) => this.logger.warn({ endpoint: id, labels: labels.canonical, error: e.message }, 'kvstore: endpoint waits for its identity (reserved:init until the store numbers it)'))
+        this.identities
+          .acquire(labels)
+          .catch((e: Error) =>
+            this.logger.warn(
+              { endpoint: id, labels: labels.canonical, error: e.message },
+              'kvstore: endpoint waits for its identity (reserved:init until the store numbers it)',
+            ),
+          )
       }
       if (before) this.identities.release(before.canonical)
     }
@@ -208,7 +234,11 @@ export class ClusterNode {
     if (change.endpoints.length > 0) this.sinks.remote(change.endpoints)
     for (const [name, text] of change.policies) {
       const why = this.sinks.policy(clusterPolicyFile(name), text)
-      if (why !== null) this.logger.error({ policy: name, revision: this.view.policyRevision, error: why }, 'kvstore: cluster policy refused; what was in force for it stays')
+      if (why !== null)
+        this.logger.error(
+          { policy: name, revision: this.view.policyRevision, error: why },
+          'kvstore: cluster policy refused; what was in force for it stays',
+        )
     }
     if (this.appliedPolicyRevision !== this.view.policyRevision) {
       this.appliedPolicyRevision = this.view.policyRevision
@@ -225,19 +255,25 @@ export class ClusterNode {
     if (this.staleRemoved || !this.leased.synced || this.identities.waiting || this.sync.listings === 0) return
     this.staleRemoved = true
     for (const e of this.view.ipEntryList()) {
-      if (e.Node === this.s.node && !this.published.has(e.IP)) void this.store.delete(this.keys.ip(e.IP)).catch(() => (this.staleRemoved = false))
+      if (e.Node === this.s.node && !this.published.has(e.IP))
+        void this.store.delete(this.keys.ip(e.IP)).catch(() => (this.staleRemoved = false))
     }
   }
 
   private stateChanged(): void {
     const up = this.sync.connected
     if (up) this.logger.info({ revision: this.view.revision }, 'kvstore: connected; the view is current')
-    else this.logger.warn({ revision: this.view.revision, error: this.sync.lastError }, 'kvstore: disconnected; enforcing what is known (degraded)')
+    else
+      this.logger.warn(
+        { revision: this.view.revision, error: this.sync.lastError },
+        'kvstore: disconnected; enforcing what is known (degraded)',
+      )
   }
 
   /** Stores a policy document for every node, once it parses; the store's revision after. */
   async importPolicy(name: string, text: string): Promise<number> {
-    if (!isPolicyName(name)) throw new KvstoreError('EPOLICYNAME', `'${name}' is not a cluster policy name (${POLICY_NAME_RULE})`)
+    if (!isPolicyName(name))
+      throw new KvstoreError('EPOLICYNAME', `'${name}' is not a cluster policy name (${POLICY_NAME_RULE})`)
     parsePolicyText(text, name) // a PolicyError says where
     const r = await this.store.txn([], [op.put(this.keys.policy(name), text)])
     return r.revision
@@ -264,7 +300,8 @@ export class ClusterNode {
   status(): ClusterStatus {
     const reasons: string[] = []
     if (!this.sync.connected) reasons.push(`store not reachable (${this.sync.lastError ?? 'connecting'})`)
-    if (!this.leased.synced) reasons.push(`own keys not written${this.leased.failure ? ` (${this.leased.failure})` : ''}`)
+    if (!this.leased.synced)
+      reasons.push(`own keys not written${this.leased.failure ? ` (${this.leased.failure})` : ''}`)
     const held = this.identities.list()
     const waiting = held.filter((h) => h.id === null).length
     if (waiting > 0) reasons.push(`${waiting} identities wait for their number`)
@@ -277,7 +314,13 @@ export class ClusterNode {
       reasons,
       revision: this.view.revision,
       policyRevision: this.appliedPolicyRevision,
-      nodes: this.view.nodes().map((n) => ({ name: n.Name, address: n.IPAddresses[0]?.IP ?? '', policyRevision: n.PolicyRevision, endpoints: n.Endpoints, self: n.Name === this.s.node })),
+      nodes: this.view.nodes().map((n) => ({
+        name: n.Name,
+        address: n.IPAddresses[0]?.IP ?? '',
+        policyRevision: n.PolicyRevision,
+        endpoints: n.Endpoints,
+        self: n.Name === this.s.node,
+      })),
       identities: { held: held.length, waiting, ...this.identities.stats },
       remoteEndpoints: this.remoteEndpoints().length,
       listings: this.sync.listings,

@@ -7,7 +7,14 @@
 
 import type { RemotePeer } from '../../policy/engine.js'
 import type { LabelSet } from '../../policy/labels.js'
-import { decodeIpEntry, decodeLabels, decodeNodeEntry, type IpEntry, type KvstoreKeys, type NodeEntry } from './kvstore-keys.js'
+import {
+  decodeIpEntry,
+  decodeLabels,
+  decodeNodeEntry,
+  type IpEntry,
+  type KvstoreKeys,
+  type NodeEntry,
+} from './kvstore-keys.js'
 
 export interface ViewChange {
   /** Other nodes' pods: address -> identity (null: gone here). */
@@ -59,8 +66,15 @@ export class ClusterView {
     this.policyTexts.clear()
     this.users.clear()
     for (const kv of kvs) this.put(kv.key, kv.value, kv.revision)
-    const policiesChanged = policiesBefore.size !== this.policyTexts.size || [...this.policyTexts].some(([n, t]) => policiesBefore.get(n) !== t)
-    if (policiesChanged) this.policyRevision = Math.max(this.policyRevision, ...kvs.filter((kv) => this.keys.parse(kv.key)?.kind === 'policy').map((kv) => kv.revision), 0)
+    const policiesChanged =
+      policiesBefore.size !== this.policyTexts.size ||
+      [...this.policyTexts].some(([n, t]) => policiesBefore.get(n) !== t)
+    if (policiesChanged)
+      this.policyRevision = Math.max(
+        this.policyRevision,
+        ...kvs.filter((kv) => this.keys.parse(kv.key)?.kind === 'policy').map((kv) => kv.revision),
+        0,
+      )
     this.revision = revision
   }
 
@@ -191,7 +205,9 @@ export class ClusterView {
 
   /** Cluster identities with the nodes that use them. */
   identities(): Array<{ id: number; labels: string; nodes: string[] }> {
-    return [...this.ids].map(([id, l]) => ({ id, labels: l.canonical, nodes: [...(this.users.get(l.canonical) ?? [])].sort() })).sort((a, b) => a.id - b.id)
+    return [...this.ids]
+      .map(([id, l]) => ({ id, labels: l.canonical, nodes: [...(this.users.get(l.canonical) ?? [])].sort() }))
+      .sort((a, b) => a.id - b.id)
   }
 
   nodes(): NodeEntry[] {

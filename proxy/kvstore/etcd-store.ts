@@ -5,8 +5,8 @@
 // returning, so the client's circuit breaker opens for 1 s (not 5) and a watch retries within 1 s.
 
 import { readFileSync } from 'node:fs'
-import { ConsecutiveBreaker, ExponentialBackoff, circuitBreaker, handleWhen, retry } from 'cockatiel'
-import { Etcd3, isRecoverableError, type IOptions, type Lease, type Watcher } from 'etcd3'
+import { ConsecutiveBreaker, circuitBreaker, ExponentialBackoff, handleWhen, retry } from 'cockatiel'
+import { Etcd3, type IOptions, isRecoverableError, type Lease, type Watcher } from 'etcd3'
 import type { ICompare, IRequestOp } from 'etcd3/lib/rpc.js'
 import type { KeyValue } from './cluster-view.js'
 
@@ -38,12 +38,24 @@ export type Op = IRequestOp
 /** Compares and operations of a transaction. */
 export const when = {
   absent: (key: string): Compare => ({ key: Buffer.from(key), target: 'Create', result: 'Equal', create_revision: 0 }),
-  present: (key: string): Compare => ({ key: Buffer.from(key), target: 'Create', result: 'Greater', create_revision: 0 }),
-  modifiedAt: (key: string, revision: number): Compare => ({ key: Buffer.from(key), target: 'Mod', result: 'Equal', mod_revision: revision }),
+  present: (key: string): Compare => ({
+    key: Buffer.from(key),
+    target: 'Create',
+    result: 'Greater',
+    create_revision: 0,
+  }),
+  modifiedAt: (key: string, revision: number): Compare => ({
+    key: Buffer.from(key),
+    target: 'Mod',
+    result: 'Equal',
+    mod_revision: revision,
+  }),
 }
 
 export const op = {
-  put: (key: string, value: string, lease?: string): Op => ({ request_put: { key: Buffer.from(key), value: Buffer.from(value), ...(lease ? { lease } : {}) } }),
+  put: (key: string, value: string, lease?: string): Op => ({
+    request_put: { key: Buffer.from(key), value: Buffer.from(value), ...(lease ? { lease } : {}) },
+  }),
   del: (key: string): Op => ({ request_delete_range: { key: Buffer.from(key) } }),
   get: (key: string): Op => ({ request_range: { key: Buffer.from(key) } }),
 }
@@ -68,21 +80,37 @@ export class EtcdStore {
       dialTimeout: CALL_DEADLINE_MS,
       defaultCallOptions: (c) => (c.isStream ? {} : { deadline: Date.now() + CALL_DEADLINE_MS }),
       faultHandling: {
-        host: () => circuitBreaker(handleWhen(isRecoverableError), { halfOpenAfter: 1_000, breaker: new ConsecutiveBreaker(3) }),
+        host: () =>
+          circuitBreaker(handleWhen(isRecoverableError), { halfOpenAfter: 1_000, breaker: new ConsecutiveBreaker(3) }),
         global: retry(handleWhen(isRecoverableError), { maxAttempts: 1 }),
         // The first retry after 50 ms; the client never resets it, so it stays at most 1 s.
         watchBackoff: new ExponentialBackoff({ initialDelay: 50, maxDelay: 1_000 }).next(),
       },
-      ...(tls ? { credentials: { rootCertificate: readFileSync(tls.ca), certChain: readFileSync(tls.cert), privateKey: readFileSync(tls.key) } } : {}),
-      ...(tls?.serverName ? { grpcOptions: { 'grpc.ssl_target_name_override': tls.serverName, 'grpc.default_authority': tls.serverName } } : {}),
+      ...(tls
+        ? {
+            credentials: {
+              rootCertificate: readFileSync(tls.ca),
+              certChain: readFileSync(tls.cert),
+              privateKey: readFileSync(tls.key),
+            },
+          }
+        : {}),
+      ...(tls?.serverName
+        ? { grpcOptions: { 'grpc.ssl_target_name_override': tls.serverName, 'grpc.default_authority': tls.serverName } }
+        : {}),
     }
     this.client = new Etcd3(options)
   }
 
   /** The keys under `prefix` (or the one key `key`), at `revision` (0: now), and the revision read. */
-  async range(what: { prefix: string } | { key: string }, o: { revision?: number; keysOnly?: boolean; limit?: number } = {}): Promise<{ revision: number; kvs: KeyValue[] }> {
+  async range(
+    what: { prefix: string } | { key: string },
+    o: { revision?: number; keysOnly?: boolean; limit?: number } = {},
+  ): Promise<{ revision: number; kvs: KeyValue[] }> {
     const res = await this.client.kv.range({
-      ...('prefix' in what ? { key: Buffer.from(what.prefix), range_end: prefixEnd(what.prefix) } : { key: Buffer.from(what.key) }),
+      ...('prefix' in what
+        ? { key: Buffer.from(what.prefix), range_end: prefixEnd(what.prefix) }
+        : { key: Buffer.from(what.key) }),
       ...(o.revision ? { revision: o.revision } : {}),
       ...(o.keysOnly ? { keys_only: true } : {}),
       ...(o.limit ? { limit: o.limit } : {}),
@@ -91,7 +119,11 @@ export class EtcdStore {
   }
 
   /** If every compare holds, `then`, else `otherwise`: whether it held, the revision after, and the answers of `otherwise`'s reads. */
-  async txn(compare: Compare[], then: Op[], otherwise: Op[] = []): Promise<{ succeeded: boolean; revision: number; read: KeyValue[] }> {
+  async txn(
+    compare: Compare[],
+    then: Op[],
+    otherwise: Op[] = [],
+  ): Promise<{ succeeded: boolean; revision: number; read: KeyValue[] }> {
     const res = await this.client.kv.txn({ compare, success: then, failure: otherwise })
     const read = res.responses.flatMap((r) => r.response_range?.kvs.map(keyValue) ?? [])
     return { succeeded: res.succeeded, revision: Number(res.header.revision), read }
@@ -111,7 +143,11 @@ export class EtcdStore {
 
   /** Every change under `prefix` after `revision`, until cancelled or close(); resolves once etcd took the watch. */
   watch(prefix: string, revision: number, h: WatchHandlers): Promise<Watcher> {
-    const w = this.client.watch().prefix(prefix).startRevision(String(revision + 1)).watcher()
+    const w = this.client
+      .watch()
+      .prefix(prefix)
+      .startRevision(String(revision + 1))
+      .watcher()
     this.watchers.add(w)
     w.once('end', () => this.watchers.delete(w))
     w.on('data', (res) => {

@@ -12,8 +12,8 @@
 // Pure: names and values in and out, every value checked (a bad one is reported, never used).
 
 import { isIPv4 } from 'node:net'
-import { LabelSet } from '../../policy/labels.js'
 import { FIRST_CLUSTER_IDENTITY, LAST_CLUSTER_IDENTITY } from '../../policy/identity.js'
+import { LabelSet } from '../../policy/labels.js'
 
 const NODE_NAME = /^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$/
 const POLICY_NAME = /^[a-zA-Z0-9]([a-zA-Z0-9._-]{0,251}[a-zA-Z0-9])?$/
@@ -157,7 +157,9 @@ export function decodeLabels(value: string): LabelSet | string {
 function object(value: string): Record<string, unknown> | string {
   try {
     const v = JSON.parse(value) as unknown
-    return typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Record<string, unknown>) : 'not a JSON object'
+    return typeof v === 'object' && v !== null && !Array.isArray(v)
+      ? (v as Record<string, unknown>)
+      : 'not a JSON object'
   } catch (e) {
     return `not JSON (${(e as Error).message})`
   }
@@ -167,8 +169,10 @@ export function decodeIpEntry(value: string, ip: string): IpEntry | string {
   const o = object(value)
   if (typeof o === 'string') return o
   if (o.IP !== ip) return `IP ${JSON.stringify(o.IP)} is not the key's ${ip}`
-  if (typeof o.ID !== 'number' || !isClusterIdentity(o.ID)) return `ID ${JSON.stringify(o.ID)} is not a cluster identity (${FIRST_CLUSTER_IDENTITY}-${LAST_CLUSTER_IDENTITY})`
-  if (typeof o.HostIP !== 'string' || !isIPv4(o.HostIP)) return `HostIP ${JSON.stringify(o.HostIP)} is not an IPv4 address`
+  if (typeof o.ID !== 'number' || !isClusterIdentity(o.ID))
+    return `ID ${JSON.stringify(o.ID)} is not a cluster identity (${FIRST_CLUSTER_IDENTITY}-${LAST_CLUSTER_IDENTITY})`
+  if (typeof o.HostIP !== 'string' || !isIPv4(o.HostIP))
+    return `HostIP ${JSON.stringify(o.HostIP)} is not an IPv4 address`
   if (typeof o.Node !== 'string' || !isNodeName(o.Node)) return `Node ${JSON.stringify(o.Node)} is not a node name`
   if (typeof o.Name !== 'string') return `Name ${JSON.stringify(o.Name)} is not a string`
   return { IP: ip, ID: o.ID, HostIP: o.HostIP, Node: o.Node, Name: o.Name }
@@ -179,11 +183,28 @@ export function decodeNodeEntry(value: string, node: string): NodeEntry | string
   if (typeof o === 'string') return o
   if (o.Name !== node) return `Name ${JSON.stringify(o.Name)} is not the key's ${node}`
   const addrs = o.IPAddresses
-  if (!Array.isArray(addrs) || !addrs.every((a) => typeof a === 'object' && a !== null && (a as { Type?: unknown }).Type === 'InternalIP' && isIPv4(String((a as { IP?: unknown }).IP)))) {
+  if (
+    !Array.isArray(addrs) ||
+    !addrs.every(
+      (a) =>
+        typeof a === 'object' &&
+        a !== null &&
+        (a as { Type?: unknown }).Type === 'InternalIP' &&
+        isIPv4(String((a as { IP?: unknown }).IP)),
+    )
+  ) {
     return 'IPAddresses is not a list of {Type: InternalIP, IP}'
   }
-  if (typeof o.PolicyRevision !== 'number' || !Number.isInteger(o.PolicyRevision) || o.PolicyRevision < 0) return 'PolicyRevision is not a revision'
-  if (typeof o.Endpoints !== 'number' || !Number.isInteger(o.Endpoints) || o.Endpoints < 0) return 'Endpoints is not a count'
+  if (typeof o.PolicyRevision !== 'number' || !Number.isInteger(o.PolicyRevision) || o.PolicyRevision < 0)
+    return 'PolicyRevision is not a revision'
+  if (typeof o.Endpoints !== 'number' || !Number.isInteger(o.Endpoints) || o.Endpoints < 0)
+    return 'Endpoints is not a count'
   if (typeof o.StartedAt !== 'string') return 'StartedAt is not a time'
-  return { Name: node, IPAddresses: addrs as NodeEntry['IPAddresses'], PolicyRevision: o.PolicyRevision, Endpoints: o.Endpoints, StartedAt: o.StartedAt }
+  return {
+    Name: node,
+    IPAddresses: addrs as NodeEntry['IPAddresses'],
+    PolicyRevision: o.PolicyRevision,
+    Endpoints: o.Endpoints,
+    StartedAt: o.StartedAt,
+  }
 }

@@ -4,8 +4,8 @@
 // (never a partial view). Until the first listing, and while the stream is broken, the view is
 // stale and `connected` false; what is known stays in force meanwhile (fail static).
 
-import type { Logger } from 'pino'
 import type { Watcher } from 'etcd3'
+import type { Logger } from 'pino'
 import type { ClusterView } from './cluster-view.js'
 import type { EtcdStore } from './etcd-store.js'
 
@@ -64,7 +64,10 @@ export class KvstoreSync {
         disconnected: (e) => this.setConnected(false, e),
         connected: () => this.setConnected(true),
         cancelled: (e) => {
-          this.logger.warn({ error: e.message, revision: this.view.revision }, 'kvstore: watch cancelled; listing everything again')
+          this.logger.warn(
+            { error: e.message, revision: this.view.revision },
+            'kvstore: watch cancelled; listing everything again',
+          )
           this.setConnected(false, e)
           void this.watcher?.cancel()
           this.watcher = null

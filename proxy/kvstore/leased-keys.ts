@@ -5,8 +5,8 @@
 // again under it. stop() leaves the keys to their lease: an agent that restarts within the TTL
 // writes them back unchanged, and the other nodes see no change at all.
 
-import type { Logger } from 'pino'
 import type { Lease } from 'etcd3'
+import type { Logger } from 'pino'
 import type { EtcdStore } from './etcd-store.js'
 
 const RETRY_MS = 250
@@ -49,7 +49,10 @@ export class LeasedKeys {
     const lease = (this.lease = this.store.lease(this.ttlSeconds))
     lease.on('lost', (e: Error) => {
       if (this.lease !== lease || this.stopped) return
-      this.logger.warn({ error: e.message }, 'kvstore: the node lease was lost; granting a new one and writing its keys again')
+      this.logger.warn(
+        { error: e.message },
+        'kvstore: the node lease was lost; granting a new one and writing its keys again',
+      )
       this.lease = null
       this.leaseId = null
       this.failure = `lease lost: ${e.message}`

@@ -1,7 +1,7 @@
 // The agent's open-file limit, raised at start: every proxied connection holds two files, and a
 // limit reached stalls accepts for everyone (the node's connection budget is set well under it).
 
-import { fileLimit, setFileLimit, systemFileCeiling, type FileLimit } from '../../lib/libc.js'
+import { type FileLimit, fileLimit, setFileLimit, systemFileCeiling } from '../../lib/libc.js'
 
 /**
  * Raises the limit toward `wanted` (0: the most the host allows, fs.nr_open): soft and hard when

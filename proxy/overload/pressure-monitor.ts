@@ -78,7 +78,11 @@ export class PressureMonitor {
 
   /** The steps of AFTER_FLOOD that are due. */
   private afterFlood(now: number): void {
-    while (this.floodEnded >= 0 && this.step < AFTER_FLOOD.length && now >= this.floodEnded + AFTER_FLOOD[this.step]![0]) {
+    while (
+      this.floodEnded >= 0 &&
+      this.step < AFTER_FLOOD.length &&
+      now >= this.floodEnded + AFTER_FLOOD[this.step]![0]
+    ) {
       const what = AFTER_FLOOD[this.step++]![1]
       if (what === 'collect') this.collect()
       else {
@@ -96,7 +100,10 @@ export class PressureMonitor {
     const now = this.now()
     if (connections > this.peak) this.peak = connections
     else if (this.peak >= FLOOD_PEAK && connections <= this.peak / 2) {
-      logger.info({ connections, peak: this.peak, rssMB: Math.round(rss / 2 ** 20) }, 'overload: the connections fell to half their peak; giving back what they took')
+      logger.info(
+        { connections, peak: this.peak, rssMB: Math.round(rss / 2 ** 20) },
+        'overload: the connections fell to half their peak; giving back what they took',
+      )
       this.peak = connections
       this.floodEnded = now
       this.step = 0
@@ -108,7 +115,15 @@ export class PressureMonitor {
     if (!was && over) {
       budget.underPressure = true
       this.episodes++
-      logger.warn({ connections, rssMB: Math.round(rss / 2 ** 20), connectionsLine: this.o.connections, memoryLineMB: Math.round(this.o.memoryBytes / 2 ** 20) }, 'overload: under pressure (shorter timeouts, idle connections closed first)')
+      logger.warn(
+        {
+          connections,
+          rssMB: Math.round(rss / 2 ** 20),
+          connectionsLine: this.o.connections,
+          memoryLineMB: Math.round(this.o.memoryBytes / 2 ** 20),
+        },
+        'overload: under pressure (shorter timeouts, idle connections closed first)',
+      )
     } else if (was && under) {
       budget.underPressure = false
       logger.info({ connections, rssMB: Math.round(rss / 2 ** 20) }, 'overload: pressure over')

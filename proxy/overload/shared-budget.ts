@@ -82,8 +82,12 @@ export class SharedBudget {
     const slots = slotsFor(limits.connectionsPerNode)
     const buffer = new SharedArrayBuffer(HEADER_WORDS * 4 + COUNTER_BYTES + 2 * slots * SLOT_WORDS * 4)
     const i32 = new Int32Array(buffer, 0, HEADER_WORDS)
-    const { connectionsPerSource, connectionsPerIdentity, connectionsPerNode, streamsPerSource, streamsPerIdentity } = limits
-    i32.set([connectionsPerSource, connectionsPerIdentity, connectionsPerNode, streamsPerSource, streamsPerIdentity], LIMITS)
+    const { connectionsPerSource, connectionsPerIdentity, connectionsPerNode, streamsPerSource, streamsPerIdentity } =
+      limits
+    i32.set(
+      [connectionsPerSource, connectionsPerIdentity, connectionsPerNode, streamsPerSource, streamsPerIdentity],
+      LIMITS,
+    )
     i32[SLOTS] = slots
     return new SharedBudget(buffer)
   }
@@ -185,7 +189,14 @@ export class SharedBudget {
   }
 
   /** Under the lock: both per-key counts below their limits (0: none), then both counted. */
-  private take(field: number, source: number, identity: number, perSource: number, perIdentity: number, counterBase: number): Refusal {
+  private take(
+    field: number,
+    source: number,
+    identity: number,
+    perSource: number,
+    perIdentity: number,
+    counterBase: number,
+  ): Refusal {
     const a = this.i32
     const s = this.locate(this.sources, source)
     if (perSource > 0 && s >= 0 && a[s + field]! >= perSource) return this.refused(counterBase, Refusal.Source)

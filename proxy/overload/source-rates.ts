@@ -44,7 +44,8 @@ export class SourceRates {
 
   /** Drops the buckets that have refilled by `now` (all of them if none has). */
   prune(now: number): void {
-    for (const [source, b] of this.buckets) if (b.tokens + ((now - b.at) * this.perSecond) / 1000 >= this.burst) this.buckets.delete(source)
+    for (const [source, b] of this.buckets)
+      if (b.tokens + ((now - b.at) * this.perSecond) / 1000 >= this.burst) this.buckets.delete(source)
     if (this.buckets.size >= this.maxSources) this.buckets.clear()
   }
 }

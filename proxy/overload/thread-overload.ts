@@ -23,11 +23,22 @@ export interface ThreadOverload {
 }
 
 export function threadOverload(input: OverloadInput, logger: Logger): ThreadOverload {
-  return { budget: SharedBudget.of(input.budget), pressureConnections: input.pressureConnections, headersMs: input.pressureHeadersMs, idleMs: input.pressureIdleMs, refusals: new RefusalLog(logger) }
+  return {
+    budget: SharedBudget.of(input.budget),
+    pressureConnections: input.pressureConnections,
+    headersMs: input.pressureHeadersMs,
+    idleMs: input.pressureIdleMs,
+    refusals: new RefusalLog(logger),
+  }
 }
 
 /** Logs (at a bounded rate) a refusal by the budget of `what`, with the limit it hit. */
-export function noteRefusal(o: ThreadOverload, what: 'connections' | 'streams', r: Refusal, fields: { source: string; identity: number }): void {
+export function noteRefusal(
+  o: ThreadOverload,
+  what: 'connections' | 'streams',
+  r: Refusal,
+  fields: { source: string; identity: number },
+): void {
   o.refusals.note(`${what} per ${REFUSAL_NAMES[r]}`, performance.now(), { ...fields, limit: o.budget.limitOf(what, r) })
 }
 

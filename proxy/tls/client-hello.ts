@@ -17,7 +17,10 @@ export interface ClientHello {
   alpn: string[]
 }
 
-export type HelloResult = { state: 'incomplete' } | { state: 'invalid'; reason: string } | { state: 'complete'; hello: ClientHello }
+export type HelloResult =
+  | { state: 'incomplete' }
+  | { state: 'invalid'; reason: string }
+  | { state: 'complete'; hello: ClientHello }
 
 class Malformed extends Error {}
 
@@ -135,7 +138,8 @@ function readServerName(body: Reader): string | null {
     if (name !== null) throw new Malformed('more than one host_name')
     const bytes = raw.bytes(raw.left, 'server name')
     const text = bytes.toString('latin1').toLowerCase()
-    if (!HOST_NAME.test(text)) throw new Malformed(`server name '${bytes.toString('latin1').replace(/[^\x20-\x7e]/g, '?')}' is not a host name`)
+    if (!HOST_NAME.test(text))
+      throw new Malformed(`server name '${bytes.toString('latin1').replace(/[^\x20-\x7e]/g, '?')}' is not a host name`)
     name = text
   }
   return name

@@ -3,7 +3,7 @@
 // trust store, for the server name the client asked for; a failure is the upstream's error, so
 // the client gets 502 and the log its reason, never a silent downgrade to plain text).
 
-import { statSync, readFileSync } from 'node:fs'
+import { readFileSync, statSync } from 'node:fs'
 import { connect as netConnect, type Socket } from 'node:net'
 import { connect as tlsConnect } from 'node:tls'
 
@@ -42,11 +42,20 @@ export function connectOrigin(origin: Origin, alpn: 'http/1.1' | 'h2'): Socket {
   } catch (e) {
     // Not a silent fallback to the system store: the connection fails with the reason.
     const failed = netConnect({ host: origin.host, port: origin.port })
-    const err = Object.assign(new Error(`trustedCA ${t.trustedCA}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`), { code: 'ETRUSTEDCA' })
+    const err = Object.assign(
+      new Error(`trustedCA ${t.trustedCA}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`),
+      { code: 'ETRUSTEDCA' },
+    )
     queueMicrotask(() => failed.destroy(err))
     return failed
   }
-  const s = tlsConnect({ host: origin.host, port: origin.port, ALPNProtocols: [alpn], ...(t.servername !== null ? { servername: t.servername } : {}), ...(ca !== undefined ? { ca } : {}) })
+  const s = tlsConnect({
+    host: origin.host,
+    port: origin.port,
+    ALPNProtocols: [alpn],
+    ...(t.servername !== null ? { servername: t.servername } : {}),
+    ...(ca !== undefined ? { ca } : {}),
+  })
   s.setNoDelay(true)
   return s
 }

@@ -11,9 +11,9 @@ import { connect, type Socket } from 'node:net'
 import { TLSSocket } from 'node:tls'
 import type { Logger } from 'pino'
 import type { TlsInterceptSpec } from '../../policy/model.js'
-import { FlowPolicy, flowEnds, tlsVerdict, type Flow, type L7Kind } from '../flow-verdict.js'
+import { type Flow, FlowPolicy, flowEnds, type L7Kind, tlsVerdict } from '../flow-verdict.js'
 import { countOutcome, type ProxyContext } from '../http/proxy-context.js'
-import { MAX_HELLO_BYTES, parseClientHello, type ClientHello } from './client-hello.js'
+import { type ClientHello, MAX_HELLO_BYTES, parseClientHello } from './client-hello.js'
 import type { OriginTls } from './origin-socket.js'
 
 /** Where a decrypted connection goes: the HTTP/1.1 or the HTTP/2 side of the proxy. */
@@ -64,13 +64,20 @@ export class TlsConnection {
     this.socket.off('data', this.onData)
     this.socket.pause()
     if (r.state === 'complete') this.decide(r.hello, all)
-    else this.refuse(null, r.state === 'invalid' ? `malformed ClientHello: ${r.reason}` : `ClientHello above ${MAX_BUFFERED} bytes`, DECODE_ERROR)
+    else
+      this.refuse(
+        null,
+        r.state === 'invalid' ? `malformed ClientHello: ${r.reason}` : `ClientHello above ${MAX_BUFFERED} bytes`,
+        DECODE_ERROR,
+      )
   }
 
   private decide(hello: ClientHello, bytes: Buffer): void {
     const intercept = FlowPolicy.of(this.ctx.engine, this.flow).sides.find((s) => s.filter.intercept)?.filter.intercept
     if (intercept) {
-      this.intercept(hello, bytes, intercept).catch((e: Error) => this.refuse(hello.serverName, `cannot intercept: ${e.message}`, INTERNAL_ERROR))
+      this.intercept(hello, bytes, intercept).catch((e: Error) =>
+        this.refuse(hello.serverName, `cannot intercept: ${e.message}`, INTERNAL_ERROR),
+      )
       return
     }
     const verdict = tlsVerdict(FlowPolicy.of(this.ctx.engine, this.flow, TLS_KIND), hello.serverName)
@@ -99,7 +106,9 @@ export class TlsConnection {
     const origin = this.ctx.originOf(this.flow)
     const up = connect({ host: origin.host, port: origin.port, noDelay: true })
     this.upstream = up
-    up.setTimeout(this.ctx.upstream.connectMs, () => up.destroy(Object.assign(new Error('connect timed out'), { code: 'ETIMEDOUT' })))
+    up.setTimeout(this.ctx.upstream.connectMs, () =>
+      up.destroy(Object.assign(new Error('connect timed out'), { code: 'ETIMEDOUT' })),
+    )
     up.once('connect', () => {
       this.ctx.stats.allowed++
       up.setTimeout(0)
@@ -119,13 +128,23 @@ export class TlsConnection {
 
   /** Terminates the client's TLS with a leaf for the name it asked (or its destination address). */
   private async intercept(hello: ClientHello, bytes: Buffer, spec: TlsInterceptSpec): Promise<void> {
-    if (this.ctx.leaves === null) throw new Error('TLS interception needs the local CA (l7proxy certs init, and the agent pointed at it)')
+    if (this.ctx.leaves === null)
+      throw new Error('TLS interception needs the local CA (l7proxy certs init, and the agent pointed at it)')
     const context = await this.ctx.leaves.context(hello.serverName ?? this.flow.destAddress)
     if (this.socket.destroyed) return
     this.socket.setTimeout(0)
     this.socket.unshift(bytes)
-    const tls = new TLSSocket(this.socket, { isServer: true, secureContext: context, ALPNProtocols: ['h2', 'http/1.1'] })
-    tls.on('error', (e: NodeJS.ErrnoException) => this.log.info({ verdict: 'invalid', serverName: hello.serverName, error: e.code ?? e.message }, 'tls: intercepted handshake failed'))
+    const tls = new TLSSocket(this.socket, {
+      isServer: true,
+      secureContext: context,
+      ALPNProtocols: ['h2', 'http/1.1'],
+    })
+    tls.on('error', (e: NodeJS.ErrnoException) =>
+      this.log.info(
+        { verdict: 'invalid', serverName: hello.serverName, error: e.code ?? e.message },
+        'tls: intercepted handshake failed',
+      ),
+    )
     tls.once('secure', () => {
       // What a tls.Server would do at this point; node:http2 waits for it before reading.
       ;(tls as TLSSocket & { secureConnecting: boolean }).secureConnecting = false

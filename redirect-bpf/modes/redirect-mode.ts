@@ -55,12 +55,14 @@ export function setupMode(mode: RedirectMode, run: Run, proxyPorts: readonly num
 /** Runs a command whose effect may be in place already ("File exists" is fine). */
 function mustOrExists(run: Run, argv: string[]): void {
   const r = run(argv)
-  if (r.code !== 0 && !/exists/i.test(r.stderr)) throw new BpfError('EATTACH', `'${argv.join(' ')}' failed: ${r.stderr.trim()}`)
+  if (r.code !== 0 && !/exists/i.test(r.stderr))
+    throw new BpfError('EATTACH', `'${argv.join(' ')}' failed: ${r.stderr.trim()}`)
 }
 
 /** Adds an iptables rule unless it is there (-C). */
 function ensureRule(run: Run, table: string, op: '-I' | '-A', chain: string, rule: string[]): void {
-  if (run(['iptables', '-w', '-t', table, '-C', chain, ...rule]).code !== 0) must(run, ['iptables', '-w', '-t', table, op, chain, ...rule])
+  if (run(['iptables', '-w', '-t', table, '-C', chain, ...rule]).code !== 0)
+    must(run, ['iptables', '-w', '-t', table, op, chain, ...rule])
 }
 
 /**
@@ -77,9 +79,20 @@ export function ensureMode(mode: RedirectMode, run: Run, proxyPorts: readonly nu
   for (const port of proxyPorts) {
     for (const proto of ['tcp', 'udp']) {
       ensureRule(run, 'mangle', '-A', CHAIN, [
-        '-p', proto,
-        '-m', 'mark', '--mark', `0x${((port << 16) | MARK).toString(16)}/0xffff${MARK_MASK.toString(16).padStart(4, '0')}`,
-        '-j', 'TPROXY', '--on-port', String(port), '--on-ip', proxyAddr, '--tproxy-mark', `${MARK}/${MARK_MASK}`,
+        '-p',
+        proto,
+        '-m',
+        'mark',
+        '--mark',
+        `0x${((port << 16) | MARK).toString(16)}/0xffff${MARK_MASK.toString(16).padStart(4, '0')}`,
+        '-j',
+        'TPROXY',
+        '--on-port',
+        String(port),
+        '--on-ip',
+        proxyAddr,
+        '--tproxy-mark',
+        `${MARK}/${MARK_MASK}`,
       ])
     }
   }
