@@ -45,6 +45,7 @@ import {
 } from './modes/redirect-mode.js'
 import { inNetns } from './netns.js'
 import { PolicyWriter, type WriteStats } from './policy-writer.js'
+import { type ProgramStats, programStats } from './program-stats.js'
 import { spreadOver } from './reuseport.js'
 import { addProxySocket, attachSkLookup, detachSkLookup } from './sk-lookup.js'
 import { attachTc, detachTc, ifindexOf, removeClsact } from './tc.js'
@@ -285,6 +286,21 @@ export class Datapath {
 
   counters(): Counter[] {
     return readCounters(this.fromEndpoint)
+  }
+
+  /** Runs and run time of each of the datapath's programs, by name (zero unless statistics are on: program-stats.ts). */
+  programStats(): Record<string, ProgramStats> {
+    const programs: Array<[BpfObject | undefined, string]> = [
+      [this.fromEndpoint, 'from_endpoint'],
+      [this.toEndpoint, 'to_endpoint'],
+      [this.skLookup?.obj, 'steer_to_proxy'],
+      [this.reuseport ?? undefined, 'spread_connections'],
+      [this.sockmap?.sockops, 'steer_sockets'],
+      [this.sockmap?.skMsg, 'redirect_payload'],
+    ]
+    return Object.fromEntries(
+      programs.flatMap(([obj, name]) => (obj ? [[name, programStats(obj.programFd(name))]] : [])),
+    )
   }
 
   sockmapStats(): { messages: number; bytes: number } {

@@ -63,6 +63,8 @@ export const TC_OPTS = { size: 32, progFd: 8, flags: 12, progId: 16, handle: 20,
 export const BPF_TC_INGRESS = 1
 export const BPF_TC_EGRESS = 2
 export const BPF_TC_F_REPLACE = 1
+/** struct bpf_prog_info (uapi): where its name and run statistics sit. */
+export const PROG_INFO = { size: 232, name: 64, runTimeNs: 192, runCnt: 200 } as const
 
 type Fn = (...args: unknown[]) => unknown
 
@@ -92,6 +94,8 @@ export interface Libbpf {
   bpf_prog_attach: Fn
   bpf_prog_detach2: Fn
   bpf_link_create: Fn
+  bpf_obj_get_info_by_fd: Fn
+  bpf_enable_stats: Fn
   libbpf_num_possible_cpus: Fn
   libbpf_set_print: Fn
 }
@@ -147,6 +151,8 @@ export function libbpf(): Libbpf {
     bpf_prog_attach: f(lib, 'int bpf_prog_attach(int prog_fd, int attachable_fd, int type, unsigned int flags)'),
     bpf_prog_detach2: f(lib, 'int bpf_prog_detach2(int prog_fd, int attachable_fd, int type)'),
     bpf_link_create: f(lib, 'int bpf_link_create(int prog_fd, int target_fd, int attach_type, void *opts)'),
+    bpf_obj_get_info_by_fd: f(lib, 'int bpf_obj_get_info_by_fd(int fd, void *info, uint32_t *info_len)'),
+    bpf_enable_stats: f(lib, 'int bpf_enable_stats(int type)'),
     libbpf_num_possible_cpus: f(lib, 'int libbpf_num_possible_cpus()'),
     libbpf_set_print: f(lib, 'void *libbpf_set_print(void *fn)'),
   }

@@ -14,7 +14,14 @@ interface Cell {
   mode: string
   valid: boolean
   reason: string | null
-  median: { ops: number; opsPerSec: number; cpuUsPerOp: number; latencyMs: { p50: number; p99: number } } | null
+  median: {
+    ops: number
+    opsPerSec: number
+    cpuUsPerOp: number
+    bpfNsPerOp: number | null
+    programs: Record<string, { runs: number; ns: number }>
+    latencyMs: { p50: number; p99: number }
+  } | null
   runs: Array<{ valid: boolean }>
 }
 
@@ -82,6 +89,13 @@ kernelTest(
           c.median!.latencyMs.p99 >= c.median!.latencyMs.p50 && c.median!.cpuUsPerOp > 0,
           `${w.name}/${c.mode}: latency and CPU per operation`,
         )
+        // Every mode's node runs from-endpoint on each packet; sk-lookup's also its sk_lookup program.
+        t.ok(
+          (c.median?.bpfNsPerOp ?? 0) > 0,
+          `${w.name}/${c.mode}: the datapath's programs cost ${c.median?.bpfNsPerOp} ns an operation`,
+        )
+        if (c.mode === 'sk-lookup')
+          t.ok((c.median?.programs.steer_to_proxy?.runs ?? 0) > 0, `${w.name}/sk-lookup: its sk_lookup program ran`)
       }
     }
     const html = readFileSync(out.replace(/\.json$/, '.html'), 'utf8')

@@ -6,11 +6,12 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t from 'tap'
-import { OPEN_OPTS, TC_HOOK, TC_OPTS } from '../redirect-bpf/libbpf.js'
+import { OPEN_OPTS, PROG_INFO, TC_HOOK, TC_OPTS } from '../redirect-bpf/libbpf.js'
 
 const C = `#include <stdio.h>
 #include <stddef.h>
 #include <bpf/libbpf.h>
+#include <linux/bpf.h>
 #define F(s, m) printf("%s.%s %zu\\n", #s, #m, offsetof(struct s, m))
 int main(void) {
   printf("bpf_object_open_opts.size %zu\\n", sizeof(struct bpf_object_open_opts));
@@ -20,6 +21,8 @@ int main(void) {
   F(bpf_tc_hook, ifindex); F(bpf_tc_hook, attach_point); F(bpf_tc_hook, parent);
   printf("bpf_tc_opts.size %zu\\n", sizeof(struct bpf_tc_opts));
   F(bpf_tc_opts, prog_fd); F(bpf_tc_opts, flags); F(bpf_tc_opts, prog_id); F(bpf_tc_opts, handle); F(bpf_tc_opts, priority);
+  printf("bpf_prog_info.size %zu\\n", sizeof(struct bpf_prog_info));
+  F(bpf_prog_info, name); F(bpf_prog_info, run_time_ns); F(bpf_prog_info, run_cnt);
   return 0;
 }
 `
@@ -76,5 +79,14 @@ t.test('libbpf option structs match the C layout', async (t) => {
       priority: c['bpf_tc_opts.priority'],
     },
     'bpf_tc_opts',
+  )
+  t.ok(
+    PROG_INFO.size <= c['bpf_prog_info.size']!,
+    'bpf_prog_info: no larger than the headers say (the kernel takes a shorter one)',
+  )
+  t.same(
+    { name: PROG_INFO.name, runTimeNs: PROG_INFO.runTimeNs, runCnt: PROG_INFO.runCnt },
+    { name: c['bpf_prog_info.name'], runTimeNs: c['bpf_prog_info.run_time_ns'], runCnt: c['bpf_prog_info.run_cnt'] },
+    'bpf_prog_info',
   )
 })

@@ -15,6 +15,7 @@ import { hostNetns, labCgroupName } from '../../lab/topology.js'
 import { renderTable } from '../../proxy/cli/table.js'
 import { UsageError } from '../../proxy/cli/usage-error.js'
 import { cgroup2Root } from '../../redirect-bpf/cgroup.js'
+import { enableRunStats } from '../../redirect-bpf/program-stats.js'
 import {
   benchOptions,
   benchPin,
@@ -115,6 +116,8 @@ export async function runCompare(args: string[], out: (s: string) => void, err: 
   const total = pairs.length * runs
   let done = 0
   const started = Date.now()
+  // What the datapath's programs cost per operation, in every mode: the kernel counts while on.
+  const statsOff = enableRunStats()
   const measured = await inLabRounds({
     lab,
     tmpPrefix: 'l7-compare-',
@@ -154,7 +157,7 @@ export async function runCompare(args: string[], out: (s: string) => void, err: 
       const proxyPid = peer?.peerPid ?? node.pid
       try {
         const client = { ns: hostNetns(lab, 'tiefighter'), cgroup }
-        if (warmup > 0) await w.run(client, { seconds: warmup, dir })
+        const warm = warmup > 0 ? await w.run(client, { seconds: warmup, dir }) : null
         const handled0 = peer ? await peer.handled() : 0
         const cpu0 = cpuSeconds(proxyPid)
         const soft0 = softirqSeconds()
@@ -169,6 +172,10 @@ export async function runCompare(args: string[], out: (s: string) => void, err: 
             ? 'the node did not report its counters'
             : pathProblem(mode, w, totals, load, peerHandled)
         const cpuSecondsUsed = (mode === 'none' ? 0 : proxyCpuSeconds) + soft
+        // The node's programs ran over its whole life: warm-up and measured operations alike.
+        const programs = totals?.programs ?? {}
+        const programNs = Object.values(programs).reduce((sum, p) => sum + p.ns, 0)
+        const lifeOps = (warm?.ops ?? 0) + load.ops
         return {
           ...load,
           valid: reason === null,
@@ -176,13 +183,15 @@ export async function runCompare(args: string[], out: (s: string) => void, err: 
           proxyCpuSeconds,
           softirqSeconds: soft,
           cpuUsPerOp: load.ops > 0 ? (cpuSecondsUsed / load.ops) * 1e6 : null,
+          programs,
+          bpfNsPerOp: programNs > 0 && lifeOps > 0 ? programNs / lifeOps : null,
         }
       } finally {
         await stop()
         rmSync(logFile, { force: true })
       }
     },
-  })
+  }).finally(statsOff)
 
   const results = workloads.map((name) => {
     const w = WORKLOAD_DEFS[name]
@@ -251,7 +260,7 @@ export async function runCompare(args: string[], out: (s: string) => void, err: 
     n === null || n === undefined || !Number.isFinite(n) ? '-' : n.toFixed(d)
   out(
     renderTable(
-      ['workload', 'mode', 'ops/s', 'spread', 'p50 ms', 'p99 ms', 'CPU us/op', 'path'],
+      ['workload', 'mode', 'ops/s', 'spread', 'p50 ms', 'p99 ms', 'CPU us/op', 'BPF ns/op', 'path'],
       results.flatMap((r) =>
         r.cells.map((c) => [
           r.name,
@@ -261,6 +270,7 @@ export async function runCompare(args: string[], out: (s: string) => void, err: 
           f(c.median?.latencyMs.p50),
           f(c.median?.latencyMs.p99),
           f(c.median?.cpuUsPerOp, 1),
+          f(c.median?.bpfNsPerOp, 0),
           c.valid ? 'confirmed' : `INVALID: ${c.reason}`,
         ]),
       ),

@@ -5,6 +5,7 @@
 import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { findHost } from '../../lab/topology.js'
+import type { ProgramStats } from '../../redirect-bpf/program-stats.js'
 import { bulk, type Client, dnsperf, h2load, type LoadResult, wrk } from '../load-generators.js'
 import type { BenchRule } from '../peers/haproxy.js'
 
@@ -34,6 +35,8 @@ export interface ProxyTotals {
   dnsQueries: { allowed: number; denied: number }
   kernelPackets: Record<string, number>
   sockmap?: { messages: number; bytes: number }
+  /** Each of the datapath's programs: runs and run time (redirect-bpf/program-stats.ts). */
+  programs?: Record<string, ProgramStats>
 }
 
 const DEATHSTAR = findHost('deathstar').addresses[0]!

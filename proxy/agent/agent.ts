@@ -824,6 +824,7 @@ export class Agent {
           httpThreads: this.main?.http ? this.httpThreads : 0,
           ...counted,
           ...(dp.cgroup ? { sockmap: dp.sockmapStats() } : {}),
+          programs: dp.programStats(),
         },
         'datapath stopped',
       )
