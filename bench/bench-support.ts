@@ -4,7 +4,7 @@
 
 import { execFileSync } from 'node:child_process'
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
-import { availableParallelism, release, tmpdir, totalmem } from 'node:os'
+import { availableParallelism, cpus, release, tmpdir, totalmem } from 'node:os'
 import { dirname, join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import { type LabState, labDown, labUp } from '../lab/lab.js'
@@ -49,7 +49,10 @@ export function benchOptions<K extends string>(defaults: Record<K, string>, args
   return values as Record<K, string>
 }
 
-/** What a result was measured with: the commit (and whether the tree had changes), Node, the kernel, the machine. */
+/**
+ * What a result was measured with: the commit (and whether the tree had changes), Node, the
+ * kernel, the machine, and the command's arguments (its defaults aside, every option it ran with).
+ */
 export function buildInfo(): {
   commit: string | null
   dirty: boolean | null
@@ -57,6 +60,8 @@ export function buildInfo(): {
   kernel: string
   cpus: number
   memoryGiB: number
+  cpuModel: string
+  args: string[]
   date: string
 } {
   const git = (...args: string[]): string | null => {
@@ -77,6 +82,8 @@ export function buildInfo(): {
     kernel: release(),
     cpus: availableParallelism(),
     memoryGiB: Math.round(totalmem() / 2 ** 30),
+    cpuModel: cpus()[0]?.model ?? 'unknown',
+    args: process.argv.slice(2),
     date: new Date().toISOString(),
   }
 }

@@ -19,6 +19,7 @@ t.test('bench:policy --quick writes JSON and a table', async (t) => {
   t.equal(r.status, 0, r.stderr)
   t.match(r.stdout, /policies identities endpoints/)
   const json = JSON.parse(readFileSync(out, 'utf8')) as {
+    build: { commit: string | null; dirty: boolean | null; node: string; kernel: string; args: string[] }
     rows: Array<{
       policies: number
       mapEntries: number
@@ -26,6 +27,11 @@ t.test('bench:policy --quick writes JSON and a table', async (t) => {
       identityRemove: { exact: boolean }
     }>
   }
+  t.match(
+    json.build,
+    { commit: /^[0-9a-f]{40}$/, dirty: Boolean, node: process.version, args: ['--quick', '--out', out] },
+    'the result says what it was measured with: commit, changes, Node, arguments',
+  )
   t.equal(json.rows.length, 2)
   for (const row of json.rows) {
     t.ok(row.mapEntries > 0, `${row.policies} policies compile to map entries`)
