@@ -23,8 +23,11 @@ static __always_inline int assign_to_proxy(struct __sk_buff *skb, struct bpf_soc
 	long err;
 
 	sk = bpf_skc_lookup_tcp(skb, tuple, sizeof(tuple->ipv4), BPF_F_CURRENT_NETNS, 0);
-	if (sk && sk->state == BPF_TCP_LISTEN) {
-		bpf_sk_release(sk); /* a listener on the original destination is not the proxy */
+	/* For a SYN the lookup runs the node's sk_lookup program, which answers with the proxy's
+	 * registered listener: that one is kept (no second lookup). Any other listener on the
+	 * original destination is not the proxy. */
+	if (sk && sk->state == BPF_TCP_LISTEN && (sk->src_ip4 != proxy_addr || sk->src_port != proxy_port)) {
+		bpf_sk_release(sk);
 		sk = NULL;
 	}
 	if (!sk) {
