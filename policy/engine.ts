@@ -312,13 +312,11 @@ export class PolicyEngine {
     }
     const before = this.endpoints.get(spec.id)?.spec
     this.applyEndpoint(spec)
-    const policy = this.policyEntries()
-    if (policy > this.capacity.policy) {
+    const over = this.overCapacity()
+    if (over !== null) {
       if (before) this.applyEndpoint(before)
       else this.removeEndpoint(spec.id)
-      throw new MapFullError(
-        `endpoint ${spec.id}: refused: its policy needs ${policy} entries in the policy map, maps.policyEntries is ${this.capacity.policy}`,
-      )
+      throw new MapFullError(`endpoint ${spec.id}: refused: ${over}`)
     }
   }
 

@@ -516,7 +516,7 @@ t.test('a local endpoint the maps have no room for is refused whole, the engine 
       }),
     {
       code: 'EMAPFULL',
-      message: /^endpoint 78: refused: its policy needs \d+ entries in the policy map, maps\.policyEntries is \d+$/,
+      message: /^endpoint 78: refused: the policy map would need \d+ entries, maps\.policyEntries is \d+$/,
     },
   )
   t.equal(e2.endpointInfo(78), undefined, 'taken back')
