@@ -153,7 +153,7 @@ async function main(): Promise<void> {
   const threads = wholeOption(values, 'threads', 1, 64)
   const mode = modeOption(values.mode)
   if (mode === 'sockmap')
-    throw new UsageError('--mode sockmap redirects TCP only; DNS is measured in dnat, tproxy or sk-assign')
+    throw new UsageError('--mode sockmap redirects TCP only; DNS is measured in dnat, tproxy, sk-assign or sk-lookup')
   const scenarios = SCENARIOS.filter((s) => s !== 'dnsdist' || mode === 'dnat')
 
   const checks: Partial<Record<Scenario, { allowed: string; denied: string }>> = {}

@@ -78,7 +78,7 @@ async function main(): Promise<void> {
     throw new UsageError(`--rates wants whole numbers from 1 to 10000, comma-separated, got '${values.rates}'`)
   const mode = modeOption(values.mode)
   if (mode === 'sockmap')
-    throw new UsageError('--mode sockmap redirects TCP only; DNS is measured in dnat, tproxy or sk-assign')
+    throw new UsageError('--mode sockmap redirects TCP only; DNS is measured in dnat, tproxy, sk-assign or sk-lookup')
   const scenarios = rates.flatMap((rate) => WAYS.map((way) => `${way}@${rate}`))
   let generator: GeneratedNames | null = null
 
