@@ -19,22 +19,7 @@ for (const mode of ['sk-assign', 'sk-lookup'] as const) {
     const pin = `/run/l7proxy/test-bpffs-${lab.name}`
     t.teardown(() => rmSync(pin, { recursive: true, force: true }))
     const policyFile = join(projectRoot(), 'policy/examples/star-wars.yaml')
-    const status = async (host: string, method: string, url: string): Promise<string> =>
-      (
-        await lab.exec(host, [
-          'curl',
-          '-s',
-          '-o',
-          '/dev/null',
-          '-w',
-          '%{http_code}',
-          '--max-time',
-          '2',
-          '-X',
-          method,
-          url,
-        ])
-      ).stdout
+    const status = (host: string, method: string, url: string): Promise<string> => lab.httpCode(host, url, { method })
 
     const stateDir = mkdtempSync(join(tmpdir(), 'l7-state-'))
     t.teardown(() => rmSync(stateDir, { recursive: true, force: true }))

@@ -39,22 +39,7 @@ kernelTest(t, 'agent: endpoints appear and leave through the endpoints file, liv
     await node.stop()
     rmSync(pin, { recursive: true, force: true })
   })
-  const status = async (host: string, method: string, url: string): Promise<string> =>
-    (
-      await lab.exec(host, [
-        'curl',
-        '-s',
-        '-o',
-        '/dev/null',
-        '-w',
-        '%{http_code}',
-        '--max-time',
-        '2',
-        '-X',
-        method,
-        url,
-      ])
-    ).stdout
+  const status = (host: string, method: string, url: string): Promise<string> => lab.httpCode(host, url, { method })
   const waitFor = async (what: string, ok: () => Promise<boolean> | boolean): Promise<void> => {
     for (const started = Date.now(); Date.now() - started < 10_000; await new Promise((r) => setTimeout(r, 100)))
       if (await ok()) return
@@ -137,20 +122,7 @@ kernelTest(
       await node.stop()
       rmSync(pin, { recursive: true, force: true })
     })
-    const toWorld = async (): Promise<string> =>
-      (
-        await lab.exec('xwing', [
-          'curl',
-          '-s',
-          '-o',
-          '/dev/null',
-          '-w',
-          '%{http_code}',
-          '--max-time',
-          '2',
-          'http://192.0.2.3/v1/',
-        ])
-      ).stdout
+    const toWorld = (): Promise<string> => lab.httpCode('xwing', 'http://192.0.2.3/v1/')
     const waitFor = async (what: string, ok: () => Promise<boolean> | boolean): Promise<void> => {
       for (const started = Date.now(); Date.now() - started < 10_000; await new Promise((r) => setTimeout(r, 100)))
         if (await ok()) return

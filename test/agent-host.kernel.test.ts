@@ -48,22 +48,11 @@ kernelTest(
     // What it printed is read between polls (runCli blocks this process meanwhile).
     await waitUntil(() => out().includes('starting the agent'), 50, 20)
     t.match(out(), /starting the agent on this host \(sk-assign/, 'it says it runs on this host')
-    const curl = async (method: string): Promise<string> =>
-      (
-        await lab.exec('tiefighter', [
-          'curl',
-          '-s',
-          '-o',
-          '/dev/null',
-          '-w',
-          '%{http_code}',
-          '--max-time',
-          '3',
-          '-X',
-          method,
-          `http://198.18.2.10/v1/${method === 'POST' ? 'request-landing' : 'exhaust-port'}`,
-        ])
-      ).stdout
+    const curl = (method: string): Promise<string> =>
+      lab.httpCode('tiefighter', `http://198.18.2.10/v1/${method === 'POST' ? 'request-landing' : 'exhaust-port'}`, {
+        method,
+        maxTime: 3,
+      })
     t.equal(await curl('POST'), '200', 'an allowed request lands')
     t.equal(await curl('PUT'), '403', 'a denied one gets 403 from the proxy')
     const xwing = await lab.exec('xwing', [

@@ -54,22 +54,8 @@ kernelTest(t, 'agent: policy file changes take effect live, a bad file changes n
     }
     throw new Error(`${what}: not within ${ms} ms; agent said:\n${running.out()}`)
   }
-  const status = async (method: string, url: string): Promise<string> =>
-    (
-      await lab.exec('tiefighter', [
-        'curl',
-        '-s',
-        '-o',
-        '/dev/null',
-        '-w',
-        '%{http_code}',
-        '--max-time',
-        '3',
-        '-X',
-        method,
-        url,
-      ])
-    ).stdout
+  const status = (method: string, url: string): Promise<string> =>
+    lab.httpCode('tiefighter', url, { method, maxTime: 3 })
 
   // Log lines are written in batches (at least every 250 ms): wait for them too.
   const line = async (msg: string): Promise<Record<string, unknown>> => {

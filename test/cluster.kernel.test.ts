@@ -70,22 +70,7 @@ async function cluster(t: Test, mode: string, o: { endpointsFile3?: (dir: string
   })
   for (let k = 1; k <= NODES; k++) await start(k)
   const status = async (k: number) => (await adminGet(sockets[k - 1]!, '/v1/status')) as { cluster: ClusterStatus }
-  const http = async (host: string, method: string, url: string): Promise<string> =>
-    (
-      await lab.exec(host, [
-        'curl',
-        '-s',
-        '-o',
-        '/dev/null',
-        '-w',
-        '%{http_code}',
-        '--max-time',
-        '2',
-        '-X',
-        method,
-        url,
-      ])
-    ).stdout
+  const http = (host: string, method: string, url: string): Promise<string> => lab.httpCode(host, url, { method })
   return { lab, dir, agents, sockets, start, status, http }
 }
 

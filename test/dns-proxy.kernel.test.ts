@@ -29,14 +29,7 @@ for (const mode of ['sk-assign', 'tproxy', 'dnat', 'sk-lookup'] as const) {
       })
       const dig = async (...args: string[]) =>
         (await lab.exec('tiefighter', ['dig', '+time=2', '+tries=1', ...args], { timeoutMs: 10_000 })).stdout
-      const httpStatus = async (url: string) =>
-        (
-          await lab.exec(
-            'tiefighter',
-            ['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', '2', url],
-            { timeoutMs: 10_000 },
-          )
-        ).stdout
+      const httpStatus = (url: string) => lab.httpCode('tiefighter', url)
       t.equal(
         await httpStatus('http://192.0.2.3/'),
         '000',

@@ -38,14 +38,7 @@ for (const mode of ['dnat', 'sk-assign'] as const) {
         rmSync(pin, { recursive: true, force: true })
         rmSync(dir, { recursive: true, force: true })
       })
-      const httpStatus = async (url: string, seconds = 2) =>
-        (
-          await lab.exec(
-            'tiefighter',
-            ['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', String(seconds), url],
-            { timeoutMs: 10_000 },
-          )
-        ).stdout
+      const httpStatus = (url: string, seconds = 2) => lab.httpCode('tiefighter', url, { maxTime: seconds })
       const codes: string[] = []
       for (let i = 0; i < ROUNDS; i++) {
         await adminGet(admin, '/v1/fqdn/clean', 5_000, 'POST')

@@ -98,14 +98,7 @@ async function agentLab(t: Test, policy: string, o: { generatedNames?: boolean }
       ((await adminGet(admin, '/v1/identities')) as Array<{ id: number; kind: string; labels: string[] }>).filter(
         (i) => i.kind === 'fqdn',
       ),
-    curl: async (ip) =>
-      (
-        await lab.exec(
-          'tiefighter',
-          ['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', '2', `http://${ip}/v1/`],
-          { timeoutMs: 10_000 },
-        )
-      ).stdout,
+    curl: (ip) => lab.httpCode('tiefighter', `http://${ip}/v1/`),
     dig: async (name, server) =>
       (
         await lab.exec(

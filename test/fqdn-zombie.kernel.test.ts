@@ -54,20 +54,7 @@ kernelTest(t, 'toFQDNs: expired addresses blocked again, but not under a live co
     await node.stop()
     rmSync(pin, { recursive: true, force: true })
   })
-  const curl = async (): Promise<string> =>
-    (
-      await lab.exec('tiefighter', [
-        'curl',
-        '-s',
-        '-o',
-        '/dev/null',
-        '-w',
-        '%{http_code}',
-        '--max-time',
-        '2',
-        `http://${SPEEDER}/v1/`,
-      ])
-    ).stdout
+  const curl = (): Promise<string> => lab.httpCode('tiefighter', `http://${SPEEDER}/v1/`)
   const speeder = async (): Promise<Array<{ ip: string; zombie?: boolean }>> =>
     ((await adminGet(admin, '/v1/fqdn')) as Array<{ name: string; ips: Array<{ ip: string; zombie?: boolean }> }>).find(
       (e) => e.name === 'speeder.empire',
