@@ -11,6 +11,7 @@ import { labEndpoints, nodeIfname } from '../lab/topology.js'
 import { projectRoot } from '../lib/project-root.js'
 import { kernelTest } from './fixtures/kernel.js'
 import { useLab } from './fixtures/lab.js'
+import { waitWithin } from './fixtures/wait.js'
 
 const LANDING = 'http://198.18.2.10/v1/request-landing'
 
@@ -40,11 +41,10 @@ kernelTest(t, 'agent: endpoints appear and leave through the endpoints file, liv
     rmSync(pin, { recursive: true, force: true })
   })
   const status = (host: string, method: string, url: string): Promise<string> => lab.httpCode(host, url, { method })
-  const waitFor = async (what: string, ok: () => Promise<boolean> | boolean): Promise<void> => {
-    for (const started = Date.now(); Date.now() - started < 10_000; await new Promise((r) => setTimeout(r, 100)))
-      if (await ok()) return
-    throw new Error(`${what}: not within 10 s; the node said:\n${JSON.stringify(node.lines().slice(-5))}`)
-  }
+  const waitFor = (what: string, ok: () => Promise<boolean> | boolean): Promise<number> =>
+    waitWithin(what, ok, {
+      said: () => `the node said:\n${JSON.stringify(node.lines().slice(-5))}`,
+    })
 
   t.equal(
     await status('tiefighter', 'POST', LANDING),
@@ -123,11 +123,10 @@ kernelTest(
       rmSync(pin, { recursive: true, force: true })
     })
     const toWorld = (): Promise<string> => lab.httpCode('xwing', 'http://192.0.2.3/v1/')
-    const waitFor = async (what: string, ok: () => Promise<boolean> | boolean): Promise<void> => {
-      for (const started = Date.now(); Date.now() - started < 10_000; await new Promise((r) => setTimeout(r, 100)))
-        if (await ok()) return
-      throw new Error(`${what}: not within 10 s; the node said:\n${JSON.stringify(node.lines().slice(-5))}`)
-    }
+    const waitFor = (what: string, ok: () => Promise<boolean> | boolean): Promise<number> =>
+      waitWithin(what, ok, {
+        said: () => `the node said:\n${JSON.stringify(node.lines().slice(-5))}`,
+      })
 
     t.equal(await toWorld(), '200', 'the xwing is no endpoint yet: nothing is enforced at its interface')
     writeFileSync(file, endpointsYaml([]))

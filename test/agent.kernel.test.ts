@@ -15,6 +15,7 @@ import { startAgentCommand } from './fixtures/agent-command.js'
 import { documentedJson, undocumentedFields } from './fixtures/cli-json.js'
 import { kernelTest } from './fixtures/kernel.js'
 import { useLab } from './fixtures/lab.js'
+import { waitWithin } from './fixtures/wait.js'
 
 const LANDING = 'http://198.18.2.10/v1/request-landing'
 
@@ -46,14 +47,12 @@ kernelTest(t, 'agent: policy file changes take effect live, a bad file changes n
       .split('\n')
       .filter((l) => l.startsWith('{'))
       .map((l) => JSON.parse(l) as Record<string, unknown>)
-  const waitFor = async (what: string, ok: () => Promise<boolean> | boolean, ms = 10_000): Promise<number> => {
-    const started = Date.now()
-    while (Date.now() - started < ms) {
-      if (await ok()) return Date.now() - started
-      await new Promise((r) => setTimeout(r, 50))
-    }
-    throw new Error(`${what}: not within ${ms} ms; agent said:\n${running.out()}`)
-  }
+  const waitFor = (what: string, ok: () => Promise<boolean> | boolean, ms = 10_000): Promise<number> =>
+    waitWithin(what, ok, {
+      withinMs: ms,
+      everyMs: 50,
+      said: () => `agent said:\n${running.out()}`,
+    })
   const status = (method: string, url: string): Promise<string> =>
     lab.httpCode('tiefighter', url, { method, maxTime: 3 })
 

@@ -12,6 +12,7 @@ import { startLabNode } from '../lab/node-agent.js'
 import { adminGet } from '../proxy/agent/admin-socket.js'
 import { kernelTest } from './fixtures/kernel.js'
 import { useLab } from './fixtures/lab.js'
+import { waitWithin } from './fixtures/wait.js'
 
 const SPEEDER = '192.0.2.5'
 const POLICY = `apiVersion: cilium.io/v2
@@ -59,14 +60,8 @@ kernelTest(t, 'toFQDNs: expired addresses blocked again, but not under a live co
     ((await adminGet(admin, '/v1/fqdn')) as Array<{ name: string; ips: Array<{ ip: string; zombie?: boolean }> }>).find(
       (e) => e.name === 'speeder.empire',
     )?.ips ?? []
-  const waitFor = async (what: string, ok: () => Promise<boolean>, ms: number): Promise<number> => {
-    const started = Date.now()
-    while (Date.now() - started < ms) {
-      if (await ok()) return Date.now() - started
-      await new Promise((r) => setTimeout(r, 200))
-    }
-    throw new Error(`${what}: not within ${ms} ms`)
-  }
+  const waitFor = (what: string, ok: () => Promise<boolean>, ms: number): Promise<number> =>
+    waitWithin(what, ok, { withinMs: ms, everyMs: 200 })
   const resolve = (): Promise<unknown> =>
     lab.exec('tiefighter', ['dig', '+short', '+time=2', '+tries=1', 'speeder.empire'])
 
